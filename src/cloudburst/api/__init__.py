@@ -1,0 +1,1 @@
+"""The OpenNebula-compatible XML-RPC API."""

@@ -1,0 +1,1 @@
+"""The onehost, onevm and onetemplate commands."""

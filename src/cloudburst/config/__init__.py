@@ -1,0 +1,1 @@
+"""Configuration: typed settings and the oned.conf reader."""

@@ -1,0 +1,241 @@
+"""Read ``oned.conf``: OpenNebula template syntax into :class:`Settings`.
+
+Recognised attributes (anything else is reported as a warning, since a typo
+silently ignored is worse than a noisy log):
+
+* ``LISTEN_ADDRESS``, ``PORT`` -- where the XML-RPC API listens.
+* ``DB = [ BACKEND = "sqlite" | "postgresql", URL = "..." ]`` -- the store.
+* ``MONITORING_INTERVAL``, ``VM_POLLING_INTERVAL`` -- seconds.
+* ``SCHED_INTERVAL``, ``MAX_VM``, ``MAX_DISPATCH``, ``MAX_HOST`` -- scheduler
+  limits, as in OpenNebula's ``sched.conf``.
+* ``DEFAULT_SCHED = [ POLICY = 0..4, RANK = "..." ]`` -- default host ranking:
+  0 packing, 1 striping, 2 load-aware, 3 custom ``RANK``, 4 fixed ``PRIORITY``.
+* ``DEFAULT_ACTION_TIMEOUT``, ``ORPHAN_GRACE_PERIOD``, ``MAX_REQUEST_BYTES``.
+* ``LOG = [ LEVEL = "DEBUG" | "INFO" | ... ]`` (``DEBUG_LEVEL = 0..3`` also read).
+* ``IM_MAD``, ``VM_MAD``, ``TM_MAD`` sections with ``NAME``, ``EXECUTABLE``,
+  ``ARGUMENTS``, ``DEFAULT``, ``TYPE``.
+
+Every problem raises :class:`~cloudburst.errors.ConfigError` naming the file,
+the line and what is wrong, so a bad file stops the daemon at start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+
+from cloudburst.config.settings import (
+    DriverSection,
+    SchedulerSettings,
+    Settings,
+)
+from cloudburst.errors import ConfigError, TemplateError, TemplateSyntaxError
+from cloudburst.template import Template, parse
+
+_POLICY_RANKS = {
+    "0": "RUNNING_VMS",
+    "1": "- RUNNING_VMS",
+    "2": "FREE_CPU",
+    "4": "PRIORITY",
+}
+_LOG_LEVELS = {"0": "ERROR", "1": "WARNING", "2": "INFO", "3": "DEBUG"}
+_DRIVER_KINDS = ("IM_MAD", "VM_MAD", "TM_MAD")
+_KNOWN = {
+    "LISTEN_ADDRESS", "PORT", "DB", "MONITORING_INTERVAL", "VM_POLLING_INTERVAL",
+    "SCHED_INTERVAL", "MAX_VM", "MAX_DISPATCH", "MAX_HOST", "DEFAULT_SCHED",
+    "DEFAULT_ACTION_TIMEOUT", "ORPHAN_GRACE_PERIOD", "MAX_REQUEST_BYTES", "LOG",
+    *_DRIVER_KINDS,
+}
+
+
+class _Reader:
+    """Typed access to the parsed file with errors that name file and line."""
+
+    def __init__(self, path: Path, text: str, template: Template) -> None:
+        self.path = path
+        self.text = text
+        self.template = template
+
+    def line_of(self, name: str, occurrence: int = 0) -> int | None:
+        pattern = re.compile(rf"^[ \t]*{re.escape(name)}[ \t]*=", re.IGNORECASE | re.MULTILINE)
+        matches = list(pattern.finditer(self.text))
+        if occurrence < len(matches):
+            return self.text.count("\n", 0, matches[occurrence].start()) + 1
+        return None
+
+    def fail(self, name: str, problem: str, occurrence: int = 0) -> ConfigError:
+        return ConfigError(str(self.path), problem, self.line_of(name, occurrence))
+
+    def string(self, name: str, default: str) -> str:
+        value = self.template.get(name)
+        if value is None and self.template.get_vector(name) is not None:
+            raise self.fail(name, f"{name} must be a single value, not a vector")
+        return default if value is None else value
+
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        raw = self.template.get(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise self.fail(name, f"{name} must be a number, not {raw!r}") from None
+        if value < minimum:
+            raise self.fail(name, f"{name} must be at least {minimum:g}, not {raw}")
+        return value
+
+    def integer(self, name: str, default: int, *, minimum: int = 0) -> int:
+        value = self.number(name, default, minimum=minimum)
+        if value != int(value):
+            raise self.fail(name, f"{name} must be a whole number, not {value:g}")
+        return int(value)
+
+
+def load(path: Path, home: Path) -> tuple[Settings, list[str]]:
+    """Parse ``path`` into settings rooted at ``home``; return them and warnings.
+
+    Environment overrides applied afterwards: ``CLOUDBURST_PORT``, ``CLOUDBURST_DB_URL``.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, malformed or has a bad value.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read the file: {exc.strerror}") from None
+    try:
+        template = parse(text)
+    except TemplateSyntaxError as exc:
+        raise ConfigError(str(path), _strip_position(exc.message), exc.line) from None
+    except TemplateError as exc:
+        raise ConfigError(str(path), exc.message) from None
+    reader = _Reader(path, text, template)
+    defaults = Settings(home=home)
+    warnings = [
+        f"{path}:{reader.line_of(name) or '?'}: unknown attribute {name} ignored"
+        for name in template.names()
+        if name not in _KNOWN
+    ]
+    settings = Settings(
+        home=home,
+        listen_address=reader.string("LISTEN_ADDRESS", defaults.listen_address),
+        port=reader.integer("PORT", defaults.port, minimum=0),
+        db_url=_db_url(reader),
+        monitoring_interval=reader.number("MONITORING_INTERVAL", defaults.monitoring_interval,
+                                          minimum=0.05),
+        vm_polling_interval=reader.number("VM_POLLING_INTERVAL", defaults.vm_polling_interval,
+                                          minimum=0.05),
+        default_action_timeout=reader.number(
+            "DEFAULT_ACTION_TIMEOUT", defaults.default_action_timeout, minimum=0.01),
+        orphan_grace_period=reader.number("ORPHAN_GRACE_PERIOD", defaults.orphan_grace_period),
+        max_request_bytes=reader.integer("MAX_REQUEST_BYTES", defaults.max_request_bytes,
+                                         minimum=1024),
+        log_level=_log_level(reader, defaults.log_level),
+        scheduler=_scheduler(reader),
+        drivers=_drivers(reader),
+    )
+    return _apply_environment(settings, path), warnings
+
+
+def _strip_position(message: str) -> str:
+    return re.sub(r" at line \d+, column \d+$", "", message)
+
+
+def _db_url(reader: _Reader) -> str:
+    section = reader.template.get_vector("DB")
+    if section is None:
+        return ""
+    backend = section.get("BACKEND", "sqlite").lower()
+    url = section.get("URL", "")
+    if backend == "sqlite":
+        return url
+    if backend in ("postgresql", "postgres"):
+        if not url:
+            raise reader.fail("DB", 'DB BACKEND="postgresql" needs URL="postgresql://..."')
+        return url
+    raise reader.fail("DB", f'DB BACKEND must be "sqlite" or "postgresql", not {backend!r}')
+
+
+def _log_level(reader: _Reader, default: str) -> str:
+    section = reader.template.get_vector("LOG") or {}
+    if "LEVEL" in section:
+        level = section["LEVEL"].upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise reader.fail("LOG", f"LOG LEVEL must be DEBUG, INFO, WARNING or ERROR, "
+                                     f"not {section['LEVEL']!r}")
+        return level
+    if "DEBUG_LEVEL" in section:
+        try:
+            return _LOG_LEVELS[section["DEBUG_LEVEL"]]
+        except KeyError:
+            raise reader.fail("LOG", "LOG DEBUG_LEVEL must be 0, 1, 2 or 3") from None
+    return default
+
+
+def _scheduler(reader: _Reader) -> SchedulerSettings:
+    defaults = SchedulerSettings()
+    rank = defaults.default_rank
+    policy = reader.template.get_vector("DEFAULT_SCHED")
+    if policy is not None:
+        number = policy.get("POLICY", "1")
+        if number == "3":
+            rank = policy.get("RANK", "")
+            if not rank:
+                raise reader.fail("DEFAULT_SCHED", "DEFAULT_SCHED POLICY=3 needs a RANK")
+        elif number in _POLICY_RANKS:
+            rank = _POLICY_RANKS[number]
+        else:
+            raise reader.fail("DEFAULT_SCHED",
+                              f"DEFAULT_SCHED POLICY must be 0, 1, 2, 3 or 4, not {number!r}")
+    return SchedulerSettings(
+        interval=reader.number("SCHED_INTERVAL", defaults.interval, minimum=0.05),
+        max_vm=reader.integer("MAX_VM", defaults.max_vm),
+        max_dispatch=reader.integer("MAX_DISPATCH", defaults.max_dispatch),
+        max_host=reader.integer("MAX_HOST", defaults.max_host),
+        default_rank=rank,
+    )
+
+
+def _drivers(reader: _Reader) -> tuple[DriverSection, ...]:
+    sections: list[DriverSection] = []
+    for kind in _DRIVER_KINDS:
+        seen: set[str] = set()
+        for index, value in enumerate(reader.template.get_all(kind)):
+            if not isinstance(value, dict):
+                raise reader.fail(kind, f"{kind} must be a vector: {kind} = [ NAME = ..., ... ]",
+                                  index)
+            name = value.get("NAME", "").strip()
+            executable = value.get("EXECUTABLE", "").strip()
+            if not name:
+                raise reader.fail(kind, f"{kind} section without NAME", index)
+            if not executable and kind != "TM_MAD":
+                raise reader.fail(kind, f"{kind} {name!r} has no EXECUTABLE", index)
+            if name in seen:
+                raise reader.fail(kind, f"{kind} {name!r} is defined twice", index)
+            seen.add(name)
+            sections.append(DriverSection(
+                kind=kind,
+                name=name,
+                executable=executable,
+                arguments=value.get("ARGUMENTS", ""),
+                default=value.get("DEFAULT") or None,
+                type=value.get("TYPE", "xml").lower() or "xml",
+                line=reader.line_of(kind, index) or 0,
+            ))
+    return tuple(sections)
+
+
+def _apply_environment(settings: Settings, path: Path) -> Settings:
+    port = os.environ.get("CLOUDBURST_PORT")
+    if port:
+        if not port.isdigit() or int(port) > 65535:
+            raise ConfigError("CLOUDBURST_PORT", f"must be a port number, not {port!r}")
+        settings = dataclasses.replace(settings, port=int(port))
+    if settings.port > 65535:
+        raise ConfigError(str(path), f"PORT must be at most 65535, not {settings.port}")
+    db_url = os.environ.get("CLOUDBURST_DB_URL")
+    if db_url:
+        settings = dataclasses.replace(settings, db_url=db_url)
+    return settings

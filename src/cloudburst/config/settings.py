@@ -1,0 +1,126 @@
+"""Typed settings with every default in one place.
+
+``oned.conf`` (parsed by :mod:`cloudburst.config.oned`) fills a :class:`Settings`;
+anything the file leaves out keeps the default written here. The environment
+overrides a few values so tests can run several daemons side by side:
+``CLOUDBURST_HOME`` (the layout root), ``CLOUDBURST_PORT`` (the API port) and
+``CLOUDBURST_DB_URL`` (the store).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_HOME = "~/.cloudburst"
+DEFAULT_LISTEN_ADDRESS = "127.0.0.1"
+DEFAULT_PORT = 2633
+
+
+@dataclass(frozen=True, slots=True)
+class DriverSection:
+    """One ``IM_MAD`` / ``VM_MAD`` / ``TM_MAD`` section of ``oned.conf``.
+
+    Attributes:
+        kind: ``IM_MAD``, ``VM_MAD`` or ``TM_MAD``.
+        name: ``NAME``, what hosts reference.
+        executable: ``EXECUTABLE``, which selects the implementation.
+        arguments: ``ARGUMENTS`` as written.
+        default: ``DEFAULT`` (a defaults file, relative to ``etc/``), if any.
+        type: ``TYPE`` for VM drivers (``xml``, ``kvm``, ...).
+        line: where the section starts, for error messages.
+    """
+
+    kind: str
+    name: str
+    executable: str
+    arguments: str = ""
+    default: str | None = None
+    type: str = "xml"
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSettings:
+    """Placement settings (OpenNebula's ``sched.conf`` names)."""
+
+    #: Seconds between periodic placement passes (events trigger passes sooner).
+    interval: float = 5.0
+    #: Pending VMs considered per pass (0 = all).
+    max_vm: int = 5000
+    #: VMs dispatched per pass (0 = no limit).
+    max_dispatch: int = 0
+    #: VMs placed on one host per pass (0 = no limit).
+    max_host: int = 0
+    #: Default ranking when a VM has no RANK: local hosts first, then cloud
+    #: hosts; among equals, the least loaded (striping).
+    default_rank: str = "- RUNNING_VMS"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the daemon needs to start."""
+
+    home: Path
+    listen_address: str = DEFAULT_LISTEN_ADDRESS
+    port: int = DEFAULT_PORT
+    #: SQLAlchemy URL; empty means SQLite at ``home/one.db``.
+    db_url: str = ""
+    #: Seconds between two monitorings of a host.
+    monitoring_interval: float = 60.0
+    #: Seconds between two polls of a host's VMs.
+    vm_polling_interval: float = 30.0
+    #: Seconds a driver action may run when its ``-w`` is not set.
+    default_action_timeout: float = 300.0
+    #: Seconds an operator-visible grace before orphaned cloud resources go.
+    orphan_grace_period: float = 600.0
+    #: Largest XML-RPC request body accepted, in bytes.
+    max_request_bytes: int = 16 * 1024 * 1024
+    log_level: str = "INFO"
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    drivers: tuple[DriverSection, ...] = ()
+
+    @property
+    def etc_dir(self) -> Path:
+        return self.home / "etc"
+
+    @property
+    def remotes_dir(self) -> Path:
+        return self.home / "remotes"
+
+    @property
+    def var_dir(self) -> Path:
+        return self.home / "var"
+
+    @property
+    def vms_dir(self) -> Path:
+        return self.home / "vms"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "log"
+
+    @property
+    def oned_conf(self) -> Path:
+        return self.etc_dir / "oned.conf"
+
+    @property
+    def auth_file(self) -> Path:
+        return self.home / "one_auth"
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.home / 'one.db'}"
+
+    def driver(self, kind: str, name: str) -> DriverSection | None:
+        """The section of ``kind`` named ``name`` (case-sensitive, as oned)."""
+        for section in self.drivers:
+            if section.kind == kind and section.name == name:
+                return section
+        return None
+
+
+def home_from_environment() -> Path:
+    """``CLOUDBURST_HOME`` or ``~/.cloudburst``, expanded and absolute."""
+    return Path(os.environ.get("CLOUDBURST_HOME") or DEFAULT_HOME).expanduser().resolve()

@@ -1,0 +1,1 @@
+"""The daemon: wiring, life-cycle manager, scheduler and monitor loops, recovery."""

@@ -1,0 +1,157 @@
+"""``oned``: start the cloudburst daemon.
+
+Everything lives under ``CLOUDBURST_HOME`` (default ``~/.cloudburst``), as
+OpenNebula's self-contained ``ONE_LOCATION`` mode: ``etc/oned.conf`` is written
+from the commented default at first start and read on every start; ``remotes/``
+is seeded from the shipped driver scripts; the database, logs and per-VM files
+sit beside them.
+
+``oned -f`` runs in the foreground and logs to stderr; plain ``oned`` starts
+the same in the background, logging to ``log/oned.log``, and returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cloudburst.config import oned
+from cloudburst.config.settings import Settings, home_from_environment
+from cloudburst.errors import CloudburstError
+
+log = logging.getLogger("cloudburst")
+
+SHARE_DIR = Path(__file__).resolve().parent.parent / "share"
+
+
+def bootstrap_layout(home: Path) -> list[str]:
+    """Create ``home``'s layout on first start; returns what was created."""
+    created: list[str] = []
+    etc = home / "etc"
+    etc.mkdir(parents=True, exist_ok=True)
+    for source in sorted((SHARE_DIR / "etc").rglob("*")):
+        target = etc / source.relative_to(SHARE_DIR / "etc")
+        if source.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif not target.exists():
+            shutil.copy2(source, target)
+            if target.name.endswith("rc"):
+                target.chmod(0o600)
+            created.append(str(target))
+    remotes = home / "remotes"
+    if not remotes.exists():
+        shutil.copytree(SHARE_DIR / "remotes", remotes)
+        created.append(str(remotes))
+    return created
+
+
+def configure_logging(settings: Settings, foreground: bool) -> None:
+    handler: logging.Handler
+    if foreground:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        settings.log_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(settings.log_dir / "oned.log")
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s [%(levelname)s] %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def serve(settings: Settings) -> None:
+    """Run the daemon until SIGTERM or SIGINT."""
+    from cloudburst.daemon.app import Daemon
+
+    daemon = Daemon(settings)
+    if daemon.admin_created:
+        log.info("created user oneadmin; its session is in %s", settings.auth_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await daemon.start()
+    log.info("cloudburst oned listening on http://%s:%d/RPC2 (home %s)",
+             settings.listen_address, settings.port, settings.home)
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        await daemon.stop()
+
+
+def load_settings(home: Path) -> tuple[Settings, list[str]]:
+    """Bootstrap ``home`` and read its ``etc/oned.conf``."""
+    bootstrap_layout(home)
+    return oned.load(home / "etc" / "oned.conf", home)
+
+
+def _start_background(home: Path, settings: Settings) -> int:
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    pid_file = settings.var_dir / "oned.pid"
+    if pid_file.exists():
+        with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
+            os.kill(int(pid_file.read_text().strip()), 0)
+            print(f"oned is already running (pid {pid_file.read_text().strip()})")
+            return 0
+    log_path = settings.log_dir / "oned.log"
+    with open(log_path, "a") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cloudburst.daemon.main", "-f", "--log-file"],
+            stdin=subprocess.DEVNULL, stdout=output, stderr=output, start_new_session=True,
+            env={**os.environ, "CLOUDBURST_HOME": str(home)},
+        )
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(f"{process.pid}\n")
+    time.sleep(1.0)
+    if process.poll() is not None:
+        print(f"oned failed to start; see {log_path}", file=sys.stderr)
+        return 1
+    print(f"oned started (pid {process.pid}); API http://{settings.listen_address}:"
+          f"{settings.port}/RPC2; log {log_path}; session in {settings.auth_file}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="oned", description="Start the cloudburst daemon (OpenNebula-compatible oned).")
+    parser.add_argument("-f", "--foreground", action="store_true",
+                        help="run in the foreground, logging to stderr")
+    parser.add_argument("--log-file", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    home = home_from_environment()
+    try:
+        settings, warnings = load_settings(home)
+    except CloudburstError as exc:
+        print(f"oned: {exc}", file=sys.stderr)
+        return 1
+    if not args.foreground:
+        return _start_background(home, settings)
+    configure_logging(settings, foreground=not args.log_file)
+    for warning in warnings:
+        log.warning("%s", warning)
+    try:
+        asyncio.run(serve(settings))
+    except CloudburstError as exc:
+        log.error("%s", exc)
+        print(f"oned: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        print(f"oned: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

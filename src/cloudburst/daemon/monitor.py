@@ -1,0 +1,244 @@
+"""Host monitoring and bulk VM polling.
+
+Every host that is not disabled or offline is monitored through its
+information driver every ``MONITORING_INTERVAL`` seconds, and at once when it
+is created or re-enabled. The report (``KEY=VALUE``) replaces same-named host
+attributes; ``TOTALCPU``/``TOTALMEMORY``/``FREE*``/``USED*`` become the host
+share. A failed probe puts the host in ``ERROR`` with the message; the daemon
+goes on.
+
+VMs are polled per host, all VMs of a host in **one** driver call, every
+``VM_POLLING_INTERVAL`` seconds. VMs a host's monitoring reported (``VM=[...]``
+vectors) are updated from that report instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy import Connection
+
+from cloudburst.daemon.dispatcher import Dispatcher
+from cloudburst.daemon.lifecycle import LifecycleManager, poll_refs
+from cloudburst.drivers.base import HostInfo, PollResult
+from cloudburst.errors import CloudburstError, ConflictError, NotFoundError, one_line
+from cloudburst.model import lifecycle
+from cloudburst.model.records import HostRecord, VmRecord
+from cloudburst.model.states import HostState
+from cloudburst.store import host_pool, vm_pool
+from cloudburst.store.database import Database
+from cloudburst.template import Template
+
+log = logging.getLogger(__name__)
+
+#: Reported keys that feed the host share instead of the template.
+SHARE_KEYS: Mapping[str, str] = {
+    "TOTALCPU": "max_cpu",
+    "TOTALMEMORY": "max_mem",
+    "FREECPU": "free_cpu",
+    "FREEMEMORY": "free_mem",
+    "USEDCPU": "used_cpu",
+    "USEDMEMORY": "used_mem",
+}
+
+#: VM positions whose instance exists at the provider and is worth polling.
+POLLED_POSITIONS = frozenset({
+    lifecycle.RUNNING, lifecycle.UNKNOWN, lifecycle.POWEROFF, lifecycle.SUSPENDED,
+})
+
+_NOT_MONITORED = frozenset({HostState.DISABLED, HostState.OFFLINE})
+
+
+def _number(value: str | None) -> int:
+    try:
+        return int(float(value)) if value is not None else 0
+    except ValueError:
+        return 0
+
+
+class Monitor:
+    """Keeps hosts monitored and VMs polled."""
+
+    def __init__(self, db: Database, dispatcher: Dispatcher, lifecycle_manager: LifecycleManager,
+                 *, monitoring_interval: float, polling_interval: float,
+                 on_host_changed: Callable[[], None]) -> None:
+        self.db = db
+        self.dispatcher = dispatcher
+        self.lifecycle = lifecycle_manager
+        self.monitoring_interval = monitoring_interval
+        self.polling_interval = polling_interval
+        self._on_host_changed = on_host_changed
+        self._next_monitor: dict[int, float] = {}
+        self._next_poll: dict[int, float] = {}
+        self._busy: set[tuple[str, int]] = set()
+        self._wake = asyncio.Event()
+        self._stopped = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def monitor_now(self, host_id: int) -> None:
+        """Monitor ``host_id`` at the next tick (new or re-enabled host)."""
+        self._next_monitor[host_id] = 0.0
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+
+    async def close(self) -> None:
+        self.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=10)
+
+    async def run(self) -> None:
+        tick = min(1.0, self.monitoring_interval, self.polling_interval)
+        while not self._stopped:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("monitor tick failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=tick)
+            self._wake.clear()
+
+    async def tick(self) -> None:
+        """Start the monitorings and polls that are due."""
+        hosts = await self.db.read(lambda connection: host_pool.list_hosts(connection,
+                                                                           with_vms=False))
+        now = time.monotonic()
+        known = {host.id for host in hosts}
+        for table in (self._next_monitor, self._next_poll):
+            for host_id in [h for h in table if h not in known]:
+                del table[host_id]
+        for host in hosts:
+            if host.state in _NOT_MONITORED:
+                continue
+            if now >= self._next_monitor.get(host.id, 0.0) and ("monitor", host.id) not in \
+                    self._busy:
+                self._next_monitor[host.id] = now + self.monitoring_interval
+                self._start(("monitor", host.id), self.monitor_host(host))
+            if host.running_vms and now >= self._next_poll.setdefault(
+                    host.id, now + self.polling_interval) and ("poll", host.id) not in self._busy:
+                self._next_poll[host.id] = now + self.polling_interval
+                self._start(("poll", host.id), self.poll_host(host))
+
+    def _start(self, key: tuple[str, int], coroutine: Any) -> None:
+        self._busy.add(key)
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+
+        def done(finished: asyncio.Task[Any]) -> None:
+            self._busy.discard(key)
+            self._tasks.discard(finished)
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error("%s of host %d failed", key[0], key[1], exc_info=finished.exception())
+
+        task.add_done_callback(done)
+
+    # -- hosts -------------------------------------------------------------------------
+
+    async def monitor_host(self, host: HostRecord) -> None:
+        """Monitor one host now and store the outcome."""
+        try:
+            driver = self.dispatcher.information_driver(host.im_mad)
+            ref = LifecycleManager.host_ref(host)
+            info = await self.dispatcher.run("IM_MAD", host.im_mad, "monitor",
+                                             lambda: driver.monitor(ref))
+        except CloudburstError as exc:
+            await self._host_failed(host.id, one_line(exc.message))
+            return
+        await self._host_monitored(host.id, info)
+        if info.vms:
+            await self._apply_reported_vms(host, info)
+
+    async def _host_monitored(self, host_id: int, info: HostInfo) -> None:
+        now = int(time.time())
+
+        def write(connection: Connection) -> HostRecord:
+            host = host_pool.get_host(connection, host_id)
+            template = host.template.copy()
+            reported = Template([(name, value) for name, value in info.attributes.items()
+                                 if name not in SHARE_KEYS])
+            template.merge(reported, replace=True)
+            template.remove("ERROR")
+            wilds = [vm.deploy_id for vm in info.vms if vm.vm_id < 0]
+            template.set("TOTAL_WILDS", str(len(wilds)))
+            if wilds:
+                template.set("WILDS", ",".join(wilds))
+            else:
+                template.remove("WILDS")
+            share = {column: _number(info.attributes.get(key)) for key, column in
+                     SHARE_KEYS.items()}
+            if "FREECPU" not in info.attributes:
+                share["free_cpu"] = share["max_cpu"] - share["used_cpu"]
+            if "FREEMEMORY" not in info.attributes:
+                share["free_mem"] = share["max_mem"] - share["used_mem"]
+            state = host.state if host.state in _NOT_MONITORED else HostState.MONITORED
+            return host_pool.update_host(connection, host, state=state, template=template,
+                                         last_mon_time=now, error="", **share)
+
+        try:
+            updated = await self.db.write(write)
+        except (ConflictError, NotFoundError):
+            return
+        if updated.prev_state is not HostState.MONITORED or updated.max_cpu:
+            self._on_host_changed()
+
+    async def _host_failed(self, host_id: int, message: str) -> None:
+        now = int(time.time())
+        log.warning("monitoring host %d failed: %s", host_id, message)
+
+        def write(connection: Connection) -> None:
+            host = host_pool.get_host(connection, host_id)
+            if host.state in _NOT_MONITORED:
+                return
+            template = host.template.copy()
+            template.set("ERROR", f"Error monitoring host {host_id} : {message}")
+            host_pool.update_host(connection, host, state=HostState.ERROR, template=template,
+                                  error=message, last_mon_time=now)
+
+        try:
+            await self.db.write(write)
+        except (ConflictError, NotFoundError):
+            return
+
+    async def _apply_reported_vms(self, host: HostRecord, info: HostInfo) -> None:
+        results = {vm.vm_id: vm.poll for vm in info.vms if vm.vm_id >= 0 and vm.poll is not None}
+        if not results:
+            return
+
+        def read(connection: Connection) -> set[int]:
+            on_host = vm_pool.list_vms(connection, host_id=host.id, with_history=False)
+            return {vm.id for vm in on_host if vm.position in POLLED_POSITIONS}
+
+        mine = await self.db.read(read)
+        await self.lifecycle.apply_poll({vm_id: poll for vm_id, poll in results.items()
+                                         if vm_id in mine})
+
+    # -- VMs ---------------------------------------------------------------------------
+
+    async def poll_host(self, host: HostRecord) -> None:
+        """Poll every VM on ``host`` in one driver call and apply the results."""
+        def read(connection: Connection) -> list[VmRecord]:
+            return [vm for vm in vm_pool.list_vms(connection, host_id=host.id,
+                                                  with_history=False)
+                    if vm.position in POLLED_POSITIONS]
+
+        vms = await self.db.read(read)
+        refs = poll_refs(vms, host)
+        if not refs:
+            return
+        try:
+            driver = self.dispatcher.vm_driver(host.vm_mad)
+            results: dict[int, PollResult] = await self.dispatcher.run(
+                "VM_MAD", host.vm_mad, "poll", lambda: driver.poll(refs))
+        except CloudburstError as exc:
+            log.warning("polling VMs of host %s failed: %s", host.name, exc)
+            return
+        await self.lifecycle.apply_poll(results)

@@ -1,0 +1,117 @@
+"""The scheduler loop: event-driven placement passes.
+
+A pass runs as soon as something may have changed the answer -- a VM was
+created or released, capacity was freed, a host was (re)monitored -- and
+otherwise every ``SCHED_INTERVAL`` seconds. Wake-ups that arrive during a pass
+coalesce into one follow-up pass. A pass reads a snapshot, places VMs with the
+pure :func:`~cloudburst.scheduler.placement.place`, then writes each placement
+as a compare-and-swap (a VM a user held or deleted meanwhile is skipped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from sqlalchemy import Connection
+
+from cloudburst.config.settings import SchedulerSettings
+from cloudburst.daemon.lifecycle import LifecycleManager
+from cloudburst.errors import CloudburstError
+from cloudburst.model.records import HostRecord, VmRecord
+from cloudburst.model.states import SCHEDULABLE_HOST_STATES, VmState
+from cloudburst.scheduler.demand import host_candidate, vm_demand
+from cloudburst.scheduler.placement import place
+from cloudburst.store import host_pool, vm_pool
+from cloudburst.store.database import Database
+from cloudburst.template.expr import parse_rank
+
+log = logging.getLogger(__name__)
+
+
+class SchedulerLoop:
+    """Runs placement passes on events and on a timer."""
+
+    def __init__(self, db: Database, lifecycle: LifecycleManager,
+                 settings: SchedulerSettings) -> None:
+        self.db = db
+        self.lifecycle = lifecycle
+        self.settings = settings
+        self._wake = asyncio.Event()
+        self._stopped = False
+        self.passes = 0
+
+    def wake(self) -> None:
+        """Ask for a pass as soon as possible (cheap; safe to call often)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopped:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.interval)
+            if self._stopped:
+                return
+            self._wake.clear()
+            try:
+                await self.pass_once()
+            except Exception:
+                log.exception("scheduler pass failed")
+                await asyncio.sleep(0.5)
+
+    async def pass_once(self) -> int:
+        """Place what can be placed now; returns how many VMs were dispatched."""
+        self.passes += 1
+        limit = self.settings.max_vm or None
+
+        def read(connection: Connection) -> tuple[list[HostRecord], list[VmRecord]]:
+            pending = vm_pool.list_vms(connection, states=[VmState.PENDING], limit=limit,
+                                       with_history=False)
+            if not pending:
+                return [], []
+            hosts = [host for host in host_pool.list_hosts(connection)
+                     if host.state in SCHEDULABLE_HOST_STATES]
+            return hosts, pending
+
+        hosts, pending = await self.db.read(read)
+        if not pending:
+            return 0
+        now = time.monotonic()
+        demands = [vm_demand(vm, self._excluded(vm.id, now)) for vm in pending]
+        result = place(
+            demands, [host_candidate(host) for host in hosts],
+            default_rank=parse_rank(self.settings.default_rank),
+            max_dispatch=self.settings.max_dispatch, max_host=self.settings.max_host,
+        )
+        outcomes = await asyncio.gather(
+            *(self.lifecycle.deploy(vm_id, host_id, scheduled=True)
+              for vm_id, host_id in result.assignments),
+            return_exceptions=True,
+        )
+        for (vm_id, host_id), outcome in zip(result.assignments, outcomes, strict=True):
+            if isinstance(outcome, CloudburstError):
+                log.info("placing VM %d on host %d skipped: %s", vm_id, host_id, outcome)
+            elif isinstance(outcome, BaseException):
+                log.error("placing VM %d on host %d failed", vm_id, host_id, exc_info=outcome)
+        messages = {vm.id: result.waiting[vm.id] for vm in pending
+                    if vm.id in result.waiting and vm.sched_message != result.waiting[vm.id]}
+        if messages:
+            await self.db.write(lambda connection: vm_pool.set_sched_messages(connection,
+                                                                                messages))
+        return len(result.assignments)
+
+    def _excluded(self, vm_id: int, now: float) -> frozenset[int]:
+        backoff = self.lifecycle.capacity_backoff.get(vm_id)
+        if not backoff:
+            return frozenset()
+        active = {host_id: until for host_id, until in backoff.items() if until > now}
+        if not active:
+            self.lifecycle.capacity_backoff.pop(vm_id, None)
+            return frozenset()
+        self.lifecycle.capacity_backoff[vm_id] = active
+        return frozenset(active)

@@ -1,0 +1,1 @@
+"""Drivers: the contract, the registry and the built-in drivers."""

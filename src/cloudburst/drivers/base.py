@@ -1,0 +1,282 @@
+"""The driver contract: information drivers and virtual machine drivers.
+
+Drivers are the only code that talks to hypervisors and clouds. The core calls
+them through the dispatcher (``cloudburst.daemon.dispatcher``), which applies
+the per-driver concurrency (``-t``), retries (``-r``) and time limit (``-w``)
+from ``oned.conf``; a driver itself just does one action and either returns or
+raises a :class:`~cloudburst.errors.DriverError` subclass.
+
+All methods are coroutines. A driver built on a blocking SDK (boto3, libvirt)
+runs its calls in a bounded thread pool it owns; a driver that runs processes
+uses asyncio subprocesses and must kill them when its coroutine is cancelled
+(that is how the dispatcher enforces ``-w``).
+
+Contract, for every :class:`VmDriver`:
+
+* ``deploy`` creates the VM and returns its deploy id (an opaque string the core
+  stores and never interprets). It receives an idempotency ``token`` that stays
+  the same when the same deploy is retried or replayed after a crash; a driver
+  that can (EC2 ``ClientToken``, tags) must use it so that a retry finds the
+  instance instead of creating a second one.
+* ``find`` looks an earlier deploy up by its token; the daemon calls it on
+  restart for deploys that never reported back. ``None`` means "not found or
+  cannot tell", and the daemon then replays ``deploy`` with the same token.
+* ``cancel`` (hard stop) succeeds when the instance is already gone;
+  ``shutdown`` is the graceful form.
+* ``poll`` observes many VMs in one call (bulk) and maps the provider's states
+  to :class:`PollState`; VMs it cannot see are reported ``GONE``.
+* Optional actions (``save``, ``restore``, ``migrate``, snapshots, ...) raise
+  :class:`~cloudburst.errors.UnsupportedActionError` unless the driver lists
+  them in ``capabilities``.
+
+Messages in raised errors are single lines and never include credentials.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from cloudburst.errors import TransientDriverError, UnsupportedActionError
+
+#: Actions every VM driver implements.
+CORE_ACTIONS: frozenset[str] = frozenset(
+    {"deploy", "shutdown", "cancel", "reboot", "reset", "poll"}
+)
+
+#: Every action name a VM driver may declare (OpenNebula's VMM vocabulary).
+ALL_ACTIONS: frozenset[str] = CORE_ACTIONS | frozenset(
+    {
+        "save", "restore", "migrate", "attach_disk", "detach_disk", "attach_nic",
+        "detach_nic", "snapshot_create", "snapshot_revert", "snapshot_delete",
+        "cleanup", "resize_disk", "update_sg", "update_conf",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DriverOptions:
+    """Dispatcher settings parsed from a driver's ``ARGUMENTS``.
+
+    Attributes:
+        threads: ``-t``: how many actions of this driver run at once.
+        retries: ``-r``: extra attempts after a retryable failure.
+        timeout: ``-w``: seconds before an action is stopped (``None``: no limit).
+    """
+
+    threads: int = 15
+    retries: int = 0
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DriverContext:
+    """What a driver is built from: its ``oned.conf`` section and the layout.
+
+    Attributes:
+        name: the section's ``NAME`` (what hosts reference, e.g. ``vmm_ec2``).
+        executable: the section's ``EXECUTABLE`` (selects the implementation).
+        arguments: ``ARGUMENTS`` split into words, with ``-t/-r/-w`` removed.
+        options: the dispatcher settings taken from ``-t/-r/-w``.
+        etc_dir: ``CLOUDBURST_HOME/etc``; relative paths in arguments resolve here.
+        remotes_dir: ``CLOUDBURST_HOME/remotes`` (``im/<name>.d``, ``vmm/<name>/``).
+        var_dir: ``CLOUDBURST_HOME/var`` for driver state files.
+        default: the section's ``DEFAULT`` file, resolved under ``etc_dir``.
+        type: the section's ``TYPE`` (``xml``, ``kvm``, ...).
+        install_id: this installation's id; drivers tag cloud resources with it.
+    """
+
+    name: str
+    executable: str
+    arguments: tuple[str, ...]
+    options: DriverOptions
+    etc_dir: Path
+    remotes_dir: Path
+    var_dir: Path
+    default: Path | None = None
+    type: str = "xml"
+    install_id: str = ""
+
+    def resolve(self, path: str) -> Path:
+        """Resolve a path from the arguments: absolute, or relative to ``etc_dir``."""
+        candidate = Path(path)
+        return candidate if candidate.is_absolute() else self.etc_dir / candidate
+
+    @property
+    def logger(self) -> logging.Logger:
+        return logging.getLogger(f"cloudburst.driver.{self.name}")
+
+
+@dataclass(frozen=True, slots=True)
+class HostRef:
+    """The host a driver acts on."""
+
+    id: int
+    name: str
+    #: The host's template attributes (operator-set and monitored), for drivers
+    #: that read per-host settings such as ``LIBVIRT_URI``.
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DeploySpec:
+    """Everything ``deploy`` needs.
+
+    Attributes:
+        vm_id: the VM's id.
+        host: the target host.
+        deployment_file: path of the deployment file the daemon wrote.
+        deployment: the deployment document's text (XML, root ``TEMPLATE``).
+        token: idempotency token; the same for every retry and replay.
+        memory_mb: the VM's ``MEMORY``.
+        cpu: the VM's ``CPU`` (cores, may be fractional).
+    """
+
+    vm_id: int
+    host: HostRef
+    deployment_file: Path
+    deployment: str
+    token: str
+    memory_mb: int = 0
+    cpu: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class VmRef:
+    """A deployed VM: its id, its deploy id and its host."""
+
+    vm_id: int
+    deploy_id: str
+    host: HostRef
+
+
+class PollState(Enum):
+    """What a poll saw, in OpenNebula's one-letter vocabulary."""
+
+    ACTIVE = "a"
+    PAUSED = "p"
+    GONE = "d"
+    ERROR = "e"
+    UNKNOWN = "-"
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    """One VM's poll: its state and extra monitoring values (``IP``, ...)."""
+
+    state: PollState
+    info: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedVm:
+    """A VM reported by host monitoring (``VM=[ID=..., DEPLOY_ID=..., POLL=...]``).
+
+    ``vm_id`` is ``-1`` for a "wild" VM the host runs but cloudburst did not create.
+    """
+
+    vm_id: int
+    deploy_id: str
+    poll: PollResult | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HostInfo:
+    """The result of monitoring a host.
+
+    Attributes:
+        attributes: single ``KEY=VALUE`` values, names upper-case
+            (``TOTALCPU``, ``TOTALMEMORY``, ``HYPERVISOR``, ``PUBLIC_CLOUD``, ...).
+        vms: VMs the host reported, when its driver reports them (``VM_POLL``).
+    """
+
+    attributes: Mapping[str, str]
+    vms: Sequence[ReportedVm] = ()
+
+
+class InformationDriver(abc.ABC):
+    """Monitors hosts: capacity, usage and identity (an ``IM_MAD``)."""
+
+    def __init__(self, context: DriverContext) -> None:
+        self.context = context
+
+    @property
+    def name(self) -> str:
+        return self.context.name
+
+    @abc.abstractmethod
+    async def monitor(self, host: HostRef) -> HostInfo:
+        """Probe ``host`` and return what it reports.
+
+        Raises:
+            DriverError: the probe failed; the message becomes the host's error.
+        """
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, default no-op
+        """Release resources (connections, thread pools)."""
+
+
+class VmDriver(abc.ABC):
+    """Runs VM actions on hosts of one kind (a ``VM_MAD``)."""
+
+    #: Optional actions this driver implements beyond :data:`CORE_ACTIONS`.
+    capabilities: frozenset[str] = frozenset()
+    #: Failures the dispatcher retries (up to ``-r`` times).
+    retryable: tuple[type[Exception], ...] = (TransientDriverError,)
+
+    def __init__(self, context: DriverContext) -> None:
+        self.context = context
+
+    @property
+    def name(self) -> str:
+        return self.context.name
+
+    def supports(self, action: str) -> bool:
+        """Whether the driver implements ``action``."""
+        return action in CORE_ACTIONS or action in self.capabilities
+
+    @abc.abstractmethod
+    async def deploy(self, spec: DeploySpec) -> str:
+        """Create and start the VM; return its deploy id (see module contract)."""
+
+    @abc.abstractmethod
+    async def shutdown(self, vm: VmRef) -> None:
+        """Stop the VM gracefully and remove it from the provider."""
+
+    @abc.abstractmethod
+    async def cancel(self, vm: VmRef) -> None:
+        """Stop the VM at once; succeed if it is already gone."""
+
+    @abc.abstractmethod
+    async def reboot(self, vm: VmRef) -> None:
+        """Reboot the guest gracefully."""
+
+    @abc.abstractmethod
+    async def reset(self, vm: VmRef) -> None:
+        """Power-cycle the guest."""
+
+    @abc.abstractmethod
+    async def poll(self, vms: Sequence[VmRef]) -> dict[int, PollResult]:
+        """Observe ``vms`` (all on hosts of this driver); key the result by VM id."""
+
+    async def find(self, spec: DeploySpec) -> str | None:
+        """Find the instance an earlier ``deploy`` with ``spec.token`` created.
+
+        Returns the deploy id, or ``None`` when none exists or the driver cannot tell.
+        """
+        return None
+
+    async def run_optional(self, action: str, vm: VmRef, *args: str) -> str:
+        """Run an optional action (``save``, ``restore``, ...); returns its output.
+
+        Raises:
+            UnsupportedActionError: the driver does not implement ``action``.
+        """
+        raise UnsupportedActionError(f'Action "{action}" is not supported by driver {self.name}')
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, default no-op
+        """Release resources (connections, thread pools)."""

@@ -1,0 +1,290 @@
+"""In-process test drivers (``one_im_dummy``, ``one_vmm_dummy``) with failure injection.
+
+They answer at once, like OpenNebula's dummy drivers, so the core, the
+scheduler and benchmarks run without any hypervisor. Every action can be made
+to fail, stall or report a given poll state, to exercise the core's failure
+paths. The outcome of action ``X`` is read from, in order:
+
+1. the host attribute ``DUMMY_<X upper>`` (e.g. ``DUMMY_DEPLOY=capacity``);
+2. the file ``<var_dir>/dummy/<x>`` (``echo failure > var/dummy/deploy``);
+3. otherwise the action succeeds.
+
+Values (case-insensitive keyword, message kept as written):
+
+* ``success``;
+* ``failure`` or ``failure: <message>``: :class:`~cloudburst.errors.DriverError`;
+* ``capacity[: <message>]``: :class:`~cloudburst.errors.CapacityError`;
+* ``transient[: <message>]``: :class:`~cloudburst.errors.TransientDriverError`;
+* ``sleep <seconds>``: wait, then succeed;
+* ``hang``: wait forever (only the dispatcher's ``-w`` timeout ends it);
+* for ``poll`` only: ``gone``, ``error``, ``paused``, ``unknown``: that
+  :class:`~cloudburst.drivers.base.PollState` for every VM.
+
+Any other value fails the action with a :class:`DriverError` naming the value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from cloudburst.drivers.base import (
+    ALL_ACTIONS,
+    CORE_ACTIONS,
+    DeploySpec,
+    DriverContext,
+    HostInfo,
+    HostRef,
+    InformationDriver,
+    PollResult,
+    PollState,
+    VmDriver,
+    VmRef,
+)
+from cloudburst.errors import (
+    CapacityError,
+    DriverError,
+    TransientDriverError,
+    UnsupportedActionError,
+    one_line,
+)
+
+_OPTIONAL_ACTIONS: Final = ALL_ACTIONS - CORE_ACTIONS
+
+_ERRORS: Final[dict[str, tuple[type[DriverError], str]]] = {
+    "failure": (DriverError, "failure"),
+    "capacity": (CapacityError, "no capacity"),
+    "transient": (TransientDriverError, "transient failure"),
+}
+
+_POLL_STATES: Final[dict[str, PollState]] = {
+    "gone": PollState.GONE,
+    "error": PollState.ERROR,
+    "paused": PollState.PAUSED,
+    "unknown": PollState.UNKNOWN,
+}
+
+_TOTAL_CPU: Final = 800
+_TOTAL_MEMORY_KB: Final = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an injected action does.
+
+    Attributes:
+        error: the error class raised (with ``message``) after the delay, if any.
+        message: the raised error's message.
+        delay: seconds to wait first; ``None`` means forever (``hang``).
+        state: the poll state to report (``poll`` only).
+    """
+
+    error: type[DriverError] | None = None
+    message: str = ""
+    delay: float | None = 0.0
+    state: PollState = PollState.ACTIVE
+
+    async def apply(self) -> None:
+        """Wait as told, then raise the injected error, if any."""
+        if self.delay is None:
+            await asyncio.Event().wait()
+        elif self.delay > 0:
+            await asyncio.sleep(self.delay)
+        if self.error is not None:
+            raise self.error(self.message)
+
+
+_SUCCESS: Final = Outcome()
+
+
+def parse_outcome(action: str, value: str) -> Outcome:
+    """Turn an injection value for ``action`` into an :class:`Outcome`.
+
+    Unknown values give an outcome that fails with a :class:`DriverError`
+    naming the value, so a typo shows up as a failed action, not a success.
+    """
+    text = value.strip()
+    keyword, colon, message = text.partition(":")
+    keyword = keyword.strip().lower()
+    if keyword in _ERRORS:
+        error, default = _ERRORS[keyword]
+        return Outcome(error=error, message=one_line(message) or f"dummy {action} {default}")
+    outcome = None if colon else _parse_word(action, keyword)
+    if outcome is None:
+        return Outcome(
+            error=DriverError, message=f"dummy {action}: unknown injected outcome {text!r}"
+        )
+    return outcome
+
+
+def _parse_word(action: str, keyword: str) -> Outcome | None:
+    if keyword == "success":
+        return _SUCCESS
+    if keyword == "hang":
+        return Outcome(delay=None)
+    if action == "poll" and keyword in _POLL_STATES:
+        return Outcome(state=_POLL_STATES[keyword])
+    words = keyword.split()
+    if len(words) == 2 and words[0] == "sleep":
+        try:
+            seconds = float(words[1])
+        except ValueError:
+            return None
+        if math.isfinite(seconds) and seconds >= 0:
+            return Outcome(delay=seconds)
+    return None
+
+
+# Injection values repeat (one per deploy of a benchmark); parse each once.
+_cached_outcome = functools.lru_cache(maxsize=256)(parse_outcome)
+
+
+class _Injector:
+    """Reads injected outcomes from host attributes and ``<var_dir>/dummy/``.
+
+    A file is stat-ed on every action and read again only when its inode,
+    size or modification time changed, so injection costs one ``stat`` call.
+    """
+
+    def __init__(self, context: DriverContext) -> None:
+        self._directory = str(context.var_dir / "dummy")
+        self._files: dict[str, tuple[tuple[int, int, int], str]] = {}
+
+    def outcome(self, action: str, host: HostRef) -> Outcome:
+        value = host.attributes.get(f"DUMMY_{action.upper()}")
+        if value is None:
+            value = self._file_value(action)
+        return _SUCCESS if value is None else _cached_outcome(action, value)
+
+    def _file_value(self, action: str) -> str | None:
+        path = os.path.join(self._directory, action)
+        try:
+            status = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        stamp = (status.st_ino, status.st_size, status.st_mtime_ns)
+        cached = self._files.get(action)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        try:
+            with open(path, encoding="utf-8") as handle:
+                value = handle.read()
+        except OSError as exc:
+            raise DriverError(f"dummy {action}: cannot read {path}: {exc.strerror}") from exc
+        self._files[action] = (stamp, value)
+        return value
+
+
+class DummyInformationDriver(InformationDriver):
+    """Reports a fixed host at once: 8 CPUs (800) and 16 GiB.
+
+    Host attributes ``DUMMY_TOTALCPU`` and ``DUMMY_TOTALMEMORY`` (KB) replace
+    the totals; the host is always reported empty (free = total).
+    """
+
+    def __init__(self, context: DriverContext) -> None:
+        super().__init__(context)
+        self._injector = _Injector(context)
+
+    async def monitor(self, host: HostRef) -> HostInfo:
+        await self._injector.outcome("monitor", host).apply()
+        cpu = _total(host, "DUMMY_TOTALCPU", _TOTAL_CPU)
+        memory = _total(host, "DUMMY_TOTALMEMORY", _TOTAL_MEMORY_KB)
+        return HostInfo(
+            attributes={
+                "HYPERVISOR": "dummy",
+                "HOSTNAME": host.name,
+                "TOTALCPU": cpu,
+                "CPUSPEED": "2200",
+                "TOTALMEMORY": memory,
+                "USEDMEMORY": "0",
+                "FREEMEMORY": memory,
+                "FREECPU": cpu,
+                "USEDCPU": "0",
+            }
+        )
+
+
+def _total(host: HostRef, attribute: str, default: int) -> str:
+    value = host.attributes.get(attribute)
+    if value is None:
+        return str(default)
+    if not value.strip().isdigit():
+        raise DriverError(f"host {host.name}: {attribute} must be a whole number, got {value!r}")
+    return value.strip()
+
+
+class DummyVmDriver(VmDriver):
+    """Pretends to run VMs; every action succeeds unless injected otherwise.
+
+    ``deploy`` is idempotent on the token: a repeated token returns the deploy
+    id created first, and ``find`` returns it too, until the VM is shut down or
+    cancelled. ``poll`` reports every VM ``ACTIVE`` (with ``NETTX=12345``),
+    including VMs this process never deployed, so a daemon restart keeps them.
+    """
+
+    capabilities = _OPTIONAL_ACTIONS
+
+    def __init__(self, context: DriverContext) -> None:
+        super().__init__(context)
+        self._injector = _Injector(context)
+        self._by_token: dict[str, str] = {}
+        self._token_of: dict[str, str] = {}
+
+    async def deploy(self, spec: DeploySpec) -> str:
+        await self._injector.outcome("deploy", spec.host).apply()
+        deploy_id = self._by_token.get(spec.token)
+        if deploy_id is None:
+            deploy_id = f"dummy-{spec.vm_id}-{secrets.token_hex(4)}"
+            self._by_token[spec.token] = deploy_id
+            self._token_of[deploy_id] = spec.token
+        return deploy_id
+
+    async def find(self, spec: DeploySpec) -> str | None:
+        return self._by_token.get(spec.token)
+
+    async def shutdown(self, vm: VmRef) -> None:
+        await self._injector.outcome("shutdown", vm.host).apply()
+        self._forget(vm.deploy_id)
+
+    async def cancel(self, vm: VmRef) -> None:
+        await self._injector.outcome("cancel", vm.host).apply()
+        self._forget(vm.deploy_id)
+
+    async def reboot(self, vm: VmRef) -> None:
+        await self._injector.outcome("reboot", vm.host).apply()
+
+    async def reset(self, vm: VmRef) -> None:
+        await self._injector.outcome("reset", vm.host).apply()
+
+    async def poll(self, vms: Sequence[VmRef]) -> dict[int, PollResult]:
+        """Poll ``vms``; the injected outcome is resolved once per host.
+
+        Injected delays and errors of different hosts apply one after another.
+        """
+        states: dict[int, PollState] = {}
+        for vm in vms:
+            if vm.host.id not in states:
+                outcome = self._injector.outcome("poll", vm.host)
+                await outcome.apply()
+                states[vm.host.id] = outcome.state
+        return {vm.vm_id: PollResult(states[vm.host.id], {"NETTX": "12345"}) for vm in vms}
+
+    async def run_optional(self, action: str, vm: VmRef, *args: str) -> str:
+        if action not in _OPTIONAL_ACTIONS:
+            raise UnsupportedActionError(
+                f'Action "{action}" is not supported by driver {self.name}'
+            )
+        await self._injector.outcome(action, vm.host).apply()
+        return ""
+
+    def _forget(self, deploy_id: str) -> None:
+        token = self._token_of.pop(deploy_id, None)
+        if token is not None:
+            del self._by_token[token]

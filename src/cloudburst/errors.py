@@ -1,0 +1,175 @@
+"""The one error tree of cloudburst.
+
+Every error the core raises derives from :class:`CloudburstError`. Each class
+carries the OpenNebula API error code it maps to, so the XML-RPC layer turns an
+exception into ``[false, message, code]`` with one table lookup and no
+``isinstance`` ladders::
+
+    CloudburstError                     (INTERNAL 0x2000)
+    ├── AuthenticationError             (AUTHENTICATION 0x0100)
+    ├── AuthorizationError              (AUTHORIZATION 0x0200)
+    ├── NotFoundError                   (NO_EXISTS 0x0400)
+    ├── IllegalActionError              (ACTION 0x0800)  wrong state for the action
+    │   └── ConflictError               a compare-and-swap lost a race
+    ├── ApiArgumentError                (XML_RPC_API 0x1000) bad parameters
+    ├── TemplateError                   (INTERNAL 0x2000) template cannot be parsed
+    │   └── TemplateSyntaxError         with line, column and what was expected
+    ├── ExpressionError                 REQUIREMENTS / RANK cannot be parsed
+    ├── ValidationError                 (ALLOCATE 0x4000) well-formed but unacceptable
+    ├── ConfigError                     a configuration file is wrong (file, line)
+    └── DriverError                     a driver could not do what it was asked
+        ├── TransientDriverError        worth retrying (throttled, 5xx, network)
+        │   └── DriverTimeoutError      the action overran its time limit
+        ├── CapacityError               the site is full: place the VM elsewhere
+        ├── DriverAuthError             credentials refused (never echoes them)
+        ├── InstanceNotFoundError       the provider has no such instance
+        └── UnsupportedActionError      the driver does not implement the action
+
+Messages are written for the operator: they name the object, the value and the
+rule that was broken, in one line, and never contain credentials.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ErrorCode(IntEnum):
+    """OpenNebula's XML-RPC error codes (``include/Request.h``)."""
+
+    SUCCESS = 0x0000
+    AUTHENTICATION = 0x0100
+    AUTHORIZATION = 0x0200
+    NO_EXISTS = 0x0400
+    ACTION = 0x0800
+    XML_RPC_API = 0x1000
+    INTERNAL = 0x2000
+    ALLOCATE = 0x4000
+    LOCKED = 0x8000
+
+
+class CloudburstError(Exception):
+    """Base of every cloudburst error; ``code`` is the API error code."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class AuthenticationError(CloudburstError):
+    """The session string does not name a user with that password."""
+
+    code = ErrorCode.AUTHENTICATION
+
+
+class AuthorizationError(CloudburstError):
+    """The user is known but may not perform the operation."""
+
+    code = ErrorCode.AUTHORIZATION
+
+
+class NotFoundError(CloudburstError):
+    """An object (VM, host, template, user) does not exist."""
+
+    code = ErrorCode.NO_EXISTS
+
+
+class IllegalActionError(CloudburstError):
+    """The action is not available in the object's current state."""
+
+    code = ErrorCode.ACTION
+
+
+class ConflictError(IllegalActionError):
+    """Another action changed the object first (compare-and-swap failed)."""
+
+
+class ApiArgumentError(CloudburstError):
+    """An API call received parameters of the wrong type or range."""
+
+    code = ErrorCode.XML_RPC_API
+
+
+class TemplateError(CloudburstError):
+    """A template (OpenNebula syntax or XML) cannot be parsed."""
+
+    code = ErrorCode.INTERNAL
+
+
+class TemplateSyntaxError(TemplateError):
+    """A syntax error at a known position of a template."""
+
+    def __init__(self, message: str, line: int, column: int) -> None:
+        super().__init__(f"{message} at line {line}, column {column}")
+        self.line = line
+        self.column = column
+
+
+class ExpressionError(CloudburstError):
+    """A REQUIREMENTS or RANK expression cannot be parsed."""
+
+    code = ErrorCode.INTERNAL
+
+
+class ValidationError(CloudburstError):
+    """Input is well-formed but unacceptable (e.g. ``MEMORY`` missing)."""
+
+    code = ErrorCode.ALLOCATE
+
+
+class ConfigError(CloudburstError):
+    """A configuration file is wrong; the message names file, line and problem."""
+
+    def __init__(self, path: str, problem: str, line: int | None = None) -> None:
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {problem}")
+        self.path = path
+        self.line = line
+        self.problem = problem
+
+
+class DriverError(CloudburstError):
+    """A driver failed to perform an action; the message is one clean line."""
+
+    code = ErrorCode.ACTION
+
+
+class TransientDriverError(DriverError):
+    """A failure worth retrying: throttling, server errors, dropped connections."""
+
+
+class DriverTimeoutError(TransientDriverError):
+    """The driver action ran past its time limit and was stopped."""
+
+
+class CapacityError(DriverError):
+    """The provider has no room for the VM; the scheduler should try elsewhere."""
+
+
+class DriverAuthError(DriverError):
+    """The provider refused the credentials (which the message never contains)."""
+
+
+class InstanceNotFoundError(DriverError):
+    """The provider knows no instance with the given deploy id."""
+
+
+class UnsupportedActionError(DriverError):
+    """The driver does not implement the requested action."""
+
+
+def one_line(text: str, limit: int = 512) -> str:
+    """Collapse ``text`` into a single trimmed line of at most ``limit`` characters.
+
+    Driver output may span many lines; VM errors, logs and API messages must
+    not (OpenNebula's line protocol broke on exactly that).
+    """
+    collapsed = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    if len(collapsed) > limit:
+        collapsed = collapsed[: limit - 3] + "..."
+    return collapsed

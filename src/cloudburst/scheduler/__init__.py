@@ -1,0 +1,1 @@
+"""Placement: pure host selection and the demand/candidate builders."""

@@ -1,0 +1,117 @@
+"""Turn stored records into what :mod:`cloudburst.scheduler.placement` works on.
+
+* A VM's cloud sections: every ``PUBLIC_CLOUD = [ TYPE = t, ... ]`` (5.x form)
+  and every legacy ``EC2 = [ ... ]`` section (type ``ec2``); ``CLOUD`` (or
+  ``HOST``) inside a section names the site it is for.
+* Requirements: ``SCHED_REQUIREMENTS`` or ``REQUIREMENTS``; rank:
+  ``SCHED_RANK`` or ``RANK``.
+* Host variables for expressions: the host template (monitoring and operator
+  attributes), the share values under both OpenNebula spellings
+  (``FREE_CPU`` and ``FREECPU``, ...), ``NAME``, ``ID``, ``CLUSTER_ID``,
+  ``RUNNING_VMS`` and ``CURRENT_VMS``.
+"""
+
+from __future__ import annotations
+
+from cloudburst.errors import ExpressionError
+from cloudburst.model.records import HostRecord, VmRecord
+from cloudburst.scheduler.placement import CloudSection, HostCandidate, VmDemand
+from cloudburst.template import Template
+from cloudburst.template.expr import Rank, Requirements, parse_rank, parse_requirements
+
+
+def cloud_sections(template: Template) -> tuple[CloudSection, ...]:
+    """The cloud sections of a VM template, in template order."""
+    sections: list[CloudSection] = []
+    for name, value in template:
+        if not isinstance(value, dict):
+            continue
+        if name == "PUBLIC_CLOUD":
+            kind = value.get("TYPE", "").strip()
+            if kind:
+                sections.append(CloudSection(kind, _site(value)))
+        elif name == "EC2":
+            sections.append(CloudSection("ec2", _site(value)))
+    return tuple(sections)
+
+
+def _site(section: dict[str, str]) -> str | None:
+    site = (section.get("CLOUD") or section.get("HOST") or "").strip()
+    return site or None
+
+
+def requirements_of(template: Template) -> Requirements | None:
+    """The VM's compiled requirements, or ``None`` when it has none.
+
+    Raises:
+        ExpressionError: the expression does not parse.
+    """
+    text = template.get("SCHED_REQUIREMENTS") or template.get("REQUIREMENTS") or ""
+    return parse_requirements(text) if text.strip() else None
+
+
+def rank_of(template: Template) -> Rank | None:
+    """The VM's compiled rank, or ``None`` for the default policy."""
+    text = template.get("SCHED_RANK") or template.get("RANK") or ""
+    return parse_rank(text) if text.strip() else None
+
+
+def check_expressions(template: Template) -> None:
+    """Raise :class:`ExpressionError` naming the attribute if one does not parse."""
+    for name in ("SCHED_REQUIREMENTS", "REQUIREMENTS"):
+        text = template.get(name)
+        if text and text.strip():
+            try:
+                parse_requirements(text)
+            except ExpressionError as exc:
+                raise ExpressionError(f"{name}: {exc.message}") from None
+    for name in ("SCHED_RANK", "RANK"):
+        text = template.get(name)
+        if text and text.strip():
+            try:
+                parse_rank(text)
+            except ExpressionError as exc:
+                raise ExpressionError(f"{name}: {exc.message}") from None
+
+
+def vm_demand(vm: VmRecord, excluded: frozenset[int] = frozenset()) -> VmDemand:
+    """What ``vm`` needs from a host (expressions were validated at creation)."""
+    template = vm.user_template
+    return VmDemand(
+        id=vm.id,
+        cpu=round(vm.cpu * 100),
+        memory=vm.memory * 1024,
+        requirements=requirements_of(template),
+        rank=rank_of(template),
+        clouds=cloud_sections(template),
+        excluded_hosts=excluded,
+    )
+
+
+def host_candidate(host: HostRecord) -> HostCandidate:
+    """A host as the placement pass sees it."""
+    variables: dict[str, list[str]] = {}
+    for name, value in host.template:
+        if isinstance(value, str):
+            variables.setdefault(name, []).append(value)
+    share = {
+        "MAX_CPU": host.max_cpu, "MAX_MEM": host.max_mem,
+        "FREE_CPU": host.free_cpu, "FREE_MEM": host.free_mem,
+        "USED_CPU": host.used_cpu, "USED_MEM": host.used_mem,
+        "TOTALCPU": host.max_cpu, "TOTALMEMORY": host.max_mem,
+        "FREECPU": host.free_cpu, "FREEMEMORY": host.free_mem,
+        "USEDCPU": host.used_cpu, "USEDMEMORY": host.used_mem,
+        "CPU_USAGE": host.cpu_usage, "MEM_USAGE": host.mem_usage,
+        "RUNNING_VMS": host.running_vms, "ID": host.id, "CLUSTER_ID": host.cluster_id,
+        "STATE": int(host.state),
+    }
+    for name, number in share.items():
+        variables[name] = [str(number)]
+    variables["NAME"] = [host.name]
+    variables.setdefault("HOSTNAME", [host.name])
+    variables["CURRENT_VMS"] = [str(vm_id) for vm_id in host.vm_ids]
+    return HostCandidate(
+        id=host.id, name=host.name, is_cloud=host.is_public_cloud, hypervisor=host.hypervisor,
+        max_cpu=host.max_cpu, max_mem=host.max_mem, cpu_usage=host.cpu_usage,
+        mem_usage=host.mem_usage, running_vms=host.running_vms, variables=variables,
+    )

@@ -1,0 +1,147 @@
+"""Host use cases: allocate, read, delete, enable/disable/offline, update, rename."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import Connection
+
+from cloudburst.daemon.dispatcher import Dispatcher
+from cloudburst.errors import ApiArgumentError, IllegalActionError, NotFoundError, ValidationError
+from cloudburst.model.records import HostRecord
+from cloudburst.model.states import HostState
+from cloudburst.store import host_pool
+from cloudburst.store.database import Database
+from cloudburst.store.sequences import next_ids
+from cloudburst.template import Template, parse_any
+
+#: ``one.host.status`` values.
+HOST_STATUS = {0: HostState.INIT, 1: HostState.DISABLED, 2: HostState.OFFLINE}
+
+
+class HostService:
+    """What operators can do with hosts."""
+
+    def __init__(self, db: Database, dispatcher: Dispatcher,
+                 monitor_now: Callable[[int], None], wake_scheduler: Callable[[], None]) -> None:
+        self.db = db
+        self.dispatcher = dispatcher
+        self._monitor_now = monitor_now
+        self._wake_scheduler = wake_scheduler
+
+    async def allocate(self, name: str, im_mad: str, vm_mad: str, *, tm_mad: str = "dummy",
+                       vn_mad: str = "dummy", cluster_id: int = -1) -> int:
+        """Add a host; it is monitored at once.
+
+        Raises:
+            ValidationError: empty or taken name, or a driver not in oned.conf.
+        """
+        name = name.strip()
+        if not name or any(ch.isspace() for ch in name):
+            raise ValidationError("Invalid host NAME: it must be non-empty, without blanks")
+        for kind, driver in (("IM_MAD", im_mad), ("VM_MAD", vm_mad)):
+            if not self.dispatcher.has_driver(kind, driver):
+                configured = sorted(s.name for s in self.dispatcher.settings.drivers
+                                    if s.kind == kind)
+                raise ValidationError(
+                    f"{kind} {driver!r} is not defined in oned.conf "
+                    f"(defined: {', '.join(configured) or 'none'})")
+
+        def write(connection: Connection) -> int:
+            if host_pool.find_host_id(connection, name) is not None:
+                taken = host_pool.find_host_id(connection, name)
+                raise ValidationError(f"NAME is already taken by HOST {taken}.")
+            host_id = next_ids(connection, "host")
+            host_pool.insert_host(connection, HostRecord(
+                id=host_id, name=name, state=HostState.INIT, prev_state=HostState.INIT,
+                im_mad=im_mad, vm_mad=vm_mad, tm_mad=tm_mad or "dummy",
+                vn_mad=vn_mad or "dummy", cluster_id=max(cluster_id, 0), template=Template(),
+                last_mon_time=0, version=0,
+            ))
+            return host_id
+
+        host_id = await self.db.write(write)
+        self._monitor_now(host_id)
+        return host_id
+
+    async def info(self, host_id: int) -> HostRecord:
+        return await self.db.read(lambda connection: host_pool.get_host(connection, host_id))
+
+    async def pool(self) -> list[HostRecord]:
+        return await self.db.read(lambda connection: host_pool.list_hosts(connection))
+
+    async def find(self, name: str) -> HostRecord:
+        """The host called ``name``.
+
+        Raises:
+            NotFoundError: no such host.
+        """
+        def read(connection: Connection) -> HostRecord:
+            host_id = host_pool.find_host_id(connection, name)
+            if host_id is None:
+                raise NotFoundError(f"HOST named {name} does not exist")
+            return host_pool.get_host(connection, host_id)
+
+        return await self.db.read(read)
+
+    async def delete(self, host_id: int) -> int:
+        """Remove a host that holds no VM."""
+        def write(connection: Connection) -> None:
+            host = host_pool.get_host(connection, host_id)
+            if host.running_vms:
+                raise IllegalActionError(
+                    f"Cannot delete host {host_id} ({host.name}): it still holds "
+                    f"{host.running_vms} VM(s) ({', '.join(map(str, host.vm_ids))})")
+            host_pool.delete_host(connection, host_id)
+
+        await self.db.write(write)
+        return host_id
+
+    async def status(self, host_id: int, status: int) -> int:
+        """``one.host.status``: 0 enable, 1 disable, 2 offline."""
+        if status not in HOST_STATUS:
+            raise ApiArgumentError(f"Wrong status {status}: use 0 (enable), 1 (disable) or "
+                                   "2 (offline)")
+        target = HOST_STATUS[status]
+
+        def write(connection: Connection) -> HostRecord:
+            host = host_pool.get_host(connection, host_id)
+            if target is HostState.INIT and host.state not in (
+                    HostState.DISABLED, HostState.OFFLINE):
+                return host
+            return host_pool.update_host(connection, host, state=target)
+
+        host = await self.db.write(write)
+        if host.state is HostState.INIT:
+            self._monitor_now(host_id)
+        self._wake_scheduler()
+        return host_id
+
+    async def update(self, host_id: int, text: str, *, merge: bool) -> int:
+        """Replace (or merge into) the host's template; re-monitor it."""
+        new = parse_any(text)
+
+        def write(connection: Connection) -> None:
+            host = host_pool.get_host(connection, host_id)
+            template = host.template.copy() if merge else Template()
+            template.merge(new, replace=True)
+            host_pool.update_host(connection, host, template=template)
+
+        await self.db.write(write)
+        self._monitor_now(host_id)
+        return host_id
+
+    async def rename(self, host_id: int, name: str) -> int:
+        name = name.strip()
+        if not name or any(ch.isspace() for ch in name):
+            raise ValidationError("Invalid host NAME: it must be non-empty, without blanks")
+
+        def write(connection: Connection) -> None:
+            host = host_pool.get_host(connection, host_id)
+            taken = host_pool.find_host_id(connection, name)
+            if taken is not None and taken != host_id:
+                raise ValidationError(f"NAME is already taken by HOST {taken}.")
+            host_pool.update_host(connection, host, name=name)
+
+        await self.db.write(write)
+        return host_id

@@ -1,0 +1,152 @@
+"""VM use cases: allocate, read, deploy, act, update, rename."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from sqlalchemy import Connection
+
+from cloudburst.daemon.lifecycle import LifecycleManager
+from cloudburst.errors import ApiArgumentError, IllegalActionError, ValidationError
+from cloudburst.model.lifecycle import ACTION_EVENTS, Event
+from cloudburst.model.records import VmRecord
+from cloudburst.model.states import LcmState, VmState
+from cloudburst.service.vm_template import prepare
+from cloudburst.store import vm_pool
+from cloudburst.store.database import Database
+from cloudburst.store.sequences import next_ids
+from cloudburst.template import Template, parse_any
+
+#: Validators for driver-specific template rules (e.g. EC2's AMI), run at allocation.
+TemplateCheck = Callable[[Template], None]
+
+
+class VmService:
+    """What users can do with VMs."""
+
+    def __init__(self, db: Database, lifecycle: LifecycleManager,
+                 wake_scheduler: Callable[[], None],
+                 checks: Callable[[], list[TemplateCheck]] = list) -> None:
+        self.db = db
+        self.lifecycle = lifecycle
+        self._wake_scheduler = wake_scheduler
+        self._checks = checks
+
+    async def allocate(self, text: str, *, hold: bool = False, uid: int = 0, gid: int = 0,
+                       name: str | None = None) -> int:
+        """Create a VM from template text; returns its id.
+
+        Raises:
+            TemplateError: the text does not parse (line and column named).
+            ValidationError: a mandatory attribute is missing or wrong.
+        """
+        return await self.allocate_template(parse_any(text), hold=hold, uid=uid, gid=gid,
+                                            name=name)
+
+    async def allocate_template(self, template: Template, *, hold: bool = False, uid: int = 0,
+                                gid: int = 0, name: str | None = None) -> int:
+        """Create a VM from a parsed template; returns its id."""
+        prepared = prepare(template)
+        for check in self._checks():
+            check(template)
+        now = int(time.time())
+        state = VmState.HOLD if hold else VmState.PENDING
+
+        def write(connection: Connection) -> int:
+            vm_id = next_ids(connection, "vm")
+            system = prepared.template.copy()
+            system.set("VMID", str(vm_id))
+            vm_pool.insert_vms(connection, [VmRecord(
+                id=vm_id, name=name or prepared.name or f"one-{vm_id}", uid=uid, gid=gid,
+                state=state, lcm_state=LcmState.LCM_INIT, prev_state=state,
+                prev_lcm_state=LcmState.LCM_INIT, stime=now, etime=0, deploy_id="",
+                host_id=None, template=system, user_template=prepared.user_template,
+                cpu=prepared.cpu, memory=prepared.memory, version=0,
+            )])
+            return vm_id
+
+        vm_id = await self.db.write(write)
+        self.lifecycle.files.log(vm_id, "I", f"New state is {state.name}")
+        if not hold:
+            self._wake_scheduler()
+        return vm_id
+
+    async def info(self, vm_id: int) -> VmRecord:
+        """The VM with its history.
+
+        Raises:
+            NotFoundError: no such VM.
+        """
+        return await self.db.read(lambda connection: vm_pool.get_vm(connection, vm_id))
+
+    async def pool(self, *, state: int = -1, uid: int | None = None, first_id: int | None = None,
+                   last_id: int | None = None, offset: int = 0, limit: int | None = None,
+                   with_history: bool = True) -> list[VmRecord]:
+        """VMs by OpenNebula's pool filters (state -2 any, -1 any but DONE, >= 0 that state)."""
+        if state < -2 or (state >= 0 and state not in {int(s) for s in VmState}):
+            raise ApiArgumentError("Incorrect state filter")
+        states = [VmState(state)] if state >= 0 else None
+
+        def read(connection: Connection) -> list[VmRecord]:
+            return vm_pool.list_vms(
+                connection, states=states, exclude_done=state == -1, uid=uid,
+                first_id=first_id, last_id=last_id, offset=offset, limit=limit,
+                with_history=with_history)
+
+        return await self.db.read(read)
+
+    async def deploy(self, vm_id: int, host_id: int, *, enforce: bool = False) -> int:
+        """Deploy a PENDING or HOLD VM on a chosen host."""
+        await self.lifecycle.deploy(vm_id, host_id, enforce=enforce)
+        return vm_id
+
+    async def action(self, action: str, vm_id: int) -> int:
+        """Perform a ``one.vm.action`` by name.
+
+        Raises:
+            IllegalActionError: unknown/unsupported action, or wrong state.
+            NotFoundError: no such VM.
+        """
+        event = ACTION_EVENTS.get(action)
+        if event is None:
+            supported = ", ".join(sorted(ACTION_EVENTS))
+            raise IllegalActionError(f'Action "{action}" is not supported (supported: '
+                                     f"{supported})")
+        if event in (Event.TERMINATE, Event.TERMINATE_HARD):
+            await self.lifecycle.terminate(vm_id, hard=event is Event.TERMINATE_HARD,
+                                           action=action)
+        elif event in (Event.REBOOT, Event.REBOOT_HARD):
+            await self.lifecycle.reboot(vm_id, hard=event is Event.REBOOT_HARD)
+        elif event is Event.HOLD:
+            await self.lifecycle.hold(vm_id)
+        else:
+            await self.lifecycle.release(vm_id)
+        return vm_id
+
+    async def update(self, vm_id: int, text: str, *, merge: bool) -> int:
+        """Replace (or merge into) the VM's USER_TEMPLATE."""
+        new = parse_any(text)
+
+        def write(connection: Connection) -> None:
+            vm = vm_pool.get_vm(connection, vm_id, with_history=False)
+            user_template = vm.user_template.copy() if merge else Template()
+            user_template.merge(new, replace=True)
+            vm_pool.update_vm(connection, vm, user_template=user_template)
+
+        await self.db.write(write)
+        return vm_id
+
+    async def rename(self, vm_id: int, name: str) -> int:
+        """Give the VM a new name."""
+        name = name.strip()
+        if not name or any(ch in name for ch in "\n\r\t"):
+            raise ValidationError("Invalid NAME: it must be a non-empty single line")
+
+        def write(connection: Connection) -> None:
+            vm = vm_pool.get_vm(connection, vm_id, with_history=False)
+            vm_pool.update_vm(connection, vm, name=name)
+
+        await self.db.write(write)
+        return vm_id
+

@@ -1,0 +1,1 @@
+"""The store: schema, engines and one repository module per pool."""

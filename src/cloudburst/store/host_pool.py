@@ -1,0 +1,124 @@
+"""The host pool.
+
+Allocation counters (``cpu_usage``, ``mem_usage``, ``running_vms``, ``vm_ids``)
+are not stored: they are derived from the VM pool whenever hosts are read, so
+they can never drift from the VMs that hold the capacity.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import Connection, Row, delete, insert, select, update
+
+from cloudburst.errors import ConflictError, NotFoundError, ValidationError
+from cloudburst.model.records import HostRecord
+from cloudburst.model.states import HostState
+from cloudburst.store import vm_pool
+from cloudburst.store.schema import hosts
+from cloudburst.template import Template
+
+_SHARE_FIELDS = ("max_cpu", "max_mem", "free_cpu", "free_mem", "used_cpu", "used_mem")
+
+
+def _host_from_row(
+    row: Row[Any], usage: tuple[int, int, int] = (0, 0, 0), vm_ids: Sequence[int] = ()
+) -> HostRecord:
+    return HostRecord(
+        id=row.id, name=row.name, state=HostState(row.state),
+        prev_state=HostState(row.prev_state), im_mad=row.im_mad, vm_mad=row.vm_mad,
+        tm_mad=row.tm_mad, vn_mad=row.vn_mad, cluster_id=row.cluster_id,
+        template=Template.from_json(json.loads(row.template)),
+        last_mon_time=row.last_mon_time, version=row.version, error=row.error,
+        max_cpu=row.max_cpu, max_mem=row.max_mem, free_cpu=row.free_cpu,
+        free_mem=row.free_mem, used_cpu=row.used_cpu, used_mem=row.used_mem,
+        cpu_usage=usage[0], mem_usage=usage[1], running_vms=usage[2], vm_ids=tuple(vm_ids),
+    )
+
+
+def insert_host(connection: Connection, record: HostRecord) -> None:
+    """Insert a new host.
+
+    Raises:
+        ValidationError: the name is taken (message as oned's).
+    """
+    taken = connection.execute(select(hosts.c.id).where(hosts.c.name == record.name)).scalar()
+    if taken is not None:
+        raise ValidationError(f"NAME is already taken by HOST {taken}.")
+    connection.execute(insert(hosts).values(
+        id=record.id, name=record.name, state=int(record.state),
+        prev_state=int(record.prev_state), im_mad=record.im_mad, vm_mad=record.vm_mad,
+        tm_mad=record.tm_mad, vn_mad=record.vn_mad, cluster_id=record.cluster_id,
+        template=json.dumps(record.template.to_json()), last_mon_time=record.last_mon_time,
+        error=record.error, version=record.version,
+        **{name: getattr(record, name) for name in _SHARE_FIELDS},
+    ))
+
+
+def list_hosts(
+    connection: Connection, *, with_vms: bool = True, host_ids: Sequence[int] | None = None
+) -> list[HostRecord]:
+    """Hosts ordered by id, with allocation counters derived from the VM pool."""
+    query = select(hosts).order_by(hosts.c.id)
+    if host_ids is not None:
+        query = query.where(hosts.c.id.in_(list(host_ids)))
+    rows = connection.execute(query).all()
+    ids = None if host_ids is None else list(host_ids)
+    usage = vm_pool.host_usage(connection, ids)
+    placed = vm_pool.vm_ids_on_hosts(connection, ids) if with_vms else {}
+    return [
+        _host_from_row(row, usage.get(row.id, (0, 0, 0)), placed.get(row.id, ()))
+        for row in rows
+    ]
+
+
+def get_host(connection: Connection, host_id: int) -> HostRecord:
+    """The host ``host_id``.
+
+    Raises:
+        NotFoundError: no such host.
+    """
+    found = list_hosts(connection, host_ids=[host_id])
+    if not found:
+        raise NotFoundError(f"HOST {host_id} does not exist")
+    return found[0]
+
+
+def find_host_id(connection: Connection, name: str) -> int | None:
+    """The id of the host called ``name``, if any."""
+    value = connection.execute(select(hosts.c.id).where(hosts.c.name == name)).scalar()
+    return None if value is None else int(value)
+
+
+def update_host(connection: Connection, record: HostRecord, **changes: Any) -> HostRecord:
+    """Compare-and-swap ``changes`` onto ``record``; returns the new record.
+
+    Raises:
+        ConflictError: the host changed since ``record`` was read.
+    """
+    if "state" in changes:
+        changes.setdefault("prev_state", record.state)
+    updated = replace(record, **changes, version=record.version + 1)
+    values: dict[str, Any] = {"version": updated.version}
+    for name, value in changes.items():
+        if name == "template":
+            values[name] = json.dumps(updated.template.to_json())
+        elif name in ("state", "prev_state"):
+            values[name] = int(value)
+        else:
+            values[name] = value
+    result = connection.execute(
+        update(hosts).where(hosts.c.id == record.id, hosts.c.version == record.version)
+        .values(**values)
+    )
+    if result.rowcount != 1:
+        raise ConflictError(f"HOST {record.id} was changed by another action; try again")
+    return updated
+
+
+def delete_host(connection: Connection, host_id: int) -> None:
+    """Remove a host row (the caller checks that no VM holds it)."""
+    connection.execute(delete(hosts).where(hosts.c.id == host_id))

@@ -1,0 +1,79 @@
+"""The action journal: driver work recorded before it runs.
+
+Every driver action that changes the outside world (deploy, shutdown, cancel)
+is written here with an idempotency token *in the same transaction* as the VM
+state change that asks for it, and marked finished in the transaction that
+stores its result. After a crash, ``started`` entries are exactly the actions
+whose outcome is unknown; the daemon reconciles them with the driver.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import Connection, Row, insert, select, update
+
+from cloudburst.model.records import JournalEntry
+from cloudburst.store.schema import journal
+
+STARTED = "started"
+DONE = "done"
+FAILED = "failed"
+
+
+def _entry(row: Row[Any]) -> JournalEntry:
+    return JournalEntry(
+        id=row.id, vm_id=row.vm_id, host_id=row.host_id, seq=row.seq, action=row.action,
+        token=row.token, status=row.status, created=row.created, finished=row.finished,
+        result=row.result,
+    )
+
+
+def start(
+    connection: Connection, *, vm_id: int, host_id: int, seq: int, action: str, token: str
+) -> int:
+    """Record that ``action`` is about to run; returns the entry id.
+
+    A token is unique per action: recording the same (token, action) twice
+    returns the existing entry instead of a second one.
+    """
+    existing = connection.execute(
+        select(journal.c.id).where(journal.c.token == token, journal.c.action == action)
+    ).scalar()
+    if existing is not None:
+        connection.execute(
+            update(journal).where(journal.c.id == existing).values(status=STARTED, finished=0.0)
+        )
+        return int(existing)
+    result = connection.execute(insert(journal).values(
+        vm_id=vm_id, host_id=host_id, seq=seq, action=action, token=token, status=STARTED,
+        created=time.time(), finished=0.0, result="",
+    ))
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def finish(connection: Connection, entry_id: int, *, ok: bool, result: str = "") -> None:
+    """Mark an entry done or failed, with the deploy id or error text."""
+    connection.execute(
+        update(journal).where(journal.c.id == entry_id)
+        .values(status=DONE if ok else FAILED, finished=time.time(), result=result[:2000])
+    )
+
+
+def unfinished(connection: Connection) -> list[JournalEntry]:
+    """Entries whose action never reported back, oldest first."""
+    rows = connection.execute(
+        select(journal).where(journal.c.status == STARTED).order_by(journal.c.id)
+    ).all()
+    return [_entry(row) for row in rows]
+
+
+def entries_for(connection: Connection, vm_id: int) -> list[JournalEntry]:
+    """Every entry of one VM, oldest first."""
+    rows = connection.execute(
+        select(journal).where(journal.c.vm_id == vm_id).order_by(journal.c.id)
+    ).all()
+    return [_entry(row) for row in rows]

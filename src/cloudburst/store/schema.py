@@ -1,0 +1,154 @@
+"""The database schema (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+
+Templates are stored as JSON text (:meth:`Template.to_json`), times as UNIX
+seconds. Every mutable row has a ``version`` column: writers update with
+``WHERE version = :expected`` so two racing actions cannot both win.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+sequences = Table(
+    "sequences",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("next_id", Integer, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("gid", Integer, nullable=False, default=0),
+    Column("password_hash", Text, nullable=False),
+    Column("auth_driver", String(32), nullable=False, default="core"),
+    Column("enabled", Integer, nullable=False, default=1),
+    Column("template", Text, nullable=False, default="[]"),
+)
+
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("state", Integer, nullable=False),
+    Column("prev_state", Integer, nullable=False),
+    Column("im_mad", String(128), nullable=False),
+    Column("vm_mad", String(128), nullable=False),
+    Column("tm_mad", String(128), nullable=False, default="dummy"),
+    Column("vn_mad", String(128), nullable=False, default="dummy"),
+    Column("cluster_id", Integer, nullable=False, default=0),
+    Column("template", Text, nullable=False, default="[]"),
+    Column("last_mon_time", Integer, nullable=False, default=0),
+    Column("error", Text, nullable=False, default=""),
+    Column("max_cpu", Integer, nullable=False, default=0),
+    Column("max_mem", Integer, nullable=False, default=0),
+    Column("free_cpu", Integer, nullable=False, default=0),
+    Column("free_mem", Integer, nullable=False, default=0),
+    Column("used_cpu", Integer, nullable=False, default=0),
+    Column("used_mem", Integer, nullable=False, default=0),
+    Column("version", Integer, nullable=False, default=0),
+)
+
+vms = Table(
+    "vms",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(255), nullable=False),
+    Column("uid", Integer, nullable=False),
+    Column("gid", Integer, nullable=False),
+    Column("state", Integer, nullable=False),
+    Column("lcm_state", Integer, nullable=False),
+    Column("prev_state", Integer, nullable=False),
+    Column("prev_lcm_state", Integer, nullable=False),
+    Column("stime", Integer, nullable=False),
+    Column("etime", Integer, nullable=False, default=0),
+    Column("deploy_id", String(255), nullable=False, default=""),
+    Column("host_id", Integer, nullable=True),
+    Column("cpu", Float, nullable=False),
+    Column("memory", Integer, nullable=False),
+    Column("template", Text, nullable=False),
+    Column("user_template", Text, nullable=False),
+    Column("monitoring", Text, nullable=False, default="{}"),
+    Column("last_poll", Integer, nullable=False, default=0),
+    Column("error", Text, nullable=False, default=""),
+    Column("sched_message", Text, nullable=False, default=""),
+    Column("resched", Integer, nullable=False, default=0),
+    Column("version", Integer, nullable=False, default=0),
+    Index("ix_vms_state", "state", "id"),
+    Index("ix_vms_host", "host_id", "state"),
+)
+
+history = Table(
+    "history",
+    metadata,
+    Column("vm_id", Integer, ForeignKey("vms.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("host_id", Integer, nullable=False),
+    Column("hostname", String(255), nullable=False),
+    Column("vm_mad", String(128), nullable=False),
+    Column("tm_mad", String(128), nullable=False),
+    Column("stime", Integer, nullable=False),
+    Column("etime", Integer, nullable=False, default=0),
+    Column("pstime", Integer, nullable=False, default=0),
+    Column("petime", Integer, nullable=False, default=0),
+    Column("rstime", Integer, nullable=False, default=0),
+    Column("retime", Integer, nullable=False, default=0),
+    Column("estime", Integer, nullable=False, default=0),
+    Column("eetime", Integer, nullable=False, default=0),
+    Column("action", Integer, nullable=False, default=0),
+    Column("reason", Text, nullable=False, default=""),
+)
+
+journal = Table(
+    "journal",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("vm_id", Integer, nullable=False),
+    Column("host_id", Integer, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("token", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created", Float, nullable=False),
+    Column("finished", Float, nullable=False, default=0.0),
+    Column("result", Text, nullable=False, default=""),
+    UniqueConstraint("token", "action", name="uq_journal_token_action"),
+    Index("ix_journal_status", "status"),
+    Index("ix_journal_vm", "vm_id"),
+)
+
+vm_templates = Table(
+    "vm_templates",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(255), nullable=False),
+    Column("uid", Integer, nullable=False),
+    Column("gid", Integer, nullable=False),
+    Column("regtime", Integer, nullable=False),
+    Column("template", Text, nullable=False),
+)

@@ -1,0 +1,264 @@
+"""The VM pool and its history records.
+
+All functions take a SQLAlchemy ``Connection`` inside a transaction opened by
+:class:`~cloudburst.store.database.Database`; none commits. State changes go
+through :func:`update_vm`, a compare-and-swap on ``version``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, func, insert, select, update
+
+from cloudburst.errors import ConflictError, NotFoundError
+from cloudburst.model.records import HistoryRecord, VmRecord
+from cloudburst.model.states import CAPACITY_HOLDING_STATES, LcmState, VmState
+from cloudburst.store.schema import history, vms
+from cloudburst.template import Template
+
+_TEMPLATE_FIELDS = ("template", "user_template")
+
+
+def _vm_from_row(row: Row[Any], records: Sequence[HistoryRecord] = ()) -> VmRecord:
+    return VmRecord(
+        id=row.id,
+        name=row.name,
+        uid=row.uid,
+        gid=row.gid,
+        state=VmState(row.state),
+        lcm_state=LcmState(row.lcm_state),
+        prev_state=VmState(row.prev_state),
+        prev_lcm_state=LcmState(row.prev_lcm_state),
+        stime=row.stime,
+        etime=row.etime,
+        deploy_id=row.deploy_id,
+        host_id=row.host_id,
+        template=Template.from_json(json.loads(row.template)),
+        user_template=Template.from_json(json.loads(row.user_template)),
+        cpu=row.cpu,
+        memory=row.memory,
+        version=row.version,
+        monitoring=json.loads(row.monitoring),
+        last_poll=row.last_poll,
+        error=row.error,
+        sched_message=row.sched_message,
+        resched=row.resched,
+        history=tuple(records),
+    )
+
+
+def _history_from_row(row: Row[Any]) -> HistoryRecord:
+    return HistoryRecord(
+        vm_id=row.vm_id, seq=row.seq, host_id=row.host_id, hostname=row.hostname,
+        vm_mad=row.vm_mad, tm_mad=row.tm_mad, stime=row.stime, etime=row.etime,
+        pstime=row.pstime, petime=row.petime, rstime=row.rstime, retime=row.retime,
+        estime=row.estime, eetime=row.eetime, action=row.action, reason=row.reason,
+    )
+
+
+def _column_values(record: VmRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "name": record.name,
+        "uid": record.uid,
+        "gid": record.gid,
+        "state": int(record.state),
+        "lcm_state": int(record.lcm_state),
+        "prev_state": int(record.prev_state),
+        "prev_lcm_state": int(record.prev_lcm_state),
+        "stime": record.stime,
+        "etime": record.etime,
+        "deploy_id": record.deploy_id,
+        "host_id": record.host_id,
+        "cpu": record.cpu,
+        "memory": record.memory,
+        "template": json.dumps(record.template.to_json()),
+        "user_template": json.dumps(record.user_template.to_json()),
+        "monitoring": json.dumps(record.monitoring),
+        "last_poll": record.last_poll,
+        "error": record.error,
+        "sched_message": record.sched_message,
+        "resched": record.resched,
+        "version": record.version,
+    }
+
+
+def insert_vms(connection: Connection, records: Iterable[VmRecord]) -> None:
+    """Insert new VMs (ids already reserved with ``next_ids``)."""
+    rows = [_column_values(record) for record in records]
+    if rows:
+        connection.execute(insert(vms), rows)
+
+
+def get_vm(connection: Connection, vm_id: int, *, with_history: bool = True) -> VmRecord:
+    """The VM ``vm_id``.
+
+    Raises:
+        NotFoundError: no such VM.
+    """
+    row = connection.execute(select(vms).where(vms.c.id == vm_id)).first()
+    if row is None:
+        raise NotFoundError(f"VM {vm_id} does not exist")
+    records = history_of(connection, [vm_id]).get(vm_id, []) if with_history else []
+    return _vm_from_row(row, records)
+
+
+def list_vms(
+    connection: Connection,
+    *,
+    states: Iterable[VmState] | None = None,
+    exclude_done: bool = False,
+    uid: int | None = None,
+    first_id: int | None = None,
+    last_id: int | None = None,
+    offset: int = 0,
+    limit: int | None = None,
+    host_id: int | None = None,
+    with_history: bool = True,
+    descending: bool = False,
+) -> list[VmRecord]:
+    """VMs matching every given filter, ordered by id."""
+    query = select(vms)
+    if states is not None:
+        query = query.where(vms.c.state.in_([int(state) for state in states]))
+    if exclude_done:
+        query = query.where(vms.c.state != int(VmState.DONE))
+    if uid is not None:
+        query = query.where(vms.c.uid == uid)
+    if first_id is not None:
+        query = query.where(vms.c.id >= first_id)
+    if last_id is not None:
+        query = query.where(vms.c.id <= last_id)
+    if host_id is not None:
+        query = query.where(vms.c.host_id == host_id)
+    query = query.order_by(vms.c.id.desc() if descending else vms.c.id)
+    if offset:
+        query = query.offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    rows = connection.execute(query).all()
+    if not with_history:
+        return [_vm_from_row(row) for row in rows]
+    records = history_of(connection, [row.id for row in rows])
+    return [_vm_from_row(row, records.get(row.id, ())) for row in rows]
+
+
+def history_of(connection: Connection, vm_ids: Sequence[int]) -> dict[int, list[HistoryRecord]]:
+    """History records of the given VMs, each list ordered by ``seq``."""
+    found: dict[int, list[HistoryRecord]] = {}
+    if not vm_ids:
+        return found
+    query = select(history).order_by(history.c.vm_id, history.c.seq)
+    # Large id lists are cheaper as a range scan than as a huge IN (...).
+    if len(vm_ids) > 500:
+        query = query.where(and_(history.c.vm_id >= min(vm_ids), history.c.vm_id <= max(vm_ids)))
+        wanted: set[int] | None = set(vm_ids)
+    else:
+        query = query.where(history.c.vm_id.in_(list(vm_ids)))
+        wanted = None
+    for row in connection.execute(query):
+        if wanted is None or row.vm_id in wanted:
+            found.setdefault(row.vm_id, []).append(_history_from_row(row))
+    return found
+
+
+def update_vm(connection: Connection, record: VmRecord, **changes: Any) -> VmRecord:
+    """Write ``changes`` to ``record`` if nobody changed it since it was read.
+
+    Returns the new record (``version`` bumped). A state change also records
+    the previous state in ``prev_state``/``prev_lcm_state``.
+
+    Raises:
+        ConflictError: the stored version differs (another action won the race).
+    """
+    if "state" in changes or "lcm_state" in changes:
+        changes.setdefault("prev_state", record.state)
+        changes.setdefault("prev_lcm_state", record.lcm_state)
+    updated = replace(record, **changes, version=record.version + 1)
+    values = _column_values(updated)
+    values.pop("id")
+    for name in list(values):
+        if name not in changes and name != "version" and name not in _TEMPLATE_FIELDS:
+            values.pop(name)
+    for name in _TEMPLATE_FIELDS:
+        if name not in changes:
+            values.pop(name)
+    result = connection.execute(
+        update(vms)
+        .where(vms.c.id == record.id, vms.c.version == record.version)
+        .values(**values)
+    )
+    if result.rowcount != 1:
+        raise ConflictError(f"VM {record.id} was changed by another action; try again")
+    return updated
+
+
+def insert_history(connection: Connection, record: HistoryRecord) -> None:
+    """Append a history record."""
+    connection.execute(insert(history).values(
+        vm_id=record.vm_id, seq=record.seq, host_id=record.host_id, hostname=record.hostname,
+        vm_mad=record.vm_mad, tm_mad=record.tm_mad, stime=record.stime, etime=record.etime,
+        pstime=record.pstime, petime=record.petime, rstime=record.rstime, retime=record.retime,
+        estime=record.estime, eetime=record.eetime, action=record.action, reason=record.reason,
+    ))
+
+
+def update_history(connection: Connection, vm_id: int, seq: int, **changes: Any) -> None:
+    """Update fields (times, action, reason) of one history record."""
+    connection.execute(
+        update(history).where(history.c.vm_id == vm_id, history.c.seq == seq).values(**changes)
+    )
+
+
+def host_usage(
+    connection: Connection, host_ids: Sequence[int] | None = None
+) -> dict[int, tuple[int, int, int]]:
+    """Capacity held on each host: ``{host_id: (cpu, memory_kb, vm_count)}``.
+
+    CPU is in percent of a core (``CPU=1`` is 100), memory in KB, counted over
+    VMs in :data:`CAPACITY_HOLDING_STATES` (spec/opennebula.md 3.2).
+    """
+    query = (
+        select(vms.c.host_id, func.sum(vms.c.cpu), func.sum(vms.c.memory), func.count())
+        .where(vms.c.state.in_([int(state) for state in CAPACITY_HOLDING_STATES]))
+        .where(vms.c.host_id.is_not(None))
+        .group_by(vms.c.host_id)
+    )
+    if host_ids is not None:
+        query = query.where(vms.c.host_id.in_(list(host_ids)))
+    return {
+        int(host_id): (round((cpu or 0) * 100), int(memory or 0) * 1024, int(count))
+        for host_id, cpu, memory, count in connection.execute(query)
+    }
+
+
+def vm_ids_on_hosts(
+    connection: Connection, host_ids: Sequence[int] | None = None
+) -> dict[int, list[int]]:
+    """Ids of the VMs holding capacity on each host, ascending."""
+    query = (
+        select(vms.c.host_id, vms.c.id)
+        .where(vms.c.state.in_([int(state) for state in CAPACITY_HOLDING_STATES]))
+        .where(vms.c.host_id.is_not(None))
+        .order_by(vms.c.id)
+    )
+    if host_ids is not None:
+        query = query.where(vms.c.host_id.in_(list(host_ids)))
+    found: dict[int, list[int]] = {}
+    for host_id, vm_id in connection.execute(query):
+        found.setdefault(int(host_id), []).append(int(vm_id))
+    return found
+
+
+def set_sched_messages(connection: Connection, messages: dict[int, str]) -> None:
+    """Record why VMs are still waiting (``SCHED_MESSAGE``).
+
+    Not a state change, so no version bump: a user action racing with the
+    scheduler's note must not fail because of it.
+    """
+    for vm_id, message in messages.items():
+        connection.execute(update(vms).where(vms.c.id == vm_id).values(sched_message=message))
