@@ -126,10 +126,7 @@ def test_ec2_is_registered_lazily() -> None:
         "cloudburst.drivers.ec2.information:Ec2InformationDriver"
     )
     assert VM_DRIVERS["one_vmm_ec2"] == "cloudburst.drivers.ec2.vm:Ec2VmDriver"
-    probe = (
-        "import sys, cloudburst.drivers.registry; "
-        "print(sorted(m for m in sys.modules if m.startswith('cloudburst.drivers.')))"
-    )
+    probe = "import sys, cloudburst.drivers.registry; print(sorted(sys.modules))"
     src = Path(__file__).resolve().parents[2] / "src"
     shown = subprocess.run(
         [sys.executable, "-c", probe],
@@ -138,7 +135,9 @@ def test_ec2_is_registered_lazily() -> None:
         text=True,
         check=True,
     ).stdout
-    assert shown.strip() == "['cloudburst.drivers.base', 'cloudburst.drivers.registry']"
+    assert "cloudburst.drivers.registry" in shown
+    for implementation in ("dummy", "script", "ec2"):
+        assert f"'cloudburst.drivers.{implementation}" not in shown
 
 
 def test_third_party_driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cloudburst.errors import ExpressionError
-from cloudburst.template import Lookup, parse_rank, parse_requirements
+from cloudburst.template import MAX_NESTING, Lookup, parse_rank, parse_requirements
 
 HOST: dict[str, list[str]] = {
     "FREECPU": ["80"],
@@ -201,6 +201,27 @@ def test_lookup_is_asked_for_names_as_written() -> None:
     assert asked == ["freeCpu", "Arch"]
 
 
+def test_long_generated_chains_do_not_exhaust_the_stack() -> None:
+    avoid = " & ".join(f"(CURRENT_VMS != {vm})" for vm in range(10, 5010))
+    assert holds(avoid) is True
+    assert holds(avoid + " & (CURRENT_VMS != 5)") is False
+    assert holds(" | ".join(["FREECPU > 100"] * 5000)) is False
+    assert rank(" + ".join(["FREECPU"] * 5000)) == 400000.0
+    assert rank(" * ".join(["1"] * 5000)) == 1.0
+
+
+def test_nesting_is_bounded() -> None:
+    deep = "(" * MAX_NESTING + "FREECPU > 1" + ")" * MAX_NESTING
+    assert holds(deep) is True
+    assert holds("!" * MAX_NESTING + "FREECPU > 1") is True
+    assert rank("-" * MAX_NESTING + "2") == 2.0
+    too_deep = "(" * (MAX_NESTING + 1) + "FREECPU > 1" + ")" * (MAX_NESTING + 1)
+    with pytest.raises(ExpressionError, match=f"column {MAX_NESTING + 1}: more than"):
+        parse_requirements(too_deep)
+    with pytest.raises(ExpressionError, match="nested levels"):
+        parse_rank("(" * 10_000 + "1" + ")" * 10_000)
+
+
 # -- REQUIREMENTS: errors ------------------------------------------------------------------
 
 
@@ -216,8 +237,8 @@ def test_lookup_is_asked_for_names_as_written() -> None:
         ("FREECPU = ", "at column 11: expected a value after '=', found the end of the expression"),
         ("FREECPU ! 5", "at column 11: expected '=' after '!', found '5'"),
         ("FREECPU @ 5", "at column 11: expected '>' after '@', found '5'"),
-        ("FREECPU 5", "at column 9: expected an operator (=, !=, >, <, @>) after 'FREECPU', found '5'"),
-        ("FREECPU", "at column 8: expected an operator (=, !=, >, <, @>) after 'FREECPU', found the end"),
+        ("FREECPU 5", "at column 9: expected an operator (=, !=, >, <, @>) after 'FREECPU', found"),
+        ("FREECPU", "at column 8: expected an operator (=, !=, >, <, @>) after 'FREECPU', found"),
         ("(A = 1", "at column 7: expected ')' to close the '(' at column 1, found the end"),
         ("A = 1)", "at column 6: expected '&', '|' or the end of the expression, found ')'"),
         ("A = 1 B = 2", "at column 7: expected '&', '|' or the end of the expression, found 'B'"),
@@ -329,7 +350,9 @@ _requirements = st.recursive(
     _comparisons,
     lambda inner: st.one_of(
         inner.map(lambda e: f"!({e})"),
-        st.tuples(inner, st.sampled_from(["&", "|"]), inner).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        st.tuples(inner, st.sampled_from(["&", "|"]), inner).map(
+            lambda t: f"({t[0]} {t[1]} {t[2]})"
+        ),
     ),
     max_leaves=8,
 )

@@ -361,11 +361,16 @@ def test_windows_line_endings() -> None:
         ('A = "ab\\"', "unterminated quoted value starting", 1, 5),
         ("A=1\nEC2 = [ AMI=x,\n KEY=y", "unterminated vector EC2 (missing ']')", 2, 7),
         ("EC2=[AMI=", "unterminated vector EC2 (missing ']')", 1, 5),
-        ("EC2=[AMI=x,,B=y]", "syntax error, unexpected ',', expecting key of vector EC2 or ']'", 1, 12),
+        (
+            "EC2=[AMI=x,,B=y]",
+            "syntax error, unexpected ',', expecting key of vector EC2 or ']'",
+            1,
+            12,
+        ),
         ("V=[A=[B=1]]", "syntax error, unexpected '[', expecting value in vector V", 1, 6),
         ("V=[A]", "syntax error, unexpected ']', expecting '='", 1, 5),
         ("é=1", "syntax error, unexpected 'é', expecting attribute name", 1, 1),
-        ("A=1 'B'=2", "syntax error, unexpected \"'\", expecting attribute name", 1, 5),
+        ("A=1 'B'=2", 'syntax error, unexpected "\'", expecting attribute name', 1, 5),
     ],
 )
 def test_syntax_errors(text: str, message: str, line: int, column: int) -> None:
@@ -514,9 +519,7 @@ def test_repr_shows_attributes() -> None:
 
 def test_to_text_format() -> None:
     template = Template([("NAME", 'say "hi"\\'), ("EC2", {"AMI": "x", "KEY": "y"}), ("E", {})])
-    assert template.to_text() == (
-        'NAME="say \\"hi\\"\\\\"\nEC2=[\n  AMI="x",\n  KEY="y" ]\nE=[]\n'
-    )
+    assert template.to_text() == ('NAME="say \\"hi\\"\\\\"\nEC2=[\n  AMI="x",\n  KEY="y" ]\nE=[]\n')
     assert Template().to_text() == ""
 
 

@@ -77,6 +77,22 @@ def _current_seq(connection: Connection, vm_id: int) -> int:
     return -1 if value is None else int(value)
 
 
+def _advance(connection: Connection, vm: VmRecord, event: Event, **changes: Any) -> VmRecord:
+    """Apply ``event`` to ``vm`` as last seen, re-reading it once if it changed since.
+
+    Most transitions follow the write that produced ``vm``, so the first
+    compare-and-swap usually succeeds without a read.
+    """
+    try:
+        state, lcm_state = lifecycle.apply(vm.position, event)
+        return vm_pool.update_vm(connection, vm, state=state, lcm_state=lcm_state, **changes)
+    except IllegalActionError:
+        pass  # stale copy (or a lost race): decide again on the stored record
+    current = vm_pool.get_vm(connection, vm.id, with_history=False)
+    state, lcm_state = lifecycle.apply(current.position, event)
+    return vm_pool.update_vm(connection, current, state=state, lcm_state=lcm_state, **changes)
+
+
 def token_for(install_id: str, vm_id: int, seq: int) -> str:
     """The idempotency token of the deploy of ``vm_id``'s ``seq``-th stay (<= 64 chars)."""
     return f"{install_id}-vm{vm_id}-{seq}"
@@ -169,7 +185,7 @@ class LifecycleManager:
             vm = vm_pool.get_vm(connection, vm_id, with_history=False)
             if scheduled and vm.state is not VmState.PENDING:
                 raise ConflictError(f"VM {vm_id} is no longer pending")
-            host = host_pool.get_host(connection, host_id)
+            host = host_pool.get_host(connection, host_id, with_usage=enforce)
             _check_host_takes(vm, host, enforce)
             state, lcm_state = lifecycle.apply(vm.position, Event.DEPLOY)
             seq = _current_seq(connection, vm_id) + 1
@@ -196,12 +212,11 @@ class LifecycleManager:
         now = _now()
 
         def write(connection: Connection) -> VmRecord:
-            current = vm_pool.get_vm(connection, vm.id, with_history=False)
-            state, lcm_state = lifecycle.apply(current.position, Event.PROLOG_SUCCESS)
+            booting = _advance(connection, vm, Event.PROLOG_SUCCESS)
             vm_pool.update_history(connection, vm.id, seq, petime=now, rstime=now)
             journal.start(connection, vm_id=vm.id, host_id=host.id, seq=seq, action="deploy",
                           token=token)
-            return vm_pool.update_vm(connection, current, state=state, lcm_state=lcm_state)
+            return booting
 
         try:
             booting = self._logged(await self.db.write(write))
@@ -241,7 +256,7 @@ class LifecycleManager:
         except DriverError as exc:
             await self._deploy_failed(vm.id, token, exc, host_id=host.id)
             return
-        await self.deploy_succeeded(vm.id, token, deploy_id.strip())
+        await self.deploy_succeeded(vm, token, deploy_id.strip())
 
     def _deploy_spec(self, vm: VmRecord, host: HostRecord, path: Path, token: str) -> DeploySpec:
         return DeploySpec(
@@ -254,14 +269,15 @@ class LifecycleManager:
     def host_ref(host: HostRecord) -> HostRef:
         return HostRef(id=host.id, name=host.name, attributes=host.template.as_flat_dict())
 
-    async def deploy_succeeded(self, vm_id: int, token: str, deploy_id: str) -> None:
+    async def deploy_succeeded(self, booting: VmRecord, token: str, deploy_id: str) -> None:
         """Store a deploy id: BOOT -> RUNNING, journal entry done."""
+        vm_id = booting.id
+
         def write(connection: Connection) -> VmRecord:
-            vm = vm_pool.get_vm(connection, vm_id, with_history=False)
-            state, lcm_state = lifecycle.apply(vm.position, Event.DEPLOY_SUCCESS)
-            _finish_journal(connection, vm_id, "deploy", token, ok=True, result=deploy_id)
-            return vm_pool.update_vm(connection, vm, state=state, lcm_state=lcm_state,
-                                     deploy_id=deploy_id, last_poll=_now())
+            running = _advance(connection, booting, Event.DEPLOY_SUCCESS, deploy_id=deploy_id,
+                               last_poll=_now())
+            journal.finish_token(connection, token, "deploy", ok=True, result=deploy_id)
+            return running
 
         try:
             vm = self._logged(await self.db.write(write))
@@ -284,7 +300,7 @@ class LifecycleManager:
 
         def write(connection: Connection) -> VmRecord:
             vm = vm_pool.get_vm(connection, vm_id, with_history=False)
-            _finish_journal(connection, vm_id, "deploy", token, ok=False, result=message)
+            journal.finish_token(connection, token, "deploy", ok=False, result=message)
             if no_room:
                 state, lcm_state = lifecycle.apply(vm.position, Event.DEPLOY_NO_CAPACITY)
                 seq = _current_seq(connection, vm_id)
@@ -463,7 +479,7 @@ class LifecycleManager:
             seq = _current_seq(connection, vm_id)
             token = f"{token_for(self.install_id, vm_id, seq)}-stop"
             for action in ("shutdown", "cancel"):
-                _finish_journal(connection, vm_id, action, token, ok=ok, result=message)
+                journal.finish_token(connection, token, action, ok=ok, result=message)
             if ok:
                 state, lcm_state = lifecycle.apply(vm.position, Event.SHUTDOWN_SUCCESS)
                 vm_pool.update_history(connection, vm_id, seq, retime=now, estime=now)
@@ -635,7 +651,7 @@ class LifecycleManager:
         found = await self._find_by_token(vm, host)
         if found:
             self.files.log(vm.id, "I", f"Recovered deploy after restart: found {found}")
-            await self.deploy_succeeded(vm.id, token, found)
+            await self.deploy_succeeded(vm, token, found)
             return
         self.files.log(vm.id, "I", "Replaying deploy after restart with the same token")
         self.spawn(self._boot(vm, host, seq, token), f"boot-{vm.id}")
@@ -654,14 +670,6 @@ _POLL_EVENTS: dict[PollState, Event] = {
     PollState.ERROR: Event.MONITOR_ERROR,
     PollState.PAUSED: Event.MONITOR_PAUSED,
 }
-
-
-def _finish_journal(connection: Connection, vm_id: int, action: str, token: str, *, ok: bool,
-                    result: str) -> None:
-    for entry in journal.entries_for(connection, vm_id):
-        if entry.status == journal.STARTED and entry.action == action and (
-                not token or entry.token == token):
-            journal.finish(connection, entry.id, ok=ok, result=result)
 
 
 def _check_host_takes(vm: VmRecord, host: HostRecord, enforce: bool) -> None:

@@ -161,7 +161,7 @@ class Monitor:
         now = int(time.time())
 
         def write(connection: Connection) -> HostRecord:
-            host = host_pool.get_host(connection, host_id)
+            host = host_pool.get_host(connection, host_id, with_usage=False)
             template = host.template.copy()
             reported = Template([(name, value) for name, value in info.attributes.items()
                                  if name not in SHARE_KEYS])
@@ -195,7 +195,7 @@ class Monitor:
         log.warning("monitoring host %d failed: %s", host_id, message)
 
         def write(connection: Connection) -> None:
-            host = host_pool.get_host(connection, host_id)
+            host = host_pool.get_host(connection, host_id, with_usage=False)
             if host.state in _NOT_MONITORED:
                 return
             template = host.template.copy()

@@ -138,8 +138,8 @@ def build_information_driver(context: DriverContext) -> InformationDriver:
     """Build the ``IM_MAD`` implementation that ``context.executable`` names.
 
     Raises:
-        LookupError: unknown executable, or its module or class cannot be
-            imported; the message lists the known executables.
+        LookupError: unknown executable (the message lists the known ones), or
+            its module or class cannot be imported.
         TypeError: the named object is not an :class:`InformationDriver` class.
     """
     cls = _driver_class(context.executable, "IM_MAD", INFORMATION_DRIVERS)
@@ -152,8 +152,8 @@ def build_vm_driver(context: DriverContext) -> VmDriver:
     """Build the ``VM_MAD`` implementation that ``context.executable`` names.
 
     Raises:
-        LookupError: unknown executable, or its module or class cannot be
-            imported; the message lists the known executables.
+        LookupError: unknown executable (the message lists the known ones), or
+            its module or class cannot be imported.
         TypeError: the named object is not a :class:`VmDriver` class.
     """
     cls = _driver_class(context.executable, "VM_MAD", VM_DRIVERS)
@@ -188,7 +188,7 @@ def _wrong_kind(executable: str, section: str, cls: type, base: type) -> TypeErr
 
 def _target(executable: str, section: str, table: Mapping[str, str]) -> str:
     # oned.conf may give the executable as a path (/usr/lib/one/mads/one_vmm_sh).
-    name = PurePosixPath(executable).name if "/" in executable else executable
+    name = PurePosixPath(executable).name
     if name in table:
         return table[name]
     module, _, attribute = executable.partition(":")

@@ -36,7 +36,7 @@ import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from cloudburst.drivers.base import (
     ALL_ACTIONS,
@@ -205,7 +205,7 @@ async def _stop_group(pgid: int, collector: _Collector) -> None:
     if not await _group_ended(pgid, collector, _KILL_GRACE):
         _signal_group(pgid, signal.SIGKILL)
         await _group_ended(pgid, collector, _KILL_GRACE)
-    await asyncio.shield(collector.exited)
+    await collector.exited
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:
@@ -227,10 +227,8 @@ async def _group_ended(pgid: int, collector: _Collector, timeout: float) -> bool
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+    except OSError:
+        return False  # ESRCH: gone; EPERM: what is left is not ours to signal
     return _has_running_member(pgid)
 
 
@@ -317,7 +315,7 @@ def parse_poll(text: str) -> PollResult:
     try:
         template = parse(text)
     except TemplateSyntaxError as exc:
-        raise DriverError(f"poll output is not KEY=VALUE: {exc}") from exc
+        raise DriverError(f"poll output is not KEY=VALUE: {one_line(str(exc))}") from exc
     state = PollState.UNKNOWN
     info: dict[str, str] = {}
     for name, value in template:
@@ -350,7 +348,7 @@ def parse_host_info(text: str, logger: logging.Logger = _log) -> HostInfo:
     try:
         template = parse(text)
     except TemplateSyntaxError as exc:
-        raise DriverError(f"probe output is not KEY=VALUE: {exc}") from exc
+        raise DriverError(f"probe output is not KEY=VALUE: {one_line(str(exc))}") from exc
     attributes: dict[str, str] = {}
     vms: list[ReportedVm] = []
     for name, value in template:
@@ -426,7 +424,7 @@ class _ScriptCapabilities:
     Looked up on every read, since operators add scripts while the daemon runs.
     """
 
-    def __get__(self, driver: ScriptVmDriver | None, owner: Any) -> frozenset[str]:
+    def __get__(self, driver: ScriptVmDriver | None, owner: type[ScriptVmDriver]) -> frozenset[str]:
         if driver is None:
             return frozenset()
         return frozenset(
@@ -459,7 +457,11 @@ class ScriptVmDriver(VmDriver):
     retryable: tuple[type[Exception], ...] = (DriverError,)
 
     def __init__(self, context: DriverContext) -> None:
-        """Raises ``ValueError`` when ``ARGUMENTS`` has no provider name."""
+        """Bind the driver to ``remotes/vmm/<last word of ARGUMENTS>``.
+
+        Raises:
+            ValueError: ``ARGUMENTS`` is empty.
+        """
         super().__init__(context)
         self.provider = _last_argument(context, "provider directory name")
         self.directory = context.remotes_dir / "vmm" / self.provider
@@ -592,7 +594,11 @@ class ScriptInformationDriver(InformationDriver):
     """
 
     def __init__(self, context: DriverContext) -> None:
-        """Raises ``ValueError`` when ``ARGUMENTS`` has no probe set name."""
+        """Bind the driver to ``remotes/im/<last word of ARGUMENTS>.d``.
+
+        Raises:
+            ValueError: ``ARGUMENTS`` is empty.
+        """
         super().__init__(context)
         self.probe_set = _last_argument(context, "probe set name")
         self.directory = context.remotes_dir / "im" / f"{self.probe_set}.d"

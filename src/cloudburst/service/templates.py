@@ -66,6 +66,24 @@ class TemplateService:
         await self.db.write(write)
         return template_id
 
+    async def rename(self, template_id: int, name: str) -> int:
+        """Give the template a new name.
+
+        Raises:
+            NotFoundError: no such template.
+            ValidationError: the name is empty or spans lines.
+        """
+        name = name.strip()
+        if not name or any(ch in name for ch in "\n\r\t"):
+            raise ValidationError("Invalid NAME: it must be a non-empty single line")
+
+        def write(connection: Connection) -> None:
+            template_pool.get_template(connection, template_id)
+            template_pool.update_template(connection, template_id, name=name)
+
+        await self.db.write(write)
+        return template_id
+
     async def instantiate(self, template_id: int, name: str = "", *, hold: bool = False,
                           extra: str = "", uid: int = 0, gid: int = 0) -> int:
         """Create a VM from a registered template plus optional extra attributes."""

@@ -166,19 +166,44 @@ class Database:
                 return
 
     def _commit_batch(self, batch: list[_Job]) -> None:
-        outcomes: list[tuple[_Job, bool, Any]] = []
+        """Commit ``batch`` in one transaction.
+
+        Fast path: run every job without savepoints. If any job raises, roll
+        the whole transaction back and run the batch again with a savepoint
+        around each job, so only the failing ones are undone. Jobs are pure
+        functions of the database, so running them twice is safe.
+        """
         try:
-            with self.write_engine.begin() as connection:
-                for job in batch:
-                    outcomes.append(self._run_one(connection, job))
+            outcomes = self._run_batch(batch, isolate=False)
+        except _JobFailed:
+            outcomes = None
         except Exception as exc:  # the commit itself failed: nothing landed
             log.exception("database commit failed for %d writes", len(batch))
             outcomes = [(job, False, exc) for job in batch]
+        if outcomes is None:
+            try:
+                outcomes = self._run_batch(batch, isolate=True)
+            except Exception as exc:
+                log.exception("database commit failed for %d writes", len(batch))
+                outcomes = [(job, False, exc) for job in batch]
         for job, ok, value in outcomes:
             job.loop.call_soon_threadsafe(_resolve, job.future, ok, value)
 
+    def _run_batch(self, batch: list[_Job], *, isolate: bool) -> list[tuple[_Job, bool, Any]]:
+        outcomes: list[tuple[_Job, bool, Any]] = []
+        with self.write_engine.begin() as connection:
+            for job in batch:
+                if isolate:
+                    outcomes.append(self._run_isolated(connection, job))
+                    continue
+                try:
+                    outcomes.append((job, True, job.function(connection)))
+                except Exception as exc:
+                    raise _JobFailed from exc
+        return outcomes
+
     @staticmethod
-    def _run_one(connection: Connection, job: _Job) -> tuple[_Job, bool, Any]:
+    def _run_isolated(connection: Connection, job: _Job) -> tuple[_Job, bool, Any]:
         savepoint = connection.begin_nested()
         try:
             value = job.function(connection)
@@ -187,6 +212,10 @@ class Database:
             return job, False, exc
         savepoint.commit()
         return job, True, value
+
+
+class _JobFailed(Exception):
+    """A job of an optimistic batch raised: the batch is retried job by job."""
 
 
 def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:

@@ -75,12 +75,17 @@ def list_hosts(
     ]
 
 
-def get_host(connection: Connection, host_id: int) -> HostRecord:
-    """The host ``host_id``.
+def get_host(connection: Connection, host_id: int, *, with_usage: bool = True) -> HostRecord:
+    """The host ``host_id``; without ``with_usage`` the allocation counters are 0.
 
     Raises:
         NotFoundError: no such host.
     """
+    if not with_usage:
+        row = connection.execute(select(hosts).where(hosts.c.id == host_id)).first()
+        if row is None:
+            raise NotFoundError(f"HOST {host_id} does not exist")
+        return _host_from_row(row)
     found = list_hosts(connection, host_ids=[host_id])
     if not found:
         raise NotFoundError(f"HOST {host_id} does not exist")

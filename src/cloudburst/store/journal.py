@@ -35,30 +35,36 @@ def start(
 ) -> int:
     """Record that ``action`` is about to run; returns the entry id.
 
-    A token is unique per action: recording the same (token, action) twice
-    returns the existing entry instead of a second one.
+    A (token, action) pair is recorded once; the unique constraint refuses a
+    second entry, which would mean the same work was started twice.
     """
-    existing = connection.execute(
-        select(journal.c.id).where(journal.c.token == token, journal.c.action == action)
-    ).scalar()
-    if existing is not None:
-        connection.execute(
-            update(journal).where(journal.c.id == existing).values(status=STARTED, finished=0.0)
-        )
-        return int(existing)
-    result = connection.execute(insert(journal).values(
-        vm_id=vm_id, host_id=host_id, seq=seq, action=action, token=token, status=STARTED,
-        created=time.time(), finished=0.0, result="",
-    ))
+    result = connection.execute(_INSERT, {
+        "vm_id": vm_id, "host_id": host_id, "seq": seq, "action": action, "token": token,
+        "status": STARTED, "created": time.time(), "finished": 0.0, "result": "",
+    })
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
+
+
+_INSERT = insert(journal)
 
 
 def finish(connection: Connection, entry_id: int, *, ok: bool, result: str = "") -> None:
     """Mark an entry done or failed, with the deploy id or error text."""
     connection.execute(
         update(journal).where(journal.c.id == entry_id)
+        .values(status=DONE if ok else FAILED, finished=time.time(), result=result[:2000])
+    )
+
+
+def finish_token(connection: Connection, token: str, action: str, *, ok: bool,
+                 result: str = "") -> None:
+    """Mark the started entry of (``token``, ``action``) done or failed, if there is one."""
+    connection.execute(
+        update(journal)
+        .where(journal.c.token == token, journal.c.action == action,
+               journal.c.status == STARTED)
         .values(status=DONE if ok else FAILED, finished=time.time(), result=result[:2000])
     )
 

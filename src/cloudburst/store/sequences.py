@@ -20,14 +20,12 @@ def next_ids(connection: Connection, pool: str, count: int = 1) -> int:
         update(sequences)
         .where(sequences.c.name == pool)
         .values(next_id=sequences.c.next_id + count)
-    )
-    if bumped.rowcount == 0:
+        .returning(sequences.c.next_id)
+    ).scalar()
+    if bumped is None:
         connection.execute(insert(sequences).values(name=pool, next_id=count))
         return 0
-    value = connection.execute(
-        select(sequences.c.next_id).where(sequences.c.name == pool)
-    ).scalar_one()
-    return int(value) - count
+    return int(bumped) - count
 
 
 def get_meta(connection: Connection, key: str) -> str | None:

@@ -12,7 +12,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, func, insert, select, update
+from functools import lru_cache
+
+from sqlalchemy import Connection, Row, Update, and_, bindparam, func, insert, select, update
 
 from cloudburst.errors import ConflictError, NotFoundError
 from cloudburst.model.records import HistoryRecord, VmRecord
@@ -20,7 +22,6 @@ from cloudburst.model.states import CAPACITY_HOLDING_STATES, LcmState, VmState
 from cloudburst.store.schema import history, vms
 from cloudburst.template import Template
 
-_TEMPLATE_FIELDS = ("template", "user_template")
 
 
 def _vm_from_row(row: Row[Any], records: Sequence[HistoryRecord] = ()) -> VmRecord:
@@ -58,6 +59,17 @@ def _history_from_row(row: Row[Any]) -> HistoryRecord:
         pstime=row.pstime, petime=row.petime, rstime=row.rstime, retime=row.retime,
         estime=row.estime, eetime=row.eetime, action=row.action, reason=row.reason,
     )
+
+
+def _stored(name: str, value: Any) -> Any:
+    """A record field converted to its column's stored form."""
+    if name in ("template", "user_template"):
+        return json.dumps(value.to_json())
+    if name == "monitoring":
+        return json.dumps(value)
+    if name in ("state", "lcm_state", "prev_state", "prev_lcm_state"):
+        return int(value)
+    return value
 
 
 def _column_values(record: VmRecord) -> dict[str, Any]:
@@ -100,7 +112,7 @@ def get_vm(connection: Connection, vm_id: int, *, with_history: bool = True) -> 
     Raises:
         NotFoundError: no such VM.
     """
-    row = connection.execute(select(vms).where(vms.c.id == vm_id)).first()
+    row = connection.execute(_SELECT_VM, {"vm_id": vm_id}).first()
     if row is None:
         raise NotFoundError(f"VM {vm_id} does not exist")
     records = history_of(connection, [vm_id]).get(vm_id, []) if with_history else []
@@ -179,39 +191,58 @@ def update_vm(connection: Connection, record: VmRecord, **changes: Any) -> VmRec
         changes.setdefault("prev_state", record.state)
         changes.setdefault("prev_lcm_state", record.lcm_state)
     updated = replace(record, **changes, version=record.version + 1)
-    values = _column_values(updated)
-    values.pop("id")
-    for name in list(values):
-        if name not in changes and name != "version" and name not in _TEMPLATE_FIELDS:
-            values.pop(name)
-    for name in _TEMPLATE_FIELDS:
-        if name not in changes:
-            values.pop(name)
-    result = connection.execute(
-        update(vms)
-        .where(vms.c.id == record.id, vms.c.version == record.version)
-        .values(**values)
-    )
+    params = {name: _stored(name, getattr(updated, name)) for name in changes}
+    params["version"] = updated.version
+    params["_id"] = record.id
+    params["_version"] = record.version
+    result = connection.execute(_update_statement(frozenset(changes)), params)
     if result.rowcount != 1:
         raise ConflictError(f"VM {record.id} was changed by another action; try again")
     return updated
 
 
+# Hot-path statements are built once: SQLAlchemy then reuses their compiled
+# form instead of rebuilding and re-keying an expression tree on every write.
+_SELECT_VM = select(vms).where(vms.c.id == bindparam("vm_id"))
+
+
+@lru_cache(maxsize=256)
+def _update_statement(columns: frozenset[str]) -> Update:
+    return (
+        update(vms)
+        .where(vms.c.id == bindparam("_id"), vms.c.version == bindparam("_version"))
+        .values({name: bindparam(name) for name in (*sorted(columns), "version")})
+    )
+
+
+@lru_cache(maxsize=64)
+def _update_history_statement(columns: frozenset[str]) -> Update:
+    return (
+        update(history)
+        .where(history.c.vm_id == bindparam("_vm_id"), history.c.seq == bindparam("_seq"))
+        .values({name: bindparam(name) for name in sorted(columns)})
+    )
+
+
 def insert_history(connection: Connection, record: HistoryRecord) -> None:
     """Append a history record."""
-    connection.execute(insert(history).values(
-        vm_id=record.vm_id, seq=record.seq, host_id=record.host_id, hostname=record.hostname,
-        vm_mad=record.vm_mad, tm_mad=record.tm_mad, stime=record.stime, etime=record.etime,
-        pstime=record.pstime, petime=record.petime, rstime=record.rstime, retime=record.retime,
-        estime=record.estime, eetime=record.eetime, action=record.action, reason=record.reason,
-    ))
+    connection.execute(_INSERT_HISTORY, {
+        "vm_id": record.vm_id, "seq": record.seq, "host_id": record.host_id,
+        "hostname": record.hostname, "vm_mad": record.vm_mad, "tm_mad": record.tm_mad,
+        "stime": record.stime, "etime": record.etime, "pstime": record.pstime,
+        "petime": record.petime, "rstime": record.rstime, "retime": record.retime,
+        "estime": record.estime, "eetime": record.eetime, "action": record.action,
+        "reason": record.reason,
+    })
+
+
+_INSERT_HISTORY = insert(history)
 
 
 def update_history(connection: Connection, vm_id: int, seq: int, **changes: Any) -> None:
     """Update fields (times, action, reason) of one history record."""
-    connection.execute(
-        update(history).where(history.c.vm_id == vm_id, history.c.seq == seq).values(**changes)
-    )
+    connection.execute(_update_history_statement(frozenset(changes)),
+                       {**changes, "_vm_id": vm_id, "_seq": seq})
 
 
 def host_usage(

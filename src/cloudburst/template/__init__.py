@@ -1,6 +1,7 @@
 """OpenNebula templates and the REQUIREMENTS / RANK expression languages."""
 
 from cloudburst.template.expr import (
+    MAX_NESTING,
     Lookup,
     Rank,
     Requirements,
@@ -20,6 +21,7 @@ from cloudburst.template.syntax import (
 )
 
 __all__ = [
+    "MAX_NESTING",
     "MAX_TEMPLATE_CHARS",
     "JsonValue",
     "Lookup",

@@ -34,17 +34,19 @@ The result is not truncated; OpenNebula truncates it to an integer.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import operator
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 from cloudburst.errors import ExpressionError
 
 __all__ = [
+    "MAX_NESTING",
     "Lookup",
     "Rank",
     "Requirements",
@@ -58,6 +60,9 @@ Lookup = Callable[[str], Sequence[str]]
 _Test = Callable[[Lookup], bool]
 _Arith = Callable[[Lookup], float]
 _Number = int | float
+
+MAX_NESTING: Final = 100
+"""Deepest nesting of ``(``, ``!`` and unary ``-`` an expression may use."""
 
 _CURRENT_VMS: Final = "CURRENT_VMS"
 _INTEGER_RE: Final = re.compile(r"[+-]?[0-9]+")
@@ -78,13 +83,11 @@ class _Token:
 def _token_pattern(signed_numbers: bool) -> re.Pattern[str]:
     sign = "-?" if signed_numbers else ""
     return re.compile(
-        r"[ \t\r\n]*(?:"
         rf"(?P<FLOAT>{sign}[0-9]+\.[0-9]+)"
         rf"|(?P<INT>{sign}[0-9]+)"
         r"|(?P<STR>[A-Za-z][A-Za-z0-9_]*)"
         r'|"(?P<QUOTED>[^"]*)"'
         r"|(?P<OP>[!&|=><()*+/^@-])"
-        r")"
     )
 
 
@@ -92,27 +95,29 @@ def _token_pattern(signed_numbers: bool) -> re.Pattern[str]:
 # which accepts everything OpenNebula does ("A -3" too).
 _REQUIREMENTS_TOKEN_RE: Final = _token_pattern(signed_numbers=True)
 _RANK_TOKEN_RE: Final = _token_pattern(signed_numbers=False)
-_TRAILING_SPACE_RE: Final = re.compile(r"[ \t\r\n]*\Z")
+_SPACE_RE: Final = re.compile(r"[ \t\r\n]+")
+
+
+def _skip_space(text: str, pos: int) -> int:
+    match = _SPACE_RE.match(text, pos)
+    return pos if match is None else match.end()
 
 
 def _tokenize(text: str, pattern: re.Pattern[str], what: str) -> list[_Token]:
     tokens: list[_Token] = []
-    pos = 0
-    while _TRAILING_SPACE_RE.match(text, pos) is None:
+    pos = _skip_space(text, 0)
+    while pos < len(text):
         match = pattern.match(text, pos)
         if match is None or match.lastgroup is None:
-            start = len(text) - len(text[pos:].lstrip(" \t\r\n"))
-            raise _lex_error(text, start, what)
+            raise _lex_error(text, pos, what)
         kind = match.lastgroup
-        value = match.group(kind)
-        start = match.start(kind)
         if kind == "QUOTED":
-            tokens.append(_Token("STR", value, start))  # column of the opening quote
+            tokens.append(_Token("STR", match.group(kind), pos + 1))
         elif kind == "OP":
-            tokens.append(_Token(value, value, start + 1))
+            tokens.append(_Token(match.group(), match.group(), pos + 1))
         else:
-            tokens.append(_Token(kind, value, start + 1))
-        pos = match.end()
+            tokens.append(_Token(kind, match.group(), pos + 1))
+        pos = _skip_space(text, match.end())
     tokens.append(_Token("END", "", len(text) + 1))
     return tokens
 
@@ -144,6 +149,7 @@ class _Parser:
         self.tokens = tokens
         self.index = 0
         self.what = what
+        self.depth = 0
 
     @property
     def token(self) -> _Token:
@@ -167,6 +173,20 @@ class _Parser:
         if glued and found.kind in ("INT", "FLOAT") and found.text.startswith("-"):
             return " (write values that contain '-' in double quotes)"
         return ""
+
+    @contextlib.contextmanager
+    def nested(self) -> Iterator[None]:
+        """Count one level of '(', '!' or unary '-' (bounded to protect the stack)."""
+        if self.depth >= MAX_NESTING:
+            raise ExpressionError(
+                f"{self.what} syntax error at column {self.token.column}: "
+                f"more than {MAX_NESTING} nested levels of '(', '!' or '-'"
+            )
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
 
     def expect_close(self, opening: _Token) -> None:
         if self.token.kind != ")":
@@ -256,12 +276,24 @@ def _string_test(name: str, op: str, pattern: str) -> _Test:
     return test
 
 
-def _and(left: _Test, right: _Test) -> _Test:
-    return lambda lookup: left(lookup) and right(lookup)
+def _chain(first: _Test, rest: list[tuple[str, _Test]]) -> _Test:
+    """Fold ``first op1 t1 op2 t2 ...`` left to right, skipping what cannot matter.
 
+    A loop rather than nested closures, so that long generated chains such as
+    ``CURRENT_VMS != 1 & CURRENT_VMS != 2 & ...`` cannot exhaust the stack.
+    """
+    if not rest:
+        return first
 
-def _or(left: _Test, right: _Test) -> _Test:
-    return lambda lookup: left(lookup) or right(lookup)
+    def test(lookup: Lookup) -> bool:
+        result = first(lookup)
+        for op, operand in rest:
+            if result is (op == "|"):
+                continue  # TRUE | x and FALSE & x are decided already
+            result = operand(lookup)
+        return result
+
+    return test
 
 
 def _not(inner: _Test) -> _Test:
@@ -288,20 +320,23 @@ class _RequirementsParser(_Parser):
         return test
 
     def expression(self) -> _Test:
-        test = self.unary()
+        first = self.unary()
+        rest: list[tuple[str, _Test]] = []
         while self.token.kind in ("&", "|"):
-            combine = _and if self.advance().kind == "&" else _or
-            test = combine(test, self.unary())
-        return test
+            op = self.advance().kind
+            rest.append((op, self.unary()))
+        return _chain(first, rest)
 
     def unary(self) -> _Test:
         token = self.token
         if token.kind == "!":
-            self.advance()
-            return _not(self.unary())
+            with self.nested():
+                self.advance()
+                return _not(self.unary())
         if token.kind == "(":
-            self.advance()
-            test = self.expression()
+            with self.nested():
+                self.advance()
+                test = self.expression()
             self.expect_close(token)
             return test
         if token.kind == "STR":
@@ -331,8 +366,7 @@ class _RequirementsParser(_Parser):
         if first.kind in (">", "<"):
             self.refuse_equals(
                 first,
-                f"'{first.kind}=' is not an operator, write "
-                f"({name} {first.kind} N | {name} = N)",
+                f"'{first.kind}=' is not an operator, write ({name} {first.kind} N | {name} = N)",
             )
             return first.kind
         if first.kind in ("!", "@"):
@@ -413,9 +447,19 @@ _ARITH_OPERATORS: Final[dict[str, Callable[[float, float], float]]] = {
 }
 
 
-def _binary(op: str, left: _Arith, right: _Arith) -> _Arith:
-    apply = _ARITH_OPERATORS[op]
-    return lambda lookup: apply(left(lookup), right(lookup))
+def _fold(first: _Arith, rest: list[tuple[str, _Arith]]) -> _Arith:
+    """Apply ``first op1 t1 op2 t2 ...`` left to right, in a loop (see :func:`_chain`)."""
+    if not rest:
+        return first
+    steps = [(_ARITH_OPERATORS[op], operand) for op, operand in rest]
+
+    def value(lookup: Lookup) -> float:
+        result = first(lookup)
+        for apply, operand in steps:
+            result = apply(result, operand(lookup))
+        return result
+
+    return value
 
 
 def _negate(inner: _Arith) -> _Arith:
@@ -431,8 +475,10 @@ def _variable(name: str) -> _Arith:
 
 
 class _RankParser(_Parser):
-    """``sum := term (('+'|'-') term)*``; ``term := factor (('*'|'/') factor)*``;
-    ``factor := '-' factor | '(' sum ')' | NUMBER | VARIABLE``."""
+    """``sum := term (('+' | '-') term)*``, ``term := factor (('*' | '/') factor)*``.
+
+    ``factor := '-' factor | '(' sum ')' | NUMBER | VARIABLE``.
+    """
 
     def __init__(self, text: str) -> None:
         super().__init__(text, _tokenize(text, _RANK_TOKEN_RE, "RANK"), "RANK")
@@ -446,25 +492,29 @@ class _RankParser(_Parser):
         return value
 
     def sum(self) -> _Arith:
-        value = self.term()
+        first = self.term()
+        rest: list[tuple[str, _Arith]] = []
         while self.token.kind in ("+", "-"):
             op = self.advance().kind
-            value = _binary(op, value, self.term())
-        return value
+            rest.append((op, self.term()))
+        return _fold(first, rest)
 
     def term(self) -> _Arith:
-        value = self.factor()
+        first = self.factor()
+        rest: list[tuple[str, _Arith]] = []
         while self.token.kind in ("*", "/"):
             op = self.advance().kind
-            value = _binary(op, value, self.factor())
-        return value
+            rest.append((op, self.factor()))
+        return _fold(first, rest)
 
     def factor(self) -> _Arith:
         token = self.advance()
         if token.kind == "-":
-            return _negate(self.factor())
+            with self.nested():
+                return _negate(self.factor())
         if token.kind == "(":
-            value = self.sum()
+            with self.nested():
+                value = self.sum()
             self.expect_close(token)
             return value
         if token.kind in ("INT", "FLOAT"):

@@ -1,4 +1,4 @@
-"""OpenNebula templates: the data type, its text and XML forms, and JSON storage.
+r"""OpenNebula templates: the data type, its text and XML forms, and JSON storage.
 
 A template is an ordered multiset of attributes. Each attribute has an
 upper-case name and a value that is either a string (a *single* attribute) or
@@ -13,13 +13,13 @@ with ``ONE_`` when they do not start with a letter or start with ``XML`` (so
 that every name is a valid XML element name). The same rule applies to the
 keys of vectors.
 
-Escaping in the text form (our one deviation from OpenNebula): inside a quoted
-value ``\\"`` is a double quote *and* ``\\\\`` is one backslash; a backslash
-followed by any other character is kept literally, as OpenNebula does, so paths
-such as ``"C:\\dir"`` read the same in both systems. :meth:`Template.to_text`
-writes every backslash as ``\\\\`` and every quote as ``\\"``, which makes
-``parse(t.to_text()) == t`` hold for every template. OpenNebula itself would
-read a written ``\\\\`` as two backslashes.
+Escaping in the text form differs from OpenNebula in one point: inside a
+quoted value ``\"`` is a double quote *and* ``\\`` is one backslash. A
+backslash before any other character is kept literally, as OpenNebula does, so
+``"C:\dir"`` reads the same in both. :meth:`Template.to_text` writes every
+backslash as ``\\`` and every quote as ``\"``, which makes
+``parse(t.to_text()) == t`` hold for every template; OpenNebula would read a
+written ``\\`` as two backslashes.
 """
 
 from __future__ import annotations
@@ -83,9 +83,7 @@ def normalize_name(name: str) -> str:
         TemplateError: ``name`` is empty or has other characters.
     """
     if _NAME_RE.fullmatch(name) is None:
-        raise TemplateError(
-            f"invalid attribute name {name!r}: use only letters, digits and '_'"
-        )
+        raise TemplateError(f"invalid attribute name {name!r}: use only letters, digits and '_'")
     return _key(name)
 
 
@@ -577,9 +575,9 @@ def parse_xml(text: str) -> Template:
     :func:`normalize_name`, so ``<cpu>`` is ``CPU``.
 
     Raises:
-        TemplateError: The XML is not well formed (the message gives line and
-            column), declares a DOCTYPE, nests deeper than a vector, uses names
-            that are not attribute names, or is too large.
+        TemplateSyntaxError: The XML is not well formed (with line and column).
+        TemplateError: The XML declares a DOCTYPE, nests deeper than a
+            vector, uses names that are not attribute names, or is too large.
     """
     _check_size(text)
     parser = ElementTree.XMLParser(target=_NoDoctypeBuilder())

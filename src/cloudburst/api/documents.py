@@ -1,0 +1,495 @@
+"""The XML documents of the API, shaped as oned's (spec/pyone.md section 6).
+
+Every function returns a compact string: no XML declaration, no whitespace
+between elements (pyone turns it into ``#text`` keys), no attributes. Template
+values are CDATA (:meth:`Template.to_xml`); other text is escaped; integer
+elements only ever hold integers and the VM ``MONITORING`` decimals only
+numbers, because pyone's generated parser rejects anything else.
+
+Documents are built from string pieces joined once, never through a DOM:
+pools of ten thousand VMs are rendered on every ``one.vmpool.info``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Final
+from xml.sax.saxutils import escape
+
+from cloudburst.config.settings import DriverSection, Settings
+from cloudburst.drivers.registry import parse_driver_arguments
+from cloudburst.model.records import HistoryRecord, HostRecord, TemplateRecord, UserRecord, VmRecord
+from cloudburst.model.states import HostState
+from cloudburst.template import Template
+
+__all__ = [
+    "PASSWORD_PLACEHOLDER",
+    "config_document",
+    "group_name",
+    "host_document",
+    "host_pool_document",
+    "template_document",
+    "template_pool_document",
+    "user_document",
+    "user_pool_document",
+    "vm_document",
+    "vm_pool_document",
+]
+
+#: What ``PASSWORD`` holds in user documents: the hash never leaves the daemon.
+PASSWORD_PLACEHOLDER: Final = "********"
+
+#: The TEMPLATE attributes of a VM in ``one.vmpool.info`` (oned's ``to_xml_short``).
+SHORT_TEMPLATE_ATTRIBUTES: Final = frozenset({"CPU", "MEMORY", "VCPU", "DISK", "NIC", "GRAPHICS"})
+
+#: VM MONITORING children pyone parses as ``xs:decimal``.
+_DECIMAL_MONITORING: Final = frozenset(
+    f"{base}{suffix}"
+    for base in ("CPU", "MEMORY", *(f"{io}{bw}" for io in (
+        "NETRX", "NETTX", "DISKRDBYTES", "DISKWRBYTES", "DISKRDIOPS", "DISKWRIOPS")
+        for bw in ("", "_BW")))
+    for suffix in ("", "_FORECAST", "_FORECAST_FAR")
+)
+#: Monitoring keys the document writes itself.
+_OWN_MONITORING: Final = frozenset({"ID", "TIMESTAMP"})
+
+_GROUP_NAMES: Final = {0: "oneadmin", 1: "users"}
+_PERMISSIONS: Final = (
+    "<PERMISSIONS><OWNER_U>1</OWNER_U><OWNER_M>1</OWNER_M><OWNER_A>0</OWNER_A>"
+    "<GROUP_U>0</GROUP_U><GROUP_M>0</GROUP_M><GROUP_A>0</GROUP_A>"
+    "<OTHER_U>0</OTHER_U><OTHER_M>0</OTHER_M><OTHER_A>0</OTHER_A></PERMISSIONS>"
+)
+_LOG_DEBUG_LEVELS: Final = {"ERROR": 0, "WARNING": 1, "INFO": 2, "DEBUG": 3}
+_XML_NAME_RE: Final = re.compile(r"[A-Z_][A-Z0-9_]*")
+_XML_ILLEGAL_RE: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+#: History REASON codes (oned 4.x: NONE, ERROR, USER); see :func:`_reason_code`.
+_REASON_NONE, _REASON_ERROR, _REASON_USER = 0, 1, 2
+
+
+# -- text helpers -------------------------------------------------------------------------
+
+
+def _text(value: str) -> str:
+    """``value`` escaped as element text, without characters XML 1.0 forbids."""
+    if value.isascii() and value.isprintable():
+        # The common case (names, ids), kept cheap for large pools.
+        return escape(value) if ("&" in value or "<" in value or ">" in value) else value
+    return escape(_XML_ILLEGAL_RE.sub("", value))
+
+
+def _cdata(value: str) -> str:
+    """``value`` as one CDATA section (split around ``]]>``), XML-legal.
+
+    Carriage returns go out as character references: inside CDATA a parser
+    would turn them into newlines (the same rule as :meth:`Template.to_xml`).
+    """
+    if not (value.isascii() and value.isprintable()):
+        value = _XML_ILLEGAL_RE.sub("", value).replace("\r", "]]>&#13;<![CDATA[")
+    if "]]>" in value:
+        value = value.replace("]]>", "]]]]><![CDATA[>")
+    return f"<![CDATA[{value}]]>"
+
+
+def _int(name: str, value: int) -> str:
+    return f"<{name}>{int(value)}</{name}>"
+
+
+def _str(name: str, value: str) -> str:
+    return f"<{name}>{_text(value)}</{name}>"
+
+
+def group_name(gid: int) -> str:
+    """The name of group ``gid``: OpenNebula's two built-in groups, else the number."""
+    return _GROUP_NAMES.get(gid, str(gid))
+
+
+# -- VM -----------------------------------------------------------------------------------
+
+
+def vm_document(vm: VmRecord, *, extended: bool = True, uname: str, gname: str) -> str:
+    """The ``VM`` document of ``one.vm.info`` (``extended``) or of a pool entry.
+
+    Args:
+        vm: the VM, with its history.
+        extended: the full document (PERMISSIONS, PREV_*, SCHED_ACTIONS, the
+            whole system TEMPLATE with ``TM_MAD_SYSTEM`` and ``VMID``, every
+            HISTORY field); otherwise oned's reduced pool form (TEMPLATE with
+            only CPU, MEMORY, VCPU, DISK, NIC, GRAPHICS; the last HISTORY only,
+            with its short fields).
+        uname: the owner's name.
+        gname: the group's name.
+    """
+    parts: list[str] = []
+    _vm_parts(parts, vm, extended, _str("UNAME", uname) + _str("GNAME", gname))
+    return "".join(parts)
+
+
+def vm_pool_document(vms: Iterable[VmRecord], *, extended: bool,
+                     uname: Callable[[int], str]) -> str:
+    """``VM_POOL``: reduced VMs for ``one.vmpool.info``, full ones when ``extended``.
+
+    Args:
+        vms: the VMs, in the order to list them.
+        extended: render each VM as :func:`vm_document` does for ``one.vm.info``.
+        uname: the user name of a uid.
+    """
+    parts = ["<VM_POOL>"]
+    owners: dict[tuple[int, int], str] = {}
+    for vm in vms:
+        owner = owners.get((vm.uid, vm.gid))
+        if owner is None:
+            owner = _str("UNAME", uname(vm.uid)) + _str("GNAME", group_name(vm.gid))
+            owners[(vm.uid, vm.gid)] = owner
+        _vm_parts(parts, vm, extended, owner)
+    parts.append("</VM_POOL>")
+    return "".join(parts)
+
+
+def _vm_parts(parts: list[str], vm: VmRecord, extended: bool, owner: str) -> None:
+    """Append one VM; ``owner`` is its rendered UNAME and GNAME."""
+    parts.append(
+        f"<VM><ID>{vm.id}</ID><UID>{vm.uid}</UID><GID>{vm.gid}</GID>{owner}"
+        f"{_str('NAME', vm.name)}"
+    )
+    if extended:
+        parts.append(_PERMISSIONS)
+    parts.append(f"<LAST_POLL>{vm.last_poll}</LAST_POLL><STATE>{int(vm.state)}</STATE>"
+                 f"<LCM_STATE>{int(vm.lcm_state)}</LCM_STATE>")
+    if extended:
+        parts.append(f"<PREV_STATE>{int(vm.prev_state)}</PREV_STATE>"
+                     f"<PREV_LCM_STATE>{int(vm.prev_lcm_state)}</PREV_LCM_STATE>")
+    parts.append(f"<RESCHED>{vm.resched}</RESCHED><STIME>{vm.stime}</STIME>"
+                 f"<ETIME>{vm.etime}</ETIME>{_str('DEPLOY_ID', vm.deploy_id)}")
+    _vm_monitoring(parts, vm)
+    if extended:
+        parts.append("<SCHED_ACTIONS/>")
+        parts.append(_with_extra(vm.template, "TEMPLATE", _system_extra(vm)))
+    else:
+        _short_template(parts, vm.template)
+    parts.append(_with_extra(vm.user_template, "USER_TEMPLATE", _user_extra(vm)))
+    parts.append("<HISTORY_RECORDS>")
+    if extended:
+        for record in vm.history:
+            _history_parts(parts, record, vm)
+    elif vm.history:
+        _short_history_parts(parts, vm.history[-1])
+    parts.append("</HISTORY_RECORDS>")
+    if extended:
+        parts.append("<BACKUPS><BACKUP_CONFIG/><BACKUP_IDS/></BACKUPS>")
+    parts.append("</VM>")
+
+
+def _with_extra(template: Template, root: str, extra: dict[str, str]) -> str:
+    """``template.to_xml(root)`` with ``extra`` attributes replacing same-named ones.
+
+    Adding to the rendered text rather than to a copy of the template keeps
+    large pools cheap: most VMs need one or two attributes appended.
+    """
+    if not extra:
+        return template.to_xml(root)
+    if any(name in template for name in extra):
+        template = template.copy()
+        for name in extra:
+            template.remove(name)
+    body = template.to_xml(root)[: -len(root) - 3]
+    added = "".join(f"<{name}>{_cdata(value)}</{name}>" for name, value in extra.items())
+    return f"{body}{added}</{root}>"
+
+
+def _system_extra(vm: VmRecord) -> dict[str, str]:
+    """What oned adds to a VM's TEMPLATE: ``TM_MAD_SYSTEM`` once placed, ``VMID``."""
+    extra: dict[str, str] = {}
+    last = vm.last_history
+    if last is not None and "TM_MAD_SYSTEM" not in vm.template:
+        extra["TM_MAD_SYSTEM"] = last.tm_mad
+    if "VMID" not in vm.template:
+        extra["VMID"] = str(vm.id)
+    return extra
+
+
+def _user_extra(vm: VmRecord) -> dict[str, str]:
+    """USER_TEMPLATE additions: ``ERROR`` and ``SCHED_MESSAGE`` when set, as oned keeps them."""
+    extra: dict[str, str] = {}
+    if vm.error:
+        extra["ERROR"] = vm.error
+    if vm.sched_message:
+        extra["SCHED_MESSAGE"] = vm.sched_message
+    return extra
+
+
+def _short_template(parts: list[str], template: Template) -> None:
+    """TEMPLATE with only :data:`SHORT_TEMPLATE_ATTRIBUTES`, written as ``to_xml`` does."""
+    parts.append("<TEMPLATE>")
+    for name, value in template:
+        if name not in SHORT_TEMPLATE_ATTRIBUTES:
+            continue
+        if isinstance(value, str):
+            parts.append(f"<{name}>{_cdata(value)}</{name}>")
+        elif not value:
+            parts.append(f"<{name}/>")
+        else:
+            parts.append(f"<{name}>")
+            parts.extend(f"<{key}>{_cdata(item)}</{key}>" for key, item in value.items())
+            parts.append(f"</{name}>")
+    parts.append("</TEMPLATE>")
+
+
+def _vm_monitoring(parts: list[str], vm: VmRecord) -> None:
+    """MONITORING: ID, TIMESTAMP and the poll data; pyone's decimals only when numeric."""
+    parts.append(f"<MONITORING><ID>{vm.id}</ID><TIMESTAMP>{vm.last_poll}</TIMESTAMP>")
+    for key, value in vm.monitoring.items():
+        if not _monitoring_key(key):
+            continue
+        if key in _DECIMAL_MONITORING:
+            number = _decimal(value)
+            if number is not None:
+                parts.append(f"<{key}>{number}</{key}>")
+        else:
+            parts.append(f"<{key}>{_cdata(value)}</{key}>")
+    parts.append("</MONITORING>")
+
+
+@functools.lru_cache(maxsize=1024)
+def _monitoring_key(key: str) -> bool:
+    """Whether a reported key can be written as a MONITORING element of its own."""
+    return (key not in _OWN_MONITORING and _XML_NAME_RE.fullmatch(key) is not None
+            and not key.startswith("XML"))
+
+
+def _decimal(value: str) -> str | None:
+    """``value`` as a finite decimal literal, or None when it is not one."""
+    try:
+        number = Decimal(value.strip())
+    except (InvalidOperation, ValueError):
+        return None
+    return str(number) if number.is_finite() else None
+
+
+def _reason_code(record: HistoryRecord) -> int:
+    """oned's history REASON: none while the stay lasts, user for a requested end."""
+    if not record.reason:
+        return _REASON_NONE
+    return _REASON_USER if record.reason.endswith(" requested") else _REASON_ERROR
+
+
+def _history_parts(parts: list[str], record: HistoryRecord, vm: VmRecord) -> None:
+    parts.append(
+        f"<HISTORY><OID>{record.vm_id}</OID><SEQ>{record.seq}</SEQ>"
+        f"{_str('HOSTNAME', record.hostname)}<HID>{record.host_id}</HID><CID>0</CID>"
+        f"<STIME>{record.stime}</STIME><ETIME>{record.etime}</ETIME>"
+        f"{_str('VM_MAD', record.vm_mad)}{_str('TM_MAD', record.tm_mad)}<DS_ID>0</DS_ID>"
+        f"<PLAN_ID>-1</PLAN_ID><ACTION_ID>-1</ACTION_ID>"
+        f"<PSTIME>{record.pstime}</PSTIME><PETIME>{record.petime}</PETIME>"
+        f"<RSTIME>{record.rstime}</RSTIME><RETIME>{record.retime}</RETIME>"
+        f"<ESTIME>{record.estime}</ESTIME><EETIME>{record.eetime}</EETIME>"
+        f"<ACTION>{record.action}</ACTION><REASON>{_reason_code(record)}</REASON>"
+        f"<UID>{vm.uid}</UID><GID>{vm.gid}</GID><REQUEST_ID>-1</REQUEST_ID></HISTORY>"
+    )
+
+
+def _short_history_parts(parts: list[str], record: HistoryRecord) -> None:
+    parts.append(
+        f"<HISTORY><OID>{record.vm_id}</OID><SEQ>{record.seq}</SEQ>"
+        f"{_str('HOSTNAME', record.hostname)}<HID>{record.host_id}</HID><CID>0</CID>"
+        f"<DS_ID>0</DS_ID>{_str('VM_MAD', record.vm_mad)}{_str('TM_MAD', record.tm_mad)}"
+        f"<ACTION>{record.action}</ACTION></HISTORY>"
+    )
+
+
+# -- host ---------------------------------------------------------------------------------
+
+
+def host_document(host: HostRecord) -> str:
+    """The ``HOST`` document of ``one.host.info``.
+
+    HOST_SHARE carries oned's allocation fields (``*_USAGE`` is what placed VMs
+    hold, ``MAX_*``/``TOTAL_*`` the monitored capacity) plus the monitored
+    ``FREE_*``/``USED_*`` of 3.x-4.x. TEMPLATE is the monitoring report plus
+    ``ERROR`` while the host is in error. ``TM_MAD``, ``VN_MAD`` and
+    ``LAST_MON_TIME`` are the 4.x elements, kept for the CLI and old clients.
+    """
+    parts: list[str] = []
+    _host_parts(parts, host)
+    return "".join(parts)
+
+
+def host_pool_document(hosts: Iterable[HostRecord]) -> str:
+    """``HOST_POOL`` with every host as :func:`host_document` renders it."""
+    parts = ["<HOST_POOL>"]
+    for host in hosts:
+        _host_parts(parts, host)
+    parts.append("</HOST_POOL>")
+    return "".join(parts)
+
+
+def _host_parts(parts: list[str], host: HostRecord) -> None:
+    parts.append(
+        f"<HOST><ID>{host.id}</ID>{_str('NAME', host.name)}<STATE>{int(host.state)}</STATE>"
+        f"<PREV_STATE>{int(host.prev_state)}</PREV_STATE>{_str('IM_MAD', host.im_mad)}"
+        f"{_str('VM_MAD', host.vm_mad)}{_str('TM_MAD', host.tm_mad)}"
+        f"{_str('VN_MAD', host.vn_mad)}<LAST_MON_TIME>{host.last_mon_time}</LAST_MON_TIME>"
+        f"<CLUSTER_ID>{host.cluster_id}</CLUSTER_ID><CLUSTER>default</CLUSTER>"
+        f"<HOST_SHARE><MEM_USAGE>{host.mem_usage}</MEM_USAGE>"
+        f"<CPU_USAGE>{host.cpu_usage}</CPU_USAGE><TOTAL_MEM>{host.max_mem}</TOTAL_MEM>"
+        f"<TOTAL_CPU>{host.max_cpu}</TOTAL_CPU><MAX_MEM>{host.max_mem}</MAX_MEM>"
+        f"<MAX_CPU>{host.max_cpu}</MAX_CPU><FREE_MEM>{host.free_mem}</FREE_MEM>"
+        f"<FREE_CPU>{host.free_cpu}</FREE_CPU><USED_MEM>{host.used_mem}</USED_MEM>"
+        f"<USED_CPU>{host.used_cpu}</USED_CPU><RUNNING_VMS>{host.running_vms}</RUNNING_VMS>"
+        "<VMS_THREAD>0</VMS_THREAD><DATASTORES><DISK_USAGE>0</DISK_USAGE>"
+        "<FREE_DISK>0</FREE_DISK><MAX_DISK>0</MAX_DISK><USED_DISK>0</USED_DISK></DATASTORES>"
+        "<PCI_DEVICES/><NUMA_NODES/></HOST_SHARE><VMS>"
+    )
+    parts.extend(f"<ID>{vm_id}</ID>" for vm_id in host.vm_ids)
+    parts.append("</VMS>")
+    extra = {}
+    if host.state is HostState.ERROR and host.error and "ERROR" not in host.template:
+        extra["ERROR"] = host.error
+    parts.append(_with_extra(host.template, "TEMPLATE", extra))
+    if host.last_mon_time:
+        parts.append(
+            f"<MONITORING><TIMESTAMP>{host.last_mon_time}</TIMESTAMP><ID>{host.id}</ID>"
+            f"<CAPACITY><FREE_CPU>{host.free_cpu}</FREE_CPU>"
+            f"<FREE_MEMORY>{host.free_mem}</FREE_MEMORY><USED_CPU>{host.used_cpu}</USED_CPU>"
+            f"<USED_MEMORY>{host.used_mem}</USED_MEMORY></CAPACITY><SYSTEM/></MONITORING>"
+        )
+    else:
+        parts.append("<MONITORING/>")
+    parts.append("</HOST>")
+
+
+# -- VM templates -------------------------------------------------------------------------
+
+
+def template_document(record: TemplateRecord, *, uname: str) -> str:
+    """The ``VMTEMPLATE`` document of ``one.template.info``."""
+    parts: list[str] = []
+    _template_parts(parts, record, uname)
+    return "".join(parts)
+
+
+def template_pool_document(records: Iterable[TemplateRecord], *,
+                           uname: Callable[[int], str]) -> str:
+    """``VMTEMPLATE_POOL`` of ``one.templatepool.info``."""
+    parts = ["<VMTEMPLATE_POOL>"]
+    for record in records:
+        _template_parts(parts, record, uname(record.uid))
+    parts.append("</VMTEMPLATE_POOL>")
+    return "".join(parts)
+
+
+def _template_parts(parts: list[str], record: TemplateRecord, uname: str) -> None:
+    parts.append(
+        f"<VMTEMPLATE><ID>{record.id}</ID><UID>{record.uid}</UID><GID>{record.gid}</GID>"
+        f"{_str('UNAME', uname)}{_str('GNAME', group_name(record.gid))}"
+        f"{_str('NAME', record.name)}{_PERMISSIONS}<REGTIME>{record.regtime}</REGTIME>"
+    )
+    parts.append(record.template.to_xml("TEMPLATE"))
+    parts.append("</VMTEMPLATE>")
+
+
+# -- users --------------------------------------------------------------------------------
+
+_EMPTY_QUOTAS: Final = "<DATASTORE_QUOTA/><NETWORK_QUOTA/><VM_QUOTA/><IMAGE_QUOTA/>"
+
+
+def user_document(user: UserRecord) -> str:
+    """The ``USER`` document of ``one.user.info``; PASSWORD is a placeholder."""
+    parts: list[str] = []
+    _user_parts(parts, user, with_defaults=True)
+    return "".join(parts)
+
+
+def user_pool_document(users: Iterable[UserRecord]) -> str:
+    """``USER_POOL``: users without DEFAULT_USER_QUOTAS, then one trailing set (oned's shape)."""
+    parts = ["<USER_POOL>"]
+    for user in users:
+        _user_parts(parts, user, with_defaults=False)
+    parts.append(f"<DEFAULT_USER_QUOTAS>{_EMPTY_QUOTAS}</DEFAULT_USER_QUOTAS></USER_POOL>")
+    return "".join(parts)
+
+
+def _user_parts(parts: list[str], user: UserRecord, *, with_defaults: bool) -> None:
+    parts.append(
+        f"<USER><ID>{user.id}</ID><GID>{user.gid}</GID><GROUPS><ID>{user.gid}</ID></GROUPS>"
+        f"{_str('GNAME', group_name(user.gid))}{_str('NAME', user.name)}"
+        f"{_str('PASSWORD', PASSWORD_PLACEHOLDER)}{_str('AUTH_DRIVER', user.auth_driver)}"
+        f"<ENABLED>{int(user.enabled)}</ENABLED>"
+    )
+    parts.append(user.template.to_xml("TEMPLATE"))
+    parts.append(_EMPTY_QUOTAS)
+    if with_defaults:
+        parts.append(f"<DEFAULT_USER_QUOTAS>{_EMPTY_QUOTAS}</DEFAULT_USER_QUOTAS>")
+    parts.append("</USER>")
+
+
+# -- configuration ------------------------------------------------------------------------
+
+
+def config_document(settings: Settings) -> str:
+    """``OPENNEBULA_CONFIGURATION`` of ``one.system.config``.
+
+    Only what is safe to show: the listen address, timers, limits and each
+    driver section with its name, executable and the dispatcher options of its
+    ARGUMENTS. The database URL and the driver-specific argument words (which
+    may carry endpoints with credentials) are never included.
+    """
+    scheduler = settings.scheduler
+    parts = [
+        "<OPENNEBULA_CONFIGURATION>",
+        _str("LISTEN_ADDRESS", settings.listen_address),
+        _int("PORT", settings.port),
+        _str("MONITORING_INTERVAL", _number(settings.monitoring_interval)),
+        _str("VM_POLLING_INTERVAL", _number(settings.vm_polling_interval)),
+        _int("MONITORING_INTERVAL_HOST", math.ceil(settings.monitoring_interval)),
+        _int("MONITORING_INTERVAL_VM", math.ceil(settings.vm_polling_interval)),
+        _str("SCHED_INTERVAL", _number(scheduler.interval)),
+        _int("MAX_VM", scheduler.max_vm),
+        _int("MAX_DISPATCH", scheduler.max_dispatch),
+        _int("MAX_HOST", scheduler.max_host),
+        f"<DEFAULT_SCHED>{_str('RANK', scheduler.default_rank)}</DEFAULT_SCHED>",
+        _str("DEFAULT_ACTION_TIMEOUT", _number(settings.default_action_timeout)),
+        _str("ORPHAN_GRACE_PERIOD", _number(settings.orphan_grace_period)),
+        _int("MAX_REQUEST_BYTES", settings.max_request_bytes),
+        _int("MESSAGE_SIZE", settings.max_request_bytes),
+        f"<DB>{_str('BACKEND', _db_backend(settings.database_url))}</DB>",
+        f"<LOG>{_int('DEBUG_LEVEL', _LOG_DEBUG_LEVELS.get(settings.log_level, 2))}</LOG>",
+    ]
+    parts.extend(_driver_section(section) for section in settings.drivers)
+    parts.append("</OPENNEBULA_CONFIGURATION>")
+    return "".join(parts)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _db_backend(url: str) -> str:
+    scheme = url.partition(":")[0].partition("+")[0]
+    return "postgresql" if scheme.startswith("postgres") else scheme
+
+
+def _driver_section(section: DriverSection) -> str:
+    try:
+        options, _ = parse_driver_arguments(section.arguments)
+    except ValueError:
+        arguments = ""
+        threads = 1
+    else:
+        arguments = f"-t {options.threads} -r {options.retries}"
+        if options.timeout is not None:
+            arguments += f" -w {options.timeout:g}"
+        threads = options.threads
+    fields: Mapping[str, str] = {"NAME": section.name, "EXECUTABLE": section.executable,
+                                 "ARGUMENTS": arguments}
+    body = "".join(_str(name, value) for name, value in fields.items())
+    if section.kind == "IM_MAD":
+        body += _int("THREADS", threads)
+    elif section.kind == "VM_MAD":
+        body += _str("TYPE", section.type)
+        if section.default:
+            body += _str("DEFAULT", section.default)
+    return f"<{section.kind}>{body}</{section.kind}>"
