@@ -64,6 +64,8 @@ _OBJECT_NAMES: Final = {
 _NOT_FOUND_RE: Final = re.compile(r"(VM|HOST|TEMPLATE|USER) (-?\d+) does not exist")
 
 _MISSING: Final = object()
+#: XML-RPC ``<int>`` is 32-bit; ``<i8>`` values beyond it are refused, as by oned.
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _TYPE_NAMES: Final = {int: "an integer", str: "a string", bool: "a boolean"}
 
 
@@ -97,6 +99,9 @@ class Params:
             raise ApiArgumentError(
                 f"Wrong type of parameter {position} ({name}): expected {_TYPE_NAMES[kind]}, "
                 f"got {_describe(value)}")
+        if isinstance(value, int) and not _INT_MIN <= value <= _INT_MAX:
+            raise ApiArgumentError(f"Parameter {position} ({name}) is out of range: {value} "
+                                   "does not fit in 32 bits")
         return value
 
     def integer(self, name: str, default: int | object = _MISSING) -> int:
@@ -329,7 +334,8 @@ async def _host_allocate(call: Call) -> object:
     ``name, im, vmm, vnm, cluster``. The cluster may be -1 (default) or 0.
     """
     params = call.params
-    name, im_mad, vm_mad = params.string("hostname"), params.string("im_mad"), params.string("vmm_mad")
+    name, im_mad = params.string("hostname"), params.string("im_mad")
+    vm_mad = params.string("vmm_mad")
     rest = params.rest()
     kinds = tuple(type(value) for value in rest)
     tm_mad = vn_mad = "dummy"

@@ -56,7 +56,8 @@ class Daemon:
             self.db, self.dispatcher, self.lifecycle,
             monitoring_interval=settings.monitoring_interval,
             polling_interval=settings.vm_polling_interval,
-            on_host_changed=self.scheduler.wake)
+            on_host_changed=self.scheduler.wake,
+            orphan_grace_period=settings.orphan_grace_period)
         self.vms = VmService(self.db, self.lifecycle, self.scheduler.wake,
                              checks=self._template_checks)
         self.hosts = HostService(self.db, self.dispatcher, self.monitor.monitor_now,
@@ -68,12 +69,7 @@ class Daemon:
 
     def _template_checks(self) -> list[TemplateCheck]:
         """Driver-specific template rules (e.g. EC2's mandatory AMI)."""
-        checks: list[TemplateCheck] = []
-        for driver in self.dispatcher.vm_drivers():
-            check = getattr(driver, "check_template", None)
-            if callable(check):
-                checks.append(check)
-        return checks
+        return [driver.check_template for driver in self.dispatcher.vm_drivers()]
 
     async def start(self, *, serve_api: bool = True) -> None:
         """Start the loops (and the API server unless ``serve_api`` is false)."""

@@ -59,11 +59,16 @@ ACTION_CODES = {"none": 0, "terminate": 2, "terminate-hard": 3, "delete": 21}
 
 @dataclass(frozen=True, slots=True)
 class Placement:
-    """A VM placed on a host, as the deploy transaction returns it."""
+    """A VM placed on a host, as the deploy transaction returns it.
+
+    ``prolog`` is the VM as it entered PROLOG; ``vm`` as it left the
+    transaction (BOOT, since no host needs file transfers).
+    """
 
     vm: VmRecord
     host: HostRecord
     seq: int
+    prolog: VmRecord | None = None
 
 
 def _now() -> int:
@@ -193,37 +198,49 @@ class LifecycleManager:
                 vm_id=vm_id, seq=seq, host_id=host.id, hostname=host.name, vm_mad=host.vm_mad,
                 tm_mad=host.tm_mad, stime=now, pstime=now,
             ))
-            updated = vm_pool.update_vm(
+            prolog = vm_pool.update_vm(
                 connection, vm, state=state, lcm_state=lcm_state, host_id=host.id,
                 sched_message="", error="", deploy_id="",
             )
-            return Placement(updated, host, seq)
+            # Cloud and dummy hosts have no images to transfer: the prolog
+            # completes in the same transaction, journalling the deploy.
+            booting = self._end_prolog(connection, prolog, host, seq)
+            return Placement(booting, host, seq, prolog)
 
         placement = await self.db.write(write)
-        self._logged(placement.vm)
+        if placement.prolog is not None:
+            self._logged(placement.prolog)
         self.files.log(vm_id, "I", f"Deploying on host {placement.host.name} "
                                    f"(id {host_id}, driver {placement.host.vm_mad})")
-        self.spawn(self._prolog(placement), f"prolog-{vm_id}")
+        self._logged(placement.vm)
+        self.spawn(self._boot(placement.vm, placement.host, placement.seq,
+                              token_for(self.install_id, vm_id, placement.seq)),
+                   f"boot-{vm_id}")
         return placement.vm
 
-    async def _prolog(self, placement: Placement) -> None:
-        vm, host, seq = placement.vm, placement.host, placement.seq
-        token = token_for(self.install_id, vm.id, seq)
+    def _end_prolog(self, connection: Connection, vm: VmRecord, host: HostRecord,
+                    seq: int) -> VmRecord:
+        """PROLOG -> BOOT, journalling the deploy with its token (inside a write)."""
         now = _now()
+        booting = _advance(connection, vm, Event.PROLOG_SUCCESS)
+        vm_pool.update_history(connection, vm.id, seq, petime=now, rstime=now)
+        journal.start(connection, vm_id=vm.id, host_id=host.id, seq=seq, action="deploy",
+                      token=token_for(self.install_id, vm.id, seq))
+        return booting
+
+    async def _prolog(self, placement: Placement) -> None:
+        """Finish a prolog that a restart interrupted, then boot."""
+        vm, host, seq = placement.vm, placement.host, placement.seq
 
         def write(connection: Connection) -> VmRecord:
-            booting = _advance(connection, vm, Event.PROLOG_SUCCESS)
-            vm_pool.update_history(connection, vm.id, seq, petime=now, rstime=now)
-            journal.start(connection, vm_id=vm.id, host_id=host.id, seq=seq, action="deploy",
-                          token=token)
-            return booting
+            return self._end_prolog(connection, vm, host, seq)
 
         try:
             booting = self._logged(await self.db.write(write))
         except IllegalActionError as exc:
             log.info("VM %d left PROLOG before it finished: %s", vm.id, exc)
             return
-        await self._boot(booting, host, seq, token)
+        await self._boot(booting, host, seq, token_for(self.install_id, vm.id, seq))
 
     def deployment_document(self, vm: VmRecord) -> str:
         """The deployment file's contents: the VM's whole template as XML.

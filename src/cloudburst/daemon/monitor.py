@@ -25,9 +25,10 @@ from sqlalchemy import Connection
 
 from cloudburst.daemon.dispatcher import Dispatcher
 from cloudburst.daemon.lifecycle import LifecycleManager, poll_refs
-from cloudburst.drivers.base import HostInfo, PollResult
+from cloudburst.drivers.base import HostInfo, PollResult, VmDriver
 from cloudburst.errors import CloudburstError, ConflictError, NotFoundError, one_line
 from cloudburst.model import lifecycle
+from cloudburst.model.capacity import capacity_key
 from cloudburst.model.records import HostRecord, VmRecord
 from cloudburst.model.states import HostState
 from cloudburst.store import host_pool, vm_pool
@@ -66,13 +67,14 @@ class Monitor:
 
     def __init__(self, db: Database, dispatcher: Dispatcher, lifecycle_manager: LifecycleManager,
                  *, monitoring_interval: float, polling_interval: float,
-                 on_host_changed: Callable[[], None]) -> None:
+                 on_host_changed: Callable[[], None], orphan_grace_period: float = 600.0) -> None:
         self.db = db
         self.dispatcher = dispatcher
         self.lifecycle = lifecycle_manager
         self.monitoring_interval = monitoring_interval
         self.polling_interval = polling_interval
         self._on_host_changed = on_host_changed
+        self.orphan_grace_period = orphan_grace_period
         self._next_monitor: dict[int, float] = {}
         self._next_poll: dict[int, float] = {}
         self._busy: set[tuple[str, int]] = set()
@@ -123,8 +125,8 @@ class Monitor:
                     self._busy:
                 self._next_monitor[host.id] = now + self.monitoring_interval
                 self._start(("monitor", host.id), self.monitor_host(host))
-            if host.running_vms and now >= self._next_poll.setdefault(
-                    host.id, now + self.polling_interval) and ("poll", host.id) not in self._busy:
+            if now >= self._next_poll.setdefault(host.id, now + self.polling_interval) and (
+                    "poll", host.id) not in self._busy:
                 self._next_poll[host.id] = now + self.polling_interval
                 self._start(("poll", host.id), self.poll_host(host))
 
@@ -167,6 +169,11 @@ class Monitor:
                                  if name not in SHARE_KEYS])
             template.merge(reported, replace=True)
             template.remove("ERROR")
+            if info.capacity:
+                template.set("CAPACITY", {capacity_key(kind): str(count)
+                                          for kind, count in sorted(info.capacity.items())})
+            else:
+                template.remove("CAPACITY")
             wilds = [vm.deploy_id for vm in info.vms if vm.vm_id < 0]
             template.set("TOTAL_WILDS", str(len(wilds)))
             if wilds:
@@ -224,21 +231,62 @@ class Monitor:
     # -- VMs ---------------------------------------------------------------------------
 
     async def poll_host(self, host: HostRecord) -> None:
-        """Poll every VM on ``host`` in one driver call and apply the results."""
+        """Poll every VM on ``host`` in one driver call, then sweep for orphans."""
         def read(connection: Connection) -> list[VmRecord]:
-            return [vm for vm in vm_pool.list_vms(connection, host_id=host.id,
-                                                  with_history=False)
-                    if vm.position in POLLED_POSITIONS]
+            return vm_pool.list_vms(connection, host_id=host.id, with_history=False,
+                                    exclude_done=True)
 
         vms = await self.db.read(read)
-        refs = poll_refs(vms, host)
-        if not refs:
-            return
+        refs = poll_refs([vm for vm in vms if vm.position in POLLED_POSITIONS], host)
         try:
             driver = self.dispatcher.vm_driver(host.vm_mad)
-            results: dict[int, PollResult] = await self.dispatcher.run(
-                "VM_MAD", host.vm_mad, "poll", lambda: driver.poll(refs))
         except CloudburstError as exc:
-            log.warning("polling VMs of host %s failed: %s", host.name, exc)
+            log.warning("host %s: %s", host.name, exc)
             return
-        await self.lifecycle.apply_poll(results)
+        if refs:
+            try:
+                results: dict[int, PollResult] = await self.dispatcher.run(
+                    "VM_MAD", host.vm_mad, "poll", lambda: driver.poll(refs))
+            except CloudburstError as exc:
+                log.warning("polling VMs of host %s failed: %s", host.name, exc)
+            else:
+                await self.lifecycle.apply_poll(results)
+        await self._sweep(host, driver, frozenset(vm.id for vm in vms))
+
+    async def _sweep(self, host: HostRecord, driver: VmDriver,
+                     live_vm_ids: frozenset[int]) -> None:
+        """Let the driver find orphaned instances and record them on the host."""
+        ref = LifecycleManager.host_ref(host)
+        try:
+            report = await self.dispatcher.run(
+                "VM_MAD", host.vm_mad, "sweep",
+                lambda: driver.sweep(ref, live_vm_ids, self.orphan_grace_period))
+        except CloudburstError as exc:
+            log.warning("orphan sweep of host %s failed: %s", host.name, exc)
+            return
+        if report is None:
+            return
+        for deploy_id in report.terminated:
+            log.warning("host %s: terminated orphaned instance %s (no VM owned it for %.0f s)",
+                        host.name, deploy_id, self.orphan_grace_period)
+        for deploy_id, age in report.orphans.items():
+            if deploy_id not in report.terminated:
+                log.warning("host %s: instance %s carries our tags but no VM owns it "
+                            "(seen for %.0f s)", host.name, deploy_id, age)
+        remaining = sorted(set(report.orphans) - set(report.terminated))
+
+        def write(connection: Connection) -> None:
+            current = host_pool.get_host(connection, host.id, with_usage=False)
+            template = current.template.copy()
+            template.set("TOTAL_ORPHANS", str(len(remaining)))
+            if remaining:
+                template.set("ORPHANS", ",".join(remaining))
+            else:
+                template.remove("ORPHANS")
+            if template != current.template:
+                host_pool.update_host(connection, current, template=template)
+
+        try:
+            await self.db.write(write)
+        except (ConflictError, NotFoundError):
+            return

@@ -20,10 +20,16 @@ from sqlalchemy import Connection
 from cloudburst.config.settings import SchedulerSettings
 from cloudburst.daemon.lifecycle import LifecycleManager
 from cloudburst.errors import CloudburstError
-from cloudburst.model.records import HostRecord, VmRecord
-from cloudburst.model.states import SCHEDULABLE_HOST_STATES, VmState
-from cloudburst.scheduler.demand import host_candidate, vm_demand
-from cloudburst.scheduler.placement import place
+from cloudburst.model.records import VmRecord
+from cloudburst.model.states import CAPACITY_HOLDING_STATES, SCHEDULABLE_HOST_STATES, VmState
+from cloudburst.scheduler.demand import (
+    count_slots,
+    host_candidate,
+    requirements_of,
+    sites_by_type,
+    vm_demand,
+)
+from cloudburst.scheduler.placement import HostCandidate, place
 from cloudburst.store import host_pool, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.template.expr import parse_rank
@@ -69,14 +75,28 @@ class SchedulerLoop:
         self.passes += 1
         limit = self.settings.max_vm or None
 
-        def read(connection: Connection) -> tuple[list[HostRecord], list[VmRecord]]:
+        def read(connection: Connection) -> tuple[list[HostCandidate], list[VmRecord]]:
             pending = vm_pool.list_vms(connection, states=[VmState.PENDING], limit=limit,
                                        with_history=False)
             if not pending:
                 return [], []
-            hosts = [host for host in host_pool.list_hosts(connection)
+            # Listing every VM of every host costs a scan of the pool: only
+            # pay for it when some REQUIREMENTS mention CURRENT_VMS.
+            with_vms = any(
+                (requirements := requirements_of(vm.user_template)) is not None
+                and "CURRENT_VMS" in requirements.variables for vm in pending)
+            hosts = [host for host in host_pool.list_hosts(connection, with_vms=with_vms)
                      if host.state in SCHEDULABLE_HOST_STATES]
-            return hosts, pending
+            sites = sites_by_type(hosts)
+            candidates = []
+            for host in hosts:
+                usage = None
+                if host.is_public_cloud and host.template.get_vector("CAPACITY") is not None:
+                    placed = vm_pool.list_vms(connection, host_id=host.id, with_history=False,
+                                              states=CAPACITY_HOLDING_STATES)
+                    usage = count_slots(host, placed, sites)
+                candidates.append(host_candidate(host, usage))
+            return candidates, pending
 
         hosts, pending = await self.db.read(read)
         if not pending:
@@ -84,7 +104,7 @@ class SchedulerLoop:
         now = time.monotonic()
         demands = [vm_demand(vm, self._excluded(vm.id, now)) for vm in pending]
         result = place(
-            demands, [host_candidate(host) for host in hosts],
+            demands, hosts,
             default_rank=parse_rank(self.settings.default_rank),
             max_dispatch=self.settings.max_dispatch, max_host=self.settings.max_host,
         )

@@ -42,6 +42,7 @@ from enum import Enum
 from pathlib import Path
 
 from cloudburst.errors import TransientDriverError, UnsupportedActionError
+from cloudburst.template import Template
 
 #: Actions every VM driver implements.
 CORE_ACTIONS: frozenset[str] = frozenset(
@@ -192,10 +193,30 @@ class HostInfo:
         attributes: single ``KEY=VALUE`` values, names upper-case
             (``TOTALCPU``, ``TOTALMEMORY``, ``HYPERVISOR``, ``PUBLIC_CLOUD``, ...).
         vms: VMs the host reported, when its driver reports them (``VM_POLL``).
+        capacity: per-instance-type limits of a cloud site (``{"m1.small": 4}``),
+            reported as ``CAPACITY = [ M1_SMALL = 4 ]``; the scheduler never
+            places more VMs of a type on the site than its limit. A site that
+            reports limits should also report ``DEFAULT_INSTANCE_TYPE``: the
+            type of VMs whose section names none.
     """
 
     attributes: Mapping[str, str]
     vms: Sequence[ReportedVm] = ()
+    capacity: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SweepReport:
+    """What an orphan sweep found on a site.
+
+    Attributes:
+        orphans: instances carrying this installation's tags that no live VM
+            owns, with the seconds since each was first seen orphaned.
+        terminated: those terminated now because their grace period ran out.
+    """
+
+    orphans: Mapping[str, float] = field(default_factory=dict)
+    terminated: Sequence[str] = ()
 
 
 class InformationDriver(abc.ABC):
@@ -267,6 +288,27 @@ class VmDriver(abc.ABC):
         """Find the instance an earlier ``deploy`` with ``spec.token`` created.
 
         Returns the deploy id, or ``None`` when none exists or the driver cannot tell.
+        """
+        return None
+
+    def check_template(self, template: Template) -> None:  # noqa: B027 - optional hook
+        """Refuse, at creation, a VM this driver could never deploy.
+
+        Called for every new VM; a driver only checks the sections it owns
+        (e.g. the EC2 driver requires ``AMI`` and ``KEYPAIR`` in ``EC2``
+        sections unless its defaults supply them).
+
+        Raises:
+            ValidationError: naming the attribute that is missing or wrong.
+        """
+
+    async def sweep(self, host: HostRef, live_vm_ids: frozenset[int],
+                    grace_period: float) -> SweepReport | None:
+        """Find (and after ``grace_period`` seconds remove) orphaned instances.
+
+        ``live_vm_ids`` are the VMs that may own an instance on ``host``
+        (every VM of the host that is not DONE). Drivers that cannot tell
+        which instances are theirs return ``None``.
         """
         return None
 

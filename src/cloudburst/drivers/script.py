@@ -58,6 +58,7 @@ from cloudburst.errors import (
     UnsupportedActionError,
     one_line,
 )
+from cloudburst.model.capacity import instance_type_name
 from cloudburst.template import parse
 
 #: Bytes kept of each of a script's stdout and stderr; the rest is read and dropped.
@@ -351,15 +352,29 @@ def parse_host_info(text: str, logger: logging.Logger = _log) -> HostInfo:
         raise DriverError(f"probe output is not KEY=VALUE: {one_line(str(exc))}") from exc
     attributes: dict[str, str] = {}
     vms: list[ReportedVm] = []
+    capacity: dict[str, int] = {}
     for name, value in template:
         if isinstance(value, str):
             attributes[name] = value
+        elif name == "CAPACITY":
+            capacity.update(parse_capacity(value, logger))
         elif name == "VM":
             try:
                 vms.append(_reported_vm(value))
             except DriverError as exc:
                 logger.warning("probe output: skipped a VM vector: %s", exc)
-    return HostInfo(attributes, tuple(vms))
+    return HostInfo(attributes, tuple(vms), capacity)
+
+
+def parse_capacity(fields: Mapping[str, str], logger: logging.Logger = _log) -> dict[str, int]:
+    """``CAPACITY = [ M1_SMALL = 4 ]`` to ``{"m1.small": 4}`` (bad counts are skipped)."""
+    limits: dict[str, int] = {}
+    for key, count in fields.items():
+        try:
+            limits[instance_type_name(key)] = max(0, int(count))
+        except ValueError:
+            logger.warning("probe output: CAPACITY %s=%r is not a whole number", key, count)
+    return limits
 
 
 def _reported_vm(fields: Mapping[str, str]) -> ReportedVm:

@@ -14,8 +14,9 @@
 from __future__ import annotations
 
 from cloudburst.errors import ExpressionError
+from cloudburst.model.capacity import instance_type_name
 from cloudburst.model.records import HostRecord, VmRecord
-from cloudburst.scheduler.placement import CloudSection, HostCandidate, VmDemand
+from cloudburst.scheduler.placement import CloudSection, HostCandidate, VmDemand, slot_of
 from cloudburst.template import Template
 from cloudburst.template.expr import Rank, Requirements, parse_rank, parse_requirements
 
@@ -29,10 +30,15 @@ def cloud_sections(template: Template) -> tuple[CloudSection, ...]:
         if name == "PUBLIC_CLOUD":
             kind = value.get("TYPE", "").strip()
             if kind:
-                sections.append(CloudSection(kind, _site(value)))
+                sections.append(CloudSection(kind, _site(value), _instance_type(value)))
         elif name == "EC2":
-            sections.append(CloudSection("ec2", _site(value)))
+            sections.append(CloudSection("ec2", _site(value), _instance_type(value)))
     return tuple(sections)
+
+
+def _instance_type(section: dict[str, str]) -> str | None:
+    kind = (section.get("INSTANCETYPE") or section.get("INSTANCE_TYPE") or "").strip()
+    return kind.lower() or None
 
 
 def _site(section: dict[str, str]) -> str | None:
@@ -88,8 +94,12 @@ def vm_demand(vm: VmRecord, excluded: frozenset[int] = frozenset()) -> VmDemand:
     )
 
 
-def host_candidate(host: HostRecord) -> HostCandidate:
-    """A host as the placement pass sees it."""
+def host_candidate(host: HostRecord, slot_usage: dict[str, int] | None = None) -> HostCandidate:
+    """A host as the placement pass sees it.
+
+    ``slot_usage`` counts the VMs already on the host by instance type, for
+    sites that report ``CAPACITY`` limits.
+    """
     variables: dict[str, list[str]] = {}
     for name, value in host.template:
         if isinstance(value, str):
@@ -110,8 +120,39 @@ def host_candidate(host: HostRecord) -> HostCandidate:
     variables["NAME"] = [host.name]
     variables.setdefault("HOSTNAME", [host.name])
     variables["CURRENT_VMS"] = [str(vm_id) for vm_id in host.vm_ids]
+    limits = host.template.get_vector("CAPACITY") or {}
+    slot_limits: dict[str, int] = {}
+    for key, count in limits.items():
+        try:
+            slot_limits[instance_type_name(key)] = int(count)
+        except ValueError:
+            continue
+    default_slot = (host.template.get("DEFAULT_INSTANCE_TYPE") or "").strip().lower() or None
     return HostCandidate(
         id=host.id, name=host.name, is_cloud=host.is_public_cloud, hypervisor=host.hypervisor,
         max_cpu=host.max_cpu, max_mem=host.max_mem, cpu_usage=host.cpu_usage,
         mem_usage=host.mem_usage, running_vms=host.running_vms, variables=variables,
+        slot_limits=slot_limits if host.is_public_cloud else {},
+        slot_usage=dict(slot_usage or {}), default_slot=default_slot,
     )
+
+
+def sites_by_type(hosts: list[HostRecord]) -> dict[str, int]:
+    """How many cloud sites there are of each ``HYPERVISOR`` type."""
+    counts: dict[str, int] = {}
+    for host in hosts:
+        if host.is_public_cloud:
+            counts[host.hypervisor.lower()] = counts.get(host.hypervisor.lower(), 0) + 1
+    return counts
+
+
+def count_slots(host: HostRecord, vms: list[VmRecord],
+                sites_of_type: dict[str, int]) -> dict[str, int]:
+    """Instance types used by ``vms`` (placed on ``host``), as the scheduler counts them."""
+    candidate = host_candidate(host)
+    usage: dict[str, int] = {}
+    for vm in vms:
+        slot = slot_of(vm_demand(vm), candidate, sites_of_type)
+        if slot is not None:
+            usage[slot] = usage.get(slot, 0) + 1
+    return usage

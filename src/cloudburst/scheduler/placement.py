@@ -9,7 +9,8 @@ assignments plus, for every VM left waiting, the reason why. For each VM:
    VM's ``REQUIREMENTS``;
 2. **capacity**: ``MAX_CPU - CPU_USAGE >= cpu`` and ``MAX_MEM - MEM_USAGE >= mem``,
    counting what this pass already assigned, plus per-host slot limits
-   (e.g. at most 4 ``m1.small`` instances on an EC2 site);
+   (e.g. at most 4 ``m1.small`` instances on an EC2 site: a site that lists
+   such limits is sized by them alone);
 3. **rank**: local hosts before cloud hosts, then the VM's ``RANK`` (or the
    default policy) highest first, then the lowest host id;
 4. **pick** the first host that fits and has received fewer than ``MAX_HOST``
@@ -24,7 +25,7 @@ second.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cloudburst.template.expr import Rank, Requirements
@@ -48,20 +49,23 @@ class HostCandidate:
     running_vms: int
     #: Every variable REQUIREMENTS/RANK may read, each with all its values.
     variables: dict[str, list[str]]
-    #: Per-slot limits (e.g. ``{"m1.small": 4}``) and current use.
+    #: Per-instance-type limits of a cloud site (``{"m1.small": 4}``) and current
+    #: use. A site with limits is sized by them alone, not by CPU and memory.
     slot_limits: dict[str, int] = field(default_factory=dict)
     slot_usage: dict[str, int] = field(default_factory=dict)
+    #: The instance type of a VM whose section names none.
+    default_slot: str | None = None
     assigned_this_pass: int = 0
 
     def lookup(self, name: str) -> Sequence[str]:
         return self.variables.get(name.upper(), ())
 
     def fits(self, cpu: int, memory: int, slot: str | None) -> bool:
-        if self.max_cpu - self.cpu_usage < cpu or self.max_mem - self.mem_usage < memory:
-            return False
-        if slot is not None and slot in self.slot_limits:
-            return self.slot_usage.get(slot, 0) < self.slot_limits[slot]
-        return True
+        if self.slot_limits:
+            # Unknown types get no room: the site only runs the types it lists.
+            return slot is not None and self.slot_usage.get(slot, 0) < self.slot_limits.get(
+                slot, 0)
+        return self.max_cpu - self.cpu_usage >= cpu and self.max_mem - self.mem_usage >= memory
 
     def take(self, vm_id: int, cpu: int, memory: int, slot: str | None) -> None:
         self.cpu_usage += cpu
@@ -78,10 +82,15 @@ class HostCandidate:
 
 @dataclass(frozen=True, slots=True)
 class CloudSection:
-    """A VM's section for a cloud type (``PUBLIC_CLOUD`` TYPE, or ``ec2``)."""
+    """A VM's section for a cloud type (``PUBLIC_CLOUD`` TYPE, or ``ec2``).
+
+    ``cloud`` names the site it is for (``CLOUD=``/``HOST=``; ``None``: any);
+    ``instance_type`` is its ``INSTANCETYPE`` (``None``: the site's default).
+    """
 
     type: str
     cloud: str | None = None
+    instance_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +104,6 @@ class VmDemand:
         requirements: compiled ``REQUIREMENTS`` (``None``: any host).
         rank: compiled ``RANK`` (``None``: the default policy).
         clouds: the VM's cloud sections; empty means local hosts only.
-        slot_for: maps a host to the slot this VM would use there (or ``None``).
         excluded_hosts: hosts not to use (e.g. a site that just reported no capacity).
     """
 
@@ -105,7 +113,6 @@ class VmDemand:
     requirements: Requirements | None
     rank: Rank | None
     clouds: tuple[CloudSection, ...] = ()
-    slot_for: Callable[[HostCandidate], str | None] | None = None
     excluded_hosts: frozenset[int] = frozenset()
 
     def group_key(self) -> tuple[object, ...]:
@@ -113,7 +120,7 @@ class VmDemand:
             self.cpu, self.memory,
             self.requirements.source if self.requirements else None,
             self.rank.source if self.rank else None,
-            self.clouds, self.slot_for, self.excluded_hosts,
+            self.clouds, self.excluded_hosts,
         )
 
 
@@ -125,34 +132,55 @@ class PassResult:
     waiting: dict[int, str]
 
 
+def matching_section(vm: VmDemand, host: HostCandidate,
+                     sites_of_type: Mapping[str, int]) -> CloudSection | None:
+    """The VM's section a cloud host would use, or ``None`` if it has none.
+
+    A section naming this host wins, then a section naming no site; when the
+    host is the only site of its type, ``CLOUD`` is ignored (as the EC2 seed
+    says) and the first section of the type is used.
+    """
+    hypervisor = host.hypervisor.lower()
+    of_type = [section for section in vm.clouds if section.type.lower() == hypervisor]
+    for section in of_type:
+        if section.cloud is not None and section.cloud.lower() == host.name.lower():
+            return section
+    for section in of_type:
+        if section.cloud is None:
+            return section
+    if of_type and sites_of_type.get(hypervisor, 0) <= 1:
+        return of_type[0]
+    return None
+
+
 def cloud_accepts(vm: VmDemand, host: HostCandidate, sites_of_type: Mapping[str, int]) -> bool:
     """The automatic public-cloud rule.
 
     A local host takes any VM (a template may carry a local part and cloud
-    sections). A cloud host takes a VM with a section of its type whose
-    ``CLOUD`` is unset or names this host; when the host is the only site of
-    its type, ``CLOUD`` is ignored (as the EC2 seed says).
+    sections); a cloud host only a VM with a section for it.
     """
-    if not host.is_cloud:
-        return True
-    hypervisor = host.hypervisor.lower()
-    only_site = sites_of_type.get(hypervisor, 0) <= 1
-    for section in vm.clouds:
-        if section.type.lower() != hypervisor:
-            continue
-        if only_site or section.cloud is None or section.cloud.lower() == host.name.lower():
-            return True
-    return False
+    return not host.is_cloud or matching_section(vm, host, sites_of_type) is not None
+
+
+def slot_of(vm: VmDemand, host: HostCandidate, sites_of_type: Mapping[str, int]) -> str | None:
+    """The instance type ``vm`` would run as on ``host`` (``None`` on local hosts)."""
+    if not host.is_cloud or not host.slot_limits:
+        return None
+    section = matching_section(vm, host, sites_of_type)
+    if section is None:
+        return None
+    return (section.instance_type or host.default_slot or "").lower() or None
 
 
 class _Group:
     """The ranked hosts for one kind of demand during a pass."""
 
     def __init__(self, heap: list[tuple[int, float, int]], rank: Rank | None,
-                 default_rank: Rank, dynamic: bool) -> None:
+                 default_rank: Rank, dynamic: bool, sites_of_type: Mapping[str, int]) -> None:
         self.heap = heap
         self.rank = rank or default_rank
         self.dynamic = dynamic
+        self.sites_of_type = sites_of_type
 
 
 def _score(rank: Rank, host: HostCandidate) -> float:
@@ -220,7 +248,7 @@ def _build_group(vm: VmDemand, hosts: Sequence[HostCandidate],
     heap = [(1 if host.is_cloud else 0, -_score(rank, host), host.id) for host in matching]
     heapq.heapify(heap)
     dynamic = bool(rank.variables & DYNAMIC_VARIABLES)
-    return _Group(heap, vm.rank, default_rank, dynamic)
+    return _Group(heap, vm.rank, default_rank, dynamic, sites_of_type)
 
 
 def _pick(vm: VmDemand, group: _Group, by_id: Mapping[int, HostCandidate],
@@ -230,7 +258,7 @@ def _pick(vm: VmDemand, group: _Group, by_id: Mapping[int, HostCandidate],
     while group.heap:
         entry = heapq.heappop(group.heap)
         host = by_id[entry[2]]
-        slot = vm.slot_for(host) if vm.slot_for else None
+        slot = slot_of(vm, host, group.sites_of_type)
         if not host.fits(vm.cpu, vm.memory, slot):
             continue  # capacity only shrinks during a pass: drop it for this group
         if max_host and host.assigned_this_pass >= max_host:

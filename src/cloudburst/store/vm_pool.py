@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from typing import Any
-
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import Connection, Row, Update, and_, bindparam, func, insert, select, update
 
@@ -21,7 +20,6 @@ from cloudburst.model.records import HistoryRecord, VmRecord
 from cloudburst.model.states import CAPACITY_HOLDING_STATES, LcmState, VmState
 from cloudburst.store.schema import history, vms
 from cloudburst.template import Template
-
 
 
 def _vm_from_row(row: Row[Any], records: Sequence[HistoryRecord] = ()) -> VmRecord:

@@ -1,0 +1,173 @@
+"""The XML-RPC endpoint: an aiohttp server in the daemon's event loop.
+
+``POST /RPC2`` (and ``POST /``) takes an XML-RPC ``methodCall`` and answers
+with a ``methodResponse`` holding oned's reply array (see
+:mod:`cloudburst.api.xmlrpc`). Requests that are not a well-formed call get an
+XML-RPC fault instead, never a dropped connection:
+
+* body over ``MAX_REQUEST_BYTES``: fault -32600 (the rest of the body is
+  drained by aiohttp, so the client still reads the answer);
+* a DOCTYPE or ENTITY declaration, or a body that is not UTF-8: fault -32600
+  (entity expansion is refused before any parsing);
+* anything ``xmlrpc.client.loads`` cannot read: fault -32700 "parse error";
+* an unknown method: fault -32601 naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import xmlrpc.client
+from typing import TYPE_CHECKING, Final
+
+from aiohttp import web
+
+from cloudburst.api.xmlrpc import UnknownMethodError, dispatch
+from cloudburst.errors import ErrorCode, one_line
+
+if TYPE_CHECKING:
+    from cloudburst.daemon.app import Daemon
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ApiServer"]
+
+#: XML-RPC fault codes (the "specification for fault code interoperability").
+PARSE_ERROR: Final = -32700
+INVALID_REQUEST: Final = -32600
+METHOD_NOT_FOUND: Final = -32601
+
+#: Bodies and replies above this size are parsed or serialised on a worker thread.
+_OFFLOAD_BYTES: Final = 256 * 1024
+_ALLOWED_ENCODINGS: Final = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
+_DECLARED_ENCODING_RE: Final = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([^"']+)["']""")
+_CONTENT_TYPE: Final = "text/xml"
+
+
+class _Rejected(Exception):
+    """A request answered with an XML-RPC fault."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ApiServer:
+    """Serves the ``one.*`` API of ``daemon`` on ``LISTEN_ADDRESS:PORT``."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.settings = daemon.settings
+        self._runner: web.AppRunner | None = None
+        #: The port actually bound (differs from the setting when that is 0).
+        self.port = self.settings.port
+
+    async def start(self) -> None:
+        """Bind and start serving; returns once the socket listens.
+
+        Raises:
+            OSError: the address cannot be bound (e.g. the port is taken).
+        """
+        app = web.Application()
+        app.router.add_post("/RPC2", self._handle)
+        app.router.add_post("/", self._handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.listen_address, self.settings.port,
+                           reuse_address=True, backlog=512)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        for address in runner.addresses:
+            if isinstance(address, tuple) and len(address) >= 2:
+                self.port = int(address[1])
+                break
+        log.info("XML-RPC API on http://%s:%d/RPC2", self.settings.listen_address, self.port)
+
+    async def stop(self) -> None:
+        """Stop listening and close open connections."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        loop = asyncio.get_running_loop()
+        try:
+            body = await self._read_body(request)
+            method, params = await self._parse(body, loop)
+            try:
+                reply = await dispatch(self.daemon, method, params)
+            except UnknownMethodError:
+                raise _Rejected(METHOD_NOT_FOUND, f"Method {method!r} is not supported") from None
+            payload = await self._serialise(method, reply, loop)
+        except _Rejected as rejected:
+            log.info("rejected XML-RPC request from %s: %s", request.remote, rejected.message)
+            payload = xmlrpc.client.dumps(xmlrpc.client.Fault(rejected.code, rejected.message),
+                                          methodresponse=True)
+        return web.Response(body=payload.encode("utf-8"), content_type=_CONTENT_TYPE,
+                            charset="utf-8")
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The request body, refused beyond ``max_request_bytes``."""
+        limit = self.settings.max_request_bytes
+        too_large = _Rejected(INVALID_REQUEST, f"Request body exceeds the limit of {limit} bytes "
+                                               "(MAX_REQUEST_BYTES)")
+        if request.content_length is not None and request.content_length > limit:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await request.content.readany()
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _parse(self, body: bytes,
+                     loop: asyncio.AbstractEventLoop) -> tuple[str, tuple[object, ...]]:
+        """``(method, params)`` of a safe, well-formed ``methodCall``."""
+        if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+            raise _Rejected(INVALID_REQUEST, "DOCTYPE and ENTITY declarations are not accepted")
+        declared = _DECLARED_ENCODING_RE.match(body)
+        if declared is not None and declared.group(1).decode("ascii", "replace").lower() \
+                not in _ALLOWED_ENCODINGS:
+            raise _Rejected(INVALID_REQUEST, "The request must be encoded in UTF-8")
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Rejected(INVALID_REQUEST, "The request must be encoded in UTF-8") from None
+        try:
+            if len(body) > _OFFLOAD_BYTES:
+                params, method = await loop.run_in_executor(None, xmlrpc.client.loads, body)
+            else:
+                params, method = xmlrpc.client.loads(body)
+        except Exception as exc:
+            raise _Rejected(PARSE_ERROR, f"parse error: {one_line(str(exc), 200)}") from None
+        if method is None:
+            raise _Rejected(INVALID_REQUEST, "The request is not an XML-RPC methodCall")
+        return method, params
+
+    @staticmethod
+    async def _serialise(method: str, reply: list[object],
+                         loop: asyncio.AbstractEventLoop) -> str:
+        """The ``methodResponse``; a value XML-RPC cannot carry becomes an internal error."""
+        value = reply[1]
+        try:
+            if isinstance(value, str) and len(value) > _OFFLOAD_BYTES:
+                return await loop.run_in_executor(None, _dumps, reply)
+            return _dumps(reply)
+        except (OverflowError, TypeError):
+            log.exception("%s: the reply cannot be sent over XML-RPC", method)
+            return _dumps([False, f"[{method}] Internal error", int(ErrorCode.INTERNAL)])
+
+
+def _dumps(reply: list[object]) -> str:
+    return xmlrpc.client.dumps((reply,), methodresponse=True, allow_none=False)

@@ -1,0 +1,294 @@
+"""``onehost``: add, list, show, update and manage hosts (hypervisors or cloud sites).
+
+``create`` takes both historical forms: the seed's positional
+``NAME IM_MAD VMM_MAD TM_MAD [VNM_MAD]`` (3.0/3.2, sent as such) and
+``NAME -i IM -v VMM [-n VNM] [-c CLUSTER]`` (3.4+). ``list`` shows the
+3.8-4.x columns ``ID NAME CLUSTER RVM ALLOCATED_CPU ALLOCATED_MEM STAT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+from xml.etree import ElementTree
+
+from cloudburst.cli.client import (
+    Client,
+    connect,
+    find_host_id,
+    new_contents,
+    number,
+    run,
+    template_at,
+    text,
+)
+from cloudburst.cli.onevm import vm_table
+from cloudburst.cli.tables import (
+    Column,
+    allocated,
+    info_block,
+    print_json,
+    render_table,
+    short_date,
+    template_json,
+    template_lines,
+    unit_to_str,
+    use_colour,
+)
+from cloudburst.model.records import HostRecord
+from cloudburst.model.states import HOST_STATE_SHORT, HostState
+from cloudburst.template import Template
+
+LIST_COLUMNS: Final = (
+    Column("ID", 4),
+    Column("NAME", 15, left=True),
+    Column("CLUSTER", 9, left=True),
+    Column("RVM", 3),
+    Column("ALLOCATED_CPU", 18),
+    Column("ALLOCATED_MEM", 18),
+    Column("STAT", 6, left=True),
+)
+
+#: ``one.host.status`` values of enable / disable / offline.
+STATUS: Final = {"enable": 0, "disable": 1, "offline": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class HostRow:
+    """One line of ``onehost list``; memory in KB."""
+
+    id: int
+    name: str
+    cluster: str
+    running_vms: int
+    cpu_usage: int
+    max_cpu: int
+    mem_usage: int
+    max_mem: int
+    stat: str
+
+    def cells(self) -> list[str]:
+        return [str(self.id), self.name, self.cluster or "-", str(self.running_vms),
+                allocated(self.cpu_usage, self.max_cpu),
+                allocated(self.mem_usage, self.max_mem, memory=True), self.stat]
+
+    def as_json(self) -> dict[str, object]:
+        return {"ID": self.id, "NAME": self.name, "CLUSTER": self.cluster or None,
+                "RVM": self.running_vms, "CPU_USAGE": self.cpu_usage, "MAX_CPU": self.max_cpu,
+                "MEM_USAGE": self.mem_usage, "MAX_MEM": self.max_mem, "STAT": self.stat}
+
+
+def _state(host: ElementTree.Element) -> HostState | None:
+    try:
+        return HostState(number(host, "STATE", -1))
+    except ValueError:
+        return None
+
+
+def host_row(host: ElementTree.Element) -> HostRow:
+    """The ``list`` row of a ``HOST`` element."""
+    state = _state(host)
+    return HostRow(
+        id=number(host, "ID"), name=text(host, "NAME"), cluster=text(host, "CLUSTER"),
+        running_vms=number(host, "HOST_SHARE/RUNNING_VMS"),
+        cpu_usage=number(host, "HOST_SHARE/CPU_USAGE"),
+        max_cpu=number(host, "HOST_SHARE/MAX_CPU"),
+        mem_usage=number(host, "HOST_SHARE/MEM_USAGE"),
+        max_mem=number(host, "HOST_SHARE/MAX_MEM"),
+        stat=HOST_STATE_SHORT[state] if state is not None else "?",
+    )
+
+
+def host_record(host: ElementTree.Element) -> HostRecord:
+    """The record a ``HOST`` element describes (enough for its locality rules)."""
+    state = _state(host) or HostState.INIT
+    return HostRecord(
+        id=number(host, "ID"), name=text(host, "NAME"), state=state, prev_state=state,
+        im_mad=text(host, "IM_MAD"), vm_mad=text(host, "VM_MAD"), tm_mad=text(host, "TM_MAD"),
+        vn_mad=text(host, "VN_MAD"), cluster_id=number(host, "CLUSTER_ID"),
+        template=template_at(host, "TEMPLATE"), last_mon_time=number(host, "LAST_MON_TIME"),
+        version=0,
+    )
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def _create(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    params: tuple[object, ...]
+    if args.drivers:
+        if len(args.drivers) not in (3, 4) or args.im or args.vm or args.net:
+            parser.error("give either NAME IM_MAD VMM_MAD TM_MAD [VNM_MAD] or "
+                         "NAME -i IM_MAD -v VMM_MAD [-n VNM_MAD] [-c CLUSTER]")
+        params = (args.name, *args.drivers)
+    else:
+        if not (args.im and args.vm):
+            parser.error("the IM and VMM drivers are required: -i IM_MAD -v VMM_MAD")
+        params = ((args.name, args.im, args.vm, args.net, args.cluster) if args.net
+                  else (args.name, args.im, args.vm, args.cluster))
+    print(f"ID: {connect().call('one.host.allocate', *params)}")
+    return 0
+
+
+def _cluster(value: str) -> int:
+    if value == "default":
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"unknown cluster {value!r}: cloudburst has one cluster, 0 (default)") from None
+
+
+def _list(args: argparse.Namespace) -> int:
+    rows = [host_row(host) for host in connect().document("one.hostpool.info").findall("HOST")]
+    if args.json:
+        print_json([row.as_json() for row in rows])
+    else:
+        print("\n".join(render_table(LIST_COLUMNS, (row.cells() for row in rows),
+                                     colour=use_colour())))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    client = connect()
+    host = client.document("one.host.info", find_host_id(client, args.host))
+    record = host_record(host)
+    vm_ids = {number(vm_id, ".") for vm_id in host.findall("VMS/ID")}
+    vms = [vm for vm in client.document("one.vmpool.info", -2, -1, -1, -1).findall("VM")
+           if number(vm, "ID") in vm_ids]
+    share = {name: number(host, f"HOST_SHARE/{name}") for name in (
+        "MAX_MEM", "USED_MEM", "MEM_USAGE", "MAX_CPU", "USED_CPU", "CPU_USAGE", "RUNNING_VMS")}
+    template = template_at(host, "TEMPLATE")
+    if args.json:
+        print_json({
+            "ID": record.id, "NAME": record.name, "CLUSTER": text(host, "CLUSTER") or None,
+            "STATE": record.state.name, "IM_MAD": record.im_mad, "VM_MAD": record.vm_mad,
+            "TM_MAD": record.tm_mad, "LAST_MONITORING_TIME": record.last_mon_time,
+            "PUBLIC_CLOUD": record.is_public_cloud, "LOCALITY": record.locality_reason,
+            "HOST_SHARE": share, "TEMPLATE": template_json(template),
+            "VMS": sorted(vm_ids),
+        })
+        return 0
+    lines = info_block(f"HOST {record.id} INFORMATION", [
+        ("ID", str(record.id)), ("NAME", record.name),
+        ("CLUSTER", text(host, "CLUSTER") or "-"), ("STATE", record.state.name),
+        ("IM_MAD", record.im_mad), ("VM_MAD", record.vm_mad), ("TM_MAD", record.tm_mad),
+        ("LAST MONITORING TIME", short_date(record.last_mon_time)),
+        ("LOCALITY", record.locality_reason),
+    ], width=24)
+    lines += ["", *info_block("HOST SHARES", [
+        ("MAX MEM", unit_to_str(share["MAX_MEM"])),
+        ("USED MEM (REAL)", unit_to_str(share["USED_MEM"])),
+        ("USED MEM (ALLOCATED)", unit_to_str(share["MEM_USAGE"])),
+        ("MAX CPU", str(share["MAX_CPU"])),
+        ("USED CPU (REAL)", str(share["USED_CPU"])),
+        ("USED CPU (ALLOCATED)", str(share["CPU_USAGE"])),
+        ("RUNNING VMS", str(share["RUNNING_VMS"])),
+    ], width=24)]
+    lines += ["", "MONITORING INFORMATION", *template_lines(template)]
+    lines += ["", "VIRTUAL MACHINES", *vm_table(vms)]
+    print("\n".join(lines))
+    return 0
+
+
+def _update(args: argparse.Namespace) -> int:
+    client = connect()
+    host_id = find_host_id(client, args.host)
+    source = new_contents(args.file, lambda: _template(client, host_id))
+    client.call("one.host.update", host_id, source, 1 if args.append else 0)
+    return 0
+
+
+def _template(client: Client, host_id: int) -> Template:
+    return template_at(client.document("one.host.info", host_id), "TEMPLATE")
+
+
+def _delete(args: argparse.Namespace) -> int:
+    client = connect()
+    client.call("one.host.delete", find_host_id(client, args.host))
+    return 0
+
+
+def _status(name: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        client = connect()
+        client.call("one.host.status", find_host_id(client, args.host), STATUS[name])
+        return 0
+
+    return handler
+
+
+def _rename(args: argparse.Namespace) -> int:
+    client = connect()
+    client.call("one.host.rename", find_host_id(client, args.host), args.name)
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``onehost`` command line."""
+    parser = argparse.ArgumentParser(
+        prog="onehost", description="Manage cloudburst hosts (OpenNebula's onehost).")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int],
+                help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    host_help = "host id or name"
+    create = commands.add_parser(
+        "create", help="add a host; prints ID: <id>",
+        description="Add a host: NAME IM_MAD VMM_MAD TM_MAD [VNM_MAD], or "
+                    "NAME -i IM_MAD -v VMM_MAD [-n VNM_MAD] [-c CLUSTER]. Prints ID: <id>.")
+    create.set_defaults(handler=lambda args: _create(args, create))
+    create.add_argument("name", help="host name")
+    create.add_argument("drivers", nargs="*", metavar="MAD",
+                        help="IM_MAD VMM_MAD TM_MAD [VNM_MAD] (OpenNebula 3.0/3.2 form)")
+    create.add_argument("-i", "--im", help="information driver (IM_MAD in oned.conf)")
+    create.add_argument("-v", "--vm", help="virtualization driver (VM_MAD in oned.conf)")
+    create.add_argument("-n", "--net", help="network driver")
+    create.add_argument("-c", "--cluster", type=_cluster, default=-1,
+                        help="cluster id or name (only 0, default)")
+
+    sub = command("list", _list, "list hosts")
+    sub.add_argument("--json", action="store_true", help="print JSON (memory in KB)")
+
+    sub = command("show", _show, "show a host's information, shares, monitoring and VMs")
+    sub.add_argument("host", help=host_help)
+    sub.add_argument("--json", action="store_true", help="print JSON")
+
+    sub = command("update", _update, "replace (or --append to) a host's template; "
+                                     "without FILE, edit it in $EDITOR")
+    sub.add_argument("host", help=host_help)
+    sub.add_argument("file", nargs="?", help="template file, or - for standard input")
+    sub.add_argument("--append", action="store_true", help="merge instead of replacing")
+
+    sub = command("delete", _delete, "remove a host that holds no VM")
+    sub.add_argument("host", help=host_help)
+    for name, help_text in (("enable", "enable a host (monitor it and place VMs on it)"),
+                            ("disable", "disable a host (no monitoring, no new VMs)"),
+                            ("offline", "set a host offline")):
+        sub = command(name, _status(name), help_text)
+        sub.add_argument("host", help=host_help)
+
+    sub = command("rename", _rename, "rename a host")
+    sub.add_argument("host", help=host_help)
+    sub.add_argument("name", help="new name")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``onehost``; returns the exit status."""
+    return run(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

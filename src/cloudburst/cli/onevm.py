@@ -1,0 +1,409 @@
+"""``onevm``: create, list, show, deploy and act on virtual machines.
+
+``list`` shows OpenNebula 3.x's columns ``ID USER NAME STAT CPU MEM HOSTNAME
+TIME``: CPU and MEM are the *monitored* usage (``MONITORING/CPU`` in percent,
+``MONITORING/MEMORY`` in KB), as in 3.x and the seed, not 5.x's allocation;
+HOSTNAME is shown only while the VM is ACTIVE, SUSPENDED or POWEROFF.
+
+Actions take one id, a list (``1,2,5``) or a range (``3..7``); each VM is
+tried, failures are reported one per line and make the exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+from xml.etree import ElementTree
+
+from cloudburst.cli.client import (
+    Client,
+    CliError,
+    UnreachableError,
+    connect,
+    find_host_id,
+    id_list,
+    new_contents,
+    number,
+    read_source,
+    run,
+    template_at,
+    text,
+)
+from cloudburst.cli.tables import (
+    Column,
+    elapsed,
+    info_block,
+    print_json,
+    render_table,
+    short_date,
+    template_json,
+    template_lines,
+    unit_to_str,
+    use_colour,
+)
+from cloudburst.model.states import LcmState, VmState, vm_short_state
+from cloudburst.template import Template
+
+LIST_COLUMNS: Final = (
+    Column("ID", 6),
+    Column("USER", 8, left=True),
+    Column("NAME", 12, left=True),
+    Column("STAT", 4),
+    Column("CPU", 3),
+    Column("MEM", 7),
+    Column("HOSTNAME", 15),
+    Column("TIME", 11),
+)
+
+HISTORY_COLUMNS: Final = (
+    Column("SEQ", 3),
+    Column("HOST", 15, left=True),
+    Column("ACTION", 14, left=True),
+    Column("REASON", 6, left=True),
+    Column("START", 14),
+    Column("TIME", 11),
+)
+
+#: OpenNebula's history ACTION numbering (VMActions), index = number.
+HISTORY_ACTIONS: Final = (
+    "none", "migrate", "live-migrate", "shutdown", "shutdown-hard", "undeploy",
+    "undeploy-hard", "hold", "release", "stop", "suspend", "resume", "boot", "delete",
+    "delete-recreate", "reboot", "reboot-hard", "resched", "unresched", "poweroff",
+    "poweroff-hard", "disk-attach", "disk-detach", "nic-attach", "nic-detach",
+    "disk-snapshot-create", "disk-snapshot-delete", "terminate", "terminate-hard",
+)
+#: History REASON codes (oned 4.x).
+HISTORY_REASONS: Final = ("none", "erro", "user")
+
+#: States in which the VM has a host worth showing (4.x adds POWEROFF to 3.x's two).
+STATES_WITH_HOST: Final = frozenset({VmState.ACTIVE, VmState.SUSPENDED, VmState.POWEROFF})
+
+#: ``list``'s filter words (one.vmpool.info filter flags).
+FILTER_WORDS: Final = {"a": -2, "all": -2, "m": -3, "mine": -3, "g": -4, "group": -4}
+
+
+# -- rows ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VmRow:
+    """One line of ``onevm list``; ``memory`` in KB, ``time`` in seconds."""
+
+    id: int
+    user: str
+    name: str
+    stat: str
+    cpu: int
+    memory: int
+    hostname: str | None
+    time: int
+
+    def cells(self) -> list[str]:
+        return [str(self.id), self.user, self.name, self.stat, str(self.cpu),
+                unit_to_str(self.memory), self.hostname or "", elapsed(self.time)]
+
+    def as_json(self) -> dict[str, object]:
+        return {"ID": self.id, "USER": self.user, "NAME": self.name, "STAT": self.stat,
+                "CPU": self.cpu, "MEM": self.memory, "HOSTNAME": self.hostname,
+                "TIME": self.time}
+
+
+def _states(vm: ElementTree.Element) -> tuple[VmState | None, LcmState | None]:
+    try:
+        state = VmState(number(vm, "STATE", -1))
+    except ValueError:
+        return None, None
+    try:
+        return state, LcmState(number(vm, "LCM_STATE", -1))
+    except ValueError:
+        return state, None
+
+
+def _state_names(vm: ElementTree.Element) -> tuple[str, str]:
+    state, lcm_state = _states(vm)
+    return (state.name if state is not None else text(vm, "STATE", "?"),
+            lcm_state.name if lcm_state is not None else text(vm, "LCM_STATE", "?"))
+
+
+def short_state(vm: ElementTree.Element) -> str:
+    """``STAT``: the short state name (``runn``, ``pend``, ...)."""
+    state, lcm_state = _states(vm)
+    if state is None or (state is VmState.ACTIVE and lcm_state is None):
+        return "unkn"
+    return vm_short_state(state, lcm_state or LcmState.LCM_INIT)
+
+
+def current_host(vm: ElementTree.Element) -> str | None:
+    """The last history HOSTNAME while the state has a host, else None."""
+    state, _ = _states(vm)
+    records = vm.findall("HISTORY_RECORDS/HISTORY")
+    if state not in STATES_WITH_HOST or not records:
+        return None
+    return text(records[-1], "HOSTNAME") or None
+
+
+def _lifetime(element: ElementTree.Element, now: int) -> int:
+    stime, etime = number(element, "STIME"), number(element, "ETIME")
+    return (etime if etime > 0 else now) - stime
+
+
+def vm_row(vm: ElementTree.Element, now: int) -> VmRow:
+    """The ``list`` row of a ``VM`` element (reduced or full)."""
+    return VmRow(
+        id=number(vm, "ID"), user=text(vm, "UNAME"), name=text(vm, "NAME"),
+        stat=short_state(vm), cpu=number(vm, "MONITORING/CPU"),
+        memory=number(vm, "MONITORING/MEMORY"), hostname=current_host(vm),
+        time=_lifetime(vm, now),
+    )
+
+
+def vm_table(vms: Iterable[ElementTree.Element], *, colour: bool = False) -> list[str]:
+    """``onevm list``'s table for ``vms``."""
+    now = int(time.time())
+    return render_table(LIST_COLUMNS, (vm_row(vm, now).cells() for vm in vms), colour=colour)
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def _create(args: argparse.Namespace) -> int:
+    source = read_source(args.file)
+    client = connect()
+    for _ in range(args.multiple):
+        print(f"ID: {client.call('one.vm.allocate', source, args.hold)}")
+    return 0
+
+
+def _filter_flag(value: str) -> int:
+    if value in FILTER_WORDS:
+        return FILTER_WORDS[value]
+    if value.isdigit():
+        return int(value)
+    raise argparse.ArgumentTypeError(f"invalid filter {value!r}: use a, m, g or a user id")
+
+
+def _list(args: argparse.Namespace) -> int:
+    pool = connect().document("one.vmpool.info", args.filter, -1, -1, -1)
+    vms = pool.findall("VM")
+    if args.json:
+        now = int(time.time())
+        print_json([vm_row(vm, now).as_json() for vm in vms])
+    else:
+        print("\n".join(vm_table(vms, colour=use_colour())))
+    return 0
+
+
+def _number_or_text(value: str) -> object:
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """One stay of the VM on a host; ``start`` is a UNIX time, ``time`` seconds."""
+
+    seq: int
+    host: str
+    action: str
+    reason: str
+    start: int
+    time: int
+
+    def cells(self) -> list[str]:
+        return [str(self.seq), self.host, self.action, self.reason, short_date(self.start),
+                elapsed(self.time)]
+
+    def as_json(self) -> dict[str, object]:
+        return {"SEQ": self.seq, "HOST": self.host, "ACTION": self.action,
+                "REASON": self.reason, "START": self.start, "TIME": self.time}
+
+
+def _name(names: tuple[str, ...], code: int) -> str:
+    return names[code] if 0 <= code < len(names) else str(code)
+
+
+def history_rows(vm: ElementTree.Element, now: int) -> list[HistoryRow]:
+    """The VM's HISTORY records, oldest first."""
+    return [
+        HistoryRow(
+            seq=number(record, "SEQ"), host=text(record, "HOSTNAME"),
+            action=_name(HISTORY_ACTIONS, number(record, "ACTION")),
+            reason=_name(HISTORY_REASONS, number(record, "REASON")),
+            start=number(record, "STIME"), time=_lifetime(record, now),
+        )
+        for record in vm.findall("HISTORY_RECORDS/HISTORY")
+    ]
+
+
+def _show(args: argparse.Namespace) -> int:
+    vm = connect().document("one.vm.info", args.id)
+    now = int(time.time())
+    state, lcm_state = _state_names(vm)
+    user_template = template_at(vm, "USER_TEMPLATE")
+    template = template_at(vm, "TEMPLATE")
+    monitoring = [(child.tag, child.text or "") for child in vm.findall("MONITORING/*")
+                  if child.tag not in ("ID", "TIMESTAMP")]
+    history = history_rows(vm, now)
+    host = current_host(vm)
+    if args.json:
+        print_json({
+            "ID": number(vm, "ID"), "NAME": text(vm, "NAME"), "USER": text(vm, "UNAME"),
+            "GROUP": text(vm, "GNAME"), "STATE": state, "LCM_STATE": lcm_state, "HOST": host,
+            "START_TIME": number(vm, "STIME"), "END_TIME": number(vm, "ETIME"),
+            "DEPLOY_ID": text(vm, "DEPLOY_ID"), "LAST_POLL": number(vm, "LAST_POLL"),
+            "ERROR": user_template.get("ERROR"),
+            "MONITORING": {key: _number_or_text(value) for key, value in monitoring},
+            "HISTORY": [row.as_json() for row in history],
+            "USER_TEMPLATE": template_json(user_template), "TEMPLATE": template_json(template),
+        })
+        return 0
+    pairs = [("ID", text(vm, "ID")), ("NAME", text(vm, "NAME")), ("USER", text(vm, "UNAME")),
+             ("GROUP", text(vm, "GNAME")), ("STATE", state), ("LCM_STATE", lcm_state)]
+    if host is not None:
+        pairs.append(("HOST", host))
+    pairs += [("START TIME", short_date(number(vm, "STIME"))),
+              ("END TIME", short_date(number(vm, "ETIME"))),
+              ("DEPLOY ID", text(vm, "DEPLOY_ID") or "-"),
+              ("LAST POLL", short_date(number(vm, "LAST_POLL")))]
+    for label, name in (("ERROR", "ERROR"), ("SCHED MESSAGE", "SCHED_MESSAGE")):
+        value = user_template.get(name)
+        if value:
+            pairs.append((label, value))
+    lines = info_block(f"VIRTUAL MACHINE {text(vm, 'ID')} INFORMATION", pairs)
+    lines += ["", "VIRTUAL MACHINE MONITORING", *(f"{key}={value}" for key, value in monitoring)]
+    if history:
+        lines += ["", "VIRTUAL MACHINE HISTORY",
+                  *render_table(HISTORY_COLUMNS, (row.cells() for row in history))]
+    lines += ["", "USER TEMPLATE", *template_lines(user_template),
+              "", "VIRTUAL MACHINE TEMPLATE", *template_lines(template)]
+    print("\n".join(lines))
+    return 0
+
+
+def _for_each(ids: list[int], act: Callable[[int], object]) -> int:
+    """Run ``act`` on every id; report failures one per line; 1 if any failed."""
+    failed = False
+    for vm_id in ids:
+        try:
+            act(vm_id)
+        except UnreachableError:
+            raise
+        except CliError as exc:
+            print(exc, file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    client = connect()
+    host_id = find_host_id(client, args.host)
+    return _for_each(args.ids, lambda vm_id: client.call(
+        "one.vm.deploy", vm_id, host_id, args.enforce, -1, ""))
+
+
+def _action(name: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        action = f"{name}-hard" if getattr(args, "hard", False) else name
+        client = connect()
+        return _for_each(args.ids, lambda vm_id: client.call("one.vm.action", action, vm_id))
+
+    return handler
+
+
+def _update(args: argparse.Namespace) -> int:
+    client = connect()
+    source = new_contents(args.file, lambda: _user_template(client, args.id))
+    client.call("one.vm.update", args.id, source, 1 if args.append else 0)
+    return 0
+
+
+def _user_template(client: Client, vm_id: int) -> Template:
+    return template_at(client.document("one.vm.info", vm_id), "USER_TEMPLATE")
+
+
+def _rename(args: argparse.Namespace) -> int:
+    connect().call("one.vm.rename", args.id, args.name)
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``onevm`` command line."""
+    parser = argparse.ArgumentParser(
+        prog="onevm", description="Manage cloudburst virtual machines (OpenNebula's onevm).")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int],
+                help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    ids_help = "VM id, list (1,2,5) or range (3..7)"
+    for name, help_text in (("create", "create VMs from a template file ('-' reads stdin); "
+                                       "prints ID: <id> for each"),
+                            ("submit", "same as create (OpenNebula 1.x/2.x name)")):
+        sub = command(name, _create, help_text)
+        sub.add_argument("file", help="template file, or - for standard input")
+        sub.add_argument("--hold", action="store_true", help="create them on hold")
+        sub.add_argument("-m", "--multiple", type=int, default=1, metavar="N",
+                         help="create N VMs (default 1)")
+
+    sub = command("list", _list, "list VMs that are not DONE")
+    sub.add_argument("filter", nargs="?", type=_filter_flag, default=-2,
+                     help="a|all (default), m|mine, g|group, or a user id")
+    sub.add_argument("--json", action="store_true",
+                     help="print JSON (MEM in KB, TIME in seconds)")
+
+    sub = command("show", _show, "show a VM's information, monitoring, history and templates")
+    sub.add_argument("id", type=int, help="VM id")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+
+    sub = command("deploy", _deploy, "deploy PENDING or HOLD VMs on a host")
+    sub.add_argument("ids", type=id_list, help=ids_help)
+    sub.add_argument("host", help="host id or name")
+    sub.add_argument("--enforce", action="store_true", help="refuse if the host lacks capacity")
+
+    for name, action, help_text in (
+            ("terminate", "terminate", "shut VMs down and end them (DONE)"),
+            ("shutdown", "terminate", "same as terminate"),
+            ("reboot", "reboot", "reboot RUNNING VMs")):
+        sub = command(name, _action(action), help_text)
+        sub.add_argument("ids", type=id_list, help=ids_help)
+        sub.add_argument("--hard", action="store_true",
+                         help="without a graceful step (cancel / reset)")
+    for name, help_text in (("hold", "hold PENDING VMs"), ("release", "release VMs on hold")):
+        sub = command(name, _action(name), help_text)
+        sub.add_argument("ids", type=id_list, help=ids_help)
+
+    sub = command("update", _update, "replace (or --append to) a VM's USER_TEMPLATE; "
+                                     "without FILE, edit it in $EDITOR")
+    sub.add_argument("id", type=int, help="VM id")
+    sub.add_argument("file", nargs="?", help="template file, or - for standard input")
+    sub.add_argument("--append", action="store_true", help="merge instead of replacing")
+
+    sub = command("rename", _rename, "rename a VM")
+    sub.add_argument("id", type=int, help="VM id")
+    sub.add_argument("name", help="new name")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``onevm``; returns the exit status."""
+    return run(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
