@@ -76,13 +76,12 @@ def test_vm_life_cycle(one: pyone.OneServer) -> None:
     assert vm.STATE == pyone.VM_STATE.ACTIVE
     assert vm.DEPLOY_ID
     assert vm.TEMPLATE["VMID"] == str(vm_id)
-    assert vm.HISTORY_RECORDS.HISTORY[-1].HID == host_id
-    assert vm.HISTORY_RECORDS.HISTORY[-1].HOSTNAME == "h1"
+    last = vm.HISTORY_RECORDS.HISTORY[-1]
+    assert (host_id, "h1") == (last.HID, last.HOSTNAME)
 
     for pool in (one.vmpool.info(-2, -1, -1, -1), one.vmpool.infoextended(-2, -1, -1, -1)):
-        [listed] = [entry for entry in pool.VM if entry.ID == vm_id]
-        assert listed.LCM_STATE == 3
-        assert listed.HISTORY_RECORDS.HISTORY[-1].HID == host_id
+        [listed] = [entry for entry in pool.VM if vm_id == entry.ID]
+        assert (3, host_id) == (listed.LCM_STATE, listed.HISTORY_RECORDS.HISTORY[-1].HID)
     assert vm_id in one.host.info(host_id).VMS.ID
 
     with pytest.raises(pyone.OneActionException, match='Error performing action "poweroff"'):

@@ -108,7 +108,8 @@ def load(path: Path, home: Path) -> tuple[Settings, list[str]]:
     try:
         template = parse(text)
     except TemplateSyntaxError as exc:
-        raise ConfigError(str(path), _strip_position(exc.message), exc.line) from None
+        raise ConfigError(str(path), f"{_strip_position(exc.message)} at column {exc.column}",
+                          exc.line) from None
     except TemplateError as exc:
         raise ConfigError(str(path), exc.message) from None
     reader = _Reader(path, text, template)

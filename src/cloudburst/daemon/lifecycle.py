@@ -19,11 +19,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from cloudburst.config.settings import Settings
 from cloudburst.daemon.dispatcher import Dispatcher
@@ -75,10 +75,11 @@ def _now() -> int:
     return int(time.time())
 
 
+_CURRENT_SEQ = select(func.max(history.c.seq)).where(history.c.vm_id == bindparam("vm_id"))
+
+
 def _current_seq(connection: Connection, vm_id: int) -> int:
-    value = connection.execute(
-        select(func.max(history.c.seq)).where(history.c.vm_id == vm_id)
-    ).scalar()
+    value = connection.execute(_CURRENT_SEQ, {"vm_id": vm_id}).scalar()
     return -1 if value is None else int(value)
 
 
@@ -192,19 +193,24 @@ class LifecycleManager:
                 raise ConflictError(f"VM {vm_id} is no longer pending")
             host = host_pool.get_host(connection, host_id, with_usage=enforce)
             _check_host_takes(vm, host, enforce)
-            state, lcm_state = lifecycle.apply(vm.position, Event.DEPLOY)
+            prolog_position = lifecycle.apply(vm.position, Event.DEPLOY)
+            # Cloud and dummy hosts have no images to transfer: the prolog ends
+            # in the same transaction, so one write stores PROLOG's end (BOOT,
+            # with PROLOG as the previous state) and journals the deploy.
+            state, lcm_state = lifecycle.apply(prolog_position, Event.PROLOG_SUCCESS)
             seq = _current_seq(connection, vm_id) + 1
             vm_pool.insert_history(connection, HistoryRecord(
                 vm_id=vm_id, seq=seq, host_id=host.id, hostname=host.name, vm_mad=host.vm_mad,
-                tm_mad=host.tm_mad, stime=now, pstime=now,
+                tm_mad=host.tm_mad, stime=now, pstime=now, petime=now, rstime=now,
             ))
-            prolog = vm_pool.update_vm(
-                connection, vm, state=state, lcm_state=lcm_state, host_id=host.id,
-                sched_message="", error="", deploy_id="",
+            booting = vm_pool.update_vm(
+                connection, vm, state=state, lcm_state=lcm_state, prev_state=prolog_position[0],
+                prev_lcm_state=prolog_position[1], host_id=host.id, sched_message="", error="",
+                deploy_id="",
             )
-            # Cloud and dummy hosts have no images to transfer: the prolog
-            # completes in the same transaction, journalling the deploy.
-            booting = self._end_prolog(connection, prolog, host, seq)
+            journal.start(connection, vm_id=vm_id, host_id=host.id, seq=seq, action="deploy",
+                          token=token_for(self.install_id, vm_id, seq))
+            prolog = replace(booting, state=prolog_position[0], lcm_state=prolog_position[1])
             return Placement(booting, host, seq, prolog)
 
         placement = await self.db.write(write)

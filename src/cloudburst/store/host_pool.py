@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
 
 from cloudburst.errors import ConflictError, NotFoundError, ValidationError
 from cloudburst.model.records import HostRecord
@@ -31,7 +31,7 @@ def _host_from_row(
         id=row.id, name=row.name, state=HostState(row.state),
         prev_state=HostState(row.prev_state), im_mad=row.im_mad, vm_mad=row.vm_mad,
         tm_mad=row.tm_mad, vn_mad=row.vn_mad, cluster_id=row.cluster_id,
-        template=Template.from_json(json.loads(row.template)),
+        template=Template.from_stored_json(json.loads(row.template)),
         last_mon_time=row.last_mon_time, version=row.version, error=row.error,
         max_cpu=row.max_cpu, max_mem=row.max_mem, free_cpu=row.free_cpu,
         free_mem=row.free_mem, used_cpu=row.used_cpu, used_mem=row.used_mem,
@@ -82,7 +82,7 @@ def get_host(connection: Connection, host_id: int, *, with_usage: bool = True) -
         NotFoundError: no such host.
     """
     if not with_usage:
-        row = connection.execute(select(hosts).where(hosts.c.id == host_id)).first()
+        row = connection.execute(_SELECT_HOST, {"host_id": host_id}).first()
         if row is None:
             raise NotFoundError(f"HOST {host_id} does not exist")
         return _host_from_row(row)
@@ -90,6 +90,9 @@ def get_host(connection: Connection, host_id: int, *, with_usage: bool = True) -
     if not found:
         raise NotFoundError(f"HOST {host_id} does not exist")
     return found[0]
+
+
+_SELECT_HOST = select(hosts).where(hosts.c.id == bindparam("host_id"))
 
 
 def find_host_id(connection: Connection, name: str) -> int | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, insert, select, update
 
 from cloudburst.model.records import JournalEntry
 from cloudburst.store.schema import journal
@@ -61,12 +61,19 @@ def finish(connection: Connection, entry_id: int, *, ok: bool, result: str = "")
 def finish_token(connection: Connection, token: str, action: str, *, ok: bool,
                  result: str = "") -> None:
     """Mark the started entry of (``token``, ``action``) done or failed, if there is one."""
-    connection.execute(
-        update(journal)
-        .where(journal.c.token == token, journal.c.action == action,
-               journal.c.status == STARTED)
-        .values(status=DONE if ok else FAILED, finished=time.time(), result=result[:2000])
-    )
+    connection.execute(_FINISH_TOKEN, {
+        "_token": token, "_action": action, "_started": STARTED,
+        "status": DONE if ok else FAILED, "finished": time.time(), "result": result[:2000],
+    })
+
+
+_FINISH_TOKEN = (
+    update(journal)
+    .where(journal.c.token == bindparam("_token"), journal.c.action == bindparam("_action"),
+           journal.c.status == bindparam("_started"))
+    .values(status=bindparam("status"), finished=bindparam("finished"),
+            result=bindparam("result"))
+)
 
 
 def unfinished(connection: Connection) -> list[JournalEntry]:

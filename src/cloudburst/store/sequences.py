@@ -9,23 +9,26 @@ from __future__ import annotations
 
 import secrets
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from cloudburst.store.schema import meta, sequences
 
 
 def next_ids(connection: Connection, pool: str, count: int = 1) -> int:
     """Reserve ``count`` consecutive ids of ``pool``; return the first."""
-    bumped = connection.execute(
-        update(sequences)
-        .where(sequences.c.name == pool)
-        .values(next_id=sequences.c.next_id + count)
-        .returning(sequences.c.next_id)
-    ).scalar()
+    bumped = connection.execute(_BUMP, {"pool": pool, "count": count}).scalar()
     if bumped is None:
         connection.execute(insert(sequences).values(name=pool, next_id=count))
         return 0
     return int(bumped) - count
+
+
+_BUMP = (
+    update(sequences)
+    .where(sequences.c.name == bindparam("pool"))
+    .values(next_id=sequences.c.next_id + bindparam("count"))
+    .returning(sequences.c.next_id)
+)
 
 
 def get_meta(connection: Connection, key: str) -> str | None:

@@ -44,7 +44,7 @@ def _record(row: Row[Any]) -> UserRecord:
     return UserRecord(
         id=row.id, name=row.name, gid=row.gid, password_hash=row.password_hash,
         auth_driver=row.auth_driver, enabled=bool(row.enabled),
-        template=Template.from_json(json.loads(row.template)),
+        template=Template.from_stored_json(json.loads(row.template)),
     )
 
 

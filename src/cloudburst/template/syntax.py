@@ -334,6 +334,23 @@ class Template:
         return template
 
 
+    @classmethod
+    def from_stored_json(cls, data: list[list[JsonValue]]) -> Template:
+        """Rebuild a template the store wrote with :meth:`to_json`, without re-validating.
+
+        Only for data this program produced: names were validated when the
+        template was built, and re-checking 20,000 stored templates per pool
+        listing would dominate its cost. Untrusted input goes through
+        :meth:`from_json`.
+        """
+        template = cls()
+        template._attrs = [
+            (name, value if isinstance(value, str) else dict(value))  # type: ignore[misc]
+            for name, value in data
+        ]
+        return template
+
+
 def _vector_from_json(value: object) -> Vector:
     """Return the vector that ``to_json`` wrote as ``value``."""
     if not isinstance(value, list) or not all(
