@@ -11,7 +11,11 @@ Usage (a plain module: import it, there is no conftest)::
 
 ``start_daemon`` writes ``<home>/etc/oned.conf`` from the repository's
 ``share/etc/oned.conf`` plus ``oned_conf_extra`` (the daemon only writes its
-default when the file is absent), runs ``python -m cloudburst.daemon.main -f``
+default when the file is absent). Driver sections in the extra text
+(``IM_MAD``, ``VM_MAD``, ``TM_MAD``) are added to the default ones; any other
+attribute it sets (``MONITORING_INTERVAL = 1``, ``LOG = [...]``) replaces the
+default's, which is commented out, because the daemon reads the first
+occurrence of a setting. It then runs ``python -m cloudburst.daemon.main -f``
 with ``CLOUDBURST_HOME``/``CLOUDBURST_PORT``/``PYTHONPATH`` set, waits until
 the API answers and always stops the process (SIGTERM, then SIGKILL) on exit.
 The daemon's output goes to ``<tmp_path>/oned.out``.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -33,13 +38,21 @@ from typing import TypeVar
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
-DEFAULT_CONF = REPO / "share" / "etc" / "oned.conf"
+#: The shipped default: the repository's share/, else the copy inside the package.
+DEFAULT_CONF = next(
+    (path for path in (REPO / "share" / "etc" / "oned.conf",
+                       SRC / "cloudburst" / "share" / "etc" / "oned.conf") if path.exists()),
+    REPO / "share" / "etc" / "oned.conf")
 
 #: Seconds allowed for the daemon to start answering, and to stop.
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 
 T = TypeVar("T")
+
+#: Sections of which oned.conf may hold several; extra ones are added, not replacing.
+REPEATABLE = frozenset({"IM_MAD", "VM_MAD", "TM_MAD"})
+_ASSIGNMENT = re.compile(r"[ \t]*([A-Za-z0-9_]+)[ \t]*=")
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,32 @@ def _answers(port: int) -> bool:
     return False
 
 
+def _top_level(text: str) -> list[tuple[str | None, str]]:
+    """Each line of an oned.conf text with the attribute it starts (None inside vectors)."""
+    lines: list[tuple[str | None, str]] = []
+    depth = 0
+    for line in text.splitlines():
+        code = line.split("#", 1)[0]
+        match = _ASSIGNMENT.match(code) if depth == 0 else None
+        lines.append((match.group(1).upper() if match else None, line))
+        depth = max(depth + code.count("[") - code.count("]"), 0)
+    return lines
+
+
+def merged_conf(default: str, extra: str) -> str:
+    """``default`` with ``extra`` appended and the settings ``extra`` redefines commented out."""
+    replaced = {name for name, _ in _top_level(extra) if name} - REPEATABLE
+    lines: list[str] = []
+    replacing = False
+    for name, line in _top_level(default):
+        if name is not None:
+            replacing = name in replaced
+        elif not line.strip() or line.lstrip().startswith("#"):
+            replacing = False
+        lines.append(f"# replaced by the test: {line}" if replacing else line)
+    return "\n".join(lines) + f"\n\n{extra}\n"
+
+
 def daemon_environment(home: Path, port: int, extra: dict[str, str] | None = None
                        ) -> dict[str, str]:
     """The environment the daemon (and CLI subprocesses) run with."""
@@ -149,8 +188,8 @@ def start_daemon(tmp_path: Path, *, oned_conf_extra: str = "",
     """
     home = tmp_path / "home"
     (home / "etc").mkdir(parents=True, exist_ok=True)
-    conf = DEFAULT_CONF.read_text(encoding="utf-8")
-    (home / "etc" / "oned.conf").write_text(f"{conf}\n{oned_conf_extra}\n", encoding="utf-8")
+    conf = merged_conf(DEFAULT_CONF.read_text(encoding="utf-8"), oned_conf_extra)
+    (home / "etc" / "oned.conf").write_text(conf, encoding="utf-8")
     port = free_port()
     log_path = tmp_path / "oned.out"
     with open(log_path, "wb") as log:

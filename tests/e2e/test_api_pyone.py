@@ -181,10 +181,18 @@ def test_many_clients_at_once(daemon: RunningDaemon) -> None:
     assert answers == [[True, "6.10.0", 0]] * 64
 
 
-def test_fixture_appends_to_oned_conf(tmp_path: Path) -> None:
-    extra = 'VM_MAD = [ name = "other", executable = "one_vmm_dummy" ]'
+def test_fixture_extends_oned_conf_and_vms_get_monitored(tmp_path: Path) -> None:
+    extra = 'VM_POLLING_INTERVAL = 0.2\nVM_MAD = [ name = "other", executable = "one_vmm_dummy" ]'
     with start_daemon(tmp_path, oned_conf_extra=extra) as running:
         one = pyone.OneServer(running.url, session=running.session)
-        names = [section.NAME for section in one.system.config().VM_MAD]
-        assert names == ["dummy", "other"]
+        config = one.system.config()
+        assert [section.NAME for section in config.VM_MAD] == ["dummy", "other"]
+        assert config.MONITORING_INTERVAL_VM == 1
+        host_id = one.host.allocate("polled", "dummy", "other", -1)
+        wait_for(lambda: one.host.info(host_id).STATE == 2, timeout=20)
+        vm_id = one.vm.allocate("CPU=1\nMEMORY=64", True)
+        one.vm.deploy(vm_id, host_id, False, -1, "")
+        vm = wait_for(lambda: (v := one.vm.info(vm_id)).MONITORING.NETTX and v, timeout=20)
+        assert (vm_id, 3) == (vm.MONITORING.ID, vm.LCM_STATE)
+        assert vm.MONITORING.TIMESTAMP >= vm.STIME
     assert running.process.poll() is not None

@@ -76,6 +76,8 @@ def test_cells_are_padded_truncated_and_aligned() -> None:
 
 
 def test_onehost_list_reproduces_the_cloud_bursting_guide() -> None:
+    if not SEED.exists():
+        pytest.skip(f"seed {SEED} not available")
     seed_lines = SEED.read_text(encoding="utf-8").splitlines()
     start = next(i for i, line in enumerate(seed_lines) if line.startswith("ID NAME"))
     expected = seed_lines[start:start + 4]

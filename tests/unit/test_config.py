@@ -273,7 +273,7 @@ def test_cloudburst_port_overrides_the_file(tmp_path: Path,
 def test_bad_cloudburst_port_is_refused(tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLOUDBURST_PORT", "http")
-    with pytest.raises(ConfigError, match="CLOUDBURST_PORT.*'http'"):
+    with pytest.raises(ConfigError, match=r"CLOUDBURST_PORT.*'http'"):
         oned.load(SHIPPED, tmp_path)
 
 

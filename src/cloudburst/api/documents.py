@@ -277,6 +277,7 @@ def _reason_code(record: HistoryRecord) -> int:
 
 
 def _history_parts(parts: list[str], record: HistoryRecord, vm: VmRecord) -> None:
+    """A full HISTORY, plus 4.x's REASON (0 none, 1 error, 2 user) for the CLI."""
     parts.append(
         f"<HISTORY><OID>{record.vm_id}</OID><SEQ>{record.seq}</SEQ>"
         f"{_str('HOSTNAME', record.hostname)}<HID>{record.host_id}</HID><CID>0</CID>"

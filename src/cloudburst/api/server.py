@@ -103,10 +103,13 @@ class ApiServer:
             try:
                 reply = await dispatch(self.daemon, method, params)
             except UnknownMethodError:
-                raise _Rejected(METHOD_NOT_FOUND, f"Method {method!r} is not supported") from None
+                raise _Rejected(METHOD_NOT_FOUND,
+                                f"Method {one_line(method, 200)!r} is not supported") from None
             payload = await self._serialise(method, reply, loop)
         except _Rejected as rejected:
-            log.info("rejected XML-RPC request from %s: %s", request.remote, rejected.message)
+            # A parse error may quote the body (and so a session): keep it out of the log.
+            reason = "malformed XML-RPC" if rejected.code == PARSE_ERROR else rejected.message
+            log.info("rejected a request from %s: %s", request.remote, reason)
             payload = xmlrpc.client.dumps(xmlrpc.client.Fault(rejected.code, rejected.message),
                                           methodresponse=True)
         return web.Response(body=payload.encode("utf-8"), content_type=_CONTENT_TYPE,

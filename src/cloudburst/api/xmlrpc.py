@@ -18,9 +18,10 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import Final, TypeVar
 
 from cloudburst.api import documents
+from cloudburst.daemon.app import VERSION, Daemon
 from cloudburst.errors import (
     ApiArgumentError,
     CloudburstError,
@@ -29,9 +30,6 @@ from cloudburst.errors import (
     one_line,
 )
 from cloudburst.model.records import TemplateRecord, UserRecord, VmRecord
-
-if TYPE_CHECKING:
-    from cloudburst.daemon.app import Daemon
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +146,6 @@ class Call:
     """One authenticated call: who makes it and with what."""
 
     daemon: Daemon
-    method: str
     user: UserRecord
     params: Params
 
@@ -293,8 +290,6 @@ def _template_owner(record: TemplateRecord) -> tuple[int, int, str]:
 
 @_method("one.system.version")
 async def _system_version(call: Call) -> object:
-    from cloudburst.daemon.app import VERSION
-
     call.params.end()
     return VERSION
 
@@ -593,7 +588,7 @@ async def dispatch(daemon: Daemon, method: str, params: Sequence[object]) -> Rep
         if not params:
             raise ApiArgumentError("Missing parameter 0 (session)")
         user = await daemon.users.authenticate(params[0])
-        value = await handler(Call(daemon, method, user, Params(params[1:])))
+        value = await handler(Call(daemon, user, Params(params[1:])))
     except _Failure as exc:
         return _failed(method, exc.message, exc.code)
     except NotFoundError as exc:

@@ -30,6 +30,8 @@ from cloudburst.template import Template
 DEFAULT_PORT: Final = 2633
 #: Seconds a call may take before the CLI gives up.
 DEFAULT_TIMEOUT: Final = 60.0
+#: Most VMs one id range may name (a typo such as 1..1000000000 is refused).
+MAX_IDS: Final = 100_000
 
 
 class CliError(Exception):
@@ -93,6 +95,7 @@ def _printable_url(url: str) -> str:
 # -- calls -------------------------------------------------------------------------------
 
 
+# ServerProxy has no timeout of its own: its transports set one on each connection.
 class _TimeoutTransport(xmlrpc.client.Transport):
     def __init__(self, timeout: float) -> None:
         super().__init__()
@@ -145,8 +148,8 @@ class Client:
                            "check ONE_XMLRPC") from None
         except (OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-            raise UnreachableError(f"cannot reach the cloudburst daemon at {url}: is oned running? "
-                           f"({reason})") from None
+            raise UnreachableError(f"cannot reach the cloudburst daemon at {url}: "
+                                   f"is oned running? ({reason})") from None
         except xmlrpc.client.ResponseError as exc:
             raise CliError(f"the daemon at {url} sent a reply that is not XML-RPC: {exc}") \
                 from None
@@ -185,7 +188,7 @@ def number(element: ElementTree.Element, path: str, default: int = 0) -> int:
     """The integer at ``path``; ``default`` when absent or not a number."""
     try:
         return int(float(text(element, path)))
-    except ValueError:
+    except (ValueError, OverflowError):
         return default
 
 
@@ -238,6 +241,9 @@ def id_list(value: str) -> list[int]:
                 f"invalid id list {value!r}: use 3, 1,2,5 or 3..7") from None
         if end < start:
             raise argparse.ArgumentTypeError(f"invalid range {part.strip()!r}: {end} < {start}")
+        if end - start >= MAX_IDS:
+            raise argparse.ArgumentTypeError(
+                f"range {part.strip()!r} is too large (at most {MAX_IDS} ids)")
         ids.extend(range(start, end + 1))
     return ids
 

@@ -167,6 +167,43 @@ def vm_table(vms: Iterable[ElementTree.Element], *, colour: bool = False) -> lis
     return render_table(LIST_COLUMNS, (vm_row(vm, now).cells() for vm in vms), colour=colour)
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """One stay of the VM on a host; ``start`` is a UNIX time, ``time`` seconds."""
+
+    seq: int
+    host: str
+    action: str
+    reason: str
+    start: int
+    time: int
+
+    def cells(self) -> list[str]:
+        return [str(self.seq), self.host, self.action, self.reason, short_date(self.start),
+                elapsed(self.time)]
+
+    def as_json(self) -> dict[str, object]:
+        return {"SEQ": self.seq, "HOST": self.host, "ACTION": self.action,
+                "REASON": self.reason, "START": self.start, "TIME": self.time}
+
+
+def _name(names: tuple[str, ...], code: int) -> str:
+    return names[code] if 0 <= code < len(names) else str(code)
+
+
+def history_rows(vm: ElementTree.Element, now: int) -> list[HistoryRow]:
+    """The VM's HISTORY records, oldest first."""
+    return [
+        HistoryRow(
+            seq=number(record, "SEQ"), host=text(record, "HOSTNAME"),
+            action=_name(HISTORY_ACTIONS, number(record, "ACTION")),
+            reason=_name(HISTORY_REASONS, number(record, "REASON")),
+            start=number(record, "STIME"), time=_lifetime(record, now),
+        )
+        for record in vm.findall("HISTORY_RECORDS/HISTORY")
+    ]
+
+
 # -- commands -----------------------------------------------------------------------------
 
 
@@ -206,43 +243,6 @@ def _number_or_text(value: str) -> object:
         return float(value)
     except ValueError:
         return value
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryRow:
-    """One stay of the VM on a host; ``start`` is a UNIX time, ``time`` seconds."""
-
-    seq: int
-    host: str
-    action: str
-    reason: str
-    start: int
-    time: int
-
-    def cells(self) -> list[str]:
-        return [str(self.seq), self.host, self.action, self.reason, short_date(self.start),
-                elapsed(self.time)]
-
-    def as_json(self) -> dict[str, object]:
-        return {"SEQ": self.seq, "HOST": self.host, "ACTION": self.action,
-                "REASON": self.reason, "START": self.start, "TIME": self.time}
-
-
-def _name(names: tuple[str, ...], code: int) -> str:
-    return names[code] if 0 <= code < len(names) else str(code)
-
-
-def history_rows(vm: ElementTree.Element, now: int) -> list[HistoryRow]:
-    """The VM's HISTORY records, oldest first."""
-    return [
-        HistoryRow(
-            seq=number(record, "SEQ"), host=text(record, "HOSTNAME"),
-            action=_name(HISTORY_ACTIONS, number(record, "ACTION")),
-            reason=_name(HISTORY_REASONS, number(record, "REASON")),
-            start=number(record, "STIME"), time=_lifetime(record, now),
-        )
-        for record in vm.findall("HISTORY_RECORDS/HISTORY")
-    ]
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -68,14 +68,25 @@ class _Reader:
     def fail(self, name: str, problem: str, occurrence: int = 0) -> ConfigError:
         return ConfigError(str(self.path), problem, self.line_of(name, occurrence))
 
-    def string(self, name: str, default: str) -> str:
-        value = self.template.get(name)
-        if value is None and self.template.get_vector(name) is not None:
+    def single(self, name: str) -> str | None:
+        """The value of a single attribute; when it is repeated, the last one wins,
+        so appending a line to the file overrides the shipped default."""
+        values = self.template.get_all(name)
+        if any(isinstance(value, dict) for value in values):
             raise self.fail(name, f"{name} must be a single value, not a vector")
+        return str(values[-1]) if values else None
+
+    def vector(self, name: str) -> dict[str, str] | None:
+        """The last vector value of ``name`` (appended lines override), if any."""
+        vectors = self.template.vectors(name)
+        return vectors[-1] if vectors else None
+
+    def string(self, name: str, default: str) -> str:
+        value = self.single(name)
         return default if value is None else value
 
     def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
-        raw = self.template.get(name)
+        raw = self.single(name)
         if raw is None:
             return default
         try:
@@ -145,7 +156,7 @@ def _strip_position(message: str) -> str:
 
 
 def _db_url(reader: _Reader) -> str:
-    section = reader.template.get_vector("DB")
+    section = reader.vector("DB")
     if section is None:
         return ""
     backend = section.get("BACKEND", "sqlite").lower()
@@ -160,7 +171,7 @@ def _db_url(reader: _Reader) -> str:
 
 
 def _log_level(reader: _Reader, default: str) -> str:
-    section = reader.template.get_vector("LOG") or {}
+    section = reader.vector("LOG") or {}
     if "LEVEL" in section:
         level = section["LEVEL"].upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -178,7 +189,7 @@ def _log_level(reader: _Reader, default: str) -> str:
 def _scheduler(reader: _Reader) -> SchedulerSettings:
     defaults = SchedulerSettings()
     rank = defaults.default_rank
-    policy = reader.template.get_vector("DEFAULT_SCHED")
+    policy = reader.vector("DEFAULT_SCHED")
     if policy is not None:
         number = policy.get("POLICY", "1")
         if number == "3":

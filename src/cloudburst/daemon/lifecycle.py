@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 CAPACITY_BACKOFF = 60.0
 
 #: History ``ACTION`` codes (OpenNebula's VMActions numbering for the ones we use).
-ACTION_CODES = {"none": 0, "terminate": 2, "terminate-hard": 3, "delete": 21}
+ACTION_CODES = {"none": 0, "delete": 13, "terminate": 27, "terminate-hard": 28}
 
 
 @dataclass(frozen=True, slots=True)

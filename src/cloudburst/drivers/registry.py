@@ -35,6 +35,9 @@ INFORMATION_DRIVERS: Final[Mapping[str, str]] = MappingProxyType(
         "one_im_exec": f"{_SCRIPT}:ScriptInformationDriver",
         "one_im_ssh": f"{_SCRIPT}:ScriptInformationDriver",
         "one_im_ec2": "cloudburst.drivers.ec2.information:Ec2InformationDriver",
+        "one_im_kvm": "cloudburst.drivers.kvm.information:KvmInformationDriver",
+        "kvm": "cloudburst.drivers.kvm.information:KvmInformationDriver",
+        "one_im_one": "cloudburst.drivers.one.information:OneInformationDriver",
     }
 )
 
@@ -46,6 +49,9 @@ VM_DRIVERS: Final[Mapping[str, str]] = MappingProxyType(
         "one_vmm_exec": f"{_SCRIPT}:ScriptVmDriver",
         "one_vmm_ssh": f"{_SCRIPT}:ScriptVmDriver",
         "one_vmm_ec2": "cloudburst.drivers.ec2.vm:Ec2VmDriver",
+        "one_vmm_kvm": "cloudburst.drivers.kvm.vm:KvmVmDriver",
+        "kvm": "cloudburst.drivers.kvm.vm:KvmVmDriver",
+        "one_vmm_one": "cloudburst.drivers.one.vm:OneVmDriver",
     }
 )
 

@@ -94,6 +94,10 @@ class Database:
         self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="db-write", daemon=True)
         self._started = False
+        self._closed = False
+        # Orders "is the writer accepting work?" with the stop marker, so that no
+        # write can be queued behind it (it would never run and never resolve).
+        self._accepting = threading.Lock()
 
     def create_schema(self) -> None:
         """Create missing tables (idempotent); call before :meth:`start`."""
@@ -121,11 +125,14 @@ class Database:
         rolled back, the exception is re-raised here and the rest of the batch
         commits. The returned value is delivered after the commit succeeded.
         """
-        if not self._started:
-            raise RuntimeError("Database.start() was not called")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(function, future, loop))
+        with self._accepting:
+            if self._closed:
+                raise RuntimeError("the database is closed")
+            if not self._started:
+                raise RuntimeError("Database.start() was not called")
+            self._queue.put(_Job(function, future, loop))
         return await future
 
     def write_sync(self, function: Callable[[Connection], T]) -> T:
@@ -135,10 +142,13 @@ class Database:
 
     def close(self) -> None:
         """Finish queued writes, stop the writer and dispose of the engines."""
-        if self._started:
-            self._queue.put(_STOP)
+        with self._accepting:
+            self._closed = True
+            started, self._started = self._started, False
+            if started:
+                self._queue.put(_STOP)
+        if started:
             self._writer.join(timeout=30)
-            self._started = False
         self._readers.shutdown(wait=True)
         self.write_engine.dispose()
         self.read_engine.dispose()

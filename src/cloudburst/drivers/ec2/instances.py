@@ -1,0 +1,165 @@
+"""Our tags, and ``DescribeInstances`` output turned into compact views and polls.
+
+Every instance the driver launches carries, from its creation
+(``TagSpecifications``):
+
+=============================  ==============================================
+``cloudburst:installation``    this installation's id (every listing filters on it)
+``cloudburst:vm-id``           the VM's id
+``cloudburst:token``           the deploy's idempotency token (find-by-token)
+``cloudburst:host-id``         the host (site) it was deployed for (orphan sweeps)
+``cloudburst:host``            that host's name (for people)
+``cloudburst:elastic-ip``      the requested ``ELASTICIP``, if any
+``ONE_ID``                     the VM's id, as OpenNebula 4.x tagged it
+``Name``                       ``one-<vmid>``
+=============================  ==============================================
+
+State mapping for polls (choices where OpenNebula was silent or inconsistent):
+
+* ``pending``, ``running`` -> ACTIVE;
+* ``stopping``, ``stopped`` -> GONE: someone stopped the instance outside
+  cloudburst; the VM leaves RUNNING (to POWEROFF, with the reason) and comes
+  back to RUNNING if the instance is started again. The driver never stops
+  instances itself;
+* ``shutting-down``, ``terminated``, and an instance missing from the listing
+  -> GONE;
+* anything else -> UNKNOWN (no state change).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from cloudburst.drivers.base import PollResult, PollState
+from cloudburst.errors import one_line
+
+TAG_INSTALL: Final = "cloudburst:installation"
+TAG_VM: Final = "cloudburst:vm-id"
+TAG_TOKEN: Final = "cloudburst:token"
+TAG_HOST: Final = "cloudburst:host-id"
+TAG_HOST_NAME: Final = "cloudburst:host"
+TAG_EIP: Final = "cloudburst:elastic-ip"
+TAG_MANAGED: Final = "cloudburst:managed"
+TAG_PORTS: Final = "cloudburst:ports"
+
+#: States in which an instance exists and may be billed.
+LIVE_STATES: Final = frozenset({"pending", "running", "stopping", "stopped"})
+_ACTIVE: Final = frozenset({"pending", "running"})
+_GONE: Final = frozenset({"stopping", "stopped", "shutting-down", "terminated"})
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceView:
+    """What the driver keeps of one instance of a listing."""
+
+    id: str
+    state: str
+    vm_id: int | None = None
+    host_id: int | None = None
+    token: str = ""
+    public_dns: str = ""
+    public_ip: str = ""
+    private_ip: str = ""
+    private_dns: str = ""
+    instance_type: str = ""
+    zone: str = ""
+    key_name: str = ""
+    image_id: str = ""
+    vpc_id: str = ""
+    subnet_id: str = ""
+    group_ids: tuple[str, ...] = ()
+    group_names: tuple[str, ...] = ()
+    launch_time: datetime | None = None
+    elastic_ip: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_STATES
+
+    @classmethod
+    def from_api(cls, item: Mapping[str, Any]) -> InstanceView:
+        tags = {str(tag.get("Key", "")): str(tag.get("Value", ""))
+                for tag in item.get("Tags") or []}
+        groups = item.get("SecurityGroups") or []
+        launch = item.get("LaunchTime")
+        return cls(
+            id=str(item.get("InstanceId", "")),
+            state=str((item.get("State") or {}).get("Name", "")),
+            vm_id=_int(tags.get(TAG_VM)),
+            host_id=_int(tags.get(TAG_HOST)),
+            token=tags.get(TAG_TOKEN, ""),
+            public_dns=str(item.get("PublicDnsName") or ""),
+            public_ip=str(item.get("PublicIpAddress") or ""),
+            private_ip=str(item.get("PrivateIpAddress") or ""),
+            private_dns=str(item.get("PrivateDnsName") or ""),
+            instance_type=str(item.get("InstanceType") or ""),
+            zone=str((item.get("Placement") or {}).get("AvailabilityZone") or ""),
+            key_name=str(item.get("KeyName") or ""),
+            image_id=str(item.get("ImageId") or ""),
+            vpc_id=str(item.get("VpcId") or ""),
+            subnet_id=str(item.get("SubnetId") or ""),
+            group_ids=tuple(str(group.get("GroupId", "")) for group in groups),
+            group_names=tuple(str(group.get("GroupName", "")) for group in groups),
+            launch_time=launch if isinstance(launch, datetime) else None,
+            elastic_ip=tags.get(TAG_EIP, ""),
+            tags=tags,
+        )
+
+
+def views(reservations: Iterable[Mapping[str, Any]]) -> list[InstanceView]:
+    """Instances of ``DescribeInstances`` reservations."""
+    return [InstanceView.from_api(item) for reservation in reservations
+            for item in reservation.get("Instances") or []]
+
+
+def poll_result(instance: InstanceView | None, *, elastic_ip: str | None = None,
+                error: str | None = None) -> PollResult:
+    """The poll of one VM whose instance is ``instance`` (``None``: not listed).
+
+    ``IP`` is the public DNS name, else the public address (the seed shows
+    ``IP=ec2-...compute-1.amazonaws.com``); ``elastic_ip`` replaces it when an
+    address was associated in this poll (the listing predates it).
+    """
+    if instance is None:
+        return PollResult(PollState.GONE, {"AWS_STATE": "missing"})
+    if instance.state in _ACTIVE:
+        state = PollState.ACTIVE
+    elif instance.state in _GONE:
+        state = PollState.GONE
+    else:
+        state = PollState.UNKNOWN
+    info: dict[str, str] = {"AWS_STATE": instance.state}
+    address = elastic_ip or instance.public_dns or instance.public_ip
+    if address and state is PollState.ACTIVE:
+        info["IP"] = address
+    if instance.private_ip:
+        info["PRIVATE_IP"] = instance.private_ip
+    for key, value in (
+        ("AWS_DNS_NAME", instance.public_dns),
+        ("AWS_IP_ADDRESS", elastic_ip or instance.public_ip),
+        ("AWS_PRIVATE_DNS_NAME", instance.private_dns),
+        ("AWS_PRIVATE_IP_ADDRESS", instance.private_ip),
+        ("AWS_INSTANCE_TYPE", instance.instance_type),
+        ("AWS_AVAILABILITY_ZONE", instance.zone),
+        ("AWS_KEY_NAME", instance.key_name),
+        ("AWS_IMAGE_ID", instance.image_id),
+        ("AWS_VPC_ID", instance.vpc_id),
+        ("AWS_SUBNET_ID", instance.subnet_id),
+        ("AWS_SECURITY_GROUPS", ",".join(instance.group_ids)),
+    ):
+        if value:
+            info[key] = value
+    if error:
+        info["ERROR"] = one_line(error, 300)
+    return PollResult(state, info)

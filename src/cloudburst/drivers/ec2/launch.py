@@ -1,0 +1,267 @@
+"""From a VM's template to the ``RunInstances`` request.
+
+**Sections.** A VM's EC2 part is every ``EC2 = [...]`` vector (the seed's 3.x
+form) and every ``PUBLIC_CLOUD = [ TYPE = ec2, ... ]`` vector (5.x), in
+template order. The one used on a site (host) is, in order:
+
+1. the first whose ``CLOUD`` (or ``HOST``) equals the host's name, ignoring case;
+2. else the first that names no site;
+3. else, when the VM has exactly one section, that one, whatever it names
+   (the seed: "If only one EC2 site is defined, the EC2 driver will deploy
+   all EC2 templates onto it, not paying attention to the CLOUD attribute");
+4. else the deploy fails, naming the sites the sections are for.
+
+**Defaults.** The defaults file's section (``vmm_ec2.conf``) is merged under
+the chosen section: a key of the section wins when its value is not blank.
+
+**Keys** (aliases in brackets): ``AMI`` (mandatory), ``KEYPAIR`` (mandatory),
+``INSTANCETYPE`` [``INSTANCE_TYPE``] (default ``m1.small``, must be a known
+type), ``ELASTICIP`` (an IPv4 address or an ``eipalloc-`` id),
+``AUTHORIZED_PORTS`` [``AUTHORIZEDPORTS``] (``22``, ``22-90`` or a comma list:
+TCP ports opened from ``EC2_INGRESS_CIDR`` by a security group the driver
+owns), ``SUBNETID``, ``SECURITYGROUPS`` (names or ``sg-`` ids, comma list),
+``SECURITYGROUPIDS``, ``USERDATA`` (text; the SDK encodes it), ``TAGS``
+(``k=v,k=v``), ``AVAILABILITYZONE``, ``PRIVATEIP``, ``PLACEMENTGROUP``,
+``TENANCY``, ``EBS_OPTIMIZED`` (``yes``/``no``). ``CLOUD``/``HOST``/``TYPE``
+select sections. Other keys are ignored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from cloudburst.drivers.ec2 import types
+from cloudburst.template import Template
+
+#: Alias -> canonical key.
+ALIASES: Final[Mapping[str, str]] = {
+    "AUTHORIZEDPORTS": "AUTHORIZED_PORTS",
+    "INSTANCE_TYPE": "INSTANCETYPE",
+    "ELASTIC_IP": "ELASTICIP",
+    "SECURITY_GROUPS": "SECURITYGROUPS",
+    "SECURITY_GROUP_IDS": "SECURITYGROUPIDS",
+    "SUBNET_ID": "SUBNETID",
+    "USER_DATA": "USERDATA",
+    "AVAILABILITY_ZONE": "AVAILABILITYZONE",
+    "EBSOPTIMIZED": "EBS_OPTIMIZED",
+    "PRIVATE_IP": "PRIVATEIP",
+    "PLACEMENT_GROUP": "PLACEMENTGROUP",
+}
+
+#: Tag key prefixes users may not set through ``TAGS``.
+RESERVED_TAG_PREFIXES: Final = ("aws:", "cloudburst:")
+
+_MAX_USERDATA: Final = 16 * 1024
+_YES: Final = frozenset({"yes", "true", "1", "on"})
+_NO: Final = frozenset({"no", "false", "0", "off"})
+
+
+def normalize(section: Mapping[str, str]) -> dict[str, str]:
+    """Upper-case canonical keys; for a key given twice the first non-blank value wins."""
+    result: dict[str, str] = {}
+    for key, value in section.items():
+        canonical = ALIASES.get(key.upper(), key.upper())
+        if canonical not in result or (not result[canonical].strip() and value.strip()):
+            result[canonical] = value
+    return result
+
+
+def sections_of(template: Template) -> list[dict[str, str]]:
+    """The VM's EC2 sections (``EC2`` and ``PUBLIC_CLOUD`` of ``TYPE`` ec2), in order."""
+    found: list[dict[str, str]] = []
+    for name, value in template:
+        if not isinstance(value, dict):
+            continue
+        if name == "EC2" or (name == "PUBLIC_CLOUD"
+                             and value.get("TYPE", "").strip().lower() == "ec2"):
+            found.append(normalize(value))
+    return found
+
+
+def site_of(section: Mapping[str, str]) -> str | None:
+    site = (section.get("CLOUD") or section.get("HOST") or "").strip()
+    return site or None
+
+
+def select_section(sections: Sequence[dict[str, str]], host: str) -> dict[str, str] | str:
+    """The section for ``host`` (see the module doc), or why there is none."""
+    if not sections:
+        return ("the deployment has no EC2 section (EC2 = [ AMI = ..., KEYPAIR = ... ] or "
+                "PUBLIC_CLOUD = [ TYPE = ec2, ... ])")
+    wanted = host.strip().lower()
+    for section in sections:
+        site = site_of(section)
+        if site is not None and site.lower() == wanted:
+            return section
+    for section in sections:
+        if site_of(section) is None:
+            return section
+    if len(sections) == 1:
+        return sections[0]
+    named = ", ".join(sorted({site_of(section) or "" for section in sections}))
+    return (f"no EC2 section is for site {host}: the VM's sections are for CLOUD {named}; "
+            f"add a section with CLOUD=\"{host}\" or one without CLOUD")
+
+
+def merge(section: Mapping[str, str], defaults: Mapping[str, str]) -> dict[str, str]:
+    """``defaults`` under ``section``: a section key wins when not blank."""
+    merged = normalize(defaults)
+    for key, value in normalize(section).items():
+        if value.strip() or key not in merged:
+            merged[key] = value
+    return merged
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """TCP port ranges from ``AUTHORIZED_PORTS``."""
+
+    ranges: tuple[tuple[int, int], ...]
+
+    @property
+    def text(self) -> str:
+        """``22``, ``22-90``, ``22,80-90``: canonical, for names and tags."""
+        return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in self.ranges)
+
+
+def parse_ports(text: str) -> Ports:
+    """``"22"``, ``"22-90"`` or a comma list of those.
+
+    Raises:
+        ValueError: the message says what is wrong.
+    """
+    ranges: list[tuple[int, int]] = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        low, dash, high = part.partition("-")
+        try:
+            lo = int(low)
+            hi = int(high) if dash else lo
+        except ValueError:
+            raise ValueError(f"{part!r} is not a port or a range like 22-90") from None
+        if not (0 <= lo <= hi <= 65535):
+            raise ValueError(f"{part!r} is not a port range within 0-65535")
+        ranges.append((lo, hi))
+    if not ranges:
+        raise ValueError("no port given")
+    return Ports(tuple(sorted(set(ranges))))
+
+
+def _list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def parse_tags(text: str) -> list[tuple[str, str]]:
+    """``k=v,k=v`` (OpenNebula 4.x's ``TAGS``).
+
+    Raises:
+        ValueError: a pair without ``=``, an empty or reserved key.
+    """
+    tags: list[tuple[str, str]] = []
+    for item in _list(text):
+        key, equals, value = item.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise ValueError(f"{item!r} is not KEY=VALUE")
+        if key.lower().startswith(RESERVED_TAG_PREFIXES):
+            raise ValueError(f"tag key {key!r} is reserved")
+        tags.append((key, value.strip()))
+    return tags
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchRequest:
+    """A validated EC2 section with defaults merged in."""
+
+    ami: str
+    keypair: str
+    instance_type: str
+    elastic_ip: str | None = None
+    ports: Ports | None = None
+    subnet_id: str | None = None
+    security_groups: tuple[str, ...] = ()
+    security_group_ids: tuple[str, ...] = ()
+    user_data: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    availability_zone: str | None = None
+    private_ip: str | None = None
+    placement_group: str | None = None
+    tenancy: str | None = None
+    ebs_optimized: bool | None = None
+
+
+def _value(merged: Mapping[str, str], key: str) -> str | None:
+    value = merged.get(key, "").strip()
+    return value or None
+
+
+def problems_of(merged: Mapping[str, str]) -> list[str]:
+    """Everything wrong with a merged section, one phrase each (empty: fine)."""
+    found: list[str] = []
+    for key in ("AMI", "KEYPAIR"):
+        if _value(merged, key) is None:
+            found.append(f"{key} is missing (mandatory; set it in the EC2 section or in "
+                         "vmm_ec2.conf)")
+    kind = _value(merged, "INSTANCETYPE")
+    if kind is not None and not types.is_known(kind):
+        found.append(f"INSTANCETYPE {kind!r} is not a known EC2 instance type "
+                     f"(valid: {types.examples()})")
+    ports = _value(merged, "AUTHORIZED_PORTS")
+    if ports is not None:
+        try:
+            parse_ports(ports)
+        except ValueError as exc:
+            found.append(f"AUTHORIZED_PORTS {ports!r}: {exc}; use \"22\" or \"22-90\"")
+    eip = _value(merged, "ELASTICIP")
+    if eip is not None and not eip.startswith("eipalloc-"):
+        try:
+            ipaddress.IPv4Address(eip)
+        except ValueError:
+            found.append(f"ELASTICIP {eip!r} is neither an IPv4 address nor an "
+                         "eipalloc- allocation id")
+    tags = _value(merged, "TAGS")
+    if tags is not None:
+        try:
+            parse_tags(tags)
+        except ValueError as exc:
+            found.append(f"TAGS: {exc}")
+    user_data = merged.get("USERDATA", "")
+    if len(user_data.encode()) > _MAX_USERDATA:
+        found.append(f"USERDATA is longer than {_MAX_USERDATA} bytes")
+    optimized = _value(merged, "EBS_OPTIMIZED")
+    if optimized is not None and optimized.lower() not in _YES | _NO:
+        found.append(f"EBS_OPTIMIZED {optimized!r} must be yes or no")
+    return found
+
+
+def build_request(merged: Mapping[str, str]) -> LaunchRequest | list[str]:
+    """A :class:`LaunchRequest`, or the problems that prevent one."""
+    problems = problems_of(merged)
+    if problems:
+        return problems
+    groups = _list(merged.get("SECURITYGROUPS", ""))
+    ids = [group for group in groups if group.startswith("sg-")]
+    ids += [group for group in _list(merged.get("SECURITYGROUPIDS", "")) if group not in ids]
+    ports = _value(merged, "AUTHORIZED_PORTS")
+    optimized = _value(merged, "EBS_OPTIMIZED")
+    return LaunchRequest(
+        ami=merged["AMI"].strip(),
+        keypair=merged["KEYPAIR"].strip(),
+        instance_type=(_value(merged, "INSTANCETYPE") or types.DEFAULT_INSTANCE_TYPE).lower(),
+        elastic_ip=_value(merged, "ELASTICIP"),
+        ports=parse_ports(ports) if ports else None,
+        subnet_id=_value(merged, "SUBNETID"),
+        security_groups=tuple(group for group in groups if not group.startswith("sg-")),
+        security_group_ids=tuple(ids),
+        user_data=merged.get("USERDATA") or None,
+        tags=tuple(parse_tags(merged.get("TAGS", ""))),
+        availability_zone=_value(merged, "AVAILABILITYZONE"),
+        private_ip=_value(merged, "PRIVATEIP"),
+        placement_group=_value(merged, "PLACEMENTGROUP"),
+        tenancy=_value(merged, "TENANCY"),
+        ebs_optimized=None if optimized is None else optimized.lower() in _YES,
+    )

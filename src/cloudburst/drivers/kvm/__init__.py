@@ -1,0 +1,30 @@
+"""The KVM/QEMU driver (``one_im_kvm``, ``one_vmm_kvm``), built on libvirt.
+
+A kvm host is any hypervisor libvirt can reach. Which one is a per-host
+setting, read from the host's template (set with ``onehost update``):
+
+* ``LIBVIRT_URI``: the libvirt URI; default ``qemu:///system`` for a host
+  named ``localhost``, else ``qemu+ssh://<host name>/system``. Any URI libvirt
+  accepts works (``test:///default`` is libvirt's in-memory test hypervisor).
+* ``LIBVIRT_DOMAIN_TYPE``: ``kvm`` or ``qemu`` to force the emulation; by
+  default ``kvm`` when the host's libvirt offers it (``/dev/kvm`` usable),
+  else ``qemu`` (TCG), else whatever the hypervisor offers.
+* ``CONSOLE_LOG_DIR``: a directory on the hypervisor host; when set, each
+  guest's serial console is also written to ``<dir>/one-<vmid>.log``.
+* ``SHUTDOWN_TIMEOUT``: seconds a guest gets to power off after the ACPI
+  request before it is destroyed (default: the driver's
+  ``--shutdown-timeout`` argument, else 90).
+* ``RESERVED_CPU`` (percent of a core) and ``RESERVED_MEM`` (KB): capacity
+  kept back from the scheduler, as in OpenNebula; negative values overcommit.
+
+``libvirt`` (PyPI ``libvirt-python``, extra ``kvm``) is imported on first use,
+so the rest of cloudburst, and a daemon whose ``oned.conf`` lists these
+drivers, work without it; hosts using them then fail monitoring with a clear
+message.
+
+Modules: :mod:`.connection` (URIs, connections, thread pool, error
+translation), :mod:`.domain_xml` (template to domain XML), :mod:`.host_caps`
+(emulation and architecture from the host's capabilities), :mod:`.states`
+(libvirt states to poll states), :mod:`.domains` (bulk domain sampling),
+:mod:`.settings` (per-host settings), :mod:`.information` and :mod:`.vm`.
+"""

@@ -1,0 +1,452 @@
+"""The libvirt domain XML of a VM, built from its OpenNebula template.
+
+Only the template's *local part* is read (the part the seed uses "when
+submitting this VM to local resources"); ``EC2``/``PUBLIC_CLOUD`` sections
+are ignored. Attributes, as in OpenNebula's KVM driver:
+
+* ``MEMORY`` (MB, required); ``VCPU`` (virtual CPUs, default 1); ``CPU``
+  (share of a physical CPU) becomes ``<cputune><shares>`` = ``CPU`` x 1024.
+* ``OS = [ KERNEL, INITRD, ROOT, KERNEL_CMD, BOOT, ARCH, MACHINE ]``: with
+  ``KERNEL`` the guest boots that kernel directly, command line
+  ``root=/dev/<ROOT> <KERNEL_CMD>`` (a ``ROOT`` starting with ``/`` or holding
+  ``=`` is used as written; a top-level ``KERNEL_CMD`` is read when ``OS`` has
+  none); without it, it boots from ``BOOT`` (``hd``, ``cdrom``, ``network``,
+  ``fd``; comma-separated; default ``hd``).
+* ``DISK = [ SOURCE, TARGET, READONLY, DRIVER, TYPE, BUS, CACHE, DEV_PREFIX ]``:
+  ``TYPE`` ``disk``/``file`` (default), ``block``, ``cdrom`` or ``floppy``;
+  ``DRIVER`` is the image format (default ``raw``); a missing ``TARGET`` is
+  the next free ``<DEV_PREFIX or hd><letter>``.
+* ``NIC = [ BRIDGE | NETWORK, MAC, MODEL, TARGET ]``: ``BRIDGE`` attaches to a
+  host bridge, ``NETWORK`` to a libvirt network; with neither the NIC uses
+  QEMU's user-mode network.
+* ``GRAPHICS = [ TYPE (vnc|spice), LISTEN, PORT, PASSWD, KEYMAP ]``: optional;
+  without ``PORT`` libvirt picks a free one.
+* ``FEATURES = [ ACPI, PAE, APIC, LOCALTIME, GUEST_AGENT ]`` (``yes``/``no``):
+  ACPI is on unless ``ACPI = "no"`` (graceful shutdown needs it).
+
+Every domain gets a serial console on a pty (``virsh console one-<vmid>``),
+optionally also logged to a file, and ``<metadata>`` naming this installation,
+the VM id and the deploy token, which is how ``find`` and host monitoring
+recognise our domains.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+from xml.etree import ElementTree
+
+from cloudburst.drivers.kvm.host_caps import Platform
+from cloudburst.errors import one_line
+from cloudburst.template import Template, Vector
+
+#: XML namespace of cloudburst's domain metadata.
+METADATA_NS: Final = "https://cloudburst.invalid/xmlns/libvirt/domain/1.0"
+METADATA_PREFIX: Final = "cloudburst"
+
+ElementTree.register_namespace(METADATA_PREFIX, METADATA_NS)
+
+_NAME_RE: Final = re.compile(r"one-(\d+)")
+_MAC_RE: Final = re.compile(r"(?:[0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}")
+_YES: Final = frozenset({"yes", "true", "1", "on"})
+_NO: Final = frozenset({"no", "false", "0", "off"})
+_BOOT_DEVICES: Final = {"hd": "hd", "disk": "hd", "cdrom": "cdrom", "network": "network",
+                        "fd": "fd", "floppy": "fd"}
+_DISK_DEVICES: Final = {"disk": "disk", "file": "disk", "block": "disk", "cdrom": "cdrom",
+                        "floppy": "floppy"}
+_GRAPHICS: Final = frozenset({"vnc", "spice"})
+_DEFAULT_PREFIX: Final = "hd"
+
+
+class DomainXmlError(ValueError):
+    """The template's local part cannot become a domain (message names the attribute)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What our ``<metadata>`` records: who created the domain, for which VM and deploy.
+
+    ``host_id`` is the cloudburst host it was deployed to, so two hosts that
+    share one hypervisor never take each other's domains for orphans.
+    """
+
+    install_id: str
+    vm_id: int
+    token: str
+    host_id: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class DomainRequest:
+    """Everything besides the template that shapes the domain.
+
+    Attributes:
+        vm_id: the VM's id (the domain is named ``one-<vm_id>``).
+        identity: recorded in the metadata.
+        platform: domain type and architecture chosen for the host.
+        uuid: the domain UUID (derived from the token, so a retried define
+            describes the same domain).
+        console_log: a file on the host to copy the serial console to, if any.
+    """
+
+    vm_id: int
+    identity: Identity
+    platform: Platform
+    uuid: str
+    console_log: str | None = None
+
+
+def domain_name(vm_id: int) -> str:
+    """The domain name of VM ``vm_id``: ``one-<vm_id>`` (OpenNebula's)."""
+    return f"one-{vm_id}"
+
+
+def vm_id_of(name: str) -> int | None:
+    """The VM id in a domain name of the form ``one-<id>``, else ``None``."""
+    match = _NAME_RE.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+# -- metadata ---------------------------------------------------------------------
+
+
+def identity_element(identity: Identity) -> ElementTree.Element:
+    """The ``<cloudburst:vm>`` element recorded under ``<metadata>``."""
+    element = ElementTree.Element(f"{{{METADATA_NS}}}vm")
+    for tag, value in (("installation", identity.install_id), ("vmid", str(identity.vm_id)),
+                       ("token", identity.token), ("host", str(identity.host_id))):
+        ElementTree.SubElement(element, f"{{{METADATA_NS}}}{tag}").text = value
+    return element
+
+
+def parse_identity(metadata: str) -> Identity | None:
+    """Read the element :func:`identity_element` wrote (as libvirt returns it).
+
+    Returns ``None`` for anything else (foreign or damaged metadata).
+    """
+    try:
+        element = ElementTree.fromstring(metadata)
+    except ElementTree.ParseError:
+        return None
+    if element.tag != f"{{{METADATA_NS}}}vm":
+        return None
+    values = {tag: (element.findtext(f"{{{METADATA_NS}}}{tag}") or "").strip()
+              for tag in ("installation", "vmid", "token", "host")}
+    if not values["vmid"].isdigit():
+        return None
+    host = values["host"]
+    host_id = int(host) if host.lstrip("-").isdigit() else -1
+    return Identity(values["installation"], int(values["vmid"]), values["token"], host_id)
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def _sub(parent: ElementTree.Element, tag: str, text: str | None = None,
+         **attributes: str) -> ElementTree.Element:
+    element = ElementTree.SubElement(parent, tag, attributes)
+    if text is not None:
+        element.text = text
+    return element
+
+
+def _flag(value: str | None, what: str, default: bool) -> bool:
+    if value is None:
+        return default
+    word = value.strip().lower()
+    if word in _YES:
+        return True
+    if word in _NO:
+        return False
+    raise DomainXmlError(f'{what} must be "yes" or "no", got {value!r}')
+
+
+def _get(vector: Vector | None, key: str) -> str | None:
+    if vector is None:
+        return None
+    value = vector.get(key)
+    if value is None or not value.strip():
+        return None
+    return value.strip()
+
+
+def _memory_kib(template: Template) -> int:
+    text = (template.get("MEMORY") or "").strip()
+    try:
+        megabytes = float(text)
+    except ValueError:
+        raise DomainXmlError(f"MEMORY must be a number of MB, got {text!r}") from None
+    if not math.isfinite(megabytes) or megabytes <= 0:
+        raise DomainXmlError(f"MEMORY must be a number of MB above 0, got {text!r}")
+    return math.ceil(megabytes * 1024)
+
+
+def _vcpus(template: Template) -> int:
+    text = (template.get("VCPU") or "1").strip()
+    if not text.isdigit() or int(text) < 1:
+        raise DomainXmlError(f"VCPU must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _cpu_shares(template: Template) -> int | None:
+    text = (template.get("CPU") or "").strip()
+    if not text:
+        return None
+    try:
+        cpu = float(text)
+    except ValueError:
+        raise DomainXmlError(f"CPU must be a number, got {text!r}") from None
+    if not math.isfinite(cpu) or cpu <= 0:
+        raise DomainXmlError(f"CPU must be a number above 0, got {text!r}")
+    return max(2, math.ceil(cpu * 1024))
+
+
+def _cmdline(os_vector: Vector | None, template: Template) -> str:
+    parts: list[str] = []
+    root = _get(os_vector, "ROOT")
+    if root is not None:
+        parts.append(f"root={root}" if root.startswith("/") or "=" in root
+                     else f"root=/dev/{root}")
+    extra = _get(os_vector, "KERNEL_CMD") or (template.get("KERNEL_CMD") or "").strip()
+    if extra:
+        parts.append(extra)
+    return " ".join(parts)
+
+
+def _boot_devices(value: str | None) -> list[str]:
+    devices: list[str] = []
+    for word in (value or "hd").replace(" ", ",").split(","):
+        if not word:
+            continue
+        device = _BOOT_DEVICES.get(word.lower())
+        if device is None:
+            raise DomainXmlError(
+                f"OS BOOT device {word!r} is not one of {', '.join(sorted(_BOOT_DEVICES))}")
+        if device not in devices:
+            devices.append(device)
+    return devices or ["hd"]
+
+
+# -- sections ---------------------------------------------------------------------
+
+
+def _os(domain: ElementTree.Element, template: Template, platform: Platform) -> None:
+    os_vector = template.get_vector("OS")
+    os_element = _sub(domain, "os")
+    type_attributes = {"arch": platform.arch}
+    machine = _get(os_vector, "MACHINE")
+    if machine is not None:
+        type_attributes["machine"] = machine
+    _sub(os_element, "type", "hvm", **type_attributes)
+    kernel = _get(os_vector, "KERNEL")
+    if kernel is None:
+        for device in _boot_devices(_get(os_vector, "BOOT")):
+            _sub(os_element, "boot", dev=device)
+        return
+    _sub(os_element, "kernel", kernel)
+    initrd = _get(os_vector, "INITRD")
+    if initrd is not None:
+        _sub(os_element, "initrd", initrd)
+    cmdline = _cmdline(os_vector, template)
+    if cmdline:
+        _sub(os_element, "cmdline", cmdline)
+
+
+def _features(domain: ElementTree.Element, template: Template) -> None:
+    features = template.get_vector("FEATURES")
+    element = _sub(domain, "features")
+    if _flag(_get(features, "ACPI"), "FEATURES ACPI", True):
+        _sub(element, "acpi")
+    if _flag(_get(features, "APIC"), "FEATURES APIC", False):
+        _sub(element, "apic")
+    if _flag(_get(features, "PAE"), "FEATURES PAE", False):
+        _sub(element, "pae")
+    localtime = _flag(_get(features, "LOCALTIME"), "FEATURES LOCALTIME", False)
+    _sub(domain, "clock", offset="localtime" if localtime else "utc")
+
+
+def _targets(disks: Iterable[Vector]) -> list[str]:
+    """Each disk's target: its ``TARGET``, or the next free name of its prefix."""
+    taken = {target for disk in disks if (target := _get(disk, "TARGET"))}
+    result: list[str] = []
+    for number, disk in enumerate(disks):
+        target = _get(disk, "TARGET")
+        if target is None:
+            prefix = _get(disk, "DEV_PREFIX") or _DEFAULT_PREFIX
+            target = next((prefix + letter for letter in string.ascii_lowercase
+                           if prefix + letter not in taken), None)
+            if target is None:
+                raise DomainXmlError(f"DISK {number}: no free target name with prefix {prefix}")
+            taken.add(target)
+        result.append(target)
+    return result
+
+
+def _disk(devices: ElementTree.Element, disk: Vector, number: int, target: str) -> None:
+    kind = (_get(disk, "TYPE") or "disk").lower()
+    device = _DISK_DEVICES.get(kind)
+    if device is None:
+        raise DomainXmlError(
+            f"DISK {number}: TYPE {kind!r} is not supported by the kvm driver "
+            f"(use one of {', '.join(sorted(_DISK_DEVICES))})")
+    source = _get(disk, "SOURCE")
+    if source is None and device == "disk":
+        raise DomainXmlError(f"DISK {number} has no SOURCE (a path on the host)")
+    block = kind == "block"
+    element = _sub(devices, "disk", type="block" if block else "file", device=device)
+    driver = {"name": "qemu", "type": _get(disk, "DRIVER") or "raw"}
+    cache = _get(disk, "CACHE")
+    if cache is not None:
+        driver["cache"] = cache
+    _sub(element, "driver", **driver)
+    if source is not None:
+        _sub(element, "source", **{"dev" if block else "file": source})
+    target_attributes = {"dev": target}
+    bus = _get(disk, "BUS")
+    if bus is not None:
+        target_attributes["bus"] = bus
+    _sub(element, "target", **target_attributes)
+    readonly = _flag(_get(disk, "READONLY"), f"DISK {number} READONLY", False)
+    if readonly or device == "cdrom":
+        _sub(element, "readonly")
+
+
+def _nic(devices: ElementTree.Element, nic: Vector, number: int) -> None:
+    bridge = _get(nic, "BRIDGE")
+    network = _get(nic, "NETWORK")
+    if bridge is not None:
+        element = _sub(devices, "interface", type="bridge")
+        _sub(element, "source", bridge=bridge)
+    elif network is not None:
+        element = _sub(devices, "interface", type="network")
+        _sub(element, "source", network=network)
+    else:
+        element = _sub(devices, "interface", type="user")
+    mac = _get(nic, "MAC")
+    if mac is not None:
+        if _MAC_RE.fullmatch(mac) is None:
+            raise DomainXmlError(f"NIC {number}: MAC {mac!r} is not of the form 02:00:0a:00:00:01")
+        _sub(element, "mac", address=mac.lower())
+    model = _get(nic, "MODEL")
+    if model is not None:
+        _sub(element, "model", type=model)
+    target = _get(nic, "TARGET")
+    if target is not None:
+        _sub(element, "target", dev=target)
+
+
+def _graphics(devices: ElementTree.Element, graphics: Vector) -> None:
+    kind = (_get(graphics, "TYPE") or "vnc").lower()
+    if kind not in _GRAPHICS:
+        raise DomainXmlError(f"GRAPHICS TYPE {kind!r} is not one of {', '.join(sorted(_GRAPHICS))}")
+    attributes = {"type": kind}
+    port = _get(graphics, "PORT")
+    if port is None:
+        attributes.update(port="-1", autoport="yes")
+    elif port.isdigit():
+        attributes.update(port=port, autoport="no")
+    else:
+        raise DomainXmlError(f"GRAPHICS PORT must be a port number, got {port!r}")
+    for key, attribute in (("LISTEN", "listen"), ("PASSWD", "passwd"), ("KEYMAP", "keymap")):
+        value = _get(graphics, key)
+        if value is not None:
+            attributes[attribute] = value
+    _sub(devices, "graphics", **attributes)
+
+
+def _console(devices: ElementTree.Element, log_file: str | None) -> None:
+    serial = _sub(devices, "serial", type="pty")
+    if log_file is not None:
+        _sub(serial, "log", file=log_file, append="off")
+    _sub(serial, "target", port="0")
+    console = _sub(devices, "console", type="pty")
+    _sub(console, "target", type="serial", port="0")
+
+
+def _devices(domain: ElementTree.Element, template: Template, console_log: str | None) -> None:
+    devices = _sub(domain, "devices")
+    disks = template.vectors("DISK")
+    for number, (disk, target) in enumerate(zip(disks, _targets(disks), strict=True)):
+        _disk(devices, disk, number, target)
+    for number, nic in enumerate(template.vectors("NIC")):
+        _nic(devices, nic, number)
+    graphics = template.get_vector("GRAPHICS")
+    if graphics is not None:
+        _graphics(devices, graphics)
+    _console(devices, console_log)
+    if _flag(_get(template.get_vector("FEATURES"), "GUEST_AGENT"), "FEATURES GUEST_AGENT",
+             False):
+        channel = _sub(devices, "channel", type="unix")
+        _sub(channel, "source", mode="bind")
+        _sub(channel, "target", type="virtio", name="org.qemu.guest_agent.0")
+
+
+# -- the document ------------------------------------------------------------------
+
+
+def build_domain(template: Template, request: DomainRequest) -> ElementTree.Element:
+    """The ``<domain>`` element for ``template`` (see the module docs).
+
+    Raises:
+        DomainXmlError: an attribute of the local part is missing or wrong.
+    """
+    domain = ElementTree.Element("domain", type=request.platform.domain_type)
+    _sub(domain, "name", domain_name(request.vm_id))
+    _sub(domain, "uuid", request.uuid)
+    title = one_line(template.get("NAME") or "", 200)
+    if title:
+        _sub(domain, "title", title)
+    metadata = _sub(domain, "metadata")
+    metadata.append(identity_element(request.identity))
+    _sub(domain, "memory", str(_memory_kib(template)), unit="KiB")
+    _sub(domain, "vcpu", str(_vcpus(template)))
+    shares = _cpu_shares(template)
+    if shares is not None:
+        _sub(_sub(domain, "cputune"), "shares", str(shares))
+    _os(domain, template, request.platform)
+    _features(domain, template)
+    _sub(domain, "on_poweroff", "destroy")
+    _sub(domain, "on_reboot", "restart")
+    _sub(domain, "on_crash", "destroy")
+    _devices(domain, template, request.console_log)
+    return domain
+
+
+def build_domain_xml(template: Template, request: DomainRequest) -> str:
+    """:func:`build_domain` serialised as text, ready for ``virDomainDefineXML``."""
+    element = build_domain(template, request)
+    ElementTree.indent(element)
+    return ElementTree.tostring(element, encoding="unicode")
+
+
+def check_local_part(template: Template) -> None:
+    """Validate what can be checked without a host (used at VM creation).
+
+    Only attributes that are present are checked, since a VM may be meant for
+    a cloud site: a wrong ``MAC``, ``READONLY``, ``VCPU``, ``BOOT``, disk
+    ``TYPE`` or ``GRAPHICS``. ``MEMORY`` and a disk's ``SOURCE`` are only
+    required when the VM is deployed on a kvm host.
+
+    Raises:
+        DomainXmlError: naming the attribute.
+    """
+    _vcpus(template)
+    os_vector = template.get_vector("OS")
+    if _get(os_vector, "KERNEL") is None:
+        _boot_devices(_get(os_vector, "BOOT"))
+    scratch = ElementTree.Element("devices")
+    disks = template.vectors("DISK")
+    for number, (disk, target) in enumerate(zip(disks, _targets(disks), strict=True)):
+        if _get(disk, "SOURCE") is None:
+            disk = {**disk, "SOURCE": "-"}
+        _disk(scratch, disk, number, target)
+    for number, nic in enumerate(template.vectors("NIC")):
+        _nic(scratch, nic, number)
+    graphics = template.get_vector("GRAPHICS")
+    if graphics is not None:
+        _graphics(scratch, graphics)
+    _features(ElementTree.Element("domain"), template)

@@ -1,0 +1,390 @@
+"""``one_vmm_kvm``: VMs as libvirt domains.
+
+* ``deploy`` defines ``one-<vmid>`` from the template's local part and starts
+  it; the deploy id is the domain name. The domain UUID is derived from the
+  idempotency token and the token is recorded in the domain's metadata, so a
+  retried or replayed deploy finds the domain (starting it again if it is
+  defined but stopped) instead of creating another. A stopped domain left by
+  an earlier deploy of the same VM is replaced; any other domain of that name
+  is refused, never touched.
+* ``shutdown`` asks the guest to power off (ACPI), waits up to the host's
+  shutdown timeout, then destroys it; then undefines it.
+* ``cancel`` destroys and undefines; a domain already gone is success.
+* ``reboot`` (ACPI) and ``reset`` (hard) keep the domain.
+* ``save`` / ``restore`` (optional actions, one argument: the checkpoint
+  file on the host) suspend the guest to a file and back.
+* ``poll`` lists each host's domains once (bulk), whatever the VM count.
+* ``sweep`` finds stopped or running domains that carry this installation's
+  metadata for this host but belong to no live VM, and removes them after the
+  grace period.
+
+Driver ``ARGUMENTS`` may hold ``--shutdown-timeout SECONDS`` (default 90);
+the host attribute ``SHUTDOWN_TIMEOUT`` overrides it per host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any, Final
+
+from cloudburst.drivers.base import (
+    DeploySpec,
+    DriverContext,
+    HostRef,
+    PollResult,
+    PollState,
+    SweepReport,
+    VmDriver,
+    VmRef,
+)
+from cloudburst.drivers.kvm.connection import LibvirtPool, error_details, libvirt_module
+from cloudburst.drivers.kvm.domain_xml import (
+    METADATA_NS,
+    DomainRequest,
+    DomainXmlError,
+    Identity,
+    build_domain_xml,
+    check_local_part,
+    domain_name,
+)
+from cloudburst.drivers.kvm.domains import (
+    CpuMeter,
+    DomainSample,
+    lookup,
+    poll_result,
+    read_identity,
+    sample_domains,
+)
+from cloudburst.drivers.kvm.host_caps import CapabilitiesError, choose_platform
+from cloudburst.drivers.kvm.settings import HostSettings, shutdown_timeout_argument
+from cloudburst.errors import (
+    DriverError,
+    InstanceNotFoundError,
+    TemplateError,
+    TransientDriverError,
+    UnsupportedActionError,
+    ValidationError,
+    one_line,
+)
+from cloudburst.template import Template, parse_xml
+
+#: Seconds between checks while a guest shuts down.
+SHUTDOWN_CHECK_INTERVAL: Final = 0.25
+
+_UUID_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, METADATA_NS)
+_OPERATION_INVALID: Final = 55  # e.g. "domain is not running"
+_INVALID_ARG: Final = 8
+_NO_SUPPORT_CODES: Final = frozenset({3, 84})
+
+
+def domain_uuid(install_id: str, token: str) -> str:
+    """The UUID of the domain a deploy with ``token`` creates (the same on every retry)."""
+    return str(uuid.uuid5(_UUID_NAMESPACE, f"{install_id}/{token}"))
+
+
+def _undefine(domain: Any) -> None:
+    """Remove a domain's definition with its managed save and snapshots; gone is fine."""
+    libvirt = libvirt_module()
+    flags = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+             | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+    try:
+        domain.undefineFlags(flags)
+    except Exception as exc:
+        code = error_details(exc)[0]
+        if code == 42:  # already gone (a transient domain vanishes when destroyed)
+            return
+        if code not in _NO_SUPPORT_CODES and code != _INVALID_ARG:
+            raise
+        domain.undefine()
+
+
+def _destroy(domain: Any) -> None:
+    """Hard-stop a domain; one that is not running (any more) is fine."""
+    try:
+        domain.destroy()
+    except Exception as exc:
+        if error_details(exc)[0] not in (_OPERATION_INVALID, 42):
+            raise
+
+
+def _remove(connection: Any, deploy_id: str) -> bool:
+    """Destroy and undefine ``deploy_id``; whether it existed."""
+    domain = lookup(connection, deploy_id)
+    if domain is None:
+        return False
+    if domain.isActive():
+        _destroy(domain)
+    if domain.isPersistent():
+        _undefine(domain)
+    return True
+
+
+def _require(connection: Any, deploy_id: str) -> Any:
+    domain = lookup(connection, deploy_id)
+    if domain is None:
+        raise InstanceNotFoundError(f"no domain {deploy_id}")
+    return domain
+
+
+class KvmVmDriver(VmDriver):
+    """Runs VMs as libvirt domains (see the module docs)."""
+
+    capabilities = frozenset({"save", "restore"})
+    retryable: tuple[type[Exception], ...] = (TransientDriverError,)
+
+    def __init__(self, context: DriverContext) -> None:
+        """Read ``--shutdown-timeout`` from the arguments.
+
+        Raises:
+            ValueError: a wrong ``--shutdown-timeout``.
+        """
+        super().__init__(context)
+        self.default_shutdown_timeout = shutdown_timeout_argument(context.arguments)
+        self.pool = LibvirtPool(context.name, context.options.threads)
+        self._cpu = CpuMeter()
+        #: (uri, domain name) -> when it was first seen orphaned (monotonic seconds).
+        self._orphans_since: dict[tuple[str, str], float] = {}
+
+    def settings(self, host: HostRef) -> HostSettings:
+        return HostSettings.of(host, self.default_shutdown_timeout)
+
+    # -- deploy ------------------------------------------------------------------
+
+    def check_template(self, template: Template) -> None:
+        try:
+            check_local_part(template)
+        except DomainXmlError as exc:
+            raise ValidationError(f"{exc} (checked for kvm hosts)") from None
+
+    async def deploy(self, spec: DeploySpec) -> str:
+        try:
+            template = parse_xml(spec.deployment)
+        except TemplateError as exc:
+            raise DriverError(f"deploy: unreadable deployment document: {exc}") from None
+        settings = self.settings(spec.host)
+        name = domain_name(spec.vm_id)
+        identity = Identity(self.context.install_id, spec.vm_id, spec.token, spec.host.id)
+        os_vector = template.get_vector("OS") or {}
+        arch = (os_vector.get("ARCH") or "").strip() or None
+
+        def work(connection: Any) -> str:
+            existing = lookup(connection, name)
+            if existing is not None and self._adopt(existing, identity, settings.uri):
+                return name
+            try:
+                platform = choose_platform(self.pool.capabilities(settings.uri, connection),
+                                           arch=arch, domain_type=settings.domain_type)
+                xml = build_domain_xml(template, DomainRequest(
+                    vm_id=spec.vm_id, identity=identity, platform=platform,
+                    uuid=domain_uuid(identity.install_id, spec.token),
+                    console_log=settings.console_log(name)))
+            except (DomainXmlError, CapabilitiesError) as exc:
+                raise DriverError(f"deploy {name} on {spec.host.name}: {exc}") from None
+            domain = connection.defineXML(xml)
+            try:
+                domain.create()
+            except Exception:
+                with contextlib.suppress(Exception):
+                    _undefine(domain)
+                raise
+            return name
+
+        return await self.pool.call(settings.uri, f"deploy {name} on {spec.host.name}", work)
+
+    @staticmethod
+    def _adopt(domain: Any, identity: Identity, uri: str) -> bool:
+        """Decide about a domain that already has our name (on a pool thread).
+
+        Returns ``True`` when it is this deploy's (started if stopped), ``False``
+        when it was a stopped leftover of this VM and has been removed.
+
+        Raises:
+            DriverError: it belongs to someone else, or to a running earlier deploy.
+        """
+        found = read_identity(domain)
+        if found is not None and found.install_id == identity.install_id \
+                and found.vm_id == identity.vm_id:
+            if found.token == identity.token:
+                if not domain.isActive():
+                    domain.create()
+                return True
+            if not domain.isActive():
+                _undefine(domain)
+                return False
+        owner = "another deploy" if found is not None else "something other than cloudburst"
+        raise DriverError(f"a domain named {domain.name()} already exists at {uri}, created "
+                          f"by {owner}; remove it or use another host")
+
+    async def find(self, spec: DeploySpec) -> str | None:
+        settings = self.settings(spec.host)
+        name = domain_name(spec.vm_id)
+
+        def work(connection: Any) -> str | None:
+            domain = lookup(connection, name)
+            if domain is None:
+                return None
+            found = read_identity(domain)
+            return name if found is not None and found.token == spec.token else None
+
+        return await self.pool.call(settings.uri, f"find {name}", work)
+
+    # -- stopping ------------------------------------------------------------------
+
+    async def shutdown(self, vm: VmRef) -> None:
+        """ACPI power-off, a destroy after the timeout, then undefine."""
+        settings = self.settings(vm.host)
+        uri, deploy_id = settings.uri, vm.deploy_id
+        libvirt = libvirt_module()
+
+        def request(connection: Any) -> bool:
+            domain = lookup(connection, deploy_id)
+            if domain is None or not domain.isActive():
+                return False
+            if settings.shutdown_timeout <= 0 or \
+                    domain.state()[0] in (libvirt.VIR_DOMAIN_PAUSED,
+                                          libvirt.VIR_DOMAIN_PMSUSPENDED):
+                return True  # it cannot react to ACPI: stop it now
+            try:
+                domain.shutdown()
+            except Exception as exc:
+                if error_details(exc)[0] != _OPERATION_INVALID:
+                    raise
+            return True
+
+        def still_running(connection: Any) -> bool:
+            domain = lookup(connection, deploy_id)
+            return domain is not None and bool(domain.isActive())
+
+        what = f"shutdown {deploy_id} on {vm.host.name}"
+        if await self.pool.call(uri, what, request):
+            deadline = time.monotonic() + settings.shutdown_timeout
+            while await self.pool.call(uri, what, still_running):
+                if time.monotonic() >= deadline:
+                    self.context.logger.info(
+                        "%s did not power off within %g s; destroying it", deploy_id,
+                        settings.shutdown_timeout)
+                    break
+                await asyncio.sleep(SHUTDOWN_CHECK_INTERVAL)
+        await self.pool.call(uri, what, lambda connection: _remove(connection, deploy_id))
+
+    async def cancel(self, vm: VmRef) -> None:
+        settings = self.settings(vm.host)
+        await self.pool.call(settings.uri, f"cancel {vm.deploy_id} on {vm.host.name}",
+                             lambda connection: _remove(connection, vm.deploy_id))
+
+    async def reboot(self, vm: VmRef) -> None:
+        settings = self.settings(vm.host)
+        await self.pool.call(settings.uri, f"reboot {vm.deploy_id} on {vm.host.name}",
+                             lambda connection: _require(connection, vm.deploy_id).reboot(0))
+
+    async def reset(self, vm: VmRef) -> None:
+        settings = self.settings(vm.host)
+        await self.pool.call(settings.uri, f"reset {vm.deploy_id} on {vm.host.name}",
+                             lambda connection: _require(connection, vm.deploy_id).reset(0))
+
+    # -- optional actions --------------------------------------------------------------
+
+    async def run_optional(self, action: str, vm: VmRef, *args: str) -> str:
+        """``save <checkpoint>`` and ``restore <checkpoint>``; returns the deploy id.
+
+        Raises:
+            UnsupportedActionError: any other action.
+            ValueError: not exactly one argument.
+        """
+        if action not in self.capabilities:
+            raise UnsupportedActionError(
+                f'Action "{action}" is not supported by driver {self.name}')
+        if len(args) != 1:
+            raise ValueError(f"{action} takes exactly one argument, got {len(args)}")
+        checkpoint = args[0]
+        settings = self.settings(vm.host)
+
+        def save(connection: Any) -> str:
+            _require(connection, vm.deploy_id).save(checkpoint)
+            return vm.deploy_id
+
+        def restore(connection: Any) -> str:
+            connection.restore(checkpoint)
+            return vm.deploy_id
+
+        return await self.pool.call(settings.uri, f"{action} {vm.deploy_id} on {vm.host.name}",
+                                    save if action == "save" else restore)
+
+    # -- observing -----------------------------------------------------------------------
+
+    async def poll(self, vms: Sequence[VmRef]) -> dict[int, PollResult]:
+        """One listing per host URI; a VM whose domain is missing is ``d``.
+
+        When every URI fails the error is raised (nothing is learnt); when
+        only some do, their VMs are reported ``-`` with ``ERROR`` set.
+        """
+        groups: dict[str, list[VmRef]] = {}
+        for vm in vms:
+            groups.setdefault(self.settings(vm.host).uri, []).append(vm)
+        uris = list(groups)
+        outcomes = await asyncio.gather(
+            *(self.pool.call(uri, f"poll VMs of {groups[uri][0].host.name}", sample_domains)
+              for uri in uris), return_exceptions=True)
+        results: dict[int, PollResult] = {}
+        failures: list[BaseException] = []
+        for uri, outcome in zip(uris, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, DriverError):
+                    raise outcome
+                failures.append(outcome)
+                error = PollResult(PollState.UNKNOWN, {"ERROR": one_line(outcome.message)})
+                results.update({vm.vm_id: error for vm in groups[uri]})
+                continue
+            results.update(self._match(uri, groups[uri], outcome))
+        if failures and len(failures) == len(uris):
+            raise failures[0]
+        return results
+
+    def _match(self, uri: str, vms: Sequence[VmRef], samples: Sequence[DomainSample]
+               ) -> dict[int, PollResult]:
+        cpu = self._cpu.measure(uri, samples)
+        by_id = {sample.name: sample for sample in samples}
+        by_id.update({sample.uuid: sample for sample in samples})
+        results: dict[int, PollResult] = {}
+        for vm in vms:
+            sample = by_id.get(vm.deploy_id) or by_id.get(vm.deploy_id.lower())
+            results[vm.vm_id] = (PollResult(PollState.GONE) if sample is None
+                                 else poll_result(sample, cpu.get(sample.uuid)))
+        return results
+
+    async def sweep(self, host: HostRef, live_vm_ids: frozenset[int],
+                    grace_period: float) -> SweepReport | None:
+        settings = self.settings(host)
+        install_id = self.context.install_id
+
+        def ours(connection: Any) -> list[str]:
+            names: list[str] = []
+            for sample in sample_domains(connection):
+                found = read_identity(sample.handle)
+                if found is not None and found.install_id == install_id \
+                        and found.host_id == host.id and found.vm_id not in live_vm_ids:
+                    names.append(sample.name)
+            return names
+
+        orphans = await self.pool.call(settings.uri, f"sweep {host.name}", ours)
+        now = time.monotonic()
+        for key in [key for key in self._orphans_since
+                    if key[0] == settings.uri and key[1] not in orphans]:
+            del self._orphans_since[key]
+        ages = {name: now - self._orphans_since.setdefault((settings.uri, name), now)
+                for name in orphans}
+        terminated: list[str] = []
+        for name, age in ages.items():
+            if age >= grace_period:
+                await self.pool.call(settings.uri, f"remove orphan {name}",
+                                     lambda connection, name=name: _remove(connection, name))
+                self._orphans_since.pop((settings.uri, name), None)
+                terminated.append(name)
+        return SweepReport(orphans=ages, terminated=terminated)
+
+    async def close(self) -> None:
+        await self.pool.close()

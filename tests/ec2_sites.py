@@ -1,0 +1,385 @@
+"""Real EC2 endpoints for tests and benchmarks: ``moto_server`` processes and a proxy.
+
+A plain module (import it; there is no conftest)::
+
+    from ec2_sites import FaultProxy, moto_servers
+
+    with moto_servers(2) as (east, west), FaultProxy(east.url) as proxy:
+        proxy.add_fault("RunInstances", "throttle", times=2)
+        ... point a driver at proxy.url, count proxy.counts["RunInstances"] ...
+
+* :func:`moto_servers` starts ``moto_server -H 127.0.0.1 -p PORT`` processes on
+  free loopback ports, waits until each answers and always stops them.
+* :class:`FaultProxy` is a small threaded HTTP proxy of ours in front of one
+  server. It counts calls per ``Action`` and injects faults per action:
+  ``throttle`` (HTTP 503 ``RequestLimitExceeded``), ``error500`` (HTTP 500
+  ``InternalError``), ``capacity`` (``InsufficientInstanceCapacity``),
+  ``slow`` (wait, then forward), ``drop`` (forward, so the call takes effect,
+  then close the connection without an answer), ``drop_before`` (close
+  without forwarding) and ``code`` (any status, code and message). It can also
+  emulate EC2's ``ClientToken`` de-duplication for ``RunInstances``, which moto
+  lacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+
+#: Fake credentials, distinctive so tests can assert they never leak.
+FAKE_ACCESS_KEY = "AKIACLOUDBURSTTEST42"
+FAKE_SECRET_KEY = "cbSecret/TopSecretValue+DoNotLeak0123456789"
+
+START_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _moto_command() -> list[str]:
+    found = shutil.which("moto_server")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "moto.server"]
+
+
+@dataclass
+class MotoServer:
+    """A running ``moto_server`` process."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, region: str = "us-east-1") -> Any:
+        """A boto3 EC2 client talking to this server directly (not through a proxy)."""
+        return boto3.client("ec2", endpoint_url=self.url, region_name=region,
+                            aws_access_key_id="test", aws_secret_access_key="test")
+
+    def reset(self) -> None:
+        """Forget every resource (``POST /moto-api/reset``)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request("POST", "/moto-api/reset")
+            connection.getresponse().read()
+        finally:
+            connection.close()
+
+    def answers(self) -> bool:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            connection.request("GET", "/moto-api/data.json")
+            connection.getresponse().read()
+            connection.close()
+            return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start_moto(log_dir: Path | None = None) -> MotoServer:
+    """Start one server (not yet waited for)."""
+    port = free_port()
+    directory = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
+    log_path = directory / f"moto-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([*_moto_command(), "-H", "127.0.0.1", "-p", str(port)],
+                                   stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    return MotoServer(port, process, log_path)
+
+
+def wait_until_answers(server: MotoServer, timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not server.answers():
+        if server.process.poll() is not None or time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"moto_server on port {server.port} did not start:\n"
+                               + server.log_path.read_text(errors="replace"))
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def moto_servers(count: int, log_dir: Path | None = None) -> Iterator[list[MotoServer]]:
+    """Run ``count`` independent servers for the block; always stop them."""
+    servers: list[MotoServer] = []
+    try:
+        for _ in range(count):
+            servers.append(start_moto(log_dir))
+        for server in servers:
+            wait_until_answers(server)
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def live_instances(client: Any, install_id: str | None = None) -> list[dict[str, Any]]:
+    """Instances not terminated (nor shutting down), optionally of one installation."""
+    filters = [{"Name": "instance-state-name", "Values": ["pending", "running", "stopping",
+                                                          "stopped"]}]
+    if install_id is not None:
+        filters.append({"Name": "tag:cloudburst:installation", "Values": [install_id]})
+    found: list[dict[str, Any]] = []
+    for page in client.get_paginator("describe_instances").paginate(
+            Filters=filters, PaginationConfig={"PageSize": 1000}):
+        for reservation in page["Reservations"]:
+            found.extend(reservation["Instances"])
+    return found
+
+
+def instances_by_vm(client: Any, install_id: str | None = None) -> dict[int | None, list[str]]:
+    """Live instance ids grouped by their ``cloudburst:vm-id`` tag (``None``: untagged)."""
+    grouped: dict[int | None, list[str]] = {}
+    for instance in live_instances(client, install_id):
+        tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
+        raw = tags.get("cloudburst:vm-id")
+        grouped.setdefault(int(raw) if raw is not None else None, []).append(
+            instance["InstanceId"])
+    return grouped
+
+
+# -- the fault-injecting proxy -------------------------------------------------------------
+
+_ERROR_XML = ('<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}'
+              '</Code><Message>{message}</Message></Error></Errors><RequestID>{request}'
+              '</RequestID></Response>')
+
+_KINDS = {
+    "throttle": (503, "RequestLimitExceeded", "Request limit exceeded."),
+    "error500": (500, "InternalError", "An internal error has occurred."),
+    "capacity": (500, "InsufficientInstanceCapacity",
+                 "We currently do not have sufficient capacity in the Availability Zone "
+                 "you requested."),
+    "limit": (400, "InstanceLimitExceeded",
+              "You have requested more instances than your current instance limit allows."),
+}
+
+
+@dataclass
+class Fault:
+    """A fault for calls of ``action`` (``"*"``: any); ``times=None``: every call."""
+
+    action: str
+    kind: str
+    times: int | None = 1
+    delay: float = 0.0
+    status: int = 400
+    code: str = ""
+    message: str = ""
+    hits: int = 0
+
+    def take(self) -> bool:
+        if self.times is not None and self.hits >= self.times:
+            return False
+        self.hits += 1
+        return True
+
+
+@dataclass
+class _State:
+    upstream: tuple[str, int]
+    faults: list[Fault] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    dedupe: bool = False
+    tokens: dict[str, bytes] = field(default_factory=dict)
+    delays: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _ProxyServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        return
+
+    def _send(self, status: int, body: bytes, content_type: str = "text/xml") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, status: int, code: str, message: str) -> None:
+        body = _ERROR_XML.format(code=code, message=message, request=uuid.uuid4())
+        self._send(status, body.encode())
+
+    def _forward(self, body: bytes) -> tuple[int, bytes, str]:
+        host, port = self.server.state.upstream
+        connection = http.client.HTTPConnection(host, port, timeout=120)
+        try:
+            headers = {key: value for key, value in self.headers.items()
+                       if key.lower() not in ("connection", "keep-alive", "content-length")}
+            connection.request(self.command, self.path, body=body, headers=headers)
+            response = connection.getresponse()
+            return (response.status, response.read(),
+                    response.getheader("Content-Type") or "text/xml")
+        finally:
+            connection.close()
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def do_GET(self) -> None:
+        status, body, kind = self._forward(b"")
+        self._send(status, body, kind)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        fields = parse_qs(body.decode(errors="replace"))
+        action = (fields.get("Action") or [""])[0]
+        state = self.server.state
+        with state.lock:
+            state.counts[action] += 1
+            fault = next((f for f in state.faults
+                          if f.action in (action, "*") and f.take()), None)
+            delay = state.delays.get(action, 0.0)
+            token = (fields.get("ClientToken") or [""])[0] if action == "RunInstances" else ""
+            cached = state.tokens.get(token) if state.dedupe and token else None
+        if delay:
+            time.sleep(delay)
+        if cached is not None:
+            self._send(200, cached)
+            return
+        if fault is not None:
+            if fault.kind in _KINDS:
+                status, code, message = _KINDS[fault.kind]
+                self._error(status, fault.code or code, fault.message or message)
+                return
+            if fault.kind == "code":
+                self._error(fault.status, fault.code, fault.message)
+                return
+            if fault.kind == "drop_before":
+                self._drop()
+                return
+            if fault.kind == "slow":
+                time.sleep(fault.delay)
+        status, answer, content_type = self._forward(body)
+        if status == 200 and token and state.dedupe:
+            with state.lock:
+                state.tokens.setdefault(token, answer)
+        if fault is not None and fault.kind == "drop":
+            self._drop()
+            return
+        self._send(status, answer, content_type)
+
+
+class _ProxyServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, state: _State) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.state = state
+
+
+class FaultProxy:
+    """A counting, fault-injecting HTTP proxy in front of one EC2 endpoint."""
+
+    def __init__(self, upstream_url: str) -> None:
+        parts = urlsplit(upstream_url)
+        self._state = _State(upstream=(parts.hostname or "127.0.0.1", parts.port or 80))
+        self._server = _ProxyServer(self._state)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="fault-proxy", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def counts(self) -> Counter[str]:
+        """Calls received per ``Action`` (a copy)."""
+        with self._state.lock:
+            return Counter(self._state.counts)
+
+    def reset_counts(self) -> None:
+        with self._state.lock:
+            self._state.counts.clear()
+
+    def add_fault(self, action: str, kind: str, *, times: int | None = 1, delay: float = 0.0,
+                  status: int = 400, code: str = "", message: str = "") -> Fault:
+        if kind not in (*_KINDS, "code", "slow", "drop", "drop_before"):
+            raise ValueError(f"unknown fault kind {kind!r}")
+        fault = Fault(action, kind, times, delay, status, code, message)
+        with self._state.lock:
+            self._state.faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self._state.lock:
+            self._state.faults.clear()
+
+    def set_delay(self, action: str, seconds: float) -> None:
+        """Hold every ``action`` call ``seconds`` before handling it (0: no delay)."""
+        with self._state.lock:
+            self._state.delays[action] = seconds
+
+    def dedupe_client_tokens(self, enabled: bool = True) -> None:
+        """Answer a repeated ``RunInstances`` ``ClientToken`` with the first answer."""
+        with self._state.lock:
+            self._state.dedupe = enabled
+
+    def start(self) -> FaultProxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> FaultProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# -- driver configuration files --------------------------------------------------------------
+
+def write_rc(path: Path, *, region: str = "us-east-1", extra: str = "",
+             access_key: str = FAKE_ACCESS_KEY, secret_key: str = FAKE_SECRET_KEY) -> Path:
+    """A ``vmm_ec2rc`` with fake keys (mode 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"AWS_ACCESS_KEY_ID={access_key}\nAWS_SECRET_ACCESS_KEY={secret_key}\n"
+                    f"AWS_DEFAULT_REGION={region}\n{extra}", encoding="utf-8")
+    path.chmod(0o600)
+    return path
