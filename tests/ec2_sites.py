@@ -14,9 +14,12 @@ A plain module (import it; there is no conftest)::
   server. It counts calls per ``Action`` and injects faults per action:
   ``throttle`` (HTTP 503 ``RequestLimitExceeded``), ``error500`` (HTTP 500
   ``InternalError``), ``capacity`` (``InsufficientInstanceCapacity``),
-  ``slow`` (wait, then forward), ``drop`` (forward, so the call takes effect,
-  then close the connection without an answer), ``drop_before`` (close
-  without forwarding) and ``code`` (any status, code and message). It can also
+  ``error500_after`` (forward, so the call takes effect, then answer 500),
+  ``slow`` (forward, then answer ``delay`` seconds late), ``drop`` (forward,
+  then close the connection without an answer), ``drop_before`` (close without
+  forwarding) and ``code`` (any status, code and message); ``skip`` lets the
+  first matching calls through. :meth:`FaultProxy.set_delay` holds every call
+  of an action before forwarding it (a slow server). It can also
   emulate EC2's ``ClientToken`` de-duplication for ``RunInstances``, which moto
   lacks.
 """
@@ -199,9 +202,13 @@ class Fault:
     status: int = 400
     code: str = ""
     message: str = ""
+    skip: int = 0
     hits: int = 0
 
     def take(self) -> bool:
+        if self.skip > 0:
+            self.skip -= 1
+            return False
         if self.times is not None and self.hits >= self.times:
             return False
         self.hits += 1
@@ -223,7 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _ProxyServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
     def _send(self, status: int, body: bytes, content_type: str = "text/xml") -> None:
@@ -288,8 +295,6 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.kind == "drop_before":
                 self._drop()
                 return
-            if fault.kind == "slow":
-                time.sleep(fault.delay)
         status, answer, content_type = self._forward(body)
         if status == 200 and token and state.dedupe:
             with state.lock:
@@ -297,6 +302,11 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "drop":
             self._drop()
             return
+        if fault is not None and fault.kind == "error500_after":
+            self._error(*_KINDS["error500"])
+            return
+        if fault is not None and fault.kind == "slow":
+            time.sleep(fault.delay)
         self._send(status, answer, content_type)
 
 
@@ -335,10 +345,10 @@ class FaultProxy:
             self._state.counts.clear()
 
     def add_fault(self, action: str, kind: str, *, times: int | None = 1, delay: float = 0.0,
-                  status: int = 400, code: str = "", message: str = "") -> Fault:
-        if kind not in (*_KINDS, "code", "slow", "drop", "drop_before"):
+                  status: int = 400, code: str = "", message: str = "", skip: int = 0) -> Fault:
+        if kind not in (*_KINDS, "code", "slow", "drop", "drop_before", "error500_after"):
             raise ValueError(f"unknown fault kind {kind!r}")
-        fault = Fault(action, kind, times, delay, status, code, message)
+        fault = Fault(action, kind, times, delay, status, code, message, skip)
         with self._state.lock:
             self._state.faults.append(fault)
         return fault

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import inspect
 import json
 import os
@@ -34,6 +33,7 @@ import pytest
 
 from cloudburst.config.settings import Settings
 from cloudburst.daemon.app import Daemon
+from cloudburst.daemon.lifecycle import ACTION_CODES
 from cloudburst.daemon.main import load_settings
 from cloudburst.errors import (
     IllegalActionError,
@@ -69,6 +69,7 @@ if [ -e "$control/probe_broken" ]; then
     echo "ERROR MESSAGE ------>8--" >&2
     exit 2
 fi
+[ -e "$control/probe_sleep" ] && sleep "$(cat "$control/probe_sleep")"
 cpu=500
 [ -e "$control/totalcpu" ] && cpu=$(cat "$control/totalcpu")
 echo 'PUBLIC_CLOUD="YES"'
@@ -94,6 +95,8 @@ record = {
 }
 with open(control / "deploy.log", "a") as log:
     log.write(json.dumps(record) + "\\n")
+if (control / "deploy_silent").exists():
+    sys.exit(0)
 if (control / "deploy_fail").exists():
     sys.stderr.write("some noise before the error\\n"
                      "ERROR MESSAGE --8<------\\n"
@@ -129,7 +132,11 @@ echo "STATE=a IP=10.1.2.3 USEDCPU=5"
 
 RECORD_ACTION = """\
 #!/bin/bash
-echo "$(basename "$0") $*" >> "$CLOUDBURST_HOME/control/actions.log"
+action="$(basename "$0")"
+control="$CLOUDBURST_HOME/control"
+echo "$action $*" >> "$control/actions.log"
+[ -e "$control/${action}_sleep" ] && sleep "$(cat "$control/${action}_sleep")"
+exit 0
 """
 
 HANGING_DEPLOY = """\
@@ -421,7 +428,8 @@ def test_pending_prolog_boot_running_with_history(tmp_path: Path) -> None:
             vm = await wait_vm(daemon, vm_id, lifecycle.DONE)
             stay = vm.history[0]
             assert stay.etime >= stay.rstime and stay.eetime >= stay.estime > 0
-            assert stay.action == 2 and stay.reason == "terminate requested"
+            assert stay.action == ACTION_CODES["terminate"]
+            assert stay.reason == "terminate requested"
             assert vm.etime >= vm.stime
 
     run(scenario)
@@ -464,7 +472,8 @@ def test_terminate_frees_capacity_and_the_waiting_vm_is_placed_at_once(tmp_path:
                            for line in actions(settings))
             host = await daemon.hosts.info(host.id)
             assert (host.running_vms, host.cpu_usage, host.vm_ids) == (1, 100, (third,))
-            assert (await daemon.vms.info(second)).history[0].action == 3
+            assert (await daemon.vms.info(second)).history[0].action == ACTION_CODES[
+                "terminate-hard"]
 
     run(scenario)
 
@@ -778,6 +787,98 @@ def test_a_vm_without_a_section_for_a_cloud_host_cannot_be_deployed_there(
     run(scenario)
 
 
+def test_deploy_script_that_prints_no_id_fails_the_boot(tmp_path: Path) -> None:
+    settings = make_home(tmp_path)
+    (control(settings) / "deploy_silent").touch()
+
+    async def scenario() -> None:
+        async with running(settings) as daemon:
+            await add_provider_host(daemon)
+            vm_id = await daemon.vms.allocate(PROVIDER_VM)
+            vm = await wait_vm(daemon, vm_id, lifecycle.BOOT_FAILURE)
+            assert "no deploy id" in vm.error and vm.deploy_id == ""
+
+    run(scenario)
+
+
+def test_an_instance_gone_at_the_provider_is_poweroff_and_can_be_terminated(
+        tmp_path: Path) -> None:
+    settings = make_home(tmp_path, polling=0.2)
+
+    async def scenario() -> None:
+        async with running(settings) as daemon:
+            host = await add_dummy_host(daemon, "kvm-1", "DUMMY_POLL=gone")
+            vm_id = await daemon.vms.allocate(LOCAL_VM)
+            vm = await wait_vm(daemon, vm_id, VmState.POWEROFF)
+            assert "gone" in vm.error
+            assert (await daemon.hosts.info(host.id)).running_vms == 1  # it keeps its host
+            await daemon.vms.action("terminate", vm_id)
+            await wait_vm(daemon, vm_id, lifecycle.DONE)
+            assert (await daemon.hosts.info(host.id)).running_vms == 0
+
+    run(scenario)
+
+
+def test_disabled_hosts_get_no_vms_until_enabled(tmp_path: Path) -> None:
+    settings = make_home(tmp_path)
+
+    async def scenario() -> None:
+        async with running(settings) as daemon:
+            host = await add_dummy_host(daemon, "kvm-1")
+            await daemon.hosts.status(host.id, 1)
+            vm_id = await daemon.vms.allocate(LOCAL_VM)
+            message = await wait_until(lambda: _sched_message(daemon, vm_id), 3)
+            assert message == "No hosts enabled to run VMs"
+            assert (await daemon.vms.info(vm_id)).position == lifecycle.PENDING
+            started = time.monotonic()
+            await daemon.hosts.status(host.id, 0)
+            await wait_vm(daemon, vm_id, lifecycle.RUNNING, timeout=3)
+            assert time.monotonic() - started < 2
+            with pytest.raises(IllegalActionError, match=rf"holds 1 VM\(s\) \({vm_id}\)"):
+                await daemon.hosts.delete(host.id)
+
+    run(scenario)
+
+
+def test_unmet_requirements_are_shown_on_the_waiting_vm(tmp_path: Path) -> None:
+    settings = make_home(tmp_path)
+
+    async def scenario() -> None:
+        async with running(settings) as daemon:
+            await add_dummy_host(daemon, "kvm-1")
+            vm_id = await daemon.vms.allocate('CPU=1 MEMORY=128 REQUIREMENTS="NAME = \\"ec2\\""')
+            message = await wait_until(lambda: _sched_message(daemon, vm_id), 3)
+            assert message == 'No host meets REQUIREMENTS: NAME = "ec2"'
+            await add_dummy_host(daemon, "ec2")
+            await wait_vm(daemon, vm_id, lifecycle.RUNNING)
+            assert (await daemon.vms.info(vm_id)).sched_message == ""
+
+    run(scenario)
+
+
+def test_updating_a_cloud_host_does_not_make_it_take_local_vms(tmp_path: Path) -> None:
+    """`onehost update` (replace mode) drops the monitored PUBLIC_CLOUD/HYPERVISOR until
+    the next monitoring; a pass in between must not send a local-only VM to the cloud."""
+    settings = make_home(tmp_path)
+
+    async def scenario() -> None:
+        async with running(settings) as daemon:
+            host = await add_provider_host(daemon)
+            vm_id = await daemon.vms.allocate(LOCAL_VM)  # no local host: it waits
+            await wait_until(lambda: _sched_message(daemon, vm_id), 3)
+            (control(settings) / "probe_sleep").write_text("2")  # slow re-monitoring
+            await daemon.hosts.update(host.id, 'NOTE="maintenance on friday"', merge=False)
+            await daemon.scheduler.pass_once()
+            await daemon.lifecycle.drain(5)
+            vm = await daemon.vms.info(vm_id)
+            assert vm.position == lifecycle.PENDING, (
+                f"a VM without a cloud section went to cloud host {host.name}: "
+                f"{vm_state_label(*vm.position)} on host {vm.host_id}")
+            assert deploy_calls(settings) == []
+
+    run(scenario)
+
+
 # -- bursting ----------------------------------------------------------------------------------
 
 
@@ -916,9 +1017,32 @@ def test_stopping_the_daemon_during_a_deploy_kills_it_and_a_restart_finishes_it(
     assert read_store(settings, journal.unfinished) == []
 
 
+def test_a_shutdown_interrupted_by_a_restart_is_finished_with_cancel(tmp_path: Path) -> None:
+    settings = make_home(tmp_path)
+    (control(settings) / "shutdown_sleep").write_text("5")
+
+    async def scenario() -> VmRecord:
+        async with running(settings) as daemon:
+            await add_provider_host(daemon)
+            vm_id = await daemon.vms.allocate(PROVIDER_VM)
+            await wait_vm(daemon, vm_id, lifecycle.RUNNING)
+            await daemon.vms.action("terminate", vm_id)
+            await wait_until(lambda: any(a.startswith("shutdown") for a in actions(settings)),
+                             5, "the shutdown script to start")
+            assert (await daemon.vms.info(vm_id)).position == lifecycle.SHUTDOWN
+        async with running(settings) as daemon:
+            return await wait_vm(daemon, vm_id, lifecycle.DONE)
+
+    vm = asyncio.run(scenario())
+    assert [a.split()[0] for a in actions(settings) if not a.startswith("poll")] == [
+        "shutdown", "cancel"]
+    assert read_store(settings, journal.unfinished) == []
+    assert (vm.history[0].etime, vm.etime) > (0, 0)
+
+
 def test_settings_of_the_test_home_are_what_the_tests_rely_on(tmp_path: Path) -> None:
     settings = make_home(tmp_path, monitoring=0.3, polling=0.2)
     assert settings.scheduler.interval == 30
     assert (settings.monitoring_interval, settings.vm_polling_interval) == (0.3, 0.2)
     assert settings.driver("VM_MAD", "vmm_provider") is not None
-    assert dataclasses.replace(settings).home == tmp_path / "home"
+    assert settings.home == tmp_path / "home"

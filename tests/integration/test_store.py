@@ -29,6 +29,7 @@ from cloudburst.errors import (
 )
 from cloudburst.model.records import HistoryRecord, HostRecord, VmRecord
 from cloudburst.model.states import HostState, LcmState, VmState
+from cloudburst.scheduler.demand import vm_demand
 from cloudburst.store import host_pool, journal, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.schema import vms as vms_table
@@ -441,6 +442,23 @@ def test_host_usage_is_derived_from_the_vms_that_hold_it(db: Database) -> None:
     assert read(db, lambda c: host_pool.get_host(c, 0, with_usage=False)).running_vms == 0
     listed = read(db, lambda c: host_pool.list_hosts(c))
     assert [(h.id, h.running_vms) for h in listed] == [(0, 2), (1, 1)]
+
+
+def test_host_usage_counts_cpu_per_vm_as_the_scheduler_does(db: Database) -> None:
+    """The scheduler charges each VM round(CPU * 100); the host must report the same sum.
+
+    Seven VMs of CPU=0.145 are charged 14 each (98) and fit a 100-CPU host; summing
+    the floats first and rounding once gives 101, a host that looks over-committed.
+    """
+    write(db, lambda c: host_pool.insert_host(c, new_host(0, max_cpu=100)))
+    store_vms(db, *(new_vm(i, state=VmState.ACTIVE, lcm_state=LcmState.RUNNING, host_id=0,
+                           cpu=0.145, memory=64) for i in range(7)))
+    host = read(db, lambda c: host_pool.get_host(c, 0))
+    charged = sum(vm_demand(vm).cpu for vm in read(db, lambda c: vm_pool.list_vms(c)))
+    assert charged == 98
+    assert host.cpu_usage == charged, (
+        f"host CPU_USAGE {host.cpu_usage} differs from the {charged} the scheduler charged")
+    assert host.cpu_usage <= host.max_cpu
 
 
 def test_host_names_are_unique_and_updates_are_compare_and_swap(db: Database) -> None:

@@ -161,9 +161,9 @@ def test_third_party_driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_unknown_executable_lists_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(LookupError) as caught:
-        build_vm_driver(make_context(tmp_path, "one_vmm_kvm"))
+        build_vm_driver(make_context(tmp_path, "one_vmm_xen"))
     message = str(caught.value)
-    assert 'unknown VM_MAD EXECUTABLE "one_vmm_kvm"' in message
+    assert 'unknown VM_MAD EXECUTABLE "one_vmm_xen"' in message
     for name in VM_DRIVERS:
         assert name in message
     with pytest.raises(LookupError, match="one_im_dummy"):

@@ -159,7 +159,7 @@ def test_allowed_actions_per_state() -> None:
     assert allowed_actions(lifecycle.HOLD) == sorted(["release", *terminate_names])
     assert allowed_actions(lifecycle.RUNNING) == sorted(
         ["reboot", "reboot-hard", *terminate_names])
-    assert allowed_actions(lifecycle.BOOT) == []
+    assert allowed_actions(lifecycle.BOOT) == sorted(terminate_names)
     assert allowed_actions(lifecycle.SHUTDOWN) == []
     assert allowed_actions(lifecycle.BOOT_FAILURE) == terminate_names
 

@@ -120,10 +120,12 @@ def host_record(host: ElementTree.Element) -> HostRecord:
 def _create(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     params: tuple[object, ...]
     if args.drivers:
-        if len(args.drivers) not in (3, 4) or args.im or args.vm or args.net:
-            parser.error("give either NAME IM_MAD VMM_MAD TM_MAD [VNM_MAD] or "
+        if len(args.drivers) not in (2, 3, 4) or args.im or args.vm or args.net:
+            parser.error("give either NAME IM_MAD VMM_MAD [TM_MAD [VNM_MAD]] or "
                          "NAME -i IM_MAD -v VMM_MAD [-n VNM_MAD] [-c CLUSTER]")
-        params = (args.name, *args.drivers)
+        # NAME IM VMM (e.g. `onehost create node1 kvm kvm`) is the -i/-v form.
+        params = ((args.name, *args.drivers, args.cluster) if len(args.drivers) == 2
+                  else (args.name, *args.drivers))
     else:
         if not (args.im and args.vm):
             parser.error("the IM and VMM drivers are required: -i IM_MAD -v VMM_MAD")
@@ -246,12 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     host_help = "host id or name"
     create = commands.add_parser(
         "create", help="add a host; prints ID: <id>",
-        description="Add a host: NAME IM_MAD VMM_MAD TM_MAD [VNM_MAD], or "
+        description="Add a host: NAME IM_MAD VMM_MAD [TM_MAD [VNM_MAD]], or "
                     "NAME -i IM_MAD -v VMM_MAD [-n VNM_MAD] [-c CLUSTER]. Prints ID: <id>.")
     create.set_defaults(handler=lambda args: _create(args, create))
     create.add_argument("name", help="host name")
     create.add_argument("drivers", nargs="*", metavar="MAD",
-                        help="IM_MAD VMM_MAD TM_MAD [VNM_MAD] (OpenNebula 3.0/3.2 form)")
+                        help="IM_MAD VMM_MAD [TM_MAD [VNM_MAD]] (OpenNebula 3.x form)")
     create.add_argument("-i", "--im", help="information driver (IM_MAD in oned.conf)")
     create.add_argument("-v", "--vm", help="virtualization driver (VM_MAD in oned.conf)")
     create.add_argument("-n", "--net", help="network driver")

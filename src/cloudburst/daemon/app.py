@@ -99,4 +99,4 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.dispatcher.close()
         self.files.close()
-        self.db.close()
+        await asyncio.to_thread(self.db.close)

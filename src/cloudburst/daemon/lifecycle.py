@@ -41,7 +41,7 @@ from cloudburst.errors import (
 )
 from cloudburst.model import lifecycle
 from cloudburst.model.lifecycle import Event
-from cloudburst.model.records import HistoryRecord, HostRecord, VmRecord
+from cloudburst.model.records import HistoryRecord, HostRecord, VmRecord, cpu_share
 from cloudburst.model.states import HostState, VmState, vm_state_label
 from cloudburst.scheduler.demand import cloud_sections
 from cloudburst.store import host_pool, journal, vm_pool
@@ -663,14 +663,15 @@ class LifecycleManager:
 
     async def resume_boot(self, vm: VmRecord) -> None:
         """Reconcile a deploy whose result never arrived: find it, else replay it."""
-        host = await self._host_of(vm.id)
-        if host is None:
-            await self._deploy_failed(vm.id, "", DriverError("the host of the VM was deleted"))
-            return
         def read(connection: Connection) -> int:
             return _current_seq(connection, vm.id)
+
         seq = await self.db.read(read)
         token = token_for(self.install_id, vm.id, seq)
+        host = await self._host_of(vm.id)
+        if host is None:
+            await self._deploy_failed(vm.id, token, DriverError("the host of the VM was deleted"))
+            return
         found = await self._find_by_token(vm, host)
         if found:
             self.files.log(vm.id, "I", f"Recovered deploy after restart: found {found}")
@@ -706,7 +707,7 @@ def _check_host_takes(vm: VmRecord, host: HostRecord, enforce: bool) -> None:
                 f"VM {vm.id} has no PUBLIC_CLOUD (or EC2) section of TYPE {host.hypervisor} "
                 f"for cloud host {host.name}")
     if enforce:
-        cpu = round(vm.cpu * 100)
+        cpu = cpu_share(vm.cpu)
         memory = vm.memory * 1024
         if host.max_cpu - host.cpu_usage < cpu or host.max_mem - host.mem_usage < memory:
             raise IllegalActionError(

@@ -96,6 +96,12 @@ TRANSITIONS: Mapping[tuple[StateKey, Event], StateKey] = {
     (BOOT, Event.DEPLOY_SUCCESS): RUNNING,
     (BOOT, Event.DEPLOY_FAILURE): BOOT_FAILURE,
     (BOOT, Event.DEPLOY_NO_CAPACITY): PENDING,
+    # Terminating while the deploy is in flight: clean up whatever it creates
+    # (a deploy that reports back afterwards has its instance cancelled).
+    (BOOT, Event.TERMINATE): CLEANUP_DELETE,
+    (BOOT, Event.TERMINATE_HARD): CLEANUP_DELETE,
+    (PROLOG, Event.TERMINATE): CLEANUP_DELETE,
+    (PROLOG, Event.TERMINATE_HARD): CLEANUP_DELETE,
     # Running: user actions and what monitoring sees.
     (RUNNING, Event.TERMINATE): SHUTDOWN,
     (RUNNING, Event.TERMINATE_HARD): SHUTDOWN,

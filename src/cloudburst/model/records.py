@@ -21,6 +21,16 @@ SYSTEM_TEMPLATE_ATTRIBUTES: frozenset[str] = frozenset({
 })
 
 
+def cpu_share(cpu: float) -> int:
+    """A VM's ``CPU`` as host capacity: percent of one core (``CPU=0.5`` is 50).
+
+    Rounded, not truncated as oned does, so that ``CPU=0.29`` costs 29 and
+    not 28 through float error. Every capacity computation uses this one
+    function (and the stored ``cpu_share`` column it fills).
+    """
+    return round(cpu * 100)
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryRecord:
     """One stay of a VM on a host (OpenNebula's ``HISTORY``).

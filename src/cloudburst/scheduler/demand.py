@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from cloudburst.errors import ExpressionError
 from cloudburst.model.capacity import instance_type_name
-from cloudburst.model.records import HostRecord, VmRecord
+from cloudburst.model.records import HostRecord, VmRecord, cpu_share
 from cloudburst.scheduler.placement import CloudSection, HostCandidate, VmDemand, slot_of
 from cloudburst.template import Template
 from cloudburst.template.expr import Rank, Requirements, parse_rank, parse_requirements
@@ -85,7 +85,7 @@ def vm_demand(vm: VmRecord, excluded: frozenset[int] = frozenset()) -> VmDemand:
     template = vm.user_template
     return VmDemand(
         id=vm.id,
-        cpu=round(vm.cpu * 100),
+        cpu=cpu_share(vm.cpu),
         memory=vm.memory * 1024,
         requirements=requirements_of(template),
         rank=rank_of(template),

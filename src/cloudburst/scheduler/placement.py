@@ -217,9 +217,11 @@ def place(
         if isinstance(group, str):
             waiting[vm.id] = group
             continue
-        host_id = _pick(vm, group, by_id, max_host)
+        host_id, held_back = _pick(vm, group, by_id, max_host)
         if host_id is None:
-            waiting[vm.id] = "No host with enough capacity to deploy the VM"
+            waiting[vm.id] = (
+                "Waiting: hosts with room already received MAX_HOST VMs in this pass"
+                if held_back else "No host with enough capacity to deploy the VM")
             continue
         assignments.append((vm.id, host_id))
     return PassResult(assignments, waiting)
@@ -252,7 +254,8 @@ def _build_group(vm: VmDemand, hosts: Sequence[HostCandidate],
 
 
 def _pick(vm: VmDemand, group: _Group, by_id: Mapping[int, HostCandidate],
-          max_host: int) -> int | None:
+          max_host: int) -> tuple[int | None, bool]:
+    """The host for ``vm`` (or ``None``), and whether ``MAX_HOST`` held it back."""
     skipped: list[tuple[int, float, int]] = []
     chosen: HostCandidate | None = None
     while group.heap:
@@ -272,4 +275,4 @@ def _pick(vm: VmDemand, group: _Group, by_id: Mapping[int, HostCandidate],
         break
     for entry in skipped:
         heapq.heappush(group.heap, entry)
-    return None if chosen is None else chosen.id
+    return (None if chosen is None else chosen.id), bool(skipped)

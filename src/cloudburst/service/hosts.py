@@ -19,6 +19,21 @@ from cloudburst.template import Template, parse_any
 HOST_STATUS = {0: HostState.INIT, 1: HostState.DISABLED, 2: HostState.OFFLINE}
 
 
+#: Attributes that say what a host is, reported by its probes. Replacing the
+#: template keeps them until the next monitoring, so a cloud site is never
+#: mistaken for a local host in between (and handed VMs with no section for it).
+MONITORED_IDENTITY = ("PUBLIC_CLOUD", "HYPERVISOR", "CAPACITY", "DEFAULT_INSTANCE_TYPE",
+                      "PRIORITY")
+
+
+def _monitored_identity(template: Template) -> Template:
+    kept = Template()
+    for name in MONITORED_IDENTITY:
+        for value in template.get_all(name):
+            kept.append(name, value)
+    return kept
+
+
 class HostService:
     """What operators can do with hosts."""
 
@@ -122,8 +137,8 @@ class HostService:
         new = parse_any(text)
 
         def write(connection: Connection) -> None:
-            host = host_pool.get_host(connection, host_id)
-            template = host.template.copy() if merge else Template()
+            host = host_pool.get_host(connection, host_id, with_usage=False)
+            template = host.template.copy() if merge else _monitored_identity(host.template)
             template.merge(new, replace=True)
             host_pool.update_host(connection, host, template=template)
 

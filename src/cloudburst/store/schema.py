@@ -90,6 +90,7 @@ vms = Table(
     Column("deploy_id", String(255), nullable=False, default=""),
     Column("host_id", Integer, nullable=True),
     Column("cpu", Float, nullable=False),
+    Column("cpu_share", Integer, nullable=False),
     Column("memory", Integer, nullable=False),
     Column("template", Text, nullable=False),
     Column("user_template", Text, nullable=False),

@@ -16,11 +16,10 @@ from typing import Any
 from sqlalchemy import Connection, Row, Update, and_, bindparam, func, insert, select, update
 
 from cloudburst.errors import ConflictError, NotFoundError
-from cloudburst.model.records import HistoryRecord, VmRecord
+from cloudburst.model.records import HistoryRecord, VmRecord, cpu_share
 from cloudburst.model.states import CAPACITY_HOLDING_STATES, LcmState, VmState
 from cloudburst.store.schema import history, vms
 from cloudburst.template import Template
-
 
 # Dict lookups: listing 10,000 VMs would otherwise spend a visible share of
 # its time in Enum.__call__.
@@ -91,6 +90,7 @@ def _column_values(record: VmRecord) -> dict[str, Any]:
         "deploy_id": record.deploy_id,
         "host_id": record.host_id,
         "cpu": record.cpu,
+        "cpu_share": cpu_share(record.cpu),
         "memory": record.memory,
         "template": json.dumps(record.template.to_json()),
         "user_template": json.dumps(record.user_template.to_json()),
@@ -196,10 +196,13 @@ def update_vm(connection: Connection, record: VmRecord, **changes: Any) -> VmRec
         changes.setdefault("prev_lcm_state", record.lcm_state)
     updated = replace(record, **changes, version=record.version + 1)
     params = {name: _stored(name, getattr(updated, name)) for name in changes}
+    if "cpu" in changes:
+        params["cpu_share"] = cpu_share(updated.cpu)
     params["version"] = updated.version
     params["_id"] = record.id
     params["_version"] = record.version
-    result = connection.execute(_update_statement(frozenset(changes)), params)
+    columns = frozenset(name for name in params if not name.startswith("_") and name != "version")
+    result = connection.execute(_update_statement(columns), params)
     if result.rowcount != 1:
         raise ConflictError(f"VM {record.id} was changed by another action; try again")
     return updated
@@ -258,7 +261,7 @@ def host_usage(
     VMs in :data:`CAPACITY_HOLDING_STATES` (spec/opennebula.md 3.2).
     """
     query = (
-        select(vms.c.host_id, func.sum(vms.c.cpu), func.sum(vms.c.memory), func.count())
+        select(vms.c.host_id, func.sum(vms.c.cpu_share), func.sum(vms.c.memory), func.count())
         .where(vms.c.state.in_([int(state) for state in CAPACITY_HOLDING_STATES]))
         .where(vms.c.host_id.is_not(None))
         .group_by(vms.c.host_id)
@@ -266,7 +269,7 @@ def host_usage(
     if host_ids is not None:
         query = query.where(vms.c.host_id.in_(list(host_ids)))
     return {
-        int(host_id): (round((cpu or 0) * 100), int(memory or 0) * 1024, int(count))
+        int(host_id): (int(cpu or 0), int(memory or 0) * 1024, int(count))
         for host_id, cpu, memory, count in connection.execute(query)
     }
 

@@ -118,6 +118,11 @@ def _api_types() -> frozenset[str]:
         return frozenset()
 
 
+def warm_up() -> None:
+    """Read the EC2 model's type names now (about 0.2 s, once per process)."""
+    _api_types()
+
+
 def register_extra_types(names: Iterable[str]) -> None:
     """Accept ``names`` as valid types (EC2-compatible clouds with their own types)."""
     with _extra_lock:

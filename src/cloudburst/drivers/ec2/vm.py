@@ -14,7 +14,10 @@ Actions and what they cost in API calls:
   the installation tag (``MaxResults=1000``), whatever the number of VMs;
   concurrent polls of several hosts of a site share it. ``ELASTICIP`` is
   associated by the first poll that sees the instance running (EC2 refuses it
-  before), then left alone (``AssociateAddress`` is idempotent anyway).
+  before), never taking the address from another instance
+  (``AllowReassociation=false``); a failure shows as the VM's monitoring error
+  and is tried again a minute later. The poll reports ``IP`` (public DNS name,
+  else public address), ``PRIVATE_IP`` and ``AWS_*`` details.
 * ``shutdown`` and ``cancel``: ``TerminateInstances`` (an instance that is
   already gone is success); a known Elastic IP association is released first.
 * ``reboot``: ``RebootInstances``. ``reset`` is also ``RebootInstances``: EC2
@@ -54,7 +57,7 @@ from cloudburst.drivers.base import (
     VmDriver,
     VmRef,
 )
-from cloudburst.drivers.ec2 import launch
+from cloudburst.drivers.ec2 import launch, types
 from cloudburst.drivers.ec2.client import Response, Site
 from cloudburst.drivers.ec2.config import SiteConfig, load_defaults, load_site_config
 from cloudburst.drivers.ec2.errors import AwsCodeError
@@ -126,6 +129,7 @@ class Ec2VmDriver(VmDriver):
             self.log.warning("%s: no installation id; tagging instances with 'cloudburst'",
                              context.name)
         self.install_id = context.install_id or "cloudburst"
+        types.warm_up()  # load the type names now, not during a VM's creation
         self.site = Site(self.config)
         self.listing: Listing | None = None
         self._listing_task: asyncio.Future[Listing] | None = None
@@ -134,8 +138,8 @@ class Ec2VmDriver(VmDriver):
         self._orphans: dict[str, tuple[int, float, int]] = {}
         #: instance id -> monotonic launch time (this process)
         self._launched: dict[str, float] = {}
-        #: vm id -> deploy id of the latest poll
-        self._polled: dict[int, str] = {}
+        #: vm id -> (host id, deploy id) of the latest poll
+        self._polled: dict[int, tuple[int, str]] = {}
         self._groups: dict[tuple[str, str], str] = {}
         self._group_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._group_inflight: Counter[str] = Counter()
@@ -208,9 +212,9 @@ class Ec2VmDriver(VmDriver):
             self.log.info("VM %d: deploy token already launched %s; not launching again",
                           spec.vm_id, found)
             return found
-        group_ids, group_names, held = await self._security_groups(request)
+        held: list[str] = []  # our security groups this launch uses (not to be deleted)
         try:
-            instance_id = await self._run(spec, request, group_ids, group_names)
+            instance_id = await self._run(spec, request, held)
         finally:
             for group in held:
                 self._group_inflight[group] -= 1
@@ -267,7 +271,8 @@ class Ec2VmDriver(VmDriver):
         return params
 
     async def _run(self, spec: DeploySpec, request: launch.LaunchRequest,
-                   group_ids: list[str], group_names: list[str]) -> str:
+                   held: list[str]) -> str:
+        group_ids, group_names = await self._security_groups(request, held)
         params = self._run_params(spec, request, group_ids, group_names)
 
         async def recover() -> Response | None:
@@ -294,10 +299,8 @@ class Ec2VmDriver(VmDriver):
                         and attempt < 2:
                     # Our group was deleted meanwhile (another daemon's sweep): recreate it.
                     self._groups.clear()
-                    ids, names, held = await self._security_groups(request)
-                    for group in held:
-                        self._group_inflight[group] -= 1
-                    params = {**self._run_params(spec, request, ids, names),
+                    group_ids, group_names = await self._security_groups(request, held)
+                    params = {**self._run_params(spec, request, group_ids, group_names),
                               "ClientToken": params["ClientToken"]}
                     continue
                 raise DriverError(exc.message) from None
@@ -331,12 +334,11 @@ class Ec2VmDriver(VmDriver):
 
     # -- security groups ----------------------------------------------------------
 
-    async def _security_groups(self, request: launch.LaunchRequest
-                               ) -> tuple[list[str], list[str], list[str]]:
-        """Group ids and names for ``RunInstances``, and our groups now held."""
+    async def _security_groups(self, request: launch.LaunchRequest, held: list[str]
+                               ) -> tuple[list[str], list[str]]:
+        """Group ids and names for ``RunInstances``; our groups are added to ``held``."""
         ids = list(request.security_group_ids)
         names = list(request.security_groups)
-        held: list[str] = []
         vpc = await self._vpc_of(request.subnet_id) if request.subnet_id else ""
         if request.ports is not None:
             group = await self._ensure_group(request.ports, vpc)
@@ -347,7 +349,7 @@ class Ec2VmDriver(VmDriver):
         if names and (ids or request.subnet_id):
             ids += await self._group_ids(names, vpc)
             names = []
-        return ids, names, held
+        return ids, names
 
     async def _vpc_of(self, subnet: str) -> str:
         vpc = self._subnet_vpcs.get(subnet)
@@ -490,6 +492,8 @@ class Ec2VmDriver(VmDriver):
         task = self._listing_task
         if task is None or task.done():
             task = asyncio.ensure_future(self._fetch_listing())
+            # Every waiter may be gone (cancelled) when it fails: retrieve the error.
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
             self._listing_task = task
         return await asyncio.shield(task)
 
@@ -515,7 +519,7 @@ class Ec2VmDriver(VmDriver):
         results: dict[int, PollResult] = {}
         associations: list[tuple[VmRef, InstanceView]] = []
         for vm in vms:
-            self._polled[vm.vm_id] = vm.deploy_id
+            self._polled[vm.vm_id] = (vm.host.id, vm.deploy_id)
             instance = listing.instances.get(vm.deploy_id)
             if instance is None and now - self._launched.get(vm.deploy_id, -1e9) < \
                     LAUNCH_VISIBILITY_GRACE:
@@ -574,7 +578,9 @@ class Ec2VmDriver(VmDriver):
             allocation, public = await self._address(wanted)
             params: dict[str, Any] = {"InstanceId": instance.id}
             if allocation:
-                params["AllocationId"] = allocation
+                # Never take the address away from another instance (two VMs naming
+                # the same ELASTICIP would otherwise steal it from each other).
+                params.update(AllocationId=allocation, AllowReassociation=False)
             else:
                 params["PublicIp"] = public
             response = await self.site.call("AssociateAddress", params)
@@ -660,7 +666,9 @@ class Ec2VmDriver(VmDriver):
                     grace_period: float) -> SweepReport | None:
         listing = self.listing
         if listing is None or time.monotonic() - listing.finished > \
-                self.config.listing_reuse_seconds:
+                self.config.listing_reuse_seconds or (
+                    self.groups_due and listing.terminations != self.terminations):
+            # No recent poll, or instances were terminated since: list again.
             listing = await self.list_instances()
         now = time.monotonic()
         orphans: dict[str, float] = {}
@@ -675,6 +683,9 @@ class Ec2VmDriver(VmDriver):
         for instance_id in [key for key, (owner, _, _) in self._orphans.items()
                             if owner == host.id and key not in orphans]:
             del self._orphans[instance_id]
+        for vm_id in [key for key, (owner, _) in self._polled.items()
+                      if owner == host.id and key not in live_vm_ids]:
+            del self._polled[vm_id]
         expired = [key for key, age in orphans.items()
                    if age >= grace_period and self._orphans[key][2] >= 2]
         terminated: list[str] = []
@@ -704,7 +715,7 @@ class Ec2VmDriver(VmDriver):
             return True
         # A second instance of a VM that runs as another one (e.g. a lost launch
         # retried by someone without our tags' help).
-        polled = self._polled.get(instance.vm_id)
+        polled = self._polled.get(instance.vm_id, (None, ""))[1]
         if not polled or polled == instance.id:
             return False
         current = listing.instances.get(polled)

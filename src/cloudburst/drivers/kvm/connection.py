@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -100,15 +101,20 @@ def libvirt_module() -> ModuleType:
 
 def is_libvirt_error(exc: BaseException) -> bool:
     """Whether ``exc`` is a ``libvirt.libvirtError`` (without importing libvirt)."""
-    return _module is not None and isinstance(exc, _module.libvirtError)
+    module = _module or sys.modules.get("libvirt")
+    return module is not None and isinstance(exc, module.libvirtError)
 
 
 def error_details(exc: BaseException) -> tuple[int | None, int | None, str]:
-    """``(virErrorNumber, virErrorDomain, message)`` of a libvirt error; else ``(None, None, text)``."""
+    """``(virErrorNumber, virErrorDomain, message)`` of a libvirt error.
+
+    Any other exception gives ``(None, None, str(exc))``.
+    """
     if not is_libvirt_error(exc):
         return None, None, str(exc)
     error: Any = exc
-    code, domain, message = error.get_error_code(), error.get_error_domain(), error.get_error_message()
+    code, domain = error.get_error_code(), error.get_error_domain()
+    message = error.get_error_message()
     return (None if code is None else int(code), None if domain is None else int(domain),
             str(message or exc))
 

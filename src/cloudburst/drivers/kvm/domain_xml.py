@@ -5,7 +5,8 @@ submitting this VM to local resources"); ``EC2``/``PUBLIC_CLOUD`` sections
 are ignored. Attributes, as in OpenNebula's KVM driver:
 
 * ``MEMORY`` (MB, required); ``VCPU`` (virtual CPUs, default 1); ``CPU``
-  (share of a physical CPU) becomes ``<cputune><shares>`` = ``CPU`` x 1024.
+  (share of a physical CPU) becomes ``<cputune><shares>`` = ``CPU`` x 1024
+  (except on session-mode libvirt, which has no CPU tuning).
 * ``OS = [ KERNEL, INITRD, ROOT, KERNEL_CMD, BOOT, ARCH, MACHINE ]``: with
   ``KERNEL`` the guest boots that kernel directly, command line
   ``root=/dev/<ROOT> <KERNEL_CMD>`` (a ``ROOT`` starting with ``/`` or holding
@@ -91,6 +92,8 @@ class DomainRequest:
         uuid: the domain UUID (derived from the token, so a retried define
             describes the same domain).
         console_log: a file on the host to copy the serial console to, if any.
+        cpu_shares: whether ``CPU`` becomes ``<cputune><shares>``; an
+            unprivileged (session-mode) libvirt refuses CPU tuning.
     """
 
     vm_id: int
@@ -98,6 +101,7 @@ class DomainRequest:
     platform: Platform
     uuid: str
     console_log: str | None = None
+    cpu_shares: bool = True
 
 
 def domain_name(vm_id: int) -> str:
@@ -124,23 +128,29 @@ def identity_element(identity: Identity) -> ElementTree.Element:
 
 
 def parse_identity(metadata: str) -> Identity | None:
-    """Read the element :func:`identity_element` wrote (as libvirt returns it).
+    """Read the element :func:`identity_element` wrote, as libvirt returns it.
 
-    Returns ``None`` for anything else (foreign or damaged metadata).
+    libvirt hands back the element of our namespace with the namespace
+    stripped, so tags are compared by local name. Returns ``None`` for
+    anything else (foreign or damaged metadata).
     """
     try:
         element = ElementTree.fromstring(metadata)
     except ElementTree.ParseError:
         return None
-    if element.tag != f"{{{METADATA_NS}}}vm":
+    if _local(element.tag) != "vm":
         return None
-    values = {tag: (element.findtext(f"{{{METADATA_NS}}}{tag}") or "").strip()
-              for tag in ("installation", "vmid", "token", "host")}
-    if not values["vmid"].isdigit():
+    values = {_local(child.tag): (child.text or "").strip() for child in element}
+    vm_id = values.get("vmid", "")
+    if not vm_id.isdigit():
         return None
-    host = values["host"]
+    host = values.get("host", "")
     host_id = int(host) if host.lstrip("-").isdigit() else -1
-    return Identity(values["installation"], int(values["vmid"]), values["token"], host_id)
+    return Identity(values.get("installation", ""), int(vm_id), values.get("token", ""), host_id)
+
+
+def _local(tag: str) -> str:
+    return tag.rpartition("}")[2]
 
 
 # -- helpers ----------------------------------------------------------------------
@@ -405,7 +415,7 @@ def build_domain(template: Template, request: DomainRequest) -> ElementTree.Elem
     _sub(domain, "memory", str(_memory_kib(template)), unit="KiB")
     _sub(domain, "vcpu", str(_vcpus(template)))
     shares = _cpu_shares(template)
-    if shares is not None:
+    if shares is not None and request.cpu_shares:
         _sub(_sub(domain, "cputune"), "shares", str(shares))
     _os(domain, template, request.platform)
     _features(domain, template)

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
+import urllib.parse
 import uuid
 from collections.abc import Sequence
 from typing import Any, Final
@@ -79,6 +81,11 @@ _UUID_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, METADATA_NS)
 _OPERATION_INVALID: Final = 55  # e.g. "domain is not running"
 _INVALID_ARG: Final = 8
 _NO_SUPPORT_CODES: Final = frozenset({3, 84})
+
+
+def is_session(uri: str) -> bool:
+    """Whether ``uri`` names an unprivileged, per-user libvirt (``qemu:///session``)."""
+    return urllib.parse.urlsplit(uri).path.rstrip("/") == "/session"
 
 
 def domain_uuid(install_id: str, token: str) -> str:
@@ -181,7 +188,8 @@ class KvmVmDriver(VmDriver):
                 xml = build_domain_xml(template, DomainRequest(
                     vm_id=spec.vm_id, identity=identity, platform=platform,
                     uuid=domain_uuid(identity.install_id, spec.token),
-                    console_log=settings.console_log(name)))
+                    console_log=settings.console_log(name),
+                    cpu_shares=not is_session(str(connection.getURI()))))
             except (DomainXmlError, CapabilitiesError) as exc:
                 raise DriverError(f"deploy {name} on {spec.host.name}: {exc}") from None
             domain = connection.defineXML(xml)
@@ -381,7 +389,7 @@ class KvmVmDriver(VmDriver):
         for name, age in ages.items():
             if age >= grace_period:
                 await self.pool.call(settings.uri, f"remove orphan {name}",
-                                     lambda connection, name=name: _remove(connection, name))
+                                     functools.partial(_remove, deploy_id=name))
                 self._orphans_since.pop((settings.uri, name), None)
                 terminated.append(name)
         return SweepReport(orphans=ages, terminated=terminated)

@@ -1,8 +1,11 @@
 """Talking to the partner: XML-RPC calls in a bounded thread pool, and its documents.
 
-Calls use the standard library's :mod:`xmlrpc.client` on worker threads (one
-keep-alive connection per thread), so the daemon's event loop never blocks.
-Every failure becomes one :class:`~cloudburst.errors.DriverError` subclass
+Calls use the standard library's :mod:`xmlrpc.client` on worker threads, so
+the daemon's event loop never blocks. Read-only calls reuse one kept-alive
+connection per thread (and are sent once more if it turns out dead); calls
+with side effects are sent exactly once, each on a connection of its own: a
+lost reply surfaces as an error, and the caller looks the result up by its
+tags instead of sending the request again. Every failure becomes one :class:`~cloudburst.errors.DriverError` subclass
 with a one-line message naming the partner by its endpoint (never by the
 credentials):
 
@@ -193,10 +196,30 @@ def parse_host_pool(text: object) -> list[RemoteHost]:
     ]
 
 
+def _single_shot(transport: xmlrpc.client.Transport, host: Any, handler: str,
+                 request_body: Any, verbose: bool) -> Any:
+    """``Transport.request`` with a single attempt: **no silent re-send**.
+
+    The standard library sends a request a second time when the connection
+    drops (meant for kept-alive connections gone cold). For
+    ``one.vm.allocate`` that would create a second VM when the partner did
+    create the first but its reply was lost; the driver decides itself what
+    may be repeated (:data:`READ_ONLY_METHODS`).
+    """
+    try:
+        return transport.single_request(host, handler, request_body, verbose)
+    except BaseException:
+        transport.close()
+        raise
+
+
 class _TimeoutTransport(xmlrpc.client.Transport):
     def __init__(self, timeout: float) -> None:
         super().__init__()
         self._timeout = timeout
+
+    def request(self, host: Any, handler: str, request_body: Any, verbose: bool = False) -> Any:
+        return _single_shot(self, host, handler, request_body, verbose)
 
     def make_connection(self, host: Any) -> http.client.HTTPConnection:
         connection = super().make_connection(host)
@@ -209,6 +232,9 @@ class _SafeTimeoutTransport(xmlrpc.client.SafeTransport):
         super().__init__()
         self._timeout = timeout
 
+    def request(self, host: Any, handler: str, request_body: Any, verbose: bool = False) -> Any:
+        return _single_shot(self, host, handler, request_body, verbose)
+
     def make_connection(self, host: Any) -> http.client.HTTPSConnection:
         connection = super().make_connection(host)
         connection.timeout = self._timeout
@@ -220,6 +246,10 @@ def _proxy(config: PartnerConfig) -> xmlrpc.client.ServerProxy:
         _SafeTimeoutTransport(config.timeout) if config.endpoint.startswith("https:")
         else _TimeoutTransport(config.timeout))
     return xmlrpc.client.ServerProxy(config.endpoint, transport=transport, allow_none=False)
+
+
+class _Dropped(TransientDriverError):
+    """The connection broke before a reply came (the request may have been acted on)."""
 
 
 def reply_error(config: PartnerConfig, method: str, message: str, code: int) -> DriverError:
@@ -241,6 +271,15 @@ def reply_error(config: PartnerConfig, method: str, message: str, code: int) -> 
     return DriverError(f"{where}: {text}")
 
 
+#: Calls without side effects: sent again once, on a fresh connection, when a
+#: kept-alive connection turns out to be dead. Every other call is sent once,
+#: on a connection of its own.
+READ_ONLY_METHODS: Final = frozenset({
+    "one.vmpool.info", "one.vmpool.infoextended", "one.hostpool.info", "one.vm.info",
+    "one.host.info", "one.system.version", "one.user.info", "one.template.info",
+})
+
+
 class PartnerClient:
     """Runs XML-RPC calls against the partner on a bounded pool of threads."""
 
@@ -249,7 +288,8 @@ class PartnerClient:
                                             thread_name_prefix=f"one-{name}")
         self._local = threading.local()
 
-    def _proxy(self, config: PartnerConfig) -> xmlrpc.client.ServerProxy:
+    def _kept_alive(self, config: PartnerConfig) -> xmlrpc.client.ServerProxy:
+        """This thread's reusable connection to the partner (read-only calls)."""
         key = (config.endpoint, config.timeout)
         proxies: dict[tuple[str, float], xmlrpc.client.ServerProxy] | None = getattr(
             self._local, "proxies", None)
@@ -260,13 +300,12 @@ class PartnerClient:
             proxy = proxies[key] = _proxy(config)
         return proxy
 
-    def _forget_proxy(self, config: PartnerConfig) -> None:
+    def _forget(self, config: PartnerConfig) -> None:
         proxies = getattr(self._local, "proxies", None)
         if proxies is not None:
             proxy = proxies.pop((config.endpoint, config.timeout), None)
             if proxy is not None:
-                with contextlib.suppress(Exception):
-                    proxy("close")()
+                _close(proxy)
 
     async def call(self, config: PartnerConfig, method: str, *params: object) -> object:
         """Call ``method`` (the session is prepended); returns the success value."""
@@ -285,32 +324,22 @@ class PartnerClient:
 
     def _call_sync(self, config: PartnerConfig, method: str, params: tuple[object, ...],
                    parse: Callable[[object], T]) -> T:
+        if method not in READ_ONLY_METHODS:
+            proxy = _proxy(config)
+            try:
+                reply = _send(proxy, config, method, params)
+            finally:
+                _close(proxy)
+        else:
+            try:
+                reply = _send(self._kept_alive(config), config, method, params)
+            except _Dropped:
+                self._forget(config)  # a kept-alive connection went cold: once more
+                reply = _send(self._kept_alive(config), config, method, params)
+            except DriverError:
+                self._forget(config)
+                raise
         where = f"partner cloud {config.shown_endpoint}"
-        try:
-            reply = getattr(self._proxy(config), method)(config.session, *params)
-        except xmlrpc.client.Fault as fault:
-            raise DriverError(f"{where}: {method}: fault {fault.faultCode}: "
-                              f"{one_line(config.scrub(str(fault.faultString)), 300)}") from None
-        except xmlrpc.client.ProtocolError as exc:
-            self._forget_proxy(config)
-            if exc.errcode in (401, 403):
-                raise DriverAuthError(f"{where} refused the request (HTTP {exc.errcode})") from None
-            error = TransientDriverError if exc.errcode >= 500 or exc.errcode == 429 else \
-                DriverError
-            raise error(f"{where}: {method}: HTTP {exc.errcode} "
-                        f"{one_line(config.scrub(str(exc.errmsg)), 100)}") from None
-        except TimeoutError:
-            self._forget_proxy(config)
-            raise TransientDriverError(f"{where} did not answer {method} within "
-                                       f"{config.timeout:g} s") from None
-        except (OSError, http.client.HTTPException) as exc:
-            self._forget_proxy(config)
-            reason = getattr(exc, "strerror", None) or type(exc).__name__
-            raise TransientDriverError(f"{where} is unreachable: {reason}") from None
-        except (xmlrpc.client.ResponseError, ElementTree.ParseError, ValueError) as exc:
-            self._forget_proxy(config)
-            raise TransientDriverError(f"{where}: {method}: unreadable reply "
-                                       f"({type(exc).__name__})") from None
         if not isinstance(reply, (list, tuple)) or len(reply) < 2:
             raise DriverError(f"{where}: {method}: the reply is not an OpenNebula result array")
         if not reply[0]:
@@ -320,6 +349,43 @@ class PartnerClient:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _close(proxy: xmlrpc.client.ServerProxy) -> None:
+    with contextlib.suppress(Exception):
+        proxy("close")()
+
+
+def _send(proxy: xmlrpc.client.ServerProxy, config: PartnerConfig, method: str,
+          params: tuple[object, ...]) -> object:
+    """One XML-RPC request; transport failures become one-line driver errors."""
+    where = f"partner cloud {config.shown_endpoint}"
+    try:
+        reply: object = getattr(proxy, method)(config.session, *params)
+    except xmlrpc.client.Fault as fault:
+        raise DriverError(f"{where}: {method}: fault {fault.faultCode}: "
+                          f"{one_line(config.scrub(str(fault.faultString)), 300)}") from None
+    except xmlrpc.client.ProtocolError as exc:
+        if exc.errcode in (401, 403):
+            raise DriverAuthError(f"{where} refused the request (HTTP {exc.errcode})") from None
+        error = TransientDriverError if exc.errcode >= 500 or exc.errcode == 429 else \
+            DriverError
+        raise error(f"{where}: {method}: HTTP {exc.errcode} "
+                    f"{one_line(config.scrub(str(exc.errmsg)), 100)}") from None
+    except TimeoutError:
+        raise TransientDriverError(f"{where} did not answer {method} within "
+                                   f"{config.timeout:g} s") from None
+    except (http.client.RemoteDisconnected, ConnectionResetError, ConnectionAbortedError,
+            BrokenPipeError) as exc:
+        raise _Dropped(f"{where} is unreachable: the connection broke during {method} "
+                       f"({type(exc).__name__})") from None
+    except (OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise TransientDriverError(f"{where} is unreachable: {reason}") from None
+    except (xmlrpc.client.ResponseError, ElementTree.ParseError, ValueError) as exc:
+        raise TransientDriverError(f"{where}: {method}: unreadable reply "
+                                   f"({type(exc).__name__})") from None
+    return reply
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,6 +145,6 @@ def main(action: str) -> None:
         ACTIONS[action](*sys.argv[1:])
     except (Failure, TypeError) as exc:
         print("ERROR MESSAGE --8<------", file=sys.stderr)
-        print(f"{action}: {exc}", file=sys.stderr)
+        print(exc, file=sys.stderr)
         print("ERROR MESSAGE ------>8--", file=sys.stderr)
         sys.exit(1)

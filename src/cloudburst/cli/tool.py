@@ -1,0 +1,113 @@
+"""``cloudburst``: tools for operators and driver authors.
+
+``cloudburst driver test PROVIDER`` checks a script provider against the
+driver contract without a daemon: it runs the probes in
+``remotes/im/PROVIDER.d/`` and the action scripts in ``remotes/vmm/PROVIDER/``
+(under ``$CLOUDBURST_HOME``, or ``--remotes DIR``) exactly as the daemon
+would, prints one ``PASS``/``FAIL``/``WARN`` line per contract point with the
+reason, and exits 0 only when nothing failed (see
+:mod:`cloudburst.drivers.contract`). It deploys real resources at the
+provider and cancels them at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from cloudburst.config.settings import home_from_environment
+from cloudburst.drivers.contract import Check, ContractSettings, ContractTest, summary
+from cloudburst.errors import TemplateError
+from cloudburst.template import Template, parse_any
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, not {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cloudburst",
+                                     description="cloudburst tools for operators and driver "
+                                                 "authors.")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    driver = commands.add_parser("driver", help="work with drivers",
+                                 description="Work with drivers.")
+    driver_commands = driver.add_subparsers(title="commands", metavar="COMMAND")
+    test = driver_commands.add_parser(
+        "test", help="check a script provider against the driver contract",
+        description="Run a script provider's probes and action scripts as the daemon would "
+                    "(no daemon needed) and report, one line per contract point, PASS, FAIL "
+                    "or WARN with the reason. Resources it deploys are cancelled at the end. "
+                    "Exit status 0 when nothing FAILed, 1 otherwise.")
+    test.set_defaults(handler=_test)
+    test.add_argument("provider", metavar="PROVIDER",
+                      help="the provider: remotes/vmm/PROVIDER/ and remotes/im/PROVIDER.d/")
+    test.add_argument("--remotes", type=Path, metavar="DIR",
+                      help="the remotes tree (default: $CLOUDBURST_HOME/remotes)")
+    test.add_argument("--probes", metavar="NAME", default="",
+                      help="the probe set, if not named like the provider (remotes/im/NAME.d)")
+    test.add_argument("--timeout", type=_positive, default=30.0, metavar="SECONDS",
+                      help="time limit of each action, like the -w of a driver (default 30)")
+    test.add_argument("--template", type=Path, metavar="FILE",
+                      help="VM template to deploy (default: CPU=1, MEMORY=128, "
+                           "PUBLIC_CLOUD=[TYPE=PROVIDER])")
+    test.add_argument("--host", default="driver-test", help="host name given to the scripts")
+    test.add_argument("--host-id", type=int, default=0, help="host id given to the probes")
+    test.add_argument("--vm-id", type=int, default=99999, help="VM id given to the scripts")
+    return parser
+
+
+def _print(check: Check) -> None:
+    print(check.line(), flush=True)
+
+
+def _test(args: argparse.Namespace) -> int:
+    home = home_from_environment()
+    remotes = (args.remotes or home / "remotes").expanduser().resolve()
+    template: Template | None = None
+    if args.template is not None:
+        try:
+            template = parse_any(args.template.read_text(encoding="utf-8"))
+        except OSError as exc:
+            print(f"cloudburst: cannot read {args.template}: {exc.strerror}", file=sys.stderr)
+            return 2
+        except TemplateError as exc:
+            print(f"cloudburst: {args.template}: {exc}", file=sys.stderr)
+            return 2
+    if not (remotes / "vmm" / args.provider).is_dir():
+        print(f"cloudburst: no provider {args.provider!r}: {remotes / 'vmm' / args.provider} "
+              "is not a directory", file=sys.stderr)
+        return 2
+    settings = ContractSettings(
+        provider=args.provider, remotes_dir=remotes, home=home, probe_set=args.probes,
+        timeout=args.timeout, host=args.host, host_id=args.host_id, vm_id=args.vm_id,
+        template=template)
+    print(f"Testing provider {args.provider} in {remotes} (CLOUDBURST_HOME={home}, "
+          f"{args.timeout:g} s per action)", flush=True)
+    test = ContractTest(settings, report=_print)
+    checks = asyncio.run(test.run())
+    print(summary(args.provider, checks))
+    return 1 if test.failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    result: int = handler(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

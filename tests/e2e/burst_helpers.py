@@ -1,0 +1,143 @@
+"""Helpers for the bursting end-to-end tests: fast daemons, restarts, the CLI, scripts.
+
+A plain module (no conftest). Unlike ``daemon_fixture.start_daemon`` these
+daemons get short timers (monitoring, polling and scheduling every second:
+``oned.conf`` keeps the first value of a name, so they must replace the
+defaults rather than be appended), and can be killed and started again on the
+same home and port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from daemon_fixture import (
+    DEFAULT_CONF,
+    START_TIMEOUT,
+    RunningDaemon,
+    daemon_environment,
+    free_port,
+    stop,
+    wait_for,
+)
+
+__all__ = ["RunningDaemon", "cli", "conf_text", "kill", "running_daemon", "start", "wait_for",
+           "write_script"]
+
+#: The timers every bursting test daemon runs with, in seconds.
+FAST_TIMERS = {
+    "MONITORING_INTERVAL": "1",
+    "VM_POLLING_INTERVAL": "1",
+    "SCHED_INTERVAL": "1",
+    "DEFAULT_ACTION_TIMEOUT": "60",
+}
+
+
+def conf_text(extra: str = "", **values: str) -> str:
+    """The shipped ``oned.conf`` with fast timers, ``values`` replaced, ``extra`` appended."""
+    text = DEFAULT_CONF.read_text(encoding="utf-8")
+    for name, value in {**FAST_TIMERS, **values}.items():
+        pattern = re.compile(rf"^{name}\s*=.*$", re.MULTILINE)
+        if pattern.search(text):
+            text = pattern.sub(f"{name} = {value}", text)
+        else:
+            text += f"\n{name} = {value}\n"
+    return f"{text}\n{textwrap.dedent(extra)}\n"
+
+
+def _answers(port: int) -> bool:
+    import socket
+
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
+
+
+def start(root: Path, conf: str | None = None, port: int | None = None) -> RunningDaemon:
+    """Start a daemon with home ``root/home``; its output is appended to ``root/oned.out``.
+
+    ``conf`` (when given) is written as the home's ``oned.conf``; restarting
+    with ``conf=None`` and the same ``port`` resumes the same installation.
+    """
+    home = root / "home"
+    (home / "etc").mkdir(parents=True, exist_ok=True)
+    if conf is not None:
+        (home / "etc" / "oned.conf").write_text(conf, encoding="utf-8")
+    port = port or free_port()
+    with open(root / "oned.out", "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cloudburst.daemon.main", "-f"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=daemon_environment(home, port), cwd=root)
+    deadline = time.monotonic() + START_TIMEOUT
+    while not _answers(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop(process)
+            raise RuntimeError(f"the daemon did not start (exit status {process.poll()}):\n"
+                               + (root / "oned.out").read_text(errors="replace")[-4000:])
+        time.sleep(0.05)
+    session = (home / "one_auth").read_text(encoding="utf-8").splitlines()[0].strip()
+    return RunningDaemon(home=home, port=port, session=session,
+                         url=f"http://127.0.0.1:{port}/RPC2", process=process)
+
+
+def kill(daemon: RunningDaemon) -> None:
+    """SIGKILL the daemon (no clean-up on its side) and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        daemon.process.send_signal(signal.SIGKILL)
+    daemon.process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def running_daemon(root: Path, conf: str) -> Iterator[RunningDaemon]:
+    """:func:`start` for the duration of a block; always stopped afterwards."""
+    daemon = start(root, conf)
+    try:
+        yield daemon
+    finally:
+        stop(daemon.process)
+
+
+def cli(daemon: RunningDaemon, tool: str, *args: str, check: bool = True,
+        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m cloudburst.cli.<tool> args...`` against ``daemon``."""
+    env = daemon_environment(daemon.home, daemon.port, {"ONE_AUTH": str(daemon.auth_file)})
+    result = subprocess.run(
+        [sys.executable, "-m", f"cloudburst.cli.{tool}", *args], input=stdin,
+        capture_output=True, text=True, env=env, timeout=60, cwd=daemon.home.parent)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{tool} {' '.join(args)} exited {result.returncode}:\n"
+                             f"{result.stdout}{result.stderr}")
+    return result
+
+
+def write_script(path: Path, text: str) -> Path:
+    """Write an executable script; the body may be indented apart from the ``#!`` line."""
+    shebang, _, body = textwrap.dedent(text).lstrip().partition("\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{shebang}\n{textwrap.dedent(body)}", encoding="utf-8")
+    path.chmod(0o755)
+    return path
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            state = handle.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+    return state != "Z"

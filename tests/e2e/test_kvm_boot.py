@@ -1,0 +1,160 @@
+"""Real guests under QEMU, through a private libvirtd, the real daemon and the CLI.
+
+The guest (a Debian kernel and a busybox initramfs) and the libvirtd are made
+at test time by :mod:`kvm_guest`. The host is ``localhost`` with its
+``LIBVIRT_URI`` set through ``onehost update`` to the private daemon; the
+guests boot under TCG (the private daemon runs unprivileged, without
+``/dev/kvm``), print a marker on their serial console, which libvirt logs to a
+file, and power off when ``onevm terminate`` presses their ACPI button.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+from daemon_fixture import RunningDaemon, daemon_environment, start_daemon, wait_for
+from kvm_guest import GUEST_POWEROFF, GUEST_UP, Guest, Libvirtd, build_guest, private_libvirtd
+
+pytestmark = pytest.mark.e2e
+
+#: Seconds allowed for a guest to print its marker (about 4 s each under TCG here).
+BOOT_TIMEOUT = 60.0
+
+
+@pytest.fixture(scope="module")
+def workdir() -> Iterator[Path]:
+    """A directory the unprivileged libvirtd and its QEMUs can reach (pytest's is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="cloudburst-kvm-e2e-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def guest(workdir: Path) -> Guest:
+    start = time.monotonic()
+    built = build_guest(workdir / "guest")
+    print(f"\nguest built in {time.monotonic() - start:.1f} s from {built.source}")
+    return built
+
+
+@pytest.fixture(scope="module")
+def libvirtd(workdir: Path) -> Iterator[Libvirtd]:
+    with private_libvirtd(workdir / "libvirtd") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
+    with start_daemon(tmp_path_factory.mktemp("kvm-daemon")) as running:
+        yield running
+
+
+class Cli:
+    """``python -m cloudburst.cli.<command>`` with ``ONE_XMLRPC``/``ONE_AUTH`` set."""
+
+    def __init__(self, daemon: RunningDaemon, home: Path) -> None:
+        self.env = daemon_environment(daemon.home, daemon.port, {
+            "ONE_XMLRPC": daemon.url, "ONE_AUTH": str(daemon.auth_file), "HOME": str(home)})
+
+    def ok(self, command: str, *args: str, stdin: str | None = None) -> str:
+        completed = subprocess.run(
+            [sys.executable, "-m", f"cloudburst.cli.{command}", *args], env=self.env,
+            input=stdin, capture_output=True, text=True, timeout=60, check=False)
+        assert completed.returncode == 0, completed.stderr
+        return completed.stdout
+
+    def json(self, command: str, *args: str) -> object:
+        return json.loads(self.ok(command, *args, "--json"))
+
+    def vms(self) -> dict[int, str]:
+        listed = self.json("onevm", "list")
+        assert isinstance(listed, list)
+        return {vm["ID"]: vm["STAT"] for vm in listed}
+
+
+def wait_running(cli: Cli, ids: list[int], timeout: float = 60) -> None:
+    """Wait until every VM is ``runn``; fail at once, with its error, if one fails."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = cli.vms()
+        failed = [vm_id for vm_id in ids if states.get(vm_id) == "fail"]
+        assert not failed, cli.ok("onevm", "show", str(failed[0]))
+        if all(states.get(vm_id) == "runn" for vm_id in ids):
+            return
+        assert time.monotonic() < deadline, states
+        time.sleep(0.2)
+
+
+def console(libvirtd: Libvirtd, vm_id: int) -> str:
+    path = libvirtd.console_dir / f"one-{vm_id}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def test_guests_boot_run_and_power_off(daemon: RunningDaemon, guest: Guest,
+                                       libvirtd: Libvirtd, tmp_path: Path) -> None:
+    cli = Cli(daemon, tmp_path)
+    assert cli.ok("onehost", "create", "localhost", "kvm", "kvm") == "ID: 0\n"
+    cli.ok("onehost", "update", "localhost", "-", "--append", stdin=(
+        f'LIBVIRT_URI = "{libvirtd.uri}"\nCONSOLE_LOG_DIR = "{libvirtd.console_dir}"\n'
+        'SHUTDOWN_TIMEOUT = "30"\n'))
+
+    def monitored() -> dict[str, object] | None:
+        shown = cli.json("onehost", "show", "localhost")
+        assert isinstance(shown, dict)
+        good = shown["STATE"] == "MONITORED" and "EMULATION" in json.dumps(shown)
+        return shown if good else None
+
+    host = wait_for(monitored, timeout=30)
+    text = json.dumps(host)
+    for expected in ('"HYPERVISOR": "kvm"', '"EMULATION": "qemu"', '"LIBVIRT_VERSION"'):
+        assert expected in text
+
+    template = (f'NAME = "tiny"\nCPU = 0.5\nMEMORY = 128\n'
+                f'OS = [ KERNEL = "{guest.kernel}", INITRD = "{guest.initrd}", ROOT = "ram0" ]\n'
+                f'KERNEL_CMD = "console=ttyS0 quiet"\n')
+    start = time.monotonic()
+    created = cli.ok("onevm", "create", "-", "-m", "2", stdin=template)
+    ids = [int(line.split()[1]) for line in created.splitlines()]
+    assert len(ids) == 2
+
+    wait_running(cli, ids)
+    running = time.monotonic() - start
+    rows = [line for line in cli.ok("onevm", "list").splitlines()[1:]
+            if int(line.split()[0]) in ids]
+    assert all(" runn " in row and " localhost " in row for row in rows), rows
+    for vm_id in ids:
+        shown = cli.json("onevm", "show", str(vm_id))
+        assert isinstance(shown, dict)
+        assert f'"DEPLOY_ID": "one-{vm_id}"' in json.dumps(shown), shown
+
+    wait_for(lambda: all(GUEST_UP in console(libvirtd, vm_id) for vm_id in ids),
+             timeout=BOOT_TIMEOUT, interval=0.2)
+    booted = time.monotonic() - start
+    connection = libvirt.open(libvirtd.uri)
+    try:
+        domains = {domain.name(): domain for domain in connection.listAllDomains(0)}
+        assert sorted(domains) == sorted(f"one-{vm_id}" for vm_id in ids)
+        kinds = {domain.name(): domain.XMLDesc(0) for domain in domains.values()}
+        assert all("<domain type='qemu'" in xml for xml in kinds.values())
+
+        stop = time.monotonic()
+        assert cli.ok("onevm", "terminate", ",".join(map(str, ids))) == ""
+        wait_for(lambda: not any(vm_id in cli.vms() for vm_id in ids), timeout=60)
+        stopped = time.monotonic() - stop
+        assert connection.listAllDomains(0) == []
+    finally:
+        connection.close()
+    for vm_id in ids:
+        assert GUEST_POWEROFF in console(libvirtd, vm_id), console(libvirtd, vm_id)
+    print(f"\n2 guests: runn after {running:.1f} s, console marker after {booted:.1f} s, "
+          f"ACPI power-off and DONE after {stopped:.1f} s")

@@ -1,0 +1,776 @@
+"""The EC2 driver against real ``moto_server`` processes over HTTP, through boto3.
+
+Two servers are two independent sites; a fault-injecting proxy of ours
+(:mod:`ec2_sites`) sits in front of the first, counting calls per action and
+injecting throttling, server errors, capacity errors and dropped answers.
+Nothing of the driver is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from cloudburst.drivers.base import (
+    DeploySpec,
+    DriverContext,
+    DriverOptions,
+    HostRef,
+    PollState,
+    VmRef,
+)
+from cloudburst.drivers.ec2.config import (
+    X509_NOTICE,
+    normalize_endpoint,
+    parse_env_text,
+    region_from_endpoint,
+)
+from cloudburst.drivers.ec2.information import Ec2InformationDriver
+from cloudburst.drivers.ec2.limits import BucketSpec, RateLimiter
+from cloudburst.drivers.ec2.vm import Ec2VmDriver
+from cloudburst.errors import (
+    CapacityError,
+    ConfigError,
+    DriverAuthError,
+    DriverError,
+    InstanceNotFoundError,
+    TransientDriverError,
+    ValidationError,
+)
+from cloudburst.template import parse
+from ec2_sites import (
+    FAKE_ACCESS_KEY,
+    FAKE_SECRET_KEY,
+    FaultProxy,
+    MotoServer,
+    instances_by_vm,
+    moto_servers,
+    write_rc,
+)
+
+T = TypeVar("T")
+
+INSTALL = "cb-0123456789abcdef"
+HOST = HostRef(id=3, name="ec2")
+SEED_EC2 = ('EC2 = [ AMI="ami-00bafcb5", KEYPAIR="gsg-keypair", AUTHORIZED_PORTS="22", '
+            "INSTANCETYPE=m1.small ]")
+FAST = ("EC2_RETRY_BASE_DELAY=0.05\nEC2_RETRY_MAX_DELAY=0.2\nEC2_READ_TIMEOUT=5\n"
+        "EC2_RATE_LIMITS=off\n")
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[MotoServer]]:
+    with moto_servers(2, tmp_path_factory.mktemp("moto")) as servers:
+        yield servers
+
+
+@pytest.fixture
+def site(sites: list[MotoServer]) -> MotoServer:
+    for server in sites:
+        server.reset()
+    return sites[0]
+
+
+@pytest.fixture
+def proxy(site: MotoServer) -> Iterator[FaultProxy]:
+    with FaultProxy(site.url) as running:
+        yield running
+
+
+def make_home(tmp_path: Path, *, defaults: str = "<INSTANCETYPE>m1.small</INSTANCETYPE>",
+              rc_extra: str = FAST, rc: bool = True) -> Path:
+    """``etc/`` with ``vmm_ec2.conf`` (the seed's layout) and a ``vmm_ec2rc``."""
+    etc = tmp_path / "home" / "etc"
+    (etc / "vmm_ec2").mkdir(parents=True, exist_ok=True)
+    (etc / "im_ec2").mkdir(parents=True, exist_ok=True)
+    (etc / "vmm_ec2" / "vmm_ec2.conf").write_text(
+        "<!--\n Default configuration attributes for the EC2 driver\n-->\n\n<TEMPLATE>\n"
+        f"  <EC2>\n    {defaults}\n  </EC2>\n</TEMPLATE>\n", encoding="utf-8")
+    if rc:
+        write_rc(etc / "vmm_ec2" / "vmm_ec2rc", extra=rc_extra)
+    return etc
+
+
+def context(etc: Path, url: str | None, *, name: str = "vmm_ec2",
+            flags: tuple[str, ...] = ()) -> DriverContext:
+    endpoint = ("-u", url) if url else ()
+    return DriverContext(
+        name=name, executable="one_vmm_ec2",
+        arguments=(*flags, *endpoint, "vmm_ec2/vmm_ec2.conf"),
+        options=DriverOptions(threads=15), etc_dir=etc, remotes_dir=etc.parent / "remotes",
+        var_dir=etc.parent / "var", install_id=INSTALL)
+
+
+def driver_for(tmp_path: Path, url: str, **home: Any) -> Ec2VmDriver:
+    return Ec2VmDriver(context(make_home(tmp_path, **home), url))
+
+
+def spec(vm_id: int, template: str, *, host: HostRef = HOST, token: str | None = None
+         ) -> DeploySpec:
+    parsed = parse(f"CPU = 0.5\nMEMORY = 128\n{template}\n")
+    parsed.set("VMID", str(vm_id))
+    return DeploySpec(vm_id=vm_id, host=host, deployment_file=Path("/nonexistent"),
+                      deployment=parsed.to_xml(), token=token or f"{INSTALL}-vm{vm_id}-0",
+                      memory_mb=128, cpu=0.5)
+
+
+def describe(server: MotoServer, instance_id: str) -> dict[str, Any]:
+    reservations = server.client().describe_instances(InstanceIds=[instance_id])
+    instance: dict[str, Any] = reservations["Reservations"][0]["Instances"][0]
+    return instance
+
+
+def tags_of(instance: dict[str, Any]) -> dict[str, str]:
+    return {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
+
+
+# -- lifecycle --------------------------------------------------------------------------
+
+
+def test_deploy_poll_reboot_shutdown_cancel(tmp_path: Path, site: MotoServer,
+                                            proxy: FaultProxy) -> None:
+    driver = driver_for(tmp_path, proxy.url)
+
+    async def scenario() -> None:
+        deploy_id = await driver.deploy(spec(7, SEED_EC2))
+        assert deploy_id.startswith("i-")
+        instance = describe(site, deploy_id)
+        tags = tags_of(instance)
+        assert tags["cloudburst:installation"] == INSTALL
+        assert tags["cloudburst:vm-id"] == "7"
+        assert tags["cloudburst:token"] == f"{INSTALL}-vm7-0"
+        assert tags["cloudburst:host-id"] == "3"
+        assert tags["Name"] == "one-7"
+        assert instance["ImageId"] == "ami-00bafcb5"
+        assert instance["KeyName"] == "gsg-keypair"
+        assert instance["InstanceType"] == "m1.small"
+        assert instance["ClientToken"] == f"{INSTALL}-vm7-0"
+
+        ref = VmRef(vm_id=7, deploy_id=deploy_id, host=HOST)
+        polled = await driver.poll([ref])
+        assert polled[7].state is PollState.ACTIVE
+        assert polled[7].info["IP"].startswith("ec2-")
+        assert polled[7].info["IP"].endswith(".compute-1.amazonaws.com")
+        assert polled[7].info["PRIVATE_IP"] == instance["PrivateIpAddress"]
+        assert polled[7].info["AWS_INSTANCE_TYPE"] == "m1.small"
+
+        await driver.reboot(ref)
+        await driver.reset(ref)
+        await driver.shutdown(ref)
+        assert describe(site, deploy_id)["State"]["Name"] == "terminated"
+        assert (await driver.poll([ref]))[7].state is PollState.GONE
+        await driver.cancel(ref)  # already terminated: still a success
+        await driver.cancel(VmRef(vm_id=8, deploy_id="i-0123456789abcdef0", host=HOST))
+        with pytest.raises(InstanceNotFoundError):
+            await driver.reboot(VmRef(vm_id=8, deploy_id="i-0123456789abcdef0", host=HOST))
+        await driver.close()
+
+    run(scenario())
+    counts = proxy.counts
+    assert counts["RunInstances"] == 1
+    assert counts["RebootInstances"] == 3
+    assert counts["TerminateInstances"] == 3
+
+
+def test_instance_terminated_outside_is_gone(tmp_path: Path, site: MotoServer) -> None:
+    driver = driver_for(tmp_path, site.url)
+
+    async def scenario() -> None:
+        deploy_id = await driver.deploy(spec(1, SEED_EC2))
+        site.client().terminate_instances(InstanceIds=[deploy_id])
+        result = (await driver.poll([VmRef(1, deploy_id, HOST)]))[1]
+        assert result.state is PollState.GONE
+        assert result.info["AWS_STATE"] == "terminated"
+        missing = (await driver.poll([VmRef(2, "i-00000000000000000", HOST)]))[2]
+        assert missing.state is PollState.GONE
+        await driver.close()
+
+    run(scenario())
+
+
+def test_section_selection_by_cloud(tmp_path: Path, site: MotoServer) -> None:
+    driver = driver_for(tmp_path, site.url)
+    two_sites = ('EC2 = [ CLOUD="ec2_eu_west", AMI="ami-0022c769", KEYPAIR="k", '
+                 'AUTHORIZED_PORTS="22" ]\n'
+                 'EC2 = [ CLOUD="ec2_eu_east", AMI="ami-03324cc9", KEYPAIR="k", '
+                 'AUTHORIZED_PORTS="22" ]')
+    east = HostRef(id=5, name="EC2_EU_EAST")
+
+    async def image(vm_id: int, template: str, host: HostRef) -> str:
+        return str(describe(site, await driver.deploy(spec(vm_id, template, host=host)))
+                   ["ImageId"])
+
+    async def scenario() -> None:
+        assert await image(1, two_sites, east) == "ami-03324cc9"
+        assert await image(2, two_sites, HostRef(id=6, name="ec2_eu_west")) == "ami-0022c769"
+        # A section naming no site is used where none names the host.
+        assert await image(3, two_sites + '\nEC2 = [ AMI="ami-any", KEYPAIR="k" ]',
+                           HostRef(id=7, name="other")) == "ami-any"
+        # One section only: CLOUD is not looked at (the seed's rule).
+        assert await image(4, 'EC2 = [ CLOUD="elsewhere", AMI="ami-one", KEYPAIR="k" ]',
+                           HOST) == "ami-one"
+        # The 5.x form, HOST naming the site.
+        five = ('PUBLIC_CLOUD = [ TYPE="ec2", HOST="ec2_eu_west", AMI="ami-5x", KEYPAIR="k" ]\n'
+                'PUBLIC_CLOUD = [ TYPE="ec2", HOST="ec2_eu_east", AMI="ami-5y", KEYPAIR="k" ]\n'
+                'PUBLIC_CLOUD = [ TYPE="azure", AMI="nope" ]')
+        assert await image(5, five, east) == "ami-5y"
+        with pytest.raises(DriverError, match="no EC2 section is for site other"):
+            await driver.deploy(spec(6, two_sites, host=HostRef(id=7, name="other")))
+        await driver.close()
+
+    run(scenario())
+
+
+def test_defaults_merged_under_the_section(tmp_path: Path, site: MotoServer) -> None:
+    driver = driver_for(tmp_path, site.url, defaults=(
+        "    <KEYPAIR>gsg-keypair</KEYPAIR>\n    <AUTHORIZEDPORTS>22</AUTHORIZEDPORTS>\n"
+        "    <INSTANCETYPE>m1.large</INSTANCETYPE>\n"))
+
+    async def scenario() -> None:
+        first = describe(site, await driver.deploy(spec(1, 'EC2 = [ AMI="ami-1", '
+                                                           'INSTANCETYPE="" ]')))
+        assert first["KeyName"] == "gsg-keypair"
+        assert first["InstanceType"] == "m1.large"
+        assert [g["GroupName"] for g in first["SecurityGroups"]] == [
+            f"cloudburst-{INSTALL}-tcp-22"]
+        second = describe(site, await driver.deploy(spec(2, 'EC2 = [ AMI="ami-2", '
+                                                            'KEYPAIR="mine", '
+                                                            'INSTANCETYPE="c1.medium" ]')))
+        assert (second["KeyName"], second["InstanceType"]) == ("mine", "c1.medium")
+        await driver.close()
+
+    run(scenario())
+
+
+def test_check_template_refuses_incomplete_sections(tmp_path: Path, site: MotoServer) -> None:
+    driver = driver_for(tmp_path, site.url)
+
+    def check(text: str) -> None:
+        driver.check_template(parse(text))
+
+    check("CPU=1\nMEMORY=64\n")  # no EC2 part: not the driver's business
+    check(SEED_EC2)
+    with pytest.raises(ValidationError, match="AMI is missing"):
+        check('EC2 = [ KEYPAIR="k" ]')
+    with pytest.raises(ValidationError, match="KEYPAIR is missing"):
+        check('EC2 = [ AMI="ami-1" ]')
+    with pytest.raises(ValidationError, match=r"for CLOUD=west: INSTANCETYPE 'm9\.huge'"):
+        check('EC2 = [ CLOUD="west", AMI="ami-1", KEYPAIR="k", INSTANCETYPE="m9.huge" ]')
+    with pytest.raises(ValidationError, match="AUTHORIZED_PORTS"):
+        check('EC2 = [ AMI="ami-1", KEYPAIR="k", AUTHORIZED_PORTS="ssh" ]')
+    with pytest.raises(ValidationError, match="KEYPAIR is missing"):
+        check('PUBLIC_CLOUD = [ TYPE="ec2", AMI="ami-1" ]')
+    check('PUBLIC_CLOUD = [ TYPE="azure", IMAGE="x" ]')
+    check('EC2 = [ AMI="ami-1", KEYPAIR="k", INSTANCETYPE="t3.micro" ]')
+    run(driver.close())
+
+    # A default KEYPAIR makes it optional.
+    other = Ec2VmDriver(context(make_home(tmp_path / "b", defaults="<KEYPAIR>d</KEYPAIR>"),
+                                site.url))
+    other.check_template(parse('EC2 = [ AMI="ami-1" ]'))
+    run(other.close())
+
+
+def test_authorized_ports_group_created_then_removed(tmp_path: Path, site: MotoServer) -> None:
+    driver = driver_for(tmp_path, site.url)
+    template = 'EC2 = [ AMI="ami-1", KEYPAIR="k", AUTHORIZED_PORTS="22-90" ]'
+    name = f"cloudburst-{INSTALL}-tcp-22-90"
+    client = site.client()
+
+    def groups() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = client.describe_security_groups(
+            Filters=[{"Name": "group-name", "Values": [name]}])["SecurityGroups"]
+        return found
+
+    async def cycle(refs: list[VmRef], live: frozenset[int]) -> None:
+        await driver.poll(refs)
+        await driver.sweep(HOST, live, 600)
+
+    async def scenario() -> None:
+        first = await driver.deploy(spec(1, template))
+        second = await driver.deploy(spec(2, template))
+        [group] = groups()
+        assert {(p["IpProtocol"], p["FromPort"], p["ToPort"]) for p in group["IpPermissions"]} \
+            == {("tcp", 22, 90)}
+        assert tags_of(group)["cloudburst:installation"] == INSTALL
+        for instance_id in (first, second):
+            assert [g["GroupId"] for g in describe(site, instance_id)["SecurityGroups"]] == [
+                group["GroupId"]]
+        refs = [VmRef(1, first, HOST), VmRef(2, second, HOST)]
+        await driver.cancel(refs[0])
+        await cycle(refs[1:], frozenset({2}))
+        assert groups(), "still used by VM 2"
+        await driver.cancel(refs[1])
+        await cycle([], frozenset())
+        assert groups() == []
+        # Needed again: created again.
+        third = await driver.deploy(spec(3, template))
+        assert groups() and describe(site, third)["SecurityGroups"]
+        await driver.close()
+
+    run(scenario())
+
+
+def test_elastic_ip_associated_when_running_and_released(tmp_path: Path, site: MotoServer,
+                                                         proxy: FaultProxy) -> None:
+    client = site.client()
+    address = client.allocate_address(Domain="vpc")
+    ip = address["PublicIp"]
+    driver = driver_for(tmp_path, proxy.url)
+
+    async def scenario() -> None:
+        deploy_id = await driver.deploy(spec(1, f'EC2 = [ AMI="ami-1", KEYPAIR="k", '
+                                                f'ELASTICIP="{ip}" ]'))
+        assert proxy.counts["AssociateAddress"] == 0  # only once the instance runs
+        ref = VmRef(1, deploy_id, HOST)
+        first = (await driver.poll([ref]))[1]
+        assert first.state is PollState.ACTIVE and first.info["IP"] == ip
+        [associated] = client.describe_addresses(PublicIps=[ip])["Addresses"]
+        assert associated["InstanceId"] == deploy_id
+        again = (await driver.poll([ref]))[1]
+        assert again.info["AWS_IP_ADDRESS"] == ip
+        assert proxy.counts["AssociateAddress"] == 1
+        await driver.cancel(ref)
+        assert proxy.counts["DisassociateAddress"] == 1
+        [released] = client.describe_addresses(PublicIps=[ip])["Addresses"]
+        assert "InstanceId" not in released or not released["InstanceId"]
+
+        # An allocation id works too; an unknown address is reported, not fatal.
+        allocation = client.allocate_address(Domain="vpc")
+        other = await driver.deploy(spec(2, f'EC2 = [ AMI="ami-1", KEYPAIR="k", '
+                                            f'ELASTICIP="{allocation["AllocationId"]}" ]'))
+        result = (await driver.poll([VmRef(2, other, HOST)]))[2]
+        assert result.info["IP"] == allocation["PublicIp"]
+        bad = await driver.deploy(spec(3, 'EC2 = [ AMI="ami-1", KEYPAIR="k", '
+                                          'ELASTICIP="198.51.100.7" ]'))
+        result = (await driver.poll([VmRef(3, bad, HOST)]))[3]
+        assert result.state is PollState.ACTIVE
+        assert "ELASTICIP 198.51.100.7" in result.info["ERROR"]
+        await driver.close()
+
+    run(scenario())
+
+
+# -- never twice -------------------------------------------------------------------------
+
+
+def test_deploy_with_the_same_token_launches_once(tmp_path: Path, site: MotoServer,
+                                                  proxy: FaultProxy) -> None:
+    driver = driver_for(tmp_path, proxy.url)
+
+    async def scenario() -> None:
+        first = await driver.deploy(spec(4, SEED_EC2))
+        assert await driver.deploy(spec(4, SEED_EC2)) == first
+        # After a restart (a new driver, nothing in memory): find, then deploy.
+        restarted = driver_for(tmp_path / "again", proxy.url)
+        assert await restarted.find(spec(4, SEED_EC2)) == first
+        assert await restarted.deploy(spec(4, SEED_EC2)) == first
+        assert await restarted.find(spec(4, SEED_EC2, token="other-token")) is None
+        await restarted.close()
+        await driver.close()
+
+    run(scenario())
+    assert proxy.counts["RunInstances"] == 1
+    assert instances_by_vm(site.client(), INSTALL) == {4: [first_id(site)]}
+
+
+def first_id(site: MotoServer) -> str:
+    [[instance_id]] = instances_by_vm(site.client(), INSTALL).values()
+    return instance_id
+
+
+@pytest.mark.parametrize("kind", ["drop", "error500", "slow"])
+def test_lost_run_instances_answer_is_not_launched_twice(tmp_path: Path, site: MotoServer,
+                                                         proxy: FaultProxy, kind: str) -> None:
+    """The answer of a RunInstances that took effect is lost; the retry finds it."""
+    driver = driver_for(tmp_path, proxy.url, rc_extra=FAST.replace(
+        "EC2_READ_TIMEOUT=5", "EC2_READ_TIMEOUT=1"))
+    if kind == "error500":
+        proxy.add_fault("RunInstances", "error500_after")  # launched, then a 500
+    elif kind == "slow":
+        proxy.add_fault("RunInstances", "slow", delay=1.5)  # answer later than the timeout
+    else:
+        proxy.add_fault("RunInstances", "drop")  # launched, then the connection drops
+
+    deploy_id = run(_deploy_and_close(driver, spec(9, SEED_EC2)))
+    assert instances_by_vm(site.client(), INSTALL) == {9: [deploy_id]}
+
+
+async def _deploy_and_close(driver: Ec2VmDriver, deploy: DeploySpec) -> str:
+    try:
+        return await driver.deploy(deploy)
+    finally:
+        await driver.close()
+
+
+def test_answer_dropped_before_launch_is_resent(tmp_path: Path, site: MotoServer,
+                                                proxy: FaultProxy) -> None:
+    driver = driver_for(tmp_path, proxy.url)
+    proxy.add_fault("RunInstances", "drop_before")
+    deploy_id = run(_deploy_and_close(driver, spec(9, SEED_EC2)))
+    assert proxy.counts["RunInstances"] == 2
+    assert instances_by_vm(site.client(), INSTALL) == {9: [deploy_id]}
+
+
+def test_client_token_deduplication_of_real_ec2_is_used(tmp_path: Path, site: MotoServer,
+                                                        proxy: FaultProxy) -> None:
+    """When the look-up fails too, the resend carries the same ClientToken, which real
+    EC2 (emulated by the proxy) de-duplicates."""
+    proxy.dedupe_client_tokens()
+    proxy.add_fault("RunInstances", "drop")
+    proxy.add_fault("DescribeInstances", "error500", skip=1, times=None)  # find-first works
+    driver = driver_for(tmp_path, proxy.url, rc_extra=FAST + "EC2_MAX_ATTEMPTS=3\n")
+    deploy_id = run(_deploy_and_close(driver, spec(9, SEED_EC2)))
+    assert proxy.counts["RunInstances"] == 2
+    assert instances_by_vm(site.client(), INSTALL) == {9: [deploy_id]}
+
+    # Without any way to look it up, a deploy fails cleanly instead of guessing.
+    proxy.clear_faults()
+    proxy.add_fault("DescribeInstances", "error500", times=None)
+    driver = driver_for(tmp_path / "b", proxy.url, rc_extra=FAST + "EC2_MAX_ATTEMPTS=2\n")
+    with pytest.raises(TransientDriverError, match="InternalError"):
+        run(_deploy_and_close(driver, spec(10, SEED_EC2)))
+
+
+# -- throttling, capacity, faults --------------------------------------------------------------
+
+
+def test_throttling_is_retried_with_backoff(tmp_path: Path, site: MotoServer,
+                                            proxy: FaultProxy) -> None:
+    driver = driver_for(tmp_path, proxy.url, rc_extra=FAST.replace(
+        "EC2_RETRY_BASE_DELAY=0.05", "EC2_RETRY_BASE_DELAY=0.2").replace(
+        "EC2_RETRY_MAX_DELAY=0.2", "EC2_RETRY_MAX_DELAY=2"))
+    proxy.add_fault("RunInstances", "throttle", times=2)
+    proxy.add_fault("DescribeInstances", "error500", times=1)
+    started = time.monotonic()
+    deploy_id = run(_deploy_and_close(driver, spec(1, SEED_EC2)))
+    elapsed = time.monotonic() - started
+    counts = proxy.counts
+    assert counts["RunInstances"] == 3
+    assert counts["DescribeInstances"] == 2
+    # Waits: 0.1-0.2 (500), 0.1-0.2 and 0.2-0.4 (throttles): at least 0.4 s in all.
+    assert elapsed >= 0.4
+    assert instances_by_vm(site.client(), INSTALL) == {1: [deploy_id]}
+
+    # Throttled for good: a transient error naming the code, after EC2_MAX_ATTEMPTS tries.
+    proxy.reset_counts()
+    proxy.add_fault("RebootInstances", "throttle", times=None)
+    driver = driver_for(tmp_path / "b", proxy.url, rc_extra=FAST + "EC2_MAX_ATTEMPTS=3\n")
+    with pytest.raises(TransientDriverError, match="RequestLimitExceeded"):
+        run(driver.reboot(VmRef(1, deploy_id, HOST)))
+    assert proxy.counts["RebootInstances"] == 3
+    run(driver.close())
+
+
+def test_capacity_errors_become_capacity_error(tmp_path: Path, site: MotoServer,
+                                               proxy: FaultProxy) -> None:
+    proxy.add_fault("RunInstances", "capacity")
+    proxy.add_fault("RunInstances", "limit")
+    driver = driver_for(tmp_path, proxy.url)
+
+    async def scenario() -> None:
+        with pytest.raises(CapacityError, match="InsufficientInstanceCapacity"):
+            await driver.deploy(spec(1, SEED_EC2))
+        with pytest.raises(CapacityError, match="InstanceLimitExceeded"):
+            await driver.deploy(spec(2, SEED_EC2))
+        await driver.close()
+
+    run(scenario())
+    assert proxy.counts["RunInstances"] == 2  # not retried: another site may have room
+    assert instances_by_vm(site.client(), INSTALL) == {}
+
+
+def test_client_side_rate_limits() -> None:
+    limiter = RateLimiter({"RUNINSTANCES": BucketSpec(5, 2),
+                           "RUNINSTANCES_RESOURCE": BucketSpec(1000, 2),
+                           "NON_MUTATING": BucketSpec(100, 20)})
+    delays = [limiter.reserve("RunInstances") for _ in range(7)]
+    assert delays[:5] == [0.0] * 5
+    assert delays[5] == pytest.approx(0.5, abs=0.05)
+    assert delays[6] == pytest.approx(1.0, abs=0.05)
+    assert limiter.reserve("DescribeInstances") == 0.0
+    limiter.penalize("DescribeInstances")
+    assert limiter.reserve("DescribeInstances") == pytest.approx(0.05, abs=0.02)
+    assert RateLimiter(None).reserve("RunInstances") == 0.0
+
+
+def test_rate_limits_pace_launches(tmp_path: Path, site: MotoServer,
+                                   proxy: FaultProxy) -> None:
+    driver = driver_for(tmp_path, proxy.url, rc_extra=FAST.replace(
+        "EC2_RATE_LIMITS=off\n", "EC2_RATE_RUNINSTANCES=2/10\n"))
+
+    async def scenario() -> float:
+        started = time.monotonic()
+        await asyncio.gather(*(driver.deploy(spec(vm_id, SEED_EC2)) for vm_id in range(6)))
+        await driver.close()
+        return time.monotonic() - started
+
+    # Burst of 2, then 10 per second: 4 launches wait at least 0.4 s.
+    assert run(scenario()) >= 0.38
+    assert proxy.counts["RunInstances"] == 6
+
+
+# -- polling in bulk -------------------------------------------------------------------------
+
+
+def test_polling_300_instances_costs_one_call(tmp_path: Path, site: MotoServer,
+                                              proxy: FaultProxy) -> None:
+    launched = site.client().run_instances(
+        ImageId="ami-1", MinCount=300, MaxCount=300, TagSpecifications=[{
+            "ResourceType": "instance",
+            "Tags": [{"Key": "cloudburst:installation", "Value": INSTALL}]}])
+    refs = [VmRef(index, instance["InstanceId"], HOST)
+            for index, instance in enumerate(launched["Instances"])]
+    driver = driver_for(tmp_path, proxy.url)
+
+    async def scenario() -> None:
+        results = await driver.poll(refs)
+        assert len(results) == 300
+        assert all(result.state is PollState.ACTIVE for result in results.values())
+        assert proxy.counts["DescribeInstances"] == 1
+        # The sweep that follows the poll reuses its listing.
+        report = await driver.sweep(HOST, frozenset(range(300)), 600)
+        assert report is not None and report.orphans == {}
+        assert proxy.counts["DescribeInstances"] == 1
+        await driver.close()
+
+    run(scenario())
+
+
+# -- orphans ----------------------------------------------------------------------------------
+
+
+def test_sweep_terminates_orphans_after_the_grace_period(tmp_path: Path, site: MotoServer,
+                                                         proxy: FaultProxy) -> None:
+    driver = driver_for(tmp_path, proxy.url)
+    other_host = HostRef(id=4, name="ec2_other")
+
+    async def scenario() -> None:
+        kept = await driver.deploy(spec(1, SEED_EC2))
+        orphan = await driver.deploy(spec(2, SEED_EC2))
+        elsewhere = await driver.deploy(spec(3, SEED_EC2, host=other_host))
+        # A second instance of VM 1 (say, launched by hand with our tags): a duplicate.
+        duplicate = await driver.deploy(spec(1, SEED_EC2, token="older-token"))
+        await driver.poll([VmRef(1, kept, HOST)])
+        first = await driver.sweep(HOST, frozenset({1}), 0.5)
+        assert first is not None
+        assert set(first.orphans) == {orphan, duplicate}
+        assert first.terminated == []
+        await asyncio.sleep(0.6)
+        second = await driver.sweep(HOST, frozenset({1}), 0.5)
+        assert second is not None
+        assert set(second.terminated) == {orphan, duplicate}
+        assert second.orphans[orphan] >= 0.5
+        third = await driver.sweep(HOST, frozenset({1}), 0.5)
+        assert third is not None and third.orphans == {}
+        await driver.close()
+        states = {instance_id: describe(site, instance_id)["State"]["Name"]
+                  for instance_id in (kept, orphan, elsewhere, duplicate)}
+        assert states == {kept: "running", orphan: "terminated", elsewhere: "running",
+                          duplicate: "terminated"}
+
+    run(scenario())
+
+
+def test_two_sites_are_independent(tmp_path: Path, sites: list[MotoServer]) -> None:
+    for server in sites:
+        server.reset()
+    etc = make_home(tmp_path)
+    west = Ec2VmDriver(context(etc, sites[0].url, name="vmm_amazon_eu_west"))
+    east = Ec2VmDriver(context(etc, sites[1].url, name="vmm_amazon_eu_east"))
+
+    async def scenario() -> None:
+        template = ('EC2 = [ CLOUD="ec2_eu_west", AMI="ami-0022c769", KEYPAIR="k" ]\n'
+                    'EC2 = [ CLOUD="ec2_eu_east", AMI="ami-03324cc9", KEYPAIR="k" ]')
+        one = await west.deploy(spec(1, template, host=HostRef(1, "ec2_eu_west")))
+        two = await east.deploy(spec(2, template, host=HostRef(2, "ec2_eu_east")))
+        assert describe(sites[0], one)["ImageId"] == "ami-0022c769"
+        assert describe(sites[1], two)["ImageId"] == "ami-03324cc9"
+        assert instances_by_vm(sites[0].client(), INSTALL) == {1: [one]}
+        assert instances_by_vm(sites[1].client(), INSTALL) == {2: [two]}
+        await west.close()
+        await east.close()
+
+    run(scenario())
+
+
+# -- configuration and secrets ------------------------------------------------------------------
+
+
+def test_credentials_never_appear(tmp_path: Path, site: MotoServer, proxy: FaultProxy,
+                                  caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    echo = (f"The request signature we calculated does not match. Credential={FAKE_ACCESS_KEY}"
+            f"/20250101/us-east-1/ec2/aws4_request, secret {FAKE_SECRET_KEY}, key "
+            f"{FAKE_ACCESS_KEY}")
+    driver = driver_for(tmp_path, proxy.url, rc_extra=FAST + "EC2_MAX_ATTEMPTS=2\n")
+    messages: list[str] = [repr(driver), repr(driver.config), str(driver.config),
+                           repr(driver.config.credentials), repr(driver.site)]
+
+    async def scenario() -> None:
+        proxy.add_fault("*", "code", status=403, code="SignatureDoesNotMatch", message=echo)
+        with pytest.raises(DriverAuthError) as auth:
+            await driver.deploy(spec(1, SEED_EC2))
+        messages.append(str(auth.value))
+        proxy.clear_faults()
+        proxy.add_fault("*", "code", status=503, code="Unavailable", message=echo, times=None)
+        with pytest.raises(TransientDriverError) as transient:
+            await driver.reboot(VmRef(1, "i-0123456789abcdef0", HOST))
+        messages.append(str(transient.value))
+        proxy.clear_faults()
+        proxy.add_fault("*", "code", status=400, code="InvalidParameterValue", message=echo)
+        with pytest.raises(DriverError) as other:
+            await driver.reboot(VmRef(1, "i-0123456789abcdef0", HOST))
+        messages.append(str(other.value))
+        proxy.clear_faults()
+        deploy_id = await driver.deploy(spec(2, SEED_EC2))
+        polled = await driver.poll([VmRef(2, deploy_id, HOST)])
+        messages.append(repr(polled))
+        await driver.close()
+
+    run(scenario())
+    assert "SignatureDoesNotMatch" in messages[5]
+    text = "\n".join(messages) + caplog.text
+    assert FAKE_ACCESS_KEY not in text
+    assert FAKE_SECRET_KEY not in text
+    assert "cbSecret" not in text
+
+
+def test_x509_settings_get_a_clear_notice(tmp_path: Path, site: MotoServer,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    etc = make_home(tmp_path, rc=False)
+    (etc / "vmm_ec2" / "vmm_ec2rc").write_text(
+        'EC2_HOME="/opt/ec2-api-tools"\nEC2_PRIVATE_KEY="/home/one/.ec2/pk.pem"\n'
+        'EC2_CERT="/home/one/.ec2/cert.pem"\n', encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        driver = Ec2VmDriver(context(etc, site.url, flags=("-c", "/home/user/.ec2/cert.pem")))
+    assert X509_NOTICE in driver.config.notes
+    assert "no longer accepted by AWS" in caplog.text
+    assert not driver.config.credentials.explicit  # the standard AWS chain is used
+    run(driver.close())
+
+
+def test_per_site_rc_file_and_region(tmp_path: Path) -> None:
+    etc = make_home(tmp_path)
+    write_rc(etc / "vmm_ec2" / "vmm_amazon_eu_westrc", region="eu-west-1",
+             access_key="AKIAOTHERSITEKEY0001")
+    west = Ec2VmDriver(context(etc, None, name="vmm_amazon_eu_west"))
+    assert west.config.rc_path == etc / "vmm_ec2" / "vmm_amazon_eu_westrc"
+    assert west.config.region == "eu-west-1"
+    derived = Ec2VmDriver(DriverContext(
+        name="vmm_x", executable="one_vmm_ec2",
+        arguments=("-u", "https://ec2.ap-southeast-2.amazonaws.com", "vmm_ec2/vmm_ec2.conf"),
+        options=DriverOptions(), etc_dir=tmp_path / "none", remotes_dir=tmp_path,
+        var_dir=tmp_path, install_id=INSTALL))
+    assert derived.config.region == "ap-southeast-2"
+    assert not derived.config.credentials.explicit
+    with pytest.raises(ValueError, match="unknown option -z"):
+        Ec2VmDriver(context(etc, None, flags=("-z", "x")))
+    run(west.close())
+    run(derived.close())
+
+
+def test_information_driver_reports_limits(tmp_path: Path) -> None:
+    etc = make_home(tmp_path)
+    conf = etc / "im_ec2" / "im_ec2.conf"
+    conf.write_text("# Max number of instances that can be launched into EC2\n"
+                    "SMALL_INSTANCES=5\nLARGE_INSTANCES=\nEXTRALARGE_INSTANCES=\n",
+                    encoding="utf-8")
+    driver = Ec2InformationDriver(DriverContext(
+        name="im_ec2", executable="one_im_ec2", arguments=("im_ec2/im_ec2.conf",),
+        options=DriverOptions(), etc_dir=etc, remotes_dir=tmp_path, var_dir=tmp_path))
+    info = run(driver.monitor(HOST))
+    assert info.attributes["TOTALCPU"] == "500"
+    assert info.attributes["TOTALMEMORY"] == "8912896"
+    assert info.attributes["FREEMEMORY"] == "8912896"
+    assert info.attributes["HYPERVISOR"] == "ec2"
+    assert info.attributes["PUBLIC_CLOUD"] == "YES"
+    assert info.attributes["PRIORITY"] == "-1"
+    assert info.attributes["HOSTNAME"] == "ec2"
+    assert info.attributes["DEFAULT_INSTANCE_TYPE"] == "m1.small"
+    assert dict(info.capacity) == {"m1.small": 5, "m1.large": 0, "m1.xlarge": 0}
+
+    time.sleep(0.01)
+    conf.write_text("SMALL_INSTANCES=4\nLARGE_INSTANCES=1\nINSTANCES_T3_MICRO=2\n",
+                    encoding="utf-8")
+    info = run(driver.monitor(HOST))
+    assert info.capacity["t3.micro"] == 2 and info.capacity["m1.large"] == 1
+    assert info.attributes["TOTALCPU"] == str(400 + 400 + 2 * 200)
+    # Host attributes override the file for one site.
+    tuned = HostRef(id=9, name="ec2_eu", attributes={"SMALL_INSTANCES": "1",
+                                                      "EC2_DEFAULT_INSTANCE_TYPE": "t3.micro"})
+    info = run(driver.monitor(tuned))
+    assert info.capacity["m1.small"] == 1
+    assert info.attributes["DEFAULT_INSTANCE_TYPE"] == "t3.micro"
+
+    conf.write_text("SMALL_INSTANCES=many\n", encoding="utf-8")
+    with pytest.raises(DriverError, match="SMALL_INSTANCES"):
+        run(driver.monitor(HOST))
+
+
+def test_template_section_keys_reach_run_instances(tmp_path: Path, site: MotoServer) -> None:
+    driver = driver_for(tmp_path, site.url)
+    client = site.client()
+    subnet = client.describe_subnets()["Subnets"][0]
+    group = client.create_security_group(GroupName="web", Description="web",
+                                         VpcId=subnet["VpcId"])
+
+    async def scenario() -> None:
+        deploy_id = await driver.deploy(spec(1, (
+            f'EC2 = [ AMI="ami-1", KEYPAIR="k", SUBNETID="{subnet["SubnetId"]}", '
+            'SECURITYGROUPS="web", AUTHORIZED_PORTS="22", TAGS="team=ops,cost=42", '
+            f'AVAILABILITYZONE="{subnet["AvailabilityZone"]}", USERDATA="#!/bin/sh" ]')))
+        instance = describe(site, deploy_id)
+        assert instance["SubnetId"] == subnet["SubnetId"]
+        assert group["GroupId"] in {g["GroupId"] for g in instance["SecurityGroups"]}
+        assert len(instance["SecurityGroups"]) == 2
+        tags = tags_of(instance)
+        assert (tags["team"], tags["cost"]) == ("ops", "42")
+        await driver.close()
+
+    run(scenario())
+
+
+def test_security_group_deleted_behind_our_back_is_recreated(tmp_path: Path,
+                                                              site: MotoServer) -> None:
+    driver = driver_for(tmp_path, site.url)
+    template = 'EC2 = [ AMI="ami-1", KEYPAIR="k", AUTHORIZED_PORTS="8080" ]'
+
+    async def scenario() -> None:
+        first = await driver.deploy(spec(1, template))
+        [old] = describe(site, first)["SecurityGroups"]
+        site.client().delete_security_group(GroupId=old["GroupId"])
+        second = await driver.deploy(spec(2, template))
+        [new] = describe(site, second)["SecurityGroups"]
+        assert new["GroupName"] == old["GroupName"] and new["GroupId"] != old["GroupId"]
+        await driver.close()
+
+    run(scenario())
+
+
+def test_rc_file_syntax_and_endpoints() -> None:
+    env = parse_env_text('# comment\nexport AWS_ACCESS_KEY_ID="AKIA 1"\n'
+                         "AWS_SECRET_ACCESS_KEY='x#y'\nEC2_URL=https://h # note\n\n",
+                         Path("rc"))
+    assert env.values == {"AWS_ACCESS_KEY_ID": "AKIA 1", "AWS_SECRET_ACCESS_KEY": "x#y",
+                          "EC2_URL": "https://h"}
+    with pytest.raises(ConfigError, match="rc:2: expected KEY=VALUE") as error:
+        parse_env_text("A=1\nnot a pair secretvalue\n", Path("rc"))
+    assert "secretvalue" not in str(error.value)
+    assert region_from_endpoint("https://eu-west-1.ec2.amazonaws.com") == "eu-west-1"
+    assert region_from_endpoint("https://ec2.us-gov-west-1.amazonaws.com") == "us-gov-west-1"
+    assert region_from_endpoint("http://127.0.0.1:5000") is None
+    assert normalize_endpoint("ec2.example.org:8773/services/Eucalyptus/") == \
+        "https://ec2.example.org:8773/services/Eucalyptus"
+    with pytest.raises(ValueError):
+        normalize_endpoint("ftp://x")
