@@ -97,7 +97,22 @@ def _installed_kernel() -> tuple[Path, Path] | None:
 
 
 def _downloaded_kernel(directory: Path) -> tuple[Path, Path, str]:
-    """Download and unpack a Debian kernel package; ``(vmlinuz, modules dir, package)``."""
+    """Download and unpack a Debian kernel package; ``(vmlinuz, modules dir, package)``.
+
+    When the package lists are stale (the mirror moved on to a newer kernel),
+    they are refreshed once with ``apt-get update`` (as root) and the download
+    is tried again.
+    """
+    try:
+        return _download_kernel_once(directory)
+    except RuntimeError:
+        if os.geteuid() != 0:
+            raise
+        _run("apt-get", "update", "-qq")
+        return _download_kernel_once(directory)
+
+
+def _download_kernel_once(directory: Path) -> tuple[Path, Path, str]:
     errors: list[str] = []
     for meta in KERNEL_PACKAGES:
         try:

@@ -130,7 +130,7 @@ def test_users_templates_and_config(one: pyone.OneServer) -> None:
     assert [user.NAME for user in one.userpool.info().USER] == ["oneadmin"]
     config = one.system.config()
     assert config.PORT > 0
-    assert [section.NAME for section in config.VM_MAD] == ["dummy"]
+    assert [section.NAME for section in config.VM_MAD] == ["dummy", "kvm"]
 
     template_id = one.template.allocate(TEMPLATE)
     assert one.template.info(template_id).TEMPLATE["PUBLIC_CLOUD"]["AMI"] == "ami-1"
@@ -186,7 +186,7 @@ def test_fixture_extends_oned_conf_and_vms_get_monitored(tmp_path: Path) -> None
     with start_daemon(tmp_path, oned_conf_extra=extra) as running:
         one = pyone.OneServer(running.url, session=running.session)
         config = one.system.config()
-        assert [section.NAME for section in config.VM_MAD] == ["dummy", "other"]
+        assert [section.NAME for section in config.VM_MAD] == ["dummy", "kvm", "other"]
         assert config.MONITORING_INTERVAL_VM == 1
         host_id = one.host.allocate("polled", "dummy", "other", -1)
         wait_for(lambda: one.host.info(host_id).STATE == 2, timeout=20)

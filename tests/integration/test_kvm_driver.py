@@ -305,7 +305,7 @@ def test_domain_xml_boot_disk_network_nic_readonly_disk_and_graphics() -> None:
     template = parse("""
         CPU = 2
         MEMORY = 1024
-        OS = [ BOOT = "cdrom,hd", ARCH = "x86_64" ]
+        OS = [ BOOT = "cdrom,disk0", ARCH = "x86_64" ]
         DISK = [ SOURCE = "/images/root.qcow2", DRIVER = "qcow2", BUS = "virtio",
                  TARGET = "vda", CACHE = "none" ]
         DISK = [ SOURCE = "/images/data.img", READONLY = "yes" ]
@@ -396,12 +396,16 @@ def test_domain_xml_refuses_wrong_local_parts(text: str, message: str) -> None:
         build_domain_xml(parse(text), request())
 
 
-def test_check_template_only_checks_what_is_there(driver: KvmVmDriver) -> None:
+def test_check_template_only_refuses_what_is_wrong_anywhere(driver: KvmVmDriver) -> None:
     driver.check_template(seed_template())
     driver.check_template(parse('CPU = 1\nMEMORY = 64\nEC2 = [ AMI = "ami-1" ]\n'))
-    driver.check_template(parse("MEMORY = 64\nDISK = [ IMAGE = ubuntu ]\n"))  # no SOURCE yet
-    with pytest.raises(ValidationError, match="MAC"):
-        driver.check_template(parse('MEMORY = 64\nNIC = [ MAC = "nope" ]\n'))
+    driver.check_template(parse("CPU = 1\nDISK = [ IMAGE = ubuntu, TYPE = rbd ]\n"
+                                'OS = [ BOOT = "usb" ]\nGRAPHICS = [ TYPE = sdl ]\n'))
+    for wrong, attribute in (('NIC = [ MAC = "nope" ]', "NIC 0: MAC"),
+                             ("DISK = [ SOURCE = /a, READONLY = perhaps ]", "DISK 0 READONLY"),
+                             ("VCPU = 1.5", "VCPU")):
+        with pytest.raises(ValidationError, match=attribute):
+            driver.check_template(parse(f"MEMORY = 64\n{wrong}\n"))
 
 
 def test_metadata_round_trip() -> None:

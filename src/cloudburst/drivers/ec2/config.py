@@ -385,6 +385,9 @@ def load_site_config(context: DriverContext) -> SiteConfig:
     if defaults is None and context.default is not None:
         defaults = context.default
     notes: list[str] = []
+    if defaults is not None and not defaults.is_file():
+        notes.append(f"defaults file {defaults} not found: VMs get no defaults "
+                     "(KEYPAIR, INSTANCETYPE, ...) until it exists")
     rc_path = next((path for path in rc_candidates(context, defaults) if path.is_file()), None)
     env = read_env_file(rc_path) if rc_path is not None else EnvFile(Path("-"), {}, {})
     values = env.values

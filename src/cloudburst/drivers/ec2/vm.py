@@ -423,7 +423,9 @@ class Ec2VmDriver(VmDriver):
             response = await self.site.call("DescribeSecurityGroups", {"Filters": filters})
             groups = response.get("SecurityGroups") or []
             if not groups:
-                raise DriverError(f"security group {name} exists but cannot be found") from None
+                raise DriverError(
+                    f"a security group named {name} exists at {self.site.label} but lacks "
+                    f"the tag {TAG_INSTALL}={self.install_id}; delete it or tag it") from None
             await self._authorize(str(groups[0]["GroupId"]), ports,
                                   groups[0].get("IpPermissions") or [])
             return str(groups[0]["GroupId"])

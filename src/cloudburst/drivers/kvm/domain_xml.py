@@ -12,7 +12,7 @@ are ignored. Attributes, as in OpenNebula's KVM driver:
   ``root=/dev/<ROOT> <KERNEL_CMD>`` (a ``ROOT`` starting with ``/`` or holding
   ``=`` is used as written; a top-level ``KERNEL_CMD`` is read when ``OS`` has
   none); without it, it boots from ``BOOT`` (``hd``, ``cdrom``, ``network``,
-  ``fd``; comma-separated; default ``hd``).
+  ``fd``, or OpenNebula 5's ``disk0``/``nic0``; comma-separated; default ``hd``).
 * ``DISK = [ SOURCE, TARGET, READONLY, DRIVER, TYPE, BUS, CACHE, DEV_PREFIX ]``:
   ``TYPE`` ``disk``/``file`` (default), ``block``, ``cdrom`` or ``floppy``;
   ``DRIVER`` is the image format (default ``raw``); a missing ``TARGET`` is
@@ -56,7 +56,7 @@ _MAC_RE: Final = re.compile(r"(?:[0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}")
 _YES: Final = frozenset({"yes", "true", "1", "on"})
 _NO: Final = frozenset({"no", "false", "0", "off"})
 _BOOT_DEVICES: Final = {"hd": "hd", "disk": "hd", "cdrom": "cdrom", "network": "network",
-                        "fd": "fd", "floppy": "fd"}
+                        "nic": "network", "fd": "fd", "floppy": "fd"}
 _DISK_DEVICES: Final = {"disk": "disk", "file": "disk", "block": "disk", "cdrom": "cdrom",
                         "floppy": "floppy"}
 _GRAPHICS: Final = frozenset({"vnc", "spice"})
@@ -232,7 +232,8 @@ def _boot_devices(value: str | None) -> list[str]:
     for word in (value or "hd").replace(" ", ",").split(","):
         if not word:
             continue
-        device = _BOOT_DEVICES.get(word.lower())
+        # OpenNebula 5 numbers them (disk0, nic1): libvirt boots by kind here.
+        device = _BOOT_DEVICES.get(word.lower().rstrip(string.digits))
         if device is None:
             raise DomainXmlError(
                 f"OS BOOT device {word!r} is not one of {', '.join(sorted(_BOOT_DEVICES))}")
@@ -434,29 +435,22 @@ def build_domain_xml(template: Template, request: DomainRequest) -> str:
 
 
 def check_local_part(template: Template) -> None:
-    """Validate what can be checked without a host (used at VM creation).
+    """Validate, at VM creation, what is wrong wherever the VM would run.
 
-    Only attributes that are present are checked, since a VM may be meant for
-    a cloud site: a wrong ``MAC``, ``READONLY``, ``VCPU``, ``BOOT``, disk
-    ``TYPE`` or ``GRAPHICS``. ``MEMORY`` and a disk's ``SOURCE`` are only
-    required when the VM is deployed on a kvm host.
+    A VM may be meant for a cloud site, so only values no OpenNebula template
+    may hold are refused: a malformed NIC ``MAC``, a ``READONLY`` that is not
+    yes/no, a ``VCPU`` that is not a whole number. Everything else (``MEMORY``,
+    a disk's ``SOURCE`` and ``TYPE``, ``BOOT``, ``GRAPHICS``) is checked when
+    the VM is deployed on a kvm host.
 
     Raises:
         DomainXmlError: naming the attribute.
     """
     _vcpus(template)
-    os_vector = template.get_vector("OS")
-    if _get(os_vector, "KERNEL") is None:
-        _boot_devices(_get(os_vector, "BOOT"))
-    scratch = ElementTree.Element("devices")
-    disks = template.vectors("DISK")
-    for number, (disk, target) in enumerate(zip(disks, _targets(disks), strict=True)):
-        if _get(disk, "SOURCE") is None:
-            disk = {**disk, "SOURCE": "-"}
-        _disk(scratch, disk, number, target)
+    for number, disk in enumerate(template.vectors("DISK")):
+        _flag(_get(disk, "READONLY"), f"DISK {number} READONLY", False)
     for number, nic in enumerate(template.vectors("NIC")):
-        _nic(scratch, nic, number)
-    graphics = template.get_vector("GRAPHICS")
-    if graphics is not None:
-        _graphics(scratch, graphics)
-    _features(ElementTree.Element("domain"), template)
+        mac = _get(nic, "MAC")
+        if mac is not None and _MAC_RE.fullmatch(mac) is None:
+            raise DomainXmlError(f"NIC {number}: MAC {mac!r} is not of the form "
+                                 "02:00:0a:00:00:01")

@@ -60,10 +60,3 @@ def poll_state(state: int) -> PollState:
     except ValueError:
         return PollState.UNKNOWN
 
-
-def state_name(state: int) -> str:
-    """libvirt's name of ``state`` in lower case (``running``, ``shutoff``, ...)."""
-    try:
-        return DomainState(state).name.lower()
-    except ValueError:
-        return f"state-{state}"
