@@ -137,8 +137,10 @@ def matching_section(vm: VmDemand, host: HostCandidate,
     """The VM's section a cloud host would use, or ``None`` if it has none.
 
     A section naming this host wins, then a section naming no site; when the
-    host is the only site of its type, ``CLOUD`` is ignored (as the EC2 seed
-    says) and the first section of the type is used.
+    host is the only site of its type and the VM has a single section of that
+    type, its ``CLOUD`` is ignored (as the EC2 seed says). Several sections
+    naming other sites are ambiguous: the VM waits, as the driver would
+    refuse it.
     """
     hypervisor = host.hypervisor.lower()
     of_type = [section for section in vm.clouds if section.type.lower() == hypervisor]
@@ -148,7 +150,7 @@ def matching_section(vm: VmDemand, host: HostCandidate,
     for section in of_type:
         if section.cloud is None:
             return section
-    if of_type and sites_of_type.get(hypervisor, 0) <= 1:
+    if len(of_type) == 1 and sites_of_type.get(hypervisor, 0) <= 1:
         return of_type[0]
     return None
 
