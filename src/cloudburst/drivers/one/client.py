@@ -5,8 +5,10 @@ the daemon's event loop never blocks. Read-only calls reuse one kept-alive
 connection per thread (and are sent once more if it turns out dead); calls
 with side effects are sent exactly once, each on a connection of its own: a
 lost reply surfaces as an error, and the caller looks the result up by its
-tags instead of sending the request again. Every failure becomes one :class:`~cloudburst.errors.DriverError` subclass
-with a one-line message naming the partner by its endpoint (never by the
+tags instead of sending the request again.
+
+Every failure becomes one :class:`~cloudburst.errors.DriverError` subclass with
+a one-line message naming the partner by its endpoint (never by the
 credentials):
 
 * unreachable, timed out, HTTP 5xx/429: :class:`TransientDriverError`;

@@ -352,6 +352,9 @@ class OneVmDriver(VmDriver):
         unreachable: DriverError | None = None
         vm: RemoteVm | None = None
         while True:
+            # Pausing first lets the VMs created meanwhile share one listing.
+            await asyncio.sleep(pause)
+            pause = min(pause * 1.5, config.poll_interval)
             try:
                 snapshot = await pool.get(seen_after)
             except TransientDriverError as exc:
@@ -371,8 +374,6 @@ class OneVmDriver(VmDriver):
                     raise DriverError(f"partner VM {remote} failed: {reason}; it was terminated")
             if time.monotonic() >= deadline:
                 break
-            await asyncio.sleep(pause)
-            pause = min(pause * 1.5, config.poll_interval)
         if unreachable is not None or vm is None:
             raise unreachable or DriverError(f"partner VM {remote} cannot be observed")
         if _waiting(vm):
@@ -430,6 +431,9 @@ class OneVmDriver(VmDriver):
                 except WrongStateError:
                     pass  # on its way out already, or DONE
                 issued = seen_after = time.monotonic()
+            # Pausing first lets the VMs stopped meanwhile share one listing.
+            await asyncio.sleep(pause)
+            pause = min(pause * 1.5, config.poll_interval)
             snapshot = await pool.get(seen_after)
             seen_after = snapshot.started + 1e-6
             current = snapshot.find(remote)
@@ -440,8 +444,6 @@ class OneVmDriver(VmDriver):
             if time.monotonic() >= deadline:
                 raise DriverError(f"partner VM {remote} is still {remote_label(current)} "
                                   f"{config.shutdown_timeout:g} s after {action}")
-            await asyncio.sleep(pause)
-            pause = min(pause * 1.5, config.poll_interval)
 
     # -- other actions -----------------------------------------------------------------
 
