@@ -227,7 +227,7 @@ async def running(settings: Settings) -> AsyncIterator[Daemon]:
         await daemon.stop()
 
 
-async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0,
+async def wait_until(predicate: Callable[[], Any], timeout: float = 15.0,
                      what: str = "the condition") -> Any:
     """Poll ``predicate`` (sync or async) until it returns something truthy."""
     deadline = time.monotonic() + timeout
@@ -243,7 +243,7 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0,
 
 
 async def wait_vm(daemon: Daemon, vm_id: int, target: tuple[VmState, Any] | VmState,
-                  timeout: float = 5.0) -> VmRecord:
+                  timeout: float = 15.0) -> VmRecord:
     """Wait until VM ``vm_id`` is in ``target`` (a position or a bare VmState)."""
     last: list[VmRecord] = []
 
@@ -265,7 +265,7 @@ async def wait_vm(daemon: Daemon, vm_id: int, target: tuple[VmState, Any] | VmSt
 
 
 async def wait_host(daemon: Daemon, host_id: int, predicate: Callable[[HostRecord], bool],
-                    timeout: float = 5.0, what: str = "the host") -> HostRecord:
+                    timeout: float = 15.0, what: str = "the host") -> HostRecord:
     async def check() -> HostRecord | None:
         host = await daemon.hosts.info(host_id)
         return host if predicate(host) else None
@@ -448,24 +448,24 @@ def test_terminate_frees_capacity_and_the_waiting_vm_is_placed_at_once(tmp_path:
             first_vm = await wait_vm(daemon, first, lifecycle.RUNNING)
             second = await daemon.vms.allocate(PROVIDER_VM)
             waiting = await wait_until(
-                lambda: _sched_message(daemon, second), 3, "a waiting reason")
+                lambda: _sched_message(daemon, second), 15, "a waiting reason")
             assert "capacity" in waiting
             assert (await daemon.vms.info(second)).position == lifecycle.PENDING
 
             await daemon.vms.action("terminate", first)
             done_at = (await wait_vm(daemon, first, lifecycle.DONE), time.monotonic())[1]
-            second_vm = await wait_vm(daemon, second, lifecycle.RUNNING, timeout=3)
-            assert time.monotonic() - done_at < 1.5
+            second_vm = await wait_vm(daemon, second, lifecycle.RUNNING, timeout=10)
+            assert time.monotonic() - done_at < 5
             assert f"shutdown {first_vm.deploy_id} remote_provider {first} remote_provider" \
                 in actions(settings)
 
             third = await daemon.vms.allocate(PROVIDER_VM)
-            await wait_until(lambda: _sched_message(daemon, third), 3, "a waiting reason")
+            await wait_until(lambda: _sched_message(daemon, third), 15, "a waiting reason")
             await daemon.vms.action("terminate-hard", second)
             await wait_vm(daemon, second, lifecycle.DONE)
             started = time.monotonic()
-            await wait_vm(daemon, third, lifecycle.RUNNING, timeout=3)
-            assert time.monotonic() - started < 1.5
+            await wait_vm(daemon, third, lifecycle.RUNNING, timeout=10)
+            assert time.monotonic() - started < 5
             assert f"cancel {second_vm.deploy_id} remote_provider {second} remote_provider" \
                 in actions(settings)
             assert not any(line.startswith(f"shutdown {second_vm.deploy_id}")
@@ -654,7 +654,7 @@ def test_no_capacity_at_a_host_sends_the_vm_back_to_pending_and_elsewhere(
             assert vm.history[0].reason.startswith("no capacity")
             assert vm.history[0].etime > 0
             log = daemon.files.log_path(vm_id)
-            await wait_until(lambda: log.exists() and "ACTIVE/RUNNING" in log.read_text(), 3)
+            await wait_until(lambda: log.exists() and "ACTIVE/RUNNING" in log.read_text(), 15)
             assert "PENDING" in re.findall(r"New state is (\S+)", log.read_text())[1:]
             assert (await daemon.hosts.info(full.id)).running_vms == 0
 
@@ -680,12 +680,12 @@ def test_poll_garbage_marks_only_that_vm(tmp_path: Path) -> None:
             vm = await wait_until(bad_marked, 5, "the poll error on the bad VM")
             assert vm.error.startswith("Error monitoring VM: ") and "\n" not in vm.error
             assert vm.position == lifecycle.RUNNING
-            await wait_until(lambda: _monitored(daemon, good, "IP", "10.1.2.3"), 5)
+            await wait_until(lambda: _monitored(daemon, good, "IP", "10.1.2.3"), 15)
             good_vm = await daemon.vms.info(good)
             assert good_vm.error == "" and good_vm.position == lifecycle.RUNNING
 
             (control(settings) / f"poll_garbage_{bad}").unlink()
-            await wait_until(lambda: _monitored(daemon, bad, "IP", "10.1.2.3"), 5)
+            await wait_until(lambda: _monitored(daemon, bad, "IP", "10.1.2.3"), 15)
 
     run(scenario)
 
@@ -827,13 +827,13 @@ def test_disabled_hosts_get_no_vms_until_enabled(tmp_path: Path) -> None:
             host = await add_dummy_host(daemon, "kvm-1")
             await daemon.hosts.status(host.id, 1)
             vm_id = await daemon.vms.allocate(LOCAL_VM)
-            message = await wait_until(lambda: _sched_message(daemon, vm_id), 3)
+            message = await wait_until(lambda: _sched_message(daemon, vm_id), 15)
             assert message == "No hosts enabled to run VMs"
             assert (await daemon.vms.info(vm_id)).position == lifecycle.PENDING
             started = time.monotonic()
             await daemon.hosts.status(host.id, 0)
-            await wait_vm(daemon, vm_id, lifecycle.RUNNING, timeout=3)
-            assert time.monotonic() - started < 2
+            await wait_vm(daemon, vm_id, lifecycle.RUNNING, timeout=10)
+            assert time.monotonic() - started < 5
             with pytest.raises(IllegalActionError, match=rf"holds 1 VM\(s\) \({vm_id}\)"):
                 await daemon.hosts.delete(host.id)
 
@@ -847,7 +847,7 @@ def test_unmet_requirements_are_shown_on_the_waiting_vm(tmp_path: Path) -> None:
         async with running(settings) as daemon:
             await add_dummy_host(daemon, "kvm-1")
             vm_id = await daemon.vms.allocate('CPU=1 MEMORY=128 REQUIREMENTS="NAME = \\"ec2\\""')
-            message = await wait_until(lambda: _sched_message(daemon, vm_id), 3)
+            message = await wait_until(lambda: _sched_message(daemon, vm_id), 15)
             assert message == 'No host meets REQUIREMENTS: NAME = "ec2"'
             await add_dummy_host(daemon, "ec2")
             await wait_vm(daemon, vm_id, lifecycle.RUNNING)
@@ -865,7 +865,7 @@ def test_updating_a_cloud_host_does_not_make_it_take_local_vms(tmp_path: Path) -
         async with running(settings) as daemon:
             host = await add_provider_host(daemon)
             vm_id = await daemon.vms.allocate(LOCAL_VM)  # no local host: it waits
-            await wait_until(lambda: _sched_message(daemon, vm_id), 3)
+            await wait_until(lambda: _sched_message(daemon, vm_id), 15)
             (control(settings) / "probe_sleep").write_text("2")  # slow re-monitoring
             await daemon.hosts.update(host.id, 'NOTE="maintenance on friday"', merge=False)
             await daemon.scheduler.pass_once()
@@ -901,7 +901,7 @@ def test_the_scheduler_fills_the_local_host_then_bursts_to_the_cloud(tmp_path: P
 
             # A VM with no cloud section waits instead of bursting.
             stays = await daemon.vms.allocate(LOCAL_VM)
-            message = await wait_until(lambda: _sched_message(daemon, stays), 3)
+            message = await wait_until(lambda: _sched_message(daemon, stays), 15)
             assert "capacity" in message
             assert (await daemon.vms.info(stays)).position == lifecycle.PENDING
 

@@ -25,12 +25,8 @@ from cloudburst.drivers.base import (
     PollState,
     VmRef,
 )
-from cloudburst.drivers.ec2.config import (
-    X509_NOTICE,
-    normalize_endpoint,
-    parse_env_text,
-    region_from_endpoint,
-)
+from cloudburst.drivers.ec2.config import X509_NOTICE, normalize_endpoint, region_from_endpoint
+from cloudburst.drivers.ec2.env_file import parse_env_text
 from cloudburst.drivers.ec2.information import Ec2InformationDriver
 from cloudburst.drivers.ec2.limits import BucketSpec, RateLimiter
 from cloudburst.drivers.ec2.vm import Ec2VmDriver

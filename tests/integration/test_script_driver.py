@@ -24,13 +24,9 @@ from cloudburst.drivers.base import (
     ReportedVm,
     VmRef,
 )
-from cloudburst.drivers.script import (
-    MAX_OUTPUT,
-    ScriptInformationDriver,
-    ScriptVmDriver,
-    parse_poll,
-    run_script,
-)
+from cloudburst.drivers.process import MAX_OUTPUT, run_script
+from cloudburst.drivers.script import ScriptInformationDriver, ScriptVmDriver
+from cloudburst.drivers.script_output import parse_poll
 from cloudburst.errors import DriverError, UnsupportedActionError
 
 PYTHON = f"#!{sys.executable}"

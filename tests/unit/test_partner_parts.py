@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 
 from cloudburst.drivers.base import PollState
-from cloudburst.drivers.one.client import RemoteVm, parse_host_pool, parse_vm_pool, reply_error
+from cloudburst.drivers.one.client import reply_error
 from cloudburst.drivers.one.config import load, printable_url, shell_value
-from cloudburst.drivers.one.vm import pick_section, poll_state, remote_id
+from cloudburst.drivers.one.documents import RemoteVm, parse_host_pool, parse_vm_pool
+from cloudburst.drivers.one.partner_vms import poll_state, remote_id
+from cloudburst.drivers.one.sections import pick_section
 from cloudburst.errors import (
     CapacityError,
     DriverAuthError,

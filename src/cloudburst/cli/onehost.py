@@ -15,15 +15,13 @@ from dataclasses import dataclass
 from typing import Final
 from xml.etree import ElementTree
 
-from cloudburst.cli.client import (
-    Client,
-    connect,
-    find_host_id,
-    new_contents,
-    number,
-    run,
-    template_at,
-    text,
+from cloudburst.cli.client import connect, find_host_id, number, run, template_at, text
+from cloudburst.cli.common import (
+    CommandLine,
+    add_json_option,
+    add_update_arguments,
+    print_rows,
+    update_template,
 )
 from cloudburst.cli.onevm import vm_table
 from cloudburst.cli.tables import (
@@ -31,16 +29,13 @@ from cloudburst.cli.tables import (
     allocated,
     info_block,
     print_json,
-    render_table,
     short_date,
     template_json,
     template_lines,
     unit_to_str,
-    use_colour,
 )
 from cloudburst.model.records import HostRecord
 from cloudburst.model.states import HOST_STATE_SHORT, HostState
-from cloudburst.template import Template
 
 LIST_COLUMNS: Final = (
     Column("ID", 4),
@@ -147,11 +142,7 @@ def _cluster(value: str) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     rows = [host_row(host) for host in connect().document("one.hostpool.info").findall("HOST")]
-    if args.json:
-        print_json([row.as_json() for row in rows])
-    else:
-        print("\n".join(render_table(LIST_COLUMNS, (row.cells() for row in rows),
-                                     colour=use_colour())))
+    print_rows(LIST_COLUMNS, rows, as_json=args.json)
     return 0
 
 
@@ -199,14 +190,9 @@ def _show(args: argparse.Namespace) -> int:
 
 def _update(args: argparse.Namespace) -> int:
     client = connect()
-    host_id = find_host_id(client, args.host)
-    source = new_contents(args.file, lambda: _template(client, host_id))
-    client.call("one.host.update", host_id, source, 1 if args.append else 0)
-    return 0
-
-
-def _template(client: Client, host_id: int) -> Template:
-    return template_at(client.document("one.host.info", host_id), "TEMPLATE")
+    return update_template(client, find_host_id(client, args.host), args,
+                           info_method="one.host.info", update_method="one.host.update",
+                           section="TEMPLATE")
 
 
 def _delete(args: argparse.Namespace) -> int:
@@ -235,22 +221,14 @@ def _rename(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``onehost`` command line."""
-    parser = argparse.ArgumentParser(
-        prog="onehost", description="Manage cloudburst hosts (OpenNebula's onehost).")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-
-    def command(name: str, handler: Callable[[argparse.Namespace], int],
-                help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.set_defaults(handler=handler)
-        return sub
+    cli = CommandLine("onehost", "Manage cloudburst hosts (OpenNebula's onehost).")
+    command = cli.command
 
     host_help = "host id or name"
-    create = commands.add_parser(
-        "create", help="add a host; prints ID: <id>",
+    create = command(
+        "create", lambda args: _create(args, create), "add a host; prints ID: <id>",
         description="Add a host: NAME IM_MAD VMM_MAD [TM_MAD [VNM_MAD]], or "
                     "NAME -i IM_MAD -v VMM_MAD [-n VNM_MAD] [-c CLUSTER]. Prints ID: <id>.")
-    create.set_defaults(handler=lambda args: _create(args, create))
     create.add_argument("name", help="host name")
     create.add_argument("drivers", nargs="*", metavar="MAD",
                         help="IM_MAD VMM_MAD [TM_MAD [VNM_MAD]] (OpenNebula 3.x form)")
@@ -261,17 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cluster id or name (only 0, default)")
 
     sub = command("list", _list, "list hosts")
-    sub.add_argument("--json", action="store_true", help="print JSON (memory in KB)")
+    add_json_option(sub, "print JSON (memory in KB)")
 
     sub = command("show", _show, "show a host's information, shares, monitoring and VMs")
     sub.add_argument("host", help=host_help)
-    sub.add_argument("--json", action="store_true", help="print JSON")
+    add_json_option(sub)
 
     sub = command("update", _update, "replace (or --append to) a host's template; "
                                      "without FILE, edit it in $EDITOR")
     sub.add_argument("host", help=host_help)
-    sub.add_argument("file", nargs="?", help="template file, or - for standard input")
-    sub.add_argument("--append", action="store_true", help="merge instead of replacing")
+    add_update_arguments(sub)
 
     sub = command("delete", _delete, "remove a host that holds no VM")
     sub.add_argument("host", help=host_help)
@@ -284,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("rename", _rename, "rename a host")
     sub.add_argument("host", help=host_help)
     sub.add_argument("name", help="new name")
-    return parser
+    return cli.parser
 
 
 def main(argv: list[str] | None = None) -> int:

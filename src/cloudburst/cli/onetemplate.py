@@ -4,32 +4,27 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 from xml.etree import ElementTree
 
-from cloudburst.cli.client import (
-    Client,
-    connect,
-    new_contents,
-    number,
-    read_source,
-    run,
-    template_at,
-    text,
+from cloudburst.cli.client import connect, number, read_source, run, template_at, text
+from cloudburst.cli.common import (
+    CommandLine,
+    add_json_option,
+    add_multiple_option,
+    add_update_arguments,
+    print_rows,
+    update_template,
 )
 from cloudburst.cli.tables import (
     Column,
     info_block,
     print_json,
-    render_table,
     short_date,
     template_json,
     template_lines,
-    use_colour,
 )
-from cloudburst.template import Template
 
 LIST_COLUMNS: Final = (
     Column("ID", 4),
@@ -74,11 +69,7 @@ def _create(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     pool = connect().document("one.templatepool.info", -2, -1, -1)
     rows = [template_row(element) for element in pool.findall("VMTEMPLATE")]
-    if args.json:
-        print_json([row.as_json() for row in rows])
-    else:
-        print("\n".join(render_table(LIST_COLUMNS, (row.cells() for row in rows),
-                                     colour=use_colour())))
+    print_rows(LIST_COLUMNS, rows, as_json=args.json)
     return 0
 
 
@@ -112,14 +103,8 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def _update(args: argparse.Namespace) -> int:
-    client = connect()
-    source = new_contents(args.file, lambda: _template(client, args.id))
-    client.call("one.template.update", args.id, source, 1 if args.append else 0)
-    return 0
-
-
-def _template(client: Client, template_id: int) -> Template:
-    return template_at(client.document("one.template.info", template_id), "TEMPLATE")
+    return update_template(connect(), args.id, args, info_method="one.template.info",
+                           update_method="one.template.update", section="TEMPLATE")
 
 
 def _rename(args: argparse.Namespace) -> int:
@@ -129,35 +114,27 @@ def _rename(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``onetemplate`` command line."""
-    parser = argparse.ArgumentParser(
-        prog="onetemplate",
-        description="Manage cloudburst VM templates (OpenNebula's onetemplate).")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-
-    def command(name: str, handler: Callable[[argparse.Namespace], int],
-                help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.set_defaults(handler=handler)
-        return sub
+    cli = CommandLine("onetemplate",
+                      "Manage cloudburst VM templates (OpenNebula's onetemplate).")
+    command = cli.command
 
     sub = command("create", _create, "register a template from a file ('-' reads stdin); "
                                      "prints ID: <id>")
     sub.add_argument("file", help="template file, or - for standard input")
 
     sub = command("list", _list, "list templates")
-    sub.add_argument("--json", action="store_true", help="print JSON")
+    add_json_option(sub)
 
     sub = command("show", _show, "show a template")
     sub.add_argument("id", type=int, help="template id")
-    sub.add_argument("--json", action="store_true", help="print JSON")
+    add_json_option(sub)
 
     sub = command("instantiate", _instantiate, "create VMs from a template; "
                                                "prints VM ID: <id> for each")
     sub.add_argument("id", type=int, help="template id")
     sub.add_argument("--name", default="", help="name of the VM (default: one-<id>)")
     sub.add_argument("--hold", action="store_true", help="create it on hold")
-    sub.add_argument("-m", "--multiple", type=int, default=1, metavar="N",
-                     help="create N VMs (default 1)")
+    add_multiple_option(sub)
 
     sub = command("delete", _delete, "delete a template")
     sub.add_argument("id", type=int, help="template id")
@@ -165,13 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("update", _update, "replace (or --append to) a template; "
                                      "without FILE, edit it in $EDITOR")
     sub.add_argument("id", type=int, help="template id")
-    sub.add_argument("file", nargs="?", help="template file, or - for standard input")
-    sub.add_argument("--append", action="store_true", help="merge instead of replacing")
+    add_update_arguments(sub)
 
     sub = command("rename", _rename, "rename a template")
     sub.add_argument("id", type=int, help="template id")
     sub.add_argument("name", help="new name")
-    return parser
+    return cli.parser
 
 
 def main(argv: list[str] | None = None) -> int:

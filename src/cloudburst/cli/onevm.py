@@ -20,18 +20,24 @@ from typing import Final
 from xml.etree import ElementTree
 
 from cloudburst.cli.client import (
-    Client,
     CliError,
     UnreachableError,
     connect,
     find_host_id,
     id_list,
-    new_contents,
     number,
     read_source,
     run,
     template_at,
     text,
+)
+from cloudburst.cli.common import (
+    CommandLine,
+    add_json_option,
+    add_multiple_option,
+    add_update_arguments,
+    print_rows,
+    update_template,
 )
 from cloudburst.cli.tables import (
     Column,
@@ -43,10 +49,8 @@ from cloudburst.cli.tables import (
     template_json,
     template_lines,
     unit_to_str,
-    use_colour,
 )
 from cloudburst.model.states import LcmState, VmState, vm_short_state
-from cloudburst.template import Template
 
 LIST_COLUMNS: Final = (
     Column("ID", 6),
@@ -225,12 +229,8 @@ def _filter_flag(value: str) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     pool = connect().document("one.vmpool.info", args.filter, -1, -1, -1)
-    vms = pool.findall("VM")
-    if args.json:
-        now = int(time.time())
-        print_json([vm_row(vm, now).as_json() for vm in vms])
-    else:
-        print("\n".join(vm_table(vms, colour=use_colour())))
+    now = int(time.time())
+    print_rows(LIST_COLUMNS, [vm_row(vm, now) for vm in pool.findall("VM")], as_json=args.json)
     return 0
 
 
@@ -321,14 +321,8 @@ def _action(name: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _update(args: argparse.Namespace) -> int:
-    client = connect()
-    source = new_contents(args.file, lambda: _user_template(client, args.id))
-    client.call("one.vm.update", args.id, source, 1 if args.append else 0)
-    return 0
-
-
-def _user_template(client: Client, vm_id: int) -> Template:
-    return template_at(client.document("one.vm.info", vm_id), "USER_TEMPLATE")
+    return update_template(connect(), args.id, args, info_method="one.vm.info",
+                           update_method="one.vm.update", section="USER_TEMPLATE")
 
 
 def _rename(args: argparse.Namespace) -> int:
@@ -341,15 +335,8 @@ def _rename(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``onevm`` command line."""
-    parser = argparse.ArgumentParser(
-        prog="onevm", description="Manage cloudburst virtual machines (OpenNebula's onevm).")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-
-    def command(name: str, handler: Callable[[argparse.Namespace], int],
-                help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.set_defaults(handler=handler)
-        return sub
+    cli = CommandLine("onevm", "Manage cloudburst virtual machines (OpenNebula's onevm).")
+    command = cli.command
 
     ids_help = "VM id, list (1,2,5) or range (3..7)"
     for name, help_text in (("create", "create VMs from a template file ('-' reads stdin); "
@@ -358,18 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
         sub = command(name, _create, help_text)
         sub.add_argument("file", help="template file, or - for standard input")
         sub.add_argument("--hold", action="store_true", help="create them on hold")
-        sub.add_argument("-m", "--multiple", type=int, default=1, metavar="N",
-                         help="create N VMs (default 1)")
+        add_multiple_option(sub)
 
     sub = command("list", _list, "list VMs that are not DONE")
     sub.add_argument("filter", nargs="?", type=_filter_flag, default=-2,
                      help="a|all (default), m|mine, g|group, or a user id")
-    sub.add_argument("--json", action="store_true",
-                     help="print JSON (MEM in KB, TIME in seconds)")
+    add_json_option(sub, "print JSON (MEM in KB, TIME in seconds)")
 
     sub = command("show", _show, "show a VM's information, monitoring, history and templates")
     sub.add_argument("id", type=int, help="VM id")
-    sub.add_argument("--json", action="store_true", help="print JSON")
+    add_json_option(sub)
 
     sub = command("deploy", _deploy, "deploy PENDING or HOLD VMs on a host")
     sub.add_argument("ids", type=id_list, help=ids_help)
@@ -391,13 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("update", _update, "replace (or --append to) a VM's USER_TEMPLATE; "
                                      "without FILE, edit it in $EDITOR")
     sub.add_argument("id", type=int, help="VM id")
-    sub.add_argument("file", nargs="?", help="template file, or - for standard input")
-    sub.add_argument("--append", action="store_true", help="merge instead of replacing")
+    add_update_arguments(sub)
 
     sub = command("rename", _rename, "rename a VM")
     sub.add_argument("id", type=int, help="VM id")
     sub.add_argument("name", help="new name")
-    return parser
+    return cli.parser
 
 
 def main(argv: list[str] | None = None) -> int:

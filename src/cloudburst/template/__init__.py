@@ -16,9 +16,8 @@ from cloudburst.template.syntax import (
     Vector,
     normalize_name,
     parse,
-    parse_any,
-    parse_xml,
 )
+from cloudburst.template.xml import parse_any, parse_xml
 
 __all__ = [
     "MAX_NESTING",

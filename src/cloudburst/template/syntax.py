@@ -1,4 +1,7 @@
-r"""OpenNebula templates: the data type, its text and XML forms, and JSON storage.
+r"""OpenNebula templates: the data type, its text form, and JSON storage.
+
+The XML form (:func:`~cloudburst.template.xml.parse_xml`, and the writer
+behind :meth:`Template.to_xml`) lives in :mod:`cloudburst.template.xml`.
 
 A template is an ordered multiset of attributes. Each attribute has an
 upper-case name and a value that is either a string (a *single* attribute) or
@@ -27,8 +30,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from typing import Final
-from xml.etree import ElementTree
-from xml.parsers.expat import ErrorString
 
 from cloudburst.errors import TemplateError, TemplateSyntaxError
 
@@ -38,10 +39,9 @@ __all__ = [
     "Template",
     "Value",
     "Vector",
+    "check_template_size",
     "normalize_name",
     "parse",
-    "parse_any",
-    "parse_xml",
 ]
 
 Vector = dict[str, str]
@@ -58,7 +58,6 @@ MAX_TEMPLATE_CHARS: Final = 16 * 1024 * 1024
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_]+")
 _LETTERS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_XML_ILLEGAL_RE: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def _key(name: str) -> str:
@@ -282,24 +281,15 @@ class Template:
     def to_xml(self, root: str = "TEMPLATE") -> str:
         """Return the template as compact XML under a ``root`` element.
 
-        Each string is one CDATA section (split where it contains ``]]>``,
-        and around carriage returns, which XML parsers would otherwise turn
-        into newlines); characters that XML 1.0 forbids are dropped. An empty
+        Each string is one CDATA section (see :func:`cloudburst.template.xml.cdata`
+        for ``]]>``, carriage returns and characters XML 1.0 forbids). An empty
         vector is ``<NAME/>`` and reads back as an empty string: XML cannot
         tell the two apart, and neither can OpenNebula.
         """
-        parts = [f"<{root}>"]
-        for name, value in self._attrs:
-            if isinstance(value, str):
-                parts.append(f"<{name}>{_cdata(value)}</{name}>")
-            elif not value:
-                parts.append(f"<{name}/>")
-            else:
-                parts.append(f"<{name}>")
-                parts.extend(f"<{key}>{_cdata(item)}</{key}>" for key, item in value.items())
-                parts.append(f"</{name}>")
-        parts.append(f"</{root}>")
-        return "".join(parts)
+        # Imported here: the xml module builds Templates, so it imports this one.
+        from cloudburst.template.xml import attributes_to_xml
+
+        return attributes_to_xml(self._attrs, root)
 
     def to_json(self) -> list[list[JsonValue]]:
         """Return a JSON-serialisable, lossless form: ``[[name, value], ...]``.
@@ -332,7 +322,6 @@ class Template:
                 raise TemplateError(f"stored template is malformed: attribute {index} has no name")
             template.append(name, value if isinstance(value, str) else _vector_from_json(value))
         return template
-
 
     @classmethod
     def from_stored_json(cls, data: list[list[JsonValue]]) -> Template:
@@ -378,14 +367,6 @@ def _attribute_text(name: str, value: Value) -> str:
         return f"{name}=[]"
     pairs = ",\n".join(f"  {key}={_quote(item)}" for key, item in value.items())
     return f"{name}=[\n{pairs} ]"
-
-
-def _cdata(value: str) -> str:
-    body = _XML_ILLEGAL_RE.sub("", value).replace("]]>", "]]]]><![CDATA[>")
-    # A literal CR in character data is normalised to LF by every XML parser;
-    # a character reference is not.
-    body = body.replace("\r", "]]>&#13;<![CDATA[")
-    return f"<![CDATA[{body}]]>"
 
 
 # -- text parser ----------------------------------------------------------------
@@ -544,7 +525,12 @@ class _TextParser:
         return TemplateSyntaxError(message, line, column)
 
 
-def _check_size(text: str) -> None:
+def check_template_size(text: str) -> None:
+    """Refuse template text longer than :data:`MAX_TEMPLATE_CHARS`.
+
+    Raises:
+        TemplateError: ``text`` is too long.
+    """
     if len(text) > MAX_TEMPLATE_CHARS:
         raise TemplateError(
             f"template is too large: {len(text)} characters (at most {MAX_TEMPLATE_CHARS})"
@@ -565,72 +551,5 @@ def parse(text: str) -> Template:
             was found, what was expected, and the 1-based line and column.
         TemplateError: The text is longer than :data:`MAX_TEMPLATE_CHARS`.
     """
-    _check_size(text)
+    check_template_size(text)
     return _TextParser(text).template()
-
-
-# -- XML ------------------------------------------------------------------------
-
-
-class _NoDoctypeBuilder(ElementTree.TreeBuilder):
-    """Tree builder that refuses documents with a DOCTYPE.
-
-    Entity declarations can only appear in a DOCTYPE, so refusing it at its
-    start rules out entity-expansion attacks before any expansion happens.
-    """
-
-    def doctype(self, name: str, pubid: str | None, system: str | None) -> None:
-        raise TemplateError("template XML must not contain a DOCTYPE or ENTITY declaration")
-
-
-def parse_xml(text: str) -> Template:
-    """Parse a template in XML form, under any root element.
-
-    A child of the root without element children is a single attribute (its
-    text, CDATA included); a child with element children is a vector whose
-    keys are those children. Element names go through
-    :func:`normalize_name`, so ``<cpu>`` is ``CPU``.
-
-    Raises:
-        TemplateSyntaxError: The XML is not well formed (with line and column).
-        TemplateError: The XML declares a DOCTYPE, nests deeper than a
-            vector, uses names that are not attribute names, or is too large.
-    """
-    _check_size(text)
-    parser = ElementTree.XMLParser(target=_NoDoctypeBuilder())
-    try:
-        parser.feed(text)
-        root = parser.close()
-    except ElementTree.ParseError as error:
-        line, column = error.position
-        raise TemplateSyntaxError(
-            f"template XML is not well formed: {ErrorString(error.code)}", line, column + 1
-        ) from None
-    template = Template()
-    for child in root:
-        template.append(child.tag, _element_value(child))
-    return template
-
-
-def _element_value(element: ElementTree.Element) -> Value:
-    if len(element) == 0:
-        return element.text or ""
-    vector: Vector = {}
-    for child in element:
-        if len(child) != 0:
-            raise TemplateError(
-                f"template XML nests too deep: {element.tag}/{child.tag} has child elements"
-            )
-        vector.setdefault(normalize_name(child.tag), child.text or "")
-    return vector
-
-
-def parse_any(text: str) -> Template:
-    """Parse ``text`` as XML when it starts with ``<`` (after whitespace), else as text.
-
-    Raises:
-        TemplateError: See :func:`parse` and :func:`parse_xml`.
-    """
-    if text.lstrip().startswith("<"):
-        return parse_xml(text)
-    return parse(text)

@@ -24,8 +24,10 @@ it for that site: ``SMALL_INSTANCES``, ``LARGE_INSTANCES``,
 from __future__ import annotations
 
 from cloudburst.drivers.base import DriverContext, HostInfo, HostRef, InformationDriver
+from cloudburst.drivers.config_files import ParsedFiles
 from cloudburst.drivers.ec2 import types
-from cloudburst.drivers.ec2.config import ImConfig, limits_from, load_defaults, load_im_config
+from cloudburst.drivers.ec2.defaults_file import load_defaults
+from cloudburst.drivers.ec2.im_config import ImConfig, is_limit_key, limits_from, load_im_config
 from cloudburst.drivers.ec2.launch import normalize
 from cloudburst.errors import ConfigError, DriverError
 
@@ -43,24 +45,19 @@ class Ec2InformationDriver(InformationDriver):
             self.path = context.default
         else:
             self.path = context.etc_dir / "im_ec2" / "im_ec2.conf"
-        self._cached: tuple[tuple[int, int, int], ImConfig] | None = None
+        self._configs = ParsedFiles(load_im_config)
 
     def _config(self) -> ImConfig:
+        """``im_ec2.conf``, read again only when it changed."""
         try:
-            status = self.path.stat()
+            return self._configs.get(self.path)
         except OSError as exc:
             raise DriverError(f"cannot read {self.path}: {exc.strerror}") from None
-        signature = (status.st_ino, status.st_size, status.st_mtime_ns)
-        if self._cached is not None and self._cached[0] == signature:
-            return self._cached[1]
-        try:
-            config = load_im_config(self.path)
         except ConfigError as exc:
             raise DriverError(exc.message) from None
-        self._cached = (signature, config)
-        return config
 
     def _default_type(self, config: ImConfig, host: HostRef) -> str:
+        """The host's ``EC2_DEFAULT_INSTANCE_TYPE``, else the file's, else the defaults file's."""
         chosen = host.attributes.get("EC2_DEFAULT_INSTANCE_TYPE", "").strip().lower()
         if chosen:
             if not types.is_known(chosen):
@@ -80,11 +77,12 @@ class Ec2InformationDriver(InformationDriver):
     async def monitor(self, host: HostRef) -> HostInfo:
         config = self._config()
         limits = dict(config.limits)
-        overrides = {key: value for key, value in host.attributes.items()
-                     if key in types.LEGACY_CLASSES or key.startswith("INSTANCES_")}
+        overrides = {key: value for key, value in host.attributes.items() if is_limit_key(key)}
         if overrides:
+            where = f"host {host.name}"
             try:
-                extra, unknown = limits_from(overrides, overrides, f"host {host.name}")
+                extra, unknown = limits_from(
+                    overrides, lambda key, problem: ConfigError(where, f"{key}: {problem}"))
             except ConfigError as exc:
                 raise DriverError(exc.message) from None
             if unknown:

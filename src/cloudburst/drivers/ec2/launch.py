@@ -33,8 +33,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from cloudburst.drivers.base import DeploySpec
 from cloudburst.drivers.ec2 import types
-from cloudburst.template import Template
+from cloudburst.errors import DriverError, TemplateError
+from cloudburst.template import Template, parse_xml
 
 #: Alias -> canonical key.
 ALIASES: Final[Mapping[str, str]] = {
@@ -82,8 +84,17 @@ def sections_of(template: Template) -> list[dict[str, str]]:
 
 
 def site_of(section: Mapping[str, str]) -> str | None:
+    """The site (host name) a section is for, ``None`` when it names none."""
     site = (section.get("CLOUD") or section.get("HOST") or "").strip()
     return site or None
+
+
+def section_label(section: Mapping[str, str], index: int, count: int) -> str:
+    """How messages name section ``index`` (from 1) of a VM's ``count`` sections."""
+    site = site_of(section)
+    if site is not None:
+        return f"EC2 section for CLOUD={site}"
+    return "EC2 section" if count == 1 else f"EC2 section {index}"
 
 
 def select_section(sections: Sequence[dict[str, str]], host: str) -> dict[str, str] | str:
@@ -104,6 +115,32 @@ def select_section(sections: Sequence[dict[str, str]], host: str) -> dict[str, s
     named = ", ".join(sorted({site_of(section) or "" for section in sections}))
     return (f"no EC2 section is for site {host}: the VM's sections are for CLOUD {named}; "
             f"add a section with CLOUD=\"{host}\" or one without CLOUD")
+
+
+def deployment_section(spec: DeploySpec) -> dict[str, str]:
+    """The EC2 section of ``spec``'s deployment for its host (see the module doc).
+
+    The deployment is ``spec.deployment``, else the file the daemon wrote.
+
+    Raises:
+        DriverError: the deployment cannot be read or parsed, or has no
+            section for the host.
+    """
+    text = spec.deployment
+    if not text.strip():
+        try:
+            text = spec.deployment_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise DriverError(f"cannot read deployment file {spec.deployment_file}: "
+                              f"{exc.strerror}") from None
+    try:
+        template = parse_xml(text)
+    except TemplateError as exc:
+        raise DriverError(f"deployment file of VM {spec.vm_id}: {exc.message}") from None
+    chosen = select_section(sections_of(template), spec.host.name)
+    if isinstance(chosen, str):
+        raise DriverError(f"VM {spec.vm_id}: {chosen}")
+    return chosen
 
 
 def merge(section: Mapping[str, str], defaults: Mapping[str, str]) -> dict[str, str]:

@@ -25,6 +25,15 @@ templates, logs, error messages or deployment files. Several partners are
 several driver pairs, each with its own rc file, each incarnated as a host.
 
 VMs choose the partner with ``PUBLIC_CLOUD = [ TYPE = "one", ... ]``; see
-:mod:`cloudburst.drivers.one.vm` for the section's keys, the tags that make a
-deploy findable after a retry or a crash, polling and the orphan sweep.
+:mod:`cloudburst.drivers.one.vm` for how the VM driver deploys, polls and
+sweeps. Modules:
+
+* :mod:`.config`: the rc file; :mod:`.client`: XML-RPC calls and their
+  errors; :mod:`.documents`: pool documents and the tags of our partner VMs;
+  :mod:`.pool`: pool listings shared by everyone waiting;
+* the VM driver's parts: :mod:`.sections` (the section's keys and the create
+  call), :mod:`.attempts` (never two partner VMs for one deploy),
+  :mod:`.waits` (until running, until gone), :mod:`.partner_vms` (deploy ids,
+  what remote states mean, what a poll shows);
+* :mod:`.information`: the partner's capacity.
 """

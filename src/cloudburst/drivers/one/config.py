@@ -21,7 +21,6 @@ when it changes, so an operator can fix it without restarting the daemon.
 
 from __future__ import annotations
 
-import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
 from cloudburst.drivers.base import DriverContext
+from cloudburst.drivers.config_files import ParsedFiles, rc_lines
 from cloudburst.errors import DriverError
 
 #: The rc file used when ``ARGUMENTS`` names none (relative to ``etc/``).
@@ -74,6 +74,11 @@ class PartnerConfig:
         return printable_url(self.endpoint)
 
     @property
+    def label(self) -> str:
+        """How messages name the partner: ``partner cloud <endpoint>``."""
+        return f"partner cloud {self.shown_endpoint}"
+
+    @property
     def secrets(self) -> tuple[str, ...]:
         """Strings that must never appear in anything shown (session, password)."""
         password = self.session.partition(":")[2]
@@ -113,22 +118,21 @@ def _private(path: Path, what: str) -> None:
 
 
 def _pairs(path: Path, text: str) -> dict[str, tuple[str, int]]:
+    """Key (upper case) -> (value, line number) of the rc file's ``text``.
+
+    Raises:
+        DriverError: a line is not ``KEY=VALUE`` (the line is never echoed:
+            it may hold the password).
+    """
     values: dict[str, tuple[str, int]] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export "):].lstrip()
-        key, equals, rest = line.partition("=")
-        key = key.strip().upper()
-        if not equals or not key.replace("_", "").isalnum():
-            raise DriverError(f"{path}:{number}: expected KEY=VALUE")
-        value = shell_value(rest)
+    for line in rc_lines(text):
+        key = line.key.upper()
+        if not line.assignment or not key.replace("_", "").isalnum():
+            raise DriverError(f"{path}:{line.number}: expected KEY=VALUE")
+        value = shell_value(line.value)
         if value is None:
-            # Never echo the line: it may hold the password.
-            raise DriverError(f"{path}:{number}: unbalanced quotes in the value of {key}")
-        values[key] = (value, number)
+            raise DriverError(f"{path}:{line.number}: unbalanced quotes in the value of {key}")
+        values[key] = (value, line.number)
     return values
 
 
@@ -256,8 +260,7 @@ class ConfigCache:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._stamp: tuple[int, int, int, int] | None = None
-        self._config: PartnerConfig | None = None
+        self._files = ParsedFiles(load)
 
     def get(self) -> PartnerConfig:
         """The current configuration.
@@ -266,12 +269,6 @@ class ConfigCache:
             DriverError: as :func:`load`.
         """
         try:
-            status = os.stat(self.path)
+            return self._files.get(self.path)
         except OSError:
-            self._config = None
             return load(self.path)  # raises the precise error
-        stamp = (status.st_ino, status.st_size, status.st_mtime_ns, status.st_mode)
-        if self._config is None or stamp != self._stamp:
-            self._config = load(self.path)
-            self._stamp = stamp
-        return self._config

@@ -20,14 +20,10 @@ from __future__ import annotations
 import asyncio
 
 from cloudburst.drivers.base import DriverContext, HostInfo, HostRef, InformationDriver
-from cloudburst.drivers.one.client import (
-    PartnerClient,
-    RemoteHost,
-    parse_host_pool,
-    parse_vm_pool,
-)
+from cloudburst.drivers.one.client import PartnerClient
 from cloudburst.drivers.one.config import ConfigCache, rc_path
-from cloudburst.drivers.one.vm import CLOUD_TYPE
+from cloudburst.drivers.one.documents import RemoteHost
+from cloudburst.drivers.one.partner_vms import CLOUD_TYPE
 from cloudburst.errors import DriverAuthError
 from cloudburst.model.states import HostState, VmState
 
@@ -47,10 +43,9 @@ class OneInformationDriver(InformationDriver):
 
     async def monitor(self, host: HostRef) -> HostInfo:
         config = self._configs.get()
-        hosts_call = self._client.call_parsed(config, "one.hostpool.info", (), parse_host_pool)
-        vms_call = self._client.call_parsed(config, "one.vmpool.info", (-3, -1, -1, -1),
-                                            parse_vm_pool)
-        hosts_result, vms = await asyncio.gather(hosts_call, vms_call, return_exceptions=True)
+        hosts_result, vms = await asyncio.gather(
+            self._client.host_pool(config), self._client.vm_pool(config),
+            return_exceptions=True)
         if isinstance(vms, BaseException):
             raise vms
         hosts: list[RemoteHost] | None

@@ -1,0 +1,114 @@
+"""The ``one.vm.*`` and ``one.vmpool.*`` methods.
+
+Handlers follow :mod:`cloudburst.api.calls`; the dispatch table that names
+them is in :mod:`cloudburst.api.xmlrpc`.
+"""
+
+from __future__ import annotations
+
+from cloudburst.api import documents
+from cloudburst.api.calls import Call, CallFailure, render, update_type
+from cloudburst.api.pool_query import name_filter, pool_query
+from cloudburst.errors import CloudburstError, NotFoundError
+from cloudburst.model.records import VmRecord
+
+__all__ = [
+    "vm_action",
+    "vm_allocate",
+    "vm_deploy",
+    "vm_info",
+    "vm_rename",
+    "vm_update",
+    "vmpool_info",
+    "vmpool_infoextended",
+]
+
+
+async def vm_allocate(call: Call) -> object:
+    """``one.vm.allocate(template [, hold])``: the new VM's id, owned by the caller."""
+    text = call.params.string("template")
+    hold = call.params.boolean("hold", False)
+    call.params.end()
+    return await call.daemon.vms.allocate(text, hold=hold, uid=call.user.id, gid=call.user.gid)
+
+
+async def vm_info(call: Call) -> object:
+    """``one.vm.info(id [, decrypt])``: the full VM document."""
+    vm_id = call.params.integer("id")
+    call.params.boolean("decrypt", False)
+    call.params.end()
+    vm = await call.daemon.vms.info(vm_id)
+    return documents.vm_document(vm, uname=await call.user_name(vm.uid),
+                                 gname=documents.group_name(vm.gid))
+
+
+async def vm_deploy(call: Call) -> object:
+    """``id, host_id [, enforce [, ds_id [, extra]]]``; ds_id and extra are accepted, unused.
+
+    cloudburst has no datastores and no NIC scheduling, so the system
+    datastore and the extra template change nothing.
+    """
+    params = call.params
+    vm_id, host_id = params.integer("id"), params.integer("host_id")
+    enforce = params.boolean("enforce", False)
+    params.integer("ds_id", -1)
+    params.string("extra_template", "")
+    params.end()
+    return await call.daemon.vms.deploy(vm_id, host_id, enforce=enforce)
+
+
+async def vm_action(call: Call) -> object:
+    """``one.vm.action(action, id)``; a refusal reads ``Error performing action "..."``."""
+    action, vm_id = call.params.string("action"), call.params.integer("id")
+    call.params.end()
+    try:
+        return await call.daemon.vms.action(action, vm_id)
+    except NotFoundError:
+        raise
+    except CloudburstError as exc:
+        raise CallFailure(f'Error performing action "{action}": {exc.message}', exc.code) from exc
+
+
+async def vm_update(call: Call) -> object:
+    """``one.vm.update(id, template [, type])``: type 0 replaces, 1 merges."""
+    vm_id, text = call.params.integer("id"), call.params.string("template")
+    merge = update_type(call.params.integer("type", 0))
+    call.params.end()
+    return await call.daemon.vms.update(vm_id, text, merge=merge)
+
+
+async def vm_rename(call: Call) -> object:
+    """``one.vm.rename(id, name)``."""
+    vm_id, name = call.params.integer("id"), call.params.string("name")
+    call.params.end()
+    return await call.daemon.vms.rename(vm_id, name)
+
+
+async def vmpool_info(call: Call) -> object:
+    """``one.vmpool.info(filter, start, end, state [, query])``: short VM documents."""
+    return await _vm_pool(call, extended=False)
+
+
+async def vmpool_infoextended(call: Call) -> object:
+    """``one.vmpool.infoextended``: as :func:`vmpool_info`, with full VM documents."""
+    return await _vm_pool(call, extended=True)
+
+
+async def _vm_pool(call: Call, *, extended: bool) -> str:
+    """The vmpool document for ``filter, start, end, state [, query]``."""
+    params = call.params
+    flag, start, end = params.integer("filter"), params.integer("start"), params.integer("end")
+    state = params.integer("state")
+    query = pool_query(call.user, flag, start, end, name_filter(params.string("query", "")))
+    params.end()
+    vms = await call.daemon.vms.pool(
+        state=state, uid=query.uid, first_id=query.first_id, last_id=query.last_id,
+        offset=query.store_offset, limit=query.store_limit)
+    selected = query.select(vms, _vm_owner)
+    names = await call.user_names()
+    return await render(
+        lambda: documents.vm_pool_document(selected, extended=extended, uname=names))
+
+
+def _vm_owner(vm: VmRecord) -> tuple[int, int, str]:
+    return vm.uid, vm.gid, vm.name
