@@ -23,6 +23,7 @@ from burst_helpers import cli, conf_text, running_daemon
 from daemon_fixture import RunningDaemon, wait_for
 
 from ec2_sites import instances_by_vm, moto_servers, write_rc
+from seed_templates import EC2_IM_MAD, ec2_vm_mad
 
 pytestmark = pytest.mark.e2e
 
@@ -38,21 +39,6 @@ EC2 = [ AMI="ami-00bafcb5",
         AUTHORIZED_PORTS="22",
         INSTANCETYPE=m1.small]
 """
-
-EC2_DRIVERS = """
-IM_MAD = [
-    name       = "im_ec2",
-    executable = "one_im_ec2",
-    arguments  = "im_ec2/im_ec2.conf",
-    default    = "im_ec2/im_ec2.conf" ]
-
-VM_MAD = [
-    name       = "vmm_ec2",
-    executable = "one_vmm_ec2",
-    arguments  = "-u {url} vmm_ec2/vmm_ec2.conf",
-    type       = "xml" ]
-"""
-
 
 def write_ec2_etc(root: Path) -> None:
     etc = root / "home" / "etc"
@@ -100,7 +86,7 @@ def test_local_first_then_burst_then_local_again(tmp_path: Path) -> None:
     with moto_servers(1, tmp_path) as [site]:
         client = site.client()
         write_ec2_etc(tmp_path)
-        conf = conf_text(EC2_DRIVERS.format(url=site.url))
+        conf = conf_text(EC2_IM_MAD + ec2_vm_mad("vmm_ec2", site.url))
         with running_daemon(tmp_path, conf) as daemon:
             server = pyone.OneServer(daemon.url, session=daemon.session)
             assert "ID: 0" in cli(daemon, "onehost", "create", "localhost", "kvm", "kvm").stdout

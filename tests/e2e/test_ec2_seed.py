@@ -27,78 +27,17 @@ from burst_helpers import conf_text, kill, running_daemon, start
 from daemon_fixture import RunningDaemon, daemon_environment, stop, wait_for
 
 from ec2_sites import FaultProxy, MotoServer, instances_by_vm, moto_servers, write_rc
+from seed_templates import EC2_IM_MAD, SEED_EC2_TEMPLATE, SEED_VMM_EC2_CONF, ec2_vm_mad
 
 pytestmark = pytest.mark.e2e
 
-#: The seed's Testing template, as printed (``REQUIREMENTS`` stays commented out).
-SEED_TEMPLATE = """CPU      = 0.5
-MEMORY   = 128
-
-#Xen or KVM template machine, this will be use when submitting this VM to local resources
-
-OS       = [kernel="/vmlinuz",initrd= "/initrd.img",root="sda1" ]
-DISK     = [source="/imges/apache.img",target="sda",readonly="no"]
-NIC      = [bridge="eth0"]
-
-#EC2 template machine, this will be use wen submitting this VM to EC2
-
-EC2 = [ AMI="ami-00bafcb5",
-        KEYPAIR="gsg-keypair",
-        ELASTICIP="75.101.155.97",
-        AUTHORIZED_PORTS="22",
-        INSTANCETYPE=m1.small]
-
-#Add this if you want to use only EC2 cloud
-#REQUIREMENTS = 'NAME = "ec2"'
-"""
-
-#: The seed's defaults file, as shipped (the example is a comment).
-SEED_VMM_EC2_CONF = """<!--
- Default configuration attributes for the EC2 driver
- (all domains will use these values as defaults)
- Valid atributes are:
-   - ec2[keypair,authorizedports,instancetype]
- Use XML syntax to specify defaults, note elements are UPCASE
- Example:
- <TEMPLATE>
-   <EC2>
-     <KEYPAIR>gsg-keypair</KEYPAIR>
-     <AUTHORIZEDPORTS>22</AUTHORIZEDPORTS>
-     <INSTANCETYPE>m1.small</INSTANCETYPE>
-   </EC2>
- </TEMPLATE>
--->
-
-<TEMPLATE>
-  <EC2>
-    <INSTANCETYPE>m1.small</INSTANCETYPE>
-  </EC2>
-</TEMPLATE>
-"""
-
+#: The ``im_ec2.conf`` these tests count on: 4 small and 1 large instances (the
+#: seed's own, ``seed_templates.SEED_IM_EC2_CONF``, allows 5 small ones).
 SEED_IM_EC2_CONF = """# Max number of instances that can be launched into EC2
 
 SMALL_INSTANCES=4
 LARGE_INSTANCES=1
 EXTRALARGE_INSTANCES=
-"""
-
-SEED_IM_MAD = """
-IM_MAD = [
-    name       = "im_ec2",
-    executable = "one_im_ec2",
-    arguments  = "im_ec2/im_ec2.conf",
-    default    = "im_ec2/im_ec2.conf" ]
-"""
-
-
-def vm_mad(name: str, url: str, flags: str = "") -> str:
-    return f"""
-VM_MAD = [
-    name       = "{name}",
-    executable = "one_vmm_ec2",
-    arguments  = "{flags}-u {url} vmm_ec2/vmm_ec2.conf",
-    type       = "xml" ]
 """
 
 
@@ -189,7 +128,7 @@ def test_seed_walkthrough_and_capacity_limit(tmp_path: Path, fresh: list[MotoSer
     # The seed's elastic IP must belong to the account.
     client.allocate_address(Domain="vpc", Address="75.101.155.97")
     write_etc(tmp_path)
-    conf = conf_text(SEED_IM_MAD + vm_mad("vmm_ec2", site.url))
+    conf = conf_text(EC2_IM_MAD + ec2_vm_mad("vmm_ec2", site.url))
     with running_daemon(tmp_path, conf) as daemon:
         assert "ID: 0" in cli(daemon, "onehost", "create", "ec2", "im_ec2", "vmm_ec2",
                               "tm_dummy")
@@ -200,7 +139,7 @@ def test_seed_walkthrough_and_capacity_limit(tmp_path: Path, fresh: list[MotoSer
         memory_kb = round(4 * 1.7 * 1048576) + round(7.5 * 1048576)  # 4 small + 1 large
         assert memory_kb == host.HOST_SHARE.MAX_MEM
 
-        (tmp_path / "ec2template").write_text(SEED_TEMPLATE, encoding="utf-8")
+        (tmp_path / "ec2template").write_text(SEED_EC2_TEMPLATE, encoding="utf-8")
         [vm_id] = submitted(cli(daemon, "onevm", "submit", "ec2template"))
         assert vm_id == 0
         vm = wait_running(daemon, vm_id)
@@ -263,8 +202,8 @@ def test_multi_site_cloud_sections(tmp_path: Path, fresh: list[MotoServer]) -> N
     write_etc(tmp_path, vmm_conf=(
         "<TEMPLATE>\n  <EC2>\n    <KEYPAIR>gsg-keypair</KEYPAIR>\n"
         "    <INSTANCETYPE>m1.small</INSTANCETYPE>\n  </EC2>\n</TEMPLATE>\n"))
-    conf = conf_text(SEED_IM_MAD + vm_mad("vmm_amazon_eu_west", west.url)
-                     + vm_mad("vmm_amazon_eu_east", east.url))
+    conf = conf_text(EC2_IM_MAD + ec2_vm_mad("vmm_amazon_eu_west", west.url)
+                     + ec2_vm_mad("vmm_amazon_eu_east", east.url))
     template = ('CPU=0.5\nMEMORY=128\n'
                 'EC2 = [ CLOUD="ec2_eu_west",\n        AMI="ami-0022c769",\n'
                 '        AUTHORIZED_PORTS="22" ]\n'
@@ -311,7 +250,7 @@ def test_sigkill_while_deploying_50_vms(tmp_path: Path, fresh: list[MotoServer])
     write_etc(tmp_path, im_conf="SMALL_INSTANCES=60\n", rc_extra="EC2_RATE_SCALE=10\n")
     with FaultProxy(site.url) as proxy:
         proxy.set_delay("RunInstances", 0.3)
-        conf = conf_text(SEED_IM_MAD + vm_mad("vmm_ec2", proxy.url, flags="-t 5 "))
+        conf = conf_text(EC2_IM_MAD + ec2_vm_mad("vmm_ec2", proxy.url, flags="-t 5 "))
         daemon = start(tmp_path, conf)
         try:
             cli(daemon, "onehost", "create", "ec2", "im_ec2", "vmm_ec2", "tm_dummy")

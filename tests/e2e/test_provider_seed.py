@@ -34,20 +34,12 @@ from burst_helpers import (
     write_script,
 )
 
+from seed_templates import SEED_PROVIDER_IM_MAD, SEED_PROVIDER_TEMPLATE, SEED_PROVIDER_VM_MAD
+
 pytestmark = pytest.mark.e2e
 
 #: The seed's oned.conf sections, word for word, plus the other providers.
-SEED_CONF = """
-IM_MAD = [
-      name       = "im_provider",
-      executable = "one_im_sh",
-      arguments  = "-t 1 -r 0 provider_name" ]
-VM_MAD = [
-    name       = "vmm_provider",
-    executable = "one_vmm_sh",
-    arguments  = "-t 15 -r 0 provider_name",
-    type       = "xml" ]
-
+SEED_CONF = "\n" + SEED_PROVIDER_IM_MAD + SEED_PROVIDER_VM_MAD + """
 IM_MAD = [ name = "im_example_sh", executable = "one_im_sh", arguments = "example_sh" ]
 VM_MAD = [ name = "vmm_example_sh", executable = "one_vmm_sh", arguments = "example_sh",
            type = "xml" ]
@@ -58,18 +50,6 @@ IM_MAD = [ name = "im_flaky", executable = "one_im_sh", arguments = "flaky" ]
 VM_MAD = [ name = "vmm_flaky", executable = "one_vmm_sh", arguments = "-t 15 -r 0 -w 2 flaky",
            type = "xml" ]
 IM_MAD = [ name = "im_oops", executable = "one_im_sh", arguments = "oops" ]
-"""
-
-#: The seed's VM template, missing comma after TYPE=provider_name included.
-SEED_TEMPLATE = """CPU=1
-MEMORY=256
-PUBLIC_CLOUD=[
-
-  TYPE=provider_name
-  PROVIDER_IMAGE_ID=id-141234,
-  PROVIDER_INSTANCE_TYPE=small_256mb
-
-]
 """
 
 PYTHON = f"#!{sys.executable}"
@@ -193,7 +173,7 @@ def test_seed_walkthrough(daemon: RunningDaemon, one: pyone.OneServer) -> None:
     assert probe_args[0] == "provider_name" and probe_args[-2:] == [str(host_id),
                                                                      "remote_provider"]
 
-    vm_id = create(daemon, SEED_TEMPLATE, "--hold")
+    vm_id = create(daemon, SEED_PROVIDER_TEMPLATE, "--hold")
     cli(daemon, "onevm", "deploy", str(vm_id), "remote_provider")
     vm = running(one, vm_id)
     assert f"prov-{vm_id}" == vm.DEPLOY_ID
@@ -213,7 +193,7 @@ def test_seed_walkthrough(daemon: RunningDaemon, one: pyone.OneServer) -> None:
     assert f"DEPLOY ID           : prov-{vm_id}" in show
 
     # The same template without --hold: the scheduler places it there itself.
-    scheduled = create(daemon, SEED_TEMPLATE)
+    scheduled = create(daemon, SEED_PROVIDER_TEMPLATE)
     assert running(one, scheduled).HISTORY_RECORDS.HISTORY[-1].HOSTNAME == "remote_provider"
     assert "200 / 500 (40%)" in host_row(daemon, "remote_provider")
 

@@ -46,14 +46,13 @@ from cloudburst.model.records import HostRecord, VmRecord
 from cloudburst.model.states import HostState, VmState, vm_state_label
 from cloudburst.store import journal, vm_pool
 from cloudburst.store.database import make_engine
+from seed_templates import PROVIDER_VM, SEED_PROVIDER_IM_MAD, SEED_PROVIDER_VM_MAD
 
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = f"#!{sys.executable}"
 
-PROVIDER_VM = ("CPU=1 MEMORY=256 PUBLIC_CLOUD=[TYPE=provider_name, "
-               "PROVIDER_IMAGE_ID=id-141234, PROVIDER_INSTANCE_TYPE=small_256mb]")
 LOCAL_VM = "CPU=1 MEMORY=128"
 
 # -- the provider's scripts (seed: "Cloud Bursting Driver") ------------------------------------
@@ -148,18 +147,7 @@ echo $! > "$control/hang_child.pid"
 wait
 """
 
-DRIVERS = """
-IM_MAD = [
-      name       = "im_provider",
-      executable = "one_im_sh",
-      arguments  = "-t 1 -r 0 provider_name" ]
-
-VM_MAD = [
-    name       = "vmm_provider",
-    executable = "one_vmm_sh",
-    arguments  = "-t 15 -r 0 provider_name",
-    type       = "xml" ]
-
+DRIVERS = "\n" + SEED_PROVIDER_IM_MAD + "\n" + SEED_PROVIDER_VM_MAD + """
 VM_MAD = [
     name       = "vmm_hang",
     executable = "one_vmm_sh",

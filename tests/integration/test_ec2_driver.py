@@ -49,6 +49,7 @@ from ec2_sites import (
     moto_servers,
     write_rc,
 )
+from seed_templates import SEED_IM_EC2_CONF
 
 T = TypeVar("T")
 
@@ -679,9 +680,7 @@ def test_per_site_rc_file_and_region(tmp_path: Path) -> None:
 def test_information_driver_reports_limits(tmp_path: Path) -> None:
     etc = make_home(tmp_path)
     conf = etc / "im_ec2" / "im_ec2.conf"
-    conf.write_text("# Max number of instances that can be launched into EC2\n"
-                    "SMALL_INSTANCES=5\nLARGE_INSTANCES=\nEXTRALARGE_INSTANCES=\n",
-                    encoding="utf-8")
+    conf.write_text(SEED_IM_EC2_CONF, encoding="utf-8")
     driver = Ec2InformationDriver(DriverContext(
         name="im_ec2", executable="one_im_ec2", arguments=("im_ec2/im_ec2.conf",),
         options=DriverOptions(), etc_dir=etc, remotes_dir=tmp_path, var_dir=tmp_path))

@@ -12,6 +12,7 @@ from cloudburst.config.settings import DriverSection, Settings
 from cloudburst.daemon.dispatcher import Dispatcher
 from cloudburst.daemon.main import SHARE_DIR, load_settings
 from cloudburst.errors import ConfigError
+from seed_templates import SEED_ONED_CONF_EC2_IM_MAD, SEED_PROVIDER_IM_MAD, SEED_PROVIDER_VM_MAD
 
 SHIPPED = SHARE_DIR / "etc" / "oned.conf"
 
@@ -293,14 +294,10 @@ def test_cloudburst_db_url_overrides_the_file(tmp_path: Path,
 
 # -- the seeds' driver sections --------------------------------------------------------------
 
-# Copied from the seeds ("Amazon EC2 Driver 3.0" and "Cloud Bursting Driver"), comments included.
-SEED_SECTIONS = '''
-  IM_MAD = [
-      name       = "im_ec2",
-      executable = "one_im_ec2",
-      arguments  = "im_ec2/im_ec2.conf",
-      default    = "im_ec2/im_ec2.conf" ]
-
+# Copied from the seeds ("Amazon EC2 Driver 3.0" and "Cloud Bursting Driver"), comments included;
+# the sections other tests use too come from seed_templates.
+SEED_SECTIONS = f'''
+{SEED_ONED_CONF_EC2_IM_MAD}
   VM_MAD = [
       name       = "vmm_ec2",
       executable = "one_vmm_ec2",
@@ -334,18 +331,9 @@ VM_MAD = [
 #-------------------------------------------------------------------------------
 #  EC2 Information Driver Manager Configuration
 #-------------------------------------------------------------------------------
-IM_MAD = [
-      name       = "im_provider",
-      executable = "one_im_sh",
-      arguments  = "-t 1 -r 0 provider_name" ]
-#-------------------------------------------------------------------------------
+{SEED_PROVIDER_IM_MAD}#-------------------------------------------------------------------------------
 
-VM_MAD = [
-    name       = "vmm_provider",
-    executable = "one_vmm_sh",
-    arguments  = "-t 15 -r 0 provider_name",
-    type       = "xml" ]
-#-------------------------------------------------------------------------------
+{SEED_PROVIDER_VM_MAD}#-------------------------------------------------------------------------------
 '''
 
 

@@ -21,6 +21,7 @@ from cloudburst.scheduler.placement import (
     place,
 )
 from cloudburst.template import Template, parse, parse_rank
+from seed_templates import PROVIDER_VM
 
 GB = 1024 * 1024  # KB
 STRIPING = parse_rank("- RUNNING_VMS")
@@ -108,8 +109,7 @@ def test_only_cloud_hosts_and_a_local_vm_waits_with_a_reason() -> None:
 
 def test_public_cloud_type_must_equal_the_host_hypervisor() -> None:
     hosts = [host(0, "remote_provider", cloud="provider_name")]
-    right = vm(0, "CPU=1 MEMORY=256 PUBLIC_CLOUD=[TYPE=provider_name, "
-                  "PROVIDER_IMAGE_ID=id-141234, PROVIDER_INSTANCE_TYPE=small_256mb]")
+    right = vm(0, PROVIDER_VM)
     wrong = vm(1, "CPU=1 MEMORY=256 PUBLIC_CLOUD=[TYPE=other_provider, IMAGE=x]")
     legacy_ec2 = vm(2, EC2_VM)
     result = run([right, wrong, legacy_ec2], hosts)

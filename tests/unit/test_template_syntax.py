@@ -1,4 +1,4 @@
-"""Tests for cloudburst.template.syntax: the template type, text, XML and JSON forms."""
+"""Tests for cloudburst.template (syntax, xml): the template type, text, XML and JSON forms."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from cloudburst.template import (
     parse_any,
     parse_xml,
 )
+from seed_templates import SEED_EC2_TEMPLATE, SEED_IM_EC2_CONF, SEED_ONED_CONF_EC2
 
 # Spec 4.1, example.
 SPEC_EXAMPLE = """\
@@ -25,29 +26,6 @@ CPU    = 0.5
 MEMORY = 512
 DISK   = [ IMAGE_ID = 3 ]
 EC2    = [ AMI = "ami-00bafcb5", KEYPAIR = "gsg-keypair", INSTANCETYPE = m1.small ]
-"""
-
-# Seed 000 ("Amazon EC2 Driver 3.0"), the worked example, as written.
-SEED_EC2_TEMPLATE = """\
-CPU      = 0.5
-MEMORY   = 128
-
-#Xen or KVM template machine, this will be use when submitting this VM to local resources
-
-OS       = [kernel="/vmlinuz",initrd= "/initrd.img",root="sda1" ]
-DISK     = [source="/imges/apache.img",target="sda",readonly="no"]
-NIC      = [bridge="eth0"]
-
-#EC2 template machine, this will be use wen submitting this VM to EC2
-
-EC2 = [ AMI="ami-00bafcb5",
-        KEYPAIR="gsg-keypair",
-        ELASTICIP="75.101.155.97",
-        AUTHORIZED_PORTS="22",
-        INSTANCETYPE=m1.small]
-
-#Add this if you want to use only EC2 cloud
-#REQUIREMENTS = 'NAME = "ec2"'
 """
 
 # Seed 003 ("Cloud Bursting Driver"), as written: no comma after the first pair.
@@ -84,15 +62,7 @@ EC2 = [ CLOUD="ec2_eu_east",
         AUTHORIZED_PORTS="22" ]
 """
 
-# Seed 000: /etc/one/im_ec2/im_ec2.conf.
-SEED_IM_EC2_CONF = """\
-# Max number of instances that can be launched into EC2
-SMALL_INSTANCES=5
-LARGE_INSTANCES=
-EXTRALARGE_INSTANCES=
-"""
-
-# Seed 000: /etc/one/vmm_ec2/vmm_ec2.conf (XML after a comment).
+# Seed 000: /etc/one/vmm_ec2/vmm_ec2.conf, its comment shortened (XML after a comment).
 SEED_VMM_EC2_CONF = """\
 <!--
  Default configuration attributes for the EC2 driver
@@ -109,21 +79,6 @@ SEED_VMM_EC2_CONF = """\
     <INSTANCETYPE>m1.small</INSTANCETYPE>
   </EC2>
 </TEMPLATE>
-"""
-
-# Seed 000: the lines added to oned.conf.
-SEED_ONED_CONF = """\
-  IM_MAD = [
-      name       = "im_ec2",
-      executable = "one_im_ec2",
-      arguments  = "im_ec2/im_ec2.conf",
-      default    = "im_ec2/im_ec2.conf" ]
-
-  VM_MAD = [ 
-      name       = "vmm_ec2",
-      executable = "one_vmm_ec2",
-      arguments  = "<ec2_configuration_options> vmm_ec2/vmm_ec2.conf",
-      type       = "xml" ]
 """
 
 
@@ -210,7 +165,7 @@ def test_im_ec2_conf_empty_values() -> None:
 
 
 def test_oned_conf_driver_sections() -> None:
-    template = parse(SEED_ONED_CONF)
+    template = parse(SEED_ONED_CONF_EC2)
     assert template.get_vector("IM_MAD") == {
         "NAME": "im_ec2",
         "EXECUTABLE": "one_im_ec2",
