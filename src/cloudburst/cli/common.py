@@ -50,9 +50,9 @@ class CommandLine:
         ``help_text`` is its line in the command list and, unless
         ``description`` is given, the description of its own ``--help``.
         """
-        sub = self._commands.add_parser(name, help=help_text,
-                                        description=help_text if description is None
-                                        else description)
+        if description is None:
+            description = help_text
+        sub = self._commands.add_parser(name, help=help_text, description=description)
         sub.set_defaults(handler=handler)
         return sub
 
