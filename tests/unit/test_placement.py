@@ -332,6 +332,8 @@ class _Snapshot:
 
 REQUIREMENT_CHOICES = [None, 'NAME = "h1*"', "ID > 1", "!(ID = 2)", "GPU = 1",
                        'HYPERVISOR = "ec2"', "(ID = 0) | (ID = 3)", "FREECPU > 300"]
+#: The host variables REQUIREMENT_CHOICES read, captured before each pass.
+SNAPSHOT_NAMES = ("NAME", "ID", "GPU", "HYPERVISOR", "FREECPU")
 
 
 @st.composite
@@ -375,7 +377,7 @@ def test_placement_never_overcommits_and_respects_every_rule(
         scenario: tuple[list[HostCandidate], list[VmDemand], int, int]) -> None:
     hosts, vms, max_dispatch, max_host = scenario
     before = {h.id: _Snapshot(h.max_cpu - h.cpu_usage, h.max_mem - h.mem_usage,
-                              {k: list(v) for k, v in h.variables.items()},
+                              {name: list(h.lookup(name)) for name in SNAPSHOT_NAMES},
                               {slot: limit - h.slot_usage.get(slot, 0)
                                for slot, limit in h.slot_limits.items()})
               for h in hosts}

@@ -33,6 +33,7 @@ from cloudburst.model.records import HostRecord, VmRecord
 from cloudburst.model.states import HostState
 from cloudburst.store import host_pool, vm_pool
 from cloudburst.store.database import Database
+from cloudburst.store.host_cache import HostCache
 from cloudburst.template import Template
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class Monitor:
         self._next_poll: dict[int, float] = {}
         self._busy: set[tuple[str, int]] = set()
         self._wake = asyncio.Event()
+        self._hosts = HostCache()
         self._stopped = False
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -111,8 +113,7 @@ class Monitor:
 
     async def tick(self) -> None:
         """Start the monitorings and polls that are due."""
-        hosts = await self.db.read(lambda connection: host_pool.list_hosts(connection,
-                                                                           with_vms=False))
+        hosts = await self.db.read(self._hosts.refresh)
         now = time.monotonic()
         known = {host.id for host in hosts}
         for table in (self._next_monitor, self._next_poll):

@@ -20,7 +20,7 @@ from sqlalchemy import Connection
 from cloudburst.config.settings import SchedulerSettings
 from cloudburst.daemon.lifecycle import LifecycleManager
 from cloudburst.errors import CloudburstError
-from cloudburst.model.records import VmRecord
+from cloudburst.model.records import HostRecord, VmRecord
 from cloudburst.model.states import CAPACITY_HOLDING_STATES, SCHEDULABLE_HOST_STATES, VmState
 from cloudburst.scheduler.demand import (
     count_slots,
@@ -32,6 +32,7 @@ from cloudburst.scheduler.demand import (
 from cloudburst.scheduler.placement import HostCandidate, place
 from cloudburst.store import host_pool, vm_pool
 from cloudburst.store.database import Database
+from cloudburst.store.host_cache import HostCache
 from cloudburst.template.expr import parse_rank
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class SchedulerLoop:
         self.lifecycle = lifecycle
         self.settings = settings
         self._wake = asyncio.Event()
+        self._hosts = HostCache()
         self._stopped = False
         self.passes = 0
 
@@ -85,17 +87,18 @@ class SchedulerLoop:
             with_vms = any(
                 (requirements := requirements_of(vm.user_template)) is not None
                 and "CURRENT_VMS" in requirements.variables for vm in pending)
-            hosts = [host for host in host_pool.list_hosts(connection, with_vms=with_vms)
+            hosts = [host for host in self._current_hosts(connection, with_vms)
                      if host.state in SCHEDULABLE_HOST_STATES]
+            usage = vm_pool.host_usage(connection)
             sites = sites_by_type(hosts)
             candidates = []
             for host in hosts:
-                usage = None
+                slots = None
                 if host.is_public_cloud and host.template.get_vector("CAPACITY") is not None:
                     placed = vm_pool.list_vms(connection, host_id=host.id, with_history=False,
                                               states=CAPACITY_HOLDING_STATES)
-                    usage = count_slots(host, placed, sites)
-                candidates.append(host_candidate(host, usage))
+                    slots = count_slots(host, placed, sites)
+                candidates.append(host_candidate(host, slots, usage.get(host.id, (0, 0, 0))))
             return candidates, pending
 
         hosts, pending = await self.db.read(read)
@@ -124,6 +127,12 @@ class SchedulerLoop:
             await self.db.write(lambda connection: vm_pool.set_sched_messages(connection,
                                                                                 messages))
         return len(result.assignments)
+
+    def _current_hosts(self, connection: Connection, with_vms: bool) -> list[HostRecord]:
+        """Every host; with ``with_vms`` also the ids of the VMs each holds."""
+        if with_vms:
+            return host_pool.list_hosts(connection, with_vms=True)
+        return self._hosts.refresh(connection)
 
     def _excluded(self, vm_id: int, now: float) -> frozenset[int]:
         backoff = self.lifecycle.capacity_backoff.get(vm_id)

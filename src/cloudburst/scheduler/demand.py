@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from cloudburst.errors import ExpressionError
 from cloudburst.model.capacity import instance_type_name
 from cloudburst.model.records import HostRecord, VmRecord, cpu_share
@@ -94,46 +96,69 @@ def vm_demand(vm: VmRecord, excluded: frozenset[int] = frozenset()) -> VmDemand:
     )
 
 
-def host_candidate(host: HostRecord, slot_usage: dict[str, int] | None = None) -> HostCandidate:
+#: Host variables read from the record's fields, under both spellings
+#: OpenNebula uses (``FREE_CPU`` from the share, ``FREECPU`` from monitoring).
+_FIELD_VARIABLES: dict[str, str] = {
+    "MAX_CPU": "max_cpu", "MAX_MEM": "max_mem", "FREE_CPU": "free_cpu",
+    "FREE_MEM": "free_mem", "USED_CPU": "used_cpu", "USED_MEM": "used_mem",
+    "TOTALCPU": "max_cpu", "TOTALMEMORY": "max_mem", "FREECPU": "free_cpu",
+    "FREEMEMORY": "free_mem", "USEDCPU": "used_cpu", "USEDMEMORY": "used_mem",
+    "ID": "id", "CLUSTER_ID": "cluster_id", "NAME": "name",
+}
+_USAGE_VARIABLES = ("CPU_USAGE", "MEM_USAGE", "RUNNING_VMS")
+
+
+def host_lookup(host: HostRecord,
+                usage: tuple[int, int, int] | None = None) -> Callable[[str], Sequence[str]]:
+    """Host variables for expressions, computed only when asked.
+
+    ``usage`` is ``(cpu_usage, mem_usage, running_vms)`` when the record's own
+    counters were not read.
+    """
+    counters = usage or (host.cpu_usage, host.mem_usage, host.running_vms)
+
+    def lookup(name: str) -> Sequence[str]:
+        field_name = _FIELD_VARIABLES.get(name)
+        if field_name is not None:
+            return (str(getattr(host, field_name)),)
+        if name in _USAGE_VARIABLES:
+            return (str(counters[_USAGE_VARIABLES.index(name)]),)
+        if name == "STATE":
+            return (str(int(host.state)),)
+        if name == "CURRENT_VMS":
+            return [str(vm_id) for vm_id in host.vm_ids]
+        values = [value for value in host.template.get_all(name) if isinstance(value, str)]
+        if not values and name == "HOSTNAME":
+            return (host.name,)
+        return values
+
+    return lookup
+
+
+def host_candidate(host: HostRecord, slot_usage: dict[str, int] | None = None,
+                   usage: tuple[int, int, int] | None = None) -> HostCandidate:
     """A host as the placement pass sees it.
 
     ``slot_usage`` counts the VMs already on the host by instance type, for
-    sites that report ``CAPACITY`` limits.
+    sites that report ``CAPACITY`` limits; ``usage`` overrides the record's
+    allocation counters (see :func:`host_lookup`).
     """
-    variables: dict[str, list[str]] = {}
-    for name, value in host.template:
-        if isinstance(value, str):
-            variables.setdefault(name, []).append(value)
-    share = {
-        "MAX_CPU": host.max_cpu, "MAX_MEM": host.max_mem,
-        "FREE_CPU": host.free_cpu, "FREE_MEM": host.free_mem,
-        "USED_CPU": host.used_cpu, "USED_MEM": host.used_mem,
-        "TOTALCPU": host.max_cpu, "TOTALMEMORY": host.max_mem,
-        "FREECPU": host.free_cpu, "FREEMEMORY": host.free_mem,
-        "USEDCPU": host.used_cpu, "USEDMEMORY": host.used_mem,
-        "CPU_USAGE": host.cpu_usage, "MEM_USAGE": host.mem_usage,
-        "RUNNING_VMS": host.running_vms, "ID": host.id, "CLUSTER_ID": host.cluster_id,
-        "STATE": int(host.state),
-    }
-    for name, number in share.items():
-        variables[name] = [str(number)]
-    variables["NAME"] = [host.name]
-    variables.setdefault("HOSTNAME", [host.name])
-    variables["CURRENT_VMS"] = [str(vm_id) for vm_id in host.vm_ids]
-    limits = host.template.get_vector("CAPACITY") or {}
+    cpu_usage, mem_usage, running_vms = usage or (host.cpu_usage, host.mem_usage,
+                                                  host.running_vms)
     slot_limits: dict[str, int] = {}
-    for key, count in limits.items():
-        try:
-            slot_limits[instance_type_name(key)] = int(count)
-        except ValueError:
-            continue
-    default_slot = (host.template.get("DEFAULT_INSTANCE_TYPE") or "").strip().lower() or None
+    default_slot = None
+    if host.is_public_cloud:
+        for key, count in (host.template.get_vector("CAPACITY") or {}).items():
+            try:
+                slot_limits[instance_type_name(key)] = int(count)
+            except ValueError:
+                continue
+        default_slot = (host.template.get("DEFAULT_INSTANCE_TYPE") or "").strip().lower() or None
     return HostCandidate(
         id=host.id, name=host.name, is_cloud=host.is_public_cloud, hypervisor=host.hypervisor,
-        max_cpu=host.max_cpu, max_mem=host.max_mem, cpu_usage=host.cpu_usage,
-        mem_usage=host.mem_usage, running_vms=host.running_vms, variables=variables,
-        slot_limits=slot_limits if host.is_public_cloud else {},
-        slot_usage=dict(slot_usage or {}), default_slot=default_slot,
+        max_cpu=host.max_cpu, max_mem=host.max_mem, cpu_usage=cpu_usage,
+        mem_usage=mem_usage, running_vms=running_vms, base_lookup=host_lookup(host, usage),
+        slot_limits=slot_limits, slot_usage=dict(slot_usage or {}), default_slot=default_slot,
     )
 
 

@@ -25,7 +25,7 @@ second.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cloudburst.template.expr import Rank, Requirements
@@ -47,8 +47,9 @@ class HostCandidate:
     cpu_usage: int
     mem_usage: int
     running_vms: int
-    #: Every variable REQUIREMENTS/RANK may read, each with all its values.
-    variables: dict[str, list[str]]
+    #: Reads any host variable REQUIREMENTS/RANK may use (all its values;
+    #: empty when missing). Consulted lazily: most expressions read few names.
+    base_lookup: Callable[[str], Sequence[str]]
     #: Per-instance-type limits of a cloud site (``{"m1.small": 4}``) and current
     #: use. A site with limits is sized by them alone, not by CPU and memory.
     slot_limits: dict[str, int] = field(default_factory=dict)
@@ -56,9 +57,13 @@ class HostCandidate:
     #: The instance type of a VM whose section names none.
     default_slot: str | None = None
     assigned_this_pass: int = 0
+    #: Variables changed by this pass's assignments; they shadow ``base_lookup``.
+    overrides: dict[str, list[str]] = field(default_factory=dict)
 
     def lookup(self, name: str) -> Sequence[str]:
-        return self.variables.get(name.upper(), ())
+        key = name.upper()
+        found = self.overrides.get(key)
+        return found if found is not None else self.base_lookup(key)
 
     def fits(self, cpu: int, memory: int, slot: str | None) -> bool:
         if self.slot_limits:
@@ -74,10 +79,13 @@ class HostCandidate:
         self.assigned_this_pass += 1
         if slot is not None:
             self.slot_usage[slot] = self.slot_usage.get(slot, 0) + 1
-        self.variables["CPU_USAGE"] = [str(self.cpu_usage)]
-        self.variables["MEM_USAGE"] = [str(self.mem_usage)]
-        self.variables["RUNNING_VMS"] = [str(self.running_vms)]
-        self.variables.setdefault("CURRENT_VMS", []).append(str(vm_id))
+        self.overrides["CPU_USAGE"] = [str(self.cpu_usage)]
+        self.overrides["MEM_USAGE"] = [str(self.mem_usage)]
+        self.overrides["RUNNING_VMS"] = [str(self.running_vms)]
+        current = self.overrides.get("CURRENT_VMS")
+        if current is None:
+            current = self.overrides["CURRENT_VMS"] = list(self.base_lookup("CURRENT_VMS"))
+        current.append(str(vm_id))
 
 
 @dataclass(frozen=True, slots=True)

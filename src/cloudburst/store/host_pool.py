@@ -58,16 +58,24 @@ def insert_host(connection: Connection, record: HostRecord) -> None:
     ))
 
 
+def host_versions(connection: Connection) -> dict[int, int]:
+    """``{host id: version}``: a cheap way to see which hosts changed."""
+    return {int(host_id): int(version)
+            for host_id, version in connection.execute(select(hosts.c.id, hosts.c.version))}
+
+
 def list_hosts(
-    connection: Connection, *, with_vms: bool = True, host_ids: Sequence[int] | None = None
+    connection: Connection, *, with_vms: bool = True, host_ids: Sequence[int] | None = None,
+    with_usage: bool = True,
 ) -> list[HostRecord]:
-    """Hosts ordered by id, with allocation counters derived from the VM pool."""
+    """Hosts ordered by id, with allocation counters derived from the VM pool
+    (left at 0 without ``with_usage``)."""
     query = select(hosts).order_by(hosts.c.id)
     if host_ids is not None:
         query = query.where(hosts.c.id.in_(list(host_ids)))
     rows = connection.execute(query).all()
     ids = None if host_ids is None else list(host_ids)
-    usage = vm_pool.host_usage(connection, ids)
+    usage = vm_pool.host_usage(connection, ids) if with_usage else {}
     placed = vm_pool.vm_ids_on_hosts(connection, ids) if with_vms else {}
     return [
         _host_from_row(row, usage.get(row.id, (0, 0, 0)), placed.get(row.id, ()))
