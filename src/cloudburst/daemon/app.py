@@ -58,7 +58,7 @@ class Daemon:
             polling_interval=settings.vm_polling_interval,
             on_host_changed=self.scheduler.wake,
             orphan_grace_period=settings.orphan_grace_period)
-        self.vms = VmService(self.db, self.lifecycle, self.scheduler.wake,
+        self.vms = VmService(self.db, self.lifecycle, self.scheduler.new_vms,
                              checks=self._template_checks)
         self.hosts = HostService(self.db, self.dispatcher, self.monitor.monitor_now,
                                  self.scheduler.wake)

@@ -11,7 +11,6 @@ as a compare-and-swap (a VM a user held or deleted meanwhile is skipped).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -47,12 +46,27 @@ class SchedulerLoop:
         self.lifecycle = lifecycle
         self.settings = settings
         self._wake = asyncio.Event()
+        #: Whether the next pass must consider every pending VM (see new_vms).
+        self._full = True
+        #: Highest VM id any pass has seen pending.
+        self._seen_up_to = -1
         self._hosts = HostCache()
         self._stopped = False
         self.passes = 0
 
     def wake(self) -> None:
-        """Ask for a pass as soon as possible (cheap; safe to call often)."""
+        """Ask for a full pass as soon as possible: capacity or hosts changed,
+        or a VM became pending again (cheap; safe to call often)."""
+        self._full = True
+        self._wake.set()
+
+    def new_vms(self) -> None:
+        """Ask for a pass over VMs created since the last pass only.
+
+        Nothing else changed, so VMs that were already waiting still cannot
+        be placed; re-reading them on every creation would make a burst of
+        creations against a full cloud cost O(pending) each.
+        """
         self._wake.set()
 
     def stop(self) -> None:
@@ -61,25 +75,35 @@ class SchedulerLoop:
 
     async def run(self) -> None:
         while not self._stopped:
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.interval)
+                periodic = False
+            except TimeoutError:
+                periodic = True
             if self._stopped:
                 return
             self._wake.clear()
             try:
-                await self.pass_once()
+                await self.pass_once(full=self._full or periodic)
             except Exception:
                 log.exception("scheduler pass failed")
                 await asyncio.sleep(0.5)
 
-    async def pass_once(self) -> int:
-        """Place what can be placed now; returns how many VMs were dispatched."""
+    async def pass_once(self, *, full: bool = True) -> int:
+        """Place what can be placed now; returns how many VMs were dispatched.
+
+        A full pass considers every pending VM; otherwise only those created
+        since the last pass.
+        """
         self.passes += 1
         limit = self.settings.max_vm or None
+        first_id = None if full else self._seen_up_to + 1
+        if full:
+            self._full = False
 
         def read(connection: Connection) -> tuple[list[HostCandidate], list[VmRecord]]:
             pending = vm_pool.list_vms(connection, states=[VmState.PENDING], limit=limit,
-                                       with_history=False)
+                                       with_history=False, first_id=first_id)
             if not pending:
                 return [], []
             # Listing every VM of every host costs a scan of the pool: only
@@ -104,6 +128,7 @@ class SchedulerLoop:
         hosts, pending = await self.db.read(read)
         if not pending:
             return 0
+        self._seen_up_to = max(self._seen_up_to, pending[-1].id)
         now = time.monotonic()
         demands = [vm_demand(vm, self._excluded(vm.id, now)) for vm in pending]
         result = place(

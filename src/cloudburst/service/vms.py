@@ -26,11 +26,11 @@ class VmService:
     """What users can do with VMs."""
 
     def __init__(self, db: Database, lifecycle: LifecycleManager,
-                 wake_scheduler: Callable[[], None],
+                 on_new_vm: Callable[[], None],
                  checks: Callable[[], list[TemplateCheck]] = list) -> None:
         self.db = db
         self.lifecycle = lifecycle
-        self._wake_scheduler = wake_scheduler
+        self._on_new_vm = on_new_vm
         self._checks = checks
 
     async def allocate(self, text: str, *, hold: bool = False, uid: int = 0, gid: int = 0,
@@ -69,7 +69,7 @@ class VmService:
         vm_id = await self.db.write(write)
         self.lifecycle.files.log(vm_id, "I", f"New state is {state.name}")
         if not hold:
-            self._wake_scheduler()
+            self._on_new_vm()
         return vm_id
 
     async def info(self, vm_id: int) -> VmRecord:
