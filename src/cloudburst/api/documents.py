@@ -149,6 +149,13 @@ def vm_pool_document(vms: Iterable[VmRecord], *, extended: bool,
     return "".join(parts)
 
 
+def vm_pool_entry(vm: VmRecord, *, extended: bool, uname: str) -> str:
+    """One ``VM`` element as :func:`vm_pool_document` renders it (for caching)."""
+    parts: list[str] = []
+    _vm_parts(parts, vm, extended, _str("UNAME", uname) + _str("GNAME", group_name(vm.gid)))
+    return "".join(parts)
+
+
 def _vm_parts(parts: list[str], vm: VmRecord, extended: bool, owner: str) -> None:
     """Append one VM; ``owner`` is its rendered UNAME and GNAME."""
     parts.append(

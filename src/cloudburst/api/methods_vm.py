@@ -7,10 +7,11 @@ them is in :mod:`cloudburst.api.xmlrpc`.
 from __future__ import annotations
 
 from cloudburst.api import documents
-from cloudburst.api.calls import Call, CallFailure, render, update_type
+from cloudburst.api.calls import Call, CallFailure, update_type
 from cloudburst.api.pool_query import name_filter, pool_query
+from cloudburst.api.vm_pool_cache import cache_of
 from cloudburst.errors import CloudburstError, NotFoundError
-from cloudburst.model.records import VmRecord
+from cloudburst.store.vm_pool import VmStamp
 
 __all__ = [
     "vm_action",
@@ -101,14 +102,14 @@ async def _vm_pool(call: Call, *, extended: bool) -> str:
     state = params.integer("state")
     query = pool_query(call.user, flag, start, end, name_filter(params.string("query", "")))
     params.end()
-    vms = await call.daemon.vms.pool(
+    stamps = await call.daemon.vms.pool_stamps(
         state=state, uid=query.uid, first_id=query.first_id, last_id=query.last_id,
         offset=query.store_offset, limit=query.store_limit)
-    selected = query.select(vms, _vm_owner)
+    selected = query.select(stamps, _stamp_owner)
     names = await call.user_names()
-    return await render(
-        lambda: documents.vm_pool_document(selected, extended=extended, uname=names))
+    return await cache_of(call.daemon).document(call.daemon, selected, extended=extended,
+                                                uname=names)
 
 
-def _vm_owner(vm: VmRecord) -> tuple[int, int, str]:
-    return vm.uid, vm.gid, vm.name
+def _stamp_owner(stamp: VmStamp) -> tuple[int, int, str]:
+    return stamp.uid, stamp.gid, stamp.name

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import Connection
 
@@ -16,10 +16,26 @@ from cloudburst.service.vm_template import prepare
 from cloudburst.store import vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.sequences import next_ids
+from cloudburst.store.vm_pool import VmStamp
 from cloudburst.template import Template, parse_any
 
 #: Validators for driver-specific template rules (e.g. EC2's AMI), run at allocation.
 TemplateCheck = Callable[[Template], None]
+
+
+#: Ids per query when reading VMs by id (well under every backend's parameter limit).
+_ID_CHUNK = 900
+
+
+def _state_filter(state: int) -> list[VmState] | None:
+    """oned's pool state argument as store states (``None``: no state filter).
+
+    Raises:
+        ApiArgumentError: not -2, -1 or a VM state number.
+    """
+    if state < -2 or (state >= 0 and state not in {int(s) for s in VmState}):
+        raise ApiArgumentError("Incorrect state filter")
+    return [VmState(state)] if state >= 0 else None
 
 
 class VmService:
@@ -84,15 +100,36 @@ class VmService:
                    last_id: int | None = None, offset: int = 0, limit: int | None = None,
                    with_history: bool = True) -> list[VmRecord]:
         """VMs by OpenNebula's pool filters (state -2 any, -1 any but DONE, >= 0 that state)."""
-        if state < -2 or (state >= 0 and state not in {int(s) for s in VmState}):
-            raise ApiArgumentError("Incorrect state filter")
-        states = [VmState(state)] if state >= 0 else None
+        states = _state_filter(state)
 
         def read(connection: Connection) -> list[VmRecord]:
             return vm_pool.list_vms(
                 connection, states=states, exclude_done=state == -1, uid=uid,
                 first_id=first_id, last_id=last_id, offset=offset, limit=limit,
                 with_history=with_history)
+
+        return await self.db.read(read)
+
+    async def pool_stamps(self, *, state: int = -1, uid: int | None = None,
+                          first_id: int | None = None, last_id: int | None = None,
+                          offset: int = 0, limit: int | None = None) -> list[VmStamp]:
+        """What :meth:`pool` would list, as stamps (for callers that cache documents)."""
+        states = _state_filter(state)
+
+        def read(connection: Connection) -> list[VmStamp]:
+            return vm_pool.list_vm_stamps(
+                connection, states=states, exclude_done=state == -1, uid=uid,
+                first_id=first_id, last_id=last_id, offset=offset, limit=limit)
+
+        return await self.db.read(read)
+
+    async def records(self, vm_ids: Sequence[int]) -> list[VmRecord]:
+        """The given VMs with their history, ordered by id (missing ones left out)."""
+        def read(connection: Connection) -> list[VmRecord]:
+            found: list[VmRecord] = []
+            for start in range(0, len(vm_ids), _ID_CHUNK):
+                found.extend(vm_pool.list_vms(connection, ids=vm_ids[start:start + _ID_CHUNK]))
+            return sorted(found, key=lambda vm: vm.id)
 
         return await self.db.read(read)
 
