@@ -36,6 +36,10 @@ SHARE_DIR = Path(__file__).resolve().parent.parent / "share"
 def bootstrap_layout(home: Path) -> list[str]:
     """Create ``home``'s layout on first start; returns what was created."""
     created: list[str] = []
+    if not home.exists():
+        # The home holds credentials files and the store: only its owner reads it.
+        home.mkdir(mode=0o700, parents=True)
+        created.append(str(home))
     etc = home / "etc"
     etc.mkdir(parents=True, exist_ok=True)
     for source in sorted((SHARE_DIR / "etc").rglob("*")):
