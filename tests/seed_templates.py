@@ -147,3 +147,12 @@ VM_MAD = [
     arguments  = "-t 15 -r 0 provider_name",
     type       = "xml" ]
 """
+
+
+#: ``onehost list`` as the cloud-bursting guide prints it.
+SEED_ONEHOST_LIST = """\
+ID NAME            CLUSTER   RVM      ALLOCATED_CPU      ALLOCATED_MEM STAT
+ 2 kvm-            -           0       0 / 800 (0%)      0K / 16G (0%) on
+ 3 kvm-1           -           0       0 / 100 (0%)     0K / 1.8G (0%) on
+ 4 remote_provider -           0       0 / 500 (0%)     0K / 8.5G (0%) on
+"""

@@ -12,20 +12,10 @@ from pathlib import Path
 import pytest
 from daemon_fixture import RunningDaemon, daemon_environment, free_port, start_daemon, wait_for
 
+from seed_templates import SEED_EC2_TEMPLATE
+
 pytestmark = pytest.mark.e2e
 
-SEED = Path("/work/shared/seeds/000_25c2c4b6e2e3fe0e.txt")
-
-
-def seed_ec2_template() -> str:
-    """The EC2 guide's VM template (local part plus an EC2 section), as printed in the seed."""
-    if not SEED.exists():
-        pytest.skip(f"seed {SEED} not available")
-    lines = SEED.read_text(encoding="utf-8").splitlines()
-    start = next(index for index, line in enumerate(lines) if line.startswith("CPU      = 0.5"))
-    end = next(index for index in range(start, len(lines))
-               if lines[index].startswith("You only can submit"))
-    return "\n".join(lines[start:end]) + "\n"
 
 
 @dataclass
@@ -85,7 +75,7 @@ def test_seed_walkthrough(cli: Cli, tmp_path: Path) -> None:
                         "0K / 16G (0%) on")
 
     template = tmp_path / "ec2template"
-    template.write_text(seed_ec2_template())
+    template.write_text(SEED_EC2_TEMPLATE)
     assert cli.ok("onevm", "submit", str(template)) == "ID: 0\n"
     wait_for(lambda: cli.json("onevm", "list")[0]["STAT"] == "runn", timeout=20)
     [row] = [line for line in cli.ok("onevm", "list").splitlines()[1:] if line.split()[0] == "0"]

@@ -58,10 +58,10 @@ from cloudburst.errors import (
     ValidationError,
 )
 from cloudburst.template import Template, parse
+from seed_templates import SEED_EC2_TEMPLATE
 
 URI = "test:///default"
 INSTALL = "inst-kvm-test"
-SEED = Path("/work/shared/seeds/000_25c2c4b6e2e3fe0e.txt")
 REPO = Path(__file__).resolve().parents[2]
 HOST = HostRef(id=3, name="kvm1", attributes={"LIBVIRT_URI": URI})
 X86 = Platform("kvm", "x86_64")
@@ -69,10 +69,7 @@ X86 = Platform("kvm", "x86_64")
 
 def seed_template() -> Template:
     """The EC2 guide's VM template as printed in the seed (local part and EC2 section)."""
-    lines = SEED.read_text(encoding="utf-8").splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("CPU      = 0.5"))
-    end = next(i for i in range(start, len(lines)) if lines[i].startswith("You only can submit"))
-    return parse("\n".join(lines[start:end]) + "\n")
+    return parse(SEED_EC2_TEMPLATE)
 
 
 def tree(element: ElementTree.Element) -> tuple[Any, ...]:
