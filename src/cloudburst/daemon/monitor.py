@@ -77,6 +77,10 @@ class Monitor:
         self._on_host_changed = on_host_changed
         self.orphan_grace_period = orphan_grace_period
         self._next_monitor: dict[int, float] = {}
+        #: Hosts to monitor at the next tick whatever their timer says. Taken
+        #: before that tick reads the hosts, so a request made while a tick is
+        #: reading is served by the next one, with the host as it is now.
+        self._requested: set[int] = set()
         self._next_poll: dict[int, float] = {}
         self._busy: set[tuple[str, int]] = set()
         self._wake = asyncio.Event()
@@ -85,8 +89,8 @@ class Monitor:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def monitor_now(self, host_id: int) -> None:
-        """Monitor ``host_id`` at the next tick (new or re-enabled host)."""
-        self._next_monitor[host_id] = 0.0
+        """Monitor ``host_id`` at the next tick (new, re-enabled or updated host)."""
+        self._requested.add(host_id)
         self._wake.set()
 
     def stop(self) -> None:
@@ -113,6 +117,7 @@ class Monitor:
 
     async def tick(self) -> None:
         """Start the monitorings and polls that are due."""
+        requested, self._requested = self._requested, set()
         hosts = await self.db.read(self._hosts.refresh)
         now = time.monotonic()
         known = {host.id for host in hosts}
@@ -122,8 +127,11 @@ class Monitor:
         for host in hosts:
             if host.state in _NOT_MONITORED:
                 continue
-            if now >= self._next_monitor.get(host.id, 0.0) and ("monitor", host.id) not in \
-                    self._busy:
+            due = host.id in requested or now >= self._next_monitor.get(host.id, 0.0)
+            if due and ("monitor", host.id) in self._busy:
+                if host.id in requested:
+                    self._requested.add(host.id)  # after the running one ends
+            elif due:
                 self._next_monitor[host.id] = now + self.monitoring_interval
                 self._start(("monitor", host.id), self.monitor_host(host))
             if now >= self._next_poll.setdefault(host.id, now + self.polling_interval) and (
