@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,8 +142,12 @@ def domain_state(conn: Any, name: str) -> int | None:
 # -- URIs, settings, registry ----------------------------------------------------------
 
 
-def test_uri_per_host() -> None:
-    assert resolve_uri(HostRef(1, "localhost")) == "qemu:///system"
+def test_uri_per_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LIBVIRT_DEFAULT_URI", raising=False)
+    local = "qemu:///system" if os.geteuid() == 0 else "qemu:///session"
+    assert resolve_uri(HostRef(1, "localhost")) == local
+    monkeypatch.setenv("LIBVIRT_DEFAULT_URI", "test:///default")
+    assert resolve_uri(HostRef(1, "localhost")) == "test:///default"
     assert resolve_uri(HostRef(1, "node7")) == "qemu+ssh://node7/system"
     assert resolve_uri(HostRef(1, "localhost", {"LIBVIRT_URI": " test:///default "})) == URI
     assert resolve_uri(HostRef(1, "node7", {"LIBVIRT_URI": ""})) == "qemu+ssh://node7/system"

@@ -3,8 +3,10 @@
 A kvm host is any hypervisor libvirt can reach. Which one is a per-host
 setting, read from the host's template (set with ``onehost update``):
 
-* ``LIBVIRT_URI``: the libvirt URI; default ``qemu:///system`` for a host
-  named ``localhost``, else ``qemu+ssh://<host name>/system``. Any URI libvirt
+* ``LIBVIRT_URI``: the libvirt URI; for a host named ``localhost`` by default
+  the daemon's ``LIBVIRT_DEFAULT_URI``, else ``qemu:///system`` when the daemon
+  runs as root and ``qemu:///session`` otherwise; for other hosts
+  ``qemu+ssh://<host name>/system``. Any URI libvirt
   accepts works (``test:///default`` is libvirt's in-memory test hypervisor).
 * ``LIBVIRT_DOMAIN_TYPE``: ``kvm`` or ``qemu`` to force the emulation; by
   default ``kvm`` when the host's libvirt offers it (``/dev/kvm`` usable),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -42,8 +43,10 @@ T = TypeVar("T")
 #: Upper bound of a driver's thread pool, whatever its ``-t``.
 MAX_THREADS: Final = 32
 
-#: URI of a host named ``localhost`` without ``LIBVIRT_URI``.
+#: URI of a host named ``localhost`` without ``LIBVIRT_URI``, when the daemon runs as root.
 LOCAL_URI: Final = "qemu:///system"
+#: The same for a daemon run by another user: that user's own libvirtd.
+LOCAL_SESSION_URI: Final = "qemu:///session"
 
 # virErrorNumber values (stable ABI), so translation needs no libvirt import.
 _NO_SUPPORT: Final = 3
@@ -64,14 +67,18 @@ _module_lock = threading.Lock()
 def resolve_uri(host: HostRef) -> str:
     """The libvirt URI of ``host``.
 
-    The host attribute ``LIBVIRT_URI`` when set, else :data:`LOCAL_URI` for a
-    host named ``localhost``, else ``qemu+ssh://<name>/system``.
+    The host attribute ``LIBVIRT_URI`` when set, else for a host named
+    ``localhost`` libvirt's own default for this process (``LIBVIRT_DEFAULT_URI``
+    when set, else :data:`LOCAL_URI` as root, :data:`LOCAL_SESSION_URI`
+    otherwise: the libvirtd that ``scripts/run`` starts), else
+    ``qemu+ssh://<name>/system``.
     """
     uri = (host.attributes.get("LIBVIRT_URI") or "").strip()
     if uri:
         return uri
     if host.name == "localhost":
-        return LOCAL_URI
+        default = os.environ.get("LIBVIRT_DEFAULT_URI", "").strip()
+        return default or (LOCAL_URI if os.geteuid() == 0 else LOCAL_SESSION_URI)
     return f"qemu+ssh://{host.name}/system"
 
 

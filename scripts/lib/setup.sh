@@ -1,0 +1,70 @@
+# Shared by scripts/run and scripts/test (sourced, not run): the Debian packages
+# each purpose needs, their installation, the virtualenv, and the local libvirtd.
+# Works as root and as a user with sudo, on a fresh Debian 12 with no systemd.
+
+# -- Debian packages, one list per purpose (add a package to the list of what needs it) --
+# Python and its virtual environments.
+PYTHON_PACKAGES=(python3 python3-venv python3-pip)
+# What pip builds libvirt-python (the kvm driver's binding) against.
+KVM_BUILD_PACKAGES=(gcc python3-dev pkg-config libvirt-dev)
+# The kvm driver's hypervisor: libvirt's daemon and QEMU.
+KVM_RUN_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86)
+# `cloudburst guest build`: a busybox initramfs around a Debian kernel.
+GUEST_PACKAGES=(busybox-static cpio)
+# The PostgreSQL server the store tests start.
+TEST_PACKAGES=(postgresql)
+
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+
+# install_packages PACKAGE...: apt-get install those not installed yet (no recommends).
+install_packages() {
+  local missing=() pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  echo "installing Debian packages: ${missing[*]}" >&2
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+}
+
+# ensure_venv EXTRAS: ./.venv with cloudburst installed (editable) with those extras;
+# pip runs again only when pyproject.toml or the extras change.
+ensure_venv() {
+  local extras=$1 stamp
+  stamp="$( (cat pyproject.toml; echo "$extras") | sha256sum | cut -d' ' -f1)"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  if [ "$(cat .venv/.cloudburst-installed 2>/dev/null)" != "$stamp" ]; then
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e ".[$extras]"
+    echo "$stamp" > .venv/.cloudburst-installed
+  fi
+}
+
+# ensure_libvirtd: start `libvirtd -d` when none answers (no systemd to start it):
+# the system daemon as root, the user's session daemon otherwise. The kvm driver's
+# host `localhost` uses the same one (qemu:///system as root, qemu:///session else).
+ensure_libvirtd() {
+  local socket
+  command -v /usr/sbin/libvirtd >/dev/null || return 0
+  if [ "$(id -u)" = 0 ]; then
+    socket=/run/libvirt/libvirt-sock
+  else
+    socket="${XDG_RUNTIME_DIR:-$HOME/.cache}/libvirt/libvirt-sock"
+  fi
+  python3 - "$socket" <<'PY' && return 0
+import socket, sys
+with socket.socket(socket.AF_UNIX) as probe:
+    try:
+        probe.connect(sys.argv[1])
+    except OSError:
+        sys.exit(1)
+PY
+  echo "starting libvirtd -d (for the kvm driver)" >&2
+  if [ "$(id -u)" = 0 ]; then
+    /usr/sbin/virtlogd -d || true
+  fi
+  /usr/sbin/libvirtd -d
+}
