@@ -182,6 +182,10 @@ def test_seed_walkthrough(daemon: RunningDaemon, one: pyone.OneServer) -> None:
     dfile, host, argv_vm, host_again = record["argv"]
     assert (host, argv_vm, host_again) == ("remote_provider", str(vm_id), "remote_provider")
     assert Path(dfile).is_file() and record["token"]
+    # As the seed shows it: plain elements a shell script can grep, no CDATA.
+    for element in ("<CPU>1</CPU>", "<MEMORY>256</MEMORY>", "<TYPE>provider_name</TYPE>"):
+        assert element in record["deployment"], record["deployment"]
+    assert "CDATA" not in record["deployment"]
     document = ElementTree.fromstring(record["deployment"])
     assert document.findtext("CPU") == "1" and document.findtext("MEMORY") == "256"
     assert {child.tag: child.text for child in document.find("PUBLIC_CLOUD")} == {

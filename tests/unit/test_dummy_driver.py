@@ -275,28 +275,3 @@ def test_parse_outcome_details() -> None:
         outcome = parse_outcome("deploy", bad)
         assert outcome.error is DriverError, bad
         assert outcome.message == f"dummy deploy: unknown injected outcome {bad!r}"
-
-
-# --- speed -----------------------------------------------------------------------------------
-
-
-def deploy_many(driver: DummyVmDriver, count: int) -> float:
-    async def scenario() -> float:
-        target = host()
-        started = time.perf_counter()
-        for vm_id in range(count):
-            await driver.deploy(spec(vm_id=vm_id, token=f"t{vm_id}", on=target))
-        return time.perf_counter() - started
-
-    return asyncio.run(scenario())
-
-
-def test_ten_thousand_deploys_are_fast(tmp_path: Path) -> None:
-    elapsed = deploy_many(DummyVmDriver(make_context(tmp_path)), 10_000)
-    assert elapsed < 0.5, f"10,000 deploys took {elapsed:.3f} s"
-
-
-def test_ten_thousand_deploys_with_an_injection_file_are_fast(tmp_path: Path) -> None:
-    inject(tmp_path, "deploy", "success")
-    elapsed = deploy_many(DummyVmDriver(make_context(tmp_path)), 10_000)
-    assert elapsed < 0.5, f"10,000 deploys took {elapsed:.3f} s"

@@ -497,6 +497,15 @@ def test_to_xml_format() -> None:
     assert Template().to_xml("USER_TEMPLATE") == "<USER_TEMPLATE></USER_TEMPLATE>"
 
 
+def test_plain_xml_format() -> None:
+    template = parse('CPU=1 N="a & <b> ]]>" PUBLIC_CLOUD=[TYPE=provider_name]')
+    assert template.to_xml(plain=True) == (
+        "<TEMPLATE><CPU>1</CPU><N>a &amp; &lt;b&gt; ]]&gt;</N>"
+        "<PUBLIC_CLOUD><TYPE>provider_name</TYPE></PUBLIC_CLOUD></TEMPLATE>"
+    )
+    assert parse_xml(template.to_xml(plain=True)) == template
+
+
 def test_cdata_end_marker_is_split() -> None:
     template = Template([("A", "x]]>y]]>"), ("B", "]]]>>")])
     xml = template.to_xml()
@@ -512,6 +521,7 @@ def test_illegal_xml_characters_are_dropped() -> None:
 def test_carriage_returns_survive_xml() -> None:
     template = Template([("A", "a\r\nb\rc")])
     assert parse_xml(template.to_xml()) == template
+    assert parse_xml(template.to_xml(plain=True)) == template
 
 
 def test_parse_xml_shapes() -> None:
@@ -655,6 +665,7 @@ def test_text_round_trip(template: Template) -> None:
 def test_xml_round_trip(template: Template) -> None:
     assert parse_xml(template.to_xml()) == template
     assert parse_any(template.to_xml("VM")) == template
+    assert parse_xml(template.to_xml(plain=True)) == template
 
 
 @given(_templates(_tricky_text, empty_vectors=True))

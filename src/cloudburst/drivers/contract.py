@@ -227,7 +227,7 @@ class ContractTest:
         return DeploySpec(
             vm_id=self.settings.vm_id, host=self.host,
             deployment_file=path or self._workdir / "deployment.0",
-            deployment=template.to_xml("TEMPLATE"), token=token,
+            deployment=template.to_xml("TEMPLATE", plain=True), token=token,
             memory_mb=int(float(template.get("MEMORY") or 0)),
             cpu=float(template.get("CPU") or 0),
         )

@@ -278,18 +278,19 @@ class Template:
         lines = [_attribute_text(name, value) for name, value in self._attrs]
         return "".join(line + "\n" for line in lines)
 
-    def to_xml(self, root: str = "TEMPLATE") -> str:
+    def to_xml(self, root: str = "TEMPLATE", *, plain: bool = False) -> str:
         """Return the template as compact XML under a ``root`` element.
 
         Each string is one CDATA section (see :func:`cloudburst.template.xml.cdata`
-        for ``]]>``, carriage returns and characters XML 1.0 forbids). An empty
+        for ``]]>``, carriage returns and characters XML 1.0 forbids), or with
+        ``plain`` escaped text (:func:`cloudburst.template.xml.escaped`). An empty
         vector is ``<NAME/>`` and reads back as an empty string: XML cannot
         tell the two apart, and neither can OpenNebula.
         """
         # Imported here: the xml module builds Templates, so it imports this one.
         from cloudburst.template.xml import attributes_to_xml
 
-        return attributes_to_xml(self._attrs, root)
+        return attributes_to_xml(self._attrs, root, plain=plain)
 
     def to_json(self) -> list[list[JsonValue]]:
         """Return a JSON-serialisable, lossless form: ``[[name, value], ...]``.

@@ -1,12 +1,18 @@
 """The XML form of OpenNebula templates: writing it, reading it, telling it from text.
 
-Written form (:func:`attributes_to_xml`, behind :meth:`Template.to_xml`)::
+Written form (:func:`attributes_to_xml`, behind :meth:`Template.to_xml`), as
+OpenNebula's API documents have it::
 
     <TEMPLATE><CPU><![CDATA[0.5]]></CPU><EC2><AMI><![CDATA[ami-1]]></AMI></EC2></TEMPLATE>
 
-Every string is CDATA, so any text survives; an empty vector is ``<NAME/>``
-and reads back as an empty string (XML cannot tell the two apart, and neither
-can OpenNebula).
+or, for deployment files (``plain=True``), as the driver seed shows them, so
+that a script can ``grep '<TYPE>provider_name</TYPE>'``::
+
+    <TEMPLATE><CPU>0.5</CPU><EC2><AMI>ami-1</AMI></EC2></TEMPLATE>
+
+Either way any text survives a parser (:func:`cdata`, :func:`escaped`); an
+empty vector is ``<NAME/>`` and reads back as an empty string (XML cannot tell
+the two apart, and neither can OpenNebula).
 
 Read form (:func:`parse_xml`): any root element; a child without element
 children is a single attribute, a child with element children a vector.
@@ -31,7 +37,7 @@ from cloudburst.template.syntax import (
     parse,
 )
 
-__all__ = ["attributes_to_xml", "cdata", "parse_any", "parse_xml"]
+__all__ = ["attributes_to_xml", "cdata", "escaped", "parse_any", "parse_xml"]
 
 #: Characters XML 1.0 forbids in a document; :func:`cdata` drops them.
 _XML_ILLEGAL_RE: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -53,23 +59,35 @@ def cdata(value: str) -> str:
     return f"<![CDATA[{body}]]>"
 
 
-def attributes_to_xml(attributes: Iterable[tuple[str, Value]], root: str) -> str:
+def escaped(value: str) -> str:
+    """Return ``value`` as XML character data: ``&``, ``<``, ``>`` as entities.
+
+    Characters XML 1.0 forbids are dropped; a carriage return is written as
+    ``&#13;`` (a literal one would be read back as a newline).
+    """
+    body = _XML_ILLEGAL_RE.sub("", value).replace("&", "&amp;")
+    return body.replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
+
+
+def attributes_to_xml(attributes: Iterable[tuple[str, Value]], root: str, *,
+                      plain: bool = False) -> str:
     """Return ``(name, value)`` pairs as compact XML under a ``root`` element.
 
     Names must already be normalised (valid element names), as a
-    :class:`Template` keeps them. A string is ``<NAME>`` + :func:`cdata`; a
-    vector is ``<NAME>`` holding one such element per key, or ``<NAME/>``
-    when empty.
+    :class:`Template` keeps them. A string is ``<NAME>`` + :func:`cdata`
+    (:func:`escaped` when ``plain``); a vector is ``<NAME>`` holding one such
+    element per key, or ``<NAME/>`` when empty.
     """
+    text = escaped if plain else cdata
     parts = [f"<{root}>"]
     for name, value in attributes:
         if isinstance(value, str):
-            parts.append(f"<{name}>{cdata(value)}</{name}>")
+            parts.append(f"<{name}>{text(value)}</{name}>")
         elif not value:
             parts.append(f"<{name}/>")
         else:
             parts.append(f"<{name}>")
-            parts.extend(f"<{key}>{cdata(item)}</{key}>" for key, item in value.items())
+            parts.extend(f"<{key}>{text(item)}</{key}>" for key, item in value.items())
             parts.append(f"</{name}>")
     parts.append(f"</{root}>")
     return "".join(parts)

@@ -216,11 +216,12 @@ class ManagerBase:
 
         Root ``TEMPLATE`` with ``CPU``, ``MEMORY``, ``PUBLIC_CLOUD``/``EC2``
         sections and everything else the user wrote, plus ``VMID`` and ``NAME``
-        (the seed's layout).
+        (the seed's layout), as plain elements with escaped text
+        (``<TYPE>provider_name</TYPE>``), no CDATA.
         """
         template = vm.full_template()
         template.set("VMID", str(vm.id))
         if template.get("NAME") is None:
             template.set("NAME", vm.name)
-        return template.to_xml("TEMPLATE")
+        return template.to_xml("TEMPLATE", plain=True)
 

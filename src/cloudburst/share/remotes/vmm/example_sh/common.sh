@@ -32,8 +32,9 @@ value() {
     sed -n "s/^$1=//p" "$2" | tail -n 1
 }
 
-# xml_value NAME FILE: the first <NAME> element of the deployment file.
+# xml_value NAME FILE: the text of the first <NAME> element of the deployment file
+# (plain elements with XML-escaped text).
 xml_value() {
-    sed -e 's/<!\[CDATA\[//g' -e 's/\]\]>//g' "$2" | grep -o "<$1>[^<]*</$1>" | head -n 1 |
-        sed -e "s:</*$1>::g"
+    grep -o "<$1>[^<]*</$1>" "$2" | head -n 1 |
+        sed -e "s:</*$1>::g" -e 's/&lt;/</g' -e 's/&gt;/>/g' -e 's/&amp;/\&/g'
 }
