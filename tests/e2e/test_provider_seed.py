@@ -99,7 +99,7 @@ def flaky_provider(remotes: Path) -> None:
     write_script(remotes / "vmm/flaky/deploy", PYTHON + """
         import os, re, sys, time
         text = open(sys.argv[1]).read()
-        mode = re.search(r"<MODE><!\\[CDATA\\[(\\w+)\\]\\]></MODE>", text).group(1)
+        mode = re.search(r"<MODE>(\\w+)</MODE>", text).group(1)
         if mode == "fail":
             sys.stderr.write("some noise\\nERROR MESSAGE --8<------\\n"
                              "the provider refused: quota exceeded\\n"
