@@ -134,9 +134,19 @@ class ConfigError(CloudburstError):
 
 
 class DriverError(CloudburstError):
-    """A driver failed to perform an action; the message is one clean line."""
+    """A driver failed to perform an action; the message is one clean line.
+
+    ``nothing_created`` is the driver's promise that the failed action left
+    nothing at the provider (a deploy refused before its launch request went
+    out); the core then sends a VM whose deploy failed that way back to
+    ``PENDING`` instead of ``BOOT_FAILURE``.
+    """
 
     code = ErrorCode.ACTION
+
+    def __init__(self, message: str, *, nothing_created: bool = False) -> None:
+        super().__init__(message)
+        self.nothing_created = nothing_created
 
 
 class TransientDriverError(DriverError):

@@ -598,15 +598,13 @@ def test_save_and_restore(driver: KvmVmDriver, conn: Any, tmp_path: Path) -> Non
     assert driver.supports("save") and driver.supports("restore")
     assert not driver.supports("migrate")
     asyncio.run(driver.deploy(spec(45)))
-    checkpoint = str(tmp_path / "one-45.checkpoint")
-    assert asyncio.run(driver.run_optional("save", ref(45), checkpoint)) == "one-45"
+    checkpoint = tmp_path / "one-45.checkpoint"
+    asyncio.run(driver.save(ref(45), checkpoint))
     assert asyncio.run(driver.poll([ref(45)]))[45].state is PollState.GONE
-    asyncio.run(driver.run_optional("restore", ref(45), checkpoint))
+    assert asyncio.run(driver.restore(ref(45), checkpoint)) == "one-45"
     assert asyncio.run(driver.poll([ref(45)]))[45].state is PollState.ACTIVE
-    with pytest.raises(UnsupportedActionError):
-        asyncio.run(driver.run_optional("migrate", ref(45), "elsewhere"))
-    with pytest.raises(ValueError, match="exactly one argument"):
-        asyncio.run(driver.run_optional("save", ref(45)))
+    with pytest.raises(UnsupportedActionError, match='"migrate" is not supported by driver'):
+        asyncio.run(driver.migrate(ref(45), ref(45).host, live=False))
 
 
 def test_sweep_removes_orphans_after_the_grace_period(driver: KvmVmDriver, conn: Any) -> None:

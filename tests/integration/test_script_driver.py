@@ -16,12 +16,14 @@ import pytest
 
 from cloudburst.drivers.base import (
     DeploySpec,
+    DeviceSpec,
     DriverContext,
     DriverOptions,
     HostRef,
     PollResult,
     PollState,
     ReportedVm,
+    ResizeSpec,
     VmRef,
 )
 from cloudburst.drivers.process import MAX_OUTPUT, run_script
@@ -220,6 +222,8 @@ def test_vm_actions_get_opennebula_arguments(
         "migrate",
         "snapshot_create",
         "attach_disk",
+        "resize",
+        "detach_nic",
     ]
     for action in actions:
         vmm_script(tmp_path, action, RECORD)
@@ -231,15 +235,18 @@ def test_vm_actions_get_opennebula_arguments(
         await driver.cancel(vm)
         await driver.reboot(vm)
         await driver.reset(vm)
+        await driver.save(vm, Path("/var/ckpt.23"))
         return [
-            await driver.run_optional("save", vm, "/var/ckpt.23"),
-            await driver.run_optional("restore", vm, "/var/ckpt.23"),
-            await driver.run_optional("migrate", vm, "other_provider"),
-            await driver.run_optional("snapshot_create", vm, "snap-1"),
-            await driver.run_optional("attach_disk", vm, "sdb", "2", "/img"),
+            await driver.restore(vm, Path("/var/ckpt.23")),
+            await driver.migrate(vm, HostRef(4, "other_provider"), live=True),
+            await driver.snapshot_create(vm, 1, "before upgrade"),
+            await driver.attach_disk(vm, DeviceSpec(2, "sdb", {"SOURCE": "/img"})),
+            await driver.resize(vm, ResizeSpec(cpu=0.5, vcpu=2, memory_mb=2048)),
+            await driver.detach_nic(vm, DeviceSpec(1, "", {"MAC": "02:00:0a", "BRIDGE": "br0"})),
         ]
 
-    assert asyncio.run(scenario()) == [""] * 5
+    # restore and migrate keep the deploy id; a silent snapshot_create is named by its id
+    assert asyncio.run(scenario()) == ["i-0abc", "i-0abc", "snap-1", None, None, None]
     standard = ["i-0abc", "remote_provider", "23", "remote_provider"]
     calls = records(log)
     assert [call["argv"] for call in calls] == [
@@ -250,22 +257,39 @@ def test_vm_actions_get_opennebula_arguments(
         ["i-0abc", "/var/ckpt.23", "remote_provider", "23", "remote_provider"],
         ["/var/ckpt.23", "remote_provider", "i-0abc", "23", "remote_provider"],
         ["i-0abc", "other_provider", "remote_provider", "23", "remote_provider"],
-        ["i-0abc", "snap-1", "remote_provider", "23", "remote_provider"],
-        ["i-0abc", "sdb", "2", "/img", "remote_provider", "23", "remote_provider"],
+        ["i-0abc", "1", "remote_provider", "23", "remote_provider"],
+        ["i-0abc", "/img", "sdb", "2", "remote_provider", "23", "remote_provider"],
+        ["i-0abc", "0.5", "2", "2048", "remote_provider", "23", "remote_provider"],
+        ["i-0abc", "02:00:0a", "br0", "1", "remote_provider", "23", "remote_provider"],
     ]
     envs = [call["env"] for call in calls]
     assert [env["CLOUDBURST_ACTION"] for env in envs] == actions  # type: ignore[index]
     assert all("CLOUDBURST_ACTION_TOKEN" not in env for env in envs)  # type: ignore[operator]
 
 
-def test_optional_action_output_and_arity(tmp_path: Path) -> None:
+def test_optional_action_output(tmp_path: Path) -> None:
     vmm_script(tmp_path, "snapshot_create", "#!/bin/sh\necho '  snap-77  '\n")
-    vmm_script(tmp_path, "save", "#!/bin/sh\ntrue\n")
     driver = ScriptVmDriver(make_context(tmp_path))
     vm = VmRef(vm_id=23, deploy_id="i-0abc", host=HOST)
-    assert asyncio.run(driver.run_optional("snapshot_create", vm)) == "snap-77"
-    with pytest.raises(ValueError, match="save takes exactly one argument, got 0"):
-        asyncio.run(driver.run_optional("save", vm))
+    assert asyncio.run(driver.snapshot_create(vm, 0, "s")) == "snap-77"
+
+
+def test_cold_migration_is_save_here_and_restore_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("RECORD_TO", str(log))
+    for action in ("save", "restore"):
+        vmm_script(tmp_path, action, RECORD)
+    driver = ScriptVmDriver(make_context(tmp_path))
+    assert driver.capabilities == frozenset({"save", "restore", "migrate"})
+    vm = VmRef(vm_id=23, deploy_id="i-0abc", host=HOST)
+    assert asyncio.run(driver.migrate(vm, HostRef(4, "target"), live=False)) == "i-0abc"
+    checkpoint = str(tmp_path / "home/var/checkpoints/23.migrate")
+    assert [call["argv"] for call in records(log)] == [
+        ["i-0abc", checkpoint, "remote_provider", "23", "remote_provider"],
+        [checkpoint, "target", "i-0abc", "23", "target"],
+    ]
 
 
 def test_poll_state_and_info(tmp_path: Path) -> None:
@@ -409,9 +433,9 @@ def test_missing_action_is_unsupported(tmp_path: Path) -> None:
         "(no executable vmm/provider_name/shutdown)"
     )
     with pytest.raises(UnsupportedActionError, match='Action "save" is not supported'):
-        asyncio.run(driver.run_optional("save", vm, "/ckpt"))
-    with pytest.raises(UnsupportedActionError, match='Action "deploy" is not supported'):
-        asyncio.run(driver.run_optional("deploy", vm))
+        asyncio.run(driver.save(vm, Path("/ckpt")))
+    with pytest.raises(UnsupportedActionError, match='Action "migrate" is not supported'):
+        asyncio.run(driver.migrate(vm, HOST, live=True))
     # A directory named like the action is not a script either.
     (tmp_path / "home/remotes/vmm/provider_name/reboot").mkdir(parents=True)
     with pytest.raises(UnsupportedActionError, match="no executable vmm/provider_name/reboot"):
@@ -426,6 +450,9 @@ def test_capabilities_follow_the_scripts_on_disk(tmp_path: Path) -> None:
     vmm_script(tmp_path, "snapshot_create", "#!/bin/sh\n")
     vmm_script(tmp_path, "not_an_action", "#!/bin/sh\n")
     assert driver.capabilities == frozenset({"save", "snapshot_create"})
+    for script in ("deploy", "shutdown", "cancel"):
+        vmm_script(tmp_path, script, "#!/bin/sh\n")
+    assert driver.capabilities == frozenset({"save", "snapshot_create", "poweroff"})
     assert driver.supports("save")
     assert driver.supports("deploy")
     assert ScriptVmDriver.capabilities == frozenset()

@@ -11,14 +11,16 @@ from pathlib import Path
 import pytest
 
 from cloudburst.drivers.base import (
-    ALL_ACTIONS,
     CORE_ACTIONS,
+    OPTIONAL_ACTIONS,
     DeploySpec,
+    DeviceSpec,
     DriverContext,
     DriverOptions,
     HostRef,
     PollResult,
     PollState,
+    ResizeSpec,
     VmRef,
 )
 from cloudburst.drivers.dummy import DummyInformationDriver, DummyVmDriver, parse_outcome
@@ -26,10 +28,10 @@ from cloudburst.errors import (
     CapacityError,
     DriverError,
     TransientDriverError,
-    UnsupportedActionError,
 )
 
-OPTIONAL = sorted(ALL_ACTIONS - CORE_ACTIONS)
+#: Optional driver methods; each reads its own injected outcome.
+OPTIONAL = sorted({method for methods in OPTIONAL_ACTIONS.values() for method in methods})
 VM_ACTIONS = ["deploy", "shutdown", "cancel", "reboot", "reset", "poll", *OPTIONAL]
 
 
@@ -69,7 +71,29 @@ def vm_action(driver: DummyVmDriver, action: str, on: HostRef) -> Callable[[], A
     if action in CORE_ACTIONS:
         method: Callable[[VmRef], Awaitable[None]] = getattr(driver, action)
         return lambda: method(vm)
-    return lambda: driver.run_optional(action, vm)
+    return optional_call(driver, action, vm)
+
+
+def optional_call(driver: DummyVmDriver, method: str, vm: VmRef
+                  ) -> Callable[[], Awaitable[object]]:
+    """A zero-argument coroutine function calling optional ``method`` with sample arguments."""
+    device = DeviceSpec(1, "vdb", {"SOURCE": "/img"})
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "poweroff": lambda: driver.poweroff(vm, hard=False),
+        "poweron": lambda: driver.poweron(vm, spec(on=vm.host)),
+        "save": lambda: driver.save(vm, Path("/ckpt")),
+        "restore": lambda: driver.restore(vm, Path("/ckpt")),
+        "migrate": lambda: driver.migrate(vm, vm.host, live=True),
+        "resize": lambda: driver.resize(vm, ResizeSpec(1.0, 1, 512)),
+        "snapshot_create": lambda: driver.snapshot_create(vm, 0, "s"),
+        "snapshot_revert": lambda: driver.snapshot_revert(vm, "s"),
+        "snapshot_delete": lambda: driver.snapshot_delete(vm, "s"),
+        "attach_disk": lambda: driver.attach_disk(vm, device),
+        "detach_disk": lambda: driver.detach_disk(vm, device),
+        "attach_nic": lambda: driver.attach_nic(vm, device),
+        "detach_nic": lambda: driver.detach_nic(vm, device),
+    }
+    return calls[method]
 
 
 def inject(tmp_path: Path, action: str, value: str) -> None:
@@ -149,14 +173,14 @@ def test_poll_reports_every_vm_active(tmp_path: Path) -> None:
 
 def test_every_optional_action_is_a_capability(tmp_path: Path) -> None:
     driver = DummyVmDriver(make_context(tmp_path))
-    assert driver.capabilities == ALL_ACTIONS - CORE_ACTIONS
+    assert driver.capabilities == frozenset(OPTIONAL_ACTIONS)
     vm = VmRef(1, "a", host())
-    for action in OPTIONAL:
+    for action in OPTIONAL_ACTIONS:
         assert driver.supports(action)
-        assert asyncio.run(driver.run_optional(action, vm, "arg")) == ""
-    for action in ("deploy", "resume_from_space"):
-        with pytest.raises(UnsupportedActionError, match=f'Action "{action}" is not supported'):
-            asyncio.run(driver.run_optional(action, vm))
+    assert not driver.supports("resume_from_space")
+    results = {method: asyncio.run(optional_call(driver, method, vm)()) for method in OPTIONAL}
+    assert results["snapshot_create"] == "a-snap0"
+    assert results["restore"] == results["poweron"] == results["migrate"] == "a"
 
 
 # --- failure injection -----------------------------------------------------------------------

@@ -10,7 +10,8 @@ silently ignored is worse than a noisy log):
   limits, as in OpenNebula's ``sched.conf``.
 * ``DEFAULT_SCHED = [ POLICY = 0..4, RANK = "..." ]`` -- default host ranking:
   0 packing, 1 striping, 2 load-aware, 3 custom ``RANK``, 4 fixed ``PRIORITY``.
-* ``DEFAULT_ACTION_TIMEOUT``, ``ORPHAN_GRACE_PERIOD``, ``MAX_REQUEST_BYTES``.
+* ``DEFAULT_ACTION_TIMEOUT``, ``ORPHAN_GRACE_PERIOD``, ``MAX_REQUEST_BYTES``,
+  ``DRIVER_RETRY_DELAY``.
 * ``LOG = [ LEVEL = "DEBUG" | "INFO" | ... ]`` (``DEBUG_LEVEL = 0..3`` also read).
 * ``IM_MAD``, ``VM_MAD``, ``TM_MAD`` sections with ``NAME``, ``EXECUTABLE``,
   ``ARGUMENTS``, ``DEFAULT``, ``TYPE``.
@@ -46,6 +47,7 @@ _KNOWN = {
     "LISTEN_ADDRESS", "PORT", "DB", "MONITORING_INTERVAL", "VM_POLLING_INTERVAL",
     "SCHED_INTERVAL", "MAX_VM", "MAX_DISPATCH", "MAX_HOST", "DEFAULT_SCHED",
     "DEFAULT_ACTION_TIMEOUT", "ORPHAN_GRACE_PERIOD", "MAX_REQUEST_BYTES", "LOG",
+    "DRIVER_RETRY_DELAY",
     *_DRIVER_KINDS,
 }
 
@@ -142,6 +144,8 @@ def load(path: Path, home: Path) -> tuple[Settings, list[str]]:
         default_action_timeout=reader.number(
             "DEFAULT_ACTION_TIMEOUT", defaults.default_action_timeout, minimum=0.01),
         orphan_grace_period=reader.number("ORPHAN_GRACE_PERIOD", defaults.orphan_grace_period),
+        driver_retry_delay=reader.number("DRIVER_RETRY_DELAY", defaults.driver_retry_delay,
+                                         minimum=0.01),
         max_request_bytes=reader.integer("MAX_REQUEST_BYTES", defaults.max_request_bytes,
                                          minimum=1024),
         log_level=_log_level(reader, defaults.log_level),

@@ -75,6 +75,11 @@ class Settings:
     default_action_timeout: float = 300.0
     #: Seconds an operator-visible grace before orphaned cloud resources go.
     orphan_grace_period: float = 600.0
+    #: Seconds before work that hit a provider outage is tried again: a deploy
+    #: that created nothing (back to PENDING, host skipped meanwhile) or a
+    #: terminate whose instance is not confirmed gone. Doubles each time, up to
+    #: 32 times this.
+    driver_retry_delay: float = 5.0
     #: Largest XML-RPC request body accepted, in bytes.
     max_request_bytes: int = 16 * 1024 * 1024
     log_level: str = "INFO"

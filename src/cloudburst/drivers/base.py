@@ -25,9 +25,13 @@ Contract, for every :class:`VmDriver`:
   ``shutdown`` is the graceful form.
 * ``poll`` observes many VMs in one call (bulk) and maps the provider's states
   to :class:`PollState`; VMs it cannot see are reported ``GONE``.
-* Optional actions (``save``, ``restore``, ``migrate``, snapshots, ...) raise
-  :class:`~cloudburst.errors.UnsupportedActionError` unless the driver lists
-  them in ``capabilities``.
+* Optional actions (:data:`OPTIONAL_ACTIONS`: ``poweroff``, ``save``,
+  ``restore``, ``migrate``, snapshots, hot-plug, ``resize``) are methods that
+  raise :class:`~cloudburst.errors.UnsupportedActionError` unless the driver
+  overrides them, and a driver lists exactly the ones it overrides in
+  ``capabilities``. The user actions map onto them: suspend/resume and stop
+  use ``save``/``restore``, poweroff and undeploy use ``poweroff``/``poweron``,
+  migrate uses ``migrate`` (or ``migrate_live``).
 
 Messages in raised errors are single lines and never include credentials.
 """
@@ -49,14 +53,29 @@ CORE_ACTIONS: frozenset[str] = frozenset(
     {"deploy", "shutdown", "cancel", "reboot", "reset", "poll"}
 )
 
-#: Every action name a VM driver may declare (OpenNebula's VMM vocabulary).
-ALL_ACTIONS: frozenset[str] = CORE_ACTIONS | frozenset(
-    {
-        "save", "restore", "migrate", "attach_disk", "detach_disk", "attach_nic",
-        "detach_nic", "snapshot_create", "snapshot_revert", "snapshot_delete",
-        "cleanup", "resize_disk", "update_sg", "update_conf",
-    }
-)
+#: Optional actions, each named after the :class:`VmDriver` method(s) that do it
+#: (OpenNebula's VMM vocabulary, plus ``poweroff`` and ``resize`` which its
+#: drivers express through other scripts or hot-plug). A driver declares the
+#: ones it implements in :attr:`VmDriver.capabilities`; the core refuses the
+#: user actions that need a missing one before any state changes.
+OPTIONAL_ACTIONS: Mapping[str, tuple[str, ...]] = {
+    "poweroff": ("poweroff", "poweron"),
+    "save": ("save",),
+    "restore": ("restore",),
+    "migrate": ("migrate",),
+    "migrate_live": ("migrate",),
+    "resize": ("resize",),
+    "snapshot_create": ("snapshot_create",),
+    "snapshot_revert": ("snapshot_revert",),
+    "snapshot_delete": ("snapshot_delete",),
+    "attach_disk": ("attach_disk",),
+    "detach_disk": ("detach_disk",),
+    "attach_nic": ("attach_nic",),
+    "detach_nic": ("detach_nic",),
+}
+
+#: Every action name a VM driver may declare.
+ALL_ACTIONS: frozenset[str] = CORE_ACTIONS | frozenset(OPTIONAL_ACTIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +174,31 @@ class VmRef:
     host: HostRef
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    """A disk or NIC to hot-attach or detach.
+
+    Attributes:
+        id: the ``DISK_ID`` or ``NIC_ID`` the core gave it.
+        target: the guest device name (``vdb``, ``eth1``...) when one is set.
+        attributes: the ``DISK``/``NIC`` section as written (``SOURCE``, ``SIZE``,
+            ``BRIDGE``, ``MAC``...), upper-case names.
+    """
+
+    id: int
+    target: str = ""
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ResizeSpec:
+    """New capacity for ``resize``: ``CPU`` (share), ``VCPU`` and ``MEMORY`` (MB)."""
+
+    cpu: float
+    vcpu: int
+    memory_mb: int
+
+
 class PollState(Enum):
     """What a poll saw, in OpenNebula's one-letter vocabulary."""
 
@@ -244,7 +288,7 @@ class InformationDriver(abc.ABC):
 class VmDriver(abc.ABC):
     """Runs VM actions on hosts of one kind (a ``VM_MAD``)."""
 
-    #: Optional actions this driver implements beyond :data:`CORE_ACTIONS`.
+    #: Optional actions (keys of :data:`OPTIONAL_ACTIONS`) this driver implements.
     capabilities: frozenset[str] = frozenset()
     #: Failures the dispatcher retries (up to ``-r`` times).
     retryable: tuple[type[Exception], ...] = (TransientDriverError,)
@@ -312,13 +356,95 @@ class VmDriver(abc.ABC):
         """
         return None
 
-    async def run_optional(self, action: str, vm: VmRef, *args: str) -> str:
-        """Run an optional action (``save``, ``restore``, ...); returns its output.
+    # -- optional actions ------------------------------------------------------------
+    # Each raises UnsupportedActionError unless overridden; a driver lists the
+    # ones it overrides in ``capabilities`` (tests/unit/test_driver_capabilities
+    # checks that the two agree). The core checks ``supports`` before it
+    # changes any state, so these defaults are a last line of defence.
 
-        Raises:
-            UnsupportedActionError: the driver does not implement ``action``.
+    def unsupported(self, action: str) -> UnsupportedActionError:
+        """The error for an action this driver does not implement (one line, names both)."""
+        return UnsupportedActionError(
+            f'Action "{action}" is not supported by driver {self.name}')
+
+    async def poweroff(self, vm: VmRef, *, hard: bool) -> None:
+        """Stop the guest but keep the instance (disks, deploy id) for ``poweron``.
+
+        ``hard`` pulls the plug instead of asking the guest. Succeeds when the
+        guest is already off.
         """
-        raise UnsupportedActionError(f'Action "{action}" is not supported by driver {self.name}')
+        raise self.unsupported("poweroff")
+
+    async def poweron(self, vm: VmRef, spec: DeploySpec) -> str:
+        """Start again an instance ``poweroff`` left; returns its (maybe new) deploy id.
+
+        ``spec`` is the deployment of the current stay, for drivers that boot
+        by deploying again (OpenNebula's script drivers do).
+        """
+        raise self.unsupported("poweroff")
+
+    async def save(self, vm: VmRef, checkpoint: Path) -> None:
+        """Suspend the guest to ``checkpoint`` (or the provider's equivalent); it stops running."""
+        raise self.unsupported("save")
+
+    async def restore(self, vm: VmRef, checkpoint: Path) -> str:
+        """Resume a guest ``save`` suspended; returns its deploy id (may differ from before)."""
+        raise self.unsupported("restore")
+
+    async def migrate(self, vm: VmRef, destination: HostRef, *, live: bool) -> str:
+        """Move the guest from ``vm.host`` to ``destination``; returns the new deploy id.
+
+        ``live`` keeps the guest running through the move (capability
+        ``migrate_live``); otherwise the guest is saved, moved and restored
+        (capability ``migrate``). On failure the guest is left on ``vm.host``.
+        """
+        raise self.unsupported("migrate_live" if live else "migrate")
+
+    async def resize(self, vm: VmRef, spec: ResizeSpec) -> None:
+        """Give the guest new capacity (called while it is powered off or running)."""
+        raise self.unsupported("resize")
+
+    async def snapshot_create(self, vm: VmRef, snapshot_id: int, name: str) -> str:
+        """Take a system snapshot; returns the provider's name for it."""
+        raise self.unsupported("snapshot_create")
+
+    async def snapshot_revert(self, vm: VmRef, provider_name: str) -> None:
+        """Return the guest to a snapshot ``snapshot_create`` took."""
+        raise self.unsupported("snapshot_revert")
+
+    async def snapshot_delete(self, vm: VmRef, provider_name: str) -> None:
+        """Delete a snapshot; succeeds when it is already gone."""
+        raise self.unsupported("snapshot_delete")
+
+    async def attach_disk(self, vm: VmRef, disk: DeviceSpec) -> None:
+        """Hot-plug ``disk`` into the running guest."""
+        raise self.unsupported("attach_disk")
+
+    async def detach_disk(self, vm: VmRef, disk: DeviceSpec) -> None:
+        """Unplug ``disk``; succeeds when it is not attached."""
+        raise self.unsupported("detach_disk")
+
+    async def attach_nic(self, vm: VmRef, nic: DeviceSpec) -> None:
+        """Hot-plug ``nic`` into the running guest."""
+        raise self.unsupported("attach_nic")
+
+    async def detach_nic(self, vm: VmRef, nic: DeviceSpec) -> None:
+        """Unplug ``nic``; succeeds when it is not attached."""
+        raise self.unsupported("detach_nic")
 
     async def close(self) -> None:  # noqa: B027 - optional hook, default no-op
         """Release resources (connections, thread pools)."""
+
+
+def implemented_actions(driver_class: type[VmDriver]) -> frozenset[str]:
+    """The optional actions whose methods ``driver_class`` overrides (all of them).
+
+    ``capabilities`` must equal this set (for drivers whose capabilities
+    depend on files, this set is the most they can declare); the contract
+    test holds every built-in driver to it.
+    """
+    return frozenset(
+        action for action, methods in OPTIONAL_ACTIONS.items()
+        if all(getattr(driver_class, method) is not getattr(VmDriver, method)
+               for method in methods)
+    )

@@ -450,8 +450,8 @@ class ContractTest:
             self._add(Status.WARN, "save", "not checked: deploy gave no id")
             return
         ref = self._ref(deploy_id)
-        checkpoint = str(self._workdir / "checkpoint")
-        outcome = await self._timed(lambda: self.vm_driver.run_optional("save", ref, checkpoint))
+        checkpoint = self._workdir / "checkpoint"
+        outcome = await self._timed(lambda: self.vm_driver.save(ref, checkpoint))
         if not outcome.ok:
             self._add(Status.FAIL, "save", outcome.error)
             return
@@ -459,8 +459,7 @@ class ContractTest:
         shown = _poll_words(after.value) if after.ok and isinstance(after.value, PollResult) \
             else after.error
         self._add(Status.PASS, "save", f"exit 0; then poll: {shown}")
-        outcome = await self._timed(lambda: self.vm_driver.run_optional("restore", ref,
-                                                                        checkpoint))
+        outcome = await self._timed(lambda: self.vm_driver.restore(ref, checkpoint))
         if not outcome.ok:
             self._add(Status.FAIL, "restore", outcome.error)
             return

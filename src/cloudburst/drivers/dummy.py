@@ -32,18 +32,20 @@ import os
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from cloudburst.drivers.base import (
-    ALL_ACTIONS,
-    CORE_ACTIONS,
+    OPTIONAL_ACTIONS,
     DeploySpec,
+    DeviceSpec,
     DriverContext,
     HostInfo,
     HostRef,
     InformationDriver,
     PollResult,
     PollState,
+    ResizeSpec,
     VmDriver,
     VmRef,
 )
@@ -51,11 +53,8 @@ from cloudburst.errors import (
     CapacityError,
     DriverError,
     TransientDriverError,
-    UnsupportedActionError,
     one_line,
 )
-
-_OPTIONAL_ACTIONS: Final = ALL_ACTIONS - CORE_ACTIONS
 
 _ERRORS: Final[dict[str, tuple[type[DriverError], str]]] = {
     "failure": (DriverError, "failure"),
@@ -229,7 +228,7 @@ class DummyVmDriver(VmDriver):
     including VMs this process never deployed, so a daemon restart keeps them.
     """
 
-    capabilities = _OPTIONAL_ACTIONS
+    capabilities = frozenset(OPTIONAL_ACTIONS)
 
     def __init__(self, context: DriverContext) -> None:
         super().__init__(context)
@@ -238,7 +237,12 @@ class DummyVmDriver(VmDriver):
         self._token_of: dict[str, str] = {}
 
     async def deploy(self, spec: DeploySpec) -> str:
-        await self._injector.outcome("deploy", spec.host).apply()
+        try:
+            await self._injector.outcome("deploy", spec.host).apply()
+        except DriverError as exc:
+            # An injected failure fires before anything is created.
+            exc.nothing_created = spec.token not in self._by_token
+            raise
         deploy_id = self._by_token.get(spec.token)
         if deploy_id is None:
             deploy_id = f"dummy-{spec.vm_id}-{secrets.token_hex(4)}"
@@ -276,13 +280,52 @@ class DummyVmDriver(VmDriver):
                 states[vm.host.id] = outcome.state
         return {vm.vm_id: PollResult(states[vm.host.id], {"NETTX": "12345"}) for vm in vms}
 
-    async def run_optional(self, action: str, vm: VmRef, *args: str) -> str:
-        if action not in _OPTIONAL_ACTIONS:
-            raise UnsupportedActionError(
-                f'Action "{action}" is not supported by driver {self.name}'
-            )
-        await self._injector.outcome(action, vm.host).apply()
-        return ""
+    async def poweroff(self, vm: VmRef, *, hard: bool) -> None:
+        await self._injector.outcome("poweroff", vm.host).apply()
+
+    async def poweron(self, vm: VmRef, spec: DeploySpec) -> str:
+        await self._injector.outcome("poweron", vm.host).apply()
+        return vm.deploy_id
+
+    async def save(self, vm: VmRef, checkpoint: Path) -> None:
+        await self._injector.outcome("save", vm.host).apply()
+
+    async def restore(self, vm: VmRef, checkpoint: Path) -> str:
+        await self._injector.outcome("restore", vm.host).apply()
+        return vm.deploy_id
+
+    async def migrate(self, vm: VmRef, destination: HostRef, *, live: bool) -> str:
+        await self._injector.outcome("migrate", destination).apply()
+        return vm.deploy_id
+
+    async def resize(self, vm: VmRef, spec: ResizeSpec) -> None:
+        await self._injector.outcome("resize", vm.host).apply()
+
+    async def snapshot_create(self, vm: VmRef, snapshot_id: int, name: str) -> str:
+        await self._injector.outcome("snapshot_create", vm.host).apply()
+        return f"{vm.deploy_id}-snap{snapshot_id}"
+
+    async def snapshot_revert(self, vm: VmRef, provider_name: str) -> None:
+        await self._injector.outcome("snapshot_revert", vm.host).apply()
+
+    async def snapshot_delete(self, vm: VmRef, provider_name: str) -> None:
+        await self._injector.outcome("snapshot_delete", vm.host).apply()
+
+    async def attach_disk(self, vm: VmRef, disk: DeviceSpec) -> None:
+        await self._injector.outcome("attach_disk", vm.host).apply()
+
+    async def detach_disk(self, vm: VmRef, disk: DeviceSpec) -> None:
+        await self._injector.outcome("detach_disk", vm.host).apply()
+
+    async def attach_nic(self, vm: VmRef, nic: DeviceSpec) -> None:
+        await self._injector.outcome("attach_nic", vm.host).apply()
+
+    async def detach_nic(self, vm: VmRef, nic: DeviceSpec) -> None:
+        await self._injector.outcome("detach_nic", vm.host).apply()
+
+    def instances(self) -> dict[str, str]:
+        """Deploy ids this driver holds (created and not yet shut down or cancelled)."""
+        return dict(self._token_of)
 
     def _forget(self, deploy_id: str) -> None:
         token = self._token_of.pop(deploy_id, None)

@@ -36,15 +36,16 @@ from pathlib import Path
 from typing import Final
 
 from cloudburst.drivers.base import (
-    ALL_ACTIONS,
-    CORE_ACTIONS,
+    OPTIONAL_ACTIONS,
     DeploySpec,
+    DeviceSpec,
     DriverContext,
     HostInfo,
     HostRef,
     InformationDriver,
     PollResult,
     PollState,
+    ResizeSpec,
     VmDriver,
     VmRef,
 )
@@ -56,7 +57,16 @@ from cloudburst.errors import DriverError, UnsupportedActionError
 _COLLECTD_PORT: Final = "4124"
 _PUSH_INTERVAL: Final = "20"
 
-_OPTIONAL_ACTIONS: Final = ALL_ACTIONS - CORE_ACTIONS
+#: The scripts each optional action needs (a missing one: the capability is absent).
+#: Power-off is OpenNebula's: ``shutdown``/``cancel`` to stop, ``deploy`` to start
+#: again; a cold migration is ``save`` on the source and ``restore`` on the target.
+_SCRIPTS_OF: Final[dict[str, tuple[str, ...]]] = {
+    "poweroff": ("shutdown", "cancel", "deploy"),
+    "migrate": ("save", "restore"),
+    "migrate_live": ("migrate",),
+    **{action: (action,) for action in OPTIONAL_ACTIONS
+       if action not in ("poweroff", "migrate", "migrate_live")},
+}
 
 
 def _last_argument(context: DriverContext, what: str) -> str:
@@ -113,7 +123,8 @@ class _ScriptCapabilities:
         if driver is None:
             return frozenset()
         return frozenset(
-            action for action in _OPTIONAL_ACTIONS if (driver.directory / action).is_file()
+            action for action, scripts in _SCRIPTS_OF.items()
+            if all((driver.directory / script).is_file() for script in scripts)
         )
 
 
@@ -125,8 +136,14 @@ class ScriptVmDriver(VmDriver):
     ``shutdown|cancel|reboot|reset|poll <deploy id> <host> <vmid> <host>``,
     ``save <deploy id> <checkpoint> <host> <vmid> <host>``,
     ``restore <checkpoint> <host> <deploy id> <vmid> <host>``,
-    ``migrate <deploy id> <dst host> <src host> <vmid> <src host>``, any other
-    optional action ``<deploy id> <args...> <host> <vmid> <host>``.
+    ``migrate <deploy id> <dst host> <src host> <vmid> <src host>``; the
+    others ``<deploy id> <args...> <host> <vmid> <host>`` with, as args,
+    ``attach_disk|detach_disk <source> <target> <disk id>``,
+    ``attach_nic|detach_nic <mac> <bridge> <nic id>``,
+    ``snapshot_create <snapshot id>`` (prints the snapshot's name),
+    ``snapshot_revert|snapshot_delete <name>``,
+    ``resize <cpu> <vcpu> <memory MB>``. Power-off runs ``shutdown`` (``cancel``
+    when hard) and power-on runs ``deploy`` again, as OpenNebula does.
 
     Retries: any :class:`DriverError` is retryable (like OpenNebula's ``-r``;
     the token makes ``deploy`` safe to repeat) **except**
@@ -217,19 +234,70 @@ class ScriptVmDriver(VmDriver):
 
         return dict(await asyncio.gather(*(poll_one(vm) for vm in vms)))
 
-    async def run_optional(self, action: str, vm: VmRef, *args: str) -> str:
-        """Run an optional action's script; returns its stdout, stripped.
+    async def poweroff(self, vm: VmRef, *, hard: bool) -> None:
+        if hard:
+            await self.cancel(vm)
+        else:
+            await self.shutdown(vm)
 
-        Raises:
-            UnsupportedActionError: not an optional action, or no script for it.
-            ValueError: ``save``, ``restore`` or ``migrate`` without exactly one
-                argument (checkpoint path, checkpoint path, destination host).
-        """
-        if action not in _OPTIONAL_ACTIONS:
-            raise UnsupportedActionError(
-                f'Action "{action}" is not supported by provider {self.provider}'
-            )
-        output = await self._call(action, vm.vm_id, _optional_arguments(action, vm, args))
+    async def poweron(self, vm: VmRef, spec: DeploySpec) -> str:
+        return await self.deploy(spec)
+
+    async def save(self, vm: VmRef, checkpoint: Path) -> None:
+        host = vm.host.name
+        await self._call("save", vm.vm_id, [vm.deploy_id, str(checkpoint), host,
+                                             str(vm.vm_id), host])
+
+    async def restore(self, vm: VmRef, checkpoint: Path) -> str:
+        host = vm.host.name
+        await self._call("restore", vm.vm_id, [str(checkpoint), host, vm.deploy_id,
+                                                str(vm.vm_id), host])
+        return vm.deploy_id
+
+    async def migrate(self, vm: VmRef, destination: HostRef, *, live: bool) -> str:
+        """Live: the ``migrate`` script. Cold: ``save`` here, ``restore`` on ``destination``."""
+        source = vm.host.name
+        if live:
+            await self._call("migrate", vm.vm_id, [vm.deploy_id, destination.name, source,
+                                                   str(vm.vm_id), source])
+            return vm.deploy_id
+        checkpoint = self.context.var_dir / "checkpoints" / f"{vm.vm_id}.migrate"
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        await self.save(vm, checkpoint)
+        moved = VmRef(vm_id=vm.vm_id, deploy_id=vm.deploy_id, host=destination)
+        return await self.restore(moved, checkpoint)
+
+    async def resize(self, vm: VmRef, spec: ResizeSpec) -> None:
+        await self._optional("resize", vm, f"{spec.cpu:g}", str(spec.vcpu), str(spec.memory_mb))
+
+    async def snapshot_create(self, vm: VmRef, snapshot_id: int, name: str) -> str:
+        output = await self._optional("snapshot_create", vm, str(snapshot_id))
+        words = output.split()
+        return words[0] if words else f"snap-{snapshot_id}"
+
+    async def snapshot_revert(self, vm: VmRef, provider_name: str) -> None:
+        await self._optional("snapshot_revert", vm, provider_name)
+
+    async def snapshot_delete(self, vm: VmRef, provider_name: str) -> None:
+        await self._optional("snapshot_delete", vm, provider_name)
+
+    async def attach_disk(self, vm: VmRef, disk: DeviceSpec) -> None:
+        await self._optional("attach_disk", vm, *_disk_arguments(disk))
+
+    async def detach_disk(self, vm: VmRef, disk: DeviceSpec) -> None:
+        await self._optional("detach_disk", vm, *_disk_arguments(disk))
+
+    async def attach_nic(self, vm: VmRef, nic: DeviceSpec) -> None:
+        await self._optional("attach_nic", vm, *_nic_arguments(nic))
+
+    async def detach_nic(self, vm: VmRef, nic: DeviceSpec) -> None:
+        await self._optional("detach_nic", vm, *_nic_arguments(nic))
+
+    async def _optional(self, action: str, vm: VmRef, *args: str) -> str:
+        """Run ``<action> <deploy id> <args...> <host> <vmid> <host>``; its stdout, stripped."""
+        host = vm.host.name
+        output = await self._call(action, vm.vm_id,
+                                  [vm.deploy_id, *args, host, str(vm.vm_id), host])
         return output.strip()
 
     async def _call(
@@ -249,22 +317,13 @@ def _vm_arguments(vm: VmRef) -> list[str]:
     return [vm.deploy_id, vm.host.name, str(vm.vm_id), vm.host.name]
 
 
-def _optional_arguments(action: str, vm: VmRef, args: Sequence[str]) -> list[str]:
-    host = vm.host.name
-    tail = [str(vm.vm_id), host]
-    if action == "save":
-        return [vm.deploy_id, _single(action, args), host, *tail]
-    if action == "restore":
-        return [_single(action, args), host, vm.deploy_id, *tail]
-    if action == "migrate":
-        return [vm.deploy_id, _single(action, args), host, *tail]
-    return [vm.deploy_id, *args, host, *tail]
+def _disk_arguments(disk: DeviceSpec) -> list[str]:
+    return [disk.attributes.get("SOURCE", "-") or "-", disk.target or "-", str(disk.id)]
 
 
-def _single(action: str, args: Sequence[str]) -> str:
-    if len(args) != 1:
-        raise ValueError(f"{action} takes exactly one argument, got {len(args)}")
-    return args[0]
+def _nic_arguments(nic: DeviceSpec) -> list[str]:
+    return [nic.attributes.get("MAC", "-") or "-", nic.attributes.get("BRIDGE", "-") or "-",
+            str(nic.id)]
 
 
 class ScriptInformationDriver(InformationDriver):

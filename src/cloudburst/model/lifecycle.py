@@ -49,6 +49,7 @@ class Event(Enum):
     DEPLOY_SUCCESS = "deploy-success"
     DEPLOY_FAILURE = "deploy-failure"
     DEPLOY_NO_CAPACITY = "deploy-no-capacity"
+    DEPLOY_RETRY = "deploy-retry"
     SHUTDOWN_SUCCESS = "shutdown-success"
     SHUTDOWN_FAILURE = "shutdown-failure"
     EPILOG_SUCCESS = "epilog-success"
@@ -91,11 +92,12 @@ TRANSITIONS: Mapping[tuple[StateKey, Event], StateKey] = {
     # Prolog: images would be transferred here; cloud and dummy hosts have none.
     (PROLOG, Event.PROLOG_SUCCESS): BOOT,
     (PROLOG, Event.PROLOG_FAILURE): PROLOG_FAILURE,
-    # Boot: the driver's deploy runs. No room at the site sends it back to
-    # the scheduler instead of failing it.
+    # Boot: the driver's deploy runs. No room at the site, or an outage before
+    # anything was created, sends it back to the scheduler instead of failing it.
     (BOOT, Event.DEPLOY_SUCCESS): RUNNING,
     (BOOT, Event.DEPLOY_FAILURE): BOOT_FAILURE,
     (BOOT, Event.DEPLOY_NO_CAPACITY): PENDING,
+    (BOOT, Event.DEPLOY_RETRY): PENDING,
     # Terminating while the deploy is in flight: clean up whatever it creates
     # (a deploy that reports back afterwards has its instance cancelled).
     (BOOT, Event.TERMINATE): CLEANUP_DELETE,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 
 from cloudburst.model.records import JournalEntry
 from cloudburst.store.schema import journal
@@ -48,6 +48,47 @@ def start(
 
 
 _INSERT = insert(journal)
+
+
+def begin(connection: Connection, *, vm_id: int, host_id: int, seq: int, action: str,
+          base: str) -> str:
+    """Journal the next attempt of ``action`` in stay ``seq`` of ``vm_id``; return its token.
+
+    The first attempt's token is ``base`` (deterministic, so a replay after a
+    crash reuses it); attempt *n* > 1 gets ``base.n``, so a retried action never
+    collides with its own earlier try.
+    """
+    tries = connection.execute(_COUNT_TRIES, {"vm_id": vm_id, "seq": seq, "action": action})
+    count = int(tries.scalar() or 0)
+    token = base if count == 0 else f"{base}.{count + 1}"
+    start(connection, vm_id=vm_id, host_id=host_id, seq=seq, action=action, token=token)
+    return token
+
+
+_COUNT_TRIES = select(func.count()).select_from(journal).where(
+    journal.c.vm_id == bindparam("vm_id"), journal.c.seq == bindparam("seq"),
+    journal.c.action == bindparam("action"))
+
+
+def finish_started(connection: Connection, vm_id: int, actions: tuple[str, ...], *, ok: bool,
+                   result: str = "") -> None:
+    """Mark every started entry of ``vm_id`` for one of ``actions`` done or failed."""
+    connection.execute(
+        update(journal)
+        .where(journal.c.vm_id == vm_id, journal.c.action.in_(actions),
+               journal.c.status == STARTED)
+        .values(status=DONE if ok else FAILED, finished=time.time(), result=result[:2000])
+    )
+
+
+def latest_started(connection: Connection, vm_id: int, action: str) -> JournalEntry | None:
+    """The newest started entry of ``vm_id`` for ``action`` (what recovery resumes)."""
+    row = connection.execute(
+        select(journal).where(journal.c.vm_id == vm_id, journal.c.action == action,
+                              journal.c.status == STARTED)
+        .order_by(journal.c.id.desc()).limit(1)
+    ).first()
+    return None if row is None else _entry(row)
 
 
 def finish(connection: Connection, entry_id: int, *, ok: bool, result: str = "") -> None:

@@ -114,6 +114,10 @@ class ManagerBase:
         self._tasks: set[asyncio.Task[Any]] = set()
         #: vm_id -> {host_id: time until which the host is skipped for it}
         self.capacity_backoff: dict[int, dict[int, float]] = {}
+        #: vm_id -> deploys in a row that failed having created nothing
+        self.deploy_retries: dict[int, int] = {}
+        #: vm_id -> tries in a row of a stop that hit an outage
+        self.stop_retries: dict[int, int] = {}
 
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> None:
@@ -176,6 +180,15 @@ class ManagerBase:
 
         return await self.db.read(read)
 
+
+    async def _current(self, vm_id: int) -> VmRecord | None:
+        def read(connection: Connection) -> VmRecord | None:
+            try:
+                return vm_pool.get_vm(connection, vm_id, with_history=False)
+            except NotFoundError:
+                return None
+
+        return await self.db.read(read)
 
     async def set_error(self, vm_id: int, message: str) -> None:
         """Record an error on a VM without changing its state."""

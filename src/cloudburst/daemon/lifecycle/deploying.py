@@ -7,6 +7,7 @@ back after the VM moved on has its instance cancelled, so nothing is leaked.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import replace
@@ -28,6 +29,7 @@ from cloudburst.errors import (
     ConflictError,
     DriverError,
     IllegalActionError,
+    TransientDriverError,
     ValidationError,
     one_line,
 )
@@ -120,7 +122,8 @@ class Deploying(ManagerBase):
             return
         await self._boot(booting, host, seq, token_for(self.install_id, vm.id, seq))
 
-    async def _boot(self, vm: VmRecord, host: HostRecord, seq: int, token: str) -> None:
+    async def _boot(self, vm: VmRecord, host: HostRecord, seq: int, token: str, *,
+                    replay: bool = False) -> None:
         """Write the deployment file, call the driver's deploy, store the result."""
         try:
             path = await self.files.write_deployment(vm.id, seq, self.deployment_document(vm))
@@ -136,7 +139,7 @@ class Deploying(ManagerBase):
             if not deploy_id.strip():
                 raise DriverError("deploy: the driver returned an empty deploy id")
         except DriverError as exc:
-            await self._deploy_failed(vm.id, token, exc, host_id=host.id)
+            await self._deploy_failed(vm.id, token, exc, host_id=host.id, replay=replay)
             return
         await self.deploy_succeeded(vm, token, deploy_id.strip())
 
@@ -161,25 +164,40 @@ class Deploying(ManagerBase):
             await self._cancel_stray(vm_id, deploy_id)
             return
         self.capacity_backoff.pop(vm_id, None)
+        self.deploy_retries.pop(vm_id, None)
         self.files.log(vm_id, "I", f"Deployed: DEPLOY_ID={vm.deploy_id}")
 
     async def _deploy_failed(self, vm_id: int, token: str, error: DriverError,
-                             host_id: int | None = None) -> None:
+                             host_id: int | None = None, *, replay: bool = False) -> None:
+        """Store a failed deploy.
+
+        No room at the site (:class:`CapacityError`), or a transient failure
+        the driver promises created nothing (and this is not a replay after a
+        restart, whose earlier try may have), sends the VM back to PENDING with
+        that host skipped for a while (growing per try); anything else is
+        BOOT_FAILURE, which ``recover`` and ``terminate`` get out of.
+        """
         message = one_line(error.message)
         no_room = isinstance(error, CapacityError)
+        retry = no_room or (isinstance(error, TransientDriverError) and error.nothing_created
+                            and not replay)
         now = _now()
 
         def write(connection: Connection) -> VmRecord:
             vm = vm_pool.get_vm(connection, vm_id, with_history=False)
             journal.finish_token(connection, token, "deploy", ok=False, result=message)
-            if no_room:
-                state, lcm_state = lifecycle.apply(vm.position, Event.DEPLOY_NO_CAPACITY)
+            if retry:
+                event = Event.DEPLOY_NO_CAPACITY if no_room else Event.DEPLOY_RETRY
+                state, lcm_state = lifecycle.apply(vm.position, event)
                 seq = _current_seq(connection, vm_id)
+                why = "no capacity" if no_room else "nothing created"
                 vm_pool.update_history(connection, vm_id, seq, etime=now, retime=now,
-                                       reason=f"no capacity: {message}")
+                                       reason=f"{why}: {message}")
+                note = ("Host refused the VM (no capacity)" if no_room
+                        else "Deploy failed before anything was created; will retry")
                 return vm_pool.update_vm(
                     connection, vm, state=state, lcm_state=lcm_state, host_id=None,
-                    sched_message=f"Host refused the VM (no capacity): {message}")
+                    sched_message=f"{note}: {message}")
             state, lcm_state = lifecycle.apply(vm.position, Event.DEPLOY_FAILURE)
             return vm_pool.update_vm(connection, vm, state=state, lcm_state=lcm_state,
                                      error=f"Error deploying virtual machine: {message}")
@@ -190,10 +208,16 @@ class Deploying(ManagerBase):
             log.info("VM %d: deploy failure ignored, state moved on (%s)", vm_id, exc)
             return
         self.files.log(vm_id, "E", f"Error deploying virtual machine: {message}")
-        if no_room and host_id is not None:
-            self.capacity_backoff.setdefault(vm_id, {})[host_id] = (
-                time.monotonic() + CAPACITY_BACKOFF)
+        if retry and host_id is not None:
+            if no_room:
+                delay = CAPACITY_BACKOFF
+            else:
+                tries = self.deploy_retries.get(vm_id, 0)
+                self.deploy_retries[vm_id] = tries + 1
+                delay = self.settings.driver_retry_delay * 2 ** min(tries, 5)
+            self.capacity_backoff.setdefault(vm_id, {})[host_id] = time.monotonic() + delay
             self._on_capacity_freed()
+            asyncio.get_running_loop().call_later(delay, self._on_capacity_freed)
         log.info("VM %d deploy failed: %s", vm.id, message)
 
     async def _cancel_stray(self, vm_id: int, deploy_id: str) -> None:
@@ -234,7 +258,7 @@ class Deploying(ManagerBase):
             await self.deploy_succeeded(vm, token, found)
             return
         self.files.log(vm.id, "I", "Replaying deploy after restart with the same token")
-        self.spawn(self._boot(vm, host, seq, token), f"boot-{vm.id}")
+        self.spawn(self._boot(vm, host, seq, token, replay=True), f"boot-{vm.id}")
 
 
 def _check_host_takes(vm: VmRecord, host: HostRecord, enforce: bool) -> None:

@@ -9,8 +9,10 @@ was ever stored) before the VM is DONE.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from sqlalchemy import Connection
@@ -26,6 +28,7 @@ from cloudburst.drivers.base import VmRef
 from cloudburst.errors import (
     DriverError,
     IllegalActionError,
+    TransientDriverError,
     UnsupportedActionError,
     one_line,
 )
@@ -74,9 +77,9 @@ class Stopping(ManagerBase):
                 vm_pool.update_history(connection, vm_id, seq, action=ACTION_CODES.get(
                     action, ACTION_CODES["terminate"]), reason=f"{action} requested")
                 if (state, lcm_state) == lifecycle.SHUTDOWN:
-                    journal.start(connection, vm_id=vm_id, host_id=vm.host_id or -1, seq=seq,
+                    journal.begin(connection, vm_id=vm_id, host_id=vm.host_id or -1, seq=seq,
                                   action="shutdown" if graceful else "cancel",
-                                  token=f"{token_for(self.install_id, vm_id, seq)}-stop")
+                                  base=f"{token_for(self.install_id, vm_id, seq)}-stop")
             return vm_pool.update_vm(connection, vm, **changes), True, graceful
 
         vm, changed, graceful = await self.db.write(write)
@@ -144,10 +147,17 @@ class Stopping(ManagerBase):
             await self.dispatcher.run("VM_MAD", host.vm_mad, "cancel", lambda: driver.cancel(ref))
         except DriverError as exc:
             text = one_line(exc.message)
+            if isinstance(exc, TransientDriverError):
+                # An outage: the instance may still run. Stay in SHUTDOWN and
+                # try again until the provider confirms it gone.
+                await self._retry_later(vm, "cancel", text,
+                                        lambda: self._shutdown(vm, graceful=False))
+                return
             if error is not None and not isinstance(error, UnsupportedActionError):
                 text = f"{one_line(error.message)}; then {text}"
             await self.shutdown_finished(vm.id, ok=False, message=text)
             return
+        self.stop_retries.pop(vm.id, None)
         await self.shutdown_finished(vm.id, ok=True)
 
     async def shutdown_finished(self, vm_id: int, *, ok: bool, message: str = "") -> None:
@@ -157,9 +167,8 @@ class Stopping(ManagerBase):
         def write(connection: Connection) -> VmRecord:
             vm = vm_pool.get_vm(connection, vm_id, with_history=False)
             seq = _current_seq(connection, vm_id)
-            token = f"{token_for(self.install_id, vm_id, seq)}-stop"
-            for action in ("shutdown", "cancel"):
-                journal.finish_token(connection, token, action, ok=ok, result=message)
+            journal.finish_started(connection, vm_id, ("shutdown", "cancel"), ok=ok,
+                                   result=message)
             if ok:
                 state, lcm_state = lifecycle.apply(vm.position, Event.SHUTDOWN_SUCCESS)
                 vm_pool.update_history(connection, vm_id, seq, retime=now, estime=now)
@@ -211,10 +220,34 @@ class Stopping(ManagerBase):
                                           lambda: driver.cancel(ref))
             except DriverError as exc:
                 message = one_line(exc.message)
+                if isinstance(exc, TransientDriverError):
+                    await self._retry_later(vm, "cleanup", message,
+                                            lambda: self._cleanup(vm))
+                    return
                 self.files.log(vm.id, "E", f"Cleanup failed: {message}")
                 await self._cleanup_failed(vm.id, message)
                 return
+        self.stop_retries.pop(vm.id, None)
         await self.cleanup_finished(vm.id)
+
+    async def _retry_later(self, vm: VmRecord, what: str, message: str,
+                           again: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``again`` after a growing delay, unless the VM moved on meanwhile."""
+        tries = self.stop_retries.get(vm.id, 0)
+        self.stop_retries[vm.id] = tries + 1
+        delay = self.settings.driver_retry_delay * 2 ** min(tries, 5)
+        self.files.log(vm.id, "W", f"{what} failed ({message}); the instance is not confirmed "
+                                   f"gone, trying again in {delay:g} s")
+        await self.set_error(vm.id, f"Error in {what}, retrying: {message}")
+        position = vm.position
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            current = await self._current(vm.id)
+            if current is not None and current.position == position:
+                await again()
+
+        self.spawn(later(), f"{what}-retry-{vm.id}")
 
     async def cleanup_finished(self, vm_id: int) -> None:
         now = _now()

@@ -81,6 +81,9 @@ class Ec2VmDriver(VmDriver):
                                      self.log)
         self.launcher = Launcher(self.site, self.install_id, self.groups, self.log)
         self.elastic_ips = ElasticIps(self.site, self.log)
+        #: Tokens this process sent a launch for: a failed look-up with one of
+        #: them cannot promise that nothing was created.
+        self._launch_sent: set[str] = set()
         self.orphan_sweep = OrphanSweep(self.site, self.listings, self.groups,
                                         self._terminating, self.config.listing_reuse_seconds,
                                         self.log)
@@ -130,11 +133,18 @@ class Ec2VmDriver(VmDriver):
 
     async def deploy(self, spec: DeploySpec) -> str:
         request = self._request(spec)
-        found = await self.launcher.find(spec.token)
+        try:
+            found = await self.launcher.find(spec.token)
+        except DriverError as exc:
+            # Nothing is launched before this look-up answers (e.g. throttled
+            # DescribeInstances): the core may place the VM again.
+            exc.nothing_created = spec.token not in self._launch_sent
+            raise
         if found is not None:
             self.log.info("VM %d: deploy token already launched %s; not launching again",
                           spec.vm_id, found)
             return found
+        self._launch_sent.add(spec.token)
         instance_id = await self.launcher.launch(spec, request)
         self.listings.note_launch(instance_id)
         self.log.info("VM %d: launched %s (%s, %s) at %s", spec.vm_id, instance_id,

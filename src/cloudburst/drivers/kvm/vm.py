@@ -31,6 +31,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Final
 
 from cloudburst.drivers.base import (
@@ -68,7 +69,6 @@ from cloudburst.errors import (
     InstanceNotFoundError,
     TemplateError,
     TransientDriverError,
-    UnsupportedActionError,
     ValidationError,
     one_line,
 )
@@ -296,31 +296,19 @@ class KvmVmDriver(VmDriver):
 
     # -- optional actions --------------------------------------------------------------
 
-    async def run_optional(self, action: str, vm: VmRef, *args: str) -> str:
-        """``save <checkpoint>`` and ``restore <checkpoint>``; returns the deploy id.
-
-        Raises:
-            UnsupportedActionError: any other action.
-            ValueError: not exactly one argument.
-        """
-        if action not in self.capabilities:
-            raise UnsupportedActionError(
-                f'Action "{action}" is not supported by driver {self.name}')
-        if len(args) != 1:
-            raise ValueError(f"{action} takes exactly one argument, got {len(args)}")
-        checkpoint = args[0]
+    async def save(self, vm: VmRef, checkpoint: Path) -> None:
+        """Save the domain's memory to ``checkpoint`` (``virDomainSave``); it stops."""
         settings = self.settings(vm.host)
+        await self.pool.call(settings.uri, f"save {vm.deploy_id} on {vm.host.name}",
+                             lambda connection: _require(connection, vm.deploy_id)
+                             .save(str(checkpoint)))
 
-        def save(connection: Any) -> str:
-            _require(connection, vm.deploy_id).save(checkpoint)
-            return vm.deploy_id
-
-        def restore(connection: Any) -> str:
-            connection.restore(checkpoint)
-            return vm.deploy_id
-
-        return await self.pool.call(settings.uri, f"{action} {vm.deploy_id} on {vm.host.name}",
-                                    save if action == "save" else restore)
+    async def restore(self, vm: VmRef, checkpoint: Path) -> str:
+        """Start the domain again from ``checkpoint`` (``virDomainRestore``)."""
+        settings = self.settings(vm.host)
+        await self.pool.call(settings.uri, f"restore {vm.deploy_id} on {vm.host.name}",
+                             lambda connection: connection.restore(str(checkpoint)))
+        return vm.deploy_id
 
     # -- observing -----------------------------------------------------------------------
 
