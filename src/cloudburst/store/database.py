@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
-from cloudburst.store.schema import metadata
+from cloudburst.store import migrate
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,11 @@ class Database:
         self._accepting = threading.Lock()
 
     def create_schema(self) -> None:
-        """Create missing tables (idempotent); call before :meth:`start`."""
-        metadata.create_all(self.write_engine)
+        """Create the store or upgrade it in place to the newest schema revision.
+
+        Idempotent; call before :meth:`start`. See :mod:`cloudburst.store.migrate`.
+        """
+        migrate.upgrade(self.write_engine)
 
     def start(self) -> None:
         if not self._started:

@@ -3,6 +3,10 @@
 Templates are stored as JSON text (:meth:`Template.to_json`), times as UNIX
 seconds. Every mutable row has a ``version`` column: writers update with
 ``WHERE version = :expected`` so two racing actions cannot both win.
+
+This module is the schema the code reads and writes; the store is brought to
+it by the Alembic revisions in ``store/migrations/versions``. Change both
+together (docs/architecture.md, "Changing the schema"); a test compares them.
 """
 
 from __future__ import annotations
@@ -19,8 +23,6 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-
-SCHEMA_VERSION = 1
 
 metadata = MetaData()
 

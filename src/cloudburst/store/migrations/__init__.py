@@ -1,0 +1,1 @@
+"""Alembic revisions of the store schema (see ``store/migrate.py`` and docs/architecture.md)."""
