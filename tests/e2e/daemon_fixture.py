@@ -174,13 +174,16 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def start_daemon(tmp_path: Path, *, oned_conf_extra: str = "",
-                 env: dict[str, str] | None = None) -> Iterator[RunningDaemon]:
+                 env: dict[str, str] | None = None,
+                 preexec_fn: Callable[[], object] | None = None) -> Iterator[RunningDaemon]:
     """Run a daemon with home ``<tmp_path>/home`` for the duration of the block.
 
     Args:
         tmp_path: a fresh directory (pytest's ``tmp_path``).
         oned_conf_extra: text appended to the default ``oned.conf``.
         env: extra environment variables for the daemon.
+        preexec_fn: run in the daemon's process before it starts (e.g. to lower
+            its open-file limit with ``resource.setrlimit``).
 
     Raises:
         RuntimeError: the daemon exited or did not answer in time (its output
@@ -196,7 +199,7 @@ def start_daemon(tmp_path: Path, *, oned_conf_extra: str = "",
         process = subprocess.Popen(
             [sys.executable, "-m", "cloudburst.daemon.main", "-f"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=daemon_environment(home, port, env), cwd=tmp_path)
+            env=daemon_environment(home, port, env), cwd=tmp_path, preexec_fn=preexec_fn)
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while not _answers(port):

@@ -10,7 +10,14 @@ XML-RPC fault instead, never a dropped connection:
 * a DOCTYPE or ENTITY declaration, or a body that is not UTF-8: fault -32600
   (entity expansion is refused before any parsing);
 * anything ``xmlrpc.client.loads`` cannot read: fault -32700 "parse error";
-* an unknown method: fault -32601 naming it.
+* an unknown method: fault -32601 naming it;
+* a body not received within ``REQUEST_BODY_TIMEOUT``: fault -32600, and the
+  connection is closed.
+
+Connections are bounded (:mod:`cloudburst.api.connections`): a connection
+that sends no complete request head within ``REQUEST_HEADER_TIMEOUT`` is
+closed, and the open connections stay below caps derived from the open-file
+limit.
 """
 
 from __future__ import annotations
@@ -19,10 +26,19 @@ import asyncio
 import logging
 import re
 import xmlrpc.client
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
+from cloudburst.api.connections import (
+    LISTEN_BACKLOG,
+    ConnectionGuard,
+    accept_batch,
+    connection_cap,
+    file_limit,
+    listening_socket,
+)
 from cloudburst.api.xmlrpc import UnknownMethodError, dispatch
 from cloudburst.errors import ErrorCode, one_line
 
@@ -48,10 +64,12 @@ _CONTENT_TYPE: Final = "text/xml"
 class _Rejected(Exception):
     """A request answered with an XML-RPC fault."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str, *, close: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        #: Close the connection after the answer (the rest of the request is unread).
+        self.close = close
 
 
 class ApiServer:
@@ -61,8 +79,13 @@ class ApiServer:
         self.daemon = daemon
         self.settings = daemon.settings
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.base_events.Server | None = None
         #: The port actually bound (differs from the setting when that is 0).
         self.port = self.settings.port
+        limits = self.settings.api
+        self.guard = ConnectionGuard(
+            connection_cap(limits.max_connections, file_limit(), limits.file_reserve),
+            limits.max_connections_per_client)
 
     async def start(self) -> None:
         """Bind and start serving; returns once the socket listens.
@@ -70,35 +93,64 @@ class ApiServer:
         Raises:
             OSError: the address cannot be bound (e.g. the port is taken).
         """
-        app = web.Application()
+        app = web.Application(middlewares=[self._track_requests])
         app.router.add_post("/RPC2", self._handle)
         app.router.add_post("/", self._handle)
-        runner = web.AppRunner(app, access_log=None)
+        # aiohttp's keep-alive timer also runs from a connection's opening and closes a
+        # connection still waiting for a complete request head: the header timeout.
+        runner = web.AppRunner(app, access_log=None,
+                               keepalive_timeout=self.settings.api.header_timeout)
         await runner.setup()
-        site = web.TCPSite(runner, self.settings.listen_address, self.settings.port,
-                           reuse_address=True, backlog=512)
+        loop = asyncio.get_running_loop()
+        assert runner.server is not None
         try:
-            await site.start()
+            sock = listening_socket(self.settings.listen_address, self.settings.port)
+            # asyncio accepts ``backlog`` connections per turn of the loop: keep that batch
+            # small (see accept_batch), then restore the kernel's longer queue.
+            self._server = await loop.create_server(
+                self.guard.protocol_factory(runner.server), sock=sock,
+                backlog=accept_batch(self.settings.api.file_reserve))
+            sock.listen(LISTEN_BACKLOG)
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
-        for address in runner.addresses:
-            if isinstance(address, tuple) and len(address) >= 2:
-                self.port = int(address[1])
-                break
-        log.info("XML-RPC API on http://%s:%d/RPC2", self.settings.listen_address, self.port)
+        self.port = int(sock.getsockname()[1])
+        log.info("XML-RPC API on http://%s:%d/RPC2 (at most %d connections, %d per client)",
+                 self.settings.listen_address, self.port, self.guard.max_total,
+                 self.guard.max_per_client)
 
     async def stop(self) -> None:
         """Stop listening and close open connections."""
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.close()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
 
+    @web.middleware
+    async def _track_requests(
+            self, request: web.Request,
+            handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Mark the connection busy while it serves a request (it is then never evicted)."""
+        self.guard.request_started(request.transport)
+        try:
+            return await handler(request)
+        finally:
+            self.guard.request_finished(request.transport)
+
     async def _handle(self, request: web.Request) -> web.Response:
         loop = asyncio.get_running_loop()
         try:
-            body = await self._read_body(request)
+            try:
+                body = await self._read_body(request)
+            except ConnectionError:
+                # Nobody is left to answer: one line, not aiohttp's traceback.
+                log.info("a client from %s disconnected before its request was read",
+                         request.remote)
+                return web.Response(status=400)
             method, params = await self._parse(body, loop)
             try:
                 reply = await dispatch(self.daemon, method, params)
@@ -112,11 +164,31 @@ class ApiServer:
             log.info("rejected a request from %s: %s", request.remote, reason)
             payload = xmlrpc.client.dumps(xmlrpc.client.Fault(rejected.code, rejected.message),
                                           methodresponse=True)
+            response = web.Response(body=payload.encode("utf-8"), content_type=_CONTENT_TYPE,
+                                    charset="utf-8")
+            if rejected.close:
+                # Answer, then close at once: aiohttp would otherwise linger reading the
+                # rest of a body the client is not sending.
+                response.force_close()
+                await response.prepare(request)
+                await response.write_eof()
+                if request.transport is not None:
+                    request.transport.close()
+            return response
         return web.Response(body=payload.encode("utf-8"), content_type=_CONTENT_TYPE,
                             charset="utf-8")
 
     async def _read_body(self, request: web.Request) -> bytes:
-        """The request body, refused beyond ``max_request_bytes``."""
+        """The request body, refused beyond ``max_request_bytes`` or ``body_timeout``."""
+        timeout = self.settings.api.body_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._read_limited_body(request)
+        except TimeoutError:
+            raise _Rejected(INVALID_REQUEST, f"Request body not received within {timeout:g} s "
+                                             "(REQUEST_BODY_TIMEOUT)", close=True) from None
+
+    async def _read_limited_body(self, request: web.Request) -> bytes:
         limit = self.settings.max_request_bytes
         too_large = _Rejected(INVALID_REQUEST, f"Request body exceeds the limit of {limit} bytes "
                                                "(MAX_REQUEST_BYTES)")

@@ -12,6 +12,9 @@ silently ignored is worse than a noisy log):
   0 packing, 1 striping, 2 load-aware, 3 custom ``RANK``, 4 fixed ``PRIORITY``.
 * ``DEFAULT_ACTION_TIMEOUT``, ``ORPHAN_GRACE_PERIOD``, ``MAX_REQUEST_BYTES``,
   ``DRIVER_RETRY_DELAY``.
+* ``REQUEST_HEADER_TIMEOUT``, ``REQUEST_BODY_TIMEOUT``, ``MAX_CONNECTIONS``,
+  ``MAX_CONNECTIONS_PER_CLIENT``, ``FILE_RESERVE`` -- what clients may hold of
+  the API server (:class:`~cloudburst.config.settings.ApiLimits`).
 * ``LOG = [ LEVEL = "DEBUG" | "INFO" | ... ]`` (``DEBUG_LEVEL = 0..3`` also read).
 * ``IM_MAD``, ``VM_MAD``, ``TM_MAD`` sections with ``NAME``, ``EXECUTABLE``,
   ``ARGUMENTS``, ``DEFAULT``, ``TYPE``.
@@ -28,6 +31,7 @@ import re
 from pathlib import Path
 
 from cloudburst.config.settings import (
+    ApiLimits,
     DriverSection,
     SchedulerSettings,
     Settings,
@@ -48,6 +52,8 @@ _KNOWN = {
     "SCHED_INTERVAL", "MAX_VM", "MAX_DISPATCH", "MAX_HOST", "DEFAULT_SCHED",
     "DEFAULT_ACTION_TIMEOUT", "ORPHAN_GRACE_PERIOD", "MAX_REQUEST_BYTES", "LOG",
     "DRIVER_RETRY_DELAY",
+    "REQUEST_HEADER_TIMEOUT", "REQUEST_BODY_TIMEOUT", "MAX_CONNECTIONS",
+    "MAX_CONNECTIONS_PER_CLIENT", "FILE_RESERVE",
     *_DRIVER_KINDS,
 }
 
@@ -149,6 +155,7 @@ def load(path: Path, home: Path) -> tuple[Settings, list[str]]:
         max_request_bytes=reader.integer("MAX_REQUEST_BYTES", defaults.max_request_bytes,
                                          minimum=1024),
         log_level=_log_level(reader, defaults.log_level),
+        api=_api_limits(reader),
         scheduler=_scheduler(reader),
         drivers=_drivers(reader),
     )
@@ -188,6 +195,19 @@ def _log_level(reader: _Reader, default: str) -> str:
         except KeyError:
             raise reader.fail("LOG", "LOG DEBUG_LEVEL must be 0, 1, 2 or 3") from None
     return default
+
+
+def _api_limits(reader: _Reader) -> ApiLimits:
+    defaults = ApiLimits()
+    return ApiLimits(
+        header_timeout=reader.number("REQUEST_HEADER_TIMEOUT", defaults.header_timeout,
+                                     minimum=0.1),
+        body_timeout=reader.number("REQUEST_BODY_TIMEOUT", defaults.body_timeout, minimum=0.1),
+        max_connections=reader.integer("MAX_CONNECTIONS", defaults.max_connections, minimum=1),
+        max_connections_per_client=reader.integer(
+            "MAX_CONNECTIONS_PER_CLIENT", defaults.max_connections_per_client, minimum=1),
+        file_reserve=reader.integer("FILE_RESERVE", defaults.file_reserve, minimum=16),
+    )
 
 
 def _scheduler(reader: _Reader) -> SchedulerSettings:

@@ -59,6 +59,25 @@ class SchedulerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiLimits:
+    """What one client may hold of the API server (``oned.conf`` names in the comments)."""
+
+    #: ``REQUEST_HEADER_TIMEOUT``: seconds a connection may stay without a complete
+    #: request head, from its opening or from the end of its previous reply.
+    header_timeout: float = 15.0
+    #: ``REQUEST_BODY_TIMEOUT``: seconds allowed to receive a request body.
+    body_timeout: float = 30.0
+    #: ``MAX_CONNECTIONS``: open API connections at most (also bounded by the file limit
+    #: minus ``file_reserve``).
+    max_connections: int = 1024
+    #: ``MAX_CONNECTIONS_PER_CLIENT``: open API connections from one client address.
+    max_connections_per_client: int = 256
+    #: ``FILE_RESERVE``: file descriptors kept out of the API's reach for the store,
+    #: the logs and the drivers.
+    file_reserve: int = 128
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the daemon needs to start."""
 
@@ -83,6 +102,7 @@ class Settings:
     #: Largest XML-RPC request body accepted, in bytes.
     max_request_bytes: int = 16 * 1024 * 1024
     log_level: str = "INFO"
+    api: ApiLimits = field(default_factory=ApiLimits)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     drivers: tuple[DriverSection, ...] = ()
 

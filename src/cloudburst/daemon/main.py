@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from cloudburst.config import oned
 from cloudburst.config.settings import Settings, home_from_environment
+from cloudburst.daemon.log_limits import RepeatFilter
 from cloudburst.errors import CloudburstError
 
 log = logging.getLogger("cloudburst")
@@ -67,6 +69,7 @@ def configure_logging(settings: Settings, foreground: bool) -> None:
         handler = logging.FileHandler(settings.log_dir / "oned.log")
     handler.setFormatter(logging.Formatter(
         "%(asctime)s [%(levelname)s] %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
@@ -92,6 +95,18 @@ async def serve(settings: Settings) -> None:
     finally:
         log.info("stopping")
         await daemon.stop()
+
+
+def raise_file_limit() -> None:
+    """Lift the soft open-file limit to the hard one (connections and the store share it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, exc)
 
 
 def load_settings(home: Path) -> tuple[Settings, list[str]]:
@@ -144,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings, foreground=not args.log_file)
     for warning in warnings:
         log.warning("%s", warning)
+    raise_file_limit()
     try:
         asyncio.run(serve(settings))
     except CloudburstError as exc:
