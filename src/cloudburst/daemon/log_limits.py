@@ -1,7 +1,8 @@
 """Rate-limited logging: the same error repeated thousands of times a second is logged a few.
 
 :class:`RepeatFilter` sits on the daemon's log handler. Records are grouped by
-logger, level and the first line of their message; each group may log
+logger, level and the first line of their message before its arguments are
+filled in (so "closing a connection from %s" is one kind whatever the address); each group may log
 ``burst`` records per ``window`` seconds. The rest are dropped and counted,
 and the next record of the group that gets through says how many were.
 A flood of one failure (for instance ``accept()`` failing on every connection
@@ -34,10 +35,7 @@ class RepeatFilter(logging.Filter):
         self._groups: dict[tuple[str, int, str], list[float]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            first_line = record.getMessage().split("\n", 1)[0][:200]
-        except Exception:  # a malformed record: let the handler report it
-            return True
+        first_line = str(record.msg).split("\n", 1)[0][:200]
         key = (record.name, record.levelno, first_line)
         now = self._clock()
         group = self._groups.get(key)
