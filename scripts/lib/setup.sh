@@ -11,8 +11,9 @@ KVM_BUILD_PACKAGES=(gcc python3-dev pkg-config libvirt-dev)
 KVM_RUN_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86)
 # `cloudburst guest build`: a busybox initramfs around a Debian kernel.
 GUEST_PACKAGES=(busybox-static cpio)
-# The PostgreSQL server the store tests start.
-TEST_PACKAGES=(postgresql)
+# The PostgreSQL server the store tests start; Debian's chromium, which the
+# dashboard's browser tests drive headless (Playwright cannot download browsers here).
+TEST_PACKAGES=(postgresql chromium)
 
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -41,6 +41,7 @@ from cloudburst.api.connections import (
 )
 from cloudburst.api.xmlrpc import UnknownMethodError, dispatch
 from cloudburst.errors import ErrorCode, one_line
+from cloudburst.web import install as install_dashboard
 
 if TYPE_CHECKING:
     from cloudburst.daemon.app import Daemon
@@ -96,6 +97,7 @@ class ApiServer:
         app = web.Application(middlewares=[self._track_requests])
         app.router.add_post("/RPC2", self._handle)
         app.router.add_post("/", self._handle)
+        install_dashboard(app, self.daemon)
         # aiohttp's keep-alive timer also runs from a connection's opening and closes a
         # connection still waiting for a complete request head: the header timeout.
         runner = web.AppRunner(app, access_log=None,
@@ -116,7 +118,8 @@ class ApiServer:
             raise
         self._runner = runner
         self.port = int(sock.getsockname()[1])
-        log.info("XML-RPC API on http://%s:%d/RPC2 (at most %d connections, %d per client)",
+        log.info("XML-RPC API and dashboard on http://%s:%d/ (at most %d connections, %d per "
+                 "client)",
                  self.settings.listen_address, self.port, self.guard.max_total,
                  self.guard.max_per_client)
 

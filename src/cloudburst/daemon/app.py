@@ -19,6 +19,7 @@ from cloudburst.daemon.lifecycle import LifecycleManager
 from cloudburst.daemon.monitor import Monitor
 from cloudburst.daemon.recovery import recover
 from cloudburst.daemon.scheduler import SchedulerLoop
+from cloudburst.events import EventBus
 from cloudburst.service.hosts import HostService
 from cloudburst.service.templates import TemplateService
 from cloudburst.service.users import UserService, bootstrap_admin
@@ -48,9 +49,11 @@ class Daemon:
         self.dispatcher.build_all()
         self.files = VmFiles(settings.vms_dir)
         self.scheduler: SchedulerLoop
+        #: Committed VM and host changes, for the dashboard and other consumers.
+        self.events = EventBus()
         self.lifecycle = LifecycleManager(
             self.db, self.dispatcher, self.files, settings, self.install_id,
-            on_capacity_freed=lambda: self.scheduler.wake())
+            on_capacity_freed=lambda: self.scheduler.wake(), events=self.events)
         self.scheduler = SchedulerLoop(self.db, self.lifecycle, settings.scheduler)
         self.monitor = Monitor(
             self.db, self.dispatcher, self.lifecycle,
@@ -61,7 +64,7 @@ class Daemon:
         self.vms = VmService(self.db, self.lifecycle, self.scheduler.new_vms,
                              checks=self._template_checks)
         self.hosts = HostService(self.db, self.dispatcher, self.monitor.monitor_now,
-                                 self.scheduler.wake)
+                                 self.scheduler.wake, self.events)
         self.templates = TemplateService(self.db, self.vms)
         self.users = UserService(self.db)
         self._tasks: list[asyncio.Task[Any]] = []
@@ -89,6 +92,7 @@ class Daemon:
 
     async def stop(self) -> None:
         """Stop serving, stop the loops, let in-flight writes land, close."""
+        self.events.close_all()  # ends live streams, so the server stops at once
         if self.api is not None:
             await self.api.stop()
         self.scheduler.stop()

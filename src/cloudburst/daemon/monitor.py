@@ -30,6 +30,7 @@ from cloudburst.errors import CloudburstError, ConflictError, NotFoundError, one
 from cloudburst.model import lifecycle
 from cloudburst.model.capacity import capacity_key
 from cloudburst.model.records import HostRecord, VmRecord
+from cloudburst.model.snapshots import host_snapshot
 from cloudburst.model.states import HostState
 from cloudburst.store import host_pool, vm_pool
 from cloudburst.store.database import Database
@@ -203,6 +204,7 @@ class Monitor:
             updated = await self.db.write(write)
         except (ConflictError, NotFoundError):
             return
+        self.lifecycle.events.publish("host", host_id, host_snapshot(updated))
         if updated.prev_state is not HostState.MONITORED or updated.max_cpu:
             self._on_host_changed()
 
@@ -210,19 +212,21 @@ class Monitor:
         now = int(time.time())
         log.warning("monitoring host %d failed: %s", host_id, message)
 
-        def write(connection: Connection) -> None:
+        def write(connection: Connection) -> HostRecord | None:
             host = host_pool.get_host(connection, host_id, with_usage=False)
             if host.state in _NOT_MONITORED:
-                return
+                return None
             template = host.template.copy()
             template.set("ERROR", f"Error monitoring host {host_id} : {message}")
-            host_pool.update_host(connection, host, state=HostState.ERROR, template=template,
-                                  error=message, last_mon_time=now)
+            return host_pool.update_host(connection, host, state=HostState.ERROR,
+                                         template=template, error=message, last_mon_time=now)
 
         try:
-            await self.db.write(write)
+            failed = await self.db.write(write)
         except (ConflictError, NotFoundError):
             return
+        if failed is not None:
+            self.lifecycle.events.publish("host", host_id, host_snapshot(failed))
 
     async def _apply_reported_vms(self, host: HostRecord, info: HostInfo) -> None:
         results = {vm.vm_id: vm.poll for vm in info.vms if vm.vm_id >= 0 and vm.poll is not None}

@@ -8,7 +8,9 @@ from sqlalchemy import Connection
 
 from cloudburst.daemon.dispatcher import Dispatcher
 from cloudburst.errors import ApiArgumentError, IllegalActionError, NotFoundError, ValidationError
+from cloudburst.events import EventBus
 from cloudburst.model.records import HostRecord
+from cloudburst.model.snapshots import host_snapshot
 from cloudburst.model.states import HostState
 from cloudburst.store import host_pool
 from cloudburst.store.database import Database
@@ -38,8 +40,10 @@ class HostService:
     """What operators can do with hosts."""
 
     def __init__(self, db: Database, dispatcher: Dispatcher,
-                 monitor_now: Callable[[int], None], wake_scheduler: Callable[[], None]) -> None:
+                 monitor_now: Callable[[int], None], wake_scheduler: Callable[[], None],
+                 events: EventBus | None = None) -> None:
         self.db = db
+        self.events = events if events is not None else EventBus()
         self.dispatcher = dispatcher
         self._monitor_now = monitor_now
         self._wake_scheduler = wake_scheduler
@@ -62,22 +66,28 @@ class HostService:
                     f"{kind} {driver!r} is not defined in oned.conf "
                     f"(defined: {', '.join(configured) or 'none'})")
 
-        def write(connection: Connection) -> int:
+        def write(connection: Connection) -> HostRecord:
             if host_pool.find_host_id(connection, name) is not None:
                 taken = host_pool.find_host_id(connection, name)
                 raise ValidationError(f"NAME is already taken by HOST {taken}.")
             host_id = next_ids(connection, "host")
-            host_pool.insert_host(connection, HostRecord(
+            record = HostRecord(
                 id=host_id, name=name, state=HostState.INIT, prev_state=HostState.INIT,
                 im_mad=im_mad, vm_mad=vm_mad, tm_mad=tm_mad or "dummy",
                 vn_mad=vn_mad or "dummy", cluster_id=max(cluster_id, 0), template=Template(),
                 last_mon_time=0, version=0,
-            ))
-            return host_id
+            )
+            host_pool.insert_host(connection, record)
+            return record
 
-        host_id = await self.db.write(write)
-        self._monitor_now(host_id)
-        return host_id
+        host = self._published(await self.db.write(write))
+        self._monitor_now(host.id)
+        return host.id
+
+    def _published(self, host: HostRecord) -> HostRecord:
+        """Publish a committed change of ``host``; returns it."""
+        self.events.publish("host", host.id, host_snapshot(host))
+        return host
 
     async def info(self, host_id: int) -> HostRecord:
         return await self.db.read(lambda connection: host_pool.get_host(connection, host_id))
@@ -101,15 +111,17 @@ class HostService:
 
     async def delete(self, host_id: int) -> int:
         """Remove a host that holds no VM."""
-        def write(connection: Connection) -> None:
+        def write(connection: Connection) -> HostRecord:
             host = host_pool.get_host(connection, host_id)
             if host.running_vms:
                 raise IllegalActionError(
                     f"Cannot delete host {host_id} ({host.name}): it still holds "
                     f"{host.running_vms} VM(s) ({', '.join(map(str, host.vm_ids))})")
             host_pool.delete_host(connection, host_id)
+            return host
 
-        await self.db.write(write)
+        deleted = await self.db.write(write)
+        self.events.publish("host", host_id, {**host_snapshot(deleted), "removed": True})
         return host_id
 
     async def status(self, host_id: int, status: int) -> int:
@@ -126,7 +138,7 @@ class HostService:
                 return host
             return host_pool.update_host(connection, host, state=target)
 
-        host = await self.db.write(write)
+        host = self._published(await self.db.write(write))
         if host.state is HostState.INIT:
             self._monitor_now(host_id)
         self._wake_scheduler()
@@ -136,13 +148,13 @@ class HostService:
         """Replace (or merge into) the host's template; re-monitor it."""
         new = parse_any(text)
 
-        def write(connection: Connection) -> None:
+        def write(connection: Connection) -> HostRecord:
             host = host_pool.get_host(connection, host_id, with_usage=False)
             template = host.template.copy() if merge else _monitored_identity(host.template)
             template.merge(new, replace=True)
-            host_pool.update_host(connection, host, template=template)
+            return host_pool.update_host(connection, host, template=template)
 
-        await self.db.write(write)
+        self._published(await self.db.write(write))
         self._monitor_now(host_id)
         return host_id
 
@@ -151,12 +163,12 @@ class HostService:
         if not name or any(ch.isspace() for ch in name):
             raise ValidationError("Invalid host NAME: it must be non-empty, without blanks")
 
-        def write(connection: Connection) -> None:
+        def write(connection: Connection) -> HostRecord:
             host = host_pool.get_host(connection, host_id)
             taken = host_pool.find_host_id(connection, name)
             if taken is not None and taken != host_id:
                 raise ValidationError(f"NAME is already taken by HOST {taken}.")
-            host_pool.update_host(connection, host, name=name)
+            return host_pool.update_host(connection, host, name=name)
 
-        await self.db.write(write)
+        self._published(await self.db.write(write))
         return host_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 
@@ -9,14 +10,24 @@ from sqlalchemy import Connection
 
 from cloudburst.daemon.lifecycle import LifecycleManager
 from cloudburst.errors import ApiArgumentError, IllegalActionError, ValidationError
+from cloudburst.model.cost import hourly_cost
 from cloudburst.model.lifecycle import ACTION_EVENTS, Event
 from cloudburst.model.records import VmRecord
+from cloudburst.model.snapshots import vm_snapshot
 from cloudburst.model.states import LcmState, VmState
 from cloudburst.service.vm_template import prepare
 from cloudburst.store import vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.sequences import next_ids
 from cloudburst.store.vm_pool import VmStamp
+from cloudburst.store.vm_search import (
+    VmCount,
+    VmRow,
+    VmSearch,
+    priced_vms,
+    search_vms,
+    vm_counts,
+)
 from cloudburst.template import Template, parse_any
 
 #: Validators for driver-specific template rules (e.g. EC2's AMI), run at allocation.
@@ -69,21 +80,24 @@ class VmService:
         now = int(time.time())
         state = VmState.HOLD if hold else VmState.PENDING
 
-        def write(connection: Connection) -> int:
+        def write(connection: Connection) -> VmRecord:
             vm_id = next_ids(connection, "vm")
             system = prepared.template.copy()
             system.set("VMID", str(vm_id))
-            vm_pool.insert_vms(connection, [VmRecord(
+            record = VmRecord(
                 id=vm_id, name=name or prepared.name or f"one-{vm_id}", uid=uid, gid=gid,
                 state=state, lcm_state=LcmState.LCM_INIT, prev_state=state,
                 prev_lcm_state=LcmState.LCM_INIT, stime=now, etime=0, deploy_id="",
                 host_id=None, template=system, user_template=prepared.user_template,
                 cpu=prepared.cpu, memory=prepared.memory, version=0,
-            )])
-            return vm_id
+            )
+            vm_pool.insert_vms(connection, [record])
+            return record
 
-        vm_id = await self.db.write(write)
+        created = await self.db.write(write)
+        vm_id = created.id
         self.lifecycle.files.log(vm_id, "I", f"New state is {state.name}")
+        self.lifecycle.events.publish("vm", vm_id, vm_snapshot(created))
         if not hold:
             self._on_new_vm()
         return vm_id
@@ -132,6 +146,44 @@ class VmService:
             return sorted(found, key=lambda vm: vm.id)
 
         return await self.db.read(read)
+
+    async def search(self, search: VmSearch) -> tuple[int, list[VmRow]]:
+        """How many VMs match ``search``, and the page it asks for.
+
+        Raises:
+            KeyError: an unknown sort key.
+        """
+        return await self.db.read(lambda connection: search_vms(connection, search))
+
+    async def counts(self, uid: int | None = None) -> list[VmCount]:
+        """Live VMs grouped by state and host (the caller's only, with ``uid``)."""
+        return await self.db.read(lambda connection: vm_counts(connection, uid))
+
+    async def hourly_costs(self, host_ids: Sequence[int]) -> dict[int, float]:
+        """Cost per hour of the VMs holding capacity on ``host_ids`` whose cost is known."""
+        if not host_ids:
+            return {}
+
+        costs: dict[int, float] = {}
+        for vm_id, cpu, memory, template in await self.db.read(
+                lambda connection: priced_vms(connection, host_ids)):
+            cost = hourly_cost(template, cpu, memory)
+            if cost is not None:
+                costs[vm_id] = cost
+        return costs
+
+    async def log_tail(self, vm_id: int, lines: int = 200) -> list[str]:
+        """The last ``lines`` lines of the VM's log (empty when it has none yet)."""
+        path = self.lifecycle.files.log_path(vm_id)
+
+        def read() -> list[str]:
+            try:
+                with open(path, encoding="utf-8", errors="replace") as handle:
+                    return [line.rstrip("\n") for line in handle.readlines()[-lines:]]
+            except FileNotFoundError:
+                return []
+
+        return await asyncio.to_thread(read)
 
     async def deploy(self, vm_id: int, host_id: int, *, enforce: bool = False) -> int:
         """Deploy a PENDING or HOLD VM on a chosen host."""

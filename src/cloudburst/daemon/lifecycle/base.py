@@ -29,9 +29,11 @@ from cloudburst.errors import (
     IllegalActionError,
     NotFoundError,
 )
+from cloudburst.events import EventBus
 from cloudburst.model import lifecycle
 from cloudburst.model.lifecycle import Event
 from cloudburst.model.records import HostRecord, VmRecord
+from cloudburst.model.snapshots import vm_snapshot
 from cloudburst.model.states import vm_state_label
 from cloudburst.store import host_pool, vm_pool
 from cloudburst.store.database import Database
@@ -104,6 +106,7 @@ class ManagerBase:
         settings: Settings,
         install_id: str,
         on_capacity_freed: Callable[[], None],
+        events: EventBus | None = None,
     ) -> None:
         self.db = db
         self.dispatcher = dispatcher
@@ -111,6 +114,8 @@ class ManagerBase:
         self.settings = settings
         self.install_id = install_id
         self._on_capacity_freed = on_capacity_freed
+        #: Where committed VM changes are published (:mod:`cloudburst.events`).
+        self.events = events if events is not None else EventBus()
         self._tasks: set[asyncio.Task[Any]] = set()
         #: vm_id -> {host_id: time until which the host is skipped for it}
         self.capacity_backoff: dict[int, dict[int, float]] = {}
@@ -144,7 +149,9 @@ class ManagerBase:
             await asyncio.wait(set(self._tasks), timeout=10)
 
     def _logged(self, vm: VmRecord) -> VmRecord:
+        """Log and publish a committed state change of ``vm``; returns ``vm``."""
         self.files.log(vm.id, "I", f"New state is {vm_state_label(*vm.position)}")
+        self.events.publish("vm", vm.id, vm_snapshot(vm))
         log.debug("VM %d: %s", vm.id, vm_state_label(*vm.position))
         return vm
 

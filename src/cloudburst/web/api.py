@@ -1,0 +1,360 @@
+"""The JSON API under ``/api/v1``: the dashboard's only way to the daemon.
+
+Every handler authenticates the caller (:mod:`cloudburst.web.auth`) and
+calls the same service methods as the XML-RPC API, so both APIs answer and
+refuse alike; errors are the services' one-line messages
+(:mod:`cloudburst.web.http`). ``openapi.json`` beside this module documents
+every route; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import resources
+from typing import Final, Protocol
+
+from aiohttp import web
+
+from cloudburst.errors import ApiArgumentError, AuthenticationError
+from cloudburst.events import Change, EventBus
+from cloudburst.model.records import HostRecord
+from cloudburst.model.states import VmState, vm_short_state
+from cloudburst.service.hosts import HostService
+from cloudburst.service.templates import TemplateService
+from cloudburst.service.users import UserService
+from cloudburst.service.vms import VmService
+from cloudburst.store.vm_search import SORT_KEYS, VmSearch
+from cloudburst.web import live, shapes
+from cloudburst.web.auth import Caller, authenticate
+from cloudburst.web.http import Body, error_middleware, json_response, query_int
+from cloudburst.web.sessions import COOKIE, SessionStore
+from cloudburst.web.timeline import Timeline
+
+__all__ = ["ROUTES", "Services", "build_api"]
+
+#: Largest page of a table.
+MAX_PAGE: Final = 500
+#: Timeline entries an overview returns.
+OVERVIEW_TIMELINE: Final = 100
+#: VM log lines a VM page shows.
+LOG_LINES: Final = 200
+_STATE_NAMES: Final = {state.name.lower(): state for state in VmState}
+
+
+class Services(Protocol):
+    """What the dashboard uses of the daemon: its services and its event bus."""
+
+    @property
+    def vms(self) -> VmService: ...
+    @property
+    def hosts(self) -> HostService: ...
+    @property
+    def templates(self) -> TemplateService: ...
+    @property
+    def users(self) -> UserService: ...
+    @property
+    def events(self) -> EventBus: ...
+
+
+def everything_visible(caller: Caller, change: Change) -> bool:
+    """Which live changes a caller sees: today every one, as ``one.vm.info`` and
+    ``one.hostpool.info`` show every object to every authenticated user.
+
+    The services' authorization hook takes this decision when it exists; the
+    stream calls only this function for it.
+    """
+    return True
+
+
+class Api:
+    """The ``/api/v1`` handlers over ``services`` (see the module docstring)."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.sessions = SessionStore()
+        self.timeline = Timeline(services.events, services.hosts.pool)
+        self.visible: Callable[[Caller, Change], bool] = everything_visible
+
+    async def caller(self, request: web.Request) -> Caller:
+        return await authenticate(request, self.services.users, self.sessions)
+
+    # -- session ------------------------------------------------------------------------------
+
+    async def login(self, request: web.Request) -> web.Response:
+        body = await Body.read(request)
+        name, password = body.string("username"), body.string("password")
+        if not name or ":" in name or not password:
+            raise AuthenticationError("User couldn't be authenticated, aborting call.")
+        user = await self.services.users.authenticate(f"{name}:{password}")
+        session = self.sessions.create(user.id)
+        response = json_response({"user": shapes.user_shape(user),
+                                  "csrf_token": session.csrf_token})
+        response.set_cookie(COOKIE, session.id, httponly=True, samesite="Strict", path="/",
+                            secure=request.secure)
+        return response
+
+    async def session(self, request: web.Request) -> web.Response:
+        caller = await self.caller(request)
+        return json_response({
+            "user": shapes.user_shape(caller.user),
+            "csrf_token": caller.session.csrf_token if caller.session is not None else None,
+            "idle_timeout": self.sessions.idle_seconds,
+        })
+
+    async def logout(self, request: web.Request) -> web.Response:
+        caller = await self.caller(request)
+        if caller.session is not None:
+            self.sessions.end(caller.session.id)
+        response = json_response({"logged_out": True})
+        response.del_cookie(COOKIE, path="/")
+        return response
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def _names(self) -> Callable[[int], str]:
+        names = {user.id: user.name for user in await self.services.users.pool()}
+        return lambda uid: names.get(uid, str(uid))
+
+    async def overview(self, request: web.Request) -> web.Response:
+        caller = await self.caller(request)
+        hosts = await self.services.hosts.pool()
+        counts = await self.services.vms.counts()
+        cloud = [host for host in hosts if host.is_public_cloud]
+        local = [host for host in hosts if not host.is_public_cloud]
+        cloud_ids = {host.id for host in cloud}
+        known = {host.id for host in hosts}
+        costs = await self.services.vms.hourly_costs(sorted(cloud_ids))
+        by_state: dict[str, int] = {}
+        by_where = {"local": 0, "cloud": 0, "unplaced": 0}
+        for count in counts:
+            label = vm_short_state(count.state, count.lcm_state)
+            by_state[label] = by_state.get(label, 0) + count.count
+            if count.host_id is None or count.host_id not in known:
+                by_where["unplaced"] += count.count
+            else:
+                by_where["cloud" if count.host_id in cloud_ids else "local"] += count.count
+        cloud_vms = sum(host.running_vms for host in cloud)
+        entries = [entry for entry in self.timeline.entries
+                   if self._entry_visible(caller, entry)][-OVERVIEW_TIMELINE:]
+        return json_response({
+            "local": _site_totals(local),
+            "cloud": _site_totals(cloud),
+            "vms_total": sum(count.count for count in counts),
+            "vms_by_state": dict(sorted(by_state.items())),
+            "vms_by_where": by_where,
+            "cost": {"per_hour": round(sum(costs.values()), 6) if costs else None,
+                     "priced_vms": len(costs), "cloud_vms": cloud_vms},
+            "hosts": [{"id": host.id, "name": host.name, "where": shapes.where(host),
+                       "short_state": shapes.host_shape(host)["short_state"],
+                       "max_cpu": host.max_cpu, "cpu_usage": host.cpu_usage,
+                       "running_vms": host.running_vms, "error": host.error}
+                      for host in hosts],
+            "timeline": entries,
+        })
+
+    def _entry_visible(self, caller: Caller, entry: dict[str, object]) -> bool:
+        vm_id = entry.get("vm_id")
+        change = Change(int(str(entry.get("seq", 0))), "vm",
+                        vm_id if isinstance(vm_id, int) else -1, entry, 0.0)
+        return self.visible(caller, change)
+
+    async def hosts(self, request: web.Request) -> web.Response:
+        await self.caller(request)
+        return json_response({"hosts": [shapes.host_shape(host)
+                                        for host in await self.services.hosts.pool()]})
+
+    async def host(self, request: web.Request) -> web.Response:
+        await self.caller(request)
+        host = await self.services.hosts.info(_path_id(request))
+        return json_response({**shapes.host_shape(host), "vm_ids": list(host.vm_ids)})
+
+    async def vms(self, request: web.Request) -> web.Response:
+        await self.caller(request)
+        query = request.query
+        hosts = {host.id: host for host in await self.services.hosts.pool()}
+        sort = query.get("sort", "id")
+        if sort not in SORT_KEYS:
+            raise ApiArgumentError(f"Unknown sort key {sort!r} (use {', '.join(SORT_KEYS)})")
+        order = query.get("order", "asc")
+        if order not in ("asc", "desc"):
+            raise ApiArgumentError("Query parameter 'order' must be asc or desc")
+        search = VmSearch(
+            text=query.get("q", "")[:200],
+            states=_states(query.get("state", "")),
+            host_ids=_host_ids(query.get("where", ""), query.get("host", ""), hosts),
+            sort=sort, descending=order == "desc",
+            offset=query_int(request, "offset", 0, low=0, high=2**31 - 1),
+            limit=query_int(request, "limit", 50, low=1, high=MAX_PAGE),
+        )
+        total, rows = await self.services.vms.search(search)
+        names = await self._names()
+        return json_response({"total": total, "offset": search.offset, "limit": search.limit,
+                              "vms": [shapes.vm_row(row, hosts, names) for row in rows]})
+
+    async def vm(self, request: web.Request) -> web.Response:
+        await self.caller(request)
+        vm = await self.services.vms.info(_path_id(request))
+        host: HostRecord | None = None
+        if vm.host_id is not None:
+            host = next((h for h in await self.services.hosts.pool() if h.id == vm.host_id),
+                        None)
+        cost = None
+        if host is not None:
+            cost = (await self.services.vms.hourly_costs([host.id])).get(vm.id)
+        log = await self.services.vms.log_tail(vm.id, LOG_LINES)
+        return json_response(shapes.vm_detail(vm, host, await self._names(), log=log,
+                                              cost=cost))
+
+    async def templates(self, request: web.Request) -> web.Response:
+        await self.caller(request)
+        offset = query_int(request, "offset", 0, low=0, high=2**31 - 1)
+        limit = query_int(request, "limit", 100, low=1, high=MAX_PAGE)
+        records = await self.services.templates.pool(offset=offset, limit=limit)
+        names = await self._names()
+        return json_response({"offset": offset, "limit": limit,
+                              "templates": [shapes.template_shape(r, names) for r in records]})
+
+    async def users(self, request: web.Request) -> web.Response:
+        await self.caller(request)
+        return json_response({"users": [shapes.user_shape(user)
+                                        for user in await self.services.users.pool()]})
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        caller = await self.caller(request)
+        return await live.stream(request, caller, self.services.events, self.sessions,
+                                 self.timeline, self.visible)
+
+    # -- actions ------------------------------------------------------------------------------
+
+    async def create_vm(self, request: web.Request) -> web.Response:
+        caller = await self.caller(request)
+        body = await Body.read(request)
+        vm_id = await self.services.vms.allocate(
+            body.string("template"), hold=body.boolean("hold", False), uid=caller.user.id,
+            gid=caller.user.gid)
+        return json_response({"id": vm_id}, status=201)
+
+    async def vm_action(self, request: web.Request) -> web.Response:
+        await self.caller(request)
+        vm_id = _path_id(request)
+        body = await Body.read(request)
+        action = body.string("action")
+        await self.services.vms.action(action, vm_id)
+        return json_response({"id": vm_id, "action": action})
+
+    async def vm_deploy(self, request: web.Request) -> web.Response:
+        await self.caller(request)
+        vm_id = _path_id(request)
+        body = await Body.read(request)
+        await self.services.vms.deploy(vm_id, body.integer("host_id"),
+                                       enforce=body.boolean("enforce", False))
+        return json_response({"id": vm_id, "action": "deploy"})
+
+    async def instantiate(self, request: web.Request) -> web.Response:
+        caller = await self.caller(request)
+        template_id = _path_id(request)
+        body = await Body.read(request)
+        count = body.integer("count", 1)
+        if not 1 <= count <= 100:
+            raise ApiArgumentError("Field 'count' must be between 1 and 100")
+        ids = [await self.services.templates.instantiate(
+                   template_id, body.string("name", ""), hold=body.boolean("hold", False),
+                   extra=body.string("extra", ""), uid=caller.user.id, gid=caller.user.gid)
+               for _ in range(count)]
+        return json_response({"ids": ids}, status=201)
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.Response(body=openapi_document(), content_type="application/json")
+
+
+def openapi_document() -> bytes:
+    """The OpenAPI document shipped beside this module."""
+    return resources.files("cloudburst.web").joinpath("openapi.json").read_bytes()
+
+
+def _site_totals(hosts: list[HostRecord]) -> dict[str, int]:
+    return {
+        "hosts": len(hosts),
+        "hosts_in_error": sum(1 for host in hosts if host.error),
+        "max_cpu": sum(host.max_cpu for host in hosts),
+        "cpu_usage": sum(host.cpu_usage for host in hosts),
+        "max_mem": sum(host.max_mem for host in hosts),
+        "mem_usage": sum(host.mem_usage for host in hosts),
+        "running_vms": sum(host.running_vms for host in hosts),
+    }
+
+
+def _path_id(request: web.Request) -> int:
+    text = request.match_info["id"]
+    if not text.isdigit() or len(text) > 10 or int(text) >= 2**31:
+        raise ApiArgumentError(f"Invalid id {text[:20]!r}: expected a non-negative integer")
+    return int(text)
+
+
+def _states(text: str) -> list[VmState] | None:
+    """``state=pending,active`` as states; empty means any but DONE, ``any`` everything."""
+    if not text:
+        return None
+    if text == "any":
+        return list(VmState)
+    states = []
+    for name in text.lower().split(","):
+        if name not in _STATE_NAMES:
+            raise ApiArgumentError(f"Unknown VM state {name!r} (use "
+                                   f"{', '.join(_STATE_NAMES)} or any)")
+        states.append(_STATE_NAMES[name])
+    return states
+
+
+def _host_ids(where: str, host: str, hosts: dict[int, HostRecord]) -> list[int] | None:
+    """The hosts a VM search is limited to by ``where`` (local/cloud) and ``host`` (an id)."""
+    selected: set[int] | None = None
+    if where:
+        if where not in ("local", "cloud"):
+            raise ApiArgumentError("Query parameter 'where' must be local or cloud")
+        selected = {host_id for host_id, record in hosts.items()
+                    if record.is_public_cloud == (where == "cloud")}
+    if host:
+        if not host.isdigit() or len(host) > 10:
+            raise ApiArgumentError(f"Query parameter 'host' must be a host id, got {host!r}")
+        selected = {int(host)} if selected is None else selected & {int(host)}
+    return None if selected is None else sorted(selected)
+
+
+#: Every route: ``(method, path under /api/v1, name of the Api handler)``.
+ROUTES: Final = (
+    ("POST", "/session", "login"),
+    ("GET", "/session", "session"),
+    ("DELETE", "/session", "logout"),
+    ("GET", "/overview", "overview"),
+    ("GET", "/hosts", "hosts"),
+    ("GET", "/hosts/{id}", "host"),
+    ("GET", "/vms", "vms"),
+    ("POST", "/vms", "create_vm"),
+    ("GET", "/vms/{id}", "vm"),
+    ("POST", "/vms/{id}/action", "vm_action"),
+    ("POST", "/vms/{id}/deploy", "vm_deploy"),
+    ("GET", "/templates", "templates"),
+    ("POST", "/templates/{id}/instantiate", "instantiate"),
+    ("GET", "/users", "users"),
+    ("GET", "/events", "events"),
+    ("GET", "/openapi.json", "openapi"),
+)
+
+
+def build_api(services: Services) -> tuple[web.Application, Api]:
+    """The ``/api/v1`` application (mount it with ``add_subapp``) and its handlers."""
+    api = Api(services)
+    app = web.Application(middlewares=[error_middleware])
+    for method, path, name in ROUTES:
+        app.router.add_route(method, path, getattr(api, name))
+
+    async def start_timeline(_app: web.Application) -> None:
+        await api.timeline.start()
+
+    async def stop_timeline(_app: web.Application) -> None:
+        await api.timeline.stop()
+
+    app.on_startup.append(start_timeline)
+    app.on_cleanup.append(stop_timeline)
+    return app, api

@@ -1,0 +1,169 @@
+"""The JSON shapes of the API's objects (documented in ``openapi.json``).
+
+Functions of records only: no I/O, so the API handlers decide what to read
+and these decide how it looks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from cloudburst.model.lifecycle import allowed_actions
+from cloudburst.model.records import HistoryRecord, HostRecord, TemplateRecord, UserRecord, VmRecord
+from cloudburst.model.states import HOST_STATE_SHORT, vm_short_state, vm_state_label
+from cloudburst.store.vm_search import VmRow
+
+__all__ = ["host_shape", "template_shape", "user_shape", "vm_detail", "vm_row"]
+
+#: ``uid -> user name`` (the number when unknown).
+Names = Callable[[int], str]
+
+
+def where(host: HostRecord | None) -> str | None:
+    """``"local"``, ``"cloud"``, or ``None`` for a VM on no (or a vanished) host."""
+    if host is None:
+        return None
+    return "cloud" if host.is_public_cloud else "local"
+
+
+def host_shape(host: HostRecord) -> dict[str, object]:
+    """A host or cloud site with its capacity, use and limits."""
+    capacity = host.template.get_vector("CAPACITY")
+    return {
+        "id": host.id,
+        "name": host.name,
+        "state": int(host.state),
+        "short_state": HOST_STATE_SHORT[host.state],
+        "state_name": host.state.name,
+        "where": where(host),
+        "locality": host.locality_reason,
+        "error": host.error,
+        "im_mad": host.im_mad,
+        "vm_mad": host.vm_mad,
+        "hypervisor": host.hypervisor,
+        "max_cpu": host.max_cpu,
+        "max_mem": host.max_mem,
+        "used_cpu": host.used_cpu,
+        "used_mem": host.used_mem,
+        "cpu_usage": host.cpu_usage,
+        "mem_usage": host.mem_usage,
+        "running_vms": host.running_vms,
+        "last_mon_time": host.last_mon_time,
+        "capacity": dict(capacity.items()) if capacity is not None else {},
+        "attributes": {name: value for name, value in host.template.as_flat_dict().items()
+                       if not name.startswith("CAPACITY")},
+    }
+
+
+def vm_row(row: VmRow, hosts: Mapping[int, HostRecord], names: Names) -> dict[str, object]:
+    """A VM as a table row."""
+    host = hosts.get(row.host_id) if row.host_id is not None else None
+    return {
+        "id": row.id,
+        "name": row.name,
+        "uid": row.uid,
+        "owner": names(row.uid),
+        "gid": row.gid,
+        "state": int(row.state),
+        "lcm_state": int(row.lcm_state),
+        "short_state": vm_short_state(row.state, row.lcm_state),
+        "state_label": vm_state_label(row.state, row.lcm_state),
+        "host_id": row.host_id,
+        "host": host.name if host is not None else None,
+        "where": where(host),
+        "deploy_id": row.deploy_id,
+        "ip": row.ip,
+        "cpu": row.cpu,
+        "memory": row.memory,
+        "stime": row.stime,
+        "error": row.error,
+    }
+
+
+def _history(record: HistoryRecord) -> dict[str, object]:
+    return {
+        "seq": record.seq,
+        "host_id": record.host_id,
+        "host": record.hostname,
+        "vm_mad": record.vm_mad,
+        "start": record.stime,
+        "end": record.etime,
+        "running_start": record.rstime,
+        "running_end": record.retime,
+        "action": record.action,
+        "reason": record.reason,
+    }
+
+
+def placement_reason(vm: VmRecord, host: HostRecord | None) -> str:
+    """Why the VM is where it is (or why it waits), in one line."""
+    if host is not None:
+        return f"on {host.name}, {host.locality_reason}"
+    if vm.sched_message:
+        return vm.sched_message
+    if vm.host_id is not None:
+        return f"on host {vm.host_id}, which no longer exists"
+    return "not placed yet"
+
+
+def vm_detail(vm: VmRecord, host: HostRecord | None, names: Names, *, log: list[str],
+              cost: float | None) -> dict[str, object]:
+    """A VM's page: state, placement, history, log, monitoring, cost, legal actions."""
+    return {
+        "id": vm.id,
+        "name": vm.name,
+        "uid": vm.uid,
+        "owner": names(vm.uid),
+        "gid": vm.gid,
+        "state": int(vm.state),
+        "lcm_state": int(vm.lcm_state),
+        "state_name": vm.state.name,
+        "lcm_state_name": vm.lcm_state.name,
+        "short_state": vm_short_state(vm.state, vm.lcm_state),
+        "state_label": vm_state_label(vm.state, vm.lcm_state),
+        "host_id": vm.host_id,
+        "host": host.name if host is not None else None,
+        "where": where(host),
+        "deploy_id": vm.deploy_id,
+        "ip": vm.monitoring.get("IP", ""),
+        "cpu": vm.cpu,
+        "memory": vm.memory,
+        "stime": vm.stime,
+        "etime": vm.etime,
+        "error": vm.error,
+        "placement": placement_reason(vm, host),
+        "sched_message": vm.sched_message,
+        "monitoring": dict(vm.monitoring),
+        "last_poll": vm.last_poll,
+        "history": [_history(record) for record in vm.history],
+        "log": log,
+        "cost_per_hour": cost,
+        "actions": allowed_actions(vm.position),
+        "template": vm.full_template().to_text(),
+    }
+
+
+def template_shape(record: TemplateRecord, names: Names) -> dict[str, object]:
+    """A registered VM template."""
+    return {
+        "id": record.id,
+        "name": record.name,
+        "uid": record.uid,
+        "owner": names(record.uid),
+        "gid": record.gid,
+        "regtime": record.regtime,
+        "cpu": record.template.get("CPU"),
+        "memory": record.template.get("MEMORY"),
+        "template": record.template.to_text(),
+    }
+
+
+def user_shape(user: UserRecord) -> dict[str, object]:
+    """A user (never its password hash)."""
+    return {
+        "id": user.id,
+        "name": user.name,
+        "gid": user.gid,
+        "auth_driver": user.auth_driver,
+        "enabled": user.enabled,
+    }

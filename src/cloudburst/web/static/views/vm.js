@@ -1,0 +1,100 @@
+// One VM: state, placement and its reason, history, log, monitoring, cost, actions.
+import { api } from "../api.js";
+import { onChanges } from "../live.js";
+import { clear, confirmAction, h, notice, stateBadge, time, whereBadge } from "../ui.js";
+
+// Actions that lose work or the VM: asked for confirmation first.
+const DESTRUCTIVE = /^(terminate|shutdown|delete|poweroff|undeploy|reboot-hard|reset|recover)/;
+
+function facts(vm) {
+  const row = (label, value) => [h("dt", {}, label), h("dd", {}, value)];
+  return h("dl", { class: "facts" },
+    row("State", [stateBadge(vm.short_state, vm.state_label), ` ${vm.state_label}`]),
+    row("Host", vm.host ? [vm.host, " ", whereBadge(vm.where)] : "-"),
+    row("Placement", vm.placement),
+    row("Deploy id", h("code", {}, vm.deploy_id || "-")),
+    row("IP", vm.ip || "-"),
+    row("Owner", vm.owner),
+    row("CPU / memory", `${vm.cpu} / ${vm.memory} MB`),
+    row("Started", time(vm.stime)),
+    row("Cost", vm.cost_per_hour === null ? "unknown" : `$${vm.cost_per_hour.toFixed(4)} / hour`),
+    vm.error ? row("Error", h("span", { class: "error" }, vm.error)) : []);
+}
+
+function historyTable(vm) {
+  if (!vm.history.length) return h("p", { class: "muted" }, "No history yet.");
+  return h("table", {},
+    h("caption", { class: "sr-only" }, "History"),
+    h("thead", {}, h("tr", {}, ["#", "Host", "Driver", "Start", "End", "Reason"].map(
+      (label) => h("th", { scope: "col" }, label)))),
+    h("tbody", {}, vm.history.map((record) => h("tr", {},
+      h("td", {}, record.seq), h("td", {}, record.host), h("td", {}, record.vm_mad),
+      h("td", {}, time(record.start)), h("td", {}, time(record.end)), h("td", {}, record.reason)))));
+}
+
+async function act(vm, action, reload) {
+  if (DESTRUCTIVE.test(action) &&
+      !(await confirmAction(`${action} VM ${vm.id} (${vm.name})?`))) return;
+  try {
+    await api(`/vms/${vm.id}/action`, { method: "POST", body: { action } });
+    notice(`${action}: requested for VM ${vm.id}`, "info");
+    await reload();
+  } catch (error) {
+    notice(error.message);
+  }
+}
+
+async function deployForm(vm, reload) {
+  const hosts = (await api("/hosts")).hosts;
+  const select = h("select", { id: "deploy-host" },
+    hosts.map((host) => h("option", { value: host.id }, `${host.name} (${host.where || "?"}, ${host.short_state})`)));
+  const enforce = h("input", { id: "deploy-enforce", type: "checkbox" });
+  return h("form", { class: "inline-form", onsubmit: async (event) => {
+    event.preventDefault();
+    try {
+      await api(`/vms/${vm.id}/deploy`, { method: "POST",
+        body: { host_id: Number(select.value), enforce: enforce.checked } });
+      notice(`deploy: requested for VM ${vm.id}`, "info");
+      await reload();
+    } catch (error) {
+      notice(error.message);
+    }
+  } },
+    h("label", { for: "deploy-host" }, "Deploy to"), select,
+    h("label", { class: "inline" }, enforce, " enforce capacity"),
+    h("button", { type: "submit" }, "Deploy"));
+}
+
+export async function render(container, [id]) {
+  const body = h("div", {});
+  container.append(body);
+  async function load() {
+    const vm = await api(`/vms/${id}`);
+    const buttons = h("div", { class: "actions", role: "group", "aria-label": "Actions" },
+      vm.actions.map((action) => h("button", {
+        type: "button", class: DESTRUCTIVE.test(action) ? "danger" : "",
+        "data-action": action, onclick: () => act(vm, action, load) }, action)));
+    clear(body).append(
+      h("p", {}, h("a", { href: "#/vms" }, "← all VMs")),
+      h("h1", {}, `VM ${vm.id}: ${vm.name}`),
+      facts(vm), buttons,
+      vm.state_name === "PENDING" || vm.state_name === "HOLD" ? await deployForm(vm, load) : "",
+      h("section", { "aria-labelledby": "hist" }, h("h2", { id: "hist" }, "History"), historyTable(vm)),
+      h("section", { "aria-labelledby": "mon" }, h("h2", { id: "mon" }, "Monitoring"),
+        Object.keys(vm.monitoring).length
+          ? h("dl", { class: "facts" }, Object.entries(vm.monitoring).map(
+              ([key, value]) => [h("dt", {}, key), h("dd", {}, value)]))
+          : h("p", { class: "muted" }, "Not polled yet.")),
+      h("section", { "aria-labelledby": "log" }, h("h2", { id: "log" }, "Log"),
+        h("pre", { class: "log", tabindex: 0 }, vm.log.join("\n") || "(empty)")),
+      h("details", {}, h("summary", {}, "Template"), h("pre", {}, vm.template)));
+  }
+  await load();
+  let pending = null;
+  const stop = onChanges((batch) => {
+    if ((batch.resync || batch.vms.some((vm) => String(vm.id) === id)) && !pending) {
+      pending = setTimeout(() => { pending = null; load().catch((e) => notice(e.message)); }, 200);
+    }
+  });
+  return () => { stop(); clearTimeout(pending); };
+}

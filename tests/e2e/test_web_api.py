@@ -1,0 +1,273 @@
+"""The JSON API and the dashboard's HTTP side, against a real daemon over HTTP.
+
+Login and its cookie, CSRF on every change, Basic credentials for scripts,
+one-line errors with the right statuses, server-side search/sort/paging, the
+live event stream, logout, the assets and their headers, and the OpenAPI
+document kept in step with the routes.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
+from pathlib import Path
+
+import pyone
+import pytest
+from daemon_fixture import RunningDaemon, start_daemon
+
+from cloudburst.web.api import ROUTES
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+STATIC = REPO / "src" / "cloudburst" / "web" / "static"
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self) -> dict[str, object]:
+        value = json.loads(self.body)
+        assert isinstance(value, dict)
+        return value
+
+
+@dataclass
+class Client:
+    """A tiny HTTP client that keeps the session cookie, like a browser."""
+
+    port: int
+    cookie: str | None = None
+    csrf: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def request(self, method: str, path: str, body: object = None, *,
+                headers: dict[str, str] | None = None, raw: bytes | None = None) -> Answer:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        sent = {"Accept": "application/json", **self.extra, **(headers or {})}
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+            sent["Content-Type"] = "application/json"
+        if self.cookie:
+            sent["Cookie"] = f"cloudburst_session={self.cookie}"
+        try:
+            connection.request(method, path, body=data, headers=sent)
+            response = connection.getresponse()
+            answer = Answer(response.status, response.headers, response.read())
+        finally:
+            connection.close()
+        for header in answer.headers.get_all("Set-Cookie") or []:
+            morsel = SimpleCookie(header).get("cloudburst_session")
+            if morsel is not None:
+                self.cookie = morsel.value or None
+        return answer
+
+    def change(self, method: str, path: str, body: object = None) -> Answer:
+        """A request that changes something, with the session's CSRF token."""
+        assert self.csrf
+        return self.request(method, path, body, headers={"X-CSRF-Token": self.csrf})
+
+    def log_in(self, session: str) -> Answer:
+        user, password = session.split(":", 1)
+        answer = self.request("POST", "/api/v1/session", {"username": user, "password": password})
+        if answer.status == 200:
+            self.csrf = str(answer.json()["csrf_token"])
+        return answer
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
+    with start_daemon(tmp_path_factory.mktemp("web")) as running:
+        yield running
+
+
+@pytest.fixture
+def client(daemon: RunningDaemon) -> Client:
+    client = Client(daemon.port)
+    assert client.log_in(daemon.session).status == 200
+    return client
+
+
+def test_login_sets_a_strict_httponly_cookie_and_bad_logins_get_one_line(
+        daemon: RunningDaemon) -> None:
+    client = Client(daemon.port)
+    refused = client.request("POST", "/api/v1/session",
+                             {"username": "oneadmin", "password": "wrong"})
+    assert refused.status == 401
+    assert refused.json()["error"] == "User couldn't be authenticated, aborting call."
+    assert client.cookie is None
+    assert client.request("GET", "/api/v1/overview").status == 401
+
+    answer = client.log_in(daemon.session)
+    assert answer.status == 200
+    cookie = answer.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    assert answer.json()["user"] == {"id": 0, "name": "oneadmin", "gid": 0,
+                                     "auth_driver": "core", "enabled": True}
+    assert "password" not in answer.body.decode()
+    session = client.request("GET", "/api/v1/session").json()
+    assert session["csrf_token"] == client.csrf
+
+
+def test_every_change_needs_the_csrf_token_of_its_session(daemon: RunningDaemon,
+                                                         client: Client) -> None:
+    body = {"template": "CPU = 1\nMEMORY = 64", "hold": True}
+    before = client.request("GET", "/api/v1/vms?state=any").json()["total"]
+    missing = client.request("POST", "/api/v1/vms", body)
+    assert missing.status == 403 and "CSRF" in str(missing.json()["error"])
+    other = Client(daemon.port)
+    other.log_in(daemon.session)
+    wrong = client.request("POST", "/api/v1/vms", body, headers={"X-CSRF-Token": other.csrf or ""})
+    assert wrong.status == 403
+    foreign = client.request("POST", "/api/v1/vms", body,
+                             headers={"X-CSRF-Token": client.csrf or "",
+                                      "Origin": "http://evil.example"})
+    assert foreign.status == 403 and "Cross-origin" in str(foreign.json()["error"])
+    assert client.request("GET", "/api/v1/vms?state=any").json()["total"] == before
+
+    created = client.change("POST", "/api/v1/vms", body)
+    assert created.status == 201
+    vm_id = created.json()["id"]
+    assert client.request("POST", f"/api/v1/vms/{vm_id}/action",
+                          {"action": "terminate-hard"}).status == 403
+    logout = client.request("DELETE", "/api/v1/session")
+    assert logout.status == 403  # logging out is a change too
+    assert client.change("DELETE", "/api/v1/session").status == 200
+    assert client.request("GET", "/api/v1/overview").status == 401
+
+
+def test_scripts_use_basic_credentials_without_csrf(daemon: RunningDaemon) -> None:
+    token = base64.b64encode(daemon.session.encode()).decode()
+    script = Client(daemon.port, extra={"Authorization": f"Basic {token}"})
+    created = script.request("POST", "/api/v1/vms", {"template": "CPU=1 MEMORY=32", "hold": True})
+    assert created.status == 201
+    bad = base64.b64encode(b"oneadmin:nope").decode()
+    refused = Client(daemon.port, extra={"Authorization": f"Basic {bad}"}).request(
+        "GET", "/api/v1/vms")
+    assert refused.status == 401
+    garbage = Client(daemon.port, extra={"Authorization": "Basic !!!"}).request(
+        "GET", "/api/v1/vms")
+    assert garbage.status == 401 and garbage.json()["error"] == "Malformed Basic credentials"
+
+
+def test_bad_input_gets_one_clear_line_and_the_daemon_keeps_serving(client: Client) -> None:
+    cases = [
+        (client.change("POST", "/api/v1/vms", {"template": "CPU = 1"}), 400, "MEMORY"),
+        (client.change("POST", "/api/v1/vms", {"template": 'CPU = "1\nMEMORY = 2'}), 400,
+         "line"),
+        (client.change("POST", "/api/v1/vms", {"template": 5}), 400,
+         "Field 'template' must be a string"),
+        (client.request("POST", "/api/v1/vms", headers={"X-CSRF-Token": client.csrf or "",
+                                                        "Content-Type": "application/json"},
+                        raw=b"{not json"), 400, "not valid JSON"),
+        (client.request("GET", "/api/v1/vms/999999"), 404, "VM 999999"),
+        (client.request("GET", "/api/v1/vms/x1"), 400, "Invalid id"),
+        (client.request("GET", "/api/v1/vms?sort=password"), 400, "Unknown sort key"),
+        (client.request("GET", "/api/v1/vms?limit=100000"), 400, "'limit'"),
+        (client.request("GET", "/api/v1/vms?state=sleepy"), 400, "Unknown VM state"),
+        (client.change("POST", "/api/v1/vms/999999/action", {"action": "terminate"}), 404,
+         "VM 999999"),
+        (client.change("POST", "/api/v1/vms/0/action", {"action": "fly"}), 409,
+         'Action "fly" is not supported'),
+    ]
+    for answer, status, words in cases:
+        error = answer.json()["error"]
+        assert answer.status == status, (status, error)
+        assert isinstance(error, str) and words in error and "\n" not in error
+        assert error != "Internal error"
+    assert client.request("GET", "/api/v1/overview").status == 200
+
+
+def test_vms_are_searched_sorted_and_paged_by_the_server(daemon: RunningDaemon,
+                                                        client: Client) -> None:
+    one = pyone.OneServer(daemon.url, session=daemon.session)
+    ids = [one.vm.allocate(f'NAME = "web-{n:02d}"\nCPU = 0.1\nMEMORY = 16', True)
+           for n in range(12)]
+    page = client.request("GET", "/api/v1/vms?q=web-&sort=name&order=desc&limit=5").json()
+    assert page["total"] == 12
+    assert [vm["name"] for vm in page["vms"]] == [f"web-{n:02d}" for n in (11, 10, 9, 8, 7)]
+    second = client.request(
+        "GET", "/api/v1/vms?q=WEB-&sort=name&order=desc&limit=5&offset=10").json()
+    assert [vm["name"] for vm in second["vms"]] == ["web-01", "web-00"]
+    held = client.request("GET", "/api/v1/vms?q=web-&state=hold&limit=500").json()
+    assert held["total"] == 12 and {vm["short_state"] for vm in held["vms"]} == {"hold"}
+    assert client.request("GET", "/api/v1/vms?q=web-&state=active").json()["total"] == 0
+    assert client.request("GET", "/api/v1/vms?q=web-&where=cloud").json()["total"] == 0
+    by_id = client.request("GET", f"/api/v1/vms?q={ids[3]}").json()
+    assert ids[3] in [vm["id"] for vm in by_id["vms"]]
+    # A LIKE wildcard is searched for literally.
+    assert client.request("GET", "/api/v1/vms?q=%25").json()["total"] == 0
+
+    detail = client.request("GET", f"/api/v1/vms/{ids[0]}").json()
+    assert detail["name"] == "web-00" and detail["state_name"] == "HOLD"
+    assert "release" in detail["actions"] and "New state is HOLD" in detail["log"][-1]
+    released = client.change("POST", f"/api/v1/vms/{ids[0]}/action", {"action": "release"})
+    assert released.status == 200
+    assert client.request("GET", f"/api/v1/vms/{ids[0]}").json()["state_name"] == "PENDING"
+
+
+def test_the_event_stream_pushes_changes_as_they_are_written(daemon: RunningDaemon,
+                                                            client: Client) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=10)
+    connection.request("GET", "/api/v1/events",
+                       headers={"Cookie": f"cloudburst_session={client.cookie}"})
+    response = connection.getresponse()
+    try:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        assert response.readline() == b"retry: 2000\n"
+        assert response.readline() == b"event: hello\n"
+        one = pyone.OneServer(daemon.url, session=daemon.session)
+        vm_id = one.vm.allocate('NAME = "streamed"\nCPU = 1\nMEMORY = 8', True)
+        started = time.monotonic()
+        seen = None
+        while time.monotonic() - started < 5 and seen is None:
+            line = response.readline()
+            if line.startswith(b"data: ") and b'"streamed"' in line:
+                seen = json.loads(line[6:])
+        assert seen is not None, "the change was not pushed"
+        assert time.monotonic() - started < 1.5
+        vm = next(vm for vm in seen["vms"] if vm["id"] == vm_id)
+        assert vm["short_state"] == "hold" and "template" not in vm
+    finally:
+        connection.close()
+    anonymous = Client(client.port).request("GET", "/api/v1/events")
+    assert anonymous.status == 401
+
+
+def test_dashboard_assets_are_local_and_the_xmlrpc_api_is_unchanged(daemon: RunningDaemon,
+                                                                   client: Client) -> None:
+    page = client.request("GET", "/")
+    assert page.status == 200 and b"<title>cloudburst</title>" in page.body
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Frame-Options"] == "DENY"
+    for path in sorted(STATIC.rglob("*")):
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+            assert "http://" not in text and "https://" not in text, path
+            served = client.request("GET", f"/static/{path.relative_to(STATIC).as_posix()}")
+            assert served.status == 200 and served.body == path.read_bytes()
+    assert client.request("GET", "/static/../web/api.py").status == 404
+    one = pyone.OneServer(f"http://127.0.0.1:{daemon.port}/", session=daemon.session)
+    assert one.system.version()
+
+
+def test_the_openapi_document_names_every_route_and_its_copy_in_docs_matches(
+        client: Client) -> None:
+    served = client.request("GET", "/api/v1/openapi.json")
+    assert served.status == 200
+    document = json.loads(served.body)
+    assert served.body == (REPO / "docs" / "api-v1.openapi.json").read_bytes()
+    documented = {(method.upper(), path) for path, operations in document["paths"].items()
+                  for method in operations}
+    assert documented == {(method, path) for method, path, _ in ROUTES}
