@@ -13,13 +13,15 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, create_engine
+from sqlalchemy import Connection, create_engine, text
 
 import pg_server
 from cloudburst.model.states import LcmState, VmState
+from cloudburst.service.users import bootstrap_admin
 from cloudburst.store import host_pool, migrate, user_pool, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.schema import metadata
+from cloudburst.store.sequences import next_ids
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "store_0_1"
 
@@ -118,5 +120,36 @@ def test_a_release_0_1_store_upgrades_in_place_and_keeps_its_data(
             ["site-a", "site-b"],
             ["oneadmin"],
         )
+        assert store.read_sync(seeds) == SEEDS
+    finally:
+        store.close()
+
+
+def seeds(connection: Connection) -> tuple[object, ...]:
+    """What revision 0002 puts in every store: OpenNebula's groups, cluster, rules, ids."""
+    def rows(sql: str) -> list[tuple[object, ...]]:
+        return [tuple(row) for row in connection.execute(text(sql))]
+
+    return (rows("SELECT id, name FROM groups ORDER BY id"),
+            rows("SELECT id, name FROM clusters ORDER BY id"),
+            rows("SELECT id FROM acl_rules ORDER BY id"),
+            rows("SELECT user_id, group_id FROM user_groups ORDER BY user_id"),
+            rows("SELECT name, next_id FROM sequences WHERE name IN ('group', 'cluster', 'acl')"
+                 " ORDER BY name"))
+
+
+SEEDS = ([(0, "oneadmin"), (1, "users")], [(0, "default")], [(i,) for i in range(6)],
+         [(0, 0)], [("acl", 6), ("cluster", 100), ("group", 100)])
+
+
+def test_a_fresh_store_has_opennebulas_groups_cluster_rules_and_oneadmin(
+        backend: tuple[str, str], tmp_path: Path) -> None:
+    _, url = backend
+    store = Database(url)
+    store.create_schema()
+    try:
+        assert bootstrap_admin(store, tmp_path / "one_auth")
+        assert store.read_sync(seeds) == SEEDS
+        assert store.read_sync(lambda c: next_ids(c, "user")) == 2
     finally:
         store.close()

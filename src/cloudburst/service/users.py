@@ -21,9 +21,10 @@ from cloudburst.errors import AuthenticationError
 from cloudburst.model.records import UserRecord
 from cloudburst.store import user_pool
 from cloudburst.store.database import Database
-from cloudburst.store.sequences import next_ids
 
 ADMIN_NAME = "oneadmin"
+#: ``oneadmin``'s user id, and the id of its group ``oneadmin``.
+ADMIN_ID = 0
 #: Seconds a verified session stays cached.
 SESSION_CACHE_SECONDS = 300.0
 
@@ -37,9 +38,8 @@ def bootstrap_admin(db: Database, auth_file: Path) -> bool:
         if user_pool.find_user(connection, ADMIN_NAME) is not None:
             return None
         password = secrets.token_urlsafe(24)
-        user_id = next_ids(connection, "user")
         user_pool.insert_user(connection, UserRecord(
-            id=user_id, name=ADMIN_NAME, gid=0,
+            id=ADMIN_ID, name=ADMIN_NAME, gid=ADMIN_ID,
             password_hash=user_pool.hash_password(password)))
         return password
 

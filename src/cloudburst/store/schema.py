@@ -12,6 +12,7 @@ together (docs/architecture.md, "Changing the schema"); a test compares them.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Float,
     ForeignKey,
@@ -25,6 +26,9 @@ from sqlalchemy import (
 )
 
 metadata = MetaData()
+
+#: Permissions of a new VM or template: OpenNebula's UMASK 177 gives ``um- --- ---`` (0o600).
+DEFAULT_PERMS = str(0o600)
 
 meta = Table(
     "meta",
@@ -102,6 +106,7 @@ vms = Table(
     Column("sched_message", Text, nullable=False, default=""),
     Column("resched", Integer, nullable=False, default=0),
     Column("version", Integer, nullable=False, default=0),
+    Column("perms", Integer, nullable=False, server_default=DEFAULT_PERMS),
     Index("ix_vms_state", "state", "id"),
     Index("ix_vms_host", "host_id", "state"),
 )
@@ -154,4 +159,90 @@ vm_templates = Table(
     Column("gid", Integer, nullable=False),
     Column("regtime", Integer, nullable=False),
     Column("template", Text, nullable=False),
+    Column("perms", Integer, nullable=False, server_default=DEFAULT_PERMS),
 )
+
+# -- tenancy (revision 0002) -----------------------------------------------------------
+
+groups = Table(
+    "groups",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("template", Text, nullable=False, default="[]"),
+)
+
+user_groups = Table(
+    "user_groups",
+    metadata,
+    Column("user_id", Integer, primary_key=True, autoincrement=False),
+    Column("group_id", Integer, primary_key=True, autoincrement=False),
+    Index("ix_user_groups_group", "group_id"),
+)
+"""Every group a user belongs to, the primary one (``users.gid``) included."""
+
+group_admins = Table(
+    "group_admins",
+    metadata,
+    Column("group_id", Integer, primary_key=True, autoincrement=False),
+    Column("user_id", Integer, primary_key=True, autoincrement=False),
+)
+
+clusters = Table(
+    "clusters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("template", Text, nullable=False, default="[]"),
+)
+
+login_tokens = Table(
+    "login_tokens",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("user_id", Integer, nullable=False),
+    Column("prefix", String(16), nullable=False),
+    Column("expires", Integer, nullable=False),
+    Column("egid", Integer, nullable=False),
+    Index("ix_login_tokens_user", "user_id"),
+)
+"""``one.user.login`` tokens, stored as SHA-256 digests; ``expires`` -1 never expires."""
+
+acl_rules = Table(
+    "acl_rules",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("user", BigInteger, nullable=False),
+    Column("resource", BigInteger, nullable=False),
+    Column("rights", BigInteger, nullable=False),
+    Column("zone", BigInteger, nullable=False),
+    UniqueConstraint("user", "resource", "rights", "zone", name="uq_acl_rule"),
+)
+"""OpenNebula's ACL rules in their numeric form (``auth/acl.py``)."""
+
+quotas = Table(
+    "quotas",
+    metadata,
+    Column("owner_kind", String(8), primary_key=True),
+    Column("owner_id", Integer, primary_key=True, autoincrement=False),
+    Column("cluster_id", Integer, primary_key=True, autoincrement=False),
+    Column("metric", String(32), primary_key=True),
+    Column("limit", Float, nullable=False),
+)
+"""Quota limits: owner_kind "user"/"group", owner_id -1 is the default of the kind,
+cluster_id -1 counts every cluster. Usage is derived from the VM pool, never stored."""
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("uid", Integer, nullable=False),
+    Column("uname", String(128), nullable=False),
+    Column("method", String(64), nullable=False),
+    Column("object", String(64), nullable=False),
+    Column("success", Integer, nullable=False),
+    Column("message", Text, nullable=False),
+    Index("ix_audit_time", "time"),
+)
+"""Every state-changing call: who, what, when and the result."""

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Row, insert, select
 
 from cloudburst.errors import NotFoundError
 from cloudburst.model.records import UserRecord
-from cloudburst.store.schema import users
+from cloudburst.store.schema import user_groups, users
 from cloudburst.template import Template
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
@@ -49,7 +49,8 @@ def _record(row: Row[Any]) -> UserRecord:
 
 
 def insert_user(connection: Connection, record: UserRecord) -> None:
-    """Store a new user (the record carries the hash, never the password)."""
+    """Store a new user (the record carries the hash, never the password), in its group."""
+    connection.execute(insert(user_groups).values(user_id=record.id, group_id=record.gid))
     connection.execute(insert(users).values(
         id=record.id, name=record.name, gid=record.gid, password_hash=record.password_hash,
         auth_driver=record.auth_driver, enabled=int(record.enabled),
