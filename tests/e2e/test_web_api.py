@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pyone
 import pytest
-from daemon_fixture import RunningDaemon, start_daemon
+from daemon_fixture import RunningDaemon, start_daemon, wait_for
 
 from cloudburst.web.api import ROUTES
 
@@ -271,3 +271,34 @@ def test_the_openapi_document_names_every_route_and_its_copy_in_docs_matches(
     documented = {(method.upper(), path) for path, operations in document["paths"].items()
                   for method in operations}
     assert documented == {(method, path) for method, path, _ in ROUTES}
+
+
+def test_a_host_without_room_shows_its_cooloff_and_the_recall_on_the_timeline(
+        tmp_path: Path) -> None:
+    with start_daemon(tmp_path) as daemon:
+        one = pyone.OneServer(daemon.url, session=daemon.session)
+        host_id = one.host.allocate("full-1", "dummy", "dummy", -1)
+        one.host.update(host_id, "DUMMY_DEPLOY = capacity", 1)
+        client = Client(daemon.port)
+        client.log_in(daemon.session)
+
+        def monitored() -> bool:
+            host = client.request("GET", f"/api/v1/hosts/{host_id}").json()
+            return host["short_state"] == "on" and host["attributes"].get(  # type: ignore[union-attr]
+                "DUMMY_DEPLOY") == "capacity"
+
+        wait_for(monitored, timeout=20)
+        vm_id = one.vm.allocate("CPU = 1\nMEMORY = 64", False)
+
+        def cooling() -> dict[str, object] | None:
+            host = client.request("GET", "/api/v1/hosts").json()["hosts"][0]  # type: ignore[index]
+            return host["cooloff"]  # type: ignore[no-any-return]
+
+        cooloff = wait_for(cooling, timeout=20)
+        assert cooloff["vms"] == 1 and 0 < float(str(cooloff["seconds_left"])) <= 60
+        timeline = client.request("GET", "/api/v1/overview").json()["timeline"]
+        kinds = [(entry["kind"], entry["vm_id"]) for entry in timeline]  # type: ignore[union-attr]
+        assert kinds[:2] == [("local", vm_id), ("recalled", vm_id)]
+        vm = client.request("GET", f"/api/v1/vms/{vm_id}").json()
+        assert vm["state_name"] == "PENDING"
+        assert "its stay on full-1 ended: no capacity" in str(vm["placement"])

@@ -172,6 +172,20 @@ class VmService:
                 costs[vm_id] = cost
         return costs
 
+    def cooloffs(self) -> dict[int, tuple[int, float]]:
+        """Hosts some VMs are kept off after a "no capacity" answer.
+
+        Returns ``{host_id: (how many VMs, seconds until the last of them may return)}``.
+        """
+        now = time.monotonic()
+        found: dict[int, tuple[int, float]] = {}
+        for hosts in self.lifecycle.capacity_backoff.values():
+            for host_id, until in hosts.items():
+                if until > now:
+                    count, longest = found.get(host_id, (0, 0.0))
+                    found[host_id] = (count + 1, max(longest, until - now))
+        return found
+
     async def log_tail(self, vm_id: int, lines: int = 200) -> list[str]:
         """The last ``lines`` lines of the VM's log (empty when it has none yet)."""
         path = self.lifecycle.files.log_path(vm_id)

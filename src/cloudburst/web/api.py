@@ -18,7 +18,7 @@ from aiohttp import web
 from cloudburst.errors import ApiArgumentError, AuthenticationError
 from cloudburst.events import Change, EventBus
 from cloudburst.model.records import HostRecord
-from cloudburst.model.states import VmState, vm_short_state
+from cloudburst.model.states import HOST_STATE_SHORT, VmState, vm_short_state
 from cloudburst.service.hosts import HostService
 from cloudburst.service.templates import TemplateService
 from cloudburst.service.users import UserService
@@ -145,7 +145,7 @@ class Api:
             "cost": {"per_hour": round(sum(costs.values()), 6) if costs else None,
                      "priced_vms": len(costs), "cloud_vms": cloud_vms},
             "hosts": [{"id": host.id, "name": host.name, "where": shapes.where(host),
-                       "short_state": shapes.host_shape(host)["short_state"],
+                       "short_state": HOST_STATE_SHORT[host.state],
                        "max_cpu": host.max_cpu, "cpu_usage": host.cpu_usage,
                        "running_vms": host.running_vms, "error": host.error}
                       for host in hosts],
@@ -160,13 +160,15 @@ class Api:
 
     async def hosts(self, request: web.Request) -> web.Response:
         await self.caller(request)
-        return json_response({"hosts": [shapes.host_shape(host)
+        cooloffs = self.services.vms.cooloffs()
+        return json_response({"hosts": [shapes.host_shape(host, cooloffs.get(host.id))
                                         for host in await self.services.hosts.pool()]})
 
     async def host(self, request: web.Request) -> web.Response:
         await self.caller(request)
         host = await self.services.hosts.info(_path_id(request))
-        return json_response({**shapes.host_shape(host), "vm_ids": list(host.vm_ids)})
+        cooloff = self.services.vms.cooloffs().get(host.id)
+        return json_response({**shapes.host_shape(host, cooloff), "vm_ids": list(host.vm_ids)})
 
     async def vms(self, request: web.Request) -> web.Response:
         await self.caller(request)

@@ -26,8 +26,12 @@ def where(host: HostRecord | None) -> str | None:
     return "cloud" if host.is_public_cloud else "local"
 
 
-def host_shape(host: HostRecord) -> dict[str, object]:
-    """A host or cloud site with its capacity, use and limits."""
+def host_shape(host: HostRecord, cooloff: tuple[int, float] | None = None
+               ) -> dict[str, object]:
+    """A host or cloud site with its capacity, use, limits and cool-off.
+
+    ``cooloff`` is ``(VMs kept off it, seconds left)`` after "no capacity" answers.
+    """
     capacity = host.template.get_vector("CAPACITY")
     return {
         "id": host.id,
@@ -50,6 +54,8 @@ def host_shape(host: HostRecord) -> dict[str, object]:
         "running_vms": host.running_vms,
         "last_mon_time": host.last_mon_time,
         "capacity": dict(capacity.items()) if capacity is not None else {},
+        "cooloff": ({"vms": cooloff[0], "seconds_left": round(cooloff[1], 1)}
+                    if cooloff is not None else None),
         "attributes": {name: value for name, value in host.template.as_flat_dict().items()
                        if not name.startswith("CAPACITY")},
     }
@@ -99,11 +105,13 @@ def placement_reason(vm: VmRecord, host: HostRecord | None) -> str:
     """Why the VM is where it is (or why it waits), in one line."""
     if host is not None:
         return f"on {host.name}, {host.locality_reason}"
-    if vm.sched_message:
-        return vm.sched_message
     if vm.host_id is not None:
         return f"on host {vm.host_id}, which no longer exists"
-    return "not placed yet"
+    waiting = vm.sched_message or "not placed yet"
+    last = vm.last_history
+    if last is not None and last.reason:
+        return f"{waiting} (its stay on {last.hostname} ended: {last.reason})"
+    return waiting
 
 
 def vm_detail(vm: VmRecord, host: HostRecord | None, names: Names, *, log: list[str],

@@ -6,12 +6,18 @@ import { bar, clear, h, time, whereBadge } from "../ui.js";
 function hostCard(host) {
   const limits = Object.entries(host.capacity);
   const cooloffs = Object.entries(host.attributes).filter(([name]) => /COOL/.test(name));
+  const cooling = host.cooloff
+    ? h("p", { class: "warn" }, `Cool-off: ${host.cooloff.vms} VM${host.cooloff.vms === 1 ? "" : "s"} ` +
+        `kept off this ${host.where === "cloud" ? "site" : "host"} after "no capacity" ` +
+        `(${Math.ceil(host.cooloff.seconds_left)} s left)`)
+    : "";
   return h("article", { class: `card host ${host.where || ""}`, "aria-labelledby": `host-${host.id}` },
     h("h2", { id: `host-${host.id}` }, `${host.name} `, whereBadge(host.where), " ",
       h("span", { class: `state h-${host.short_state}` }, host.short_state)),
     h("p", { class: "muted" }, `#${host.id} · ${host.im_mad}/${host.vm_mad} · ${host.locality} · ` +
       `monitored ${time(host.last_mon_time)}`),
     host.error ? h("p", { class: "error" }, host.error) : "",
+    cooling,
     bar("CPU allocated", host.cpu_usage, host.max_cpu),
     bar("Memory allocated", Math.round(host.mem_usage / 1024), Math.round(host.max_mem / 1024), " MB"),
     h("p", {}, `${host.running_vms} VM${host.running_vms === 1 ? "" : "s"} `,
