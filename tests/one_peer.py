@@ -36,6 +36,8 @@ Contracts:
   first, ``ONE_LOCATION``, ``ONE_XMLRPC``, ``ONE_AUTH``); ``peer.cli_env(session)``
   is the same for another account, or for another endpoint with ``xmlrpc=``
   (e.g. the Ruby CLI against cloudburst).
+- ``peer.kill()`` takes the peer down (SIGKILL); ``peer.restart()`` brings it
+  back on the same port with its database (objects, ids, password) kept.
 """
 
 from __future__ import annotations
@@ -202,6 +204,24 @@ class OnePeer:
             with contextlib.suppress(pyone.OneException):
                 one.vm.action("terminate-hard", vm.ID)
         wait_until(lambda: not self.vms(), timeout, "every peer VM gone")
+
+    def kill(self) -> None:
+        """SIGKILL the peer (oned, scheduler, monitor, drivers): it is down."""
+        _stop(self.dir, fast=True)
+
+    def restart(self) -> None:
+        """Start the peer again on the same directory and port, keeping its database
+        (``PEER_KEEP=1``) and so its objects and password.
+
+        Raises:
+            RuntimeError: it did not start.
+        """
+        env = {**self.env, "PEER_KEEP": "1"}
+        result = subprocess.run([str(peer_dir() / "start-peer"), str(self.dir), str(self.port)],
+                                env=env, capture_output=True, text=True, timeout=START_TIMEOUT,
+                                stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            raise RuntimeError("the OpenNebula peer did not restart:\n" + result.stderr[-3000:])
 
     def log(self) -> str:
         """The tail of oned.log (for failure messages)."""

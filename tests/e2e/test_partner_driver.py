@@ -1,6 +1,8 @@
-"""The ``one`` VM driver against a real partner daemon, through a proxy that loses replies.
+"""The ``one`` VM driver against real partners, through a proxy that loses replies.
 
-The driver is used directly (as the dispatcher would), so each failure mode is
+Each test runs twice: against a second cloudburst daemon (as oneadmin), and
+against a real OpenNebula 6.10.5 (``one_peer``) with an ordinary account. The
+driver is used directly (as the dispatcher would), so each failure mode is
 reproduced exactly: the partner creates the VM but its reply never arrives,
 the daemon restarts and must find the VM, the credentials are wrong, the rc
 file is readable by others, the partner is down.
@@ -12,13 +14,14 @@ import asyncio
 import http.client
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pyone
 import pytest
-from daemon_fixture import RunningDaemon, free_port, start_daemon, wait_for
+from daemon_fixture import free_port, start_daemon, wait_for
 
 from cloudburst.drivers.base import (
     DeploySpec,
@@ -31,6 +34,7 @@ from cloudburst.drivers.base import (
 from cloudburst.drivers.one.vm import OneVmDriver
 from cloudburst.errors import DriverAuthError, DriverError, TransientDriverError
 from cloudburst.template import Template
+from one_peer import start_peer
 
 pytestmark = pytest.mark.e2e
 
@@ -77,13 +81,29 @@ class LossyProxy:
         self.server.server_close()
 
 
-@pytest.fixture(scope="module")
-def partner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
-    with start_daemon(tmp_path_factory.mktemp("partner")) as running:
-        one = pyone.OneServer(running.url, session=running.session)
-        host_id = one.host.allocate("node1", "dummy", "dummy", -1)
-        wait_for(lambda: one.host.info(host_id).STATE == 2, timeout=20)
-        yield running
+@dataclass(frozen=True)
+class Partner:
+    """A partner cloud: its endpoint and the account the driver uses."""
+
+    url: str
+    session: str
+
+
+@pytest.fixture(scope="module", params=["cloudburst", "opennebula"])
+def partner(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Partner]:
+    if request.param == "cloudburst":
+        with start_daemon(tmp_path_factory.mktemp("partner")) as running:
+            one = pyone.OneServer(running.url, session=running.session)
+            host_id = one.host.allocate("node1", "dummy", "dummy", -1)
+            wait_for(lambda: one.host.info(host_id).STATE == 2, timeout=20)
+            yield Partner(running.url, running.session)
+        return
+    with start_peer(tmp_path_factory.mktemp("onepeer")) as peer:
+        peer.add_host("node1")
+        burst = peer.add_user("burst", "burst-secret",
+                              quota="VM = [ CPU = 4, MEMORY = 2048, VMS = 8 ]")
+        yield Partner(peer.url, burst.session)
 
 
 def driver_for(tmp_path: Path, rc: str, install_id: str = "cb-test0001") -> OneVmDriver:
@@ -107,13 +127,13 @@ def spec_for(vm_id: int, token: str, tmp_path: Path) -> DeploySpec:
                       cpu=0.5)
 
 
-def with_token(partner: RunningDaemon, token: str) -> list[int]:
+def with_token(partner: Partner, token: str) -> list[int]:
     one = pyone.OneServer(partner.url, session=partner.session)
     return [vm.ID for vm in one.vmpool.infoextended(-2, -1, -1, -2).VM
             if (vm.USER_TEMPLATE or {}).get("CLOUDBURST_TOKEN") == token]
 
 
-def test_a_lost_reply_is_found_by_token_not_created_twice(partner: RunningDaemon,
+def test_a_lost_reply_is_found_by_token_not_created_twice(partner: Partner,
                                                           tmp_path: Path) -> None:
     proxy = LossyProxy(partner.url)
     rc = f"ONE_XMLRPC={proxy.url}\nONE_AUTH={partner.session}\nTIMEOUT=10\nPOLL_INTERVAL=0.3\n"
@@ -154,7 +174,7 @@ def test_a_lost_reply_is_found_by_token_not_created_twice(partner: RunningDaemon
     assert len(partner_vms) == 1 and partner_vms[0].USER_TEMPLATE["FLAVOUR"] == "tiny"
 
 
-def test_credentials_and_failures_stay_secret(partner: RunningDaemon, tmp_path: Path) -> None:
+def test_credentials_and_failures_stay_secret(partner: Partner, tmp_path: Path) -> None:
     password = partner.session.partition(":")[2]
 
     async def scenario() -> None:

@@ -35,7 +35,14 @@ from typing import Any, Final, TypeVar
 from xml.etree import ElementTree
 
 from cloudburst.drivers.one.config import PartnerConfig
-from cloudburst.drivers.one.documents import RemoteHost, RemoteVm, parse_host_pool, parse_vm_pool
+from cloudburst.drivers.one.documents import (
+    AccountRoom,
+    RemoteHost,
+    RemoteVm,
+    parse_account_room,
+    parse_host_pool,
+    parse_vm_pool,
+)
 from cloudburst.errors import (
     CapacityError,
     DriverAuthError,
@@ -180,14 +187,25 @@ class PartnerClient:
         await self.call(config, "one.vm.action", action, remote)
 
     async def vm_pool(self, config: PartnerConfig) -> list[RemoteVm]:
-        """The partner account's own VMs in every state but DONE.
+        """The partner account's own VMs in every state but DONE, extended bodies.
+
+        The extended listing, because a real OpenNebula's short one
+        (``one.vmpool.info``) leaves the user template, and so our tags, out.
 
         Raises:
             DriverError: see the module docstring for the subclasses.
         """
         # -3: the account's own VMs; -1, -1: no id range; -1: every state but DONE.
-        return await self.call_parsed(config, "one.vmpool.info", (-3, -1, -1, -1),
+        return await self.call_parsed(config, "one.vmpool.infoextended", (-3, -1, -1, -1),
                                       parse_vm_pool)
+
+    async def account_room(self, config: PartnerConfig) -> AccountRoom:
+        """What the account's VM quotas leave it (``one.user.info`` of itself).
+
+        Raises:
+            DriverError: see the module docstring for the subclasses.
+        """
+        return await self.call_parsed(config, "one.user.info", (-1,), parse_account_room)
 
     async def host_pool(self, config: PartnerConfig) -> list[RemoteHost]:
         """The partner's hosts (the account may not be allowed to list them).

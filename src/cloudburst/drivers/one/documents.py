@@ -1,16 +1,19 @@
 """The partner's pool documents, read into small immutable values.
 
-``one.vmpool.info`` and ``one.hostpool.info`` answer with XML documents
-(``VM_POOL``, ``HOST_POOL``); they are parsed on the client's worker thread
-(a partner may hold thousands of VMs) into :class:`RemoteVm` and
-:class:`RemoteHost`. A document with a ``DOCTYPE`` is refused: partner
-documents never need entities. Missing or unreadable numbers read as 0 (ids
-and states as -1).
+``one.vmpool.infoextended``, ``one.hostpool.info`` and ``one.user.info``
+answer with XML documents (``VM_POOL``, ``HOST_POOL``, ``USER``); they are
+parsed on the client's worker thread (a partner may hold thousands of VMs)
+into :class:`RemoteVm`, :class:`RemoteHost` and :class:`AccountRoom`. A
+document with a ``DOCTYPE`` is refused: partner documents never need
+entities. Missing or unreadable numbers read as 0 (ids and states as -1).
 
 Every partner VM the driver creates carries three tags in its
 ``USER_TEMPLATE`` (:data:`ORIGIN_TAG`, :data:`TOKEN_TAG`, :data:`HOST_TAG`):
 they tell our VMs from the account's others, find a deploy again after a
-retry, and assign an orphan to the host that stands for the partner.
+retry, and assign an orphan to the host that stands for the partner. A real
+OpenNebula shows the user template only in *extended* bodies
+(``one.vmpool.infoextended``, ``one.vm.info``): the short ``one.vmpool.info``
+body keeps a handful of attributes and none of the tags.
 """
 
 from __future__ import annotations
@@ -168,3 +171,56 @@ def parse_host_pool(text: object) -> list[RemoteHost]:
         )
         for host in pool.findall("HOST")
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRoom:
+    """What the partner account's VM quotas leave it (``one.user.info``).
+
+    ``cpu``/``memory_mb`` are the smallest headroom (limit minus the
+    account's usage) over the quotas that limit it (``CPU`` and
+    ``RUNNING_CPU``, ``MEMORY`` and ``RUNNING_MEMORY``), ``None`` when no
+    quota limits it. Usage counts every VM of the account, ours included.
+    """
+
+    cpu: float | None
+    memory_mb: float | None
+
+
+#: oned's quota values that are not limits: -1 "the default quota", -2 "unlimited".
+_DEFAULT_QUOTA: Final = -1.0
+
+
+def _quota_headroom(user: ElementTree.Element, keys: tuple[str, ...]) -> float | None:
+    """The smallest ``limit - used`` over ``keys`` of the user's VM quota."""
+    quota = user.find("VM_QUOTA/VM")
+    defaults = user.find("DEFAULT_USER_QUOTAS/VM_QUOTA/VM")
+    room: float | None = None
+    for key in keys:
+        limit = _float_or(quota, key, _DEFAULT_QUOTA)
+        if limit == _DEFAULT_QUOTA:
+            limit = _float_or(defaults, key, -2.0)
+        if limit < 0:
+            continue  # unlimited
+        headroom = limit - _float_or(quota, f"{key}_USED", 0.0)
+        room = headroom if room is None else min(room, headroom)
+    return room
+
+
+def _float_or(element: ElementTree.Element | None, path: str, default: float) -> float:
+    value = None if element is None else element.findtext(path)
+    try:
+        return float(value) if value is not None and value.strip() else default
+    except ValueError:
+        return default
+
+
+def parse_account_room(text: object) -> AccountRoom:
+    """A ``USER`` document's VM quotas as :class:`AccountRoom`.
+
+    Raises:
+        DriverError: not a readable ``USER`` document.
+    """
+    user = _document(text, "USER")
+    return AccountRoom(cpu=_quota_headroom(user, ("CPU", "RUNNING_CPU")),
+                       memory_mb=_quota_headroom(user, ("MEMORY", "RUNNING_MEMORY")))

@@ -5,7 +5,9 @@ to our poll (``onevm`` letters in brackets):
 
 * ACTIVE/RUNNING -> :attr:`PollState.ACTIVE` (``a``);
 * SUSPENDED -> :attr:`PollState.PAUSED` (``p``);
-* DONE, missing, POWEROFF, STOPPED, UNDEPLOYED -> :attr:`PollState.GONE` (``d``);
+* DONE, missing, POWEROFF, STOPPED, UNDEPLOYED -> :attr:`PollState.GONE` (``d``:
+  our VM shows POWEROFF, with ``PARTNER_STATE`` ``poff``, ``stop``, ``unde``
+  or ``gone``);
 * FAILED and the ``*_FAILURE`` LCM states -> :attr:`PollState.ERROR` (``e``);
 * anything else (pending, booting, shutting down) -> :attr:`PollState.UNKNOWN`
   (``-``: no change).
@@ -104,10 +106,12 @@ def is_waiting(vm: RemoteVm) -> bool:
     return vm.state in _WAITING_STATES
 
 
-def poll_info(vm: RemoteVm | None) -> dict[str, str]:
-    """What our poll reports of the partner VM: where it is, its address and usage."""
+def poll_info(vm: RemoteVm | None, remote: int) -> dict[str, str]:
+    """What our poll reports of partner VM ``remote`` (``vm``, ``None`` when the
+    partner no longer lists it: ``PARTNER_STATE=gone``): where it is, its address
+    and usage."""
     if vm is None:
-        return {}
+        return {"PARTNER_VM_ID": str(remote), "PARTNER_STATE": "gone"}
     info = {"PARTNER_VM_ID": str(vm.id), "PARTNER_STATE": remote_label(vm)}
     if vm.ip:
         info["IP"] = vm.ip

@@ -2,7 +2,7 @@
 
 A deploy that must see what an earlier attempt created asks for a listing
 *requested after* that attempt's call ended, and a hundred VMs waiting for
-their partner VMs to boot share one ``one.vmpool.info`` per round:
+their partner VMs to boot share one ``one.vmpool.infoextended`` per round:
 :class:`PoolSnapshots` coalesces the calls.
 """
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloudburst.drivers.one.documents import RemoteVm
+from cloudburst.drivers.one.partner_vms import is_failed, is_leaving
 from cloudburst.model.states import VmState
 
 
@@ -36,16 +37,22 @@ class Snapshot:
                 return vm
         return None
 
-    def find_token(self, token: str) -> RemoteVm | None:
-        """The first partner VM that is not DONE and carries deploy token ``token``."""
+    def find_deployed(self, token: str, origin: str) -> RemoteVm | None:
+        """The partner VM a deploy of our VM made: the first not DONE with deploy token
+        ``token``, else one tagged with ``origin`` (our VM) that is neither leaving nor
+        failed (an earlier attempt's, retried under another token)."""
         for vm in self.vms:
             if vm.token == token and vm.state != VmState.DONE:
+                return vm
+        for vm in self.vms:
+            if vm.origin == origin and vm.state != VmState.DONE and not is_leaving(vm) \
+                    and not is_failed(vm):
                 return vm
         return None
 
 
 class PoolSnapshots:
-    """Coalesces ``one.vmpool.info`` calls: one listing serves every waiter.
+    """Coalesces ``one.vmpool.infoextended`` calls: one listing serves every waiter.
 
     :meth:`get` returns a snapshot *requested* no earlier than ``newer_than``
     (a ``time.monotonic()`` value), joining a listing in flight when that one

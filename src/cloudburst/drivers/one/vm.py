@@ -7,9 +7,9 @@ partner's template or carries an inline one (:mod:`.sections`).
 ``CLOUDBURST_ORIGIN = "<our installation id>:<our VM id>"``,
 ``CLOUDBURST_TOKEN = <the deploy's idempotency token>`` and
 ``CLOUDBURST_HOST = <our host id>``. A retried or replayed deploy first looks
-for a VM with its token in a pool listing taken *after* the earlier attempt
-ended, and ``find`` does the same after a restart; only when none exists is
-another created (:mod:`.attempts`).
+for a VM with its token (or a live one with its VM's origin) in a pool
+listing taken *after* the earlier attempt ended, and ``find`` does the same
+after a restart; only when none exists is another created (:mod:`.attempts`).
 
 **Deploy** returns once the partner VM is RUNNING (deploy id ``one-<remote
 id>``); if the partner leaves it pending for ``BOOT_TIMEOUT`` seconds it is
@@ -17,7 +17,7 @@ terminated there and the deploy fails with a capacity error, so our scheduler
 places the VM elsewhere; a partner VM that fails is terminated and its error
 reported (:mod:`.waits`).
 
-**Poll** is bulk: one ``one.vmpool.info`` per round whatever the number of
+**Poll** is bulk: one ``one.vmpool.infoextended`` per round whatever the number of
 VMs (shared with every deploy or shutdown waiting at the same time,
 :mod:`.pool`). Remote states map to ``a``, ``p``, ``d``, ``e`` or ``-`` as
 :mod:`.partner_vms` says. The partner's address (its monitoring
@@ -136,18 +136,23 @@ class OneVmDriver(VmDriver):
                               f"TYPE={CLOUD_TYPE} for partner host {spec.host.name}")
         section = pick_section(sections, spec.host.name)
         pool = self._pool(config)
-        remote = await self._attempts.earlier(pool, spec.token)
+        origin = self._origin(spec.vm_id)
+        remote = await self._attempts.earlier(pool, spec.token, origin)
         if remote is not None:
             self.context.logger.info("VM %d: partner VM %d from an earlier attempt found by "
-                                     "its token", spec.vm_id, remote)
+                                     "its tags", spec.vm_id, remote)
         else:
             remote = await self._attempts.create(
-                spec.token, self._create(config, spec, deployment, section))
+                origin, self._create(config, spec, deployment, section))
             self.context.logger.info("VM %d: created partner VM %d", spec.vm_id, remote)
         await until_running(self._client, config, pool, remote, self._boot_limit(config),
                             self.context.logger)
-        self._attempts.forget(spec.token)
+        self._attempts.forget(origin)
         return deploy_id_of(remote)
+
+    def _origin(self, vm_id: int) -> str:
+        """The ``CLOUDBURST_ORIGIN`` tag of our VM ``vm_id``."""
+        return f"{self.context.install_id}:{vm_id}"
 
     def _boot_limit(self, config: PartnerConfig) -> float:
         """``BOOT_TIMEOUT``, within the daemon's time limit for the action."""
@@ -167,7 +172,8 @@ class OneVmDriver(VmDriver):
 
     async def find(self, spec: DeploySpec) -> str | None:
         config = self._config()
-        found = await self._attempts.find(self._pool(config), spec.token)
+        found = await self._attempts.find(self._pool(config), spec.token,
+                                          self._origin(spec.vm_id))
         return None if found is None else deploy_id_of(found)
 
     # -- stop and other actions -----------------------------------------------------------
@@ -215,7 +221,7 @@ class OneVmDriver(VmDriver):
             found = snapshot.find(remote)
             if found is not None and found.origin and found.origin_of(install_id) != ref.vm_id:
                 found = None  # the id now belongs to a VM that is not ours
-            results[ref.vm_id] = PollResult(poll_state(found), poll_info(found))
+            results[ref.vm_id] = PollResult(poll_state(found), poll_info(found, remote))
         return results
 
     async def sweep(self, host: HostRef, live_vm_ids: frozenset[int],
