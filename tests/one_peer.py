@@ -217,6 +217,8 @@ class OnePeer:
             RuntimeError: it did not start.
         """
         env = {**self.env, "PEER_KEEP": "1"}
+        # A killed oned leaves its lock file behind, and a new oned refuses to start on it.
+        (self.dir / "var" / "lock" / ".lock").unlink(missing_ok=True)
         result = subprocess.run([str(peer_dir() / "start-peer"), str(self.dir), str(self.port)],
                                 env=env, capture_output=True, text=True, timeout=START_TIMEOUT,
                                 stdin=subprocess.DEVNULL)

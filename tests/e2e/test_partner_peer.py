@@ -1,0 +1,279 @@
+"""Bursting into a real OpenNebula 6.10.5 with an ordinary (non-oneadmin) account.
+
+One peer per module (``one_peer``) with one dummy host and an account
+``burst`` limited by VM quotas; each test runs its own cloudburst daemon with
+a small local host and a host ``partner`` driven by the ``one`` drivers, and
+removes the partner VMs it made. What a real oned does differently from a
+second cloudburst is what these tests are about: the short ``one.vmpool.info``
+body, an empty host pool for ordinary users, quotas, its own scheduler.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyone
+import pytest
+from burst_helpers import RunningDaemon, cli, conf_text, kill, start
+from daemon_fixture import stop
+
+from one_peer import OnePeer, PeerUser, peer_fixture, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+one_peer = peer_fixture()
+
+FIRST_CONF = """
+IM_MAD = [ name = "im_one", executable = "one_im_one", arguments = "one/partnerrc" ]
+VM_MAD = [ name = "vmm_one", executable = "one_vmm_one",
+           arguments = "-t 15 -r 6 one/partnerrc", type = "xml" ]
+"""
+
+VM_TEMPLATE = """
+NAME = "burst"
+CPU = 1
+MEMORY = 128
+PUBLIC_CLOUD = [ TYPE = "one" ]
+"""
+
+ACTIVE, RUNNING, BOOT, DONE, POWEROFF = 3, 3, 2, 6, 8
+#: The account's quotas at the peer: 4 cores, 2 GiB, 8 VMs.
+QUOTA = "VM = [ CPU = 4, MEMORY = 2048, VMS = 8 ]"
+
+
+@pytest.fixture(scope="module")
+def account(one_peer: OnePeer) -> PeerUser:
+    one_peer.add_host("node1")
+    return one_peer.add_user("burst", "burst-secret", quota=QUOTA)
+
+
+@pytest.fixture
+def peer(one_peer: OnePeer, account: PeerUser) -> Iterator[OnePeer]:
+    """The shared peer; every VM left at the end of the test is removed."""
+    yield one_peer
+    one_peer.cleanup_vms()
+
+
+def rc_text(peer: OnePeer, account: PeerUser, cap: bool = True) -> str:
+    text = (f"ONE_XMLRPC={peer.url}\nONE_AUTH={account.session}\nBOOT_TIMEOUT=60\n"
+            "POLL_INTERVAL=0.5\n")
+    return text + ("TOTALCPU=300\nTOTALMEMORY=1048576\n" if cap else "")
+
+
+def start_first(root: Path, peer: OnePeer, account: PeerUser, *, local_cpu: int = 100,
+                grace: str = "600") -> RunningDaemon:
+    """Our daemon: host 0 ``local1`` (``local_cpu``), host 1 ``partner`` (the peer)."""
+    rc = root / "home" / "etc" / "one" / "partnerrc"
+    rc.parent.mkdir(parents=True)
+    rc.write_text(rc_text(peer, account))
+    rc.chmod(0o600)
+    first = start(root, conf_text(FIRST_CONF, ORPHAN_GRACE_PERIOD=grace))
+    one = pyone.OneServer(first.url, session=first.session)
+    cli(first, "onehost", "create", "local1", "dummy", "dummy", "tm_dummy")
+    cli(first, "onehost", "update", "local1", "-", "--append",
+        stdin=f"DUMMY_TOTALCPU={local_cpu}\nDUMMY_TOTALMEMORY=1048576\n")
+    wait_until(lambda: local_cpu == one.host.info(0).HOST_SHARE.MAX_CPU, 20, "local1 sized")
+    cli(first, "onehost", "create", "partner", "im_one", "vmm_one", "tm_dummy", "dummy")
+    wait_until(lambda: one.host.info(1).STATE == 2, 30, "partner host monitored")
+    return first
+
+
+def placed(one: pyone.OneServer) -> dict[str, list[int]]:
+    """Our RUNNING VMs by host name."""
+    hosts: dict[str, list[int]] = {}
+    for vm in one.vmpool.infoextended(-2, -1, -1, -1).VM:
+        if vm.STATE == ACTIVE and vm.LCM_STATE == RUNNING:
+            hosts.setdefault(vm.HISTORY_RECORDS.HISTORY[-1].HOSTNAME, []).append(vm.ID)
+    return hosts
+
+
+def wait_placed(one: pyone.OneServer, count: int, timeout: float) -> dict[str, list[int]]:
+    found: dict[str, list[int]] = {}
+
+    def all_running() -> bool:
+        found.clear()
+        found.update(placed(one))
+        return sum(map(len, found.values())) == count
+
+    wait_until(all_running, timeout, f"{count} VMs running")
+    return found
+
+
+def partner_vms(peer: OnePeer, *, with_done: bool = False,
+                after: int = -1) -> list[tuple[str, int, int]]:
+    """``(CLOUDBURST_ORIGIN, partner VM id, STATE)`` of the peer's tagged VMs (as oneadmin),
+    those with an id above ``after`` (made by this test) when given."""
+    state = -2 if with_done else -1
+    return [(vm.USER_TEMPLATE["CLOUDBURST_ORIGIN"], vm.ID, vm.STATE)
+            for vm in peer.client().vmpool.infoextended(-2, -1, -1, state).VM
+            if "CLOUDBURST_ORIGIN" in (vm.USER_TEMPLATE or {}) and after < vm.ID]
+
+
+def last_vm_id(peer: OnePeer) -> int:
+    """The highest VM id the peer has used so far (DONE ones included)."""
+    return max((vm.ID for vm in peer.client().vmpool.info(-2, -1, -1, -2).VM), default=-1)
+
+
+def host_attributes(one: pyone.OneServer, host_id: int) -> dict[str, str]:
+    """The host's template attributes and its capacity (HOST_SHARE)."""
+    host = one.host.info(host_id)
+    shown = {key: str(value) for key, value in host.TEMPLATE.items()}
+    share = host.HOST_SHARE
+    shown.update(MAX_CPU=str(share.MAX_CPU), MAX_MEM=str(share.MAX_MEM),
+                 CPU_USAGE=str(share.CPU_USAGE))
+    return shown
+
+
+def test_bursts_with_an_ordinary_account(peer: OnePeer, account: PeerUser,
+                                         tmp_path: Path) -> None:
+    first = start_first(tmp_path / "a", peer, account, grace="2")
+    try:
+        one = pyone.OneServer(first.url, session=first.session)
+        # The account sees no hosts; the rc file's cap (3 cores, 1 GiB) is below its quota.
+        shown = host_attributes(one, 1)
+        assert shown["CAPACITY_LIMIT"] == "quota" and shown["MAX_CPU"] == "300", shown
+        assert shown["PARTNER_HOSTS"].startswith("unknown"), shown
+
+        template = tmp_path / "burst.one"
+        template.write_text(VM_TEMPLATE)
+        cli(first, "onevm", "create", str(template), "-m", "4")
+        hosts = wait_placed(one, 4, 40)
+        assert len(hosts["local1"]) == 1 and len(hosts["partner"]) == 3, hosts
+
+        # Exactly one partner VM each, owned by the ordinary account.
+        tagged = partner_vms(peer)
+        origins = Counter(origin for origin, _, _ in tagged)
+        install_id = next(iter(origins)).rpartition(":")[0]
+        assert origins == Counter(f"{install_id}:{vm_id}" for vm_id in hosts["partner"])
+        owners = {vm.UNAME for vm in peer.client().vmpool.infoextended(-2, -1, -1, -1).VM}
+        assert owners == {"burst"}
+
+        # Usage is reported on the partner host.
+        wait_until(lambda: host_attributes(one, 1).get("PARTNER_VMS") == "3", 20,
+                   "PARTNER_VMS=3")
+        usage = host_attributes(one, 1)
+        assert usage["CPU_USAGE"] == "300", usage
+        vm_id = hosts["partner"][0]
+        show = cli(first, "onevm", "show", str(vm_id)).stdout
+        assert "DEPLOY ID           : one-" in show and "PARTNER_STATE=runn" in show, show
+
+        # Without the rc file's cap, the account's quota sizes the site (4 cores, 2 GiB).
+        rc = tmp_path / "a" / "home" / "etc" / "one" / "partnerrc"
+        rc.write_text(rc_text(peer, account, cap=False))
+        wait_until(lambda: host_attributes(one, 1).get("MAX_CPU") == "400", 20,
+                   "TOTALCPU from the account's quota")
+        sized = host_attributes(one, 1)
+        assert sized["CAPACITY_LIMIT"] == "account", sized
+        assert sized["MAX_MEM"] == str(2048 * 1024), sized
+
+        # Terminating here removes them there.
+        cli(first, "onevm", "terminate", ",".join(map(str, hosts["partner"])))
+        wait_until(lambda: all(one.vm.info(i).STATE == DONE for i in hosts["partner"]), 30,
+                   "terminated")
+        assert partner_vms(peer) == []
+
+        # A VM carrying our tags that no VM of ours owns is reported, then removed.
+        stray = peer.client(account.session).vm.allocate(
+            f'NAME="stray"\nCPU=0.5\nMEMORY=64\nCLOUDBURST_ORIGIN="{install_id}:9999"\n'
+            'CLOUDBURST_HOST="1"\n')
+        wait_until(lambda: peer.client().vm.info(stray).STATE == DONE, 40, "orphan swept")
+        log = (tmp_path / "a" / "oned.out").read_text()
+        assert f"terminated orphaned instance one-{stray}" in log
+        assert account.password not in log
+    finally:
+        stop(first.process)
+
+
+def test_partner_side_poweroff_and_delete_show_here(peer: OnePeer, account: PeerUser,
+                                                    tmp_path: Path) -> None:
+    first = start_first(tmp_path / "a", peer, account, local_cpu=0)
+    try:
+        one = pyone.OneServer(first.url, session=first.session)
+        template = tmp_path / "burst.one"
+        template.write_text(VM_TEMPLATE)
+        cli(first, "onevm", "create", str(template), "-m", "2")
+        hosts = wait_placed(one, 2, 40)
+        kept, deleted = sorted(hosts["partner"])
+        remote = {int(origin.rpartition(":")[2]): vm for origin, vm, _ in partner_vms(peer)}
+        admin = peer.client()
+
+        # Powered off over there: POWEROFF here, saying so; powered on there: RUNNING here.
+        admin.vm.action("poweroff-hard", remote[kept])
+        wait_until(lambda: one.vm.info(kept).STATE == POWEROFF, 20, "POWEROFF here")
+        assert "PARTNER_STATE=poff" in cli(first, "onevm", "show", str(kept)).stdout
+        admin.vm.action("resume", remote[kept])
+        wait_until(lambda: one.vm.info(kept).LCM_STATE == RUNNING
+                   and one.vm.info(kept).STATE == ACTIVE, 20, "RUNNING again here")
+
+        # Deleted over there: POWEROFF here, shown as gone; terminating it here works.
+        admin.vm.action("terminate-hard", remote[deleted])
+        wait_until(lambda: one.vm.info(deleted).STATE == POWEROFF, 20, "POWEROFF here")
+        assert "PARTNER_STATE=gone" in cli(first, "onevm", "show", str(deleted)).stdout
+        cli(first, "onevm", "terminate", str(deleted))
+        wait_until(lambda: one.vm.info(deleted).STATE == DONE, 20, "DONE here")
+    finally:
+        stop(first.process)
+
+
+def test_restart_during_deploy_makes_one_partner_vm_each(peer: OnePeer, account: PeerUser,
+                                                         tmp_path: Path) -> None:
+    before = last_vm_id(peer)
+    first = start_first(tmp_path / "a", peer, account, local_cpu=0)
+    try:
+        one = pyone.OneServer(first.url, session=first.session)
+        template = tmp_path / "burst.one"
+        template.write_text(VM_TEMPLATE)
+        created = cli(first, "onevm", "create", str(template), "-m", "3").stdout
+        ids = [int(line.split()[-1]) for line in created.splitlines() if "ID:" in line]
+
+        def booting() -> bool:
+            return any(vm.STATE == ACTIVE and vm.LCM_STATE == BOOT
+                       for vm in one.vmpool.infoextended(-2, -1, -1, -1).VM)
+
+        wait_until(booting, 30, "a deploy in flight", interval=0.02)
+        kill(first)  # SIGKILL: the deploys in flight never report back
+        first = start(tmp_path / "a", port=first.port)
+        one = pyone.OneServer(first.url, session=first.session)
+        hosts = wait_placed(one, 3, 60)
+        assert sorted(hosts["partner"]) == sorted(ids), hosts
+        every = partner_vms(peer, with_done=True, after=before)
+        origins = Counter(origin for origin, _, _ in every)
+        assert sorted(origins.values()) == [1, 1, 1], every
+        assert all(state == ACTIVE for _, _, state in every), every
+    finally:
+        stop(first.process)
+
+
+def test_partner_killed_and_restarted(peer: OnePeer, account: PeerUser,
+                                      tmp_path: Path) -> None:
+    before = last_vm_id(peer)
+    first = start_first(tmp_path / "a", peer, account, local_cpu=0)
+    try:
+        one = pyone.OneServer(first.url, session=first.session)
+        template = tmp_path / "burst.one"
+        template.write_text(VM_TEMPLATE)
+        cli(first, "onevm", "create", str(template), "-m", "2")
+        wait_until(lambda: any(vm.STATE == ACTIVE and vm.LCM_STATE == BOOT
+                               for vm in one.vmpool.infoextended(-2, -1, -1, -1).VM),
+                   30, "a deploy in flight", interval=0.02)
+        peer.kill()
+        try:
+            wait_until(lambda: one.host.info(1).STATE == 3, 30, "partner host in ERROR")
+            assert "is unreachable" in cli(first, "onehost", "show", "partner").stdout
+            late = int(cli(first, "onevm", "create", str(template)).stdout.split()[-1])
+            time.sleep(2)  # the deploys in flight keep retrying meanwhile
+        finally:
+            peer.restart()
+        wait_until(lambda: one.host.info(1).STATE == 2, 40, "partner host back")
+        hosts = wait_placed(one, 3, 90)
+        assert late in hosts["partner"] and len(hosts["partner"]) == 3, hosts
+        every = partner_vms(peer, with_done=True, after=before)
+        origins = Counter(origin for origin, _, _ in every)
+        live = Counter(origin for origin, _, state in every if state != DONE)
+        assert sorted(live.values()) == [1, 1, 1], every
+        assert len(origins) == 3, every
+    finally:
+        stop(first.process)
