@@ -154,3 +154,75 @@ def test_login_burst_live_terminate_and_csrf(daemon: RunningDaemon, one: pyone.O
     assert status == 401
     assert errors == []
     context.close()
+
+
+#: Form controls without a label (by ``for``, wrapping ``<label>`` or ``aria-label``).
+UNLABELLED = """() => [...document.querySelectorAll("input, select, textarea")]
+    .filter((e) => e.type !== "hidden" && !e.closest("label") && !e.getAttribute("aria-label")
+            && !(e.id && document.querySelector(`label[for="${e.id}"]`)))
+    .map((e) => e.outerHTML)"""
+
+
+def test_instantiate_search_deploy_and_keyboard(daemon: RunningDaemon, one: pyone.OneServer,
+                                              browser: Browser) -> None:
+    host_id = one.host.allocate("only-local", "dummy", "dummy", -1)
+    wait_for(lambda: one.host.info(host_id).STATE == 2, timeout=30)
+    template_id = one.template.allocate('NAME = "web-small"\nCPU = 0.5\nMEMORY = 64\n')
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    _log_in(page, daemon)
+
+    # Keyboard only: the skip link comes first, then the navigation.
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Hosts"
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="only-local").wait_for()
+
+    # Instantiate three held VMs from the template's form.
+    page.get_by_role("link", name="Templates").click()
+    form = page.get_by_role("form", name="Instantiate web-small")
+    form.get_by_label("VM name").fill("shop")
+    form.get_by_label("Count").fill("3")
+    form.get_by_label("on hold").check()
+    form.get_by_role("button", name="Instantiate").click()
+    page.get_by_role("alert").filter(has_text="Created VMs").wait_for()
+    assert page.evaluate(UNLABELLED) == []
+    created = [vm for vm in one.vmpool.info(-2, -1, -1, -1).VM if vm.NAME == "shop"]
+    assert len(created) == 3 and {vm.STATE for vm in created} == {2}
+    assert {int(vm.TEMPLATE.get("TEMPLATE_ID", template_id)) for vm in created} == {template_id}
+
+    # Find them by search and state filter; the table is sorted and paged by the server.
+    page.get_by_role("link", name="VMs").click()
+    page.get_by_label("Search").fill("sho")
+    page.get_by_label("State").select_option("hold")
+    page.get_by_role("status").filter(has_text="3 VMs").wait_for()
+    assert page.evaluate(UNLABELLED) == []
+    page.get_by_role("button", name="ID ▲").click()  # sorted by id ascending at first
+    page.get_by_role("button", name="ID ▼").wait_for()
+    assert page.get_by_role("columnheader", name="ID ▼").get_attribute("aria-sort") == \
+        "descending"
+    first_row = page.locator("tbody tr").first
+    newest = max(vm.ID for vm in created)
+    assert first_row.get_attribute("data-vm") == str(newest)
+
+    # Deploy a held VM to the chosen host from its page; the page follows it to RUNNING.
+    first_row.get_by_role("link").click()
+    page.get_by_label("Deploy to").select_option(str(host_id))
+    page.get_by_role("button", name="Deploy").click()
+    page.locator(".facts").get_by_text("RUNNING").wait_for(timeout=20000)
+    assert host_id == one.vm.info(newest).HISTORY_RECORDS.HISTORY[-1].HID
+    # An action the state refuses shows the API's one-line message.
+    answer = page.evaluate("""async (id) => {
+        const session = await (await fetch("/api/v1/session")).json();
+        const r = await fetch(`/api/v1/vms/${id}/action`, {method: "POST",
+            headers: {"Content-Type": "application/json", "X-CSRF-Token": session.csrf_token},
+            body: JSON.stringify({action: "release"})});
+        return [r.status, (await r.json()).error];
+    }""", newest)
+    assert answer[0] == 409 and "release" in answer[1] and "RUNNING" in answer[1]
+    assert errors == []
+    page.close()
