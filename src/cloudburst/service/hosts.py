@@ -15,7 +15,8 @@ from cloudburst.model.states import HostState
 from cloudburst.store import host_pool
 from cloudburst.store.database import Database
 from cloudburst.store.sequences import next_ids
-from cloudburst.template import Template, parse_any
+from cloudburst.template import Template
+from cloudburst.template.limits import check_name, check_template, parse_submitted
 
 #: ``one.host.status`` values.
 HOST_STATUS = {0: HostState.INIT, 1: HostState.DISABLED, 2: HostState.OFFLINE}
@@ -26,6 +27,14 @@ HOST_STATUS = {0: HostState.INIT, 1: HostState.DISABLED, 2: HostState.OFFLINE}
 #: mistaken for a local host in between (and handed VMs with no section for it).
 MONITORED_IDENTITY = ("PUBLIC_CLOUD", "HYPERVISOR", "CAPACITY", "DEFAULT_INSTANCE_TYPE",
                       "PRIORITY")
+
+
+def _host_name(name: str) -> str:
+    """``name`` stripped, if it is a valid host name (a name without blanks)."""
+    name = check_name("host", name)
+    if any(ch.isspace() for ch in name):
+        raise ValidationError("Invalid host NAME: it must be non-empty, without blanks")
+    return name
 
 
 def _monitored_identity(template: Template) -> Template:
@@ -55,9 +64,7 @@ class HostService:
         Raises:
             ValidationError: empty or taken name, or a driver not in oned.conf.
         """
-        name = name.strip()
-        if not name or any(ch.isspace() for ch in name):
-            raise ValidationError("Invalid host NAME: it must be non-empty, without blanks")
+        name = _host_name(name)
         for kind, driver in (("IM_MAD", im_mad), ("VM_MAD", vm_mad)):
             if not self.dispatcher.has_driver(kind, driver):
                 configured = sorted(s.name for s in self.dispatcher.settings.drivers
@@ -146,12 +153,13 @@ class HostService:
 
     async def update(self, host_id: int, text: str, *, merge: bool) -> int:
         """Replace (or merge into) the host's template; re-monitor it."""
-        new = parse_any(text)
+        new = parse_submitted(text)
 
         def write(connection: Connection) -> HostRecord:
             host = host_pool.get_host(connection, host_id, with_usage=False)
             template = host.template.copy() if merge else _monitored_identity(host.template)
             template.merge(new, replace=True)
+            check_template(template)
             return host_pool.update_host(connection, host, template=template)
 
         self._published(await self.db.write(write))
@@ -159,9 +167,7 @@ class HostService:
         return host_id
 
     async def rename(self, host_id: int, name: str) -> int:
-        name = name.strip()
-        if not name or any(ch.isspace() for ch in name):
-            raise ValidationError("Invalid host NAME: it must be non-empty, without blanks")
+        name = _host_name(name)
 
         def write(connection: Connection) -> HostRecord:
             host = host_pool.get_host(connection, host_id)

@@ -6,13 +6,13 @@ import time
 
 from sqlalchemy import Connection
 
-from cloudburst.errors import ValidationError
 from cloudburst.model.records import TemplateRecord
 from cloudburst.service.vms import VmService
 from cloudburst.store import template_pool
 from cloudburst.store.database import Database
 from cloudburst.store.sequences import next_ids
-from cloudburst.template import Template, parse_any
+from cloudburst.template import Template
+from cloudburst.template.limits import check_name, check_template, parse_submitted
 
 
 class TemplateService:
@@ -23,12 +23,13 @@ class TemplateService:
         self.vms = vms
 
     async def allocate(self, text: str, *, uid: int = 0, gid: int = 0) -> int:
-        template = parse_any(text)
+        template = parse_submitted(text)
+        given_name = _template_name(template)
         now = int(time.time())
 
         def write(connection: Connection) -> int:
             template_id = next_ids(connection, "template")
-            name = (template.get("NAME") or "").strip() or f"template-{template_id}"
+            name = given_name or f"template-{template_id}"
             template_pool.insert_template(connection, TemplateRecord(
                 id=template_id, name=name, uid=uid, gid=gid, regtime=now, template=template))
             return template_id
@@ -54,13 +55,14 @@ class TemplateService:
         return template_id
 
     async def update(self, template_id: int, text: str, *, merge: bool) -> int:
-        new = parse_any(text)
+        new = parse_submitted(text)
 
         def write(connection: Connection) -> None:
             record = template_pool.get_template(connection, template_id)
             template = record.template.copy() if merge else Template()
             template.merge(new, replace=True)
-            name = (template.get("NAME") or "").strip() or None
+            check_template(template)
+            name = _template_name(template)
             template_pool.update_template(connection, template_id, template=template, name=name)
 
         await self.db.write(write)
@@ -73,9 +75,7 @@ class TemplateService:
             NotFoundError: no such template.
             ValidationError: the name is empty or spans lines.
         """
-        name = name.strip()
-        if not name or any(ch in name for ch in "\n\r\t"):
-            raise ValidationError("Invalid NAME: it must be a non-empty single line")
+        name = check_name("template", name)
 
         def write(connection: Connection) -> None:
             template_pool.get_template(connection, template_id)
@@ -90,9 +90,13 @@ class TemplateService:
         record = await self.info(template_id)
         template = record.template.copy()
         if extra.strip():
-            template.merge(parse_any(extra), replace=True)
+            template.merge(parse_submitted(extra), replace=True)
         template.set("TEMPLATE_ID", str(template_id))
-        if name and any(ch in name for ch in "\n\r"):
-            raise ValidationError("Invalid VM name: it must be a single line")
         return await self.vms.allocate_template(template, hold=hold, uid=uid, gid=gid,
                                                 name=name.strip() or None)
+
+
+def _template_name(template: Template) -> str | None:
+    """The template's ``NAME``, checked, or None when it has none."""
+    raw = template.get("NAME") or ""
+    return check_name("template", raw) if raw.strip() else None

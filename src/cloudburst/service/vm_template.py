@@ -1,7 +1,8 @@
 """Validate a submitted VM template and split it the way oned does.
 
-``CPU`` (a number > 0) and ``MEMORY`` (a whole number of MB > 0) are
-mandatory; ``REQUIREMENTS``/``RANK`` must parse. Well-known attributes go to
+``CPU`` (a number > 0, at most :data:`MAX_CPU`) and ``MEMORY`` (a whole
+number of MB > 0, at most :data:`MAX_MEMORY`) are mandatory;
+``REQUIREMENTS``/``RANK`` must parse. Well-known attributes go to
 ``TEMPLATE``, everything else (including ``EC2`` and ``PUBLIC_CLOUD``
 sections) to ``USER_TEMPLATE`` (spec/pyone.md 6.3).
 """
@@ -9,11 +10,18 @@ sections) to ``USER_TEMPLATE`` (spec/pyone.md 6.3).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from cloudburst.errors import ExpressionError, ValidationError
 from cloudburst.model.records import SYSTEM_TEMPLATE_ATTRIBUTES
 from cloudburst.scheduler.demand import check_expressions
 from cloudburst.template import Template
+from cloudburst.template.limits import check_name
+
+#: Largest CPU a VM may ask for (physical CPUs).
+MAX_CPU: Final = 1_000_000.0
+#: Largest MEMORY a VM may ask for, in MB (what a 32-bit counter holds: 2 PB).
+MAX_MEMORY: Final = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +42,8 @@ def prepare(template: Template) -> PreparedVm:
         ValidationError: a mandatory attribute is missing or has a bad value,
             or an expression does not parse; the message names the attribute.
     """
-    cpu = _positive_number(template, "CPU")
-    memory = _positive_whole(template, "MEMORY")
+    cpu = _positive_number(template, "CPU", MAX_CPU)
+    memory = int(_positive_number(template, "MEMORY", MAX_MEMORY, whole=True))
     try:
         check_expressions(template)
     except ExpressionError as exc:
@@ -44,26 +52,28 @@ def prepare(template: Template) -> PreparedVm:
     user = Template()
     for name, value in template:
         (system if name in SYSTEM_TEMPLATE_ATTRIBUTES else user).append(name, value)
-    given_name = (template.get("NAME") or "").strip() or None
+    raw_name = template.get("NAME") or ""
+    given_name = check_name("VM", raw_name) if raw_name.strip() else None
     user.remove("NAME")
     return PreparedVm(name=given_name, cpu=cpu, memory=memory, template=system, user_template=user)
 
 
-def _positive_number(template: Template, name: str) -> float:
+def _positive_number(template: Template, name: str, limit: float, *,
+                     whole: bool = False) -> float:
+    """``name``'s value: a number > 0 and <= ``limit`` (a whole one if ``whole``)."""
     raw = template.get(name)
+    kind = "a whole number of MB" if whole else "a positive number"
     if raw is None or not raw.strip():
-        raise ValidationError(f"{name} attribute is missing; it must be a positive number")
+        raise ValidationError(f"{name} attribute is missing; it must be {kind}")
     try:
         value = float(raw)
-    except ValueError:
-        raise ValidationError(f"{name} attribute must be a positive number, not {raw!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise ValidationError(f"{name} attribute must be a positive number, not {raw!r}")
+    except (ValueError, OverflowError):
+        raise ValidationError(f"{name} attribute must be {kind}, not {raw[:40]!r}") from None
+    if not value > 0 or value != value:
+        raise ValidationError(f"{name} attribute must be {kind}, not {raw[:40]!r}")
+    if value > limit:
+        raise ValidationError(f"{name} attribute is out of range: {raw[:40]} is more than "
+                              f"{limit:g}")
+    if whole and value != int(value):
+        raise ValidationError(f"{name} attribute must be {kind}, not {value:g}")
     return value
-
-
-def _positive_whole(template: Template, name: str) -> int:
-    value = _positive_number(template, name)
-    if value != int(value):
-        raise ValidationError(f"{name} attribute must be a whole number of MB, not {value:g}")
-    return int(value)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from sqlalchemy import Connection
 
 from cloudburst.daemon.lifecycle import LifecycleManager
-from cloudburst.errors import ApiArgumentError, IllegalActionError, ValidationError
+from cloudburst.errors import ApiArgumentError, IllegalActionError
 from cloudburst.model.cost import hourly_cost
 from cloudburst.model.lifecycle import ACTION_EVENTS, Event
 from cloudburst.model.records import VmRecord
@@ -28,7 +28,8 @@ from cloudburst.store.vm_search import (
     search_vms,
     vm_counts,
 )
-from cloudburst.template import Template, parse_any
+from cloudburst.template import Template
+from cloudburst.template.limits import check_name, check_template, parse_submitted
 
 #: Validators for driver-specific template rules (e.g. EC2's AMI), run at allocation.
 TemplateCheck = Callable[[Template], None]
@@ -68,12 +69,14 @@ class VmService:
             TemplateError: the text does not parse (line and column named).
             ValidationError: a mandatory attribute is missing or wrong.
         """
-        return await self.allocate_template(parse_any(text), hold=hold, uid=uid, gid=gid,
+        return await self.allocate_template(parse_submitted(text), hold=hold, uid=uid, gid=gid,
                                             name=name)
 
     async def allocate_template(self, template: Template, *, hold: bool = False, uid: int = 0,
                                 gid: int = 0, name: str | None = None) -> int:
         """Create a VM from a parsed template; returns its id."""
+        check_template(template)
+        name = check_name("VM", name) if name and name.strip() else None
         prepared = prepare(template)
         for check in self._checks():
             check(template)
@@ -229,12 +232,13 @@ class VmService:
 
     async def update(self, vm_id: int, text: str, *, merge: bool) -> int:
         """Replace (or merge into) the VM's USER_TEMPLATE."""
-        new = parse_any(text)
+        new = parse_submitted(text)
 
         def write(connection: Connection) -> None:
             vm = vm_pool.get_vm(connection, vm_id, with_history=False)
             user_template = vm.user_template.copy() if merge else Template()
             user_template.merge(new, replace=True)
+            check_template(user_template)
             vm_pool.update_vm(connection, vm, user_template=user_template)
 
         await self.db.write(write)
@@ -242,9 +246,7 @@ class VmService:
 
     async def rename(self, vm_id: int, name: str) -> int:
         """Give the VM a new name."""
-        name = name.strip()
-        if not name or any(ch in name for ch in "\n\r\t"):
-            raise ValidationError("Invalid NAME: it must be a non-empty single line")
+        name = check_name("VM", name)
 
         def write(connection: Connection) -> None:
             vm = vm_pool.get_vm(connection, vm_id, with_history=False)
