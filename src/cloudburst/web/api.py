@@ -18,7 +18,7 @@ from aiohttp import web
 from cloudburst.errors import ApiArgumentError, AuthenticationError
 from cloudburst.events import Change, EventBus
 from cloudburst.model.records import HostRecord
-from cloudburst.model.states import HOST_STATE_SHORT, VmState, vm_short_state
+from cloudburst.model.states import VmState, vm_short_state
 from cloudburst.service.hosts import HostService
 from cloudburst.service.templates import TemplateService
 from cloudburst.service.users import UserService
@@ -144,11 +144,6 @@ class Api:
             "vms_by_where": by_where,
             "cost": {"per_hour": round(sum(costs.values()), 6) if costs else None,
                      "priced_vms": len(costs), "cloud_vms": cloud_vms},
-            "hosts": [{"id": host.id, "name": host.name, "where": shapes.where(host),
-                       "short_state": HOST_STATE_SHORT[host.state],
-                       "max_cpu": host.max_cpu, "cpu_usage": host.cpu_usage,
-                       "running_vms": host.running_vms, "error": host.error}
-                      for host in hosts],
             "timeline": entries,
         })
 
