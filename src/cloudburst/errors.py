@@ -17,6 +17,8 @@ exception into ``[false, message, code]`` with one table lookup and no
     ├── ExpressionError                 REQUIREMENTS / RANK cannot be parsed
     ├── ValidationError                 (ALLOCATE 0x4000) well-formed but unacceptable
     ├── ConfigError                     a configuration file is wrong (file, line)
+    ├── StoreInUseError                 another daemon already uses the SQLite store
+    ├── LeaseLostError                  a deposed leader's write, fenced by its epoch
     └── DriverError                     a driver could not do what it was asked
         ├── TransientDriverError        worth retrying (throttled, 5xx, network)
         │   └── DriverTimeoutError      the action overran its time limit
@@ -131,6 +133,14 @@ class ConfigError(CloudburstError):
         self.path = path
         self.line = line
         self.problem = problem
+
+
+class StoreInUseError(CloudburstError):
+    """A SQLite store already has its daemon; only PostgreSQL stores are shared."""
+
+
+class LeaseLostError(CloudburstError):
+    """This daemon lost the leader lease; the write was refused (fenced) unapplied."""
 
 
 class DriverError(CloudburstError):

@@ -25,6 +25,7 @@ from cloudburst.errors import (
     ConflictError,
     IllegalActionError,
     NotFoundError,
+    StoreInUseError,
     ValidationError,
 )
 from cloudburst.model.records import HistoryRecord, HostRecord, VmRecord
@@ -332,14 +333,39 @@ def test_sched_messages_do_not_bump_the_version(db: Database) -> None:
 
 
 # -- two daemons racing on one store ----------------------------------------------------------
+# Only PostgreSQL stores are shared; the lease normally lets one daemon drive.
+# These tests make two daemons drive at once on purpose (the split brain the
+# lease's fence prevents) to show that compare-and-swap alone keeps VMs whole.
+
+
+@pytest.fixture
+def pg_url(postgres: pg_server.PostgresServer) -> str:
+    return postgres.create_database()
 
 
 def idle_daemon(home: Path, url: str) -> Daemon:
-    """A daemon on ``url`` whose loops are not started: only its managers are used."""
+    """A daemon on ``url`` whose loops are not started, driving as if it led."""
     settings, _ = load_settings(home)
     daemon = Daemon(dataclasses.replace(settings, db_url=url))
     daemon.db.start()
+    daemon.lifecycle.drives = lambda: True
     return daemon
+
+
+def test_a_second_daemon_on_one_sqlite_store_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    settings, _ = load_settings(tmp_path / "a")
+    first = Daemon(dataclasses.replace(settings, db_url=url))
+    try:
+        other, _ = load_settings(tmp_path / "b")
+        with pytest.raises(StoreInUseError) as refused:
+            Daemon(dataclasses.replace(other, db_url=url))
+        assert str(refused.value) == (
+            f"another daemon already uses the SQLite store {tmp_path / 'store.db'}; a SQLite "
+            "store serves one daemon (share a PostgreSQL store to run several)")
+    finally:
+        asyncio.run(first.stop())
+    Daemon(dataclasses.replace(settings, db_url=url))  # free again once the first stopped
 
 
 async def settle(*daemons: Daemon) -> None:
@@ -347,9 +373,10 @@ async def settle(*daemons: Daemon) -> None:
         await daemon.lifecycle.drain(10)
 
 
-def test_racing_hold_and_deploy_cannot_both_win(db_url: str, tmp_path: Path) -> None:
+@pytest.mark.postgres
+def test_racing_hold_and_deploy_cannot_both_win(pg_url: str, tmp_path: Path) -> None:
     """Two daemons act on the same PENDING VMs at once: one of them always loses."""
-    first, second = idle_daemon(tmp_path / "a", db_url), idle_daemon(tmp_path / "b", db_url)
+    first, second = idle_daemon(tmp_path / "a", pg_url), idle_daemon(tmp_path / "b", pg_url)
 
     async def main() -> list[tuple[Any, Any, VmRecord]]:
         try:
@@ -381,8 +408,10 @@ def test_racing_hold_and_deploy_cannot_both_win(db_url: str, tmp_path: Path) -> 
             assert vm.state is VmState.HOLD and vm.history == ()
 
 
-def test_two_schedulers_placing_the_same_vm_place_it_once(db_url: str, tmp_path: Path) -> None:
-    first, second = idle_daemon(tmp_path / "a", db_url), idle_daemon(tmp_path / "b", db_url)
+@pytest.mark.postgres
+def test_two_schedulers_placing_the_same_vm_place_it_once(pg_url: str,
+                                                          tmp_path: Path) -> None:
+    first, second = idle_daemon(tmp_path / "a", pg_url), idle_daemon(tmp_path / "b", pg_url)
 
     async def main() -> list[tuple[Any, Any, VmRecord]]:
         try:

@@ -15,6 +15,8 @@ silently ignored is worse than a noisy log):
 * ``REQUEST_HEADER_TIMEOUT``, ``REQUEST_BODY_TIMEOUT``, ``MAX_CONNECTIONS``,
   ``MAX_CONNECTIONS_PER_CLIENT``, ``FILE_RESERVE`` -- what clients may hold of
   the API server (:class:`~cloudburst.config.settings.ApiLimits`).
+* ``LEADER_LEASE = [ DURATION = 3, RENEW = 0.75, RETRY = 0.5 ]`` -- seconds; the
+  lease of daemons sharing a PostgreSQL store.
 * ``LOG = [ LEVEL = "DEBUG" | "INFO" | ... ]`` (``DEBUG_LEVEL = 0..3`` also read).
 * ``IM_MAD``, ``VM_MAD``, ``TM_MAD`` sections with ``NAME``, ``EXECUTABLE``,
   ``ARGUMENTS``, ``DEFAULT``, ``TYPE``.
@@ -33,6 +35,7 @@ from pathlib import Path
 from cloudburst.config.settings import (
     ApiLimits,
     DriverSection,
+    LeaseSettings,
     SchedulerSettings,
     Settings,
 )
@@ -54,7 +57,7 @@ _KNOWN = {
     "DRIVER_RETRY_DELAY",
     "REQUEST_HEADER_TIMEOUT", "REQUEST_BODY_TIMEOUT", "MAX_CONNECTIONS",
     "MAX_CONNECTIONS_PER_CLIENT", "FILE_RESERVE",
-    *_DRIVER_KINDS,
+    "LEADER_LEASE", *_DRIVER_KINDS,
 }
 
 
@@ -157,6 +160,7 @@ def load(path: Path, home: Path) -> tuple[Settings, list[str]]:
         log_level=_log_level(reader, defaults.log_level),
         api=_api_limits(reader),
         scheduler=_scheduler(reader),
+        lease=_lease(reader),
         drivers=_drivers(reader),
     )
     return _apply_environment(settings, path), warnings
@@ -179,6 +183,27 @@ def _db_url(reader: _Reader) -> str:
             raise reader.fail("DB", 'DB BACKEND="postgresql" needs URL="postgresql://..."')
         return url
     raise reader.fail("DB", f'DB BACKEND must be "sqlite" or "postgresql", not {backend!r}')
+
+
+def _lease(reader: _Reader) -> LeaseSettings:
+    defaults = LeaseSettings()
+    section = reader.vector("LEADER_LEASE") or {}
+    values = {}
+    for key, default in (("DURATION", defaults.duration), ("RENEW", defaults.renew),
+                         ("RETRY", defaults.retry)):
+        raw = section.get(key)
+        try:
+            values[key] = default if raw is None else float(raw)
+        except ValueError:
+            raise reader.fail("LEADER_LEASE",
+                              f"LEADER_LEASE {key} must be a number, not {raw!r}") from None
+        if values[key] < 0.05:
+            raise reader.fail("LEADER_LEASE", f"LEADER_LEASE {key} must be at least 0.05")
+    if values["RENEW"] * 2 > values["DURATION"]:
+        raise reader.fail("LEADER_LEASE", "LEADER_LEASE RENEW must be at most half of "
+                                          f"DURATION ({values['DURATION']:g})")
+    return LeaseSettings(duration=values["DURATION"], renew=values["RENEW"],
+                         retry=values["RETRY"])
 
 
 def _log_level(reader: _Reader, default: str) -> str:

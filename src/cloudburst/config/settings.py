@@ -78,6 +78,23 @@ class ApiLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseSettings:
+    """The leader lease of daemons sharing a PostgreSQL store (``LEADER_LEASE``).
+
+    A leader that has not renewed for ``duration`` seconds loses the lease; a
+    follower tries to take it every ``retry`` seconds, so a dead leader is
+    replaced within about ``duration + retry`` seconds.
+    """
+
+    #: Seconds a renewal keeps the lease.
+    duration: float = 3.0
+    #: Seconds between the leader's renewals (well under ``duration``).
+    renew: float = 0.75
+    #: Seconds between a follower's attempts to take an expired lease.
+    retry: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the daemon needs to start."""
 
@@ -104,6 +121,7 @@ class Settings:
     log_level: str = "INFO"
     api: ApiLimits = field(default_factory=ApiLimits)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    lease: LeaseSettings = field(default_factory=LeaseSettings)
     drivers: tuple[DriverSection, ...] = ()
 
     @property

@@ -2,8 +2,12 @@
 
 Start order: store (schema, installation id, ``oneadmin``), drivers (every
 ``oned.conf`` section is built now so a bad one stops the start), life-cycle
-manager, services, recovery of interrupted work, then the scheduler and
-monitor loops and the API server. Stop order is the reverse.
+manager, services, leadership, then the API server. Stop order is the reverse.
+
+Only the leader (:mod:`cloudburst.daemon.leadership`) drives: when this daemon
+is elected it recovers interrupted work and starts the scheduler and monitor
+loops; when deposed it stops them and every driver task at once. A follower's
+API calls hand their driver work to the leader (:mod:`cloudburst.daemon.handoff`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from typing import Any
 from cloudburst.config.settings import Settings
 from cloudburst.daemon.dispatcher import Dispatcher
 from cloudburst.daemon.files import VmFiles
+from cloudburst.daemon.handoff import Adopter, Listener, Notifier
+from cloudburst.daemon.leadership import Leadership
 from cloudburst.daemon.lifecycle import LifecycleManager
 from cloudburst.daemon.monitor import Monitor
 from cloudburst.daemon.recovery import recover
@@ -25,6 +31,7 @@ from cloudburst.service.templates import TemplateService
 from cloudburst.service.users import UserService, bootstrap_admin
 from cloudburst.service.vms import TemplateCheck, VmService
 from cloudburst.store.database import Database
+from cloudburst.store.lease import sole_store_lock
 from cloudburst.store.sequences import installation_id
 
 log = logging.getLogger(__name__)
@@ -41,6 +48,7 @@ class Daemon:
         for directory in (settings.home, settings.etc_dir, settings.var_dir, settings.vms_dir,
                           settings.log_dir, settings.remotes_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        self._sole_lock = sole_store_lock(settings.database_url)
         self.db = Database(settings.database_url)
         self.db.create_schema()
         self.install_id = self.db.write_sync(installation_id)
@@ -53,7 +61,7 @@ class Daemon:
         self.events = EventBus()
         self.lifecycle = LifecycleManager(
             self.db, self.dispatcher, self.files, settings, self.install_id,
-            on_capacity_freed=lambda: self.scheduler.wake(), events=self.events)
+            on_capacity_freed=lambda: self._wake_scheduler(), events=self.events)
         self.scheduler = SchedulerLoop(self.db, self.lifecycle, settings.scheduler)
         self.monitor = Monitor(
             self.db, self.dispatcher, self.lifecycle,
@@ -61,46 +69,93 @@ class Daemon:
             polling_interval=settings.vm_polling_interval,
             on_host_changed=self.scheduler.wake,
             orphan_grace_period=settings.orphan_grace_period)
-        self.vms = VmService(self.db, self.lifecycle, self.scheduler.new_vms,
+        self.vms = VmService(self.db, self.lifecycle, self._new_vms,
                              checks=self._template_checks)
         self.hosts = HostService(self.db, self.dispatcher, self.monitor.monitor_now,
-                                 self.scheduler.wake, self.events)
+                                 self._wake_scheduler, self.events)
         self.templates = TemplateService(self.db, self.vms)
         self.users = UserService(self.db)
+        self.leadership = Leadership(self.db, settings.lease, elected=self._lead,
+                                     deposed=self._follow)
+        self.notifier = Notifier(self.db)
+        self.adopter = Adopter(self.db, self.lifecycle)
+        self.lifecycle.drives = lambda: self.leadership.is_leader
+        self.lifecycle.hand_off = self._wake_scheduler
         self._tasks: list[asyncio.Task[Any]] = []
+        self._listener: Listener | None = None
+        self._closed = False
         self.api: Any = None
 
     def _template_checks(self) -> list[TemplateCheck]:
         """Driver-specific template rules (e.g. EC2's mandatory AMI)."""
         return [driver.check_template for driver in self.dispatcher.vm_drivers()]
 
-    async def start(self, *, serve_api: bool = True) -> None:
-        """Start the loops (and the API server unless ``serve_api`` is false)."""
-        self.db.start()
-        await recover(self.db, self.lifecycle)
-        loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self.scheduler.run(), name="scheduler"),
-            loop.create_task(self.monitor.run(), name="monitor"),
-        ]
+    def _new_vms(self) -> None:
+        if self.leadership.is_leader:
+            self.scheduler.new_vms()
+        else:
+            self.notifier.notify()
+
+    def _wake_scheduler(self) -> None:
+        if self.leadership.is_leader:
+            self.scheduler.wake()
+        else:
+            self.notifier.notify()
+
+    def _work_notified(self) -> None:
         self.scheduler.wake()
+        self.adopter.wake()
+
+    async def start(self, *, serve_api: bool = True) -> None:
+        """Start competing for leadership (and serving the API unless ``serve_api``
+        is false). On SQLite, or when the lease is free, this daemon leads on return."""
+        self.db.start()
+        await self.leadership.start()
         if serve_api:
             from cloudburst.api.server import ApiServer
 
             self.api = ApiServer(self)
             await self.api.start()
 
-    async def stop(self) -> None:
-        """Stop serving, stop the loops, let in-flight writes land, close."""
-        self.events.close_all()  # ends live streams, so the server stops at once
-        if self.api is not None:
-            await self.api.stop()
+    async def _lead(self) -> None:
+        """Elected: resume interrupted work, then run the scheduler and monitor."""
+        await recover(self.db, self.lifecycle)
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self.scheduler.run(), name="scheduler"),
+            loop.create_task(self.monitor.run(), name="monitor"),
+        ]
+        if self.leadership.shared:
+            self._tasks.append(loop.create_task(self.adopter.run(), name="adopter"))
+            self._listener = Listener(self.leadership.engine, self._work_notified)
+            self._listener.start()
+        self.scheduler.wake()
+
+    async def _follow(self) -> None:
+        """Deposed (or stopping): stop every loop and every driver task now."""
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
         self.scheduler.stop()
         await self.monitor.close()
         await self.lifecycle.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def stop(self) -> None:
+        """Stop serving, step down, let in-flight writes land, close (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.events.close_all()  # ends live streams, so the server stops at once
+        if self.api is not None:
+            await self.api.stop()
+        await self.leadership.stop()
+        await self._follow()
         await self.dispatcher.close()
         self.files.close()
         await asyncio.to_thread(self.db.close)
+        if self._sole_lock is not None:
+            self._sole_lock.release()

@@ -106,6 +106,8 @@ class Monitor:
             await asyncio.wait(set(self._tasks), timeout=10)
 
     async def run(self) -> None:
+        """Monitor and poll until :meth:`stop` (may be run again after it)."""
+        self._stopped = False
         tick = min(1.0, self.monitoring_interval, self.polling_interval)
         while not self._stopped:
             try:

@@ -42,14 +42,19 @@ async def recover(db: Database, manager: LifecycleManager) -> int:
     for vm in interrupted:
         log.info("recovering VM %d interrupted in %s", vm.id, vm.lcm_state.name)
         manager.files.log(vm.id, "I", f"Daemon restarted during {vm.lcm_state.name}; recovering")
-        if vm.position == lifecycle.PROLOG:
-            await manager.resume_prolog(vm)
-        elif vm.position == lifecycle.BOOT:
-            manager.spawn(manager.resume_boot(vm), f"recover-boot-{vm.id}")
-        elif vm.position == lifecycle.SHUTDOWN:
-            manager.resume_shutdown(vm)
-        elif vm.position == lifecycle.EPILOG:
-            manager.spawn(manager.epilog(vm.id), f"recover-epilog-{vm.id}")
-        elif vm.position == lifecycle.CLEANUP_DELETE:
-            manager.resume_cleanup(vm)
+        await resume(manager, vm)
     return len(interrupted)
+
+
+async def resume(manager: LifecycleManager, vm: VmRecord) -> None:
+    """Start the work in-flight ``vm`` waits for (see the module docstring)."""
+    if vm.position == lifecycle.PROLOG:
+        await manager.resume_prolog(vm)
+    elif vm.position == lifecycle.BOOT:
+        manager.spawn(manager.resume_boot(vm), f"recover-boot-{vm.id}")
+    elif vm.position == lifecycle.SHUTDOWN:
+        manager.resume_shutdown(vm)
+    elif vm.position == lifecycle.EPILOG:
+        manager.spawn(manager.epilog(vm.id), f"recover-epilog-{vm.id}")
+    elif vm.position == lifecycle.CLEANUP_DELETE:
+        manager.resume_cleanup(vm)

@@ -74,6 +74,9 @@ class SchedulerLoop:
         self._wake.set()
 
     async def run(self) -> None:
+        """Run passes until :meth:`stop` (may be run again after it)."""
+        self._stopped = False
+        self._full = True
         while not self._stopped:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.interval)

@@ -13,6 +13,10 @@ bridges them:
 SQLite runs in WAL mode with ``synchronous=NORMAL`` (durable across process
 crashes; the last transactions may be lost only on power loss) and
 ``BEGIN IMMEDIATE`` for writes. PostgreSQL is used as is.
+
+A daemon that leads a shared PostgreSQL store sets :attr:`Database.fence`: it
+runs first in every write transaction and refuses the whole batch once the
+lease has changed hands (:func:`cloudburst.store.lease.fence`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
+from cloudburst.errors import LeaseLostError
 from cloudburst.store import migrate
 
 log = logging.getLogger(__name__)
@@ -37,6 +42,14 @@ T = TypeVar("T")
 
 #: Most writes committed in one transaction.
 MAX_BATCH = 1000
+
+
+def postgres_url(url: str) -> str:
+    """``url`` with the psycopg (3) driver named, as SQLAlchemy needs it."""
+    url = url.replace("postgres://", "postgresql://", 1)
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
 
 
 def make_engine(url: str, *, writer: bool) -> Engine:
@@ -66,10 +79,7 @@ def make_engine(url: str, *, writer: bool) -> Engine:
 
         return engine
     if url.startswith("postgres"):
-        url = url.replace("postgres://", "postgresql://", 1)
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url[len("postgresql://"):]
-        return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+        return create_engine(postgres_url(url), pool_size=8, max_overflow=8, pool_pre_ping=True)
     return create_engine(url)
 
 
@@ -98,6 +108,12 @@ class Database:
         # Orders "is the writer accepting work?" with the stop marker, so that no
         # write can be queued behind it (it would never run and never resolve).
         self._accepting = threading.Lock()
+        #: Runs first in each write transaction; raising refuses the batch.
+        self.fence: Callable[[Connection], None] | None = None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.write_engine.dialect.name == "sqlite"
 
     def create_schema(self) -> None:
         """Create the store or upgrade it in place to the newest schema revision.
@@ -190,12 +206,16 @@ class Database:
             outcomes = self._run_batch(batch, isolate=False)
         except _JobFailed:
             outcomes = None
+        except LeaseLostError as exc:
+            outcomes = [(job, False, exc) for job in batch]
         except Exception as exc:  # the commit itself failed: nothing landed
             log.exception("database commit failed for %d writes", len(batch))
             outcomes = [(job, False, exc) for job in batch]
         if outcomes is None:
             try:
                 outcomes = self._run_batch(batch, isolate=True)
+            except LeaseLostError as exc:
+                outcomes = [(job, False, exc) for job in batch]
             except Exception as exc:
                 log.exception("database commit failed for %d writes", len(batch))
                 outcomes = [(job, False, exc) for job in batch]
@@ -204,7 +224,10 @@ class Database:
 
     def _run_batch(self, batch: list[_Job], *, isolate: bool) -> list[tuple[_Job, bool, Any]]:
         outcomes: list[tuple[_Job, bool, Any]] = []
+        fence = self.fence
         with self.write_engine.begin() as connection:
+            if fence is not None:
+                fence(connection)
             for job in batch:
                 if isolate:
                     outcomes.append(self._run_isolated(connection, job))

@@ -246,3 +246,14 @@ audit = Table(
     Index("ix_audit_time", "time"),
 )
 """Every state-changing call: who, what, when and the result."""
+
+# -- leader lease (revision 0003) ------------------------------------------------------
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("expires", Float, nullable=False),
+)

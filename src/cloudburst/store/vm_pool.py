@@ -352,6 +352,17 @@ def vm_ids_on_hosts(
     return found
 
 
+def in_flight_versions(connection: Connection,
+                       positions: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(id, version) of every VM at one of ``positions`` ((STATE, LCM_STATE) pairs)."""
+    wanted = set(positions)
+    query = select(vms.c.id, vms.c.version, vms.c.state, vms.c.lcm_state).where(
+        vms.c.state.in_(sorted({int(state) for state, _ in wanted})),
+        vms.c.lcm_state.in_(sorted({int(lcm) for _, lcm in wanted})))
+    return [(int(row.id), int(row.version)) for row in connection.execute(query)
+            if (row.state, row.lcm_state) in wanted]
+
+
 def set_sched_messages(connection: Connection, messages: dict[int, str]) -> None:
     """Record why VMs are still waiting (``SCHED_MESSAGE``).
 

@@ -123,10 +123,23 @@ class ManagerBase:
         self.deploy_retries: dict[int, int] = {}
         #: vm_id -> tries in a row of a stop that hit an outage
         self.stop_retries: dict[int, int] = {}
+        #: Whether this daemon runs driver work (it leads); see spawn.
+        self.drives: Callable[[], bool] = lambda: True
+        #: Called instead of running work this daemon does not drive.
+        self.hand_off: Callable[[], None] = lambda: None
 
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> None:
-        """Run driver work in the background, keeping a reference until it ends."""
+        """Run driver work in the background, keeping a reference until it ends.
+
+        ``name`` is ``<work>-<vm id>``: :meth:`busy_vms` reads the id from it.
+        A daemon that does not lead runs no driver work: the state change that
+        asked for it is in the store, and :attr:`hand_off` tells the leader.
+        """
+        if not self.drives():
+            coroutine.close()
+            self.hand_off()
+            return
         task = asyncio.get_running_loop().create_task(coroutine, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -135,6 +148,15 @@ class ManagerBase:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    def busy_vms(self) -> set[int]:
+        """VMs that background work of this daemon is working on."""
+        busy = set()
+        for task in self._tasks:
+            _, _, vm_id = task.get_name().rpartition("-")
+            if vm_id.isdigit():
+                busy.add(int(vm_id))
+        return busy
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Wait for background work to finish (used at shutdown and in tests)."""

@@ -1,0 +1,222 @@
+"""Which daemon drives: the leader lease loop.
+
+Every daemon serves the API; exactly one -- the leader -- runs the scheduler,
+the monitor, recovery and driver work. :class:`Leadership` decides which:
+
+* On a **SQLite** store the daemon is alone (a second one is refused at start
+  by :class:`~cloudburst.store.lease.SoleStoreLock`) and leads from the start.
+* On a **PostgreSQL** store the daemons compete for the lease row
+  (:mod:`cloudburst.store.lease`). A follower tries to take it every
+  ``RETRY`` seconds; the leader renews it every ``RENEW`` seconds. Elected,
+  the daemon sets the store's write fence to its epoch and calls
+  ``elected``. It steps down -- calls ``deposed`` and stops driving at once --
+  when a renewal is refused, when the fence refuses a write, or when it could
+  not renew for ``DURATION - RENEW`` seconds (its database connection is gone):
+  always before the lease expires in the database, so before a rival can
+  take it. Writes it had queued are fenced by the epoch until it has stopped.
+
+Lease statements use their own connections (never the writer queue, which a
+burst may fill) with short TCP and statement time limits, so a cut network
+is noticed in seconds rather than at the kernel's TCP time-out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine
+
+from cloudburst.config.settings import LeaseSettings
+from cloudburst.errors import LeaseLostError
+from cloudburst.store import lease
+from cloudburst.store.database import Database, postgres_url
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Seconds one lease statement may take before the attempt counts as failed.
+STATEMENT_TIMEOUT = 2.0
+
+
+def lease_engine(url: str) -> Engine:
+    """A small engine for lease statements, quick to notice a dead connection."""
+    return create_engine(
+        postgres_url(url), pool_size=2, max_overflow=2, pool_pre_ping=True,
+        pool_timeout=STATEMENT_TIMEOUT,
+        connect_args={
+            "connect_timeout": max(1, int(STATEMENT_TIMEOUT)),
+            "tcp_user_timeout": int(STATEMENT_TIMEOUT * 1000),
+            "keepalives": 1, "keepalives_idle": 1, "keepalives_interval": 1,
+            "keepalives_count": 2,
+            "options": f"-c statement_timeout={int(STATEMENT_TIMEOUT * 1000)}",
+        })
+
+
+class Leadership:
+    """Holds, renews and gives up the leader lease; see the module docstring."""
+
+    def __init__(self, db: Database, settings: LeaseSettings, *,
+                 elected: Callable[[], Awaitable[None]],
+                 deposed: Callable[[], Awaitable[None]]) -> None:
+        self.db = db
+        self.settings = settings
+        self.shared = not db.is_sqlite
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        #: The epoch this daemon leads under; None while it follows.
+        self.epoch: int | None = None
+        #: How many times this daemon became leader or stopped being it.
+        self.changes = 0
+        self._elected = elected
+        self._deposed = deposed
+        self._engine = lease_engine(db.url) if self.shared else None
+        # Lease statements may hang on a cut connection: keep them off the
+        # loop's default executor, and give a hung one company.
+        self._executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="lease")
+        self._lost = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        return self.epoch is not None
+
+    @property
+    def engine(self) -> Engine:
+        """The lease statements' engine (shared stores only)."""
+        assert self._engine is not None
+        return self._engine
+
+    async def start(self) -> None:
+        """Lead at once on SQLite; on PostgreSQL try once now, then keep competing."""
+        if not self.shared:
+            await self._become(0)
+            return
+        epoch = await self._attempt(lease.acquire, self.holder, self.settings.duration)
+        if epoch is not None:
+            await self._become(epoch)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="leadership")
+
+    async def _run(self) -> None:
+        """Compete for the lease until :meth:`stop`; lead while holding it."""
+        while not self._stopped.is_set():
+            if self.epoch is None:
+                epoch = await self._attempt(lease.acquire, self.holder, self.settings.duration)
+                if epoch is not None and not self._stopped.is_set():
+                    await self._become(epoch)
+                    continue
+                await self._pause(self.settings.retry)
+            else:
+                await self._hold(self.epoch)
+
+    async def stop(self) -> None:
+        """Stop competing; a leader steps down and releases the lease for a successor."""
+        self._stopped.set()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        epoch = self.epoch
+        if epoch is not None:
+            await self._step_down("the daemon is stopping")
+            if self.shared:
+                await self._attempt(lease.release, self.holder, epoch)
+                log.info("lease released (epoch %d)", epoch)
+        if self._engine is not None:
+            self._engine.dispose()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _hold(self, epoch: int) -> None:
+        """Renew until the lease is lost or cannot be renewed in time."""
+        renewed_at = time.monotonic()
+        # Stop driving before the database can expire the lease: a renewal
+        # sent at t keeps it until at least t + duration on the server.
+        margin = self.settings.duration - self.settings.renew
+        while self.epoch == epoch and not self._stopped.is_set():
+            await self._pause(self.settings.renew)
+            if self._lost.is_set():
+                await self._step_down("a write was fenced: another daemon took the lease")
+                return
+            if self._stopped.is_set():
+                return
+            started = time.monotonic()
+            ok = await self._attempt(lease.renew, self.holder, epoch, self.settings.duration,
+                                     timeout=max(0.05, renewed_at + margin - started))
+            if ok:
+                renewed_at = started
+            elif ok is False:
+                await self._step_down("the lease was taken by another daemon")
+                return
+            elif time.monotonic() >= renewed_at + margin:
+                await self._step_down(f"the lease could not be renewed for {margin:g} s")
+                return
+
+    async def _become(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.changes += 1
+        self._lost.clear()
+        if self.shared:
+            loop = asyncio.get_running_loop()
+            holder, lost = self.holder, self._lost
+
+            def fence(connection: Connection) -> None:
+                try:
+                    lease.fence(connection, holder, epoch)
+                except LeaseLostError:
+                    loop.call_soon_threadsafe(lost.set)
+                    raise
+
+            self.db.fence = fence
+            log.info("this daemon leads (epoch %d, holder %s)", epoch, self.holder)
+        await self._elected()
+
+    async def _step_down(self, reason: str) -> None:
+        """Stop driving now; writes queued meanwhile stay fenced by the old epoch."""
+        if self.epoch is None:
+            return
+        log.log(logging.INFO if self._stopped.is_set() else logging.WARNING,
+                "this daemon stops leading (epoch %d): %s", self.epoch, reason)
+        self.epoch = None
+        self.changes += 1
+        try:
+            await self._deposed()
+        finally:
+            # Everything queued before this no-op has been through the fence.
+            with contextlib.suppress(Exception):
+                await self.db.write(lambda connection: None)
+            self.db.fence = None
+
+    async def _pause(self, seconds: float) -> None:
+        waiters = [asyncio.ensure_future(self._stopped.wait()),
+                   asyncio.ensure_future(self._lost.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _attempt(self, statement: Callable[..., T], *args: object,
+                       timeout: float = STATEMENT_TIMEOUT) -> T | None:
+        """Run one lease statement in its own transaction; None if it failed or hung."""
+        engine = self._engine
+        assert engine is not None
+
+        def run() -> T:
+            with engine.begin() as connection:
+                return statement(connection, *args)
+
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(self._executor, run), timeout)
+        except TimeoutError:
+            log.warning("lease %s did not answer within %.1f s", statement.__name__, timeout)
+        except Exception as exc:
+            log.warning("lease %s failed: %s", statement.__name__, str(exc).splitlines()[0])
+        return None

@@ -1,0 +1,148 @@
+"""The leader lease on a real PostgreSQL server: one leader, fenced writes, fast handover."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+import pg_server
+from cloudburst.config.settings import LeaseSettings
+from cloudburst.daemon.app import Daemon
+from cloudburst.daemon.main import load_settings
+from cloudburst.errors import LeaseLostError
+from cloudburst.model.states import LcmState, VmState
+from cloudburst.store import lease
+from cloudburst.store.database import Database
+
+postgres = pg_server.session_fixture()
+
+pytestmark = pytest.mark.postgres
+
+FAST = LeaseSettings(duration=1.5, renew=0.3, retry=0.2)
+
+
+@pytest.fixture
+def pg_url(postgres: pg_server.PostgresServer) -> str:
+    return postgres.create_database()
+
+
+def daemon_on(home: Path, url: str) -> Daemon:
+    settings, _ = load_settings(home)
+    return Daemon(dataclasses.replace(settings, db_url=url, lease=FAST))
+
+
+async def until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def test_the_fence_refuses_a_deposed_leaders_writes(pg_url: str) -> None:
+    db = Database(pg_url)
+    db.create_schema()
+    db.start()
+
+    async def main() -> None:
+        first = db.write_sync(lambda c: lease.acquire(c, "a", 30.0))
+        assert first == 1
+        assert db.write_sync(lambda c: lease.acquire(c, "b", 30.0)) is None  # still held
+        db.fence = lambda c: lease.fence(c, "a", first)
+        await db.write(lambda c: c.execute(text("UPDATE meta SET value = value")))
+        # "a" stalls past its expiry; "b" takes over under a new epoch.
+        db.write_sync(lambda c: c.execute(text("UPDATE leases SET expires = 0")))
+        assert db.write_sync(lambda c: lease.acquire(c, "b", 30.0)) == 2
+        with pytest.raises(LeaseLostError, match="no longer leads"):
+            await db.write(lambda c: c.execute(text("INSERT INTO meta VALUES ('x', 'y')")))
+        assert db.write_sync(lambda c: lease.renew(c, "a", first, 30.0)) is False
+        assert db.write_sync(lambda c: lease.renew(c, "b", 2, 30.0)) is True
+        db.fence = None
+        assert await db.read(lambda c: c.execute(
+            text("SELECT count(*) FROM meta WHERE key = 'x'")).scalar()) == 0
+
+    try:
+        asyncio.run(main())
+    finally:
+        db.close()
+
+
+def test_one_daemon_leads_and_a_follower_takes_over(pg_url: str, tmp_path: Path) -> None:
+    first, second = daemon_on(tmp_path / "a", pg_url), daemon_on(tmp_path / "b", pg_url)
+
+    async def main() -> None:
+        try:
+            await first.start(serve_api=False)
+            await second.start(serve_api=False)
+            assert first.leadership.is_leader and not second.leadership.is_leader
+            host_id = await second.hosts.allocate("node", "dummy", "dummy")
+            # Created through the follower, placed and deployed by the leader.
+            vm_id = await second.vms.allocate("CPU=1 MEMORY=64")
+
+            async def running(daemon: Daemon, vm: int) -> bool:
+                return (await daemon.vms.info(vm)).lcm_state is LcmState.RUNNING
+
+            await until(lambda: running(second, vm_id), 10, "the VM to run")
+            assert second.scheduler.passes == 0 and first.scheduler.passes > 0
+            # A terminate through the follower is carried out by the leader.
+            await second.vms.action("terminate-hard", vm_id)
+
+            async def done() -> bool:
+                return (await second.vms.info(vm_id)).state is VmState.DONE
+
+            await until(done, 10, "the VM to be terminated")
+            # The leader stops: the lease is released and the follower leads at once.
+            started = time.monotonic()
+            await first.stop()
+            await until(lambda: second.leadership.is_leader, 5, "the follower to lead")
+            assert time.monotonic() - started < FAST.duration
+            assert second.leadership.epoch == 2
+            other = await second.vms.allocate("CPU=1 MEMORY=64")
+            await until(lambda: running(second, other), 10, "the second VM to run")
+            assert (await second.hosts.info(host_id)).id == host_id
+        finally:
+            await first.stop()
+            await second.stop()
+
+    asyncio.run(main())
+
+
+def test_a_leader_whose_lease_is_taken_stops_driving(pg_url: str, tmp_path: Path) -> None:
+    first, second = daemon_on(tmp_path / "a", pg_url), daemon_on(tmp_path / "b", pg_url)
+
+    async def main() -> None:
+        try:
+            await first.start(serve_api=False)
+            await second.start(serve_api=False)
+            assert first.leadership.is_leader
+            # As if the leader had stalled past its lease: the database says it expired.
+            first.db.write_sync(lambda c: c.execute(text("UPDATE leases SET expires = 0")))
+            await until(lambda: second.leadership.is_leader, 5, "the follower to lead")
+            await until(lambda: not first.leadership.is_leader, 5, "the old leader to step down")
+            assert first.db.fence is None and not first.lifecycle.drives()
+            assert all(task.done() for task in first._tasks)
+            vm_id = await first.vms.allocate("CPU=1 MEMORY=64")
+            await second.hosts.allocate("node", "dummy", "dummy")
+
+            async def running() -> bool:
+                return (await first.vms.info(vm_id)).lcm_state is LcmState.RUNNING
+
+            await until(running, 10, "the VM to run under the new leader")
+            assert first.leadership.changes == 2 and second.leadership.changes == 1
+        finally:
+            await first.stop()
+            await second.stop()
+
+    asyncio.run(main())
