@@ -30,8 +30,12 @@ from daemon_fixture import (
     wait_for,
 )
 
-__all__ = ["RunningDaemon", "cli", "conf_text", "kill", "running_daemon", "start", "wait_for",
-           "write_script"]
+from cloudburst.drivers.base import DeploySpec, DriverContext, DriverOptions, HostRef
+from cloudburst.drivers.one.vm import OneVmDriver
+from cloudburst.template import Template
+
+__all__ = ["PARTNER_HOST", "RunningDaemon", "cli", "conf_text", "kill", "partner_driver",
+           "partner_spec", "running_daemon", "start", "wait_for", "write_script"]
 
 #: The timers every bursting test daemon runs with, in seconds.
 FAST_TIMERS = {
@@ -141,3 +145,30 @@ def process_alive(pid: int) -> bool:
             return False
         return True
     return state != "Z"
+
+
+#: The host of ours that stands for the partner, in partner-driver tests.
+PARTNER_HOST = HostRef(id=7, name="partner")
+
+
+def partner_driver(tmp_path: Path, rc: str, install_id: str = "cb-test0001") -> OneVmDriver:
+    """A ``one`` VM driver used directly (as the dispatcher would), with rc file ``rc``."""
+    etc = tmp_path / "etc"
+    (etc / "one").mkdir(parents=True, exist_ok=True)
+    path = etc / "one" / "partnerrc"
+    path.write_text(rc)
+    path.chmod(0o600)
+    return OneVmDriver(DriverContext(
+        name="vmm_one", executable="one_vmm_one", arguments=("one/partnerrc",),
+        options=DriverOptions(threads=4), etc_dir=etc, remotes_dir=tmp_path / "remotes",
+        var_dir=tmp_path / "var", install_id=install_id))
+
+
+def partner_spec(vm_id: int, token: str, tmp_path: Path) -> DeploySpec:
+    """The deploy of our VM ``vm_id`` (0.5 CPU, 64 MB) to :data:`PARTNER_HOST`."""
+    template = Template([("NAME", f"vm-{vm_id}"), ("CPU", "0.5"), ("MEMORY", "64"),
+                         ("PUBLIC_CLOUD", {"TYPE": "one", "FLAVOUR": "tiny"}),
+                         ("VMID", str(vm_id))])
+    return DeploySpec(vm_id=vm_id, host=PARTNER_HOST, deployment_file=tmp_path / "deployment.0",
+                      deployment=template.to_xml("TEMPLATE"), token=token, memory_mb=64,
+                      cpu=0.5)

@@ -21,25 +21,17 @@ from urllib.parse import urlsplit
 
 import pyone
 import pytest
+from burst_helpers import PARTNER_HOST, partner_driver, partner_spec
 from daemon_fixture import free_port, start_daemon, wait_for
 
 from cloudburst.drivers.base import (
-    DeploySpec,
-    DriverContext,
-    DriverOptions,
-    HostRef,
     PollState,
     VmRef,
 )
-from cloudburst.drivers.one.vm import OneVmDriver
 from cloudburst.errors import DriverAuthError, DriverError, TransientDriverError
-from cloudburst.template import Template
 from one_peer import start_peer
 
 pytestmark = pytest.mark.e2e
-
-HOST = HostRef(id=7, name="partner")
-
 
 class LossyProxy:
     """Forwards XML-RPC posts to ``target``; drops the reply of the next N allocations."""
@@ -106,27 +98,6 @@ def partner(request: pytest.FixtureRequest,
         yield Partner(peer.url, burst.session)
 
 
-def driver_for(tmp_path: Path, rc: str, install_id: str = "cb-test0001") -> OneVmDriver:
-    etc = tmp_path / "etc"
-    (etc / "one").mkdir(parents=True, exist_ok=True)
-    path = etc / "one" / "partnerrc"
-    path.write_text(rc)
-    path.chmod(0o600)
-    return OneVmDriver(DriverContext(
-        name="vmm_one", executable="one_vmm_one", arguments=("one/partnerrc",),
-        options=DriverOptions(threads=4), etc_dir=etc, remotes_dir=tmp_path / "remotes",
-        var_dir=tmp_path / "var", install_id=install_id))
-
-
-def spec_for(vm_id: int, token: str, tmp_path: Path) -> DeploySpec:
-    template = Template([("NAME", f"vm-{vm_id}"), ("CPU", "0.5"), ("MEMORY", "64"),
-                         ("PUBLIC_CLOUD", {"TYPE": "one", "FLAVOUR": "tiny"}),
-                         ("VMID", str(vm_id))])
-    return DeploySpec(vm_id=vm_id, host=HOST, deployment_file=tmp_path / "deployment.0",
-                      deployment=template.to_xml("TEMPLATE"), token=token, memory_mb=64,
-                      cpu=0.5)
-
-
 def with_token(partner: Partner, token: str) -> list[int]:
     one = pyone.OneServer(partner.url, session=partner.session)
     return [vm.ID for vm in one.vmpool.infoextended(-2, -1, -1, -2).VM
@@ -139,8 +110,8 @@ def test_a_lost_reply_is_found_by_token_not_created_twice(partner: Partner,
     rc = f"ONE_XMLRPC={proxy.url}\nONE_AUTH={partner.session}\nTIMEOUT=10\nPOLL_INTERVAL=0.3\n"
 
     async def scenario() -> None:
-        driver = driver_for(tmp_path, rc)
-        spec = spec_for(41, "cb-test0001-vm41-0", tmp_path)
+        driver = partner_driver(tmp_path, rc)
+        spec = partner_spec(41, "cb-test0001-vm41-0", tmp_path)
         proxy.drop_allocations = 1
         with pytest.raises(TransientDriverError, match="is unreachable"):
             await driver.deploy(spec)
@@ -149,14 +120,14 @@ def test_a_lost_reply_is_found_by_token_not_created_twice(partner: Partner,
         assert with_token(partner, spec.token) == [int(deploy_id.removeprefix("one-"))]
 
         # After a restart, a new driver finds it by its token.
-        restarted = driver_for(tmp_path, rc)
+        restarted = partner_driver(tmp_path, rc)
         assert await restarted.find(spec) == deploy_id
         assert await restarted.deploy(spec) == deploy_id
-        results = await restarted.poll([VmRef(41, deploy_id, HOST)])
+        results = await restarted.poll([VmRef(41, deploy_id, PARTNER_HOST)])
         assert results[41].state is PollState.ACTIVE
         assert results[41].info["PARTNER_STATE"] == "runn"
 
-        ref = VmRef(41, deploy_id, HOST)
+        ref = VmRef(41, deploy_id, PARTNER_HOST)
         await restarted.cancel(ref)
         await restarted.cancel(ref)  # already gone: still a success
         assert (await restarted.poll([ref]))[41].state is PollState.GONE
@@ -178,21 +149,21 @@ def test_credentials_and_failures_stay_secret(partner: Partner, tmp_path: Path) 
     password = partner.session.partition(":")[2]
 
     async def scenario() -> None:
-        spec = spec_for(5, "cb-test0001-vm5-0", tmp_path)
-        wrong = driver_for(tmp_path / "wrong", f"ONE_XMLRPC={partner.url}\n"
+        spec = partner_spec(5, "cb-test0001-vm5-0", tmp_path)
+        wrong = partner_driver(tmp_path / "wrong", f"ONE_XMLRPC={partner.url}\n"
                                                "ONE_AUTH=oneadmin:not-the-password\n")
         with pytest.raises(DriverAuthError) as refused:
             await wrong.deploy(spec)
         assert "refused the credentials" in str(refused.value)
         assert "not-the-password" not in str(refused.value)
 
-        down = driver_for(tmp_path / "down", f"ONE_XMLRPC=http://127.0.0.1:{free_port()}/RPC2\n"
+        down = partner_driver(tmp_path / "down", f"ONE_XMLRPC=http://127.0.0.1:{free_port()}/RPC2\n"
                                              f"ONE_AUTH={partner.session}\n")
         with pytest.raises(TransientDriverError, match="is unreachable") as unreachable:
-            await down.poll([VmRef(5, "one-5", HOST)])
+            await down.poll([VmRef(5, "one-5", PARTNER_HOST)])
         assert password not in str(unreachable.value)
 
-        loose = driver_for(tmp_path / "loose", f"ONE_XMLRPC={partner.url}\n"
+        loose = partner_driver(tmp_path / "loose", f"ONE_XMLRPC={partner.url}\n"
                                                f"ONE_AUTH={partner.session}\n")
         (tmp_path / "loose/etc/one/partnerrc").chmod(0o644)
         with pytest.raises(DriverError, match="chmod 600") as permissive:

@@ -10,6 +10,7 @@ body, an empty host pool for ordinary users, quotas, its own scheduler.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -17,9 +18,20 @@ from pathlib import Path
 
 import pyone
 import pytest
-from burst_helpers import RunningDaemon, cli, conf_text, kill, start
+from burst_helpers import (
+    PARTNER_HOST,
+    RunningDaemon,
+    cli,
+    conf_text,
+    kill,
+    partner_driver,
+    partner_spec,
+    start,
+)
 from daemon_fixture import stop
 
+from cloudburst.drivers.base import PollState, ResizeSpec, VmRef
+from cloudburst.errors import DriverError
 from one_peer import OnePeer, PeerUser, peer_fixture, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -39,7 +51,7 @@ MEMORY = 128
 PUBLIC_CLOUD = [ TYPE = "one" ]
 """
 
-ACTIVE, RUNNING, BOOT, DONE, POWEROFF = 3, 3, 2, 6, 8
+ACTIVE, RUNNING, BOOT, DONE, POWEROFF, SUSPENDED = 3, 3, 2, 6, 8, 5
 #: The account's quotas at the peer: 4 cores, 2 GiB, 8 VMs.
 QUOTA = "VM = [ CPU = 4, MEMORY = 2048, VMS = 8 ]"
 
@@ -277,3 +289,58 @@ def test_partner_killed_and_restarted(peer: OnePeer, account: PeerUser,
         assert len(origins) == 3, every
     finally:
         stop(first.process)
+
+
+def test_lifecycle_actions_map_to_the_partner(peer: OnePeer, account: PeerUser,
+                                              tmp_path: Path) -> None:
+    """The driver's optional actions, used directly as the core would, on a real partner VM."""
+    admin = peer.client()
+
+    def state(remote: int) -> tuple[int, int]:
+        vm = admin.vm.info(remote)
+        return vm.STATE, vm.LCM_STATE
+
+    async def scenario() -> None:
+        driver = partner_driver(tmp_path, rc_text(peer, account))
+        spec = partner_spec(60, "cb-test0001-vm60-0", tmp_path)
+        ref = VmRef(60, await driver.deploy(spec), PARTNER_HOST)
+        remote = int(ref.deploy_id.removeprefix("one-"))
+        try:
+            await driver.poweroff(ref, hard=False)
+            assert state(remote)[0] == POWEROFF
+            await driver.poweroff(ref, hard=True)  # already off: done
+            await driver.resize(ref, ResizeSpec(cpu=1, vcpu=2, memory_mb=96))
+            resized = admin.vm.info(remote).TEMPLATE
+            assert (resized["CPU"], resized["VCPU"], resized["MEMORY"]) == ("1", "2", "96")
+            assert await driver.poweron(ref, spec) == ref.deploy_id
+            assert state(remote) == (ACTIVE, RUNNING)
+
+            await driver.save(ref, tmp_path / "checkpoint")
+            assert state(remote)[0] == SUSPENDED
+            assert (await driver.poll([ref]))[60].state is PollState.PAUSED
+            assert await driver.restore(ref, tmp_path / "checkpoint") == ref.deploy_id
+            assert state(remote) == (ACTIVE, RUNNING)
+
+            snapshot = await driver.snapshot_create(ref, 0, "before")
+            await driver.snapshot_revert(ref, snapshot)
+            await driver.snapshot_delete(ref, snapshot)
+            await driver.reboot(ref)
+
+            # A refusal names the partner VM's state, in one line.
+            await driver.poweroff(ref, hard=True)
+            with pytest.raises(DriverError, match=r"refused to suspend partner VM \d+ in state"):
+                await driver.save(ref, tmp_path / "checkpoint")
+
+            # Deleted over there while powered off: powering on deploys a new partner VM.
+            admin.vm.action("terminate-hard", remote)
+            wait_until(lambda: state(remote)[0] == DONE, 20, "deleted at the partner")
+            assert (await driver.poll([ref]))[60].info["PARTNER_STATE"] == "gone"
+            again = await driver.poweron(ref, spec)
+            assert again != ref.deploy_id
+            ref = VmRef(60, again, PARTNER_HOST)
+            assert state(int(again.removeprefix("one-"))) == (ACTIVE, RUNNING)
+        finally:
+            await driver.cancel(ref)
+            await driver.close()
+
+    asyncio.run(scenario())

@@ -24,6 +24,10 @@ VMs (shared with every deploy or shutdown waiting at the same time,
 ``IP``/``GUEST_IP``, else the first NIC's ``IP``) is reported as ``IP``;
 ``PARTNER_VM_ID`` and ``PARTNER_STATE`` show where the VM is.
 
+**Optional actions** (poweroff/poweron, save/restore, resize, snapshots)
+are mapped to the partner's own (:mod:`.actions`); ``poweron`` of a VM
+whose partner VM was deleted over there deploys a new one.
+
 **Shutdown/cancel** send ``terminate``/``terminate-hard`` and return when the
 partner VM is DONE or gone (success when it already is). **Sweep**: partner VMs
 with our installation's tag for this host whose VM is no longer live are
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Final
 
 from cloudburst.drivers.base import (
@@ -43,10 +48,12 @@ from cloudburst.drivers.base import (
     HostRef,
     PollResult,
     PollState,
+    ResizeSpec,
     SweepReport,
     VmDriver,
     VmRef,
 )
+from cloudburst.drivers.one.actions import PartnerActions
 from cloudburst.drivers.one.attempts import DeployAttempts
 from cloudburst.drivers.one.client import PartnerClient, WrongStateError
 from cloudburst.drivers.one.config import ConfigCache, PartnerConfig, rc_path
@@ -89,11 +96,14 @@ class OneVmDriver(VmDriver):
     """
 
     retryable: tuple[type[Exception], ...] = (TransientDriverError,)
+    capabilities = frozenset({"poweroff", "save", "restore", "resize", "snapshot_create",
+                              "snapshot_revert", "snapshot_delete"})
 
     def __init__(self, context: DriverContext) -> None:
         super().__init__(context)
         self._configs = ConfigCache(rc_path(context))
         self._client = PartnerClient(min(32, context.options.threads + 1), context.name)
+        self._actions = PartnerActions(self._client)
         self._snapshots: dict[tuple[str, str, float], PoolSnapshots] = {}
         self._attempts = DeployAttempts()
         #: Partner VM ids of orphans, per our host.
@@ -203,6 +213,51 @@ class OneVmDriver(VmDriver):
             await self._client.vm_action(config, action, remote)
         except InstanceNotFoundError:
             raise InstanceNotFoundError(f"partner VM {remote} no longer exists") from None
+
+    # -- optional actions (see .actions) ---------------------------------------------------
+
+    async def poweroff(self, vm: VmRef, *, hard: bool) -> None:
+        config = self._config()
+        await self._actions.poweroff(config, self._pool(config), remote_id(vm.deploy_id), hard)
+
+    async def poweron(self, vm: VmRef, spec: DeploySpec) -> str:
+        config = self._config()
+        remote = remote_id(vm.deploy_id)
+        try:
+            await self._actions.resume(config, self._pool(config), remote)
+        except InstanceNotFoundError:
+            self.context.logger.info("VM %d: partner VM %d is gone; deploying a new one",
+                                     spec.vm_id, remote)
+            return await self.deploy(spec)
+        return vm.deploy_id
+
+    async def save(self, vm: VmRef, checkpoint: Path) -> None:
+        config = self._config()
+        await self._actions.suspend(config, self._pool(config), remote_id(vm.deploy_id))
+
+    async def restore(self, vm: VmRef, checkpoint: Path) -> str:
+        config = self._config()
+        await self._actions.resume(config, self._pool(config), remote_id(vm.deploy_id))
+        return vm.deploy_id
+
+    async def resize(self, vm: VmRef, spec: ResizeSpec) -> None:
+        await self._actions.resize(self._config(), remote_id(vm.deploy_id), spec)
+
+    async def snapshot_create(self, vm: VmRef, snapshot_id: int, name: str) -> str:
+        config = self._config()
+        return await self._actions.snapshot_create(config, self._pool(config),
+                                                   remote_id(vm.deploy_id),
+                                                   name or f"snapshot-{snapshot_id}")
+
+    async def snapshot_revert(self, vm: VmRef, provider_name: str) -> None:
+        config = self._config()
+        await self._actions.snapshot_revert(config, self._pool(config), remote_id(vm.deploy_id),
+                                            provider_name)
+
+    async def snapshot_delete(self, vm: VmRef, provider_name: str) -> None:
+        config = self._config()
+        await self._actions.snapshot_delete(config, self._pool(config), remote_id(vm.deploy_id),
+                                            provider_name)
 
     # -- monitoring --------------------------------------------------------------------
 

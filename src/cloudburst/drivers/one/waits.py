@@ -1,4 +1,4 @@
-"""Waiting for a partner VM to run, or to be gone.
+"""Waiting for a partner VM to run, to be gone, or to reach a state an action asked for.
 
 Both waits check the partner's pool through shared listings
 (:class:`~.pool.PoolSnapshots`), each check on a listing requested after the
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Final
 
 from cloudburst.drivers.one.client import PartnerClient, WrongStateError
@@ -146,3 +147,33 @@ async def until_gone(client: PartnerClient, config: PartnerConfig, pool: PoolSna
         if time.monotonic() >= deadline:
             raise DriverError(f"partner VM {remote} is still {remote_label(current)} "
                               f"{config.shutdown_timeout:g} s after {action}")
+
+
+async def until_state(pool: PoolSnapshots, config: PartnerConfig, remote: int,
+                      wanted: Callable[[RemoteVm], bool], what: str,
+                      limit: float) -> RemoteVm:
+    """Wait up to ``limit`` seconds until partner VM ``remote`` is ``wanted``; never
+    discards it (it holds the guest's state: powered off, suspended, ...).
+
+    Raises:
+        InstanceNotFoundError: the partner no longer lists the VM.
+        DriverError: it failed, or is not ``what`` in time (its state is named).
+    """
+    deadline = time.monotonic() + limit
+    seen_after = time.monotonic()
+    pauses = _Pauses(config.poll_interval)
+    while True:
+        await pauses.sleep()
+        snapshot = await pool.get(seen_after)
+        seen_after = snapshot.started + _JUST_AFTER
+        vm = snapshot.find(remote)
+        if vm is None or vm.state == VmState.DONE:
+            raise InstanceNotFoundError(f"partner VM {remote} no longer exists")
+        if wanted(vm):
+            return vm
+        if is_failed(vm):
+            reason = vm.error or f"state {remote_label(vm)}"
+            raise DriverError(f"partner VM {remote} failed: {reason}")
+        if time.monotonic() >= deadline:
+            raise DriverError(f"partner VM {remote} is still {remote_label(vm)}, not {what}, "
+                              f"after {limit:g} s")
