@@ -78,9 +78,13 @@ def test_seed_walkthrough(cli: Cli, tmp_path: Path) -> None:
     template.write_text(SEED_EC2_TEMPLATE)
     assert cli.ok("onevm", "submit", str(template)) == "ID: 0\n"
     wait_for(lambda: cli.json("onevm", "list")[0]["STAT"] == "runn", timeout=20)
-    [row] = [line for line in cli.ok("onevm", "list").splitlines()[1:] if line.split()[0] == "0"]
-    assert row.split()[1:5] == ["oneadmin", "one-0", "runn", "0"]
-    assert " ec2 " in row
+    listing = cli.ok("onevm", "list").splitlines()
+    # OpenNebula 6's columns: the allocated CPU and memory, the group.
+    assert listing[0] == ("  ID USER     GROUP    NAME            STAT  CPU     MEM HOST       "
+                          "      TIME")
+    [row] = [line for line in listing[1:] if line.split()[0] == "0"]
+    assert row.startswith("   0 oneadmin oneadmin one-0           runn  0.5    128M ec2        ")
+    assert row.endswith("0d 00h00")
 
     shown = cli.ok("onevm", "show", "0")
     assert shown.startswith("VIRTUAL MACHINE 0 INFORMATION\n")

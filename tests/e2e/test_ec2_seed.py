@@ -144,7 +144,7 @@ def test_seed_walkthrough_and_capacity_limit(tmp_path: Path, fresh: list[MotoSer
         assert vm_id == 0
         vm = wait_running(daemon, vm_id)
         row = list_row(daemon, vm_id)
-        assert row.split()[1:4] == ["oneadmin", "one-0", "runn"], row
+        assert row.split()[1:5] == ["oneadmin", "oneadmin", "one-0", "runn"], row
         assert row.split()[-3] == "ec2", row
         assert re.fullmatch(r"i-[0-9a-f]+", vm.DEPLOY_ID)
 

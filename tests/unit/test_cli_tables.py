@@ -12,6 +12,7 @@ from cloudburst.cli.tables import (
     Column,
     allocated,
     elapsed,
+    period,
     render_table,
     short_date,
     template_json,
@@ -21,6 +22,8 @@ from cloudburst.model.records import HistoryRecord, VmRecord
 from cloudburst.model.states import LcmState, VmState
 from cloudburst.template import Template
 from seed_templates import SEED_ONEHOST_LIST
+
+HOST_COLUMNS = [column for column in onehost.LIST_COLUMNS if column.default]
 
 
 @pytest.mark.parametrize(("kilobytes", "unit", "shown"), [
@@ -77,22 +80,22 @@ def test_onehost_list_reproduces_the_cloud_bursting_guide() -> None:
     expected = SEED_ONEHOST_LIST.splitlines()
     rows = [
         onehost.HostRow(id=2, name="kvm-", cluster="", running_vms=0, cpu_usage=0,
-                        max_cpu=800, mem_usage=0, max_mem=16777216, stat="on"),
+                        max_cpu=800, mem_usage=0, max_mem=16777216, stat="on", reason=""),
         onehost.HostRow(id=3, name="kvm-1", cluster="", running_vms=0, cpu_usage=0,
-                        max_cpu=100, mem_usage=0, max_mem=1887437, stat="on"),
+                        max_cpu=100, mem_usage=0, max_mem=1887437, stat="on", reason=""),
         onehost.HostRow(id=4, name="remote_provider", cluster="", running_vms=0, cpu_usage=0,
-                        max_cpu=500, mem_usage=0, max_mem=8912896, stat="on"),
+                        max_cpu=500, mem_usage=0, max_mem=8912896, stat="on", reason=""),
     ]
-    lines = render_table(onehost.LIST_COLUMNS, [row.cells() for row in rows])
+    lines = render_table(HOST_COLUMNS, [row.cells()[:-1] for row in rows])
     # The guide's ID column lost two leading blanks in the rendering (width 4 in 3.8-4.x).
     assert [line[2:] for line in lines] == expected
 
 
 def test_stat_column_is_coloured_on_a_terminal() -> None:
     row = onehost.HostRow(id=0, name="h", cluster="default", running_vms=0, cpu_usage=0,
-                          max_cpu=0, mem_usage=0, max_mem=0, stat="err")
-    plain = render_table(onehost.LIST_COLUMNS, [row.cells()])
-    coloured = render_table(onehost.LIST_COLUMNS, [row.cells()], colour=True)
+                          max_cpu=0, mem_usage=0, max_mem=0, stat="err", reason="")
+    plain = render_table(HOST_COLUMNS, [row.cells()[:-1]])
+    coloured = render_table(HOST_COLUMNS, [row.cells()[:-1]], colour=True)
     assert "\033[" not in "".join(plain)
     assert coloured[0].startswith("\033[1;4m")
     assert "\033[91merr" in coloured[1]
@@ -112,6 +115,17 @@ def test_elapsed(seconds: int, shown: str) -> None:
 def test_short_date() -> None:
     assert short_date(0) == "-"
     assert len(short_date(1_700_000_000)) == len("11/14 22:13:20")
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [
+    (0, "  0d 00h00m"),
+    (423, "  0d 00h07m"),
+    (90061, "  1d 01h01m"),
+    (1000 * 86400, "1000d 00h00m"),
+    (-5, "  0d 00h00m"),
+])
+def test_period(seconds: int, shown: str) -> None:
+    assert period(seconds) == shown
 
 
 def _vm(vm_id: int, state: VmState, lcm_state: LcmState, *, etime: int = 0,
@@ -141,27 +155,32 @@ def test_onevm_list_rows() -> None:
     failed = _vm(4, VmState.ACTIVE, LcmState.BOOT_FAILURE)
     rows = _rows([running, off, done, held, failed], now=1423)
 
-    assert rows[0].cells() == ["0", "oneadmin", "one-0", "runn", "12", "8.5G",
-                               "remote_provider", "00 00:07:03"]
+    # OpenNebula 6: the allocated CPU and memory (not the monitored usage), the group.
+    assert rows[0].cells() == ["0", "oneadmin", "oneadmin", "one-0", "runn", "1", "128M",
+                               "remote_provider", "  0d 00h07m", ""]
     assert [row.stat for row in rows] == ["runn", "poff", "done", "hold", "fail"]
-    # HOSTNAME only while ACTIVE, SUSPENDED or POWEROFF.
-    assert [row.hostname for row in rows] == ["remote_provider", "remote_provider", None, None,
-                                              "remote_provider"]
+    # HOST only while ACTIVE, SUSPENDED or POWEROFF.
+    assert [row.host for row in rows] == ["remote_provider", "remote_provider", None, None,
+                                          "remote_provider"]
     # TIME runs to ETIME once the VM has ended.
     assert rows[2].time == 60
-    assert rows[3].cells()[4:6] == ["0", "0K"]
-    assert rows[0].as_json() == {"ID": 0, "USER": "oneadmin", "NAME": "one-0", "STAT": "runn",
-                                 "CPU": 12, "MEM": 8912896, "HOSTNAME": "remote_provider",
-                                 "TIME": 423}
+    assert rows[3].cells()[5:7] == ["1", "128M"]
+    assert rows[0].as_json() == {"ID": 0, "USER": "oneadmin", "GROUP": "oneadmin",
+                                 "NAME": "one-0", "STAT": "runn", "CPU": 1, "MEM": 128,
+                                 "HOST": "remote_provider", "TIME": 423, "IP": None}
 
 
 def test_onevm_list_layout() -> None:
-    lines = render_table(onevm.LIST_COLUMNS,
-                         [row.cells() for row in _rows([_vm(0, VmState.ACTIVE,
-                                                            LcmState.RUNNING)], now=1423)])
+    vm = _vm(0, VmState.ACTIVE, LcmState.RUNNING, monitoring={"IP": "10.0.0.7"})
+    assert onevm.vm_table(ElementTree.fromstring(vm_pool_document(
+        [vm], extended=False, uname=lambda uid: "oneadmin")).findall("VM"))[0] == (
+        "  ID USER     GROUP    NAME            STAT  CPU     MEM HOST             TIME")
+    [row] = _rows([vm], now=1423)
+    lines = render_table(onevm.LIST_COLUMNS, [row.cells()])
+    # As OpenNebula 6.10's onevm list (TIME cut to its 10 characters), plus the IP asked for.
     assert lines == [
-        "    ID USER     NAME         STAT CPU     MEM        HOSTNAME        TIME",
-        "     0 oneadmin one-0        runn   0      0K remote_provider 00 00:07:03",
+        "  ID USER     GROUP    NAME            STAT  CPU     MEM HOST             TIME IP",
+        "   0 oneadmin oneadmin one-0           runn    1    128M remote_pro   0d 00h07 10.0.0.7",
     ]
 
 

@@ -314,7 +314,8 @@ def test_host_short_names() -> None:
     assert HOST_STATE_SHORT[HostState.INIT] == "init"
     assert HOST_STATE_SHORT[HostState.MONITORED] == "on"
     assert HOST_STATE_SHORT[HostState.ERROR] == "err"
-    assert HOST_STATE_SHORT[HostState.DISABLED] == "off"
+    assert HOST_STATE_SHORT[HostState.DISABLED] == "dsbl"
+    assert HOST_STATE_SHORT[HostState.OFFLINE] == "off"
     assert HOST_STATE_SHORT[HostState.OFFLINE] == "off"
     assert HOST_STATE_SHORT[HostState.MONITORING_ERROR] == "retry"
     assert set(HOST_STATE_SHORT) == set(HostState)

@@ -309,7 +309,9 @@ def test_windows_line_endings() -> None:
         ("A\n= 1", "syntax error, unexpected end of line, expecting '='", 1, 2),
         ("A=1\nB=2\n  = 3", "syntax error, unexpected '=', expecting attribute name", 3, 3),
         ("A=1\nB C=2", "syntax error, unexpected 'C', expecting '='", 2, 3),
-        ("A-B=1", "syntax error, unexpected '-', expecting '='", 1, 2),
+        ("A-B=1", "syntax error, unexpected '-B', expecting '='", 1, 2),
+        ("CPU=1\nMEMORY 128", "syntax error, unexpected '128', expecting '='", 2, 8),
+        ("A " + "9" * 50, f"syntax error, unexpected '{'9' * 40}...', expecting '='", 1, 3),
         ("A=1\n\nB=,", "syntax error, unexpected ',', expecting value", 3, 3),
         ("A=1 ]", "syntax error, unexpected ']', expecting attribute name", 1, 5),
         ('A=1\nB = "abc\nd', "unterminated quoted value starting", 2, 5),
@@ -325,7 +327,7 @@ def test_windows_line_endings() -> None:
         ("V=[A=[B=1]]", "syntax error, unexpected '[', expecting value in vector V", 1, 6),
         ("V=[A]", "syntax error, unexpected ']', expecting '='", 1, 5),
         ("é=1", "syntax error, unexpected 'é', expecting attribute name", 1, 1),
-        ("A=1 'B'=2", 'syntax error, unexpected "\'", expecting attribute name', 1, 5),
+        ("A=1 'B'=2", 'syntax error, unexpected "\'B\'", expecting attribute name', 1, 5),
     ],
 )
 def test_syntax_errors(text: str, message: str, line: int, column: int) -> None:

@@ -1,9 +1,12 @@
 """What every command shares: the endpoint, the session, calls, documents, input.
 
-Endpoint: ``ONE_XMLRPC``, else ``http://127.0.0.1:<CLOUDBURST_PORT or 2633>/RPC2``.
-Session (``user:password``): the first line of the file ``ONE_AUTH`` names,
+Endpoint: ``--endpoint``, else ``ONE_XMLRPC``, else
+``http://127.0.0.1:<CLOUDBURST_PORT or 2633>/RPC2``.
+Session (``user:password``): ``--user`` with ``--password`` (asked for on a
+terminal when missing), else the first line of the file ``ONE_AUTH`` names,
 else of ``~/.one/one_auth`` when it exists, else of
 ``$CLOUDBURST_HOME/one_auth`` (default ``~/.cloudburst/one_auth``).
+With ``-v/--verbose`` each call is reported on stderr (method, duration, outcome).
 
 Failures reach the user as one line on stderr and exit status 1 (usage errors
 are argparse's, status 2). Nothing printed ever contains the session.
@@ -12,14 +15,17 @@ are argparse's, status 2). Nothing printed ever contains the session.
 from __future__ import annotations
 
 import argparse
+import getpass
 import http.client
 import os
 import shlex
 import subprocess
 import sys
 import tempfile
+import time
 import xmlrpc.client
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
@@ -121,9 +127,11 @@ class _SafeTimeoutTransport(xmlrpc.client.SafeTransport):
 class Client:
     """Calls ``one.*`` methods with the session prepended, as OpenNebula's CLI does."""
 
-    def __init__(self, url: str, session: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, url: str, session: str, *, timeout: float = DEFAULT_TIMEOUT,
+                 verbose: bool = False) -> None:
         self.url = url
         self._session = session
+        self._verbose = verbose
         transport = (_SafeTimeoutTransport(timeout) if url.startswith("https:")
                      else _TimeoutTransport(timeout))
         try:
@@ -139,8 +147,23 @@ class Client:
                 (its message, e.g. ``[one.vm.info] Error getting virtual machine [9].``).
         """
         url = _printable_url(self.url)
+        started = time.monotonic()
         try:
-            reply = getattr(self._proxy, method)(self._session, *params)
+            reply = self._send(method, params)
+        finally:
+            if self._verbose:
+                print(f"{method} -> {url} ({(time.monotonic() - started) * 1000:.0f} ms)",
+                      file=sys.stderr)
+        if not isinstance(reply, list) or len(reply) < 3:
+            raise CliError(f"[{method}] unexpected reply from {url}")
+        if not reply[0]:
+            raise CliError(str(reply[1]))
+        return reply[1]
+
+    def _send(self, method: str, params: tuple[object, ...]) -> Any:
+        url = _printable_url(self.url)
+        try:
+            return getattr(self._proxy, method)(self._session, *params)
         except xmlrpc.client.Fault as fault:
             raise CliError(f"[{method}] {fault.faultString}") from None
         except xmlrpc.client.ProtocolError as exc:
@@ -153,11 +176,6 @@ class Client:
         except xmlrpc.client.ResponseError as exc:
             raise CliError(f"the daemon at {url} sent a reply that is not XML-RPC: {exc}") \
                 from None
-        if not isinstance(reply, list) or len(reply) < 3:
-            raise CliError(f"[{method}] unexpected reply from {url}")
-        if not reply[0]:
-            raise CliError(str(reply[1]))
-        return reply[1]
 
     def document(self, method: str, *params: object) -> ElementTree.Element:
         """The XML document a call returns, parsed."""
@@ -168,9 +186,46 @@ class Client:
             raise CliError(f"[{method}] the reply is not an XML document: {exc}") from None
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionOptions:
+    """The command line's ``--endpoint``, ``--user``, ``--password``, ``--verbose``."""
+
+    endpoint: str | None = None
+    user: str | None = None
+    password: str | None = None
+    verbose: bool = False
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> ConnectionOptions:
+        return cls(getattr(args, "endpoint", None), getattr(args, "user", None),
+                   getattr(args, "password", None), bool(getattr(args, "verbose", False)))
+
+    def session(self, environ: Mapping[str, str]) -> str:
+        """``--user:--password``, else the session file's (:func:`read_session`).
+
+        Raises:
+            CliError: ``--password`` without ``--user``, or no password to be had.
+        """
+        if self.user is None:
+            if self.password is not None:
+                raise CliError("--password needs --user")
+            return read_session(environ)
+        password = self.password
+        if password is None:
+            if not sys.stdin.isatty():
+                raise CliError("--user needs --password (or a terminal to ask for it)")
+            password = getpass.getpass(f"Password for {self.user}: ")
+        return f"{self.user}:{password}"
+
+
+#: Set by :func:`run` from the command line before the handler runs.
+_options = ConnectionOptions()
+
+
 def connect(environ: Mapping[str, str] = os.environ) -> Client:
-    """A client for the configured endpoint and session."""
-    return Client(endpoint(environ), read_session(environ))
+    """A client for the endpoint and session (command-line options first)."""
+    url = _options.endpoint or endpoint(environ)
+    return Client(url, _options.session(environ), verbose=_options.verbose)
 
 
 # -- documents ----------------------------------------------------------------------------
@@ -301,12 +356,14 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     (its message alone on stderr, as OpenNebula's CLI prints the daemon's),
     130 on Ctrl-C.
     """
+    global _options
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: a subcommand is required", file=sys.stderr)
         return 2
+    _options = ConnectionOptions.of(args)
     try:
         return handler(args)
     except CliError as exc:

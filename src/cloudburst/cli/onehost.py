@@ -3,12 +3,16 @@
 ``create`` takes both historical forms: the seed's positional
 ``NAME IM_MAD VMM_MAD TM_MAD [VNM_MAD]`` (3.0/3.2, sent as such) and
 ``NAME -i IM -v VMM [-n VNM] [-c CLUSTER]`` (3.4+). ``list`` shows the
-3.8-4.x columns ``ID NAME CLUSTER RVM ALLOCATED_CPU ALLOCATED_MEM STAT``.
+3.8-4.x columns ``ID NAME CLUSTER RVM ALLOCATED_CPU ALLOCATED_MEM STAT``
+(``dsbl`` for a disabled host, ``off`` for an offline one, ``err`` for one in
+error); ``-l ...,REASON`` adds why a host is in error, in one line that says
+what to do when a missing component (libvirt-python, libvirtd) is the cause.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,9 +22,11 @@ from xml.etree import ElementTree
 from cloudburst.cli.client import connect, find_host_id, number, run, template_at, text
 from cloudburst.cli.common import (
     CommandLine,
-    add_json_option,
+    add_list_options,
+    add_show_options,
     add_update_arguments,
     print_rows,
+    print_xml,
     update_template,
 )
 from cloudburst.cli.onevm import vm_table
@@ -45,7 +51,11 @@ LIST_COLUMNS: Final = (
     Column("ALLOCATED_CPU", 18),
     Column("ALLOCATED_MEM", 18),
     Column("STAT", 6, left=True),
+    Column("REASON", 64, left=True, default=False),
 )
+
+#: How the monitor prefixes a host's ``TEMPLATE/ERROR`` (``Error monitoring host 3 : ...``).
+_ERROR_PREFIX: Final = re.compile(r"Error monitoring host \d+ : ")
 
 #: ``one.host.status`` values of enable / disable / offline.
 STATUS: Final = {"enable": 0, "disable": 1, "offline": 2}
@@ -64,16 +74,18 @@ class HostRow:
     mem_usage: int
     max_mem: int
     stat: str
+    reason: str
 
     def cells(self) -> list[str]:
         return [str(self.id), self.name, self.cluster or "-", str(self.running_vms),
                 allocated(self.cpu_usage, self.max_cpu),
-                allocated(self.mem_usage, self.max_mem, memory=True), self.stat]
+                allocated(self.mem_usage, self.max_mem, memory=True), self.stat, self.reason]
 
     def as_json(self) -> dict[str, object]:
         return {"ID": self.id, "NAME": self.name, "CLUSTER": self.cluster or None,
                 "RVM": self.running_vms, "CPU_USAGE": self.cpu_usage, "MAX_CPU": self.max_cpu,
-                "MEM_USAGE": self.mem_usage, "MAX_MEM": self.max_mem, "STAT": self.stat}
+                "MEM_USAGE": self.mem_usage, "MAX_MEM": self.max_mem, "STAT": self.stat,
+                "REASON": self.reason or None}
 
 
 def _state(host: ElementTree.Element) -> HostState | None:
@@ -94,6 +106,8 @@ def host_row(host: ElementTree.Element) -> HostRow:
         mem_usage=number(host, "HOST_SHARE/MEM_USAGE"),
         max_mem=number(host, "HOST_SHARE/MAX_MEM"),
         stat=HOST_STATE_SHORT[state] if state is not None else "?",
+        reason=_ERROR_PREFIX.sub("", text(host, "TEMPLATE/ERROR"), count=1)
+        if state is HostState.ERROR else "",
     )
 
 
@@ -141,14 +155,16 @@ def _cluster(value: str) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    rows = [host_row(host) for host in connect().document("one.hostpool.info").findall("HOST")]
-    print_rows(LIST_COLUMNS, rows, as_json=args.json)
+    pool = connect().document("one.hostpool.info")
+    print_rows(args, LIST_COLUMNS, [host_row(host) for host in pool.findall("HOST")], pool)
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
     client = connect()
     host = client.document("one.host.info", find_host_id(client, args.host))
+    if print_xml(args, host):
+        return 0
     record = host_record(host)
     vm_ids = {number(vm_id, ".") for vm_id in host.findall("VMS/ID")}
     vms = [vm for vm in client.document("one.vmpool.info", -2, -1, -1, -1).findall("VM")
@@ -239,11 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cluster id or name (only 0, default)")
 
     sub = command("list", _list, "list hosts")
-    add_json_option(sub, "print JSON (memory in KB)")
+    add_list_options(sub, "print JSON (memory in KB)")
 
     sub = command("show", _show, "show a host's information, shares, monitoring and VMs")
     sub.add_argument("host", help=host_help)
-    add_json_option(sub)
+    add_show_options(sub)
 
     sub = command("update", _update, "replace (or --append to) a host's template; "
                                      "without FILE, edit it in $EDITOR")

@@ -11,10 +11,12 @@ from xml.etree import ElementTree
 from cloudburst.cli.client import connect, number, read_source, run, template_at, text
 from cloudburst.cli.common import (
     CommandLine,
-    add_json_option,
+    add_list_options,
     add_multiple_option,
+    add_show_options,
     add_update_arguments,
     print_rows,
+    print_xml,
     update_template,
 )
 from cloudburst.cli.tables import (
@@ -69,12 +71,14 @@ def _create(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     pool = connect().document("one.templatepool.info", -2, -1, -1)
     rows = [template_row(element) for element in pool.findall("VMTEMPLATE")]
-    print_rows(LIST_COLUMNS, rows, as_json=args.json)
+    print_rows(args, LIST_COLUMNS, rows, pool)
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
     element = connect().document("one.template.info", args.id)
+    if print_xml(args, element):
+        return 0
     row = template_row(element)
     template = template_at(element, "TEMPLATE")
     if args.json:
@@ -123,11 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("file", help="template file, or - for standard input")
 
     sub = command("list", _list, "list templates")
-    add_json_option(sub)
+    add_list_options(sub)
 
     sub = command("show", _show, "show a template")
     sub.add_argument("id", type=int, help="template id")
-    add_json_option(sub)
+    add_show_options(sub)
 
     sub = command("instantiate", _instantiate, "create VMs from a template; "
                                                "prints VM ID: <id> for each")

@@ -1,9 +1,10 @@
 """``onevm``: create, list, show, deploy and act on virtual machines.
 
-``list`` shows OpenNebula 3.x's columns ``ID USER NAME STAT CPU MEM HOSTNAME
-TIME``: CPU and MEM are the *monitored* usage (``MONITORING/CPU`` in percent,
-``MONITORING/MEMORY`` in KB), as in 3.x and the seed, not 5.x's allocation;
-HOSTNAME is shown only while the VM is ACTIVE, SUSPENDED or POWEROFF.
+``list`` shows OpenNebula 6's columns ``ID USER GROUP NAME STAT CPU MEM HOST
+TIME``: CPU and MEM are what the VM was *allocated* (``TEMPLATE/CPU``, and
+``TEMPLATE/MEMORY`` in MB shown as ``128M``/``2G``); HOST is shown only while
+the VM is ACTIVE, SUSPENDED or POWEROFF; TIME is ``  0d 00h00`` (the full value,
+with minutes' ``m``, in CSV). ``-l ...,IP`` adds the IP the driver reported.
 
 Actions take one id, a list (``1,2,5``) or a range (``3..7``); each VM is
 tried, failures are reported one per line and make the exit status 1.
@@ -33,16 +34,19 @@ from cloudburst.cli.client import (
 )
 from cloudburst.cli.common import (
     CommandLine,
-    add_json_option,
+    add_list_options,
     add_multiple_option,
+    add_show_options,
     add_update_arguments,
     print_rows,
+    print_xml,
     update_template,
 )
 from cloudburst.cli.tables import (
     Column,
     elapsed,
     info_block,
+    period,
     print_json,
     render_table,
     short_date,
@@ -53,14 +57,16 @@ from cloudburst.cli.tables import (
 from cloudburst.model.states import LcmState, VmState, vm_short_state
 
 LIST_COLUMNS: Final = (
-    Column("ID", 6),
+    Column("ID", 4),
     Column("USER", 8, left=True),
-    Column("NAME", 12, left=True),
+    Column("GROUP", 8, left=True),
+    Column("NAME", 15, left=True),
     Column("STAT", 4),
-    Column("CPU", 3),
+    Column("CPU", 4),
     Column("MEM", 7),
-    Column("HOSTNAME", 15),
-    Column("TIME", 11),
+    Column("HOST", 10, left=True),
+    Column("TIME", 10),
+    Column("IP", 15, left=True, default=False),
 )
 
 HISTORY_COLUMNS: Final = (
@@ -95,25 +101,28 @@ FILTER_WORDS: Final = {"a": -2, "all": -2, "m": -3, "mine": -3, "g": -4, "group"
 
 @dataclass(frozen=True, slots=True)
 class VmRow:
-    """One line of ``onevm list``; ``memory`` in KB, ``time`` in seconds."""
+    """One line of ``onevm list``; ``cpu`` as written, ``memory`` in MB, ``time`` in seconds."""
 
     id: int
     user: str
+    group: str
     name: str
     stat: str
-    cpu: int
+    cpu: str
     memory: int
-    hostname: str | None
+    host: str | None
     time: int
+    ip: str | None
 
     def cells(self) -> list[str]:
-        return [str(self.id), self.user, self.name, self.stat, str(self.cpu),
-                unit_to_str(self.memory), self.hostname or "", elapsed(self.time)]
+        return [str(self.id), self.user, self.group, self.name, self.stat, self.cpu,
+                unit_to_str(self.memory, "M"), self.host or "", period(self.time),
+                self.ip or ""]
 
     def as_json(self) -> dict[str, object]:
-        return {"ID": self.id, "USER": self.user, "NAME": self.name, "STAT": self.stat,
-                "CPU": self.cpu, "MEM": self.memory, "HOSTNAME": self.hostname,
-                "TIME": self.time}
+        return {"ID": self.id, "USER": self.user, "GROUP": self.group, "NAME": self.name,
+                "STAT": self.stat, "CPU": _number_or_text(self.cpu), "MEM": self.memory,
+                "HOST": self.host, "TIME": self.time, "IP": self.ip}
 
 
 def _states(vm: ElementTree.Element) -> tuple[VmState | None, LcmState | None]:
@@ -158,17 +167,20 @@ def _lifetime(element: ElementTree.Element, now: int) -> int:
 def vm_row(vm: ElementTree.Element, now: int) -> VmRow:
     """The ``list`` row of a ``VM`` element (reduced or full)."""
     return VmRow(
-        id=number(vm, "ID"), user=text(vm, "UNAME"), name=text(vm, "NAME"),
-        stat=short_state(vm), cpu=number(vm, "MONITORING/CPU"),
-        memory=number(vm, "MONITORING/MEMORY"), hostname=current_host(vm),
-        time=_lifetime(vm, now),
+        id=number(vm, "ID"), user=text(vm, "UNAME"), group=text(vm, "GNAME"),
+        name=text(vm, "NAME"), stat=short_state(vm), cpu=text(vm, "TEMPLATE/CPU", "0"),
+        memory=number(vm, "TEMPLATE/MEMORY"), host=current_host(vm), time=_lifetime(vm, now),
+        ip=text(vm, "MONITORING/IP") or text(vm, "TEMPLATE/NIC/IP") or None,
     )
 
 
 def vm_table(vms: Iterable[ElementTree.Element], *, colour: bool = False) -> list[str]:
-    """``onevm list``'s table for ``vms``."""
+    """``onevm list``'s table for ``vms`` (its default columns)."""
     now = int(time.time())
-    return render_table(LIST_COLUMNS, (vm_row(vm, now).cells() for vm in vms), colour=colour)
+    shown = [index for index, column in enumerate(LIST_COLUMNS) if column.default]
+    return render_table([LIST_COLUMNS[index] for index in shown],
+                        ([vm_row(vm, now).cells()[index] for index in shown] for vm in vms),
+                        colour=colour)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,9 +240,9 @@ def _filter_flag(value: str) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    pool = connect().document("one.vmpool.info", args.filter, -1, -1, -1)
+    pool = connect().document("one.vmpool.info", args.owner, -1, -1, -1)
     now = int(time.time())
-    print_rows(LIST_COLUMNS, [vm_row(vm, now) for vm in pool.findall("VM")], as_json=args.json)
+    print_rows(args, LIST_COLUMNS, [vm_row(vm, now) for vm in pool.findall("VM")], pool)
     return 0
 
 
@@ -247,6 +259,8 @@ def _number_or_text(value: str) -> object:
 
 def _show(args: argparse.Namespace) -> int:
     vm = connect().document("one.vm.info", args.id)
+    if print_xml(args, vm):
+        return 0
     now = int(time.time())
     state, lcm_state = _state_names(vm)
     user_template = template_at(vm, "USER_TEMPLATE")
@@ -348,13 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
         add_multiple_option(sub)
 
     sub = command("list", _list, "list VMs that are not DONE")
-    sub.add_argument("filter", nargs="?", type=_filter_flag, default=-2,
+    sub.add_argument("owner", nargs="?", type=_filter_flag, default=-2, metavar="FILTERFLAG",
                      help="a|all (default), m|mine, g|group, or a user id")
-    add_json_option(sub, "print JSON (MEM in KB, TIME in seconds)")
+    add_list_options(sub, "print JSON (MEM in MB, TIME in seconds)")
 
     sub = command("show", _show, "show a VM's information, monitoring, history and templates")
     sub.add_argument("id", type=int, help="VM id")
-    add_json_option(sub)
+    add_show_options(sub)
 
     sub = command("deploy", _deploy, "deploy PENDING or HOLD VMs on a host")
     sub.add_argument("ids", type=id_list, help=ids_help)

@@ -32,11 +32,15 @@ _BAD_STATES: Final = frozenset({"fail", "err"})
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    """A table column: header ``name``, ``width`` characters, right-aligned unless ``left``."""
+    """A table column: header ``name``, ``width`` characters, right-aligned unless ``left``.
+
+    A column that is not ``default`` is shown only when asked for (``-l NAME,...``).
+    """
 
     name: str
     width: int
     left: bool = False
+    default: bool = True
 
     def cell(self, value: str) -> str:
         """``value`` truncated and padded to exactly ``width`` characters."""
@@ -110,6 +114,18 @@ def elapsed(seconds: int) -> str:
     hours, rest = divmod(rest, 3600)
     minutes, seconds = divmod(rest, 60)
     return f"{days:02d} {hours:02d}:{minutes:02d}:{seconds:02d}"
+
+
+def period(seconds: int) -> str:
+    """A duration as ``"%3dd %02dh%02dm"`` (OpenNebula 4+'s ``onevm list`` TIME).
+
+    The table's 10-character column shows it without the final ``m``, as
+    OpenNebula's does.
+    """
+    seconds = max(seconds, 0)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    return f"{days:3d}d {hours:02d}h{rest // 60:02d}m"
 
 
 def short_date(epoch: int) -> str:

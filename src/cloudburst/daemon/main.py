@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -80,6 +82,7 @@ async def serve(settings: Settings) -> None:
     """Run the daemon until SIGTERM or SIGINT."""
     from cloudburst.daemon.app import Daemon
 
+    _check_port_free(settings)
     daemon = Daemon(settings)
     if daemon.admin_created:
         log.info("created user oneadmin; its session is in %s", settings.auth_file)
@@ -107,6 +110,23 @@ def raise_file_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     except (ValueError, OSError) as exc:
         log.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, exc)
+
+
+def _check_port_free(settings: Settings) -> None:
+    """Fail before touching the store when another process has the API port.
+
+    A second ``oned -f`` beside a running daemon must not recover, schedule
+    or monitor anything: it stops here.
+
+    Raises:
+        OSError: the port cannot be bound (``EADDRINUSE`` when taken).
+    """
+    if settings.port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in settings.listen_address
+                       else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((settings.listen_address, settings.port))
 
 
 def load_settings(home: Path) -> tuple[Settings, list[str]]:
@@ -167,10 +187,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"oned: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        log.error("cannot start: %s", exc)
-        print(f"oned: cannot start: {exc}", file=sys.stderr)
+        # One line on stderr (in the background, stderr is the log file).
+        print(f"oned: {_start_failure(exc, settings)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _start_failure(exc: OSError, settings: Settings) -> str:
+    """The one line saying why the daemon could not start."""
+    if exc.errno == errno.EADDRINUSE:
+        return (f"already running on {settings.listen_address}:{settings.port} (that port is "
+                "taken; stop the other daemon, or set CLOUDBURST_PORT to use another port)")
+    if exc.errno == errno.EACCES:
+        return (f"cannot listen on {settings.listen_address}:{settings.port}: permission "
+                "denied (use a port above 1023)")
+    return f"cannot start: {exc.strerror or exc}"
 
 
 if __name__ == "__main__":

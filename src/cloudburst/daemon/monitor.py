@@ -211,24 +211,28 @@ class Monitor:
             self._on_host_changed()
 
     async def _host_failed(self, host_id: int, message: str) -> None:
+        """Put the host in ERROR with ``message``; logged once per new message."""
         now = int(time.time())
-        log.warning("monitoring host %d failed: %s", host_id, message)
 
-        def write(connection: Connection) -> HostRecord | None:
+        def write(connection: Connection) -> tuple[HostRecord, bool] | None:
             host = host_pool.get_host(connection, host_id, with_usage=False)
             if host.state in _NOT_MONITORED:
                 return None
             template = host.template.copy()
             template.set("ERROR", f"Error monitoring host {host_id} : {message}")
-            return host_pool.update_host(connection, host, state=HostState.ERROR,
-                                         template=template, error=message, last_mon_time=now)
+            updated = host_pool.update_host(connection, host, state=HostState.ERROR,
+                                            template=template, error=message, last_mon_time=now)
+            return updated, host.error != message
 
         try:
             failed = await self.db.write(write)
         except (ConflictError, NotFoundError):
             return
         if failed is not None:
-            self.lifecycle.events.publish("host", host_id, host_snapshot(failed))
+            updated, new_error = failed
+            if new_error:
+                log.warning("monitoring host %d failed: %s", host_id, message)
+            self.lifecycle.events.publish("host", host_id, host_snapshot(updated))
 
     async def _apply_reported_vms(self, host: HostRecord, info: HostInfo) -> None:
         results = {vm.vm_id: vm.poll for vm in info.vms if vm.vm_id >= 0 and vm.poll is not None}

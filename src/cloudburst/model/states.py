@@ -129,10 +129,10 @@ HOST_STATE_SHORT: dict[HostState, str] = {
     HostState.MONITORING_MONITORED: "update",
     HostState.MONITORED: "on",
     HostState.ERROR: "err",
-    HostState.DISABLED: "off",
+    HostState.DISABLED: "dsbl",
     HostState.MONITORING_ERROR: "retry",
     HostState.MONITORING_INIT: "init",
-    HostState.MONITORING_DISABLED: "off",
+    HostState.MONITORING_DISABLED: "dsbl",
     HostState.OFFLINE: "off",
 }
 

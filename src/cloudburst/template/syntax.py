@@ -389,14 +389,28 @@ def _run_end(pattern: re.Pattern[str], text: str, pos: int) -> int:
     return pos if match is None else match.end()
 
 
+#: Longest token an error message quotes whole.
+_MAX_QUOTED_TOKEN: Final = 40
+
+
 def _describe(text: str, pos: int) -> str:
-    """Name the character at ``pos`` for an error message."""
+    """Name the token at ``pos`` for an error message: ``'128'``, not ``'1'``.
+
+    A word (a run of characters an unquoted value may hold) is quoted whole,
+    up to :data:`_MAX_QUOTED_TOKEN` characters (then ``...``); any other
+    character alone.
+    """
     if pos >= len(text):
         return "end of input"
     char = text[pos]
     if char == "\n":
         return "end of line"
-    return repr(char) if char != "'" else '"\'"'
+    token = char
+    if (word := _UNQUOTED_RE.match(text, pos)) is not None:
+        token = word.group()
+        if len(token) > _MAX_QUOTED_TOKEN:
+            token = token[:_MAX_QUOTED_TOKEN] + "..."
+    return f"'{token}'" if "'" not in token else f'"{token}"'
 
 
 def _position(text: str, pos: int) -> tuple[int, int]:

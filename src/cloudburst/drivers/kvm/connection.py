@@ -97,8 +97,9 @@ def libvirt_module() -> ModuleType:
                 module = importlib.import_module("libvirt")
             except ImportError as exc:
                 raise DriverError(
-                    "the kvm driver needs libvirt-python, which is not installed "
-                    f"(pip install 'cloudburst[kvm]'; it builds against libvirt-dev): {exc}"
+                    "libvirt-python missing: run ./scripts/run to install it (or apt-get "
+                    "install libvirt-dev pkg-config gcc python3-dev, then pip install "
+                    f"'cloudburst[kvm]') ({exc})"
                 ) from None
             # libvirt prints every error on stderr by default; we raise them instead.
             module.registerErrorHandler(lambda _context, _error: None, None)
@@ -141,6 +142,19 @@ def translate(exc: BaseException, what: str) -> DriverError:
     if code in _TRANSIENT_CODES or domain in _TRANSIENT_DOMAINS:
         return TransientDriverError(message)
     return DriverError(message)
+
+
+#: What libvirt says when no daemon listens on the socket it tries.
+_NO_DAEMON_SIGNS: Final = ("No such file or directory", "Connection refused")
+
+
+def _connect_failure(uri: str, exc: BaseException) -> str:
+    """The start of the message for a failed ``open(uri)``: what to do, when we know."""
+    _code, _domain, raw = error_details(exc)
+    if "Failed to connect socket" in raw and any(sign in raw for sign in _NO_DAEMON_SIGNS):
+        return (f"start 'libvirtd -d' (./scripts/run does) for {uri}, or set the host's "
+                "LIBVIRT_URI; no libvirtd answers")
+    return f"cannot connect to {uri}"
 
 
 class LibvirtPool:
@@ -196,7 +210,7 @@ class LibvirtPool:
             except Exception as exc:
                 if not is_libvirt_error(exc):
                     raise
-                raise translate(exc, f"cannot connect to {uri}") from None
+                raise translate(exc, _connect_failure(uri, exc)) from None
             self._connections[uri] = connection
             return connection
 
