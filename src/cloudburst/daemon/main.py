@@ -82,7 +82,6 @@ async def serve(settings: Settings) -> None:
     """Run the daemon until SIGTERM or SIGINT."""
     from cloudburst.daemon.app import Daemon
 
-    _check_port_free(settings)
     daemon = Daemon(settings)
     if daemon.admin_created:
         log.info("created user oneadmin; its session is in %s", settings.auth_file)
@@ -176,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if not args.foreground:
         return _start_background(home, settings)
+    try:
+        _check_port_free(settings)
+    except OSError as exc:
+        print(f"oned: {_start_failure(exc, settings)}", file=sys.stderr)
+        return 1
     configure_logging(settings, foreground=not args.log_file)
     for warning in warnings:
         log.warning("%s", warning)
