@@ -156,7 +156,8 @@ class ApiServer:
                 return web.Response(status=400)
             method, params = await self._parse(body, loop)
             try:
-                reply = await dispatch(self.daemon, method, params)
+                reply = await dispatch(self.daemon, method, params,
+                                       client=request.remote or "")
             except UnknownMethodError:
                 raise _Rejected(METHOD_NOT_FOUND,
                                 f"Method {one_line(method, 200)!r} is not supported") from None

@@ -75,8 +75,11 @@ METHODS: Final[dict[str, Handler]] = {
 }
 
 
-async def dispatch(daemon: Daemon, method: str, params: Sequence[object]) -> Reply:
+async def dispatch(daemon: Daemon, method: str, params: Sequence[object], *,
+                   client: str = "") -> Reply:
     """Run ``method`` with ``params`` (the session first) and return oned's reply.
+
+    ``client`` is the caller's address (failed logins are throttled per address).
 
     Raises:
         UnknownMethodError: no such method (the caller answers with a fault).
@@ -88,7 +91,7 @@ async def dispatch(daemon: Daemon, method: str, params: Sequence[object]) -> Rep
     try:
         if not params:
             raise ApiArgumentError("Missing parameter 0 (session)")
-        user = await daemon.users.authenticate(params[0])
+        user = await daemon.users.authenticate(params[0], client=client)
         value = await handler(Call(daemon, user, Params(params[1:])))
     except CallFailure as exc:
         return _failed(method, exc.message, exc.code)

@@ -17,6 +17,8 @@ silently ignored is worse than a noisy log):
   the API server (:class:`~cloudburst.config.settings.ApiLimits`).
 * ``LEADER_LEASE = [ DURATION = 3, RENEW = 0.75, RETRY = 0.5 ]`` -- seconds; the
   lease of daemons sharing a PostgreSQL store.
+* ``LOGIN_MAX_FAILURES``, ``LOGIN_LOCKOUT``, ``FAILED_LOGIN_DELAY``, ``LOGIN_QUEUE`` --
+  password guessing (:class:`~cloudburst.config.settings.LoginLimits`).
 * ``LOG = [ LEVEL = "DEBUG" | "INFO" | ... ]`` (``DEBUG_LEVEL = 0..3`` also read).
 * ``IM_MAD``, ``VM_MAD``, ``TM_MAD`` sections with ``NAME``, ``EXECUTABLE``,
   ``ARGUMENTS``, ``DEFAULT``, ``TYPE``.
@@ -36,6 +38,7 @@ from cloudburst.config.settings import (
     ApiLimits,
     DriverSection,
     LeaseSettings,
+    LoginLimits,
     SchedulerSettings,
     Settings,
 )
@@ -57,6 +60,7 @@ _KNOWN = {
     "DRIVER_RETRY_DELAY",
     "REQUEST_HEADER_TIMEOUT", "REQUEST_BODY_TIMEOUT", "MAX_CONNECTIONS",
     "MAX_CONNECTIONS_PER_CLIENT", "FILE_RESERVE",
+    "LOGIN_MAX_FAILURES", "LOGIN_LOCKOUT", "FAILED_LOGIN_DELAY", "LOGIN_QUEUE",
     "LEADER_LEASE", *_DRIVER_KINDS,
 }
 
@@ -159,6 +163,7 @@ def load(path: Path, home: Path) -> tuple[Settings, list[str]]:
                                          minimum=1024),
         log_level=_log_level(reader, defaults.log_level),
         api=_api_limits(reader),
+        logins=_login_limits(reader),
         scheduler=_scheduler(reader),
         lease=_lease(reader),
         drivers=_drivers(reader),
@@ -232,6 +237,16 @@ def _api_limits(reader: _Reader) -> ApiLimits:
         max_connections_per_client=reader.integer(
             "MAX_CONNECTIONS_PER_CLIENT", defaults.max_connections_per_client, minimum=1),
         file_reserve=reader.integer("FILE_RESERVE", defaults.file_reserve, minimum=16),
+    )
+
+
+def _login_limits(reader: _Reader) -> LoginLimits:
+    defaults = LoginLimits()
+    return LoginLimits(
+        max_failures=reader.integer("LOGIN_MAX_FAILURES", defaults.max_failures, minimum=1),
+        lockout=reader.number("LOGIN_LOCKOUT", defaults.lockout, minimum=0.1),
+        failure_delay=reader.number("FAILED_LOGIN_DELAY", defaults.failure_delay),
+        queue=reader.integer("LOGIN_QUEUE", defaults.queue, minimum=1),
     )
 
 

@@ -95,6 +95,21 @@ class LeaseSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LoginLimits:
+    """Password guessing limits (``oned.conf`` names in the comments)."""
+
+    #: ``LOGIN_MAX_FAILURES``: failed logins from one client address, or to one user
+    #: name, within ``lockout`` seconds that lock it.
+    max_failures: int = 5
+    #: ``LOGIN_LOCKOUT``: seconds of the first lockout (doubled at each repeat, 1 h at most).
+    lockout: float = 60.0
+    #: ``FAILED_LOGIN_DELAY``: seconds before a refused login is answered.
+    failure_delay: float = 1.0
+    #: ``LOGIN_QUEUE``: password checks waiting at most; more are refused at once.
+    queue: int = 32
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the daemon needs to start."""
 
@@ -120,6 +135,7 @@ class Settings:
     max_request_bytes: int = 16 * 1024 * 1024
     log_level: str = "INFO"
     api: ApiLimits = field(default_factory=ApiLimits)
+    logins: LoginLimits = field(default_factory=LoginLimits)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     lease: LeaseSettings = field(default_factory=LeaseSettings)
     drivers: tuple[DriverSection, ...] = ()

@@ -74,7 +74,7 @@ class Daemon:
         self.hosts = HostService(self.db, self.dispatcher, self.monitor.monitor_now,
                                  self._wake_scheduler, self.events)
         self.templates = TemplateService(self.db, self.vms)
-        self.users = UserService(self.db)
+        self.users = UserService(self.db, settings.logins)
         self.leadership = Leadership(self.db, settings.lease, elected=self._lead,
                                      deposed=self._follow)
         self.notifier = Notifier(self.db)
@@ -156,6 +156,7 @@ class Daemon:
         await self._follow()
         await self.dispatcher.close()
         self.files.close()
+        self.users.close()
         await asyncio.to_thread(self.db.close)
         if self._sole_lock is not None:
             self._sole_lock.release()

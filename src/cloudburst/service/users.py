@@ -4,11 +4,13 @@ On first start ``oneadmin`` (id 0) is created with a random password that is
 stored only hashed and written once to ``CLOUDBURST_HOME/one_auth`` (mode 0600).
 Successful logins are cached (keyed by a hash of the session, never the
 password itself) so that verifying the slow scrypt hash does not cost every
-call.
+call. New logins go through :mod:`cloudburst.service.logins` (throttling per
+client address and user name, their own bounded password-check thread).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import secrets
@@ -17,8 +19,10 @@ from pathlib import Path
 
 from sqlalchemy import Connection
 
+from cloudburst.config.settings import LoginLimits
 from cloudburst.errors import AuthenticationError
 from cloudburst.model.records import UserRecord
+from cloudburst.service.logins import LoginThrottle, PasswordChecker
 from cloudburst.store import user_pool
 from cloudburst.store.database import Database
 
@@ -57,15 +61,21 @@ def bootstrap_admin(db: Database, auth_file: Path) -> bool:
 class UserService:
     """Authenticates sessions and reads users."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, limits: LoginLimits | None = None) -> None:
         self.db = db
         self._sessions: dict[bytes, tuple[UserRecord, float]] = {}
+        self._limits = limits or LoginLimits()
+        self._throttle = LoginThrottle(self._limits)
+        self._passwords = PasswordChecker(self._limits.queue)
 
-    async def authenticate(self, session: object) -> UserRecord:
+    async def authenticate(self, session: object, *, client: str = "") -> UserRecord:
         """The user a ``user:password`` session string names.
 
+        ``client`` is the caller's address, for the login throttle.
+
         Raises:
-            AuthenticationError: missing, malformed or wrong session.
+            AuthenticationError: missing, malformed or wrong session, or a locked
+                client address or user name.
         """
         if not isinstance(session, str) or ":" not in session:
             raise AuthenticationError("User couldn't be authenticated, aborting call.")
@@ -75,17 +85,20 @@ class UserService:
         if cached is not None and cached[1] > now:
             return cached[0]
         name, password = session.split(":", 1)
-
-        def check(connection: Connection) -> UserRecord | None:
-            # scrypt is slow on purpose: verify on the reader thread, not the loop.
-            user = user_pool.find_user(connection, name)
-            if user is None or not user.enabled:
-                return None
-            return user if user_pool.verify_password(password, user.password_hash) else None
-
-        user = await self.db.read(check)
-        if user is None:
-            raise AuthenticationError("User couldn't be authenticated, aborting call.")
+        try:
+            self._throttle.check(client, name)
+            user = await self.db.read(lambda connection: user_pool.find_user(connection, name))
+            if user is not None and not user.enabled:
+                user = None
+            stored_hash = user.password_hash if user is not None else None
+            if not await self._passwords.verify(password, stored_hash):
+                self._throttle.failed(client, name)
+                raise AuthenticationError("User couldn't be authenticated, aborting call.")
+        except AuthenticationError:
+            await asyncio.sleep(self._limits.failure_delay)
+            raise
+        assert user is not None
+        self._throttle.succeeded(client, name)
         if len(self._sessions) > 1000:
             self._sessions.clear()
         self._sessions[key] = (user, now + SESSION_CACHE_SECONDS)
@@ -96,3 +109,7 @@ class UserService:
 
     async def pool(self) -> list[UserRecord]:
         return await self.db.read(user_pool.list_users)
+
+    def close(self) -> None:
+        """Stop the password-check thread."""
+        self._passwords.close()

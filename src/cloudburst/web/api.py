@@ -85,7 +85,8 @@ class Api:
         name, password = body.string("username"), body.string("password")
         if not name or ":" in name or not password:
             raise AuthenticationError("User couldn't be authenticated, aborting call.")
-        user = await self.services.users.authenticate(f"{name}:{password}")
+        user = await self.services.users.authenticate(f"{name}:{password}",
+                                                      client=request.remote or "")
         session = self.sessions.create(user.id)
         response = json_response({"user": shapes.user_shape(user),
                                   "csrf_token": session.csrf_token})

@@ -55,7 +55,8 @@ async def authenticate(request: web.Request, users: UserService,
     """
     header = request.headers.get("Authorization", "")
     if header[:6].lower() == "basic ":
-        return Caller(await users.authenticate(_basic_credentials(header[6:])), None)
+        return Caller(await users.authenticate(_basic_credentials(header[6:]),
+                                               client=request.remote or ""), None)
     session = sessions.get(request.cookies.get(COOKIE))
     if session is None:
         raise AuthenticationError(_NOT_LOGGED_IN)
