@@ -9,14 +9,16 @@ every route; a test keeps the two in step.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Final, Protocol
 
 from aiohttp import web
 
-from cloudburst.errors import ApiArgumentError, AuthenticationError
+from cloudburst.errors import ApiArgumentError, AuthenticationError, NotFoundError
 from cloudburst.events import Change, EventBus
+from cloudburst.model.cost import hourly_cost
 from cloudburst.model.records import HostRecord
 from cloudburst.model.states import VmState, vm_short_state
 from cloudburst.service.hosts import HostService
@@ -169,7 +171,8 @@ class Api:
     async def vms(self, request: web.Request) -> web.Response:
         await self.caller(request)
         query = request.query
-        hosts = {host.id: host for host in await self.services.hosts.pool()}
+        # Names and kinds of hosts as the event bus keeps them current (no host read).
+        hosts = self.timeline.hosts
         sort = query.get("sort", "id")
         if sort not in SORT_KEYS:
             raise ApiArgumentError(f"Unknown sort key {sort!r} (use {', '.join(SORT_KEYS)})")
@@ -194,14 +197,12 @@ class Api:
         vm = await self.services.vms.info(_path_id(request))
         host: HostRecord | None = None
         if vm.host_id is not None:
-            host = next((h for h in await self.services.hosts.pool() if h.id == vm.host_id),
-                        None)
-        cost = None
-        if host is not None:
-            cost = (await self.services.vms.hourly_costs([host.id])).get(vm.id)
+            with contextlib.suppress(NotFoundError):
+                host = await self.services.hosts.info(vm.host_id)
         log = await self.services.vms.log_tail(vm.id, LOG_LINES)
         return json_response(shapes.vm_detail(vm, host, await self._names(), log=log,
-                                              cost=cost))
+                                              cost=hourly_cost(vm.full_template(), vm.cpu,
+                                                               vm.memory)))
 
     async def templates(self, request: web.Request) -> web.Response:
         await self.caller(request)
@@ -304,14 +305,15 @@ def _states(text: str) -> list[VmState] | None:
     return states
 
 
-def _host_ids(where: str, host: str, hosts: dict[int, HostRecord]) -> list[int] | None:
+def _host_ids(where: str, host: str, hosts: Mapping[int, tuple[str, bool]]
+              ) -> list[int] | None:
     """The hosts a VM search is limited to by ``where`` (local/cloud) and ``host`` (an id)."""
     selected: set[int] | None = None
     if where:
         if where not in ("local", "cloud"):
             raise ApiArgumentError("Query parameter 'where' must be local or cloud")
-        selected = {host_id for host_id, record in hosts.items()
-                    if record.is_public_cloud == (where == "cloud")}
+        selected = {host_id for host_id, (_name, cloud) in hosts.items()
+                    if cloud == (where == "cloud")}
     if host:
         if not host.isdigit() or len(host) > 10:
             raise ApiArgumentError(f"Query parameter 'host' must be a host id, got {host!r}")

@@ -61,8 +61,9 @@ def host_shape(host: HostRecord, cooloff: tuple[int, float] | None = None
     }
 
 
-def vm_row(row: VmRow, hosts: Mapping[int, HostRecord], names: Names) -> dict[str, object]:
-    """A VM as a table row."""
+def vm_row(row: VmRow, hosts: Mapping[int, tuple[str, bool]], names: Names
+           ) -> dict[str, object]:
+    """A VM as a table row; ``hosts`` maps host ids to ``(name, is a cloud site)``."""
     host = hosts.get(row.host_id) if row.host_id is not None else None
     return {
         "id": row.id,
@@ -75,8 +76,8 @@ def vm_row(row: VmRow, hosts: Mapping[int, HostRecord], names: Names) -> dict[st
         "short_state": vm_short_state(row.state, row.lcm_state),
         "state_label": vm_state_label(row.state, row.lcm_state),
         "host_id": row.host_id,
-        "host": host.name if host is not None else None,
-        "where": where(host),
+        "host": host[0] if host is not None else None,
+        "where": None if host is None else ("cloud" if host[1] else "local"),
         "deploy_id": row.deploy_id,
         "ip": row.ip,
         "cpu": row.cpu,
