@@ -27,7 +27,8 @@ T = TypeVar("T")
 _MISSING: Final = object()
 #: XML-RPC ``<int>`` is 32-bit; ``<i8>`` values beyond it are refused, as by oned.
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
-_TYPE_NAMES: Final = {int: "an integer", str: "a string", bool: "a boolean"}
+_TYPE_NAMES: Final = {int: "an integer", str: "a string", bool: "a boolean",
+                      list: "an array"}
 
 
 class CallFailure(Exception):
@@ -90,6 +91,10 @@ class Params:
     def boolean(self, name: str, default: bool | object = _MISSING) -> bool:
         """The next parameter, a boolean."""
         return self._take(bool, name, default)
+
+    def array(self, name: str, default: list[object] | object = _MISSING) -> list[object]:
+        """The next parameter, an array."""
+        return self._take(list, name, default)
 
     def rest(self) -> Sequence[object]:
         """The parameters not read yet."""

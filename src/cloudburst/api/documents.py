@@ -20,6 +20,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Final
 from xml.sax.saxutils import escape
 
+from cloudburst.auth import permissions
 from cloudburst.config.settings import DriverSection, Settings
 from cloudburst.drivers.registry import parse_driver_arguments
 from cloudburst.model.records import HistoryRecord, HostRecord, TemplateRecord, UserRecord, VmRecord
@@ -58,11 +59,6 @@ _DECIMAL_MONITORING: Final = frozenset(
 _OWN_MONITORING: Final = frozenset({"ID", "TIMESTAMP"})
 
 _GROUP_NAMES: Final = {0: "oneadmin", 1: "users"}
-_PERMISSIONS: Final = (
-    "<PERMISSIONS><OWNER_U>1</OWNER_U><OWNER_M>1</OWNER_M><OWNER_A>0</OWNER_A>"
-    "<GROUP_U>0</GROUP_U><GROUP_M>0</GROUP_M><GROUP_A>0</GROUP_A>"
-    "<OTHER_U>0</OTHER_U><OTHER_M>0</OTHER_M><OTHER_A>0</OTHER_A></PERMISSIONS>"
-)
 _LOG_DEBUG_LEVELS: Final = {"ERROR": 0, "WARNING": 1, "INFO": 2, "DEBUG": 3}
 _XML_NAME_RE: Final = re.compile(r"[A-Z_][A-Z0-9_]*")
 _XML_ILLEGAL_RE: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -163,7 +159,7 @@ def _vm_parts(parts: list[str], vm: VmRecord, extended: bool, owner: str) -> Non
         f"{_str('NAME', vm.name)}"
     )
     if extended:
-        parts.append(_PERMISSIONS)
+        parts.append(permissions.xml(vm.perms))
     parts.append(f"<LAST_POLL>{vm.last_poll}</LAST_POLL><STATE>{int(vm.state)}</STATE>"
                  f"<LCM_STATE>{int(vm.lcm_state)}</LCM_STATE>")
     if extended:
@@ -393,7 +389,8 @@ def _template_parts(parts: list[str], record: TemplateRecord, uname: str) -> Non
     parts.append(
         f"<VMTEMPLATE><ID>{record.id}</ID><UID>{record.uid}</UID><GID>{record.gid}</GID>"
         f"{_str('UNAME', uname)}{_str('GNAME', group_name(record.gid))}"
-        f"{_str('NAME', record.name)}{_PERMISSIONS}<REGTIME>{record.regtime}</REGTIME>"
+        f"{_str('NAME', record.name)}{permissions.xml(record.perms)}"
+        f"<REGTIME>{record.regtime}</REGTIME>"
     )
     parts.append(record.template.to_xml("TEMPLATE"))
     parts.append("</VMTEMPLATE>")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from cloudburst.api import documents
 from cloudburst.api.calls import Call, CallFailure, render, update_type
 from cloudburst.errors import ApiArgumentError, ErrorCode
+from cloudburst.service.access import caller_of
 
 __all__ = [
     "host_allocate",
@@ -63,9 +64,11 @@ async def host_info(call: Call) -> object:
 
 
 async def hostpool_info(call: Call) -> object:
-    """``one.hostpool.info()``: every host (rendered on a worker thread)."""
+    """``one.hostpool.info()``: the hosts the caller may use (rendered on a worker thread)."""
     call.params.end()
-    hosts = await call.daemon.hosts.pool()
+    visible = await call.daemon.access.visible(caller_of(call.user), "HOST")
+    hosts = [host for host in await call.daemon.hosts.pool()
+             if visible(host.id, 0, 0, None)]
     return await render(lambda: documents.host_pool_document(hosts))
 
 

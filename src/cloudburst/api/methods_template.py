@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from cloudburst.api import documents
 from cloudburst.api.calls import Call, render, update_type
-from cloudburst.api.pool_query import pool_query
+from cloudburst.api.methods_vm import chmod, chown
+from cloudburst.api.pool_query import Owned, pool_query
 from cloudburst.model.records import TemplateRecord
+from cloudburst.service.access import caller_of
 
 __all__ = [
     "template_allocate",
+    "template_chmod",
+    "template_chown",
     "template_delete",
     "template_info",
     "template_instantiate",
@@ -74,11 +78,22 @@ async def template_rename(call: Call) -> object:
     return await call.daemon.templates.rename(template_id, name)
 
 
+async def template_chmod(call: Call) -> object:
+    """``one.template.chmod(id, owner_u, ..., other_a)``; -1 keeps a bit."""
+    return await chmod(call, "TEMPLATE")
+
+
+async def template_chown(call: Call) -> object:
+    """``one.template.chown(id, uid, gid)``; -1 keeps the owner or the group."""
+    return await chown(call, "TEMPLATE")
+
+
 async def templatepool_info(call: Call) -> object:
     """``one.templatepool.info(filter, start, end)``."""
     params = call.params
     flag, start, end = params.integer("filter"), params.integer("start"), params.integer("end")
-    query = pool_query(call.user, flag, start, end)
+    visible = await call.daemon.access.visible(caller_of(call.user), "TEMPLATE")
+    query = pool_query(call.user, flag, start, end, visible=visible)
     params.end()
     records = await call.daemon.templates.pool(
         uid=query.uid, first_id=query.first_id, last_id=query.last_id,
@@ -88,5 +103,5 @@ async def templatepool_info(call: Call) -> object:
     return await render(lambda: documents.template_pool_document(selected, uname=names))
 
 
-def _template_owner(record: TemplateRecord) -> tuple[int, int, str]:
-    return record.uid, record.gid, record.name
+def _template_owner(record: TemplateRecord) -> Owned:
+    return record.id, record.uid, record.gid, record.perms, record.name

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 from cloudburst.api import documents
 from cloudburst.api.calls import Call, CallFailure, update_type
-from cloudburst.api.pool_query import name_filter, pool_query
+from cloudburst.api.pool_query import Owned, name_filter, pool_query
 from cloudburst.api.vm_pool_cache import cache_of
+from cloudburst.auth import permissions
 from cloudburst.errors import CloudburstError, NotFoundError
+from cloudburst.service.access import caller_of
 from cloudburst.store.vm_pool import VmStamp
 
 __all__ = [
+    "chmod",
+    "chown",
     "vm_action",
     "vm_allocate",
+    "vm_chmod",
+    "vm_chown",
     "vm_deploy",
     "vm_info",
     "vm_rename",
@@ -85,6 +91,33 @@ async def vm_rename(call: Call) -> object:
     return await call.daemon.vms.rename(vm_id, name)
 
 
+async def vm_chmod(call: Call) -> object:
+    """``one.vm.chmod(id, owner_u, owner_m, owner_a, group_u, ..., other_a)``; -1 keeps."""
+    return await chmod(call, "VM")
+
+
+async def vm_chown(call: Call) -> object:
+    """``one.vm.chown(id, uid, gid)``; -1 keeps the owner or the group."""
+    return await chown(call, "VM")
+
+
+async def chmod(call: Call, kind: str) -> int:
+    """``one.vm.chmod``/``one.template.chmod``: the object's id."""
+    oid = call.params.integer("id")
+    values = [call.params.integer(name.lower()) for name in permissions.NAMES]
+    call.params.end()
+    await call.daemon.access.chmod(kind, oid, values)
+    return oid
+
+
+async def chown(call: Call, kind: str) -> int:
+    """``one.vm.chown``/``one.template.chown``: the object's id."""
+    oid, uid, gid = (call.params.integer(name) for name in ("id", "uid", "gid"))
+    call.params.end()
+    await call.daemon.access.chown(kind, oid, uid, gid)
+    return oid
+
+
 async def vmpool_info(call: Call) -> object:
     """``one.vmpool.info(filter, start, end, state [, query])``: short VM documents."""
     return await _vm_pool(call, extended=False)
@@ -100,7 +133,9 @@ async def _vm_pool(call: Call, *, extended: bool) -> str:
     params = call.params
     flag, start, end = params.integer("filter"), params.integer("start"), params.integer("end")
     state = params.integer("state")
-    query = pool_query(call.user, flag, start, end, name_filter(params.string("query", "")))
+    visible = await call.daemon.access.visible(caller_of(call.user), "VM")
+    query = pool_query(call.user, flag, start, end, name_filter(params.string("query", "")),
+                       visible=visible)
     params.end()
     stamps = await call.daemon.vms.pool_stamps(
         state=state, uid=query.uid, first_id=query.first_id, last_id=query.last_id,
@@ -111,5 +146,5 @@ async def _vm_pool(call: Call, *, extended: bool) -> str:
                                                 uname=names)
 
 
-def _stamp_owner(stamp: VmStamp) -> tuple[int, int, str]:
-    return stamp.uid, stamp.gid, stamp.name
+def _stamp_owner(stamp: VmStamp) -> Owned:
+    return stamp.id, stamp.uid, stamp.gid, stamp.perms, stamp.name

@@ -13,14 +13,19 @@ __all__ = ["PoolQuery", "name_filter", "pool_query"]
 
 T = TypeVar("T")
 
+#: A listed object's ``(id, uid, gid, perms, name)``.
+Owned = tuple[int, int, int, int, str]
+#: May the caller see object ``(id, uid, gid, perms)``?
+Visible = Callable[[int, int, int, int | None], bool]
+
 
 @dataclass(frozen=True, slots=True)
 class PoolQuery:
     """oned's pool arguments turned into store filters.
 
     ``uid`` is applied by the store; ``keep`` (owner and group tests the store
-    cannot express, and the name query) by Python, in which case the offset and
-    limit are applied after it too.
+    cannot express, what the caller may see, and the name query) by Python, in
+    which case the offset and limit are applied after it too.
     """
 
     uid: int | None
@@ -28,20 +33,20 @@ class PoolQuery:
     last_id: int | None
     offset: int
     limit: int | None
-    keep: Callable[[int, int, str], bool] | None
+    keep: Callable[[Owned], bool] | None
 
-    def select(self, records: Sequence[T], owner: Callable[[T], tuple[int, int, str]]) -> list[T]:
+    def select(self, records: Sequence[T], owner: Callable[[T], Owned]) -> list[T]:
         """Apply the Python-side part of the query to what the store returned.
 
         Args:
             records: what the store returned for :attr:`store_offset` and
                 :attr:`store_limit`.
-            owner: a record's ``(uid, gid, name)``.
+            owner: a record's ``(id, uid, gid, perms, name)``.
         """
         if self.keep is None:
             return list(records)
         keep = self.keep
-        kept = [record for record in records if keep(*owner(record))]
+        kept = [record for record in records if keep(owner(record))]
         end = None if self.limit is None else self.offset + self.limit
         return kept[self.offset:end]
 
@@ -56,13 +61,15 @@ class PoolQuery:
         return self.limit if self.keep is None else None
 
 
-def pool_query(user: UserRecord, flag: int, start: int, end: int, name_part: str = "") -> PoolQuery:
+def pool_query(user: UserRecord, flag: int, start: int, end: int, name_part: str = "", *,
+               visible: Visible | None = None) -> PoolQuery:
     """Translate ``filter, start, end`` (spec/pyone.md section 5).
 
-    filter: -2 all, -3 the caller's, -1 the caller's and its group's, -4 its
-    group's, >= 0 that user's. start/end: -1,-1 everything; ``end < -1`` is a
-    page of ``-end`` objects from offset ``start``; otherwise ids from
-    ``start`` (when not -1) to ``end`` (when not -1).
+    filter: -2 all, -3 the caller's, -1 the caller's and its groups', -4 its
+    group's, >= 0 that user's; always only objects ``visible`` accepts (what
+    the caller may USE; None: everything). start/end: -1,-1 everything;
+    ``end < -1`` is a page of ``-end`` objects from offset ``start``;
+    otherwise ids from ``start`` (when not -1) to ``end`` (when not -1).
 
     Raises:
         ApiArgumentError: filter < -4 or start < -1.
@@ -72,17 +79,21 @@ def pool_query(user: UserRecord, flag: int, start: int, end: int, name_part: str
     if start < -1:
         raise ApiArgumentError(f"Incorrect start index {start}")
     uid: int | None = None
-    tests: list[Callable[[int, int, str], bool]] = []
+    tests: list[Callable[[Owned], bool]] = []
+    groups = frozenset(user.groups or (user.gid,))
     if flag >= 0:
         uid = flag
     elif flag == -3:
         uid = user.id
     elif flag == -1:
-        tests.append(lambda owner, group, _name: owner == user.id or group == user.gid)
+        tests.append(lambda owned: owned[1] == user.id or owned[2] in groups)
     elif flag == -4:
-        tests.append(lambda _owner, group, _name: group == user.gid)
+        tests.append(lambda owned: owned[2] == user.gid)
+    if visible is not None:
+        can_see = visible
+        tests.append(lambda owned: can_see(owned[0], owned[1], owned[2], owned[3]))
     if name_part:
-        tests.append(lambda _owner, _group, name: name_part in name)
+        tests.append(lambda owned: name_part in owned[4])
     first_id = last_id = limit = None
     offset = 0
     if end < -1:
@@ -92,7 +103,7 @@ def pool_query(user: UserRecord, flag: int, start: int, end: int, name_part: str
         last_id = None if end == -1 else end
     keep = None
     if tests:
-        keep = lambda owner, group, name: all(test(owner, group, name) for test in tests)  # noqa: E731
+        keep = lambda owned: all(test(owned) for test in tests)  # noqa: E731
     return PoolQuery(uid=uid, first_id=first_id, last_id=last_id, offset=offset, limit=limit,
                      keep=keep)
 

@@ -22,8 +22,18 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
-from cloudburst.api import methods_host, methods_system, methods_template, methods_vm
+from cloudburst.api import (
+    access_table,
+    methods_group,
+    methods_host,
+    methods_system,
+    methods_template,
+    methods_user,
+    methods_vm,
+)
 from cloudburst.api.calls import Call, CallFailure, Handler, Params
+from cloudburst.auth.checks import Check
+from cloudburst.auth.engine import Operation
 from cloudburst.daemon.app import Daemon
 from cloudburst.errors import (
     ApiArgumentError,
@@ -32,6 +42,8 @@ from cloudburst.errors import (
     NotFoundError,
     one_line,
 )
+from cloudburst.model.records import UserRecord
+from cloudburst.service.access import caller_of
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +60,8 @@ class UnknownMethodError(Exception):
 METHODS: Final[dict[str, Handler]] = {
     "one.system.version": methods_system.system_version,
     "one.system.config": methods_system.system_config,
-    "one.user.info": methods_system.user_info,
-    "one.userpool.info": methods_system.userpool_info,
+    **methods_user.METHODS,
+    **methods_group.METHODS,
     "one.host.allocate": methods_host.host_allocate,
     "one.host.info": methods_host.host_info,
     "one.hostpool.info": methods_host.hostpool_info,
@@ -63,6 +75,8 @@ METHODS: Final[dict[str, Handler]] = {
     "one.vm.action": methods_vm.vm_action,
     "one.vm.update": methods_vm.vm_update,
     "one.vm.rename": methods_vm.vm_rename,
+    "one.vm.chmod": methods_vm.vm_chmod,
+    "one.vm.chown": methods_vm.vm_chown,
     "one.vmpool.info": methods_vm.vmpool_info,
     "one.vmpool.infoextended": methods_vm.vmpool_infoextended,
     "one.template.allocate": methods_template.template_allocate,
@@ -71,6 +85,8 @@ METHODS: Final[dict[str, Handler]] = {
     "one.template.delete": methods_template.template_delete,
     "one.template.update": methods_template.template_update,
     "one.template.rename": methods_template.template_rename,
+    "one.template.chmod": methods_template.template_chmod,
+    "one.template.chown": methods_template.template_chown,
     "one.templatepool.info": methods_template.templatepool_info,
 }
 
@@ -88,23 +104,45 @@ async def dispatch(daemon: Daemon, method: str, params: Sequence[object], *,
     if handler is None:
         raise UnknownMethodError(method)
     log.debug("call %s (%s)", method, _id_hint(params[1:]))
+    user: UserRecord | None = None
     try:
         if not params:
             raise ApiArgumentError("Missing parameter 0 (session)")
         user = await daemon.users.authenticate(params[0], client=client)
+        caller = caller_of(user)
+        # A method missing from the table is refused to all but oneadmin's group.
+        checks = access_table.CHECKS.get(method, (Check(Operation.ADMIN, "SYSTEM"),))
+        await daemon.access.check_call(caller, checks, params[1:])
         value = await handler(Call(daemon, user, Params(params[1:])))
     except CallFailure as exc:
-        return _failed(method, exc.message, exc.code)
+        reply = _failed(method, exc.message, exc.code)
     except NotFoundError as exc:
-        return _failed(method, _not_found_message(exc), exc.code)
+        reply = _failed(method, _not_found_message(exc), exc.code)
     except CloudburstError as exc:
         if exc.code is ErrorCode.AUTHENTICATION:
             log.info("%s: authentication failed", method)
-        return _failed(method, exc.message, exc.code)
+        reply = _failed(method, exc.message, exc.code)
     except Exception:
         log.exception("%s (%s): internal error", method, _id_hint(params[1:]))
-        return _failed(method, "Internal error", ErrorCode.INTERNAL)
-    return [True, value, 0]
+        reply = _failed(method, "Internal error", ErrorCode.INTERNAL)
+    else:
+        reply = [True, value, 0]
+    if user is not None and method not in access_table.READ_ONLY:
+        await _audit(daemon, user, method, access_table.target_of(method, params[1:]), reply)
+    return reply
+
+
+async def _audit(daemon: Daemon, user: UserRecord, method: str, target: str,
+                 reply: Reply) -> None:
+    """Record a state-changing call; the result is kept only when it is an id."""
+    ok, value = bool(reply[0]), reply[1]
+    message = str(value) if not ok or (isinstance(value, int) and not isinstance(
+        value, bool)) else ""
+    try:
+        await daemon.audit.record(uid=user.id, uname=user.name, method=method, target=target,
+                                  success=ok, message=message)
+    except Exception:
+        log.exception("%s: the audit record could not be written", method)
 
 
 # -- error mapping ------------------------------------------------------------------------
@@ -115,8 +153,10 @@ _OBJECT_NAMES: Final = {
     "HOST": "host",
     "TEMPLATE": "virtual machine template",
     "USER": "user",
+    "GROUP": "group",
+    "CLUSTER": "cluster",
 }
-_NOT_FOUND_RE: Final = re.compile(r"(VM|HOST|TEMPLATE|USER) (-?\d+) does not exist")
+_NOT_FOUND_RE: Final = re.compile(r"(VM|HOST|TEMPLATE|USER|GROUP|CLUSTER) (-?\d+) does not exist")
 
 
 def _not_found_message(error: NotFoundError) -> str:

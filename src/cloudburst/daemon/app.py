@@ -26,7 +26,11 @@ from cloudburst.daemon.monitor import Monitor
 from cloudburst.daemon.recovery import recover
 from cloudburst.daemon.scheduler import SchedulerLoop
 from cloudburst.events import EventBus
+from cloudburst.service.access import AccessService
+from cloudburst.service.audit import AuditService
+from cloudburst.service.groups import GroupService
 from cloudburst.service.hosts import HostService
+from cloudburst.service.quotas import QuotaService
 from cloudburst.service.templates import TemplateService
 from cloudburst.service.users import UserService, bootstrap_admin
 from cloudburst.service.vms import TemplateCheck, VmService
@@ -81,6 +85,10 @@ class Daemon:
         self.adopter = Adopter(self.db, self.lifecycle)
         self.lifecycle.drives = lambda: self.leadership.is_leader
         self.lifecycle.hand_off = self._wake_scheduler
+        self.access = AccessService(self.db)
+        self.groups = GroupService(self.db)
+        self.quotas = QuotaService(self.db)
+        self.audit = AuditService(self.db)
         self._tasks: list[asyncio.Task[Any]] = []
         self._listener: Listener | None = None
         self._closed = False

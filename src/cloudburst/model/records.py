@@ -84,6 +84,8 @@ class VmRecord:
     sched_message: str = ""
     resched: int = 0
     history: tuple[HistoryRecord, ...] = ()
+    #: ``UUU GGG OOO`` as octal (``auth/permissions.py``); only chmod changes it.
+    perms: int = 0o600
 
     @property
     def position(self) -> StateKey:
@@ -168,6 +170,7 @@ class TemplateRecord:
     gid: int
     regtime: int
     template: Template
+    perms: int = 0o600
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +184,40 @@ class UserRecord:
     auth_driver: str = "core"
     enabled: bool = True
     template: Template = field(default_factory=Template)
+    #: Every group the user is in, the primary one included, ascending.
+    groups: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRecord:
+    """A group, with its members and administrators (user ids, ascending)."""
+
+    id: int
+    name: str
+    template: Template = field(default_factory=Template)
+    users: tuple[int, ...] = ()
+    admins: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterRecord:
+    """A cluster (a cloud site, or a set of local hosts) with its hosts' ids."""
+
+    id: int
+    name: str
+    template: Template = field(default_factory=Template)
+    hosts: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LoginToken:
+    """A ``one.user.login`` token as stored: its digest, shown prefix and expiry (-1 never)."""
+
+    digest: str
+    user_id: int
+    prefix: str
+    expires: int
+    egid: int
 
 
 @dataclass(frozen=True, slots=True)

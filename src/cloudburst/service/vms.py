@@ -15,6 +15,7 @@ from cloudburst.model.lifecycle import ACTION_EVENTS, Event
 from cloudburst.model.records import VmRecord
 from cloudburst.model.snapshots import vm_snapshot
 from cloudburst.model.states import LcmState, VmState
+from cloudburst.service.quotas import check_vm as check_vm_quota
 from cloudburst.service.vm_template import prepare
 from cloudburst.store import vm_pool
 from cloudburst.store.database import Database
@@ -84,6 +85,8 @@ class VmService:
         state = VmState.HOLD if hold else VmState.PENDING
 
         def write(connection: Connection) -> VmRecord:
+            check_vm_quota(connection, uid=uid, gid=gid, cpu=prepared.cpu,
+                           memory=prepared.memory, running=not hold)
             vm_id = next_ids(connection, "vm")
             system = prepared.template.copy()
             system.set("VMID", str(vm_id))

@@ -15,6 +15,7 @@ Helpers for developers (see docs/architecture.md, "Changing the schema")::
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from pathlib import Path
@@ -64,6 +65,8 @@ def current_revision(connection: Connection) -> str | None:
 
 def upgrade(engine: Engine) -> None:
     """Create or upgrade the store behind ``engine`` to the newest revision."""
+    # Alembic narrates every plugin and step at INFO; the daemon's log wants warnings only.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})

@@ -16,7 +16,7 @@ from cloudburst.template import Template
 def _record(row: Row[Any]) -> TemplateRecord:
     return TemplateRecord(
         id=row.id, name=row.name, uid=row.uid, gid=row.gid, regtime=row.regtime,
-        template=Template.from_stored_json(json.loads(row.template)),
+        template=Template.from_stored_json(json.loads(row.template)), perms=row.perms,
     )
 
 

@@ -1,4 +1,8 @@
-"""The user pool. Passwords are stored only as salted scrypt hashes."""
+"""The user pool: users, their group memberships and login tokens.
+
+Passwords are stored only as salted scrypt hashes; login tokens only as
+SHA-256 digests (they are long random strings, so a fast hash is enough).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,14 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select
+from sqlalchemy import Connection, Row, delete, insert, select, update
 
 from cloudburst.errors import NotFoundError
-from cloudburst.model.records import UserRecord
-from cloudburst.store.schema import user_groups, users
+from cloudburst.model.records import LoginToken, UserRecord
+from cloudburst.store.schema import group_admins, login_tokens, user_groups, users
 from cloudburst.template import Template
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
@@ -40,12 +45,28 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(digest, expected)
 
 
-def _record(row: Row[Any]) -> UserRecord:
+def token_digest(token: str) -> str:
+    """The stored form of a login token."""
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+
+def _record(row: Row[Any], groups: tuple[int, ...]) -> UserRecord:
     return UserRecord(
         id=row.id, name=row.name, gid=row.gid, password_hash=row.password_hash,
         auth_driver=row.auth_driver, enabled=bool(row.enabled),
         template=Template.from_stored_json(json.loads(row.template)),
+        groups=groups or (row.gid,),
     )
+
+
+def _groups_of(connection: Connection, user_ids: list[int] | None) -> dict[int, tuple[int, ...]]:
+    query = select(user_groups.c.user_id, user_groups.c.group_id)
+    if user_ids is not None:
+        query = query.where(user_groups.c.user_id.in_(user_ids))
+    found: dict[int, list[int]] = defaultdict(list)
+    for user_id, group_id in connection.execute(query.order_by(user_groups.c.group_id)):
+        found[user_id].append(group_id)
+    return {user_id: tuple(ids) for user_id, ids in found.items()}
 
 
 def insert_user(connection: Connection, record: UserRecord) -> None:
@@ -67,15 +88,92 @@ def get_user(connection: Connection, user_id: int) -> UserRecord:
     row = connection.execute(select(users).where(users.c.id == user_id)).first()
     if row is None:
         raise NotFoundError(f"USER {user_id} does not exist")
-    return _record(row)
+    return _record(row, _groups_of(connection, [user_id]).get(user_id, ()))
 
 
 def find_user(connection: Connection, name: str) -> UserRecord | None:
     """The user called ``name``, if any."""
     row = connection.execute(select(users).where(users.c.name == name)).first()
-    return None if row is None else _record(row)
+    return None if row is None else _record(row, _groups_of(connection, [row.id]).get(row.id, ()))
 
 
 def list_users(connection: Connection) -> list[UserRecord]:
     """All users ordered by id."""
-    return [_record(row) for row in connection.execute(select(users).order_by(users.c.id))]
+    groups = _groups_of(connection, None)
+    return [_record(row, groups.get(row.id, ()))
+            for row in connection.execute(select(users).order_by(users.c.id))]
+
+
+def update_user(connection: Connection, user_id: int, **values: object) -> None:
+    """Change columns of user ``user_id`` (``template`` as a :class:`Template`).
+
+    Raises:
+        NotFoundError: no such user.
+    """
+    template = values.get("template")
+    if isinstance(template, Template):
+        values["template"] = json.dumps(template.to_json())
+    if "enabled" in values:
+        values["enabled"] = int(bool(values["enabled"]))
+    if connection.execute(update(users).where(users.c.id == user_id).values(**values)
+                          ).rowcount != 1:
+        raise NotFoundError(f"USER {user_id} does not exist")
+
+
+def delete_user(connection: Connection, user_id: int) -> None:
+    """Remove a user with its memberships, admin roles and tokens."""
+    for table, column in ((user_groups, user_groups.c.user_id),
+                          (group_admins, group_admins.c.user_id),
+                          (login_tokens, login_tokens.c.user_id)):
+        connection.execute(delete(table).where(column == user_id))
+    if connection.execute(delete(users).where(users.c.id == user_id)).rowcount != 1:
+        raise NotFoundError(f"USER {user_id} does not exist")
+
+
+def add_membership(connection: Connection, user_id: int, group_id: int) -> None:
+    """Put the user in the group (no-op when already there)."""
+    exists = connection.execute(select(user_groups.c.user_id).where(
+        user_groups.c.user_id == user_id, user_groups.c.group_id == group_id)).first()
+    if exists is None:
+        connection.execute(insert(user_groups).values(user_id=user_id, group_id=group_id))
+
+
+def remove_membership(connection: Connection, user_id: int, group_id: int) -> None:
+    """Take the user out of the group (and of its admins)."""
+    connection.execute(delete(user_groups).where(user_groups.c.user_id == user_id,
+                                                 user_groups.c.group_id == group_id))
+    connection.execute(delete(group_admins).where(group_admins.c.user_id == user_id,
+                                                  group_admins.c.group_id == group_id))
+
+
+# -- login tokens -------------------------------------------------------------------------
+
+
+def add_token(connection: Connection, token: LoginToken) -> None:
+    connection.execute(insert(login_tokens).values(
+        digest=token.digest, user_id=token.user_id, prefix=token.prefix,
+        expires=token.expires, egid=token.egid))
+
+
+def find_token(connection: Connection, user_id: int, digest: str) -> LoginToken | None:
+    row = connection.execute(select(login_tokens).where(
+        login_tokens.c.user_id == user_id, login_tokens.c.digest == digest)).first()
+    return None if row is None else LoginToken(row.digest, row.user_id, row.prefix,
+                                               row.expires, row.egid)
+
+
+def list_tokens(connection: Connection, user_id: int) -> list[LoginToken]:
+    rows = connection.execute(select(login_tokens).where(login_tokens.c.user_id == user_id)
+                              .order_by(login_tokens.c.expires))
+    return [LoginToken(row.digest, row.user_id, row.prefix, row.expires, row.egid)
+            for row in rows]
+
+
+def delete_token(connection: Connection, digest: str) -> None:
+    connection.execute(delete(login_tokens).where(login_tokens.c.digest == digest))
+
+
+def delete_expired_tokens(connection: Connection, user_id: int, now: int) -> None:
+    connection.execute(delete(login_tokens).where(
+        login_tokens.c.user_id == user_id, login_tokens.c.expires >= 0,
+        login_tokens.c.expires <= now))

@@ -63,6 +63,7 @@ def _vm_from_row(row: Row[Any], records: Sequence[HistoryRecord] = ()) -> VmReco
         sched_message=row.sched_message,
         resched=row.resched,
         history=tuple(records),
+        perms=row.perms,
     )
 
 
@@ -145,6 +146,7 @@ class VmStamp:
     gid: int
     name: str
     sched_message: str
+    perms: int
 
 
 def _filtered(query: Select[Any], *, states: Iterable[VmState] | None, exclude_done: bool,
@@ -216,7 +218,7 @@ def list_vm_stamps(
     are cached costs a fraction of decoding every VM.
     """
     columns = select(vms.c.id, vms.c.version, vms.c.uid, vms.c.gid, vms.c.name,
-                     vms.c.sched_message)
+                     vms.c.sched_message, vms.c.perms)
     query = _filtered(columns, states=states, exclude_done=exclude_done, uid=uid,
                       first_id=first_id, last_id=last_id, host_id=None, ids=None,
                       offset=offset, limit=limit, descending=False)

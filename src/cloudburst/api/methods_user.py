@@ -1,0 +1,169 @@
+"""The ``one.user.*``, ``one.userpool.*`` and ``one.userquota.*`` methods.
+
+Handlers follow :mod:`cloudburst.api.calls`; who may call them is decided
+before they run (``api/access_table.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from cloudburst.api import tenancy_documents as docs
+from cloudburst.api.calls import Call, Handler, update_type
+from cloudburst.auth import permissions
+from cloudburst.errors import ApiArgumentError
+from cloudburst.model.records import UserRecord
+from cloudburst.service.access import caller_of
+
+
+async def _document(call: Call, user: UserRecord) -> str:
+    daemon = call.daemon
+    names = await daemon.groups.names()
+    return docs.user_document(
+        user, gname=lambda gid: names.get(gid, str(gid)),
+        tokens=await daemon.users.tokens(user.id),
+        limits=await daemon.quotas.limits("user", user.id),
+        usage=await daemon.quotas.usage("user", user.id),
+        defaults=await daemon.quotas.limits("user", -1))
+
+
+async def user_info(call: Call) -> object:
+    """``one.user.info(id [, decrypt])``; id -1 is the caller."""
+    user_id = call.params.integer("id")
+    call.params.boolean("decrypt", False)
+    call.params.end()
+    user = call.user if user_id == -1 else await call.daemon.users.info(user_id)
+    return await _document(call, user)
+
+
+async def userpool_info(call: Call) -> object:
+    """``one.userpool.info()``: the users the caller may use (itself at least)."""
+    call.params.end()
+    daemon = call.daemon
+    visible = await daemon.access.visible(caller_of(call.user), "USER")
+    users = [user for user in await daemon.users.pool()
+             if visible(user.id, user.id, user.gid, permissions.USER_SELF)]
+    limits = await daemon.quotas.all_limits("user")
+    names = await daemon.groups.names()
+    return docs.user_pool_document(
+        [(user, limits.get(user.id, {}), await daemon.quotas.usage("user", user.id))
+         for user in users],
+        gname=lambda gid: names.get(gid, str(gid)),
+        defaults=await daemon.quotas.limits("user", -1))
+
+
+async def user_allocate(call: Call) -> object:
+    """``one.user.allocate(name, password, driver [, groups])``: the new user's id."""
+    params = call.params
+    name, password = params.string("name"), params.string("password")
+    driver = params.string("driver", "core")
+    groups = params.array("groups", [])
+    params.end()
+    group_ids = [g for g in groups if isinstance(g, int) and not isinstance(g, bool)]
+    if len(group_ids) != len(groups):
+        raise ApiArgumentError("Wrong type of parameter 4 (groups): expected an array of "
+                               "integers")
+    return await call.daemon.users.allocate(name, password, driver, group_ids)
+
+
+async def user_delete(call: Call) -> object:
+    user_id = call.params.integer("id")
+    call.params.end()
+    await call.daemon.users.delete(user_id)
+    return user_id
+
+
+async def user_passwd(call: Call) -> object:
+    user_id, password = call.params.integer("id"), call.params.string("password")
+    call.params.end()
+    await call.daemon.users.passwd(user_id, password)
+    return user_id
+
+
+async def user_login(call: Call) -> object:
+    """``one.user.login(name, token, expire [, egid])``: the token."""
+    params = call.params
+    name, token, expire = params.string("name"), params.string("token"), params.integer(
+        "expire")
+    egid = params.integer("egid", -1)
+    params.end()
+    return await call.daemon.users.login(name, token, expire, egid)
+
+
+async def user_update(call: Call) -> object:
+    user_id, text = call.params.integer("id"), call.params.string("template")
+    merge = update_type(call.params.integer("type", 0))
+    call.params.end()
+    await call.daemon.users.update(user_id, text, merge=merge)
+    return user_id
+
+
+async def user_enable(call: Call) -> object:
+    user_id, enable = call.params.integer("id"), call.params.boolean("enable")
+    call.params.end()
+    await call.daemon.users.enable(user_id, enable)
+    return user_id
+
+
+async def user_chgrp(call: Call) -> object:
+    user_id, group_id = call.params.integer("id"), call.params.integer("group_id")
+    call.params.end()
+    await call.daemon.users.chgrp(user_id, group_id)
+    return user_id
+
+
+async def user_addgroup(call: Call) -> object:
+    user_id, group_id = call.params.integer("id"), call.params.integer("group_id")
+    call.params.end()
+    await call.daemon.users.addgroup(user_id, group_id)
+    return user_id
+
+
+async def user_delgroup(call: Call) -> object:
+    user_id, group_id = call.params.integer("id"), call.params.integer("group_id")
+    call.params.end()
+    await call.daemon.users.delgroup(user_id, group_id)
+    return user_id
+
+
+async def user_quota(call: Call) -> object:
+    """``one.user.quota(id, template)``: set the user's limits."""
+    user_id, text = call.params.integer("id"), call.params.string("template")
+    call.params.end()
+    await call.daemon.users.info(user_id)
+    await call.daemon.quotas.set("user", user_id, text)
+    return user_id
+
+
+async def userquota_info(call: Call) -> object:
+    """``one.userquota.info()``: the default user quotas."""
+    call.params.end()
+    return docs.quota_defaults_document("DEFAULT_USER_QUOTAS",
+                                        await call.daemon.quotas.limits("user", -1))
+
+
+async def userquota_update(call: Call) -> object:
+    """``one.userquota.update(template)``: set the default user quotas."""
+    text = call.params.string("template")
+    call.params.end()
+    await call.daemon.quotas.set("user", -1, text)
+    return docs.quota_defaults_document("DEFAULT_USER_QUOTAS",
+                                        await call.daemon.quotas.limits("user", -1))
+
+
+METHODS: Final[dict[str, Handler]] = {
+    "one.user.info": user_info,
+    "one.userpool.info": userpool_info,
+    "one.user.allocate": user_allocate,
+    "one.user.delete": user_delete,
+    "one.user.passwd": user_passwd,
+    "one.user.login": user_login,
+    "one.user.update": user_update,
+    "one.user.enable": user_enable,
+    "one.user.chgrp": user_chgrp,
+    "one.user.addgroup": user_addgroup,
+    "one.user.delgroup": user_delgroup,
+    "one.user.quota": user_quota,
+    "one.userquota.info": userquota_info,
+    "one.userquota.update": userquota_update,
+}

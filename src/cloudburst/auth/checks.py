@@ -1,0 +1,35 @@
+"""How an API method names the authorization it needs (the table is ``api/access_table.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from cloudburst.auth.engine import Operation
+
+#: A by-name object kind: the parameter is a user name, not an id.
+USER_BY_NAME: Final = "USER_BY_NAME"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One authorization a method needs.
+
+    Attributes:
+        operation: the operation, or a function of the parameters giving it.
+        kind: the ACL resource type (``ACL``/``AUDIT``/``QUOTA``: oneadmin only).
+        param: the position of the object's id, or None.
+        skip: an id at ``param`` that means "no object" (the check is skipped).
+        when: a predicate on the parameters; the check applies only when it holds.
+    """
+
+    operation: Operation | Callable[[Sequence[object]], Operation]
+    kind: str
+    param: int | None = None
+    skip: int | None = None
+    when: Callable[[Sequence[object]], bool] | None = None
+
+    def operation_for(self, params: Sequence[object]) -> Operation:
+        return self.operation if isinstance(self.operation, Operation) else self.operation(
+            params)

@@ -1,0 +1,67 @@
+"""Quotas over named metrics, per user and per group, optionally per cluster.
+
+A limit is a number, or ``DEFAULT`` (-1: take the default of the kind) or
+``UNLIMITED`` (-2). The engine knows no metric by name: a caller passes what
+an action would add (e.g. ``{"VMS": 1, "CPU": 0.5, "MEMORY": 128}``) and the
+current usage, and gets the first limit it would break.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from cloudburst.errors import AuthorizationError
+
+DEFAULT: Final = -1.0
+UNLIMITED: Final = -2.0
+
+#: The VM metrics, in ``oneuser show``'s order; RUNNING_* count PENDING and ACTIVE VMs.
+VM_METRICS: Final = ("VMS", "MEMORY", "CPU", "RUNNING_VMS", "RUNNING_MEMORY", "RUNNING_CPU")
+
+#: Cluster id of limits that count every cluster.
+ALL_CLUSTERS: Final = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One limit of one owner (``user``/``group`` and id; -1 is the kind's default)."""
+
+    owner_kind: str
+    owner_id: int
+    cluster_id: int
+    metric: str
+    limit: float
+
+
+def effective(limit: float, default: float | None) -> float:
+    """The limit that applies: ``DEFAULT`` resolves to the kind's default."""
+    if limit == DEFAULT:
+        return UNLIMITED if default is None else default
+    return limit
+
+
+def first_exceeded(limits: Mapping[str, float], usage: Mapping[str, float],
+                   request: Mapping[str, float]) -> tuple[str, float] | None:
+    """The first ``(metric, limit)`` that ``usage + request`` would go beyond, if any.
+
+    ``limits`` are already :func:`effective`; metrics without a limit are free.
+    """
+    for metric, amount in request.items():
+        limit = limits.get(metric, UNLIMITED)
+        if limit < 0 or amount <= 0:
+            continue
+        if usage.get(metric, 0.0) + amount > limit + 1e-9:
+            return metric, limit
+    return None
+
+
+def exceeded_error(owner_kind: str, owner_id: int, uid: int, metric: str, limit: float,
+                   cluster_id: int = ALL_CLUSTERS) -> AuthorizationError:
+    """oned's quota refusal, e.g. ``User [2] : user [2] limit of 2 reached for VMS quota
+    in VM.``; a per-cluster limit names its cluster."""
+    shown = f"{limit:g}"
+    where = "VM" if cluster_id == ALL_CLUSTERS else f"VM of CLUSTER [{cluster_id}]"
+    return AuthorizationError(f"User [{uid}] : {owner_kind} [{owner_id}] limit of {shown} "
+                              f"reached for {metric} quota in {where}.")

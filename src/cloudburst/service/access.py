@@ -1,0 +1,147 @@
+"""The one authorization hook: ``authorize(caller, operation, target)``.
+
+Every call is checked here before it acts (see ``api/access_table.py`` for the
+operation each API method needs). The decision itself is
+:func:`cloudburst.auth.engine.allowed`; this service gathers what it needs
+from the store: the caller's groups, the object's owner, group, permissions
+and clusters, and the ACL rules. It also owns the ACL rule pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import Connection
+
+from cloudburst.auth import acl, permissions
+from cloudburst.auth.checks import USER_BY_NAME, Check
+from cloudburst.auth.engine import Caller, Operation, Target, allowed, denied
+from cloudburst.errors import NotFoundError
+from cloudburst.model.records import UserRecord
+from cloudburst.store import acl_pool, group_pool, ownership, user_pool
+from cloudburst.store.database import Database
+
+
+def caller_of(user: UserRecord) -> Caller:
+    """The identity a call is checked with."""
+    return Caller(uid=user.id, gid=user.gid, groups=frozenset(user.groups or (user.gid,)),
+                  name=user.name)
+
+
+class AccessService:
+    """Authorization decisions and the ACL rule pool."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def target(self, kind: str, oid: int) -> Target:
+        """The object ``kind`` ``oid`` as the engine sees it.
+
+        Raises:
+            NotFoundError: no such object.
+        """
+        owner = await self.db.read(lambda c: ownership.ownership(c, kind, oid))
+        return Target(kind, oid, owner.uid, owner.gid, owner.perms, owner.clusters)
+
+    async def authorize(self, caller: Caller, operation: Operation, target: Target) -> None:
+        """Return if ``caller`` may perform ``operation`` on ``target``.
+
+        Raises:
+            AuthorizationError: oned's "Not authorized to perform ..." message.
+        """
+        if caller.is_admin:
+            return
+        rules = await self.db.read(acl_pool.list_rules)
+        if not allowed(caller, operation, target, rules):
+            raise denied(caller, operation, target)
+
+    async def visible(self, caller: Caller, kind: str
+                      ) -> Callable[[int, int, int, int | None], bool]:
+        """A test ``(oid, uid, gid, perms) -> bool``: may the caller USE that object?
+
+        Pool listings keep only what it accepts (one rule read per listing).
+        """
+        if caller.is_admin:
+            return lambda _oid, _uid, _gid, _perms: True
+        rules = await self.db.read(acl_pool.list_rules)
+        return lambda oid, uid, gid, perms: allowed(
+            caller, Operation.USE, Target(kind, oid, uid, gid, perms), rules)
+
+    async def check_call(self, caller: Caller, checks: Sequence[Check],
+                         params: Sequence[object]) -> None:
+        """Authorize one API call by its method's checks (``api/access_table.py``).
+
+        Raises:
+            NotFoundError: an object named by the call does not exist.
+            AuthorizationError: a check failed.
+        """
+        for check in checks:
+            if check.when is not None and not check.when(params):
+                continue
+            operation = check.operation_for(params)
+            if check.param is None:
+                target = Target(check.kind, -1, caller.uid, caller.gid)
+            else:
+                value = params[check.param] if len(params) > check.param else None
+                if check.kind == USER_BY_NAME:
+                    if not isinstance(value, str) or value == caller.name:
+                        continue
+                    user = await self._user_named(value)
+                    target = await self.target("USER", user.id)
+                elif not isinstance(value, int) or isinstance(value, bool) or (
+                        value == check.skip):
+                    continue  # the handler refuses a wrong type before acting
+                else:
+                    target = await self.target(check.kind, value)
+            await self.authorize(caller, operation, target)
+
+    async def _user_named(self, name: str) -> UserRecord:
+        def read(connection: Connection) -> UserRecord | None:
+            return user_pool.find_user(connection, name)
+
+        user = await self.db.read(read)
+        if user is None:
+            raise NotFoundError(f"USER named {name} does not exist")
+        return user
+
+    # -- ownership and permissions of VMs and templates ---------------------------------
+
+    async def chmod(self, kind: str, oid: int, values: list[int]) -> None:
+        """Apply ``one.*.chmod``'s nine values (-1 keeps a bit)."""
+        def write(connection: Connection) -> None:
+            current = ownership.ownership(connection, kind, oid).perms
+            assert current is not None
+            ownership.change(connection, kind, oid, perms=permissions.chmod(current, values))
+
+        await self.db.write(write)
+
+    async def chown(self, kind: str, oid: int, uid: int, gid: int) -> None:
+        """Give the object to user ``uid`` and/or group ``gid`` (-1 keeps either)."""
+        def write(connection: Connection) -> None:
+            ownership.ownership(connection, kind, oid)
+            if uid >= 0:
+                user_pool.get_user(connection, uid)
+            if gid >= 0:
+                group_pool.get_group(connection, gid)
+            ownership.change(connection, kind, oid, uid=uid if uid >= 0 else None,
+                             gid=gid if gid >= 0 else None)
+
+        await self.db.write(write)
+
+    # -- the ACL rule pool --------------------------------------------------------------
+
+    async def rules(self) -> list[acl.AclRule]:
+        return await self.db.read(acl_pool.list_rules)
+
+    async def add_rule(self, user: str, resource: str, rights: str, zone: str | None) -> int:
+        """``one.acl.addrule``'s hex strings. Raises: AclError: malformed or duplicate."""
+        numbers = acl.parse_hex(user, resource, rights, zone)
+
+        def write(connection: Connection) -> int:
+            return acl_pool.add_rule(connection, *numbers)
+
+        return await self.db.write(write)
+
+    async def delete_rule(self, rule_id: int) -> None:
+        """Raises: AclError: no such rule."""
+        await self.db.write(lambda c: acl_pool.delete_rule(c, rule_id))

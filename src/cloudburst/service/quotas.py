@@ -1,0 +1,122 @@
+"""Quotas: limits per user and group (with defaults), usage, and the allocation check.
+
+Limits are set with OpenNebula's quota template, e.g.
+``VM = [ VMS = 2, CPU = 1, MEMORY = 1024 ]``; a ``CLUSTER_ID`` inside a VM
+vector makes it a per-cluster (per-site) limit, a cloudburst extension.
+Checks run inside the allocation's write transaction, so two racing
+allocations cannot both take the last unit.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy import Connection
+
+from cloudburst.auth import quotas
+from cloudburst.auth.quotas import ALL_CLUSTERS, VM_METRICS
+from cloudburst.errors import ValidationError
+from cloudburst.store import quota_pool
+from cloudburst.store.database import Database
+from cloudburst.template import parse_any
+
+#: ``{cluster_id: {metric: limit}}``.
+LimitMap = dict[int, dict[str, float]]
+
+#: Owners quotas never apply to (oned: the oneadmin user and group).
+_EXEMPT = 0
+
+
+def _as_map(limits: list[quotas.Limit], owner_id: int) -> LimitMap:
+    found: LimitMap = defaultdict(dict)
+    for limit in limits:
+        if limit.owner_id == owner_id:
+            found[limit.cluster_id][limit.metric] = limit.limit
+    return dict(found)
+
+
+def parse_quota_template(text: str) -> list[tuple[int, str, float]]:
+    """``(cluster_id, metric, limit)`` of every VM vector in a quota template.
+
+    Raises:
+        ValidationError: an unknown metric or a value that is not a number >= -2.
+    """
+    template = parse_any(text)
+    found: list[tuple[int, str, float]] = []
+    for vector in template.vectors("VM"):
+        values = dict(vector.items())
+        cluster_text = values.pop("CLUSTER_ID", str(ALL_CLUSTERS))
+        try:
+            cluster_id = int(cluster_text)
+        except ValueError:
+            raise ValidationError(f"Wrong CLUSTER_ID {cluster_text!r} in VM quota") from None
+        for metric, value in values.items():
+            if metric == "SYSTEM_DISK_SIZE":
+                continue
+            if metric not in VM_METRICS:
+                raise ValidationError(f"Unknown VM quota {metric}: use {', '.join(VM_METRICS)}")
+            try:
+                number = float(value)
+            except ValueError:
+                number = -3.0
+            if number < quotas.UNLIMITED:
+                raise ValidationError(f"Wrong value {value!r} for {metric} quota: use a number, "
+                                      "-1 (default) or -2 (unlimited)")
+            found.append((cluster_id, metric, number))
+    return found
+
+
+def check_vm(connection: Connection, *, uid: int, gid: int, cpu: float, memory: float,
+             running: bool, cluster_id: int = ALL_CLUSTERS) -> None:
+    """Refuse a VM (or its placement in ``cluster_id``) that would break a quota.
+
+    Raises:
+        AuthorizationError: oned's "limit of N reached for METRIC quota" message.
+    """
+    request = {"VMS": 1.0, "CPU": cpu, "MEMORY": float(memory)}
+    if running:
+        request |= {"RUNNING_VMS": 1.0, "RUNNING_CPU": cpu, "RUNNING_MEMORY": float(memory)}
+    for kind, owner in (("user", uid), ("group", gid)):
+        if owner == _EXEMPT:
+            continue
+        limits = quota_pool.limits_of(connection, kind, [owner, -1])
+        own, defaults = _as_map(limits, owner), _as_map(limits, -1)
+        usage = quota_pool.usage(connection, kind, owner)
+        clusters = [ALL_CLUSTERS] + ([cluster_id] if cluster_id != ALL_CLUSTERS else [])
+        for cluster in clusters:
+            default = defaults.get(cluster, {})
+            metrics = set(own.get(cluster, {})) | set(default)
+            effective = {metric: quotas.effective(own.get(cluster, {}).get(metric, -1.0),
+                                                  default.get(metric))
+                         for metric in metrics}
+            broken = quotas.first_exceeded(effective, usage.get(cluster, {}), request)
+            if broken is not None:
+                raise quotas.exceeded_error(kind, owner, uid, broken[0], broken[1], cluster)
+
+
+class QuotaService:
+    """Reads and sets quotas of users and groups and their defaults."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def limits(self, kind: str, owner_id: int) -> LimitMap:
+        """The limits set for one owner (-1: the defaults of ``kind``)."""
+        limits = await self.db.read(lambda c: quota_pool.limits_of(c, kind, [owner_id]))
+        return _as_map(limits, owner_id)
+
+    async def all_limits(self, kind: str) -> dict[int, LimitMap]:
+        """The limits of every owner of ``kind`` that has some."""
+        def read(connection: Connection) -> dict[int, LimitMap]:
+            limits = quota_pool.limits_of(connection, kind, None)
+            return {owner: _as_map(limits, owner) for owner in {x.owner_id for x in limits}}
+
+        return await self.db.read(read)
+
+    async def usage(self, kind: str, owner_id: int) -> dict[int, dict[str, float]]:
+        return await self.db.read(lambda c: quota_pool.usage(c, kind, owner_id))
+
+    async def set(self, kind: str, owner_id: int, text: str) -> None:
+        """Apply a quota template to an owner (-1: the defaults)."""
+        limits = parse_quota_template(text)
+        await self.db.write(lambda c: quota_pool.set_limits(c, kind, owner_id, limits))

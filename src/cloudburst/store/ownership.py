@@ -1,0 +1,91 @@
+"""Who owns an object and what its permissions are: one reader for every kind.
+
+Kinds are the ACL resource names (``VM``, ``TEMPLATE``, ``HOST``, ``USER``,
+``GROUP``, ``CLUSTER``). VMs and templates have an owner, a group and
+``UUU GGG OOO`` permissions; hosts belong to oneadmin and to a cluster; users
+"own" themselves (``USER_SELF``) in their primary group; a group's members may use
+it (``GROUP_MEMBERS``); clusters have only ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, select, update
+
+from cloudburst.auth import permissions
+from cloudburst.errors import NotFoundError
+from cloudburst.store.schema import clusters, groups, hosts, users, vm_templates, vms
+
+
+@dataclass(frozen=True, slots=True)
+class Ownership:
+    uid: int
+    gid: int
+    perms: int | None
+    clusters: frozenset[int]
+
+
+def ownership(connection: Connection, kind: str, oid: int) -> Ownership:
+    """The owner, group, permissions and clusters of object ``kind`` ``oid``.
+
+    Raises:
+        NotFoundError: no such object ("<KIND> <id> does not exist").
+    """
+    if kind == "VM":
+        found = connection.execute(
+            select(vms.c.uid, vms.c.gid, vms.c.perms, hosts.c.cluster_id)
+            .select_from(vms.outerjoin(hosts, hosts.c.id == vms.c.host_id))
+            .where(vms.c.id == oid)).first()
+        if found is not None:
+            clusters_of = frozenset() if found.cluster_id is None else frozenset({
+                found.cluster_id})
+            return Ownership(found.uid, found.gid, found.perms, clusters_of)
+    elif kind == "TEMPLATE":
+        row = connection.execute(select(vm_templates.c.uid, vm_templates.c.gid,
+                                        vm_templates.c.perms).where(vm_templates.c.id == oid)
+                                 ).first()
+        if row is not None:
+            return Ownership(row.uid, row.gid, row.perms, frozenset())
+    elif kind == "HOST":
+        row = connection.execute(select(hosts.c.cluster_id).where(hosts.c.id == oid)).first()
+        if row is not None:
+            return Ownership(0, 0, None, frozenset({row.cluster_id}))
+    elif kind == "USER":
+        row = connection.execute(select(users.c.gid).where(users.c.id == oid)).first()
+        if row is not None:
+            return Ownership(oid, row.gid, permissions.USER_SELF, frozenset())
+    elif kind in ("GROUP", "CLUSTER"):
+        table = groups if kind == "GROUP" else clusters
+        if connection.execute(select(table.c.id).where(table.c.id == oid)).first() is not None:
+            if kind == "GROUP":
+                return Ownership(-1, oid, permissions.GROUP_MEMBERS, frozenset())
+            return Ownership(0, 0, None, frozenset({oid}))
+    raise NotFoundError(f"{kind} {oid} does not exist")
+
+
+_OWNED = {"VM": vms, "TEMPLATE": vm_templates}
+
+
+def change(connection: Connection, kind: str, oid: int, *, uid: int | None = None,
+           gid: int | None = None, perms: int | None = None) -> None:
+    """Change a VM's or template's owner, group or permissions (VMs: a new version).
+
+    Raises:
+        NotFoundError: no such object.
+    """
+    table = _OWNED[kind]
+    values: dict[str, object] = {}
+    if uid is not None:
+        values["uid"] = uid
+    if gid is not None:
+        values["gid"] = gid
+    if perms is not None:
+        values["perms"] = perms
+    if kind == "VM":
+        values["version"] = vms.c.version + 1
+    if not values:
+        return
+    if connection.execute(update(table).where(table.c.id == oid).values(**values)
+                          ).rowcount != 1:
+        raise NotFoundError(f"{kind} {oid} does not exist")

@@ -1,0 +1,78 @@
+"""Quota limits and the usage they are checked against.
+
+Usage is **derived** from the VM pool (VMs not yet DONE), like host
+allocation, so it cannot drift from the VMs that hold it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy import Connection, delete, func, insert, select
+
+from cloudburst.auth.quotas import ALL_CLUSTERS, Limit
+from cloudburst.model.states import VmState
+from cloudburst.store.schema import hosts, quotas, vms
+
+#: VM states that count in the RUNNING_* metrics.
+_RUNNING = (int(VmState.PENDING), int(VmState.ACTIVE))
+_GONE = int(VmState.DONE)
+
+
+def limits_of(connection: Connection, owner_kind: str, owner_ids: list[int] | None
+              ) -> list[Limit]:
+    """The limits of these owners (id -1 is the kind's default; None: every owner)."""
+    query = select(quotas).where(quotas.c.owner_kind == owner_kind)
+    if owner_ids is not None:
+        query = query.where(quotas.c.owner_id.in_(owner_ids))
+    rows = connection.execute(query)
+    return [Limit(row.owner_kind, row.owner_id, row.cluster_id, row.metric, row.limit)
+            for row in rows]
+
+
+def set_limits(connection: Connection, owner_kind: str, owner_id: int,
+               limits: list[tuple[int, str, float]]) -> None:
+    """Set ``(cluster_id, metric, limit)`` limits; other metrics keep theirs."""
+    for cluster_id, metric, limit in limits:
+        connection.execute(delete(quotas).where(
+            quotas.c.owner_kind == owner_kind, quotas.c.owner_id == owner_id,
+            quotas.c.cluster_id == cluster_id, quotas.c.metric == metric))
+        connection.execute(insert(quotas).values(owner_kind=owner_kind, owner_id=owner_id,
+                                                 cluster_id=cluster_id, metric=metric,
+                                                 limit=limit))
+
+
+def delete_limits(connection: Connection, owner_kind: str, owner_id: int) -> None:
+    connection.execute(delete(quotas).where(quotas.c.owner_kind == owner_kind,
+                                            quotas.c.owner_id == owner_id))
+
+
+def usage(connection: Connection, owner_kind: str, owner_id: int
+          ) -> dict[int, dict[str, float]]:
+    """VM usage of a user (``uid``) or group (``gid``) per cluster id, and in total
+    under :data:`ALL_CLUSTERS`. VMs not placed yet count in the total only."""
+    column = vms.c.uid if owner_kind == "user" else vms.c.gid
+    query = (select(vms.c.state, vms.c.cpu, vms.c.memory, hosts.c.cluster_id)
+             .select_from(vms.outerjoin(hosts, hosts.c.id == vms.c.host_id))
+             .where(column == owner_id, vms.c.state != _GONE))
+    totals: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    totals[ALL_CLUSTERS]  # always present
+    for state, cpu, memory, cluster_id in connection.execute(query):
+        keys = [ALL_CLUSTERS] if cluster_id is None else [ALL_CLUSTERS, cluster_id]
+        for key in keys:
+            used = totals[key]
+            used["VMS"] += 1
+            used["CPU"] += cpu
+            used["MEMORY"] += memory
+            if state in _RUNNING:
+                used["RUNNING_VMS"] += 1
+                used["RUNNING_CPU"] += cpu
+                used["RUNNING_MEMORY"] += memory
+    return {key: dict(value) for key, value in totals.items()}
+
+
+def count_vms(connection: Connection, owner_kind: str, owner_id: int) -> int:
+    """Live VMs a user or group owns."""
+    column = vms.c.uid if owner_kind == "user" else vms.c.gid
+    return int(connection.execute(select(func.count()).select_from(vms).where(
+        column == owner_id, vms.c.state != _GONE)).scalar_one())
