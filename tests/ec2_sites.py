@@ -9,7 +9,10 @@ A plain module (import it; there is no conftest)::
         ... point a driver at proxy.url, count proxy.counts["RunInstances"] ...
 
 * :func:`moto_servers` starts ``moto_server -H 127.0.0.1 -p PORT`` processes on
-  free loopback ports, waits until each answers and always stops them.
+  free loopback ports, waits until each answers and always stops them. They run
+  without moto's catalogue of about 1,300 public AMIs
+  (``MOTO_EC2_LOAD_DEFAULT_AMIS=false``): moto searches it for every instance
+  it launches, which halves its launch speed, and no test launches those AMIs.
 * :class:`FaultProxy` is a small threaded HTTP proxy of ours in front of one
   server. It counts calls per ``Action`` and injects faults per action:
   ``throttle`` (HTTP 503 ``RequestLimitExceeded``), ``error500`` (HTTP 500
@@ -120,7 +123,8 @@ def start_moto(log_dir: Path | None = None) -> MotoServer:
     with open(log_path, "wb") as log:
         process = subprocess.Popen([*_moto_command(), "-H", "127.0.0.1", "-p", str(port)],
                                    stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT)
+                                   stderr=subprocess.STDOUT,
+                                   env={**os.environ, "MOTO_EC2_LOAD_DEFAULT_AMIS": "false"})
     return MotoServer(port, process, log_path)
 
 
@@ -163,14 +167,35 @@ def live_instances(client: Any, install_id: str | None = None) -> list[dict[str,
     return found
 
 
+def batch_vm_ids(tags: dict[str, str]) -> list[int]:
+    """The VM ids of ``cloudburst:batch-vms`` (and its ``-2``, ``-3``... pieces)."""
+    text, piece = "", 1
+    while (value := tags.get("cloudburst:batch-vms" + (f"-{piece}" if piece > 1 else ""))) \
+            is not None:
+        text, piece = text + value, piece + 1
+    ids: list[int] = []
+    for run in filter(None, text.split(",")):
+        low, _, high = run.partition("-")
+        ids.extend(range(int(low), int(high or low) + 1))
+    return ids
+
+
+def vm_of(instance: dict[str, Any]) -> int | None:
+    """The VM an instance belongs to: its ``cloudburst:vm-id`` tag, else the VM at its
+    ``AmiLaunchIndex`` in its batch's ``cloudburst:batch-vms`` (``None``: neither)."""
+    tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
+    if "cloudburst:vm-id" in tags:
+        return int(tags["cloudburst:vm-id"])
+    members = batch_vm_ids(tags)
+    index = instance.get("AmiLaunchIndex")
+    return members[index] if isinstance(index, int) and index < len(members) else None
+
+
 def instances_by_vm(client: Any, install_id: str | None = None) -> dict[int | None, list[str]]:
-    """Live instance ids grouped by their ``cloudburst:vm-id`` tag (``None``: untagged)."""
+    """Live instance ids grouped by their VM (:func:`vm_of`; ``None``: no VM)."""
     grouped: dict[int | None, list[str]] = {}
     for instance in live_instances(client, install_id):
-        tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
-        raw = tags.get("cloudburst:vm-id")
-        grouped.setdefault(int(raw) if raw is not None else None, []).append(
-            instance["InstanceId"])
+        grouped.setdefault(vm_of(instance), []).append(instance["InstanceId"])
     return grouped
 
 

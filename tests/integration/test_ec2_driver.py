@@ -12,11 +12,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
+from cloudburst.daemon.deploy_notes import JournalNotes
 from cloudburst.drivers.base import (
     DeploySpec,
     DriverContext,
@@ -39,6 +41,8 @@ from cloudburst.errors import (
     TransientDriverError,
     ValidationError,
 )
+from cloudburst.store import journal
+from cloudburst.store.database import Database
 from cloudburst.template import parse
 from ec2_sites import (
     FAKE_ACCESS_KEY,
@@ -46,6 +50,7 @@ from ec2_sites import (
     FaultProxy,
     MotoServer,
     instances_by_vm,
+    live_instances,
     moto_servers,
     write_rc,
 )
@@ -425,18 +430,30 @@ def test_client_token_deduplication_of_real_ec2_is_used(tmp_path: Path, site: Mo
     EC2 (emulated by the proxy) de-duplicates."""
     proxy.dedupe_client_tokens()
     proxy.add_fault("RunInstances", "drop")
-    proxy.add_fault("DescribeInstances", "error500", skip=1, times=None)  # find-first works
+    proxy.add_fault("DescribeInstances", "error500", times=None)
     driver = driver_for(tmp_path, proxy.url, rc_extra=FAST + "EC2_MAX_ATTEMPTS=3\n")
     deploy_id = run(_deploy_and_close(driver, spec(9, SEED_EC2)))
     assert proxy.counts["RunInstances"] == 2
     assert instances_by_vm(site.client(), INSTALL) == {9: [deploy_id]}
 
-    # Without any way to look it up, a deploy fails cleanly instead of guessing.
+    # A deploy retried when nothing can be looked up fails cleanly instead of guessing.
     proxy.clear_faults()
+    proxy.add_fault("RunInstances", "error500", times=None)
     proxy.add_fault("DescribeInstances", "error500", times=None)
     driver = driver_for(tmp_path / "b", proxy.url, rc_extra=FAST + "EC2_MAX_ATTEMPTS=2\n")
-    with pytest.raises(TransientDriverError, match="InternalError"):
-        run(_deploy_and_close(driver, spec(10, SEED_EC2)))
+
+    async def twice() -> None:
+        try:
+            with pytest.raises(TransientDriverError, match="InternalError"):
+                await driver.deploy(spec(10, SEED_EC2))
+            proxy.reset_counts()
+            with pytest.raises(TransientDriverError, match=r"DescribeInstances.*InternalError"):
+                await driver.deploy(spec(10, SEED_EC2))
+            assert proxy.counts["RunInstances"] == 0
+        finally:
+            await driver.close()
+
+    run(twice())
 
 
 # -- throttling, capacity, faults --------------------------------------------------------------
@@ -448,13 +465,13 @@ def test_throttling_is_retried_with_backoff(tmp_path: Path, site: MotoServer,
         "EC2_RETRY_BASE_DELAY=0.05", "EC2_RETRY_BASE_DELAY=0.2").replace(
         "EC2_RETRY_MAX_DELAY=0.2", "EC2_RETRY_MAX_DELAY=2"))
     proxy.add_fault("RunInstances", "throttle", times=2)
-    proxy.add_fault("DescribeInstances", "error500", times=1)
+    proxy.add_fault("DescribeSecurityGroups", "error500", times=1)
     started = time.monotonic()
     deploy_id = run(_deploy_and_close(driver, spec(1, SEED_EC2)))
     elapsed = time.monotonic() - started
     counts = proxy.counts
     assert counts["RunInstances"] == 3
-    assert counts["DescribeInstances"] == 2
+    assert counts["DescribeInstances"] == 0  # a first deploy looks nothing up
     # Waits: 0.1-0.2 (500), 0.1-0.2 and 0.2-0.4 (throttles): at least 0.4 s in all.
     assert elapsed >= 0.4
     assert instances_by_vm(site.client(), INSTALL) == {1: [deploy_id]}
@@ -508,7 +525,9 @@ def test_rate_limits_pace_launches(tmp_path: Path, site: MotoServer,
 
     async def scenario() -> float:
         started = time.monotonic()
-        await asyncio.gather(*(driver.deploy(spec(vm_id, SEED_EC2)) for vm_id in range(6)))
+        # Six different AMIs: six launch requests that cannot share a call.
+        await asyncio.gather(*(driver.deploy(spec(vm_id, SEED_EC2.replace(
+            "ami-00bafcb5", f"ami-0000000{vm_id}"))) for vm_id in range(6)))
         await driver.close()
         return time.monotonic() - started
 
@@ -517,18 +536,128 @@ def test_rate_limits_pace_launches(tmp_path: Path, site: MotoServer,
     assert proxy.counts["RunInstances"] == 6
 
 
+# -- batches ---------------------------------------------------------------------------------
+
+
+def test_concurrent_deploys_share_one_call_and_are_bound_by_launch_index(
+        tmp_path: Path, site: MotoServer, proxy: FaultProxy) -> None:
+    """40 VMs of one template: one RunInstances of 40, each instance tagged with its
+    batch at creation and bound to its VM by AmiLaunchIndex; ELASTICIP goes alone;
+    the terminations go out together."""
+    driver = driver_for(tmp_path, proxy.url, rc_extra=FAST.replace("EC2_RATE_LIMITS=off\n", ""))
+    vm_ids = [*range(10, 30), *range(50, 70)]
+
+    async def scenario() -> dict[int, str]:
+        ids = await asyncio.gather(*(driver.deploy(spec(vm_id, SEED_EC2)) for vm_id in vm_ids))
+        alone = await driver.deploy(spec(99, SEED_EC2.replace(
+            "]", 'ELASTICIP="eipalloc-00000000000000000" ]')))
+        deployed = dict(zip(vm_ids, ids, strict=True))
+        assert proxy.counts["RunInstances"] == 2
+        assert driver.launcher.batches.sizes == [40, 1]
+        polled = await driver.poll([VmRef(vm_id, deploy_id, HOST)
+                                    for vm_id, deploy_id in deployed.items()])
+        assert {result.state for result in polled.values()} == {PollState.ACTIVE}
+        await asyncio.gather(*(driver.cancel(VmRef(vm_id, deploy_id, HOST))
+                               for vm_id, deploy_id in deployed.items()))
+        assert proxy.counts["TerminateInstances"] == 1
+        await driver.cancel(VmRef(99, alone, HOST))
+        await driver.close()
+        return deployed
+
+    deployed = run(scenario())
+    first = describe(site, deployed[10])
+    tags = tags_of(first)
+    assert tags["cloudburst:batch-vms"] == "10-29,50-69"
+    assert tags["cloudburst:batch"].startswith(INSTALL)
+    assert "cloudburst:vm-id" not in tags
+    assert first["AmiLaunchIndex"] == 0
+    assert describe(site, deployed[50])["AmiLaunchIndex"] == 20
+    assert first["ClientToken"] == tags["cloudburst:batch"]
+    assert all(describe(site, deploy_id)["State"]["Name"] == "terminated"
+               for deploy_id in deployed.values())
+
+
+def test_lost_batch_answer_is_recovered_by_the_batch_tag(tmp_path: Path, site: MotoServer,
+                                                        proxy: FaultProxy) -> None:
+    proxy.add_fault("RunInstances", "drop")  # launched, then the connection drops
+    driver = driver_for(tmp_path, proxy.url)
+
+    async def scenario() -> list[str]:
+        try:
+            return list(await asyncio.gather(*(driver.deploy(spec(vm_id, SEED_EC2))
+                                               for vm_id in range(8))))
+        finally:
+            await driver.close()
+
+    ids = run(scenario())
+    assert proxy.counts["RunInstances"] == 1
+    assert instances_by_vm(site.client(), INSTALL) == {
+        vm_id: [deploy_id] for vm_id, deploy_id in enumerate(ids)}
+
+
+def test_batch_is_journalled_before_the_call_and_found_after_a_crash(
+        tmp_path: Path, site: MotoServer, proxy: FaultProxy) -> None:
+    """The journal notes name each VM's batch and launch index before RunInstances is
+    sent; a new driver (a restarted daemon) finds every VM's instance from them."""
+    db = Database(f"sqlite:///{tmp_path / 'one.db'}")
+    db.create_schema()
+    db.start()
+    notes = JournalNotes(db)
+    tokens = {vm_id: f"{INSTALL}-vm{vm_id}-0" for vm_id in range(6)}
+    for vm_id, token in tokens.items():
+        db.write_sync(lambda connection, vm_id=vm_id, token=token: journal.start(
+            connection, vm_id=vm_id, host_id=HOST.id, seq=0, action="deploy", token=token))
+    proxy.set_delay("RunInstances", 1.0)
+    driver = driver_for(tmp_path, proxy.url)
+
+    def with_notes(vm_id: int) -> DeploySpec:
+        return replace(spec(vm_id, 'EC2 = [ AMI="ami-00bafcb5", KEYPAIR="k" ]'), notes=notes)
+
+    async def crash() -> dict[str, str]:
+        deploys = [asyncio.ensure_future(driver.deploy(with_notes(vm_id))) for vm_id in tokens]
+        while proxy.counts["RunInstances"] == 0:  # until the call is on the wire
+            await asyncio.sleep(0.02)
+        journalled = await notes.read(list(tokens.values()))
+        await driver.close()  # the daemon dies; the request already sent still lands
+        outcomes = await asyncio.gather(*deploys, return_exceptions=True)
+        assert all(isinstance(outcome, asyncio.CancelledError) for outcome in outcomes)
+        return journalled
+
+    journalled = run(crash())
+    assert len({note.split()[1] for note in journalled.values()}) == 1
+    assert sorted(int(note.split()[2]) for note in journalled.values()) == list(range(6))
+    deadline = time.monotonic() + 30
+    while len(live_instances(site.client(), INSTALL)) < 6:  # the call still lands at EC2
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    restarted = driver_for(tmp_path / "again", proxy.url)
+
+    async def recover() -> dict[int, str | None]:
+        found = await asyncio.gather(*(restarted.find(with_notes(vm_id)) for vm_id in tokens))
+        await restarted.close()
+        return dict(zip(tokens, found, strict=True))
+
+    found = run(recover())
+    db.close()
+    assert instances_by_vm(site.client(), INSTALL) == {
+        vm_id: [deploy_id] for vm_id, deploy_id in found.items()}
+    assert proxy.counts["RunInstances"] == 1
+
+
 # -- polling in bulk -------------------------------------------------------------------------
 
 
 def test_polling_300_instances_costs_one_call(tmp_path: Path, site: MotoServer,
                                               proxy: FaultProxy) -> None:
+    # moto lists 300 instances in seconds on a loaded machine: a generous timeout.
     launched = site.client().run_instances(
         ImageId="ami-1", MinCount=300, MaxCount=300, TagSpecifications=[{
             "ResourceType": "instance",
             "Tags": [{"Key": "cloudburst:installation", "Value": INSTALL}]}])
     refs = [VmRef(index, instance["InstanceId"], HOST)
             for index, instance in enumerate(launched["Instances"])]
-    driver = driver_for(tmp_path, proxy.url)
+    driver = driver_for(tmp_path, proxy.url, rc_extra=FAST.replace(
+        "EC2_READ_TIMEOUT=5", "EC2_READ_TIMEOUT=60"))
 
     async def scenario() -> None:
         results = await driver.poll(refs)

@@ -1,7 +1,8 @@
 """The driver dispatcher: builds drivers from ``oned.conf`` and runs their actions.
 
 Per driver it enforces OpenNebula's ``ARGUMENTS`` flags: ``-t`` bounds how many
-actions run at once, ``-r`` how many times a retryable failure is retried
+actions run at once (except the driver's ``self_paced`` actions, which it
+queues and batches itself), ``-r`` how many times a retryable failure is retried
 (with exponential backoff and jitter), ``-w`` how long one attempt may run
 before it is cancelled (the default comes from ``DEFAULT_ACTION_TIMEOUT``).
 Whatever happens inside a driver, callers get either a result or a
@@ -11,11 +12,12 @@ Whatever happens inside a driver, callers get either a result or a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cloudburst.config.settings import DriverSection, Settings
 from cloudburst.drivers.base import (
@@ -157,9 +159,12 @@ class Dispatcher:
         retryable = slot.driver.retryable if isinstance(slot.driver, VmDriver) else (
             DriverError,)
         attempts = 1 + (slot.options.retries if retry else 0)
+        gate: contextlib.AbstractAsyncContextManager[Any] = slot.semaphore
+        if isinstance(slot.driver, VmDriver) and action in slot.driver.self_paced:
+            gate = contextlib.nullcontext()
         for attempt in range(1, attempts + 1):
             try:
-                async with slot.semaphore:
+                async with gate:
                     return await asyncio.wait_for(call(), timeout=limit)
             except TimeoutError:
                 error: DriverError = DriverTimeoutError(

@@ -44,6 +44,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import Protocol
 
 from cloudburst.errors import TransientDriverError, UnsupportedActionError
 from cloudburst.template import Template
@@ -142,6 +143,26 @@ class HostRef:
     attributes: Mapping[str, str] = field(default_factory=dict)
 
 
+class DeployNotes(Protocol):
+    """Durable notes a driver keeps on deploys in flight, stored in the action journal.
+
+    A driver that launches several VMs in one provider call (EC2 batches)
+    writes, *before* the call, which call each deploy token went out in; after
+    a crash or a lost answer it reads the note back to find the instance. A
+    note lives on the token's started ``deploy`` journal entry and is replaced
+    by the deploy's result when that entry finishes.
+    """
+
+    async def write(self, notes: Mapping[str, str]) -> None:
+        """Store ``token -> note`` for deploys still in flight (one transaction).
+
+        Returns once the notes are durable.
+        """
+
+    async def read(self, tokens: Sequence[str]) -> dict[str, str]:
+        """The notes of ``tokens`` whose deploy is still in flight (missing: none)."""
+
+
 @dataclass(frozen=True, slots=True)
 class DeploySpec:
     """Everything ``deploy`` needs.
@@ -154,6 +175,8 @@ class DeploySpec:
         token: idempotency token; the same for every retry and replay.
         memory_mb: the VM's ``MEMORY``.
         cpu: the VM's ``CPU`` (cores, may be fractional).
+        notes: the journal's notes on deploys in flight (``None``: the driver
+            runs without a store, e.g. in a benchmark).
     """
 
     vm_id: int
@@ -163,6 +186,7 @@ class DeploySpec:
     token: str
     memory_mb: int = 0
     cpu: float = 0.0
+    notes: DeployNotes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +314,10 @@ class VmDriver(abc.ABC):
 
     #: Optional actions (keys of :data:`OPTIONAL_ACTIONS`) this driver implements.
     capabilities: frozenset[str] = frozenset()
+    #: Actions the driver queues and batches itself (EC2: many deploys in one
+    #: ``RunInstances``). The dispatcher does not hold one of the ``-t`` slots
+    #: while they wait for their batch; the driver bounds its own provider calls.
+    self_paced: frozenset[str] = frozenset()
     #: Failures the dispatcher retries (up to ``-r`` times).
     retryable: tuple[type[Exception], ...] = (TransientDriverError,)
 

@@ -10,6 +10,7 @@ whose outcome is unknown; the daemon reconciles them with the driver.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
@@ -131,3 +132,36 @@ def entries_for(connection: Connection, vm_id: int) -> list[JournalEntry]:
         select(journal).where(journal.c.vm_id == vm_id).order_by(journal.c.id)
     ).all()
     return [_entry(row) for row in rows]
+
+
+# -- notes on deploys in flight ------------------------------------------------------
+# A driver that sends several deploys in one provider call notes, before the
+# call, which call each token went out in (``drivers.base.DeployNotes``). The
+# note is the started entry's ``result``; finishing the entry replaces it.
+
+_NOTE = (
+    update(journal)
+    .where(journal.c.token == bindparam("_token"), journal.c.action == "deploy",
+           journal.c.status == STARTED)
+    .values(result=bindparam("note"))
+)
+
+
+def write_notes(connection: Connection, notes: Mapping[str, str]) -> None:
+    """Store ``token -> note`` on the tokens' started ``deploy`` entries."""
+    if notes:
+        connection.execute(_NOTE, [{"_token": token, "note": note[:2000]}
+                                   for token, note in notes.items()])
+
+
+def read_notes(connection: Connection, tokens: Sequence[str]) -> dict[str, str]:
+    """The notes of those ``tokens`` whose ``deploy`` entry is still started."""
+    found: dict[str, str] = {}
+    for start_at in range(0, len(tokens), 500):
+        chunk = list(tokens[start_at:start_at + 500])
+        rows = connection.execute(
+            select(journal.c.token, journal.c.result).where(
+                journal.c.token.in_(chunk), journal.c.action == "deploy",
+                journal.c.status == STARTED, journal.c.result != "")).all()
+        found.update({str(row.token): str(row.result) for row in rows})
+    return found

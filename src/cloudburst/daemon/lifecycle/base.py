@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, select
 
 from cloudburst.config.settings import Settings
+from cloudburst.daemon.deploy_notes import JournalNotes
 from cloudburst.daemon.dispatcher import Dispatcher
 from cloudburst.daemon.files import VmFiles
 from cloudburst.drivers.base import DeploySpec, HostRef
@@ -127,6 +128,8 @@ class ManagerBase:
         self.drives: Callable[[], bool] = lambda: True
         #: Called instead of running work this daemon does not drive.
         self.hand_off: Callable[[], None] = lambda: None
+        #: Drivers' notes on deploys in flight (EC2 batches), in the journal.
+        self.deploy_notes = JournalNotes(db)
 
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> None:
@@ -250,7 +253,7 @@ class ManagerBase:
         return DeploySpec(
             vm_id=vm.id, host=self.host_ref(host), deployment_file=path,
             deployment=self.deployment_document(vm), token=token, memory_mb=vm.memory,
-            cpu=vm.cpu,
+            cpu=vm.cpu, notes=self.deploy_notes,
         )
 
     def deployment_document(self, vm: VmRecord) -> str:

@@ -20,7 +20,9 @@ then ``vmm_ec2rc``. Keys:
   instance listing the orphan sweep may reuse), ``EC2_INGRESS_CIDR``
   (``0.0.0.0/0``: who may reach ``AUTHORIZED_PORTS``),
   ``EC2_EXTRA_INSTANCE_TYPES`` (comma list of type names an EC2-compatible
-  cloud offers beyond AWS's).
+  cloud offers beyond AWS's), ``EC2_BATCH_MAX`` (250: most instances launched
+  or terminated per call), ``EC2_BATCH_WINDOW`` (0.02 s: how long a deploy or
+  termination waits for others to share its call; see :mod:`.run_instances`).
 
 What is odd but harmless (X.509 flags, unknown keys, an rc file others may
 read, a missing defaults file) becomes an operator note, not an error.
@@ -58,7 +60,7 @@ _RC_KEYS: Final = frozenset({
     "EC2_JVM_ARGS", "EC2_JVM_CONCURRENCY", "EC2_THREADS", "EC2_CONNECT_TIMEOUT",
     "EC2_READ_TIMEOUT", "EC2_MAX_ATTEMPTS", "EC2_RETRY_BASE_DELAY", "EC2_RETRY_MAX_DELAY",
     "EC2_RATE_LIMITS", "EC2_RATE_SCALE", "EC2_LISTING_REUSE_SECONDS", "EC2_INGRESS_CIDR",
-    "EC2_EXTRA_INSTANCE_TYPES",
+    "EC2_EXTRA_INSTANCE_TYPES", "EC2_BATCH_MAX", "EC2_BATCH_WINDOW",
 })
 _RATE_PREFIX: Final = "EC2_RATE_"
 _RATE_SWITCHES: Final = frozenset({"EC2_RATE_LIMITS", "EC2_RATE_SCALE"})
@@ -96,6 +98,10 @@ class SiteConfig:
         default_factory=lambda: dict(DEFAULT_BUCKETS))
     listing_reuse_seconds: float = 15.0
     ingress_cidr: str = "0.0.0.0/0"
+    #: Most instances per ``RunInstances`` / ``TerminateInstances`` call.
+    batch_max: int = 250
+    #: Seconds a launch or termination waits for others to share its call.
+    batch_window: float = 0.02
     #: Operator-facing notes about the configuration (X.509, unknown keys, ...).
     notes: tuple[str, ...] = ()
 
@@ -292,5 +298,7 @@ def load_site_config(context: DriverContext) -> SiteConfig:
         retry=retry, rate_limits=_rate_limits(env),
         listing_reuse_seconds=_positive(env, "EC2_LISTING_REUSE_SECONDS", 15.0),
         ingress_cidr=values.get("EC2_INGRESS_CIDR", "").strip() or "0.0.0.0/0",
+        batch_max=min(1000, int(_positive(env, "EC2_BATCH_MAX", 250, minimum=1))),
+        batch_window=min(5.0, _positive(env, "EC2_BATCH_WINDOW", 0.02)),
         notes=tuple(notes),
     )

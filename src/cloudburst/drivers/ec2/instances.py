@@ -5,14 +5,21 @@ Every instance the driver launches carries, from its creation
 
 =============================  ==============================================
 ``cloudburst:installation``    this installation's id (every listing filters on it)
-``cloudburst:vm-id``           the VM's id
-``cloudburst:token``           the deploy's idempotency token (find-by-token)
+``cloudburst:batch``           the ``RunInstances`` call's batch token
+``cloudburst:batch-vms``       the batch's VM ids in launch order, as ranges
+                               (``12-511,600``); continued in ``...-vms-2``,
+                               ``-3``... when longer than a tag value
 ``cloudburst:host-id``         the host (site) it was deployed for (orphan sweeps)
 ``cloudburst:host``            that host's name (for people)
-``cloudburst:elastic-ip``      the requested ``ELASTICIP``, if any
-``ONE_ID``                     the VM's id, as OpenNebula 4.x tagged it
-``Name``                       ``one-<vmid>``
 =============================  ==============================================
+
+**Binding rule.** Tags set at creation are the same for every instance of one
+call, so an instance of a batch is bound to its VM by its ``AmiLaunchIndex``:
+index *i* belongs to the *i*-th VM of ``cloudburst:batch-vms``. A batch of one
+also carries its VM's own tags: ``cloudburst:vm-id``, ``cloudburst:token``
+(the deploy's idempotency token), ``ONE_ID`` (as OpenNebula 4.x tagged),
+``Name`` = ``one-<vmid>`` and ``cloudburst:elastic-ip`` (the requested
+``ELASTICIP``, if any).
 
 State mapping for polls (choices where OpenNebula was silent or inconsistent):
 
@@ -28,7 +35,7 @@ State mapping for polls (choices where OpenNebula was silent or inconsistent):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -37,6 +44,8 @@ from cloudburst.drivers.base import PollResult, PollState
 from cloudburst.errors import one_line
 
 TAG_INSTALL: Final = "cloudburst:installation"
+TAG_BATCH: Final = "cloudburst:batch"
+TAG_BATCH_VMS: Final = "cloudburst:batch-vms"
 TAG_VM: Final = "cloudburst:vm-id"
 TAG_TOKEN: Final = "cloudburst:token"
 TAG_HOST: Final = "cloudburst:host-id"
@@ -49,6 +58,57 @@ TAG_PORTS: Final = "cloudburst:ports"
 LIVE_STATES: Final = frozenset({"pending", "running", "stopping", "stopped"})
 _ACTIVE: Final = frozenset({"pending", "running"})
 _GONE: Final = frozenset({"stopping", "stopped", "shutting-down", "terminated"})
+
+
+#: The longest tag value EC2 accepts.
+TAG_VALUE_MAX: Final = 256
+
+
+def encode_members(vm_ids: Sequence[int]) -> list[str]:
+    """``cloudburst:batch-vms`` values for ``vm_ids`` in launch order (ranges, split
+    into tag-sized pieces)."""
+    runs: list[str] = []
+    index = 0
+    while index < len(vm_ids):
+        end = index
+        while end + 1 < len(vm_ids) and vm_ids[end + 1] == vm_ids[end] + 1:
+            end += 1
+        first, last = vm_ids[index], vm_ids[end]
+        runs.append(str(first) if first == last else f"{first}-{last}")
+        index = end + 1
+    text = ",".join(runs)
+    return [text[start:start + TAG_VALUE_MAX] for start in range(0, len(text), TAG_VALUE_MAX)]
+
+
+def member_tag(piece: int) -> str:
+    """The key of the ``piece``-th (from 0) ``cloudburst:batch-vms`` tag."""
+    return TAG_BATCH_VMS if piece == 0 else f"{TAG_BATCH_VMS}-{piece + 1}"
+
+
+def decode_members(tags: Mapping[str, str]) -> list[int]:
+    """The VM ids of a batch, in launch order, from an instance's tags (``[]``: none)."""
+    pieces: list[str] = []
+    while (piece := tags.get(member_tag(len(pieces)))) is not None:
+        pieces.append(piece)
+    members: list[int] = []
+    for run in "".join(pieces).split(","):
+        first, dash, last = run.partition("-")
+        try:
+            low = int(first)
+            high = int(last) if dash else low
+        except ValueError:
+            return []
+        members.extend(range(low, high + 1))
+    return members
+
+
+def _vm_of(tags: Mapping[str, str], launch_index: int | None) -> int | None:
+    """The VM an instance belongs to: its own tag, else the batch's binding rule."""
+    own = _int(tags.get(TAG_VM))
+    if own is not None or launch_index is None:
+        return own
+    members = decode_members(tags)
+    return members[launch_index] if 0 <= launch_index < len(members) else None
 
 
 def _int(text: str | None) -> int | None:
@@ -67,6 +127,8 @@ class InstanceView:
     vm_id: int | None = None
     host_id: int | None = None
     token: str = ""
+    batch: str = ""
+    launch_index: int | None = None
     public_dns: str = ""
     public_ip: str = ""
     private_ip: str = ""
@@ -93,12 +155,16 @@ class InstanceView:
                 for tag in item.get("Tags") or []}
         groups = item.get("SecurityGroups") or []
         launch = item.get("LaunchTime")
+        index = item.get("AmiLaunchIndex")
+        launch_index = int(index) if isinstance(index, int) else None
         return cls(
             id=str(item.get("InstanceId", "")),
             state=str((item.get("State") or {}).get("Name", "")),
-            vm_id=_int(tags.get(TAG_VM)),
+            vm_id=_vm_of(tags, launch_index),
             host_id=_int(tags.get(TAG_HOST)),
             token=tags.get(TAG_TOKEN, ""),
+            batch=tags.get(TAG_BATCH, ""),
+            launch_index=launch_index,
             public_dns=str(item.get("PublicDnsName") or ""),
             public_ip=str(item.get("PublicIpAddress") or ""),
             private_ip=str(item.get("PrivateIpAddress") or ""),

@@ -230,6 +230,12 @@ class LaunchRequest:
     tenancy: str | None = None
     ebs_optimized: bool | None = None
 
+    @property
+    def batchable(self) -> bool:
+        """Whether VMs with this request may share one ``RunInstances`` call (an
+        Elastic IP or a private address belongs to one instance only)."""
+        return self.elastic_ip is None and self.private_ip is None
+
 
 def _value(merged: Mapping[str, str], key: str) -> str | None:
     value = merged.get(key, "").strip()

@@ -112,6 +112,15 @@ class TokenBucket:
                 return 0.0
             return -self._tokens / self.spec.refill
 
+    def ready_in(self, tokens: float = 1.0) -> float:
+        """Seconds until ``tokens`` could be taken without waiting (nothing is taken)."""
+        with self._lock:
+            self._refill(time.monotonic())
+            missing = min(tokens, self.spec.burst) - self._tokens
+            if missing <= 0 or self.spec.refill <= 0:
+                return 0.0
+            return missing / self.spec.refill
+
     def penalize(self) -> None:
         """Empty the bucket (the provider throttled us: back off together)."""
         with self._lock:
@@ -150,6 +159,13 @@ class RateLimiter:
             if bucket is not None:
                 delay = max(delay, bucket.reserve(tokens))
         return delay
+
+    def ready_in(self, action: str) -> float:
+        """Seconds until a call of ``action`` (one instance) would not have to wait."""
+        if self._buckets is None:
+            return 0.0
+        return max((bucket.ready_in(tokens) for name, tokens in buckets_for(action, 1)
+                    if (bucket := self._buckets.get(name)) is not None), default=0.0)
 
     async def acquire(self, action: str, resources: int = 1) -> None:
         delay = self.reserve(action, resources)

@@ -63,18 +63,29 @@ class InstanceListings:
         self.latest: Listing | None = None
         self.terminations = 0
         self._in_flight: asyncio.Future[Listing] | None = None
+        self._in_flight_started = 0.0
         #: instance id -> monotonic launch time (this process)
         self._launched: dict[str, float] = {}
 
-    async def current(self) -> Listing:
-        """A listing started now, or the one in flight (concurrent calls share one)."""
-        task = self._in_flight
-        if task is None or task.done():
-            task = asyncio.ensure_future(self._fetch())
-            # Every waiter may be gone (cancelled) when it fails: retrieve the error.
-            task.add_done_callback(lambda done: done.cancelled() or done.exception())
-            self._in_flight = task
-        return await asyncio.shield(task)
+    async def current(self, since: float | None = None) -> Listing:
+        """A listing started now, or the one in flight (concurrent calls share one).
+
+        ``since`` (``time.monotonic()``): only a listing started at or after it
+        will do; one in flight that started earlier is waited for, then a new one
+        is started (and shared by everyone who waited).
+        """
+        while True:
+            task = self._in_flight
+            if task is None or task.done():
+                self._in_flight_started = time.monotonic()
+                task = asyncio.ensure_future(self._fetch())
+                # Every waiter may be gone (cancelled) when it fails: retrieve the error.
+                task.add_done_callback(lambda done: done.cancelled() or done.exception())
+                self._in_flight = task
+            elif since is not None and self._in_flight_started < since:
+                await asyncio.wait([task])
+                continue
+            return await asyncio.shield(task)
 
     async def _fetch(self) -> Listing:
         started = time.monotonic()

@@ -1,0 +1,154 @@
+"""Concurrent requests with the same key gathered into one API call.
+
+EC2 counts calls, not instances, against its request buckets (``RunInstances``:
+burst 5, 2 per second), and ``RunInstances`` and ``TerminateInstances`` take
+many instances per call. A :class:`Coalescer` turns the daemon's one-VM-at-a-
+time actions into such calls:
+
+* a request joins the queue of its key; the first one starts the key's drain;
+* the drain waits ``window`` seconds for company, then until the rate limiter
+  would let a call go (``ready_in``), then takes every request queued by then,
+  up to ``max_size`` and while ``fits`` agrees, and runs them as one batch;
+  requests arriving meanwhile (a call in flight, a limiter wait) form the next
+  batch;
+* a batch runs as a task of its own: a caller that gives up (the dispatcher's
+  ``-w``) leaves the queue if its batch has not gone yet, and never cancels a
+  batch that has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
+R = TypeVar("R")
+
+log = logging.getLogger(__name__)
+
+#: Runs one batch: a result or an exception per item, in the items' order.
+RunBatch = Callable[[K, list[T]], Awaitable[Sequence[R | BaseException]]]
+
+
+@dataclass(eq=False, slots=True)
+class _Waiting(Generic[T, R]):
+    item: T
+    future: asyncio.Future[R]
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    # Nobody may await the future any more (its caller timed out): mark the
+    # exception as seen so asyncio does not log it as lost.
+    if not future.cancelled():
+        future.exception()
+
+
+class Coalescer(Generic[K, T, R]):
+    """Batches concurrent requests per key (see the module doc)."""
+
+    def __init__(self, run: RunBatch[K, T, R], *, window: float, max_size: int,
+                 ready_in: Callable[[], float],
+                 fits: Callable[[list[T], T], bool] | None = None) -> None:
+        self._run = run
+        self.window = window
+        self.max_size = max(1, max_size)
+        self._ready_in = ready_in
+        self._fits = fits
+        self._queues: dict[K, list[_Waiting[T, R]]] = {}
+        self._drains: dict[K, asyncio.Task[None]] = {}
+        self._batches: set[asyncio.Task[None]] = set()
+        #: Sizes of the batches sent so far (tests and benchmarks read it).
+        self.sizes: list[int] = []
+
+    async def submit(self, key: K, item: T) -> R:
+        """Queue ``item`` under ``key``; its result once its batch has run.
+
+        Raises:
+            whatever the batch raised for this item.
+        """
+        loop = asyncio.get_running_loop()
+        waiting: _Waiting[T, R] = _Waiting(item, loop.create_future())
+        waiting.future.add_done_callback(_retrieve)
+        self._queues.setdefault(key, []).append(waiting)
+        if key not in self._drains:
+            self._drains[key] = loop.create_task(self._drain(key), name=f"coalesce-{key!r}")
+        try:
+            return await asyncio.shield(waiting.future)
+        except asyncio.CancelledError:
+            queue = self._queues.get(key)
+            if queue is not None and waiting in queue:
+                queue.remove(waiting)
+            raise
+
+    async def _drain(self, key: K) -> None:
+        try:
+            while self._queues.get(key):
+                await asyncio.sleep(self.window)
+                while (delay := self._ready_in()) > 0:
+                    await asyncio.sleep(delay)
+                batch = self._take(self._queues.get(key) or [])
+                if batch:
+                    task = asyncio.get_running_loop().create_task(self._run_batch(key, batch))
+                    self._batches.add(task)
+                    task.add_done_callback(self._batches.discard)
+        finally:
+            self._drains.pop(key, None)
+            if not self._queues.get(key):
+                self._queues.pop(key, None)
+
+    def _take(self, queue: list[_Waiting[T, R]]) -> list[_Waiting[T, R]]:
+        """The next batch from the head of ``queue`` (removed from it)."""
+        items: list[T] = []
+        count = 0
+        for waiting in queue:
+            if count >= self.max_size or (
+                    items and self._fits is not None and not self._fits(items, waiting.item)):
+                break
+            items.append(waiting.item)
+            count += 1
+        batch = queue[:count]
+        del queue[:count]
+        return batch
+
+    async def _run_batch(self, key: K, batch: list[_Waiting[T, R]]) -> None:
+        self.sizes.append(len(batch))
+        try:
+            results = await self._run(key, [waiting.item for waiting in batch])
+        except Exception as exc:
+            for waiting in batch:
+                if not waiting.future.done():
+                    waiting.future.set_exception(exc)
+            return
+        except BaseException:
+            for waiting in batch:
+                waiting.future.cancel()
+            raise
+        if len(results) != len(batch):  # pragma: no cover - a bug in the batch function
+            log.error("a batch of %d returned %d results", len(batch), len(results))
+        for waiting, result in zip(batch, results, strict=False):
+            if waiting.future.done():
+                continue
+            if isinstance(result, BaseException):
+                waiting.future.set_exception(result)
+            else:
+                waiting.future.set_result(result)
+        for waiting in batch[len(results):]:
+            if not waiting.future.done():
+                waiting.future.set_exception(RuntimeError("the batch returned no result"))
+
+    async def close(self) -> None:
+        """Stop draining; requests still queued fail, batches in flight are cancelled."""
+        tasks = [*self._drains.values(), *self._batches]
+        for task in tasks:
+            task.cancel()
+        for queue in self._queues.values():
+            for waiting in queue:
+                if not waiting.future.done():
+                    waiting.future.cancel()
+        self._queues.clear()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
