@@ -62,7 +62,9 @@ INSTALL = "cb-0123456789abcdef"
 HOST = HostRef(id=3, name="ec2")
 SEED_EC2 = ('EC2 = [ AMI="ami-00bafcb5", KEYPAIR="gsg-keypair", AUTHORIZED_PORTS="22", '
             "INSTANCETYPE=m1.small ]")
-FAST = ("EC2_RETRY_BASE_DELAY=0.05\nEC2_RETRY_MAX_DELAY=0.2\nEC2_READ_TIMEOUT=5\n"
+# moto is slow on a loaded machine, and it ignores ClientToken: a launch that
+# outlasts the read timeout and lands after the look-up would be sent twice.
+FAST = ("EC2_RETRY_BASE_DELAY=0.05\nEC2_RETRY_MAX_DELAY=0.2\nEC2_READ_TIMEOUT=30\n"
         "EC2_RATE_LIMITS=off\n")
 
 
@@ -396,11 +398,11 @@ def test_lost_run_instances_answer_is_not_launched_twice(tmp_path: Path, site: M
                                                          proxy: FaultProxy, kind: str) -> None:
     """The answer of a RunInstances that took effect is lost; the retry finds it."""
     driver = driver_for(tmp_path, proxy.url, rc_extra=FAST.replace(
-        "EC2_READ_TIMEOUT=5", "EC2_READ_TIMEOUT=1"))
+        "EC2_READ_TIMEOUT=30", "EC2_READ_TIMEOUT=4"))
     if kind == "error500":
         proxy.add_fault("RunInstances", "error500_after")  # launched, then a 500
     elif kind == "slow":
-        proxy.add_fault("RunInstances", "slow", delay=1.5)  # answer later than the timeout
+        proxy.add_fault("RunInstances", "slow", delay=8)  # answer later than the timeout
     else:
         proxy.add_fault("RunInstances", "drop")  # launched, then the connection drops
 
@@ -649,15 +651,13 @@ def test_batch_is_journalled_before_the_call_and_found_after_a_crash(
 
 def test_polling_300_instances_costs_one_call(tmp_path: Path, site: MotoServer,
                                               proxy: FaultProxy) -> None:
-    # moto lists 300 instances in seconds on a loaded machine: a generous timeout.
     launched = site.client().run_instances(
         ImageId="ami-1", MinCount=300, MaxCount=300, TagSpecifications=[{
             "ResourceType": "instance",
             "Tags": [{"Key": "cloudburst:installation", "Value": INSTALL}]}])
     refs = [VmRef(index, instance["InstanceId"], HOST)
             for index, instance in enumerate(launched["Instances"])]
-    driver = driver_for(tmp_path, proxy.url, rc_extra=FAST.replace(
-        "EC2_READ_TIMEOUT=5", "EC2_READ_TIMEOUT=60"))
+    driver = driver_for(tmp_path, proxy.url)
 
     async def scenario() -> None:
         results = await driver.poll(refs)
