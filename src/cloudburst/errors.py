@@ -19,6 +19,8 @@ exception into ``[false, message, code]`` with one table lookup and no
     ├── ConfigError                     a configuration file is wrong (file, line)
     ├── StoreInUseError                 another daemon already uses the SQLite store
     ├── LeaseLostError                  a deposed leader's write, fenced by its epoch
+    ├── StoreUnavailableError           the store cannot take the write (named cause)
+    │   └── StoreLostError              the store was deleted or replaced: no more writes
     └── DriverError                     a driver could not do what it was asked
         ├── TransientDriverError        worth retrying (throttled, 5xx, network)
         │   └── DriverTimeoutError      the action overran its time limit
@@ -141,6 +143,14 @@ class StoreInUseError(CloudburstError):
 
 class LeaseLostError(CloudburstError):
     """This daemon lost the leader lease; the write was refused (fenced) unapplied."""
+
+
+class StoreUnavailableError(CloudburstError):
+    """The store cannot take a write now; the message names the cause (busy, full, ...)."""
+
+
+class StoreLostError(StoreUnavailableError):
+    """The store this home used is missing or was replaced: the daemon stops writing."""
 
 
 class DriverError(CloudburstError):

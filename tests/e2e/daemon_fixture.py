@@ -175,7 +175,8 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 @contextlib.contextmanager
 def start_daemon(tmp_path: Path, *, oned_conf_extra: str = "",
                  env: dict[str, str] | None = None,
-                 preexec_fn: Callable[[], object] | None = None) -> Iterator[RunningDaemon]:
+                 preexec_fn: Callable[[], object] | None = None,
+                 extra_args: list[str] | None = None) -> Iterator[RunningDaemon]:
     """Run a daemon with home ``<tmp_path>/home`` for the duration of the block.
 
     Args:
@@ -184,6 +185,7 @@ def start_daemon(tmp_path: Path, *, oned_conf_extra: str = "",
         env: extra environment variables for the daemon.
         preexec_fn: run in the daemon's process before it starts (e.g. to lower
             its open-file limit with ``resource.setrlimit``).
+        extra_args: more ``oned`` arguments (e.g. ``--new-store``).
 
     Raises:
         RuntimeError: the daemon exited or did not answer in time (its output
@@ -197,7 +199,7 @@ def start_daemon(tmp_path: Path, *, oned_conf_extra: str = "",
     log_path = tmp_path / "oned.out"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cloudburst.daemon.main", "-f"],
+            [sys.executable, "-m", "cloudburst.daemon.main", "-f", *(extra_args or [])],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env=daemon_environment(home, port, env), cwd=tmp_path, preexec_fn=preexec_fn)
     try:

@@ -8,6 +8,10 @@ would, prints one ``PASS``/``FAIL``/``WARN`` line per contract point with the
 reason, and exits 0 only when nothing failed (see
 :mod:`cloudburst.drivers.contract`). It deploys real resources at the
 provider and cancels them at the end.
+
+``cloudburst backup FILE`` writes a consistent copy of the store while the
+daemon runs; ``cloudburst restore FILE`` puts one back (daemon stopped). See
+:mod:`cloudburst.store.backup` and docs/recovery.md.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import asyncio
 import sys
 from pathlib import Path
 
-from cloudburst.config.settings import home_from_environment
+from cloudburst.config import oned
+from cloudburst.config.settings import Settings, home_from_environment
 from cloudburst.drivers.contract import Check, ContractSettings, ContractTest, summary
-from cloudburst.errors import TemplateError
+from cloudburst.errors import CloudburstError, TemplateError
+from cloudburst.store import backup as store_backup
 from cloudburst.template import Template, parse_any
 
 
@@ -62,7 +68,50 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--host", default="driver-test", help="host name given to the scripts")
     test.add_argument("--host-id", type=int, default=0, help="host id given to the probes")
     test.add_argument("--vm-id", type=int, default=99999, help="VM id given to the scripts")
+    backup = commands.add_parser(
+        "backup", help="write a consistent copy of the store (the daemon may run)",
+        description="Write a consistent copy of the store of $CLOUDBURST_HOME to FILE (mode "
+                    "0600), while the daemon keeps running: SQLite's online backup, or pg_dump "
+                    "for PostgreSQL.")
+    backup.add_argument("file", type=Path, metavar="FILE")
+    backup.set_defaults(handler=_backup)
+    restore = commands.add_parser(
+        "restore", help="replace the store by a backup (stop the daemon first)",
+        description="Replace the store of $CLOUDBURST_HOME by the backup FILE and record it as "
+                    "this home's store. Stop oned first. See docs/recovery.md.")
+    restore.add_argument("file", type=Path, metavar="FILE")
+    restore.set_defaults(handler=_restore)
     return parser
+
+
+def _store_url() -> tuple[Path, str]:
+    home = home_from_environment()
+    conf = home / "etc" / "oned.conf"
+    settings = oned.load(conf, home)[0] if conf.exists() else Settings(home=home)
+    return home, settings.database_url
+
+
+def _backup(args: argparse.Namespace) -> int:
+    try:
+        _, url = _store_url()
+        ids = store_backup.backup(url, args.file.expanduser().resolve())
+    except CloudburstError as exc:
+        print(f"cloudburst backup: {exc}", file=sys.stderr)
+        return 1
+    print(f"Backed up store {ids.store_id} (installation {ids.installation_id}) to {args.file}")
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    try:
+        home, url = _store_url()
+        ids = store_backup.restore(url, args.file.expanduser().resolve(), home)
+    except CloudburstError as exc:
+        print(f"cloudburst restore: {exc}", file=sys.stderr)
+        return 1
+    print(f"Restored store {ids.store_id} (installation {ids.installation_id}) from "
+          f"{args.file}; start oned again")
+    return 0
 
 
 def _print(check: Check) -> None:

@@ -139,6 +139,9 @@ class Settings:
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     lease: LeaseSettings = field(default_factory=LeaseSettings)
     drivers: tuple[DriverSection, ...] = ()
+    #: ``oned --new-store``: start a new, empty store although this home used another
+    #: one (it keeps the installation id; see :mod:`cloudburst.store.identity`).
+    new_store: bool = False
 
     @property
     def etc_dir(self) -> Path:

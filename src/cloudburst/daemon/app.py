@@ -35,10 +35,18 @@ from cloudburst.service.templates import TemplateService
 from cloudburst.service.users import UserService, bootstrap_admin
 from cloudburst.service.vms import TemplateCheck, VmService
 from cloudburst.store.database import Database
+from cloudburst.store.identity import (
+    MARKER_NAME,
+    StoreWatch,
+    open_store_identity,
+)
 from cloudburst.store.lease import sole_store_lock
-from cloudburst.store.sequences import installation_id
 
 log = logging.getLogger(__name__)
+
+#: Seconds between two checks that the store was not deleted or replaced (SQLite
+#: is also checked before every write batch).
+STORE_WATCH_INTERVAL = 2.0
 
 VERSION = "6.10.0"
 """The OpenNebula API version cloudburst speaks (``one.system.version``)."""
@@ -54,8 +62,11 @@ class Daemon:
             directory.mkdir(parents=True, exist_ok=True)
         self._sole_lock = sole_store_lock(settings.database_url)
         self.db = Database(settings.database_url)
-        self.db.create_schema()
-        self.install_id = self.db.write_sync(installation_id)
+        identity = open_store_identity(self.db.write_engine, settings.home / MARKER_NAME,
+                                       self.db.create_schema, new_store=settings.new_store)
+        self.install_id = identity.installation_id
+        self.store_watch = StoreWatch(self.db.write_engine, identity.store_id)
+        self.db.store_check = self.store_watch.check
         self.admin_created = bootstrap_admin(self.db, settings.auth_file)
         self.dispatcher = Dispatcher(settings, self.install_id)
         self.dispatcher.build_all()
@@ -90,6 +101,7 @@ class Daemon:
         self.quotas = QuotaService(self.db)
         self.audit = AuditService(self.db)
         self._tasks: list[asyncio.Task[Any]] = []
+        self._watching: asyncio.Task[None] | None = None
         self._listener: Listener | None = None
         self._closed = False
         self.api: Any = None
@@ -118,12 +130,23 @@ class Daemon:
         """Start competing for leadership (and serving the API unless ``serve_api``
         is false). On SQLite, or when the lease is free, this daemon leads on return."""
         self.db.start()
+        self._watching = asyncio.get_running_loop().create_task(self._watch_store(),
+                                                                name="store-watch")
         await self.leadership.start()
         if serve_api:
             from cloudburst.api.server import ApiServer
 
             self.api = ApiServer(self)
             await self.api.start()
+
+    async def _watch_store(self) -> None:
+        """Check every few seconds that the store is still the one we opened."""
+        while self.store_watch.lost is None:
+            await asyncio.sleep(STORE_WATCH_INTERVAL)
+            try:
+                await self.db.read(self.store_watch.check_thoroughly)
+            except Exception as exc:  # a read failing is the business of its callers
+                log.debug("store check could not read the store: %s", exc)
 
     async def _lead(self) -> None:
         """Elected: resume interrupted work, then run the scheduler and monitor."""
@@ -160,6 +183,8 @@ class Daemon:
         self.events.close_all()  # ends live streams, so the server stops at once
         if self.api is not None:
             await self.api.stop()
+        if self._watching is not None:
+            self._watching.cancel()
         await self.leadership.stop()
         await self._follow()
         await self.dispatcher.close()

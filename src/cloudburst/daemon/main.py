@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -145,7 +146,8 @@ def _start_background(home: Path, settings: Settings) -> int:
     log_path = settings.log_dir / "oned.log"
     with open(log_path, "a") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cloudburst.daemon.main", "-f", "--log-file"],
+            [sys.executable, "-m", "cloudburst.daemon.main", "-f", "--log-file",
+             *(["--new-store"] if settings.new_store else [])],
             stdin=subprocess.DEVNULL, stdout=output, stderr=output, start_new_session=True,
             env={**os.environ, "CLOUDBURST_HOME": str(home)},
         )
@@ -165,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="oned", description="Start the cloudburst daemon (OpenNebula-compatible oned).")
     parser.add_argument("-f", "--foreground", action="store_true",
                         help="run in the foreground, logging to stderr")
+    parser.add_argument("--new-store", action="store_true",
+                        help="start a new, empty store although this home used another one "
+                             "(keeps the installation id; see docs/recovery.md)")
     parser.add_argument("--log-file", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     home = home_from_environment()
@@ -173,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     except CloudburstError as exc:
         print(f"oned: {exc}", file=sys.stderr)
         return 1
+    if args.new_store:
+        settings = dataclasses.replace(settings, new_store=True)
     if not args.foreground:
         return _start_background(home, settings)
     try:

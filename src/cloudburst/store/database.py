@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
-from cloudburst.errors import LeaseLostError
+from cloudburst.errors import LeaseLostError, StoreUnavailableError
 from cloudburst.store import migrate
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,9 @@ class Database:
         self._accepting = threading.Lock()
         #: Runs first in each write transaction; raising refuses the batch.
         self.fence: Callable[[Connection], None] | None = None
+        #: Runs before each write batch (no connection yet); raising
+        #: :class:`StoreUnavailableError` refuses the batch, e.g. once the store is lost.
+        self.store_check: Callable[[], None] | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -206,7 +209,7 @@ class Database:
             outcomes = self._run_batch(batch, isolate=False)
         except _JobFailed:
             outcomes = None
-        except LeaseLostError as exc:
+        except (LeaseLostError, StoreUnavailableError) as exc:
             outcomes = [(job, False, exc) for job in batch]
         except Exception as exc:  # the commit itself failed: nothing landed
             log.exception("database commit failed for %d writes", len(batch))
@@ -214,7 +217,7 @@ class Database:
         if outcomes is None:
             try:
                 outcomes = self._run_batch(batch, isolate=True)
-            except LeaseLostError as exc:
+            except (LeaseLostError, StoreUnavailableError) as exc:
                 outcomes = [(job, False, exc) for job in batch]
             except Exception as exc:
                 log.exception("database commit failed for %d writes", len(batch))
@@ -225,6 +228,8 @@ class Database:
     def _run_batch(self, batch: list[_Job], *, isolate: bool) -> list[tuple[_Job, bool, Any]]:
         outcomes: list[tuple[_Job, bool, Any]] = []
         fence = self.fence
+        if self.store_check is not None:
+            self.store_check()
         with self.write_engine.begin() as connection:
             if fence is not None:
                 fence(connection)
