@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from cloudburst.api import access_table
 from cloudburst.api.xmlrpc import METHODS
 from cloudburst.auth import acl, permissions, quotas
 from cloudburst.auth.engine import Caller, Operation, Target, allowed, denied
 from cloudburst.errors import ApiArgumentError
+from cloudburst.service import access_table
 
 # The default rules' numeric forms as OpenNebula 6.10.5's `oneacl list -x` shows them.
 ONE_DEFAULTS = {

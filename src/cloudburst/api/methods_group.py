@@ -1,7 +1,7 @@
 """The ``one.group*``, ``one.cluster*``, ``one.acl*`` methods and ``one.audit.info``.
 
 Handlers follow :mod:`cloudburst.api.calls`; who may call them is decided
-before they run (``api/access_table.py``).
+before they run (``service/access_table.py``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The ``one.user.*``, ``one.userpool.*`` and ``one.userquota.*`` methods.
 
 Handlers follow :mod:`cloudburst.api.calls`; who may call them is decided
-before they run (``api/access_table.py``).
+before they run (``service/access_table.py``).
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from typing import Final
 
 from cloudburst.api import (
-    access_table,
     methods_group,
     methods_host,
     methods_system,
@@ -32,8 +31,6 @@ from cloudburst.api import (
     methods_vm,
 )
 from cloudburst.api.calls import Call, CallFailure, Handler, Params
-from cloudburst.auth.checks import Check
-from cloudburst.auth.engine import Operation
 from cloudburst.daemon.app import Daemon
 from cloudburst.errors import (
     ApiArgumentError,
@@ -43,7 +40,7 @@ from cloudburst.errors import (
     one_line,
 )
 from cloudburst.model.records import UserRecord
-from cloudburst.service.access import caller_of
+from cloudburst.service import access_table
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +106,7 @@ async def dispatch(daemon: Daemon, method: str, params: Sequence[object], *,
         if not params:
             raise ApiArgumentError("Missing parameter 0 (session)")
         user = await daemon.users.authenticate(params[0], client=client)
-        caller = caller_of(user)
-        # A method missing from the table is refused to all but oneadmin's group.
-        checks = access_table.CHECKS.get(method, (Check(Operation.ADMIN, "SYSTEM"),))
-        await daemon.access.check_call(caller, checks, params[1:])
+        await daemon.access.require(user, method, params[1:])
         value = await handler(Call(daemon, user, Params(params[1:])))
     except CallFailure as exc:
         reply = _failed(method, exc.message, exc.code)

@@ -1,4 +1,4 @@
-"""How an API method names the authorization it needs (the table is ``api/access_table.py``)."""
+"""How an API method names the authorization it needs (table: ``service/access_table.py``)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 """The one authorization hook: ``authorize(caller, operation, target)``.
 
-Every call is checked here before it acts (see ``api/access_table.py`` for the
-operation each API method needs). The decision itself is
+Every call is checked here before it acts: :meth:`AccessService.require` with
+the call's OpenNebula method name and parameters (``service/access_table.py``
+gives the operation and object of each). The XML-RPC API calls it for every
+method; other front ends (the dashboard) must call it the same way. The decision itself is
 :func:`cloudburst.auth.engine.allowed`; this service gathers what it needs
 from the store: the caller's groups, the object's owner, group, permissions
 and clusters, and the ACL rules. It also owns the ACL rule pool.
@@ -18,6 +20,7 @@ from cloudburst.auth.checks import USER_BY_NAME, Check
 from cloudburst.auth.engine import Caller, Operation, Target, allowed, denied
 from cloudburst.errors import NotFoundError
 from cloudburst.model.records import UserRecord
+from cloudburst.service import access_table
 from cloudburst.store import acl_pool, group_pool, ownership, user_pool
 from cloudburst.store.database import Database
 
@@ -67,33 +70,53 @@ class AccessService:
         return lambda oid, uid, gid, perms: allowed(
             caller, Operation.USE, Target(kind, oid, uid, gid, perms), rules)
 
+    async def require(self, user: UserRecord, method: str, params: Sequence[object]) -> None:
+        """Authorize ``user`` to call OpenNebula method ``method`` with ``params``
+        (those after the session), e.g. ``require(user, "one.vm.action", ["terminate", 5])``.
+
+        A method missing from the table is refused to all but oneadmin's group.
+
+        Raises:
+            NotFoundError: an object named by the call does not exist.
+            AuthorizationError: the caller may not.
+        """
+        checks = access_table.CHECKS.get(method, (Check(Operation.ADMIN, "SYSTEM"),))
+        await self.check_call(caller_of(user), checks, params)
+
     async def check_call(self, caller: Caller, checks: Sequence[Check],
                          params: Sequence[object]) -> None:
-        """Authorize one API call by its method's checks (``api/access_table.py``).
+        """Authorize one API call by its method's checks (``service/access_table.py``).
 
         Raises:
             NotFoundError: an object named by the call does not exist.
             AuthorizationError: a check failed.
         """
+        # Every object is looked up before any is authorized, as oned does: an unknown
+        # object is "Error getting ..." even for a caller who may not touch the other one.
+        pending: list[tuple[Operation, Target]] = []
         for check in checks:
             if check.when is not None and not check.when(params):
                 continue
-            operation = check.operation_for(params)
-            if check.param is None:
-                target = Target(check.kind, -1, caller.uid, caller.gid)
-            else:
-                value = params[check.param] if len(params) > check.param else None
-                if check.kind == USER_BY_NAME:
-                    if not isinstance(value, str) or value == caller.name:
-                        continue
-                    user = await self._user_named(value)
-                    target = await self.target("USER", user.id)
-                elif not isinstance(value, int) or isinstance(value, bool) or (
-                        value == check.skip):
-                    continue  # the handler refuses a wrong type before acting
-                else:
-                    target = await self.target(check.kind, value)
+            target = await self._target_of(caller, check, params)
+            if target is not None:
+                pending.append((check.operation_for(params), target))
+        for operation, target in pending:
             await self.authorize(caller, operation, target)
+
+    async def _target_of(self, caller: Caller, check: Check, params: Sequence[object]
+                         ) -> Target | None:
+        """The object ``check`` names in ``params``; None when there is none to check."""
+        if check.param is None:
+            return Target(check.kind, -1, caller.uid, caller.gid)
+        value = params[check.param] if len(params) > check.param else None
+        if check.kind == USER_BY_NAME:
+            if not isinstance(value, str) or value == caller.name:
+                return None
+            user = await self._user_named(value)
+            return await self.target("USER", user.id)
+        if not isinstance(value, int) or isinstance(value, bool) or value == check.skip:
+            return None  # the handler refuses a wrong type before acting
+        return await self.target(check.kind, value)
 
     async def _user_named(self, name: str) -> UserRecord:
         def read(connection: Connection) -> UserRecord | None:

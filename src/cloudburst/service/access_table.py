@@ -1,7 +1,8 @@
 """The operation every ``one.*`` method needs, on which object: OpenNebula's rules as data.
 
-:func:`cloudburst.api.xmlrpc.dispatch` asks the access service with these
-checks before any handler runs, so no handler checks anything itself. A
+:meth:`cloudburst.service.access.AccessService.require` applies these checks
+before any handler runs (the XML-RPC dispatch calls it for every method), so
+no handler checks anything itself. A
 method missing from :data:`CHECKS` is refused to everyone but oneadmin's
 group (a test keeps the table complete). Pool listings have no check: they
 keep only what the caller may USE (``AccessService.visible``).
@@ -101,7 +102,7 @@ CHECKS: Final[dict[str, tuple[Check, ...]]] = {
     # VMs
     "one.vm.allocate": (Check(CREATE, "VM"),),
     "one.vm.info": (Check(USE, "VM", 0),),
-    "one.vm.deploy": (Check(ADMIN, "VM", 0),),
+    "one.vm.deploy": (Check(ADMIN, "VM", 0), Check(MANAGE, "HOST", 1)),
     "one.vm.action": (Check(_action_operation, "VM", 1),),
     "one.vm.update": (Check(MANAGE, "VM", 0),),
     "one.vm.rename": (Check(MANAGE, "VM", 0),),
