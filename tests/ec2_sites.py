@@ -24,7 +24,8 @@ A plain module (import it; there is no conftest)::
   first matching calls through. :meth:`FaultProxy.set_delay` holds every call
   of an action before forwarding it (a slow server). It can also
   emulate EC2's ``ClientToken`` de-duplication for ``RunInstances``, which moto
-  lacks.
+  lacks, and spot interruptions (:meth:`FaultProxy.reclaim_spot`: moto never
+  interrupts spot instances).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -248,6 +250,7 @@ class _State:
     dedupe: bool = False
     tokens: dict[str, bytes] = field(default_factory=dict)
     delays: dict[str, float] = field(default_factory=dict)
+    reclaimed: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -324,6 +327,9 @@ class _Handler(BaseHTTPRequestHandler):
         if status == 200 and token and state.dedupe:
             with state.lock:
                 state.tokens.setdefault(token, answer)
+        if action == "DescribeInstances" and state.reclaimed:
+            with state.lock:
+                answer = _as_reclaimed(answer, state.reclaimed)
         if fault is not None and fault.kind == "drop":
             self._drop()
             return
@@ -333,6 +339,31 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "slow":
             time.sleep(fault.delay)
         self._send(status, answer, content_type)
+
+
+_STATE_REASON = re.compile(rb"<stateReason>.*?</stateReason>", re.S)
+_SPOT_REASON = (b"<stateReason><code>Server.SpotInstanceTermination</code><message>"
+                b"Server.SpotInstanceTermination: Spot instance termination</message>"
+                b"</stateReason>")
+
+
+def _as_reclaimed(answer: bytes, instance_ids: set[str]) -> bytes:
+    """``answer`` (DescribeInstances XML) with the state reason of ``instance_ids``
+    replaced by EC2's spot interruption reason.
+
+    moto writes an instance's ``stateReason`` before its ``instanceId``: cut the
+    answer after every ``</instanceId>``; the last state reason of a piece is
+    that of the instance whose id ends the piece.
+    """
+    parts = re.split(rb"(?<=</instanceId>)", answer)
+    for index, part in enumerate(parts):
+        match = re.search(rb"<instanceId>([^<]+)</instanceId>$", part)
+        if match and match.group(1).decode() in instance_ids:
+            found = list(_STATE_REASON.finditer(part))
+            if found:
+                last = found[-1]
+                parts[index] = part[:last.start()] + _SPOT_REASON + part[last.end():]
+    return b"".join(parts)
 
 
 class _ProxyServer(ThreadingHTTPServer):
@@ -386,6 +417,13 @@ class FaultProxy:
         """Hold every ``action`` call ``seconds`` before handling it (0: no delay)."""
         with self._state.lock:
             self._state.delays[action] = seconds
+
+    def reclaim_spot(self, instance_ids: list[str]) -> None:
+        """Answer ``DescribeInstances`` as if EC2 had reclaimed these spot instances:
+        their state reason becomes ``Server.SpotInstanceTermination`` (terminate
+        them upstream first, so that their state is ``terminated``)."""
+        with self._state.lock:
+            self._state.reclaimed.update(instance_ids)
 
     def dedupe_client_tokens(self, enabled: bool = True) -> None:
         """Answer a repeated ``RunInstances`` ``ClientToken`` with the first answer."""

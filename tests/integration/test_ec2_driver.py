@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Coroutine, Iterator
 from dataclasses import replace
@@ -898,3 +899,92 @@ def test_rc_file_syntax_and_endpoints() -> None:
         "https://ec2.example.org:8773/services/Eucalyptus"
     with pytest.raises(ValueError):
         normalize_endpoint("ftp://x")
+
+
+# -- spot ------------------------------------------------------------------------------------
+
+SPOT = 'EC2 = [ AMI="ami-00bafcb5", KEYPAIR="k", MARKET="spot", MAX_PRICE="0.05" ]'
+
+
+def test_spot_launch_and_its_interruption(tmp_path: Path, site: MotoServer,
+                                          proxy: FaultProxy) -> None:
+    driver = driver_for(tmp_path, proxy.url)
+
+    async def scenario() -> None:
+        deploy_id = await driver.deploy(spec(1, SPOT))
+        instance = describe(site, deploy_id)
+        assert instance["InstanceLifecycle"] == "spot"
+        assert tags_of(instance)["cloudburst:market"] == "spot"
+        ref = VmRef(1, deploy_id, HOST)
+        polled = (await driver.poll([ref]))[1]
+        assert polled.state is PollState.ACTIVE
+        assert polled.info["AWS_MARKET"] == "spot"
+        # EC2 takes the instance back: the next poll says so, with the reason.
+        site.client().terminate_instances(InstanceIds=[deploy_id])
+        proxy.reclaim_spot([deploy_id])
+        polled = (await driver.poll([ref]))[1]
+        assert polled.state is PollState.RECLAIMED
+        assert "Server.SpotInstanceTermination" in polled.info["REASON"]
+        # Terminated by anyone else: merely gone.
+        other = await driver.deploy(spec(2, SPOT))
+        site.client().terminate_instances(InstanceIds=[other])
+        assert (await driver.poll([VmRef(2, other, HOST)]))[2].state is PollState.GONE
+        await driver.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("refusal", ["capacity", "price", "quota"])
+def test_spot_refusal_falls_back_to_on_demand(tmp_path: Path, site: MotoServer,
+                                              proxy: FaultProxy, refusal: str) -> None:
+    if refusal == "capacity":
+        proxy.add_fault("RunInstances", "capacity")
+    elif refusal == "price":
+        proxy.add_fault("RunInstances", "code", code="SpotMaxPriceTooLow",
+                        message="Your Spot request price of 0.05 is lower than the minimum")
+    else:
+        proxy.add_fault("RunInstances", "code", code="MaxSpotInstanceCountExceeded",
+                        message="Max spot instance count exceeded")
+    driver = driver_for(tmp_path, proxy.url)
+
+    async def scenario() -> list[str]:
+        try:
+            return list(await asyncio.gather(*(driver.deploy(spec(vm_id, SPOT))
+                                               for vm_id in range(3))))
+        finally:
+            await driver.close()
+
+    ids = run(scenario())
+    assert proxy.counts["RunInstances"] == 2  # the spot batch, then on-demand at once
+    for deploy_id in ids:
+        instance = describe(site, deploy_id)
+        assert instance.get("InstanceLifecycle") != "spot"
+        assert tags_of(instance)["cloudburst:market"] == "on-demand"
+    assert instances_by_vm(site.client(), INSTALL) == {
+        vm_id: [deploy_id] for vm_id, deploy_id in enumerate(ids)}
+
+
+def test_spot_without_fallback_is_a_capacity_error(tmp_path: Path, site: MotoServer,
+                                                   proxy: FaultProxy) -> None:
+    proxy.add_fault("RunInstances", "code", code="SpotMaxPriceTooLow", message="too low")
+    driver = driver_for(tmp_path, proxy.url)
+    no_fallback = SPOT.replace("]", 'SPOT_FALLBACK="none" ]')
+    with pytest.raises(CapacityError, match="SpotMaxPriceTooLow"):
+        run(_deploy_and_close(driver, spec(1, no_fallback)))
+    assert proxy.counts["RunInstances"] == 1
+    assert instances_by_vm(site.client(), INSTALL) == {}
+
+
+def test_market_keys_are_checked_at_creation(tmp_path: Path, site: MotoServer) -> None:
+    driver = driver_for(tmp_path, site.url)
+    for section, message in (
+            ('MARKET="cheap"', "MARKET 'cheap' must be spot or on-demand"),
+            ('MAX_PRICE="0.05"', "MAX_PRICE is only for spot instances"),
+            ('MARKET="spot", MAX_PRICE="free"', "MAX_PRICE 'free' must be a price"),
+            ('MARKET="spot", SPOT_FALLBACK="maybe"',
+             "SPOT_FALLBACK 'maybe' must be on-demand or none")):
+        template = parse(f'EC2 = [ AMI="ami-1", KEYPAIR="k", {section} ]')
+        with pytest.raises(ValidationError, match=re.escape(message)):
+            driver.check_template(template)
+    driver.check_template(parse(SPOT))
+    run(driver.close())

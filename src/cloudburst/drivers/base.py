@@ -231,6 +231,9 @@ class PollState(Enum):
     GONE = "d"
     ERROR = "e"
     UNKNOWN = "-"
+    #: Gone because the provider took it back (an EC2 spot interruption), not
+    #: by anyone's choice: the VM is deployed again. ``info["REASON"]`` says why.
+    RECLAIMED = "r"
 
 
 @dataclass(frozen=True, slots=True)

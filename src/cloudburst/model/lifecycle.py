@@ -60,6 +60,8 @@ class Event(Enum):
     MONITOR_GONE = "monitor-gone"
     MONITOR_ERROR = "monitor-error"
     MONITOR_PAUSED = "monitor-paused"
+    #: The provider took the instance back (an EC2 spot interruption).
+    MONITOR_RECLAIMED = "monitor-reclaimed"
 
 
 PENDING = key(VmState.PENDING)
@@ -124,6 +126,13 @@ TRANSITIONS: Mapping[tuple[StateKey, Event], StateKey] = {
     (SHUTDOWN, Event.SHUTDOWN_FAILURE): RUNNING,
     (SHUTDOWN, Event.MONITOR_GONE): EPILOG,
     (SHUTDOWN, Event.MONITOR_RUNNING): SHUTDOWN,
+    # Reclaimed by the provider (spot interruption): the instance is gone for
+    # good and not by anyone's choice, so the VM goes back to the scheduler
+    # (the history record says why) instead of sitting in POWEROFF.
+    (RUNNING, Event.MONITOR_RECLAIMED): PENDING,
+    (UNKNOWN, Event.MONITOR_RECLAIMED): PENDING,
+    (POWEROFF, Event.MONITOR_RECLAIMED): PENDING,
+    (SHUTDOWN, Event.MONITOR_RECLAIMED): EPILOG,
     # Epilog: capacity is released and the VM is finished.
     (EPILOG, Event.EPILOG_SUCCESS): DONE,
     # Off or paused outside our control: the instance may still exist at the

@@ -2,7 +2,9 @@
 
 The provider is the authority on whether an instance exists: a poll that
 sees it gone moves the VM out of RUNNING with a reason; one that sees it back
-moves it in again. Poll data (``IP`` and the rest) goes to the VM's monitoring.
+moves it in again; one that sees it reclaimed by the provider (a spot
+interruption) closes its history record with the reason and sends the VM back
+to the scheduler. Poll data (``IP`` and the rest) goes to the VM's monitoring.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from cloudburst.daemon.lifecycle.base import ManagerBase, _now
+from cloudburst.daemon.lifecycle.base import ManagerBase, _current_seq, _now
 from cloudburst.daemon.lifecycle.stopping import Stopping
 from cloudburst.drivers.base import PollResult, PollState, VmRef
 from cloudburst.errors import (
@@ -24,6 +26,7 @@ from cloudburst.errors import (
 from cloudburst.model import lifecycle
 from cloudburst.model.lifecycle import Event
 from cloudburst.model.records import HostRecord, VmRecord
+from cloudburst.model.states import VmState
 from cloudburst.store import vm_pool
 
 log = logging.getLogger("cloudburst.daemon.lifecycle")
@@ -34,6 +37,7 @@ _POLL_EVENTS: dict[PollState, Event] = {
     PollState.GONE: Event.MONITOR_GONE,
     PollState.ERROR: Event.MONITOR_ERROR,
     PollState.PAUSED: Event.MONITOR_PAUSED,
+    PollState.RECLAIMED: Event.MONITOR_RECLAIMED,
 }
 
 
@@ -51,6 +55,7 @@ class Observing(Stopping):
         event = _POLL_EVENTS.get(result.state)
         info = {key: value for key, value in result.info.items() if key != "ERROR"}
         poll_error = result.info.get("ERROR", "")
+        reclaimed = result.info.get("REASON", "instance taken back")
 
         def write(connection: Connection) -> VmRecord | None:
             vm = vm_pool.get_vm(connection, vm_id, with_history=False)
@@ -68,6 +73,12 @@ class Observing(Stopping):
                     if event is Event.MONITOR_GONE:
                         changes["error"] = ("The instance is gone: the driver no longer "
                                             "reports it (stopped or deleted outside cloudburst)")
+                    elif state is VmState.PENDING:  # reclaimed: back to the scheduler
+                        why = f"reclaimed by the provider: {reclaimed}"
+                        vm_pool.update_history(connection, vm_id, _current_seq(connection, vm_id),
+                                               etime=now, reason=why)
+                        changes.update(host_id=None, deploy_id="", error="",
+                                       sched_message=f"Instance {why}; deploying again")
             if not changes and now - vm.last_poll < 300:
                 return None
             changes["last_poll"] = now
@@ -82,6 +93,9 @@ class Observing(Stopping):
             self._logged(updated)
             if updated.position == lifecycle.EPILOG:
                 await self.epilog(vm_id)
+            elif updated.position == lifecycle.PENDING:
+                self.files.log(vm_id, "I", updated.sched_message)
+                self._on_capacity_freed()
 
 
 

@@ -54,6 +54,11 @@ CAPACITY_CODES: Final = frozenset({
     "InsufficientCapacity", "InsufficientFreeAddressesInSubnet",
     "MaxSpotInstanceCountExceeded", "InsufficientCapacityOnHost",
 })
+#: Refusals of a spot launch that an on-demand launch may not meet (capacity,
+#: price, spot quota).
+SPOT_REFUSAL_CODES: Final = CAPACITY_CODES | frozenset({
+    "SpotMaxPriceTooLow", "UnfulfillableCapacity",
+})
 AUTH_CODES: Final = frozenset({
     "AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch", "InvalidAccessKeyId",
     "UnrecognizedClientException", "MissingAuthenticationToken", "ExpiredToken",

@@ -28,8 +28,11 @@ State mapping for polls (choices where OpenNebula was silent or inconsistent):
   cloudburst; the VM leaves RUNNING (to POWEROFF, with the reason) and comes
   back to RUNNING if the instance is started again. The driver never stops
   instances itself;
-* ``shutting-down``, ``terminated``, and an instance missing from the listing
-  -> GONE;
+* ``shutting-down``, ``terminated`` with the state reason
+  ``Server.SpotInstanceTermination`` (EC2 reclaimed a spot instance) ->
+  RECLAIMED: the VM is deployed again;
+* other ``shutting-down``, ``terminated``, and an instance missing from the
+  listing -> GONE;
 * anything else -> UNKNOWN (no state change).
 """
 
@@ -46,6 +49,9 @@ from cloudburst.errors import one_line
 TAG_INSTALL: Final = "cloudburst:installation"
 TAG_BATCH: Final = "cloudburst:batch"
 TAG_BATCH_VMS: Final = "cloudburst:batch-vms"
+TAG_MARKET: Final = "cloudburst:market"
+#: The state reason of a spot instance EC2 took back.
+SPOT_INTERRUPTION: Final = "Server.SpotInstanceTermination"
 TAG_VM: Final = "cloudburst:vm-id"
 TAG_TOKEN: Final = "cloudburst:token"
 TAG_HOST: Final = "cloudburst:host-id"
@@ -129,6 +135,10 @@ class InstanceView:
     token: str = ""
     batch: str = ""
     launch_index: int | None = None
+    #: ``spot`` or ``on-demand``.
+    market: str = "on-demand"
+    #: ``StateReason.Code`` (why it stopped or terminated), if any.
+    state_reason: str = ""
     public_dns: str = ""
     public_ip: str = ""
     private_ip: str = ""
@@ -165,6 +175,8 @@ class InstanceView:
             token=tags.get(TAG_TOKEN, ""),
             batch=tags.get(TAG_BATCH, ""),
             launch_index=launch_index,
+            market="spot" if item.get("InstanceLifecycle") == "spot" else "on-demand",
+            state_reason=str((item.get("StateReason") or {}).get("Code") or ""),
             public_dns=str(item.get("PublicDnsName") or ""),
             public_ip=str(item.get("PublicIpAddress") or ""),
             private_ip=str(item.get("PrivateIpAddress") or ""),
@@ -199,13 +211,18 @@ def poll_result(instance: InstanceView | None, *, elastic_ip: str | None = None,
     """
     if instance is None:
         return PollResult(PollState.GONE, {"AWS_STATE": "missing"})
+    info: dict[str, str] = {"AWS_STATE": instance.state, "AWS_MARKET": instance.market}
     if instance.state in _ACTIVE:
         state = PollState.ACTIVE
+    elif instance.state in _GONE and instance.state_reason == SPOT_INTERRUPTION:
+        state = PollState.RECLAIMED
+        info["REASON"] = f"spot interruption ({SPOT_INTERRUPTION})"
     elif instance.state in _GONE:
         state = PollState.GONE
     else:
         state = PollState.UNKNOWN
-    info: dict[str, str] = {"AWS_STATE": instance.state}
+    if instance.state_reason:
+        info["AWS_STATE_REASON"] = instance.state_reason
     address = elastic_ip or instance.public_dns or instance.public_ip
     if address and state is PollState.ACTIVE:
         info["IP"] = address

@@ -22,8 +22,13 @@ TCP ports opened from ``EC2_INGRESS_CIDR`` by a security group the driver
 owns), ``SUBNETID``, ``SECURITYGROUPS`` (names or ``sg-`` ids, comma list),
 ``SECURITYGROUPIDS``, ``USERDATA`` (text; the SDK encodes it), ``TAGS``
 (``k=v,k=v``), ``AVAILABILITYZONE``, ``PRIVATEIP``, ``PLACEMENTGROUP``,
-``TENANCY``, ``EBS_OPTIMIZED`` (``yes``/``no``). ``CLOUD``/``HOST``/``TYPE``
-select sections. Other keys are ignored.
+``TENANCY``, ``EBS_OPTIMIZED`` (``yes``/``no``), ``MARKET`` (``spot`` or
+``on-demand``, the default), ``MAX_PRICE`` (spot only: most US$ per hour,
+e.g. ``0.05``; default: the on-demand price, as EC2 does) and
+``SPOT_FALLBACK`` (``on-demand``, the default: a spot launch refused for
+capacity, price or quota is sent again on-demand at once; ``none``: it is not,
+and the VM tries the next site). ``CLOUD``/``HOST``/``TYPE`` select sections.
+Other keys are ignored.
 """
 
 from __future__ import annotations
@@ -51,7 +56,15 @@ ALIASES: Final[Mapping[str, str]] = {
     "EBSOPTIMIZED": "EBS_OPTIMIZED",
     "PRIVATE_IP": "PRIVATEIP",
     "PLACEMENT_GROUP": "PLACEMENTGROUP",
+    "MAXPRICE": "MAX_PRICE",
+    "SPOT_PRICE": "MAX_PRICE",
+    "SPOTFALLBACK": "SPOT_FALLBACK",
 }
+
+#: ``MARKET`` values.
+MARKETS: Final = ("on-demand", "spot")
+#: ``SPOT_FALLBACK`` values.
+SPOT_FALLBACKS: Final = ("on-demand", "none")
 
 #: Tag key prefixes users may not set through ``TAGS``.
 RESERVED_TAG_PREFIXES: Final = ("aws:", "cloudburst:")
@@ -229,6 +242,14 @@ class LaunchRequest:
     placement_group: str | None = None
     tenancy: str | None = None
     ebs_optimized: bool | None = None
+    market: str = "on-demand"
+    max_price: str | None = None
+    #: Whether a spot launch refused for capacity, price or quota goes again on-demand.
+    spot_fallback: bool = True
+
+    @property
+    def spot(self) -> bool:
+        return self.market == "spot"
 
     @property
     def batchable(self) -> bool:
@@ -278,6 +299,28 @@ def problems_of(merged: Mapping[str, str]) -> list[str]:
     optimized = _value(merged, "EBS_OPTIMIZED")
     if optimized is not None and optimized.lower() not in _YES | _NO:
         found.append(f"EBS_OPTIMIZED {optimized!r} must be yes or no")
+    found += _market_problems(merged)
+    return found
+
+
+def _market_problems(merged: Mapping[str, str]) -> list[str]:
+    found: list[str] = []
+    market = (_value(merged, "MARKET") or "on-demand").lower()
+    if market not in MARKETS:
+        found.append(f"MARKET {market!r} must be spot or on-demand")
+    price = _value(merged, "MAX_PRICE")
+    if price is not None:
+        try:
+            number = float(price)
+        except ValueError:
+            number = -1.0
+        if not 0 < number < 10_000 or number != number:
+            found.append(f"MAX_PRICE {price!r} must be a price in US$ per hour, e.g. 0.05")
+        elif market != "spot":
+            found.append('MAX_PRICE is only for spot instances (add MARKET = "spot")')
+    fallback = _value(merged, "SPOT_FALLBACK")
+    if fallback is not None and fallback.lower() not in SPOT_FALLBACKS:
+        found.append(f"SPOT_FALLBACK {fallback!r} must be on-demand or none")
     return found
 
 
@@ -307,4 +350,7 @@ def build_request(merged: Mapping[str, str]) -> LaunchRequest | list[str]:
         placement_group=_value(merged, "PLACEMENTGROUP"),
         tenancy=_value(merged, "TENANCY"),
         ebs_optimized=None if optimized is None else optimized.lower() in _YES,
+        market=(_value(merged, "MARKET") or "on-demand").lower(),
+        max_price=_value(merged, "MAX_PRICE"),
+        spot_fallback=(_value(merged, "SPOT_FALLBACK") or "on-demand").lower() != "none",
     )

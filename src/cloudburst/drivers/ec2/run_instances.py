@@ -21,6 +21,13 @@ connection, 5xx) the batch is looked up by its tag before anything is resent
 ``find`` reads the note and binds the VM to the batch's instance at its launch
 index. Nothing is launched twice as long as EC2 lists what it launched.
 
+**Spot.** ``MARKET = "spot"`` launches with ``InstanceMarketOptions`` (one-time,
+terminate on interruption, ``MAX_PRICE`` when given). A spot refusal for
+capacity, price or quota (:data:`.errors.SPOT_REFUSAL_CODES`) is sent again at
+once as an on-demand launch of the same batch (token ``<batch>/on-demand``),
+unless ``SPOT_FALLBACK = "none"``: then it is a capacity error and the VM
+tries the next site. Every instance carries ``cloudburst:market``.
+
 Two refusals are worked around once each: EC2 refuses to reuse the token of
 an instance that was terminated meanwhile (``IdempotentInstanceTerminated``):
 the launch goes on under a derived, equally stable token; and our
@@ -39,13 +46,14 @@ from typing import Any, Final
 from cloudburst.drivers.base import DeployNotes, DeploySpec
 from cloudburst.drivers.ec2.client import Response, Site
 from cloudburst.drivers.ec2.coalesce import Coalescer
-from cloudburst.drivers.ec2.errors import AwsCodeError
+from cloudburst.drivers.ec2.errors import SPOT_REFUSAL_CODES, AwsCodeError
 from cloudburst.drivers.ec2.instances import (
     TAG_BATCH,
     TAG_EIP,
     TAG_HOST,
     TAG_HOST_NAME,
     TAG_INSTALL,
+    TAG_MARKET,
     TAG_TOKEN,
     TAG_VALUE_MAX,
     TAG_VM,
@@ -57,14 +65,14 @@ from cloudburst.drivers.ec2.instances import (
 from cloudburst.drivers.ec2.launch import LaunchRequest
 from cloudburst.drivers.ec2.listing import installation_filter
 from cloudburst.drivers.ec2.security_groups import SecurityGroups
-from cloudburst.errors import DriverError, TransientDriverError, one_line
+from cloudburst.errors import CapacityError, DriverError, TransientDriverError, one_line
 
 _RUN_REFUSALS: Final = frozenset({"IdempotentInstanceTerminated", "InvalidGroup.NotFound"})
 #: Tags EC2 allows on one resource.
 MAX_TAGS: Final = 50
 #: Tags of ours besides the batch's VM list (installation, host id and name,
-#: batch; for a batch of one also vm-id, token, ONE_ID, Name, elastic-ip).
-_OWN_TAGS: Final = 9
+#: batch, market; for a batch of one also vm-id, token, ONE_ID, Name, elastic-ip).
+_OWN_TAGS: Final = 10
 #: Most ``cloudburst:batch-vms`` tags (each up to 256 characters).
 MAX_MEMBER_TAGS: Final = 8
 #: Journal notes start with this word (see :func:`note_for`).
@@ -199,7 +207,9 @@ class Launcher:
                    held: list[str]) -> dict[int, str]:
         """Send the batch's ``RunInstances``; launch index -> instance id."""
         group_ids, group_names = await self.groups.for_launch(request, held)
-        params = self._params(batch, members, request, group_ids, group_names)
+        spot = request.spot
+        params = self._params(batch, members, request, group_ids, group_names, spot=spot)
+        expect = _RUN_REFUSALS | (SPOT_REFUSAL_CODES if spot else frozenset())
 
         async def recover() -> Response | None:
             # The answer was lost: did the launch happen? (moto ignores ClientToken.)
@@ -213,19 +223,30 @@ class Launcher:
             return {"Instances": [{"InstanceId": view.id, "AmiLaunchIndex": view.launch_index}
                                   for view in found]}
 
-        for attempt in range(3):
+        for attempt in range(4):
             try:
                 response = await self.site.call("RunInstances", params, resources=len(members),
-                                                recover=recover, expect=_RUN_REFUSALS)
+                                                recover=recover, expect=expect)
             except AwsCodeError as exc:
-                if exc.aws_code == "IdempotentInstanceTerminated" and attempt == 0:
-                    params["ClientToken"] = client_token(f"{batch}/relaunch")
+                if spot and exc.aws_code in SPOT_REFUSAL_CODES:
+                    if not request.spot_fallback:
+                        raise CapacityError(exc.message) from None
+                    self.log.info("batch %s: spot refused (%s); launching on-demand", batch,
+                                  exc.aws_code)
+                    spot, expect = False, _RUN_REFUSALS
+                    params = {**self._params(batch, members, request, group_ids, group_names,
+                                             spot=False),
+                              "ClientToken": client_token(f"{batch}/on-demand")}
+                    continue
+                if exc.aws_code == "IdempotentInstanceTerminated" and attempt < 3:
+                    params["ClientToken"] = client_token(f"{params['ClientToken']}/relaunch")
                     continue
                 if exc.aws_code == "InvalidGroup.NotFound" and request.ports is not None \
-                        and attempt < 2:
+                        and attempt < 3:
                     self.groups.forget_ours()
                     group_ids, group_names = await self.groups.for_launch(request, held)
-                    params = {**self._params(batch, members, request, group_ids, group_names),
+                    params = {**self._params(batch, members, request, group_ids, group_names,
+                                             spot=spot),
                               "ClientToken": params["ClientToken"]}
                     continue
                 raise DriverError(exc.message) from None
@@ -236,8 +257,8 @@ class Launcher:
             return launched
         raise DriverError(f"EC2 RunInstances at {self.site.label}: launch failed repeatedly")
 
-    def _tags(self, batch: str, members: list[Member],
-              request: LaunchRequest) -> list[dict[str, str]]:
+    def _tags(self, batch: str, members: list[Member], request: LaunchRequest,
+              spot: bool) -> list[dict[str, str]]:
         """The request's ``TAGS`` under ours (ours win), as EC2 wants them."""
         spec = members[0].spec
         tags = dict(request.tags)
@@ -250,6 +271,7 @@ class Launcher:
         tags.update({
             TAG_INSTALL: self.install_id,
             TAG_BATCH: batch,
+            TAG_MARKET: "spot" if spot else "on-demand",
             TAG_HOST: str(spec.host.id),
             TAG_HOST_NAME: spec.host.name[:TAG_VALUE_MAX],
         })
@@ -258,7 +280,8 @@ class Launcher:
         return [{"Key": key, "Value": value} for key, value in tags.items()]
 
     def _params(self, batch: str, members: list[Member], request: LaunchRequest,
-                group_ids: Sequence[str], group_names: Sequence[str]) -> dict[str, Any]:
+                group_ids: Sequence[str], group_names: Sequence[str], *,
+                spot: bool) -> dict[str, Any]:
         """The ``RunInstances`` parameters (optional ones only when set)."""
         params: dict[str, Any] = {
             "ImageId": request.ami,
@@ -268,8 +291,14 @@ class Launcher:
             "InstanceType": request.instance_type,
             "ClientToken": client_token(batch),
             "TagSpecifications": [{"ResourceType": "instance",
-                                   "Tags": self._tags(batch, members, request)}],
+                                   "Tags": self._tags(batch, members, request, spot)}],
         }
+        if spot:
+            options: dict[str, Any] = {"SpotInstanceType": "one-time",
+                                       "InstanceInterruptionBehavior": "terminate"}
+            if request.max_price:
+                options["MaxPrice"] = request.max_price
+            params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": options}
         optional = {
             "SecurityGroupIds": list(group_ids),
             "SecurityGroups": list(group_names),
