@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
+from cloudburst.api import metrics_http
 from cloudburst.api.connections import (
     LISTEN_BACKLOG,
     ConnectionGuard,
@@ -98,6 +99,7 @@ class ApiServer:
         app.router.add_post("/RPC2", self._handle)
         app.router.add_post("/", self._handle)
         install_dashboard(app, self.daemon)
+        metrics_http.install(app, self.daemon)
         # aiohttp's keep-alive timer also runs from a connection's opening and closes a
         # connection still waiting for a complete request head: the header timeout.
         runner = web.AppRunner(app, access_log=None,

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from cloudburst import metrics
 from cloudburst.config.settings import DriverSection, Settings
 from cloudburst.drivers.base import (
     DriverContext,
@@ -165,7 +166,8 @@ class Dispatcher:
         for attempt in range(1, attempts + 1):
             try:
                 async with gate:
-                    return await asyncio.wait_for(call(), timeout=limit)
+                    with metrics.driver_attempt(name, action):
+                        return await asyncio.wait_for(call(), timeout=limit)
             except TimeoutError:
                 error: DriverError = DriverTimeoutError(
                     f"Timeout executing {action} after {limit:g} s")
@@ -183,6 +185,7 @@ class Dispatcher:
                 raise error
             delay = min(RETRY_MAX_DELAY, RETRY_BASE_DELAY * 2 ** (attempt - 1))
             delay *= random.uniform(0.5, 1.0)
+            metrics.DRIVER_RETRIES.labels(name, action).inc()
             log.info("%s %s failed (%s); retry %d/%d in %.1f s", name, action, error.message,
                      attempt, attempts - 1, delay)
             await asyncio.sleep(delay)

@@ -34,6 +34,7 @@ from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine
 
+from cloudburst import metrics
 from cloudburst.config.settings import LeaseSettings
 from cloudburst.errors import LeaseLostError
 from cloudburst.store import lease
@@ -161,6 +162,7 @@ class Leadership:
     async def _become(self, epoch: int) -> None:
         self.epoch = epoch
         self.changes += 1
+        metrics.leadership_changed(epoch, epoch)
         self._lost.clear()
         if self.shared:
             loop = asyncio.get_running_loop()
@@ -183,6 +185,7 @@ class Leadership:
             return
         log.log(logging.INFO if self._stopped.is_set() else logging.WARNING,
                 "this daemon stops leading (epoch %d): %s", self.epoch, reason)
+        metrics.leadership_changed(None, self.epoch)
         self.epoch = None
         self.changes += 1
         try:

@@ -16,6 +16,7 @@ import time
 
 from sqlalchemy import Connection
 
+from cloudburst import metrics
 from cloudburst.config.settings import SchedulerSettings
 from cloudburst.daemon.lifecycle import LifecycleManager
 from cloudburst.errors import CloudburstError
@@ -87,7 +88,8 @@ class SchedulerLoop:
                 return
             self._wake.clear()
             try:
-                await self.pass_once(full=self._full or periodic)
+                with metrics.SCHEDULER_PASS_SECONDS.time():
+                    await self.pass_once(full=self._full or periodic)
             except Exception:
                 log.exception("scheduler pass failed")
                 await asyncio.sleep(0.5)
@@ -139,6 +141,7 @@ class SchedulerLoop:
             default_rank=parse_rank(self.settings.default_rank),
             max_dispatch=self.settings.max_dispatch, max_host=self.settings.max_host,
         )
+        metrics.scheduler_pass(result.assignments, result.waiting, full=full)
         outcomes = await asyncio.gather(
             *(self.lifecycle.deploy(vm_id, host_id, scheduled=True)
               for vm_id, host_id in result.assignments),

@@ -25,6 +25,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
+from cloudburst import metrics
 from cloudburst.errors import LeaseLostError, StoreUnavailableError
 from cloudburst.store import migrate
 
@@ -205,6 +207,7 @@ class Database:
         around each job, so only the failing ones are undone. Jobs are pure
         functions of the database, so running them twice is safe.
         """
+        started = time.perf_counter()
         try:
             outcomes = self._run_batch(batch, isolate=False)
         except _JobFailed:
@@ -222,6 +225,8 @@ class Database:
             except Exception as exc:
                 log.exception("database commit failed for %d writes", len(batch))
                 outcomes = [(job, False, exc) for job in batch]
+        metrics.STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
+        metrics.STORE_COMMIT_WRITES.observe(len(batch))
         for job, ok, value in outcomes:
             job.loop.call_soon_threadsafe(_resolve, job.future, ok, value)
 

@@ -9,10 +9,12 @@ One row of ``leases`` (name ``leader``) says which daemon leads, under which
 * :func:`renew` extends it, only for the holder of the current epoch and only
   while it has not expired.
 * :func:`fence` runs first in each of the leader's write transactions. It
-  checks that the leader still holds its epoch and takes a share lock on the
-  row, so a rival's :func:`acquire` waits until the transaction ends: either
-  the leader's writes commit before the lease changes hands, or the fence
-  refuses them. Two leaders can never both write.
+  checks that the leader still holds its epoch and takes a ``KEY SHARE`` lock
+  on the row. A takeover locks the row ``FOR UPDATE``, which waits until those
+  transactions end: either the leader's writes commit before the lease changes
+  hands, or the fence refuses them. Two leaders can never both write. A
+  renewal's ``UPDATE`` only needs a ``NO KEY UPDATE`` lock, which ``KEY SHARE``
+  does not block, so the leader's writes never delay its own renewals.
 
 A SQLite store is one daemon's: :class:`SoleStoreLock` holds an exclusive
 lock on a file beside the database for the daemon's life, which the kernel
@@ -33,12 +35,18 @@ LEADER = "leader"
 
 _NOW = "extract(epoch from clock_timestamp())"
 
-_ACQUIRE = text(f"""
-    INSERT INTO leases (name, holder, epoch, expires)
-    VALUES (:name, :holder, 1, {_NOW} + :duration)
-    ON CONFLICT (name) DO UPDATE
-       SET holder = EXCLUDED.holder, epoch = leases.epoch + 1, expires = EXCLUDED.expires
-     WHERE leases.expires < {_NOW}
+_STATE = text(f"SELECT expires < {_NOW} FROM leases WHERE name = :name")
+
+_CREATE = text("""
+    INSERT INTO leases (name, holder, epoch, expires) VALUES (:name, '', 0, 0)
+    ON CONFLICT (name) DO NOTHING
+""")
+
+_LOCK = text(f"SELECT expires < {_NOW} FROM leases WHERE name = :name FOR UPDATE")
+
+_TAKE = text(f"""
+    UPDATE leases SET holder = :holder, epoch = epoch + 1, expires = {_NOW} + :duration
+     WHERE name = :name
     RETURNING epoch
 """)
 
@@ -54,17 +62,27 @@ _RELEASE = text("""
 
 _FENCE = text("""
     SELECT epoch FROM leases WHERE name = :name AND holder = :holder AND epoch = :epoch
-       FOR SHARE
+       FOR KEY SHARE
 """)
 
 _CURRENT = text(f"SELECT holder, epoch, expires - {_NOW} FROM leases WHERE name = :name")
 
 
 def acquire(connection: Connection, holder: str, duration: float) -> int | None:
-    """Take the lease if it is free or expired; return the new epoch, else None."""
-    epoch = connection.execute(_ACQUIRE, {"name": LEADER, "holder": holder,
-                                          "duration": duration}).scalar()
-    return None if epoch is None else int(epoch)
+    """Take the lease if it is free or expired; return the new epoch, else None.
+
+    Looks first without a lock, so a follower's attempts never queue behind the
+    leader's write transactions; only an expired lease is locked and taken.
+    """
+    parameters = {"name": LEADER, "holder": holder, "duration": duration}
+    expired = connection.execute(_STATE, parameters).scalar()
+    if expired is None:
+        connection.execute(_CREATE, parameters)
+    elif not expired:
+        return None
+    if not connection.execute(_LOCK, parameters).scalar():
+        return None
+    return int(connection.execute(_TAKE, parameters).scalar_one())
 
 
 def renew(connection: Connection, holder: str, epoch: int, duration: float) -> bool:

@@ -1,0 +1,91 @@
+"""``/metrics`` of a real daemon, scraped over HTTP during a burst of VMs."""
+
+from __future__ import annotations
+
+import threading
+import urllib.error
+import urllib.request
+from base64 import b64encode
+from pathlib import Path
+
+import pyone
+import pytest
+from daemon_fixture import RunningDaemon, start_daemon, wait_for
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.e2e
+
+BURST = 300
+
+
+def scrape(daemon: RunningDaemon, session: str | None = None) -> dict[tuple[str, tuple], float]:
+    """Every sample of ``/metrics``, keyed by (name, sorted labels)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{daemon.port}/metrics")
+    credentials = daemon.session if session is None else session
+    request.add_header("Authorization", "Basic " + b64encode(credentials.encode()).decode())
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = response.read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def total(samples: dict[tuple[str, tuple], float], name: str, **labels: str) -> float:
+    wanted = set(labels.items())
+    return sum(value for (sample, key), value in samples.items()
+               if sample == name and wanted <= set(key))
+
+
+def test_metrics_move_with_a_burst(tmp_path: Path) -> None:
+    with start_daemon(tmp_path, oned_conf_extra="SCHED_INTERVAL = 1\n") as daemon:
+        request = urllib.request.Request(f"http://127.0.0.1:{daemon.port}/metrics")
+        with pytest.raises(urllib.error.HTTPError) as anonymous:
+            urllib.request.urlopen(request, timeout=10)
+        assert anonymous.value.code == 401
+        assert anonymous.value.read() == b"metrics need HTTP Basic credentials\n"
+        with pytest.raises(urllib.error.HTTPError) as wrong:
+            scrape(daemon, "oneadmin:not-the-password")
+        assert wrong.value.code == 401
+
+        one = pyone.OneServer(daemon.url, session=daemon.session)
+        hosts = [one.host.allocate(f"node{i}", "dummy", "dummy", -1) for i in range(3)]
+        wait_for(lambda: all(one.host.info(h).STATE == 2 for h in hosts), timeout=30)
+        before = scrape(daemon)
+        assert total(before, "cloudburst_leader") == 1
+        assert total(before, "opennebula_host_total") == 3
+        assert total(before, "opennebula_vm_total") == 0
+        assert total(before, "cloudburst_driver_calls_total", action="deploy") == 0
+
+        def allocate(count: int) -> None:
+            server = pyone.OneServer(daemon.url, session=daemon.session)
+            for _ in range(count):
+                server.vm.allocate("CPU=0.01 MEMORY=1", False)
+
+        clients = [threading.Thread(target=allocate, args=(BURST // 3,)) for _ in range(3)]
+        for client in clients:
+            client.start()
+        during = wait_for(lambda: (s := scrape(daemon)) and total(
+            s, "cloudburst_driver_calls_total", driver="dummy", action="deploy") > 0 and s,
+            timeout=60, interval=0.05)
+        for client in clients:
+            client.join(timeout=60)
+
+        def all_running() -> dict[tuple[str, tuple], float] | None:
+            samples = scrape(daemon)
+            running = total(samples, "cloudburst_vms", state="ACTIVE", lcm_state="RUNNING")
+            return samples if running == BURST else None
+
+        after = wait_for(all_running, timeout=120, interval=0.5)
+        deploys = total(after, "cloudburst_driver_calls_total", driver="dummy", action="deploy")
+        assert deploys >= BURST > total(during, "cloudburst_driver_calls_total",
+                                        driver="dummy", action="deploy") - 1
+        assert total(after, "cloudburst_driver_call_seconds_count", action="deploy") == deploys
+        assert total(after, "opennebula_vm_total") == BURST
+        assert sum(total(after, "opennebula_host_vms", one_host_id=str(h)) for h in hosts) == BURST
+        assert total(after, "cloudburst_scheduler_placed_vms_total") >= BURST
+        for name in ("cloudburst_scheduler_pass_seconds_count",
+                     "cloudburst_store_commit_seconds_count",
+                     "cloudburst_store_commit_writes_sum"):
+            assert total(after, name) > total(before, name), name
+        assert total(after, "cloudburst_driver_errors_total") == 0
+        assert total(after, "opennebula_host_state", one_host_id=str(hosts[0])) == 2
