@@ -175,9 +175,12 @@ def test_sigkill_of_the_leader_during_a_burst_of_200_ec2_vms(
                 return {vm.ID: (vm.STATE, vm.LCM_STATE)
                         for vm in server.vmpool.info(-2, -1, -1, -1).VM}
 
+            def all_running() -> bool:
+                now = states()
+                return all(now.get(vm_id) == (3, 3) for vm_id in vm_ids)
+
             try:
-                wait_for(lambda: all(states().get(i) == (3, 3) for i in vm_ids), timeout=240,
-                         interval=1.0)
+                wait_for(all_running, timeout=240, interval=1.0)
             except TimeoutError:
                 stuck = {i: s for i, s in states().items() if s != (3, 3)}
                 raise AssertionError(f"VMs not RUNNING: {stuck}\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import urllib.error
 import urllib.request
@@ -10,24 +12,29 @@ from pathlib import Path
 
 import pyone
 import pytest
-from daemon_fixture import RunningDaemon, start_daemon, wait_for
+from daemon_fixture import REPO, RunningDaemon, start_daemon, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.e2e
 
 BURST = 300
+DASHBOARD = REPO / "share" / "grafana" / "cloudburst-dashboard.json"
 
 
 def scrape(daemon: RunningDaemon, session: str | None = None) -> dict[tuple[str, tuple], float]:
     """Every sample of ``/metrics``, keyed by (name, sorted labels)."""
+    text = scrape_text(daemon, session)
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def scrape_text(daemon: RunningDaemon, session: str | None = None) -> str:
     request = urllib.request.Request(f"http://127.0.0.1:{daemon.port}/metrics")
     credentials = daemon.session if session is None else session
     request.add_header("Authorization", "Basic " + b64encode(credentials.encode()).decode())
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        text = response.read().decode()
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
+        return response.read().decode()
 
 
 def total(samples: dict[tuple[str, tuple], float], name: str, **labels: str) -> float:
@@ -89,3 +96,12 @@ def test_metrics_move_with_a_burst(tmp_path: Path) -> None:
             assert total(after, name) > total(before, name), name
         assert total(after, "cloudburst_driver_errors_total") == 0
         assert total(after, "opennebula_host_state", one_host_id=str(hosts[0])) == 2
+        # Every series the sample Grafana dashboard asks for is exposed.
+        declared = set(re.findall(r"^# TYPE (\S+) ", scrape_text(daemon), re.MULTILINE))
+        exposed = {name for base in declared
+                   for name in (base, *(f"{base}_{suffix}" for suffix in ("bucket", "count",
+                                                                          "sum", "total")))}
+        panels = json.loads(DASHBOARD.read_text(encoding="utf-8"))["panels"]
+        wanted = {name for panel in panels for target in panel["targets"]
+                  for name in re.findall(r"\b(?:cloudburst|opennebula)_[a-z_]+", target["expr"])}
+        assert wanted and wanted <= exposed, wanted - exposed
