@@ -44,6 +44,13 @@ def leader_pid(url: str) -> tuple[int, int] | None:
     return None if row is None else (int(row[0].split(":")[1]), int(row[1]))
 
 
+def running_in_store(url: str) -> int:
+    """VMs RUNNING in the store, read directly."""
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
+        row = connection.execute("SELECT count(*) FROM vms WHERE lcm_state = 3").fetchone()
+    return int(row[0]) if row else 0
+
+
 def start_group(root: Path, count: int, conf: str, etc: Path | None = None
                 ) -> list[RunningDaemon]:
     """Start ``count`` daemons one after the other on one store (the first creates it)."""
@@ -128,7 +135,7 @@ def test_sigkill_of_the_leader_during_a_burst_of_200_ec2_vms(
     write_rc(etc / "vmm_ec2" / "vmm_ec2rc",
              extra="EC2_RETRY_BASE_DELAY=0.1\nEC2_RETRY_MAX_DELAY=1\nEC2_RATE_SCALE=10\n")
     with FaultProxy(site.url) as proxy:
-        proxy.set_delay("RunInstances", 0.2)  # a burst that lasts long enough to cut into
+        proxy.set_delay("RunInstances", 1.0)  # launches still on the wire at the kill
         conf = conf_text(EC2_IM_MAD + ec2_vm_mad("vmm_ec2", proxy.url, flags="-t 10 "),
                          DB=f'[ BACKEND = "postgresql", URL = "{url}" ]',
                          VM_POLLING_INTERVAL="5", MONITORING_INTERVAL="5")
@@ -146,8 +153,8 @@ def test_sigkill_of_the_leader_during_a_burst_of_200_ec2_vms(
             reader.start()
             errors: list[str] = []
             vm_ids = allocate(survivor, 100, errors)
-            try:
-                wait_for(lambda: proxy.counts["RunInstances"] >= 20, timeout=60, interval=0.02)
+            try:  # kill while launches are on the wire (EC2 may batch them)
+                wait_for(lambda: proxy.counts["RunInstances"] >= 1, timeout=60, interval=0.02)
             except TimeoutError:
                 first_vm = server.vm.info(vm_ids[0])
                 raise AssertionError(f"no burst: {proxy.counts}, VM {first_vm.STATE}/"
@@ -155,7 +162,7 @@ def test_sigkill_of_the_leader_during_a_burst_of_200_ec2_vms(
                                      + leader.output()[-3000:]) from None
             killed_at = time.monotonic()
             kill(leader)
-            launched_before = proxy.counts["RunInstances"]
+            running_at_kill = running_in_store(url)
             # The other half arrives while there is no leader.
             later: list[int] = []
             second_half = threading.Thread(
@@ -169,7 +176,7 @@ def test_sigkill_of_the_leader_during_a_burst_of_200_ec2_vms(
             vm_ids += later
             assert new_pid in by_pid and epoch > first_epoch
             assert failover < FAILOVER_BOUND, f"a new leader took {failover:.1f} s"
-            assert launched_before < 200, "the kill came too late to test anything"
+            assert running_at_kill < 100, "the kill came too late to test anything"
 
             def states() -> dict[int, tuple[int, int]]:
                 return {vm.ID: (vm.STATE, vm.LCM_STATE)
