@@ -152,6 +152,20 @@ def test_login_burst_live_terminate_and_csrf(daemon: RunningDaemon, one: pyone.O
     page.get_by_role("heading", name="Log in to cloudburst").wait_for()
     status = page.evaluate("async () => (await fetch('/api/v1/overview')).status")
     assert status == 401
+
+    # Another user sees none of oneadmin's VMs, on any page.
+    one.user.allocate("bob", "bob-secret-1", "core", [])
+    page.get_by_label("User").fill("bob")
+    page.get_by_label("Password").fill("bob-secret-1")
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("button", name="Log out").wait_for()
+    page.get_by_role("link", name="Overview").click()
+    page.get_by_role("heading", name="VMs: 0").wait_for()
+    page.get_by_role("link", name="VMs", exact=True).click()
+    page.get_by_role("status").filter(has_text="0 VMs").wait_for()
+    page.goto(f"http://127.0.0.1:{daemon.port}/#/vms/{first[0]}")
+    page.get_by_role("alert").filter(has_text="Not authorized").wait_for()
+    assert page.get_by_role("heading", name=re.compile(r"^VM \d+:")).count() == 0
     assert errors == []
     context.close()
 

@@ -12,6 +12,7 @@ import base64
 import http.client
 import json
 import time
+import xmlrpc.client
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
@@ -302,3 +303,60 @@ def test_a_host_without_room_shows_its_cooloff_and_the_recall_on_the_timeline(
         vm = client.request("GET", f"/api/v1/vms/{vm_id}").json()
         assert vm["state_name"] == "PENDING"
         assert "its stay on full-1 ended: no capacity" in str(vm["placement"])
+
+
+def test_another_user_sees_and_acts_only_on_what_the_acls_allow(tmp_path: Path) -> None:
+    with start_daemon(tmp_path) as daemon:
+        one = pyone.OneServer(daemon.url, session=daemon.session)
+        user_id = one.user.allocate("alice", "alice-secret-1", "core", [])
+        admin = Client(daemon.port)
+        admin.log_in(daemon.session)
+        theirs = admin.change("POST", "/api/v1/vms",
+                              {"template": 'NAME="admins"\nCPU=1\nMEMORY=64', "hold": True})
+        admin_vm = theirs.json()["id"]
+
+        alice = Client(daemon.port)
+        assert alice.log_in("alice:alice-secret-1").status == 200
+        stream = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=10)
+        stream.request("GET", "/api/v1/events",
+                       headers={"Cookie": f"cloudburst_session={alice.cookie}"})
+        events = stream.getresponse()
+        try:
+            assert events.readline() == b"retry: 2000\n"
+            assert events.readline() == b"event: hello\n"
+            assert events.readline().startswith(b"data: ")
+            mine = alice.change("POST", "/api/v1/vms",
+                                {"template": 'NAME="alices"\nCPU=1\nMEMORY=64', "hold": True})
+            assert mine.status == 201
+            alice_vm = mine.json()["id"]
+            admin.change("POST", f"/api/v1/vms/{admin_vm}/action", {"action": "release"})
+            admin.change("POST", "/api/v1/vms",
+                         {"template": 'NAME="admins-2"\nCPU=1\nMEMORY=64', "hold": True})
+            pushed = b""
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline and b'"alices"' not in pushed:
+                pushed += events.readline()
+            time.sleep(1)  # anything about oneadmin's VMs would have come by now
+        finally:
+            stream.close()
+        assert b'"alices"' in pushed and b'"admins' not in pushed
+
+        listed = alice.request("GET", "/api/v1/vms?state=any").json()
+        assert [vm["id"] for vm in listed["vms"]] == [alice_vm] and listed["total"] == 1
+        assert alice.request("GET", "/api/v1/overview").json()["vms_total"] == 1
+        hidden = alice.request("GET", f"/api/v1/vms/{admin_vm}")
+        assert hidden.status == 403 and "Not authorized" in str(hidden.json()["error"])
+        refused = alice.change("POST", f"/api/v1/vms/{admin_vm}/action",
+                               {"action": "terminate-hard"})
+        assert refused.status == 403
+        assert one.vm.info(admin_vm).STATE != 6
+        assert alice.change("POST", f"/api/v1/vms/{admin_vm}/deploy",
+                            {"host_id": 0}).status in (403, 404)
+        users = alice.request("GET", "/api/v1/users").json()["users"]
+        assert [u["name"] for u in users] == ["alice"]  # type: ignore[index]
+        assert admin.request("GET", f"/api/v1/vms/{alice_vm}").status == 200
+
+        # Both APIs write one audit trail, under the same method names.
+        ok, text, _ = xmlrpc.client.ServerProxy(daemon.url).one.audit.info(
+            daemon.session, 0, user_id, 100)
+        assert ok and "one.vm.allocate" in text and "one.vm.action" in text

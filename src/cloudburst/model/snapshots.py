@@ -20,6 +20,7 @@ def vm_snapshot(vm: VmRecord) -> dict[str, object]:
         "name": vm.name,
         "uid": vm.uid,
         "gid": vm.gid,
+        "perms": vm.perms,
         "state": int(vm.state),
         "lcm_state": int(vm.lcm_state),
         "prev_state": int(vm.prev_state),

@@ -26,6 +26,7 @@ from cloudburst.store.vm_search import (
     VmRow,
     VmSearch,
     priced_vms,
+    search_owners,
     search_vms,
     vm_counts,
 )
@@ -161,9 +162,13 @@ class VmService:
         """
         return await self.db.read(lambda connection: search_vms(connection, search))
 
-    async def counts(self, uid: int | None = None) -> list[VmCount]:
-        """Live VMs grouped by state and host (the caller's only, with ``uid``)."""
-        return await self.db.read(lambda connection: vm_counts(connection, uid))
+    async def search_owners(self, search: VmSearch) -> list[tuple[int, int, int, int]]:
+        """``(id, uid, gid, perms)`` of every VM ``search`` matches, in order, unpaged."""
+        return await self.db.read(lambda connection: search_owners(connection, search))
+
+    async def counts(self, ids: Sequence[int] | None = None) -> list[VmCount]:
+        """Live VMs grouped by state and host (only ``ids`` when given)."""
+        return await self.db.read(lambda connection: vm_counts(connection, ids))
 
     async def hourly_costs(self, host_ids: Sequence[int]) -> dict[int, float]:
         """Cost per hour of the VMs holding capacity on ``host_ids`` whose cost is known."""

@@ -19,7 +19,8 @@ from cloudburst.model.states import CAPACITY_HOLDING_STATES, LcmState, VmState
 from cloudburst.store.schema import vms
 from cloudburst.template import Template
 
-__all__ = ["SORT_KEYS", "VmCount", "VmRow", "VmSearch", "priced_vms", "search_vms", "vm_counts"]
+__all__ = ["SORT_KEYS", "VmCount", "VmRow", "VmSearch", "priced_vms", "search_owners", "search_vms",
+           "vm_counts"]
 
 #: Sort keys a search accepts, with the columns they order by (ties broken by id).
 SORT_KEYS: Final[dict[str, tuple[Any, ...]]] = {
@@ -32,6 +33,8 @@ SORT_KEYS: Final[dict[str, tuple[Any, ...]]] = {
     "memory": (vms.c.memory,),
 }
 
+#: Ids per ``IN`` list (well under every backend's parameter limit).
+_ID_CHUNK: Final = 900
 _VM_STATES: Final = {int(state): state for state in VmState}
 _LCM_STATES: Final = {int(state): state for state in LcmState}
 
@@ -47,6 +50,7 @@ class VmSearch:
         host_ids: only VMs placed on these hosts (``None``: anywhere; an empty
             sequence matches nothing).
         uid: only this owner's VMs.
+        ids: only these VMs (``None``: any).
         sort: a key of :data:`SORT_KEYS`.
         descending: reverse order.
         offset, limit: the page.
@@ -56,6 +60,7 @@ class VmSearch:
     states: Sequence[VmState] | None = None
     host_ids: Sequence[int] | None = None
     uid: int | None = None
+    ids: Sequence[int] | None = None
     sort: str = "id"
     descending: bool = False
     offset: int = 0
@@ -109,6 +114,8 @@ def _conditions(search: VmSearch) -> list[ColumnElement[bool]]:
                           else false())
     if search.uid is not None:
         conditions.append(vms.c.uid == search.uid)
+    if search.ids is not None:
+        conditions.append(vms.c.id.in_(list(search.ids)) if search.ids else false())
     text = search.text.strip()
     if text:
         pattern = _like(text)
@@ -122,18 +129,34 @@ def _conditions(search: VmSearch) -> list[ColumnElement[bool]]:
     return conditions
 
 
+def _order(search: VmSearch) -> list[Any]:
+    return [column.desc() if search.descending else column
+            for column in (*SORT_KEYS[search.sort], vms.c.id)]
+
+
+def search_owners(connection: Connection, search: VmSearch) -> list[tuple[int, int, int, int]]:
+    """``(id, uid, gid, perms)`` of every VM ``search`` matches, in its order, unpaged.
+
+    For callers that must filter by permissions before paging.
+
+    Raises:
+        KeyError: ``search.sort`` is not a key of :data:`SORT_KEYS`.
+    """
+    query = (select(vms.c.id, vms.c.uid, vms.c.gid, vms.c.perms)
+             .where(*_conditions(search)).order_by(*_order(search)))
+    return [(int(i), int(u), int(g), int(p)) for i, u, g, p in connection.execute(query)]
+
+
 def search_vms(connection: Connection, search: VmSearch) -> tuple[int, list[VmRow]]:
     """``(how many match, the requested page of them)``.
 
     Raises:
         KeyError: ``search.sort`` is not a key of :data:`SORT_KEYS`.
     """
-    order = SORT_KEYS[search.sort]
+    columns = _order(search)
     conditions = _conditions(search)
     total = connection.execute(select(func.count()).select_from(vms).where(*conditions)
                                ).scalar_one()
-    columns = [column.desc() if search.descending else column
-               for column in (*order, vms.c.id)]
     query = (select(vms.c.id, vms.c.name, vms.c.uid, vms.c.gid, vms.c.state, vms.c.lcm_state,
                     vms.c.host_id, vms.c.deploy_id, vms.c.stime, vms.c.cpu, vms.c.memory,
                     vms.c.monitoring, vms.c.error)
@@ -150,17 +173,22 @@ def search_vms(connection: Connection, search: VmSearch) -> tuple[int, list[VmRo
     return int(total), rows
 
 
-def vm_counts(connection: Connection, uid: int | None = None) -> list[VmCount]:
-    """Live VMs (not ``DONE``) grouped by state, LCM state and host."""
+def vm_counts(connection: Connection, ids: Sequence[int] | None = None) -> list[VmCount]:
+    """Live VMs (not ``DONE``) grouped by state, LCM state and host (only ``ids`` when given;
+    groups of the same key from different id chunks are not merged)."""
     query = (select(vms.c.state, vms.c.lcm_state, vms.c.host_id, func.count(),
                     func.sum(vms.c.cpu_share), func.sum(vms.c.memory))
              .where(vms.c.state != int(VmState.DONE))
              .group_by(vms.c.state, vms.c.lcm_state, vms.c.host_id))
-    if uid is not None:
-        query = query.where(vms.c.uid == uid)
-    return [VmCount(_VM_STATES[state], _LCM_STATES[lcm], host_id, int(count), int(cpu or 0),
-                    int(memory or 0))
-            for state, lcm, host_id, count, cpu, memory in connection.execute(query)]
+    chunks = [None] if ids is None else [ids[i:i + _ID_CHUNK]
+                                         for i in range(0, len(ids), _ID_CHUNK)]
+    found: list[VmCount] = []
+    for chunk in chunks:
+        chunked = query if chunk is None else query.where(vms.c.id.in_(list(chunk)))
+        found.extend(VmCount(_VM_STATES[state], _LCM_STATES[lcm], host_id, int(count),
+                             int(cpu or 0), int(memory or 0))
+                     for state, lcm, host_id, count, cpu, memory in connection.execute(chunked))
+    return found
 
 
 def priced_vms(connection: Connection, host_ids: Sequence[int]

@@ -11,22 +11,27 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from importlib import resources
 from typing import Final, Protocol
 
 from aiohttp import web
 
+from cloudburst.auth import permissions
 from cloudburst.errors import ApiArgumentError, AuthenticationError, NotFoundError
 from cloudburst.events import Change, EventBus
 from cloudburst.model.cost import hourly_cost
-from cloudburst.model.records import HostRecord
+from cloudburst.model.records import HostRecord, UserRecord
 from cloudburst.model.states import VmState, vm_short_state
+from cloudburst.service.access import AccessService
+from cloudburst.service.audit import AuditService
 from cloudburst.service.hosts import HostService
 from cloudburst.service.templates import TemplateService
 from cloudburst.service.users import UserService
 from cloudburst.service.vms import VmService
 from cloudburst.store.vm_search import SORT_KEYS, VmSearch
 from cloudburst.web import live, shapes
+from cloudburst.web.access import Guard
 from cloudburst.web.auth import Caller, authenticate
 from cloudburst.web.http import Body, error_middleware, json_response, query_int
 from cloudburst.web.sessions import COOKIE, SessionStore
@@ -56,16 +61,10 @@ class Services(Protocol):
     def users(self) -> UserService: ...
     @property
     def events(self) -> EventBus: ...
-
-
-def everything_visible(caller: Caller, change: Change) -> bool:
-    """Which live changes a caller sees: today every one, as ``one.vm.info`` and
-    ``one.hostpool.info`` show every object to every authenticated user.
-
-    The services' authorization hook takes this decision when it exists; the
-    stream calls only this function for it.
-    """
-    return True
+    @property
+    def access(self) -> AccessService: ...
+    @property
+    def audit(self) -> AuditService: ...
 
 
 class Api:
@@ -75,7 +74,7 @@ class Api:
         self.services = services
         self.sessions = SessionStore()
         self.timeline = Timeline(services.events, services.hosts.pool)
-        self.visible: Callable[[Caller, Change], bool] = everything_visible
+        self.guard = Guard(services.access, services.audit)
 
     async def caller(self, request: web.Request) -> Caller:
         return await authenticate(request, self.services.users, self.sessions)
@@ -118,15 +117,31 @@ class Api:
         names = {user.id: user.name for user in await self.services.users.pool()}
         return lambda uid: names.get(uid, str(uid))
 
+    async def _visible_vm_ids(self, user: UserRecord, search: VmSearch) -> list[int] | None:
+        """The VMs ``search`` matches that ``user`` may see, in order (``None``: all of them)."""
+        if self.guard.is_admin(user):
+            return None
+        sees = await self.guard.visible(user, "VM")
+        return [vm_id for vm_id, uid, gid, perms in await self.services.vms.search_owners(search)
+                if sees(vm_id, uid, gid, perms)]
+
+    async def _visible_hosts(self, user: UserRecord) -> list[HostRecord]:
+        sees = await self.guard.visible(user, "HOST")
+        return [host for host in await self.services.hosts.pool() if sees(host.id, 0, 0, None)]
+
     async def overview(self, request: web.Request) -> web.Response:
-        caller = await self.caller(request)
-        hosts = await self.services.hosts.pool()
-        counts = await self.services.vms.counts()
+        user = (await self.caller(request)).user
+        hosts = await self._visible_hosts(user)
+        visible = await self._visible_vm_ids(user, VmSearch())
+        counts = await self.services.vms.counts(visible)
         cloud = [host for host in hosts if host.is_public_cloud]
         local = [host for host in hosts if not host.is_public_cloud]
         cloud_ids = {host.id for host in cloud}
         known = {host.id for host in hosts}
         costs = await self.services.vms.hourly_costs(sorted(cloud_ids))
+        if visible is not None:
+            allowed = set(visible)
+            costs = {vm_id: cost for vm_id, cost in costs.items() if vm_id in allowed}
         by_state: dict[str, int] = {}
         by_where = {"local": 0, "cloud": 0, "unplaced": 0}
         for count in counts:
@@ -136,9 +151,9 @@ class Api:
                 by_where["unplaced"] += count.count
             else:
                 by_where["cloud" if count.host_id in cloud_ids else "local"] += count.count
-        cloud_vms = sum(host.running_vms for host in cloud)
+        sees = await self.guard.change_filter(user)
         entries = [entry for entry in self.timeline.entries
-                   if self._entry_visible(caller, entry)][-OVERVIEW_TIMELINE:]
+                   if sees(Change(0, "vm", int(str(entry["vm_id"])), entry, 0.0))]
         return json_response({
             "local": _site_totals(local),
             "cloud": _site_totals(cloud),
@@ -146,30 +161,26 @@ class Api:
             "vms_by_state": dict(sorted(by_state.items())),
             "vms_by_where": by_where,
             "cost": {"per_hour": round(sum(costs.values()), 6) if costs else None,
-                     "priced_vms": len(costs), "cloud_vms": cloud_vms},
-            "timeline": entries,
+                     "priced_vms": len(costs), "cloud_vms": by_where["cloud"]},
+            "timeline": entries[-OVERVIEW_TIMELINE:],
         })
 
-    def _entry_visible(self, caller: Caller, entry: dict[str, object]) -> bool:
-        vm_id = entry.get("vm_id")
-        change = Change(int(str(entry.get("seq", 0))), "vm",
-                        vm_id if isinstance(vm_id, int) else -1, entry, 0.0)
-        return self.visible(caller, change)
-
     async def hosts(self, request: web.Request) -> web.Response:
-        await self.caller(request)
+        user = (await self.caller(request)).user
         cooloffs = self.services.vms.cooloffs()
         return json_response({"hosts": [shapes.host_shape(host, cooloffs.get(host.id))
-                                        for host in await self.services.hosts.pool()]})
+                                        for host in await self._visible_hosts(user)]})
 
     async def host(self, request: web.Request) -> web.Response:
-        await self.caller(request)
-        host = await self.services.hosts.info(_path_id(request))
+        user = (await self.caller(request)).user
+        host_id = _path_id(request)
+        await self.guard.check(user, "one.host.info", (host_id,))
+        host = await self.services.hosts.info(host_id)
         cooloff = self.services.vms.cooloffs().get(host.id)
         return json_response({**shapes.host_shape(host, cooloff), "vm_ids": list(host.vm_ids)})
 
     async def vms(self, request: web.Request) -> web.Response:
-        await self.caller(request)
+        user = (await self.caller(request)).user
         query = request.query
         # Names and kinds of hosts as the event bus keeps them current (no host read).
         hosts = self.timeline.hosts
@@ -187,14 +198,24 @@ class Api:
             offset=query_int(request, "offset", 0, low=0, high=2**31 - 1),
             limit=query_int(request, "limit", 50, low=1, high=MAX_PAGE),
         )
-        total, rows = await self.services.vms.search(search)
+        visible = await self._visible_vm_ids(user, search)
+        if visible is None:
+            total, rows = await self.services.vms.search(search)
+        else:
+            # Filtered by permission first, then paged, as the vmpool listing does.
+            page = visible[search.offset:search.offset + search.limit]
+            _, rows = await self.services.vms.search(
+                replace(search, ids=page, offset=0, limit=len(page)))
+            total = len(visible)
         names = await self._names()
         return json_response({"total": total, "offset": search.offset, "limit": search.limit,
                               "vms": [shapes.vm_row(row, hosts, names) for row in rows]})
 
     async def vm(self, request: web.Request) -> web.Response:
-        await self.caller(request)
-        vm = await self.services.vms.info(_path_id(request))
+        user = (await self.caller(request)).user
+        vm_id = _path_id(request)
+        await self.guard.check(user, "one.vm.info", (vm_id,))
+        vm = await self.services.vms.info(vm_id)
         host: HostRecord | None = None
         if vm.host_id is not None:
             with contextlib.suppress(NotFoundError):
@@ -205,60 +226,71 @@ class Api:
                                                                vm.memory)))
 
     async def templates(self, request: web.Request) -> web.Response:
-        await self.caller(request)
+        user = (await self.caller(request)).user
         offset = query_int(request, "offset", 0, low=0, high=2**31 - 1)
         limit = query_int(request, "limit", 100, low=1, high=MAX_PAGE)
-        records = await self.services.templates.pool(offset=offset, limit=limit)
+        sees = await self.guard.visible(user, "TEMPLATE")
+        records = [record for record in await self.services.templates.pool()
+                   if sees(record.id, record.uid, record.gid, record.perms)]
         names = await self._names()
-        return json_response({"offset": offset, "limit": limit,
-                              "templates": [shapes.template_shape(r, names) for r in records]})
+        return json_response({"offset": offset, "limit": limit, "total": len(records),
+                              "templates": [shapes.template_shape(r, names)
+                                            for r in records[offset:offset + limit]]})
 
     async def users(self, request: web.Request) -> web.Response:
-        await self.caller(request)
-        return json_response({"users": [shapes.user_shape(user)
-                                        for user in await self.services.users.pool()]})
+        user = (await self.caller(request)).user
+        sees = await self.guard.visible(user, "USER")
+        return json_response({"users": [
+            shapes.user_shape(other) for other in await self.services.users.pool()
+            if sees(other.id, other.id, other.gid, permissions.USER_SELF)]})
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         caller = await self.caller(request)
         return await live.stream(request, caller, self.services.events, self.sessions,
-                                 self.timeline, self.visible)
+                                 self.timeline,
+                                 lambda: self.guard.change_filter(caller.user))
 
     # -- actions ------------------------------------------------------------------------------
 
     async def create_vm(self, request: web.Request) -> web.Response:
-        caller = await self.caller(request)
+        user = (await self.caller(request)).user
         body = await Body.read(request)
-        vm_id = await self.services.vms.allocate(
-            body.string("template"), hold=body.boolean("hold", False), uid=caller.user.id,
-            gid=caller.user.gid)
+        text, hold = body.string("template"), body.boolean("hold", False)
+        vm_id = await self.guard.act(user, "one.vm.allocate", (text, hold), lambda: (
+            self.services.vms.allocate(text, hold=hold, uid=user.id, gid=user.gid)))
         return json_response({"id": vm_id}, status=201)
 
     async def vm_action(self, request: web.Request) -> web.Response:
-        await self.caller(request)
+        user = (await self.caller(request)).user
         vm_id = _path_id(request)
         body = await Body.read(request)
         action = body.string("action")
-        await self.services.vms.action(action, vm_id)
+        await self.guard.act(user, "one.vm.action", (action, vm_id),
+                             lambda: self.services.vms.action(action, vm_id))
         return json_response({"id": vm_id, "action": action})
 
     async def vm_deploy(self, request: web.Request) -> web.Response:
-        await self.caller(request)
+        user = (await self.caller(request)).user
         vm_id = _path_id(request)
         body = await Body.read(request)
-        await self.services.vms.deploy(vm_id, body.integer("host_id"),
-                                       enforce=body.boolean("enforce", False))
+        host_id, enforce = body.integer("host_id"), body.boolean("enforce", False)
+        await self.guard.act(user, "one.vm.deploy", (vm_id, host_id, enforce),
+                             lambda: self.services.vms.deploy(vm_id, host_id, enforce=enforce))
         return json_response({"id": vm_id, "action": "deploy"})
 
     async def instantiate(self, request: web.Request) -> web.Response:
-        caller = await self.caller(request)
+        user = (await self.caller(request)).user
         template_id = _path_id(request)
         body = await Body.read(request)
         count = body.integer("count", 1)
         if not 1 <= count <= 100:
             raise ApiArgumentError("Field 'count' must be between 1 and 100")
-        ids = [await self.services.templates.instantiate(
-                   template_id, body.string("name", ""), hold=body.boolean("hold", False),
-                   extra=body.string("extra", ""), uid=caller.user.id, gid=caller.user.gid)
+        name, hold = body.string("name", ""), body.boolean("hold", False)
+        extra = body.string("extra", "")
+        ids = [await self.guard.act(
+                   user, "one.template.instantiate", (template_id, name, hold, extra),
+                   lambda: self.services.templates.instantiate(
+                       template_id, name, hold=hold, extra=extra, uid=user.id, gid=user.gid))
                for _ in range(count)]
         return json_response({"ids": ids}, status=201)
 

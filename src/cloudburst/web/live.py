@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
@@ -38,21 +38,21 @@ HEARTBEAT_SECONDS: Final = 15.0
 #: Changes a stream may hold before it is told to resync.
 QUEUE_SIZE: Final = 20_000
 
-#: Whether the caller may see a change (see :func:`stream`).
-Visible = Callable[[Caller, Change], bool]
+#: Makes the caller's test of which changes it may see (see :func:`stream`).
+VisibleFactory = Callable[[], Awaitable[Callable[[Change], bool]]]
 
 
 def _message(event: str, data: object) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def _batch(changes: list[Change], caller: Caller, visible: Visible,
+def _batch(changes: list[Change], visible: Callable[[Change], bool],
            timeline: Timeline) -> dict[str, list[object]]:
     vms: dict[int, object] = {}
     hosts: dict[int, object] = {}
     entries: list[object] = []
     for change in changes:
-        if not visible(caller, change):
+        if not visible(change):
             continue
         if change.topic == "vm":
             vms[change.object_id] = change.data
@@ -65,11 +65,12 @@ def _batch(changes: list[Change], caller: Caller, visible: Visible,
 
 
 async def stream(request: web.Request, caller: Caller, events: EventBus, sessions: SessionStore,
-                 timeline: Timeline, visible: Visible) -> web.StreamResponse:
+                 timeline: Timeline, visible: VisibleFactory) -> web.StreamResponse:
     """Serve one event stream to ``caller`` until they leave, log out, or the daemon stops.
 
-    ``visible`` decides which changes the caller may see; it is the services'
-    decision, as for every other read.
+    ``visible()`` gives the test of which changes the caller may see (the
+    access service's, as for every other read); it is asked again for each
+    batch, so a changed ACL or a revoked right applies at once.
     """
     subscription = events.subscribe(("vm", "host"), maxsize=QUEUE_SIZE)
     response = web.StreamResponse(headers={
@@ -89,7 +90,7 @@ async def stream(request: web.Request, caller: Caller, events: EventBus, session
                 continue
             await asyncio.sleep(BATCH_SECONDS)
             changes = [first, *subscription.drain()]
-            batch = _batch(changes, caller, visible, timeline)
+            batch = _batch(changes, await visible(), timeline)
             if any(batch.values()):
                 await response.write(_message("changes", batch))
         await response.write(_message("logout", {}))

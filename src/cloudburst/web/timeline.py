@@ -113,7 +113,7 @@ class Timeline:
         return {
             "seq": change.seq, "time": change.time, "kind": kind,
             "vm_id": change.object_id, "vm_name": data.get("name"),
-            "uid": data.get("uid"), "gid": data.get("gid"),
+            "uid": data.get("uid"), "gid": data.get("gid"), "perms": data.get("perms"),
             "host_id": host_id, "host": host_name, "error": data.get("error", ""),
         }
 
