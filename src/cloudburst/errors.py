@@ -16,6 +16,7 @@ exception into ``[false, message, code]`` with one table lookup and no
     │   └── TemplateSyntaxError         with line, column and what was expected
     ├── ExpressionError                 REQUIREMENTS / RANK cannot be parsed
     ├── ValidationError                 (ALLOCATE 0x4000) well-formed but unacceptable
+    │   └── PoolNameError               (INTERNAL 0x2000, as oned) NAME empty or in use
     ├── ConfigError                     a configuration file is wrong (file, line)
     ├── StoreInUseError                 another daemon already uses the SQLite store
     ├── LeaseLostError                  a deposed leader's write, fenced by its epoch
@@ -124,6 +125,17 @@ class ValidationError(CloudburstError):
     """Input is well-formed but unacceptable (e.g. ``MEMORY`` missing)."""
 
     code = ErrorCode.ALLOCATE
+
+
+class PoolNameError(ValidationError):
+    """A new object's ``NAME`` is empty or another object of the pool has it
+    ("NAME is already taken by HOST 3.").
+
+    oned answers these refusals with ``INTERNAL`` (0x2000), not ``ALLOCATE``; pyone
+    clients tell them apart by that code, so cloudburst answers the same.
+    """
+
+    code = ErrorCode.INTERNAL
 
 
 class ConfigError(CloudburstError):

@@ -117,8 +117,8 @@ def test_pool_filters_and_pages(one: pyone.OneServer) -> None:
     page = one.vmpool.info(-2, ids[1], -2, -1)
     assert len(page.VM) == 2
     ranged = [vm.ID for vm in one.vmpool.info(-2, ids[1], ids[2], -1).VM]
-    assert ranged == ids[1:3]
-    assert [vm.ID for vm in one.vmpool.info(-3, ids[0], ids[-1], 2).VM] == ids
+    assert ranged == ids[2:0:-1]  # highest id first, as oned lists pools
+    assert [vm.ID for vm in one.vmpool.info(-3, ids[0], ids[-1], 2).VM] == ids[::-1]
     assert [vm.ID for vm in one.vmpool.info(-2, -1, -1, -1, "VM.NAME=page-3").VM] == [ids[3]]
     assert one.vmpool.info(5, -1, -1, -1).VM == []
 
@@ -151,7 +151,7 @@ def test_bad_requests_are_answered_and_survived(daemon: RunningDaemon,
     assert post(url, b"this is not XML")[:2] == ("fault", -32700)
     assert post(url, b"<methodCall><methodName>one.vm.info")[:2] == ("fault", -32700)
     unknown = post(url, call_body("one.vm.explode", daemon.session))
-    assert unknown[:2] == ("fault", -32601) and "one.vm.explode" in unknown[2]
+    assert unknown == ("fault", -506, "Method 'one.vm.explode' not defined")
     entity = (b'<?xml version="1.0"?><!DOCTYPE m [<!ENTITY e "x">]>'
               b"<methodCall><methodName>one.system.version</methodName></methodCall>")
     assert post(url, entity)[:2] == ("fault", -32600)
@@ -196,3 +196,30 @@ def test_fixture_extends_oned_conf_and_vms_get_monitored(tmp_path: Path) -> None
         assert (vm_id, 3) == (vm.MONITORING.ID, vm.LCM_STATE)
         assert vm.MONITORING.TIMESTAMP >= vm.STIME
     assert running.process.poll() is not None
+
+
+def test_templates_are_named_as_oned_names_them(one: pyone.OneServer) -> None:
+    base = one.template.allocate('NAME = "named"\nCPU = 0.1\nMEMORY = 32\n')
+    assert "NAME" not in one.template.info(base).TEMPLATE  # the name is not kept inside
+    with pytest.raises(pyone.OneInternalException, match=rf"already taken by TEMPLATE {base}\."):
+        one.template.allocate('NAME = "named"\nCPU = 0.1\nMEMORY = 32\n')
+    with pytest.raises(pyone.OneInternalException, match="NAME, it cannot be empty"):
+        one.template.allocate("CPU = 0.1\nMEMORY = 32\n")
+
+    # Without a name a VM is named after the template and its own id.
+    vm_id = one.template.instantiate(base, "", True, "", False)
+    assert f"named-{vm_id}" == one.vm.info(vm_id).NAME
+    # Persistent: a copy of the template for the VM, named after it (else <name>-copy).
+    kept = one.template.instantiate(base, "", True, "", True)
+    copy = one.vm.info(kept).TEMPLATE["TEMPLATE_ID"]
+    assert one.template.info(int(copy)).NAME == "named-copy"
+    assert f"named-copy-{kept}" == one.vm.info(kept).NAME
+
+    clone = one.template.clone(base, "named-clone", False)
+    assert one.template.info(clone).TEMPLATE["MEMORY"] == "32"
+    with pytest.raises(pyone.OneException, match="allocating a new virtual machine template"):
+        one.template.clone(base, "named-clone", False)
+    with pytest.raises(pyone.OneActionException, match="collides with virtual machine template"):
+        one.template.rename(clone, "named")
+    for template_id in (base, int(copy), clone):
+        one.template.delete(template_id)

@@ -33,6 +33,11 @@ FUZZ_SEED = int(os.environ.get("CLOUDBURST_FUZZ_SEED", "15"))
 VM = "CPU = 0.1\nMEMORY = 16\n"
 
 
+def _named() -> str:
+    """A template NAME line no other template of the test has (names are unique)."""
+    return f'NAME = "t-{random.random()}"\n'
+
+
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
     with start_daemon(tmp_path_factory.mktemp("input")) as running:
@@ -89,12 +94,13 @@ def _entry_points(daemon: RunningDaemon) -> dict[str, Callable[[str], list[objec
     vm_id = _call(daemon, "one.vm.allocate", VM, True)[1]
     host_id = _call(daemon, "one.host.allocate", f"limits-{random.random()}", "dummy",
                     "dummy", -1)[1]
-    template_id = _call(daemon, "one.template.allocate", VM)[1]
+    template_id = _call(daemon, "one.template.allocate", _named() + VM)[1]
     return {
         "vm.allocate": lambda text: _call(daemon, "one.vm.allocate", VM + text, True),
         "vm.update": lambda text: _call(daemon, "one.vm.update", vm_id, text, 1),
         "host.update": lambda text: _call(daemon, "one.host.update", host_id, text, 1),
-        "template.allocate": lambda text: _call(daemon, "one.template.allocate", VM + text),
+        "template.allocate": lambda text: _call(daemon, "one.template.allocate",
+                                                _named() + VM + text),
         "template.update": lambda text: _call(daemon, "one.template.update", template_id,
                                               text, 1),
         "template.instantiate": lambda text: _call(
@@ -132,7 +138,7 @@ def test_bad_names_are_refused_everywhere(daemon: RunningDaemon, name: str) -> N
     vm_id = _call(daemon, "one.vm.allocate", VM, True)[1]
     host_id = _call(daemon, "one.host.allocate", f"names-{random.random()}", "dummy",
                     "dummy", -1)[1]
-    template_id = _call(daemon, "one.template.allocate", VM)[1]
+    template_id = _call(daemon, "one.template.allocate", _named() + VM)[1]
     quoted = name.replace("\\", "\\\\").replace('"', '\\"')
     replies = [
         _call(daemon, "one.vm.rename", vm_id, name),

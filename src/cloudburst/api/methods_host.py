@@ -64,11 +64,12 @@ async def host_info(call: Call) -> object:
 
 
 async def hostpool_info(call: Call) -> object:
-    """``one.hostpool.info()``: the hosts the caller may use (rendered on a worker thread)."""
+    """``one.hostpool.info()``: the hosts the caller may use, highest id first as oned
+    lists them (rendered on a worker thread)."""
     call.params.end()
     visible = await call.daemon.access.visible(caller_of(call.user), "HOST")
-    hosts = [host for host in await call.daemon.hosts.pool()
-             if visible(host.id, 0, 0, None)]
+    hosts = sorted((host for host in await call.daemon.hosts.pool()
+                    if visible(host.id, 0, 0, None)), key=lambda host: host.id, reverse=True)
     return await render(lambda: documents.host_pool_document(hosts))
 
 

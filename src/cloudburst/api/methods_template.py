@@ -17,6 +17,7 @@ __all__ = [
     "template_allocate",
     "template_chmod",
     "template_chown",
+    "template_clone",
     "template_delete",
     "template_info",
     "template_instantiate",
@@ -49,10 +50,24 @@ async def template_instantiate(call: Call) -> object:
     template_id, name = params.integer("id"), params.string("name")
     hold = params.boolean("hold", False)
     extra = params.string("extra_template", "")
-    params.boolean("persistent", False)
+    persistent = params.boolean("persistent", False)
     params.end()
     return await call.daemon.templates.instantiate(template_id, name, hold=hold, extra=extra,
-                                                   uid=call.user.id, gid=call.user.gid)
+                                                   persistent=persistent, uid=call.user.id,
+                                                   gid=call.user.gid)
+
+
+async def template_clone(call: Call) -> object:
+    """``one.template.clone(id, name [, recursive])``: the copy's id, owned by the caller.
+
+    ``recursive`` (clone the images too) is accepted; cloudburst templates
+    reference no images of their own.
+    """
+    template_id, name = call.params.integer("id"), call.params.string("name")
+    call.params.boolean("recursive", False)
+    call.params.end()
+    return await call.daemon.templates.clone(template_id, name, uid=call.user.id,
+                                             gid=call.user.gid)
 
 
 async def template_delete(call: Call) -> object:
@@ -97,7 +112,7 @@ async def templatepool_info(call: Call) -> object:
     params.end()
     records = await call.daemon.templates.pool(
         uid=query.uid, first_id=query.first_id, last_id=query.last_id,
-        offset=query.store_offset, limit=query.store_limit)
+        offset=query.store_offset, limit=query.store_limit, descending=True)
     selected = query.select(records, _template_owner)
     names = await call.user_names()
     return await render(lambda: documents.template_pool_document(selected, uname=names))

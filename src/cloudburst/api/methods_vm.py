@@ -139,7 +139,7 @@ async def _vm_pool(call: Call, *, extended: bool) -> str:
     params.end()
     stamps = await call.daemon.vms.pool_stamps(
         state=state, uid=query.uid, first_id=query.first_id, last_id=query.last_id,
-        offset=query.store_offset, limit=query.store_limit)
+        offset=query.store_offset, limit=query.store_limit, descending=True)
     selected = query.select(stamps, _stamp_owner)
     names = await call.user_names()
     return await cache_of(call.daemon).document(call.daemon, selected, extended=extended,

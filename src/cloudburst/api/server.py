@@ -10,7 +10,8 @@ XML-RPC fault instead, never a dropped connection:
 * a DOCTYPE or ENTITY declaration, or a body that is not UTF-8: fault -32600
   (entity expansion is refused before any parsing);
 * anything ``xmlrpc.client.loads`` cannot read: fault -32700 "parse error";
-* an unknown method: fault -32601 naming it;
+* an unknown method: fault -506 "Method 'one.x.y' not defined", as oned
+  (xmlrpc-c) answers it;
 * a body not received within ``REQUEST_BODY_TIMEOUT``: fault -32600, and the
   connection is closed.
 
@@ -54,7 +55,7 @@ __all__ = ["ApiServer"]
 #: XML-RPC fault codes (the "specification for fault code interoperability").
 PARSE_ERROR: Final = -32700
 INVALID_REQUEST: Final = -32600
-METHOD_NOT_FOUND: Final = -32601
+METHOD_NOT_FOUND: Final = -506
 
 #: Bodies and replies above this size are parsed or serialised on a worker thread.
 _OFFLOAD_BYTES: Final = 256 * 1024
@@ -162,7 +163,7 @@ class ApiServer:
                                        client=request.remote or "")
             except UnknownMethodError:
                 raise _Rejected(METHOD_NOT_FOUND,
-                                f"Method {one_line(method, 200)!r} is not supported") from None
+                                f"Method {one_line(method, 200)!r} not defined") from None
             payload = await self._serialise(method, reply, loop)
         except _Rejected as rejected:
             # A parse error may quote the body (and so a session): keep it out of the log.

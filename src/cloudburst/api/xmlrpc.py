@@ -4,7 +4,9 @@
 included), runs the method's handler, which checks the parameters against the
 6.x/7.x signatures of spec/pyone.md section 5 (optional trailing parameters
 accepted; see :class:`~cloudburst.api.calls.Params`), and returns oned's reply
-array: ``[True, value, 0]`` or ``[False, "[method] message", code]``.
+array: ``[True, value, 0]`` or, as oned 6.10 sends it, five items
+``[False, "[method] message", code, object id, -1]`` (the id of the object
+that was not found, else -1; the last item is oned's replication index).
 Messages follow oned's wording (``src/rm/Request.cc``), e.g.
 ``[one.vm.info] Error getting virtual machine [5].``
 
@@ -79,6 +81,7 @@ METHODS: Final[dict[str, Handler]] = {
     "one.template.allocate": methods_template.template_allocate,
     "one.template.info": methods_template.template_info,
     "one.template.instantiate": methods_template.template_instantiate,
+    "one.template.clone": methods_template.template_clone,
     "one.template.delete": methods_template.template_delete,
     "one.template.update": methods_template.template_update,
     "one.template.rename": methods_template.template_rename,
@@ -111,7 +114,7 @@ async def dispatch(daemon: Daemon, method: str, params: Sequence[object], *,
     except CallFailure as exc:
         reply = _failed(method, exc.message, exc.code)
     except NotFoundError as exc:
-        reply = _failed(method, _not_found_message(exc), exc.code)
+        reply = _failed(method, _not_found_message(exc), exc.code, _not_found_id(exc))
     except CloudburstError as exc:
         if exc.code is ErrorCode.AUTHENTICATION:
             log.info("%s: authentication failed", method)
@@ -161,12 +164,19 @@ def _not_found_message(error: NotFoundError) -> str:
     return f"Error getting {_OBJECT_NAMES[match.group(1)]} [{match.group(2)}]."
 
 
+def _not_found_id(error: NotFoundError) -> int:
+    """The id of the object that does not exist (-1 when the message names none)."""
+    match = _NOT_FOUND_RE.fullmatch(error.message)
+    return -1 if match is None else int(match.group(2))
+
+
 def _id_hint(params: Sequence[object]) -> str:
     """The integer parameters of a call, for the log (never strings: templates, passwords)."""
     return ",".join(str(value) for value in params
                     if isinstance(value, int) and not isinstance(value, bool))
 
 
-def _failed(method: str, message: str, code: int) -> Reply:
-    """oned's failure reply: the method in brackets, then the message on one line."""
-    return [False, f"[{method}] {one_line(message, limit=2048)}", int(code)]
+def _failed(method: str, message: str, code: int, object_id: int = -1) -> Reply:
+    """oned's failure reply: the method in brackets, then the message on one line, the
+    code, the object concerned (-1: none) and oned's replication index (-1: none)."""
+    return [False, f"[{method}] {one_line(message, limit=2048)}", int(code), object_id, -1]

@@ -113,6 +113,7 @@ CHECKS: Final[dict[str, tuple[Check, ...]]] = {
     "one.template.allocate": (Check(CREATE, "TEMPLATE"),),
     "one.template.info": (Check(USE, "TEMPLATE", 0),),
     "one.template.instantiate": (Check(USE, "TEMPLATE", 0), Check(CREATE, "VM")),
+    "one.template.clone": (Check(USE, "TEMPLATE", 0), Check(CREATE, "TEMPLATE")),
     "one.template.delete": (Check(MANAGE, "TEMPLATE", 0),),
     "one.template.update": (Check(MANAGE, "TEMPLATE", 0),),
     "one.template.rename": (Check(MANAGE, "TEMPLATE", 0),),

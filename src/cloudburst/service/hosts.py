@@ -7,7 +7,13 @@ from collections.abc import Callable
 from sqlalchemy import Connection
 
 from cloudburst.daemon.dispatcher import Dispatcher
-from cloudburst.errors import ApiArgumentError, IllegalActionError, NotFoundError, ValidationError
+from cloudburst.errors import (
+    ApiArgumentError,
+    IllegalActionError,
+    NotFoundError,
+    PoolNameError,
+    ValidationError,
+)
 from cloudburst.events import EventBus
 from cloudburst.model.records import HostRecord
 from cloudburst.model.snapshots import host_snapshot
@@ -76,7 +82,7 @@ class HostService:
         def write(connection: Connection) -> HostRecord:
             if host_pool.find_host_id(connection, name) is not None:
                 taken = host_pool.find_host_id(connection, name)
-                raise ValidationError(f"NAME is already taken by HOST {taken}.")
+                raise PoolNameError(f"NAME is already taken by HOST {taken}.")
             host_id = next_ids(connection, "host")
             record = HostRecord(
                 id=host_id, name=name, state=HostState.INIT, prev_state=HostState.INIT,
@@ -173,7 +179,7 @@ class HostService:
             host = host_pool.get_host(connection, host_id)
             taken = host_pool.find_host_id(connection, name)
             if taken is not None and taken != host_id:
-                raise ValidationError(f"NAME is already taken by HOST {taken}.")
+                raise PoolNameError(f"NAME is already taken by HOST {taken}.")
             return host_pool.update_host(connection, host, name=name)
 
         self._published(await self.db.write(write))

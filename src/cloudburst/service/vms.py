@@ -75,8 +75,13 @@ class VmService:
                                             name=name)
 
     async def allocate_template(self, template: Template, *, hold: bool = False, uid: int = 0,
-                                gid: int = 0, name: str | None = None) -> int:
-        """Create a VM from a parsed template; returns its id."""
+                                gid: int = 0, name: str | None = None,
+                                name_prefix: str | None = None) -> int:
+        """Create a VM from a parsed template; returns its id.
+
+        Its name: ``name``, else the template's ``NAME``, else
+        ``<name_prefix>-<id>`` (a registered template's name), else ``one-<id>``.
+        """
         check_template(template)
         name = check_name("VM", name) if name and name.strip() else None
         prepared = prepare(template)
@@ -92,7 +97,8 @@ class VmService:
             system = prepared.template.copy()
             system.set("VMID", str(vm_id))
             record = VmRecord(
-                id=vm_id, name=name or prepared.name or f"one-{vm_id}", uid=uid, gid=gid,
+                id=vm_id, name=name or prepared.name or f"{name_prefix or 'one'}-{vm_id}",
+                uid=uid, gid=gid,
                 state=state, lcm_state=LcmState.LCM_INIT, prev_state=state,
                 prev_lcm_state=LcmState.LCM_INIT, stime=now, etime=0, deploy_id="",
                 host_id=None, template=system, user_template=prepared.user_template,
@@ -133,14 +139,17 @@ class VmService:
 
     async def pool_stamps(self, *, state: int = -1, uid: int | None = None,
                           first_id: int | None = None, last_id: int | None = None,
-                          offset: int = 0, limit: int | None = None) -> list[VmStamp]:
-        """What :meth:`pool` would list, as stamps (for callers that cache documents)."""
+                          offset: int = 0, limit: int | None = None,
+                          descending: bool = False) -> list[VmStamp]:
+        """What :meth:`pool` would list, as stamps (for callers that cache documents);
+        ``descending`` lists (and pages) from the highest id, as oned's pools do."""
         states = _state_filter(state)
 
         def read(connection: Connection) -> list[VmStamp]:
             return vm_pool.list_vm_stamps(
                 connection, states=states, exclude_done=state == -1, uid=uid,
-                first_id=first_id, last_id=last_id, offset=offset, limit=limit)
+                first_id=first_id, last_id=last_id, offset=offset, limit=limit,
+                descending=descending)
 
         return await self.db.read(read)
 

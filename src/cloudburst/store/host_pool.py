@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
 
-from cloudburst.errors import ConflictError, NotFoundError, ValidationError
+from cloudburst.errors import ConflictError, NotFoundError, PoolNameError
 from cloudburst.model.records import HostRecord
 from cloudburst.model.states import HostState
 from cloudburst.store import vm_pool
@@ -47,7 +47,7 @@ def insert_host(connection: Connection, record: HostRecord) -> None:
     """
     taken = connection.execute(select(hosts.c.id).where(hosts.c.name == record.name)).scalar()
     if taken is not None:
-        raise ValidationError(f"NAME is already taken by HOST {taken}.")
+        raise PoolNameError(f"NAME is already taken by HOST {taken}.")
     connection.execute(insert(hosts).values(
         id=record.id, name=record.name, state=int(record.state),
         prev_state=int(record.prev_state), im_mad=record.im_mad, vm_mad=record.vm_mad,

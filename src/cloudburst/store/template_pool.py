@@ -43,9 +43,11 @@ def get_template(connection: Connection, template_id: int) -> TemplateRecord:
 def list_templates(
     connection: Connection, *, uid: int | None = None, first_id: int | None = None,
     last_id: int | None = None, offset: int = 0, limit: int | None = None,
+    descending: bool = False,
 ) -> list[TemplateRecord]:
-    """Templates ordered by id, filtered like the VM pool."""
-    query = select(vm_templates).order_by(vm_templates.c.id)
+    """Templates ordered by id (``descending``: highest first), filtered like the VM pool."""
+    query = select(vm_templates).order_by(
+        vm_templates.c.id.desc() if descending else vm_templates.c.id)
     if uid is not None:
         query = query.where(vm_templates.c.uid == uid)
     if first_id is not None:
@@ -77,3 +79,9 @@ def delete_template(connection: Connection, template_id: int) -> None:
     """Remove a template."""
     get_template(connection, template_id)
     connection.execute(delete(vm_templates).where(vm_templates.c.id == template_id))
+
+
+def find_template_id(connection: Connection, name: str, uid: int) -> int | None:
+    """The id of user ``uid``'s template named ``name`` (names are unique per owner)."""
+    return connection.execute(select(vm_templates.c.id).where(
+        vm_templates.c.name == name, vm_templates.c.uid == uid)).scalar()

@@ -211,6 +211,7 @@ def list_vm_stamps(
     last_id: int | None = None,
     offset: int = 0,
     limit: int | None = None,
+    descending: bool = False,
 ) -> list[VmStamp]:
     """The stamps of the VMs :func:`list_vms` would return for the same filters.
 
@@ -221,7 +222,7 @@ def list_vm_stamps(
                      vms.c.sched_message, vms.c.perms)
     query = _filtered(columns, states=states, exclude_done=exclude_done, uid=uid,
                       first_id=first_id, last_id=last_id, host_id=None, ids=None,
-                      offset=offset, limit=limit, descending=False)
+                      offset=offset, limit=limit, descending=descending)
     return [VmStamp(*row) for row in connection.execute(query)]
 
 
