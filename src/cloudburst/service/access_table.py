@@ -27,7 +27,9 @@ USE, MANAGE, ADMIN, CREATE = Operation.USE, Operation.MANAGE, Operation.ADMIN, O
 _ADMIN_ACTIONS: Final = frozenset({"resched", "unresched", "migrate", "recover", "retry",
                                    "deploy", "delete"})
 def _action_operation(params: Sequence[object]) -> Operation:
-    return ADMIN if params and params[0] in _ADMIN_ACTIONS else MANAGE
+    action = params[0] if params else None
+    # An unhashable parameter (array, struct) is the handler's to refuse, not a crash here.
+    return ADMIN if isinstance(action, str) and action in _ADMIN_ACTIONS else MANAGE
 
 
 def _sets_admin_bits(params: Sequence[object]) -> bool:
