@@ -1,0 +1,182 @@
+"""Scale: 100,000 VMs on 10,000 dummy hosts, on SQLite or PostgreSQL.
+
+Runs the real daemon in this process (scheduler, dispatcher, dummy drivers and
+the XML-RPC API on a free port) with a temporary ``CLOUDBURST_HOME``; the
+store is SQLite there, or with ``--postgresql`` a throw-away PostgreSQL server
+(``tests/pg_server.py``). Each dummy host reports 8 CPUs and 16 GiB; a VM asks
+for 0.5 CPU and 512 MiB, so ten VMs per host fit. It prints:
+
+* hosts monitored, VMs created (through the services, in batches of 1,000
+  concurrent creations), and the time from the first creation until every VM
+  is ``RUNNING`` (goal: under 120 s), with VMs/s;
+* the daemon's resident memory (peak and at the end; goal: under 2 GiB);
+* from a separate client process over HTTP: a page of 2,000 VMs of
+  ``one.vmpool.info(-2, offset, -2000, -1)`` (median of 10 random pages; goal:
+  under 100 ms) and ``one.vm.info`` on random VMs (median of 500; goal: under 2 ms).
+
+Usage: ``python bench/bench_scale.py [--hosts N] [--vms N] [--postgresql]``.
+Run it under ``flock /work/suite.lock`` on a shared machine. The last line is
+``RESULT key=value ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from cloudburst.daemon.app import Daemon
+from cloudburst.daemon.main import load_settings
+from cloudburst.model.states import HostState, LcmState, VmState
+from cloudburst.store.schema import hosts, vms
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATE = 'NAME = "scale"\nCPU = 0.5\nMEMORY = 512\n'
+BATCH = 1000
+
+#: The client: page and single-VM read timings over real HTTP, printed as JSON.
+CLIENT = r"""
+import json, random, statistics, sys, time, xmlrpc.client
+url, session, vm_count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+server = xmlrpc.client.ServerProxy(url)
+def timed(call):
+    started = time.perf_counter(); result = call(); return time.perf_counter() - started, result
+pages = []
+for _ in range(10):
+    offset = random.randrange(0, max(1, vm_count - 2000))
+    seconds, result = timed(lambda: server.one.vmpool.info(session, -2, offset, -2000, -1))
+    assert result[0], result
+    assert result[1].count("<VM>") == min(2000, vm_count), result[1][:200]
+    pages.append(seconds)
+infos = []
+for _ in range(500):
+    vm_id = random.randrange(vm_count)
+    seconds, result = timed(lambda: server.one.vm.info(session, vm_id))
+    assert result[0], result
+    infos.append(seconds)
+print(json.dumps({"page_ms": statistics.median(pages) * 1000,
+                  "vm_info_ms": statistics.median(infos) * 1000,
+                  "vm_info_p95_ms": sorted(infos)[int(len(infos) * 0.95)] * 1000}))
+"""
+
+
+def rss_mib() -> tuple[float, float]:
+    """(peak, current) resident memory of this process, MiB."""
+    values: dict[str, float] = {}
+    with open("/proc/self/status", encoding="utf-8") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in ("VmHWM", "VmRSS"):
+                values[key] = int(rest.split()[0]) / 1024
+    return values["VmHWM"], values["VmRSS"]
+
+
+@contextlib.contextmanager
+def store_url(postgresql: bool) -> Iterator[str]:
+    if not postgresql:
+        yield ""
+        return
+    sys.path.insert(0, str(REPO / "tests"))
+    import pg_server  # the tests' throw-away server
+
+    with pg_server.postgres_server() as server:
+        yield server.create_database("scale")
+
+
+async def count(daemon: Daemon, query: object) -> int:
+    return int(await daemon.db.read(lambda connection: connection.execute(query).scalar_one()))
+
+
+async def run(host_count: int, vm_count: int, url: str) -> dict[str, float | int | str]:
+    home = Path(tempfile.mkdtemp(prefix="cloudburst-scale-"))
+    settings, _ = load_settings(home)
+    settings = dataclasses.replace(settings, port=0, db_url=url)
+    daemon = Daemon(settings)
+    running_query = select(func.count()).select_from(vms).where(
+        vms.c.state == int(VmState.ACTIVE), vms.c.lcm_state == int(LcmState.RUNNING))
+    monitored_query = select(func.count()).select_from(hosts).where(
+        hosts.c.state == int(HostState.MONITORED))
+    await daemon.start(serve_api=True)
+    try:
+        started = time.perf_counter()
+        for first in range(0, host_count, BATCH):
+            await asyncio.gather(*(daemon.hosts.allocate(f"host{i:05d}", "dummy", "dummy")
+                                   for i in range(first, min(host_count, first + BATCH))))
+        while await count(daemon, monitored_query) < host_count:
+            await asyncio.sleep(0.2)
+        hosts_ready = time.perf_counter() - started
+        first_created = time.perf_counter()
+        for first in range(0, vm_count, BATCH):
+            await asyncio.gather(*(daemon.vms.allocate(TEMPLATE)
+                                   for _ in range(min(BATCH, vm_count - first))))
+        created = time.perf_counter() - first_created
+        while await count(daemon, running_query) < vm_count:
+            await asyncio.sleep(0.25)
+        all_running = time.perf_counter() - first_created
+        session = settings.auth_file.read_text(encoding="utf-8").split()[0]
+        client = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CLIENT, f"http://127.0.0.1:{daemon.api.port}/RPC2", session,
+            str(vm_count), stdout=subprocess.PIPE)
+        output, _ = await client.communicate()
+        if client.returncode != 0:
+            raise RuntimeError("the read client failed")
+        reads = json.loads(output)
+        peak, current = rss_mib()
+    finally:
+        await daemon.stop()
+    return {
+        "store": "postgresql" if url else "sqlite",
+        "hosts": host_count,
+        "vms": vm_count,
+        "hosts_ready_s": hosts_ready,
+        "create_s": created,
+        "all_running_s": all_running,
+        "vms_per_s": vm_count / all_running,
+        "rss_peak_mib": peak,
+        "rss_end_mib": current,
+        "page_2000_ms": reads["page_ms"],
+        "vm_info_median_ms": reads["vm_info_ms"],
+        "vm_info_p95_ms": reads["vm_info_p95_ms"],
+        "load_1min": os.getloadavg()[0],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=10_000)
+    parser.add_argument("--vms", type=int, default=100_000)
+    parser.add_argument("--postgresql", action="store_true",
+                        help="run on a throw-away PostgreSQL server instead of SQLite")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    with store_url(args.postgresql) as url:
+        result = asyncio.run(run(args.hosts, args.vms, url))
+    print(f"store                  {result['store']} (load {result['load_1min']:.1f})")
+    print(f"{args.hosts} hosts monitored after {result['hosts_ready_s']:.1f} s")
+    print(f"{args.vms} VMs created in {result['create_s']:.1f} s")
+    print(f"all RUNNING after      {result['all_running_s']:.1f} s  "
+          f"({result['vms_per_s']:.0f} VMs/s; goal < 120 s)")
+    print(f"daemon RSS             peak {result['rss_peak_mib']:.0f} MiB, end "
+          f"{result['rss_end_mib']:.0f} MiB  (goal < 2048 MiB)")
+    print(f"vmpool.info page 2000  {result['page_2000_ms']:.1f} ms median  (goal < 100 ms)")
+    print(f"vm.info                {result['vm_info_median_ms']:.2f} ms median, "
+          f"p95 {result['vm_info_p95_ms']:.2f} ms  (goal median < 2 ms)")
+    print("RESULT " + " ".join(f"{key}={value:.3f}" if isinstance(value, float) else
+                               f"{key}={value}" for key, value in result.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
