@@ -3,7 +3,7 @@
 Every JSON API route is the twin of a ``one.*`` method (``GET /vms/{id}`` is
 ``one.vm.info(id)``, ``POST /vms/{id}/action`` is ``one.vm.action(action,
 id)``...). :class:`Guard` asks the access service with that method's checks
-from :data:`cloudburst.api.access_table.CHECKS`, and records state-changing
+from :data:`cloudburst.service.access_table.CHECKS`, and records state-changing
 calls in the audit trail under the same method name, so both APIs allow,
 refuse and record alike. Listings keep what ``AccessService.visible`` lets the
 caller USE, as the ``one.*pool.info`` methods do.
@@ -15,13 +15,13 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, TypeVar
 
-from cloudburst.api.access_table import CHECKS, READ_ONLY, target_of
 from cloudburst.auth.checks import Check
 from cloudburst.auth.engine import Operation
 from cloudburst.errors import CloudburstError
 from cloudburst.events import Change
 from cloudburst.model.records import UserRecord
 from cloudburst.service.access import AccessService, caller_of
+from cloudburst.service.access_table import CHECKS, READ_ONLY, target_of
 from cloudburst.service.audit import AuditService
 
 log = logging.getLogger(__name__)
