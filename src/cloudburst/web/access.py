@@ -3,9 +3,9 @@
 Every JSON API route is the twin of a ``one.*`` method (``GET /vms/{id}`` is
 ``one.vm.info(id)``, ``POST /vms/{id}/action`` is ``one.vm.action(action,
 id)``...). :class:`Guard` asks the access service with that method's checks
-from :data:`cloudburst.service.access_table.CHECKS`, and records state-changing
-calls in the audit trail under the same method name, so both APIs allow,
-refuse and record alike. Listings keep what ``AccessService.visible`` lets the
+(``AccessService.require`` over :mod:`cloudburst.service.access_table`), and
+records state-changing calls in the audit trail under the same method name, so
+both APIs allow, refuse and record alike. Listings keep what ``AccessService.visible`` lets the
 caller USE, as the ``one.*pool.info`` methods do.
 """
 
@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, TypeVar
+from typing import TypeVar
 
-from cloudburst.auth.checks import Check
-from cloudburst.auth.engine import Operation
 from cloudburst.errors import CloudburstError
 from cloudburst.events import Change
 from cloudburst.model.records import UserRecord
 from cloudburst.service.access import AccessService, caller_of
-from cloudburst.service.access_table import CHECKS, READ_ONLY, target_of
+from cloudburst.service.access_table import READ_ONLY, target_of
 from cloudburst.service.audit import AuditService
 
 log = logging.getLogger(__name__)
@@ -32,8 +30,6 @@ T = TypeVar("T")
 
 #: ``(oid, uid, gid, perms) -> may the caller USE it``.
 Test = Callable[[int, int, int, int | None], bool]
-#: What a method missing from the table needs (as in ``api/xmlrpc.py``): oneadmin's group.
-_UNLISTED: Final = (Check(Operation.ADMIN, "SYSTEM"),)
 
 
 class Guard:
@@ -54,7 +50,7 @@ class Guard:
             AuthorizationError: not allowed (oned's message).
             NotFoundError: an object the call names does not exist.
         """
-        await self.access.check_call(caller_of(user), CHECKS.get(method, _UNLISTED), params)
+        await self.access.require(user, method, params)
 
     async def act(self, user: UserRecord, method: str, params: Sequence[object],
                   run: Callable[[], Awaitable[T]]) -> T:
