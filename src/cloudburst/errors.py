@@ -8,6 +8,7 @@ exception into ``[false, message, code]`` with one table lookup and no
     CloudburstError                     (INTERNAL 0x2000)
     ├── AuthenticationError             (AUTHENTICATION 0x0100)
     ├── AuthorizationError              (AUTHORIZATION 0x0200)
+    │   └── QuotaError                  beyond a quota
     ├── NotFoundError                   (NO_EXISTS 0x0400)
     ├── IllegalActionError              (ACTION 0x0800)  wrong state for the action
     │   └── ConflictError               a compare-and-swap lost a race
@@ -76,6 +77,10 @@ class AuthorizationError(CloudburstError):
     """The user is known but may not perform the operation."""
 
     code = ErrorCode.AUTHORIZATION
+
+
+class QuotaError(AuthorizationError):
+    """An allocation or placement would go beyond a quota (the message names it)."""
 
 
 class NotFoundError(CloudburstError):

@@ -184,3 +184,35 @@ def test_the_audit_trail_names_who_what_and_the_result(
     assert "Not authorized to perform ADMIN HOST [0]" in (last.findtext("MESSAGE") or "")
     assert all(r.findtext("UID") == "2" for r in records)
     assert not any(r.findtext("METHOD", "").endswith(".info") for r in records)
+
+
+def test_a_per_cluster_quota_keeps_a_user_from_bursting_beyond_it(
+        daemon: RunningDaemon, people: dict[str, pyone.OneServer],
+        admin: pyone.OneServer) -> None:
+    site = admin.cluster.allocate("site-a")
+    site_host = admin.host.allocate("site-a-1", "dummy", "dummy", site)
+    assert site == admin.host.info(site_host).CLUSTER_ID
+    erin_id = admin.user.allocate("erin", "pw-e", "core", [])
+    admin.user.quota(erin_id, f"VM = [ CLUSTER_ID = 0, VMS = 1 ]\n"
+                              f"VM = [ CLUSTER_ID = {site}, VMS = 1 ]")
+    erin = pyone.OneServer(daemon.url, session="erin:pw-e")
+    vms = [erin.vm.allocate(SMALL) for _ in range(3)]
+
+    def placed() -> list[int]:
+        return [v.ID for v in (erin.vm.info(vm) for vm in vms) if v.LCM_STATE == 3]
+
+    running = wait_for(lambda: len(placed()) == 2 and placed(), timeout=60)
+    hosts = {erin.vm.info(vm).HISTORY_RECORDS.HISTORY[-1].HID for vm in running}
+    assert hosts == {0, site_host}
+    waiting = next(vm for vm in vms if vm not in running)
+    message = wait_for(lambda: erin.vm.info(waiting).USER_TEMPLATE.get("SCHED_MESSAGE"),
+                       timeout=30)
+    assert "limit of 1 reached for VMS quota in VM of CLUSTER" in message
+    assert erin.vm.info(waiting).STATE == 1
+    _ok, document, _code = xmlrpc.client.ServerProxy(daemon.url).one.user.info(
+        daemon.session, erin_id)
+    quotas = {q.findtext("CLUSTER_ID"): q.findtext("VMS_USED")
+              for q in ElementTree.fromstring(document).findall("VM_QUOTA/VM")}
+    assert quotas == {None: "3", "0": "1", str(site): "1"}
+    for vm in vms:
+        admin.vm.action("terminate-hard", vm)

@@ -7,8 +7,8 @@ them is in :mod:`cloudburst.api.xmlrpc`.
 from __future__ import annotations
 
 from cloudburst.api import documents
-from cloudburst.api.calls import Call, CallFailure, render, update_type
-from cloudburst.errors import ApiArgumentError, ErrorCode
+from cloudburst.api.calls import Call, render, update_type
+from cloudburst.errors import ApiArgumentError
 from cloudburst.service.access import caller_of
 
 __all__ = [
@@ -26,7 +26,7 @@ async def host_allocate(call: Call) -> object:
     """6.x ``name, im, vmm, cluster`` and the older forms the seeds use.
 
     3.0 ``name, im, vmm, tm``; 3.2 ``name, im, vmm, tm, vnm``; 3.4-4.x
-    ``name, im, vmm, vnm, cluster``. The cluster may be -1 (default) or 0.
+    ``name, im, vmm, vnm, cluster``. The cluster -1 is the default one (0).
     """
     params = call.params
     name, im_mad = params.string("hostname"), params.string("im_mad")
@@ -49,8 +49,6 @@ async def host_allocate(call: Call) -> object:
             "forms hostname, im_mad, vmm_mad, tm_mad [, vnm_mad] and hostname, im_mad, vmm_mad, "
             "vnm_mad, cluster_id")
     params.end()
-    if cluster_id not in (-1, 0):
-        raise CallFailure(f"Error getting cluster [{cluster_id}].", ErrorCode.NO_EXISTS)
     return await call.daemon.hosts.allocate(name, im_mad, vm_mad, tm_mad=tm_mad, vn_mad=vn_mad,
                                             cluster_id=cluster_id)
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from cloudburst.errors import AuthorizationError
+from cloudburst.errors import QuotaError
 
 DEFAULT: Final = -1.0
 UNLIMITED: Final = -2.0
@@ -58,10 +58,10 @@ def first_exceeded(limits: Mapping[str, float], usage: Mapping[str, float],
 
 
 def exceeded_error(owner_kind: str, owner_id: int, uid: int, metric: str, limit: float,
-                   cluster_id: int = ALL_CLUSTERS) -> AuthorizationError:
+                   cluster_id: int = ALL_CLUSTERS) -> QuotaError:
     """oned's quota refusal, e.g. ``User [2] : user [2] limit of 2 reached for VMS quota
     in VM.``; a per-cluster limit names its cluster."""
     shown = f"{limit:g}"
     where = "VM" if cluster_id == ALL_CLUSTERS else f"VM of CLUSTER [{cluster_id}]"
-    return AuthorizationError(f"User [{uid}] : {owner_kind} [{owner_id}] limit of {shown} "
+    return QuotaError(f"User [{uid}] : {owner_kind} [{owner_id}] limit of {shown} "
                               f"reached for {metric} quota in {where}.")

@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 from cloudburst import metrics
 from cloudburst.config.settings import SchedulerSettings
 from cloudburst.daemon.lifecycle import LifecycleManager
-from cloudburst.errors import CloudburstError
+from cloudburst.errors import CloudburstError, QuotaError
 from cloudburst.model.records import HostRecord, VmRecord
 from cloudburst.model.states import CAPACITY_HOLDING_STATES, SCHEDULABLE_HOST_STATES, VmState
 from cloudburst.scheduler.demand import (
@@ -38,6 +38,9 @@ from cloudburst.template.expr import parse_rank
 log = logging.getLogger(__name__)
 
 
+#: Seconds a host whose cluster quota refused a VM is left out of its placement.
+QUOTA_RETRY_SECONDS = 60.0
+
 class SchedulerLoop:
     """Runs placement passes on events and on a timer."""
 
@@ -54,6 +57,8 @@ class SchedulerLoop:
         self._hosts = HostCache()
         self._stopped = False
         self.passes = 0
+        #: Why a quota refused each VM's last placement: its waiting reason while it waits.
+        self._quota_refusals: dict[int, str] = {}
 
     def wake(self) -> None:
         """Ask for a full pass as soon as possible: capacity or hosts changed,
@@ -148,12 +153,24 @@ class SchedulerLoop:
             return_exceptions=True,
         )
         for (vm_id, host_id), outcome in zip(result.assignments, outcomes, strict=True):
+            if isinstance(outcome, QuotaError):
+                # The owner's quota for that host's cluster is full: try other sites.
+                self.lifecycle.capacity_backoff.setdefault(vm_id, {})[host_id] = (
+                    now + QUOTA_RETRY_SECONDS)
+                if len(self._quota_refusals) > 10_000:  # VMs terminated while waiting
+                    self._quota_refusals.clear()
+                self._quota_refusals[vm_id] = outcome.message
+                self.wake()
+                continue
+            self._quota_refusals.pop(vm_id, None)
             if isinstance(outcome, CloudburstError):
                 log.info("placing VM %d on host %d skipped: %s", vm_id, host_id, outcome)
             elif isinstance(outcome, BaseException):
                 log.error("placing VM %d on host %d failed", vm_id, host_id, exc_info=outcome)
-        messages = {vm.id: result.waiting[vm.id] for vm in pending
-                    if vm.id in result.waiting and vm.sched_message != result.waiting[vm.id]}
+        waiting = result.waiting | {vm.id: self._quota_refusals[vm.id] for vm in pending
+                                    if vm.id in self._quota_refusals}
+        messages = {vm.id: waiting[vm.id] for vm in pending
+                    if vm.id in waiting and vm.sched_message != waiting[vm.id]}
         if messages:
             await self.db.write(lambda connection: vm_pool.set_sched_messages(connection,
                                                                                 messages))

@@ -18,7 +18,7 @@ from cloudburst.events import EventBus
 from cloudburst.model.records import HostRecord
 from cloudburst.model.snapshots import host_snapshot
 from cloudburst.model.states import HostState
-from cloudburst.store import host_pool
+from cloudburst.store import group_pool, host_pool
 from cloudburst.store.database import Database
 from cloudburst.store.sequences import next_ids
 from cloudburst.template import Template
@@ -69,6 +69,7 @@ class HostService:
 
         Raises:
             ValidationError: empty or taken name, or a driver not in oned.conf.
+            NotFoundError: no cluster ``cluster_id`` (-1 is the default cluster, 0).
         """
         name = _host_name(name)
         for kind, driver in (("IM_MAD", im_mad), ("VM_MAD", vm_mad)):
@@ -83,6 +84,7 @@ class HostService:
             if host_pool.find_host_id(connection, name) is not None:
                 taken = host_pool.find_host_id(connection, name)
                 raise PoolNameError(f"NAME is already taken by HOST {taken}.")
+            group_pool.get_cluster(connection, max(cluster_id, 0))
             host_id = next_ids(connection, "host")
             record = HostRecord(
                 id=host_id, name=name, state=HostState.INIT, prev_state=HostState.INIT,

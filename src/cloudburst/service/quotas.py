@@ -4,12 +4,10 @@ Limits are set with OpenNebula's quota template, e.g.
 ``VM = [ VMS = 2, CPU = 1, MEMORY = 1024 ]``; a ``CLUSTER_ID`` inside a VM
 vector makes it a per-cluster (per-site) limit, a cloudburst extension.
 Checks run inside the allocation's write transaction, so two racing
-allocations cannot both take the last unit.
+allocations cannot both take the last unit (``store/quota_pool.check_vm``).
 """
 
 from __future__ import annotations
-
-from collections import defaultdict
 
 from sqlalchemy import Connection
 
@@ -18,21 +16,8 @@ from cloudburst.auth.quotas import ALL_CLUSTERS, VM_METRICS
 from cloudburst.errors import ValidationError
 from cloudburst.store import quota_pool
 from cloudburst.store.database import Database
+from cloudburst.store.quota_pool import LimitMap
 from cloudburst.template import parse_any
-
-#: ``{cluster_id: {metric: limit}}``.
-LimitMap = dict[int, dict[str, float]]
-
-#: Owners quotas never apply to (oned: the oneadmin user and group).
-_EXEMPT = 0
-
-
-def _as_map(limits: list[quotas.Limit], owner_id: int) -> LimitMap:
-    found: LimitMap = defaultdict(dict)
-    for limit in limits:
-        if limit.owner_id == owner_id:
-            found[limit.cluster_id][limit.metric] = limit.limit
-    return dict(found)
 
 
 def parse_quota_template(text: str) -> list[tuple[int, str, float]]:
@@ -66,34 +51,6 @@ def parse_quota_template(text: str) -> list[tuple[int, str, float]]:
     return found
 
 
-def check_vm(connection: Connection, *, uid: int, gid: int, cpu: float, memory: float,
-             running: bool, cluster_id: int = ALL_CLUSTERS) -> None:
-    """Refuse a VM (or its placement in ``cluster_id``) that would break a quota.
-
-    Raises:
-        AuthorizationError: oned's "limit of N reached for METRIC quota" message.
-    """
-    request = {"VMS": 1.0, "CPU": cpu, "MEMORY": float(memory)}
-    if running:
-        request |= {"RUNNING_VMS": 1.0, "RUNNING_CPU": cpu, "RUNNING_MEMORY": float(memory)}
-    for kind, owner in (("user", uid), ("group", gid)):
-        if owner == _EXEMPT:
-            continue
-        limits = quota_pool.limits_of(connection, kind, [owner, -1])
-        own, defaults = _as_map(limits, owner), _as_map(limits, -1)
-        usage = quota_pool.usage(connection, kind, owner)
-        clusters = [ALL_CLUSTERS] + ([cluster_id] if cluster_id != ALL_CLUSTERS else [])
-        for cluster in clusters:
-            default = defaults.get(cluster, {})
-            metrics = set(own.get(cluster, {})) | set(default)
-            effective = {metric: quotas.effective(own.get(cluster, {}).get(metric, -1.0),
-                                                  default.get(metric))
-                         for metric in metrics}
-            broken = quotas.first_exceeded(effective, usage.get(cluster, {}), request)
-            if broken is not None:
-                raise quotas.exceeded_error(kind, owner, uid, broken[0], broken[1], cluster)
-
-
 class QuotaService:
     """Reads and sets quotas of users and groups and their defaults."""
 
@@ -103,13 +60,14 @@ class QuotaService:
     async def limits(self, kind: str, owner_id: int) -> LimitMap:
         """The limits set for one owner (-1: the defaults of ``kind``)."""
         limits = await self.db.read(lambda c: quota_pool.limits_of(c, kind, [owner_id]))
-        return _as_map(limits, owner_id)
+        return quota_pool.limit_map(limits, owner_id)
 
     async def all_limits(self, kind: str) -> dict[int, LimitMap]:
         """The limits of every owner of ``kind`` that has some."""
         def read(connection: Connection) -> dict[int, LimitMap]:
             limits = quota_pool.limits_of(connection, kind, None)
-            return {owner: _as_map(limits, owner) for owner in {x.owner_id for x in limits}}
+            owners = {limit.owner_id for limit in limits}
+            return {owner: quota_pool.limit_map(limits, owner) for owner in owners}
 
         return await self.db.read(read)
 

@@ -33,6 +33,7 @@ from cloudburst.errors import (
     AuthenticationError,
     IllegalActionError,
     NotFoundError,
+    PoolNameError,
     ValidationError,
 )
 from cloudburst.model.records import LoginToken, UserRecord
@@ -91,7 +92,7 @@ class _Verified:
 
 def _check_name(name: str) -> None:
     if not name or name != name.strip() or any(c in name for c in ": \t\n"):
-        raise ValidationError(f"Invalid NAME {name!r}: it cannot be empty or contain "
+        raise PoolNameError(f"Invalid NAME {name!r}: it cannot be empty or contain "
                               "spaces or ':'")
 
 
@@ -208,7 +209,7 @@ class UserService:
         def write(connection: Connection) -> int:
             existing = user_pool.find_user(connection, name)
             if existing is not None:
-                raise ValidationError(f"NAME is already taken by USER {existing.id}.")
+                raise PoolNameError(f"NAME is already taken by USER {existing.id}.")
             for gid in (primary, *secondary):
                 group_pool.get_group(connection, gid)
             user_id = next_ids(connection, "user")

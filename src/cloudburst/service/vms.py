@@ -15,9 +15,8 @@ from cloudburst.model.lifecycle import ACTION_EVENTS, Event
 from cloudburst.model.records import VmRecord
 from cloudburst.model.snapshots import vm_snapshot
 from cloudburst.model.states import LcmState, VmState
-from cloudburst.service.quotas import check_vm as check_vm_quota
 from cloudburst.service.vm_template import prepare
-from cloudburst.store import vm_pool
+from cloudburst.store import quota_pool, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.sequences import next_ids
 from cloudburst.store.vm_pool import VmStamp
@@ -91,7 +90,7 @@ class VmService:
         state = VmState.HOLD if hold else VmState.PENDING
 
         def write(connection: Connection) -> VmRecord:
-            check_vm_quota(connection, uid=uid, gid=gid, cpu=prepared.cpu,
+            quota_pool.check_vm(connection, uid=uid, gid=gid, cpu=prepared.cpu,
                            memory=prepared.memory, running=not hold)
             vm_id = next_ids(connection, "vm")
             system = prepared.template.copy()

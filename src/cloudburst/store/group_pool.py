@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
-from cloudburst.errors import IllegalActionError, NotFoundError, ValidationError
+from cloudburst.errors import IllegalActionError, NotFoundError, PoolNameError
 from cloudburst.model.records import ClusterRecord, GroupRecord
 from cloudburst.store.schema import clusters, group_admins, groups, hosts, user_groups, users
 from cloudburst.template import Template
@@ -40,10 +40,10 @@ def get_group(connection: Connection, group_id: int) -> GroupRecord:
 
 def _check_name(connection: Connection, table: Any, kind: str, name: str) -> None:
     if not name.strip():
-        raise ValidationError("Invalid NAME, it cannot be empty")
+        raise PoolNameError("Invalid NAME, it cannot be empty")
     row = connection.execute(select(table.c.id).where(table.c.name == name)).first()
     if row is not None:
-        raise ValidationError(f"NAME is already taken by {kind} {row.id}.")
+        raise PoolNameError(f"NAME is already taken by {kind} {row.id}.")
 
 
 def insert_group(connection: Connection, group_id: int, name: str) -> None:

@@ -10,6 +10,7 @@ from collections import defaultdict
 
 from sqlalchemy import Connection, delete, func, insert, select
 
+from cloudburst.auth import quotas as auth_quotas
 from cloudburst.auth.quotas import ALL_CLUSTERS, Limit
 from cloudburst.model.states import VmState
 from cloudburst.store.schema import hosts, quotas, vms
@@ -76,3 +77,45 @@ def count_vms(connection: Connection, owner_kind: str, owner_id: int) -> int:
     column = vms.c.uid if owner_kind == "user" else vms.c.gid
     return int(connection.execute(select(func.count()).select_from(vms).where(
         column == owner_id, vms.c.state != _GONE)).scalar_one())
+
+
+#: ``{cluster_id: {metric: limit}}``.
+LimitMap = dict[int, dict[str, float]]
+
+#: Owners quotas never apply to (oned: the oneadmin user and group).
+_EXEMPT = 0
+
+
+def limit_map(limits: list[Limit], owner_id: int) -> LimitMap:
+    """The limits of one owner as ``{cluster_id: {metric: limit}}``."""
+    found: LimitMap = defaultdict(dict)
+    for limit in limits:
+        if limit.owner_id == owner_id:
+            found[limit.cluster_id][limit.metric] = limit.limit
+    return dict(found)
+
+
+def check_vm(connection: Connection, *, uid: int, gid: int, cpu: float, memory: float,
+             running: bool, cluster_id: int = ALL_CLUSTERS) -> None:
+    """Refuse a new VM (``cluster_id`` -1: its totals) or a VM's placement in cluster
+    ``cluster_id`` (that cluster's limits only) that would break a quota.
+
+    Raises:
+        QuotaError: oned's "limit of N reached for METRIC quota" message.
+    """
+    request = {"VMS": 1.0, "CPU": cpu, "MEMORY": float(memory)}
+    if running:
+        request |= {"RUNNING_VMS": 1.0, "RUNNING_CPU": cpu, "RUNNING_MEMORY": float(memory)}
+    for kind, owner in (("user", uid), ("group", gid)):
+        if owner == _EXEMPT:
+            continue
+        limits = limits_of(connection, kind, [owner, -1])
+        own, defaults = limit_map(limits, owner), limit_map(limits, -1)
+        mine, default = own.get(cluster_id, {}), defaults.get(cluster_id, {})
+        effective = {metric: auth_quotas.effective(mine.get(metric, auth_quotas.DEFAULT),
+                                                   default.get(metric))
+                     for metric in set(mine) | set(default)}
+        used = usage(connection, kind, owner).get(cluster_id, {})
+        broken = auth_quotas.first_exceeded(effective, used, request)
+        if broken is not None:
+            raise auth_quotas.exceeded_error(kind, owner, uid, broken[0], broken[1], cluster_id)

@@ -38,7 +38,7 @@ from cloudburst.model.lifecycle import Event
 from cloudburst.model.records import HistoryRecord, HostRecord, VmRecord, cpu_share
 from cloudburst.model.states import HostState, VmState
 from cloudburst.scheduler.demand import cloud_sections
-from cloudburst.store import host_pool, journal, vm_pool
+from cloudburst.store import host_pool, journal, quota_pool, vm_pool
 
 log = logging.getLogger("cloudburst.daemon.lifecycle")
 
@@ -58,6 +58,7 @@ class Deploying(ManagerBase):
             NotFoundError: VM or host missing.
             IllegalActionError: the VM cannot be deployed in its state, or the
                 host cannot take it.
+            QuotaError: the owner's quota for the host's cluster is used up.
         """
         now = _now()
 
@@ -67,6 +68,9 @@ class Deploying(ManagerBase):
                 raise ConflictError(f"VM {vm_id} is no longer pending")
             host = host_pool.get_host(connection, host_id, with_usage=enforce)
             _check_host_takes(vm, host, enforce)
+            # Per-cluster (per-site) quotas: the VM counts in its totals already.
+            quota_pool.check_vm(connection, uid=vm.uid, gid=vm.gid, cpu=vm.cpu,
+                                memory=vm.memory, running=True, cluster_id=host.cluster_id)
             prolog_position = lifecycle.apply(vm.position, Event.DEPLOY)
             # Cloud and dummy hosts have no images to transfer: the prolog ends
             # in the same transaction, so one write stores PROLOG's end (BOOT,
