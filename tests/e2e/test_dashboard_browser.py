@@ -238,5 +238,11 @@ def test_instantiate_search_deploy_and_keyboard(daemon: RunningDaemon, one: pyon
         return [r.status, (await r.json()).error];
     }""", newest)
     assert answer[0] == 409 and "release" in answer[1] and "RUNNING" in answer[1]
+
+    # oneadmin's pages: users, groups and ACL rules.
+    page.get_by_role("link", name="Users").click()
+    page.get_by_role("heading", name="ACL rules").wait_for()
+    assert page.get_by_role("table", name="Groups").get_by_role("cell", name="users").count() == 1
+    assert page.get_by_role("table", name="ACL rules").locator("tbody tr").count() >= 1
     assert errors == []
     page.close()

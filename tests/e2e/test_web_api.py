@@ -354,6 +354,14 @@ def test_another_user_sees_and_acts_only_on_what_the_acls_allow(tmp_path: Path) 
                             {"host_id": 0}).status in (403, 404)
         users = alice.request("GET", "/api/v1/users").json()["users"]
         assert [u["name"] for u in users] == ["alice"]  # type: ignore[index]
+        assert alice.request("GET", "/api/v1/acl").status == 403
+        rules = admin.request("GET", "/api/v1/acl").json()["rules"]
+        assert rules and all("@" in rule["rule"] or "*" in rule["rule"]  # type: ignore[index]
+                             for rule in rules)  # type: ignore[union-attr]
+        groups = admin.request("GET", "/api/v1/groups").json()["groups"]
+        assert {"oneadmin", "users"} <= {g["name"] for g in groups}  # type: ignore[index,union-attr]
+        users_group = next(g for g in groups if g["name"] == "users")  # type: ignore[index,union-attr]
+        assert user_id in users_group["users"]  # type: ignore[index]
         assert admin.request("GET", f"/api/v1/vms/{alice_vm}").status == 200
 
         # Both APIs write one audit trail, under the same method names.

@@ -25,6 +25,7 @@ from cloudburst.model.records import HostRecord, UserRecord
 from cloudburst.model.states import VmState, vm_short_state
 from cloudburst.service.access import AccessService
 from cloudburst.service.audit import AuditService
+from cloudburst.service.groups import GroupService
 from cloudburst.service.hosts import HostService
 from cloudburst.service.templates import TemplateService
 from cloudburst.service.users import UserService
@@ -65,6 +66,8 @@ class Services(Protocol):
     def access(self) -> AccessService: ...
     @property
     def audit(self) -> AuditService: ...
+    @property
+    def groups(self) -> GroupService: ...
 
 
 class Api:
@@ -244,6 +247,21 @@ class Api:
             shapes.user_shape(other) for other in await self.services.users.pool()
             if sees(other.id, other.id, other.gid, permissions.USER_SELF)]})
 
+    async def groups(self, request: web.Request) -> web.Response:
+        user = (await self.caller(request)).user
+        sees = await self.guard.visible(user, "GROUP")
+        return json_response({"groups": [
+            {"id": group.id, "name": group.name, "users": list(group.users),
+             "admins": list(group.admins)}
+            for group in await self.services.groups.pool()
+            if sees(group.id, -1, group.id, permissions.GROUP_MEMBERS)]})
+
+    async def acl(self, request: web.Request) -> web.Response:
+        user = (await self.caller(request)).user
+        await self.guard.check(user, "one.acl.info", ())
+        return json_response({"rules": [{"id": rule.id, "rule": str(rule)}
+                                        for rule in await self.services.access.rules()]})
+
     async def events(self, request: web.Request) -> web.StreamResponse:
         caller = await self.caller(request)
         return await live.stream(request, caller, self.services.events, self.sessions,
@@ -369,6 +387,8 @@ ROUTES: Final = (
     ("GET", "/templates", "templates"),
     ("POST", "/templates/{id}/instantiate", "instantiate"),
     ("GET", "/users", "users"),
+    ("GET", "/groups", "groups"),
+    ("GET", "/acl", "acl"),
     ("GET", "/events", "events"),
     ("GET", "/openapi.json", "openapi"),
 )
