@@ -12,6 +12,10 @@ provider and cancels them at the end.
 ``cloudburst backup FILE`` writes a consistent copy of the store while the
 daemon runs; ``cloudburst restore FILE`` puts one back (daemon stopped). See
 :mod:`cloudburst.store.backup` and docs/recovery.md.
+
+``cloudburst guest build [DIR]`` builds the tiny kernel + busybox guest a
+local kvm host can boot (:mod:`cloudburst.guest`) in ``DIR`` (default
+``$CLOUDBURST_HOME/guest``) and prints the two paths.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from cloudburst.config import oned
 from cloudburst.config.settings import Settings, home_from_environment
 from cloudburst.drivers.contract import Check, ContractSettings, ContractTest, summary
 from cloudburst.errors import CloudburstError, TemplateError
+from cloudburst.guest import GuestBuildError, build_guest
 from cloudburst.store import backup as store_backup
 from cloudburst.template import Template, parse_any
 
@@ -81,6 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "this home's store. Stop oned first. See docs/recovery.md.")
     restore.add_argument("file", type=Path, metavar="FILE")
     restore.set_defaults(handler=_restore)
+
+    guest = commands.add_parser("guest", help="the tiny guest a local kvm host can boot",
+                                description="The tiny guest a local kvm host can boot.")
+    guest_commands = guest.add_subparsers(title="commands", metavar="COMMAND")
+    build = guest_commands.add_parser(
+        "build", help="build it from Debian packages",
+        description="Build a Debian kernel and a busybox initramfs (vmlinuz, initrd.gz) that "
+                    "boot under QEMU with KERNEL_CMD=\"console=ttyS0\" and power off on ACPI. "
+                    "Needs busybox-static and cpio (./scripts/run installs them).")
+    build.set_defaults(handler=_guest_build)
+    build.add_argument("directory", nargs="?", type=Path, metavar="DIR",
+                       help="where to build it (default: $CLOUDBURST_HOME/guest)")
+
     return parser
 
 
@@ -111,6 +129,17 @@ def _restore(args: argparse.Namespace) -> int:
         return 1
     print(f"Restored store {ids.store_id} (installation {ids.installation_id}) from "
           f"{args.file}; start oned again")
+    return 0
+
+
+def _guest_build(args: argparse.Namespace) -> int:
+    directory = (args.directory or home_from_environment() / "guest").expanduser().resolve()
+    try:
+        guest = build_guest(directory)
+    except (GuestBuildError, OSError) as exc:
+        print(f"cloudburst: cannot build the guest: {exc}", file=sys.stderr)
+        return 1
+    print(f"kernel: {guest.kernel} (from {guest.source})\ninitrd: {guest.initrd}")
     return 0
 
 

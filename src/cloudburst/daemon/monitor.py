@@ -8,8 +8,9 @@ share. A failed probe puts the host in ``ERROR`` with the message; the daemon
 goes on.
 
 VMs are polled per host, all VMs of a host in **one** driver call, every
-``VM_POLLING_INTERVAL`` seconds. VMs a host's monitoring reported (``VM=[...]``
-vectors) are updated from that report instead.
+``VM_POLLING_INTERVAL`` seconds, and right after one of them enters RUNNING
+(:mod:`.fresh_polls`: its IP shows within seconds). VMs a host's monitoring
+reported (``VM=[...]`` vectors) are updated from that report instead.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from cloudburst.daemon.dispatcher import Dispatcher
+from cloudburst.daemon.fresh_polls import FreshPolls
 from cloudburst.daemon.lifecycle import LifecycleManager, poll_refs
 from cloudburst.drivers.base import HostInfo, PollResult, VmDriver
 from cloudburst.errors import CloudburstError, ConflictError, NotFoundError, one_line
@@ -83,6 +85,7 @@ class Monitor:
         #: reading is served by the next one, with the host as it is now.
         self._requested: set[int] = set()
         self._next_poll: dict[int, float] = {}
+        self._fresh_polls = FreshPolls()
         self._busy: set[tuple[str, int]] = set()
         self._wake = asyncio.Event()
         self._hosts = HostCache()
@@ -109,14 +112,20 @@ class Monitor:
         """Monitor and poll until :meth:`stop` (may be run again after it)."""
         self._stopped = False
         tick = min(1.0, self.monitoring_interval, self.polling_interval)
-        while not self._stopped:
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("monitor tick failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=tick)
-            self._wake.clear()
+        watcher = asyncio.get_running_loop().create_task(
+            self._fresh_polls.watch(self.lifecycle.events, time.monotonic, self._wake.set),
+            name="fresh-polls")
+        try:
+            while not self._stopped:
+                try:
+                    await self.tick()
+                except Exception:
+                    log.exception("monitor tick failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=tick)
+                self._wake.clear()
+        finally:
+            watcher.cancel()
 
     async def tick(self) -> None:
         """Start the monitorings and polls that are due."""
@@ -127,6 +136,7 @@ class Monitor:
         for table in (self._next_monitor, self._next_poll):
             for host_id in [h for h in table if h not in known]:
                 del table[host_id]
+                self._fresh_polls.forget_host(host_id)
         for host in hosts:
             if host.state in _NOT_MONITORED:
                 continue
@@ -137,9 +147,11 @@ class Monitor:
             elif due:
                 self._next_monitor[host.id] = now + self.monitoring_interval
                 self._start(("monitor", host.id), self.monitor_host(host))
-            if now >= self._next_poll.setdefault(host.id, now + self.polling_interval) and (
-                    "poll", host.id) not in self._busy:
+            poll_due = (now >= self._next_poll.setdefault(host.id, now + self.polling_interval)
+                        or self._fresh_polls.due(host.id, now))
+            if poll_due and ("poll", host.id) not in self._busy:
                 self._next_poll[host.id] = now + self.polling_interval
+                self._fresh_polls.taken(host.id, now)
                 self._start(("poll", host.id), self.poll_host(host))
 
     def _start(self, key: tuple[str, int], coroutine: Any) -> None:

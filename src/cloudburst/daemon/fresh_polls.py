@@ -1,0 +1,89 @@
+"""Polls right after a VM starts running, so its IP shows within seconds.
+
+A VM's IP is known to its driver only once the instance runs (an EC2
+instance's public address, an Elastic IP the first poll associates, what a
+provider's ``poll`` script prints). Waiting for the host's next regular poll
+(``VM_POLLING_INTERVAL``, 30 s by default) would leave ``onevm show`` without
+it for that long. So when a VM enters RUNNING its host is polled at once, and
+again :data:`FRESH_POLL_DELAYS` seconds later for what the provider learns a
+moment after (an instance still ``pending``, an association made by the
+previous poll). Polls are per host and in bulk, so many VMs starting together
+on one host cost one poll per delay, not one per VM.
+
+:class:`FreshPolls` learns about new RUNNING VMs from the daemon's event bus
+(committed changes only) and tells the monitor which hosts are due.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import Final
+
+from cloudburst.events import EventBus, Resync, SubscriptionClosed
+from cloudburst.model.states import LcmState
+
+__all__ = ["FRESH_POLL_DELAYS", "FreshPolls"]
+
+#: Seconds after a VM enters RUNNING at which its host is polled.
+FRESH_POLL_DELAYS: Final = (0.0, 2.0, 5.0, 10.0)
+
+
+class FreshPolls:
+    """Due times of the polls that follow VMs entering RUNNING, per host."""
+
+    def __init__(self, delays: tuple[float, ...] = FRESH_POLL_DELAYS) -> None:
+        self.delays = delays
+        self._due: dict[int, list[float]] = {}
+        #: VMs last seen RUNNING: a later change of a running VM is no new start.
+        self._running: set[int] = set()
+
+    def vm_changed(self, vm: Mapping[str, object], now: float) -> bool:
+        """Note a VM's committed change; True when it just entered RUNNING (polls due)."""
+        vm_id, host_id = vm.get("id"), vm.get("host_id")
+        if not isinstance(vm_id, int):
+            return False
+        if vm.get("lcm_state") != LcmState.RUNNING:
+            self._running.discard(vm_id)
+            return False
+        if vm_id in self._running or not isinstance(host_id, int):
+            return False
+        self._running.add(vm_id)
+        self._due[host_id] = sorted({*self._due.get(host_id, ()),
+                                     *(now + delay for delay in self.delays)})
+        return True
+
+    def due(self, host_id: int, now: float) -> bool:
+        """Whether a fresh poll of ``host_id`` is due at ``now``."""
+        times = self._due.get(host_id)
+        return times is not None and times[0] <= now
+
+    def taken(self, host_id: int, now: float) -> None:
+        """A poll of ``host_id`` starts at ``now``: it serves every due time up to now."""
+        later = [due for due in self._due.get(host_id, ()) if due > now]
+        if later:
+            self._due[host_id] = later
+        else:
+            self._due.pop(host_id, None)
+
+    def forget_host(self, host_id: int) -> None:
+        self._due.pop(host_id, None)
+
+    async def watch(self, bus: EventBus, clock: Callable[[], float],
+                    wake: Callable[[], None]) -> None:
+        """Follow VM changes on ``bus`` until cancelled; ``wake`` the monitor when due."""
+        subscription = bus.subscribe(("vm",))
+        try:
+            while True:
+                change = await subscription.get()
+                if isinstance(change, Resync):
+                    continue  # changes were lost; the regular polls still come
+                if self.vm_changed(change.data, clock()):
+                    wake()
+        except SubscriptionClosed:
+            return
+        finally:
+            with contextlib.suppress(Exception):
+                subscription.close()
+
+
