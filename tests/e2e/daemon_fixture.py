@@ -176,7 +176,8 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 def start_daemon(tmp_path: Path, *, oned_conf_extra: str = "",
                  env: dict[str, str] | None = None,
                  preexec_fn: Callable[[], object] | None = None,
-                 extra_args: list[str] | None = None) -> Iterator[RunningDaemon]:
+                 extra_args: list[str] | None = None,
+                 keep_conf: bool = False) -> Iterator[RunningDaemon]:
     """Run a daemon with home ``<tmp_path>/home`` for the duration of the block.
 
     Args:
@@ -186,6 +187,8 @@ def start_daemon(tmp_path: Path, *, oned_conf_extra: str = "",
         preexec_fn: run in the daemon's process before it starts (e.g. to lower
             its open-file limit with ``resource.setrlimit``).
         extra_args: more ``oned`` arguments (e.g. ``--new-store``).
+        keep_conf: keep the home's ``oned.conf`` when it has one (a restart
+            after the test, or a user, edited it).
 
     Raises:
         RuntimeError: the daemon exited or did not answer in time (its output
@@ -193,8 +196,9 @@ def start_daemon(tmp_path: Path, *, oned_conf_extra: str = "",
     """
     home = tmp_path / "home"
     (home / "etc").mkdir(parents=True, exist_ok=True)
-    conf = merged_conf(DEFAULT_CONF.read_text(encoding="utf-8"), oned_conf_extra)
-    (home / "etc" / "oned.conf").write_text(conf, encoding="utf-8")
+    if not (keep_conf and (home / "etc" / "oned.conf").exists()):
+        conf = merged_conf(DEFAULT_CONF.read_text(encoding="utf-8"), oned_conf_extra)
+        (home / "etc" / "oned.conf").write_text(conf, encoding="utf-8")
     port = free_port()
     log_path = tmp_path / "oned.out"
     with open(log_path, "wb") as log:

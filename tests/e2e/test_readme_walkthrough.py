@@ -8,8 +8,9 @@ a user of the walkthrough has: the daemon running (started here, as
 session-mode one, as :mod:`kvm_guest` starts it, named to the daemon by
 ``LIBVIRT_DEFAULT_URI`` since ``./scripts/run``'s is not here). The first
 block (``export``s) is run again before each of the others, as a user's shell
-keeps them. Between blocks the test only looks, except once: it points the
-kvm host's serial console log at a directory, to see the guests boot.
+keeps them. Where the README says to restart the daemon, the test does. Between
+blocks the test only looks, except once: it points the kvm host's serial
+console log at a directory, to see the guests boot.
 
 So the README cannot drift from the product: if a command, an option, an
 output the loops wait for, or the placement it promises changes, this fails.
@@ -17,6 +18,7 @@ output the loops wait for, or the placement it promises changes, this fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -44,7 +46,7 @@ def walkthrough_blocks() -> list[str]:
 
 def test_the_walkthrough_is_in_the_readme() -> None:
     blocks = walkthrough_blocks()
-    assert len(blocks) == 6, blocks
+    assert len(blocks) == 7, blocks
     assert blocks[0].startswith('export PATH="$PWD/.venv/bin:$PATH"\n')
     text = "".join(blocks)
     assert "~/.cloudburst" not in text and "$CLOUDBURST_HOME" in text
@@ -65,26 +67,30 @@ def libvirtd(workdir: Path) -> Iterator[Libvirtd]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def daemon(workdir: Path, libvirtd: Libvirtd) -> Iterator[RunningDaemon]:
-    # The home exists before the daemon's first start, readable by the libvirtd's
-    # user, who boots the guest built in it.
-    (workdir / "home").mkdir(mode=0o755)
-    with start_daemon(workdir, env={"LIBVIRT_DEFAULT_URI": libvirtd.uri}) as running:
-        yield running
+def daemon_for(workdir: Path, libvirtd: Libvirtd, *, restart: bool = False
+               ) -> contextlib.AbstractContextManager[RunningDaemon]:
+    """The daemon ``./scripts/run`` keeps running (``restart``: again, on its home as it is)."""
+    # The home exists before the first start, readable by the libvirtd's user,
+    # who boots the guest built in it.
+    (workdir / "home").mkdir(mode=0o755, exist_ok=True)
+    return start_daemon(workdir, env={"LIBVIRT_DEFAULT_URI": libvirtd.uri}, keep_conf=restart)
 
 
 class Shell:
     """Runs README blocks as a user's shell would, after the first block's exports."""
 
-    def __init__(self, daemon: RunningDaemon, workdir: Path) -> None:
-        user_home = workdir / "user"
-        user_home.mkdir(exist_ok=True)
-        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-        self.env = daemon_environment(daemon.home, daemon.port,
-                                      {"HOME": str(user_home), "PATH": path})
+    def __init__(self, workdir: Path) -> None:
+        self.user_home = workdir / "user"
+        self.user_home.mkdir(exist_ok=True)
+        self.env: dict[str, str] = {}
         self.blocks = walkthrough_blocks()
         self.transcript: list[str] = []
+
+    def talk_to(self, daemon: RunningDaemon) -> None:
+        """Use ``daemon`` (found as a user's commands find it: CLOUDBURST_PORT, one_auth)."""
+        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        self.env = daemon_environment(daemon.home, daemon.port,
+                                      {"HOME": str(self.user_home), "PATH": path})
 
     def run(self, index: int) -> str:
         script = self.blocks[0] + self.blocks[index] if index else self.blocks[0]
@@ -114,40 +120,43 @@ def console(libvirtd: Libvirtd, vm_id: int) -> str:
 
 
 @pytest.mark.timeout(1200)
-def test_readme_walkthrough_bursts_and_comes_back(daemon: RunningDaemon, libvirtd: Libvirtd,
-                                                  workdir: Path) -> None:
-    shell = Shell(daemon, workdir)
-    shell.run(0)
+def test_readme_walkthrough_bursts_and_comes_back(libvirtd: Libvirtd, workdir: Path) -> None:
+    shell = Shell(workdir)
+    with daemon_for(workdir, libvirtd) as daemon:
+        shell.talk_to(daemon)
+        shell.run(0)
+        shell.run(1)  # the guest, the small kvm host
+        guest = daemon.home / "guest"
+        assert (guest / "vmlinuz").is_file() and (guest / "initrd.gz").is_file()
+        # To see the guests boot (not in the README: the walkthrough needs no console log).
+        subprocess.run(["onehost", "update", "localhost", "--append", "-"], env=shell.env,
+                       input=f'CONSOLE_LOG_DIR = "{libvirtd.console_dir}"\n', text=True,
+                       check=True, timeout=60)
+        wait_for(lambda: shell.json("onehost", "show", "localhost")["HOST_SHARE"]["MAX_CPU"]
+                 == 100, timeout=30)
+        shell.run(2)  # the provider's scripts and oned.conf sections
 
-    shell.run(1)  # the guest, the small kvm host
-    home = daemon.home
-    assert (home / "guest" / "vmlinuz").is_file() and (home / "guest" / "initrd.gz").is_file()
-    # To see the guests boot (not in the README: the walkthrough needs no console log).
-    subprocess.run(["onehost", "update", "localhost", "--append", "-"], env=shell.env,
-                   input=f'CONSOLE_LOG_DIR = "{libvirtd.console_dir}"\n', text=True,
-                   check=True, timeout=60)
-    host = shell.json("onehost", "show", "localhost")
-    assert isinstance(host, dict) and host["STATE"] == "MONITORED", host
-    wait_for(lambda: shell.json("onehost", "show", "localhost")["HOST_SHARE"]["MAX_CPU"] == 100,
-             timeout=30)
+    with daemon_for(workdir, libvirtd, restart=True) as daemon:  # "restart the daemon"
+        shell.talk_to(daemon)
+        listed = shell.run(3)
+        assert "remote_provider" in listed
+        wait_for(lambda: [host["STAT"] for host in shell.json("onehost", "list")]
+                 == ["on", "on"], timeout=30)
 
-    listed = shell.run(2)  # the provider
-    assert "remote_provider" in listed
+        listed = shell.run(4)  # four VMs: two local, two burst
+        assert [last_host(shell, vm_id) for vm_id in range(4)] == [
+            "localhost", "localhost", "remote_provider", "remote_provider"], listed
+        table = listed.split("  ID NAME", 1)[1].splitlines()[1:5]
+        rows = {line.split()[0]: line.split() for line in table}
+        assert rows["2"][2:] == ["runn", "remote_pro", "10.0.0.2"], listed  # HOST is 10 wide
+        assert rows["3"][2:] == ["runn", "remote_pro", "10.0.0.3"], listed
+        wait_for(lambda: all(GUEST_UP in console(libvirtd, vm_id) for vm_id in (0, 1)),
+                 timeout=120, interval=0.5)
 
-    listed = shell.run(3)  # four VMs: two local, two burst
-    assert [last_host(shell, vm_id) for vm_id in range(4)] == [
-        "localhost", "localhost", "remote_provider", "remote_provider"], listed
-    table = listed.split("  ID NAME", 1)[1].splitlines()[1:5]
-    rows = {line.split()[0]: line.split() for line in table}
-    assert rows["2"][2:] == ["runn", "remote_pro", "10.0.0.2"], listed  # HOST is 10 wide
-    assert rows["3"][2:] == ["runn", "remote_pro", "10.0.0.3"], listed
-    wait_for(lambda: all(GUEST_UP in console(libvirtd, vm_id) for vm_id in (0, 1)), timeout=120,
-             interval=0.5)
+        listed = shell.run(5)  # capacity frees: back to local
+        assert last_host(shell, 4) == "localhost", listed
+        assert "VIRTUAL MACHINE 4 INFORMATION" in listed
+        wait_for(lambda: GUEST_UP in console(libvirtd, 4), timeout=120, interval=0.5)
 
-    listed = shell.run(4)  # capacity frees: back to local
-    assert last_host(shell, 4) == "localhost", listed
-    assert "VIRTUAL MACHINE 4 INFORMATION" in listed
-    wait_for(lambda: GUEST_UP in console(libvirtd, 4), timeout=120, interval=0.5)
-
-    shell.run(5)  # clean up
-    wait_for(lambda: shell.json("onevm", "list") == [], timeout=120)
+        shell.run(6)  # clean up
+        wait_for(lambda: shell.json("onevm", "list") == [], timeout=120)
