@@ -78,35 +78,35 @@ def env(daemon: RunningDaemon, tmp_path_factory: pytest.TempPathFactory) -> dict
 def test_list_as_opennebula_6_shows_it(env: dict[str, str]) -> None:
     assert ok(env, "onevm", "list").splitlines() == [
         "  ID USER     GROUP    NAME            STAT  CPU     MEM HOST             TIME",
-        "   0 oneadmin oneadmin web             runn  0.5    128M host01       0d 00h00",
         "   1 oneadmin oneadmin db              runn    2      2G host01       0d 00h00",
+        "   0 oneadmin oneadmin web             runn  0.5    128M host01       0d 00h00",
     ]
     hosts = ok(env, "onehost", "list").splitlines()
-    assert hosts[2].endswith(" dsbl"), hosts  # disabled; "off" is offline
+    assert hosts[1].endswith(" dsbl"), hosts  # disabled; "off" is offline
     assert ok(env, "onehost", "list", "-l", "id,name").splitlines() == [
-        "  ID NAME", "   0 host01", "   1 spare"]
+        "  ID NAME", "   1 spare", "   0 host01"]
 
 
 def test_columns_csv_json_xml(env: dict[str, str]) -> None:
     assert ok(env, "onevm", "list", "-l", "ID,NAME").splitlines() == [
-        "  ID NAME", "   0 web", "   1 db"]
+        "  ID NAME", "   1 db", "   0 web"]
     assert ok(env, "onevm", "list", "--list", "name,stat", "--no-header").splitlines() == [
-        "web             runn", "db              runn"]
+        "db              runn", "web             runn"]
     rows = list(csv.reader(io.StringIO(ok(env, "onevm", "list", "--csv"))))
     assert rows == [["ID", "USER", "GROUP", "NAME", "STAT", "CPU", "MEM", "HOST", "TIME"],
-                    ["0", "oneadmin", "oneadmin", "web", "runn", "0.5", "128M", "host01",
-                     "  0d 00h00m"],
                     ["1", "oneadmin", "oneadmin", "db", "runn", "2", "2G", "host01",
+                     "  0d 00h00m"],
+                    ["0", "oneadmin", "oneadmin", "web", "runn", "0.5", "128M", "host01",
                      "  0d 00h00m"]]
     assert json.loads(ok(env, "onevm", "list", "-j", "-l", "ID,CPU,MEM")) == [
-        {"ID": 0, "CPU": 0.5, "MEM": 128}, {"ID": 1, "CPU": 2, "MEM": 2048}]
+        {"ID": 1, "CPU": 2, "MEM": 2048}, {"ID": 0, "CPU": 0.5, "MEM": 128}]
     pool = ElementTree.fromstring(ok(env, "onevm", "list", "-x"))
-    assert pool.tag == "VM_POOL" and [vm.findtext("NAME") for vm in pool] == ["web", "db"]
+    assert pool.tag == "VM_POOL" and [vm.findtext("NAME") for vm in pool] == ["db", "web"]
     for command, target, root in (("onevm", "0", "VM"), ("onehost", "host01", "HOST")):
         document = ElementTree.fromstring(ok(env, command, "show", target, "--xml"))
         assert document.tag == root and document.findtext("ID") == "0"
     hosts = ElementTree.fromstring(ok(env, "onehost", "list", "--xml"))
-    assert [host.findtext("NAME") for host in hosts] == ["host01", "spare"]
+    assert [host.findtext("NAME") for host in hosts] == ["spare", "host01"]
 
 
 def test_filters(env: dict[str, str]) -> None:
@@ -119,7 +119,7 @@ def test_filters(env: dict[str, str]) -> None:
     assert names("-f", "CPU<=0.5,STAT=runn") == ["web"]
     assert names("-f", "NAME~e") == ["web"]
     assert names("-f", "NAME=web,NAME=db") == []
-    assert names("-f", "NAME=web,NAME=db", "--operator", "OR") == ["web", "db"]
+    assert names("-f", "NAME=web,NAME=db", "--operator", "OR") == ["db", "web"]
     spare = ok(env, "onehost", "list", "-f", "STAT=dsbl", "-l", "NAME", "--no-header")
     assert spare == "spare\n"
 
@@ -154,7 +154,7 @@ def test_connection_options(env: dict[str, str], daemon: RunningDaemon) -> None:
                  "ONE_AUTH": "/nonexistent/one_auth"}
     listed = ok(elsewhere, "onevm", "list", "-l", "NAME", "--endpoint", daemon.url,
                 "--user", user, "--password", password)
-    assert listed.split() == ["NAME", "web", "db"]
+    assert listed.split() == ["NAME", "db", "web"]
     refused = run(env, "onevm", "list", "--user", user, "--password", "wrong")
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1
     assert "authenticated" in refused.stderr and "wrong" not in refused.stderr
