@@ -32,7 +32,7 @@ sys.path[:0] = [str(REPO / "src"), str(REPO / "tests"), str(REPO / "tests" / "e2
 
 from daemon_fixture import RunningDaemon, start_daemon  # noqa: E402
 
-from ec2_sites import moto_servers, write_rc  # noqa: E402
+from ec2_sites import MotoServer, moto_servers, write_rc  # noqa: E402
 from seed_templates import (  # noqa: E402
     EC2_IM_MAD,
     SEED_PROVIDER_IM_MAD,
@@ -107,33 +107,27 @@ def _summary(name: str, delays: list[float]) -> str:
             f"over {len(delays)} VMs")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vms", type=int, default=10, help="VMs per path (default 10)")
-    count = parser.parse_args().vms
-    with tempfile.TemporaryDirectory(prefix="cloudburst-bench-ip-") as directory, \
-            moto_servers(1, Path(directory) / "moto") as (site,):
-        root = Path(directory)
-        site.client().allocate_address(Domain="vpc", Address=ELASTIC_IP)
-        _setup(root)
-        conf = "\n" + EC2_IM_MAD + ec2_vm_mad("vmm_ec2", site.url) + SEED_PROVIDER_IM_MAD \
-            + SEED_PROVIDER_VM_MAD
-        with start_daemon(root, oned_conf_extra=conf) as daemon:
-            proxy = xmlrpc.client.ServerProxy(daemon.url)
-            for name, im, vmm in (("ec2", "im_ec2", "vmm_ec2"),
-                                  ("remote_provider", "im_provider", "vmm_provider")):
-                _call(proxy, daemon.session, "one.host.allocate", name, im, vmm, -1)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                pool = ElementTree.fromstring(str(_call(proxy, daemon.session,
-                                                        "one.hostpool.info")))
-                if all(host.findtext("STATE") == "2" for host in pool.findall("HOST")):
-                    break
-                time.sleep(0.2)
-            ec2 = [_delay(daemon, EC2_TEMPLATE.format(extra="")) for _ in range(count)]
-            elastic = _delay(daemon, EC2_TEMPLATE.format(extra=f', ELASTICIP = "{ELASTIC_IP}"'),
-                             wanted_ip=ELASTIC_IP)
-            provider = [_delay(daemon, SEED_PROVIDER_TEMPLATE) for _ in range(count)]
+def _measure(root: Path, site: MotoServer, count: int) -> None:
+    site.client().allocate_address(Domain="vpc", Address=ELASTIC_IP)
+    _setup(root)
+    conf = "\n" + EC2_IM_MAD + ec2_vm_mad("vmm_ec2", site.url) + SEED_PROVIDER_IM_MAD \
+        + SEED_PROVIDER_VM_MAD
+    with start_daemon(root, oned_conf_extra=conf) as daemon:
+        proxy = xmlrpc.client.ServerProxy(daemon.url)
+        for name, im, vmm in (("ec2", "im_ec2", "vmm_ec2"),
+                              ("remote_provider", "im_provider", "vmm_provider")):
+            _call(proxy, daemon.session, "one.host.allocate", name, im, vmm, -1)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            pool = ElementTree.fromstring(str(_call(proxy, daemon.session,
+                                                    "one.hostpool.info")))
+            if all(host.findtext("STATE") == "2" for host in pool.findall("HOST")):
+                break
+            time.sleep(0.2)
+        ec2 = [_delay(daemon, EC2_TEMPLATE.format(extra="")) for _ in range(count)]
+        elastic = _delay(daemon, EC2_TEMPLATE.format(extra=f', ELASTICIP = "{ELASTIC_IP}"'),
+                         wanted_ip=ELASTIC_IP)
+        provider = [_delay(daemon, SEED_PROVIDER_TEMPLATE) for _ in range(count)]
     load = os.getloadavg()[0]
     print(_summary("EC2 (moto) runn -> IP", ec2))
     print(f"EC2 (moto) runn -> Elastic IP: {elastic:.2f} s")
@@ -143,6 +137,16 @@ def main() -> None:
           f"elastic_ip_s={elastic:.2f} provider_median_s={statistics.median(provider):.2f} "
           f"provider_max_s={max(provider):.2f} goal_s={GOAL_SECONDS:g} vms={count} "
           f"load={load:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vms", type=int, default=10, help="VMs per path (default 10)")
+    count = parser.parse_args().vms
+    with tempfile.TemporaryDirectory(prefix="cloudburst-bench-ip-") as directory:
+        (Path(directory) / "moto").mkdir()
+        with moto_servers(1, Path(directory) / "moto") as (site,):
+            _measure(Path(directory), site, count)
 
 
 if __name__ == "__main__":
