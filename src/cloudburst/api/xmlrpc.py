@@ -39,6 +39,7 @@ from cloudburst.errors import (
     CloudburstError,
     ErrorCode,
     NotFoundError,
+    StoreUnavailableError,
     one_line,
 )
 from cloudburst.model.records import UserRecord
@@ -138,6 +139,8 @@ async def _audit(daemon: Daemon, user: UserRecord, method: str, target: str,
     try:
         await daemon.audit.record(uid=user.id, uname=user.name, method=method, target=target,
                                   success=ok, message=message)
+    except StoreUnavailableError as exc:
+        log.warning("%s: the audit record could not be written: %s", method, exc.message)
     except Exception:
         log.exception("%s: the audit record could not be written", method)
 

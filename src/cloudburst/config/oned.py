@@ -17,6 +17,7 @@ silently ignored is worse than a noisy log):
   the API server (:class:`~cloudburst.config.settings.ApiLimits`).
 * ``LEADER_LEASE = [ DURATION = 3, RENEW = 0.75, RETRY = 0.5 ]`` -- seconds; the
   lease of daemons sharing a PostgreSQL store.
+* ``STORE_TIMEOUT`` -- seconds a write waits for a lock another process holds on the store.
 * ``LOGIN_MAX_FAILURES``, ``LOGIN_LOCKOUT``, ``FAILED_LOGIN_DELAY``, ``LOGIN_QUEUE`` --
   password guessing (:class:`~cloudburst.config.settings.LoginLimits`).
 * ``LOG = [ LEVEL = "DEBUG" | "INFO" | ... ]`` (``DEBUG_LEVEL = 0..3`` also read).
@@ -60,7 +61,7 @@ _KNOWN = {
     "DRIVER_RETRY_DELAY",
     "REQUEST_HEADER_TIMEOUT", "REQUEST_BODY_TIMEOUT", "MAX_CONNECTIONS",
     "MAX_CONNECTIONS_PER_CLIENT", "FILE_RESERVE",
-    "LOGIN_MAX_FAILURES", "LOGIN_LOCKOUT", "FAILED_LOGIN_DELAY", "LOGIN_QUEUE",
+    "STORE_TIMEOUT", "LOGIN_MAX_FAILURES", "LOGIN_LOCKOUT", "FAILED_LOGIN_DELAY", "LOGIN_QUEUE",
     "LEADER_LEASE", *_DRIVER_KINDS,
 }
 
@@ -163,6 +164,7 @@ def load(path: Path, home: Path) -> tuple[Settings, list[str]]:
                                          minimum=1024),
         log_level=_log_level(reader, defaults.log_level),
         api=_api_limits(reader),
+        store_timeout=reader.number("STORE_TIMEOUT", defaults.store_timeout, minimum=0.1),
         logins=_login_limits(reader),
         scheduler=_scheduler(reader),
         lease=_lease(reader),

@@ -134,6 +134,10 @@ class Settings:
     #: Largest XML-RPC request body accepted, in bytes.
     max_request_bytes: int = 16 * 1024 * 1024
     log_level: str = "INFO"
+    #: ``STORE_TIMEOUT``: seconds a write waits for a lock another process holds on the
+    #: store before it is refused ("Store busy"); a user action is accepted or refused
+    #: within about twice this.
+    store_timeout: float = 5.0
     api: ApiLimits = field(default_factory=ApiLimits)
     logins: LoginLimits = field(default_factory=LoginLimits)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)

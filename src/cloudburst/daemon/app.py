@@ -61,9 +61,10 @@ class Daemon:
                           settings.log_dir, settings.remotes_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self._sole_lock = sole_store_lock(settings.database_url)
-        self.db = Database(settings.database_url)
-        identity = open_store_identity(self.db.write_engine, settings.home / MARKER_NAME,
-                                       self.db.create_schema, new_store=settings.new_store)
+        self.db = Database(settings.database_url, store_timeout=settings.store_timeout)
+        with self.db.failures():
+            identity = open_store_identity(self.db.write_engine, settings.home / MARKER_NAME,
+                                           self.db.create_schema, new_store=settings.new_store)
         self.install_id = identity.installation_id
         self.store_watch = StoreWatch(self.db.write_engine, identity.store_id)
         self.db.store_check = self.store_watch.check

@@ -178,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     except CloudburstError as exc:
         print(f"oned: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(f"oned: {_start_failure(exc, Settings(home=home))}", file=sys.stderr)
+        return 1
     if args.new_store:
         settings = dataclasses.replace(settings, new_store=True)
     if not args.foreground:
@@ -206,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _start_failure(exc: OSError, settings: Settings) -> str:
     """The one line saying why the daemon could not start."""
+    if exc.filename is not None:
+        return (f"cannot write {exc.filename}: {exc.strerror} (CLOUDBURST_HOME must be "
+                "writable by the daemon's user)")
     if exc.errno == errno.EADDRINUSE:
         return (f"already running on {settings.listen_address}:{settings.port} (that port is "
                 "taken; stop the other daemon, or set CLOUDBURST_PORT to use another port)")

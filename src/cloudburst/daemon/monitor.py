@@ -27,8 +27,15 @@ from sqlalchemy import Connection
 from cloudburst.daemon.dispatcher import Dispatcher
 from cloudburst.daemon.fresh_polls import FreshPolls
 from cloudburst.daemon.lifecycle import LifecycleManager, poll_refs
+from cloudburst.daemon.store_backoff import StoreBackoff
 from cloudburst.drivers.base import HostInfo, PollResult, VmDriver
-from cloudburst.errors import CloudburstError, ConflictError, NotFoundError, one_line
+from cloudburst.errors import (
+    CloudburstError,
+    ConflictError,
+    NotFoundError,
+    StoreUnavailableError,
+    one_line,
+)
 from cloudburst.model import lifecycle
 from cloudburst.model.capacity import capacity_key
 from cloudburst.model.records import HostRecord, VmRecord
@@ -115,10 +122,14 @@ class Monitor:
         watcher = asyncio.get_running_loop().create_task(
             self._fresh_polls.watch(self.lifecycle.events, time.monotonic, self._wake.set),
             name="fresh-polls")
+        backoff = StoreBackoff("monitoring", log)
         try:
             while not self._stopped:
                 try:
                     await self.tick()
+                    backoff.succeeded()
+                except StoreUnavailableError as exc:
+                    await backoff.wait(exc)
                 except Exception:
                     log.exception("monitor tick failed")
                 with contextlib.suppress(TimeoutError):
@@ -162,8 +173,13 @@ class Monitor:
         def done(finished: asyncio.Task[Any]) -> None:
             self._busy.discard(key)
             self._tasks.discard(finished)
-            if not finished.cancelled() and finished.exception() is not None:
-                log.error("%s of host %d failed", key[0], key[1], exc_info=finished.exception())
+            if finished.cancelled() or finished.exception() is None:
+                return
+            error = finished.exception()
+            if isinstance(error, StoreUnavailableError):  # retried at the next interval
+                log.warning("%s of host %d not recorded: %s", key[0], key[1], error.message)
+            else:
+                log.error("%s of host %d failed", key[0], key[1], exc_info=error)
 
         task.add_done_callback(done)
 

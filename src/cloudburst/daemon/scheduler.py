@@ -19,7 +19,8 @@ from sqlalchemy import Connection
 from cloudburst import metrics
 from cloudburst.config.settings import SchedulerSettings
 from cloudburst.daemon.lifecycle import LifecycleManager
-from cloudburst.errors import CloudburstError, QuotaError
+from cloudburst.daemon.store_backoff import StoreBackoff
+from cloudburst.errors import CloudburstError, QuotaError, StoreUnavailableError
 from cloudburst.model.records import HostRecord, VmRecord
 from cloudburst.model.states import CAPACITY_HOLDING_STATES, SCHEDULABLE_HOST_STATES, VmState
 from cloudburst.scheduler.demand import (
@@ -83,6 +84,7 @@ class SchedulerLoop:
         """Run passes until :meth:`stop` (may be run again after it)."""
         self._stopped = False
         self._full = True
+        backoff = StoreBackoff("scheduling", log)
         while not self._stopped:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.interval)
@@ -95,6 +97,11 @@ class SchedulerLoop:
             try:
                 with metrics.SCHEDULER_PASS_SECONDS.time():
                     await self.pass_once(full=self._full or periodic)
+                backoff.succeeded()
+            except StoreUnavailableError as exc:
+                self._full = True
+                await backoff.wait(exc)
+                self._wake.set()
             except Exception:
                 log.exception("scheduler pass failed")
                 await asyncio.sleep(0.5)

@@ -22,16 +22,18 @@ lease has changed hands (:func:`cloudburst.store.lease.fence`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from cloudburst import metrics
@@ -44,6 +46,8 @@ T = TypeVar("T")
 
 #: Most writes committed in one transaction.
 MAX_BATCH = 1000
+#: Seconds a write batch waits for a lock while the previous batch already found it taken.
+_BUSY_RETRY_WAIT: Final = 0.1
 
 
 def postgres_url(url: str) -> str:
@@ -54,13 +58,16 @@ def postgres_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, writer: bool) -> Engine:
-    """Create an engine for ``url``; ``writer`` selects SQLite's write locking."""
+def make_engine(url: str, *, writer: bool, busy_timeout: float = 30.0) -> Engine:
+    """Create an engine for ``url``; ``writer`` selects SQLite's write locking.
+
+    ``busy_timeout``: seconds SQLite waits for a lock another process holds.
+    """
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
             poolclass=NullPool if url.endswith(":memory:") else None,
-            connect_args={"check_same_thread": False, "timeout": 30},
+            connect_args={"check_same_thread": False, "timeout": busy_timeout},
         )
         begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
 
@@ -72,7 +79,7 @@ def make_engine(url: str, *, writer: bool) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -98,10 +105,14 @@ _STOP = object()
 class Database:
     """Asynchronous access to the store: pooled reads, group-committed writes."""
 
-    def __init__(self, url: str, *, readers: int = 4) -> None:
+    def __init__(self, url: str, *, readers: int = 4, store_timeout: float = 30.0) -> None:
         self.url = url
-        self.write_engine = make_engine(url, writer=True)
-        self.read_engine = make_engine(url, writer=False)
+        #: Seconds a write (or read) waits for a lock another process holds on the store.
+        self.store_timeout = store_timeout
+        #: The last write batch found the store locked (writer thread only).
+        self._store_busy = False
+        self.write_engine = make_engine(url, writer=True, busy_timeout=store_timeout)
+        self.read_engine = make_engine(url, writer=False, busy_timeout=store_timeout)
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="db-read")
         self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="db-write", daemon=True)
@@ -139,8 +150,20 @@ class Database:
 
     def read_sync(self, function: Callable[[Connection], T]) -> T:
         """Blocking form of :meth:`read`, for threads and start-up code."""
-        with self.read_engine.connect() as connection, connection.begin():
+        with self.failures(), self.read_engine.connect() as connection, connection.begin():
             return function(connection)
+
+    @contextlib.contextmanager
+    def failures(self) -> Iterator[None]:
+        """Turn store-level database errors (busy, full, read-only, ...) into
+        :class:`StoreUnavailableError` naming the cause; others pass unchanged."""
+        try:
+            yield
+        except DBAPIError as exc:
+            cause = store_failure(exc, self.url, self.store_timeout)
+            if cause is None:
+                raise
+            raise cause from None
 
     async def write(self, function: Callable[[Connection], T]) -> T:
         """Run ``function(connection)`` in the next group commit.
@@ -215,37 +238,62 @@ class Database:
         except (LeaseLostError, StoreUnavailableError) as exc:
             outcomes = [(job, False, exc) for job in batch]
         except Exception as exc:  # the commit itself failed: nothing landed
-            log.exception("database commit failed for %d writes", len(batch))
-            outcomes = [(job, False, exc) for job in batch]
+            outcomes = self._failed_batch(batch, exc)
         if outcomes is None:
             try:
                 outcomes = self._run_batch(batch, isolate=True)
             except (LeaseLostError, StoreUnavailableError) as exc:
                 outcomes = [(job, False, exc) for job in batch]
             except Exception as exc:
-                log.exception("database commit failed for %d writes", len(batch))
-                outcomes = [(job, False, exc) for job in batch]
+                outcomes = self._failed_batch(batch, exc)
         metrics.STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
         metrics.STORE_COMMIT_WRITES.observe(len(batch))
         for job, ok, value in outcomes:
             job.loop.call_soon_threadsafe(_resolve, job.future, ok, value)
 
+    def _failed_batch(self, batch: list[_Job], exc: Exception
+                      ) -> list[tuple[_Job, bool, Any]]:
+        """Every job of a batch whose transaction failed gets the failure, named if known."""
+        cause = store_failure(exc, self.url, self.store_timeout) \
+            if isinstance(exc, DBAPIError) else None
+        if cause is None:
+            log.exception("database commit failed for %d writes", len(batch))
+            return [(job, False, exc) for job in batch]
+        self._store_busy = cause.message.startswith("Store busy")
+        log.warning("%s: %d writes refused", cause.message, len(batch))
+        return [(job, False, cause) for job in batch]
+
     def _run_batch(self, batch: list[_Job], *, isolate: bool) -> list[tuple[_Job, bool, Any]]:
-        outcomes: list[tuple[_Job, bool, Any]] = []
         fence = self.fence
         if self.store_check is not None:
             self.store_check()
-        with self.write_engine.begin() as connection:
-            if fence is not None:
-                fence(connection)
-            for job in batch:
-                if isolate:
-                    outcomes.append(self._run_isolated(connection, job))
-                    continue
-                try:
-                    outcomes.append((job, True, job.function(connection)))
-                except Exception as exc:
-                    raise _JobFailed from exc
+        with self.write_engine.connect() as connection:
+            if self.is_sqlite:
+                # While another process holds the store, later batches fail fast instead of
+                # each waiting STORE_TIMEOUT again: an action is answered within one timeout.
+                wait = _BUSY_RETRY_WAIT if self._store_busy else self.store_timeout
+                raw = connection.connection.dbapi_connection
+                assert raw is not None
+                raw.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
+            with connection.begin():
+                outcomes = self._run_jobs(connection, batch, fence, isolate=isolate)
+        self._store_busy = False
+        return outcomes
+
+    def _run_jobs(self, connection: Connection, batch: list[_Job],
+                  fence: Callable[[Connection], None] | None, *,
+                  isolate: bool) -> list[tuple[_Job, bool, Any]]:
+        outcomes: list[tuple[_Job, bool, Any]] = []
+        if fence is not None:
+            fence(connection)
+        for job in batch:
+            if isolate:
+                outcomes.append(self._run_isolated(connection, job))
+                continue
+            try:
+                outcomes.append((job, True, job.function(connection)))
+            except Exception as exc:
+                raise _JobFailed from exc
         return outcomes
 
     @staticmethod
@@ -271,3 +319,37 @@ def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_result(value)
     else:
         future.set_exception(value)
+
+
+#: SQLite's messages (lower case) and what they mean for the operator.
+_SQLITE_CAUSES: Final = (
+    ("locked", "Store busy: another process holds a lock on {where} (STORE_TIMEOUT = "
+               "{timeout:g} s)"),
+    ("disk is full", "Store full: no space left on the disk holding {where}"),
+    ("readonly", "Store read-only: {where} cannot be written (read-only file or file system)"),
+    ("unable to open", "Store unavailable: {where} cannot be opened (deleted directory, "
+                       "permissions or no file descriptor left)"),
+    ("disk i/o error", "Store unavailable: disk I/O error on {where}"),
+)
+
+
+def store_failure(exc: DBAPIError, url: str, timeout: float) -> StoreUnavailableError | None:
+    """The store-level cause of a database error, as one line; None for other errors.
+
+    Store-level: the store is busy, full, read-only or unreachable; the request
+    itself was fine and may succeed later.
+    """
+    text = str(exc.orig).lower()
+    if url.startswith("sqlite"):
+        where = url.split("///", 1)[-1] or "the store"
+        for needle, message in _SQLITE_CAUSES:
+            if needle in text:
+                return StoreUnavailableError(message.format(where=where, timeout=timeout))
+        return None
+    if isinstance(exc, OperationalError):
+        if "no space left" in text or "disk full" in text:
+            return StoreUnavailableError("Store full: the PostgreSQL server has no space left")
+        first = (str(exc.orig).strip().splitlines() or ["no answer"])[0][:200]
+        return StoreUnavailableError(f"Store unavailable: the PostgreSQL store does not "
+                                     f"answer ({first})")
+    return None
