@@ -12,6 +12,7 @@ exception into ``[false, message, code]`` with one table lookup and no
     ├── NotFoundError                   (NO_EXISTS 0x0400)
     ├── IllegalActionError              (ACTION 0x0800)  wrong state for the action
     │   └── ConflictError               a compare-and-swap lost a race
+    ├── LockedError                     (LOCKED 0x8000) the object is locked
     ├── ApiArgumentError                (XML_RPC_API 0x1000) bad parameters
     ├── TemplateError                   (INTERNAL 0x2000) template cannot be parsed
     │   └── TemplateSyntaxError         with line, column and what was expected
@@ -97,6 +98,12 @@ class IllegalActionError(CloudburstError):
 
 class ConflictError(IllegalActionError):
     """Another action changed the object first (compare-and-swap failed)."""
+
+
+class LockedError(CloudburstError):
+    """The object is locked (``one.vm.lock``) against the operation."""
+
+    code = ErrorCode.LOCKED
 
 
 class ApiArgumentError(CloudburstError):

@@ -84,8 +84,8 @@ def test_vm_life_cycle(one: pyone.OneServer) -> None:
         assert (3, host_id) == (listed.LCM_STATE, listed.HISTORY_RECORDS.HISTORY[-1].HID)
     assert vm_id in one.host.info(host_id).VMS.ID
 
-    with pytest.raises(pyone.OneActionException, match='Error performing action "poweroff"'):
-        one.vm.action("poweroff", vm_id)
+    with pytest.raises(pyone.OneActionException, match='Error performing action "release"'):
+        one.vm.action("release", vm_id)
     with pytest.raises(pyone.OneActionException, match="not available for state ACTIVE"):
         one.vm.deploy(vm_id, host_id, False, -1, "")
 

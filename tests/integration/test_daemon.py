@@ -33,7 +33,6 @@ import pytest
 
 from cloudburst.config.settings import Settings
 from cloudburst.daemon.app import Daemon
-from cloudburst.daemon.lifecycle import ACTION_CODES
 from cloudburst.daemon.main import load_settings
 from cloudburst.errors import (
     IllegalActionError,
@@ -416,7 +415,7 @@ def test_pending_prolog_boot_running_with_history(tmp_path: Path) -> None:
             vm = await wait_vm(daemon, vm_id, lifecycle.DONE)
             stay = vm.history[0]
             assert stay.etime >= stay.rstime and stay.eetime >= stay.estime > 0
-            assert stay.action == ACTION_CODES["terminate"]
+            assert stay.action == lifecycle.HISTORY_ACTIONS[lifecycle.Event.TERMINATE] == 27
             assert stay.reason == "terminate requested"
             assert vm.etime >= vm.stime
 
@@ -460,8 +459,7 @@ def test_terminate_frees_capacity_and_the_waiting_vm_is_placed_at_once(tmp_path:
                            for line in actions(settings))
             host = await daemon.hosts.info(host.id)
             assert (host.running_vms, host.cpu_usage, host.vm_ids) == (1, 100, (third,))
-            assert (await daemon.vms.info(second)).history[0].action == ACTION_CODES[
-                "terminate-hard"]
+            assert (await daemon.vms.info(second)).history[0].action == 28  # terminate-hard
 
     run(scenario)
 

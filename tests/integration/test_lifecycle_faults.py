@@ -28,14 +28,20 @@ def inject(daemon: Daemon, action: str, value: str | None) -> None:
         path.write_text(value)
 
 
+async def running_vm(daemon: Daemon) -> int:
+    """A VM RUNNING on a new dummy host ``kvm-1``."""
+    await add_dummy_host(daemon, "kvm-1")
+    vm_id = await daemon.vms.allocate(LOCAL_VM)
+    await wait_vm(daemon, vm_id, lifecycle.RUNNING)
+    return vm_id
+
+
 def test_a_terminate_retried_after_a_failure_is_a_new_attempt(tmp_path: Path) -> None:
     settings = make_home(tmp_path)
 
     async def scenario() -> None:
         async with running(settings) as daemon:
-            await add_dummy_host(daemon, "kvm-1")
-            vm_id = await daemon.vms.allocate(LOCAL_VM)
-            await wait_vm(daemon, vm_id, lifecycle.RUNNING)
+            vm_id = await running_vm(daemon)
             inject(daemon, "cancel", "failure: partner cloud refused")
             await daemon.vms.action("terminate-hard", vm_id)
             vm = await wait_until(
@@ -48,7 +54,7 @@ def test_a_terminate_retried_after_a_failure_is_a_new_attempt(tmp_path: Path) ->
             entries = await daemon.db.read(lambda c: journal.entries_for(c, vm_id))
             stops = [(e.action, e.token.rsplit("-", 1)[-1], e.status) for e in entries
                      if e.action == "cancel"]
-            assert stops == [("cancel", "stop", "failed"), ("cancel", "stop.2", "done")]
+            assert stops == [("cancel", "cancel", "failed"), ("cancel", "cancel.2", "done")]
 
     run(scenario)
 

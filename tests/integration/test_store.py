@@ -28,6 +28,7 @@ from cloudburst.errors import (
     StoreInUseError,
     ValidationError,
 )
+from cloudburst.model.lifecycle import Event
 from cloudburst.model.records import HistoryRecord, HostRecord, VmRecord
 from cloudburst.model.states import HostState, LcmState, VmState
 from cloudburst.scheduler.demand import vm_demand
@@ -385,7 +386,7 @@ def test_racing_hold_and_deploy_cannot_both_win(pg_url: str, tmp_path: Path) -> 
             outcomes = []
             for vm_id in vm_ids:
                 held, deployed = await asyncio.gather(
-                    first.lifecycle.hold(vm_id),
+                    first.lifecycle.act(vm_id, Event.HOLD),
                     second.lifecycle.deploy(vm_id, host_id, scheduled=True),
                     return_exceptions=True)
                 outcomes.append((held, deployed, vm_id))

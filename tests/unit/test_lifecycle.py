@@ -18,10 +18,13 @@ from cloudburst.model.lifecycle import (
     TRANSITIONS,
     USER_EVENTS,
     Event,
+    Move,
     StateKey,
+    Work,
     allowed_actions,
     apply,
     is_legal,
+    move,
 )
 from cloudburst.model.states import (
     HOST_STATE_SHORT,
@@ -55,10 +58,10 @@ def reachable_from(start: StateKey) -> set[StateKey]:
     queue = deque([start])
     while queue:
         here = queue.popleft()
-        for (source, _event), target in TRANSITIONS.items():
-            if source == here and target not in seen:
-                seen.add(target)
-                queue.append(target)
+        for (source, _event), moved in TRANSITIONS.items():
+            if source == here and moved.to not in seen:
+                seen.add(moved.to)
+                queue.append(moved.to)
     return seen
 
 
@@ -74,7 +77,7 @@ def test_every_state_and_event_is_either_a_transition_or_refused_naming_the_stat
     label = vm_state_label(*position)
     for event in Event:
         if (position, event) in TRANSITIONS:
-            assert apply(position, event) == TRANSITIONS[(position, event)]
+            assert apply(position, event) == TRANSITIONS[(position, event)].to
             assert is_legal(position, event)
         else:
             assert not is_legal(position, event)
@@ -95,9 +98,9 @@ def test_refusal_message_names_active_sub_state() -> None:
 
 
 def test_every_transition_starts_and_ends_in_a_valid_position() -> None:
-    for (source, event), target in TRANSITIONS.items():
+    for (source, event), moved in TRANSITIONS.items():
         assert is_valid(source), (source, event)
-        assert is_valid(target), (source, event, target)
+        assert is_valid(moved.to), (source, event, moved)
 
 
 def test_key_forces_lcm_init_outside_active() -> None:
@@ -130,23 +133,85 @@ def test_in_flight_states_move_on_without_a_user() -> None:
 
 
 def test_the_deploy_path_and_its_failures() -> None:
-    assert apply(lifecycle.PENDING, Event.DEPLOY) == lifecycle.PROLOG
-    assert apply(lifecycle.PROLOG, Event.PROLOG_SUCCESS) == lifecycle.BOOT
-    assert apply(lifecycle.BOOT, Event.DEPLOY_SUCCESS) == lifecycle.RUNNING
-    assert apply(lifecycle.BOOT, Event.DEPLOY_FAILURE) == lifecycle.BOOT_FAILURE
-    assert apply(lifecycle.BOOT, Event.DEPLOY_NO_CAPACITY) == lifecycle.PENDING
-    assert apply(lifecycle.BOOT_FAILURE, Event.TERMINATE) == lifecycle.CLEANUP_DELETE
-    assert apply(lifecycle.CLEANUP_DELETE, Event.CLEANUP_SUCCESS) == lifecycle.DONE
-    assert apply(lifecycle.RUNNING, Event.TERMINATE) == lifecycle.SHUTDOWN
-    assert apply(lifecycle.SHUTDOWN, Event.SHUTDOWN_SUCCESS) == lifecycle.EPILOG
-    assert apply(lifecycle.SHUTDOWN, Event.SHUTDOWN_FAILURE) == lifecycle.RUNNING
-    assert apply(lifecycle.EPILOG, Event.EPILOG_SUCCESS) == lifecycle.DONE
+    assert move(lifecycle.PENDING, Event.DEPLOY) == Move(lifecycle.PROLOG, Work.PROLOG)
+    assert move(lifecycle.PROLOG, Event.SUCCESS) == Move(lifecycle.BOOT, Work.DEPLOY)
+    assert apply(lifecycle.BOOT, Event.SUCCESS) == lifecycle.RUNNING
+    assert apply(lifecycle.BOOT, Event.FAILURE) == lifecycle.BOOT_FAILURE
+    assert apply(lifecycle.BOOT, Event.NO_CAPACITY) == lifecycle.PENDING
+    assert apply(lifecycle.BOOT, Event.RETRY) == lifecycle.PENDING
+    assert move(lifecycle.BOOT_FAILURE, Event.TERMINATE) == Move(lifecycle.CLEANUP_DELETE,
+                                                                 Work.CLEANUP)
+    assert apply(lifecycle.CLEANUP_DELETE, Event.SUCCESS) == lifecycle.DONE
+    assert move(lifecycle.RUNNING, Event.TERMINATE) == Move(lifecycle.SHUTDOWN, Work.SHUTDOWN)
+    assert move(lifecycle.RUNNING, Event.TERMINATE_HARD) == Move(lifecycle.SHUTDOWN,
+                                                                 Work.CANCEL)
+    assert move(lifecycle.SHUTDOWN, Event.SUCCESS) == Move(lifecycle.EPILOG, Work.EPILOG)
+    assert apply(lifecycle.SHUTDOWN, Event.FAILURE) == lifecycle.RUNNING
+    assert apply(lifecycle.EPILOG, Event.SUCCESS) == lifecycle.DONE
+
+
+@pytest.mark.parametrize(("start", "action", "through", "work", "end"), [
+    (lifecycle.RUNNING, Event.POWEROFF, lifecycle.SHUTDOWN_POWEROFF, Work.POWEROFF,
+     lifecycle.POWEROFF),
+    (lifecycle.RUNNING, Event.POWEROFF_HARD, lifecycle.SHUTDOWN_POWEROFF, Work.POWEROFF_HARD,
+     lifecycle.POWEROFF),
+    (lifecycle.POWEROFF, Event.RESUME, lifecycle.BOOT_POWEROFF, Work.POWERON,
+     lifecycle.RUNNING),
+    (lifecycle.RUNNING, Event.SUSPEND, lifecycle.SAVE_SUSPEND, Work.SAVE, lifecycle.SUSPENDED),
+    (lifecycle.SUSPENDED, Event.RESUME, lifecycle.BOOT_SUSPENDED, Work.RESTORE,
+     lifecycle.RUNNING),
+    (lifecycle.RUNNING, Event.STOP, lifecycle.SAVE_STOP, Work.SAVE, lifecycle.EPILOG_STOP),
+    (lifecycle.RUNNING, Event.UNDEPLOY, lifecycle.SHUTDOWN_UNDEPLOY, Work.POWEROFF,
+     lifecycle.EPILOG_UNDEPLOY),
+    (lifecycle.RUNNING, Event.MIGRATE, lifecycle.SAVE_MIGRATE, Work.MIGRATE, lifecycle.RUNNING),
+    (lifecycle.RUNNING, Event.MIGRATE_LIVE, lifecycle.MIGRATE, Work.MIGRATE_LIVE,
+     lifecycle.RUNNING),
+    (lifecycle.RUNNING, Event.SNAPSHOT_CREATE, lifecycle.HOTPLUG_SNAPSHOT,
+     Work.SNAPSHOT_CREATE, lifecycle.RUNNING),
+    (lifecycle.RUNNING, Event.DISK_ATTACH, lifecycle.HOTPLUG, Work.ATTACH_DISK,
+     lifecycle.RUNNING),
+    (lifecycle.RUNNING, Event.NIC_DETACH, lifecycle.HOTPLUG_NIC, Work.DETACH_NIC,
+     lifecycle.RUNNING),
+    (lifecycle.BOOT_FAILURE, Event.RECOVER_RETRY, lifecycle.BOOT, Work.DEPLOY,
+     lifecycle.RUNNING),
+    (lifecycle.RUNNING, Event.RECOVER_RECREATE, lifecycle.CLEANUP_RESUBMIT, Work.CLEANUP,
+     lifecycle.PENDING),
+])
+def test_each_action_enters_a_state_whose_work_leads_on(
+        start: StateKey, action: Event, through: StateKey, work: Work, end: StateKey) -> None:
+    assert move(start, action) == Move(through, work)
+    assert apply(through, Event.SUCCESS) == end
+
+
+def test_every_failure_state_has_a_way_out() -> None:
+    assert lifecycle.FAILURES
+    for position in lifecycle.FAILURES:
+        for event in (Event.TERMINATE, Event.RECOVER_DELETE, Event.RECOVER_RETRY,
+                      Event.RECOVER_SUCCESS):
+            assert is_legal(position, event), (position, event)
+
+
+def test_parked_vms_come_back_through_their_own_boot() -> None:
+    assert apply(lifecycle.STOPPED, Event.RESUME) == lifecycle.PENDING
+    assert move(lifecycle.PENDING, Event.DEPLOY_RESTORE).to == lifecycle.PROLOG_RESUME
+    assert move(lifecycle.PROLOG_RESUME, Event.SUCCESS) == Move(lifecycle.BOOT_STOPPED,
+                                                                Work.RESTORE)
+    assert move(lifecycle.PENDING, Event.DEPLOY_POWERON).to == lifecycle.PROLOG_UNDEPLOY
+    assert move(lifecycle.PROLOG_UNDEPLOY, Event.SUCCESS) == Move(lifecycle.BOOT_UNDEPLOY,
+                                                                  Work.POWERON)
+
+
+def test_the_diagram_shows_actions_and_work() -> None:
+    diagram = lifecycle.mermaid()
+    assert diagram.startswith("stateDiagram-v2")
+    assert "RUNNING --> SHUTDOWN_POWEROFF: poweroff / poweroff" in diagram
 
 
 def test_user_actions_are_refused_while_driver_work_is_in_flight() -> None:
     """A second terminate, a hold or a release cannot interrupt BOOT or SHUTDOWN."""
-    for position in (lifecycle.PROLOG, lifecycle.BOOT, lifecycle.SHUTDOWN, lifecycle.EPILOG):
-        for event in (Event.HOLD, Event.RELEASE, Event.DEPLOY, Event.REBOOT):
+    for position in IN_FLIGHT:
+        for event in (Event.HOLD, Event.RELEASE, Event.DEPLOY, Event.REBOOT, Event.POWEROFF,
+                      Event.RESUME, Event.MIGRATE):
             assert not is_legal(position, event), (position, event)
 
 
@@ -158,7 +223,10 @@ def test_allowed_actions_per_state() -> None:
     assert allowed_actions(lifecycle.PENDING) == sorted(["hold", *terminate_names])
     assert allowed_actions(lifecycle.HOLD) == sorted(["release", *terminate_names])
     assert allowed_actions(lifecycle.RUNNING) == sorted(
-        ["reboot", "reboot-hard", *terminate_names])
+        ["reboot", "reboot-hard", "reset", "poweroff", "poweroff-hard", "suspend", "stop",
+         "undeploy", "undeploy-hard", "resched", "unresched", *terminate_names])
+    assert allowed_actions(lifecycle.POWEROFF) == sorted(
+        ["resume", "undeploy", "undeploy-hard", *terminate_names])
     assert allowed_actions(lifecycle.BOOT) == sorted(terminate_names)
     assert allowed_actions(lifecycle.SHUTDOWN) == []
     assert allowed_actions(lifecycle.BOOT_FAILURE) == terminate_names
@@ -281,7 +349,8 @@ SPEC_LCM_SHORT = {
     "EPILOG": "epil", "SHUTDOWN": "shut", "CLEANUP_RESUBMIT": "clea", "UNKNOWN": "unkn",
     "HOTPLUG": "hotp", "SHUTDOWN_POWEROFF": "shut", "BOOT_UNKNOWN": "boot",
     "BOOT_POWEROFF": "boot", "BOOT_SUSPENDED": "boot", "BOOT_STOPPED": "boot",
-    "CLEANUP_DELETE": "clea", "SHUTDOWN_UNDEPLOY": "shut", "EPILOG_UNDEPLOY": "epil",
+    "CLEANUP_DELETE": "clea", "HOTPLUG_SNAPSHOT": "snap", "HOTPLUG_NIC": "hotp",
+    "SHUTDOWN_UNDEPLOY": "shut", "EPILOG_UNDEPLOY": "epil",
     "PROLOG_UNDEPLOY": "prol", "BOOT_UNDEPLOY": "boot", "BOOT_MIGRATE": "boot",
 }
 

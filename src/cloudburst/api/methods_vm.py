@@ -6,12 +6,14 @@ them is in :mod:`cloudburst.api.xmlrpc`.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from cloudburst.api import documents
 from cloudburst.api.calls import Call, CallFailure, update_type
 from cloudburst.api.pool_query import Owned, name_filter, pool_query
 from cloudburst.api.vm_pool_cache import cache_of
 from cloudburst.auth import permissions
-from cloudburst.errors import CloudburstError, NotFoundError
+from cloudburst.errors import ApiArgumentError, CloudburstError, LockedError, NotFoundError
 from cloudburst.service.access import caller_of
 from cloudburst.store.vm_pool import VmStamp
 
@@ -20,11 +22,23 @@ __all__ = [
     "chown",
     "vm_action",
     "vm_allocate",
+    "vm_attach",
+    "vm_attachnic",
     "vm_chmod",
     "vm_chown",
     "vm_deploy",
+    "vm_detach",
+    "vm_detachnic",
     "vm_info",
+    "vm_lock",
+    "vm_migrate",
+    "vm_recover",
     "vm_rename",
+    "vm_resize",
+    "vm_snapshotcreate",
+    "vm_snapshotdelete",
+    "vm_snapshotrevert",
+    "vm_unlock",
     "vm_update",
     "vmpool_info",
     "vmpool_infoextended",
@@ -68,12 +82,119 @@ async def vm_action(call: Call) -> object:
     """``one.vm.action(action, id)``; a refusal reads ``Error performing action "..."``."""
     action, vm_id = call.params.string("action"), call.params.integer("id")
     call.params.end()
+    return await _refused_as_action(action, call.daemon.vms.action(action, vm_id))
+
+
+async def vm_migrate(call: Call) -> object:
+    """``one.vm.migrate(id, host_id [, live [, enforce [, ds_id [, type]]]])``.
+
+    ``ds_id`` and the migration type (0 save, 1 poweroff, 2 poweroff-hard) are
+    accepted; cloudburst has no datastores and migrates by saving (or live).
+    """
+    params = call.params
+    vm_id, host_id = params.integer("id"), params.integer("host_id")
+    live = params.boolean("live", False)
+    enforce = params.boolean("enforce", False)
+    params.integer("ds_id", -1)
+    params.integer("migration_type", 0)
+    params.end()
+    return await _refused_as_action(
+        "migrate", call.daemon.vms.migrate(vm_id, host_id, live=live, enforce=enforce))
+
+
+async def vm_recover(call: Call) -> object:
+    """``one.vm.recover(id, operation)``: 0 failure, 1 success, 2 retry, 3 delete,
+    4 recreate, 5 delete-db."""
+    vm_id, operation = call.params.integer("id"), call.params.integer("operation")
+    call.params.end()
+    return await _refused_as_action("recover", call.daemon.vms.recover(vm_id, operation))
+
+
+async def vm_resize(call: Call) -> object:
+    """``one.vm.resize(id, template [, enforce])``: new CPU, VCPU and/or MEMORY."""
+    vm_id, text = call.params.integer("id"), call.params.string("template")
+    call.params.boolean("enforce", False)
+    call.params.end()
+    return await _refused_as_action("resize", call.daemon.vms.resize(vm_id, text))
+
+
+async def vm_lock(call: Call) -> object:
+    """``one.vm.lock(id, level [, test])``: 1 use, 2 manage, 3 admin, 4 all."""
+    vm_id, level = call.params.integer("id"), call.params.integer("level")
+    test = call.params.boolean("test", False)
+    call.params.end()
+    return await call.daemon.vms.lock(vm_id, level, owner=call.user.id, test=test)
+
+
+async def vm_unlock(call: Call) -> object:
+    """``one.vm.unlock(id)``."""
+    vm_id = call.params.integer("id")
+    call.params.end()
+    return await call.daemon.vms.unlock(vm_id)
+
+
+async def vm_attach(call: Call) -> object:
+    """``one.vm.attach(id, template)`` (also ``one.vm.diskattach``): hot-plug a DISK."""
+    vm_id, text = call.params.integer("id"), call.params.string("template")
+    call.params.end()
+    return await _refused_as_action("disk-attach", call.daemon.vms.attach(vm_id, "DISK", text))
+
+
+async def vm_detach(call: Call) -> object:
+    """``one.vm.detach(id, disk_id)`` (also ``one.vm.diskdetach``)."""
+    vm_id, disk_id = call.params.integer("id"), call.params.integer("disk_id")
+    call.params.end()
+    return await _refused_as_action("disk-detach",
+                                    call.daemon.vms.detach(vm_id, "DISK", disk_id))
+
+
+async def vm_attachnic(call: Call) -> object:
+    """``one.vm.attachnic(id, template)`` (also ``one.vm.nicattach``): hot-plug a NIC."""
+    vm_id, text = call.params.integer("id"), call.params.string("template")
+    call.params.end()
+    return await _refused_as_action("nic-attach", call.daemon.vms.attach(vm_id, "NIC", text))
+
+
+async def vm_detachnic(call: Call) -> object:
+    """``one.vm.detachnic(id, nic_id)`` (also ``one.vm.nicdetach``)."""
+    vm_id, nic_id = call.params.integer("id"), call.params.integer("nic_id")
+    call.params.end()
+    return await _refused_as_action("nic-detach", call.daemon.vms.detach(vm_id, "NIC", nic_id))
+
+
+async def vm_snapshotcreate(call: Call) -> object:
+    """``one.vm.snapshotcreate(id, name)``: the new snapshot's id."""
+    vm_id, name = call.params.integer("id"), call.params.string("name")
+    call.params.end()
+    return await _refused_as_action("snapshot-create",
+                                    call.daemon.vms.snapshot_create(vm_id, name))
+
+
+async def vm_snapshotrevert(call: Call) -> object:
+    """``one.vm.snapshotrevert(id, snapshot_id)``."""
+    vm_id, snapshot_id = call.params.integer("id"), call.params.integer("snapshot_id")
+    call.params.end()
+    return await _refused_as_action("snapshot-revert",
+                                    call.daemon.vms.snapshot_revert(vm_id, snapshot_id))
+
+
+async def vm_snapshotdelete(call: Call) -> object:
+    """``one.vm.snapshotdelete(id, snapshot_id)``."""
+    vm_id, snapshot_id = call.params.integer("id"), call.params.integer("snapshot_id")
+    call.params.end()
+    return await _refused_as_action("snapshot-delete",
+                                    call.daemon.vms.snapshot_delete(vm_id, snapshot_id))
+
+
+async def _refused_as_action(action: str, work: Awaitable[int]) -> int:
+    """Await ``work``; a refusal reads ``Error performing action "..."`` as oned words it."""
     try:
-        return await call.daemon.vms.action(action, vm_id)
-    except NotFoundError:
+        return await work
+    except (NotFoundError, ApiArgumentError, LockedError):
         raise
     except CloudburstError as exc:
-        raise CallFailure(f'Error performing action "{action}": {exc.message}', exc.code) from exc
+        raise CallFailure(f'Error performing action "{action}": {exc.message}',
+                          exc.code) from exc
 
 
 async def vm_update(call: Call) -> object:

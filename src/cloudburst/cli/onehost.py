@@ -19,7 +19,16 @@ from dataclasses import dataclass
 from typing import Final
 from xml.etree import ElementTree
 
-from cloudburst.cli.client import connect, find_host_id, number, run, template_at, text
+from cloudburst.cli.client import (
+    CliError,
+    UnreachableError,
+    connect,
+    find_host_id,
+    number,
+    run,
+    template_at,
+    text,
+)
 from cloudburst.cli.common import (
     CommandLine,
     add_list_options,
@@ -217,6 +226,25 @@ def _delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flush(args: argparse.Namespace) -> int:
+    """Disable the host and ask the scheduler to move every VM off it (OpenNebula's flush)."""
+    client = connect()
+    host_id = find_host_id(client, args.host)
+    client.call("one.host.status", host_id, STATUS["disable"])
+    host = client.document("one.host.info", host_id)
+    failed = False
+    for element in host.findall("VMS/ID"):
+        vm_id = int(element.text or "-1")
+        try:
+            client.call("one.vm.action", "resched", vm_id)
+        except UnreachableError:
+            raise
+        except CliError as exc:
+            print(f"VM {vm_id} stays: {exc}", file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
+
+
 def _status(name: str) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
         client = connect()
@@ -273,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
                             ("offline", "set a host offline")):
         sub = command(name, _status(name), help_text)
         sub.add_argument("host", help=host_help)
+
+    sub = command("flush", _flush, "disable a host and reschedule its VMs to other hosts")
+    sub.add_argument("host", help=host_help)
 
     sub = command("rename", _rename, "rename a host")
     sub.add_argument("host", help=host_help)

@@ -334,6 +334,96 @@ def _action(name: str) -> Callable[[argparse.Namespace], int]:
     return handler
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    client = connect()
+    host_id = find_host_id(client, args.host)
+    return _for_each(args.ids, lambda vm_id: client.call(
+        "one.vm.migrate", vm_id, host_id, args.live, args.enforce, -1, 0))
+
+
+#: ``recover`` options and one.vm.recover's operation numbers.
+RECOVER_OPERATIONS: Final = {"failure": 0, "success": 1, "retry": 2, "delete": 3,
+                             "recreate": 4, "delete_db": 5}
+
+
+def _recover(args: argparse.Namespace) -> int:
+    chosen = [name for name in RECOVER_OPERATIONS if getattr(args, name)]
+    if len(chosen) != 1:
+        raise CliError("recover needs exactly one of --success, --failure, --retry, "
+                       "--delete, --recreate, --delete-db")
+    client = connect()
+    return _for_each(args.ids, lambda vm_id: client.call(
+        "one.vm.recover", vm_id, RECOVER_OPERATIONS[chosen[0]]))
+
+
+def _resize(args: argparse.Namespace) -> int:
+    parts = [f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
+             for name, value in (("CPU", args.cpu), ("VCPU", args.vcpu),
+                                 ("MEMORY", args.memory)) if value is not None]
+    if not parts:
+        raise CliError("resize needs --cpu, --vcpu or --memory")
+    client = connect()
+    return _for_each(args.ids, lambda vm_id: client.call(
+        "one.vm.resize", vm_id, "\n".join(parts), args.enforce))
+
+
+#: ``lock`` options and one.vm.lock's levels.
+LOCK_LEVELS: Final = {"use": 1, "manage": 2, "admin": 3, "all": 4}
+
+
+def _lock(args: argparse.Namespace) -> int:
+    level = next((value for name, value in LOCK_LEVELS.items() if getattr(args, name)), 1)
+    client = connect()
+    return _for_each(args.ids, lambda vm_id: client.call("one.vm.lock", vm_id, level, False))
+
+
+def _unlock(args: argparse.Namespace) -> int:
+    client = connect()
+    return _for_each(args.ids, lambda vm_id: client.call("one.vm.unlock", vm_id))
+
+
+def _snapshot_create(args: argparse.Namespace) -> int:
+    client = connect()
+
+    def create(vm_id: int) -> None:
+        print(f"ID: {client.call('one.vm.snapshotcreate', vm_id, args.name or '')}")
+
+    return _for_each(args.ids, create)
+
+
+def _snapshot(method: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        connect().call(method, args.id, args.snapshot)
+        return 0
+
+    return handler
+
+
+def _attach(section: str, method: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        if args.file:
+            template = read_source(args.file)
+        elif section == "DISK" and args.image:
+            template = f'DISK = [ SOURCE = "{args.image}" ]'
+        elif section == "NIC" and args.network:
+            template = f'NIC = [ NETWORK = "{args.network}" ]'
+        else:
+            raise CliError(f"give a template file with --file, or "
+                           f"{'--image' if section == 'DISK' else '--network'}")
+        connect().call(method, args.id, template)
+        return 0
+
+    return handler
+
+
+def _detach(method: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        connect().call(method, args.id, args.device)
+        return 0
+
+    return handler
+
+
 def _update(args: argparse.Namespace) -> int:
     return update_template(connect(), args.id, args, info_method="one.vm.info",
                            update_method="one.vm.update", section="USER_TEMPLATE")
@@ -378,14 +468,80 @@ def build_parser() -> argparse.ArgumentParser:
     for name, action, help_text in (
             ("terminate", "terminate", "shut VMs down and end them (DONE)"),
             ("shutdown", "terminate", "same as terminate"),
-            ("reboot", "reboot", "reboot RUNNING VMs")):
+            ("reboot", "reboot", "reboot RUNNING VMs"),
+            ("poweroff", "poweroff", "power RUNNING VMs off, keeping their host"),
+            ("undeploy", "undeploy", "power VMs off and release their host")):
         sub = command(name, _action(action), help_text)
         sub.add_argument("ids", type=id_list, help=ids_help)
         sub.add_argument("--hard", action="store_true",
                          help="without a graceful step (cancel / reset)")
-    for name, help_text in (("hold", "hold PENDING VMs"), ("release", "release VMs on hold")):
+    for name, help_text in (
+            ("hold", "hold PENDING VMs"), ("release", "release VMs on hold"),
+            ("resume", "resume POWEROFF, SUSPENDED, STOPPED or UNDEPLOYED VMs"),
+            ("suspend", "save RUNNING VMs' state in place"),
+            ("stop", "save RUNNING VMs' state and release their host"),
+            ("resched", "ask the scheduler to move RUNNING VMs to a better host"),
+            ("unresched", "cancel a resched")):
         sub = command(name, _action(name), help_text)
         sub.add_argument("ids", type=id_list, help=ids_help)
+
+    sub = command("migrate", _migrate, "move RUNNING VMs to another host of the same driver")
+    sub.add_argument("ids", type=id_list, help=ids_help)
+    sub.add_argument("host", help="host id or name")
+    sub.add_argument("--live", action="store_true", help="keep the VMs running while moving")
+    sub.add_argument("--enforce", action="store_true", help="refuse if the host lacks capacity")
+
+    sub = command("recover", _recover, "settle failed or stuck VMs")
+    sub.add_argument("ids", type=id_list, help=ids_help)
+    for option, help_text in (
+            ("success", "take the pending action as done"),
+            ("failure", "take the pending action as failed"),
+            ("retry", "run the failed action again"),
+            ("delete", "end the VM, cleaning up at the provider"),
+            ("recreate", "end the VM's instance and start over as PENDING"),
+            ("delete-db", "forget the VM without asking the driver")):
+        sub.add_argument(f"--{option}", action="store_true", help=help_text)
+
+    sub = command("resize", _resize, "change CPU, VCPU and MEMORY (POWEROFF, UNDEPLOYED, "
+                                     "PENDING or HOLD VMs)")
+    sub.add_argument("ids", type=id_list, help=ids_help)
+    sub.add_argument("--cpu", type=float, help="new CPU share")
+    sub.add_argument("--vcpu", type=int, help="new number of virtual CPUs")
+    sub.add_argument("--memory", type=int, help="new MEMORY in MB")
+    sub.add_argument("--enforce", action="store_true", help="refuse if the host lacks capacity")
+
+    sub = command("lock", _lock, "refuse operations on VMs until unlocked")
+    sub.add_argument("ids", type=id_list, help=ids_help)
+    for option in LOCK_LEVELS:
+        sub.add_argument(f"--{option}", action="store_true",
+                         help=f"lock {option} operations and above (default --use)")
+    sub = command("unlock", _unlock, "lift a lock")
+    sub.add_argument("ids", type=id_list, help=ids_help)
+
+    sub = command("snapshot-create", _snapshot_create, "take a system snapshot of RUNNING VMs")
+    sub.add_argument("ids", type=id_list, help=ids_help)
+    sub.add_argument("name", nargs="?", help="snapshot name")
+    for name, method, help_text in (
+            ("snapshot-revert", "one.vm.snapshotrevert", "return a VM to a snapshot"),
+            ("snapshot-delete", "one.vm.snapshotdelete", "delete a snapshot")):
+        sub = command(name, _snapshot(method), help_text)
+        sub.add_argument("id", type=int, help="VM id")
+        sub.add_argument("snapshot", type=int, help="snapshot id")
+
+    for name, section, method in (("disk-attach", "DISK", "one.vm.attach"),
+                                  ("nic-attach", "NIC", "one.vm.attachnic")):
+        sub = command(name, _attach(section, method), f"hot-plug a {section} into a VM")
+        sub.add_argument("id", type=int, help="VM id")
+        sub.add_argument("--file", help=f"template file with a {section} = [ ... ] section")
+        if section == "DISK":
+            sub.add_argument("--image", help="image path or name (SOURCE)")
+        else:
+            sub.add_argument("--network", help="network name")
+    for name, method, what in (("disk-detach", "one.vm.detach", "disk"),
+                               ("nic-detach", "one.vm.detachnic", "NIC")):
+        sub = command(name, _detach(method), f"unplug a {what} from a VM")
+        sub.add_argument("id", type=int, help="VM id")
+        sub.add_argument("device", type=int, help=f"{what} id")
 
     sub = command("update", _update, "replace (or --append to) a VM's USER_TEMPLATE; "
                                      "without FILE, edit it in $EDITOR")

@@ -35,6 +35,12 @@ class VmFiles:
     def deployment_path(self, vm_id: int, seq: int) -> Path:
         return self.directory(vm_id) / f"deployment.{seq}"
 
+    def checkpoint_path(self, vm_id: int) -> Path:
+        """Where ``save`` writes the VM's memory (its directory is created when needed)."""
+        directory = self.directory(vm_id)
+        _ensure_directory(directory)
+        return directory / "checkpoint"
+
     def log_path(self, vm_id: int) -> Path:
         return self.directory(vm_id) / "vm.log"
 

@@ -13,14 +13,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
 
 from cloudburst import metrics
 from cloudburst.config.settings import SchedulerSettings
 from cloudburst.daemon.lifecycle import LifecycleManager
+from cloudburst.daemon.lifecycle.deploying import parked_driver
 from cloudburst.daemon.store_backoff import StoreBackoff
 from cloudburst.errors import CloudburstError, QuotaError, StoreUnavailableError
+from cloudburst.model import lifecycle
 from cloudburst.model.records import HostRecord, VmRecord
 from cloudburst.model.states import CAPACITY_HOLDING_STATES, SCHEDULABLE_HOST_STATES, VmState
 from cloudburst.scheduler.demand import (
@@ -41,6 +45,22 @@ log = logging.getLogger(__name__)
 
 #: Seconds a host whose cluster quota refused a VM is left out of its placement.
 QUOTA_RETRY_SECONDS = 60.0
+
+
+@dataclass(slots=True)
+class _Snapshot:
+    """What a pass reads: candidate hosts, pending and rescheduled VMs, driver bindings.
+
+    ``drivers`` maps the VMs bound to one driver (parked by stop/undeploy with
+    their instance, or moving) to its name; ``host_drivers`` each host to its driver.
+    """
+
+    hosts: list[HostCandidate] = field(default_factory=list)
+    pending: list[VmRecord] = field(default_factory=list)
+    moving: list[VmRecord] = field(default_factory=list)
+    drivers: dict[int, str] = field(default_factory=dict)
+    host_drivers: dict[int, str] = field(default_factory=dict)
+
 
 class SchedulerLoop:
     """Runs placement passes on events and on a timer."""
@@ -118,16 +138,20 @@ class SchedulerLoop:
         if full:
             self._full = False
 
-        def read(connection: Connection) -> tuple[list[HostCandidate], list[VmRecord]]:
+        def read(connection: Connection) -> _Snapshot:
             pending = vm_pool.list_vms(connection, states=[VmState.PENDING], limit=limit,
                                        with_history=False, first_id=first_id)
-            if not pending:
-                return [], []
+            moving = ([vm for vm in vm_pool.list_rescheduled(connection)
+                       if vm.position == lifecycle.RUNNING] if full else [])
+            if not pending and not moving:
+                return _Snapshot()
+            parked = {vm.id: driver for vm in pending
+                      if (driver := parked_driver(connection, vm)) is not None}
             # Listing every VM of every host costs a scan of the pool: only
             # pay for it when some REQUIREMENTS mention CURRENT_VMS.
             with_vms = any(
                 (requirements := requirements_of(vm.user_template)) is not None
-                and "CURRENT_VMS" in requirements.variables for vm in pending)
+                and "CURRENT_VMS" in requirements.variables for vm in [*pending, *moving])
             hosts = [host for host in self._current_hosts(connection, with_vms)
                      if host.state in SCHEDULABLE_HOST_STATES]
             usage = vm_pool.host_usage(connection)
@@ -140,14 +164,41 @@ class SchedulerLoop:
                                               states=CAPACITY_HOLDING_STATES)
                     slots = count_slots(host, placed, sites)
                 candidates.append(host_candidate(host, slots, usage.get(host.id, (0, 0, 0))))
-            return candidates, pending
+            host_drivers = {host.id: host.vm_mad for host in hosts}
+            for vm in moving:
+                if vm.host_id is not None and vm.host_id in host_drivers:
+                    parked[vm.id] = host_drivers[vm.host_id]
+                elif vm.host_id is not None:  # its host is disabled: not in the candidates
+                    parked[vm.id] = host_pool.get_host(connection, vm.host_id).vm_mad
+            return _Snapshot(candidates, pending, moving, parked, host_drivers)
 
-        hosts, pending = await self.db.read(read)
+        snapshot = await self.db.read(read)
+        if snapshot.pending:
+            self._seen_up_to = max(self._seen_up_to, snapshot.pending[-1].id)
+        now = time.monotonic()
+
+        def excluded(vm: VmRecord) -> frozenset[int]:
+            """Backed-off hosts; for parked and moving VMs also hosts of another driver,
+            and a moving VM's own host."""
+            skip = set(self._excluded(vm.id, now))
+            driver = snapshot.drivers.get(vm.id)
+            if driver is not None:
+                skip.update(host_id for host_id, name in snapshot.host_drivers.items()
+                            if name != driver)
+            if vm.state is VmState.ACTIVE and vm.host_id is not None:
+                skip.add(vm.host_id)
+            return frozenset(skip)
+
+        placed = await self._place(snapshot.hosts, snapshot.pending, excluded, full=full)
+        if snapshot.moving:
+            await self._move(snapshot.hosts, snapshot.moving, excluded)
+        return placed
+
+    async def _place(self, hosts: list[HostCandidate], pending: list[VmRecord],
+                     excluded: Callable[[VmRecord], frozenset[int]], *, full: bool) -> int:
         if not pending:
             return 0
-        self._seen_up_to = max(self._seen_up_to, pending[-1].id)
-        now = time.monotonic()
-        demands = [vm_demand(vm, self._excluded(vm.id, now)) for vm in pending]
+        demands = [vm_demand(vm, excluded(vm)) for vm in pending]
         result = place(
             demands, hosts,
             default_rank=parse_rank(self.settings.default_rank),
@@ -163,7 +214,7 @@ class SchedulerLoop:
             if isinstance(outcome, QuotaError):
                 # The owner's quota for that host's cluster is full: try other sites.
                 self.lifecycle.capacity_backoff.setdefault(vm_id, {})[host_id] = (
-                    now + QUOTA_RETRY_SECONDS)
+                    time.monotonic() + QUOTA_RETRY_SECONDS)
                 if len(self._quota_refusals) > 10_000:  # VMs terminated while waiting
                     self._quota_refusals.clear()
                 self._quota_refusals[vm_id] = outcome.message
@@ -182,6 +233,26 @@ class SchedulerLoop:
             await self.db.write(lambda connection: vm_pool.set_sched_messages(connection,
                                                                                 messages))
         return len(result.assignments)
+
+    async def _move(self, hosts: list[HostCandidate], moving: list[VmRecord],
+                    excluded: Callable[[VmRecord], frozenset[int]]) -> None:
+        """Migrate rescheduled VMs to the best other host of their driver, if there is one.
+
+        Live when the driver can, else cold; a driver that can do neither
+        leaves the VM where it is, saying why in its scheduler message.
+        """
+        result = place([vm_demand(vm, excluded(vm)) for vm in moving], hosts,
+                       default_rank=parse_rank(self.settings.default_rank))
+        messages: dict[int, str] = {}
+        for vm_id, host_id in result.assignments:
+            try:
+                await self.lifecycle.migrate_rescheduled(vm_id, host_id)
+            except CloudburstError as exc:
+                log.info("rescheduling VM %d to host %d skipped: %s", vm_id, host_id, exc)
+                messages[vm_id] = f"Cannot reschedule: {exc}"
+        if messages:
+            await self.db.write(lambda connection: vm_pool.set_sched_messages(connection,
+                                                                                messages))
 
     def _current_hosts(self, connection: Connection, with_vms: bool) -> list[HostRecord]:
         """Every host; with ``with_vms`` also the ids of the VMs each holds."""

@@ -30,6 +30,7 @@ import functools
 import math
 import os
 import secrets
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,7 +226,9 @@ class DummyVmDriver(VmDriver):
     ``deploy`` is idempotent on the token: a repeated token returns the deploy
     id created first, and ``find`` returns it too, until the VM is shut down or
     cancelled. ``poll`` reports every VM ``ACTIVE`` (with ``NETTX=12345``),
-    including VMs this process never deployed, so a daemon restart keeps them.
+    including VMs this process never deployed, so a daemon restart keeps them,
+    except instances it powered off or saved, which it reports gone (``d``).
+    :attr:`calls` keeps the latest actions that reached it, for tests.
     """
 
     capabilities = frozenset(OPTIONAL_ACTIONS)
@@ -235,6 +238,10 @@ class DummyVmDriver(VmDriver):
         self._injector = _Injector(context)
         self._by_token: dict[str, str] = {}
         self._token_of: dict[str, str] = {}
+        #: Instances powered off or saved: polls report them gone (OpenNebula's ``d``).
+        self._off: set[str] = set()
+        #: Every action that reached the driver, in order: ``(method, vm id)``.
+        self.calls: deque[tuple[str, int]] = deque(maxlen=10_000)
 
     async def deploy(self, spec: DeploySpec) -> str:
         try:
@@ -244,6 +251,7 @@ class DummyVmDriver(VmDriver):
             exc.nothing_created = spec.token not in self._by_token
             raise
         deploy_id = self._by_token.get(spec.token)
+        self.calls.append(("deploy", spec.vm_id))
         if deploy_id is None:
             deploy_id = f"dummy-{spec.vm_id}-{secrets.token_hex(4)}"
             self._by_token[spec.token] = deploy_id
@@ -255,17 +263,21 @@ class DummyVmDriver(VmDriver):
 
     async def shutdown(self, vm: VmRef) -> None:
         await self._injector.outcome("shutdown", vm.host).apply()
+        self.calls.append(("shutdown", vm.vm_id))
         self._forget(vm.deploy_id)
 
     async def cancel(self, vm: VmRef) -> None:
         await self._injector.outcome("cancel", vm.host).apply()
+        self.calls.append(("cancel", vm.vm_id))
         self._forget(vm.deploy_id)
 
     async def reboot(self, vm: VmRef) -> None:
         await self._injector.outcome("reboot", vm.host).apply()
+        self.calls.append(("reboot", vm.vm_id))
 
     async def reset(self, vm: VmRef) -> None:
         await self._injector.outcome("reset", vm.host).apply()
+        self.calls.append(("reset", vm.vm_id))
 
     async def poll(self, vms: Sequence[VmRef]) -> dict[int, PollResult]:
         """Poll ``vms``; the injected outcome is resolved once per host.
@@ -278,56 +290,75 @@ class DummyVmDriver(VmDriver):
                 outcome = self._injector.outcome("poll", vm.host)
                 await outcome.apply()
                 states[vm.host.id] = outcome.state
-        return {vm.vm_id: PollResult(states[vm.host.id], {"NETTX": "12345"}) for vm in vms}
+        return {vm.vm_id: PollResult(PollState.GONE if vm.deploy_id in self._off
+                                     else states[vm.host.id], {"NETTX": "12345"}) for vm in vms}
 
     async def poweroff(self, vm: VmRef, *, hard: bool) -> None:
         await self._injector.outcome("poweroff", vm.host).apply()
+        self.calls.append(("poweroff", vm.vm_id))
+        self._off.add(vm.deploy_id)
 
     async def poweron(self, vm: VmRef, spec: DeploySpec) -> str:
         await self._injector.outcome("poweron", vm.host).apply()
+        self.calls.append(("poweron", vm.vm_id))
+        self._off.discard(vm.deploy_id)
         return vm.deploy_id
 
     async def save(self, vm: VmRef, checkpoint: Path) -> None:
         await self._injector.outcome("save", vm.host).apply()
+        self.calls.append(("save", vm.vm_id))
+        self._off.add(vm.deploy_id)
 
     async def restore(self, vm: VmRef, checkpoint: Path) -> str:
         await self._injector.outcome("restore", vm.host).apply()
+        self.calls.append(("restore", vm.vm_id))
+        self._off.discard(vm.deploy_id)
         return vm.deploy_id
 
     async def migrate(self, vm: VmRef, destination: HostRef, *, live: bool) -> str:
         await self._injector.outcome("migrate", destination).apply()
+        self.calls.append(("migrate", vm.vm_id))
         return vm.deploy_id
 
     async def resize(self, vm: VmRef, spec: ResizeSpec) -> None:
         await self._injector.outcome("resize", vm.host).apply()
+        self.calls.append(("resize", vm.vm_id))
 
     async def snapshot_create(self, vm: VmRef, snapshot_id: int, name: str) -> str:
         await self._injector.outcome("snapshot_create", vm.host).apply()
+        self.calls.append(("snapshot_create", vm.vm_id))
         return f"{vm.deploy_id}-snap{snapshot_id}"
 
     async def snapshot_revert(self, vm: VmRef, provider_name: str) -> None:
         await self._injector.outcome("snapshot_revert", vm.host).apply()
+        self.calls.append(("snapshot_revert", vm.vm_id))
 
     async def snapshot_delete(self, vm: VmRef, provider_name: str) -> None:
         await self._injector.outcome("snapshot_delete", vm.host).apply()
+        self.calls.append(("snapshot_delete", vm.vm_id))
 
     async def attach_disk(self, vm: VmRef, disk: DeviceSpec) -> None:
         await self._injector.outcome("attach_disk", vm.host).apply()
+        self.calls.append(("attach_disk", vm.vm_id))
 
     async def detach_disk(self, vm: VmRef, disk: DeviceSpec) -> None:
         await self._injector.outcome("detach_disk", vm.host).apply()
+        self.calls.append(("detach_disk", vm.vm_id))
 
     async def attach_nic(self, vm: VmRef, nic: DeviceSpec) -> None:
         await self._injector.outcome("attach_nic", vm.host).apply()
+        self.calls.append(("attach_nic", vm.vm_id))
 
     async def detach_nic(self, vm: VmRef, nic: DeviceSpec) -> None:
         await self._injector.outcome("detach_nic", vm.host).apply()
+        self.calls.append(("detach_nic", vm.vm_id))
 
     def instances(self) -> dict[str, str]:
         """Deploy ids this driver holds (created and not yet shut down or cancelled)."""
         return dict(self._token_of)
 
     def _forget(self, deploy_id: str) -> None:
+        self._off.discard(deploy_id)
         token = self._token_of.pop(deploy_id, None)
         if token is not None:
             del self._by_token[token]

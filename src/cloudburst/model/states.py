@@ -51,6 +51,8 @@ class LcmState(IntEnum):
     BOOT_SUSPENDED = 21
     BOOT_STOPPED = 22
     CLEANUP_DELETE = 23
+    HOTPLUG_SNAPSHOT = 24
+    HOTPLUG_NIC = 25
     SHUTDOWN_UNDEPLOY = 29
     EPILOG_UNDEPLOY = 30
     PROLOG_UNDEPLOY = 31
@@ -105,6 +107,7 @@ _LCM_SHORT_BY_PREFIX: tuple[tuple[str, str], ...] = (
     ("EPILOG", "epil"),
     ("SHUTDOWN", "shut"),
     ("CLEANUP", "clea"),
+    ("HOTPLUG_SNAPSHOT", "snap"),
     ("HOTPLUG", "hotp"),
     ("MIGRATE", "migr"),
 )

@@ -108,6 +108,12 @@ CHECKS: Final[dict[str, tuple[Check, ...]]] = {
     "one.vm.action": (Check(_action_operation, "VM", 1),),
     "one.vm.update": (Check(MANAGE, "VM", 0),),
     "one.vm.rename": (Check(MANAGE, "VM", 0),),
+    "one.vm.migrate": (Check(ADMIN, "VM", 0), Check(MANAGE, "HOST", 1)),
+    "one.vm.recover": (Check(ADMIN, "VM", 0),),
+    **{f"one.vm.{name}": (Check(MANAGE, "VM", 0),) for name in (
+        "resize", "lock", "unlock", "attach", "detach", "diskattach", "diskdetach",
+        "attachnic", "detachnic", "nicattach", "nicdetach", "snapshotcreate",
+        "snapshotrevert", "snapshotdelete")},
     "one.vmpool.info": _NONE,
     "one.vmpool.infoextended": _NONE,
     **_object("VM"),

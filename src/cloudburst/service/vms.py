@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from sqlalchemy import Connection
 
 from cloudburst.daemon.lifecycle import LifecycleManager
-from cloudburst.errors import ApiArgumentError, IllegalActionError
+from cloudburst.errors import ApiArgumentError, IllegalActionError, LockedError, ValidationError
 from cloudburst.model.cost import hourly_cost
-from cloudburst.model.lifecycle import ACTION_EVENTS, Event
+from cloudburst.model.lifecycle import ACTION_EVENTS
 from cloudburst.model.records import VmRecord
 from cloudburst.model.snapshots import vm_snapshot
 from cloudburst.model.states import LcmState, VmState
@@ -35,6 +36,10 @@ from cloudburst.template.limits import check_name, check_template, parse_submitt
 #: Validators for driver-specific template rules (e.g. EC2's AMI), run at allocation.
 TemplateCheck = Callable[[Template], None]
 
+
+#: Operation levels a lock refuses (OpenNebula's USE, MANAGE, ADMIN; 4 is everything).
+_LOCK_LEVELS = {1: "use", 2: "manage", 3: "admin", 4: "all"}
+_MANAGE, _ADMIN = 2, 3
 
 #: Ids per query when reading VMs by id (well under every backend's parameter limit).
 _ID_CHUNK = 900
@@ -220,14 +225,16 @@ class VmService:
 
     async def deploy(self, vm_id: int, host_id: int, *, enforce: bool = False) -> int:
         """Deploy a PENDING or HOLD VM on a chosen host."""
+        await self._unlocked(vm_id, _ADMIN)
         await self.lifecycle.deploy(vm_id, host_id, enforce=enforce)
         return vm_id
 
     async def action(self, action: str, vm_id: int) -> int:
-        """Perform a ``one.vm.action`` by name.
+        """Perform a ``one.vm.action`` by name (6.x names and their 4.x/5.x aliases).
 
         Raises:
-            IllegalActionError: unknown/unsupported action, or wrong state.
+            IllegalActionError: unknown action, or not legal in the VM's state.
+            UnsupportedActionError: the VM's host's driver cannot do it.
             NotFoundError: no such VM.
         """
         event = ACTION_EVENTS.get(action)
@@ -235,20 +242,121 @@ class VmService:
             supported = ", ".join(sorted(ACTION_EVENTS))
             raise IllegalActionError(f'Action "{action}" is not supported (supported: '
                                      f"{supported})")
-        if event in (Event.TERMINATE, Event.TERMINATE_HARD):
-            await self.lifecycle.terminate(vm_id, hard=event is Event.TERMINATE_HARD,
-                                           action=action)
-        elif event in (Event.REBOOT, Event.REBOOT_HARD):
-            await self.lifecycle.reboot(vm_id, hard=event is Event.REBOOT_HARD)
-        elif event is Event.HOLD:
-            await self.lifecycle.hold(vm_id)
-        else:
-            await self.lifecycle.release(vm_id)
+        await self._unlocked(vm_id, _MANAGE)
+        await self.lifecycle.act(vm_id, event)
         return vm_id
+
+    async def migrate(self, vm_id: int, host_id: int, *, live: bool = False,
+                      enforce: bool = False) -> int:
+        """Move a RUNNING VM to another host of the same driver."""
+        await self._unlocked(vm_id, _ADMIN)
+        await self.lifecycle.migrate(vm_id, host_id, live=live, enforce=enforce)
+        return vm_id
+
+    async def recover(self, vm_id: int, operation: int) -> int:
+        """Settle a failed or stuck VM (``one.vm.recover`` operation numbers)."""
+        await self._unlocked(vm_id, _ADMIN)
+        await self.lifecycle.recover(vm_id, operation)
+        return vm_id
+
+    async def resize(self, vm_id: int, text: str) -> int:
+        """Resize to the ``CPU``, ``VCPU`` and ``MEMORY`` of ``text`` (a template)."""
+        template = parse_submitted(text)
+        try:
+            cpu = _optional_number(template, "CPU", float)
+            vcpu = _optional_number(template, "VCPU", int)
+            memory = _optional_number(template, "MEMORY", int)
+        except ValueError as exc:
+            raise ValidationError(f"resize: {exc}") from None
+        await self._unlocked(vm_id, _MANAGE)
+        await self.lifecycle.resize(vm_id, cpu=cpu, vcpu=vcpu, memory=memory)
+        return vm_id
+
+    async def snapshot_create(self, vm_id: int, name: str) -> int:
+        """Take a system snapshot; returns its id."""
+        await self._unlocked(vm_id, _MANAGE)
+        return await self.lifecycle.snapshot_create(vm_id, name)
+
+    async def snapshot_revert(self, vm_id: int, snapshot_id: int) -> int:
+        await self._unlocked(vm_id, _MANAGE)
+        await self.lifecycle.snapshot_revert(vm_id, snapshot_id)
+        return vm_id
+
+    async def snapshot_delete(self, vm_id: int, snapshot_id: int) -> int:
+        await self._unlocked(vm_id, _MANAGE)
+        await self.lifecycle.snapshot_delete(vm_id, snapshot_id)
+        return vm_id
+
+    async def attach(self, vm_id: int, section: str, text: str) -> int:
+        """Hot-plug the ``DISK`` or ``NIC`` that ``text`` (a template) describes."""
+        vector = parse_submitted(text).get_vector(section)
+        if vector is None:
+            raise ValidationError(f"The template has no {section} = [ ... ] section to attach")
+        await self._unlocked(vm_id, _MANAGE)
+        await self.lifecycle.attach(vm_id, section, vector)
+        return vm_id
+
+    async def detach(self, vm_id: int, section: str, device_id: int) -> int:
+        await self._unlocked(vm_id, _MANAGE)
+        await self.lifecycle.detach(vm_id, section, device_id)
+        return vm_id
+
+    async def lock(self, vm_id: int, level: int, *, owner: int, test: bool = False) -> int:
+        """``one.vm.lock``: refuse operations of ``level`` (1 use, 2 manage, 3 admin, 4 all)
+        and above until unlocked. With ``test``, an already locked VM is refused.
+
+        Raises:
+            ApiArgumentError: an unknown level.
+            LockedError: ``test`` and the VM is locked.
+        """
+        if level not in _LOCK_LEVELS:
+            raise ApiArgumentError(f"Unknown lock level {level} (1 use, 2 manage, 3 admin, "
+                                   "4 all)")
+        stamp = int(time.time())
+
+        def write(connection: Connection) -> None:
+            vm = vm_pool.get_vm(connection, vm_id, with_history=False)
+            if test and vm.template.get_vector("LOCK") is not None:
+                raise LockedError(f"VM {vm_id} is already locked")
+            template = vm.template.copy()
+            template.set("LOCK", {"LOCKED": str(level), "OWNER": str(owner),
+                                  "TIME": str(stamp), "REQ_ID": "-1"})
+            vm_pool.update_vm(connection, vm, template=template)
+
+        await self.db.write(write)
+        return vm_id
+
+    async def unlock(self, vm_id: int) -> int:
+        """``one.vm.unlock``: lift the lock (a no-op when there is none)."""
+        def write(connection: Connection) -> None:
+            vm = vm_pool.get_vm(connection, vm_id, with_history=False)
+            template = vm.template.copy()
+            if template.remove("LOCK"):
+                vm_pool.update_vm(connection, vm, template=template)
+
+        await self.db.write(write)
+        return vm_id
+
+    async def _unlocked(self, vm_id: int, operation_level: int) -> None:
+        """Refuse an operation the VM's lock covers (the one place locks are honoured).
+
+        This is also where the authorization hook belongs (h11):
+        ``authorize(caller, operation, vm)`` before any VM use case acts.
+        """
+        vm = await self.db.read(
+            lambda connection: vm_pool.get_vm(connection, vm_id, with_history=False))
+        lock = vm.template.get_vector("LOCK")
+        if lock is None:
+            return
+        level = int(lock.get("LOCKED", "4") or 4)
+        if level == 4 or operation_level >= level:
+            raise LockedError(f"VM {vm_id} is locked ({_LOCK_LEVELS.get(level, 'all')} "
+                              "operations); unlock it first")
 
     async def update(self, vm_id: int, text: str, *, merge: bool) -> int:
         """Replace (or merge into) the VM's USER_TEMPLATE."""
         new = parse_submitted(text)
+        await self._unlocked(vm_id, _MANAGE)
 
         def write(connection: Connection) -> None:
             vm = vm_pool.get_vm(connection, vm_id, with_history=False)
@@ -263,6 +371,7 @@ class VmService:
     async def rename(self, vm_id: int, name: str) -> int:
         """Give the VM a new name."""
         name = check_name("VM", name)
+        await self._unlocked(vm_id, _MANAGE)
 
         def write(connection: Connection) -> None:
             vm = vm_pool.get_vm(connection, vm_id, with_history=False)
@@ -271,3 +380,14 @@ class VmService:
         await self.db.write(write)
         return vm_id
 
+
+
+def _optional_number(template: Template, name: str, kind: type[float] | type[int]
+                     ) -> Any:
+    value = template.get(name)
+    if value is None:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {value!r}") from None

@@ -201,6 +201,14 @@ def list_vms(
     return [_vm_from_row(row, records.get(row.id, ())) for row in rows]
 
 
+def list_rescheduled(connection: Connection) -> list[VmRecord]:
+    """ACTIVE VMs flagged for rescheduling (``one.vm.action resched``), ordered by id."""
+    rows = connection.execute(
+        select(vms).where(vms.c.resched == 1, vms.c.state == int(VmState.ACTIVE))
+        .order_by(vms.c.id)).all()
+    return [_vm_from_row(row) for row in rows]
+
+
 def list_vm_stamps(
     connection: Connection,
     *,

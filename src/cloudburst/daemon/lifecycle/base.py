@@ -1,9 +1,13 @@
-"""Plumbing shared by the parts of the life-cycle manager.
+"""The life-cycle manager's core: the one helper that applies an event and writes it.
 
-:class:`ManagerBase` holds the collaborators (store, dispatcher, files), runs
-driver work as tracked background tasks and applies one event with a
-compare-and-swap (:meth:`ManagerBase.transition`). The module functions are
-the transaction helpers every part uses.
+:func:`step` is the only code that changes a VM's state. Inside one store
+transaction it looks the move up in :data:`cloudburst.model.lifecycle.TRANSITIONS`,
+checks that the host's driver can do the work the move starts, writes the new
+position with a compare-and-swap on the row's version, records the action on
+the VM's current stay, journals the driver work with its idempotency token,
+and runs store-only work (prolog, epilog) at once, following its ``SUCCESS``.
+:meth:`ManagerBase.advance` wraps it in a write and then starts the driver
+work (:mod:`cloudburst.daemon.lifecycle.work`) as a background task.
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +27,15 @@ from cloudburst.config.settings import Settings
 from cloudburst.daemon.deploy_notes import JournalNotes
 from cloudburst.daemon.dispatcher import Dispatcher
 from cloudburst.daemon.files import VmFiles
-from cloudburst.drivers.base import DeploySpec, HostRef
-from cloudburst.errors import (
-    ConflictError,
-    DriverError,
-    IllegalActionError,
-    NotFoundError,
-)
+from cloudburst.drivers.base import DeploySpec, HostRef, VmRef
+from cloudburst.errors import IllegalActionError, NotFoundError, UnsupportedActionError
 from cloudburst.events import EventBus
 from cloudburst.model import lifecycle
-from cloudburst.model.lifecycle import Event
+from cloudburst.model.lifecycle import Event, Move, StateKey, Work
 from cloudburst.model.records import HostRecord, VmRecord
 from cloudburst.model.snapshots import vm_snapshot
-from cloudburst.model.states import vm_state_label
-from cloudburst.store import host_pool, vm_pool
+from cloudburst.model.states import CAPACITY_HOLDING_STATES, VmState, vm_state_label
+from cloudburst.store import host_pool, journal, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.schema import history
 
@@ -45,50 +44,23 @@ log = logging.getLogger("cloudburst.daemon.lifecycle")
 #: Seconds a host that reported "no capacity" is skipped for that VM.
 CAPACITY_BACKOFF = 60.0
 
-#: History ``ACTION`` codes (OpenNebula's VMActions numbering for the ones we use).
-ACTION_CODES = {"none": 0, "delete": 13, "terminate": 27, "terminate-hard": 28}
+#: Extra inputs of the work an event starts (destination host, disk, snapshot...).
+WorkArgs = Mapping[str, Any]
+#: An in-transaction hook: more changes to write with the move (history, template...).
+Prepare = Callable[[Connection, VmRecord, Move], dict[str, Any]]
 
 
-@dataclass(frozen=True, slots=True)
-class Placement:
-    """A VM placed on a host, as the deploy transaction returns it.
-
-    ``prolog`` is the VM as it entered PROLOG; ``vm`` as it left the
-    transaction (BOOT, since no host needs file transfers).
-    """
-
-    vm: VmRecord
-    host: HostRecord
-    seq: int
-    prolog: VmRecord | None = None
-
-
-def _now() -> int:
+def now() -> int:
     return int(time.time())
 
 
 _CURRENT_SEQ = select(func.max(history.c.seq)).where(history.c.vm_id == bindparam("vm_id"))
 
 
-def _current_seq(connection: Connection, vm_id: int) -> int:
+def current_seq(connection: Connection, vm_id: int) -> int:
+    """The VM's current stay (history ``SEQ``), -1 before its first deploy."""
     value = connection.execute(_CURRENT_SEQ, {"vm_id": vm_id}).scalar()
     return -1 if value is None else int(value)
-
-
-def _advance(connection: Connection, vm: VmRecord, event: Event, **changes: Any) -> VmRecord:
-    """Apply ``event`` to ``vm`` as last seen, re-reading it once if it changed since.
-
-    Most transitions follow the write that produced ``vm``, so the first
-    compare-and-swap usually succeeds without a read.
-    """
-    try:
-        state, lcm_state = lifecycle.apply(vm.position, event)
-        return vm_pool.update_vm(connection, vm, state=state, lcm_state=lcm_state, **changes)
-    except IllegalActionError:
-        pass  # stale copy (or a lost race): decide again on the stored record
-    current = vm_pool.get_vm(connection, vm.id, with_history=False)
-    state, lcm_state = lifecycle.apply(current.position, event)
-    return vm_pool.update_vm(connection, current, state=state, lcm_state=lcm_state, **changes)
 
 
 def token_for(install_id: str, vm_id: int, seq: int) -> str:
@@ -96,8 +68,104 @@ def token_for(install_id: str, vm_id: int, seq: int) -> str:
     return f"{install_id}-vm{vm_id}-{seq}"
 
 
+#: States in which the VM's current stay is open: user actions are recorded on it.
+_ON_A_HOST = frozenset({VmState.ACTIVE, VmState.POWEROFF, VmState.SUSPENDED})
+
+
+@dataclass(slots=True)
+class Stepped:
+    """What :func:`step` did: the VM as written, the positions it passed, the work to run."""
+
+    vm: VmRecord
+    passed: list[StateKey] = field(default_factory=list)
+    work: Work | None = None
+    token: str = ""
+
+
+def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
+         check: Callable[[Connection, VmRecord, Work], None] | None = None,
+         changes: Mapping[str, Any] | None = None, prepare: Prepare | None = None,
+         journal_host: int | None = None, finish: tuple[str, bool, str] | None = None
+         ) -> Stepped:
+    """Apply ``event`` to ``vm`` (as read in this transaction) and write it.
+
+    Args:
+        check: refuses work the host's driver cannot do (raises before any write).
+        changes: columns to write with the move (deploy id, error...).
+        prepare: more changes computed from the VM and the move, in the transaction.
+        journal_host: the host the journalled work acts on (default the VM's host).
+        finish: ``(work label, ok, result)`` of the work whose result this is:
+            its journal entries are closed in the same transaction.
+
+    Raises:
+        IllegalActionError: the move is not in the table.
+        UnsupportedActionError: the driver cannot do the work (from ``check``).
+        ConflictError: another writer changed the VM since it was read.
+    """
+    moved = lifecycle.move(vm.position, event)
+    if moved.work is not None and check is not None and not moved.work.instant:
+        check(connection, vm, moved.work)
+    values: dict[str, Any] = dict(changes or {})
+    if prepare is not None:
+        values.update(prepare(connection, vm, moved))
+    if moved.to != vm.position:
+        values.update(state=moved.to[0], lcm_state=moved.to[1])
+    seq = current_seq(connection, vm.id)
+    code = lifecycle.HISTORY_ACTIONS.get(event)
+    if code is not None and seq >= 0 and event in lifecycle.USER_EVENTS \
+            and vm.state in _ON_A_HOST:
+        vm_pool.update_history(connection, vm.id, seq, action=code,
+                               reason=f"{event.value} requested")
+    if finish is not None:
+        label, ok, result = finish
+        journal.finish_started(connection, vm.id, _journal_actions(label), ok=ok, result=result)
+    if moved.to == lifecycle.DONE:
+        values.setdefault("etime", now())
+    written = vm_pool.update_vm(connection, vm, **values) if values else vm
+    done = Stepped(written, [moved.to] if moved.to != vm.position else [])
+    work = moved.work
+    while work is not None and work.instant:
+        _instant(connection, written, work, seq)
+        moved = lifecycle.move(written.position, Event.SUCCESS)
+        extra: dict[str, Any] = {"state": moved.to[0], "lcm_state": moved.to[1]}
+        if moved.to == lifecycle.DONE:
+            extra["etime"] = now()
+        written = vm_pool.update_vm(connection, written, **extra)
+        done.passed.append(moved.to)
+        work = moved.work
+    done.vm = written
+    if work is not None:
+        done.work = work
+        base = token_for(install_id, vm.id, seq)
+        if work is not Work.DEPLOY:
+            base = f"{base}-{work.label}"
+        host_id = journal_host if journal_host is not None else (written.host_id or -1)
+        done.token = journal.begin(connection, vm_id=vm.id, host_id=host_id, seq=seq,
+                                   action=work.label, base=base)
+    return done
+
+
+def _journal_actions(label: str) -> tuple[str, ...]:
+    # A graceful shutdown falls back to cancel: either closes the other.
+    if label in ("shutdown", "cancel"):
+        return ("shutdown", "cancel")
+    return (label,)
+
+
+def _instant(connection: Connection, vm: VmRecord, work: Work, seq: int) -> None:
+    """Store-only work: the prolog ends at once; the epilog closes the stay."""
+    stamp = now()
+    if seq < 0:
+        return
+    if work is Work.PROLOG:
+        vm_pool.update_history(connection, vm.id, seq, petime=stamp, rstime=stamp)
+    elif work is Work.EPILOG:
+        vm_pool.update_history(connection, vm.id, seq, retime=stamp, estime=stamp,
+                               eetime=stamp, etime=stamp)
+
+
 class ManagerBase:
-    """State and plumbing of the life-cycle manager (see the package docstring)."""
+    """Collaborators, background work and :meth:`advance` (see the module docstring)."""
 
     def __init__(
         self,
@@ -131,6 +199,7 @@ class ManagerBase:
         #: Drivers' notes on deploys in flight (EC2 batches), in the journal.
         self.deploy_notes = JournalNotes(db)
 
+    # -- background work --------------------------------------------------------------
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> None:
         """Run driver work in the background, keeping a reference until it ends.
@@ -173,34 +242,83 @@ class ManagerBase:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=10)
 
-    def _logged(self, vm: VmRecord) -> VmRecord:
-        """Log and publish a committed state change of ``vm``; returns ``vm``."""
-        self.files.log(vm.id, "I", f"New state is {vm_state_label(*vm.position)}")
-        self.events.publish("vm", vm.id, vm_snapshot(vm))
-        log.debug("VM %d: %s", vm.id, vm_state_label(*vm.position))
-        return vm
+    # -- the one way a VM moves -------------------------------------------------------
 
-    async def transition(self, vm_id: int, event: Event, **changes: Any) -> VmRecord:
-        """Apply ``event`` to VM ``vm_id`` and write ``changes`` with it.
+    async def advance(self, vm_id: int, event: Event, *, expect: StateKey | None = None,
+                      changes: Mapping[str, Any] | None = None, prepare: Prepare | None = None,
+                      args: WorkArgs | None = None, journal_host: int | None = None,
+                      finish: tuple[str, bool, str] | None = None) -> VmRecord:
+        """Apply ``event`` to VM ``vm_id`` with :func:`step`, then start the work it entered.
+
+        ``expect`` refuses the event unless the VM is still where the caller
+        saw it (a work result for a VM that moved on must not apply to its new
+        position).
 
         Raises:
             NotFoundError: no such VM.
-            IllegalActionError: the event is not legal in the VM's state.
+            IllegalActionError: illegal in the VM's state, or it moved on.
+            UnsupportedActionError: the host's driver cannot do the work.
         """
-        def write(connection: Connection) -> VmRecord:
+        def write(connection: Connection) -> tuple[VmRecord, Stepped]:
             vm = vm_pool.get_vm(connection, vm_id, with_history=False)
-            state, lcm_state = lifecycle.apply(vm.position, event)
-            return vm_pool.update_vm(connection, vm, state=state, lcm_state=lcm_state, **changes)
+            if expect is not None and vm.position != expect:
+                raise IllegalActionError(
+                    f"VM {vm_id} moved on to {vm_state_label(*vm.position)}")
+            return vm, step(connection, vm, event, install_id=self.install_id,
+                            check=self._check_driver(args), changes=changes,
+                            prepare=prepare, journal_host=journal_host, finish=finish)
 
-        return self._logged(await self.db.write(write))
+        before, stepped = await self.db.write(write)
+        self.after_step(before, stepped, args or {})
+        return stepped.vm
 
+    def after_step(self, before: VmRecord, stepped: Stepped, args: WorkArgs) -> None:
+        """Log and publish the positions passed, start the work, wake the scheduler
+        when it matters."""
+        for position in stepped.passed:
+            self.files.log(before.id, "I", f"New state is {vm_state_label(*position)}")
+        if stepped.passed:
+            log.debug("VM %d: %s", before.id, vm_state_label(*stepped.vm.position))
+        if stepped.vm.version != before.version:
+            self.events.publish("vm", before.id, vm_snapshot(stepped.vm))
+        if stepped.work is not None:
+            self.start_work(stepped.vm, stepped.work, stepped.token, args)
+        held = before.state in CAPACITY_HOLDING_STATES
+        if (held and stepped.vm.state not in CAPACITY_HOLDING_STATES) or (
+                stepped.vm.state is VmState.PENDING and before.state is not VmState.PENDING):
+            self._on_capacity_freed()
+
+    def start_work(self, vm: VmRecord, work: Work, token: str, args: WorkArgs, *,
+                   replay: bool = False) -> None:
+        """Run ``work`` for ``vm`` in the background (see :mod:`.work`)."""
+        raise NotImplementedError  # provided by the work mixin
+
+    def _check_driver(self, args: WorkArgs | None) -> Callable[[Connection, VmRecord, Work],
+                                                               None]:
+        def check(connection: Connection, vm: VmRecord, work: Work) -> None:
+            if work.capability is None or vm.host_id is None:
+                return
+            host = host_pool.get_host(connection, vm.host_id)
+            driver = self.dispatcher.vm_driver(host.vm_mad)
+            if not driver.supports(work.capability):
+                raise UnsupportedActionError(
+                    f'Action "{work.label}" is not supported by driver {host.vm_mad} '
+                    f"of host {host.name}")
+
+        return check
+
+    # -- reading --------------------------------------------------------------------------
 
     @staticmethod
     def host_ref(host: HostRecord) -> HostRef:
         """The driver's view of ``host``: id, name and template attributes."""
         return HostRef(id=host.id, name=host.name, attributes=host.template.as_flat_dict())
 
-    async def _host_of(self, vm_id: int) -> HostRecord | None:
+    def vm_ref(self, vm: VmRecord, host: HostRecord, deploy_id: str | None = None) -> VmRef:
+        return VmRef(vm_id=vm.id, deploy_id=vm.deploy_id if deploy_id is None else deploy_id,
+                     host=self.host_ref(host))
+
+    async def host_of(self, vm_id: int) -> HostRecord | None:
         def read(connection: Connection) -> HostRecord | None:
             vm = vm_pool.get_vm(connection, vm_id, with_history=False)
             if vm.host_id is None:
@@ -212,8 +330,16 @@ class ManagerBase:
 
         return await self.db.read(read)
 
+    async def host(self, host_id: int) -> HostRecord | None:
+        def read(connection: Connection) -> HostRecord | None:
+            try:
+                return host_pool.get_host(connection, host_id)
+            except NotFoundError:
+                return None
 
-    async def _current(self, vm_id: int) -> VmRecord | None:
+        return await self.db.read(read)
+
+    async def current(self, vm_id: int) -> VmRecord | None:
         def read(connection: Connection) -> VmRecord | None:
             try:
                 return vm_pool.get_vm(connection, vm_id, with_history=False)
@@ -228,28 +354,10 @@ class ManagerBase:
             vm = vm_pool.get_vm(connection, vm_id, with_history=False)
             vm_pool.update_vm(connection, vm, error=message)
 
-        with contextlib.suppress(ConflictError, NotFoundError):
+        with contextlib.suppress(IllegalActionError, NotFoundError):
             await self.db.write(write)
 
-
-    async def _find_by_token(self, vm: VmRecord, host: HostRecord) -> str | None:
-        def read(connection: Connection) -> int:
-            return _current_seq(connection, vm.id)
-
-        seq = await self.db.read(read)
-        if seq < 0:
-            return None
-        token = token_for(self.install_id, vm.id, seq)
-        driver = self.dispatcher.vm_driver(host.vm_mad)
-        path = self.files.deployment_path(vm.id, seq)
-        spec = self._deploy_spec(vm, host, path, token)
-        try:
-            return await self.dispatcher.run("VM_MAD", host.vm_mad, "find",
-                                             lambda: driver.find(spec))
-        except DriverError:
-            return None
-
-    def _deploy_spec(self, vm: VmRecord, host: HostRecord, path: Path, token: str) -> DeploySpec:
+    def deploy_spec(self, vm: VmRecord, host: HostRecord, path: Path, token: str) -> DeploySpec:
         return DeploySpec(
             vm_id=vm.id, host=self.host_ref(host), deployment_file=path,
             deployment=self.deployment_document(vm), token=token, memory_mb=vm.memory,
@@ -261,12 +369,10 @@ class ManagerBase:
 
         Root ``TEMPLATE`` with ``CPU``, ``MEMORY``, ``PUBLIC_CLOUD``/``EC2``
         sections and everything else the user wrote, plus ``VMID`` and ``NAME``
-        (the seed's layout), as plain elements with escaped text
-        (``<TYPE>provider_name</TYPE>``), no CDATA.
+        (the seed's layout).
         """
         template = vm.full_template()
         template.set("VMID", str(vm.id))
         if template.get("NAME") is None:
             template.set("NAME", vm.name)
         return template.to_xml("TEMPLATE", plain=True)
-

@@ -1,10 +1,13 @@
-"""What monitoring observed: poll results applied to VMs through the table.
+"""Observing: what polls report becomes monitoring data and, maybe, an event.
 
-The provider is the authority on whether an instance exists: a poll that
-sees it gone moves the VM out of RUNNING with a reason; one that sees it back
-moves it in again; one that sees it reclaimed by the provider (a spot
-interruption) closes its history record with the reason and sends the VM back
-to the scheduler. Poll data (``IP`` and the rest) goes to the VM's monitoring.
+Poll results are applied VM by VM in one write each: the monitoring values
+(``IP``, ``NETTX``...) are stored, and the state the poll implies
+(``MONITOR_RUNNING``, ``MONITOR_GONE``...) goes through the one helper when
+the table allows it there; otherwise it is ignored (a VM being shut down
+that the provider already reports gone, for instance, is handled by the
+table's own entries). An instance the provider reclaimed (a spot
+interruption) closes the VM's stay with the provider's reason and sends the
+VM back to the scheduler.
 """
 
 from __future__ import annotations
@@ -16,21 +19,15 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from cloudburst.daemon.lifecycle.base import ManagerBase, _current_seq, _now
-from cloudburst.daemon.lifecycle.stopping import Stopping
+from cloudburst.daemon.lifecycle.base import ManagerBase, Stepped, current_seq, now, step
 from cloudburst.drivers.base import PollResult, PollState, VmRef
-from cloudburst.errors import (
-    ConflictError,
-    NotFoundError,
-)
+from cloudburst.errors import ConflictError, NotFoundError
 from cloudburst.model import lifecycle
 from cloudburst.model.lifecycle import Event
 from cloudburst.model.records import HostRecord, VmRecord
-from cloudburst.model.states import VmState
 from cloudburst.store import vm_pool
 
 log = logging.getLogger("cloudburst.daemon.lifecycle")
-
 
 _POLL_EVENTS: dict[PollState, Event] = {
     PollState.ACTIVE: Event.MONITOR_RUNNING,
@@ -40,9 +37,11 @@ _POLL_EVENTS: dict[PollState, Event] = {
     PollState.RECLAIMED: Event.MONITOR_RECLAIMED,
 }
 
+_GONE = ("The instance is gone: the driver no longer reports it (stopped or deleted "
+         "outside cloudburst)")
 
 
-class Observing(Stopping):
+class Observing(ManagerBase):
     """Applies poll results (bulk polls and host reports) to VMs."""
 
     async def apply_poll(self, results: dict[int, PollResult]) -> None:
@@ -51,13 +50,13 @@ class Observing(Stopping):
                                for vm_id, result in results.items()))
 
     async def _apply_one(self, vm_id: int, result: PollResult) -> None:
-        now = _now()
+        stamp = now()
         event = _POLL_EVENTS.get(result.state)
         info = {key: value for key, value in result.info.items() if key != "ERROR"}
         poll_error = result.info.get("ERROR", "")
         reclaimed = result.info.get("REASON", "instance taken back")
 
-        def write(connection: Connection) -> VmRecord | None:
+        def write(connection: Connection) -> tuple[VmRecord, Stepped] | None:
             vm = vm_pool.get_vm(connection, vm_id, with_history=False)
             changes: dict[str, Any] = {}
             monitoring = dict(vm.monitoring)
@@ -66,37 +65,33 @@ class Observing(Stopping):
                 changes["monitoring"] = monitoring
             if poll_error and vm.error != f"Error monitoring VM: {poll_error}":
                 changes["error"] = f"Error monitoring VM: {poll_error}"
-            if event is not None and lifecycle.is_legal(vm.position, event):
-                state, lcm_state = lifecycle.apply(vm.position, event)
-                if (state, lcm_state) != vm.position:
-                    changes.update(state=state, lcm_state=lcm_state)
-                    if event is Event.MONITOR_GONE:
-                        changes["error"] = ("The instance is gone: the driver no longer "
-                                            "reports it (stopped or deleted outside cloudburst)")
-                    elif state is VmState.PENDING:  # reclaimed: back to the scheduler
-                        why = f"reclaimed by the provider: {reclaimed}"
-                        vm_pool.update_history(connection, vm_id, _current_seq(connection, vm_id),
-                                               etime=now, reason=why)
-                        changes.update(host_id=None, deploy_id="", error="",
-                                       sched_message=f"Instance {why}; deploying again")
-            if not changes and now - vm.last_poll < 300:
+            moves = (event is not None and lifecycle.is_legal(vm.position, event)
+                     and lifecycle.move(vm.position, event).to != vm.position)
+            if not moves and not changes and stamp - vm.last_poll < 300:
                 return None
-            changes["last_poll"] = now
-            return vm_pool.update_vm(connection, vm, **changes)
+            changes["last_poll"] = stamp
+            if not moves:
+                return vm, Stepped(vm_pool.update_vm(connection, vm, **changes))
+            assert event is not None
+            if event is Event.MONITOR_GONE and vm.position == lifecycle.RUNNING:
+                changes["error"] = _GONE
+            elif lifecycle.apply(vm.position, event) == lifecycle.PENDING:
+                why = f"reclaimed by the provider: {reclaimed}"
+                vm_pool.update_history(connection, vm_id, current_seq(connection, vm_id),
+                                       etime=stamp, reason=why)
+                changes.update(host_id=None, deploy_id="", error="",
+                               sched_message=f"Instance {why}; deploying again")
+            return vm, step(connection, vm, event, install_id=self.install_id, changes=changes)
 
         try:
-            updated = await self.db.write(write)
+            written = await self.db.write(write)
         except (ConflictError, NotFoundError):
             return
-        if updated is not None and updated.position != (updated.prev_state,
-                                                         updated.prev_lcm_state):
-            self._logged(updated)
-            if updated.position == lifecycle.EPILOG:
-                await self.epilog(vm_id)
-            elif updated.position == lifecycle.PENDING:
-                self.files.log(vm_id, "I", updated.sched_message)
-                self._on_capacity_freed()
-
+        if written is not None:
+            before, stepped = written
+            if stepped.vm.position == lifecycle.PENDING and before.position != lifecycle.PENDING:
+                self.files.log(vm_id, "I", stepped.vm.sched_message)
+            self.after_step(before, stepped, {})
 
 
 def poll_refs(vms: Sequence[VmRecord], host: HostRecord) -> list[VmRef]:

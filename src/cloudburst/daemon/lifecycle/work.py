@@ -1,0 +1,520 @@
+"""The driver work the table starts, and what its result does.
+
+:data:`RUNNERS` maps each driver :class:`~cloudburst.model.lifecycle.Work` to
+one coroutine that calls the driver through the dispatcher and returns the
+changes its ``SUCCESS`` writes (a deploy id, a new stay, a template
+section). :meth:`Working.start_work` runs it; the result goes back through
+:meth:`~cloudburst.daemon.lifecycle.base.ManagerBase.advance` as ``SUCCESS``
+or ``FAILURE``, guarded by the position the work started in, so a result that
+arrives after the VM moved on changes nothing (a late deploy id has its
+instance cancelled instead).
+
+Failure rules beyond ``FAILURE``: a deploy with no room (``CapacityError``)
+or an outage before anything was created goes back to PENDING, that host
+skipped for a while; a stop (shutdown, cancel, cleanup) that hit an outage
+stays where it is and is tried again until the provider confirms the
+instance gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection
+
+from cloudburst.daemon.lifecycle.base import (
+    CAPACITY_BACKOFF,
+    ManagerBase,
+    WorkArgs,
+    current_seq,
+    now,
+)
+from cloudburst.drivers.base import DeviceSpec, ResizeSpec, VmDriver, VmRef
+from cloudburst.errors import (
+    CapacityError,
+    DriverError,
+    IllegalActionError,
+    NotFoundError,
+    TransientDriverError,
+    UnsupportedActionError,
+    one_line,
+)
+from cloudburst.model import lifecycle
+from cloudburst.model.lifecycle import Event, Move, Work
+from cloudburst.model.records import HistoryRecord, HostRecord, VmRecord
+from cloudburst.store import journal, vm_pool
+from cloudburst.template import Template
+
+log = logging.getLogger("cloudburst.daemon.lifecycle")
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a successful work writes: column changes and, maybe, a stay change."""
+
+    changes: dict[str, Any] = field(default_factory=dict)
+    prepare: Callable[[Connection, VmRecord, Move], dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One run of a work: the VM as it entered, its host, driver, token and inputs."""
+
+    manager: ManagerBase
+    vm: VmRecord
+    host: HostRecord
+    driver: VmDriver
+    token: str
+    args: WorkArgs
+    replay: bool
+
+    @property
+    def ref(self) -> VmRef:
+        return self.manager.vm_ref(self.vm, self.host)
+
+    async def run(self, action: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        return await self.manager.dispatcher.run("VM_MAD", self.host.vm_mad, action, call)
+
+
+Runner = Callable[[Job], Awaitable[Outcome]]
+
+
+# -- the runners ----------------------------------------------------------------------------
+
+
+async def _deploy(job: Job) -> Outcome:
+    manager, vm = job.manager, job.vm
+    seq = await manager.db.read(lambda connection: current_seq(connection, vm.id))
+    if job.replay:
+        found = await _find(job, seq)
+        if found:
+            manager.files.log(vm.id, "I", f"Recovered deploy after restart: found {found}")
+            return _deployed(found)
+        manager.files.log(vm.id, "I", "Replaying deploy after restart with the same token")
+    try:
+        path = await manager.files.write_deployment(vm.id, seq, manager.deployment_document(vm))
+    except OSError as exc:
+        raise DriverError(f"Cannot write deployment file: {exc.strerror}") from None
+    spec = manager.deploy_spec(vm, job.host, path, job.token)
+    deploy_id = await job.run("deploy", lambda: job.driver.deploy(spec))
+    if not deploy_id.strip():
+        raise DriverError("deploy: the driver returned an empty deploy id")
+    return _deployed(deploy_id.strip())
+
+
+def _deployed(deploy_id: str) -> Outcome:
+    return Outcome({"deploy_id": deploy_id, "last_poll": now(), "error": ""})
+
+
+async def _find(job: Job, seq: int) -> str | None:
+    spec = job.manager.deploy_spec(job.vm, job.host,
+                                   job.manager.files.deployment_path(job.vm.id, seq), job.token)
+    try:
+        found: str | None = await job.run("find", lambda: job.driver.find(spec))
+    except DriverError:
+        return None
+    return found
+
+
+async def _shutdown(job: Job) -> Outcome:
+    """Graceful shutdown, falling back to cancel when it fails or is missing."""
+    if not job.vm.deploy_id:
+        return Outcome()
+    try:
+        await job.run("shutdown", lambda: job.driver.shutdown(job.ref))
+        return Outcome()
+    except UnsupportedActionError:
+        pass
+    except DriverError as exc:
+        job.manager.files.log(job.vm.id, "W", f"Graceful shutdown failed "
+                                              f"({one_line(exc.message)}); cancelling")
+    return await _cancel(job)
+
+
+async def _cancel(job: Job) -> Outcome:
+    if job.vm.deploy_id:
+        await job.run("cancel", lambda: job.driver.cancel(job.ref))
+    return Outcome()
+
+
+async def _cleanup(job: Job) -> Outcome:
+    """Cancel what the provider may hold, found by the deploy token when no id was stored."""
+    deploy_id = job.vm.deploy_id
+    if not deploy_id:
+        seq = await job.manager.db.read(lambda connection: current_seq(connection, job.vm.id))
+        entry = await job.manager.db.read(lambda connection: _deploy_entry(connection, job, seq))
+        if entry is not None:
+            finder = Job(job.manager, job.vm, job.host, job.driver, entry, job.args, True)
+            deploy_id = await _find(finder, seq) or ""
+    if deploy_id:
+        ref = job.manager.vm_ref(job.vm, job.host, deploy_id)
+        await job.run("cancel", lambda: job.driver.cancel(ref))
+    if job.vm.position == lifecycle.CLEANUP_RESUBMIT:
+        return Outcome({"deploy_id": "", "host_id": None, "error": ""},
+                       _end_stay("recreated"))
+    return Outcome(prepare=_end_stay(""))
+
+
+def _deploy_entry(connection: Connection, job: Job, seq: int) -> str | None:
+    tokens = [entry.token for entry in journal.entries_for(connection, job.vm.id)
+              if entry.action == "deploy" and entry.seq == seq]
+    return tokens[-1] if tokens else None
+
+
+async def _reboot(job: Job) -> Outcome:
+    await job.run("reboot", lambda: job.driver.reboot(job.ref))
+    return Outcome()
+
+
+async def _reset(job: Job) -> Outcome:
+    await job.run("reset", lambda: job.driver.reset(job.ref))
+    return Outcome()
+
+
+async def _poweroff(job: Job) -> Outcome:
+    await job.run("poweroff", lambda: job.driver.poweroff(job.ref, hard=False))
+    return Outcome()
+
+
+async def _poweroff_hard(job: Job) -> Outcome:
+    await job.run("poweroff", lambda: job.driver.poweroff(job.ref, hard=True))
+    return Outcome()
+
+
+async def _poweron(job: Job) -> Outcome:
+    manager, vm = job.manager, job.vm
+    seq = await manager.db.read(lambda connection: current_seq(connection, vm.id))
+    path = await manager.files.write_deployment(vm.id, seq, manager.deployment_document(vm))
+    spec = manager.deploy_spec(vm, job.host, path, job.token)
+    deploy_id = await job.run("poweron", lambda: job.driver.poweron(job.ref, spec))
+    return _deployed(deploy_id or vm.deploy_id)
+
+
+async def _save(job: Job) -> Outcome:
+    checkpoint = job.manager.files.checkpoint_path(job.vm.id)
+    await job.run("save", lambda: job.driver.save(job.ref, checkpoint))
+    return Outcome()
+
+
+async def _restore(job: Job) -> Outcome:
+    checkpoint = job.manager.files.checkpoint_path(job.vm.id)
+    deploy_id = await job.run("restore", lambda: job.driver.restore(job.ref, checkpoint))
+    return _deployed(deploy_id or job.vm.deploy_id)
+
+
+async def _migrate(job: Job) -> Outcome:
+    destination = await job.manager.host(int(job.args["host_id"]))
+    if destination is None:
+        raise DriverError(f"migrate: host {job.args['host_id']} no longer exists")
+    live = job.vm.position == lifecycle.MIGRATE
+    target = job.manager.host_ref(destination)
+    deploy_id = await job.run("migrate", lambda: job.driver.migrate(job.ref, target, live=live))
+    code = lifecycle.HISTORY_ACTIONS[Event.MIGRATE_LIVE if live else Event.MIGRATE]
+    return Outcome({"deploy_id": deploy_id or job.vm.deploy_id, "host_id": destination.id},
+                   _new_stay(destination, code))
+
+
+def _new_stay(host: HostRecord, code: int) -> Callable[[Connection, VmRecord, Move],
+                                                       dict[str, Any]]:
+    def prepare(connection: Connection, vm: VmRecord, moved: Move) -> dict[str, Any]:
+        stamp = now()
+        seq = current_seq(connection, vm.id)
+        vm_pool.update_history(connection, vm.id, seq, etime=stamp, retime=stamp, action=code)
+        vm_pool.insert_history(connection, HistoryRecord(
+            vm_id=vm.id, seq=seq + 1, host_id=host.id, hostname=host.name, vm_mad=host.vm_mad,
+            tm_mad=host.tm_mad, stime=stamp, pstime=stamp, petime=stamp, rstime=stamp))
+        return {}
+
+    return prepare
+
+
+async def _resize(job: Job) -> Outcome:
+    spec = ResizeSpec(cpu=job.vm.cpu, vcpu=int(job.vm.template.get("VCPU") or 1),
+                      memory_mb=job.vm.memory)
+    if job.vm.deploy_id:
+        await job.run("resize", lambda: job.driver.resize(job.ref, spec))
+    return Outcome()
+
+
+async def _snapshot_create(job: Job) -> Outcome:
+    snapshot_id, name = int(job.args["snapshot_id"]), str(job.args["name"])
+    provider_name = await job.run(
+        "snapshot_create", lambda: job.driver.snapshot_create(job.ref, snapshot_id, name))
+
+    def prepare(connection: Connection, vm: VmRecord, moved: Move) -> dict[str, Any]:
+        template = vm.template.copy()
+        template.append("SNAPSHOT", {"SNAPSHOT_ID": str(snapshot_id), "NAME": name,
+                                     "HYPERVISOR_ID": provider_name, "TIME": str(now())})
+        return {"template": template}
+
+    return Outcome(prepare=prepare)
+
+
+async def _snapshot_revert(job: Job) -> Outcome:
+    provider_name = str(job.args["hypervisor_id"])
+    await job.run("snapshot_revert", lambda: job.driver.snapshot_revert(job.ref, provider_name))
+    return Outcome()
+
+
+async def _snapshot_delete(job: Job) -> Outcome:
+    provider_name = str(job.args["hypervisor_id"])
+    await job.run("snapshot_delete", lambda: job.driver.snapshot_delete(job.ref, provider_name))
+    return Outcome(prepare=_without("SNAPSHOT", "SNAPSHOT_ID", int(job.args["snapshot_id"])))
+
+
+def _device(job: Job, section: str) -> DeviceSpec:
+    attributes: dict[str, str] = dict(job.args["attributes"])
+    return DeviceSpec(id=int(job.args["device_id"]), target=attributes.get("TARGET", ""),
+                      attributes=attributes)
+
+
+async def _attach_disk(job: Job) -> Outcome:
+    disk = _device(job, "DISK")
+    await job.run("attach_disk", lambda: job.driver.attach_disk(job.ref, disk))
+    return Outcome(prepare=_with("DISK", {**disk.attributes, "DISK_ID": str(disk.id)}))
+
+
+async def _detach_disk(job: Job) -> Outcome:
+    disk = _device(job, "DISK")
+    await job.run("detach_disk", lambda: job.driver.detach_disk(job.ref, disk))
+    return Outcome(prepare=_without("DISK", "DISK_ID", disk.id))
+
+
+async def _attach_nic(job: Job) -> Outcome:
+    nic = _device(job, "NIC")
+    await job.run("attach_nic", lambda: job.driver.attach_nic(job.ref, nic))
+    return Outcome(prepare=_with("NIC", {**nic.attributes, "NIC_ID": str(nic.id)}))
+
+
+async def _detach_nic(job: Job) -> Outcome:
+    nic = _device(job, "NIC")
+    await job.run("detach_nic", lambda: job.driver.detach_nic(job.ref, nic))
+    return Outcome(prepare=_without("NIC", "NIC_ID", nic.id))
+
+
+def _with(section: str, values: dict[str, str]) -> Callable[[Connection, VmRecord, Move],
+                                                            dict[str, Any]]:
+    def prepare(connection: Connection, vm: VmRecord, moved: Move) -> dict[str, Any]:
+        template = vm.template.copy()
+        template.append(section, values)
+        return {"template": template}
+
+    return prepare
+
+
+def _without(section: str, id_key: str, item: int) -> Callable[[Connection, VmRecord, Move],
+                                                               dict[str, Any]]:
+    def prepare(connection: Connection, vm: VmRecord, moved: Move) -> dict[str, Any]:
+        return {"template": without_item(vm.template, section, id_key, item)}
+
+    return prepare
+
+
+def without_item(template: Template, section: str, id_key: str, item: int) -> Template:
+    """``template`` without the ``section`` vector whose ``id_key`` is ``item``."""
+    return Template((name, value) for name, value in template
+                    if not (name == section and isinstance(value, dict)
+                            and value.get(id_key) == str(item)))
+
+
+RUNNERS: dict[Work, Runner] = {
+    Work.DEPLOY: _deploy, Work.SHUTDOWN: _shutdown, Work.CANCEL: _cancel,
+    Work.CLEANUP: _cleanup, Work.REBOOT: _reboot, Work.RESET: _reset,
+    Work.POWEROFF: _poweroff, Work.POWEROFF_HARD: _poweroff_hard, Work.POWERON: _poweron,
+    Work.SAVE: _save, Work.RESTORE: _restore, Work.MIGRATE: _migrate,
+    Work.MIGRATE_LIVE: _migrate, Work.RESIZE: _resize,
+    Work.SNAPSHOT_CREATE: _snapshot_create, Work.SNAPSHOT_REVERT: _snapshot_revert,
+    Work.SNAPSHOT_DELETE: _snapshot_delete, Work.ATTACH_DISK: _attach_disk,
+    Work.DETACH_DISK: _detach_disk, Work.ATTACH_NIC: _attach_nic, Work.DETACH_NIC: _detach_nic,
+}
+
+#: Work that is safe to run again after a restart (idempotent at the provider).
+REPLAYABLE: frozenset[Work] = frozenset({
+    Work.DEPLOY, Work.SHUTDOWN, Work.CANCEL, Work.CLEANUP, Work.POWEROFF, Work.POWEROFF_HARD,
+    Work.POWERON, Work.SAVE, Work.RESTORE, Work.MIGRATE, Work.MIGRATE_LIVE,
+})
+
+_STOPS = frozenset({Work.SHUTDOWN, Work.CANCEL, Work.CLEANUP})
+
+#: How a failed work is worded on the VM (OpenNebula's phrases where it has them).
+_ERRORS: dict[Work, str] = {
+    Work.DEPLOY: "Error deploying virtual machine", Work.SHUTDOWN: "Error shutting down VM",
+    Work.CANCEL: "Error shutting down VM", Work.CLEANUP: "Error cleaning up VM",
+    Work.REBOOT: "Error rebooting VM", Work.RESET: "Error resetting VM",
+    Work.POWEROFF: "Error powering off VM", Work.POWEROFF_HARD: "Error powering off VM",
+    Work.POWERON: "Error booting VM", Work.SAVE: "Error saving VM state",
+    Work.RESTORE: "Error restoring VM", Work.MIGRATE: "Error migrating VM",
+    Work.MIGRATE_LIVE: "Error live-migrating VM", Work.RESIZE: "Error resizing VM",
+    Work.SNAPSHOT_CREATE: "Error creating snapshot",
+    Work.SNAPSHOT_REVERT: "Error reverting snapshot",
+    Work.SNAPSHOT_DELETE: "Error deleting snapshot", Work.ATTACH_DISK: "Error attaching disk",
+    Work.DETACH_DISK: "Error detaching disk", Work.ATTACH_NIC: "Error attaching NIC",
+    Work.DETACH_NIC: "Error detaching NIC",
+}
+
+
+class Working(ManagerBase):
+    """Runs the work of entered states and applies its result."""
+
+    def start_work(self, vm: VmRecord, work: Work, token: str, args: WorkArgs, *,
+                   replay: bool = False) -> None:
+        self.spawn(self._work(vm, work, token, args, replay), f"{work.label}-{vm.id}")
+
+    async def _work(self, vm: VmRecord, work: Work, token: str, args: WorkArgs,
+                    replay: bool) -> None:
+        host = await self.host_of(vm.id)
+        if host is None:
+            if work in _STOPS:  # nothing can be left on a deleted host
+                await self._result(vm, work, Outcome(), token)
+            else:
+                await self._failed(vm, work, DriverError("the host of the VM was deleted"),
+                                   token, args, None, replay)
+            return
+        job = Job(self, vm, host, self.dispatcher.vm_driver(host.vm_mad), token, args, replay)
+        try:
+            outcome = await RUNNERS[work](job)
+        except DriverError as exc:
+            await self._failed(vm, work, exc, token, args, host, replay)
+            return
+        except (OSError, KeyError, ValueError) as exc:
+            await self._failed(vm, work, DriverError(f"{work.label}: {exc}"), token, args,
+                               host, replay)
+            return
+        if work in _STOPS:
+            self.stop_retries.pop(vm.id, None)
+        await self._result(vm, work, outcome, token)
+
+    async def _result(self, vm: VmRecord, work: Work, outcome: Outcome, token: str) -> None:
+        if not lifecycle.is_legal(vm.position, Event.SUCCESS):  # in-place work (reboot...)
+            self.files.log(vm.id, "I", f"VM {work.label} done")
+            if outcome.changes or outcome.prepare:
+                await self._write_in_place(vm.id, outcome)
+            await self._finish_journal(vm.id, work, True, "")
+            return
+        try:
+            await self.advance(vm.id, Event.SUCCESS, expect=vm.position,
+                               changes=outcome.changes, prepare=outcome.prepare,
+                               finish=(work.label, True, outcome.changes.get("deploy_id", "")))
+        except (IllegalActionError, NotFoundError) as exc:
+            log.info("VM %d: %s result ignored (%s)", vm.id, work.label, exc)
+            await self._finish_journal(vm.id, work, True, "result arrived late")
+            deploy_id = outcome.changes.get("deploy_id")
+            if work is Work.DEPLOY and deploy_id:
+                # The VM moved on while the driver worked (e.g. it was deleted):
+                # the instance must not be left behind.
+                self.files.log(vm.id, "W", f"Deployed as {deploy_id} after leaving BOOT; "
+                                           "cancelling")
+                await self._cancel_stray(vm.id, deploy_id)
+            return
+        if work is Work.DEPLOY:
+            self.capacity_backoff.pop(vm.id, None)
+            self.deploy_retries.pop(vm.id, None)
+            self.files.log(vm.id, "I", f"Deployed: DEPLOY_ID={outcome.changes['deploy_id']}")
+
+    async def _failed(self, vm: VmRecord, work: Work, error: DriverError, token: str,
+                      args: WorkArgs, host: HostRecord | None, replay: bool) -> None:
+        message = one_line(error.message)
+        if work in _STOPS and isinstance(error, TransientDriverError):
+            await self._retry_later(vm, work, token, args, message)
+            return
+        event = Event.FAILURE
+        changes: dict[str, Any] = {}
+        prepare = None
+        if work is Work.DEPLOY:
+            no_room = isinstance(error, CapacityError)
+            if no_room or (isinstance(error, TransientDriverError) and error.nothing_created
+                           and not replay):
+                event = Event.NO_CAPACITY if no_room else Event.RETRY
+                changes["host_id"] = None
+                note = ("Host refused the VM (no capacity)" if no_room
+                        else "Deploy failed before anything was created; will retry")
+                changes["sched_message"] = f"{note}: {message}"
+                prepare = _end_stay(f"{'no capacity' if no_room else 'nothing created'}: "
+                                    f"{message}")
+            else:
+                changes["error"] = f"{_ERRORS[work]}: {message}"
+        else:
+            changes["error"] = f"{_ERRORS[work]}: {message}"
+        self.files.log(vm.id, "E", changes.get("error") or f"{_ERRORS[work]}: {message}")
+        if not lifecycle.is_legal(vm.position, event):
+            await self.set_error(vm.id, changes.get("error", message))
+            await self._finish_journal(vm.id, work, False, message)
+            return
+        try:
+            await self.advance(vm.id, event, expect=vm.position, changes=changes,
+                               prepare=prepare, finish=(work.label, False, message))
+        except (IllegalActionError, NotFoundError) as exc:
+            log.info("VM %d: %s failure ignored, state moved on (%s)", vm.id, work.label, exc)
+            await self._finish_journal(vm.id, work, False, message)
+            return
+        if event is not Event.FAILURE and host is not None:
+            if event is Event.NO_CAPACITY:
+                delay = CAPACITY_BACKOFF
+            else:
+                tries = self.deploy_retries.get(vm.id, 0)
+                self.deploy_retries[vm.id] = tries + 1
+                delay = self.settings.driver_retry_delay * 2 ** min(tries, 5)
+            self.capacity_backoff.setdefault(vm.id, {})[host.id] = time.monotonic() + delay
+            asyncio.get_running_loop().call_later(delay, self._on_capacity_freed)
+
+    async def _retry_later(self, vm: VmRecord, work: Work, token: str, args: WorkArgs,
+                           message: str) -> None:
+        """Run ``work`` again after a growing delay, unless the VM moved on meanwhile."""
+        tries = self.stop_retries.get(vm.id, 0)
+        self.stop_retries[vm.id] = tries + 1
+        delay = self.settings.driver_retry_delay * 2 ** min(tries, 5)
+        self.files.log(vm.id, "W", f"{work.label} failed ({message}); the instance is not "
+                                   f"confirmed gone, trying again in {delay:g} s")
+        await self.set_error(vm.id, f"{_ERRORS[work]}, retrying: {message}")
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            current = await self.current(vm.id)
+            if current is not None and current.position == vm.position:
+                await self._work(current, work, token, args, False)
+
+        self.spawn(later(), f"{work.label}-retry-{vm.id}")
+
+    async def _write_in_place(self, vm_id: int, outcome: Outcome) -> None:
+        def write(connection: Connection) -> None:
+            vm = vm_pool.get_vm(connection, vm_id, with_history=False)
+            changes = dict(outcome.changes)
+            if outcome.prepare is not None:
+                changes.update(outcome.prepare(connection, vm, lifecycle.Move(vm.position)))
+            vm_pool.update_vm(connection, vm, **changes)
+
+        await self.db.write(write)
+
+    async def _finish_journal(self, vm_id: int, work: Work, ok: bool, result: str) -> None:
+        def write(connection: Connection) -> None:
+            journal.finish_started(connection, vm_id, (work.label,), ok=ok, result=result)
+
+        await self.db.write(write)
+
+    async def _cancel_stray(self, vm_id: int, deploy_id: str) -> None:
+        host = await self.host_of(vm_id)
+        if host is None:
+            return
+        driver = self.dispatcher.vm_driver(host.vm_mad)
+        ref = VmRef(vm_id=vm_id, deploy_id=deploy_id, host=self.host_ref(host))
+        try:
+            await self.dispatcher.run("VM_MAD", host.vm_mad, "cancel", lambda: driver.cancel(ref))
+        except DriverError as exc:
+            self.files.log(vm_id, "E", f"Could not cancel stray instance {deploy_id}: {exc}")
+
+
+def _end_stay(reason: str) -> Callable[[Connection, VmRecord, Move], dict[str, Any]]:
+    def prepare(connection: Connection, vm: VmRecord, moved: Move) -> dict[str, Any]:
+        stamp = now()
+        seq = current_seq(connection, vm.id)
+        if seq >= 0:
+            extra = {"reason": reason} if reason else {}
+            vm_pool.update_history(connection, vm.id, seq, etime=stamp, retime=stamp, **extra)
+        return {}
+
+    return prepare
