@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
-from cloudburst.daemon.app import Daemon
 from cloudburst.errors import ApiArgumentError
 from cloudburst.model.records import UserRecord
+from cloudburst.service.facade import Services
 
 __all__ = ["Call", "CallFailure", "Handler", "Params", "render", "update_type"]
 
@@ -142,7 +142,7 @@ def update_type(value: int) -> bool:
 class Call:
     """One authenticated call: who makes it and with what."""
 
-    daemon: Daemon
+    daemon: Services
     user: UserRecord
     params: Params
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from cloudburst.api import documents
 from cloudburst.api.calls import Call
-from cloudburst.daemon.app import VERSION
+from cloudburst.service.facade import API_VERSION
 
 __all__ = ["system_config", "system_version"]
 
@@ -19,7 +19,7 @@ __all__ = ["system_config", "system_version"]
 async def system_version(call: Call) -> object:
     """``one.system.version()``: the version string."""
     call.params.end()
-    return VERSION
+    return API_VERSION
 
 
 async def system_config(call: Call) -> object:

@@ -20,7 +20,7 @@ from cloudburst import metrics
 from cloudburst.errors import AuthenticationError
 
 if TYPE_CHECKING:
-    from cloudburst.daemon.app import Daemon
+    from cloudburst.service.facade import Services
 
 ADMIN_GROUP = 0
 
@@ -30,7 +30,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="cloudburst metrics"'}
 
 
-def install(app: web.Application, daemon: Daemon) -> None:
+def install(app: web.Application, daemon: Services) -> None:
     """Serve ``/metrics`` on ``app``."""
     async def handle(request: web.Request) -> web.Response:
         session = _basic_session(request.headers.get("Authorization", ""))

@@ -46,7 +46,7 @@ from cloudburst.errors import ErrorCode, one_line
 from cloudburst.web import install as install_dashboard
 
 if TYPE_CHECKING:
-    from cloudburst.daemon.app import Daemon
+    from cloudburst.service.facade import Services
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class _Rejected(Exception):
 class ApiServer:
     """Serves the ``one.*`` API of ``daemon`` on ``LISTEN_ADDRESS:PORT``."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Services) -> None:
         self.daemon = daemon
         self.settings = daemon.settings
         self._runner: web.AppRunner | None = None

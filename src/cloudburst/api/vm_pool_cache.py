@@ -21,7 +21,7 @@ from cloudburst.model.records import VmRecord
 from cloudburst.store.vm_pool import VmStamp
 
 if TYPE_CHECKING:
-    from cloudburst.daemon.app import Daemon
+    from cloudburst.service.facade import Services
 
 #: Entries kept beyond what the last listing showed before the cache is trimmed.
 SPARE_ENTRIES = 10_000
@@ -35,7 +35,7 @@ class VmPoolCache:
     def __init__(self) -> None:
         self._entries: dict[tuple[int, bool], tuple[_Key, str]] = {}
 
-    async def document(self, daemon: Daemon, stamps: Sequence[VmStamp], *, extended: bool,
+    async def document(self, daemon: Services, stamps: Sequence[VmStamp], *, extended: bool,
                        uname: Callable[[int], str]) -> str:
         """The ``VM_POOL`` document listing ``stamps``' VMs, in that order."""
         fragments: dict[int, str] = {}
@@ -70,10 +70,10 @@ def _key(vm: VmRecord, uname: Callable[[int], str]) -> _Key:
     return (vm.version, vm.sched_message, uname(vm.uid))
 
 
-_caches: weakref.WeakKeyDictionary[Daemon, VmPoolCache] = weakref.WeakKeyDictionary()
+_caches: weakref.WeakKeyDictionary[Services, VmPoolCache] = weakref.WeakKeyDictionary()
 
 
-def cache_of(daemon: Daemon) -> VmPoolCache:
+def cache_of(daemon: Services) -> VmPoolCache:
     """The cache serving ``daemon``'s API (created on first use)."""
     cache = _caches.get(daemon)
     if cache is None:

@@ -33,7 +33,6 @@ from cloudburst.api import (
     methods_vm,
 )
 from cloudburst.api.calls import Call, CallFailure, Handler, Params
-from cloudburst.daemon.app import Daemon
 from cloudburst.errors import (
     ApiArgumentError,
     CloudburstError,
@@ -44,6 +43,7 @@ from cloudburst.errors import (
 )
 from cloudburst.model.records import UserRecord
 from cloudburst.service import access_table
+from cloudburst.service.facade import Services
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ METHODS: Final[dict[str, Handler]] = {
 }
 
 
-async def dispatch(daemon: Daemon, method: str, params: Sequence[object], *,
+async def dispatch(daemon: Services, method: str, params: Sequence[object], *,
                    client: str = "") -> Reply:
     """Run ``method`` with ``params`` (the session first) and return oned's reply.
 
@@ -146,7 +146,7 @@ async def dispatch(daemon: Daemon, method: str, params: Sequence[object], *,
     return reply
 
 
-async def _audit(daemon: Daemon, user: UserRecord, method: str, target: str,
+async def _audit(daemon: Services, user: UserRecord, method: str, target: str,
                  reply: Reply) -> None:
     """Record a state-changing call; the result is kept only when it is an id."""
     ok, value = bool(reply[0]), reply[1]

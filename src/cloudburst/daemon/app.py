@@ -28,6 +28,7 @@ from cloudburst.daemon.scheduler import SchedulerLoop
 from cloudburst.events import EventBus
 from cloudburst.service.access import AccessService
 from cloudburst.service.audit import AuditService
+from cloudburst.service.facade import API_VERSION
 from cloudburst.service.groups import GroupService
 from cloudburst.service.hosts import HostService
 from cloudburst.service.quotas import QuotaService
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 #: is also checked before every write batch).
 STORE_WATCH_INTERVAL = 2.0
 
-VERSION = "6.10.0"
+VERSION = API_VERSION
 """The OpenNebula API version cloudburst speaks (``one.system.version``)."""
 
 
