@@ -131,8 +131,10 @@ def test_a_leader_whose_lease_is_taken_stops_driving(pg_url: str, tmp_path: Path
             first.db.write_sync(lambda c: c.execute(text("UPDATE leases SET expires = 0")))
             await until(lambda: second.leadership.is_leader, 5, "the follower to lead")
             await until(lambda: not first.leadership.is_leader, 5, "the old leader to step down")
-            assert first.db.fence is None and not first.lifecycle.drives()
-            assert all(task.done() for task in first._tasks)
+            assert not first.lifecycle.drives()  # at once: no new driver work
+            # Its loops and tasks stop, then its queued writes are through the fence.
+            await until(lambda: first.db.fence is None, 10, "the old leader to stop driving")
+            assert first._tasks == [] and first.lifecycle.busy_vms() == set()
             vm_id = await first.vms.allocate("CPU=1 MEMORY=64")
             await second.hosts.allocate("node", "dummy", "dummy")
 
