@@ -17,7 +17,9 @@ the monitor, recovery and driver work. :class:`Leadership` decides which:
 
 Lease statements use their own connections (never the writer queue, which a
 burst may fill) with short TCP and statement time limits, so a cut network
-is noticed in seconds rather than at the kernel's TCP time-out.
+is noticed in seconds rather than at the kernel's TCP time-out. Renewals run
+on a thread of their own from the moment of election, so a loop kept busy by
+recovery or a burst never costs the lease.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -85,6 +88,7 @@ class Leadership:
         self._lost = asyncio.Event()
         self._stopped = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._renewer: _Renewer | None = None
 
     @property
     def is_leader(self) -> bool:
@@ -99,20 +103,22 @@ class Leadership:
     async def start(self) -> None:
         """Lead at once on SQLite; on PostgreSQL try once now, then keep competing."""
         if not self.shared:
-            await self._become(0)
+            await self._become(0, time.monotonic())
             return
+        asked_at = time.monotonic()
         epoch = await self._attempt(lease.acquire, self.holder, self.settings.duration)
         if epoch is not None:
-            await self._become(epoch)
+            await self._become(epoch, asked_at)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="leadership")
 
     async def _run(self) -> None:
         """Compete for the lease until :meth:`stop`; lead while holding it."""
         while not self._stopped.is_set():
             if self.epoch is None:
+                asked_at = time.monotonic()
                 epoch = await self._attempt(lease.acquire, self.holder, self.settings.duration)
                 if epoch is not None and not self._stopped.is_set():
-                    await self._become(epoch)
+                    await self._become(epoch, asked_at)
                     continue
                 await self._pause(self.settings.retry)
             else:
@@ -135,36 +141,39 @@ class Leadership:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _hold(self, epoch: int) -> None:
-        """Renew until the lease is lost or cannot be renewed in time."""
-        renewed_at = time.monotonic()
-        # Stop driving before the database can expire the lease: a renewal
-        # sent at t keeps it until at least t + duration on the server.
-        margin = self.settings.duration - self.settings.renew
-        while self.epoch == epoch and not self._stopped.is_set():
-            await self._pause(self.settings.renew)
-            if self._lost.is_set():
-                await self._step_down("a write was fenced: another daemon took the lease")
-                return
-            if self._stopped.is_set():
-                return
-            started = time.monotonic()
-            ok = await self._attempt(lease.renew, self.holder, epoch, self.settings.duration,
-                                     timeout=max(0.05, renewed_at + margin - started))
-            if ok:
-                renewed_at = started
-            elif ok is False:
-                await self._step_down("the lease was taken by another daemon")
-                return
-            elif time.monotonic() >= renewed_at + margin:
-                await self._step_down(f"the lease could not be renewed for {margin:g} s")
-                return
+        """Lead until the lease is lost, cannot be renewed in time, or the daemon stops.
 
-    async def _become(self, epoch: int) -> None:
+        Renewals run on their own thread (:class:`_Renewer`), so a loop busy
+        with a burst or a recovery never delays them: the lease stays while the
+        process lives and reaches the database.
+        """
+        renewer = self._renewer
+        assert renewer is not None
+        try:
+            while self.epoch == epoch and not self._stopped.is_set():
+                await self._pause(self.settings.renew)
+                if self._stopped.is_set():
+                    return
+                if self._lost.is_set():
+                    await self._step_down("a write was fenced: another daemon took the lease")
+                    return
+                reason = renewer.failure()
+                if reason is not None:
+                    await self._step_down(reason)
+                    return
+        finally:
+            renewer.stop()
+
+    async def _become(self, epoch: int, asked_at: float) -> None:
+        """Lead under ``epoch``, taken by a request sent at ``asked_at`` (monotonic)."""
         self.epoch = epoch
         self.changes += 1
         metrics.leadership_changed(epoch, epoch)
         self._lost.clear()
         if self.shared:
+            # Renewals start now, not after recovery: that may take longer than the lease.
+            self._renewer = _Renewer(self.engine, self.holder, epoch, self.settings, asked_at)
+            self._renewer.start()
             loop = asyncio.get_running_loop()
             holder, lost = self.holder, self._lost
 
@@ -183,6 +192,9 @@ class Leadership:
         """Stop driving now; writes queued meanwhile stay fenced by the old epoch."""
         if self.epoch is None:
             return
+        if self._renewer is not None:
+            self._renewer.stop()
+            self._renewer = None
         log.log(logging.INFO if self._stopped.is_set() else logging.WARNING,
                 "this daemon stops leading (epoch %d): %s", self.epoch, reason)
         metrics.leadership_changed(None, self.epoch)
@@ -223,3 +235,47 @@ class Leadership:
         except Exception as exc:
             log.warning("lease %s failed: %s", statement.__name__, str(exc).splitlines()[0])
         return None
+
+
+class _Renewer(threading.Thread):
+    """Renews one epoch's lease every ``renew`` seconds on a thread of its own."""
+
+    def __init__(self, engine: Engine, holder: str, epoch: int, settings: LeaseSettings,
+                 asked_at: float) -> None:
+        super().__init__(name=f"lease-renew-{epoch}", daemon=True)
+        self.engine = engine
+        self.holder = holder
+        self.epoch = epoch
+        self.settings = settings
+        # Stop driving before the database can expire the lease: a renewal
+        # sent at t keeps it until at least t + duration on the server.
+        self.margin = settings.duration - settings.renew
+        self.renewed_at = asked_at
+        self.taken = False
+        self._stop = threading.Event()
+
+    def failure(self) -> str | None:
+        """Why this daemon must stop leading, or None while the lease holds."""
+        if self.taken:
+            return "the lease was taken by another daemon"
+        if time.monotonic() - self.renewed_at >= self.margin:
+            return f"the lease could not be renewed for {self.margin:g} s"
+        return None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        while not self._stop.wait(self.settings.renew) and not self.taken:
+            started = time.monotonic()
+            try:
+                with self.engine.begin() as connection:
+                    held = lease.renew(connection, self.holder, self.epoch,
+                                       self.settings.duration)
+            except Exception as exc:
+                log.warning("lease renew failed: %s", str(exc).splitlines()[0])
+                continue
+            if held:
+                self.renewed_at = started
+            else:
+                self.taken = True
