@@ -385,7 +385,6 @@ def test_host_short_names() -> None:
     assert HOST_STATE_SHORT[HostState.ERROR] == "err"
     assert HOST_STATE_SHORT[HostState.DISABLED] == "dsbl"
     assert HOST_STATE_SHORT[HostState.OFFLINE] == "off"
-    assert HOST_STATE_SHORT[HostState.OFFLINE] == "off"
     assert HOST_STATE_SHORT[HostState.MONITORING_ERROR] == "retry"
     assert set(HOST_STATE_SHORT) == set(HostState)
 
