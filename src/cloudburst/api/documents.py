@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Final
@@ -46,6 +47,16 @@ PASSWORD_PLACEHOLDER: Final = "********"
 
 #: The TEMPLATE attributes of a VM in ``one.vmpool.info`` (oned's ``to_xml_short``).
 SHORT_TEMPLATE_ATTRIBUTES: Final = frozenset({"CPU", "MEMORY", "VCPU", "DISK", "NIC", "GRAPHICS"})
+#: The USER_TEMPLATE attributes oned 6.10 keeps in the short body (anything else,
+#: e.g. DESCRIPTION or a partner's tags, is only in ``one.vm.info``/``infoextended``).
+SHORT_USER_TEMPLATE_ATTRIBUTES: Final = frozenset({
+    "LABELS", "ERROR", "SCHED_MESSAGE", "SCHED_RANK", "SCHED_REQUIREMENTS",
+    "SCHED_DS_RANK", "SCHED_DS_REQUIREMENTS", "PUBLIC_CLOUD"})
+#: oned's AUTOMATIC_REQUIREMENTS: no cloud host (and no pinned one) unless the VM
+#: has a PUBLIC_CLOUD section, then also hosts of those hypervisors.
+_LOCAL_ONLY: Final = "!(PUBLIC_CLOUD = YES) & !(PIN_POLICY = PINNED)"
+#: Names a VM's OS/UUID is derived from (stable for the VM's life, unique per VM).
+_UUID_NAMESPACE: Final = uuid.UUID("1b4e28ba-2fa1-11d2-883f-0016d3cca427")
 
 #: VM MONITORING children pyone parses as ``xs:decimal``.
 _DECIMAL_MONITORING: Final = frozenset(
@@ -170,10 +181,12 @@ def _vm_parts(parts: list[str], vm: VmRecord, extended: bool, owner: str) -> Non
     _vm_monitoring(parts, vm)
     if extended:
         parts.append("<SCHED_ACTIONS/>")
-        parts.append(_with_extra(vm.template, "TEMPLATE", _system_extra(vm)))
+        parts.append(_with_os_uuid(_with_extra(vm.template, "TEMPLATE", _system_extra(vm)),
+                                   vm))
+        parts.append(_with_extra(vm.user_template, "USER_TEMPLATE", _user_extra(vm)))
     else:
         _short_template(parts, vm.template)
-    parts.append(_with_extra(vm.user_template, "USER_TEMPLATE", _user_extra(vm)))
+        _short_user_template(parts, vm)
     parts.append("<HISTORY_RECORDS>")
     if extended:
         for record in vm.history:
@@ -203,9 +216,35 @@ def _with_extra(template: Template, root: str, extra: dict[str, str]) -> str:
     return f"{body}{added}</{root}>"
 
 
+def _automatic_requirements(vm: VmRecord) -> str:
+    """oned's ``AUTOMATIC_REQUIREMENTS`` for the VM's ``PUBLIC_CLOUD`` sections."""
+    types = sorted({section.get("TYPE", "").strip().lower()
+                    for section in vm.user_template.vectors("PUBLIC_CLOUD")} - {""})
+    if not types:
+        return _LOCAL_ONLY
+    clouds = " | ".join(f"HYPERVISOR = {kind}" for kind in types)
+    return f"{_LOCAL_ONLY} | (PUBLIC_CLOUD = YES & ({clouds}))"
+
+
+def _with_os_uuid(rendered: str, vm: VmRecord) -> str:
+    """The rendered TEMPLATE with ``OS/UUID`` added as oned adds it (a stable id per VM)."""
+    os_vector = vm.template.get_vector("OS")
+    if vm.template.get("OS") or (os_vector is not None and "UUID" in os_vector):
+        return rendered  # the user's own OS UUID, or a scalar OS: left as written
+    value = uuid.uuid5(_UUID_NAMESPACE, f"vm-{vm.id}-{vm.stime}")
+    uuid_element = f"<UUID>{_cdata(str(value))}</UUID>"
+    if os_vector:
+        return rendered.replace("</OS>", f"{uuid_element}</OS>", 1)
+    body = rendered.replace("<OS/>", "", 1)[: -len("</TEMPLATE>")]
+    return f"{body}<OS>{uuid_element}</OS></TEMPLATE>"
+
+
 def _system_extra(vm: VmRecord) -> dict[str, str]:
-    """What oned adds to a VM's TEMPLATE: ``TM_MAD_SYSTEM`` once placed, ``VMID``."""
+    """What oned adds to a VM's TEMPLATE: ``AUTOMATIC_REQUIREMENTS``, ``TM_MAD_SYSTEM``
+    once placed, ``VMID`` (and ``OS/UUID``, :func:`_with_os_uuid`)."""
     extra: dict[str, str] = {}
+    if "AUTOMATIC_REQUIREMENTS" not in vm.template:
+        extra["AUTOMATIC_REQUIREMENTS"] = _automatic_requirements(vm)
     last = vm.last_history
     if last is not None and "TM_MAD_SYSTEM" not in vm.template:
         extra["TM_MAD_SYSTEM"] = last.tm_mad
@@ -224,9 +263,20 @@ def _user_extra(vm: VmRecord) -> dict[str, str]:
     return extra
 
 
+def _short_user_template(parts: list[str], vm: VmRecord) -> None:
+    """USER_TEMPLATE with only :data:`SHORT_USER_TEMPLATE_ATTRIBUTES` (and ERROR,
+    SCHED_MESSAGE), as oned's short body has it."""
+    kept = Template([(name, value) for name, value in vm.user_template
+                     if name in SHORT_USER_TEMPLATE_ATTRIBUTES])
+    parts.append(_with_extra(kept, "USER_TEMPLATE", _user_extra(vm)))
+
+
 def _short_template(parts: list[str], template: Template) -> None:
-    """TEMPLATE with only :data:`SHORT_TEMPLATE_ATTRIBUTES`, written as ``to_xml`` does."""
+    """TEMPLATE with only :data:`SHORT_TEMPLATE_ATTRIBUTES`, written as ``to_xml`` does;
+    ``VCPU`` is always there (empty when unset), as in oned's short body."""
     parts.append("<TEMPLATE>")
+    if "VCPU" not in template:
+        parts.append("<VCPU/>")
     for name, value in template:
         if name not in SHORT_TEMPLATE_ATTRIBUTES:
             continue

@@ -181,7 +181,8 @@ class HostService:
             host = host_pool.get_host(connection, host_id)
             taken = host_pool.find_host_id(connection, name)
             if taken is not None and taken != host_id:
-                raise PoolNameError(f"NAME is already taken by HOST {taken}.")
+                raise IllegalActionError(f"host cannot be renamed to {name} because it "
+                                         f"collides with host {taken}")
             return host_pool.update_host(connection, host, name=name)
 
         self._published(await self.db.write(write))
