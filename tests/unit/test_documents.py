@@ -97,10 +97,14 @@ def test_vm_document() -> None:
     assert (vm.STATE, vm.LCM_STATE, vm.PREV_STATE, vm.PREV_LCM_STATE) == (3, 3, 3, 2)
     assert (vm.STIME, vm.ETIME, vm.LAST_POLL, vm.DEPLOY_ID) == (1000, 0, 1300, "i-0123")
     assert vm.PERMISSIONS.OWNER_U == 1
-    assert vm.TEMPLATE == {
+    uuid = vm.TEMPLATE["OS"]["UUID"]
+    assert re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", uuid)
+    assert {
         "CPU": "0.5", "MEMORY": "128", "DISK": {"IMAGE": "ubuntu"},
         "NIC": {"NETWORK": "public"}, "CONTEXT": {"SSH_PUBLIC_KEY": "ssh-rsa AAA"},
-        "VMID": "7", "TM_MAD_SYSTEM": "tm_dummy"}
+        "VMID": "7", "TM_MAD_SYSTEM": "tm_dummy", "OS": {"UUID": uuid},
+        "AUTOMATIC_REQUIREMENTS": "!(PUBLIC_CLOUD = YES) & !(PIN_POLICY = PINNED) | "
+                                  "(PUBLIC_CLOUD = YES & (HYPERVISOR = ec2))"} == vm.TEMPLATE
     assert vm.USER_TEMPLATE == {
         "PUBLIC_CLOUD": {"TYPE": "ec2", "AMI": "ami-1", "INSTANCETYPE": "t3.micro"},
         "NOTE": "ends with ]]> and a bell ", "ERROR": "Error monitoring VM: timeout"}
@@ -142,9 +146,12 @@ def test_vm_pool_reduced_and_extended() -> None:
     assert [(vm.ID, vm.UNAME, vm.GNAME) for vm in reduced.VM] == [
         (1, "oneadmin", "oneadmin"), (2, "alice", "users")]
     first = reduced.VM[0]
+    # VCPU is always there (empty when unset), as in oned's short body.
     assert first.TEMPLATE == {"CPU": "0.5", "MEMORY": "128", "DISK": {"IMAGE": "ubuntu"},
-                              "NIC": {"NETWORK": "public"}}
+                              "NIC": {"NETWORK": "public"}, "VCPU": None}
+    # The short user template keeps PUBLIC_CLOUD and ERROR, not other attributes.
     assert first.USER_TEMPLATE["PUBLIC_CLOUD"]["AMI"] == "ami-1"
+    assert "NOTE" not in first.USER_TEMPLATE and "ERROR" in first.USER_TEMPLATE
     assert [record.HID for record in first.HISTORY_RECORDS.HISTORY] == [4]
     assert (first.STATE, first.LCM_STATE) == (3, 3)
 
