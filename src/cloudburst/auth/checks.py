@@ -22,6 +22,9 @@ class Check:
         param: the position of the object's id, or None.
         skip: an id at ``param`` that means "no object" (the check is skipped).
         when: a predicate on the parameters; the check applies only when it holds.
+        stage: checks are asked stage by stage (0 first); a refusal names every
+            failing check of its stage (oned's "...; Not authorized to ..."), and
+            later stages are not asked.
     """
 
     operation: Operation | Callable[[Sequence[object]], Operation]
@@ -29,6 +32,7 @@ class Check:
     param: int | None = None
     skip: int | None = None
     when: Callable[[Sequence[object]], bool] | None = None
+    stage: int = 0
 
     def operation_for(self, params: Sequence[object]) -> Operation:
         return self.operation if isinstance(self.operation, Operation) else self.operation(

@@ -83,7 +83,9 @@ def allowed(caller: Caller, operation: Operation, target: Target,
                            clusters=target.clusters) for rule in rules)
 
 
-def denied(caller: Caller, operation: Operation, target: Target) -> AuthorizationError:
-    """oned's refusal: ``User [3] : Not authorized to perform USE VM [0].``"""
-    return AuthorizationError(
-        f"User [{caller.uid}] : Not authorized to perform {operation.name} {target}.")
+def denied(caller: Caller, *refused: tuple[Operation, Target]) -> AuthorizationError:
+    """oned's refusal naming every check that failed:
+    ``User [3] : Not authorized to perform USE VM [0]; Not authorized to perform ...``."""
+    reasons = "; ".join(f"Not authorized to perform {operation.name} {target}"
+                        for operation, target in refused)
+    return AuthorizationError(f"User [{caller.uid}] : {reasons}.")

@@ -52,11 +52,22 @@ class AccessService:
         Raises:
             AuthorizationError: oned's "Not authorized to perform ..." message.
         """
-        if caller.is_admin:
+        await self.authorize_all(caller, [(operation, target)])
+
+    async def authorize_all(self, caller: Caller, wanted: Sequence[tuple[Operation, Target]]
+                            ) -> None:
+        """Return if every ``(operation, target)`` is allowed.
+
+        Raises:
+            AuthorizationError: naming every one that is not, as oned does.
+        """
+        if caller.is_admin or not wanted:
             return
         rules = await self.db.read(acl_pool.list_rules)
-        if not allowed(caller, operation, target, rules):
-            raise denied(caller, operation, target)
+        refused = [(operation, target) for operation, target in wanted
+                   if not allowed(caller, operation, target, rules)]
+        if refused:
+            raise denied(caller, *refused)
 
     async def visible(self, caller: Caller, kind: str
                       ) -> Callable[[int, int, int, int | None], bool]:
@@ -93,15 +104,15 @@ class AccessService:
         """
         # Every object is looked up before any is authorized, as oned does: an unknown
         # object is "Error getting ..." even for a caller who may not touch the other one.
-        pending: list[tuple[Operation, Target]] = []
+        stages: dict[int, list[tuple[Operation, Target]]] = {}
         for check in checks:
             if check.when is not None and not check.when(params):
                 continue
             target = await self._target_of(caller, check, params)
             if target is not None:
-                pending.append((check.operation_for(params), target))
-        for operation, target in pending:
-            await self.authorize(caller, operation, target)
+                stages.setdefault(check.stage, []).append((check.operation_for(params), target))
+        for stage in sorted(stages):
+            await self.authorize_all(caller, stages[stage])
 
     async def _target_of(self, caller: Caller, check: Check, params: Sequence[object]
                          ) -> Target | None:

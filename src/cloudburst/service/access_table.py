@@ -42,9 +42,9 @@ def _object(kind: str) -> dict[str, tuple[Check, ...]]:
     prefix = "one.vm" if kind == "VM" else "one.template"
     return {
         f"{prefix}.chmod": (Check(MANAGE, kind, 0),
-                            Check(ADMIN, kind, 0, when=_sets_admin_bits)),
-        f"{prefix}.chown": (Check(MANAGE, kind, 0), Check(MANAGE, "USER", 1, skip=-1),
-                            Check(USE, "GROUP", 2, skip=-1)),
+                            Check(ADMIN, kind, 0, when=_sets_admin_bits, stage=1)),
+        f"{prefix}.chown": (Check(MANAGE, kind, 0), Check(MANAGE, "USER", 1, skip=-1, stage=1),
+                            Check(USE, "GROUP", 2, skip=-1, stage=1)),
     }
 
 
@@ -61,7 +61,7 @@ CHECKS: Final[dict[str, tuple[Check, ...]]] = {
     "one.user.passwd": (Check(MANAGE, "USER", 0),),
     "one.user.login": (Check(MANAGE, USER_BY_NAME, 0),),
     "one.user.update": (Check(MANAGE, "USER", 0),),
-    "one.user.enable": (Check(MANAGE, "USER", 0),),
+    "one.user.enable": (Check(ADMIN, "USER", 0),),
     "one.user.chgrp": (Check(MANAGE, "USER", 0), Check(USE, "GROUP", 1)),
     "one.user.addgroup": (Check(MANAGE, "USER", 0), Check(USE, "GROUP", 1)),
     "one.user.delgroup": (Check(MANAGE, "USER", 0), Check(USE, "GROUP", 1)),
