@@ -96,10 +96,14 @@ def test_a_cluster_rule_grants_only_inside_its_cluster() -> None:
 
 
 def test_refusals_read_as_oned_words_them() -> None:
-    assert denied(ALICE, Operation.USE, vm(3, 1)).message == (
+    assert denied(ALICE, (Operation.USE, vm(3, 1))).message == (
         "User [2] : Not authorized to perform USE VM [7].")
-    assert denied(ALICE, Operation.CREATE, Target("USER")).message == (
+    assert denied(ALICE, (Operation.CREATE, Target("USER"))).message == (
         "User [2] : Not authorized to perform CREATE USER.")
+    assert denied(ALICE, (Operation.MANAGE, Target("USER", 3)),
+                  (Operation.USE, Target("GROUP", 100))).message == (
+        "User [2] : Not authorized to perform MANAGE USER [3]; Not authorized to perform "
+        "USE GROUP [100].")
 
 
 def test_quota_engine_is_general_over_named_metrics() -> None:
