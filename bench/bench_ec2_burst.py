@@ -69,8 +69,10 @@ def write_home(home: Path, url: str, vm_count: int) -> None:
     etc = home / "etc"
     for directory in (etc / "im_ec2", etc / "vmm_ec2"):
         directory.mkdir(parents=True, exist_ok=True)
-    (etc / "oned.conf").write_text(conf_text(EC2_IM_MAD + ec2_vm_mad("vmm_ec2", url)),
-                                   encoding="utf-8")
+    # The default polling interval: polling 1,000 instances every second would
+    # keep moto busy listing them instead of launching.
+    (etc / "oned.conf").write_text(conf_text(EC2_IM_MAD + ec2_vm_mad("vmm_ec2", url),
+                                             VM_POLLING_INTERVAL="30"), encoding="utf-8")
     (etc / "im_ec2" / "im_ec2.conf").write_text(f"SMALL_INSTANCES={vm_count}\n",
                                                 encoding="utf-8")
     (etc / "vmm_ec2" / "vmm_ec2.conf").write_text(

@@ -202,7 +202,15 @@ class DriverTimeoutError(TransientDriverError):
 
 
 class CapacityError(DriverError):
-    """The provider has no room for the VM; the scheduler should try elsewhere."""
+    """The provider has no room for the VM; the scheduler should try elsewhere.
+
+    ``instance_type`` names what was refused (EC2: the instance type); the
+    site is then cooled off for that type only. Empty: the whole site.
+    """
+
+    def __init__(self, message: str, *, instance_type: str = "") -> None:
+        super().__init__(message)
+        self.instance_type = instance_type
 
 
 class DriverAuthError(DriverError):

@@ -133,3 +133,14 @@ def test_spot_refused_everywhere_on_a_site_goes_to_the_next_site(
         assert "InsufficientInstanceCapacity" in reasons[0][1]
         assert instances_by_vm(sites[1].client()) == {vm_id: [info.DEPLOY_ID]}
         print(f"first spot refusal to RUNNING on the next site: {elapsed:.1f} s")
+
+        # The refusal is remembered for the site and instance type: the next VM
+        # of that type goes straight to the other site, and onehost show says why.
+        shown = cli(daemon, "onehost", "show", "ec2_west").stdout
+        assert 'INSTANCE_TYPE="m1.small"' in shown
+        assert "InsufficientInstanceCapacity" in shown
+        assert "COOLOFF" not in cli(daemon, "onehost", "show", "ec2_east").stdout
+        later = create(daemon, tmp_path)
+        assert running(daemon, later).HISTORY_RECORDS.HISTORY[-1].HOSTNAME == "ec2_east"
+        assert west.counts["RunInstances"] == 2
+        assert [host for host, _ in history_reasons(tmp_path, later)] == ["ec2_east"]

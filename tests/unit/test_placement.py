@@ -286,6 +286,27 @@ def test_slot_limits_cap_instances_of_a_type_on_a_cloud_site() -> None:
     assert result.waiting[4] == "No host with enough capacity to deploy the VM"
 
 
+def test_a_capacity_cool_off_skips_the_site_for_that_instance_type_only() -> None:
+    """A site that just refused m1.small takes no m1.small VM (the next site does) but
+    still takes m1.large; a cool-off of the whole site ('') takes nothing."""
+    def sites(cooled: frozenset[str]) -> list[HostCandidate]:
+        first = host(0, "ec2_west", cloud="ec2", cpu=100_000, mem=100 * GB)
+        second = host(1, "ec2_east", cloud="ec2", cpu=100_000, mem=100 * GB)
+        for site in (first, second):
+            site.slot_limits = {"m1.small": 10, "m1.large": 10}
+        first.cooled_types = cooled
+        return [first, second]
+
+    small = 'CPU=1 MEMORY=128 RANK="- ID" EC2=[AMI="ami-1", INSTANCETYPE="m1.small"]'
+    large = small.replace("m1.small", "m1.large")
+    result = run([vm(0, small), vm(1, large)], sites(frozenset({"m1.small"})))
+    assert placed_on(result) == {0: 1, 1: 0}
+    result = run([vm(0, small), vm(1, large)], sites(frozenset({""})))
+    assert placed_on(result) == {0: 1, 1: 1}
+    result = run([vm(0, small)], sites(frozenset({"m1.small"}))[:1])
+    assert "recently refused" in result.waiting[0]
+
+
 def test_slot_limits_count_instances_already_on_the_site() -> None:
     site = host(0, "ec2", cloud="ec2", cpu=100_000, mem=100 * GB)
     site.slot_limits = {"m1.small": 4, "m1.large": 1}

@@ -11,7 +11,7 @@ silently ignored is worse than a noisy log):
 * ``DEFAULT_SCHED = [ POLICY = 0..4, RANK = "..." ]`` -- default host ranking:
   0 packing, 1 striping, 2 load-aware, 3 custom ``RANK``, 4 fixed ``PRIORITY``.
 * ``DEFAULT_ACTION_TIMEOUT``, ``ORPHAN_GRACE_PERIOD``, ``MAX_REQUEST_BYTES``,
-  ``DRIVER_RETRY_DELAY``.
+  ``DRIVER_RETRY_DELAY``, ``CAPACITY_COOLOFF``.
 * ``REQUEST_HEADER_TIMEOUT``, ``REQUEST_BODY_TIMEOUT``, ``MAX_CONNECTIONS``,
   ``MAX_CONNECTIONS_PER_CLIENT``, ``FILE_RESERVE`` -- what clients may hold of
   the API server (:class:`~cloudburst.config.settings.ApiLimits`).
@@ -58,7 +58,7 @@ _KNOWN = {
     "LISTEN_ADDRESS", "PORT", "DB", "MONITORING_INTERVAL", "VM_POLLING_INTERVAL",
     "SCHED_INTERVAL", "MAX_VM", "MAX_DISPATCH", "MAX_HOST", "DEFAULT_SCHED",
     "DEFAULT_ACTION_TIMEOUT", "ORPHAN_GRACE_PERIOD", "MAX_REQUEST_BYTES", "LOG",
-    "DRIVER_RETRY_DELAY",
+    "DRIVER_RETRY_DELAY", "CAPACITY_COOLOFF",
     "REQUEST_HEADER_TIMEOUT", "REQUEST_BODY_TIMEOUT", "MAX_CONNECTIONS",
     "MAX_CONNECTIONS_PER_CLIENT", "FILE_RESERVE",
     "STORE_TIMEOUT", "LOGIN_MAX_FAILURES", "LOGIN_LOCKOUT", "FAILED_LOGIN_DELAY", "LOGIN_QUEUE",
@@ -160,6 +160,8 @@ def load(path: Path, home: Path) -> tuple[Settings, list[str]]:
         orphan_grace_period=reader.number("ORPHAN_GRACE_PERIOD", defaults.orphan_grace_period),
         driver_retry_delay=reader.number("DRIVER_RETRY_DELAY", defaults.driver_retry_delay,
                                          minimum=0.01),
+        capacity_cooloff=reader.number("CAPACITY_COOLOFF", defaults.capacity_cooloff,
+                                       minimum=0.01),
         max_request_bytes=reader.integer("MAX_REQUEST_BYTES", defaults.max_request_bytes,
                                          minimum=1024),
         log_level=_log_level(reader, defaults.log_level),

@@ -131,6 +131,9 @@ class Settings:
     #: terminate whose instance is not confirmed gone. Doubles each time, up to
     #: 32 times this.
     driver_retry_delay: float = 5.0
+    #: Seconds a site that refused a deploy for capacity or quota is skipped
+    #: for VMs of the refused instance type (``CAPACITY_COOLOFF``).
+    capacity_cooloff: float = 120.0
     #: Largest XML-RPC request body accepted, in bytes.
     max_request_bytes: int = 16 * 1024 * 1024
     log_level: str = "INFO"

@@ -35,7 +35,7 @@ from cloudburst.scheduler.demand import (
     vm_demand,
 )
 from cloudburst.scheduler.placement import HostCandidate, place
-from cloudburst.store import host_pool, vm_pool
+from cloudburst.store import cooloffs, host_pool, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.host_cache import HostCache
 from cloudburst.template.expr import parse_rank
@@ -156,6 +156,9 @@ class SchedulerLoop:
                      if host.state in SCHEDULABLE_HOST_STATES]
             usage = vm_pool.host_usage(connection)
             sites = sites_by_type(hosts)
+            cooled: dict[int, set[str]] = {}
+            for cooloff in cooloffs.active(connection, time.time()):
+                cooled.setdefault(cooloff.host_id, set()).add(cooloff.instance_type)
             candidates = []
             for host in hosts:
                 slots = None
@@ -163,7 +166,8 @@ class SchedulerLoop:
                     placed = vm_pool.list_vms(connection, host_id=host.id, with_history=False,
                                               states=CAPACITY_HOLDING_STATES)
                     slots = count_slots(host, placed, sites)
-                candidates.append(host_candidate(host, slots, usage.get(host.id, (0, 0, 0))))
+                candidates.append(host_candidate(host, slots, usage.get(host.id, (0, 0, 0)),
+                                                 frozenset(cooled.get(host.id, ()))))
             host_drivers = {host.id: host.vm_mad for host in hosts}
             for vm in moving:
                 if vm.host_id is not None and vm.host_id in host_drivers:

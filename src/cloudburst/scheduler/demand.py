@@ -136,12 +136,14 @@ def host_lookup(host: HostRecord,
 
 
 def host_candidate(host: HostRecord, slot_usage: dict[str, int] | None = None,
-                   usage: tuple[int, int, int] | None = None) -> HostCandidate:
+                   usage: tuple[int, int, int] | None = None,
+                   cooled_types: frozenset[str] = frozenset()) -> HostCandidate:
     """A host as the placement pass sees it.
 
     ``slot_usage`` counts the VMs already on the host by instance type, for
     sites that report ``CAPACITY`` limits; ``usage`` overrides the record's
-    allocation counters (see :func:`host_lookup`).
+    allocation counters (see :func:`host_lookup`); ``cooled_types`` are the
+    instance types of its current capacity cool-offs.
     """
     cpu_usage, mem_usage, running_vms = usage or (host.cpu_usage, host.mem_usage,
                                                   host.running_vms)
@@ -159,6 +161,7 @@ def host_candidate(host: HostRecord, slot_usage: dict[str, int] | None = None,
         max_cpu=host.max_cpu, max_mem=host.max_mem, cpu_usage=cpu_usage,
         mem_usage=mem_usage, running_vms=running_vms, base_lookup=host_lookup(host, usage),
         slot_limits=slot_limits, slot_usage=dict(slot_usage or {}), default_slot=default_slot,
+        cooled_types=cooled_types,
     )
 
 

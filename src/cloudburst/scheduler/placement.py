@@ -56,6 +56,9 @@ class HostCandidate:
     slot_usage: dict[str, int] = field(default_factory=dict)
     #: The instance type of a VM whose section names none.
     default_slot: str | None = None
+    #: Instance types the site is cooling off for after refusing them for
+    #: capacity (``""``: every VM); see :mod:`cloudburst.store.cooloffs`.
+    cooled_types: frozenset[str] = frozenset()
     assigned_this_pass: int = 0
     #: Variables changed by this pass's assignments; they shadow ``base_lookup``.
     overrides: dict[str, list[str]] = field(default_factory=dict)
@@ -182,6 +185,13 @@ def slot_of(vm: VmDemand, host: HostCandidate, sites_of_type: Mapping[str, int])
     return (section.instance_type or host.default_slot or "").lower() or None
 
 
+def _cooling_off(vm: VmDemand, host: HostCandidate, sites_of_type: Mapping[str, int]) -> bool:
+    """Whether ``host`` is in a capacity cool-off for the type ``vm`` would run as."""
+    if not host.cooled_types:
+        return False
+    return "" in host.cooled_types or slot_of(vm, host, sites_of_type) in host.cooled_types
+
+
 class _Group:
     """The ranked hosts for one kind of demand during a pass."""
 
@@ -239,7 +249,8 @@ def place(
 
 def _build_group(vm: VmDemand, hosts: Sequence[HostCandidate],
                  sites_of_type: Mapping[str, int], default_rank: Rank) -> _Group | str:
-    candidates = [host for host in hosts if host.id not in vm.excluded_hosts]
+    candidates = [host for host in hosts if host.id not in vm.excluded_hosts
+                  and not _cooling_off(vm, host, sites_of_type)]
     if not candidates:
         return "No hosts enabled to run VMs" if not hosts else \
             "Waiting: every usable host recently refused the VM"

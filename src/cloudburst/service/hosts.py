@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from sqlalchemy import Connection
 
@@ -18,7 +20,7 @@ from cloudburst.events import EventBus
 from cloudburst.model.records import HostRecord
 from cloudburst.model.snapshots import host_snapshot
 from cloudburst.model.states import HostState
-from cloudburst.store import group_pool, host_pool
+from cloudburst.store import cooloffs, group_pool, host_pool
 from cloudburst.store.database import Database
 from cloudburst.store.sequences import next_ids
 from cloudburst.template import Template
@@ -105,7 +107,23 @@ class HostService:
         return host
 
     async def info(self, host_id: int) -> HostRecord:
-        return await self.db.read(lambda connection: host_pool.get_host(connection, host_id))
+        """The host, its template showing its current capacity cool-offs as
+        ``COOLOFF = [ INSTANCE_TYPE, SECONDS_LEFT, UNTIL, REASON ]`` vectors."""
+        def read(connection: Connection) -> tuple[HostRecord, list[cooloffs.Cooloff]]:
+            return (host_pool.get_host(connection, host_id),
+                    cooloffs.active(connection, time.time(), host_id))
+
+        host, current = await self.db.read(read)
+        if not current:
+            return host
+        template = host.template.copy()
+        now = time.time()
+        for cooloff in current:
+            template.append("COOLOFF", {
+                "INSTANCE_TYPE": cooloff.instance_type or "*",
+                "SECONDS_LEFT": str(max(0, round(cooloff.until - now))),
+                "UNTIL": str(int(cooloff.until)), "REASON": cooloff.reason})
+        return replace(host, template=template)
 
     async def pool(self) -> list[HostRecord]:
         return await self.db.read(lambda connection: host_pool.list_hosts(connection))

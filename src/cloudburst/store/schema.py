@@ -257,3 +257,17 @@ leases = Table(
     Column("epoch", Integer, nullable=False),
     Column("expires", Float, nullable=False),
 )
+
+
+# -- capacity cool-offs (revision 0004) --------------------------------------------------
+
+#: A site (host) that refused a deploy for capacity or quota is skipped until
+#: ``until`` (UNIX time) for VMs of ``instance_type`` ('' = every VM).
+cooloffs = Table(
+    "cooloffs",
+    metadata,
+    Column("host_id", Integer, primary_key=True, autoincrement=False),
+    Column("instance_type", String(64), primary_key=True),
+    Column("until", Float, nullable=False),
+    Column("reason", Text, nullable=False),
+)

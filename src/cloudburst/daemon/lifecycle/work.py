@@ -28,7 +28,6 @@ from typing import Any
 from sqlalchemy import Connection
 
 from cloudburst.daemon.lifecycle.base import (
-    CAPACITY_BACKOFF,
     ManagerBase,
     WorkArgs,
     current_seq,
@@ -47,7 +46,7 @@ from cloudburst.errors import (
 from cloudburst.model import lifecycle
 from cloudburst.model.lifecycle import Event, Move, Work
 from cloudburst.model.records import HistoryRecord, HostRecord, VmRecord
-from cloudburst.store import journal, vm_pool
+from cloudburst.store import cooloffs, journal, vm_pool
 from cloudburst.template import Template
 
 log = logging.getLogger("cloudburst.daemon.lifecycle")
@@ -436,6 +435,9 @@ class Working(ManagerBase):
                 changes["sched_message"] = f"{note}: {message}"
                 prepare = _end_stay(f"{'no capacity' if no_room else 'nothing created'}: "
                                     f"{message}")
+                if isinstance(error, CapacityError) and host is not None:
+                    prepare = _cooling_off(prepare, host.id, error.instance_type,
+                                           time.time() + self.settings.capacity_cooloff, message)
             else:
                 changes["error"] = f"{_ERRORS[work]}: {message}"
         else:
@@ -454,7 +456,7 @@ class Working(ManagerBase):
             return
         if event is not Event.FAILURE and host is not None:
             if event is Event.NO_CAPACITY:
-                delay = CAPACITY_BACKOFF
+                delay = self.settings.capacity_cooloff
             else:
                 tries = self.deploy_retries.get(vm.id, 0)
                 self.deploy_retries[vm.id] = tries + 1
@@ -506,6 +508,17 @@ class Working(ManagerBase):
             await self.dispatcher.run("VM_MAD", host.vm_mad, "cancel", lambda: driver.cancel(ref))
         except DriverError as exc:
             self.files.log(vm_id, "E", f"Could not cancel stray instance {deploy_id}: {exc}")
+
+
+def _cooling_off(then: Callable[[Connection, VmRecord, Move], dict[str, Any]], host_id: int,
+                 instance_type: str, until: float, reason: str
+                 ) -> Callable[[Connection, VmRecord, Move], dict[str, Any]]:
+    """``then``, after recording the host's capacity cool-off for ``instance_type``."""
+    def prepare(connection: Connection, vm: VmRecord, moved: Move) -> dict[str, Any]:
+        cooloffs.record(connection, host_id, instance_type, until, reason)
+        return then(connection, vm, moved)
+
+    return prepare
 
 
 def _end_stay(reason: str) -> Callable[[Connection, VmRecord, Move], dict[str, Any]]:

@@ -177,6 +177,9 @@ class Launcher:
         held: list[str] = []  # our security groups this launch uses (not to be deleted)
         try:
             launched = await self._run(batch, members, request, held)
+        except CapacityError as exc:
+            exc.instance_type = exc.instance_type or request.instance_type  # cool that type off
+            raise
         finally:
             self.groups.release(held)
         if len(members) > 1:
@@ -229,8 +232,9 @@ class Launcher:
                                                 recover=recover, expect=expect)
             except AwsCodeError as exc:
                 if spot and exc.aws_code in SPOT_REFUSAL_CODES:
-                    if not request.spot_fallback:
-                        raise CapacityError(exc.message) from None
+                    if not request.spot_fallback:  # cools off spot only, not on-demand
+                        raise CapacityError(exc.message, instance_type=(
+                            f"{request.instance_type} (spot)")) from None
                     self.log.info("batch %s: spot refused (%s); launching on-demand", batch,
                                   exc.aws_code)
                     spot, expect = False, _RUN_REFUSALS
