@@ -14,7 +14,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from cloudburst.web.api import Api, Services, build_api
+from cloudburst.service.facade import Services
+from cloudburst.web.api import Api, build_api
 from cloudburst.web.http import security_headers
 
 __all__ = ["install"]

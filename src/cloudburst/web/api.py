@@ -13,23 +13,17 @@ import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from importlib import resources
-from typing import Final, Protocol
+from typing import Final
 
 from aiohttp import web
 
 from cloudburst.auth import permissions
 from cloudburst.errors import ApiArgumentError, AuthenticationError, NotFoundError
-from cloudburst.events import Change, EventBus
+from cloudburst.events import Change
 from cloudburst.model.cost import hourly_cost
 from cloudburst.model.records import HostRecord, UserRecord
 from cloudburst.model.states import VmState, vm_short_state
-from cloudburst.service.access import AccessService
-from cloudburst.service.audit import AuditService
-from cloudburst.service.groups import GroupService
-from cloudburst.service.hosts import HostService
-from cloudburst.service.templates import TemplateService
-from cloudburst.service.users import UserService
-from cloudburst.service.vms import VmService
+from cloudburst.service.facade import Services
 from cloudburst.store.vm_search import SORT_KEYS, VmSearch
 from cloudburst.web import live, shapes
 from cloudburst.web.access import Guard
@@ -38,7 +32,7 @@ from cloudburst.web.http import Body, error_middleware, json_response, query_int
 from cloudburst.web.sessions import COOKIE, SessionStore
 from cloudburst.web.timeline import Timeline
 
-__all__ = ["ROUTES", "Services", "build_api"]
+__all__ = ["ROUTES", "build_api"]
 
 #: Largest page of a table.
 MAX_PAGE: Final = 500
@@ -47,27 +41,6 @@ OVERVIEW_TIMELINE: Final = 100
 #: VM log lines a VM page shows.
 LOG_LINES: Final = 200
 _STATE_NAMES: Final = {state.name.lower(): state for state in VmState}
-
-
-class Services(Protocol):
-    """What the dashboard uses of the daemon: its services and its event bus."""
-
-    @property
-    def vms(self) -> VmService: ...
-    @property
-    def hosts(self) -> HostService: ...
-    @property
-    def templates(self) -> TemplateService: ...
-    @property
-    def users(self) -> UserService: ...
-    @property
-    def events(self) -> EventBus: ...
-    @property
-    def access(self) -> AccessService: ...
-    @property
-    def audit(self) -> AuditService: ...
-    @property
-    def groups(self) -> GroupService: ...
 
 
 class Api:
