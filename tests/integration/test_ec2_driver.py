@@ -988,3 +988,27 @@ def test_market_keys_are_checked_at_creation(tmp_path: Path, site: MotoServer) -
             driver.check_template(template)
     driver.check_template(parse(SPOT))
     run(driver.close())
+
+
+def test_poweroff_stops_and_poweron_starts_the_same_instance(tmp_path: Path, site: MotoServer,
+                                                             proxy: FaultProxy) -> None:
+    driver = driver_for(tmp_path, proxy.url)
+    assert driver.supports("poweroff")
+
+    async def scenario() -> None:
+        deploy = spec(1, 'EC2 = [ AMI="ami-00bafcb5", KEYPAIR="k" ]')
+        deploy_id = await driver.deploy(deploy)
+        ref = VmRef(1, deploy_id, HOST)
+        await driver.poweroff(ref, hard=False)
+        assert describe(site, deploy_id)["State"]["Name"] == "stopped"
+        polled = (await driver.poll([ref]))[1]
+        assert polled.state is PollState.GONE
+        assert polled.info["AWS_STATE"] == "stopped"
+        await driver.poweroff(ref, hard=True)  # already off: still a success
+        assert await driver.poweron(ref, deploy) == deploy_id
+        assert describe(site, deploy_id)["State"]["Name"] == "running"
+        await driver.close()
+
+    run(scenario())
+    counts = proxy.counts
+    assert (counts["StopInstances"], counts["StartInstances"]) == (2, 1)

@@ -24,10 +24,10 @@ also carries its VM's own tags: ``cloudburst:vm-id``, ``cloudburst:token``
 State mapping for polls (choices where OpenNebula was silent or inconsistent):
 
 * ``pending``, ``running`` -> ACTIVE;
-* ``stopping``, ``stopped`` -> GONE: someone stopped the instance outside
-  cloudburst; the VM leaves RUNNING (to POWEROFF, with the reason) and comes
-  back to RUNNING if the instance is started again. The driver never stops
-  instances itself;
+* ``stopping``, ``stopped`` -> GONE: stopped by ``onevm poweroff`` (the VM
+  is POWEROFF already) or by someone outside cloudburst (the VM leaves RUNNING
+  for POWEROFF, with the reason, and comes back to RUNNING if the instance is
+  started again);
 * ``shutting-down``, ``terminated`` with the state reason
   ``Server.SpotInstanceTermination`` (EC2 reclaimed a spot instance) ->
   RECLAIMED: the VM is deployed again;

@@ -20,6 +20,8 @@ Actions and what they cost in API calls:
 * ``shutdown`` and ``cancel``: ``TerminateInstances``, with the ids of every
   termination under way at the site in one call (an instance that is already
   gone is success); a known Elastic IP association is released first.
+* ``poweroff`` (poweroff, undeploy): one ``StopInstances`` (``Force`` for the
+  hard forms); ``poweron`` (resume): one ``StartInstances``, same instance id.
 * ``reboot``: ``RebootInstances``. ``reset`` is also ``RebootInstances``: EC2
   has no power-cycle call, and a reboot that the guest ignores becomes a hard
   reboot after four minutes. Stop and start would be closer to a power cycle but
@@ -74,6 +76,7 @@ class Ec2VmDriver(VmDriver):
     """The EC2 VM driver (see the module doc)."""
 
     self_paced = frozenset({"deploy", "shutdown", "cancel"})
+    capabilities = frozenset({"poweroff"})
 
     def __init__(self, context: DriverContext) -> None:
         super().__init__(context)
@@ -253,6 +256,16 @@ class Ec2VmDriver(VmDriver):
 
     async def cancel(self, vm: VmRef) -> None:
         await self._terminate(vm)
+
+    async def poweroff(self, vm: VmRef, *, hard: bool) -> None:
+        """``StopInstances`` (``Force`` when ``hard``): the instance and its disks stay."""
+        await self.site.call("StopInstances", {"InstanceIds": [vm.deploy_id], "Force": hard},
+                             resources=1)
+
+    async def poweron(self, vm: VmRef, spec: DeploySpec) -> str:
+        """``StartInstances``; the instance keeps its id (its public address may change)."""
+        await self.site.call("StartInstances", {"InstanceIds": [vm.deploy_id]}, resources=1)
+        return vm.deploy_id
 
     async def reboot(self, vm: VmRef) -> None:
         await self.site.call("RebootInstances", {"InstanceIds": [vm.deploy_id]})
