@@ -344,3 +344,39 @@ def test_lifecycle_actions_map_to_the_partner(peer: OnePeer, account: PeerUser,
             await driver.close()
 
     asyncio.run(scenario())
+
+
+def test_onevm_poweroff_and_resume_reach_the_partner(peer: OnePeer, account: PeerUser,
+                                                     tmp_path: Path) -> None:
+    """The core's poweroff/resume go through the driver to the partner VM, and a partner VM
+    deleted over there while powered off is redeployed on resume."""
+    first = start_first(tmp_path / "a", peer, account, local_cpu=0)
+    try:
+        one = pyone.OneServer(first.url, session=first.session)
+        template = tmp_path / "burst.one"
+        template.write_text(VM_TEMPLATE)
+        vm_id = int(cli(first, "onevm", "create", str(template)).stdout.split()[-1])
+        wait_placed(one, 1, 40)
+        admin = peer.client()
+        remote = next(vm for origin, vm, _ in partner_vms(peer)
+                      if origin.endswith(f":{vm_id}"))
+
+        cli(first, "onevm", "poweroff", str(vm_id))
+        wait_until(lambda: one.vm.info(vm_id).STATE == POWEROFF, 40, "POWEROFF here")
+        assert admin.vm.info(remote).STATE == POWEROFF
+        cli(first, "onevm", "resume", str(vm_id))
+        wait_until(lambda: (one.vm.info(vm_id).STATE, one.vm.info(vm_id).LCM_STATE)
+                   == (ACTIVE, RUNNING), 40, "RUNNING here")
+        assert admin.vm.info(remote).STATE == ACTIVE
+
+        cli(first, "onevm", "poweroff", str(vm_id))
+        wait_until(lambda: one.vm.info(vm_id).STATE == POWEROFF, 40, "POWEROFF again")
+        admin.vm.action("terminate-hard", remote)  # deleted over there meanwhile
+        cli(first, "onevm", "resume", str(vm_id))
+        wait_until(lambda: (one.vm.info(vm_id).STATE, one.vm.info(vm_id).LCM_STATE)
+                   == (ACTIVE, RUNNING), 60, "RUNNING on a new partner VM")
+        live = [vm for origin, vm, state in partner_vms(peer)
+                if origin.endswith(f":{vm_id}") and state != DONE]
+        assert len(live) == 1 and live[0] != remote, live
+    finally:
+        stop(first.process)
