@@ -65,6 +65,8 @@ with socket.socket(socket.AF_UNIX) as probe:
 PY
   echo "starting libvirtd -d (for the kvm driver)" >&2
   if [ "$(id -u)" = 0 ]; then
+    # Directories Debian's libvirt-daemon-system would have made.
+    mkdir -p /var/log/libvirt /var/lib/libvirt /run/libvirt
     /usr/sbin/virtlogd -d || true
   fi
   # The daemon starts either way: a kvm host then shows why (onehost list -l NAME,STAT,REASON).

@@ -93,6 +93,8 @@ class Monitor:
         self._requested: set[int] = set()
         self._next_poll: dict[int, float] = {}
         self._fresh_polls = FreshPolls()
+        #: The last failure logged per (what, host): the same one is not logged again.
+        self._failures: dict[tuple[str, int], str] = {}
         self._busy: set[tuple[str, int]] = set()
         self._wake = asyncio.Event()
         self._hosts = HostCache()
@@ -295,10 +297,17 @@ class Monitor:
                 results: dict[int, PollResult] = await self.dispatcher.run(
                     "VM_MAD", host.vm_mad, "poll", lambda: driver.poll(refs))
             except CloudburstError as exc:
-                log.warning("polling VMs of host %s failed: %s", host.name, exc)
+                self._failed("polling VMs", host, exc)
             else:
+                self._failures.pop(("polling VMs", host.id), None)
                 await self.lifecycle.apply_poll(results)
         await self._sweep(host, driver, frozenset(vm.id for vm in vms))
+
+    def _failed(self, what: str, host: HostRecord, exc: CloudburstError) -> None:
+        """Log a failed poll or sweep once per new message, not every interval."""
+        if self._failures.get((what, host.id)) != exc.message:
+            self._failures[(what, host.id)] = exc.message
+            log.warning("%s of host %s failed: %s", what, host.name, exc)
 
     async def _sweep(self, host: HostRecord, driver: VmDriver,
                      live_vm_ids: frozenset[int]) -> None:
@@ -309,8 +318,9 @@ class Monitor:
                 "VM_MAD", host.vm_mad, "sweep",
                 lambda: driver.sweep(ref, live_vm_ids, self.orphan_grace_period))
         except CloudburstError as exc:
-            log.warning("orphan sweep of host %s failed: %s", host.name, exc)
+            self._failed("orphan sweep", host, exc)
             return
+        self._failures.pop(("orphan sweep", host.id), None)
         if report is None:
             return
         for deploy_id in report.terminated:
