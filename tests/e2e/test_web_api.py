@@ -296,7 +296,14 @@ def test_a_host_without_room_shows_its_cooloff_and_the_recall_on_the_timeline(
             return host["cooloff"]  # type: ignore[no-any-return]
 
         cooloff = wait_for(cooling, timeout=20)
-        assert cooloff["vms"] == 1 and 0 < float(str(cooloff["seconds_left"])) <= 60
+        # (CAPACITY_COOLOFF, 120 s by default)
+        assert cooloff["vms"] == 1 and 0 < float(str(cooloff["seconds_left"])) <= 120
+        listed = client.request("GET", "/api/v1/hosts").json()["hosts"][0]  # type: ignore[index]
+        detail = client.request("GET", f"/api/v1/hosts/{host_id}").json()
+        for shown in (listed, detail):
+            site = shown["site_cooloffs"]  # type: ignore[index]
+            assert [c["INSTANCE_TYPE"] for c in site] == ["*"]  # type: ignore[union-attr]
+            assert "no capacity" in site[0]["REASON"]  # type: ignore[index]
         timeline = client.request("GET", "/api/v1/overview").json()["timeline"]
         kinds = [(entry["kind"], entry["vm_id"]) for entry in timeline]  # type: ignore[union-attr]
         assert kinds[:2] == [("local", vm_id), ("recalled", vm_id)]

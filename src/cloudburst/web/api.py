@@ -144,8 +144,13 @@ class Api:
     async def hosts(self, request: web.Request) -> web.Response:
         user = (await self.caller(request)).user
         cooloffs = self.services.vms.cooloffs()
+        hosts = await self._visible_hosts(user)
+        # Cloud sites (few) and hosts that just refused a VM are read with their stored
+        # per-instance-type cool-offs (HostService.info adds them).
+        hosts = [await self.services.hosts.info(host.id)
+                 if host.is_public_cloud or host.id in cooloffs else host for host in hosts]
         return json_response({"hosts": [shapes.host_shape(host, cooloffs.get(host.id))
-                                        for host in await self._visible_hosts(user)]})
+                                        for host in hosts]})
 
     async def host(self, request: web.Request) -> web.Response:
         user = (await self.caller(request)).user

@@ -56,6 +56,7 @@ def host_shape(host: HostRecord, cooloff: tuple[int, float] | None = None
         "capacity": dict(capacity.items()) if capacity is not None else {},
         "cooloff": ({"vms": cooloff[0], "seconds_left": round(cooloff[1], 1)}
                     if cooloff is not None else None),
+        "site_cooloffs": [dict(vector) for vector in host.template.vectors("COOLOFF")],
         "attributes": {name: value for name, value in host.template.as_flat_dict().items()
                        if not name.startswith("CAPACITY")},
     }

@@ -25,6 +25,10 @@ function hostCard(host) {
     limits.length ? h("div", {},
       h("h3", {}, "Instance-type limits"),
       h("ul", { class: "counts" }, limits.map(([type, count]) => h("li", {}, `${type}: ${count}`)))) : "",
+    host.site_cooloffs.length ? h("div", {},
+      h("h3", {}, "Instance types cooling off"),
+      h("ul", {}, host.site_cooloffs.map((c) => h("li", { class: "warn" },
+        `${c.INSTANCE_TYPE}: ${c.SECONDS_LEFT} s left (${c.REASON})`)))) : "",
     cooloffs.length ? h("div", {},
       h("h3", {}, "Cool-offs"),
       h("ul", {}, cooloffs.map(([name, value]) => h("li", {}, `${name} = ${value}`)))) : "");
