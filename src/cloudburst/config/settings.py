@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 DEFAULT_HOME = "~/.cloudburst"
 DEFAULT_LISTEN_ADDRESS = "127.0.0.1"
@@ -180,7 +181,8 @@ class Settings:
 
     @property
     def database_url(self) -> str:
-        return self.db_url or f"sqlite:///{self.home / 'one.db'}"
+        # Quoted: SQLAlchemy URL-decodes the path, and a home may hold '%', '?' or '#'.
+        return self.db_url or f"sqlite:///{quote(str(self.home / 'one.db'), safe='/')}"
 
     def driver(self, kind: str, name: str) -> DriverSection | None:
         """The section of ``kind`` named ``name`` (case-sensitive, as oned)."""

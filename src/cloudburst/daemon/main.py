@@ -100,6 +100,20 @@ async def serve(settings: Settings) -> None:
         await daemon.stop()
 
 
+def make_private(home: Path) -> None:
+    """Keep what the daemon writes private to its user, whatever the umask it was given.
+
+    New files get at most 0600 and directories 0700; the home, the store and the logs
+    an older version left more open are tightened too.
+    """
+    os.umask(0o077)
+    with contextlib.suppress(OSError):
+        home.chmod(0o700)
+    for path in [*home.glob("one.db*"), *home.glob("log/*"), home / "one_auth"]:
+        with contextlib.suppress(OSError):
+            path.chmod(0o700 if path.is_dir() else 0o600)
+
+
 def raise_file_limit() -> None:
     """Lift the soft open-file limit to the hard one (connections and the store share it)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -173,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-file", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     home = home_from_environment()
+    make_private(home)
     try:
         settings, warnings = load_settings(home)
     except CloudburstError as exc:

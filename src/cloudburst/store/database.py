@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
@@ -341,7 +341,7 @@ def store_failure(exc: DBAPIError, url: str, timeout: float) -> StoreUnavailable
     """
     text = str(exc.orig).lower()
     if url.startswith("sqlite"):
-        where = url.split("///", 1)[-1] or "the store"
+        where = make_url(url).database or "the store"
         for needle, message in _SQLITE_CAUSES:
             if needle in text:
                 return StoreUnavailableError(message.format(where=where, timeout=timeout))

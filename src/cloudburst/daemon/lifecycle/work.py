@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection
@@ -95,10 +96,7 @@ async def _deploy(job: Job) -> Outcome:
             manager.files.log(vm.id, "I", f"Recovered deploy after restart: found {found}")
             return _deployed(found)
         manager.files.log(vm.id, "I", "Replaying deploy after restart with the same token")
-    try:
-        path = await manager.files.write_deployment(vm.id, seq, manager.deployment_document(vm))
-    except OSError as exc:
-        raise DriverError(f"Cannot write deployment file: {exc.strerror}") from None
+    path = await _deployment_file(job, seq)
     spec = manager.deploy_spec(vm, job.host, path, job.token)
     deploy_id = await job.run("deploy", lambda: job.driver.deploy(spec))
     if not deploy_id.strip():
@@ -185,10 +183,26 @@ async def _poweroff_hard(job: Job) -> Outcome:
     return Outcome()
 
 
+async def _deployment_file(job: Job, seq: int) -> Path:
+    """Write the VM's deployment file; a failure names the file and launched nothing.
+
+    Raises:
+        TransientDriverError: the file cannot be written (``nothing_created``: the VM
+            goes back to PENDING and is tried again later, not to a failure state).
+    """
+    manager, vm = job.manager, job.vm
+    try:
+        return await manager.files.write_deployment(vm.id, seq, manager.deployment_document(vm))
+    except OSError as exc:
+        raise TransientDriverError(
+            f"Cannot write the deployment file {exc.filename2 or exc.filename}: "
+            f"{exc.strerror or exc}", nothing_created=True) from None
+
+
 async def _poweron(job: Job) -> Outcome:
     manager, vm = job.manager, job.vm
     seq = await manager.db.read(lambda connection: current_seq(connection, vm.id))
-    path = await manager.files.write_deployment(vm.id, seq, manager.deployment_document(vm))
+    path = await _deployment_file(job, seq)
     spec = manager.deploy_spec(vm, job.host, path, job.token)
     deploy_id = await job.run("poweron", lambda: job.driver.poweron(job.ref, spec))
     return _deployed(deploy_id or vm.deploy_id)
