@@ -43,7 +43,8 @@ def test_store_path_modes_and_unwritable_deployment_file(tmp_path: Path) -> None
         for path in in_the_way:
             path.mkdir(parents=True)
         one.vm.action("release", blocked)
-        wait_for(lambda: "Cannot write the deployment file" in daemon.output(), timeout=30)
+        vm_log = home / "vms" / str(blocked) / "vm.log"
+        wait_for(lambda: "Cannot write the deployment file" in vm_log.read_text(), timeout=60)
         assert one.vm.info(blocked).STATE == PENDING
         for path in in_the_way:
             path.rmdir()
