@@ -149,3 +149,29 @@ def compare(step: str, reference: Shape, ours: Shape) -> list[str]:
             lines.append(f"{step}: kind of {path} {sorted(ours.paths[path])} != oned's "
                          f"{sorted(reference.paths[path])}")
     return lines
+
+
+_LABEL = re.compile(r"^([A-Z][A-Z0-9 _/()-]*?)\s+:", re.M)
+_HEADING = re.compile(r"^([A-Z][A-Z0-9 &_-]+[A-Z0-9])\s*$", re.M)
+
+
+def cli_shape(output: str) -> tuple[list[str], list[str]]:
+    """What a client (or a script parsing it) relies on in the Ruby CLI's output: the
+    ``LABEL :`` fields and section headings of ``show``, the column headers of ``list``."""
+    labels = [label.strip() for label in _LABEL.findall(output)]
+    headings = [heading.strip() for heading in _HEADING.findall(output)]
+    first = output.splitlines()[0] if output.strip() else ""
+    columns = first.split() if first.lstrip().startswith("ID") else []
+    return labels, headings + columns
+
+
+def compare_cli(command: str, reference: str, ours: str) -> list[str]:
+    """Differences between the Ruby CLI's output against oned and against cloudburst."""
+    (ref_labels, ref_heads), (our_labels, our_heads) = cli_shape(reference), cli_shape(ours)
+    lines = [f"{command}: missing field {label}" for label in ref_labels
+             if label not in our_labels]
+    lines += [f"{command}: extra field {label}" for label in our_labels
+              if label not in ref_labels]
+    lines += [f"{command}: missing heading {head}" for head in ref_heads if head not in our_heads]
+    lines += [f"{command}: extra heading {head}" for head in our_heads if head not in ref_heads]
+    return lines

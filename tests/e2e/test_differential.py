@@ -1,4 +1,5 @@
-"""The same XML-RPC calls to a real OpenNebula 6.10.5 and to cloudburst: same shapes.
+"""The same XML-RPC calls (and Ruby CLI commands) to a real OpenNebula 6.10.5 and to
+cloudburst: same shapes.
 
 Both servers start empty; one sequence of calls (hosts, templates, VMs,
 users, and the error case of each) goes to both, step by step, and each
@@ -7,7 +8,10 @@ error code, message, the element paths of documents with the kind of their
 text, the order of pool entries). Every difference must be on
 :data:`ALLOWED`, the reviewed list of known differences, each with its
 reason; an entry no difference needs any more fails the test too, so the list
-stays exact. ``docs/compatibility.md`` describes the same differences.
+stays exact. Then OpenNebula's own Ruby CLI (from the peer) runs ``onehost``,
+``onetemplate`` and ``onevm`` ``list``/``show`` against both for the same objects:
+both must succeed, with the same fields, headings and columns.
+``docs/compatibility.md`` describes the same differences.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from xml.etree import ElementTree
 
 import pytest
 from burst_helpers import RunningDaemon, conf_text, running_daemon
-from differential import Allowed, AllowList, call, compare, shape
+from differential import Allowed, AllowList, call, compare, compare_cli, shape
 
 from one_peer import OnePeer, peer_fixture, wait_until
 
@@ -64,6 +68,12 @@ ALLOWED = AllowList([
             "what they report)", optional=True),
     Allowed(r": kind of (HOST_POOL/|VM_POOL/)?(HOST|VM)/MONITORING ",
             "see above: an empty MONITORING before the first report", optional=True),
+    Allowed(r"^onevm show 0: (missing|extra) field (CPU|MEMORY|NETRX|NETTX|DISK\w+)$",
+            "the Ruby CLI's monitoring fields: see MONITORING above (cloudburst's dummy driver "
+            "reports NETTX only; oned's dummy probes CPU, MEMORY, NET*, DISK*)", optional=True),
+    Allowed(r"^onehost show 0: missing heading (PCI DEVICES|NUMA NODES|NUMA MEMORY|"
+            r"NUMA HUGEPAGES)$",
+            "not yet: no NUMA nodes or PCI devices (see HOST_SHARE above)", optional=True),
     # -- not yet ------------------------------------------------------------------------------
     Allowed(r"^wrong parameter type: ",
             "not yet: oned's XML-RPC layer answers a wrongly typed parameter with fault -501 "
@@ -173,6 +183,13 @@ def test_the_same_calls_get_the_same_shapes(one_peer: OnePeer, ours: RunningDaem
     both.step("user.info", "one.user.info", -1)
     both.step("userpool.info", "one.userpool.info")
     both.step("clusterpool.info", "one.clusterpool.info")
+
+    # OpenNebula's own Ruby CLI against both, on the same objects.
+    for argv in (("onehost", "list"), ("onehost", "show", "0"), ("onetemplate", "list"),
+                 ("onetemplate", "show", "0"), ("onevm", "list"), ("onevm", "show", "0")):
+        reference = one_peer.cli(*argv)
+        mine = one_peer.cli(*argv, session=ours.session, xmlrpc=ours.url)
+        both.differences += compare_cli(" ".join(argv), reference, mine)
 
     unexpected = [line for line in both.differences if not ALLOWED.allows(line)]
     assert not unexpected, "differences from OpenNebula 6.10.5 not on the allow-list:\n" + \
