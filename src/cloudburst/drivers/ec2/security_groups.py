@@ -178,6 +178,9 @@ class SecurityGroups:
                     f"the tag {TAG_INSTALL}={self.install_id}; delete it or tag it") from None
             return await self._adopt(groups[0], ports)
         group_id = str(created["GroupId"])
+        # Taken from its creation on: a sweep listing it before the launch holds it
+        # must not delete it (it has no instance yet).
+        self._last_taken[group_id] = time.monotonic()
         await self._authorize(group_id, ports, [])
         self.log.info("created security group %s (%s) for TCP %s", name, group_id, ports.text)
         return group_id
@@ -185,6 +188,7 @@ class SecurityGroups:
     async def _adopt(self, group: Mapping[str, Any], ports: Ports) -> str:
         """Use an existing group of ours, adding the rules it lacks; its id."""
         group_id = str(group["GroupId"])
+        self._last_taken[group_id] = time.monotonic()
         await self._authorize(group_id, ports, group.get("IpPermissions") or [])
         return group_id
 
