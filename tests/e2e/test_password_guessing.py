@@ -113,9 +113,12 @@ def test_unknown_and_known_users_cost_the_same(tmp_path: Path) -> None:
     assert statistics.median(unknown) > 0.5 * statistics.median(known), (known, unknown)
 
 
-def test_a_locked_client_is_told_why(daemon: RunningDaemon) -> None:
-    replies = [_login(daemon.port, f"u{n}:bad", "127.2.0.9")[1] for n in range(6)]
-    assert isinstance(replies[-1], list)
-    assert "Too many failed logins" in str(replies[-1][1])
-    assert "LOGIN_LOCKOUT" in str(replies[-1][1])
-    assert "login lockout: client 127.2.0.9 locked" in daemon.output()
+def test_a_locked_client_is_told_why(tmp_path: Path) -> None:
+    # A daemon of its own: after the flood above, the log's repeat filter may rightly
+    # hold back further lockout lines of the same kind for a minute.
+    with start_daemon(tmp_path, oned_conf_extra="FAILED_LOGIN_DELAY = 0.2\n") as daemon:
+        replies = [_login(daemon.port, f"u{n}:bad", "127.2.0.9")[1] for n in range(6)]
+        assert isinstance(replies[-1], list)
+        assert "Too many failed logins" in str(replies[-1][1])
+        assert "LOGIN_LOCKOUT" in str(replies[-1][1])
+        assert "login lockout: client 127.2.0.9 locked" in daemon.output()

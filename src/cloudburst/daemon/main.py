@@ -36,14 +36,21 @@ from cloudburst.errors import CloudburstError
 log = logging.getLogger("cloudburst")
 
 SHARE_DIR = Path(__file__).resolve().parent.parent / "share"
+#: The home's mode: nobody else lists it or opens what the daemon writes in it (0600
+#: files, 0700 directories), but others may traverse it, so a hypervisor running as
+#: another user (libvirt's ``libvirt-qemu``) can boot the guest ``cloudburst guest build``
+#: leaves readable in ``guest/``.
+HOME_MODE = 0o711
 
 
 def bootstrap_layout(home: Path) -> list[str]:
     """Create ``home``'s layout on first start; returns what was created."""
     created: list[str] = []
     if not home.exists():
-        # The home holds credentials files and the store: only its owner reads it.
-        home.mkdir(mode=0o700, parents=True)
+        # The home holds credentials files and the store: only its owner lists or reads
+        # it; others may pass through (HOME_MODE) to a guest built in it for the hypervisor.
+        home.mkdir(mode=HOME_MODE, parents=True)
+        home.chmod(HOME_MODE)
         created.append(str(home))
     etc = home / "etc"
     etc.mkdir(parents=True, exist_ok=True)
@@ -103,12 +110,12 @@ async def serve(settings: Settings) -> None:
 def make_private(home: Path) -> None:
     """Keep what the daemon writes private to its user, whatever the umask it was given.
 
-    New files get at most 0600 and directories 0700; the home, the store and the logs
-    an older version left more open are tightened too.
+    New files get at most 0600 and directories 0700; the home (HOME_MODE), the store and
+    the logs an older version left more open are tightened too.
     """
     os.umask(0o077)
     with contextlib.suppress(OSError):
-        home.chmod(0o700)
+        home.chmod(HOME_MODE)
     for path in [*home.glob("one.db*"), *home.glob("log/*"), home / "one_auth"]:
         with contextlib.suppress(OSError):
             path.chmod(0o700 if path.is_dir() else 0o600)
