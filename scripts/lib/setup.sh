@@ -9,6 +9,9 @@ PYTHON_PACKAGES=(python3 python3-venv python3-pip)
 KVM_BUILD_PACKAGES=(gcc python3-dev pkg-config libvirt-dev)
 # The kvm driver's hypervisor: libvirt's daemon and QEMU.
 KVM_RUN_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86)
+# As root, scripts/run starts the system libvirtd, which runs QEMU as libvirt-qemu: the
+# user, group and directories that package makes.
+if [ "$(id -u)" = 0 ]; then KVM_RUN_PACKAGES+=(libvirt-daemon-system); fi
 # `cloudburst guest build`: a busybox initramfs around a Debian kernel.
 GUEST_PACKAGES=(busybox-static cpio)
 # The PostgreSQL server the store tests start; Debian's chromium, which the
