@@ -24,6 +24,7 @@ from cloudburst.drivers.base import (
     DeploySpec,
     DriverContext,
     DriverOptions,
+    HostInfo,
     HostRef,
     PollState,
     VmRef,
@@ -32,6 +33,7 @@ from cloudburst.drivers.ec2.config import X509_NOTICE, normalize_endpoint, regio
 from cloudburst.drivers.ec2.env_file import parse_env_text
 from cloudburst.drivers.ec2.information import Ec2InformationDriver
 from cloudburst.drivers.ec2.limits import BucketSpec, RateLimiter
+from cloudburst.drivers.ec2.pricing import default_price_file, load_price_file
 from cloudburst.drivers.ec2.vm import Ec2VmDriver
 from cloudburst.errors import (
     CapacityError,
@@ -42,6 +44,7 @@ from cloudburst.errors import (
     TransientDriverError,
     ValidationError,
 )
+from cloudburst.model.offers import Offer, offers_of
 from cloudburst.store import journal
 from cloudburst.store.database import Database
 from cloudburst.template import parse
@@ -120,13 +123,13 @@ def driver_for(tmp_path: Path, url: str, **home: Any) -> Ec2VmDriver:
     return Ec2VmDriver(context(make_home(tmp_path, **home), url))
 
 
-def spec(vm_id: int, template: str, *, host: HostRef = HOST, token: str | None = None
-         ) -> DeploySpec:
-    parsed = parse(f"CPU = 0.5\nMEMORY = 128\n{template}\n")
+def spec(vm_id: int, template: str, *, host: HostRef = HOST, token: str | None = None,
+         cpu: float = 0.5, memory: int = 128) -> DeploySpec:
+    parsed = parse(f"CPU = {cpu}\nMEMORY = {memory}\n{template}\n")
     parsed.set("VMID", str(vm_id))
     return DeploySpec(vm_id=vm_id, host=host, deployment_file=Path("/nonexistent"),
                       deployment=parsed.to_xml(), token=token or f"{INSTALL}-vm{vm_id}-0",
-                      memory_mb=128, cpu=0.5)
+                      memory_mb=memory, cpu=cpu)
 
 
 def describe(server: MotoServer, instance_id: str) -> dict[str, Any]:
@@ -1012,3 +1015,120 @@ def test_poweroff_stops_and_poweron_starts_the_same_instance(tmp_path: Path, sit
     run(scenario())
     counts = proxy.counts
     assert (counts["StopInstances"], counts["StartInstances"]) == (2, 1)
+
+
+# -- the cheapest type that fits ----------------------------------------------------------
+
+
+def im_driver(etc: Path, conf: str) -> Ec2InformationDriver:
+    (etc / "im_ec2" / "im_ec2.conf").write_text(conf, encoding="utf-8")
+    return Ec2InformationDriver(DriverContext(
+        name="im_ec2", executable="one_im_ec2", arguments=("im_ec2/im_ec2.conf",),
+        options=DriverOptions(), etc_dir=etc, remotes_dir=etc.parent, var_dir=etc.parent))
+
+
+def test_shipped_price_table_is_dated_sourced_and_complete() -> None:
+    path = default_price_file()
+    header = path.read_text(encoding="utf-8")[:1500]
+    assert re.search(r"Dated:\s+\d{4}-\d{2}-\d{2}", header)
+    assert "Source:" in header and "aws.amazon.com" in header
+    prices = load_price_file(path)
+    assert prices["m5.large"] == 0.096 and prices["m1.small"] == 0.044
+    assert len(prices) >= 100
+    names = [line.split("=")[0] for line in path.read_text(encoding="utf-8").splitlines()
+             if line.startswith("PRICE_")]
+    assert len(names) == len(prices)  # every key names a known type, none twice
+
+
+def test_information_driver_reports_priced_offers_per_site(tmp_path: Path) -> None:
+    etc = make_home(tmp_path)
+    driver = im_driver(etc, "SMALL_INSTANCES=2\nINSTANCES_T3_MICRO=4\nINSTANCES_M5_LARGE=1\n"
+                            "INSTANCES_C5_LARGE=0\nPRICE_T3_MICRO=0.5\n")
+    info = run(driver.monitor(HOST))
+    assert offers_of(info.attributes) == (
+        Offer("m1.small", 1, 1741, 0.044), Offer("m5.large", 2, 8192, 0.096),
+        Offer("t3.micro", 2, 1024, 0.5))  # c5.large has no room: not offered
+    # the host's own prices win for that site; a bad one is one clear line
+    cheap = HostRef(id=4, name="ec2_b", attributes={"PRICE_M5_LARGE": "0.01"})
+    assert offers_of(run(driver.monitor(cheap)).attributes)[0] == Offer("m5.large", 2, 8192,
+                                                                        0.01)
+    bad = HostRef(id=5, name="ec2_c", attributes={"PRICE_M5_LARGE": "cheap"})
+    with pytest.raises(DriverError, match=r"host ec2_c: PRICE_M5_LARGE: must be a price"):
+        run(driver.monitor(bad))
+    # an operator's own price file; a price for no known type is refused with its line
+    (etc / "im_ec2" / "mine.conf").write_text("PRICE_M1_SMALL=0.001\n", encoding="utf-8")
+    time.sleep(0.01)
+    driver = im_driver(etc, "SMALL_INSTANCES=1\nINSTANCES_M5_LARGE=1\n"
+                            "PRICES_FILE=im_ec2/mine.conf\n")
+    assert offers_of(run(driver.monitor(HOST)).attributes) == (
+        Offer("m1.small", 1, 1741, 0.001),)
+    time.sleep(0.01)
+    driver = im_driver(etc, "SMALL_INSTANCES=1\nPRICE_ZZ_TOP=1\n")
+    with pytest.raises(DriverError, match=r"im_ec2.conf.*PRICE_ZZ_TOP: names no known"):
+        run(driver.monitor(HOST))
+
+
+def test_site_report_sizes_offers_from_the_catalogue_once(tmp_path: Path, site: MotoServer,
+                                                          proxy: FaultProxy) -> None:
+    driver = driver_for(tmp_path, proxy.url,
+                        rc_extra=FAST + "EC2_EXTRA_INSTANCE_TYPES=zz9.plural\n")
+    reported = HostInfo(attributes={"HYPERVISOR": "ec2", "INSTANCE_TYPES": (
+        "m1.small:1:1741:0.044 t3.micro:0:0:0.0104 zz9.plural:1:1024:0.001")})
+
+    async def scenario() -> None:
+        completed = await driver.site_report(HOST, reported)
+        # moto's catalogue: m1.small has 1740 MiB, t3.micro 2 vCPUs; zz9.plural is not offered
+        assert offers_of(completed.attributes) == (
+            Offer("t3.micro", 2, 1024, 0.0104), Offer("m1.small", 1, 1740, 0.044))
+        assert completed.attributes["HYPERVISOR"] == "ec2"
+        again = await driver.site_report(HOST, reported)
+        assert again == completed
+        await driver.close()
+
+    run(scenario())
+    assert proxy.counts["DescribeInstanceTypes"] == 1
+
+
+def test_unreachable_catalogue_keeps_the_report(tmp_path: Path, site: MotoServer,
+                                                proxy: FaultProxy) -> None:
+    driver = driver_for(tmp_path, proxy.url, rc_extra=FAST + "EC2_MAX_ATTEMPTS=1\n")
+    proxy.add_fault("DescribeInstanceTypes", "error500", times=None)
+    reported = HostInfo(attributes={"INSTANCE_TYPES": "m1.small:1:1741:0.044"})
+
+    async def scenario() -> None:
+        assert await driver.site_report(HOST, reported) is reported
+        await driver.close()
+
+    run(scenario())
+
+
+def test_vm_without_a_type_runs_as_the_cheapest_that_fits(tmp_path: Path, site: MotoServer
+                                                          ) -> None:
+    driver = driver_for(tmp_path, site.url)
+    offered = HostRef(id=3, name="ec2", attributes={"INSTANCE_TYPES": (
+        "t3.small:2:2048:0.0208 t3.medium:2:4096:0.0416 m5.large:2:8192:0.096 "
+        "c5.xlarge:4:8192:0.17")})
+    section = 'EC2 = [ AMI="ami-1", KEYPAIR="k" ]'
+
+    async def scenario() -> None:
+        medium = await driver.deploy(spec(1, section, host=offered, cpu=1.5, memory=3000))
+        xlarge = await driver.deploy(spec(2, f"VCPU=3\n{section}", host=offered, cpu=0.5,
+                                          memory=512))
+        named = await driver.deploy(spec(3, 'EC2 = [ AMI="ami-1", KEYPAIR="k", '
+                                            'INSTANCETYPE="m5.large" ]', host=offered))
+        assert describe(site, medium)["InstanceType"] == "t3.medium"
+        assert describe(site, xlarge)["InstanceType"] == "c5.xlarge"
+        assert describe(site, named)["InstanceType"] == "m5.large"
+        polled = await driver.poll([VmRef(1, medium, offered), VmRef(3, named, offered)])
+        assert polled[1].info["PRICE_PER_HOUR"] == "0.0416"
+        assert polled[3].info["PRICE_PER_HOUR"] == "0.096"
+        assert "PRICE_PER_HOUR" not in (await driver.poll([VmRef(1, medium, HOST)]))[1].info
+        with pytest.raises(DriverError, match=r"VM 4: no instance type offered at ec2 fits "
+                                              r"8 VCPU and 1024 MB of MEMORY"):
+            await driver.deploy(spec(4, section, host=offered, cpu=8, memory=1024))
+        # a site listing no offers keeps the defaults' type (vmm_ec2.conf: m1.small)
+        plain = await driver.deploy(spec(5, section, cpu=8, memory=1024))
+        assert describe(site, plain)["InstanceType"] == "m1.small"
+        await driver.close()
+
+    run(scenario())

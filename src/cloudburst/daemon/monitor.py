@@ -28,7 +28,7 @@ from cloudburst.daemon.dispatcher import Dispatcher
 from cloudburst.daemon.fresh_polls import FreshPolls
 from cloudburst.daemon.lifecycle import LifecycleManager, poll_refs
 from cloudburst.daemon.store_backoff import StoreBackoff
-from cloudburst.drivers.base import HostInfo, PollResult, VmDriver
+from cloudburst.drivers.base import HostInfo, HostRef, PollResult, VmDriver
 from cloudburst.errors import (
     CloudburstError,
     ConflictError,
@@ -197,9 +197,23 @@ class Monitor:
         except CloudburstError as exc:
             await self._host_failed(host.id, one_line(exc.message))
             return
+        info = await self._site_report(host, ref, info)
         await self._host_monitored(host.id, info)
         if info.vms:
             await self._apply_reported_vms(host, info)
+
+    async def _site_report(self, host: HostRecord, ref: HostRef, info: HostInfo) -> HostInfo:
+        """``info`` completed by the host's VM driver (:meth:`VmDriver.site_report`);
+        unchanged when that driver cannot (the IM driver's report still counts)."""
+        try:
+            vm_driver = self.dispatcher.vm_driver(host.vm_mad)
+            return await self.dispatcher.run("VM_MAD", host.vm_mad, "site_report",
+                                             lambda: vm_driver.site_report(ref, info),
+                                             retry=False)
+        except CloudburstError as exc:
+            log.info("host %d: %s could not complete the report: %s", host.id, host.vm_mad,
+                     one_line(exc.message))
+            return info
 
     async def _host_monitored(self, host_id: int, info: HostInfo) -> None:
         now = int(time.time())

@@ -377,6 +377,18 @@ class VmDriver(abc.ABC):
             ValidationError: naming the attribute that is missing or wrong.
         """
 
+    async def site_report(self, host: HostRef, info: HostInfo) -> HostInfo:
+        """Complete ``host``'s monitoring report with what this driver knows of its site.
+
+        Called after the host's information driver answered, before the report
+        is stored. The EC2 driver corrects the sizes of the offered instance
+        types (``INSTANCE_TYPES``, :mod:`cloudburst.model.offers`) from the
+        site's catalogue here. A site that cannot be asked leaves the report
+        as it is (this is no reason to put the host in error). Default:
+        ``info`` unchanged.
+        """
+        return info
+
     async def sweep(self, host: HostRef, live_vm_ids: frozenset[int],
                     grace_period: float) -> SweepReport | None:
         """Find (and after ``grace_period`` seconds remove) orphaned instances.

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from cloudburst.errors import ExpressionError
 from cloudburst.model.capacity import instance_type_name
+from cloudburst.model.offers import needed_vcpus, offers_of
 from cloudburst.model.records import HostRecord, VmRecord, cpu_share
 from cloudburst.scheduler.placement import CloudSection, HostCandidate, VmDemand, slot_of
 from cloudburst.template import Template
@@ -93,7 +94,15 @@ def vm_demand(vm: VmRecord, excluded: frozenset[int] = frozenset()) -> VmDemand:
         rank=rank_of(template),
         clouds=cloud_sections(template),
         excluded_hosts=excluded,
+        vcpu=needed_vcpus(vm.cpu, _whole(template.get("VCPU"))),
     )
+
+
+def _whole(text: str | None) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0
 
 
 #: Host variables read from the record's fields, under both spellings
@@ -156,12 +165,13 @@ def host_candidate(host: HostRecord, slot_usage: dict[str, int] | None = None,
             except ValueError:
                 continue
         default_slot = (host.template.get("DEFAULT_INSTANCE_TYPE") or "").strip().lower() or None
+    offered = offers_of(host.template) if host.is_public_cloud else ()
     return HostCandidate(
         id=host.id, name=host.name, is_cloud=host.is_public_cloud, hypervisor=host.hypervisor,
         max_cpu=host.max_cpu, max_mem=host.max_mem, cpu_usage=cpu_usage,
         mem_usage=mem_usage, running_vms=running_vms, base_lookup=host_lookup(host, usage),
         slot_limits=slot_limits, slot_usage=dict(slot_usage or {}), default_slot=default_slot,
-        cooled_types=cooled_types,
+        cooled_types=cooled_types, offers=offered,
     )
 
 

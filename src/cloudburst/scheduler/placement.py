@@ -28,6 +28,7 @@ import heapq
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from cloudburst.model.offers import Offer, instance_type_for, price_of
 from cloudburst.template.expr import Rank, Requirements
 
 #: Host variables whose value changes as this pass assigns VMs.
@@ -54,8 +55,11 @@ class HostCandidate:
     #: use. A site with limits is sized by them alone, not by CPU and memory.
     slot_limits: dict[str, int] = field(default_factory=dict)
     slot_usage: dict[str, int] = field(default_factory=dict)
-    #: The instance type of a VM whose section names none.
+    #: The instance type of a VM whose section names none (and the site lists no offers).
     default_slot: str | None = None
+    #: What the site offers (``INSTANCE_TYPES``): a VM whose section names no
+    #: type runs as the cheapest offer that fits it (:mod:`cloudburst.model.offers`).
+    offers: tuple[Offer, ...] = ()
     #: Instance types the site is cooling off for after refusing them for
     #: capacity (``""``: every VM); see :mod:`cloudburst.store.cooloffs`.
     cooled_types: frozenset[str] = frozenset()
@@ -112,6 +116,7 @@ class VmDemand:
         id: the VM id.
         cpu: percent of a core (``CPU=0.5`` is 50).
         memory: KB.
+        vcpu: virtual CPUs (``VCPU``, else ``CPU`` rounded up), for choosing an instance type.
         requirements: compiled ``REQUIREMENTS`` (``None``: any host).
         rank: compiled ``RANK`` (``None``: the default policy).
         clouds: the VM's cloud sections; empty means local hosts only.
@@ -125,10 +130,11 @@ class VmDemand:
     rank: Rank | None
     clouds: tuple[CloudSection, ...] = ()
     excluded_hosts: frozenset[int] = frozenset()
+    vcpu: int = 1
 
     def group_key(self) -> tuple[object, ...]:
         return (
-            self.cpu, self.memory,
+            self.cpu, self.memory, self.vcpu,
             self.requirements.source if self.requirements else None,
             self.rank.source if self.rank else None,
             self.clouds, self.excluded_hosts,
@@ -175,21 +181,41 @@ def cloud_accepts(vm: VmDemand, host: HostCandidate, sites_of_type: Mapping[str,
     return not host.is_cloud or matching_section(vm, host, sites_of_type) is not None
 
 
-def slot_of(vm: VmDemand, host: HostCandidate, sites_of_type: Mapping[str, int]) -> str | None:
-    """The instance type ``vm`` would run as on ``host`` (``None`` on local hosts)."""
-    if not host.is_cloud or not host.slot_limits:
+def instance_type_of(vm: VmDemand, host: HostCandidate,
+                     sites_of_type: Mapping[str, int]) -> str | None:
+    """The instance type ``vm`` would run as on cloud ``host``: its section's
+    ``INSTANCETYPE``, else the cheapest offer of the site that fits it, else the
+    site's default (:func:`cloudburst.model.offers.instance_type_for`, the rule
+    the drivers follow too). ``None``: a local host, no section, or nothing fits.
+    """
+    if not host.is_cloud:
         return None
     section = matching_section(vm, host, sites_of_type)
     if section is None:
         return None
-    return (section.instance_type or host.default_slot or "").lower() or None
+    return instance_type_for(section.instance_type, host.offers, vcpu=vm.vcpu,
+                             memory_mb=vm.memory // 1024, default=host.default_slot)
+
+
+def slot_of(vm: VmDemand, host: HostCandidate, sites_of_type: Mapping[str, int]) -> str | None:
+    """The limited slot ``vm`` would take on ``host`` (``None`` on hosts without limits)."""
+    if not host.slot_limits:
+        return None
+    return instance_type_of(vm, host, sites_of_type)
+
+
+def hourly_price(vm: VmDemand, host: HostCandidate,
+                 sites_of_type: Mapping[str, int]) -> float | None:
+    """What ``vm`` would cost per hour (US$, on-demand) on cloud ``host``, from the
+    site's offers; ``None`` on local hosts or when the type has no known price."""
+    return price_of(host.offers, instance_type_of(vm, host, sites_of_type))
 
 
 def _cooling_off(vm: VmDemand, host: HostCandidate, sites_of_type: Mapping[str, int]) -> bool:
     """Whether ``host`` is in a capacity cool-off for the type ``vm`` would run as."""
     if not host.cooled_types:
         return False
-    return "" in host.cooled_types or slot_of(vm, host, sites_of_type) in host.cooled_types
+    return "" in host.cooled_types or instance_type_of(vm, host, sites_of_type) in host.cooled_types
 
 
 class _Group:

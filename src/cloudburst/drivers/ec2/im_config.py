@@ -6,18 +6,21 @@
 ``CAPACITY`` vectors: upper case, ``_`` for ``.`` (``INSTANCES_T3_MICRO=2``).
 Optional ``DEFAULT_INSTANCE_TYPE`` (else the ``INSTANCETYPE`` of
 ``VMM_DEFAULTS``, default ``vmm_ec2/vmm_ec2.conf``, else ``m1.small``).
+Prices (:mod:`.pricing`): ``PRICE_<TYPE>=N`` (US$ per hour) over the table of
+``PRICES_FILE`` (default: the shipped ``ec2_prices.conf``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from cloudburst.drivers.ec2 import types
 from cloudburst.drivers.ec2.env_file import read_env_file
+from cloudburst.drivers.ec2.pricing import PRICE_PREFIX, prices_from
 from cloudburst.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -25,7 +28,8 @@ log = logging.getLogger(__name__)
 #: Builds the error for a bad value: ``(key, problem) -> ConfigError``.
 ErrorFor = Callable[[str, str], ConfigError]
 
-_IM_KEYS: Final = frozenset({*types.LEGACY_CLASSES, "DEFAULT_INSTANCE_TYPE", "VMM_DEFAULTS"})
+_IM_KEYS: Final = frozenset({*types.LEGACY_CLASSES, "DEFAULT_INSTANCE_TYPE", "VMM_DEFAULTS",
+                             "PRICES_FILE"})
 _PER_TYPE: Final = "INSTANCES_"
 
 
@@ -37,6 +41,10 @@ class ImConfig:
     limits: Mapping[str, int]
     default_instance_type: str | None = None
     vmm_defaults: str | None = None
+    #: ``PRICE_<TYPE>`` lines of the file (over the price file's table).
+    prices: Mapping[str, float] = field(default_factory=dict)
+    #: ``PRICES_FILE`` as written (``None``: the shipped table).
+    price_file: str | None = None
 
 
 def is_limit_key(key: str) -> bool:
@@ -96,9 +104,14 @@ def load_im_config(path: Path) -> ImConfig:
     default_type = env.values.get("DEFAULT_INSTANCE_TYPE", "").strip().lower() or None
     if default_type is not None and not types.is_known(default_type):
         raise env.error("DEFAULT_INSTANCE_TYPE", f"unknown instance type {default_type!r}")
-    others = sorted(key for key in env.values
-                    if key not in _IM_KEYS and not key.startswith(_PER_TYPE))
+    prices, unpriced = prices_from(env.values, env.error)
+    if unpriced:
+        raise env.error(unpriced[0], "names no known instance type (write the type in upper "
+                                     "case with '_' for '.', e.g. PRICE_M5_LARGE=0.096)")
+    others = sorted(key for key in env.values if key not in _IM_KEYS
+                    and not key.startswith((_PER_TYPE, PRICE_PREFIX)))
     if others:
         log.warning("%s: unknown keys ignored: %s", path, ", ".join(others))
     return ImConfig(path=path, limits=limits, default_instance_type=default_type,
-                    vmm_defaults=env.values.get("VMM_DEFAULTS", "").strip() or None)
+                    vmm_defaults=env.values.get("VMM_DEFAULTS", "").strip() or None,
+                    prices=prices, price_file=env.values.get("PRICES_FILE", "").strip() or None)

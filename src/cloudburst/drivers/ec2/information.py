@@ -12,26 +12,52 @@ there is known from the VM pool. The report:
 * ``CAPACITY`` (:attr:`HostInfo.capacity`): instances allowed per type; the
   scheduler never places more VMs of a type on the site, so with
   ``SMALL_INSTANCES=4`` a fifth ``m1.small`` VM stays pending;
-* ``DEFAULT_INSTANCE_TYPE``: the type of VMs whose EC2 section names none.
+* ``DEFAULT_INSTANCE_TYPE``: the type of VMs whose EC2 section names none
+  and that give no size the site's offers can fit (see below);
+* ``INSTANCE_TYPES`` (:mod:`cloudburst.model.offers`): the types the site may
+  run (limit above 0) that have a price (:mod:`.pricing`), with vCPUs, memory
+  and US$ per hour, e.g. ``"m1.small:1:1741:0.044 m1.large:4:7680:0.175"``.
+  A VM whose section names no ``INSTANCETYPE`` runs as the cheapest one that
+  fits its ``VCPU`` (or ``CPU``) and ``MEMORY``. The sizes here come from a
+  static table; the site's VM driver corrects them from the site's catalogue
+  (``DescribeInstanceTypes``) before the report is stored.
 
 The file is the driver's argument (``im_ec2/im_ec2.conf``, relative to
 ``etc/``), re-read when it changes. A host's own template attributes override
 it for that site: ``SMALL_INSTANCES``, ``LARGE_INSTANCES``,
-``EXTRALARGE_INSTANCES``, ``INSTANCES_<TYPE>`` and
+``EXTRALARGE_INSTANCES``, ``INSTANCES_<TYPE>``, ``PRICE_<TYPE>`` and
 ``EC2_DEFAULT_INSTANCE_TYPE`` (``onehost update``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
 from cloudburst.drivers.base import DriverContext, HostInfo, HostRef, InformationDriver
 from cloudburst.drivers.config_files import ParsedFiles
 from cloudburst.drivers.ec2 import types
 from cloudburst.drivers.ec2.defaults_file import load_defaults
-from cloudburst.drivers.ec2.im_config import ImConfig, is_limit_key, limits_from, load_im_config
+from cloudburst.drivers.ec2.im_config import (
+    ErrorFor,
+    ImConfig,
+    is_limit_key,
+    limits_from,
+    load_im_config,
+)
 from cloudburst.drivers.ec2.launch import normalize
+from cloudburst.drivers.ec2.pricing import (
+    default_price_file,
+    load_price_file,
+    prices_from,
+    static_offers,
+)
 from cloudburst.errors import ConfigError, DriverError
+from cloudburst.model.offers import ATTRIBUTE, format_offers
 
 _CPUSPEED = "1000"
+
+T = TypeVar("T")
 
 
 class Ec2InformationDriver(InformationDriver):
@@ -74,21 +100,26 @@ class Ec2InformationDriver(InformationDriver):
         kind = defaults.get("INSTANCETYPE", "").strip().lower()
         return kind if kind and types.is_known(kind) else types.DEFAULT_INSTANCE_TYPE
 
+    def _prices(self, config: ImConfig, host: HostRef) -> dict[str, float]:
+        """The site's price table: the price file, then ``im_ec2.conf``, then the host."""
+        path = self.context.resolve(config.price_file or "im_ec2/ec2_prices.conf")
+        if not config.price_file and not path.is_file():
+            path = default_price_file()  # the home predates the file: the packaged copy
+        try:
+            prices = load_price_file(path)
+        except ConfigError as exc:
+            raise DriverError(exc.message) from None
+        prices.update(config.prices)
+        prices.update(_host_values(host, prices_from, "PRICE_M5_LARGE=0.096"))
+        return prices
+
     async def monitor(self, host: HostRef) -> HostInfo:
         config = self._config()
         limits = dict(config.limits)
-        overrides = {key: value for key, value in host.attributes.items() if is_limit_key(key)}
-        if overrides:
-            where = f"host {host.name}"
-            try:
-                extra, unknown = limits_from(
-                    overrides, lambda key, problem: ConfigError(where, f"{key}: {problem}"))
-            except ConfigError as exc:
-                raise DriverError(exc.message) from None
-            if unknown:
-                raise DriverError(f"host {host.name}: {unknown[0]} names no known instance "
-                                  "type (e.g. INSTANCES_T3_MICRO=2)")
-            limits.update(extra)
+        limits.update(_host_values(
+            host, lambda values, error: limits_from(
+                {key: value for key, value in values.items() if is_limit_key(key)}, error),
+            "INSTANCES_T3_MICRO=2"))
         cpu = memory = 0
         for kind, count in limits.items():
             size = types.size_of(kind)
@@ -108,5 +139,28 @@ class Ec2InformationDriver(InformationDriver):
             "USEDCPU": "0",
             "USEDMEMORY": "0",
             "DEFAULT_INSTANCE_TYPE": self._default_type(config, host),
+            ATTRIBUTE: format_offers(static_offers(
+                (kind for kind, count in limits.items() if count > 0),
+                self._prices(config, host))),
         }
         return HostInfo(attributes=attributes, capacity=limits)
+
+
+def _host_values(host: HostRef, read: Callable[[Mapping[str, str], ErrorFor],
+                                               tuple[dict[str, T], list[str]]],
+                 example: str) -> dict[str, T]:
+    """``read`` applied to the host's own attributes (limits or prices).
+
+    Raises:
+        DriverError: a bad value, or a key naming no known type.
+    """
+    where = f"host {host.name}"
+    try:
+        found, unknown = read(host.attributes,
+                              lambda key, problem: ConfigError(where, f"{key}: {problem}"))
+    except ConfigError as exc:
+        raise DriverError(exc.message) from None
+    if unknown:
+        raise DriverError(f"{where}: {unknown[0]} names no known instance type "
+                          f"(e.g. {example})")
+    return found

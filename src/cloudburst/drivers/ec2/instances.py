@@ -202,12 +202,14 @@ def views(reservations: Iterable[Mapping[str, Any]]) -> list[InstanceView]:
 
 
 def poll_result(instance: InstanceView | None, *, elastic_ip: str | None = None,
-                error: str | None = None) -> PollResult:
+                error: str | None = None, price: float | None = None) -> PollResult:
     """The poll of one VM whose instance is ``instance`` (``None``: not listed).
 
     ``IP`` is the public DNS name, else the public address (the seed shows
     ``IP=ec2-...compute-1.amazonaws.com``); ``elastic_ip`` replaces it when an
     address was associated in this poll (the listing predates it).
+    ``PRICE_PER_HOUR`` is ``price`` (US$, the on-demand price of the instance's
+    type at its site; for spot, the most it costs), when known.
     """
     if instance is None:
         return PollResult(PollState.GONE, {"AWS_STATE": "missing"})
@@ -228,6 +230,8 @@ def poll_result(instance: InstanceView | None, *, elastic_ip: str | None = None,
         info["IP"] = address
     if instance.private_ip:
         info["PRIVATE_IP"] = instance.private_ip
+    if price is not None:
+        info["PRICE_PER_HOUR"] = f"{price:g}"
     for key, value in (
         ("AWS_DNS_NAME", instance.public_dns),
         ("AWS_IP_ADDRESS", elastic_ip or instance.public_ip),

@@ -130,14 +130,11 @@ def select_section(sections: Sequence[dict[str, str]], host: str) -> dict[str, s
             f"add a section with CLOUD=\"{host}\" or one without CLOUD")
 
 
-def deployment_section(spec: DeploySpec) -> dict[str, str]:
-    """The EC2 section of ``spec``'s deployment for its host (see the module doc).
-
-    The deployment is ``spec.deployment``, else the file the daemon wrote.
+def deployment_template(spec: DeploySpec) -> Template:
+    """``spec``'s deployment: ``spec.deployment``, else the file the daemon wrote.
 
     Raises:
-        DriverError: the deployment cannot be read or parsed, or has no
-            section for the host.
+        DriverError: the deployment cannot be read or parsed.
     """
     text = spec.deployment
     if not text.strip():
@@ -147,9 +144,17 @@ def deployment_section(spec: DeploySpec) -> dict[str, str]:
             raise DriverError(f"cannot read deployment file {spec.deployment_file}: "
                               f"{exc.strerror}") from None
     try:
-        template = parse_xml(text)
+        return parse_xml(text)
     except TemplateError as exc:
         raise DriverError(f"deployment file of VM {spec.vm_id}: {exc.message}") from None
+
+
+def deployment_section(template: Template, spec: DeploySpec) -> dict[str, str]:
+    """The EC2 section of ``spec``'s deployment ``template`` for its host (see the module doc).
+
+    Raises:
+        DriverError: the deployment has no section for the host.
+    """
     chosen = select_section(sections_of(template), spec.host.name)
     if isinstance(chosen, str):
         raise DriverError(f"VM {spec.vm_id}: {chosen}")

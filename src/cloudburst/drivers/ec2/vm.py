@@ -39,11 +39,13 @@ import asyncio
 import time
 import weakref
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Final
 
 from cloudburst.drivers.base import (
     DeploySpec,
     DriverContext,
+    HostInfo,
     HostRef,
     PollResult,
     PollState,
@@ -59,10 +61,12 @@ from cloudburst.drivers.ec2.defaults_file import load_defaults
 from cloudburst.drivers.ec2.elastic_ips import ElasticIps
 from cloudburst.drivers.ec2.instances import InstanceView, poll_result
 from cloudburst.drivers.ec2.listing import InstanceListings
+from cloudburst.drivers.ec2.pricing import Catalogue
 from cloudburst.drivers.ec2.run_instances import Launcher, parse_note
 from cloudburst.drivers.ec2.security_groups import SecurityGroups
 from cloudburst.drivers.ec2.sweep import OrphanSweep
 from cloudburst.errors import DriverError, InstanceNotFoundError, ValidationError
+from cloudburst.model import offers
 from cloudburst.template import Template
 
 #: Every EC2 driver of the process: a template passes when any site could deploy it.
@@ -91,6 +95,7 @@ class Ec2VmDriver(VmDriver):
         types.warm_up()  # load the type names now, not during a VM's creation
         self.site = Site(self.config)
         self.listings = InstanceListings(self.site, self.install_id)
+        self.catalogue = Catalogue(self.site)
         self.groups = SecurityGroups(self.site, self.install_id, self.config.ingress_cidr,
                                      self.log)
         self.launcher = Launcher(self.site, self.install_id, self.groups, self.log,
@@ -142,11 +147,62 @@ class Ec2VmDriver(VmDriver):
                 raise ValidationError(f"{label}: {'; '.join(first or [])}")
 
     def _request(self, spec: DeploySpec) -> launch.LaunchRequest:
-        section = launch.deployment_section(spec)
-        request = launch.build_request(launch.merge(section, self.defaults()))
+        template = launch.deployment_template(spec)
+        section = launch.deployment_section(template, spec)
+        merged = launch.merge(section, self.defaults())
+        chosen = self._instance_type(spec, template, section)
+        if chosen is not None:
+            merged["INSTANCETYPE"] = chosen
+        request = launch.build_request(merged)
         if isinstance(request, list):
             raise DriverError(f"VM {spec.vm_id}: EC2 section: {'; '.join(request)}")
         return request
+
+    @staticmethod
+    def _instance_type(spec: DeploySpec, template: Template,
+                       section: dict[str, str]) -> str | None:
+        """The cheapest type the site offers that fits a VM whose section names none
+        (:func:`offers.instance_type_for`, the scheduler's rule); ``None``: the
+        section's or the defaults' type stands (the site lists no offers).
+
+        Raises:
+            DriverError: the site offers types but none fits the VM.
+        """
+        offered = offers.offers_of(spec.host.attributes)
+        named = section.get("INSTANCETYPE", "").strip()
+        if named or not offered:
+            return None
+        try:
+            vcpu = int(template.get("VCPU") or 0)
+        except ValueError:
+            vcpu = 0
+        need = offers.needed_vcpus(spec.cpu, vcpu)
+        chosen = offers.instance_type_for(None, offered, vcpu=need, memory_mb=spec.memory_mb,
+                                          default=None)
+        if chosen is None:
+            raise DriverError(f"VM {spec.vm_id}: no instance type offered at {spec.host.name} "
+                              f"fits {need} VCPU and {spec.memory_mb} MB of MEMORY (offered: "
+                              f"{', '.join(offer.name for offer in offered)})")
+        return chosen
+
+    # -- the site's offers -------------------------------------------------------------
+
+    async def site_report(self, host: HostRef, info: HostInfo) -> HostInfo:
+        """The offers of ``info`` (``INSTANCE_TYPES``) sized by the site's catalogue
+        (``DescribeInstanceTypes``, cached); types the site lacks are dropped. When
+        the catalogue cannot be read the report stays as the information driver made it.
+        """
+        listed = offers.offers_of(info.attributes)
+        if not listed:
+            return info
+        try:
+            corrected = await self.catalogue.correct(listed)
+        except DriverError as exc:
+            self.log.info("%s: catalogue of %s not read (%s); instance sizes from the static "
+                          "table", self.name, self.site.label, exc.message)
+            return info
+        return replace(info, attributes={**info.attributes,
+                                         offers.ATTRIBUTE: offers.format_offers(corrected)})
 
     # -- deploy ----------------------------------------------------------------------
 
@@ -210,12 +266,13 @@ class Ec2VmDriver(VmDriver):
             elif instance is not None and self.elastic_ips.pending(instance):
                 associations.append((vm, instance))
             else:
-                results[vm.vm_id] = poll_result(instance)
+                results[vm.vm_id] = poll_result(instance, price=_price(vm, instance))
         if associations:
             done = await asyncio.gather(*(self.elastic_ips.associate(instance)
                                           for _, instance in associations))
             for (vm, instance), (address, error) in zip(associations, done, strict=True):
-                results[vm.vm_id] = poll_result(instance, elastic_ip=address, error=error)
+                results[vm.vm_id] = poll_result(instance, elastic_ip=address, error=error,
+                                                price=_price(vm, instance))
         return results
 
     # -- stop, reboot ------------------------------------------------------------------
@@ -284,3 +341,10 @@ class Ec2VmDriver(VmDriver):
         await self.launcher.close()
         await self.terminations.close()
         await self.site.close()
+
+
+def _price(vm: VmRef, instance: InstanceView | None) -> float | None:
+    """The hourly price of ``instance``'s type at ``vm``'s site, from the host's offers."""
+    if instance is None:
+        return None
+    return offers.price_of(offers.offers_of(vm.host.attributes), instance.instance_type)
