@@ -81,7 +81,12 @@ class AuthorizationError(CloudburstError):
 
 
 class QuotaError(AuthorizationError):
-    """An allocation or placement would go beyond a quota (the message names it)."""
+    """An allocation or placement would go beyond a quota (the message names it);
+    ``budget`` when the quota is a money budget."""
+
+    def __init__(self, message: str, *, budget: bool = False) -> None:
+        super().__init__(message)
+        self.budget = budget
 
 
 class NotFoundError(CloudburstError):

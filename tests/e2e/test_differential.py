@@ -36,6 +36,10 @@ ALLOWED = AllowList([
             r"(FREE|USED)_(CPU|MEM))$",
             "cloudburst hosts carry their TM driver and expose free/used capacity in "
             "HOST_SHARE for its CLI; extra elements clients ignore"),
+    Allowed(r"^vm\.info: extra VM/(PLACEMENT|COST)\b",
+            "cloudburst's one.vm.info explains the VM's placement (hosts considered, refusals "
+            "by kind, the winner's tier, price and rank) and shows its price and accrued cost "
+            "(issue 14); extra elements clients ignore", optional=True),
     Allowed(r"^vm\.allocate bad: message ",
             "cloudburst's template messages name the attribute and the rule "
             "('MEMORY attribute is missing; it must be a whole number of MB')"),

@@ -24,6 +24,8 @@ from xml.sax.saxutils import escape
 from cloudburst.auth import permissions
 from cloudburst.config.settings import DriverSection, Settings
 from cloudburst.drivers.registry import parse_driver_arguments
+from cloudburst.model import cost
+from cloudburst.model.reasons import PlacementReason
 from cloudburst.model.records import HistoryRecord, HostRecord, TemplateRecord, UserRecord, VmRecord
 from cloudburst.model.states import HostState
 from cloudburst.template import Template
@@ -132,6 +134,38 @@ def vm_document(vm: VmRecord, *, extended: bool = True, uname: str, gname: str) 
     """
     parts: list[str] = []
     _vm_parts(parts, vm, extended, _str("UNAME", uname) + _str("GNAME", gname))
+    if extended:
+        # cloudburst's additions, in one.vm.info only: pools stay as oned's.
+        parts.insert(len(parts) - 1, _placement_xml(vm) + _cost_xml(vm))
+    return "".join(parts)
+
+
+def _figure(value: float | None) -> str:
+    return "" if value is None else cost.money(value)
+
+
+def _cost_xml(vm: VmRecord) -> str:
+    """``COST``: the VM's price per hour now and the cost accrued (``model/cost.py``)."""
+    price, spent = cost.vm_figures(vm)
+    return (f"<COST><PRICE_PER_HOUR>{_figure(price)}</PRICE_PER_HOUR>"
+            f"<ACCRUED>{_figure(spent)}</ACCRUED></COST>")
+
+
+def _placement_xml(vm: VmRecord) -> str:
+    """``PLACEMENT``: the candidates, refusals and winner of the VM's last placement."""
+    reason = PlacementReason.from_json(vm.placement)
+    if reason is None:
+        return "<PLACEMENT/>"
+    parts = [f"<PLACEMENT>{_str('MESSAGE', reason.summary())}"
+             f"<CONSIDERED>{reason.considered}</CONSIDERED>"]
+    if reason.host_id is not None:
+        parts.append(f"<HOST_ID>{reason.host_id}</HOST_ID>{_str('HOST', reason.host)}"
+                     f"{_str('TIER', reason.tier)}<PRICE>{_figure(reason.price)}</PRICE>"
+                     f"<RANK>{_figure(reason.rank)}</RANK>{_str('ORDER', reason.order)}")
+    for refused in reason.refused:
+        parts.append(f"<REFUSED>{_str('KIND', refused.kind)}<COUNT>{refused.count}</COUNT>"
+                     f"{_str('HOSTS', ','.join(refused.examples))}</REFUSED>")
+    parts.append("</PLACEMENT>")
     return "".join(parts)
 
 

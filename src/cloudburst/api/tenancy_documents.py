@@ -12,7 +12,8 @@ from typing import Final
 
 from cloudburst.api.documents import PASSWORD_PLACEHOLDER, _str
 from cloudburst.auth import acl
-from cloudburst.auth.quotas import ALL_CLUSTERS
+from cloudburst.auth.quotas import ALL_CLUSTERS, BUDGET_METRICS
+from cloudburst.model.cost import money
 from cloudburst.model.records import ClusterRecord, GroupRecord, LoginToken, UserRecord
 from cloudburst.store.audit_log import AuditEntry
 
@@ -21,7 +22,8 @@ Limits = Mapping[int, Mapping[str, float]]
 Usage = Mapping[int, Mapping[str, float]]
 
 _OTHER_QUOTAS: Final = ("<DATASTORE_QUOTA/>", "<NETWORK_QUOTA/>", "<IMAGE_QUOTA/>")
-_QUOTA_ORDER: Final = ("CPU", "MEMORY", "RUNNING_CPU", "RUNNING_MEMORY", "RUNNING_VMS", "VMS")
+_QUOTA_ORDER: Final = ("CPU", "MEMORY", "RUNNING_CPU", "RUNNING_MEMORY", "RUNNING_VMS", "VMS",
+                       *BUDGET_METRICS)
 
 
 def _number(value: float) -> str:
@@ -40,10 +42,12 @@ def vm_quota(limits: Limits, usage: Usage, *, with_usage: bool = True) -> str:
         if cluster != ALL_CLUSTERS:
             parts.append(f"<CLUSTER_ID>{cluster}</CLUSTER_ID>")
         for metric in _QUOTA_ORDER:
-            parts.append(_str(metric, _number(limits.get(cluster, {}).get(metric, -1))))
+            limit = limits.get(cluster, {}).get(metric, -1)
+            parts.append(_str(metric, money(limit) if limit >= 0 else _number(limit)))
             if with_usage:
                 used = usage.get(cluster, {}).get(metric, 0.0)
-                shown = f"{used:.2f}" if metric.endswith("CPU") else _number(used)
+                shown = (f"{used:.2f}" if metric.endswith("CPU") else
+                         money(used) if metric in BUDGET_METRICS else _number(used))
                 parts.append(_str(f"{metric}_USED", shown))
         parts.append(_str("SYSTEM_DISK_SIZE", "-1"))
         if with_usage:

@@ -17,8 +17,15 @@ from cloudburst.errors import QuotaError
 DEFAULT: Final = -1.0
 UNLIMITED: Final = -2.0
 
+#: Money budgets (a cloudburst extension): what a user's or group's cloud stays cost
+#: per hour now, and have cost since the start of the month (UTC), in the sites'
+#: price unit. A placement that would take either beyond its limit within the
+#: next hour is refused (``model/cost.py``, ``store/quota_pool.check_budget``).
+BUDGET_METRICS: Final = ("HOURLY_COST", "MONTHLY_COST")
+
 #: The VM metrics, in ``oneuser show``'s order; RUNNING_* count PENDING and ACTIVE VMs.
-VM_METRICS: Final = ("VMS", "MEMORY", "CPU", "RUNNING_VMS", "RUNNING_MEMORY", "RUNNING_CPU")
+VM_METRICS: Final = ("VMS", "MEMORY", "CPU", "RUNNING_VMS", "RUNNING_MEMORY", "RUNNING_CPU",
+                     *BUDGET_METRICS)
 
 #: Cluster id of limits that count every cluster.
 ALL_CLUSTERS: Final = -1
@@ -63,5 +70,8 @@ def exceeded_error(owner_kind: str, owner_id: int, uid: int, metric: str, limit:
     in VM.``; a per-cluster limit names its cluster."""
     shown = f"{limit:g}"
     where = "VM" if cluster_id == ALL_CLUSTERS else f"VM of CLUSTER [{cluster_id}]"
+    if metric in BUDGET_METRICS:
+        return QuotaError(f"User [{uid}] : {owner_kind} [{owner_id}] budget of {shown} "
+                          f"reached for {metric} quota in {where}.", budget=True)
     return QuotaError(f"User [{uid}] : {owner_kind} [{owner_id}] limit of {shown} "
                               f"reached for {metric} quota in {where}.")

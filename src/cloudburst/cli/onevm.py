@@ -279,6 +279,7 @@ def _show(args: argparse.Namespace) -> int:
             "MONITORING": {key: _number_or_text(value) for key, value in monitoring},
             "HISTORY": [row.as_json() for row in history],
             "USER_TEMPLATE": template_json(user_template), "TEMPLATE": template_json(template),
+            "PLACEMENT": _placement_json(vm), "COST": _cost_json(vm),
         })
         return 0
     pairs = [("ID", text(vm, "ID")), ("NAME", text(vm, "NAME")), ("USER", text(vm, "UNAME")),
@@ -294,6 +295,7 @@ def _show(args: argparse.Namespace) -> int:
         if value:
             pairs.append((label, value))
     lines = info_block(f"VIRTUAL MACHINE {text(vm, 'ID')} INFORMATION", pairs)
+    lines += ["", *_placement_lines(vm)]
     lines += ["", "VIRTUAL MACHINE MONITORING", *(f"{key}={value}" for key, value in monitoring)]
     if history:
         lines += ["", "VIRTUAL MACHINE HISTORY",
@@ -302,6 +304,42 @@ def _show(args: argparse.Namespace) -> int:
               "", "VIRTUAL MACHINE TEMPLATE", *template_lines(template)]
     print("\n".join(lines))
     return 0
+
+
+def _cost_json(vm: ElementTree.Element) -> dict[str, object]:
+    found = {name: vm.findtext(f"COST/{name}") or "" for name in ("PRICE_PER_HOUR", "ACCRUED")}
+    return {name: _number_or_text(value) if value else None for name, value in found.items()}
+
+
+def _placement_json(vm: ElementTree.Element) -> dict[str, object]:
+    placement = vm.find("PLACEMENT")
+    if placement is None:
+        return {}
+    found: dict[str, object] = {child.tag: _number_or_text(child.text or "")
+                                for child in placement if child.tag != "REFUSED"}
+    found["REFUSED"] = [{"KIND": refused.findtext("KIND") or "",
+                         "COUNT": int(refused.findtext("COUNT") or 0),
+                         "HOSTS": [name for name in (refused.findtext("HOSTS") or "").split(",")
+                                   if name]}
+                        for refused in placement.findall("REFUSED")]
+    return found
+
+
+def _placement_lines(vm: ElementTree.Element) -> list[str]:
+    """The PLACEMENT AND COST block of ``onevm show``."""
+    pairs = [("PRICE PER HOUR", vm.findtext("COST/PRICE_PER_HOUR") or "-"),
+             ("ACCRUED COST", vm.findtext("COST/ACCRUED") or "-")]
+    placement = vm.find("PLACEMENT")
+    if placement is not None and placement.findtext("MESSAGE"):
+        pairs += [("PLACEMENT", placement.findtext("MESSAGE") or ""),
+                  ("HOSTS CONSIDERED", placement.findtext("CONSIDERED") or "0")]
+        for refused in placement.findall("REFUSED"):
+            hosts = refused.findtext("HOSTS") or ""
+            count = int(refused.findtext("COUNT") or 0)
+            more = ", ..." if count > len(hosts.split(",")) else ""
+            pairs.append((f"REFUSED ({refused.findtext('KIND')})",
+                          f"{count}" + (f": {hosts.replace(',', ', ')}{more}" if hosts else "")))
+    return info_block("PLACEMENT AND COST", pairs)
 
 
 def _for_each(ids: list[int], act: Callable[[int], object]) -> int:

@@ -43,7 +43,7 @@ def _limit(value: str) -> str:
 
 
 def quota_cell(quota: ElementTree.Element | None, metric: str, *, memory: bool = False,
-               cpu: bool = False) -> str:
+               cpu: bool = False, money: bool = False) -> str:
     """``used / limit`` of one VM quota metric (``-`` when unlimited), as oneuser list."""
     if quota is None:
         used, limit = "0", "-"
@@ -53,6 +53,8 @@ def quota_cell(quota: ElementTree.Element | None, metric: str, *, memory: bool =
         return f"{float(used):.0f}M / {limit if limit == '-' else limit + 'M':>5}"
     if cpu:
         return f"{float(used):.1f} / {limit:>5}"
+    if money:
+        return f"{used} / {limit:>7}"
     return f"{used} / {limit:>3}"
 
 
@@ -79,4 +81,11 @@ def quota_tables(element: ElementTree.Element) -> list[str]:
         lines.append(f"{quota_cell(vm, 'RUNNING_VMS'):>17}"
                      f"{quota_cell(vm, 'RUNNING_MEMORY', memory=True):>21}"
                      f"{quota_cell(vm, 'RUNNING_CPU', cpu=True):>21}")
+    lines += ["", "BUDGETS (cloud spending)", ""]
+    for vm in element.findall("VM_QUOTA/VM") or [None]:  # type: ignore[list-item]
+        where = "" if vm is None or vm.find("CLUSTER_ID") is None else (
+            f" (CLUSTER {text(vm, 'CLUSTER_ID')})")
+        lines.append(f"{'HOURLY COST':>21}{'MONTHLY COST':>25}{where}")
+        lines.append(f"{quota_cell(vm, 'HOURLY_COST', money=True):>21}"
+                     f"{quota_cell(vm, 'MONTHLY_COST', money=True):>25}")
     return lines

@@ -8,8 +8,9 @@ silently ignored is worse than a noisy log):
 * ``MONITORING_INTERVAL``, ``VM_POLLING_INTERVAL`` -- seconds.
 * ``SCHED_INTERVAL``, ``MAX_VM``, ``MAX_DISPATCH``, ``MAX_HOST`` -- scheduler
   limits, as in OpenNebula's ``sched.conf``.
-* ``DEFAULT_SCHED = [ POLICY = 0..4, RANK = "..." ]`` -- default host ranking:
-  0 packing, 1 striping, 2 load-aware, 3 custom ``RANK``, 4 fixed ``PRIORITY``.
+* ``DEFAULT_SCHED = [ POLICY = 0..4, RANK = "...", COST_ORDER = "YES" ]`` -- default
+  host ranking: 0 packing, 1 striping, 2 load-aware, 3 custom ``RANK``, 4 fixed
+  ``PRIORITY``; ``COST_ORDER = "NO"`` ranks cloud sites by ``RANK`` before price.
 * ``DEFAULT_ACTION_TIMEOUT``, ``ORPHAN_GRACE_PERIOD``, ``MAX_REQUEST_BYTES``,
   ``DRIVER_RETRY_DELAY``, ``CAPACITY_COOLOFF``.
 * ``REQUEST_HEADER_TIMEOUT``, ``REQUEST_BODY_TIMEOUT``, ``MAX_CONNECTIONS``,
@@ -257,8 +258,14 @@ def _login_limits(reader: _Reader) -> LoginLimits:
 def _scheduler(reader: _Reader) -> SchedulerSettings:
     defaults = SchedulerSettings()
     rank = defaults.default_rank
+    cost_order = defaults.cost_order
     policy = reader.vector("DEFAULT_SCHED")
     if policy is not None:
+        flag = policy.get("COST_ORDER", "YES").strip().upper()
+        if flag not in ("YES", "NO"):
+            raise reader.fail("DEFAULT_SCHED",
+                              f"DEFAULT_SCHED COST_ORDER must be YES or NO, not {flag!r}")
+        cost_order = flag == "YES"
         number = policy.get("POLICY", "1")
         if number == "3":
             rank = policy.get("RANK", "")
@@ -275,6 +282,7 @@ def _scheduler(reader: _Reader) -> SchedulerSettings:
         max_dispatch=reader.integer("MAX_DISPATCH", defaults.max_dispatch),
         max_host=reader.integer("MAX_HOST", defaults.max_host),
         default_rank=rank,
+        cost_order=cost_order,
     )
 
 

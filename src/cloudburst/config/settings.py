@@ -57,6 +57,10 @@ class SchedulerSettings:
     #: Default ranking when a VM has no RANK: local hosts first, then cloud
     #: hosts; among equals, the least loaded (striping).
     default_rank: str = "- RUNNING_VMS"
+    #: The burst policy's order: local hosts, then cloud sites by the hourly price of
+    #: the instance a VM would get there, then RANK. False (or a VM's own RANK)
+    #: puts RANK before price.
+    cost_order: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ as a compare-and-swap (a VM a user held or deleted meanwhile is skipped).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -24,7 +25,8 @@ from cloudburst.daemon.lifecycle import LifecycleManager
 from cloudburst.daemon.lifecycle.deploying import parked_driver
 from cloudburst.daemon.store_backoff import StoreBackoff
 from cloudburst.errors import CloudburstError, QuotaError, StoreUnavailableError
-from cloudburst.model import lifecycle
+from cloudburst.model import lifecycle, reasons
+from cloudburst.model.reasons import PlacementReason
 from cloudburst.model.records import HostRecord, VmRecord
 from cloudburst.model.states import CAPACITY_HOLDING_STATES, SCHEDULABLE_HOST_STATES, VmState
 from cloudburst.scheduler.demand import (
@@ -34,7 +36,7 @@ from cloudburst.scheduler.demand import (
     sites_by_type,
     vm_demand,
 )
-from cloudburst.scheduler.placement import HostCandidate, place
+from cloudburst.scheduler.placement import HostCandidate, VmDemand, place
 from cloudburst.store import cooloffs, host_pool, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.host_cache import HostCache
@@ -80,6 +82,8 @@ class SchedulerLoop:
         self.passes = 0
         #: Why a quota refused each VM's last placement: its waiting reason while it waits.
         self._quota_refusals: dict[int, str] = {}
+        #: The refusal kind (quota or budget) of each host a quota refused a VM on.
+        self._refusal_kinds: dict[int, dict[int, str]] = {}
 
     def wake(self) -> None:
         """Ask for a full pass as soon as possible: capacity or hosts changed,
@@ -202,29 +206,35 @@ class SchedulerLoop:
                      excluded: Callable[[VmRecord], frozenset[int]], *, full: bool) -> int:
         if not pending:
             return 0
-        demands = [vm_demand(vm, excluded(vm)) for vm in pending]
+        demands = [self._demand(vm, excluded(vm)) for vm in pending]
         result = place(
             demands, hosts,
             default_rank=parse_rank(self.settings.default_rank),
             max_dispatch=self.settings.max_dispatch, max_host=self.settings.max_host,
+            cost_order=self.settings.cost_order,
         )
         metrics.scheduler_pass(result.assignments, result.waiting, full=full)
         outcomes = await asyncio.gather(
-            *(self.lifecycle.deploy(vm_id, host_id, scheduled=True)
+            *(self.lifecycle.deploy(vm_id, host_id, scheduled=True,
+                                    reason=result.reasons.get(vm_id))
               for vm_id, host_id in result.assignments),
             return_exceptions=True,
         )
         for (vm_id, host_id), outcome in zip(result.assignments, outcomes, strict=True):
             if isinstance(outcome, QuotaError):
-                # The owner's quota for that host's cluster is full: try other sites.
+                # The owner's quota (or budget) for that host is used up: try other sites.
                 self.lifecycle.capacity_backoff.setdefault(vm_id, {})[host_id] = (
                     time.monotonic() + QUOTA_RETRY_SECONDS)
                 if len(self._quota_refusals) > 10_000:  # VMs terminated while waiting
                     self._quota_refusals.clear()
+                    self._refusal_kinds.clear()
                 self._quota_refusals[vm_id] = outcome.message
+                self._refusal_kinds.setdefault(vm_id, {})[host_id] = (
+                    reasons.BUDGET if outcome.budget else reasons.QUOTA)
                 self.wake()
                 continue
             self._quota_refusals.pop(vm_id, None)
+            self._refusal_kinds.pop(vm_id, None)
             if isinstance(outcome, CloudburstError):
                 log.info("placing VM %d on host %d skipped: %s", vm_id, host_id, outcome)
             elif isinstance(outcome, BaseException):
@@ -233,10 +243,42 @@ class SchedulerLoop:
                                     if vm.id in self._quota_refusals}
         messages = {vm.id: waiting[vm.id] for vm in pending
                     if vm.id in waiting and vm.sched_message != waiting[vm.id]}
-        if messages:
-            await self.db.write(lambda connection: vm_pool.set_sched_messages(connection,
-                                                                                messages))
+        placements = self._waiting_reasons(pending, waiting, result.reasons)
+        if messages or placements:
+            await self.db.write(lambda connection: vm_pool.set_sched_messages(
+                connection, messages, placements))
         return len(result.assignments)
+
+    def _demand(self, vm: VmRecord, excluded: frozenset[int]) -> VmDemand:
+        """The VM's demand; hosts a quota or budget refused it on are named as such."""
+        demand = vm_demand(vm, excluded)
+        kinds = self._refusal_kinds.get(vm.id)
+        if not kinds or not excluded:
+            return demand
+        named = tuple(sorted((host, kind) for host, kind in kinds.items() if host in excluded))
+        return dataclasses.replace(demand, excluded_kinds=named) if named else demand
+
+    @staticmethod
+    def _waiting_reasons(pending: list[VmRecord], waiting: dict[int, str],
+                         found: dict[int, PlacementReason]) -> dict[int, str]:
+        """The placement reasons (JSON) of waiting VMs whose stored one changed.
+
+        VMs of one group share one reason object, so each is serialised once.
+        """
+        texts: dict[int, str] = {}
+        changed: dict[int, str] = {}
+        for vm in pending:
+            reason = found.get(vm.id)
+            if reason is None or vm.id not in waiting:
+                continue
+            if reason.message != waiting[vm.id]:  # a quota refused the host it chose
+                reason = dataclasses.replace(reason, message=waiting[vm.id], host_id=None)
+            text = texts.get(id(reason))
+            if text is None:
+                text = texts[id(reason)] = reason.to_json()
+            if vm.placement != text:
+                changed[vm.id] = text
+        return changed
 
     async def _move(self, hosts: list[HostCandidate], moving: list[VmRecord],
                     excluded: Callable[[VmRecord], frozenset[int]]) -> None:

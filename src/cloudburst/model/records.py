@@ -55,6 +55,8 @@ class HistoryRecord:
     eetime: int = 0
     action: int = 0
     reason: str = ""
+    #: Price per hour of a cloud stay, fixed when it opened (``None``: unknown or local).
+    price: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,8 @@ class VmRecord:
     history: tuple[HistoryRecord, ...] = ()
     #: ``UUU GGG OOO`` as octal (``auth/permissions.py``); only chmod changes it.
     perms: int = 0o600
+    #: Why the VM went where it went or why it waits (``model/reasons.py`` JSON).
+    placement: str = ""
 
     @property
     def position(self) -> StateKey:

@@ -13,10 +13,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 from cloudburst.errors import ExpressionError
 from cloudburst.model.capacity import instance_type_name
+from cloudburst.model.cost import site_price
 from cloudburst.model.offers import needed_vcpus, offers_of
 from cloudburst.model.records import HostRecord, VmRecord, cpu_share
 from cloudburst.scheduler.placement import CloudSection, HostCandidate, VmDemand, slot_of
@@ -158,7 +160,9 @@ def host_candidate(host: HostRecord, slot_usage: dict[str, int] | None = None,
                                                   host.running_vms)
     slot_limits: dict[str, int] = {}
     default_slot = None
+    price_of: Callable[[str | None], float | None] = _unknown_price
     if host.is_public_cloud:
+        price_of = functools.partial(site_price, host.template)
         for key, count in (host.template.get_vector("CAPACITY") or {}).items():
             try:
                 slot_limits[instance_type_name(key)] = int(count)
@@ -171,8 +175,12 @@ def host_candidate(host: HostRecord, slot_usage: dict[str, int] | None = None,
         max_cpu=host.max_cpu, max_mem=host.max_mem, cpu_usage=cpu_usage,
         mem_usage=mem_usage, running_vms=running_vms, base_lookup=host_lookup(host, usage),
         slot_limits=slot_limits, slot_usage=dict(slot_usage or {}), default_slot=default_slot,
-        cooled_types=cooled_types, offers=offered,
+        cooled_types=cooled_types, offers=offered, price_of=price_of,
     )
+
+
+def _unknown_price(_instance_type: str | None) -> float | None:
+    return None
 
 
 def sites_by_type(hosts: list[HostRecord]) -> dict[str, int]:

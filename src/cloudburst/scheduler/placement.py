@@ -11,8 +11,11 @@ assignments plus, for every VM left waiting, the reason why. For each VM:
    counting what this pass already assigned, plus per-host slot limits
    (e.g. at most 4 ``m1.small`` instances on an EC2 site: a site that lists
    such limits is sized by them alone);
-3. **rank**: local hosts before cloud hosts, then the VM's ``RANK`` (or the
-   default policy) highest first, then the lowest host id;
+3. **rank**: local hosts (already paid for) before cloud hosts, then, under
+   the default policy, cloud sites by the hourly price of the instance the VM
+   would get there (unknown prices last), then ``RANK`` highest first, then the
+   lowest host id; a VM's own ``RANK`` (or ``cost_order=False``) puts ``RANK``
+   before price;
 4. **pick** the first host that fits and has received fewer than ``MAX_HOST``
    VMs this pass.
 
@@ -20,15 +23,24 @@ VMs with the same demands share one filtered, ranked host heap per pass, so a
 pass costs about O(hosts x distinct demands + VMs x log hosts) rather than
 O(hosts x VMs): 10,000 identical VMs over 2,500 hosts place in well under a
 second.
+
+Every VM gets a :class:`~cloudburst.model.reasons.PlacementReason`: the hosts
+considered, refusals counted per kind (filters when its group is built,
+capacity as hosts fill up) with a few names each, and the winner's tier,
+price and score. Reasons are shared by the VMs of a group until its refusals
+change, so explaining costs O(groups + hosts), not O(hosts x VMs).
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from cloudburst.model.offers import Offer, instance_type_for, price_of
+from cloudburst.model import reasons
+from cloudburst.model.offers import Offer, instance_type_for
+from cloudburst.model.reasons import PlacementReason
 from cloudburst.template.expr import Rank, Requirements
 
 #: Host variables whose value changes as this pass assigns VMs.
@@ -63,6 +75,9 @@ class HostCandidate:
     #: Instance types the site is cooling off for after refusing them for
     #: capacity (``""``: every VM); see :mod:`cloudburst.store.cooloffs`.
     cooled_types: frozenset[str] = frozenset()
+    #: The site's hourly price for an instance type (``None``: unknown); local
+    #: hosts rank as free whatever it says.
+    price_of: Callable[[str | None], float | None] = lambda _instance_type: None
     assigned_this_pass: int = 0
     #: Variables changed by this pass's assignments; they shadow ``base_lookup``.
     overrides: dict[str, list[str]] = field(default_factory=dict)
@@ -121,6 +136,9 @@ class VmDemand:
         rank: compiled ``RANK`` (``None``: the default policy).
         clouds: the VM's cloud sections; empty means local hosts only.
         excluded_hosts: hosts not to use (e.g. a site that just reported no capacity).
+        excluded_kinds: why some excluded hosts are (``(host id, refusal kind)``,
+            e.g. :data:`~cloudburst.model.reasons.BUDGET`); others count as
+            :data:`~cloudburst.model.reasons.EXCLUDED`.
     """
 
     id: int
@@ -131,22 +149,31 @@ class VmDemand:
     clouds: tuple[CloudSection, ...] = ()
     excluded_hosts: frozenset[int] = frozenset()
     vcpu: int = 1
+    excluded_kinds: tuple[tuple[int, str], ...] = ()
 
     def group_key(self) -> tuple[object, ...]:
         return (
             self.cpu, self.memory, self.vcpu,
             self.requirements.source if self.requirements else None,
             self.rank.source if self.rank else None,
-            self.clouds, self.excluded_hosts,
+            self.clouds, self.excluded_hosts, self.excluded_kinds,
         )
+
+    def exclusion_kind(self, host_id: int) -> str:
+        for excluded, kind in self.excluded_kinds:
+            if excluded == host_id:
+                return kind
+        return reasons.EXCLUDED
 
 
 @dataclass(frozen=True, slots=True)
 class PassResult:
-    """Assignments ``(vm_id, host_id)`` in dispatch order, and waiting reasons."""
+    """Assignments ``(vm_id, host_id)`` in dispatch order, waiting messages
+    (``SCHED_MESSAGE``), and the reason of every VM, placed or waiting."""
 
     assignments: list[tuple[int, int]]
     waiting: dict[int, str]
+    reasons: dict[int, PlacementReason] = field(default_factory=dict)
 
 
 def matching_section(vm: VmDemand, host: HostCandidate,
@@ -206,9 +233,12 @@ def slot_of(vm: VmDemand, host: HostCandidate, sites_of_type: Mapping[str, int])
 
 def hourly_price(vm: VmDemand, host: HostCandidate,
                  sites_of_type: Mapping[str, int]) -> float | None:
-    """What ``vm`` would cost per hour (US$, on-demand) on cloud ``host``, from the
-    site's offers; ``None`` on local hosts or when the type has no known price."""
-    return price_of(host.offers, instance_type_of(vm, host, sites_of_type))
+    """What ``vm`` would cost per hour on cloud ``host`` (:func:`cloudburst.model.cost.
+    site_price`: the site's offers, else its ``PRICE_PER_HOUR``); ``None`` on local
+    hosts or when the type has no known price."""
+    if not host.is_cloud:
+        return None
+    return host.price_of(instance_type_of(vm, host, sites_of_type))
 
 
 def _cooling_off(vm: VmDemand, host: HostCandidate, sites_of_type: Mapping[str, int]) -> bool:
@@ -218,15 +248,50 @@ def _cooling_off(vm: VmDemand, host: HostCandidate, sites_of_type: Mapping[str, 
     return "" in host.cooled_types or instance_type_of(vm, host, sites_of_type) in host.cooled_types
 
 
-class _Group:
-    """The ranked hosts for one kind of demand during a pass."""
+class _Tally:
+    """Refusals of one group: counts per kind and the first few host names."""
 
-    def __init__(self, heap: list[tuple[int, float, int]], rank: Rank | None,
-                 default_rank: Rank, dynamic: bool, sites_of_type: Mapping[str, int]) -> None:
+    __slots__ = ("_frozen", "counts", "examples")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.examples: dict[str, list[str]] = {}
+        self._frozen: tuple[reasons.Refused, ...] | None = ()
+
+    def add(self, kind: str, host: HostCandidate) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        named = self.examples.setdefault(kind, [])
+        if len(named) < reasons.EXAMPLES:
+            named.append(host.name)
+        self._frozen = None
+
+    def frozen(self) -> tuple[reasons.Refused, ...]:
+        """The refusals so far, shared by every reason built until the next one."""
+        if self._frozen is None:
+            self._frozen = tuple(
+                reasons.Refused(kind, self.counts[kind], tuple(self.examples[kind]))
+                for kind in reasons.KINDS if kind in self.counts)
+        return self._frozen
+
+
+#: A heap entry: (tier, first key, second key, host id); the keys are price and
+#: negated score, in the order the VM's policy gives them.
+_Entry = tuple[int, float, float, int]
+
+
+class _Group:
+    """The ranked hosts for one kind of demand during a pass, and its refusals."""
+
+    def __init__(self, heap: list[_Entry], rank: Rank, dynamic: bool, price_first: bool,
+                 sites_of_type: Mapping[str, int], tally: _Tally, considered: int) -> None:
         self.heap = heap
-        self.rank = rank or default_rank
+        self.rank = rank
         self.dynamic = dynamic
+        self.price_first = price_first
         self.sites_of_type = sites_of_type
+        self.tally = tally
+        self.considered = considered
+        self.order = "tier, price, RANK" if price_first else "tier, RANK, price"
 
 
 def _score(rank: Rank, host: HostCandidate) -> float:
@@ -240,86 +305,150 @@ def place(
     default_rank: Rank,
     max_dispatch: int = 0,
     max_host: int = 0,
+    cost_order: bool = True,
 ) -> PassResult:
-    """Assign pending VMs (in the given order) to hosts; see the module doc."""
+    """Assign pending VMs (in the given order) to hosts; see the module doc.
+
+    ``cost_order`` (the default policy) orders cloud sites by the price of the
+    instance the VM would get there before ``RANK``; a VM with its own ``RANK``,
+    or ``cost_order=False``, orders by ``RANK`` first and price among equals.
+    """
     by_id = {host.id: host for host in hosts}
     sites_of_type: dict[str, int] = {}
     for host in hosts:
         if host.is_cloud:
             sites_of_type[host.hypervisor.lower()] = sites_of_type.get(host.hypervisor.lower(),
                                                                        0) + 1
-    groups: dict[tuple[object, ...], _Group | str] = {}
+    groups: dict[tuple[object, ...], _Group | PlacementReason] = {}
     assignments: list[tuple[int, int]] = []
     waiting: dict[int, str] = {}
+    why: dict[int, PlacementReason] = {}
+    held: dict[int, PlacementReason] = {}
     for vm in vms:
         if max_dispatch and len(assignments) >= max_dispatch:
-            waiting[vm.id] = "Waiting: dispatch limit of this pass (MAX_DISPATCH) reached"
+            reason = held.get(len(hosts))
+            if reason is None:
+                reason = held[len(hosts)] = PlacementReason(
+                    "Waiting: dispatch limit of this pass (MAX_DISPATCH) reached",
+                    considered=len(hosts))
+            waiting[vm.id] = reason.message
+            why[vm.id] = reason
             continue
         key = vm.group_key()
         group = groups.get(key)
         if group is None:
-            group = _build_group(vm, hosts, sites_of_type, default_rank)
+            group = _build_group(vm, hosts, sites_of_type, default_rank, cost_order)
             groups[key] = group
-        if isinstance(group, str):
-            waiting[vm.id] = group
+        if isinstance(group, PlacementReason):
+            waiting[vm.id] = group.message
+            why[vm.id] = group
             continue
-        host_id, held_back = _pick(vm, group, by_id, max_host)
-        if host_id is None:
-            waiting[vm.id] = (
-                "Waiting: hosts with room already received MAX_HOST VMs in this pass"
-                if held_back else "No host with enough capacity to deploy the VM")
+        picked, held_back = _pick(vm, group, by_id, max_host)
+        if picked is None:
+            message = ("Waiting: hosts with room already received MAX_HOST VMs in this pass"
+                       if held_back else "No host with enough capacity to deploy the VM")
+            waiting[vm.id] = message
+            why[vm.id] = PlacementReason(message, group.considered, group.tally.frozen())
             continue
-        assignments.append((vm.id, host_id))
-    return PassResult(assignments, waiting)
+        host, price, score = picked
+        assignments.append((vm.id, host.id))
+        why[vm.id] = PlacementReason(
+            "", group.considered, group.tally.frozen(), host_id=host.id, host=host.name,
+            tier=reasons.CLOUD_TIER if host.is_cloud else reasons.LOCAL_TIER,
+            price=price, rank=score, order=group.order)
+    return PassResult(assignments, waiting, why)
 
 
-def _build_group(vm: VmDemand, hosts: Sequence[HostCandidate],
-                 sites_of_type: Mapping[str, int], default_rank: Rank) -> _Group | str:
-    candidates = [host for host in hosts if host.id not in vm.excluded_hosts
-                  and not _cooling_off(vm, host, sites_of_type)]
-    if not candidates:
-        return "No hosts enabled to run VMs" if not hosts else \
-            "Waiting: every usable host recently refused the VM"
-    clouds = [host for host in candidates if cloud_accepts(vm, host, sites_of_type)]
-    if not clouds:
+def _refusal(vm: VmDemand, host: HostCandidate, sites_of_type: Mapping[str, int]) -> str | None:
+    """Why the filter stage refuses ``host`` for ``vm`` (``None``: it passes)."""
+    if host.id in vm.excluded_hosts:
+        return vm.exclusion_kind(host.id)
+    if _cooling_off(vm, host, sites_of_type):
+        return reasons.COOLOFF
+    if not cloud_accepts(vm, host, sites_of_type):
+        return reasons.CLOUD_RULE
+    if vm.requirements is not None and not vm.requirements.evaluate(host.lookup):
+        return reasons.REQUIREMENTS
+    return None
+
+
+def _empty_message(vm: VmDemand, hosts: Sequence[HostCandidate], tally: _Tally) -> str:
+    """SCHED_MESSAGE of a VM no host passes the filters for."""
+    if not hosts:
+        return "No hosts enabled to run VMs"
+    counts = tally.counts
+    if not counts.get(reasons.CLOUD_RULE) and not counts.get(reasons.REQUIREMENTS):
+        return "Waiting: every usable host recently refused the VM"
+    if not counts.get(reasons.REQUIREMENTS):
         if vm.clouds:
             types = ", ".join(sorted({section.type for section in vm.clouds}))
             return (f"No host accepts the VM: it has no section for any available cloud "
                     f"site of type {types}, and no local host is available")
         return "No local host is available and the VM has no cloud section"
-    matching = clouds
-    if vm.requirements is not None:
-        requirements = vm.requirements
-        matching = [host for host in clouds if requirements.evaluate(host.lookup)]
-        if not matching:
-            return f"No host meets REQUIREMENTS: {requirements.source}"
+    assert vm.requirements is not None
+    return f"No host meets REQUIREMENTS: {vm.requirements.source}"
+
+
+def _price_key(vm: VmDemand, host: HostCandidate, sites_of_type: Mapping[str, int]) -> float:
+    """Local hosts are already paid for (0); a cloud site of unknown price goes last."""
+    if not host.is_cloud:
+        return 0.0
+    price = hourly_price(vm, host, sites_of_type)
+    return math.inf if price is None else price
+
+
+def _build_group(vm: VmDemand, hosts: Sequence[HostCandidate], sites_of_type: Mapping[str, int],
+                 default_rank: Rank, cost_order: bool) -> _Group | PlacementReason:
+    tally = _Tally()
+    matching: list[HostCandidate] = []
+    for host in hosts:
+        refusal = _refusal(vm, host, sites_of_type)
+        if refusal is None:
+            matching.append(host)
+        else:
+            tally.add(refusal, host)
+    if not matching:
+        return PlacementReason(_empty_message(vm, hosts, tally), len(hosts), tally.frozen())
     rank = vm.rank or default_rank
-    heap = [(1 if host.is_cloud else 0, -_score(rank, host), host.id) for host in matching]
+    price_first = cost_order and vm.rank is None
+    heap: list[_Entry] = []
+    for host in matching:
+        price = _price_key(vm, host, sites_of_type)
+        score = -_score(rank, host)
+        heap.append((1 if host.is_cloud else 0, price, score, host.id) if price_first
+                    else (1 if host.is_cloud else 0, score, price, host.id))
     heapq.heapify(heap)
     dynamic = bool(rank.variables & DYNAMIC_VARIABLES)
-    return _Group(heap, vm.rank, default_rank, dynamic, sites_of_type)
+    return _Group(heap, rank, dynamic, price_first, sites_of_type, tally, len(hosts))
 
 
-def _pick(vm: VmDemand, group: _Group, by_id: Mapping[int, HostCandidate],
-          max_host: int) -> tuple[int | None, bool]:
-    """The host for ``vm`` (or ``None``), and whether ``MAX_HOST`` held it back."""
-    skipped: list[tuple[int, float, int]] = []
-    chosen: HostCandidate | None = None
+def _pick(vm: VmDemand, group: _Group, by_id: Mapping[int, HostCandidate], max_host: int
+          ) -> tuple[tuple[HostCandidate, float | None, float] | None, bool]:
+    """The host for ``vm`` with its price and score (or ``None``), and whether
+    ``MAX_HOST`` held one back."""
+    skipped: list[_Entry] = []
+    chosen: tuple[HostCandidate, float | None, float] | None = None
     while group.heap:
         entry = heapq.heappop(group.heap)
-        host = by_id[entry[2]]
+        host = by_id[entry[3]]
         slot = slot_of(vm, host, group.sites_of_type)
         if not host.fits(vm.cpu, vm.memory, slot):
-            continue  # capacity only shrinks during a pass: drop it for this group
+            # Capacity only shrinks during a pass: drop it for this group.
+            group.tally.add(reasons.INSTANCE_TYPE if host.slot_limits else reasons.CAPACITY,
+                            host)
+            continue
         if max_host and host.assigned_this_pass >= max_host:
             skipped.append(entry)
             continue
-        chosen = host
+        tier, first, second, _ = entry
+        price, score = (first, second) if group.price_first else (second, first)
+        chosen = (host, price if host.is_cloud and math.isfinite(price) else None, -score)
         host.take(vm.id, vm.cpu, vm.memory, slot)
-        tier = entry[0]
-        score = -_score(group.rank, host) if group.dynamic else entry[1]
-        heapq.heappush(group.heap, (tier, score, host.id))
+        if group.dynamic:
+            score = -_score(group.rank, host)
+        heapq.heappush(group.heap, (tier, price, score, host.id) if group.price_first
+                       else (tier, score, price, host.id))
         break
     for entry in skipped:
         heapq.heappush(group.heap, entry)
-    return (None if chosen is None else chosen.id), bool(skipped)
+    return chosen, bool(skipped)

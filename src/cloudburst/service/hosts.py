@@ -17,12 +17,14 @@ from cloudburst.errors import (
     ValidationError,
 )
 from cloudburst.events import EventBus
+from cloudburst.model.cost import money, month_start
 from cloudburst.model.records import HostRecord
 from cloudburst.model.snapshots import host_snapshot
 from cloudburst.model.states import HostState
 from cloudburst.store import cooloffs, group_pool, host_pool
 from cloudburst.store.database import Database
 from cloudburst.store.sequences import next_ids
+from cloudburst.store.spending import Spending, spending
 from cloudburst.template import Template
 from cloudburst.template.limits import check_name, check_template, parse_submitted
 
@@ -108,16 +110,25 @@ class HostService:
 
     async def info(self, host_id: int) -> HostRecord:
         """The host, its template showing its current capacity cool-offs as
-        ``COOLOFF = [ INSTANCE_TYPE, SECONDS_LEFT, UNTIL, REASON ]`` vectors."""
-        def read(connection: Connection) -> tuple[HostRecord, list[cooloffs.Cooloff]]:
-            return (host_pool.get_host(connection, host_id),
-                    cooloffs.active(connection, time.time(), host_id))
+        ``COOLOFF = [ INSTANCE_TYPE, SECONDS_LEFT, UNTIL, REASON ]`` vectors and,
+        once priced VMs ran there, ``SPENDING = [ HOURLY, ACCRUED, THIS_MONTH ]``."""
+        now = time.time()
 
-        host, current = await self.db.read(read)
-        if not current:
+        def read(connection: Connection
+                 ) -> tuple[HostRecord, list[cooloffs.Cooloff], Spending, Spending]:
+            return (host_pool.get_host(connection, host_id),
+                    cooloffs.active(connection, now, host_id),
+                    spending(connection, now=now, host_id=host_id),
+                    spending(connection, now=now, host_id=host_id, since=month_start(now)))
+
+        host, current, total, month = await self.db.read(read)
+        if not current and total == Spending():
             return host
         template = host.template.copy()
-        now = time.time()
+        if total != Spending():
+            template.set("SPENDING", {"HOURLY": money(total.hourly),
+                                      "ACCRUED": money(total.accrued),
+                                      "THIS_MONTH": money(month.accrued)})
         for cooloff in current:
             template.append("COOLOFF", {
                 "INSTANCE_TYPE": cooloff.instance_type or "*",

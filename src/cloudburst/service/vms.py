@@ -11,7 +11,7 @@ from sqlalchemy import Connection
 
 from cloudburst.daemon.lifecycle import LifecycleManager
 from cloudburst.errors import ApiArgumentError, IllegalActionError, LockedError, ValidationError
-from cloudburst.model.cost import hourly_cost
+from cloudburst.model.cost import vm_price
 from cloudburst.model.lifecycle import ACTION_EVENTS
 from cloudburst.model.records import VmRecord
 from cloudburst.model.snapshots import vm_snapshot
@@ -20,6 +20,7 @@ from cloudburst.service.vm_template import prepare
 from cloudburst.store import quota_pool, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.sequences import next_ids
+from cloudburst.store.spending import open_stay_prices
 from cloudburst.store.vm_pool import VmStamp
 from cloudburst.store.vm_search import (
     VmCount,
@@ -184,14 +185,19 @@ class VmService:
         return await self.db.read(lambda connection: vm_counts(connection, ids))
 
     async def hourly_costs(self, host_ids: Sequence[int]) -> dict[int, float]:
-        """Cost per hour of the VMs holding capacity on ``host_ids`` whose cost is known."""
+        """Cost per hour of the VMs holding capacity on ``host_ids`` whose cost is known
+        (a cloud stay's recorded price, else the template's showback)."""
         if not host_ids:
             return {}
 
-        costs: dict[int, float] = {}
-        for vm_id, cpu, memory, template in await self.db.read(
-                lambda connection: priced_vms(connection, host_ids)):
-            cost = hourly_cost(template, cpu, memory)
+        def read(connection: Connection) -> tuple[list[tuple[int, float, int, Template]],
+                                                  dict[int, float]]:
+            return priced_vms(connection, host_ids), open_stay_prices(connection, host_ids)
+
+        showback, stays = await self.db.read(read)
+        costs: dict[int, float] = dict(stays)
+        for vm_id, cpu, memory, template in showback:
+            cost = vm_price(stays.get(vm_id), template, cpu, memory)
             if cost is not None:
                 costs[vm_id] = cost
         return costs

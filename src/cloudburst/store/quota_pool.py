@@ -6,14 +6,16 @@ allocation, so it cannot drift from the VMs that hold it.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, delete, func, insert, or_, select
 
 from cloudburst.auth import quotas as auth_quotas
 from cloudburst.auth.quotas import ALL_CLUSTERS, Limit
+from cloudburst.model import cost
 from cloudburst.model.states import VmState
-from cloudburst.store.schema import hosts, quotas, vms
+from cloudburst.store.schema import history, hosts, quotas, vms
 
 #: VM states that count in the RUNNING_* metrics.
 _RUNNING = (int(VmState.PENDING), int(VmState.ACTIVE))
@@ -51,7 +53,41 @@ def delete_limits(connection: Connection, owner_kind: str, owner_id: int) -> Non
 def usage(connection: Connection, owner_kind: str, owner_id: int
           ) -> dict[int, dict[str, float]]:
     """VM usage of a user (``uid``) or group (``gid``) per cluster id, and in total
-    under :data:`ALL_CLUSTERS`. VMs not placed yet count in the total only."""
+    under :data:`ALL_CLUSTERS`. VMs not placed yet count in the total only.
+    Money (``HOURLY_COST``, ``MONTHLY_COST``) comes from :func:`spent`."""
+    totals = _vm_usage(connection, owner_kind, owner_id)
+    for cluster, money in spent(connection, owner_kind, owner_id).items():
+        totals.setdefault(cluster, {}).update(money)
+    return totals
+
+
+def spent(connection: Connection, owner_kind: str, owner_id: int,
+          now: float | None = None) -> dict[int, dict[str, float]]:
+    """``{cluster id: {"HOURLY_COST": ..., "MONTHLY_COST": ...}}`` of an owner's cloud
+    stays (recorded prices), and the totals under :data:`ALL_CLUSTERS`."""
+    moment = time.time() if now is None else now
+    since = cost.month_start(moment)
+    column = vms.c.uid if owner_kind == "user" else vms.c.gid
+    query = (select(history.c.price, history.c.stime, history.c.etime, hosts.c.cluster_id)
+             .select_from(history.join(vms, vms.c.id == history.c.vm_id)
+                          .outerjoin(hosts, hosts.c.id == history.c.host_id))
+             .where(column == owner_id, history.c.price.is_not(None),
+                    or_(history.c.etime == 0, history.c.etime >= int(since))))
+    money: dict[int, dict[str, float]] = defaultdict(
+        lambda: {"HOURLY_COST": 0.0, "MONTHLY_COST": 0.0})
+    money[ALL_CLUSTERS]  # always present
+    for price, start, end, cluster_id in connection.execute(query):
+        keys = [ALL_CLUSTERS] if cluster_id is None else [ALL_CLUSTERS, cluster_id]
+        month = cost.stay_cost(price, start, end, moment, since)
+        for key in keys:
+            if end == 0:
+                money[key]["HOURLY_COST"] += price
+            money[key]["MONTHLY_COST"] += month
+    return dict(money)
+
+
+def _vm_usage(connection: Connection, owner_kind: str, owner_id: int
+              ) -> dict[int, dict[str, float]]:
     column = vms.c.uid if owner_kind == "user" else vms.c.gid
     query = (select(vms.c.state, vms.c.cpu, vms.c.memory, hosts.c.cluster_id)
              .select_from(vms.outerjoin(hosts, hosts.c.id == vms.c.host_id))
@@ -96,26 +132,41 @@ def limit_map(limits: list[Limit], owner_id: int) -> LimitMap:
 
 
 def check_vm(connection: Connection, *, uid: int, gid: int, cpu: float, memory: float,
-             running: bool, cluster_id: int = ALL_CLUSTERS) -> None:
+             running: bool, cluster_id: int = ALL_CLUSTERS, price: float | None = None
+             ) -> None:
     """Refuse a new VM (``cluster_id`` -1: its totals) or a VM's placement in cluster
-    ``cluster_id`` (that cluster's limits only) that would break a quota.
+    ``cluster_id`` (that cluster's limits, and every budget) that would break a quota.
+
+    A placement at ``price`` per hour must fit the hourly budgets, and an hour
+    of it what is left of the monthly ones, both of the cluster and in total.
 
     Raises:
-        QuotaError: oned's "limit of N reached for METRIC quota" message.
+        QuotaError: oned's "limit of N reached for METRIC quota" message (a
+            budget's says "budget of N").
     """
     request = {"VMS": 1.0, "CPU": cpu, "MEMORY": float(memory)}
     if running:
         request |= {"RUNNING_VMS": 1.0, "RUNNING_CPU": cpu, "RUNNING_MEMORY": float(memory)}
+    money = {metric: price for metric in auth_quotas.BUDGET_METRICS} if price else {}
     for kind, owner in (("user", uid), ("group", gid)):
         if owner == _EXEMPT:
             continue
         limits = limits_of(connection, kind, [owner, -1])
         own, defaults = limit_map(limits, owner), limit_map(limits, -1)
-        mine, default = own.get(cluster_id, {}), defaults.get(cluster_id, {})
-        effective = {metric: auth_quotas.effective(mine.get(metric, auth_quotas.DEFAULT),
-                                                   default.get(metric))
-                     for metric in set(mine) | set(default)}
-        used = usage(connection, kind, owner).get(cluster_id, {})
-        broken = auth_quotas.first_exceeded(effective, used, request)
-        if broken is not None:
-            raise auth_quotas.exceeded_error(kind, owner, uid, broken[0], broken[1], cluster_id)
+        checks = [(cluster_id, request | money)]
+        if money and cluster_id != ALL_CLUSTERS:
+            checks.append((ALL_CLUSTERS, money))
+        for scope, wanted in checks:
+            effective = _effective(own.get(scope, {}), defaults.get(scope, {}))
+            if not any(effective.get(metric, -1.0) >= 0 for metric in wanted):
+                continue  # nothing limited: skip reading the usage
+            used = usage(connection, kind, owner).get(scope, {})
+            broken = auth_quotas.first_exceeded(effective, used, wanted)
+            if broken is not None:
+                raise auth_quotas.exceeded_error(kind, owner, uid, broken[0], broken[1], scope)
+
+
+def _effective(mine: dict[str, float], default: dict[str, float]) -> dict[str, float]:
+    return {metric: auth_quotas.effective(mine.get(metric, auth_quotas.DEFAULT),
+                                          default.get(metric))
+            for metric in set(mine) | set(default)}

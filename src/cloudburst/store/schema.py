@@ -107,6 +107,8 @@ vms = Table(
     Column("resched", Integer, nullable=False, default=0),
     Column("version", Integer, nullable=False, default=0),
     Column("perms", Integer, nullable=False, server_default=DEFAULT_PERMS),
+    #: Why the VM went where it went or why it waits (``model/reasons.py``, JSON).
+    Column("placement", Text, nullable=False, server_default=""),
     Index("ix_vms_state", "state", "id"),
     Index("ix_vms_host", "host_id", "state"),
 )
@@ -130,6 +132,8 @@ history = Table(
     Column("eetime", Integer, nullable=False, default=0),
     Column("action", Integer, nullable=False, default=0),
     Column("reason", Text, nullable=False, default=""),
+    #: The stay's price per hour, fixed when it opens (cloud sites; NULL: none known).
+    Column("price", Float, nullable=True),
 )
 
 journal = Table(

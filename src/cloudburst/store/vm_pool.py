@@ -64,6 +64,7 @@ def _vm_from_row(row: Row[Any], records: Sequence[HistoryRecord] = ()) -> VmReco
         resched=row.resched,
         history=tuple(records),
         perms=row.perms,
+        placement=row.placement,
     )
 
 
@@ -73,6 +74,7 @@ def _history_from_row(row: Row[Any]) -> HistoryRecord:
         vm_mad=row.vm_mad, tm_mad=row.tm_mad, stime=row.stime, etime=row.etime,
         pstime=row.pstime, petime=row.petime, rstime=row.rstime, retime=row.retime,
         estime=row.estime, eetime=row.eetime, action=row.action, reason=row.reason,
+        price=row.price,
     )
 
 
@@ -112,6 +114,7 @@ def _column_values(record: VmRecord) -> dict[str, Any]:
         "sched_message": record.sched_message,
         "resched": record.resched,
         "version": record.version,
+        "placement": record.placement,
     }
 
 
@@ -310,7 +313,7 @@ def insert_history(connection: Connection, record: HistoryRecord) -> None:
         "stime": record.stime, "etime": record.etime, "pstime": record.pstime,
         "petime": record.petime, "rstime": record.rstime, "retime": record.retime,
         "estime": record.estime, "eetime": record.eetime, "action": record.action,
-        "reason": record.reason,
+        "reason": record.reason, "price": record.price,
     })
 
 
@@ -374,11 +377,21 @@ def in_flight_versions(connection: Connection,
             if (row.state, row.lcm_state) in wanted]
 
 
-def set_sched_messages(connection: Connection, messages: dict[int, str]) -> None:
-    """Record why VMs are still waiting (``SCHED_MESSAGE``).
+def set_sched_messages(connection: Connection, messages: dict[int, str],
+                       placements: dict[int, str] | None = None) -> None:
+    """Record why VMs are still waiting (``SCHED_MESSAGE``, and the placement
+    reason's JSON for those in ``placements``).
 
     Not a state change, so no version bump: a user action racing with the
     scheduler's note must not fail because of it.
     """
+    placements = placements or {}
     for vm_id, message in messages.items():
-        connection.execute(update(vms).where(vms.c.id == vm_id).values(sched_message=message))
+        values = {"sched_message": message}
+        if vm_id in placements:
+            values["placement"] = placements[vm_id]
+        connection.execute(update(vms).where(vms.c.id == vm_id).values(values))
+    for vm_id, placement in placements.items():
+        if vm_id not in messages:
+            connection.execute(update(vms).where(vms.c.id == vm_id)
+                               .values(placement=placement))

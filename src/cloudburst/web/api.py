@@ -20,7 +20,7 @@ from aiohttp import web
 from cloudburst.auth import permissions
 from cloudburst.errors import ApiArgumentError, AuthenticationError, NotFoundError
 from cloudburst.events import Change
-from cloudburst.model.cost import hourly_cost
+from cloudburst.model.cost import vm_figures
 from cloudburst.model.records import HostRecord, UserRecord
 from cloudburst.model.states import VmState, vm_short_state
 from cloudburst.service.facade import Services
@@ -203,8 +203,7 @@ class Api:
                 host = await self.services.hosts.info(vm.host_id)
         log = await self.services.vms.log_tail(vm.id, LOG_LINES)
         return json_response(shapes.vm_detail(vm, host, await self._names(), log=log,
-                                              cost=hourly_cost(vm.full_template(), vm.cpu,
-                                                               vm.memory)))
+                                              cost=vm_figures(vm)[0]))
 
     async def templates(self, request: web.Request) -> web.Response:
         user = (await self.caller(request)).user

@@ -17,10 +17,13 @@ from sqlalchemy import Connection
 
 from cloudburst.daemon.lifecycle.base import ManagerBase, Stepped, current_seq, now, step
 from cloudburst.errors import ConflictError, IllegalActionError, ValidationError
+from cloudburst.model import reasons
 from cloudburst.model.lifecycle import Event, Move
+from cloudburst.model.reasons import PlacementReason
 from cloudburst.model.records import HistoryRecord, HostRecord, VmRecord, cpu_share
 from cloudburst.model.states import HostState, VmState
-from cloudburst.scheduler.demand import cloud_sections
+from cloudburst.scheduler.demand import cloud_sections, host_candidate, vm_demand
+from cloudburst.scheduler.placement import hourly_price
 from cloudburst.store import host_pool, quota_pool, vm_pool
 
 log = logging.getLogger("cloudburst.daemon.lifecycle")
@@ -34,12 +37,17 @@ class Deploying(ManagerBase):
     """Places VMs on hosts."""
 
     async def deploy(self, vm_id: int, host_id: int, *, enforce: bool = False,
-                     scheduled: bool = False) -> VmRecord:
+                     scheduled: bool = False, reason: PlacementReason | None = None
+                     ) -> VmRecord:
         """Place VM ``vm_id`` on host ``host_id`` and start its prolog.
+
+        The new stay records its price per hour (:func:`stay_price`) and the VM
+        its placement reason (``reason``, or one saying the caller chose the host).
 
         Args:
             enforce: refuse when the host lacks the capacity (``one.vm.deploy``'s flag).
             scheduled: the scheduler chose the host (only PENDING VMs qualify).
+            reason: why the scheduler chose the host.
 
         Raises:
             NotFoundError: VM or host missing.
@@ -54,18 +62,24 @@ class Deploying(ManagerBase):
             host = host_pool.get_host(connection, host_id, with_usage=enforce)
             event = parked_deploy(connection, vm)
             _check_host_takes(connection, vm, host, enforce, event)
-            # Per-cluster (per-site) quotas: the VM counts in its totals already.
+            price = stay_price(vm, host)
+            # Per-cluster (per-site) quotas: the VM counts in its totals already;
+            # budgets: the stay's price must fit the owner's, per site and in total.
             quota_pool.check_vm(connection, uid=vm.uid, gid=vm.gid, cpu=vm.cpu,
-                                memory=vm.memory, running=True, cluster_id=host.cluster_id)
+                                memory=vm.memory, running=True, cluster_id=host.cluster_id,
+                                price=price)
+            why = reason or reasons.manual(
+                host.id, host.name,
+                reasons.CLOUD_TIER if host.is_public_cloud else reasons.LOCAL_TIER, price)
 
             def open_stay(connection: Connection, vm: VmRecord, moved: Move) -> dict[str, Any]:
                 stamp = now()
                 vm_pool.insert_history(connection, HistoryRecord(
                     vm_id=vm.id, seq=current_seq(connection, vm.id) + 1, host_id=host.id,
                     hostname=host.name, vm_mad=host.vm_mad, tm_mad=host.tm_mad, stime=stamp,
-                    pstime=stamp))
+                    pstime=stamp, price=price))
                 changes: dict[str, Any] = {"host_id": host.id, "sched_message": "",
-                                           "error": ""}
+                                           "error": "", "placement": why.to_json()}
                 if event is Event.DEPLOY:
                     changes["deploy_id"] = ""
                 return changes
@@ -78,6 +92,13 @@ class Deploying(ManagerBase):
                                    f"(id {host_id}, driver {host.vm_mad})")
         self.after_step(before, stepped, {})
         return stepped.vm
+
+
+def stay_price(vm: VmRecord, host: HostRecord) -> float | None:
+    """The hourly price of ``vm`` on cloud site ``host`` (``None``: local or unknown)."""
+    if not host.is_public_cloud:
+        return None
+    return hourly_price(vm_demand(vm), host_candidate(host), {})
 
 
 def parked_deploy(connection: Connection, vm: VmRecord) -> Event:

@@ -1,0 +1,168 @@
+"""The burst policy end to end (issue 14): a real daemon, a local dummy host and two
+sites of a script provider whose probes report different ``PRICE_PER_HOUR``.
+
+VMs fill the local host first, then the cheaper site, then the dearer one (the
+dearer has the lower id, so the order is the price's); every placement and
+every waiting VM says why in ``onevm show``; VMs show their price and cost,
+sites their spending; a user's hourly budget (a quota) stops their VMs with a
+message naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyone
+import pytest
+from burst_helpers import RunningDaemon, cli, conf_text, running_daemon, wait_for, write_script
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CONF = """
+IM_MAD = [ name = "im_burst", executable = "one_im_sh", arguments = "burst" ]
+VM_MAD = [ name = "vmm_burst", executable = "one_vmm_sh", arguments = "burst", type = "xml" ]
+"""
+
+#: One CPU each: the local host takes 2, each site 2.
+VM = 'NAME="b" CPU=1 MEMORY=128 PUBLIC_CLOUD=[ TYPE="burst" ]'
+RUNNING, ACTIVE, PENDING = 3, 3, 1
+
+
+def burst_provider(remotes: Path) -> None:
+    """A provider whose site named ``dear*`` charges 0.10 an hour and the others 0.02."""
+    write_script(remotes / "im/burst.d/probe", """
+        #!/usr/bin/env bash
+        site="${@: -1}"
+        price=0.02
+        case "$site" in dear*) price=0.10 ;; esac
+        echo PUBLIC_CLOUD=YES HYPERVISOR=burst TOTALCPU=200 TOTALMEMORY=8388608
+        echo "PRICE_PER_HOUR=$price"
+        """)
+    write_script(remotes / "vmm/burst/deploy", """
+        #!/usr/bin/env bash
+        echo "burst-$3-$CLOUDBURST_VM_ID"
+        """)
+    write_script(remotes / "vmm/burst/poll", """
+        #!/usr/bin/env bash
+        echo "STATE=a"
+        """)
+    for action in ("shutdown", "cancel"):
+        write_script(remotes / f"vmm/burst/{action}", "#!/usr/bin/env bash\nexit 0\n")
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
+    root = tmp_path_factory.mktemp("burst_policy")
+    with running_daemon(root, conf_text(CONF)) as running:
+        burst_provider(running.home / "remotes")
+        yield running
+
+
+@pytest.fixture(scope="module")
+def one(daemon: RunningDaemon) -> pyone.OneServer:
+    return pyone.OneServer(daemon.url, session=daemon.session)
+
+
+@pytest.fixture(scope="module")
+def hosts(daemon: RunningDaemon, one: pyone.OneServer) -> dict[str, int]:
+    """local (2 CPUs), then ``dear`` before ``cheap``: ids do not follow prices."""
+    found: dict[str, int] = {}
+    for name, drivers in (("local", ("dummy", "dummy")), ("dear", ("im_burst", "vmm_burst")),
+                          ("cheap", ("im_burst", "vmm_burst"))):
+        out = cli(daemon, "onehost", "create", name, "-i", drivers[0], "-v", drivers[1]).stdout
+        found[name] = int(out.split()[-1])
+    cli(daemon, "onehost", "update", "local", "-", "--append", stdin="DUMMY_TOTALCPU=200\n")
+    for name, host_id in found.items():
+        wait_for(lambda host_id=host_id: one.host.info(host_id).STATE == 2
+                 and int(one.host.info(host_id).HOST_SHARE.TOTAL_CPU) == 200, timeout=60)
+        if name != "local":
+            wait_for(lambda host_id=host_id: "PRICE_PER_HOUR" in cli(
+                daemon, "onehost", "show", str(host_id)).stdout, timeout=60)
+    return found
+
+
+def create(daemon: RunningDaemon, text: str, *extra: str) -> int:
+    path = daemon.home.parent / f"vm-{time.monotonic_ns()}.one"
+    path.write_text(text)
+    return int(cli(daemon, "onevm", "create", str(path), *extra).stdout.split()[-1])
+
+
+def running_on(one: pyone.OneServer, vm_id: int) -> int:
+    vm = wait_for(lambda: (info := one.vm.info(vm_id)).LCM_STATE == RUNNING and info,
+                  timeout=60)
+    return int(vm.HISTORY_RECORDS.HISTORY[-1].HID)
+
+
+def show(daemon: RunningDaemon, vm_id: int, *extra: str) -> dict[str, object]:
+    return dict(json.loads(cli(daemon, "onevm", "show", str(vm_id), "--json", *extra).stdout))
+
+
+def terminate_all(daemon: RunningDaemon, one: pyone.OneServer, ids: list[int]) -> None:
+    cli(daemon, "onevm", "terminate", "--hard", ",".join(map(str, ids)))
+    for vm_id in ids:
+        wait_for(lambda vm_id=vm_id: one.vm.info(vm_id).STATE == 6, timeout=60)
+
+
+def test_local_first_then_the_cheaper_site_then_the_dearer_with_reasons(
+        daemon: RunningDaemon, one: pyone.OneServer, hosts: dict[str, int]) -> None:
+    ids = [create(daemon, VM) for _ in range(6)]
+    placed = [running_on(one, vm_id) for vm_id in ids]
+    assert placed == [hosts["local"]] * 2 + [hosts["cheap"]] * 2 + [hosts["dear"]] * 2
+
+    extra = create(daemon, VM)
+    waiting = wait_for(lambda: (vm := show(daemon, extra))["PLACEMENT"] and vm, timeout=60)
+    assert waiting["STATE"] == "PENDING"
+    placement = waiting["PLACEMENT"]
+    assert placement["MESSAGE"] == "No host with enough capacity to deploy the VM"
+    assert placement["CONSIDERED"] == 3
+    assert placement["REFUSED"] == [{"KIND": "capacity", "COUNT": 3,
+                                     "HOSTS": ["local", "cheap", "dear"]}]
+
+    local, cheap, dear = show(daemon, ids[0]), show(daemon, ids[2]), show(daemon, ids[4])
+    assert local["PLACEMENT"]["TIER"] == "local"
+    assert local["COST"] == {"PRICE_PER_HOUR": None, "ACCRUED": 0}
+    assert (cheap["PLACEMENT"]["TIER"], cheap["PLACEMENT"]["PRICE"]) == ("cloud", 0.02)
+    assert cheap["COST"]["PRICE_PER_HOUR"] == 0.02
+    assert dear["PLACEMENT"]["PRICE"] == 0.1
+    assert dear["PLACEMENT"]["ORDER"] == "tier, price, RANK"
+    assert {"KIND": "capacity", "COUNT": 2, "HOSTS": ["local", "cheap"]} in \
+        dear["PLACEMENT"]["REFUSED"]
+    text = cli(daemon, "onevm", "show", str(ids[4])).stdout
+    assert "PLACEMENT AND COST" in text
+    assert "Placed on dear (cloud tier, 0.1/h" in text
+    assert "REFUSED (capacity)  : 2: local, cheap" in text
+    site = cli(daemon, "onehost", "show", "cheap").stdout
+    assert 'HOURLY="0.04"' in site.replace(" ", "")
+    terminate_all(daemon, one, [*ids, extra])
+
+
+def test_an_hourly_budget_stops_bursts_with_a_message_naming_it(
+        daemon: RunningDaemon, one: pyone.OneServer, hosts: dict[str, int]) -> None:
+    cli(daemon, "oneuser", "create", "alice", "pw-alice")
+    cli(daemon, "oneuser", "quota", "alice", "-", stdin="VM = [ HOURLY_COST = 0.03 ]\n")
+    as_alice = ("--user", "alice", "--password", "pw-alice")
+    ids = [create(daemon, VM, *as_alice) for _ in range(3)]
+    placed = [running_on(one, vm_id) for vm_id in ids]
+    # Local VMs cost nothing; one at the cheap site costs 0.02 an hour.
+    assert placed == [hosts["local"]] * 2 + [hosts["cheap"]]
+    over = create(daemon, VM, *as_alice)
+    message = "User [2] : user [2] budget of 0.03 reached for HOURLY_COST quota in VM."
+
+    def refused_by_budget() -> dict[str, object] | None:
+        info = show(daemon, over)
+        placement = info["PLACEMENT"]
+        kinds = {refused["KIND"]: refused["HOSTS"] for refused in placement["REFUSED"]}
+        return info if sorted(kinds.get("budget", [])) == ["cheap", "dear"] else None
+
+    # The cheap site refuses it (0.04 > 0.03), then the dear one (0.12 > 0.03).
+    vm = wait_for(refused_by_budget, timeout=60)
+    assert vm["STATE"] == "PENDING"
+    assert vm["PLACEMENT"]["MESSAGE"] == message
+    assert one.vm.info(over).USER_TEMPLATE["SCHED_MESSAGE"] == message
+    user = cli(daemon, "oneuser", "show", "alice").stdout
+    assert "BUDGETS (cloud spending)" in user
+    assert "0.02 /    0.03" in user
+    terminate_all(daemon, one, [*ids, over])
