@@ -40,9 +40,12 @@ class Refused:
     examples: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PlacementReason:
     """The candidates a placement considered, the refusals, and the winner if any.
+
+    Not frozen, for speed (one is made per placed VM); never change one: the
+    VMs of a group share them.
 
     Attributes:
         message: one line (the VM's ``SCHED_MESSAGE`` while it waits).

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 
 from cloudburst.errors import ExpressionError
@@ -162,7 +161,7 @@ def host_candidate(host: HostRecord, slot_usage: dict[str, int] | None = None,
     default_slot = None
     price_of: Callable[[str | None], float | None] = _unknown_price
     if host.is_public_cloud:
-        price_of = functools.partial(site_price, host.template)
+        price_of = _price_table(host.template)
         for key, count in (host.template.get_vector("CAPACITY") or {}).items():
             try:
                 slot_limits[instance_type_name(key)] = int(count)
@@ -177,6 +176,19 @@ def host_candidate(host: HostRecord, slot_usage: dict[str, int] | None = None,
         slot_limits=slot_limits, slot_usage=dict(slot_usage or {}), default_slot=default_slot,
         cooled_types=cooled_types, offers=offered, price_of=price_of,
     )
+
+
+def _price_table(template: Template) -> Callable[[str | None], float | None]:
+    """The site's :func:`~cloudburst.model.cost.site_price`, remembered per instance type
+    for the pass (every group of VMs asks it again)."""
+    known: dict[str | None, float | None] = {}
+
+    def price_of(instance_type: str | None) -> float | None:
+        if instance_type not in known:
+            known[instance_type] = site_price(template, instance_type)
+        return known[instance_type]
+
+    return price_of
 
 
 def _unknown_price(_instance_type: str | None) -> float | None:
