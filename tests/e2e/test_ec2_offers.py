@@ -3,7 +3,8 @@
 The site's price table (``im_ec2.conf``) and its catalogue (moto's
 ``DescribeInstanceTypes``) reach the host's monitoring as ``INSTANCE_TYPES``;
 a VM whose EC2 section names no type is scheduled and launched as the cheapest
-type that fits it, and its monitoring carries the hourly price.
+type that fits it, and its monitoring carries the hourly price. Bad launch
+options are refused at ``onevm create`` in one line.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
         yield servers[0]
 
 
-def test_vm_naming_no_type_runs_as_the_cheapest_that_fits(tmp_path: Path,
+def test_cheapest_type_price_and_launch_checks(tmp_path: Path,
                                                           site: MotoServer) -> None:
     etc = tmp_path / "home" / "etc"
     (etc / "im_ec2").mkdir(parents=True)
@@ -78,6 +79,16 @@ def test_vm_naming_no_type_runs_as_the_cheapest_that_fits(tmp_path: Path,
             kinds = {vm_id: site.client().describe_instances(InstanceIds=ids)[
                 "Reservations"][0]["Instances"][0]["InstanceType"] for vm_id, ids in live.items()}
             assert kinds == {mid: "t3.medium", tiny: "t3.small"}
+            # launch options are checked at creation: one line naming each problem
+            (tmp_path / "bad").write_text(
+                'CPU=1\nMEMORY=128\nEC2 = [ AMI="ami-1", KEYPAIR="k", METADATA_TOKENS="v1", '
+                'BLOCKDEVICEMAPPING="/dev/xvda=:0" ]\n', encoding="utf-8")
+            refused = cli(daemon, "onevm", "create", str(tmp_path / "bad"), check=False)
+            assert refused.returncode != 0
+            lines = (refused.stdout + refused.stderr).strip().splitlines()
+            assert len(lines) == 1, lines
+            assert "METADATA_TOKENS 'v1' must be required" in lines[0]
+            assert "BLOCKDEVICEMAPPING: /dev/xvda: size '0' must be" in lines[0]
             # nothing the site may run has 16 vCPUs: the VM waits, saying so
             info = server.vm.info(huge)
             assert info.STATE == 1

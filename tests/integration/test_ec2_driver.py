@@ -9,6 +9,7 @@ Nothing of the driver is mocked.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import re
 import time
@@ -17,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+import boto3
 import pytest
 
 from cloudburst.daemon.deploy_notes import JournalNotes
@@ -847,26 +849,94 @@ def test_information_driver_reports_limits(tmp_path: Path) -> None:
 
 
 def test_template_section_keys_reach_run_instances(tmp_path: Path, site: MotoServer) -> None:
+    """Every launch option as the instance moto records it."""
     driver = driver_for(tmp_path, site.url)
     client = site.client()
     subnet = client.describe_subnets()["Subnets"][0]
     group = client.create_security_group(GroupName="web", Description="web",
                                          VpcId=subnet["VpcId"])
+    other = client.create_security_group(GroupName="db", Description="db",
+                                         VpcId=subnet["VpcId"])
+    iam = boto3.client("iam", endpoint_url=site.url, region_name="us-east-1",
+                       aws_access_key_id="test", aws_secret_access_key="test")
+    profile = iam.create_instance_profile(InstanceProfileName="web-role")["InstanceProfile"]
 
     async def scenario() -> None:
         deploy_id = await driver.deploy(spec(1, (
             f'EC2 = [ AMI="ami-1", KEYPAIR="k", SUBNETID="{subnet["SubnetId"]}", '
-            'SECURITYGROUPS="web", AUTHORIZED_PORTS="22", TAGS="team=ops,cost=42", '
-            f'AVAILABILITYZONE="{subnet["AvailabilityZone"]}", USERDATA="#!/bin/sh" ]')))
+            f'SECURITYGROUPS="web", SECURITYGROUPIDS="{other["GroupId"]}", '
+            'AUTHORIZED_PORTS="22", TAGS="team=ops,cost=42", '
+            f'AVAILABILITYZONE="{subnet["AvailabilityZone"]}", USERDATA="#!/bin/sh", '
+            'EBS_OPTIMIZED="yes", BLOCKDEVICEMAPPING="/dev/xvda=:30:true:gp3,/dev/sdf=:8", '
+            'IAM_INSTANCE_PROFILE="web-role" ]')))
         instance = describe(site, deploy_id)
         assert instance["SubnetId"] == subnet["SubnetId"]
-        assert group["GroupId"] in {g["GroupId"] for g in instance["SecurityGroups"]}
-        assert len(instance["SecurityGroups"]) == 2
+        groups = {g["GroupId"] for g in instance["SecurityGroups"]}
+        assert {group["GroupId"], other["GroupId"]} <= groups and len(groups) == 3
         tags = tags_of(instance)
         assert (tags["team"], tags["cost"]) == ("ops", "42")
+        assert instance["Placement"]["AvailabilityZone"] == subnet["AvailabilityZone"]
+        assert instance["EbsOptimized"] is True
+        assert instance["IamInstanceProfile"]["Arn"] == profile["Arn"]
+        assert instance["MetadataOptions"]["HttpTokens"] == "required"  # IMDSv2 by default
+        user_data = client.describe_instance_attribute(InstanceId=deploy_id,
+                                                       Attribute="userData")["UserData"]
+        assert base64.b64decode(user_data["Value"]) == b"#!/bin/sh"
+        volumes = {mapping["DeviceName"]: mapping["Ebs"]
+                   for mapping in instance["BlockDeviceMappings"]}
+        root = client.describe_volumes(VolumeIds=[volumes["/dev/xvda"]["VolumeId"]])
+        assert (root["Volumes"][0]["Size"], root["Volumes"][0]["VolumeType"]) == (30, "gp3")
+        assert volumes["/dev/xvda"]["DeleteOnTermination"] is True
+        extra = client.describe_volumes(VolumeIds=[volumes["/dev/sdf"]["VolumeId"]])
+        assert extra["Volumes"][0]["Size"] == 8
+
+        relaxed = await driver.deploy(spec(2, (
+            'EC2 = [ AMI="ami-1", KEYPAIR="k", METADATA_TOKENS="optional", '
+            f'IAMINSTANCEPROFILE="{profile["Arn"]}" ]')))
+        instance = describe(site, relaxed)
+        assert instance["MetadataOptions"]["HttpTokens"] == "optional"
+        assert instance["IamInstanceProfile"]["Arn"] == profile["Arn"]
+        assert "EbsOptimized" not in instance or instance["EbsOptimized"] is False
         await driver.close()
 
     run(scenario())
+
+
+def test_launch_options_are_checked_at_creation_one_line_each(tmp_path: Path,
+                                                              site: MotoServer) -> None:
+    driver = driver_for(tmp_path, site.url)
+    bad = ('EC2 = [ AMI="ami-1", KEYPAIR="k", SUBNETID="net 1", SECURITYGROUPIDS="web", '
+           'TAGS="team", AVAILABILITYZONE="Moon", EBS_OPTIMIZED="maybe", '
+           'BLOCKDEVICEMAPPING="/dev/xvda=:huge", IAMINSTANCEPROFILE="a b", '
+           'METADATA_TOKENS="v1", USERDATA="' + "x" * 17000 + '" ]')
+    with pytest.raises(ValidationError) as refused:
+        driver.check_template(parse(bad))
+    message = refused.value.message
+    assert "\n" not in message
+    for expected in ("SUBNETID 'net 1' is not a subnet id",
+                     "SECURITYGROUPIDS: 'web' is not a security group id",
+                     "TAGS: 'team' is not KEY=VALUE",
+                     "AVAILABILITYZONE 'Moon' is not a zone name",
+                     "EBS_OPTIMIZED 'maybe' must be yes or no",
+                     "BLOCKDEVICEMAPPING: /dev/xvda: size 'huge' must be a whole number",
+                     "IAMINSTANCEPROFILE 'a b' is neither",
+                     "METADATA_TOKENS 'v1' must be required",
+                     "USERDATA is longer than 16384 bytes"):
+        assert expected in message, expected
+    for mapping, problem in (("xvda", "is not DEVICE="), ("/dev/sda1=vol-1", "not a snapshot"),
+                             ("/dev/sda1=::maybe", "must be true or false"),
+                             ("/dev/sda1=::true:gp9", "volume type 'gp9'"),
+                             ("/dev/sda1=:10::io2", "needs IOPS"),
+                             ("/dev/sda1=:1,/dev/sda1=:2", "mapped twice")):
+        with pytest.raises(ValidationError, match=re.escape(problem)):
+            driver.check_template(parse(
+                f'EC2 = [ AMI="ami-1", KEYPAIR="k", BLOCKDEVICEMAPPING="{mapping}" ]'))
+    driver.check_template(parse(
+        'EC2 = [ AMI="ami-1", KEYPAIR="k", '
+        'BLOCKDEVICEMAPPING="/dev/sda1=snap-1:100:false:io2:3000", '
+        'IAMINSTANCEPROFILE="arn:aws:iam::123456789012:instance-profile/ops/web-role", '
+        'SUBNETID="subnet-0a1b2c", AVAILABILITYZONE="eu-west-1b", HTTP_TOKENS="Optional" ]'))
+    run(driver.close())
 
 
 def test_security_group_deleted_behind_our_back_is_recreated(tmp_path: Path,

@@ -27,16 +27,22 @@ owns), ``SUBNETID``, ``SECURITYGROUPS`` (names or ``sg-`` ids, comma list),
 e.g. ``0.05``; default: the on-demand price, as EC2 does) and
 ``SPOT_FALLBACK`` (``on-demand``, the default: a spot launch refused for
 capacity, price or quota is sent again on-demand at once; ``none``: it is not,
-and the VM tries the next site). ``CLOUD``/``HOST``/``TYPE`` select sections.
-Other keys are ignored.
+and the VM tries the next site), ``BLOCKDEVICEMAPPING`` (see
+:func:`parse_block_devices`: ``/dev/xvda=:30:true:gp3`` sets the root
+volume's size and type), ``IAMINSTANCEPROFILE`` [``IAM_INSTANCE_PROFILE``]
+(a profile name or ``arn:``) and ``METADATA_TOKENS`` [``HTTP_TOKENS``]
+(``required``, the default: the instance metadata service answers IMDSv2
+sessions only; ``optional`` allows IMDSv1). ``CLOUD``/``HOST``/``TYPE``
+select sections. Other keys are ignored.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from cloudburst.drivers.base import DeploySpec
 from cloudburst.drivers.ec2 import types
@@ -59,6 +65,10 @@ ALIASES: Final[Mapping[str, str]] = {
     "MAXPRICE": "MAX_PRICE",
     "SPOT_PRICE": "MAX_PRICE",
     "SPOTFALLBACK": "SPOT_FALLBACK",
+    "BLOCK_DEVICE_MAPPING": "BLOCKDEVICEMAPPING",
+    "IAM_INSTANCE_PROFILE": "IAMINSTANCEPROFILE",
+    "HTTP_TOKENS": "METADATA_TOKENS",
+    "METADATATOKENS": "METADATA_TOKENS",
 }
 
 #: ``MARKET`` values.
@@ -66,10 +76,19 @@ MARKETS: Final = ("on-demand", "spot")
 #: ``SPOT_FALLBACK`` values.
 SPOT_FALLBACKS: Final = ("on-demand", "none")
 
+#: ``METADATA_TOKENS`` values (EC2's ``HttpTokens``); the first is the default.
+METADATA_TOKENS: Final = ("required", "optional")
+#: EBS volume types ``BLOCKDEVICEMAPPING`` may name.
+VOLUME_TYPES: Final = ("gp3", "gp2", "io1", "io2", "st1", "sc1", "standard")
+
 #: Tag key prefixes users may not set through ``TAGS``.
 RESERVED_TAG_PREFIXES: Final = ("aws:", "cloudburst:")
 
 _MAX_USERDATA: Final = 16 * 1024
+_PROFILE_RE: Final = re.compile(r"[\w+=,.@-]{1,128}|arn:aws[\w-]*:iam::\d{12}:instance-profile/"
+                                r"[\w+=,.@/-]{1,128}")
+_SUBNET_RE: Final = re.compile(r"subnet-[0-9a-zA-Z]{1,64}")
+_ZONE_RE: Final = re.compile(r"[a-z]{2}(-[a-z0-9]+){2,4}[a-z]?")
 _YES: Final = frozenset({"yes", "true", "1", "on"})
 _NO: Final = frozenset({"no", "false", "0", "off"})
 
@@ -229,6 +248,80 @@ def parse_tags(text: str) -> list[tuple[str, str]]:
 
 
 @dataclass(frozen=True, slots=True)
+class BlockDevice:
+    """One ``BLOCKDEVICEMAPPING`` entry: an EBS volume at ``device``."""
+
+    device: str
+    snapshot: str | None = None
+    size_gb: int | None = None
+    delete_on_termination: bool | None = None
+    volume_type: str | None = None
+    iops: int | None = None
+
+    def mapping(self) -> dict[str, Any]:
+        """The entry as ``RunInstances`` wants it (``BlockDeviceMappings``)."""
+        ebs: dict[str, Any] = {}
+        for key, value in (("SnapshotId", self.snapshot), ("VolumeSize", self.size_gb),
+                           ("DeleteOnTermination", self.delete_on_termination),
+                           ("VolumeType", self.volume_type), ("Iops", self.iops)):
+            if value is not None:
+                ebs[key] = value
+        return {"DeviceName": self.device, "Ebs": ebs}
+
+
+def _whole_number(text: str, what: str, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ValueError(f"{what} {text!r} must be a whole number in {low}..{high}")
+    return value
+
+
+def parse_block_devices(text: str) -> list[BlockDevice]:
+    """``DEVICE=[SNAPSHOT]:[SIZE_GB]:[DELETE_ON_TERMINATION]:[TYPE]:[IOPS]``, comma list.
+
+    As EC2's classic ``-b`` option: trailing fields may be left out, empty ones
+    keep the image's value. ``/dev/xvda=:30:true:gp3`` makes the root volume
+    (named as the AMI names it) 30 GB of gp3 that goes with the instance.
+
+    Raises:
+        ValueError: the message names the entry and what is wrong with it.
+    """
+    devices: list[BlockDevice] = []
+    for entry in _list(text):
+        device, equals, spec = entry.partition("=")
+        device = device.strip()
+        if not equals or not device.startswith(("/dev/", "xvd", "sd")):
+            raise ValueError(f"{entry!r} is not DEVICE=SNAPSHOT:SIZE:DELETE:TYPE:IOPS "
+                             "(e.g. /dev/xvda=:30:true:gp3)")
+        fields = [part.strip() for part in spec.split(":")]
+        if len(fields) > 5:
+            raise ValueError(f"{entry!r} has more than 5 fields after '='")
+        fields += [""] * (5 - len(fields))
+        snapshot, size, delete, kind, iops = fields
+        if snapshot and not snapshot.startswith("snap-"):
+            raise ValueError(f"{device}: {snapshot!r} is not a snapshot id (snap-...)")
+        if delete and delete.lower() not in _YES | _NO:
+            raise ValueError(f"{device}: delete-on-termination {delete!r} must be true or false")
+        if kind and kind.lower() not in VOLUME_TYPES:
+            raise ValueError(f"{device}: volume type {kind!r} must be one of "
+                             f"{', '.join(VOLUME_TYPES)}")
+        if kind.lower() in ("io1", "io2") and not iops:
+            raise ValueError(f"{device}: volume type {kind} needs IOPS (5th field)")
+        devices.append(BlockDevice(
+            device=device, snapshot=snapshot or None,
+            size_gb=_whole_number(size, f"{device}: size", 1, 65536) if size else None,
+            delete_on_termination=None if not delete else delete.lower() in _YES,
+            volume_type=kind.lower() or None,
+            iops=_whole_number(iops, f"{device}: IOPS", 100, 256000) if iops else None))
+    if len({device.device for device in devices}) != len(devices):
+        raise ValueError("a device is mapped twice")
+    return devices
+
+
+@dataclass(frozen=True, slots=True)
 class LaunchRequest:
     """A validated EC2 section with defaults merged in."""
 
@@ -251,6 +344,11 @@ class LaunchRequest:
     max_price: str | None = None
     #: Whether a spot launch refused for capacity, price or quota goes again on-demand.
     spot_fallback: bool = True
+    block_devices: tuple[BlockDevice, ...] = ()
+    #: An instance profile's name, or its ARN.
+    iam_profile: str | None = None
+    #: EC2's ``HttpTokens``: ``required`` = IMDSv2 only.
+    metadata_tokens: str = METADATA_TOKENS[0]
 
     @property
     def spot(self) -> bool:
@@ -305,6 +403,30 @@ def problems_of(merged: Mapping[str, str]) -> list[str]:
     if optimized is not None and optimized.lower() not in _YES | _NO:
         found.append(f"EBS_OPTIMIZED {optimized!r} must be yes or no")
     found += _market_problems(merged)
+    devices = _value(merged, "BLOCKDEVICEMAPPING")
+    if devices is not None:
+        try:
+            parse_block_devices(devices)
+        except ValueError as exc:
+            found.append(f"BLOCKDEVICEMAPPING: {exc}")
+    profile = _value(merged, "IAMINSTANCEPROFILE")
+    if profile is not None and not _PROFILE_RE.fullmatch(profile):
+        found.append(f"IAMINSTANCEPROFILE {profile!r} is neither an instance profile name "
+                     "(letters, digits and +=,.@_-) nor an arn:aws...:instance-profile/ ARN")
+    tokens = _value(merged, "METADATA_TOKENS")
+    if tokens is not None and tokens.lower() not in METADATA_TOKENS:
+        found.append(f"METADATA_TOKENS {tokens!r} must be required (IMDSv2 only, the "
+                     "default) or optional")
+    subnet = _value(merged, "SUBNETID")
+    if subnet is not None and not _SUBNET_RE.fullmatch(subnet):
+        found.append(f"SUBNETID {subnet!r} is not a subnet id (subnet-...)")
+    zone = _value(merged, "AVAILABILITYZONE")
+    if zone is not None and not _ZONE_RE.fullmatch(zone):
+        found.append(f"AVAILABILITYZONE {zone!r} is not a zone name (e.g. us-east-1a)")
+    for group in _list(merged.get("SECURITYGROUPIDS", "")):
+        if not group.startswith("sg-"):
+            found.append(f"SECURITYGROUPIDS: {group!r} is not a security group id (sg-...); "
+                         "give names in SECURITYGROUPS")
     return found
 
 
@@ -358,4 +480,7 @@ def build_request(merged: Mapping[str, str]) -> LaunchRequest | list[str]:
         market=(_value(merged, "MARKET") or "on-demand").lower(),
         max_price=_value(merged, "MAX_PRICE"),
         spot_fallback=(_value(merged, "SPOT_FALLBACK") or "on-demand").lower() != "none",
+        block_devices=tuple(parse_block_devices(merged.get("BLOCKDEVICEMAPPING", ""))),
+        iam_profile=_value(merged, "IAMINSTANCEPROFILE"),
+        metadata_tokens=(_value(merged, "METADATA_TOKENS") or METADATA_TOKENS[0]).lower(),
     )

@@ -313,6 +313,14 @@ class Launcher:
         params.update((key, value) for key, value in optional.items() if value)
         if request.ebs_optimized is not None:
             params["EbsOptimized"] = request.ebs_optimized
+        if request.block_devices:
+            params["BlockDeviceMappings"] = [device.mapping()
+                                             for device in request.block_devices]
+        if request.iam_profile:
+            kind = "Arn" if request.iam_profile.startswith("arn:") else "Name"
+            params["IamInstanceProfile"] = {kind: request.iam_profile}
+        params["MetadataOptions"] = {"HttpTokens": request.metadata_tokens,
+                                     "HttpEndpoint": "enabled"}
         placement = {key: value for key, value in (
             ("AvailabilityZone", request.availability_zone),
             ("GroupName", request.placement_group),
