@@ -9,6 +9,7 @@ exception into ``[false, message, code]`` with one table lookup and no
     ├── AuthenticationError             (AUTHENTICATION 0x0100)
     ├── AuthorizationError              (AUTHORIZATION 0x0200)
     │   └── QuotaError                  beyond a quota
+    │       └── QuotaActionError        (ACTION 0x0800) an action on a VM beyond one
     ├── NotFoundError                   (NO_EXISTS 0x0400)
     ├── IllegalActionError              (ACTION 0x0800)  wrong state for the action
     │   └── ConflictError               a compare-and-swap lost a race
@@ -87,6 +88,13 @@ class QuotaError(AuthorizationError):
     def __init__(self, message: str, *, budget: bool = False) -> None:
         super().__init__(message)
         self.budget = budget
+
+
+class QuotaActionError(QuotaError):
+    """An action on an existing VM (``resume``) would go beyond a RUNNING_* quota;
+    oned answers it as an action error, not an authorization one."""
+
+    code = ErrorCode.ACTION
 
 
 class NotFoundError(CloudburstError):

@@ -142,7 +142,8 @@ def _vm(vm_id: int, state: VmState, lcm_state: LcmState, *, etime: int = 0,
 
 def _rows(vms: list[VmRecord], now: int) -> list[onevm.VmRow]:
     pool = ElementTree.fromstring(vm_pool_document(vms, extended=False,
-                                                   uname=lambda uid: "oneadmin"))
+                                                   uname=lambda uid: "oneadmin",
+                                                   gname=lambda gid: "oneadmin"))
     return [onevm.vm_row(vm, now) for vm in pool.findall("VM")]
 
 
@@ -173,7 +174,8 @@ def test_onevm_list_rows() -> None:
 def test_onevm_list_layout() -> None:
     vm = _vm(0, VmState.ACTIVE, LcmState.RUNNING, monitoring={"IP": "10.0.0.7"})
     assert onevm.vm_table(ElementTree.fromstring(vm_pool_document(
-        [vm], extended=False, uname=lambda uid: "oneadmin")).findall("VM"))[0] == (
+        [vm], extended=False, uname=lambda uid: "oneadmin",
+        gname=lambda gid: "oneadmin")).findall("VM"))[0] == (
         "  ID USER     GROUP    NAME            STAT  CPU     MEM HOST             TIME")
     [row] = _rows([vm], now=1423)
     lines = render_table(onevm.LIST_COLUMNS, [row.cells()])

@@ -14,7 +14,7 @@ import pytest
 from pyone import bindings
 from pyone.bindings import supbind
 
-from cloudburst.api import documents
+from cloudburst.api import documents, tenancy_documents
 from cloudburst.config.settings import DriverSection, Settings
 from cloudburst.model.records import (
     HistoryRecord,
@@ -64,7 +64,8 @@ def make_vm(vm_id: int = 7, **changes: Any) -> VmRecord:
                       tm_mad="dummy", stime=1000, etime=1100, pstime=1000, petime=1001,
                       rstime=1001, retime=1100, action=27, reason="no capacity: full"),
         HistoryRecord(vm_id=vm_id, seq=1, host_id=4, hostname="aws-eu", vm_mad="ec2",
-                      tm_mad="tm_dummy", stime=1200, pstime=1200, petime=1201, rstime=1201),
+                      tm_mad="tm_dummy", stime=1200, pstime=1200, petime=1201, rstime=1201,
+                      cluster_id=100),
     )
     vm = VmRecord(
         id=vm_id, name=prepared.name or "", uid=0, gid=0, state=VmState.ACTIVE,
@@ -118,6 +119,8 @@ def test_vm_document() -> None:
     assert (records[-1].HID, records[-1].HOSTNAME, records[-1].VM_MAD) == (4, "aws-eu", "ec2")
     assert (records[0].ETIME, records[0].RETIME, records[0].ACTION) == (1100, 1100, 27)
     assert records[-1].PLAN_ID == -1
+    # Each stay names the cluster its host was in (oned's CID).
+    assert [record.CID for record in records] == [0, 100]
 
 
 def test_vm_document_keeps_the_ip_and_sched_message() -> None:
@@ -141,7 +144,9 @@ def test_vm_without_history_or_monitoring() -> None:
 def test_vm_pool_reduced_and_extended() -> None:
     vms = [make_vm(1), make_vm(2, uid=5, gid=1)]
     names = {0: "oneadmin", 5: "alice"}.__getitem__
-    reduced = parsed(documents.vm_pool_document(vms, extended=False, uname=names))
+    groups = {0: "oneadmin", 1: "users"}.__getitem__
+    reduced = parsed(documents.vm_pool_document(vms, extended=False, uname=names,
+                                                gname=groups))
     assert isinstance(reduced, supbind.VM_POOL)
     assert [(vm.ID, vm.UNAME, vm.GNAME) for vm in reduced.VM] == [
         (1, "oneadmin", "oneadmin"), (2, "alice", "users")]
@@ -152,17 +157,19 @@ def test_vm_pool_reduced_and_extended() -> None:
     # The short user template keeps PUBLIC_CLOUD and ERROR, not other attributes.
     assert first.USER_TEMPLATE["PUBLIC_CLOUD"]["AMI"] == "ami-1"
     assert "NOTE" not in first.USER_TEMPLATE and "ERROR" in first.USER_TEMPLATE
-    assert [record.HID for record in first.HISTORY_RECORDS.HISTORY] == [4]
+    assert [(record.HID, record.CID) for record in first.HISTORY_RECORDS.HISTORY] == [(4, 100)]
     assert (first.STATE, first.LCM_STATE) == (3, 3)
 
-    extended = parsed(documents.vm_pool_document(vms, extended=True, uname=names))
+    extended = parsed(documents.vm_pool_document(vms, extended=True, uname=names,
+                                                 gname=groups))
     assert [len(vm.HISTORY_RECORDS.HISTORY) for vm in extended.VM] == [2, 2]
     assert extended.VM[1].TEMPLATE["VMID"] == "2"
-    assert parsed(documents.vm_pool_document([], extended=False, uname=names)).VM == []
+    assert parsed(documents.vm_pool_document([], extended=False, uname=names,
+                                             gname=groups)).VM == []
 
 
 def test_host_document() -> None:
-    host = parsed(documents.host_document(make_host()))
+    host = parsed(documents.host_document(make_host(), cluster="default"))
     assert isinstance(host, supbind.HOST)
     assert (host.ID, host.NAME, host.STATE, host.PREV_STATE) == (4, "aws-eu", 2, 0)
     assert (host.IM_MAD, host.VM_MAD, host.CLUSTER_ID, host.CLUSTER) == ("ec2", "ec2", 0,
@@ -175,7 +182,7 @@ def test_host_document() -> None:
     assert host.VMS.ID == [7]
     assert host.TEMPLATE == {"PUBLIC_CLOUD": "YES", "HYPERVISOR": "ec2", "CPUSPEED": "2200"}
     assert (host.MONITORING.TIMESTAMP, host.MONITORING.CAPACITY.FREE_CPU) == (1500, 450)
-    raw = documents.host_document(make_host())
+    raw = documents.host_document(make_host(), cluster="default")
     for element in ("<FREE_MEM>8000000</FREE_MEM>", "<USED_CPU>50</USED_CPU>",
                     "<TM_MAD>tm_dummy</TM_MAD>", "<LAST_MON_TIME>1500</LAST_MON_TIME>"):
         assert element in raw
@@ -183,33 +190,42 @@ def test_host_document() -> None:
 
 def test_host_in_error_and_never_monitored() -> None:
     failing = make_host(state=HostState.ERROR, error="probe timed out", template=parse(""))
-    assert parsed(documents.host_document(failing)).TEMPLATE == {"ERROR": "probe timed out"}
-    fresh = parsed(documents.host_document(make_host(last_mon_time=0, vm_ids=())))
+    assert parsed(documents.host_document(failing, cluster="default")).TEMPLATE == {
+        "ERROR": "probe timed out"}
+    fresh = parsed(documents.host_document(make_host(last_mon_time=0, vm_ids=()),
+                                           cluster="default"))
     assert fresh.MONITORING.TIMESTAMP is None
     assert fresh.VMS.ID == []
-    pool = parsed(documents.host_pool_document([make_host(), make_host(id=5, name="b")]))
+    clusters = {0: "default", 100: "aws"}.__getitem__
+    pool = parsed(documents.host_pool_document(
+        [make_host(), make_host(id=5, name="b", cluster_id=100)], cluster=clusters))
     assert isinstance(pool, supbind.HOST_POOL)
-    assert [host.NAME for host in pool.HOST] == ["aws-eu", "b"]
+    assert [(host.NAME, host.CLUSTER_ID, host.CLUSTER) for host in pool.HOST] == [
+        ("aws-eu", 0, "default"), ("b", 100, "aws")]
 
 
 def test_template_documents() -> None:
     record = TemplateRecord(id=3, name="small", uid=0, gid=0, regtime=1234,
                             template=parse(VM_TEXT))
-    template = parsed(documents.template_document(record, uname="oneadmin"))
+    template = parsed(documents.template_document(record, uname="oneadmin", gname="oneadmin"))
     assert isinstance(template, supbind.VMTEMPLATE)
     assert (template.ID, template.NAME, template.REGTIME) == (3, "small", 1234)
     assert template.TEMPLATE["PUBLIC_CLOUD"] == {"TYPE": "ec2", "AMI": "ami-1",
                                                  "INSTANCETYPE": "t3.micro"}
     assert no_text_keys(template.TEMPLATE)
-    pool = parsed(documents.template_pool_document([record], uname=lambda uid: "oneadmin"))
+    pool = parsed(documents.template_pool_document(
+        [record, replace(record, id=4, gid=100)], uname=lambda uid: "oneadmin",
+        gname={0: "oneadmin", 100: "site-a"}.__getitem__))
     assert isinstance(pool, supbind.VMTEMPLATE_POOL)
-    assert [item.UNAME for item in pool.VMTEMPLATE] == ["oneadmin"]
+    assert [(item.UNAME, item.GNAME) for item in pool.VMTEMPLATE] == [
+        ("oneadmin", "oneadmin"), ("oneadmin", "site-a")]
 
 
 def test_user_documents_never_carry_the_hash() -> None:
     user = UserRecord(id=0, name="oneadmin", gid=0, password_hash="scrypt$c2FsdA==$aGFzaA==",
-                      template=parse('TOKEN_HINT="x"'))
-    document = documents.user_document(user)
+                      groups=(0,), template=parse('TOKEN_HINT="x"'))
+    document = tenancy_documents.user_document(
+        user, gname={0: "oneadmin"}.__getitem__, tokens=(), limits={}, usage={}, defaults={})
     assert "scrypt" not in document
     parsed_user = parsed(document)
     assert isinstance(parsed_user, supbind.USER)
@@ -217,7 +233,8 @@ def test_user_documents_never_carry_the_hash() -> None:
     assert (parsed_user.GROUPS.ID, parsed_user.ENABLED) == ([0], 1)
     assert parsed_user.PASSWORD == documents.PASSWORD_PLACEHOLDER
     assert parsed_user.TEMPLATE == {"TOKEN_HINT": "x"}
-    pool_document = documents.user_pool_document([user])
+    pool_document = tenancy_documents.user_pool_document(
+        [(user, {}, {})], gname={0: "oneadmin"}.__getitem__, defaults={})
     assert "scrypt" not in pool_document
     pool = parsed(pool_document)
     assert isinstance(pool, supbind.USER_POOL)
@@ -259,7 +276,8 @@ def test_ten_thousand_vm_pool_render_time(capsys: pytest.CaptureFixture[str]) ->
         for _ in range(3):
             started = time.perf_counter()
             document = documents.vm_pool_document(vms, extended=extended,
-                                                  uname=lambda uid: "oneadmin")
+                                                  uname=lambda uid: "oneadmin",
+                                                  gname=lambda gid: "oneadmin")
             best = min(best, time.perf_counter() - started)
         timings["infoextended" if extended else "info"] = (best, len(document))
     with capsys.disabled():

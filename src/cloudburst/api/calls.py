@@ -151,6 +151,15 @@ class Call:
         names = {user.id: user.name for user in await self.daemon.users.pool()}
         return lambda uid: names.get(uid, str(uid))
 
+    async def group_names(self) -> Callable[[int], str]:
+        """A lookup from gid to group name (the number when the group is gone)."""
+        names = await self.daemon.groups.names()
+        return lambda gid: names.get(gid, str(gid))
+
+    async def group_name(self, gid: int) -> str:
+        """The name of group ``gid`` (the number when the group is gone)."""
+        return (await self.group_names())(gid)
+
     async def user_name(self, uid: int) -> str:
         """The name of user ``uid`` (the number when the user is gone)."""
         if uid == self.user.id:

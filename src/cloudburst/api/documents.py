@@ -26,20 +26,17 @@ from cloudburst.config.settings import DriverSection, Settings
 from cloudburst.drivers.registry import parse_driver_arguments
 from cloudburst.model import cost
 from cloudburst.model.reasons import PlacementReason
-from cloudburst.model.records import HistoryRecord, HostRecord, TemplateRecord, UserRecord, VmRecord
+from cloudburst.model.records import HistoryRecord, HostRecord, TemplateRecord, VmRecord
 from cloudburst.model.states import HostState
 from cloudburst.template import Template
 
 __all__ = [
     "PASSWORD_PLACEHOLDER",
     "config_document",
-    "group_name",
     "host_document",
     "host_pool_document",
     "template_document",
     "template_pool_document",
-    "user_document",
-    "user_pool_document",
     "vm_document",
     "vm_pool_document",
 ]
@@ -71,7 +68,6 @@ _DECIMAL_MONITORING: Final = frozenset(
 #: Monitoring keys the document writes itself.
 _OWN_MONITORING: Final = frozenset({"ID", "TIMESTAMP"})
 
-_GROUP_NAMES: Final = {0: "oneadmin", 1: "users"}
 _LOG_DEBUG_LEVELS: Final = {"ERROR": 0, "WARNING": 1, "INFO": 2, "DEBUG": 3}
 _XML_NAME_RE: Final = re.compile(r"[A-Z_][A-Z0-9_]*")
 _XML_ILLEGAL_RE: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -109,11 +105,6 @@ def _int(name: str, value: int) -> str:
 
 def _str(name: str, value: str) -> str:
     return f"<{name}>{_text(value)}</{name}>"
-
-
-def group_name(gid: int) -> str:
-    """The name of group ``gid``: OpenNebula's two built-in groups, else the number."""
-    return _GROUP_NAMES.get(gid, str(gid))
 
 
 # -- VM -----------------------------------------------------------------------------------
@@ -170,30 +161,31 @@ def _placement_xml(vm: VmRecord) -> str:
 
 
 def vm_pool_document(vms: Iterable[VmRecord], *, extended: bool,
-                     uname: Callable[[int], str]) -> str:
+                     uname: Callable[[int], str], gname: Callable[[int], str]) -> str:
     """``VM_POOL``: reduced VMs for ``one.vmpool.info``, full ones when ``extended``.
 
     Args:
         vms: the VMs, in the order to list them.
         extended: render each VM as :func:`vm_document` does for ``one.vm.info``.
         uname: the user name of a uid.
+        gname: the group name of a gid.
     """
     parts = ["<VM_POOL>"]
     owners: dict[tuple[int, int], str] = {}
     for vm in vms:
         owner = owners.get((vm.uid, vm.gid))
         if owner is None:
-            owner = _str("UNAME", uname(vm.uid)) + _str("GNAME", group_name(vm.gid))
+            owner = _str("UNAME", uname(vm.uid)) + _str("GNAME", gname(vm.gid))
             owners[(vm.uid, vm.gid)] = owner
         _vm_parts(parts, vm, extended, owner)
     parts.append("</VM_POOL>")
     return "".join(parts)
 
 
-def vm_pool_entry(vm: VmRecord, *, extended: bool, uname: str) -> str:
+def vm_pool_entry(vm: VmRecord, *, extended: bool, uname: str, gname: str) -> str:
     """One ``VM`` element as :func:`vm_pool_document` renders it (for caching)."""
     parts: list[str] = []
-    _vm_parts(parts, vm, extended, _str("UNAME", uname) + _str("GNAME", group_name(vm.gid)))
+    _vm_parts(parts, vm, extended, _str("UNAME", uname) + _str("GNAME", gname))
     return "".join(parts)
 
 
@@ -367,8 +359,8 @@ def _history_parts(parts: list[str], record: HistoryRecord, vm: VmRecord) -> Non
     """A full HISTORY, plus 4.x's REASON (0 none, 1 error, 2 user) for the CLI."""
     parts.append(
         f"<HISTORY><OID>{record.vm_id}</OID><SEQ>{record.seq}</SEQ>"
-        f"{_str('HOSTNAME', record.hostname)}<HID>{record.host_id}</HID><CID>0</CID>"
-        f"<STIME>{record.stime}</STIME><ETIME>{record.etime}</ETIME>"
+        f"{_str('HOSTNAME', record.hostname)}<HID>{record.host_id}</HID>"
+        f"<CID>{record.cluster_id}</CID><STIME>{record.stime}</STIME><ETIME>{record.etime}</ETIME>"
         f"{_str('VM_MAD', record.vm_mad)}{_str('TM_MAD', record.tm_mad)}<DS_ID>0</DS_ID>"
         f"<PLAN_ID>-1</PLAN_ID><ACTION_ID>-1</ACTION_ID>"
         f"<PSTIME>{record.pstime}</PSTIME><PETIME>{record.petime}</PETIME>"
@@ -382,8 +374,9 @@ def _history_parts(parts: list[str], record: HistoryRecord, vm: VmRecord) -> Non
 def _short_history_parts(parts: list[str], record: HistoryRecord) -> None:
     parts.append(
         f"<HISTORY><OID>{record.vm_id}</OID><SEQ>{record.seq}</SEQ>"
-        f"{_str('HOSTNAME', record.hostname)}<HID>{record.host_id}</HID><CID>0</CID>"
-        f"<DS_ID>0</DS_ID>{_str('VM_MAD', record.vm_mad)}{_str('TM_MAD', record.tm_mad)}"
+        f"{_str('HOSTNAME', record.hostname)}<HID>{record.host_id}</HID>"
+        f"<CID>{record.cluster_id}</CID><DS_ID>0</DS_ID>{_str('VM_MAD', record.vm_mad)}"
+        f"{_str('TM_MAD', record.tm_mad)}"
         f"<ACTION>{record.action}</ACTION></HISTORY>"
     )
 
@@ -391,8 +384,8 @@ def _short_history_parts(parts: list[str], record: HistoryRecord) -> None:
 # -- host ---------------------------------------------------------------------------------
 
 
-def host_document(host: HostRecord) -> str:
-    """The ``HOST`` document of ``one.host.info``.
+def host_document(host: HostRecord, *, cluster: str) -> str:
+    """The ``HOST`` document of ``one.host.info``; ``cluster`` is its cluster's name.
 
     HOST_SHARE carries oned's allocation fields (``*_USAGE`` is what placed VMs
     hold, ``MAX_*``/``TOTAL_*`` the monitored capacity) plus the monitored
@@ -401,26 +394,27 @@ def host_document(host: HostRecord) -> str:
     ``LAST_MON_TIME`` are the 4.x elements, kept for the CLI and old clients.
     """
     parts: list[str] = []
-    _host_parts(parts, host)
+    _host_parts(parts, host, cluster)
     return "".join(parts)
 
 
-def host_pool_document(hosts: Iterable[HostRecord]) -> str:
-    """``HOST_POOL`` with every host as :func:`host_document` renders it."""
+def host_pool_document(hosts: Iterable[HostRecord], *, cluster: Callable[[int], str]) -> str:
+    """``HOST_POOL`` with every host as :func:`host_document` renders it;
+    ``cluster`` names a cluster id."""
     parts = ["<HOST_POOL>"]
     for host in hosts:
-        _host_parts(parts, host)
+        _host_parts(parts, host, cluster(host.cluster_id))
     parts.append("</HOST_POOL>")
     return "".join(parts)
 
 
-def _host_parts(parts: list[str], host: HostRecord) -> None:
+def _host_parts(parts: list[str], host: HostRecord, cluster: str) -> None:
     parts.append(
         f"<HOST><ID>{host.id}</ID>{_str('NAME', host.name)}<STATE>{int(host.state)}</STATE>"
         f"<PREV_STATE>{int(host.prev_state)}</PREV_STATE>{_str('IM_MAD', host.im_mad)}"
         f"{_str('VM_MAD', host.vm_mad)}{_str('TM_MAD', host.tm_mad)}"
         f"{_str('VN_MAD', host.vn_mad)}<LAST_MON_TIME>{host.last_mon_time}</LAST_MON_TIME>"
-        f"<CLUSTER_ID>{host.cluster_id}</CLUSTER_ID><CLUSTER>default</CLUSTER>"
+        f"<CLUSTER_ID>{host.cluster_id}</CLUSTER_ID>{_str('CLUSTER', cluster)}"
         f"<HOST_SHARE><MEM_USAGE>{host.mem_usage}</MEM_USAGE>"
         f"<CPU_USAGE>{host.cpu_usage}</CPU_USAGE><TOTAL_MEM>{host.max_mem}</TOTAL_MEM>"
         f"<TOTAL_CPU>{host.max_cpu}</TOTAL_CPU><MAX_MEM>{host.max_mem}</MAX_MEM>"
@@ -452,67 +446,32 @@ def _host_parts(parts: list[str], host: HostRecord) -> None:
 # -- VM templates -------------------------------------------------------------------------
 
 
-def template_document(record: TemplateRecord, *, uname: str) -> str:
-    """The ``VMTEMPLATE`` document of ``one.template.info``."""
+def template_document(record: TemplateRecord, *, uname: str, gname: str) -> str:
+    """The ``VMTEMPLATE`` document of ``one.template.info`` (owner and group named)."""
     parts: list[str] = []
-    _template_parts(parts, record, uname)
+    _template_parts(parts, record, uname, gname)
     return "".join(parts)
 
 
 def template_pool_document(records: Iterable[TemplateRecord], *,
-                           uname: Callable[[int], str]) -> str:
+                           uname: Callable[[int], str], gname: Callable[[int], str]) -> str:
     """``VMTEMPLATE_POOL`` of ``one.templatepool.info``."""
     parts = ["<VMTEMPLATE_POOL>"]
     for record in records:
-        _template_parts(parts, record, uname(record.uid))
+        _template_parts(parts, record, uname(record.uid), gname(record.gid))
     parts.append("</VMTEMPLATE_POOL>")
     return "".join(parts)
 
 
-def _template_parts(parts: list[str], record: TemplateRecord, uname: str) -> None:
+def _template_parts(parts: list[str], record: TemplateRecord, uname: str, gname: str) -> None:
     parts.append(
         f"<VMTEMPLATE><ID>{record.id}</ID><UID>{record.uid}</UID><GID>{record.gid}</GID>"
-        f"{_str('UNAME', uname)}{_str('GNAME', group_name(record.gid))}"
+        f"{_str('UNAME', uname)}{_str('GNAME', gname)}"
         f"{_str('NAME', record.name)}{permissions.xml(record.perms)}"
         f"<REGTIME>{record.regtime}</REGTIME>"
     )
     parts.append(record.template.to_xml("TEMPLATE"))
     parts.append("</VMTEMPLATE>")
-
-
-# -- users --------------------------------------------------------------------------------
-
-_EMPTY_QUOTAS: Final = "<DATASTORE_QUOTA/><NETWORK_QUOTA/><VM_QUOTA/><IMAGE_QUOTA/>"
-
-
-def user_document(user: UserRecord) -> str:
-    """The ``USER`` document of ``one.user.info``; PASSWORD is a placeholder."""
-    parts: list[str] = []
-    _user_parts(parts, user, with_defaults=True)
-    return "".join(parts)
-
-
-def user_pool_document(users: Iterable[UserRecord]) -> str:
-    """``USER_POOL``: users without DEFAULT_USER_QUOTAS, then one trailing set (oned's shape)."""
-    parts = ["<USER_POOL>"]
-    for user in users:
-        _user_parts(parts, user, with_defaults=False)
-    parts.append(f"<DEFAULT_USER_QUOTAS>{_EMPTY_QUOTAS}</DEFAULT_USER_QUOTAS></USER_POOL>")
-    return "".join(parts)
-
-
-def _user_parts(parts: list[str], user: UserRecord, *, with_defaults: bool) -> None:
-    parts.append(
-        f"<USER><ID>{user.id}</ID><GID>{user.gid}</GID><GROUPS><ID>{user.gid}</ID></GROUPS>"
-        f"{_str('GNAME', group_name(user.gid))}{_str('NAME', user.name)}"
-        f"{_str('PASSWORD', PASSWORD_PLACEHOLDER)}{_str('AUTH_DRIVER', user.auth_driver)}"
-        f"<ENABLED>{int(user.enabled)}</ENABLED>"
-    )
-    parts.append(user.template.to_xml("TEMPLATE"))
-    parts.append(_EMPTY_QUOTAS)
-    if with_defaults:
-        parts.append(f"<DEFAULT_USER_QUOTAS>{_EMPTY_QUOTAS}</DEFAULT_USER_QUOTAS>")
-    parts.append("</USER>")
 
 
 # -- configuration ------------------------------------------------------------------------

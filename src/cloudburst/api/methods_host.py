@@ -6,6 +6,8 @@ them is in :mod:`cloudburst.api.xmlrpc`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from cloudburst.api import documents
 from cloudburst.api.calls import Call, render, update_type
 from cloudburst.errors import ApiArgumentError
@@ -58,7 +60,8 @@ async def host_info(call: Call) -> object:
     host_id = call.params.integer("id")
     call.params.boolean("decrypt", False)
     call.params.end()
-    return documents.host_document(await call.daemon.hosts.info(host_id))
+    host = await call.daemon.hosts.info(host_id)
+    return documents.host_document(host, cluster=(await _cluster_names(call))(host.cluster_id))
 
 
 async def hostpool_info(call: Call) -> object:
@@ -68,7 +71,14 @@ async def hostpool_info(call: Call) -> object:
     visible = await call.daemon.access.visible(caller_of(call.user), "HOST")
     hosts = sorted((host for host in await call.daemon.hosts.pool()
                     if visible(host.id, 0, 0, None)), key=lambda host: host.id, reverse=True)
-    return await render(lambda: documents.host_pool_document(hosts))
+    cluster = await _cluster_names(call)
+    return await render(lambda: documents.host_pool_document(hosts, cluster=cluster))
+
+
+async def _cluster_names(call: Call) -> Callable[[int], str]:
+    """A lookup from cluster id to name (the number when the cluster is gone)."""
+    names = {cluster.id: cluster.name for cluster in await call.daemon.groups.clusters()}
+    return lambda cluster_id: names.get(cluster_id, str(cluster_id))
 
 
 async def host_delete(call: Call) -> object:

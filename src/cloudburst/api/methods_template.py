@@ -41,7 +41,8 @@ async def template_info(call: Call) -> object:
     call.params.boolean("decrypt", False)
     call.params.end()
     record = await call.daemon.templates.info(template_id)
-    return documents.template_document(record, uname=await call.user_name(record.uid))
+    return documents.template_document(record, uname=await call.user_name(record.uid),
+                                       gname=await call.group_name(record.gid))
 
 
 async def template_instantiate(call: Call) -> object:
@@ -114,8 +115,9 @@ async def templatepool_info(call: Call) -> object:
         uid=query.uid, first_id=query.first_id, last_id=query.last_id,
         offset=query.store_offset, limit=query.store_limit, descending=True)
     selected = query.select(records, _template_owner)
-    names = await call.user_names()
-    return await render(lambda: documents.template_pool_document(selected, uname=names))
+    uname, gname = await call.user_names(), await call.group_names()
+    return await render(lambda: documents.template_pool_document(selected, uname=uname,
+                                                                 gname=gname))
 
 
 def _template_owner(record: TemplateRecord) -> Owned:

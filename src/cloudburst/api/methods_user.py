@@ -18,9 +18,8 @@ from cloudburst.service.access import caller_of
 
 async def _document(call: Call, user: UserRecord) -> str:
     daemon = call.daemon
-    names = await daemon.groups.names()
     return docs.user_document(
-        user, gname=lambda gid: names.get(gid, str(gid)),
+        user, gname=await call.group_names(),
         tokens=await daemon.users.tokens(user.id),
         limits=await daemon.quotas.limits("user", user.id),
         usage=await daemon.quotas.usage("user", user.id),
@@ -28,11 +27,12 @@ async def _document(call: Call, user: UserRecord) -> str:
 
 
 async def user_info(call: Call) -> object:
-    """``one.user.info(id [, decrypt])``; id -1 is the caller."""
+    """``one.user.info(id [, decrypt])``; id -1 is the caller (with all its groups,
+    also on a group-scoped token)."""
     user_id = call.params.integer("id")
     call.params.boolean("decrypt", False)
     call.params.end()
-    user = call.user if user_id == -1 else await call.daemon.users.info(user_id)
+    user = await call.daemon.users.info(call.user.id if user_id == -1 else user_id)
     return await _document(call, user)
 
 
@@ -44,11 +44,10 @@ async def userpool_info(call: Call) -> object:
     users = [user for user in await daemon.users.pool()
              if visible(user.id, user.id, user.gid, permissions.USER_SELF)]
     limits = await daemon.quotas.all_limits("user")
-    names = await daemon.groups.names()
     return docs.user_pool_document(
         [(user, limits.get(user.id, {}), await daemon.quotas.usage("user", user.id))
          for user in users],
-        gname=lambda gid: names.get(gid, str(gid)),
+        gname=await call.group_names(),
         defaults=await daemon.quotas.limits("user", -1))
 
 
@@ -87,7 +86,7 @@ async def user_login(call: Call) -> object:
         "expire")
     egid = params.integer("egid", -1)
     params.end()
-    return await call.daemon.users.login(name, token, expire, egid)
+    return await call.daemon.users.login(name, token, expire, egid, caller=call.user)
 
 
 async def user_update(call: Call) -> object:

@@ -13,7 +13,13 @@ from cloudburst.api.calls import Call, CallFailure, update_type
 from cloudburst.api.pool_query import Owned, name_filter, pool_query
 from cloudburst.api.vm_pool_cache import cache_of
 from cloudburst.auth import permissions
-from cloudburst.errors import ApiArgumentError, CloudburstError, LockedError, NotFoundError
+from cloudburst.errors import (
+    ApiArgumentError,
+    CloudburstError,
+    LockedError,
+    NotFoundError,
+    QuotaError,
+)
 from cloudburst.service.access import caller_of
 from cloudburst.store.vm_pool import VmStamp
 
@@ -60,7 +66,7 @@ async def vm_info(call: Call) -> object:
     call.params.end()
     vm = await call.daemon.vms.info(vm_id)
     return documents.vm_document(vm, uname=await call.user_name(vm.uid),
-                                 gname=documents.group_name(vm.gid))
+                                 gname=await call.group_name(vm.gid))
 
 
 async def vm_deploy(call: Call) -> object:
@@ -187,10 +193,11 @@ async def vm_snapshotdelete(call: Call) -> object:
 
 
 async def _refused_as_action(action: str, work: Awaitable[int]) -> int:
-    """Await ``work``; a refusal reads ``Error performing action "..."`` as oned words it."""
+    """Await ``work``; a refusal reads ``Error performing action "..."`` as oned words it
+    (a quota refusal is worded as it is, as oned does)."""
     try:
         return await work
-    except (NotFoundError, ApiArgumentError, LockedError):
+    except (NotFoundError, ApiArgumentError, LockedError, QuotaError):
         raise
     except CloudburstError as exc:
         raise CallFailure(f'Error performing action "{action}": {exc.message}',
@@ -262,9 +269,9 @@ async def _vm_pool(call: Call, *, extended: bool) -> str:
         state=state, uid=query.uid, first_id=query.first_id, last_id=query.last_id,
         offset=query.store_offset, limit=query.store_limit, descending=True)
     selected = query.select(stamps, _stamp_owner)
-    names = await call.user_names()
-    return await cache_of(call.daemon).document(call.daemon, selected, extended=extended,
-                                                uname=names)
+    return await cache_of(call.daemon).document(
+        call.daemon, selected, extended=extended, uname=await call.user_names(),
+        gname=await call.group_names())
 
 
 def _stamp_owner(stamp: VmStamp) -> Owned:

@@ -4,7 +4,8 @@ Clients poll ``one.vmpool.info``/``infoextended`` in loops (pyone users call
 ``infoextended(-2, -1, -1, -1)`` every second). Decoding and rendering 10,000
 VMs each time costs most of a second; most of them have not changed since the
 last call. Each rendered ``VM`` element is kept with the stamp it was made
-from (the row's version, its scheduler message and the owner's name), and a
+from (the row's version, its scheduler message, the owner's and the group's
+names), and a
 pool listing reads only the stamps, then decodes and renders just the VMs
 whose stamp moved.
 """
@@ -17,7 +18,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from cloudburst.api import documents
-from cloudburst.model.records import VmRecord
 from cloudburst.store.vm_pool import VmStamp
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 #: Entries kept beyond what the last listing showed before the cache is trimmed.
 SPARE_ENTRIES = 10_000
 
-_Key = tuple[int, str, str]
+_Key = tuple[int, str, str, str]
 
 
 class VmPoolCache:
@@ -36,14 +36,15 @@ class VmPoolCache:
         self._entries: dict[tuple[int, bool], tuple[_Key, str]] = {}
 
     async def document(self, daemon: Services, stamps: Sequence[VmStamp], *, extended: bool,
-                       uname: Callable[[int], str]) -> str:
-        """The ``VM_POOL`` document listing ``stamps``' VMs, in that order."""
+                       uname: Callable[[int], str], gname: Callable[[int], str]) -> str:
+        """The ``VM_POOL`` document listing ``stamps``' VMs, in that order (``uname``
+        and ``gname`` name a uid and a gid)."""
         fragments: dict[int, str] = {}
         stale: list[int] = []
         for stamp in stamps:
             entry = self._entries.get((stamp.id, extended))
             if entry is not None and entry[0] == (stamp.version, stamp.sched_message,
-                                                  uname(stamp.uid)):
+                                                  uname(stamp.uid), gname(stamp.gid)):
                 fragments[stamp.id] = entry[1]
             else:
                 stale.append(stamp.id)
@@ -51,10 +52,12 @@ class VmPoolCache:
             records = await daemon.vms.records(stale)
             # Rendering thousands of VMs is CPU work: keep it off the loop.
             rendered = await asyncio.get_running_loop().run_in_executor(None, lambda: [
-                documents.vm_pool_entry(vm, extended=extended, uname=uname(vm.uid))
+                documents.vm_pool_entry(vm, extended=extended, uname=uname(vm.uid),
+                                        gname=gname(vm.gid))
                 for vm in records])
             for vm, text in zip(records, rendered, strict=True):
-                self._entries[(vm.id, extended)] = (_key(vm, uname), text)
+                self._entries[(vm.id, extended)] = (
+                    (vm.version, vm.sched_message, uname(vm.uid), gname(vm.gid)), text)
                 fragments[vm.id] = text
         self._trim(len(stamps), {stamp.id for stamp in stamps}, extended)
         return "".join(["<VM_POOL>", *(fragments[stamp.id] for stamp in stamps
@@ -64,10 +67,6 @@ class VmPoolCache:
         if len(self._entries) > 2 * listed + SPARE_ENTRIES:
             self._entries = {key: value for key, value in self._entries.items()
                              if key[0] in keep and key[1] == extended}
-
-
-def _key(vm: VmRecord, uname: Callable[[int], str]) -> _Key:
-    return (vm.version, vm.sched_message, uname(vm.uid))
 
 
 _caches: weakref.WeakKeyDictionary[Services, VmPoolCache] = weakref.WeakKeyDictionary()

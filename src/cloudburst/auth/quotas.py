@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from cloudburst.errors import QuotaError
+from cloudburst.errors import QuotaActionError, QuotaError
 
 DEFAULT: Final = -1.0
 UNLIMITED: Final = -2.0
@@ -23,7 +23,8 @@ UNLIMITED: Final = -2.0
 #: next hour is refused (``model/cost.py``, ``store/quota_pool.check_budget``).
 BUDGET_METRICS: Final = ("HOURLY_COST", "MONTHLY_COST")
 
-#: The VM metrics, in ``oneuser show``'s order; RUNNING_* count PENDING and ACTIVE VMs.
+#: The VM metrics, in ``oneuser show``'s order; RUNNING_* count PENDING, HOLD and
+#: ACTIVE VMs.
 VM_METRICS: Final = ("VMS", "MEMORY", "CPU", "RUNNING_VMS", "RUNNING_MEMORY", "RUNNING_CPU",
                      *BUDGET_METRICS)
 
@@ -65,13 +66,17 @@ def first_exceeded(limits: Mapping[str, float], usage: Mapping[str, float],
 
 
 def exceeded_error(owner_kind: str, owner_id: int, uid: int, metric: str, limit: float,
-                   cluster_id: int = ALL_CLUSTERS) -> QuotaError:
+                   cluster_id: int = ALL_CLUSTERS, *, action: bool = False) -> QuotaError:
     """oned's quota refusal, e.g. ``User [2] : user [2] limit of 2 reached for VMS quota
-    in VM.``; a per-cluster limit names its cluster."""
+    in VM.``; a per-cluster limit names its cluster. Refusing an ``action`` on an
+    existing VM, oned words it without the caller and answers an action error:
+    ``user [2] limit of 1 reached for RUNNING_VMS quota in VM``."""
     shown = f"{limit:g}"
     where = "VM" if cluster_id == ALL_CLUSTERS else f"VM of CLUSTER [{cluster_id}]"
     if metric in BUDGET_METRICS:
         return QuotaError(f"User [{uid}] : {owner_kind} [{owner_id}] budget of {shown} "
                           f"reached for {metric} quota in {where}.", budget=True)
-    return QuotaError(f"User [{uid}] : {owner_kind} [{owner_id}] limit of {shown} "
-                              f"reached for {metric} quota in {where}.")
+    reason = f"{owner_kind} [{owner_id}] limit of {shown} reached for {metric} quota in {where}"
+    if action:
+        return QuotaActionError(reason)
+    return QuotaError(f"User [{uid}] : {reason}.")

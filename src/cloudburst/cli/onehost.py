@@ -20,6 +20,7 @@ from typing import Final
 from xml.etree import ElementTree
 
 from cloudburst.cli.client import (
+    Client,
     CliError,
     UnreachableError,
     connect,
@@ -39,6 +40,7 @@ from cloudburst.cli.common import (
     update_template,
 )
 from cloudburst.cli.onevm import vm_table
+from cloudburst.cli.rows import find_id
 from cloudburst.cli.tables import (
     Column,
     allocated,
@@ -137,30 +139,27 @@ def host_record(host: ElementTree.Element) -> HostRecord:
 
 def _create(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     params: tuple[object, ...]
+    client = connect()
     if args.drivers:
         if len(args.drivers) not in (2, 3, 4) or args.im or args.vm or args.net:
             parser.error("give either NAME IM_MAD VMM_MAD [TM_MAD [VNM_MAD]] or "
                          "NAME -i IM_MAD -v VMM_MAD [-n VNM_MAD] [-c CLUSTER]")
         # NAME IM VMM (e.g. `onehost create node1 kvm kvm`) is the -i/-v form.
-        params = ((args.name, *args.drivers, args.cluster) if len(args.drivers) == 2
-                  else (args.name, *args.drivers))
+        params = ((args.name, *args.drivers, _cluster(client, args.cluster))
+                  if len(args.drivers) == 2 else (args.name, *args.drivers))
     else:
         if not (args.im and args.vm):
             parser.error("the IM and VMM drivers are required: -i IM_MAD -v VMM_MAD")
-        params = ((args.name, args.im, args.vm, args.net, args.cluster) if args.net
-                  else (args.name, args.im, args.vm, args.cluster))
-    print(f"ID: {connect().call('one.host.allocate', *params)}")
+        cluster = _cluster(client, args.cluster)
+        params = ((args.name, args.im, args.vm, args.net, cluster) if args.net
+                  else (args.name, args.im, args.vm, cluster))
+    print(f"ID: {client.call('one.host.allocate', *params)}")
     return 0
 
 
-def _cluster(value: str) -> int:
-    if value == "default":
-        return 0
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"unknown cluster {value!r}: cloudburst has one cluster, 0 (default)") from None
+def _cluster(client: Client, token: str) -> int:
+    """``-c``'s cluster id: a number (-1 the default cluster) or a cluster's name."""
+    return find_id(client, token, "one.clusterpool.info", "CLUSTER")
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -279,8 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("-i", "--im", help="information driver (IM_MAD in oned.conf)")
     create.add_argument("-v", "--vm", help="virtualization driver (VM_MAD in oned.conf)")
     create.add_argument("-n", "--net", help="network driver")
-    create.add_argument("-c", "--cluster", type=_cluster, default=-1,
-                        help="cluster id or name (only 0, default)")
+    create.add_argument("-c", "--cluster", default="-1",
+                        help="cluster id or name (default: the default cluster, 0)")
 
     sub = command("list", _list, "list hosts")
     add_list_options(sub, "print JSON (memory in KB)")

@@ -6,7 +6,7 @@ compare-and-swap on ``version`` (see :mod:`cloudburst.store`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cloudburst.model.lifecycle import StateKey
 from cloudburst.model.states import HostState, LcmState, VmState
@@ -57,6 +57,8 @@ class HistoryRecord:
     reason: str = ""
     #: Price per hour of a cloud stay, fixed when it opened (``None``: unknown or local).
     price: float | None = None
+    #: The host's cluster when the stay began (oned's history ``CID``).
+    cluster_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +192,18 @@ class UserRecord:
     template: Template = field(default_factory=Template)
     #: Every group the user is in, the primary one included, ascending.
     groups: tuple[int, ...] = ()
+    #: The group a group-scoped login token confines this session to, -1 for none:
+    #: the session's ``gid`` and ``groups`` are then that group alone (set when a
+    #: session is authenticated, never stored; see :func:`scoped`).
+    egid: int = -1
+
+
+def scoped(user: UserRecord, egid: int) -> UserRecord:
+    """``user`` as a session on a token of group ``egid`` sees itself (oned's
+    effective group): that group is its primary group and its only one."""
+    if egid < 0:
+        return user
+    return replace(user, gid=egid, groups=(egid,), egid=egid)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ from cloudburst.errors import (
     PoolNameError,
     ValidationError,
 )
-from cloudburst.model.records import LoginToken, UserRecord
+from cloudburst.model.records import LoginToken, UserRecord, scoped
 from cloudburst.service.logins import LoginThrottle, PasswordChecker
 from cloudburst.store import acl_pool, group_pool, quota_pool, user_pool
 from cloudburst.store.database import Database
@@ -90,6 +90,26 @@ class _Verified:
     until: float
 
 
+def _check_token_group(caller: UserRecord, egid: int) -> None:
+    """Refuse a new token scoped to ``egid`` that ``caller``'s session may not make."""
+    if caller.id == ADMIN_ID or ADMIN_ID in caller.groups:
+        return
+    if egid == -1:
+        if caller.egid >= 0:
+            raise ApiArgumentError("Cannot create a full token with a specific group token")
+    elif egid not in caller.groups:
+        raise ApiArgumentError("EGID is not in user group list")
+
+
+def _leave_group(connection: Connection, user_id: int, group_id: int) -> None:
+    """End a membership, and the user's tokens scoped to that group with it (as oned:
+    joining again does not bring them back)."""
+    user_pool.remove_membership(connection, user_id, group_id)
+    for token in user_pool.list_tokens(connection, user_id):
+        if token.egid == group_id:
+            user_pool.delete_token(connection, token.digest)
+
+
 def _check_name(name: str) -> None:
     if not name or name != name.strip() or any(c in name for c in ": \t\n"):
         raise PoolNameError(f"Invalid NAME {name!r}: it cannot be empty or contain "
@@ -118,6 +138,10 @@ class UserService:
 
         ``client`` is the caller's address, for the login throttle.
 
+        A session on a group-scoped token (``one.user.login``'s EGID) is the
+        user confined to that group: :func:`~cloudburst.model.records.scoped`.
+        Such a token stops working when the user leaves the group.
+
         Raises:
             AuthenticationError: missing, malformed or wrong session, a disabled
                 user, or a locked client address or user name.
@@ -133,22 +157,27 @@ class UserService:
         wall = int(time.time())
         until = now + SESSION_CACHE_SECONDS
 
+        def valid(token: LoginToken | None, user: UserRecord) -> bool:
+            return token is not None and (token.expires < 0 or token.expires > wall) and (
+                token.egid < 0 or token.egid in user.groups)
+
         def check(connection: Connection) -> tuple[UserRecord | None, _Verified | None]:
-            """The (enabled) user, and how the session is proven without scrypt if it is."""
+            """The (enabled) user as the session sees itself, and how the session is
+            proven without scrypt if it is."""
             user = user_pool.find_user(connection, name)
             if user is None or not user.enabled:
                 return None, None
             if cached is not None and cached.user_id == user.id:
                 if cached.token_digest:
                     token = user_pool.find_token(connection, user.id, cached.token_digest)
-                    if token is not None and (token.expires < 0 or token.expires > wall):
-                        return user, cached
+                    if token is not None and valid(token, user):
+                        return scoped(user, token.egid), cached
                 elif cached.password_hash == user.password_hash:
                     return user, cached
             digest = user_pool.token_digest(secret)
             token = user_pool.find_token(connection, user.id, digest)
-            if token is not None and (token.expires < 0 or token.expires > wall):
-                return user, _Verified(user.id, "", digest, until)
+            if token is not None and valid(token, user):
+                return scoped(user, token.egid), _Verified(user.id, "", digest, until)
             return user, None
 
         try:
@@ -263,7 +292,7 @@ class UserService:
             user = user_pool.get_user(connection, user_id)
             group_pool.get_group(connection, group_id)
             if user.gid != group_id:
-                user_pool.remove_membership(connection, user_id, user.gid)
+                _leave_group(connection, user_id, user.gid)
             user_pool.add_membership(connection, user_id, group_id)
             user_pool.update_user(connection, user_id, gid=group_id)
 
@@ -278,26 +307,35 @@ class UserService:
         await self.db.write(write)
 
     async def delgroup(self, user_id: int, group_id: int) -> None:
+        """Take the user out of a secondary group (its tokens of that group go)."""
         def write(connection: Connection) -> None:
             user = user_pool.get_user(connection, user_id)
             if user.gid == group_id:
                 raise IllegalActionError("Cannot remove user from its primary group.")
             if group_id not in user.groups:
                 raise IllegalActionError(f"User {user_id} is not in group {group_id}.")
-            user_pool.remove_membership(connection, user_id, group_id)
+            _leave_group(connection, user_id, group_id)
 
         await self.db.write(write)
 
-    async def login(self, name: str, token: str, expire: int, egid: int) -> str:
+    async def login(self, name: str, token: str, expire: int, egid: int,
+                    caller: UserRecord) -> str:
         """``one.user.login``: a new token valid ``expire`` seconds (-1: never), or,
         with ``token`` given, that token's new expiry; ``expire`` 0 revokes ``token``
         (every token of the user when it is empty). Returns the token.
 
+        A new token with ``egid`` (not -1) is group-scoped (see :meth:`authenticate`).
+        As oned: outside the oneadmin group the ``caller``'s session must be in that
+        group, and a session on a group-scoped token cannot make an unscoped one.
+
         Raises:
-            ApiArgumentError: ``expire`` below -1, or an unknown ``token``.
+            ApiArgumentError: ``expire`` below -1, an unknown ``token``, or an
+                ``egid`` the caller may not scope a token to.
         """
         if expire < -1:
             raise ApiArgumentError(f"Wrong expire {expire}: use seconds, 0 or -1")
+        if not token and expire != 0:
+            _check_token_group(caller, egid)
         now = int(time.time())
         expires = -1 if expire == -1 else now + expire
 

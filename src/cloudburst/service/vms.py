@@ -97,7 +97,7 @@ class VmService:
 
         def write(connection: Connection) -> VmRecord:
             quota_pool.check_vm(connection, uid=uid, gid=gid, cpu=prepared.cpu,
-                           memory=prepared.memory, running=not hold)
+                                memory=prepared.memory)
             vm_id = next_ids(connection, "vm")
             system = prepared.template.copy()
             system.set("VMID", str(vm_id))

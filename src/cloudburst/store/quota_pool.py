@@ -1,24 +1,32 @@
 """Quota limits and the usage they are checked against.
 
 Usage is **derived** from the VM pool (VMs not yet DONE), like host
-allocation, so it cannot drift from the VMs that hold it.
+allocation, so it cannot drift from the VMs that hold it. As in OpenNebula
+6.10, the RUNNING_* metrics count the VMs in :data:`RUNNING_STATES` (a held VM
+counts, a powered-off, suspended, stopped or undeployed one does not): a new
+VM is checked against them (:func:`check_vm`) and so is a VM an action brings
+back into them (:func:`check_running`).
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Mapping
+from typing import Final
 
 from sqlalchemy import Connection, delete, func, insert, or_, select
 
 from cloudburst.auth import quotas as auth_quotas
 from cloudburst.auth.quotas import ALL_CLUSTERS, Limit
 from cloudburst.model import cost
+from cloudburst.model.records import VmRecord
 from cloudburst.model.states import VmState
 from cloudburst.store.schema import history, hosts, quotas, vms
 
 #: VM states that count in the RUNNING_* metrics.
-_RUNNING = (int(VmState.PENDING), int(VmState.ACTIVE))
+RUNNING_STATES: Final = frozenset({VmState.PENDING, VmState.HOLD, VmState.ACTIVE})
+_RUNNING: Final = frozenset(int(state) for state in RUNNING_STATES)
 _GONE = int(VmState.DONE)
 
 
@@ -132,8 +140,7 @@ def limit_map(limits: list[Limit], owner_id: int) -> LimitMap:
 
 
 def check_vm(connection: Connection, *, uid: int, gid: int, cpu: float, memory: float,
-             running: bool, cluster_id: int = ALL_CLUSTERS, price: float | None = None
-             ) -> None:
+             cluster_id: int = ALL_CLUSTERS, price: float | None = None) -> None:
     """Refuse a new VM (``cluster_id`` -1: its totals) or a VM's placement in cluster
     ``cluster_id`` (that cluster's limits, and every budget) that would break a quota.
 
@@ -144,18 +151,46 @@ def check_vm(connection: Connection, *, uid: int, gid: int, cpu: float, memory: 
         QuotaError: oned's "limit of N reached for METRIC quota" message (a
             budget's says "budget of N").
     """
-    request = {"VMS": 1.0, "CPU": cpu, "MEMORY": float(memory)}
-    if running:
-        request |= {"RUNNING_VMS": 1.0, "RUNNING_CPU": cpu, "RUNNING_MEMORY": float(memory)}
+    request = {"VMS": 1.0, "CPU": cpu, "MEMORY": float(memory), **_running(cpu, memory)}
     money = {metric: price for metric in auth_quotas.BUDGET_METRICS} if price else {}
+    _check(connection, uid, gid, request, cluster_id, money=money, action=False)
+
+
+def check_running(connection: Connection, vm: VmRecord, *, stays_on_host: bool) -> None:
+    """Refuse an action that brings ``vm`` (not in :data:`RUNNING_STATES`) back into
+    the RUNNING_* metrics beyond its owner's or group's limits: the totals, and the
+    cluster of its host when it ``stays_on_host`` (a VM that goes back to PENDING
+    is checked for its cluster when it is placed again).
+
+    Raises:
+        QuotaError: oned's action refusal ("user [2] limit of 1 reached for
+            RUNNING_VMS quota in VM", an action error).
+    """
+    request = _running(vm.cpu, vm.memory)
+    _check(connection, vm.uid, vm.gid, request, ALL_CLUSTERS, money={}, action=True)
+    if stays_on_host and vm.host_id is not None:
+        cluster = connection.execute(select(hosts.c.cluster_id).where(
+            hosts.c.id == vm.host_id)).scalar()
+        if cluster is not None:
+            _check(connection, vm.uid, vm.gid, request, int(cluster), money={}, action=True)
+
+
+def _running(cpu: float, memory: float) -> dict[str, float]:
+    return {"RUNNING_VMS": 1.0, "RUNNING_CPU": cpu, "RUNNING_MEMORY": float(memory)}
+
+
+def _check(connection: Connection, uid: int, gid: int, request: Mapping[str, float],
+           cluster_id: int, *, money: Mapping[str, float], action: bool) -> None:
+    """Raise the first limit ``request`` (in ``cluster_id``) and ``money`` (also in
+    total) would break, for the user and the group."""
     for kind, owner in (("user", uid), ("group", gid)):
         if owner == _EXEMPT:
             continue
         limits = limits_of(connection, kind, [owner, -1])
         own, defaults = limit_map(limits, owner), limit_map(limits, -1)
-        checks = [(cluster_id, request | money)]
+        checks = [(cluster_id, {**request, **money})]
         if money and cluster_id != ALL_CLUSTERS:
-            checks.append((ALL_CLUSTERS, money))
+            checks.append((ALL_CLUSTERS, dict(money)))
         for scope, wanted in checks:
             effective = _effective(own.get(scope, {}), defaults.get(scope, {}))
             if not any(effective.get(metric, -1.0) >= 0 for metric in wanted):
@@ -163,7 +198,8 @@ def check_vm(connection: Connection, *, uid: int, gid: int, cpu: float, memory: 
             used = usage(connection, kind, owner).get(scope, {})
             broken = auth_quotas.first_exceeded(effective, used, wanted)
             if broken is not None:
-                raise auth_quotas.exceeded_error(kind, owner, uid, broken[0], broken[1], scope)
+                raise auth_quotas.exceeded_error(kind, owner, uid, broken[0], broken[1], scope,
+                                                 action=action)
 
 
 def _effective(mine: dict[str, float], default: dict[str, float]) -> dict[str, float]:

@@ -134,6 +134,7 @@ history = Table(
     Column("reason", Text, nullable=False, default=""),
     #: The stay's price per hour, fixed when it opens (cloud sites; NULL: none known).
     Column("price", Float, nullable=True),
+    Column("cluster_id", Integer, nullable=False, server_default="0"),
 )
 
 journal = Table(

@@ -75,6 +75,7 @@ def _history_from_row(row: Row[Any]) -> HistoryRecord:
         pstime=row.pstime, petime=row.petime, rstime=row.rstime, retime=row.retime,
         estime=row.estime, eetime=row.eetime, action=row.action, reason=row.reason,
         price=row.price,
+        cluster_id=row.cluster_id,
     )
 
 
@@ -313,7 +314,7 @@ def insert_history(connection: Connection, record: HistoryRecord) -> None:
         "stime": record.stime, "etime": record.etime, "pstime": record.pstime,
         "petime": record.petime, "rstime": record.rstime, "retime": record.retime,
         "estime": record.estime, "eetime": record.eetime, "action": record.action,
-        "reason": record.reason, "price": record.price,
+        "reason": record.reason, "price": record.price, "cluster_id": record.cluster_id,
     })
 
 

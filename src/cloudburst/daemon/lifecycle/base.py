@@ -35,7 +35,7 @@ from cloudburst.model.lifecycle import Event, Move, StateKey, Work
 from cloudburst.model.records import HostRecord, VmRecord
 from cloudburst.model.snapshots import vm_snapshot
 from cloudburst.model.states import CAPACITY_HOLDING_STATES, VmState, vm_state_label
-from cloudburst.store import host_pool, journal, vm_pool
+from cloudburst.store import host_pool, journal, quota_pool, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.schema import history
 
@@ -97,12 +97,20 @@ def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
         finish: ``(work label, ok, result)`` of the work whose result this is:
             its journal entries are closed in the same transaction.
 
+    A user's action that brings the VM back into the RUNNING_* quota metrics
+    (``resume`` of a powered-off, suspended, stopped or undeployed VM) is
+    checked against its owner's and group's quotas first, as oned does.
+
     Raises:
         IllegalActionError: the move is not in the table.
         UnsupportedActionError: the driver cannot do the work (from ``check``).
+        QuotaActionError: the action would break a RUNNING_* quota.
         ConflictError: another writer changed the VM since it was read.
     """
     moved = lifecycle.move(vm.position, event)
+    if event in lifecycle.USER_EVENTS and vm.state not in quota_pool.RUNNING_STATES \
+            and moved.to[0] in quota_pool.RUNNING_STATES:
+        quota_pool.check_running(connection, vm, stays_on_host=moved.to[0] is VmState.ACTIVE)
     if moved.work is not None and check is not None and not moved.work.instant:
         check(connection, vm, moved.work)
     values: dict[str, Any] = dict(changes or {})

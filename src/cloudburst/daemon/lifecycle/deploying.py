@@ -66,7 +66,7 @@ class Deploying(ManagerBase):
             # Per-cluster (per-site) quotas: the VM counts in its totals already;
             # budgets: the stay's price must fit the owner's, per site and in total.
             quota_pool.check_vm(connection, uid=vm.uid, gid=vm.gid, cpu=vm.cpu,
-                                memory=vm.memory, running=True, cluster_id=host.cluster_id,
+                                memory=vm.memory, cluster_id=host.cluster_id,
                                 price=price)
             why = reason or reasons.manual(
                 host.id, host.name,
@@ -77,7 +77,7 @@ class Deploying(ManagerBase):
                 vm_pool.insert_history(connection, HistoryRecord(
                     vm_id=vm.id, seq=current_seq(connection, vm.id) + 1, host_id=host.id,
                     hostname=host.name, vm_mad=host.vm_mad, tm_mad=host.tm_mad, stime=stamp,
-                    pstime=stamp, price=price))
+                    pstime=stamp, price=price, cluster_id=host.cluster_id))
                 changes: dict[str, Any] = {"host_id": host.id, "sched_message": "",
                                            "error": "", "placement": why.to_json()}
                 if event is Event.DEPLOY:

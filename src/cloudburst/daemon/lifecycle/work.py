@@ -240,7 +240,8 @@ def _new_stay(host: HostRecord, code: int) -> Callable[[Connection, VmRecord, Mo
         vm_pool.update_history(connection, vm.id, seq, etime=stamp, retime=stamp, action=code)
         vm_pool.insert_history(connection, HistoryRecord(
             vm_id=vm.id, seq=seq + 1, host_id=host.id, hostname=host.name, vm_mad=host.vm_mad,
-            tm_mad=host.tm_mad, stime=stamp, pstime=stamp, petime=stamp, rstime=stamp))
+            tm_mad=host.tm_mad, stime=stamp, pstime=stamp, petime=stamp, rstime=stamp,
+            cluster_id=host.cluster_id))
         return {}
 
     return prepare
