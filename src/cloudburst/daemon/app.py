@@ -69,6 +69,7 @@ class Daemon:
         self.install_id = identity.installation_id
         self.store_watch = StoreWatch(self.db.write_engine, identity.store_id)
         self.db.store_check = self.store_watch.check
+        self.db.store_explain = self.store_watch.explain
         self.admin_created = bootstrap_admin(self.db, settings.auth_file)
         self.dispatcher = Dispatcher(settings, self.install_id)
         self.dispatcher.build_all()

@@ -144,5 +144,16 @@ def _pg_tool(url: str, argv: list[str], *, target_flag: str = "--dbname") -> Non
     except FileNotFoundError:
         raise BackupError(f"{argv[0]} is not installed (Debian: postgresql-client)") from None
     if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["failed"])[-1]
-        raise BackupError(f"{argv[0]} failed: {last}")
+        raise BackupError(f"{argv[0]} failed: {_tool_error(result.stderr)}")
+
+
+def _tool_error(stderr: str) -> str:
+    """The line of a PostgreSQL tool's output that says what went wrong: its first
+    ``error:`` line (the tools follow it with the statement, "Command was: ..."),
+    else the last line."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    for line in lines:
+        _, marker, detail = line.partition("error: ")
+        if marker:
+            return detail
+    return lines[-1] if lines else "failed"

@@ -37,7 +37,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from cloudburst import metrics
-from cloudburst.errors import LeaseLostError, StoreUnavailableError
+from cloudburst.errors import LeaseLostError, StoreLostError, StoreUnavailableError
 from cloudburst.store import migrate
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,10 @@ class Database:
         #: Runs before each write batch (no connection yet); raising
         #: :class:`StoreUnavailableError` refuses the batch, e.g. once the store is lost.
         self.store_check: Callable[[], None] | None = None
+        #: Runs on a fresh connection when a read or write failed for no known
+        #: store-level reason; raises :class:`StoreLostError` when the reason is
+        #: that the store was lost (its tables dropped under the daemon).
+        self.store_explain: Callable[[Connection], None] | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -160,10 +164,24 @@ class Database:
         try:
             yield
         except DBAPIError as exc:
-            cause = store_failure(exc, self.url, self.store_timeout)
+            cause = store_failure(exc, self.url, self.store_timeout) or self._lost(exc)
             if cause is None:
                 raise
             raise cause from None
+
+    def _lost(self, exc: BaseException) -> StoreLostError | None:
+        """The :class:`StoreLostError` explaining the database error ``exc``, if the
+        store was lost (see :attr:`store_explain`)."""
+        if self.store_explain is None or not isinstance(exc, DBAPIError):
+            return None
+        try:
+            with self.read_engine.connect() as connection:
+                self.store_explain(connection)
+        except StoreLostError as lost:
+            return lost
+        except Exception:  # the check could not run: keep the original error
+            return None
+        return None
 
     async def write(self, function: Callable[[Connection], T]) -> T:
         """Run ``function(connection)`` in the next group commit.
@@ -246,6 +264,12 @@ class Database:
                 outcomes = [(job, False, exc) for job in batch]
             except Exception as exc:
                 outcomes = self._failed_batch(batch, exc)
+        if any(not ok and isinstance(value, DBAPIError) for _, ok, value in outcomes):
+            lost = self._lost(next(value for _, ok, value in outcomes
+                                   if not ok and isinstance(value, DBAPIError)))
+            if lost is not None:
+                outcomes = [(job, ok, lost if not ok else value)
+                            for job, ok, value in outcomes]
         metrics.STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
         metrics.STORE_COMMIT_WRITES.observe(len(batch))
         for job, ok, value in outcomes:
@@ -254,7 +278,7 @@ class Database:
     def _failed_batch(self, batch: list[_Job], exc: Exception
                       ) -> list[tuple[_Job, bool, Any]]:
         """Every job of a batch whose transaction failed gets the failure, named if known."""
-        cause = store_failure(exc, self.url, self.store_timeout) \
+        cause = (store_failure(exc, self.url, self.store_timeout) or self._lost(exc)) \
             if isinstance(exc, DBAPIError) else None
         if cause is None:
             log.exception("database commit failed for %d writes", len(batch))

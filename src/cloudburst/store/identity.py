@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, inspect, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from cloudburst.errors import StoreLostError
 from cloudburst.store.sequences import get_meta, installation_id, set_meta
@@ -71,6 +72,13 @@ class Marker:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+
+
+def _missing_table(exc: DBAPIError) -> bool:
+    """Whether ``exc`` says a table does not exist (PostgreSQL, SQLite)."""
+    if isinstance(exc, ProgrammingError):
+        return getattr(exc.orig, "sqlstate", None) == "42P01"  # undefined_table
+    return isinstance(exc, OperationalError) and "no such table" in str(exc.orig)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -189,11 +197,20 @@ class StoreWatch:
             return
         try:
             found = get_meta(connection, "store_id")
-        except Exception as exc:  # the table itself is gone
+        except DBAPIError as exc:
+            if not _missing_table(exc):
+                raise  # the store did not answer: not a sign it was lost
             found = f"unreadable ({type(exc).__name__})"
         if found != self._store_id:
             self._lose(f"the store now has id {found}, not {self._store_id}: it was "
                        "replaced or emptied while the daemon ran")
+
+    def explain(self, connection: Connection) -> None:
+        """After a statement failed for no known store-level reason: raise
+        :class:`~cloudburst.errors.StoreLostError` if the reason is that the store
+        was lost (its tables dropped, another store put in its place)."""
+        self.check_thoroughly(connection)
+        self.check()
 
     def _lose(self, cause: str) -> None:
         self.lost = (f"Store lost: {cause}; writes are refused. Stop oned, restore the store "
