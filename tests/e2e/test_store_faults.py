@@ -136,3 +136,27 @@ def test_a_read_only_home_gives_one_line_at_start(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("oned: ") and "read-only" in last.lower(), result.stderr
+
+
+def test_a_terminate_accepted_before_the_fault_completes_after_it(tmp_path: Path) -> None:
+    """The driver's answer to an accepted terminate arrives while the store is locked:
+    it cannot be recorded then, and the VM still ends DONE once the lock goes."""
+    with start_daemon(tmp_path, oned_conf_extra=CONF) as daemon:
+        one = pyone.OneServer(daemon.url, session=daemon.session, timeout=60)
+        vm_id = _running_vm(one)
+        host_id = one.vm.info(vm_id).HISTORY_RECORDS.HISTORY[-1].HID
+        # The cancel takes a while: long enough to lock the store before it answers.
+        one.host.update(host_id, 'DUMMY_CANCEL = "sleep 3"', 1)
+        one.vm.action("terminate-hard", vm_id)  # accepted: the store is free
+        locker = sqlite3.connect(str(daemon.home / "one.db"), isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            # Hold the lock until the driver's answer has met it.
+            wait_for(lambda: f"recording the cancel result of VM {vm_id} postponed"
+                     in daemon.output(), timeout=120)
+            assert one.vm.info(vm_id).STATE != DONE
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        wait_for(lambda: one.vm.info(vm_id).STATE == DONE, timeout=60)
+        assert "Traceback" not in daemon.output()

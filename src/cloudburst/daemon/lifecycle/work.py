@@ -34,12 +34,15 @@ from cloudburst.daemon.lifecycle.base import (
     current_seq,
     now,
 )
+from cloudburst.daemon.store_backoff import StoreBackoff
 from cloudburst.drivers.base import DeviceSpec, ResizeSpec, VmDriver, VmRef
 from cloudburst.errors import (
     CapacityError,
     DriverError,
     IllegalActionError,
     NotFoundError,
+    StoreLostError,
+    StoreUnavailableError,
     TransientDriverError,
     UnsupportedActionError,
     one_line,
@@ -384,24 +387,42 @@ class Working(ManagerBase):
         host = await self.host_of(vm.id)
         if host is None:
             if work in _STOPS:  # nothing can be left on a deleted host
-                await self._result(vm, work, Outcome(), token)
+                await self._recorded(vm.id, work, lambda: self._result(vm, work, Outcome(),
+                                                                       token))
             else:
-                await self._failed(vm, work, DriverError("the host of the VM was deleted"),
-                                   token, args, None, replay)
+                error = DriverError("the host of the VM was deleted")
+                await self._recorded(vm.id, work, lambda: self._failed(
+                    vm, work, error, token, args, None, replay))
             return
         job = Job(self, vm, host, self.dispatcher.vm_driver(host.vm_mad), token, args, replay)
         try:
             outcome = await RUNNERS[work](job)
         except DriverError as exc:
-            await self._failed(vm, work, exc, token, args, host, replay)
-            return
+            failure = exc
         except (OSError, KeyError, ValueError) as exc:
-            await self._failed(vm, work, DriverError(f"{work.label}: {exc}"), token, args,
-                               host, replay)
+            failure = DriverError(f"{work.label}: {exc}")
+        else:
+            if work in _STOPS:
+                self.stop_retries.pop(vm.id, None)
+            await self._recorded(vm.id, work, lambda: self._result(vm, work, outcome, token))
             return
-        if work in _STOPS:
-            self.stop_retries.pop(vm.id, None)
-        await self._result(vm, work, outcome, token)
+        await self._recorded(vm.id, work, lambda: self._failed(vm, work, failure, token, args,
+                                                               host, replay))
+
+    async def _recorded(self, vm_id: int, work: Work,
+                        record: Callable[[], Awaitable[None]]) -> None:
+        """Record the driver's answer, waiting out store faults (busy, full, read-only):
+        the driver has acted, so its answer must land once the store takes writes
+        again, or an accepted action would be lost. A lost store ends the wait."""
+        backoff = StoreBackoff(f"recording the {work.label} result of VM {vm_id}", log)
+        while True:
+            try:
+                await record()
+                return
+            except StoreLostError:
+                raise
+            except StoreUnavailableError as exc:
+                await backoff.wait(exc)
 
     async def _result(self, vm: VmRecord, work: Work, outcome: Outcome, token: str) -> None:
         if not lifecycle.is_legal(vm.position, Event.SUCCESS):  # in-place work (reboot...)
