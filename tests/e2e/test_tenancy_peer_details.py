@@ -126,6 +126,15 @@ def assert_same(peer: Server, ours: Server) -> None:
     assert differences == [], "(OpenNebula's answer, cloudburst's answer)"
 
 
+def run_on_both(one_peer: OnePeer, daemon: RunningDaemon,
+                scenario: Callable[[Server], None]) -> None:
+    """Run ``scenario`` on the peer, then on cloudburst: every answer must be the same."""
+    peer, ours = both(one_peer, daemon)
+    scenario(peer)
+    scenario(ours)
+    assert_same(peer, ours)
+
+
 # -- 1. group-scoped tokens ---------------------------------------------------------------
 
 
@@ -206,10 +215,7 @@ def token_scenario(server: Server) -> None:
 
 def test_group_scoped_tokens_act_as_in_opennebula(
         one_peer: OnePeer, daemon: RunningDaemon) -> None:
-    peer, ours = both(one_peer, daemon)
-    token_scenario(peer)
-    token_scenario(ours)
-    assert_same(peer, ours)
+    run_on_both(one_peer, daemon, token_scenario)
 
 
 # -- 2. RUNNING_* quotas on release and resume --------------------------------------------
@@ -259,10 +265,7 @@ def quota_scenario(server: Server) -> None:
 
 def test_resume_and_release_check_running_quotas_as_opennebula(
         one_peer: OnePeer, daemon: RunningDaemon) -> None:
-    peer, ours = both(one_peer, daemon)
-    quota_scenario(peer)
-    quota_scenario(ours)
-    assert_same(peer, ours)
+    run_on_both(one_peer, daemon, quota_scenario)
 
 
 # -- 3. clusters and group names ----------------------------------------------------------
