@@ -214,7 +214,7 @@ async def running(settings: Settings) -> AsyncIterator[Daemon]:
         await daemon.stop()
 
 
-async def wait_until(predicate: Callable[[], Any], timeout: float = 15.0,
+async def wait_until(predicate: Callable[[], Any], timeout: float = 60.0,
                      what: str = "the condition") -> Any:
     """Poll ``predicate`` (sync or async) until it returns something truthy."""
     deadline = time.monotonic() + timeout
