@@ -166,3 +166,53 @@ def test_an_hourly_budget_stops_bursts_with_a_message_naming_it(
     assert "BUDGETS (cloud spending)" in user
     assert "0.02 /    0.03" in user
     terminate_all(daemon, one, [*ids, over])
+
+
+# -- coming back home ---------------------------------------------------------------------
+
+RECALL_CONF = CONF + """
+RECALL = [ PER_MINUTE = 1, MIN_CLOUD_TIME = 1 ]
+"""
+LOCAL_VM = 'NAME="l" CPU=1 MEMORY=128'
+RECALL_VM = VM + ' RECALL="YES"'
+
+
+def replacement_of(one: pyone.OneServer, vm_id: int) -> int | None:
+    for vm in one.vmpool.infoextended(-2, -1, -1, -1).VM:
+        if str(vm.USER_TEMPLATE.get("RECALL_OF", "")) == str(vm_id):
+            return int(vm.ID)
+    return None
+
+
+def test_recall_brings_cloud_vms_home_within_the_rate_limit(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    root = tmp_path_factory.mktemp("recall")
+    with running_daemon(root, conf_text(RECALL_CONF)) as daemon:
+        burst_provider(daemon.home / "remotes")
+        one = pyone.OneServer(daemon.url, session=daemon.session)
+        local = int(cli(daemon, "onehost", "create", "local", "-i", "dummy", "-v", "dummy")
+                    .stdout.split()[-1])
+        cli(daemon, "onehost", "update", "local", "-", "--append", stdin="DUMMY_TOTALCPU=200\n")
+        site = int(cli(daemon, "onehost", "create", "cheap", "-i", "im_burst", "-v",
+                       "vmm_burst").stdout.split()[-1])
+        for host_id in (local, site):
+            wait_for(lambda host_id=host_id: int(one.host.info(host_id).HOST_SHARE.TOTAL_CPU)
+                     == 200, timeout=60)
+        fillers = [create(daemon, LOCAL_VM) for _ in range(2)]
+        assert [running_on(one, vm_id) for vm_id in fillers] == [local, local]
+        first, second = create(daemon, RECALL_VM), create(daemon, RECALL_VM)
+        assert [running_on(one, vm_id) for vm_id in (first, second)] == [site, site]
+
+        terminate_all(daemon, one, fillers)  # two local slots free at once
+        replacement = wait_for(lambda: replacement_of(one, first), timeout=60)
+        assert running_on(one, replacement) == local
+        wait_for(lambda: one.vm.info(first).STATE == 6, timeout=60)
+        shown = cli(daemon, "onevm", "show", str(replacement)).stdout
+        assert f'RECALL_OF="{first}"' in shown.replace(" ", "")
+        # One recall per minute: the second VM stays in the cloud although a local
+        # slot is free (the recall manager looks every few seconds).
+        time.sleep(8)
+        assert replacement_of(one, second) is None
+        vm = one.vm.info(second)
+        assert (vm.STATE, vm.LCM_STATE) == (ACTIVE, RUNNING)
+        assert int(vm.HISTORY_RECORDS.HISTORY[-1].HID) == site

@@ -390,3 +390,22 @@ def test_unknown_driver_executable_fails_at_build_naming_the_line(tmp_path: Path
         Dispatcher(settings, "cb-test").build_all()
     assert caught.value.line == 2
     assert "mystery" in str(caught.value)
+
+
+def test_burst_policy_settings(tmp_path: Path) -> None:
+    settings, warnings = load(write(tmp_path, textwrap.dedent("""
+        DEFAULT_SCHED = [ POLICY = 1, COST_ORDER = "NO" ]
+        RECALL = [ PER_MINUTE = 3, MIN_CLOUD_TIME = 30, WINDOW = "22:00-06:30" ]
+        """)))
+    assert not warnings
+    assert settings.scheduler.cost_order is False
+    recall = settings.scheduler.recall
+    assert (recall.per_minute, recall.min_cloud_time, recall.window) == (3, 30.0, (1320, 390))
+    day = 86_400 * 20_000
+    assert recall.in_window(day + 23 * 3600) and recall.in_window(day + 6 * 3600)
+    assert not recall.in_window(day + 6 * 3600 + 1800) and not recall.in_window(day + 12 * 3600)
+    assert "COST_ORDER must be YES or NO" in refused(write(
+        tmp_path, 'DEFAULT_SCHED = [ COST_ORDER = "maybe" ]')).message
+    assert "WINDOW must be HH:MM-HH:MM" in refused(write(
+        tmp_path, 'RECALL = [ WINDOW = "late" ]')).message
+    assert "cannot be negative" in refused(write(tmp_path, "RECALL = [ PER_MINUTE = -1 ]")).message

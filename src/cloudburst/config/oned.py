@@ -11,6 +11,9 @@ silently ignored is worse than a noisy log):
 * ``DEFAULT_SCHED = [ POLICY = 0..4, RANK = "...", COST_ORDER = "YES" ]`` -- default
   host ranking: 0 packing, 1 striping, 2 load-aware, 3 custom ``RANK``, 4 fixed
   ``PRIORITY``; ``COST_ORDER = "NO"`` ranks cloud sites by ``RANK`` before price.
+* ``RECALL = [ PER_MINUTE = 2, MIN_CLOUD_TIME = 600, WINDOW = "22:00-06:00" ]`` --
+  bringing ``RECALL = "YES"`` cloud VMs home (:class:`~cloudburst.config.settings.
+  RecallSettings`).
 * ``DEFAULT_ACTION_TIMEOUT``, ``ORPHAN_GRACE_PERIOD``, ``MAX_REQUEST_BYTES``,
   ``DRIVER_RETRY_DELAY``, ``CAPACITY_COOLOFF``.
 * ``REQUEST_HEADER_TIMEOUT``, ``REQUEST_BODY_TIMEOUT``, ``MAX_CONNECTIONS``,
@@ -41,6 +44,7 @@ from cloudburst.config.settings import (
     DriverSection,
     LeaseSettings,
     LoginLimits,
+    RecallSettings,
     SchedulerSettings,
     Settings,
 )
@@ -57,7 +61,7 @@ _LOG_LEVELS = {"0": "ERROR", "1": "WARNING", "2": "INFO", "3": "DEBUG"}
 _DRIVER_KINDS = ("IM_MAD", "VM_MAD", "TM_MAD")
 _KNOWN = {
     "LISTEN_ADDRESS", "PORT", "DB", "MONITORING_INTERVAL", "VM_POLLING_INTERVAL",
-    "SCHED_INTERVAL", "MAX_VM", "MAX_DISPATCH", "MAX_HOST", "DEFAULT_SCHED",
+    "SCHED_INTERVAL", "MAX_VM", "MAX_DISPATCH", "MAX_HOST", "DEFAULT_SCHED", "RECALL",
     "DEFAULT_ACTION_TIMEOUT", "ORPHAN_GRACE_PERIOD", "MAX_REQUEST_BYTES", "LOG",
     "DRIVER_RETRY_DELAY", "CAPACITY_COOLOFF",
     "REQUEST_HEADER_TIMEOUT", "REQUEST_BODY_TIMEOUT", "MAX_CONNECTIONS",
@@ -283,7 +287,42 @@ def _scheduler(reader: _Reader) -> SchedulerSettings:
         max_host=reader.integer("MAX_HOST", defaults.max_host),
         default_rank=rank,
         cost_order=cost_order,
+        recall=_recall(reader),
     )
+
+
+def _recall(reader: _Reader) -> RecallSettings:
+    defaults = RecallSettings()
+    vector = reader.vector("RECALL")
+    if vector is None:
+        return defaults
+    try:
+        per_minute = int(vector.get("PER_MINUTE", str(defaults.per_minute)))
+        min_time = float(vector.get("MIN_CLOUD_TIME", str(defaults.min_cloud_time)))
+    except ValueError:
+        raise reader.fail("RECALL", "RECALL PER_MINUTE and MIN_CLOUD_TIME must be numbers"
+                          ) from None
+    if per_minute < 0 or min_time < 0:
+        raise reader.fail("RECALL", "RECALL PER_MINUTE and MIN_CLOUD_TIME cannot be negative")
+    window = None
+    text = vector.get("WINDOW", "").strip()
+    if text:
+        window = _window(reader, text)
+    return RecallSettings(per_minute=per_minute, min_cloud_time=min_time, window=window,
+                          check_interval=defaults.check_interval)
+
+
+def _window(reader: _Reader, text: str) -> tuple[int, int]:
+    """``"22:00-06:00"`` as minutes of the day."""
+    try:
+        start, end = (part.strip().split(":") for part in text.split("-"))
+        minutes = (int(start[0]) * 60 + int(start[1]), int(end[0]) * 60 + int(end[1]))
+    except (ValueError, IndexError):
+        raise reader.fail("RECALL", f"RECALL WINDOW must be HH:MM-HH:MM (UTC), not {text!r}"
+                          ) from None
+    if not all(0 <= minute <= 24 * 60 for minute in minutes):
+        raise reader.fail("RECALL", f"RECALL WINDOW must be HH:MM-HH:MM (UTC), not {text!r}")
+    return minutes
 
 
 def _drivers(reader: _Reader) -> tuple[DriverSection, ...]:

@@ -43,6 +43,30 @@ class DriverSection:
 
 
 @dataclass(frozen=True, slots=True)
+class RecallSettings:
+    """Bringing ``RECALL = "YES"`` cloud VMs home (``RECALL = [ ... ]`` in oned.conf)."""
+
+    #: ``PER_MINUTE``: recalls started in any minute at most (0: never recall).
+    per_minute: int = 2
+    #: ``MIN_CLOUD_TIME``: seconds a VM stays in the cloud before it may be recalled,
+    #: so capacity coming and going does not move VMs back and forth.
+    min_cloud_time: float = 600.0
+    #: ``WINDOW = "HH:MM-HH:MM"`` (UTC; may wrap midnight): recalls start only then.
+    #: ``None``: any time. Minutes of the day, start and end.
+    window: tuple[int, int] | None = None
+    #: Seconds between looks for VMs to recall (a look lists the cloud VMs).
+    check_interval: float = 5.0
+
+    def in_window(self, moment: float) -> bool:
+        """Whether recalls may start at UNIX time ``moment``."""
+        if self.window is None:
+            return True
+        minute = int(moment // 60) % (24 * 60)
+        start, end = self.window
+        return start <= minute < end if start <= end else minute >= start or minute < end
+
+
+@dataclass(frozen=True, slots=True)
 class SchedulerSettings:
     """Placement settings (OpenNebula's ``sched.conf`` names)."""
 
@@ -61,6 +85,7 @@ class SchedulerSettings:
     #: the instance a VM would get there, then RANK. False (or a VM's own RANK)
     #: puts RANK before price.
     cost_order: bool = True
+    recall: RecallSettings = RecallSettings()
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from cloudburst import metrics
 from cloudburst.config.settings import SchedulerSettings
 from cloudburst.daemon.lifecycle import LifecycleManager
 from cloudburst.daemon.lifecycle.deploying import parked_driver
+from cloudburst.daemon.recall import Recaller
 from cloudburst.daemon.store_backoff import StoreBackoff
 from cloudburst.errors import CloudburstError, QuotaError, StoreUnavailableError
 from cloudburst.model import lifecycle, reasons
@@ -84,6 +85,8 @@ class SchedulerLoop:
         self._quota_refusals: dict[int, str] = {}
         #: The refusal kind (quota or budget) of each host a quota refused a VM on.
         self._refusal_kinds: dict[int, dict[int, str]] = {}
+        #: Brings RECALL=YES cloud VMs home after full passes.
+        self.recaller = Recaller(db, lifecycle, settings.recall)
 
     def wake(self) -> None:
         """Ask for a full pass as soon as possible: capacity or hosts changed,
@@ -141,13 +144,14 @@ class SchedulerLoop:
         first_id = None if full else self._seen_up_to + 1
         if full:
             self._full = False
+        recall = full and self.recaller.due(time.time())
 
         def read(connection: Connection) -> _Snapshot:
             pending = vm_pool.list_vms(connection, states=[VmState.PENDING], limit=limit,
                                        with_history=False, first_id=first_id)
             moving = ([vm for vm in vm_pool.list_rescheduled(connection)
                        if vm.position == lifecycle.RUNNING] if full else [])
-            if not pending and not moving:
+            if not pending and not moving and not recall:
                 return _Snapshot()
             parked = {vm.id: driver for vm in pending
                       if (driver := parked_driver(connection, vm)) is not None}
@@ -200,6 +204,10 @@ class SchedulerLoop:
         placed = await self._place(snapshot.hosts, snapshot.pending, excluded, full=full)
         if snapshot.moving:
             await self._move(snapshot.hosts, snapshot.moving, excluded)
+        if full:
+            await self.recaller.settle()
+            if recall and snapshot.hosts:
+                await self.recaller.recall(snapshot.hosts, parse_rank(self.settings.default_rank))
         return placed
 
     async def _place(self, hosts: list[HostCandidate], pending: list[VmRecord],

@@ -276,3 +276,21 @@ cooloffs = Table(
     Column("until", Float, nullable=False),
     Column("reason", Text, nullable=False),
 )
+
+
+# -- recalls (revision 0006) ---------------------------------------------------------------
+
+#: A cloud VM with ``RECALL = "YES"`` being brought home: its local ``replacement``
+#: on ``host_id`` started at ``started`` (UNIX time); ``state`` is ``started`` until
+#: the replacement runs and the cloud VM is terminated (``done``) or it fails
+#: (``failed``). Rows started in the last minute are the rate limit's count.
+recalls = Table(
+    "recalls",
+    metadata,
+    Column("vm_id", Integer, primary_key=True, autoincrement=False),
+    Column("replacement_id", Integer, nullable=False),
+    Column("host_id", Integer, nullable=False),
+    Column("started", Float, nullable=False),
+    Column("state", String(16), nullable=False),
+    Index("ix_recalls_started", "started"),
+)
