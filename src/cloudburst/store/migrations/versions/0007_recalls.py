@@ -1,7 +1,7 @@
 """Recalls: cloud VMs being brought back home, and the rate limit's record.
 
-Revision ID: 0006_recalls
-Revises: 0005_burst_policy
+Revision ID: 0007_recalls
+Revises: 0006_history_cluster
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_recalls"
-down_revision = "0005_burst_policy"
+revision = "0007_recalls"
+down_revision = "0006_history_cluster"
 branch_labels = None
 depends_on = None
 
