@@ -286,3 +286,22 @@ def test_ten_thousand_vm_pool_render_time(capsys: pytest.CaptureFixture[str]) ->
             print(f"10,000-VM one.vmpool.{name} document: {seconds * 1000:.0f} ms, "
                   f"{size / 1e6:.1f} MB")
     assert len(ElementTree.fromstring(document)) == 10_000
+
+
+def test_a_locked_vm_shows_its_lock_as_oned_does() -> None:
+    vm = make_vm()
+    template = vm.template.copy()
+    template.set("LOCK", {"LOCKED": "2", "OWNER": "5", "TIME": "1700", "REQ_ID": "-1"})
+    locked = replace(vm, template=template)
+    full = parsed(documents.vm_document(locked, uname="oneadmin", gname="oneadmin"))
+    assert (full.LOCK.LOCKED, full.LOCK.OWNER, full.LOCK.TIME, full.LOCK.REQ_ID) == (
+        2, 5, 1700, -1)
+    assert "LOCK" not in full.TEMPLATE  # oned keeps it out of the template
+    raw = documents.vm_document(locked, uname="oneadmin", gname="oneadmin")
+    assert raw.index("</DEPLOY_ID><LOCK>") < raw.index("<MONITORING>")
+    # The pool's short form carries the level only.
+    short = parsed(documents.vm_pool_document([locked], extended=False,
+                                              uname=lambda uid: "oneadmin",
+                                              gname=lambda gid: "oneadmin")).VM[0]
+    assert (short.LOCK.LOCKED, short.LOCK.OWNER) == (2, None)
+    assert parsed(documents.vm_document(vm, uname="oneadmin", gname="oneadmin")).LOCK is None

@@ -204,11 +204,16 @@ def _vm_parts(parts: list[str], vm: VmRecord, extended: bool, owner: str) -> Non
                      f"<PREV_LCM_STATE>{int(vm.prev_lcm_state)}</PREV_LCM_STATE>")
     parts.append(f"<RESCHED>{vm.resched}</RESCHED><STIME>{vm.stime}</STIME>"
                  f"<ETIME>{vm.etime}</ETIME>{_str('DEPLOY_ID', vm.deploy_id)}")
+    template = vm.template
+    lock = template.get_vector("LOCK")
+    if lock is not None:
+        _lock_parts(parts, lock, extended)
+        template = template.copy()
+        template.remove("LOCK")
     _vm_monitoring(parts, vm)
     if extended:
         parts.append("<SCHED_ACTIONS/>")
-        parts.append(_with_os_uuid(_with_extra(vm.template, "TEMPLATE", _system_extra(vm)),
-                                   vm))
+        parts.append(_with_os_uuid(_with_extra(template, "TEMPLATE", _system_extra(vm)), vm))
         parts.append(_with_extra(vm.user_template, "USER_TEMPLATE", _user_extra(vm)))
     else:
         _short_template(parts, vm.template)
@@ -223,6 +228,24 @@ def _vm_parts(parts: list[str], vm: VmRecord, extended: bool, owner: str) -> Non
     if extended:
         parts.append("<BACKUPS><BACKUP_CONFIG/><BACKUP_IDS/></BACKUPS>")
     parts.append("</VM>")
+
+
+def _lock_parts(parts: list[str], lock: Mapping[str, str], extended: bool) -> None:
+    """oned's ``LOCK`` element of a locked VM (kept as the ``LOCK`` vector of its
+    template): the level, and in the full form who locked it and when."""
+    parts.append(f"<LOCK>{_int('LOCKED', _whole(lock.get('LOCKED'), 4))}")
+    if extended:
+        parts.append(f"{_int('OWNER', _whole(lock.get('OWNER'), 0))}"
+                     f"{_int('TIME', _whole(lock.get('TIME'), 0))}"
+                     f"{_int('REQ_ID', _whole(lock.get('REQ_ID'), -1))}")
+    parts.append("</LOCK>")
+
+
+def _whole(value: str | None, default: int) -> int:
+    try:
+        return int(value or "")
+    except ValueError:
+        return default
 
 
 def _with_extra(template: Template, root: str, extra: dict[str, str]) -> str:
