@@ -8,7 +8,8 @@ PYTHON_PACKAGES=(python3 python3-venv python3-pip)
 # What pip builds libvirt-python (the kvm driver's binding) against.
 KVM_BUILD_PACKAGES=(gcc python3-dev pkg-config libvirt-dev)
 # The kvm driver's hypervisor: libvirt's daemon and QEMU.
-KVM_RUN_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86)
+# genisoimage makes the context CD-ROM of VMs with a CONTEXT.
+KVM_RUN_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 genisoimage)
 # As root, scripts/run starts the system libvirtd, which runs QEMU as libvirt-qemu: the
 # user, group and directories that package makes.
 if [ "$(id -u)" = 0 ]; then KVM_RUN_PACKAGES+=(libvirt-daemon-system); fi

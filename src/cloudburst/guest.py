@@ -11,6 +11,12 @@ Its ``/init`` prints :data:`GUEST_UP` on the serial console
 gracefully), prints :data:`GUEST_POWEROFF` and powers off. It needs no disk
 and boots in a few seconds even under QEMU's TCG.
 
+When the VM has an OpenNebula context CD-ROM (``CONTEXT = [ ... ]`` on a kvm
+host; IDE CD-ROM drivers and ISO 9660 are loaded from the same kernel), the
+guest mounts it and prints each variable of its ``context.sh`` on the console
+as ``CLOUDBURST-CONTEXT KEY='value'`` (:data:`GUEST_CONTEXT`), which is how
+tests see that the context reached the VM.
+
 A VM template boots it with::
 
     OS = [ KERNEL = "<dir>/vmlinuz", INITRD = "<dir>/initrd.gz",
@@ -31,8 +37,8 @@ from typing import Final
 
 from cloudburst.errors import CloudburstError
 
-__all__ = ["DEBIAN_PACKAGES", "GUEST_POWEROFF", "GUEST_UP", "Guest", "GuestBuildError",
-           "build_guest"]
+__all__ = ["DEBIAN_PACKAGES", "GUEST_CONTEXT", "GUEST_POWEROFF", "GUEST_UP", "Guest",
+           "GuestBuildError", "build_guest"]
 
 
 class GuestBuildError(CloudburstError):
@@ -42,6 +48,12 @@ class GuestBuildError(CloudburstError):
 #: What the guest prints on its serial console once up, and before powering off.
 GUEST_UP: Final = "CLOUDBURST-GUEST-UP"
 GUEST_POWEROFF: Final = "CLOUDBURST-GUEST-POWEROFF"
+#: What starts each context variable the guest prints (``CLOUDBURST-CONTEXT KEY='value'``).
+GUEST_CONTEXT: Final = "CLOUDBURST-CONTEXT"
+
+#: Kernel modules the guest loads (with what they depend on): the power button,
+#: and an IDE CD-ROM with ISO 9660 for the context CD.
+GUEST_MODULES: Final = ("evdev", "button", "ata_piix", "sr_mod", "isofs")
 
 #: Debian packages the build needs (scripts/run installs them: GUEST_PACKAGES).
 DEBIAN_PACKAGES: Final = ("busybox-static", "cpio")
@@ -60,6 +72,21 @@ for event in /sys/class/input/event*; do
     (head -c 1 "/dev/input/${{event##*/}}" >/dev/null; touch /tmp/power) &
   fi
 done
+mkdir -p /mnt/context
+tries=0
+while [ "$tries" -lt 20 ]; do
+  for device in /dev/sr0 /dev/sr1 /dev/hdc /dev/hdd; do
+    if [ -b "$device" ] && mount -t iso9660 -o ro "$device" /mnt/context 2>/dev/null; then
+      tries=done; break 2
+    fi
+  done
+  tries=$((tries + 1)); sleep 0.25
+done
+if [ -f /mnt/context/context.sh ]; then
+  grep -v "^#" /mnt/context/context.sh | while IFS= read -r line; do
+    echo "{GUEST_CONTEXT} $line"
+  done
+fi
 while [ ! -e /tmp/power ]; do sleep 0.2; done
 echo "{GUEST_POWEROFF}"
 poweroff -f
@@ -151,6 +178,30 @@ def _module(modules: Path, name: str) -> bytes | None:
     return None
 
 
+def _load_order(modules: Path, names: tuple[str, ...]) -> list[tuple[str, bytes]]:
+    """``names`` and the modules they depend on (their ``depends=`` in ``.modinfo``),
+    dependencies first; modules built into the kernel or absent are left out."""
+    ordered: list[tuple[str, bytes]] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in seen:
+            return
+        seen.add(name)
+        data = _module(modules, name)
+        if data is None:
+            return
+        found = re.search(rb"depends=([^\x00]*)\x00", data)
+        for dependency in (found.group(1).decode() if found else "").split(","):
+            if dependency:
+                visit(dependency.replace("-", "_"))
+        ordered.append((name, data))
+
+    for name in names:
+        visit(name)
+    return ordered
+
+
 def build_guest(directory: Path) -> Guest:
     """Build ``vmlinuz`` and ``initrd.gz`` in ``directory`` (made readable by everyone).
 
@@ -169,10 +220,10 @@ def build_guest(directory: Path) -> Guest:
     for sub in ("bin", "dev", "proc", "sys", "tmp", "lib/modules"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     shutil.copy2(_static_busybox(), root / "bin" / "busybox")
-    for name in ("evdev", "button"):
-        data = _module(modules, name)
-        if data is not None:
-            (root / "lib" / "modules" / f"{name}.ko").write_bytes(data)
+    # /init loads them in name order: the number keeps dependencies first.
+    for number, (name, data) in enumerate(_load_order(modules, GUEST_MODULES)):
+        (root / "lib" / "modules" / f"{number:02d}-{name}.ko").write_bytes(data)
+    (root / "mnt").mkdir()
     (root / "init").write_text(INIT, encoding="utf-8")
     (root / "init").chmod(0o755)
     names = sorted(str(path.relative_to(root)) for path in root.rglob("*"))

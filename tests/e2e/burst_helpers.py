@@ -165,9 +165,10 @@ def partner_driver(tmp_path: Path, rc: str, install_id: str = "cb-test0001") -> 
 
 
 def partner_spec(vm_id: int, token: str, tmp_path: Path) -> DeploySpec:
-    """The deploy of our VM ``vm_id`` (0.5 CPU, 64 MB) to :data:`PARTNER_HOST`."""
+    """The deploy of our VM ``vm_id`` (0.5 CPU, 64 MB, a ``CONTEXT``) to :data:`PARTNER_HOST`."""
     template = Template([("NAME", f"vm-{vm_id}"), ("CPU", "0.5"), ("MEMORY", "64"),
                          ("PUBLIC_CLOUD", {"TYPE": "one", "FLAVOUR": "tiny"}),
+                         ("CONTEXT", {"GREETING": "hello partner", "NETWORK": "YES"}),
                          ("VMID", str(vm_id))])
     return DeploySpec(vm_id=vm_id, host=PARTNER_HOST, deployment_file=tmp_path / "deployment.0",
                       deployment=template.to_xml("TEMPLATE"), token=token, memory_mb=64,

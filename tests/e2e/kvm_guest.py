@@ -34,9 +34,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloudburst.guest import GUEST_POWEROFF, GUEST_UP, Guest, build_guest
+from cloudburst.guest import GUEST_CONTEXT, GUEST_POWEROFF, GUEST_UP, Guest, build_guest
 
-__all__ = ["GUEST_POWEROFF", "GUEST_UP", "Guest", "Libvirtd", "build_guest", "private_libvirtd"]
+__all__ = ["GUEST_CONTEXT", "GUEST_POWEROFF", "GUEST_UP", "Guest", "Libvirtd", "build_guest",
+           "private_libvirtd"]
 
 SBIN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 

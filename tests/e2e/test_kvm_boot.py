@@ -22,7 +22,15 @@ from pathlib import Path
 import libvirt
 import pytest
 from daemon_fixture import RunningDaemon, daemon_environment, start_daemon, wait_for
-from kvm_guest import GUEST_POWEROFF, GUEST_UP, Guest, Libvirtd, build_guest, private_libvirtd
+from kvm_guest import (
+    GUEST_CONTEXT,
+    GUEST_POWEROFF,
+    GUEST_UP,
+    Guest,
+    Libvirtd,
+    build_guest,
+    private_libvirtd,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -100,13 +108,22 @@ def console(libvirtd: Libvirtd, vm_id: int) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
+def local_host(cli: Cli, libvirtd: Libvirtd) -> None:
+    """The host ``localhost`` on the private libvirtd (made by the first test that needs it)."""
+    if "localhost" in cli.ok("onehost", "list"):
+        return
+    assert cli.ok("onehost", "create", "localhost", "kvm", "kvm") == "ID: 0\n"
+    context_dir = libvirtd.directory.parent / "context"
+    context_dir.mkdir(mode=0o755, exist_ok=True)
+    cli.ok("onehost", "update", "localhost", "-", "--append", stdin=(
+        f'LIBVIRT_URI = "{libvirtd.uri}"\nCONSOLE_LOG_DIR = "{libvirtd.console_dir}"\n'
+        f'SHUTDOWN_TIMEOUT = "30"\nCONTEXT_DIR = "{context_dir}"\n'))
+
+
 def test_guests_boot_run_and_power_off(daemon: RunningDaemon, guest: Guest,
                                        libvirtd: Libvirtd, tmp_path: Path) -> None:
     cli = Cli(daemon, tmp_path)
-    assert cli.ok("onehost", "create", "localhost", "kvm", "kvm") == "ID: 0\n"
-    cli.ok("onehost", "update", "localhost", "-", "--append", stdin=(
-        f'LIBVIRT_URI = "{libvirtd.uri}"\nCONSOLE_LOG_DIR = "{libvirtd.console_dir}"\n'
-        'SHUTDOWN_TIMEOUT = "30"\n'))
+    local_host(cli, libvirtd)
 
     def monitored() -> dict[str, object] | None:
         shown = cli.json("onehost", "show", "localhost")
@@ -158,3 +175,24 @@ def test_guests_boot_run_and_power_off(daemon: RunningDaemon, guest: Guest,
         assert GUEST_POWEROFF in console(libvirtd, vm_id), console(libvirtd, vm_id)
     print(f"\n2 guests: runn after {running:.1f} s, console marker after {booted:.1f} s, "
           f"ACPI power-off and DONE after {stopped:.1f} s")
+
+
+def test_context_reaches_the_guest_on_a_cd(daemon: RunningDaemon, guest: Guest,
+                                           libvirtd: Libvirtd, tmp_path: Path) -> None:
+    """``CONTEXT`` becomes a CD-ROM the tiny guest mounts; it prints the values it read."""
+    cli = Cli(daemon, tmp_path)
+    local_host(cli, libvirtd)
+    template = (f'NAME = "contextualized"\nCPU = 0.5\nMEMORY = 128\n'
+                f'OS = [ KERNEL = "{guest.kernel}", INITRD = "{guest.initrd}", ROOT = "ram0" ]\n'
+                'KERNEL_CMD = "console=ttyS0 quiet"\n'
+                'CONTEXT = [ GREETING = "hello from the context CD", NETWORK = "YES" ]\n')
+    vm_id = int(cli.ok("onevm", "create", "-", stdin=template).split()[-1])
+    wait_running(cli, [vm_id])
+    expected = f"{GUEST_CONTEXT} GREETING='hello from the context CD'"
+    wait_for(lambda: expected in console(libvirtd, vm_id), timeout=BOOT_TIMEOUT, interval=0.2)
+    assert f"{GUEST_CONTEXT} NETWORK='YES'" in console(libvirtd, vm_id)
+    iso = libvirtd.directory.parent / "context" / f"one-{vm_id}.context.iso"
+    assert iso.is_file()
+    cli.ok("onevm", "terminate", "--hard", str(vm_id))
+    wait_for(lambda: vm_id not in cli.vms(), timeout=60)
+    assert not iso.exists()  # removed with the domain

@@ -143,6 +143,10 @@ def test_a_lost_reply_is_found_by_token_not_created_twice(partner: Partner,
     partner_vms = [vm for vm in one.vmpool.infoextended(-2, -1, -1, -2).VM
                    if (vm.USER_TEMPLATE or {}).get("CLOUDBURST_ORIGIN") == "cb-test0001:41"]
     assert len(partner_vms) == 1 and partner_vms[0].USER_TEMPLATE["FLAVOUR"] == "tiny"
+    # the VM's CONTEXT reached the partner VM's template (where the partner contextualizes)
+    shown = one.vm.info(partner_vms[0].ID)
+    context = (shown.TEMPLATE or {}).get("CONTEXT") or (shown.USER_TEMPLATE or {}).get("CONTEXT")
+    assert context is not None and context["GREETING"] == "hello partner", shown.TEMPLATE
 
 
 def test_credentials_and_failures_stay_secret(partner: Partner, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email
 import logging
 import re
 import time
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 
 import boto3
 import pytest
+import yaml
 
 from cloudburst.daemon.deploy_notes import JournalNotes
 from cloudburst.drivers.base import (
@@ -921,7 +923,7 @@ def test_launch_options_are_checked_at_creation_one_line_each(tmp_path: Path,
                      "BLOCKDEVICEMAPPING: /dev/xvda: size 'huge' must be a whole number",
                      "IAMINSTANCEPROFILE 'a b' is neither",
                      "METADATA_TOKENS 'v1' must be required",
-                     "USERDATA is longer than 16384 bytes"):
+                     "is longer than 16384 bytes"):
         assert expected in message, expected
     for mapping, problem in (("xvda", "is not DEVICE="), ("/dev/sda1=vol-1", "not a snapshot"),
                              ("/dev/sda1=::maybe", "must be true or false"),
@@ -1202,3 +1204,40 @@ def test_vm_without_a_type_runs_as_the_cheapest_that_fits(tmp_path: Path, site: 
         await driver.close()
 
     run(scenario())
+
+
+def test_context_reaches_the_instance_as_cloud_init_user_data(tmp_path: Path,
+                                                              site: MotoServer) -> None:
+    driver = driver_for(tmp_path, site.url)
+    context = ('CONTEXT = [ SSH_PUBLIC_KEY = "ssh-ed25519 AAAAC3Nza me@here", '
+               'GREETING = "hello", START_SCRIPT = "touch /tmp/ready" ]')
+
+    def user_data(instance_id: str) -> str:
+        answer = site.client().describe_instance_attribute(InstanceId=instance_id,
+                                                           Attribute="userData")
+        return base64.b64decode(answer["UserData"]["Value"]).decode()
+
+    async def scenario() -> None:
+        alone = await driver.deploy(spec(1, f'{context}\nEC2 = [ AMI="ami-1", KEYPAIR="k" ]'))
+        config = yaml.safe_load(user_data(alone))
+        assert config["ssh_authorized_keys"] == ["ssh-ed25519 AAAAC3Nza me@here"]
+        [written] = [item for item in config["write_files"]
+                     if item["path"] == "/etc/one-context.d/context.sh"]
+        assert "GREETING='hello'" in written["content"]
+        assert config["runcmd"] == ["cd /etc/one-context.d && /bin/sh "
+                                    "/etc/one-context.d/start_script"]
+        both = await driver.deploy(spec(2, f'{context}\nEC2 = [ AMI="ami-1", KEYPAIR="k", '
+                                           'USERDATA="#!/bin/sh\necho mine" ]'))
+        parts = [part.get_content_type() for part in
+                 email.message_from_string(user_data(both)).walk()
+                 if not part.is_multipart()]
+        assert parts == ["text/cloud-config", "text/x-shellscript"]
+        await driver.close()
+
+    run(scenario())
+    with pytest.raises(ValidationError, match="START_SCRIPT_BASE64 is not base64"):
+        driver.check_template(parse('CONTEXT = [ START_SCRIPT_BASE64 = "%%" ]\n'
+                                    'EC2 = [ AMI="ami-1", KEYPAIR="k" ]'))
+    with pytest.raises(ValidationError, match="is longer than 16384 bytes"):
+        driver.check_template(parse(f'CONTEXT = [ START_SCRIPT = "{"x" * 17000}" ]\n'
+                                    'EC2 = [ AMI="ami-1", KEYPAIR="k" ]'))

@@ -20,7 +20,9 @@ type), ``ELASTICIP`` (an IPv4 address or an ``eipalloc-`` id),
 ``AUTHORIZED_PORTS`` [``AUTHORIZEDPORTS``] (``22``, ``22-90`` or a comma list:
 TCP ports opened from ``EC2_INGRESS_CIDR`` by a security group the driver
 owns), ``SUBNETID``, ``SECURITYGROUPS`` (names or ``sg-`` ids, comma list),
-``SECURITYGROUPIDS``, ``USERDATA`` (text; the SDK encodes it), ``TAGS``
+``SECURITYGROUPIDS``, ``USERDATA`` (text; the SDK encodes it; with a
+``CONTEXT`` it becomes the second part of the cloud-init data, see
+:func:`add_context`), ``TAGS``
 (``k=v,k=v``), ``AVAILABILITYZONE``, ``PRIVATEIP``, ``PLACEMENTGROUP``,
 ``TENANCY``, ``EBS_OPTIMIZED`` (``yes``/``no``), ``MARKET`` (``spot`` or
 ``on-demand``, the default), ``MAX_PRICE`` (spot only: most US$ per hour,
@@ -45,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from cloudburst.drivers.base import DeploySpec
+from cloudburst.drivers.context import check_context, cloud_init_user_data, context_of
 from cloudburst.drivers.ec2 import types
 from cloudburst.errors import DriverError, TemplateError
 from cloudburst.template import Template, parse_xml
@@ -178,6 +181,18 @@ def deployment_section(template: Template, spec: DeploySpec) -> dict[str, str]:
     if isinstance(chosen, str):
         raise DriverError(f"VM {spec.vm_id}: {chosen}")
     return chosen
+
+
+def add_context(merged: dict[str, str], template: Template) -> dict[str, str]:
+    """``merged`` with the VM's ``CONTEXT`` folded into ``USERDATA`` as cloud-init data
+    (:func:`cloudburst.drivers.context.cloud_init_user_data`; the section's own
+    ``USERDATA`` goes along). Unchanged without a ``CONTEXT`` or with a bad one
+    (:func:`~cloudburst.drivers.context.check_context` reports that)."""
+    found = context_of(template)
+    if found is None or check_context(template):
+        return merged
+    merged["USERDATA"] = cloud_init_user_data(found, merged.get("USERDATA") or None)
+    return merged
 
 
 def merge(section: Mapping[str, str], defaults: Mapping[str, str]) -> dict[str, str]:
@@ -398,7 +413,8 @@ def problems_of(merged: Mapping[str, str]) -> list[str]:
             found.append(f"TAGS: {exc}")
     user_data = merged.get("USERDATA", "")
     if len(user_data.encode()) > _MAX_USERDATA:
-        found.append(f"USERDATA is longer than {_MAX_USERDATA} bytes")
+        found.append(f"USERDATA (with the CONTEXT, if any) is longer than "
+                     f"{_MAX_USERDATA} bytes")
     optimized = _value(merged, "EBS_OPTIMIZED")
     if optimized is not None and optimized.lower() not in _YES | _NO:
         found.append(f"EBS_OPTIMIZED {optimized!r} must be yes or no")

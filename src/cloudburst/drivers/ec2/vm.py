@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Final
 
+from cloudburst.drivers import context
 from cloudburst.drivers.base import (
     DeploySpec,
     DriverContext,
@@ -134,11 +135,15 @@ class Ec2VmDriver(VmDriver):
         sections = launch.sections_of(template)
         if not sections:
             return
+        problems = context.check_context(template)
+        if problems:
+            raise ValidationError("; ".join(problems))
         drivers = [self, *(driver for driver in list(_drivers) if driver is not self)]
         for index, section in enumerate(sections, start=1):
             first: list[str] | None = None
             for driver in drivers:
-                problems = launch.problems_of(launch.merge(section, driver.defaults()))
+                merged = launch.add_context(launch.merge(section, driver.defaults()), template)
+                problems = launch.problems_of(merged)
                 if not problems:
                     break
                 first = first if first is not None else problems
@@ -153,6 +158,7 @@ class Ec2VmDriver(VmDriver):
         chosen = self._instance_type(spec, template, section)
         if chosen is not None:
             merged["INSTANCETYPE"] = chosen
+        launch.add_context(merged, template)
         request = launch.build_request(merged)
         if isinstance(request, list):
             raise DriverError(f"VM {spec.vm_id}: EC2 section: {'; '.join(request)}")

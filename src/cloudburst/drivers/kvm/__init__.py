@@ -13,6 +13,9 @@ setting, read from the host's template (set with ``onehost update``):
   else ``qemu`` (TCG), else whatever the hypervisor offers.
 * ``CONSOLE_LOG_DIR``: a directory on the hypervisor host; when set, each
   guest's serial console is also written to ``<dir>/one-<vmid>.log``.
+* ``CONTEXT_DIR``: a directory on the host where each VM's context CD-ROM
+  (``CONTEXT = [ ... ]``, :mod:`.context_iso`) is written, readable by the
+  hypervisor's user; by default the VM's own directory next to its deployment.
 * ``SHUTDOWN_TIMEOUT``: seconds a guest gets to power off after the ACPI
   request before it is destroyed (default: the driver's
   ``--shutdown-timeout`` argument, else 90).
@@ -28,5 +31,6 @@ Modules: :mod:`.connection` (URIs, connections, thread pool, error
 translation), :mod:`.domain_xml` (template to domain XML), :mod:`.host_caps`
 (emulation and architecture from the host's capabilities), :mod:`.states`
 (libvirt states to poll states), :mod:`.domains` (bulk domain sampling),
-:mod:`.settings` (per-host settings), :mod:`.information` and :mod:`.vm`.
+:mod:`.settings` (per-host settings), :mod:`.context_iso` (the context CD-ROM),
+:mod:`.information` and :mod:`.vm`.
 """

@@ -17,6 +17,9 @@ are ignored. Attributes, as in OpenNebula's KVM driver:
   ``TYPE`` ``disk``/``file`` (default), ``block``, ``cdrom`` or ``floppy``;
   ``DRIVER`` is the image format (default ``raw``); a missing ``TARGET`` is
   the next free ``<DEV_PREFIX or hd><letter>``.
+* ``CONTEXT = [ ... ]``: the driver makes a context CD-ROM
+  (:mod:`.context_iso`); it is attached read-only as the next free ``hd``
+  target (IDE, as OpenNebula does), after the VM's own disks.
 * ``NIC = [ BRIDGE | NETWORK, MAC, MODEL, TARGET ]``: ``BRIDGE`` attaches to a
   host bridge, ``NETWORK`` to a libvirt network; with neither the NIC uses
   QEMU's user-mode network.
@@ -94,6 +97,7 @@ class DomainRequest:
         console_log: a file on the host to copy the serial console to, if any.
         cpu_shares: whether ``CPU`` becomes ``<cputune><shares>``; an
             unprivileged (session-mode) libvirt refuses CPU tuning.
+        context_iso: the VM's context CD-ROM on the host, if it has one.
     """
 
     vm_id: int
@@ -102,6 +106,7 @@ class DomainRequest:
     uuid: str
     console_log: str | None = None
     cpu_shares: bool = True
+    context_iso: str | None = None
 
 
 def domain_name(vm_id: int) -> str:
@@ -378,9 +383,11 @@ def _console(devices: ElementTree.Element, log_file: str | None) -> None:
     _sub(console, "target", type="serial", port="0")
 
 
-def _devices(domain: ElementTree.Element, template: Template, console_log: str | None) -> None:
+def _devices(domain: ElementTree.Element, template: Template, request: DomainRequest) -> None:
     devices = _sub(domain, "devices")
     disks = template.vectors("DISK")
+    if request.context_iso is not None:
+        disks = [*disks, {"SOURCE": request.context_iso, "TYPE": "cdrom"}]
     for number, (disk, target) in enumerate(zip(disks, _targets(disks), strict=True)):
         _disk(devices, disk, number, target)
     for number, nic in enumerate(template.vectors("NIC")):
@@ -388,7 +395,7 @@ def _devices(domain: ElementTree.Element, template: Template, console_log: str |
     graphics = template.get_vector("GRAPHICS")
     if graphics is not None:
         _graphics(devices, graphics)
-    _console(devices, console_log)
+    _console(devices, request.console_log)
     if _flag(_get(template.get_vector("FEATURES"), "GUEST_AGENT"), "FEATURES GUEST_AGENT",
              False):
         channel = _sub(devices, "channel", type="unix")
@@ -423,7 +430,7 @@ def build_domain(template: Template, request: DomainRequest) -> ElementTree.Elem
     _sub(domain, "on_poweroff", "destroy")
     _sub(domain, "on_reboot", "restart")
     _sub(domain, "on_crash", "destroy")
-    _devices(domain, template, request.console_log)
+    _devices(domain, template, request)
     return domain
 
 

@@ -34,6 +34,7 @@ class HostSettings:
         shutdown_timeout: seconds before a graceful shutdown becomes a destroy.
         reserved_cpu: percent of a core kept from the scheduler.
         reserved_memory: KB kept from the scheduler.
+        context_dir: where context CD-ROMs are written (``None``: each VM's directory).
     """
 
     uri: str
@@ -42,6 +43,7 @@ class HostSettings:
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     reserved_cpu: int = 0
     reserved_memory: int = 0
+    context_dir: str | None = None
 
     @classmethod
     def of(cls, host: HostRef, default_shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
@@ -60,6 +62,10 @@ class HostSettings:
         if console is not None and not posixpath.isabs(console):
             raise DriverError(f"host {host.name}: CONSOLE_LOG_DIR must be an absolute path, "
                               f"got {console!r}")
+        context_dir = (attributes.get("CONTEXT_DIR") or "").strip() or None
+        if context_dir is not None and not posixpath.isabs(context_dir):
+            raise DriverError(f"host {host.name}: CONTEXT_DIR must be an absolute path, "
+                              f"got {context_dir!r}")
         timeout = default_shutdown_timeout
         if (attributes.get("SHUTDOWN_TIMEOUT") or "").strip():
             timeout = _seconds(attributes["SHUTDOWN_TIMEOUT"], f"host {host.name}: "
@@ -68,6 +74,7 @@ class HostSettings:
             uri=resolve_uri(host), domain_type=domain_type, console_log_dir=console,
             shutdown_timeout=timeout,
             reserved_cpu=_whole(host, "RESERVED_CPU"), reserved_memory=_whole(host, "RESERVED_MEM"),
+            context_dir=context_dir,
         )
 
     def console_log(self, name: str) -> str | None:

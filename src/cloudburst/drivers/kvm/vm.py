@@ -44,7 +44,9 @@ from cloudburst.drivers.base import (
     VmDriver,
     VmRef,
 )
+from cloudburst.drivers.context import check_context, context_files, context_of
 from cloudburst.drivers.kvm.connection import LibvirtPool, error_details, libvirt_module
+from cloudburst.drivers.kvm.context_iso import iso_path, remove_context_iso, write_context_iso
 from cloudburst.drivers.kvm.domain_xml import (
     METADATA_NS,
     DomainRequest,
@@ -130,6 +132,13 @@ def _remove(connection: Any, deploy_id: str) -> bool:
     return True
 
 
+def _forget_context(settings: HostSettings, vm: VmRef) -> None:
+    """Remove the VM's context CD-ROM from the host's ``CONTEXT_DIR`` (the copy in the
+    VM's directory goes with that directory)."""
+    if settings.context_dir is not None:
+        remove_context_iso(Path(settings.context_dir), vm.vm_id)
+
+
 def _require(connection: Any, deploy_id: str) -> Any:
     domain = lookup(connection, deploy_id)
     if domain is None:
@@ -162,6 +171,9 @@ class KvmVmDriver(VmDriver):
     # -- deploy ------------------------------------------------------------------
 
     def check_template(self, template: Template) -> None:
+        problems = check_context(template)
+        if problems:
+            raise ValidationError("; ".join(problems))
         try:
             check_local_part(template)
         except DomainXmlError as exc:
@@ -178,10 +190,18 @@ class KvmVmDriver(VmDriver):
         os_vector = template.get_vector("OS") or {}
         arch = (os_vector.get("ARCH") or "").strip() or None
 
+        context = context_of(template)
+        context_dir = Path(settings.context_dir or spec.deployment_file.parent)
+
         def work(connection: Any) -> str:
             existing = lookup(connection, name)
             if existing is not None and self._adopt(existing, identity, settings.uri):
                 return name
+            iso = None
+            if context is not None:
+                iso = str(write_context_iso(context_files(context),
+                                            iso_path(context_dir, spec.vm_id),
+                                            shared=settings.context_dir is not None))
             try:
                 platform = choose_platform(self.pool.capabilities(settings.uri, connection),
                                            arch=arch, domain_type=settings.domain_type)
@@ -189,7 +209,7 @@ class KvmVmDriver(VmDriver):
                     vm_id=spec.vm_id, identity=identity, platform=platform,
                     uuid=domain_uuid(identity.install_id, spec.token),
                     console_log=settings.console_log(name),
-                    cpu_shares=not is_session(str(connection.getURI()))))
+                    cpu_shares=not is_session(str(connection.getURI())), context_iso=iso))
             except (DomainXmlError, CapabilitiesError) as exc:
                 raise DriverError(f"deploy {name} on {spec.host.name}: {exc}") from None
             domain = connection.defineXML(xml)
@@ -278,11 +298,13 @@ class KvmVmDriver(VmDriver):
                     break
                 await asyncio.sleep(SHUTDOWN_CHECK_INTERVAL)
         await self.pool.call(uri, what, lambda connection: _remove(connection, deploy_id))
+        _forget_context(settings, vm)
 
     async def cancel(self, vm: VmRef) -> None:
         settings = self.settings(vm.host)
         await self.pool.call(settings.uri, f"cancel {vm.deploy_id} on {vm.host.name}",
                              lambda connection: _remove(connection, vm.deploy_id))
+        _forget_context(settings, vm)
 
     async def reboot(self, vm: VmRef) -> None:
         settings = self.settings(vm.host)

@@ -7,7 +7,9 @@
   ``NAME``, ``CPU``, ``MEMORY`` (and ``VCPU``) plus every other key of the
   section (``DISK_IMAGE``, ``SCHED_REQUIREMENTS``, ... are copied as written);
 * ``NAME`` names the partner VM (default: our VM's name); ``CLOUD``/``HOST``
-  pick one partner when there are several (as for EC2 sites).
+  pick one partner when there are several (as for EC2 sites);
+* the VM's ``CONTEXT`` vector goes along as written (in the extra template
+  for ``TEMPLATE_ID``), so the partner contextualizes the VM as we would.
 
 ``CPU``, ``MEMORY`` and ``CLOUDBURST_*`` keys are refused in the section when
 the VM is created (:func:`check_section`): the VM's own size and the driver's
@@ -86,16 +88,20 @@ def create_call(section: Mapping[str, str], deployment: Template, spec: DeploySp
     name = (section.get("NAME") or deployment.get("NAME") or f"cloudburst-{spec.vm_id}")
     tags = [(ORIGIN_TAG, f"{install_id}:{spec.vm_id}"),
             (TOKEN_TAG, spec.token), (HOST_TAG, str(spec.host.id))]
-    size = [("CPU", f"{spec.cpu:g}"), ("MEMORY", str(spec.memory_mb))]
+    carried: list[tuple[str, str | dict[str, str]]] = [
+        ("CPU", f"{spec.cpu:g}"), ("MEMORY", str(spec.memory_mb))]
     vcpu = deployment.get("VCPU")
     if vcpu:
-        size.append(("VCPU", vcpu))
+        carried.append(("VCPU", vcpu))
+    context = deployment.get_vector("CONTEXT")
+    if context is not None:
+        carried.append(("CONTEXT", dict(context)))
     template_id = section.get("TEMPLATE_ID", "").strip()
     if template_id:
-        extra = Template([*size, *tags])
+        extra = Template([*carried, *tags])
         return CreateCall("one.template.instantiate",
                           (int(template_id), name, False, extra.to_text(), False))
     copied = [(key, value) for key, value in section.items()
               if key not in _SECTION_KEYS and key not in _FORBIDDEN_KEYS]
-    template = Template([("NAME", name), *size, *copied, *tags])
+    template = Template([("NAME", name), *carried, *copied, *tags])
     return CreateCall("one.vm.allocate", (template.to_text(), False))
