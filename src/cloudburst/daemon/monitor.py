@@ -48,6 +48,9 @@ from cloudburst.template import Template
 
 log = logging.getLogger(__name__)
 
+#: Seconds a VM driver gets to complete a host's monitoring report.
+SITE_REPORT_TIMEOUT = 60.0
+
 #: Reported keys that feed the host share instead of the template.
 SHARE_KEYS: Mapping[str, str] = {
     "TOTALCPU": "max_cpu",
@@ -205,14 +208,15 @@ class Monitor:
     async def _site_report(self, host: HostRecord, ref: HostRef, info: HostInfo) -> HostInfo:
         """``info`` completed by the host's VM driver (:meth:`VmDriver.site_report`);
         unchanged when that driver cannot (the IM driver's report still counts)."""
+        # Not through the driver's -t slots: a monitor must not wait behind busy deploys.
         try:
             vm_driver = self.dispatcher.vm_driver(host.vm_mad)
-            return await self.dispatcher.run("VM_MAD", host.vm_mad, "site_report",
-                                             lambda: vm_driver.site_report(ref, info),
-                                             retry=False)
-        except CloudburstError as exc:
+            return await asyncio.wait_for(vm_driver.site_report(ref, info),
+                                          timeout=SITE_REPORT_TIMEOUT)
+        except (CloudburstError, TimeoutError) as exc:
+            problem = exc.message if isinstance(exc, CloudburstError) else "timed out"
             log.info("host %d: %s could not complete the report: %s", host.id, host.vm_mad,
-                     one_line(exc.message))
+                     one_line(problem))
             return info
 
     async def _host_monitored(self, host_id: int, info: HostInfo) -> None:
