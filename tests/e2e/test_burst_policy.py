@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import time
+import xmlrpc.client
 from collections.abc import Iterator
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pyone
 import pytest
@@ -47,7 +49,10 @@ def burst_provider(remotes: Path) -> None:
         """)
     write_script(remotes / "vmm/burst/poll", """
         #!/usr/bin/env bash
-        echo "STATE=a"
+        # poll <deploy id> <host> <vm id> <host>: CPU from var/cpu.<vm id>, else busy.
+        cpu=50
+        [ -e "$CLOUDBURST_HOME/var/cpu.$3" ] && cpu=$(cat "$CLOUDBURST_HOME/var/cpu.$3")
+        echo "STATE=a CPU=$cpu"
         """)
     for action in ("shutdown", "cancel"):
         write_script(remotes / f"vmm/burst/{action}", "#!/usr/bin/env bash\nexit 0\n")
@@ -166,6 +171,50 @@ def test_an_hourly_budget_stops_bursts_with_a_message_naming_it(
     assert "BUDGETS (cloud spending)" in user
     assert "0.02 /    0.03" in user
     terminate_all(daemon, one, [*ids, over])
+
+
+# -- leases and idle rules ---------------------------------------------------------------
+
+ON_CHEAP = VM + ' SCHED_REQUIREMENTS="NAME = \\"cheap\\""'
+
+
+def vm_log(daemon: RunningDaemon, vm_id: int) -> str:
+    path = daemon.home / "vms" / str(vm_id) / "vm.log"
+    return path.read_text() if path.exists() else ""
+
+
+def test_leases_and_idle_rules_end_cloud_vms_with_a_warning_first(
+        daemon: RunningDaemon, one: pyone.OneServer, hosts: dict[str, int]) -> None:
+    leased = create(daemon, ON_CHEAP + ' LEASE="4"')
+    parked = create(daemon, ON_CHEAP + ' LEASE="3" LEASE_ACTION="poweroff"')
+    idle = create(daemon, ON_CHEAP + ' IDLE_CPU="10" IDLE_TIME="3"')
+    busy = create(daemon, ON_CHEAP + ' IDLE_CPU="10" IDLE_TIME="3"')
+    (daemon.home / "var").mkdir(exist_ok=True)
+    (daemon.home / "var" / f"cpu.{idle}").write_text("1\n")
+    for vm_id in (leased, parked, idle, busy):
+        assert running_on(one, vm_id) == hosts["cheap"]
+
+    wait_for(lambda: one.vm.info(leased).STATE == 6, timeout=60)
+    proxy = xmlrpc.client.ServerProxy(daemon.url)
+    document = ElementTree.fromstring(proxy.one.vm.info(daemon.session, leased)[1])
+    proxy("close")()
+    stay = document.findall("HISTORY_RECORDS/HISTORY")[-1]
+    # The stay records a terminate-hard (ACTION 28 in 6.x) asked for the user (REASON 2).
+    assert (stay.findtext("ACTION"), stay.findtext("REASON")) == ("28", "2")
+    assert int(stay.findtext("ETIME") or 0) - int(stay.findtext("STIME") or 0) >= 4
+    text = wait_for(lambda: "Lease of 4 s ended" in (log := vm_log(daemon, leased)) and log,
+                    timeout=30)
+    assert text.index("Lease of 4 s ends in") < text.index("Lease of 4 s ended")
+
+    wait_for(lambda: one.vm.info(parked).STATE == 8, timeout=60)  # POWEROFF
+    wait_for(lambda: one.vm.info(idle).STATE == 6, timeout=60)
+    text = wait_for(lambda: "Idle rule" in (log := vm_log(daemon, idle)) and
+                    "ended" in log and log, timeout=30)
+    assert text.index("ends in") < text.index("ended: terminate-hard")
+    busy_vm = one.vm.info(busy)
+    assert (busy_vm.STATE, busy_vm.LCM_STATE) == (ACTIVE, RUNNING)
+    assert "Idle rule" not in vm_log(daemon, busy)
+    terminate_all(daemon, one, [leased, parked, idle, busy])
 
 
 # -- coming back home ---------------------------------------------------------------------

@@ -21,6 +21,7 @@ from sqlalchemy import Connection
 
 from cloudburst import metrics
 from cloudburst.config.settings import SchedulerSettings
+from cloudburst.daemon.leases import Reaper
 from cloudburst.daemon.lifecycle import LifecycleManager
 from cloudburst.daemon.lifecycle.deploying import parked_driver
 from cloudburst.daemon.recall import Recaller
@@ -63,6 +64,8 @@ class _Snapshot:
     moving: list[VmRecord] = field(default_factory=list)
     drivers: dict[int, str] = field(default_factory=dict)
     host_drivers: dict[int, str] = field(default_factory=dict)
+    #: Cloud sites (schedulable or not), for the lease and idle rules.
+    cloud_hosts: list[int] = field(default_factory=list)
 
 
 class SchedulerLoop:
@@ -87,6 +90,8 @@ class SchedulerLoop:
         self._refusal_kinds: dict[int, dict[int, str]] = {}
         #: Brings RECALL=YES cloud VMs home after full passes.
         self.recaller = Recaller(db, lifecycle, settings.recall)
+        #: Ends cloud VMs whose LEASE or idle time is up, after full passes.
+        self.reaper = Reaper(db, lifecycle)
 
     def wake(self) -> None:
         """Ask for a full pass as soon as possible: capacity or hosts changed,
@@ -152,7 +157,11 @@ class SchedulerLoop:
             moving = ([vm for vm in vm_pool.list_rescheduled(connection)
                        if vm.position == lifecycle.RUNNING] if full else [])
             if not pending and not moving and not recall:
-                return _Snapshot()
+                if not full:
+                    return _Snapshot()
+                cloud = [host.id for host in self._current_hosts(connection, False)
+                         if host.is_public_cloud]
+                return _Snapshot(cloud_hosts=cloud)
             parked = {vm.id: driver for vm in pending
                       if (driver := parked_driver(connection, vm)) is not None}
             # Listing every VM of every host costs a scan of the pool: only
@@ -160,8 +169,8 @@ class SchedulerLoop:
             with_vms = any(
                 (requirements := requirements_of(vm.user_template)) is not None
                 and "CURRENT_VMS" in requirements.variables for vm in [*pending, *moving])
-            hosts = [host for host in self._current_hosts(connection, with_vms)
-                     if host.state in SCHEDULABLE_HOST_STATES]
+            every_host = self._current_hosts(connection, with_vms)
+            hosts = [host for host in every_host if host.state in SCHEDULABLE_HOST_STATES]
             usage = vm_pool.host_usage(connection)
             sites = sites_by_type(hosts)
             cooled: dict[int, set[str]] = {}
@@ -182,7 +191,8 @@ class SchedulerLoop:
                     parked[vm.id] = host_drivers[vm.host_id]
                 elif vm.host_id is not None:  # its host is disabled: not in the candidates
                     parked[vm.id] = host_pool.get_host(connection, vm.host_id).vm_mad
-            return _Snapshot(candidates, pending, moving, parked, host_drivers)
+            return _Snapshot(candidates, pending, moving, parked, host_drivers,
+                             [host.id for host in every_host if host.is_public_cloud])
 
         snapshot = await self.db.read(read)
         if snapshot.pending:
@@ -205,6 +215,7 @@ class SchedulerLoop:
         if snapshot.moving:
             await self._move(snapshot.hosts, snapshot.moving, excluded)
         if full:
+            await self.reaper.run(snapshot.cloud_hosts)
             await self.recaller.settle()
             if recall and snapshot.hosts:
                 await self.recaller.recall(snapshot.hosts, parse_rank(self.settings.default_rank))

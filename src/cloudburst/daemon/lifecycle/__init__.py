@@ -50,10 +50,11 @@ __all__ = [
 class LifecycleManager(Deploying, Observing, Working, ManagerBase):
     """Applies user actions, driver results and poll results to VMs."""
 
-    async def act(self, vm_id: int, event: Event) -> VmRecord:
+    async def act(self, vm_id: int, event: Event, *, why: str = "") -> VmRecord:
         """A ``one.vm.action``: terminate, poweroff, suspend, resume, resched...
 
-        Terminating a DONE VM is a no-op success.
+        Terminating a DONE VM is a no-op success. ``why`` replaces the history
+        REASON ``"<action> requested"`` (a policy rule acting for the user).
 
         Raises:
             NotFoundError: no such VM.
@@ -69,7 +70,7 @@ class LifecycleManager(Deploying, Observing, Working, ManagerBase):
             current = await self._vm(vm_id)
             if current.state is VmState.DONE:
                 return current
-        return await self.advance(vm_id, event, changes=changes)
+        return await self.advance(vm_id, event, changes=changes, why=why)
 
     async def migrate(self, vm_id: int, host_id: int, *, live: bool,
                       enforce: bool = False) -> VmRecord:

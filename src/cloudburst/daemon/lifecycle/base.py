@@ -85,8 +85,8 @@ class Stepped:
 def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
          check: Callable[[Connection, VmRecord, Work], None] | None = None,
          changes: Mapping[str, Any] | None = None, prepare: Prepare | None = None,
-         journal_host: int | None = None, finish: tuple[str, bool, str] | None = None
-         ) -> Stepped:
+         journal_host: int | None = None, finish: tuple[str, bool, str] | None = None,
+         why: str = "") -> Stepped:
     """Apply ``event`` to ``vm`` (as read in this transaction) and write it.
 
     Args:
@@ -96,6 +96,8 @@ def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
         journal_host: the host the journalled work acts on (default the VM's host).
         finish: ``(work label, ok, result)`` of the work whose result this is:
             its journal entries are closed in the same transaction.
+        why: the history REASON of a user action (default ``"<action> requested"``),
+            e.g. the policy rule that asked for it.
 
     A user's action that brings the VM back into the RUNNING_* quota metrics
     (``resume`` of a powered-off, suspended, stopped or undeployed VM) is
@@ -123,7 +125,7 @@ def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
     if code is not None and seq >= 0 and event in lifecycle.USER_EVENTS \
             and vm.state in _ON_A_HOST:
         vm_pool.update_history(connection, vm.id, seq, action=code,
-                               reason=f"{event.value} requested")
+                               reason=why or f"{event.value} requested")
     if finish is not None:
         label, ok, result = finish
         journal.finish_started(connection, vm.id, _journal_actions(label), ok=ok, result=result)
@@ -255,7 +257,7 @@ class ManagerBase:
     async def advance(self, vm_id: int, event: Event, *, expect: StateKey | None = None,
                       changes: Mapping[str, Any] | None = None, prepare: Prepare | None = None,
                       args: WorkArgs | None = None, journal_host: int | None = None,
-                      finish: tuple[str, bool, str] | None = None) -> VmRecord:
+                      finish: tuple[str, bool, str] | None = None, why: str = "") -> VmRecord:
         """Apply ``event`` to VM ``vm_id`` with :func:`step`, then start the work it entered.
 
         ``expect`` refuses the event unless the VM is still where the caller
@@ -274,7 +276,8 @@ class ManagerBase:
                     f"VM {vm_id} moved on to {vm_state_label(*vm.position)}")
             return vm, step(connection, vm, event, install_id=self.install_id,
                             check=self._check_driver(args), changes=changes,
-                            prepare=prepare, journal_host=journal_host, finish=finish)
+                            prepare=prepare, journal_host=journal_host, finish=finish,
+                            why=why)
 
         before, stepped = await self.db.write(write)
         self.after_step(before, stepped, args or {})
