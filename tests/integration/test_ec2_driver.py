@@ -1121,7 +1121,8 @@ def test_information_driver_reports_priced_offers_per_site(tmp_path: Path) -> No
         Offer("m1.small", 1, 1741, 0.044), Offer("m5.large", 2, 8192, 0.096),
         Offer("t3.micro", 2, 1024, 0.5))  # c5.large has no room: not offered
     # the host's own prices win for that site; a bad one is one clear line
-    cheap = HostRef(id=4, name="ec2_b", attributes={"PRICE_M5_LARGE": "0.01"})
+    cheap = HostRef(id=4, name="ec2_b", attributes={"PRICE_M5_LARGE": "0.01",
+                                                     "PRICE_PER_HOUR": "0.5"})
     assert offers_of(run(driver.monitor(cheap)).attributes)[0] == Offer("m5.large", 2, 8192,
                                                                         0.01)
     bad = HostRef(id=5, name="ec2_c", attributes={"PRICE_M5_LARGE": "cheap"})

@@ -20,7 +20,7 @@ from typing import Final
 
 from cloudburst.drivers.ec2 import types
 from cloudburst.drivers.ec2.env_file import read_env_file
-from cloudburst.drivers.ec2.pricing import PRICE_PREFIX, prices_from
+from cloudburst.drivers.ec2.pricing import FLAT_PRICE, PRICE_PREFIX, prices_from
 from cloudburst.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 ErrorFor = Callable[[str, str], ConfigError]
 
 _IM_KEYS: Final = frozenset({*types.LEGACY_CLASSES, "DEFAULT_INSTANCE_TYPE", "VMM_DEFAULTS",
-                             "PRICES_FILE"})
+                             "PRICES_FILE", FLAT_PRICE})
 _PER_TYPE: Final = "INSTANCES_"
 
 

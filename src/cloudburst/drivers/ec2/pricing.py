@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: Key prefix of a price (``PRICE_M5_LARGE``).
 PRICE_PREFIX: Final = "PRICE_"
+#: A site's one price for every instance (:mod:`cloudburst.model.cost`), not a type's.
+FLAT_PRICE: Final = "PRICE_PER_HOUR"
 #: How long a site's catalogue is trusted before it is read again.
 CATALOGUE_SECONDS: Final = 6 * 3600.0
 #: Most type names per ``DescribeInstanceTypes`` filter.
@@ -53,7 +55,8 @@ def prices_from(values: Mapping[str, str], error: Callable[[str, str], ConfigErr
                 ) -> tuple[dict[str, float], list[str]]:
     """``PRICE_<TYPE>`` keys -> ``{type: price}``, and the keys naming no known type.
 
-    Other keys are ignored.
+    Other keys are ignored, ``PRICE_PER_HOUR`` too (a site's flat price, read by
+    :mod:`cloudburst.model.cost`, not a type's).
 
     Raises:
         ConfigError: from ``error(key, problem)``, for a price that is not a number >= 0.
@@ -61,7 +64,7 @@ def prices_from(values: Mapping[str, str], error: Callable[[str, str], ConfigErr
     prices: dict[str, float] = {}
     unknown: list[str] = []
     for key, raw in values.items():
-        if not key.startswith(PRICE_PREFIX):
+        if not key.startswith(PRICE_PREFIX) or key == FLAT_PRICE:
             continue
         kind = types.type_from_key(key[len(PRICE_PREFIX):])
         if kind is None:
