@@ -173,6 +173,32 @@ def test_an_hourly_budget_stops_bursts_with_a_message_naming_it(
     terminate_all(daemon, one, [*ids, over])
 
 
+def test_a_site_budget_stops_new_bursts_there(
+        daemon: RunningDaemon, one: pyone.OneServer, hosts: dict[str, int]) -> None:
+    cluster = int(cli(daemon, "onecluster", "create", "dear-site").stdout.split()[-1])
+    cli(daemon, "onecluster", "addhost", "dear-site", "dear")
+    # An hour at the dear site (0.10) no longer fits its month's budget.
+    cli(daemon, "onecluster", "quota", "dear-site", "-", stdin="VM = [ MONTHLY_COST = 0.05 ]\n")
+    try:
+        ids = [create(daemon, VM) for _ in range(5)]
+        assert [running_on(one, vm_id) for vm_id in ids[:4]] == \
+            [hosts["local"]] * 2 + [hosts["cheap"]] * 2
+        message = f"Cluster [{cluster}] : budget of 0.05 reached for MONTHLY_COST quota in VM."
+        waiting = wait_for(lambda: (vm := show(daemon, ids[4]))["PLACEMENT"] and
+                           vm["PLACEMENT"]["MESSAGE"] == message and vm, timeout=60)
+        assert waiting["STATE"] == "PENDING"
+        shown = cli(daemon, "onecluster", "show", "dear-site").stdout
+        assert "BUDGETS (cloud spending)" in shown and " /    0.05" in shown
+        refused = cli(daemon, "onecluster", "quota", "dear-site", "-",
+                      stdin="VM = [ VMS = 2 ]\n", check=False)
+        assert refused.returncode == 1
+        assert "A cluster's quota holds its budgets only" in refused.stderr
+        terminate_all(daemon, one, ids)
+    finally:
+        cli(daemon, "onecluster", "quota", "dear-site", "-", stdin="VM = [ MONTHLY_COST = -2 ]\n")
+        cli(daemon, "onecluster", "delhost", "dear-site", "dear")
+
+
 # -- leases and idle rules ---------------------------------------------------------------
 
 ON_CHEAP = VM + ' SCHED_REQUIREMENTS="NAME = \\"cheap\\""'

@@ -102,10 +102,24 @@ async def groupquota_update(call: Call) -> object:
 
 
 async def cluster_info(call: Call) -> object:
+    """``one.cluster.info(id)``; a site with budgets also shows them with their use
+    (``VM_QUOTA``, as a user's)."""
     cluster_id = call.params.integer("id")
     call.params.boolean("decrypt", False)
     call.params.end()
-    return docs.cluster_document(await call.daemon.groups.cluster(cluster_id))
+    cluster = await call.daemon.groups.cluster(cluster_id)
+    limits = await call.daemon.quotas.limits("cluster", cluster_id)
+    usage = await call.daemon.quotas.usage("cluster", cluster_id) if limits else {}
+    return docs.cluster_document(cluster, limits, usage)
+
+
+async def cluster_quota(call: Call) -> object:
+    """``one.cluster.quota(id, template)``: set a site's own budgets (cloudburst's own)."""
+    cluster_id, text = call.params.integer("id"), call.params.string("template")
+    call.params.end()
+    await call.daemon.groups.cluster(cluster_id)
+    await call.daemon.quotas.set("cluster", cluster_id, text)
+    return cluster_id
 
 
 async def clusterpool_info(call: Call) -> object:
@@ -210,6 +224,7 @@ METHODS: Final[dict[str, Handler]] = {
     "one.groupquota.info": groupquota_info,
     "one.groupquota.update": groupquota_update,
     "one.cluster.info": cluster_info,
+    "one.cluster.quota": cluster_quota,
     "one.clusterpool.info": clusterpool_info,
     "one.cluster.allocate": cluster_allocate,
     "one.cluster.delete": cluster_delete,

@@ -147,9 +147,13 @@ def _cluster(cluster: ClusterRecord) -> str:
             f"{cluster.template.to_xml('TEMPLATE')}</CLUSTER>")
 
 
-def cluster_document(cluster: ClusterRecord) -> str:
-    """``CLUSTER`` of ``one.cluster.info``."""
-    return _cluster(cluster)
+def cluster_document(cluster: ClusterRecord, limits: Limits | None = None,
+                     usage: Usage | None = None) -> str:
+    """``CLUSTER`` of ``one.cluster.info``; with budgets set, their ``VM_QUOTA`` too."""
+    rendered = _cluster(cluster)
+    if not limits:
+        return rendered
+    return rendered[:-len("</CLUSTER>")] + vm_quota(limits, usage or {}) + "</CLUSTER>"
 
 
 def cluster_pool_document(clusters: Iterable[ClusterRecord]) -> str:

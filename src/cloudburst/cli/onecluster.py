@@ -10,7 +10,16 @@ import sys
 from collections.abc import Callable
 from typing import Final
 
-from cloudburst.cli.client import Client, connect, find_host_id, number, run, template_at, text
+from cloudburst.cli.client import (
+    Client,
+    connect,
+    find_host_id,
+    new_contents,
+    number,
+    run,
+    template_at,
+    text,
+)
 from cloudburst.cli.common import (
     CommandLine,
     add_list_options,
@@ -20,7 +29,7 @@ from cloudburst.cli.common import (
     print_xml,
     update_template,
 )
-from cloudburst.cli.rows import Row, find_id
+from cloudburst.cli.rows import Row, budget_table, find_id
 from cloudburst.cli.tables import Column, info_block, print_json, template_lines
 
 LIST_COLUMNS: Final = (
@@ -57,7 +66,18 @@ def _show(args: argparse.Namespace) -> int:
                        [("ID", text(cluster, "ID")), ("NAME", text(cluster, "NAME"))], width=18)
     lines += ["", "CLUSTER TEMPLATE", *template_lines(template_at(cluster, "TEMPLATE")), ""]
     lines += ["HOSTS", *(str(host) for host in hosts), "", "VNETS", "", "DATASTORES"]
+    if cluster.find("VM_QUOTA/VM") is not None:
+        lines += ["", *budget_table(cluster)]
     print("\n".join(lines))
+    return 0
+
+
+def _quota(args: argparse.Namespace) -> int:
+    client = connect()
+    cluster_id = _cluster_id(client, args.cluster)
+    text_ = new_contents(args.file, lambda: template_at(client.document(
+        "one.cluster.info", cluster_id), "VM_QUOTA"))
+    client.call("one.cluster.quota", cluster_id, text_)
     return 0
 
 
@@ -117,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("rename", _rename, "rename a cluster")
     sub.add_argument("cluster", help=cluster_help)
     sub.add_argument("name")
+    sub = command("quota", _quota, "set a site's own budgets, e.g. "
+                  "VM = [ HOURLY_COST = 2, MONTHLY_COST = 500 ]")
+    sub.add_argument("cluster", help=cluster_help)
+    sub.add_argument("file", nargs="?", help="quota template file, or - for standard input")
     sub = command("update", _update, "replace (or --append to) a cluster's template")
     sub.add_argument("cluster", help=cluster_help)
     add_update_arguments(sub)

@@ -81,7 +81,12 @@ def quota_tables(element: ElementTree.Element) -> list[str]:
         lines.append(f"{quota_cell(vm, 'RUNNING_VMS'):>17}"
                      f"{quota_cell(vm, 'RUNNING_MEMORY', memory=True):>21}"
                      f"{quota_cell(vm, 'RUNNING_CPU', cpu=True):>21}")
-    lines += ["", "BUDGETS (cloud spending)", ""]
+    return [*lines, "", *budget_table(element)]
+
+
+def budget_table(element: ElementTree.Element) -> list[str]:
+    """The ``BUDGETS`` section of ``oneuser show``, ``onegroup show``, ``onecluster show``."""
+    lines = ["BUDGETS (cloud spending)", ""]
     for vm in element.findall("VM_QUOTA/VM") or [None]:  # type: ignore[list-item]
         where = "" if vm is None or vm.find("CLUSTER_ID") is None else (
             f" (CLUSTER {text(vm, 'CLUSTER_ID')})")

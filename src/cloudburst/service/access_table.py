@@ -81,6 +81,7 @@ CHECKS: Final[dict[str, tuple[Check, ...]]] = {
     "one.groupquota.update": (Check(ADMIN, "QUOTA"),),
     # clusters
     "one.cluster.info": (Check(USE, "CLUSTER", 0),),
+    "one.cluster.quota": (Check(ADMIN, "CLUSTER", 0),),
     "one.clusterpool.info": _NONE,
     "one.cluster.allocate": (Check(CREATE, "CLUSTER"),),
     "one.cluster.delete": (Check(ADMIN, "CLUSTER", 0),),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from sqlalchemy import Connection
 
 from cloudburst.auth import quotas
-from cloudburst.auth.quotas import ALL_CLUSTERS, VM_METRICS
+from cloudburst.auth.quotas import ALL_CLUSTERS, BUDGET_METRICS, VM_METRICS
 from cloudburst.errors import ValidationError
 from cloudburst.store import quota_pool
 from cloudburst.store.database import Database
@@ -75,6 +75,17 @@ class QuotaService:
         return await self.db.read(lambda c: quota_pool.usage(c, kind, owner_id))
 
     async def set(self, kind: str, owner_id: int, text: str) -> None:
-        """Apply a quota template to an owner (-1: the defaults)."""
+        """Apply a quota template to an owner (-1: the defaults); a ``cluster`` (a
+        site's own budgets) takes budget metrics only, without ``CLUSTER_ID``.
+
+        Raises:
+            ValidationError: see :func:`parse_quota_template`; a cluster quota with
+                another metric or a CLUSTER_ID.
+        """
         limits = parse_quota_template(text)
+        if kind == "cluster":
+            for cluster_id, metric, _limit in limits:
+                if cluster_id != ALL_CLUSTERS or metric not in BUDGET_METRICS:
+                    raise ValidationError(f"A cluster's quota holds its budgets only "
+                                          f"({', '.join(BUDGET_METRICS)}), without CLUSTER_ID")
         await self.db.write(lambda c: quota_pool.set_limits(c, kind, owner_id, limits))

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, delete, func, insert, or_, select
 
 from cloudburst.auth import quotas as auth_quotas
 from cloudburst.auth.quotas import ALL_CLUSTERS, Limit
+from cloudburst.errors import QuotaError
 from cloudburst.model import cost
 from cloudburst.model.records import VmRecord
 from cloudburst.model.states import VmState
@@ -62,7 +63,10 @@ def usage(connection: Connection, owner_kind: str, owner_id: int
           ) -> dict[int, dict[str, float]]:
     """VM usage of a user (``uid``) or group (``gid``) per cluster id, and in total
     under :data:`ALL_CLUSTERS`. VMs not placed yet count in the total only.
-    Money (``HOURLY_COST``, ``MONTHLY_COST``) comes from :func:`spent`."""
+    Money (``HOURLY_COST``, ``MONTHLY_COST``) comes from :func:`spent`; a
+    ``cluster`` (a site's own budget) has money only, under :data:`ALL_CLUSTERS`."""
+    if owner_kind == "cluster":
+        return {ALL_CLUSTERS: spent(connection, "cluster", owner_id).get(owner_id, {})}
     totals = _vm_usage(connection, owner_kind, owner_id)
     for cluster, money in spent(connection, owner_kind, owner_id).items():
         totals.setdefault(cluster, {}).update(money)
@@ -72,10 +76,11 @@ def usage(connection: Connection, owner_kind: str, owner_id: int
 def spent(connection: Connection, owner_kind: str, owner_id: int,
           now: float | None = None) -> dict[int, dict[str, float]]:
     """``{cluster id: {"HOURLY_COST": ..., "MONTHLY_COST": ...}}`` of an owner's cloud
-    stays (recorded prices), and the totals under :data:`ALL_CLUSTERS`."""
+    stays (recorded prices), and the totals under :data:`ALL_CLUSTERS`; the owner
+    is a ``user``, a ``group`` or a ``cluster`` (every VM's stays there)."""
     moment = time.time() if now is None else now
     since = cost.month_start(moment)
-    column = vms.c.uid if owner_kind == "user" else vms.c.gid
+    column = {"user": vms.c.uid, "group": vms.c.gid, "cluster": hosts.c.cluster_id}[owner_kind]
     query = (select(history.c.price, history.c.stime, history.c.etime, hosts.c.cluster_id)
              .select_from(history.join(vms, vms.c.id == history.c.vm_id)
                           .outerjoin(hosts, hosts.c.id == history.c.host_id))
@@ -154,6 +159,22 @@ def check_vm(connection: Connection, *, uid: int, gid: int, cpu: float, memory: 
     request = {"VMS": 1.0, "CPU": cpu, "MEMORY": float(memory), **_running(cpu, memory)}
     money = {metric: price for metric in auth_quotas.BUDGET_METRICS} if price else {}
     _check(connection, uid, gid, request, cluster_id, money=money, action=False)
+    if money and cluster_id != ALL_CLUSTERS:
+        _check_site_budget(connection, cluster_id, money)
+
+
+def _check_site_budget(connection: Connection, cluster_id: int,
+                       money: dict[str, float]) -> None:
+    """A site's own budgets (``one.cluster.quota``) bind every owner, oneadmin too."""
+    limits = limit_map(limits_of(connection, "cluster", [cluster_id]), cluster_id)
+    own = limits.get(ALL_CLUSTERS, {})
+    if not any(limit >= 0 for limit in own.values()):
+        return
+    used = usage(connection, "cluster", cluster_id)[ALL_CLUSTERS]
+    broken = auth_quotas.first_exceeded(own, used, money)
+    if broken is not None:
+        raise QuotaError(f"Cluster [{cluster_id}] : budget of {broken[1]:g} reached for "
+                         f"{broken[0]} quota in VM.", budget=True)
 
 
 def check_running(connection: Connection, vm: VmRecord, *, stays_on_host: bool) -> None:
