@@ -291,3 +291,26 @@ def test_recall_brings_cloud_vms_home_within_the_rate_limit(
         vm = one.vm.info(second)
         assert (vm.STATE, vm.LCM_STATE) == (ACTIVE, RUNNING)
         assert int(vm.HISTORY_RECORDS.HISTORY[-1].HID) == site
+
+
+def test_no_recall_before_the_minimum_time_in_the_cloud_while_capacity_comes_and_goes(
+        daemon: RunningDaemon, one: pyone.OneServer, hosts: dict[str, int]) -> None:
+    """The module's daemon keeps the default MIN_CLOUD_TIME (600 s): local room that
+    comes and goes must not move a VM that just burst."""
+    fillers = [create(daemon, LOCAL_VM) for _ in range(2)]
+    assert [running_on(one, vm_id) for vm_id in fillers] == [hosts["local"]] * 2
+    burst = create(daemon, RECALL_VM)
+    assert running_on(one, burst) == hosts["cheap"]
+    for _ in range(3):  # local room comes and goes a few times
+        terminate_all(daemon, one, fillers[:1])
+        time.sleep(2)
+        fillers[0] = create(daemon, LOCAL_VM)
+        assert running_on(one, fillers[0]) == hosts["local"]
+    terminate_all(daemon, one, fillers)
+    time.sleep(6)  # more than one look of the recall manager with local room free
+    assert replacement_of(one, burst) is None
+    vm = one.vm.info(burst)
+    assert (vm.STATE, vm.LCM_STATE, int(vm.HISTORY_RECORDS.HISTORY[-1].HID)) == (
+        ACTIVE, RUNNING, hosts["cheap"])
+    assert len(vm.HISTORY_RECORDS.HISTORY) == 1
+    terminate_all(daemon, one, [burst])
