@@ -101,6 +101,9 @@ def test_reasons_of_a_group_are_shared_not_copied_per_vm() -> None:
     result = place([vm(i) for i in range(1000)], [host(0, cpu=100_000, mem=200 * GB)],
                    default_rank=STRIPING)
     assert len({id(result.reasons[i].refused) for i in range(1000)}) == 1
+    full = place([vm(i) for i in range(1000)], [host(0, cpu=100)], default_rank=STRIPING)
+    assert len(full.assignments) == 1
+    assert len({id(full.reasons[i]) for i in range(1, 1000)}) == 1
 
 
 def test_instance_type_limits_are_their_own_refusal_kind() -> None:

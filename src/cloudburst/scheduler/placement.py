@@ -292,6 +292,16 @@ class _Group:
         self.tally = tally
         self.considered = considered
         self.order = "tier, price, RANK" if price_first else "tier, RANK, price"
+        self._waiting: dict[str, PlacementReason] = {}
+
+    def waiting_reason(self, message: str) -> PlacementReason:
+        """The reason of a VM of this group left waiting: one object for all of them
+        while the refusals do not change (the scheduler serialises each once)."""
+        refused = self.tally.frozen()
+        reason = self._waiting.get(message)
+        if reason is None or reason.refused is not refused:
+            reason = self._waiting[message] = PlacementReason(message, self.considered, refused)
+        return reason
 
 
 def _score(rank: Rank, host: HostCandidate) -> float:
@@ -348,7 +358,7 @@ def place(
             message = ("Waiting: hosts with room already received MAX_HOST VMs in this pass"
                        if held_back else "No host with enough capacity to deploy the VM")
             waiting[vm.id] = message
-            why[vm.id] = PlacementReason(message, group.considered, group.tally.frozen())
+            why[vm.id] = group.waiting_reason(message)
             continue
         host, price, score = picked
         assignments.append((vm.id, host.id))
