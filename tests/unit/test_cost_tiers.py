@@ -8,8 +8,11 @@ from test_placement import EC2_VM, GB, STRIPING, host, vm
 from cloudburst.model import reasons
 from cloudburst.model.cost import accrued, month_start, site_price
 from cloudburst.model.reasons import PlacementReason
+from cloudburst.model.records import VmRecord
+from cloudburst.model.states import LcmState, VmState
 from cloudburst.scheduler.placement import place
 from cloudburst.template import parse, parse_rank
+from cloudburst.web.shapes import placement_reason
 
 #: Two sites of the same type: a VM section naming no site fits both.
 TWO_SITES_VM = 'CPU=1 MEMORY=128 PUBLIC_CLOUD=[ TYPE="burst" ]'
@@ -119,3 +122,16 @@ def test_accrued_cost_and_the_month() -> None:
     assert accrued([(1.0, 1000, 0)], now=1000 + 1800) == 0.5
     assert accrued([(1.0, 1, 3600)], now=3600, since=1800) == 0.5
     assert month_start(1_767_225_600 + 86_400 * 3.5) == 1_767_225_600  # 2026-01-01
+
+
+def test_the_dashboard_line_carries_the_reason() -> None:
+    placed = place([vm(i, TWO_SITES_VM) for i in range(7)], sites(), default_rank=STRIPING)
+    record = VmRecord(id=6, name="v", uid=0, gid=0, state=VmState.PENDING,
+                      lcm_state=LcmState.LCM_INIT, prev_state=VmState.PENDING,
+                      prev_lcm_state=LcmState.LCM_INIT, stime=1, etime=0, deploy_id="",
+                      host_id=None, template=parse(""), user_template=parse(""), cpu=1,
+                      memory=128, version=1, sched_message=placed.waiting[6],
+                      placement=placed.reasons[6].to_json())
+    assert placement_reason(record, None) == (
+        "No host with enough capacity to deploy the VM (3 hosts considered: "
+        "3 for capacity (local, cheap, dear))")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from cloudburst.model.lifecycle import allowed_actions
+from cloudburst.model.reasons import PlacementReason
 from cloudburst.model.records import HistoryRecord, HostRecord, TemplateRecord, UserRecord, VmRecord
 from cloudburst.model.states import HOST_STATE_SHORT, vm_short_state, vm_state_label
 from cloudburst.store.vm_search import VmRow
@@ -104,12 +105,17 @@ def _history(record: HistoryRecord) -> dict[str, object]:
 
 
 def placement_reason(vm: VmRecord, host: HostRecord | None) -> str:
-    """Why the VM is where it is (or why it waits), in one line."""
+    """Why the VM is where it is (or why it waits), in one line, with the scheduler's
+    reason (:mod:`cloudburst.model.reasons`) when it has one."""
+    why = PlacementReason.from_json(vm.placement)
     if host is not None:
-        return f"on {host.name}, {host.locality_reason}"
+        chosen = f": {why.summary()}" if why is not None and why.host_id == host.id else ""
+        return f"on {host.name}, {host.locality_reason}{chosen}"
     if vm.host_id is not None:
         return f"on host {vm.host_id}, which no longer exists"
     waiting = vm.sched_message or "not placed yet"
+    if why is not None and why.host_id is None and why.refused:
+        waiting = f"{waiting} ({why.considered} hosts considered: {why.refusals_text()})"
     last = vm.last_history
     if last is not None and last.reason:
         return f"{waiting} (its stay on {last.hostname} ended: {last.reason})"
