@@ -30,6 +30,9 @@ def cli(daemon: RunningDaemon, tmp_path_factory: pytest.TempPathFactory) -> Cli:
 def test_users_groups_rules_clusters_and_the_audit_trail(cli: Cli, tmp_path: Path) -> None:
     assert cli.ok("oneuser", "create", "alice", "pw-a") == "ID: 2\n"
     assert cli.ok("onegroup", "create", "research") == "ID: 100\n"
+    # As OpenNebula's CLI: members of a new group may create VMs, templates...
+    assert "   9     @100     V--I-T---O-S-R--P-B     *     ---c" in cli.ok("oneacl", "list")
+    assert cli.ok("onegroup", "create", "bare", "--resources", "") == "ID: 101\n"
     assert cli.ok("oneuser", "create", "bob", "pw-b", "--group", "research") == "ID: 3\n"
     quota = tmp_path / "quota"
     quota.write_text("VM = [ VMS = 2, CPU = 1 ]\n")
@@ -42,18 +45,18 @@ def test_users_groups_rules_clusters_and_the_audit_trail(cli: Cli, tmp_path: Pat
     assert "PASSWORD        : ********" in shown and "VMS USAGE & QUOTAS" in shown
     groups = json.loads(cli.ok("onegroup", "list", "--json"))
     assert [(g["NAME"], g["USERS"]) for g in groups] == [
-        ("oneadmin", 1), ("users", 1), ("research", 1)]
+        ("oneadmin", 1), ("users", 1), ("research", 1), ("bare", 0)]
     cli.ok("onegroup", "addadmin", "users", "alice")
     assert "ADMINS\nID\n2" in cli.ok("onegroup", "show", "users")
 
-    assert cli.ok("oneacl", "create", "#3 VM/@1 USE") == "ID: 13\n"
+    assert cli.ok("oneacl", "create", "#3 VM/@1 USE") == "ID: 17\n"
     listing = cli.ok("oneacl", "list").splitlines()
     assert listing[0].split() == ["ID", "USER", "RES_VHNIUTGDCOZSvRMAPtB", "RID", "OPE_UMAC",
                                   "ZONE"]
-    assert "  13       #3     V------------------    @1     u---    #0" in listing
+    assert "  17       #3     V------------------    @1     u---    #0" in listing
     bad = cli("oneacl", "create", "#3 FOO/@1 USE")
     assert bad.status == 1 and "Wrong resource type 'FOO'" in bad.err
-    cli.ok("oneacl", "delete", "13")
+    cli.ok("oneacl", "delete", "17")
 
     assert cli.ok("onecluster", "create", "site-a") == "ID: 100\n"
     cli.ok("onehost", "create", "h1", "-i", "dummy", "-v", "dummy")
@@ -73,7 +76,8 @@ def test_users_groups_rules_clusters_and_the_audit_trail(cli: Cli, tmp_path: Pat
     assert refused.status == 1 and "Not authorized to perform MANAGE AUDIT" in refused.err
     cli.ok("oneuser", "disable", "bob")
     records = json.loads(cli.ok("oneaudit", "list", "--json"))
-    assert [r["METHOD"] for r in records][:3] == [
-        "one.user.allocate", "one.group.allocate", "one.user.allocate"]
+    assert [r["METHOD"] for r in records][:5] == [
+        "one.user.allocate", "one.group.allocate", "one.acl.addrule", "one.group.allocate",
+        "one.user.allocate"]
     assert records[-1]["METHOD"] == "one.user.enable" and records[-1]["OBJECT"] == "USER [3]"
     assert not any(token in json.dumps(r) for r in records)

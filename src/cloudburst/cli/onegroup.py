@@ -10,7 +10,17 @@ import sys
 from collections.abc import Callable
 from typing import Final
 
-from cloudburst.cli.client import Client, connect, new_contents, number, run, template_at, text
+from cloudburst.auth import acl
+from cloudburst.cli.client import (
+    Client,
+    CliError,
+    connect,
+    new_contents,
+    number,
+    run,
+    template_at,
+    text,
+)
 from cloudburst.cli.common import (
     CommandLine,
     add_list_options,
@@ -70,8 +80,30 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+#: What members of a new group may create, as OpenNebula's CLI allows it (oned itself
+#: gives a new group no CREATE rule).
+DEFAULT_CREATE: Final = "VM+IMAGE+TEMPLATE+DOCUMENT+SECGROUP+VROUTER+VMGROUP+BACKUPJOB"
+
+
 def _create(args: argparse.Namespace) -> int:
-    print(f"ID: {connect().call('one.group.allocate', args.name)}")
+    """The group, then (as OpenNebula's CLI) the ACL rule ``@ID RESOURCES/* CREATE``;
+    ``--resources ""`` adds none. If the rule cannot be added the group is removed."""
+    resources = args.resources.strip()
+    if resources:
+        try:
+            acl.parse(f"@0 {resources}/* CREATE")
+        except acl.AclError as exc:
+            raise CliError(f"--resources: {exc}") from None
+    client = connect()
+    group_id = client.call("one.group.allocate", args.name)
+    if resources:
+        try:
+            rule = acl.parse(f"@{group_id} {resources}/* CREATE")
+            client.call("one.acl.addrule", *(f"{number:X}" for number in rule))
+        except CliError as exc:
+            client.call("one.group.delete", group_id)
+            raise CliError(f"Error creating group ACL's: {exc}") from None
+    print(f"ID: {group_id}")
     return 0
 
 
@@ -112,8 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     cli = CommandLine("onegroup", "Manage cloudburst groups (OpenNebula's onegroup).")
     command = cli.command
     group_help = "group id or name"
-    sub = command("create", _create, "create a group; prints ID: <id>")
+    sub = command("create", _create, "create a group whose members may create VMs, "
+                  "templates...; prints ID: <id>")
     sub.add_argument("name")
+    sub.add_argument("-r", "--resources", default=DEFAULT_CREATE,
+                     help=f"what members may create, joined by + (default {DEFAULT_CREATE}; "
+                          '"" for nothing)')
     sub = command("list", _list, "list groups with their VM quota usage")
     add_list_options(sub)
     sub = command("show", _show, "show a group's users, admins and quotas")
