@@ -283,7 +283,8 @@ def _show(args: argparse.Namespace) -> int:
         })
         return 0
     pairs = [("ID", text(vm, "ID")), ("NAME", text(vm, "NAME")), ("USER", text(vm, "UNAME")),
-             ("GROUP", text(vm, "GNAME")), ("STATE", state), ("LCM_STATE", lcm_state)]
+             ("GROUP", text(vm, "GNAME")), ("STATE", state), ("LCM_STATE", lcm_state),
+             ("LOCK", _LOCK_NAMES.get(number(vm, "LOCK/LOCKED", 0), "-"))]
     if host is not None:
         pairs.append(("HOST", host))
     pairs += [("START TIME", short_date(number(vm, "STIME"))),
@@ -407,6 +408,9 @@ def _resize(args: argparse.Namespace) -> int:
 
 #: ``lock`` options and one.vm.lock's levels.
 LOCK_LEVELS: Final = {"use": 1, "manage": 2, "admin": 3, "all": 4}
+#: How ``show`` names a lock level, as OpenNebula's CLI (0: not locked).
+_LOCK_NAMES: Final = {0: "None",
+                      **{level: name.capitalize() for name, level in LOCK_LEVELS.items()}}
 
 
 def _lock(args: argparse.Namespace) -> int:
