@@ -89,6 +89,9 @@ class PostgresServer:
     database: str
     directory: Path
     _names: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    #: ``pg_ctl start`` arguments that bring this server up again (see :meth:`start`).
+    _start: list[str] = field(default_factory=list)
+    _stop: list[str] = field(default_factory=list)
 
     def url_for(self, database: str) -> str:
         return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{database}"
@@ -96,6 +99,15 @@ class PostgresServer:
     @property
     def url(self) -> str:
         return self.url_for(self.database)
+
+    def stop(self) -> None:
+        """Take the server down (``-m immediate``), keeping its data: clients see a
+        store that no longer answers. :meth:`start` brings it back."""
+        _run(self._stop, "pg_ctl stop")
+
+    def start(self) -> None:
+        """Start the server again on the same port and data (after :meth:`stop`)."""
+        _run(self._start, "pg_ctl start", self.directory / "server.log")
 
     def create_database(self, prefix: str = "t") -> str:
         """Create a new, empty database and return its SQLAlchemy URL."""
@@ -164,13 +176,16 @@ def postgres_server() -> Iterator[PostgresServer]:
             "-c max_connections=100",
         ])
         started = True
-        _run([str(pg_ctl), "-D", str(data), "-l", str(log), "-w", "-t", str(START_TIMEOUT),
-              "-o", options, "start"], "pg_ctl start", log)
-        server = PostgresServer("127.0.0.1", port, "cloudburst", directory)
+        start = [str(pg_ctl), "-D", str(data), "-l", str(log), "-w", "-t", str(START_TIMEOUT),
+                 "-o", options, "start"]
+        _run(start, "pg_ctl start", log)
+        server = PostgresServer("127.0.0.1", port, "cloudburst", directory, _start=start,
+                                _stop=[str(pg_ctl), "-D", str(data), "-m", "immediate", "-w",
+                                       "stop"])
         _create_database(server.url_for("postgres"), server.database)
         yield server
     finally:
-        if started:
+        if started:  # (already stopped by a test: pg_ctl says so and exits 1)
             with contextlib.suppress(Exception):
                 subprocess.run(_as_server_user([str(pg_ctl), "-D", str(data), "-m", "immediate",
                                                 "-w", "stop"]),

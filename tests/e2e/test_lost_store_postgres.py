@@ -1,4 +1,5 @@
-"""A lost PostgreSQL store is noticed and restored with pg_dump/pg_restore (issue 15, finding 2).
+"""A lost PostgreSQL store is noticed and restored with pg_dump/pg_restore (issue 15, finding 2);
+a PostgreSQL server that stops answering is named and recovered from (finding 6).
 
 The same path as ``test_lost_store.py`` on a real PostgreSQL server the test
 session starts (``pg_server``): the daemon's store is a database owned by a
@@ -145,3 +146,39 @@ def test_pg_restore_of_a_broken_backup_fails_in_one_line_without_the_password(
     with start_daemon(tmp_path, keep_conf=True) as daemon:
         one = pyone.OneServer(daemon.url, session=daemon.session, timeout=60)
         assert one.vm.info(vm_id).STATE == 1  # PENDING, as it was left (no host)
+
+
+def test_a_postgresql_server_that_stops_answering_is_named_and_recovered_from(
+        tmp_path: Path) -> None:
+    """The server goes down under the daemon (its own server, not the shared one):
+    calls are refused naming the cause, never ``Internal error``; once it is back,
+    the daemon takes writes and runs VMs again by itself."""
+    with pg_server.postgres_server() as server:
+        url, _ = _store(server, "down")
+        with start_daemon(tmp_path, oned_conf_extra=_conf(url)) as daemon:
+            one = pyone.OneServer(daemon.url, session=daemon.session, timeout=60)
+            one.host.allocate("h0", "dummy", "dummy")
+            server.stop()
+            answers: list[str] = []
+            try:
+                def refused() -> bool:
+                    try:
+                        one.vm.allocate(VM)
+                    except pyone.OneException as exc:
+                        answers.append(str(exc))
+                        return "Store unavailable" in str(exc)
+                    return False
+
+                wait_for(refused, timeout=NOTICE_TIMEOUT, interval=0.5)
+                with pytest.raises(pyone.OneException) as read:
+                    one.vmpool.info(-2, -1, -1, -1)
+                answers.append(str(read.value))
+            finally:
+                server.start()
+            assert not [answer for answer in answers if "Internal error" in answer], answers
+            assert "Store unavailable" in answers[-1]
+            assert not [answer for answer in answers if PASSWORD in answer]
+            vm_id = wait_for(lambda: one.vm.allocate(VM), timeout=NOTICE_TIMEOUT, interval=0.5)
+            wait_for(lambda: one.vm.info(vm_id).LCM_STATE == 3, timeout=NOTICE_TIMEOUT)
+            assert PASSWORD not in daemon.output()
+            assert "Traceback" not in daemon.output()  # one line per fault, never a traceback
