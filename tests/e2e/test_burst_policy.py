@@ -156,21 +156,25 @@ def test_an_hourly_budget_stops_bursts_with_a_message_naming_it(
     over = create(daemon, VM, *as_alice)
     message = "User [2] : user [2] budget of 0.03 reached for HOURLY_COST quota in VM."
 
-    def refused_by_budget() -> dict[str, object] | None:
-        info = show(daemon, over)
+    def refused_by_budget(vm_id: int) -> dict[str, object] | None:
+        info = show(daemon, vm_id)
         placement = info["PLACEMENT"]
         kinds = {refused["KIND"]: refused["HOSTS"] for refused in placement["REFUSED"]}
         return info if sorted(kinds.get("budget", [])) == ["cheap", "dear"] else None
 
     # The cheap site refuses it (0.04 > 0.03), then the dear one (0.12 > 0.03).
-    vm = wait_for(refused_by_budget, timeout=60)
+    vm = wait_for(lambda: refused_by_budget(over), timeout=60)
     assert vm["STATE"] == "PENDING"
     assert vm["PLACEMENT"]["MESSAGE"] == message
     assert one.vm.info(over).USER_TEMPLATE["SCHED_MESSAGE"] == message
+    # Another VM of the same shape skips the sites the budget refused, with the same words.
+    another = create(daemon, VM, *as_alice)
+    assert wait_for(lambda: refused_by_budget(another), timeout=60)["STATE"] == "PENDING"
+    assert one.vm.info(another).USER_TEMPLATE["SCHED_MESSAGE"] == message
     user = cli(daemon, "oneuser", "show", "alice").stdout
     assert "BUDGETS (cloud spending)" in user
     assert "0.02 /    0.03" in user
-    terminate_all(daemon, one, [*ids, over])
+    terminate_all(daemon, one, [*ids, over, another])
 
 
 def test_a_site_budget_stops_new_bursts_there(

@@ -68,6 +68,11 @@ class _Snapshot:
     cloud_hosts: list[int] = field(default_factory=list)
 
 
+def _shape(vm: VmRecord, demand: VmDemand) -> tuple[object, ...]:
+    """What a site's price and an owner's budgets depend on: owner, size, cloud sections."""
+    return (vm.uid, vm.gid, demand.cpu, demand.memory, demand.vcpu, demand.clouds)
+
+
 class SchedulerLoop:
     """Runs placement passes on events and on a timer."""
 
@@ -88,6 +93,8 @@ class SchedulerLoop:
         self._quota_refusals: dict[int, str] = {}
         #: The refusal kind (quota or budget) of each host a quota refused a VM on.
         self._refusal_kinds: dict[int, dict[int, str]] = {}
+        #: Sites a budget refused, by owner and VM shape (see _remember_budget).
+        self._budget_refused: dict[tuple[object, ...], dict[int, tuple[float, str]]] = {}
         #: Brings RECALL=YES cloud VMs home after full passes.
         self.recaller = Recaller(db, lifecycle, settings.recall)
         #: Ends cloud VMs whose LEASE or idle time is up, after full passes.
@@ -225,7 +232,10 @@ class SchedulerLoop:
                      excluded: Callable[[VmRecord], frozenset[int]], *, full: bool) -> int:
         if not pending:
             return 0
-        demands = [self._demand(vm, excluded(vm)) for vm in pending]
+        now = time.monotonic()
+        demands = [self._demand(vm, excluded(vm), now) for vm in pending]
+        shapes = {demand.id: _shape(vm, demand) for vm, demand in zip(pending, demands,
+                                                                       strict=True)}
         result = place(
             demands, hosts,
             default_rank=parse_rank(self.settings.default_rank),
@@ -250,6 +260,8 @@ class SchedulerLoop:
                 self._quota_refusals[vm_id] = outcome.message
                 self._refusal_kinds.setdefault(vm_id, {})[host_id] = (
                     reasons.BUDGET if outcome.budget else reasons.QUOTA)
+                if outcome.budget:
+                    self._remember_budget(shapes[vm_id], host_id, outcome.message)
                 self.wake()
                 continue
             self._quota_refusals.pop(vm_id, None)
@@ -268,14 +280,38 @@ class SchedulerLoop:
                 connection, messages, placements))
         return len(result.assignments)
 
-    def _demand(self, vm: VmRecord, excluded: frozenset[int]) -> VmDemand:
-        """The VM's demand; hosts a quota or budget refused it on are named as such."""
+    def _demand(self, vm: VmRecord, excluded: frozenset[int], now: float) -> VmDemand:
+        """The VM's demand; hosts a quota or budget refused it on are named as such, and
+        sites a budget refused for another VM of the same owner and shape are skipped."""
         demand = vm_demand(vm, excluded)
-        kinds = self._refusal_kinds.get(vm.id)
+        kinds = dict(self._refusal_kinds.get(vm.id, {}))
+        budget = self._budget_refused_hosts(_shape(vm, demand), now)
+        if budget:
+            excluded = excluded | frozenset(budget)
+            kinds.update(dict.fromkeys(budget, reasons.BUDGET))
+            self._quota_refusals.setdefault(vm.id, next(iter(budget.values())))
         if not kinds or not excluded:
             return demand
         named = tuple(sorted((host, kind) for host, kind in kinds.items() if host in excluded))
-        return dataclasses.replace(demand, excluded_kinds=named) if named else demand
+        return dataclasses.replace(demand, excluded_hosts=excluded, excluded_kinds=named)
+
+    def _remember_budget(self, shape: tuple[object, ...], host_id: int, message: str) -> None:
+        """A budget refused a VM of ``shape`` on ``host_id``: the owner's other VMs of
+        that shape (same price there) skip it for a while, so an owner over budget
+        costs one refused deploy per site and shape a minute, not one per VM."""
+        if len(self._budget_refused) > 10_000:
+            self._budget_refused.clear()
+        self._budget_refused.setdefault(shape, {})[host_id] = (
+            time.monotonic() + QUOTA_RETRY_SECONDS, message)
+
+    def _budget_refused_hosts(self, shape: tuple[object, ...], now: float) -> dict[int, str]:
+        refused = self._budget_refused.get(shape)
+        if not refused:
+            return {}
+        active = {host: entry for host, entry in refused.items() if entry[0] > now}
+        if len(active) != len(refused):
+            self._budget_refused[shape] = active
+        return {host: message for host, (_, message) in active.items()}
 
     @staticmethod
     def _waiting_reasons(pending: list[VmRecord], waiting: dict[int, str],
