@@ -43,6 +43,7 @@ from sqlalchemy import func, select  # noqa: E402
 from cloudburst.daemon.app import Daemon  # noqa: E402
 from cloudburst.daemon.main import load_settings  # noqa: E402
 from cloudburst.drivers.ec2.vm import Ec2VmDriver  # noqa: E402
+from cloudburst.model.lifecycle import Event  # noqa: E402
 from cloudburst.model.states import HostState, LcmState, VmState  # noqa: E402
 from cloudburst.store.schema import hosts, vms  # noqa: E402
 from ec2_sites import FaultProxy, MotoServer, live_instances, moto_servers, write_rc  # noqa: E402
@@ -116,8 +117,7 @@ async def burst(proxy: FaultProxy, vm_count: int) -> dict[str, float]:
         batches = list(driver.launcher.batches.sizes)
 
         stop_started = time.perf_counter()
-        await asyncio.gather(*(daemon.lifecycle.terminate(vm_id, hard=True,
-                                                          action="terminate-hard")
+        await asyncio.gather(*(daemon.lifecycle.act(vm_id, Event.TERMINATE_HARD)
                                for vm_id in vm_ids))
 
         async def all_done() -> bool:
