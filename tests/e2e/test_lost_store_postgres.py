@@ -179,6 +179,8 @@ def test_a_postgresql_server_that_stops_answering_is_named_and_recovered_from(
             assert "Store unavailable" in answers[-1]
             assert not [answer for answer in answers if PASSWORD in answer]
             vm_id = wait_for(lambda: one.vm.allocate(VM), timeout=NOTICE_TIMEOUT, interval=0.5)
-            wait_for(lambda: one.vm.info(vm_id).LCM_STATE == 3, timeout=NOTICE_TIMEOUT)
+            # The host may have to be monitored again first (MONITORING_INTERVAL) on a loaded
+            # machine: wait for that, not just for the store.
+            wait_for(lambda: one.vm.info(vm_id).LCM_STATE == 3, timeout=4 * NOTICE_TIMEOUT)
             assert PASSWORD not in daemon.output()
             assert "Traceback" not in daemon.output()  # one line per fault, never a traceback
