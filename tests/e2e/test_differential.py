@@ -72,9 +72,10 @@ ALLOWED = AllowList([
             "what they report)", optional=True),
     Allowed(r": kind of (HOST_POOL/|VM_POOL/)?(HOST|VM)/MONITORING ",
             "see above: an empty MONITORING before the first report", optional=True),
-    Allowed(r"^onevm show 0: (missing|extra) field (CPU|MEMORY|NETRX|NETTX|DISK\w+)$",
+    Allowed(r"^onevm show 0: (missing|extra) field (CPU|MEMORY|NETRX|NETTX|DISK\w+|TIMESTAMP)$",
             "the Ruby CLI's monitoring fields: see MONITORING above (cloudburst's dummy driver "
-            "reports NETTX only; oned's dummy probes CPU, MEMORY, NET*, DISK*)", optional=True),
+            "reports NETTX only; oned's dummy probes CPU, MEMORY, NET*, DISK*; TIMESTAMP "
+            "shows once a server's first VM poll arrived)", optional=True),
     Allowed(r"^onehost show 0: missing heading (PCI DEVICES|NUMA NODES|NUMA MEMORY|"
             r"NUMA HUGEPAGES)$",
             "not yet: no NUMA nodes or PCI devices (see HOST_SHARE above)", optional=True),
