@@ -315,7 +315,7 @@ def test_lifecycle_actions_map_to_the_partner(peer: OnePeer, account: PeerUser,
             assert await driver.poweron(ref, spec) == ref.deploy_id
             assert state(remote) == (ACTIVE, RUNNING)
 
-            await driver.save(ref, tmp_path / "checkpoint")
+            await driver.save(ref, tmp_path / "checkpoint", leaving=False)
             assert state(remote)[0] == SUSPENDED
             assert (await driver.poll([ref]))[60].state is PollState.PAUSED
             assert await driver.restore(ref, tmp_path / "checkpoint") == ref.deploy_id
@@ -329,7 +329,7 @@ def test_lifecycle_actions_map_to_the_partner(peer: OnePeer, account: PeerUser,
             # A refusal names the partner VM's state, in one line.
             await driver.poweroff(ref, hard=True)
             with pytest.raises(DriverError, match=r"refused to suspend partner VM \d+ in state"):
-                await driver.save(ref, tmp_path / "checkpoint")
+                await driver.save(ref, tmp_path / "checkpoint", leaving=False)
 
             # Deleted over there while powered off: powering on deploys a new partner VM.
             admin.vm.action("terminate-hard", remote)

@@ -31,6 +31,7 @@ from cloudburst.drivers.base import (
     DriverOptions,
     HostRef,
     PollState,
+    ResizeSpec,
     VmRef,
 )
 from cloudburst.drivers.kvm import connection as kvm_connection
@@ -602,15 +603,14 @@ def test_reboot_reset_and_missing_domains(driver: KvmVmDriver, conn: Any) -> Non
 
 def test_save_and_restore(driver: KvmVmDriver, conn: Any, tmp_path: Path) -> None:
     assert driver.supports("save") and driver.supports("restore")
-    assert not driver.supports("migrate")
     asyncio.run(driver.deploy(spec(45)))
     checkpoint = tmp_path / "one-45.checkpoint"
-    asyncio.run(driver.save(ref(45), checkpoint))
+    asyncio.run(driver.save(ref(45), checkpoint, leaving=True))
     assert asyncio.run(driver.poll([ref(45)]))[45].state is PollState.GONE
     assert asyncio.run(driver.restore(ref(45), checkpoint)) == "one-45"
     assert asyncio.run(driver.poll([ref(45)]))[45].state is PollState.ACTIVE
-    with pytest.raises(UnsupportedActionError, match='"migrate" is not supported by driver'):
-        asyncio.run(driver.migrate(ref(45), ref(45).host, live=False))
+    with pytest.raises(UnsupportedActionError, match='"resize" is not supported by driver'):
+        asyncio.run(driver.resize(ref(45), ResizeSpec(1, 1, 64)))
 
 
 def test_sweep_removes_orphans_after_the_grace_period(driver: KvmVmDriver, conn: Any) -> None:

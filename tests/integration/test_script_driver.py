@@ -235,7 +235,7 @@ def test_vm_actions_get_opennebula_arguments(
         await driver.cancel(vm)
         await driver.reboot(vm)
         await driver.reset(vm)
-        await driver.save(vm, Path("/var/ckpt.23"))
+        await driver.save(vm, Path("/var/ckpt.23"), leaving=False)
         return [
             await driver.restore(vm, Path("/var/ckpt.23")),
             await driver.migrate(vm, HostRef(4, "other_provider"), live=True),
@@ -433,7 +433,7 @@ def test_missing_action_is_unsupported(tmp_path: Path) -> None:
         "(no executable vmm/provider_name/shutdown)"
     )
     with pytest.raises(UnsupportedActionError, match='Action "save" is not supported'):
-        asyncio.run(driver.save(vm, Path("/ckpt")))
+        asyncio.run(driver.save(vm, Path("/ckpt"), leaving=False))
     with pytest.raises(UnsupportedActionError, match='Action "migrate" is not supported'):
         asyncio.run(driver.migrate(vm, HOST, live=True))
     # A directory named like the action is not a script either.

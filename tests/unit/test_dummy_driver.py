@@ -81,7 +81,7 @@ def optional_call(driver: DummyVmDriver, method: str, vm: VmRef
     calls: dict[str, Callable[[], Awaitable[object]]] = {
         "poweroff": lambda: driver.poweroff(vm, hard=False),
         "poweron": lambda: driver.poweron(vm, spec(on=vm.host)),
-        "save": lambda: driver.save(vm, Path("/ckpt")),
+        "save": lambda: driver.save(vm, Path("/ckpt"), leaving=False),
         "restore": lambda: driver.restore(vm, Path("/ckpt")),
         "migrate": lambda: driver.migrate(vm, vm.host, live=True),
         "resize": lambda: driver.resize(vm, ResizeSpec(1.0, 1, 512)),

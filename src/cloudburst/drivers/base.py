@@ -426,8 +426,13 @@ class VmDriver(abc.ABC):
         """
         raise self.unsupported("poweroff")
 
-    async def save(self, vm: VmRef, checkpoint: Path) -> None:
-        """Suspend the guest to ``checkpoint`` (or the provider's equivalent); it stops running."""
+    async def save(self, vm: VmRef, checkpoint: Path, *, leaving: bool) -> None:
+        """Suspend the guest to ``checkpoint`` (or the provider's equivalent); it stops running.
+
+        ``leaving``: the VM leaves its host (``stop``) and ``restore`` may run on
+        another host of the driver; otherwise (``suspend``) it resumes where it
+        is, and a driver may keep the state on the host (kvm's managed save).
+        """
         raise self.unsupported("save")
 
     async def restore(self, vm: VmRef, checkpoint: Path) -> str:

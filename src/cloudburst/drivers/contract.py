@@ -451,7 +451,7 @@ class ContractTest:
             return
         ref = self._ref(deploy_id)
         checkpoint = self._workdir / "checkpoint"
-        outcome = await self._timed(lambda: self.vm_driver.save(ref, checkpoint))
+        outcome = await self._timed(lambda: self.vm_driver.save(ref, checkpoint, leaving=False))
         if not outcome.ok:
             self._add(Status.FAIL, "save", outcome.error)
             return

@@ -304,7 +304,7 @@ class DummyVmDriver(VmDriver):
         self._off.discard(vm.deploy_id)
         return vm.deploy_id
 
-    async def save(self, vm: VmRef, checkpoint: Path) -> None:
+    async def save(self, vm: VmRef, checkpoint: Path, *, leaving: bool) -> None:
         await self._injector.outcome("save", vm.host).apply()
         self.calls.append(("save", vm.vm_id))
         self._off.add(vm.deploy_id)

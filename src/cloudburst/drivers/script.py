@@ -243,7 +243,7 @@ class ScriptVmDriver(VmDriver):
     async def poweron(self, vm: VmRef, spec: DeploySpec) -> str:
         return await self.deploy(spec)
 
-    async def save(self, vm: VmRef, checkpoint: Path) -> None:
+    async def save(self, vm: VmRef, checkpoint: Path, *, leaving: bool) -> None:
         host = vm.host.name
         await self._call("save", vm.vm_id, [vm.deploy_id, str(checkpoint), host,
                                              str(vm.vm_id), host])
@@ -263,7 +263,7 @@ class ScriptVmDriver(VmDriver):
             return vm.deploy_id
         checkpoint = self.context.var_dir / "checkpoints" / f"{vm.vm_id}.migrate"
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        await self.save(vm, checkpoint)
+        await self.save(vm, checkpoint, leaving=True)
         moved = VmRef(vm_id=vm.vm_id, deploy_id=vm.deploy_id, host=destination)
         return await self.restore(moved, checkpoint)
 

@@ -213,7 +213,8 @@ async def _poweron(job: Job) -> Outcome:
 
 async def _save(job: Job) -> Outcome:
     checkpoint = job.manager.files.checkpoint_path(job.vm.id)
-    await job.run("save", lambda: job.driver.save(job.ref, checkpoint))
+    leaving = job.vm.position == lifecycle.SAVE_STOP
+    await job.run("save", lambda: job.driver.save(job.ref, checkpoint, leaving=leaving))
     return Outcome()
 
 

@@ -16,6 +16,12 @@ setting, read from the host's template (set with ``onehost update``):
 * ``CONTEXT_DIR``: a directory on the host where each VM's context CD-ROM
   (``CONTEXT = [ ... ]``, :mod:`.context_iso`) is written, readable by the
   hypervisor's user; by default the VM's own directory next to its deployment.
+* ``CHECKPOINT_DIR``: a directory on the host, writable by the hypervisor's
+  user, where ``onevm stop`` (``one-<vmid>.checkpoint``) and cold migration
+  (``one-<vmid>.migrate``) write a guest's memory; a VM resumes or migrates
+  only between hosts that see it at the same path (shared storage). By
+  default stop uses the VM's directory next to its deployment and cold
+  migration ``/var/tmp``.
 * ``SHUTDOWN_TIMEOUT``: seconds a guest gets to power off after the ACPI
   request before it is destroyed (default: the driver's
   ``--shutdown-timeout`` argument, else 90).
@@ -32,5 +38,6 @@ translation), :mod:`.domain_xml` (template to domain XML), :mod:`.host_caps`
 (emulation and architecture from the host's capabilities), :mod:`.states`
 (libvirt states to poll states), :mod:`.domains` (bulk domain sampling),
 :mod:`.settings` (per-host settings), :mod:`.context_iso` (the context CD-ROM),
+:mod:`.snapshots`, :mod:`.devices` (hot-plug), :mod:`.migration`,
 :mod:`.information` and :mod:`.vm`.
 """

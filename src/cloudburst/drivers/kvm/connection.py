@@ -181,6 +181,13 @@ class LibvirtPool:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._run, uri, what, work)
 
+    async def call_pair(self, uris: tuple[str, str], what: str,
+                        work: Callable[[Any, Any], T]) -> T:
+        """Run ``work(first, second)`` on the pool with the connections to both ``uris``
+        (a migration between two hypervisors); errors as for :meth:`call`."""
+        return await self.call(uris[0], what, lambda first: work(
+            first, self._connection(uris[1]) if uris[1] != uris[0] else first))
+
     def _run(self, uri: str, what: str, work: Callable[[Any], T]) -> T:
         libvirt_module()
         connection = self._connection(uri)

@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import re
 import string
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 from xml.etree import ElementTree
@@ -123,12 +123,17 @@ def vm_id_of(name: str) -> int | None:
 # -- metadata ---------------------------------------------------------------------
 
 
-def identity_element(identity: Identity) -> ElementTree.Element:
-    """The ``<cloudburst:vm>`` element recorded under ``<metadata>``."""
-    element = ElementTree.Element(f"{{{METADATA_NS}}}vm")
+def identity_element(identity: Identity, *, namespaced: bool = True) -> ElementTree.Element:
+    """The ``<cloudburst:vm>`` element recorded under ``<metadata>``.
+
+    Without ``namespaced``, plain ``<vm>`` (what ``virDomainSetMetadata`` takes:
+    it applies the namespace itself).
+    """
+    prefix = f"{{{METADATA_NS}}}" if namespaced else ""
+    element = ElementTree.Element(f"{prefix}vm")
     for tag, value in (("installation", identity.install_id), ("vmid", str(identity.vm_id)),
                        ("token", identity.token), ("host", str(identity.host_id))):
-        ElementTree.SubElement(element, f"{{{METADATA_NS}}}{tag}").text = value
+        ElementTree.SubElement(element, f"{prefix}{tag}").text = value
     return element
 
 
@@ -292,26 +297,27 @@ def _targets(disks: Iterable[Vector]) -> list[str]:
     for number, disk in enumerate(disks):
         target = _get(disk, "TARGET")
         if target is None:
-            prefix = _get(disk, "DEV_PREFIX") or _DEFAULT_PREFIX
-            target = next((prefix + letter for letter in string.ascii_lowercase
-                           if prefix + letter not in taken), None)
-            if target is None:
-                raise DomainXmlError(f"DISK {number}: no free target name with prefix {prefix}")
+            try:
+                target = free_target(taken, _get(disk, "DEV_PREFIX"))
+            except DomainXmlError as exc:
+                raise DomainXmlError(f"DISK {number}: {exc}") from None
             taken.add(target)
         result.append(target)
     return result
 
 
-def _disk(devices: ElementTree.Element, disk: Vector, number: int, target: str) -> None:
+def _disk(devices: ElementTree.Element, disk: Vector, number: int, target: str,
+          what: str | None = None) -> None:
+    label = what or f"DISK {number}"
     kind = (_get(disk, "TYPE") or "disk").lower()
     device = _DISK_DEVICES.get(kind)
     if device is None:
         raise DomainXmlError(
-            f"DISK {number}: TYPE {kind!r} is not supported by the kvm driver "
+            f"{label}: TYPE {kind!r} is not supported by the kvm driver "
             f"(use one of {', '.join(sorted(_DISK_DEVICES))})")
     source = _get(disk, "SOURCE")
     if source is None and device == "disk":
-        raise DomainXmlError(f"DISK {number} has no SOURCE (a path on the host)")
+        raise DomainXmlError(f"{label} has no SOURCE (a path on the host)")
     block = kind == "block"
     element = _sub(devices, "disk", type="block" if block else "file", device=device)
     driver = {"name": "qemu", "type": _get(disk, "DRIVER") or "raw"}
@@ -326,12 +332,14 @@ def _disk(devices: ElementTree.Element, disk: Vector, number: int, target: str) 
     if bus is not None:
         target_attributes["bus"] = bus
     _sub(element, "target", **target_attributes)
-    readonly = _flag(_get(disk, "READONLY"), f"DISK {number} READONLY", False)
+    readonly = _flag(_get(disk, "READONLY"), f"{label} READONLY", False)
     if readonly or device == "cdrom":
         _sub(element, "readonly")
 
 
-def _nic(devices: ElementTree.Element, nic: Vector, number: int) -> None:
+def _nic(devices: ElementTree.Element, nic: Vector, number: int,
+         what: str | None = None) -> None:
+    label = what or f"NIC {number}"
     bridge = _get(nic, "BRIDGE")
     network = _get(nic, "NETWORK")
     if bridge is not None:
@@ -345,7 +353,7 @@ def _nic(devices: ElementTree.Element, nic: Vector, number: int) -> None:
     mac = _get(nic, "MAC")
     if mac is not None:
         if _MAC_RE.fullmatch(mac) is None:
-            raise DomainXmlError(f"NIC {number}: MAC {mac!r} is not of the form 02:00:0a:00:00:01")
+            raise DomainXmlError(f"{label}: MAC {mac!r} is not of the form 02:00:0a:00:00:01")
         _sub(element, "mac", address=mac.lower())
     model = _get(nic, "MODEL")
     if model is not None:
@@ -432,6 +440,46 @@ def build_domain(template: Template, request: DomainRequest) -> ElementTree.Elem
     _sub(domain, "on_crash", "destroy")
     _devices(domain, template, request)
     return domain
+
+
+def _device_xml(build: Callable[[ElementTree.Element], None]) -> str:
+    devices = ElementTree.Element("devices")
+    build(devices)
+    [element] = devices
+    ElementTree.indent(element)
+    return ElementTree.tostring(element, encoding="unicode")
+
+
+def disk_device_xml(disk: Vector, target: str, what: str = "DISK") -> str:
+    """The ``<disk>`` element of ``disk`` (a ``DISK`` vector) on ``target``, for hot-plug.
+
+    Raises:
+        DomainXmlError: an attribute is missing or wrong (``what`` names the disk).
+    """
+    return _device_xml(lambda devices: _disk(devices, disk, 0, target, what))
+
+
+def nic_device_xml(nic: Vector, what: str = "NIC") -> str:
+    """The ``<interface>`` element of ``nic`` (a ``NIC`` vector), for hot-plug.
+
+    Raises:
+        DomainXmlError: an attribute is wrong (``what`` names the NIC).
+    """
+    return _device_xml(lambda devices: _nic(devices, nic, 0, what))
+
+
+def free_target(taken: Iterable[str], prefix: str | None) -> str:
+    """The first ``<prefix><letter>`` not in ``taken`` (prefix default ``hd``).
+
+    Raises:
+        DomainXmlError: every letter is taken.
+    """
+    used = set(taken)
+    base = (prefix or "").strip() or _DEFAULT_PREFIX
+    for letter in string.ascii_lowercase:
+        if base + letter not in used:
+            return base + letter
+    raise DomainXmlError(f"no free disk target name with prefix {base}")
 
 
 def build_domain_xml(template: Template, request: DomainRequest) -> str:

@@ -14,10 +14,17 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+from xml.etree import ElementTree
 
 from cloudburst.drivers.base import PollResult, PollState
 from cloudburst.drivers.kvm.connection import error_details, is_libvirt_error, libvirt_module
-from cloudburst.drivers.kvm.domain_xml import METADATA_NS, Identity, parse_identity
+from cloudburst.drivers.kvm.domain_xml import (
+    METADATA_NS,
+    METADATA_PREFIX,
+    Identity,
+    identity_element,
+    parse_identity,
+)
 from cloudburst.drivers.kvm.states import poll_state
 
 _NO_SUPPORT_CODES: Final = frozenset({3, 84})
@@ -116,6 +123,18 @@ def read_identity(domain: Any) -> Identity | None:
             return None
         raise
     return parse_identity(str(text))
+
+
+def write_identity(domain: Any, identity: Identity) -> None:
+    """Record ``identity`` in ``domain``'s metadata (running guest and definition)."""
+    libvirt = libvirt_module()
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG if domain.isPersistent() else 0
+    if domain.isActive():
+        flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+    domain.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                       ElementTree.tostring(identity_element(identity, namespaced=False),
+                                           encoding="unicode"),
+                       METADATA_PREFIX, METADATA_NS, flags)
 
 
 def lookup(connection: Any, deploy_id: str) -> Any | None:

@@ -17,6 +17,10 @@ from cloudburst.drivers.base import HostRef
 from cloudburst.drivers.kvm.connection import resolve_uri
 from cloudburst.errors import DriverError
 
+#: Where cold migration writes a guest's memory when the source host has no
+#: ``CHECKPOINT_DIR`` (sticky and writable by every hypervisor user).
+MIGRATE_DIR: Final = "/var/tmp"
+
 #: Seconds between the ACPI power-off request and the hard stop, by default.
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 90.0
 
@@ -35,6 +39,9 @@ class HostSettings:
         reserved_cpu: percent of a core kept from the scheduler.
         reserved_memory: KB kept from the scheduler.
         context_dir: where context CD-ROMs are written (``None``: each VM's directory).
+        checkpoint_dir: where stop and cold migration write guests' memory
+            (``None``: the core's checkpoint path for stop, :data:`MIGRATE_DIR` for
+            cold migration).
     """
 
     uri: str
@@ -44,6 +51,7 @@ class HostSettings:
     reserved_cpu: int = 0
     reserved_memory: int = 0
     context_dir: str | None = None
+    checkpoint_dir: str | None = None
 
     @classmethod
     def of(cls, host: HostRef, default_shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
@@ -58,14 +66,8 @@ class HostSettings:
         if domain_type is not None and domain_type not in _DOMAIN_TYPES:
             raise DriverError(f"host {host.name}: LIBVIRT_DOMAIN_TYPE must be kvm or qemu, "
                               f"got {domain_type!r}")
-        console = (attributes.get("CONSOLE_LOG_DIR") or "").strip() or None
-        if console is not None and not posixpath.isabs(console):
-            raise DriverError(f"host {host.name}: CONSOLE_LOG_DIR must be an absolute path, "
-                              f"got {console!r}")
-        context_dir = (attributes.get("CONTEXT_DIR") or "").strip() or None
-        if context_dir is not None and not posixpath.isabs(context_dir):
-            raise DriverError(f"host {host.name}: CONTEXT_DIR must be an absolute path, "
-                              f"got {context_dir!r}")
+        console = _directory(host, "CONSOLE_LOG_DIR")
+        context_dir = _directory(host, "CONTEXT_DIR")
         timeout = default_shutdown_timeout
         if (attributes.get("SHUTDOWN_TIMEOUT") or "").strip():
             timeout = _seconds(attributes["SHUTDOWN_TIMEOUT"], f"host {host.name}: "
@@ -74,7 +76,7 @@ class HostSettings:
             uri=resolve_uri(host), domain_type=domain_type, console_log_dir=console,
             shutdown_timeout=timeout,
             reserved_cpu=_whole(host, "RESERVED_CPU"), reserved_memory=_whole(host, "RESERVED_MEM"),
-            context_dir=context_dir,
+            context_dir=context_dir, checkpoint_dir=_directory(host, "CHECKPOINT_DIR"),
         )
 
     def console_log(self, name: str) -> str | None:
@@ -82,6 +84,14 @@ class HostSettings:
         if self.console_log_dir is None:
             return None
         return posixpath.join(self.console_log_dir, f"{name}.log")
+
+
+def _directory(host: HostRef, name: str) -> str | None:
+    """Attribute ``name`` of ``host``: an absolute path, or ``None`` when unset."""
+    value = (host.attributes.get(name) or "").strip() or None
+    if value is not None and not posixpath.isabs(value):
+        raise DriverError(f"host {host.name}: {name} must be an absolute path, got {value!r}")
+    return value
 
 
 def _seconds(text: str, what: str) -> float:

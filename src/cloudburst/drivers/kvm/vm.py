@@ -11,8 +11,24 @@
   shutdown timeout, then destroys it; then undefines it.
 * ``cancel`` destroys and undefines; a domain already gone is success.
 * ``reboot`` (ACPI) and ``reset`` (hard) keep the domain.
-* ``save`` / ``restore`` (optional actions, one argument: the checkpoint
-  file on the host) suspend the guest to a file and back.
+* ``poweroff`` stops the guest as ``shutdown`` does (ACPI, then destroy; at
+  once when hard) but keeps the definition, with its hot-plugged devices and
+  snapshots; ``poweron`` starts it again, or defines it from the deployment
+  when this host does not hold it (an undeployed VM resumed elsewhere; the
+  definition left on its old host is removed by the orphan sweep).
+* ``save`` for **suspend** (the VM stays on its host) is libvirt's *managed
+  save* (``virDomainManagedSave``): libvirt keeps the memory image with the
+  definition, and ``restore`` is a plain start, which resumes from it. For
+  **stop** (the VM leaves the host and may resume on another one) the memory
+  goes to a file (``virDomainSave``), ``<CHECKPOINT_DIR>/one-<vmid>.checkpoint``
+  when the host sets ``CHECKPOINT_DIR`` (shared by the hosts it may resume
+  on), else the core's checkpoint path; the definition is removed, so the host
+  holds nothing; ``restore`` restores the file on the host the scheduler
+  chose, makes the domain persistent again and deletes the file.
+  Snapshot metadata does not survive a stop (it does survive suspend and
+  migration).
+* snapshots (:mod:`.snapshots`), disk and NIC hot-plug (:mod:`.devices`) and
+  migration, cold and live (:mod:`.migration`).
 * ``poll`` lists each host's domains once (bulk), whatever the VM count.
 * ``sweep`` finds stopped or running domains that carry this installation's
   metadata for this host but belong to no live VM, and removes them after the
@@ -26,16 +42,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
+import os
+import posixpath
 import time
 import urllib.parse
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from cloudburst.drivers.base import (
     DeploySpec,
+    DeviceSpec,
     DriverContext,
     HostRef,
     PollResult,
@@ -45,6 +65,7 @@ from cloudburst.drivers.base import (
     VmRef,
 )
 from cloudburst.drivers.context import check_context, context_files, context_of
+from cloudburst.drivers.kvm import devices, migration, snapshots
 from cloudburst.drivers.kvm.connection import LibvirtPool, error_details, libvirt_module
 from cloudburst.drivers.kvm.context_iso import iso_path, remove_context_iso, write_context_iso
 from cloudburst.drivers.kvm.domain_xml import (
@@ -63,8 +84,10 @@ from cloudburst.drivers.kvm.domains import (
     poll_result,
     read_identity,
     sample_domains,
+    write_identity,
 )
 from cloudburst.drivers.kvm.host_caps import CapabilitiesError, choose_platform
+from cloudburst.drivers.kvm.migration import make_room, migration_file, persist
 from cloudburst.drivers.kvm.settings import HostSettings, shutdown_timeout_argument
 from cloudburst.errors import (
     DriverError,
@@ -75,6 +98,8 @@ from cloudburst.errors import (
     one_line,
 )
 from cloudburst.template import Template, parse_xml
+
+T = TypeVar("T")
 
 #: Seconds between checks while a guest shuts down.
 SHUTDOWN_CHECK_INTERVAL: Final = 0.25
@@ -109,6 +134,11 @@ def _undefine(domain: Any) -> None:
         if code not in _NO_SUPPORT_CODES and code != _INVALID_ARG:
             raise
         domain.undefine()
+
+
+def _destroy_if_active(domain: Any | None) -> None:
+    if domain is not None and domain.isActive():
+        _destroy(domain)
 
 
 def _destroy(domain: Any) -> None:
@@ -149,7 +179,10 @@ def _require(connection: Any, deploy_id: str) -> Any:
 class KvmVmDriver(VmDriver):
     """Runs VMs as libvirt domains (see the module docs)."""
 
-    capabilities = frozenset({"save", "restore"})
+    capabilities = frozenset({
+        "poweroff", "save", "restore", "migrate", "migrate_live", "snapshot_create",
+        "snapshot_revert", "snapshot_delete", "attach_disk", "detach_disk", "attach_nic",
+        "detach_nic"})
     retryable: tuple[type[Exception], ...] = (TransientDriverError,)
 
     def __init__(self, context: DriverContext) -> None:
@@ -265,6 +298,13 @@ class KvmVmDriver(VmDriver):
     async def shutdown(self, vm: VmRef) -> None:
         """ACPI power-off, a destroy after the timeout, then undefine."""
         settings = self.settings(vm.host)
+        await self._stop_guest(vm, settings)
+        await self.pool.call(settings.uri, f"shutdown {vm.deploy_id} on {vm.host.name}",
+                             lambda connection: _remove(connection, vm.deploy_id))
+        _forget_context(settings, vm)
+
+    async def _stop_guest(self, vm: VmRef, settings: HostSettings) -> None:
+        """ACPI power-off, then a destroy after the host's shutdown timeout."""
         uri, deploy_id = settings.uri, vm.deploy_id
         libvirt = libvirt_module()
 
@@ -297,8 +337,8 @@ class KvmVmDriver(VmDriver):
                         settings.shutdown_timeout)
                     break
                 await asyncio.sleep(SHUTDOWN_CHECK_INTERVAL)
-        await self.pool.call(uri, what, lambda connection: _remove(connection, deploy_id))
-        _forget_context(settings, vm)
+        await self.pool.call(uri, what, lambda connection: _destroy_if_active(
+            lookup(connection, deploy_id)))
 
     async def cancel(self, vm: VmRef) -> None:
         settings = self.settings(vm.host)
@@ -318,19 +358,158 @@ class KvmVmDriver(VmDriver):
 
     # -- optional actions --------------------------------------------------------------
 
-    async def save(self, vm: VmRef, checkpoint: Path) -> None:
-        """Save the domain's memory to ``checkpoint`` (``virDomainSave``); it stops."""
+    async def _on_domain(self, vm: VmRef, action: str, work: Callable[[Any], T]) -> T:
+        """Run ``work(domain)`` on the VM's domain (missing: InstanceNotFoundError)."""
         settings = self.settings(vm.host)
+        return await self.pool.call(
+            settings.uri, f"{action} {vm.deploy_id} on {vm.host.name}",
+            lambda connection: work(_require(connection, vm.deploy_id)))
+
+    async def poweroff(self, vm: VmRef, *, hard: bool) -> None:
+        """Stop the guest (ACPI unless ``hard``); the definition stays for ``poweron``."""
+        settings = self.settings(vm.host)
+        if hard:
+            await self.pool.call(settings.uri, f"poweroff {vm.deploy_id} on {vm.host.name}",
+                                 lambda connection: _destroy_if_active(
+                                     lookup(connection, vm.deploy_id)))
+        else:
+            await self._stop_guest(vm, settings)
+
+    async def poweron(self, vm: VmRef, spec: DeploySpec) -> str:
+        """Start the defined domain again (fresh boot); define it from ``spec`` when
+        this host does not hold it."""
+        settings = self.settings(vm.host)
+        install_id = self.context.install_id
+
+        def start(connection: Any) -> bool:
+            domain = lookup(connection, vm.deploy_id)
+            if domain is None:
+                return False
+            found = read_identity(domain)
+            if found is None or found.install_id != install_id or found.vm_id != vm.vm_id:
+                raise DriverError(f"a domain named {domain.name()} at {settings.uri} is not "
+                                  "this VM's; remove it or use another host")
+            if not domain.isActive():
+                if domain.hasManagedSaveImage(0):
+                    domain.managedSaveRemove(0)
+                domain.create()
+            return True
+
+        if await self.pool.call(settings.uri, f"poweron {vm.deploy_id} on {vm.host.name}",
+                                start):
+            return vm.deploy_id
+        return await self.deploy(spec)
+
+    async def save(self, vm: VmRef, checkpoint: Path, *, leaving: bool) -> None:
+        """Suspend (managed save) or, when ``leaving``, save to a file and undefine."""
+        settings = self.settings(vm.host)
+        if not leaving:
+            def managed_save(domain: Any) -> None:
+                if domain.isActive() or not domain.hasManagedSaveImage(0):
+                    domain.managedSave(0)
+
+            await self._on_domain(vm, "save", managed_save)
+            return
+        path = self._checkpoint(settings, vm, checkpoint)
+
+        def save_and_leave(connection: Any) -> None:
+            domain = lookup(connection, vm.deploy_id)
+            if domain is None and os.path.exists(path):
+                return  # saved by an earlier attempt
+            domain = _require(connection, vm.deploy_id)
+            if domain.isActive():
+                domain.save(path)
+            if domain.isPersistent():
+                _undefine(domain)
+
         await self.pool.call(settings.uri, f"save {vm.deploy_id} on {vm.host.name}",
-                             lambda connection: _require(connection, vm.deploy_id)
-                             .save(str(checkpoint)))
+                             save_and_leave)
 
     async def restore(self, vm: VmRef, checkpoint: Path) -> str:
-        """Start the domain again from ``checkpoint`` (``virDomainRestore``)."""
+        """Start a managed-saved domain, or restore the file a stop wrote (see the module)."""
         settings = self.settings(vm.host)
-        await self.pool.call(settings.uri, f"restore {vm.deploy_id} on {vm.host.name}",
-                             lambda connection: connection.restore(str(checkpoint)))
+        path = self._checkpoint(settings, vm, checkpoint)
+
+        def resume(connection: Any) -> None:
+            domain = lookup(connection, vm.deploy_id)
+            if domain is not None and domain.isActive():
+                return
+            if domain is not None and domain.hasManagedSaveImage(0):
+                domain.create()
+                return
+            if not os.path.exists(path):
+                raise DriverError(f"no saved state of {vm.deploy_id}: neither a managed save "
+                                  f"on {vm.host.name} nor {path}")
+            if domain is not None:
+                make_room(connection, vm.deploy_id, vm.vm_id, self.context.install_id)
+            connection.restore(path)
+            restored = persist(connection, _require(connection, vm.deploy_id))
+            identity = read_identity(restored)
+            if identity is not None:
+                write_identity(restored, dataclasses.replace(identity, host_id=vm.host.id))
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+        await self.pool.call(settings.uri, f"restore {vm.deploy_id} on {vm.host.name}", resume)
         return vm.deploy_id
+
+    @staticmethod
+    def _checkpoint(settings: HostSettings, vm: VmRef, checkpoint: Path) -> str:
+        if settings.checkpoint_dir is None:
+            return str(checkpoint)
+        return posixpath.join(settings.checkpoint_dir, f"one-{vm.vm_id}.checkpoint")
+
+    async def migrate(self, vm: VmRef, destination: HostRef, *, live: bool) -> str:
+        """Cold (save and restore) or live (``virDomainMigrate``); see :mod:`.migration`."""
+        source, target = self.settings(vm.host), self.settings(destination)
+        name, install_id, log = vm.deploy_id, self.context.install_id, self.context.logger
+        what = (f"{'live ' if live else ''}migrate {name} from {vm.host.name} "
+                f"to {destination.name}")
+        if source.uri == target.uri:  # one hypervisor, two hosts: only the metadata moves
+            def relabel(connection: Any) -> None:
+                domain = _require(connection, name)
+                identity = read_identity(domain)
+                if identity is not None:
+                    write_identity(domain, dataclasses.replace(identity,
+                                                               host_id=destination.id))
+
+            await self.pool.call(source.uri, what, relabel)
+            return name
+        uris = (source.uri, target.uri)
+        if live:
+            await self.pool.call_pair(uris, what, lambda first, second: migration.live(
+                first, second, name, destination.id, install_id, log))
+        else:
+            path = migration_file(source, vm.vm_id)
+            await self.pool.call_pair(uris, what, lambda first, second: migration.cold(
+                first, second, name, path, destination.id, install_id, log))
+        return name
+
+    async def snapshot_create(self, vm: VmRef, snapshot_id: int, name: str) -> str:
+        return await self._on_domain(vm, "snapshot_create", lambda domain: snapshots.create(
+            domain, snapshot_id, name))
+
+    async def snapshot_revert(self, vm: VmRef, provider_name: str) -> None:
+        await self._on_domain(vm, "snapshot_revert",
+                              lambda domain: snapshots.revert(domain, provider_name))
+
+    async def snapshot_delete(self, vm: VmRef, provider_name: str) -> None:
+        await self._on_domain(vm, "snapshot_delete",
+                              lambda domain: snapshots.delete(domain, provider_name))
+
+    async def attach_disk(self, vm: VmRef, disk: DeviceSpec) -> None:
+        await self._on_domain(vm, "attach_disk", lambda domain: devices.attach_disk(domain, disk))
+
+    async def detach_disk(self, vm: VmRef, disk: DeviceSpec) -> None:
+        await self._on_domain(vm, "detach_disk", lambda domain: devices.detach_disk(domain, disk))
+
+    async def attach_nic(self, vm: VmRef, nic: DeviceSpec) -> None:
+        await self._on_domain(vm, "attach_nic",
+                              lambda domain: devices.attach_nic(domain, vm.vm_id, nic))
+
+    async def detach_nic(self, vm: VmRef, nic: DeviceSpec) -> None:
+        await self._on_domain(vm, "detach_nic",
+                              lambda domain: devices.detach_nic(domain, vm.vm_id, nic))
 
     # -- observing -----------------------------------------------------------------------
 

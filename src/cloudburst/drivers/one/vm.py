@@ -231,7 +231,7 @@ class OneVmDriver(VmDriver):
             return await self.deploy(spec)
         return vm.deploy_id
 
-    async def save(self, vm: VmRef, checkpoint: Path) -> None:
+    async def save(self, vm: VmRef, checkpoint: Path, *, leaving: bool) -> None:
         config = self._config()
         await self._actions.suspend(config, self._pool(config), remote_id(vm.deploy_id))
 
