@@ -246,3 +246,72 @@ def test_instantiate_search_deploy_and_keyboard(daemon: RunningDaemon, one: pyon
     assert page.get_by_role("table", name="ACL rules").locator("tbody tr").count() >= 1
     assert errors == []
     page.close()
+
+
+def test_vm_page_actions_migrate_and_recover(daemon: RunningDaemon, one: pyone.OneServer,
+                                            browser: Browser) -> None:
+    local, _cloud = _hosts(one)
+    vm_id = one.vm.allocate('NAME = "mover"\nCPU = 0.5\nMEMORY = 64', True)
+    one.vm.deploy(vm_id, local[0])
+    wait_for(lambda: one.vm.info(vm_id).LCM_STATE == RUNNING, timeout=30)
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    _log_in(page, daemon)
+    page.goto(f"http://127.0.0.1:{daemon.port}/#/vms/{vm_id}")
+    facts = page.locator(".facts").first
+    facts.get_by_text("RUNNING").wait_for(timeout=20000)
+
+    # The state's actions are buttons (from the transition table); poweroff asks first.
+    actions = page.get_by_role("group", name="Actions")
+    for name in ("poweroff", "suspend", "stop", "undeploy", "reboot", "terminate"):
+        assert actions.get_by_role("button", name=name, exact=True).count() == 1, name
+    actions.get_by_role("button", name="poweroff", exact=True).click()
+    page.get_by_role("dialog").get_by_role("button", name="Confirm").click()
+    wait_for(lambda: one.vm.info(vm_id).STATE == 8, timeout=30)  # POWEROFF
+    facts.get_by_text("POWEROFF").wait_for(timeout=20000)
+    assert page.get_by_role("form", name="Migrate").count() == 0  # only RUNNING VMs move
+    actions.get_by_role("button", name="resume", exact=True).click()
+    wait_for(lambda: one.vm.info(vm_id).LCM_STATE == RUNNING, timeout=30)
+    facts.get_by_text("RUNNING").wait_for(timeout=20000)
+
+    # Migrate through the form: the other dummy host is the only choice; live is allowed.
+    form = page.get_by_role("form", name="Migrate")
+    form.get_by_label("Migrate to").select_option(str(local[1]))
+    assert form.get_by_label("Migrate to").locator("option").count() == 1
+    form.get_by_label("live", exact=True).check()
+    assert page.evaluate(UNLABELLED) == []
+    form.get_by_role("button", name="Migrate").click()
+
+    def moved() -> bool:
+        vm = one.vm.info(vm_id)
+        return vm.LCM_STATE == RUNNING and local[1] == vm.HISTORY_RECORDS.HISTORY[-1].HID
+
+    wait_for(moved, timeout=30)
+    facts.get_by_text("on local-2, local").wait_for(timeout=20000)
+    # The stay that ended records how (OpenNebula history action 2: live-migrate).
+    assert one.vm.info(vm_id).HISTORY_RECORDS.HISTORY[-2].ACTION == 2
+
+    # A boot that fails: the page offers recover, a destructive choice asks first,
+    # --retry boots it again once the host is fixed.
+    one.host.update(local[0], "DUMMY_DEPLOY = failure", 1)
+    failing = one.vm.allocate('NAME = "fails"\nCPU = 0.5\nMEMORY = 64', True)
+    one.vm.deploy(failing, local[0])
+    wait_for(lambda: one.vm.info(failing).LCM_STATE == 36, timeout=30)  # BOOT_FAILURE
+    page.goto(f"http://127.0.0.1:{daemon.port}/#/vms/{failing}")
+    recover = page.get_by_role("form", name="Recover")
+    recover.wait_for(timeout=20000)
+    assert recover.is_visible()  # opened by itself for a failed VM
+    recover.get_by_role("radio", name=re.compile(r"^delete ")).check()
+    recover.get_by_role("button", name="Recover").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text(f"recover --delete VM {failing}").wait_for()
+    dialog.get_by_role("button", name="Cancel").click()
+    assert one.vm.info(failing).LCM_STATE == 36
+    one.host.update(local[0], "DUMMY_DEPLOY = success", 1)
+    recover.get_by_role("radio", name=re.compile(r"^retry ")).check()
+    recover.get_by_role("button", name="Recover").click()
+    wait_for(lambda: one.vm.info(failing).LCM_STATE == RUNNING, timeout=30)
+    page.locator(".facts").first.get_by_text("RUNNING").wait_for(timeout=20000)
+    assert errors == []
+    page.close()

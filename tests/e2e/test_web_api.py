@@ -375,3 +375,87 @@ def test_another_user_sees_and_acts_only_on_what_the_acls_allow(tmp_path: Path) 
         ok, text, _ = xmlrpc.client.ServerProxy(daemon.url).one.audit.info(
             daemon.session, 0, user_id, 100)
         assert ok and "one.vm.allocate" in text and "one.vm.action" in text
+
+
+def test_migrate_to_a_host_of_the_same_driver_and_recover_a_failed_boot(tmp_path: Path) -> None:
+    with start_daemon(tmp_path) as daemon:
+        one = pyone.OneServer(daemon.url, session=daemon.session)
+        first, second = (one.host.allocate(name, "dummy", "dummy", -1)
+                         for name in ("mig-1", "mig-2"))
+        one.host.status(second, 1)  # disabled while the VM is placed: it lands on mig-1
+        wait_for(lambda: one.host.info(first).STATE == 2, timeout=30)
+        admin = Client(daemon.port)
+        admin.log_in(daemon.session)
+        vm_id = admin.change("POST", "/api/v1/vms", {"template": "CPU=0.5\nMEMORY=64"}
+                             ).json()["id"]
+        wait_for(lambda: one.vm.info(vm_id).LCM_STATE == 3, timeout=30)
+        assert first == one.vm.info(vm_id).HISTORY_RECORDS.HISTORY[-1].HID
+        detail = admin.request("GET", f"/api/v1/vms/{vm_id}").json()
+        assert detail["migrate"] == {"cold": True, "live": True}
+        assert "retry" not in detail["recover"] and "delete" in detail["recover"]  # type: ignore[operator]
+        # A disabled host is no target; once enabled it is the only one (not the VM's own).
+        assert admin.request("GET", f"/api/v1/vms/{vm_id}/migrate").json()["hosts"] == []
+        one.host.status(second, 0)
+        targets = admin.request("GET", f"/api/v1/vms/{vm_id}/migrate").json()
+        assert targets["cold"] and targets["live"]
+        assert [host["name"] for host in targets["hosts"]] == ["mig-2"]  # type: ignore[union-attr,index]
+
+        refusals = [
+            (admin.change("POST", f"/api/v1/vms/{vm_id}/migrate", {"host_id": first}), 409,
+             "already on host mig-1"),
+            (admin.change("POST", f"/api/v1/vms/{vm_id}/migrate", {"host_id": 999}), 404,
+             "HOST 999"),
+            (admin.change("POST", f"/api/v1/vms/{vm_id}/migrate", {"host_id": "x"}), 400,
+             "Field 'host_id' must be an integer"),
+            (admin.change("POST", f"/api/v1/vms/{vm_id}/recover", {"operation": "reboot"}),
+             400, "Unknown recover operation 'reboot'"),
+            (admin.change("POST", f"/api/v1/vms/{vm_id}/recover", {"operation": "retry"}),
+             409, "not available for state ACTIVE/RUNNING"),
+            (admin.request("POST", f"/api/v1/vms/{vm_id}/migrate", {"host_id": second}), 403,
+             "CSRF"),
+        ]
+        for answer, status, words in refusals:
+            error = str(answer.json()["error"])
+            assert answer.status == status and words in error, (status, error)
+        moved = admin.change("POST", f"/api/v1/vms/{vm_id}/migrate",
+                             {"host_id": second, "live": True})
+        assert moved.status == 200 and moved.json()["action"] == "live-migrate"
+
+        def on_second() -> bool:
+            vm = one.vm.info(vm_id)
+            return vm.LCM_STATE == 3 and second == vm.HISTORY_RECORDS.HISTORY[-1].HID
+
+        wait_for(on_second, timeout=30)
+
+        # A boot that fails leaves BOOT_FAILURE; recover --retry boots it again.
+        one.host.update(first, "DUMMY_DEPLOY = failure", 1)
+        failing = admin.change("POST", "/api/v1/vms", {"template": "CPU=0.5\nMEMORY=64",
+                                                       "hold": True}).json()["id"]
+        admin.change("POST", f"/api/v1/vms/{failing}/deploy", {"host_id": first})
+        wait_for(lambda: one.vm.info(failing).LCM_STATE == 36, timeout=30)  # BOOT_FAILURE
+        failed = admin.request("GET", f"/api/v1/vms/{failing}").json()
+        assert "retry" in failed["recover"] and "success" in failed["recover"]  # type: ignore[operator]
+        assert failed["migrate"] == {"cold": False, "live": False}
+        assert admin.request("GET", f"/api/v1/vms/{failing}/migrate").json() == {
+            "cold": False, "live": False, "hosts": []}
+        one.host.update(first, "DUMMY_DEPLOY = success", 1)
+        retried = admin.change("POST", f"/api/v1/vms/{failing}/recover", {"operation": "retry"})
+        assert retried.status == 200 and retried.json()["action"] == "recover-retry"
+        wait_for(lambda: one.vm.info(failing).LCM_STATE == 3, timeout=30)
+
+        # Another user may not migrate or recover oneadmin's VMs; both calls are audited.
+        user_id = one.user.allocate("carol", "carol-secret-1", "core", [])
+        carol = Client(daemon.port)
+        assert carol.log_in("carol:carol-secret-1").status == 200
+        assert carol.change("POST", f"/api/v1/vms/{vm_id}/migrate",
+                            {"host_id": first}).status == 403
+        assert carol.change("POST", f"/api/v1/vms/{failing}/recover",
+                            {"operation": "delete"}).status == 403
+        assert carol.request("GET", f"/api/v1/vms/{vm_id}/migrate").status == 403
+        assert one.vm.info(failing).STATE == 3
+        ok, text, _ = xmlrpc.client.ServerProxy(daemon.url).one.audit.info(
+            daemon.session, 0, -1, 1000)
+        assert ok and "one.vm.migrate" in text and "one.vm.recover" in text
+        _, carols, _ = xmlrpc.client.ServerProxy(daemon.url).one.audit.info(
+            daemon.session, 0, user_id, 100)
+        assert "one.vm.migrate" in carols and "<SUCCESS>0</SUCCESS>" in carols

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from cloudburst.daemon.lifecycle import LifecycleManager
+from cloudburst.daemon.lifecycle import LifecycleManager, MigrationTargets
 from cloudburst.errors import ApiArgumentError, IllegalActionError, LockedError, ValidationError
 from cloudburst.model.cost import vm_price
 from cloudburst.model.lifecycle import ACTION_EVENTS
@@ -258,6 +258,11 @@ class VmService:
         await self._unlocked(vm_id, _ADMIN)
         await self.lifecycle.migrate(vm_id, host_id, live=live, enforce=enforce)
         return vm_id
+
+    async def migration_targets(self, vm_id: int) -> MigrationTargets:
+        """The hosts VM ``vm_id`` may migrate to and whether cold and live moves are
+        possible now (the same rule :meth:`migrate` applies)."""
+        return await self.lifecycle.migration_targets(vm_id)
 
     async def recover(self, vm_id: int, operation: int) -> int:
         """Settle a failed or stuck VM (``one.vm.recover`` operation numbers)."""

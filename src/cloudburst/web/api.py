@@ -273,6 +273,41 @@ class Api:
                              lambda: self.services.vms.deploy(vm_id, host_id, enforce=enforce))
         return json_response({"id": vm_id, "action": "deploy"})
 
+    async def vm_migration_targets(self, request: web.Request) -> web.Response:
+        user = (await self.caller(request)).user
+        vm_id = _path_id(request)
+        await self.guard.check(user, "one.vm.info", (vm_id,))
+        targets = await self.services.vms.migration_targets(vm_id)
+        sees = await self.guard.visible(user, "HOST")
+        return json_response({
+            "cold": targets.cold, "live": targets.live,
+            "hosts": [shapes.migration_target(host) for host in targets.hosts
+                      if sees(host.id, 0, 0, None)]})
+
+    async def vm_migrate(self, request: web.Request) -> web.Response:
+        user = (await self.caller(request)).user
+        vm_id = _path_id(request)
+        body = await Body.read(request)
+        host_id = body.integer("host_id")
+        live, enforce = body.boolean("live", False), body.boolean("enforce", False)
+        await self.guard.act(user, "one.vm.migrate", (vm_id, host_id, live, enforce),
+                             lambda: self.services.vms.migrate(vm_id, host_id, live=live,
+                                                               enforce=enforce))
+        return json_response({"id": vm_id, "action": "live-migrate" if live else "migrate"})
+
+    async def vm_recover(self, request: web.Request) -> web.Response:
+        user = (await self.caller(request)).user
+        vm_id = _path_id(request)
+        body = await Body.read(request)
+        name = body.string("operation")
+        operation = shapes.RECOVER_OPERATIONS.get(name)
+        if operation is None:
+            raise ApiArgumentError(f"Unknown recover operation {name[:40]!r} (use "
+                                   f"{', '.join(shapes.RECOVER_OPERATIONS)})")
+        await self.guard.act(user, "one.vm.recover", (vm_id, operation),
+                             lambda: self.services.vms.recover(vm_id, operation))
+        return json_response({"id": vm_id, "action": f"recover-{name}"})
+
     async def instantiate(self, request: web.Request) -> web.Response:
         user = (await self.caller(request)).user
         template_id = _path_id(request)
@@ -361,6 +396,9 @@ ROUTES: Final = (
     ("GET", "/vms/{id}", "vm"),
     ("POST", "/vms/{id}/action", "vm_action"),
     ("POST", "/vms/{id}/deploy", "vm_deploy"),
+    ("GET", "/vms/{id}/migrate", "vm_migration_targets"),
+    ("POST", "/vms/{id}/migrate", "vm_migrate"),
+    ("POST", "/vms/{id}/recover", "vm_recover"),
     ("GET", "/templates", "templates"),
     ("POST", "/templates/{id}/instantiate", "instantiate"),
     ("GET", "/users", "users"),

@@ -8,16 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from cloudburst.model.lifecycle import allowed_actions
+from cloudburst.model.lifecycle import RECOVER_EVENTS, Event, allowed_actions, is_legal
 from cloudburst.model.reasons import PlacementReason
 from cloudburst.model.records import HistoryRecord, HostRecord, TemplateRecord, UserRecord, VmRecord
 from cloudburst.model.states import HOST_STATE_SHORT, vm_short_state, vm_state_label
 from cloudburst.store.vm_search import VmRow
 
-__all__ = ["host_shape", "template_shape", "user_shape", "vm_detail", "vm_row"]
+__all__ = ["RECOVER_OPERATIONS", "host_shape", "migration_target", "recover_choices",
+           "template_shape", "user_shape", "vm_detail", "vm_row"]
 
 #: ``uid -> user name`` (the number when unknown).
 Names = Callable[[int], str]
+
+#: ``one.vm.recover`` operations by the name ``onevm recover`` gives them
+#: (``retry`` is 2, ``delete-db`` 5...).
+RECOVER_OPERATIONS: dict[str, int] = {
+    event.value.removeprefix("recover-"): number for number, event in RECOVER_EVENTS.items()}
 
 
 def where(host: HostRecord | None) -> str | None:
@@ -89,6 +95,18 @@ def vm_row(row: VmRow, hosts: Mapping[int, tuple[str, bool]], names: Names
     }
 
 
+def recover_choices(vm: VmRecord) -> list[str]:
+    """The ``one.vm.recover`` operations legal in the VM's state, by name."""
+    return [name for name, number in RECOVER_OPERATIONS.items()
+            if is_legal(vm.position, RECOVER_EVENTS[number])]
+
+
+def migration_target(host: HostRecord) -> dict[str, object]:
+    """A host a VM may migrate to, as the migrate form lists it."""
+    return {"id": host.id, "name": host.name, "where": where(host),
+            "short_state": HOST_STATE_SHORT[host.state]}
+
+
 def _history(record: HistoryRecord) -> dict[str, object]:
     return {
         "seq": record.seq,
@@ -155,6 +173,9 @@ def vm_detail(vm: VmRecord, host: HostRecord | None, names: Names, *, log: list[
         "log": log,
         "cost_per_hour": cost,
         "actions": allowed_actions(vm.position),
+        "migrate": {"cold": is_legal(vm.position, Event.MIGRATE),
+                    "live": is_legal(vm.position, Event.MIGRATE_LIVE)},
+        "recover": recover_choices(vm),
         "template": vm.full_template().to_text(),
     }
 

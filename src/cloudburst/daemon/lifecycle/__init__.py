@@ -14,6 +14,7 @@ propagates beyond the VM.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
@@ -28,13 +29,14 @@ from cloudburst.daemon.lifecycle.observing import Observing, poll_refs
 from cloudburst.daemon.lifecycle.work import Working
 from cloudburst.errors import (
     ApiArgumentError,
+    CloudburstError,
     IllegalActionError,
     NotFoundError,
     UnsupportedActionError,
 )
 from cloudburst.model import lifecycle
 from cloudburst.model.lifecycle import Event, Move
-from cloudburst.model.records import VmRecord
+from cloudburst.model.records import HostRecord, VmRecord
 from cloudburst.model.states import HostState, VmState
 from cloudburst.store import host_pool, vm_pool
 from cloudburst.template import Template
@@ -42,9 +44,34 @@ from cloudburst.template import Template
 __all__ = [
     "CAPACITY_BACKOFF",
     "LifecycleManager",
+    "MigrationTargets",
+    "migration_refusal",
     "poll_refs",
     "token_for",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationTargets:
+    """Hosts a VM may migrate to, and which kinds of move it may make now."""
+
+    hosts: tuple[HostRecord, ...]
+    cold: bool
+    live: bool
+
+
+def migration_refusal(vm: VmRecord, source: HostRecord | None, target: HostRecord
+                      ) -> str | None:
+    """Why ``vm`` (on ``source``) cannot migrate to ``target``, capacity aside;
+    ``None`` when it can: another host, enabled, with the same VM driver."""
+    if vm.host_id == target.id:
+        return f"VM {vm.id} is already on host {target.name}"
+    if target.state in (HostState.DISABLED, HostState.OFFLINE):
+        return f"Host {target.id} ({target.name}) is {target.state.name}"
+    if source is not None and source.vm_mad != target.vm_mad:
+        return (f"Cannot migrate VM {vm.id} from driver {source.vm_mad} (host {source.name}) "
+                f"to driver {target.vm_mad} (host {target.name})")
+    return None
 
 
 class LifecycleManager(Deploying, Observing, Working, ManagerBase):
@@ -83,17 +110,11 @@ class LifecycleManager(Deploying, Observing, Working, ManagerBase):
         def read(connection: Connection) -> None:
             vm = vm_pool.get_vm(connection, vm_id, with_history=False)
             target = host_pool.get_host(connection, host_id, with_usage=enforce)
-            if vm.host_id == host_id:
-                raise IllegalActionError(f"VM {vm_id} is already on host {target.name}")
-            if target.state in (HostState.DISABLED, HostState.OFFLINE):
-                raise IllegalActionError(f"Host {host_id} ({target.name}) is "
-                                         f"{target.state.name}")
-            if vm.host_id is not None:
-                source = host_pool.get_host(connection, vm.host_id)
-                if source.vm_mad != target.vm_mad:
-                    raise IllegalActionError(
-                        f"Cannot migrate VM {vm_id} from driver {source.vm_mad} "
-                        f"(host {source.name}) to driver {target.vm_mad} (host {target.name})")
+            source = (host_pool.get_host(connection, vm.host_id, with_usage=False)
+                      if vm.host_id is not None and vm.host_id != host_id else None)
+            refusal = migration_refusal(vm, source, target)
+            if refusal is not None:
+                raise IllegalActionError(refusal)
             if enforce and (target.max_cpu - target.cpu_usage < round(vm.cpu * 100)
                             or target.max_mem - target.mem_usage < vm.memory * 1024):
                 raise IllegalActionError(f"Host {host_id} ({target.name}) lacks capacity "
@@ -103,6 +124,39 @@ class LifecycleManager(Deploying, Observing, Working, ManagerBase):
         event = Event.MIGRATE_LIVE if live else Event.MIGRATE
         return await self.advance(vm_id, event, args={"host_id": host_id},
                                   journal_host=host_id, changes={"resched": 0})
+
+    async def migration_targets(self, vm_id: int) -> MigrationTargets:
+        """Where and how VM ``vm_id`` may migrate now: the hosts :func:`migration_refusal`
+        accepts, and whether its state and its host's driver allow a cold and a live move
+        (no hosts when neither). Capacity is not checked (``enforce`` is the caller's).
+
+        Raises:
+            NotFoundError: no such VM.
+        """
+        def read(connection: Connection) -> tuple[VmRecord, HostRecord | None,
+                                                  list[HostRecord]]:
+            vm = vm_pool.get_vm(connection, vm_id, with_history=False)
+            if vm.host_id is None:
+                return vm, None, []
+            try:
+                source = host_pool.get_host(connection, vm.host_id, with_usage=False)
+            except NotFoundError:
+                return vm, None, []
+            return vm, source, host_pool.list_hosts(connection, with_vms=False,
+                                                    with_usage=False)
+
+        vm, source, hosts = await self.db.read(read)
+        if source is None:
+            return MigrationTargets((), cold=False, live=False)
+        try:
+            driver = self.dispatcher.vm_driver(source.vm_mad)
+        except CloudburstError:
+            return MigrationTargets((), cold=False, live=False)
+        cold = lifecycle.is_legal(vm.position, Event.MIGRATE) and driver.supports("migrate")
+        live = (lifecycle.is_legal(vm.position, Event.MIGRATE_LIVE)
+                and driver.supports("migrate_live"))
+        targets = tuple(host for host in hosts if migration_refusal(vm, source, host) is None)
+        return MigrationTargets(targets if cold or live else (), cold=cold, live=live)
 
     async def migrate_rescheduled(self, vm_id: int, host_id: int) -> VmRecord:
         """The scheduler's move of a rescheduled VM: live when its driver can, else cold.
