@@ -28,6 +28,7 @@ import pwd
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ from pathlib import Path
 from cloudburst.guest import GUEST_CONTEXT, GUEST_POWEROFF, GUEST_UP, Guest, build_guest
 
 __all__ = ["GUEST_CONTEXT", "GUEST_POWEROFF", "GUEST_UP", "Guest", "Libvirtd", "build_guest",
-           "private_libvirtd"]
+           "give_to_libvirtd", "make_qcow2", "private_libvirtd"]
 
 SBIN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -62,6 +63,32 @@ def _owner() -> tuple[int, int] | None:
         return None
     nobody = pwd.getpwnam("nobody")
     return nobody.pw_uid, nobody.pw_gid
+
+
+def make_qcow2(path: Path, size: int) -> Path:
+    """Write an empty qcow2 (version 2) image of ``size`` bytes at ``path``.
+
+    ``qemu-img`` (Debian's ``qemu-utils``) is not among the packages the
+    scripts install, and an empty image is four 64 KiB clusters: the header,
+    the refcount table, one refcount block (counting those four clusters) and
+    the L1 table. QEMU grows it as the guest writes and snapshots.
+    """
+    cluster = 1 << 16
+    l1_size = max(1, -(-size // (cluster * (cluster // 8))))
+    header = struct.pack(">IIQIIQIIQQIIQ", 0x514649FB, 2, 0, 0, 16, size, 0, l1_size,
+                         3 * cluster, cluster, 1, 0, 0)
+    image = bytearray(4 * cluster)
+    image[:len(header)] = header
+    image[cluster:cluster + 8] = struct.pack(">Q", 2 * cluster)
+    image[2 * cluster:2 * cluster + 8] = struct.pack(">4H", 1, 1, 1, 1)
+    path.write_bytes(bytes(image))
+    return path
+
+
+def give_to_libvirtd(*paths: Path) -> None:
+    """Hand files or directories to the user :func:`private_libvirtd` runs as."""
+    for path in paths:
+        _chown_tree(path, _owner())
 
 
 def _chown_tree(path: Path, owner: tuple[int, int] | None) -> None:

@@ -23,6 +23,7 @@ to leave the running domain; a device that is not attached is success.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -43,6 +44,8 @@ DETACH_TIMEOUT: Final = 30.0
 #: Prefix of hot-plugged disks without ``TARGET`` or ``DEV_PREFIX``.
 HOTPLUG_PREFIX: Final = "vd"
 _CHECK_INTERVAL: Final = 0.2
+#: Seconds after which an unanswered unplug request is sent again.
+_ASK_AGAIN: Final = 5.0
 
 
 def default_mac(vm_id: int, nic_id: int) -> str:
@@ -143,12 +146,20 @@ def _detach(domain: Any, tag: str, matches: Callable[[ElementTree.Element], bool
     if found is None:
         _detach_config(domain, tag, matches)
         return
-    domain.detachDeviceFlags(ElementTree.tostring(found, encoding="unicode"), _flags(domain))
-    deadline = time.monotonic() + DETACH_TIMEOUT
+    xml = ElementTree.tostring(found, encoding="unicode")
+    domain.detachDeviceFlags(xml, _flags(domain))
+    start = time.monotonic()
+    asked = start
     while any(matches(element) for element in _devices(domain, tag)):
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now - start >= DETACH_TIMEOUT:
             raise DriverError(f"the guest did not release {what} within {DETACH_TIMEOUT:g} s "
                               "(the unplug request stays pending in the guest)")
+        if now - asked >= _ASK_AGAIN:
+            # A guest busy with an earlier hot-plug event may miss the request.
+            asked = now
+            with contextlib.suppress(Exception):
+                domain.detachDeviceFlags(xml, libvirt_module().VIR_DOMAIN_AFFECT_LIVE)
         time.sleep(_CHECK_INTERVAL)
 
 
