@@ -40,7 +40,7 @@ from cloudburst.drivers.kvm.domain_xml import (
 from cloudburst.errors import DriverError
 
 #: Seconds a guest gets to release a detached device.
-DETACH_TIMEOUT: Final = 30.0
+DETACH_TIMEOUT: Final = 60.0
 #: Prefix of hot-plugged disks without ``TARGET`` or ``DEV_PREFIX``.
 HOTPLUG_PREFIX: Final = "vd"
 _CHECK_INTERVAL: Final = 0.2
