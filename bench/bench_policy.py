@@ -34,10 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from cloudburst.model import reasons
+from cloudburst.model.cloud_sections import cloud_sections
 from cloudburst.model.records import HostRecord
 from cloudburst.model.states import HostState
 from cloudburst.scheduler import placement
-from cloudburst.scheduler.demand import cloud_sections, host_candidate, rank_of, requirements_of
+from cloudburst.scheduler.demand import host_candidate, rank_of, requirements_of
 from cloudburst.template import parse, parse_rank
 
 REPO = Path(__file__).resolve().parents[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cloudburst.model.cloud_sections import cloud_sections
 from cloudburst.model.offers import (
     Offer,
     cheapest_fit,
@@ -14,7 +15,7 @@ from cloudburst.model.offers import (
 )
 from cloudburst.model.records import HostRecord
 from cloudburst.model.states import HostState
-from cloudburst.scheduler.demand import cloud_sections, host_candidate
+from cloudburst.scheduler.demand import host_candidate
 from cloudburst.scheduler.placement import (
     HostCandidate,
     VmDemand,

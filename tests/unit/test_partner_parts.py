@@ -11,7 +11,6 @@ from cloudburst.drivers.one.client import reply_error
 from cloudburst.drivers.one.config import load, printable_url, shell_value
 from cloudburst.drivers.one.documents import RemoteVm, parse_host_pool, parse_vm_pool
 from cloudburst.drivers.one.partner_vms import poll_state, remote_id
-from cloudburst.drivers.one.sections import pick_section
 from cloudburst.errors import (
     CapacityError,
     DriverAuthError,
@@ -161,14 +160,10 @@ def test_partner_states_map_to_poll_states(state: int, lcm: int, expected: PollS
     assert poll_state(None) is PollState.GONE
 
 
-def test_deploy_ids_and_sections() -> None:
+def test_deploy_ids() -> None:
     assert remote_id("one-42") == 42 and remote_id("7") == 7
     with pytest.raises(DriverError, match="not a partner-cloud deploy id"):
         remote_id("i-0abc")
-    sections = [{"TYPE": "one", "CLOUD": "east"}, {"TYPE": "one"}, {"TYPE": "one", "HOST": "w"}]
-    assert pick_section(sections, "W") is sections[2]
-    assert pick_section(sections, "north") is sections[1]
-    assert pick_section(sections[:1], "north") is sections[0]
 
 
 @pytest.mark.parametrize(("section", "message"), [

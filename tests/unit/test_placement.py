@@ -10,9 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cloudburst.model.cloud_sections import cloud_sections
 from cloudburst.model.records import HostRecord
 from cloudburst.model.states import HostState
-from cloudburst.scheduler.demand import cloud_sections, host_candidate, rank_of, requirements_of
+from cloudburst.scheduler.demand import host_candidate, rank_of, requirements_of
 from cloudburst.scheduler.placement import (
     HostCandidate,
     PassResult,

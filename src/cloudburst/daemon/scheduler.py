@@ -28,6 +28,7 @@ from cloudburst.daemon.recall import Recaller
 from cloudburst.daemon.store_backoff import StoreBackoff
 from cloudburst.errors import CloudburstError, QuotaError, StoreUnavailableError
 from cloudburst.model import lifecycle, reasons
+from cloudburst.model.cloud_sections import sites_by_type
 from cloudburst.model.reasons import PlacementReason
 from cloudburst.model.records import HostRecord, VmRecord
 from cloudburst.model.states import CAPACITY_HOLDING_STATES, SCHEDULABLE_HOST_STATES, VmState
@@ -35,7 +36,6 @@ from cloudburst.scheduler.demand import (
     count_slots,
     host_candidate,
     requirements_of,
-    sites_by_type,
     vm_demand,
 )
 from cloudburst.scheduler.placement import HostCandidate, VmDemand, place
@@ -179,7 +179,7 @@ class SchedulerLoop:
             every_host = self._current_hosts(connection, with_vms)
             hosts = [host for host in every_host if host.state in SCHEDULABLE_HOST_STATES]
             usage = vm_pool.host_usage(connection)
-            sites = sites_by_type(hosts)
+            sites = sites_by_type(every_host)
             cooled: dict[int, set[str]] = {}
             for cooloff in cooloffs.active(connection, time.time()):
                 cooled.setdefault(cooloff.host_id, set()).add(cooloff.instance_type)

@@ -175,6 +175,10 @@ class DeploySpec:
         token: idempotency token; the same for every retry and replay.
         memory_mb: the VM's ``MEMORY``.
         cpu: the VM's ``CPU`` (cores, may be fractional).
+        section: on a cloud site, the VM's cloud section (``PUBLIC_CLOUD`` or
+            ``EC2`` vector, as written) that applies there, chosen by the core
+            (:func:`cloudburst.model.cloud_sections.section_for`); drivers use it
+            and never choose again. ``None`` on local hosts.
         notes: the journal's notes on deploys in flight (``None``: the driver
             runs without a store, e.g. in a benchmark).
     """
@@ -186,6 +190,7 @@ class DeploySpec:
     token: str
     memory_mb: int = 0
     cpu: float = 0.0
+    section: Mapping[str, str] | None = None
     notes: DeployNotes | None = field(default=None, compare=False, repr=False)
 
 

@@ -57,6 +57,7 @@ from cloudburst.drivers.base import (
 )
 from cloudburst.drivers.script import ScriptInformationDriver, ScriptVmDriver
 from cloudburst.errors import DriverError, UnsupportedActionError, one_line
+from cloudburst.model.cloud_sections import cloud_sections, section_for
 from cloudburst.template import Template
 
 T = TypeVar("T")
@@ -224,12 +225,16 @@ class ContractTest:
 
     def _spec(self, token: str, path: Path | None = None) -> DeploySpec:
         template = self._template()
+        # The host under test is the only site of its type here.
+        chosen = section_for(cloud_sections(template), self.host.name, self.settings.provider,
+                             1)
         return DeploySpec(
             vm_id=self.settings.vm_id, host=self.host,
             deployment_file=path or self._workdir / "deployment.0",
             deployment=template.to_xml("TEMPLATE", plain=True), token=token,
             memory_mb=int(float(template.get("MEMORY") or 0)),
             cpu=float(template.get("CPU") or 0),
+            section=None if chosen is None else chosen.attributes,
         )
 
     def _template(self) -> Template:

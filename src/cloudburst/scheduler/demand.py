@@ -1,8 +1,6 @@
 """Turn stored records into what :mod:`cloudburst.scheduler.placement` works on.
 
-* A VM's cloud sections: every ``PUBLIC_CLOUD = [ TYPE = t, ... ]`` (5.x form)
-  and every legacy ``EC2 = [ ... ]`` section (type ``ec2``); ``CLOUD`` (or
-  ``HOST``) inside a section names the site it is for.
+* A VM's cloud sections: :func:`cloudburst.model.cloud_sections.cloud_sections`.
 * Requirements: ``SCHED_REQUIREMENTS`` or ``REQUIREMENTS``; rank:
   ``SCHED_RANK`` or ``RANK``.
 * Host variables for expressions: the host template (monitoring and operator
@@ -17,37 +15,13 @@ from collections.abc import Callable, Sequence
 
 from cloudburst.errors import ExpressionError
 from cloudburst.model.capacity import instance_type_name
+from cloudburst.model.cloud_sections import cloud_sections
 from cloudburst.model.cost import site_price
 from cloudburst.model.offers import needed_vcpus, offers_of
 from cloudburst.model.records import HostRecord, VmRecord, cpu_share
-from cloudburst.scheduler.placement import CloudSection, HostCandidate, VmDemand, slot_of
+from cloudburst.scheduler.placement import HostCandidate, VmDemand, slot_of
 from cloudburst.template import Template
 from cloudburst.template.expr import Rank, Requirements, parse_rank, parse_requirements
-
-
-def cloud_sections(template: Template) -> tuple[CloudSection, ...]:
-    """The cloud sections of a VM template, in template order."""
-    sections: list[CloudSection] = []
-    for name, value in template:
-        if not isinstance(value, dict):
-            continue
-        if name == "PUBLIC_CLOUD":
-            kind = value.get("TYPE", "").strip()
-            if kind:
-                sections.append(CloudSection(kind, _site(value), _instance_type(value)))
-        elif name == "EC2":
-            sections.append(CloudSection("ec2", _site(value), _instance_type(value)))
-    return tuple(sections)
-
-
-def _instance_type(section: dict[str, str]) -> str | None:
-    kind = (section.get("INSTANCETYPE") or section.get("INSTANCE_TYPE") or "").strip()
-    return kind.lower() or None
-
-
-def _site(section: dict[str, str]) -> str | None:
-    site = (section.get("CLOUD") or section.get("HOST") or "").strip()
-    return site or None
 
 
 def requirements_of(template: Template) -> Requirements | None:
@@ -193,15 +167,6 @@ def _price_table(template: Template) -> Callable[[str | None], float | None]:
 
 def _unknown_price(_instance_type: str | None) -> float | None:
     return None
-
-
-def sites_by_type(hosts: list[HostRecord]) -> dict[str, int]:
-    """How many cloud sites there are of each ``HYPERVISOR`` type."""
-    counts: dict[str, int] = {}
-    for host in hosts:
-        if host.is_public_cloud:
-            counts[host.hypervisor.lower()] = counts.get(host.hypervisor.lower(), 0) + 1
-    return counts
 
 
 def count_slots(host: HostRecord, vms: list[VmRecord],

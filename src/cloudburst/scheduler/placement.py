@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cloudburst.model import reasons
+from cloudburst.model.cloud_sections import CloudSection, section_for
 from cloudburst.model.offers import Offer, instance_type_for
 from cloudburst.model.reasons import PlacementReason
 from cloudburst.template.expr import Rank, Requirements
@@ -111,19 +112,6 @@ class HostCandidate:
 
 
 @dataclass(frozen=True, slots=True)
-class CloudSection:
-    """A VM's section for a cloud type (``PUBLIC_CLOUD`` TYPE, or ``ec2``).
-
-    ``cloud`` names the site it is for (``CLOUD=``/``HOST=``; ``None``: any);
-    ``instance_type`` is its ``INSTANCETYPE`` (``None``: the site's default).
-    """
-
-    type: str
-    cloud: str | None = None
-    instance_type: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class VmDemand:
     """What a pending VM needs.
 
@@ -178,25 +166,10 @@ class PassResult:
 
 def matching_section(vm: VmDemand, host: HostCandidate,
                      sites_of_type: Mapping[str, int]) -> CloudSection | None:
-    """The VM's section a cloud host would use, or ``None`` if it has none.
-
-    A section naming this host wins, then a section naming no site; when the
-    host is the only site of its type and the VM has a single section of that
-    type, its ``CLOUD`` is ignored (as the EC2 seed says). Several sections
-    naming other sites are ambiguous: the VM waits, as the driver would
-    refuse it.
-    """
-    hypervisor = host.hypervisor.lower()
-    of_type = [section for section in vm.clouds if section.type.lower() == hypervisor]
-    for section in of_type:
-        if section.cloud is not None and section.cloud.lower() == host.name.lower():
-            return section
-    for section in of_type:
-        if section.cloud is None:
-            return section
-    if len(of_type) == 1 and sites_of_type.get(hypervisor, 0) <= 1:
-        return of_type[0]
-    return None
+    """The VM's section cloud ``host`` would use (:func:`cloudburst.model.cloud_sections.
+    section_for`, the rule the deploy follows too), or ``None`` if none applies there."""
+    return section_for(vm.clouds, host.name, host.hypervisor,
+                       sites_of_type.get(host.hypervisor.lower(), 0))
 
 
 def cloud_accepts(vm: VmDemand, host: HostCandidate, sites_of_type: Mapping[str, int]) -> bool:

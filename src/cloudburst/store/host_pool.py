@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
 
 from cloudburst.errors import ConflictError, NotFoundError, PoolNameError
+from cloudburst.model.cloud_sections import sites_by_type
 from cloudburst.model.records import HostRecord
 from cloudburst.model.states import HostState
 from cloudburst.store import vm_pool
@@ -138,3 +139,11 @@ def update_host(connection: Connection, record: HostRecord, **changes: Any) -> H
 def delete_host(connection: Connection, host_id: int) -> None:
     """Remove a host row (the caller checks that no VM holds it)."""
     connection.execute(delete(hosts).where(hosts.c.id == host_id))
+
+
+def cloud_sites_of_type(connection: Connection, hypervisor: str) -> int:
+    """How many cloud sites (hosts of any state) have ``HYPERVISOR`` ``hypervisor``
+    (compared without case): what :func:`cloudburst.model.cloud_sections.section_for`
+    calls the sites of a type."""
+    hosts = list_hosts(connection, with_vms=False, with_usage=False)
+    return sites_by_type(hosts).get(hypervisor.strip().lower(), 0)

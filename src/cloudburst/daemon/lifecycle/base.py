@@ -28,9 +28,20 @@ from cloudburst.daemon.deploy_notes import JournalNotes
 from cloudburst.daemon.dispatcher import Dispatcher
 from cloudburst.daemon.files import VmFiles
 from cloudburst.drivers.base import DeploySpec, HostRef, VmRef
-from cloudburst.errors import IllegalActionError, NotFoundError, UnsupportedActionError
+from cloudburst.errors import (
+    DriverError,
+    IllegalActionError,
+    NotFoundError,
+    UnsupportedActionError,
+)
 from cloudburst.events import EventBus
 from cloudburst.model import lifecycle
+from cloudburst.model.cloud_sections import (
+    CloudSection,
+    cloud_sections,
+    no_section_reason,
+    section_for,
+)
 from cloudburst.model.lifecycle import Event, Move, StateKey, Work
 from cloudburst.model.records import HostRecord, VmRecord
 from cloudburst.model.snapshots import vm_snapshot
@@ -368,11 +379,25 @@ class ManagerBase:
         with contextlib.suppress(IllegalActionError, NotFoundError):
             await self.db.write(write)
 
-    def deploy_spec(self, vm: VmRecord, host: HostRecord, path: Path, token: str) -> DeploySpec:
+    async def deploy_spec(self, vm: VmRecord, host: HostRecord, path: Path,
+                          token: str) -> DeploySpec:
+        """What the driver's ``deploy`` (or ``poweron``/``find``) gets, with the VM's
+        cloud section for ``host`` chosen here (:func:`cloud_section`), never by the driver.
+
+        Raises:
+            DriverError: ``host`` is a cloud site and none of the VM's sections applies.
+        """
+        section = None
+        if host.is_public_cloud:
+            chosen = await self.db.read(lambda connection: cloud_section(connection, vm, host))
+            if chosen is None:
+                raise DriverError(f"VM {vm.id}: " + no_section_reason(
+                    cloud_sections(vm.user_template), host.name, host.hypervisor))
+            section = chosen.attributes
         return DeploySpec(
             vm_id=vm.id, host=self.host_ref(host), deployment_file=path,
             deployment=self.deployment_document(vm), token=token, memory_mb=vm.memory,
-            cpu=vm.cpu, notes=self.deploy_notes,
+            cpu=vm.cpu, section=section, notes=self.deploy_notes,
         )
 
     def deployment_document(self, vm: VmRecord) -> str:
@@ -387,3 +412,11 @@ class ManagerBase:
         if template.get("NAME") is None:
             template.set("NAME", vm.name)
         return template.to_xml("TEMPLATE", plain=True)
+
+
+def cloud_section(connection: Connection, vm: VmRecord, host: HostRecord) -> CloudSection | None:
+    """The VM's cloud section that applies on cloud site ``host``
+    (:func:`cloudburst.model.cloud_sections.section_for`, the scheduler's rule too);
+    ``None`` when none does."""
+    return section_for(cloud_sections(vm.user_template), host.name, host.hypervisor,
+                       lambda: host_pool.cloud_sites_of_type(connection, host.hypervisor))

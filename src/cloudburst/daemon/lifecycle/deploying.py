@@ -15,14 +15,22 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from cloudburst.daemon.lifecycle.base import ManagerBase, Stepped, current_seq, now, step
+from cloudburst.daemon.lifecycle.base import (
+    ManagerBase,
+    Stepped,
+    cloud_section,
+    current_seq,
+    now,
+    step,
+)
 from cloudburst.errors import ConflictError, IllegalActionError, ValidationError
 from cloudburst.model import reasons
+from cloudburst.model.cloud_sections import cloud_sections, no_section_reason
 from cloudburst.model.lifecycle import Event, Move
 from cloudburst.model.reasons import PlacementReason
 from cloudburst.model.records import HistoryRecord, HostRecord, VmRecord, cpu_share
 from cloudburst.model.states import HostState, VmState
-from cloudburst.scheduler.demand import cloud_sections, host_candidate, vm_demand
+from cloudburst.scheduler.demand import host_candidate, vm_demand
 from cloudburst.scheduler.placement import hourly_price
 from cloudburst.store import host_pool, quota_pool, vm_pool
 
@@ -128,12 +136,10 @@ def _check_host_takes(connection: Connection, vm: VmRecord, host: HostRecord, en
             raise IllegalActionError(
                 f"VM {vm.id} was parked by driver {driver}, which keeps its instance; "
                 f"host {host.name} uses {host.vm_mad}")
-    if host.is_public_cloud:
-        types = {section.type.lower() for section in cloud_sections(vm.full_template())}
-        if host.hypervisor.lower() not in types:
-            raise ValidationError(
-                f"VM {vm.id} has no PUBLIC_CLOUD (or EC2) section of TYPE {host.hypervisor} "
-                f"for cloud host {host.name}")
+    if host.is_public_cloud and cloud_section(connection, vm, host) is None:
+        raise ValidationError(f"VM {vm.id} cannot be deployed on {host.name}: " +
+                              no_section_reason(cloud_sections(vm.user_template), host.name,
+                                                host.hypervisor))
     if enforce:
         cpu = cpu_share(vm.cpu)
         memory = vm.memory * 1024

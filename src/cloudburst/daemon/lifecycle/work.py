@@ -100,7 +100,7 @@ async def _deploy(job: Job) -> Outcome:
             return _deployed(found)
         manager.files.log(vm.id, "I", "Replaying deploy after restart with the same token")
     path = await _deployment_file(job, seq)
-    spec = manager.deploy_spec(vm, job.host, path, job.token)
+    spec = await manager.deploy_spec(vm, job.host, path, job.token)
     deploy_id = await job.run("deploy", lambda: job.driver.deploy(spec))
     if not deploy_id.strip():
         raise DriverError("deploy: the driver returned an empty deploy id")
@@ -112,9 +112,9 @@ def _deployed(deploy_id: str) -> Outcome:
 
 
 async def _find(job: Job, seq: int) -> str | None:
-    spec = job.manager.deploy_spec(job.vm, job.host,
-                                   job.manager.files.deployment_path(job.vm.id, seq), job.token)
     try:
+        spec = await job.manager.deploy_spec(
+            job.vm, job.host, job.manager.files.deployment_path(job.vm.id, seq), job.token)
         found: str | None = await job.run("find", lambda: job.driver.find(spec))
     except DriverError:
         return None
@@ -206,7 +206,7 @@ async def _poweron(job: Job) -> Outcome:
     manager, vm = job.manager, job.vm
     seq = await manager.db.read(lambda connection: current_seq(connection, vm.id))
     path = await _deployment_file(job, seq)
-    spec = manager.deploy_spec(vm, job.host, path, job.token)
+    spec = await manager.deploy_spec(vm, job.host, path, job.token)
     deploy_id = await job.run("poweron", lambda: job.driver.poweron(job.ref, spec))
     return _deployed(deploy_id or vm.deploy_id)
 

@@ -2,14 +2,9 @@
 
 **Sections.** A VM's EC2 part is every ``EC2 = [...]`` vector (the seed's 3.x
 form) and every ``PUBLIC_CLOUD = [ TYPE = ec2, ... ]`` vector (5.x), in
-template order. The one used on a site (host) is, in order:
-
-1. the first whose ``CLOUD`` (or ``HOST``) equals the host's name, ignoring case;
-2. else the first that names no site;
-3. else, when the VM has exactly one section, that one, whatever it names
-   (the seed: "If only one EC2 site is defined, the EC2 driver will deploy
-   all EC2 templates onto it, not paying attention to the CLOUD attribute");
-4. else the deploy fails, naming the sites the sections are for.
+template order. Which one a site uses is decided by the core
+(:mod:`cloudburst.model.cloud_sections`) and handed over as
+:attr:`DeploySpec.section`; every section is checked when the VM is created.
 
 **Defaults.** The defaults file's section (``vmm_ec2.conf``) is merged under
 the chosen section: a key of the section wins when its value is not blank.
@@ -42,7 +37,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -50,6 +45,7 @@ from cloudburst.drivers.base import DeploySpec
 from cloudburst.drivers.context import check_context, cloud_init_user_data, context_of
 from cloudburst.drivers.ec2 import types
 from cloudburst.errors import DriverError, TemplateError
+from cloudburst.model.cloud_sections import cloud_sections
 from cloudburst.template import Template, parse_xml
 
 #: Alias -> canonical key.
@@ -108,48 +104,17 @@ def normalize(section: Mapping[str, str]) -> dict[str, str]:
 
 def sections_of(template: Template) -> list[dict[str, str]]:
     """The VM's EC2 sections (``EC2`` and ``PUBLIC_CLOUD`` of ``TYPE`` ec2), in order."""
-    found: list[dict[str, str]] = []
-    for name, value in template:
-        if not isinstance(value, dict):
-            continue
-        if name == "EC2" or (name == "PUBLIC_CLOUD"
-                             and value.get("TYPE", "").strip().lower() == "ec2"):
-            found.append(normalize(value))
-    return found
-
-
-def site_of(section: Mapping[str, str]) -> str | None:
-    """The site (host name) a section is for, ``None`` when it names none."""
-    site = (section.get("CLOUD") or section.get("HOST") or "").strip()
-    return site or None
+    return [normalize(section.attributes) for section in cloud_sections(template)
+            if section.type == "ec2"]
 
 
 def section_label(section: Mapping[str, str], index: int, count: int) -> str:
     """How messages name section ``index`` (from 1) of a VM's ``count`` sections."""
-    site = site_of(section)
-    if site is not None:
-        return f"EC2 section for CLOUD={site}"
+    site = (section.get("HOST") or section.get("CLOUD") or "").strip()
+    if site:
+        key = "HOST" if section.get("HOST", "").strip() else "CLOUD"
+        return f"EC2 section for {key}={site}"
     return "EC2 section" if count == 1 else f"EC2 section {index}"
-
-
-def select_section(sections: Sequence[dict[str, str]], host: str) -> dict[str, str] | str:
-    """The section for ``host`` (see the module doc), or why there is none."""
-    if not sections:
-        return ("the deployment has no EC2 section (EC2 = [ AMI = ..., KEYPAIR = ... ] or "
-                "PUBLIC_CLOUD = [ TYPE = ec2, ... ])")
-    wanted = host.strip().lower()
-    for section in sections:
-        site = site_of(section)
-        if site is not None and site.lower() == wanted:
-            return section
-    for section in sections:
-        if site_of(section) is None:
-            return section
-    if len(sections) == 1:
-        return sections[0]
-    named = ", ".join(sorted({site_of(section) or "" for section in sections}))
-    return (f"no EC2 section is for site {host}: the VM's sections are for CLOUD {named}; "
-            f"add a section with CLOUD=\"{host}\" or one without CLOUD")
 
 
 def deployment_template(spec: DeploySpec) -> Template:
@@ -171,16 +136,16 @@ def deployment_template(spec: DeploySpec) -> Template:
         raise DriverError(f"deployment file of VM {spec.vm_id}: {exc.message}") from None
 
 
-def deployment_section(template: Template, spec: DeploySpec) -> dict[str, str]:
-    """The EC2 section of ``spec``'s deployment ``template`` for its host (see the module doc).
+def deployment_section(spec: DeploySpec) -> dict[str, str]:
+    """The EC2 section the core chose for ``spec``'s site (:attr:`DeploySpec.section`).
 
     Raises:
-        DriverError: the deployment has no section for the host.
+        DriverError: none was handed over (the site is not a cloud site to the core).
     """
-    chosen = select_section(sections_of(template), spec.host.name)
-    if isinstance(chosen, str):
-        raise DriverError(f"VM {spec.vm_id}: {chosen}")
-    return chosen
+    if spec.section is None:
+        raise DriverError(f"VM {spec.vm_id}: no EC2 section was chosen for site "
+                          f"{spec.host.name}")
+    return normalize(spec.section)
 
 
 def add_context(merged: dict[str, str], template: Template) -> dict[str, str]:

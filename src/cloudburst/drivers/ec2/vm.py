@@ -153,7 +153,7 @@ class Ec2VmDriver(VmDriver):
 
     def _request(self, spec: DeploySpec) -> launch.LaunchRequest:
         template = launch.deployment_template(spec)
-        section = launch.deployment_section(template, spec)
+        section = launch.deployment_section(spec)
         merged = launch.merge(section, self.defaults())
         chosen = self._instance_type(spec, template, section)
         if chosen is not None:

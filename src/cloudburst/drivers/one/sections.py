@@ -6,8 +6,9 @@
 * otherwise an inline template is allocated (``one.vm.allocate``): our
   ``NAME``, ``CPU``, ``MEMORY`` (and ``VCPU``) plus every other key of the
   section (``DISK_IMAGE``, ``SCHED_REQUIREMENTS``, ... are copied as written);
-* ``NAME`` names the partner VM (default: our VM's name); ``CLOUD``/``HOST``
-  pick one partner when there are several (as for EC2 sites);
+* ``NAME`` names the partner VM (default: our VM's name); ``HOST``/``CLOUD``
+  pick one partner when there are several, as for EC2 sites (the core decides
+  which section applies, :mod:`cloudburst.model.cloud_sections`);
 * the VM's ``CONTEXT`` vector goes along as written (in the extra template
   for ``TEMPLATE_ID``), so the partner contextualizes the VM as we would.
 
@@ -18,7 +19,7 @@ tags (:mod:`.documents`) win.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -38,20 +39,6 @@ def partner_sections(template: Template) -> list[dict[str, str]]:
     """The ``PUBLIC_CLOUD`` sections of TYPE ``one``, in template order."""
     return [dict(section) for section in template.vectors("PUBLIC_CLOUD")
             if section.get("TYPE", "").strip().lower() == CLOUD_TYPE]
-
-
-def pick_section(sections: Sequence[Mapping[str, str]], host_name: str) -> Mapping[str, str]:
-    """The section for ``host_name``: one naming it, else one naming no site, else the first."""
-    def site(section: Mapping[str, str]) -> str:
-        return (section.get("CLOUD") or section.get("HOST") or "").strip().lower()
-
-    for section in sections:
-        if site(section) == host_name.lower():
-            return section
-    for section in sections:
-        if not site(section):
-            return section
-    return sections[0]
 
 
 def check_section(section: Mapping[str, str]) -> None:

@@ -70,7 +70,6 @@ from cloudburst.drivers.one.sections import (
     check_section,
     create_call,
     partner_sections,
-    pick_section,
 )
 from cloudburst.drivers.one.waits import until_gone, until_running
 from cloudburst.drivers.orphans import OrphanTracker
@@ -140,11 +139,10 @@ class OneVmDriver(VmDriver):
     async def deploy(self, spec: DeploySpec) -> str:
         config = self._config()
         deployment = parse_xml(spec.deployment)
-        sections = partner_sections(deployment)
-        if not sections:
-            raise DriverError(f"VM {spec.vm_id} has no PUBLIC_CLOUD section of "
-                              f"TYPE={CLOUD_TYPE} for partner host {spec.host.name}")
-        section = pick_section(sections, spec.host.name)
+        section = spec.section
+        if section is None:
+            raise DriverError(f"VM {spec.vm_id}: no PUBLIC_CLOUD section of "
+                              f"TYPE={CLOUD_TYPE} was chosen for partner host {spec.host.name}")
         pool = self._pool(config)
         origin = self._origin(spec.vm_id)
         remote = await self._attempts.earlier(pool, spec.token, origin)
