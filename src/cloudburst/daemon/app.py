@@ -19,7 +19,7 @@ from typing import Any
 from cloudburst.config.settings import Settings
 from cloudburst.daemon.dispatcher import Dispatcher
 from cloudburst.daemon.files import VmFiles
-from cloudburst.daemon.handoff import Adopter, Listener, Notifier
+from cloudburst.daemon.handoff import Adopter, Listener, Notifier, hosts_in
 from cloudburst.daemon.leadership import Leadership
 from cloudburst.daemon.lifecycle import LifecycleManager
 from cloudburst.daemon.monitor import Monitor
@@ -89,7 +89,7 @@ class Daemon:
             orphan_grace_period=settings.orphan_grace_period)
         self.vms = VmService(self.db, self.lifecycle, self._new_vms,
                              checks=self._template_checks)
-        self.hosts = HostService(self.db, self.dispatcher, self.monitor.monitor_now,
+        self.hosts = HostService(self.db, self.dispatcher, self._monitor_now,
                                  self._wake_scheduler, self.events)
         self.templates = TemplateService(self.db, self.vms)
         self.users = UserService(self.db, settings.logins)
@@ -98,7 +98,7 @@ class Daemon:
         self.notifier = Notifier(self.db)
         self.adopter = Adopter(self.db, self.lifecycle)
         self.lifecycle.drives = lambda: self.leadership.is_leader
-        self.lifecycle.hand_off = self._wake_scheduler
+        self.lifecycle.hand_off = self._hand_off
         self.access = AccessService(self.db)
         self.groups = GroupService(self.db)
         self.quotas = QuotaService(self.db)
@@ -125,7 +125,22 @@ class Daemon:
         else:
             self.notifier.notify()
 
-    def _work_notified(self) -> None:
+    def _monitor_now(self, host_id: int) -> None:
+        if self.leadership.is_leader:
+            self.monitor.monitor_now(host_id)
+        else:
+            self.notifier.notify(monitor=host_id)
+
+    def _hand_off(self) -> None:
+        """Work is journalled for the leader: wake it (this daemon's adopter if it leads)."""
+        if self.leadership.is_leader:
+            self._work_notified("")
+        else:
+            self.notifier.notify()
+
+    def _work_notified(self, payload: str) -> None:
+        for host_id in hosts_in(payload):
+            self.monitor.monitor_now(host_id)
         self.scheduler.wake()
         self.adopter.wake()
 

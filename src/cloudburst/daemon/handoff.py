@@ -6,9 +6,12 @@ in an in-flight state (``onevm deploy``, ``onevm terminate``) -- the change is
 already committed with its journal entry; the follower then sends a
 PostgreSQL ``NOTIFY`` (:class:`Notifier`). The leader listens
 (:class:`Listener`), wakes its scheduler and lets the :class:`Adopter` pick up
-in-flight VMs nobody works on.
+in-flight VMs nobody works on. A notification may name hosts created, enabled
+or updated through the follower: the leader monitors them at once.
 
-The adopter takes a VM that is in flight, that no task of the leader works
+Work that leaves a VM where it is (a reboot, a reset) has no in-flight state
+to adopt: a follower journals it ``handed`` and the adopter takes it from the
+journal. The adopter takes a VM that is in flight, that no task of the leader works
 on, and that it saw unchanged (same row version) in an earlier scan at least
 ``settle`` seconds before. The leader's own work starts the moment its write
 commits, so it is never taken twice; work whose task died is taken too. Scans
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -27,7 +31,7 @@ from collections.abc import Callable
 from sqlalchemy import Connection, Engine, text
 
 from cloudburst.daemon.lifecycle import LifecycleManager
-from cloudburst.daemon.recovery import resume
+from cloudburst.daemon.recovery import resume, take_handed
 from cloudburst.errors import CloudburstError
 from cloudburst.model import lifecycle
 from cloudburst.model.records import VmRecord
@@ -46,9 +50,17 @@ class Notifier:
         self.db = db
         self._sending = False
         self._again = False
+        #: Hosts to name in the next notification: the leader monitors them at once.
+        self._hosts: set[int] = set()
 
-    def notify(self) -> None:
-        """Send a notification after the writes queued so far (coalesced; never blocks)."""
+    def notify(self, *, monitor: int | None = None) -> None:
+        """Send a notification after the writes queued so far (coalesced; never blocks).
+
+        ``monitor`` names a host the leader should monitor now (created,
+        enabled or updated through this daemon).
+        """
+        if monitor is not None:
+            self._hosts.add(monitor)
         if self._sending:
             self._again = True
             return
@@ -59,8 +71,9 @@ class Notifier:
         try:
             while True:
                 self._again = False
+                hosts, self._hosts = self._hosts, set()
                 try:
-                    await self.db.write(_notify)
+                    await self.db.write(functools.partial(_notify, payload=payload_of(hosts)))
                 except Exception as exc:
                     log.warning("could not notify the leader: %s", str(exc).splitlines()[0])
                 if not self._again:
@@ -69,17 +82,32 @@ class Notifier:
             self._sending = False
 
 
-def _notify(connection: Connection) -> None:
-    connection.execute(text(f"NOTIFY {CHANNEL}"))
+def payload_of(hosts: set[int]) -> str:
+    """A notification's payload: ``monitor:<id>,<id>...`` or empty."""
+    return f"monitor:{','.join(map(str, sorted(hosts)))}" if hosts else ""
+
+
+def hosts_in(payload: str) -> list[int]:
+    """The hosts a notification asks the leader to monitor (see :func:`payload_of`)."""
+    kind, _, ids = payload.partition(":")
+    if kind != "monitor":
+        return []
+    return [int(part) for part in ids.split(",") if part.strip().isdigit()]
+
+
+def _notify(connection: Connection, payload: str) -> None:
+    # Payloads stay far below PostgreSQL's 8000-byte limit: a few host ids.
+    connection.execute(text("SELECT pg_notify(:channel, :payload)"),
+                       {"channel": CHANNEL, "payload": payload[:7000]})
 
 
 class Listener:
-    """Calls ``on_work`` on the loop whenever a follower notifies (leader side).
+    """Calls ``on_work(payload)`` on the loop whenever a follower notifies (leader side).
 
     Listens on its own connection in a thread, reconnecting after errors.
     """
 
-    def __init__(self, engine: Engine, on_work: Callable[[], None]) -> None:
+    def __init__(self, engine: Engine, on_work: Callable[[str], None]) -> None:
         self._engine = engine
         self._on_work = on_work
         self._stop = threading.Event()
@@ -109,10 +137,10 @@ class Listener:
                 connection.autocommit = True
                 connection.execute(f"LISTEN {CHANNEL}")
                 # Anything sent before LISTEN took effect is caught by a scan.
-                loop.call_soon_threadsafe(self._on_work)
+                loop.call_soon_threadsafe(self._on_work, "")
                 while not self._stop.is_set():
-                    for _ in connection.notifies(timeout=0.5, stop_after=1):
-                        loop.call_soon_threadsafe(self._on_work)
+                    for notice in connection.notifies(timeout=0.5, stop_after=1):
+                        loop.call_soon_threadsafe(self._on_work, notice.payload)
             except Exception as exc:
                 log.debug("listener connection lost: %s", exc)
                 pooled.invalidate()
@@ -159,6 +187,7 @@ class Adopter:
         def read(connection: Connection) -> list[tuple[int, int]]:
             return vm_pool.in_flight_versions(connection, lifecycle.IN_FLIGHT)
 
+        await take_handed(self.manager)
         found = await self.db.read(read)
         busy = self.manager.busy_vms()
         now = time.monotonic()

@@ -10,7 +10,8 @@ repeated blindly:
   replayed **with the same token**;
 * stops, cleanups, power changes, save/restore and migrations are idempotent
   at the provider and run again with the same token (a migration to the
-  journalled destination; a graceful shutdown or power-off is finished hard);
+  journalled destination; a graceful shutdown or power-off is finished hard;
+  a stop that was backing off from an outage waits out its stored delay);
 * hot-plug, snapshots, reboots and resizes cannot be safely repeated: they
   are settled as failed with an error asking the operator to check and retry;
 * store-only positions (prolog, epilog) with no entry simply complete.
@@ -19,52 +20,71 @@ repeated blindly:
 from __future__ import annotations
 
 import logging
+import time
 
 from sqlalchemy import Connection
 
 from cloudburst.daemon.lifecycle import LifecycleManager
+from cloudburst.daemon.lifecycle.base import current_seq
 from cloudburst.daemon.lifecycle.work import REPLAYABLE
-from cloudburst.errors import CloudburstError
+from cloudburst.errors import CloudburstError, NotFoundError
 from cloudburst.model import lifecycle
-from cloudburst.model.lifecycle import Event, Work
+from cloudburst.model.lifecycle import Event, StateKey, Work
 from cloudburst.model.records import JournalEntry, VmRecord
-from cloudburst.model.states import VmState
-from cloudburst.store import journal, vm_pool
+from cloudburst.store import backoffs, journal, vm_pool
 from cloudburst.store.database import Database
 
 log = logging.getLogger(__name__)
 
 _WORK_BY_LABEL = {work.label: work for work in Work}
+_STOPS = frozenset({Work.SHUTDOWN, Work.CANCEL, Work.CLEANUP})
 #: A graceful stop interrupted by a restart is finished hard: the guest had its chance.
 _REPLAY_AS = {Work.SHUTDOWN: Work.CANCEL, Work.POWEROFF: Work.POWEROFF_HARD}
 
 
+#: What resuming a VM needs from the store: its newest started journal entry and
+#: when its stop may be tried again (if it is backing off from an outage).
+_Plan = tuple[JournalEntry | None, float | None]
+
+
+def _plan(connection: Connection, vm_id: int) -> _Plan:
+    started = [entry for entry in journal.entries_for(connection, vm_id)
+               if entry.status == journal.STARTED]
+    return started[-1] if started else None, backoffs.due(connection, vm_id, backoffs.STOP)
+
+
 async def recover(db: Database, manager: LifecycleManager) -> int:
-    """Resume or settle interrupted work; returns how many VMs needed it."""
-    def read(connection: Connection) -> list[VmRecord]:
-        found = vm_pool.list_vms(connection, states=[VmState.ACTIVE], with_history=False)
-        return [vm for vm in found if vm.position in lifecycle.IN_FLIGHT]
+    """Resume or settle interrupted work; returns how many VMs needed it.
+
+    Everything is read in one transaction (a new leader runs this right after
+    its election, on a machine that may be busy): then each VM's work starts
+    in the background.
+    """
+    def read(connection: Connection) -> list[tuple[VmRecord, _Plan]]:
+        found = []
+        for vm_id, _ in vm_pool.in_flight_versions(connection, lifecycle.IN_FLIGHT):
+            vm = vm_pool.get_vm(connection, vm_id, with_history=False)
+            found.append((vm, _plan(connection, vm_id)))
+        return found
 
     interrupted = await db.read(read)
-    for vm in interrupted:
+    for vm, plan in interrupted:
         log.info("recovering VM %d interrupted in %s", vm.id, vm.lcm_state.name)
         manager.files.log(vm.id, "I", f"Daemon restarted during {vm.lcm_state.name}; recovering")
-        await resume(manager, vm)
+        await resume(manager, vm, plan)
     return len(interrupted)
 
 
-async def resume(manager: LifecycleManager, vm: VmRecord) -> None:
+async def resume(manager: LifecycleManager, vm: VmRecord, plan: _Plan | None = None) -> None:
     """Start (or settle) the work in-flight ``vm`` waits for, as its journal entry says.
 
     Also used by a leader taking over work a follower or a dead leader left
-    (:mod:`cloudburst.daemon.handoff`).
+    (:mod:`cloudburst.daemon.handoff`). ``plan`` is what :func:`_plan` read, if
+    the caller read it already.
     """
-    def read(connection: Connection) -> JournalEntry | None:
-        started = [entry for entry in journal.entries_for(connection, vm.id)
-                   if entry.status == journal.STARTED]
-        return started[-1] if started else None
-
-    entry = await manager.db.read(read)
+    if plan is None:
+        plan = await manager.db.read(lambda connection: _plan(connection, vm.id))
+    entry, stop_due = plan
     work = _WORK_BY_LABEL.get(entry.action) if entry is not None else None
     try:
         if entry is None or work is None:
@@ -72,7 +92,11 @@ async def resume(manager: LifecycleManager, vm: VmRecord) -> None:
         elif work in REPLAYABLE:
             args = {"host_id": entry.host_id} if work in (Work.MIGRATE, Work.MIGRATE_LIVE) \
                 else {}
-            manager.start_work(vm, _REPLAY_AS.get(work, work), entry.token, args, replay=True)
+            # A stop backing off from an outage waits out the delay its last try set.
+            delay = max(0.0, stop_due - time.time()) if stop_due is not None \
+                and work in _STOPS else 0.0
+            manager.start_work(vm, _REPLAY_AS.get(work, work), entry.token, args, replay=True,
+                               delay=delay)
         else:
             await manager.advance(
                 vm.id, Event.FAILURE, expect=vm.position,
@@ -81,3 +105,44 @@ async def resume(manager: LifecycleManager, vm: VmRecord) -> None:
                 finish=(work.label, False, "interrupted by a restart"))
     except CloudburstError as exc:
         log.warning("VM %d: could not recover %s: %s", vm.id, vm.lcm_state.name, exc)
+
+
+#: (position, work) pairs where the work leaves the VM where it is (reboot, reset,
+#: a powered-off resize): what a follower journals ``handed`` for the leader.
+IN_PLACE: frozenset[tuple[StateKey, Work]] = frozenset(
+    (position, move.work) for (position, _), move in lifecycle.TRANSITIONS.items()
+    if move.work is not None and not move.work.instant and move.to == position
+    and position not in lifecycle.IN_FLIGHT)
+
+
+async def take_handed(manager: LifecycleManager) -> int:
+    """Run the work followers handed to this (leading) daemon; returns how many ran.
+
+    An entry whose VM moved on since (terminated, powered off before its
+    reboot ran...) is settled as failed, saying so.
+    """
+    entries = await manager.db.read(journal.handed)
+    taken = 0
+    for entry in entries:
+        work = _WORK_BY_LABEL.get(entry.action)
+
+        def write(connection: Connection, entry: JournalEntry = entry,
+                  work: Work | None = work) -> VmRecord | None:
+            try:
+                vm = vm_pool.get_vm(connection, entry.vm_id, with_history=False)
+            except NotFoundError:
+                vm = None
+            if vm is None or work is None or (vm.position, work) not in IN_PLACE \
+                    or current_seq(connection, vm.id) != entry.seq:
+                journal.finish(connection, entry.id, ok=False,
+                               result="the VM moved on before the leader could run it")
+                return None
+            return vm if journal.take(connection, entry.id) else None
+
+        vm = await manager.db.write(write)
+        if vm is None or work is None:
+            continue
+        log.info("running %s of VM %d handed over by another daemon", work.label, vm.id)
+        manager.start_work(vm, work, entry.token, {})
+        taken += 1
+    return taken

@@ -39,7 +39,7 @@ from cloudburst.scheduler.demand import (
     vm_demand,
 )
 from cloudburst.scheduler.placement import HostCandidate, VmDemand, place
-from cloudburst.store import cooloffs, host_pool, vm_pool
+from cloudburst.store import backoffs, cooloffs, host_pool, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.host_cache import HostCache
 from cloudburst.template.expr import parse_rank
@@ -66,6 +66,8 @@ class _Snapshot:
     host_drivers: dict[int, str] = field(default_factory=dict)
     #: Cloud sites (schedulable or not), for the lease and idle rules.
     cloud_hosts: list[int] = field(default_factory=list)
+    #: Hosts each VM is kept off after a failed deploy (:mod:`cloudburst.store.backoffs`).
+    skipped: dict[int, dict[int, float]] = field(default_factory=dict)
 
 
 def _shape(vm: VmRecord, demand: VmDemand) -> tuple[object, ...]:
@@ -169,6 +171,7 @@ class SchedulerLoop:
                 cloud = [host.id for host in self._current_hosts(connection, False)
                          if host.is_public_cloud]
                 return _Snapshot(cloud_hosts=cloud)
+            skipped = backoffs.skipped_hosts(connection, time.time())
             parked = {vm.id: driver for vm in pending
                       if (driver := parked_driver(connection, vm)) is not None}
             # Listing every VM of every host costs a scan of the pool: only
@@ -199,17 +202,16 @@ class SchedulerLoop:
                 elif vm.host_id is not None:  # its host is disabled: not in the candidates
                     parked[vm.id] = host_pool.get_host(connection, vm.host_id).vm_mad
             return _Snapshot(candidates, pending, moving, parked, host_drivers,
-                             [host.id for host in every_host if host.is_public_cloud])
+                             [host.id for host in every_host if host.is_public_cloud], skipped)
 
         snapshot = await self.db.read(read)
         if snapshot.pending:
             self._seen_up_to = max(self._seen_up_to, snapshot.pending[-1].id)
-        now = time.monotonic()
 
         def excluded(vm: VmRecord) -> frozenset[int]:
             """Backed-off hosts; for parked and moving VMs also hosts of another driver,
             and a moving VM's own host."""
-            skip = set(self._excluded(vm.id, now))
+            skip = set(snapshot.skipped.get(vm.id, ()))
             driver = snapshot.drivers.get(vm.id)
             if driver is not None:
                 skip.update(host_id for host_id, name in snapshot.host_drivers.items()
@@ -249,11 +251,11 @@ class SchedulerLoop:
               for vm_id, host_id in result.assignments),
             return_exceptions=True,
         )
+        refused: list[tuple[int, int]] = []
         for (vm_id, host_id), outcome in zip(result.assignments, outcomes, strict=True):
             if isinstance(outcome, QuotaError):
                 # The owner's quota (or budget) for that host is used up: try other sites.
-                self.lifecycle.capacity_backoff.setdefault(vm_id, {})[host_id] = (
-                    time.monotonic() + QUOTA_RETRY_SECONDS)
+                refused.append((vm_id, host_id))
                 if len(self._quota_refusals) > 10_000:  # VMs terminated while waiting
                     self._quota_refusals.clear()
                     self._refusal_kinds.clear()
@@ -270,6 +272,8 @@ class SchedulerLoop:
                 log.info("placing VM %d on host %d skipped: %s", vm_id, host_id, outcome)
             elif isinstance(outcome, BaseException):
                 log.error("placing VM %d on host %d failed", vm_id, host_id, exc_info=outcome)
+        if refused:
+            await self.db.write(lambda connection: _skip_refused(connection, refused))
         waiting = result.waiting | {vm.id: self._quota_refusals[vm.id] for vm in pending
                                     if vm.id in self._quota_refusals}
         messages = {vm.id: waiting[vm.id] for vm in pending
@@ -361,13 +365,12 @@ class SchedulerLoop:
             return host_pool.list_hosts(connection, with_vms=True)
         return self._hosts.refresh(connection)
 
-    def _excluded(self, vm_id: int, now: float) -> frozenset[int]:
-        backoff = self.lifecycle.capacity_backoff.get(vm_id)
-        if not backoff:
-            return frozenset()
-        active = {host_id: until for host_id, until in backoff.items() if until > now}
-        if not active:
-            self.lifecycle.capacity_backoff.pop(vm_id, None)
-            return frozenset()
-        self.lifecycle.capacity_backoff[vm_id] = active
-        return frozenset(active)
+
+def _skip_refused(connection: Connection, refused: list[tuple[int, int]]) -> None:
+    """Keep each (VM, host) a quota refused apart for :data:`QUOTA_RETRY_SECONDS`."""
+    now = time.time()
+    for vm_id, host_id in refused:
+        backoffs.record(connection, vm_id, backoffs.DEPLOY, host_id,
+                        tries=backoffs.tries(connection, vm_id, backoffs.DEPLOY),
+                        until=now + QUOTA_RETRY_SECONDS)
+    backoffs.purge(connection, now)

@@ -17,7 +17,7 @@ from cloudburst.model.records import VmRecord
 from cloudburst.model.snapshots import vm_snapshot
 from cloudburst.model.states import LcmState, VmState
 from cloudburst.service.vm_template import prepare
-from cloudburst.store import quota_pool, vm_pool
+from cloudburst.store import backoffs, quota_pool, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.sequences import next_ids
 from cloudburst.store.spending import open_stay_prices
@@ -202,18 +202,18 @@ class VmService:
                 costs[vm_id] = cost
         return costs
 
-    def cooloffs(self) -> dict[int, tuple[int, float]]:
-        """Hosts some VMs are kept off after a "no capacity" answer.
+    async def cooloffs(self) -> dict[int, tuple[int, float]]:
+        """Hosts some VMs are kept off after a failed deploy (no capacity, an outage, a quota).
 
         Returns ``{host_id: (how many VMs, seconds until the last of them may return)}``.
         """
-        now = time.monotonic()
+        now = time.time()
+        skipped = await self.db.read(lambda connection: backoffs.skipped_hosts(connection, now))
         found: dict[int, tuple[int, float]] = {}
-        for hosts in self.lifecycle.capacity_backoff.values():
+        for hosts in skipped.values():
             for host_id, until in hosts.items():
-                if until > now:
-                    count, longest = found.get(host_id, (0, 0.0))
-                    found[host_id] = (count + 1, max(longest, until - now))
+                count, longest = found.get(host_id, (0, 0.0))
+                found[host_id] = (count + 1, max(longest, until - now))
         return found
 
     async def log_tail(self, vm_id: int, lines: int = 200) -> list[str]:

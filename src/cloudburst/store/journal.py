@@ -5,6 +5,11 @@ is written here with an idempotency token *in the same transaction* as the VM
 state change that asks for it, and marked finished in the transaction that
 stores its result. After a crash, ``started`` entries are exactly the actions
 whose outcome is unknown; the daemon reconciles them with the driver.
+
+Work that leaves a VM where it is (a reboot, a reset, a powered-off resize) asked
+through a daemon that does not lead is journalled ``handed``: no position tells
+the leader about it, the entry does. The leader :func:`take` s it (``handed`` ->
+``started``) before it runs it, so it runs once.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from cloudburst.model.records import JournalEntry
 from cloudburst.store.schema import journal
 
 STARTED = "started"
+HANDED = "handed"
 DONE = "done"
 FAILED = "failed"
 
@@ -32,7 +38,8 @@ def _entry(row: Row[Any]) -> JournalEntry:
 
 
 def start(
-    connection: Connection, *, vm_id: int, host_id: int, seq: int, action: str, token: str
+    connection: Connection, *, vm_id: int, host_id: int, seq: int, action: str, token: str,
+    status: str = STARTED,
 ) -> int:
     """Record that ``action`` is about to run; returns the entry id.
 
@@ -41,7 +48,7 @@ def start(
     """
     result = connection.execute(_INSERT, {
         "vm_id": vm_id, "host_id": host_id, "seq": seq, "action": action, "token": token,
-        "status": STARTED, "created": time.time(), "finished": 0.0, "result": "",
+        "status": status, "created": time.time(), "finished": 0.0, "result": "",
     })
     key = result.inserted_primary_key
     assert key is not None
@@ -52,7 +59,7 @@ _INSERT = insert(journal)
 
 
 def begin(connection: Connection, *, vm_id: int, host_id: int, seq: int, action: str,
-          base: str) -> str:
+          base: str, status: str = STARTED) -> str:
     """Journal the next attempt of ``action`` in stay ``seq`` of ``vm_id``; return its token.
 
     The first attempt's token is ``base`` (deterministic, so a replay after a
@@ -62,8 +69,23 @@ def begin(connection: Connection, *, vm_id: int, host_id: int, seq: int, action:
     tries = connection.execute(_COUNT_TRIES, {"vm_id": vm_id, "seq": seq, "action": action})
     count = int(tries.scalar() or 0)
     token = base if count == 0 else f"{base}.{count + 1}"
-    start(connection, vm_id=vm_id, host_id=host_id, seq=seq, action=action, token=token)
+    start(connection, vm_id=vm_id, host_id=host_id, seq=seq, action=action, token=token,
+          status=status)
     return token
+
+
+def handed(connection: Connection) -> list[JournalEntry]:
+    """Work handed to the leader and not taken yet, oldest first."""
+    rows = connection.execute(
+        select(journal).where(journal.c.status == HANDED).order_by(journal.c.id)).all()
+    return [_entry(row) for row in rows]
+
+
+def take(connection: Connection, entry_id: int) -> bool:
+    """Mark handed entry ``entry_id`` started; False if it was taken or settled already."""
+    result = connection.execute(update(journal).where(
+        journal.c.id == entry_id, journal.c.status == HANDED).values(status=STARTED))
+    return bool(result.rowcount)
 
 
 _COUNT_TRIES = select(func.count()).select_from(journal).where(

@@ -294,3 +294,21 @@ recalls = Table(
     Column("state", String(16), nullable=False),
     Index("ix_recalls_started", "started"),
 )
+
+
+# -- per-VM backoffs (revision 0008) -------------------------------------------------------
+
+#: The leader's retry state of one VM's work, so a new leader continues a backoff
+#: instead of restarting it. ``work`` is ``deploy``: host ``host_id`` is skipped for
+#: the VM until ``until`` (UNIX time) and ``tries`` counts deploys in a row that
+#: failed having created nothing; or ``stop``: the VM's stop on ``host_id`` is tried
+#: again at ``until``, ``tries`` counting the stops in a row that hit an outage.
+vm_backoffs = Table(
+    "vm_backoffs",
+    metadata,
+    Column("vm_id", Integer, primary_key=True, autoincrement=False),
+    Column("work", String(16), primary_key=True),
+    Column("host_id", Integer, primary_key=True, autoincrement=False),
+    Column("tries", Integer, nullable=False, server_default="0"),
+    Column("until", Float, nullable=False),
+)

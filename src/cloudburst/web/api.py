@@ -143,7 +143,7 @@ class Api:
 
     async def hosts(self, request: web.Request) -> web.Response:
         user = (await self.caller(request)).user
-        cooloffs = self.services.vms.cooloffs()
+        cooloffs = await self.services.vms.cooloffs()
         hosts = await self._visible_hosts(user)
         # Cloud sites (few) and hosts that just refused a VM are read with their stored
         # per-instance-type cool-offs (HostService.info adds them).
@@ -157,7 +157,7 @@ class Api:
         host_id = _path_id(request)
         await self.guard.check(user, "one.host.info", (host_id,))
         host = await self.services.hosts.info(host_id)
-        cooloff = self.services.vms.cooloffs().get(host.id)
+        cooloff = (await self.services.vms.cooloffs()).get(host.id)
         return json_response({**shapes.host_shape(host, cooloff), "vm_ids": list(host.vm_ids)})
 
     async def vms(self, request: web.Request) -> web.Response:

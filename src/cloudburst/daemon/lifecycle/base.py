@@ -91,13 +91,15 @@ class Stepped:
     passed: list[StateKey] = field(default_factory=list)
     work: Work | None = None
     token: str = ""
+    #: The work was journalled for the leader to run (see ``handed`` of :func:`step`).
+    handed: bool = False
 
 
 def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
          check: Callable[[Connection, VmRecord, Work], None] | None = None,
          changes: Mapping[str, Any] | None = None, prepare: Prepare | None = None,
          journal_host: int | None = None, finish: tuple[str, bool, str] | None = None,
-         why: str = "") -> Stepped:
+         why: str = "", handed: bool = False) -> Stepped:
     """Apply ``event`` to ``vm`` (as read in this transaction) and write it.
 
     Args:
@@ -109,6 +111,9 @@ def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
             its journal entries are closed in the same transaction.
         why: the history REASON of a user action (default ``"<action> requested"``),
             e.g. the policy rule that asked for it.
+        handed: this daemon does not lead. Work that leaves the VM where it is
+            (reboot, reset...) is then journalled ``handed`` for the leader to
+            take; in-flight work needs no such mark (the leader adopts the VM).
 
     A user's action that brings the VM back into the RUNNING_* quota metrics
     (``resume`` of a powered-off, suspended, stopped or undeployed VM) is
@@ -161,8 +166,10 @@ def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
         if work is not Work.DEPLOY:
             base = f"{base}-{work.label}"
         host_id = journal_host if journal_host is not None else (written.host_id or -1)
+        done.handed = handed and written.position not in lifecycle.IN_FLIGHT
         done.token = journal.begin(connection, vm_id=vm.id, host_id=host_id, seq=seq,
-                                   action=work.label, base=base)
+                                   action=work.label, base=base,
+                                   status=journal.HANDED if done.handed else journal.STARTED)
     return done
 
 
@@ -207,12 +214,6 @@ class ManagerBase:
         #: Where committed VM changes are published (:mod:`cloudburst.events`).
         self.events = events if events is not None else EventBus()
         self._tasks: set[asyncio.Task[Any]] = set()
-        #: vm_id -> {host_id: time until which the host is skipped for it}
-        self.capacity_backoff: dict[int, dict[int, float]] = {}
-        #: vm_id -> deploys in a row that failed having created nothing
-        self.deploy_retries: dict[int, int] = {}
-        #: vm_id -> tries in a row of a stop that hit an outage
-        self.stop_retries: dict[int, int] = {}
         #: Whether this daemon runs driver work (it leads); see spawn.
         self.drives: Callable[[], bool] = lambda: True
         #: Called instead of running work this daemon does not drive.
@@ -280,6 +281,8 @@ class ManagerBase:
             IllegalActionError: illegal in the VM's state, or it moved on.
             UnsupportedActionError: the host's driver cannot do the work.
         """
+        handed = not self.drives()
+
         def write(connection: Connection) -> tuple[VmRecord, Stepped]:
             vm = vm_pool.get_vm(connection, vm_id, with_history=False)
             if expect is not None and vm.position != expect:
@@ -288,7 +291,7 @@ class ManagerBase:
             return vm, step(connection, vm, event, install_id=self.install_id,
                             check=self._check_driver(args), changes=changes,
                             prepare=prepare, journal_host=journal_host, finish=finish,
-                            why=why)
+                            why=why, handed=handed)
 
         before, stepped = await self.db.write(write)
         self.after_step(before, stepped, args or {})
@@ -303,7 +306,9 @@ class ManagerBase:
             log.debug("VM %d: %s", before.id, vm_state_label(*stepped.vm.position))
         if stepped.vm.version != before.version:
             self.events.publish("vm", before.id, vm_snapshot(stepped.vm))
-        if stepped.work is not None:
+        if stepped.handed:
+            self.hand_off()  # the leader takes it from the journal, even if we lead now
+        elif stepped.work is not None:
             self.start_work(stepped.vm, stepped.work, stepped.token, args)
         held = before.state in CAPACITY_HOLDING_STATES
         if (held and stepped.vm.state not in CAPACITY_HOLDING_STATES) or (
@@ -311,8 +316,9 @@ class ManagerBase:
             self._on_capacity_freed()
 
     def start_work(self, vm: VmRecord, work: Work, token: str, args: WorkArgs, *,
-                   replay: bool = False) -> None:
-        """Run ``work`` for ``vm`` in the background (see :mod:`.work`)."""
+                   replay: bool = False, delay: float = 0.0) -> None:
+        """Run ``work`` for ``vm`` in the background (see :mod:`.work`), after
+        ``delay`` seconds if the VM is still where it was then."""
         raise NotImplementedError  # provided by the work mixin
 
     def _check_driver(self, args: WorkArgs | None) -> Callable[[Connection, VmRecord, Work],

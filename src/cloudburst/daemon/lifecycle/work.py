@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from cloudburst.config.settings import Settings
 from cloudburst.daemon.lifecycle.base import (
     ManagerBase,
     WorkArgs,
@@ -50,7 +51,7 @@ from cloudburst.errors import (
 from cloudburst.model import lifecycle
 from cloudburst.model.lifecycle import Event, Move, Work
 from cloudburst.model.records import HistoryRecord, HostRecord, VmRecord
-from cloudburst.store import cooloffs, journal, vm_pool
+from cloudburst.store import backoffs, cooloffs, journal, vm_pool
 from cloudburst.template import Template
 
 log = logging.getLogger("cloudburst.daemon.lifecycle")
@@ -380,8 +381,18 @@ class Working(ManagerBase):
     """Runs the work of entered states and applies its result."""
 
     def start_work(self, vm: VmRecord, work: Work, token: str, args: WorkArgs, *,
-                   replay: bool = False) -> None:
-        self.spawn(self._work(vm, work, token, args, replay), f"{work.label}-{vm.id}")
+                   replay: bool = False, delay: float = 0.0) -> None:
+        if delay <= 0:
+            self.spawn(self._work(vm, work, token, args, replay), f"{work.label}-{vm.id}")
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            current = await self.current(vm.id)
+            if current is not None and current.position == vm.position:
+                await self._work(current, work, token, args, replay)
+
+        self.spawn(later(), f"{work.label}-retry-{vm.id}")
 
     async def _work(self, vm: VmRecord, work: Work, token: str, args: WorkArgs,
                     replay: bool) -> None:
@@ -403,8 +414,6 @@ class Working(ManagerBase):
         except (OSError, KeyError, ValueError) as exc:
             failure = DriverError(f"{work.label}: {exc}")
         else:
-            if work in _STOPS:
-                self.stop_retries.pop(vm.id, None)
             await self._recorded(vm.id, work, lambda: self._result(vm, work, outcome, token))
             return
         await self._recorded(vm.id, work, lambda: self._failed(vm, work, failure, token, args,
@@ -432,9 +441,11 @@ class Working(ManagerBase):
                 await self._write_in_place(vm.id, outcome)
             await self._finish_journal(vm.id, work, True, "")
             return
+        kind = _BACKOFF_KINDS.get(work)
+        prepare = outcome.prepare if kind is None else _backoff_cleared(outcome.prepare, kind)
         try:
             await self.advance(vm.id, Event.SUCCESS, expect=vm.position,
-                               changes=outcome.changes, prepare=outcome.prepare,
+                               changes=outcome.changes, prepare=prepare,
                                finish=(work.label, True, outcome.changes.get("deploy_id", "")))
         except (IllegalActionError, NotFoundError) as exc:
             log.info("VM %d: %s result ignored (%s)", vm.id, work.label, exc)
@@ -448,8 +459,6 @@ class Working(ManagerBase):
                 await self._cancel_stray(vm.id, deploy_id)
             return
         if work is Work.DEPLOY:
-            self.capacity_backoff.pop(vm.id, None)
-            self.deploy_retries.pop(vm.id, None)
             self.files.log(vm.id, "I", f"Deployed: DEPLOY_ID={outcome.changes['deploy_id']}")
 
     async def _failed(self, vm: VmRecord, work: Work, error: DriverError, token: str,
@@ -461,6 +470,7 @@ class Working(ManagerBase):
         event = Event.FAILURE
         changes: dict[str, Any] = {}
         prepare = None
+        skip: _HostSkip | None = None
         if work is Work.DEPLOY:
             no_room = isinstance(error, CapacityError)
             if no_room or (isinstance(error, TransientDriverError) and error.nothing_created
@@ -475,6 +485,9 @@ class Working(ManagerBase):
                 if isinstance(error, CapacityError) and host is not None:
                     prepare = _cooling_off(prepare, host.id, error.instance_type,
                                            time.time() + self.settings.capacity_cooloff, message)
+                if host is not None:
+                    skip = _HostSkip(host.id, no_room, self.settings)
+                    prepare = skip.wrap(prepare)
             else:
                 changes["error"] = f"{_ERRORS[work]}: {message}"
         else:
@@ -491,33 +504,41 @@ class Working(ManagerBase):
             log.info("VM %d: %s failure ignored, state moved on (%s)", vm.id, work.label, exc)
             await self._finish_journal(vm.id, work, False, message)
             return
-        if event is not Event.FAILURE and host is not None:
-            if event is Event.NO_CAPACITY:
-                delay = self.settings.capacity_cooloff
-            else:
-                tries = self.deploy_retries.get(vm.id, 0)
-                self.deploy_retries[vm.id] = tries + 1
-                delay = self.settings.driver_retry_delay * 2 ** min(tries, 5)
-            self.capacity_backoff.setdefault(vm.id, {})[host.id] = time.monotonic() + delay
-            asyncio.get_running_loop().call_later(delay, self._on_capacity_freed)
+        if skip is not None:
+            # The scheduler of this leader looks again when the host may take the VM;
+            # another leader reads the skip from the store.
+            asyncio.get_running_loop().call_later(skip.delay, self._on_capacity_freed)
 
     async def _retry_later(self, vm: VmRecord, work: Work, token: str, args: WorkArgs,
                            message: str) -> None:
-        """Run ``work`` again after a growing delay, unless the VM moved on meanwhile."""
-        tries = self.stop_retries.get(vm.id, 0)
-        self.stop_retries[vm.id] = tries + 1
-        delay = self.settings.driver_retry_delay * 2 ** min(tries, 5)
+        """Run ``work`` again after a growing delay, unless the VM moved on meanwhile.
+
+        The delay and the count of tries are in the store: a new leader that
+        takes the VM over waits out the same delay and keeps counting.
+        """
+        error = f"{_ERRORS[work]}, retrying: {message}"
+        base = self.settings.driver_retry_delay
+
+        def write(connection: Connection) -> float | None:
+            current = vm_pool.get_vm(connection, vm.id, with_history=False)
+            if current.position != vm.position:
+                return None  # moved on (e.g. recovered by hand): nothing to retry
+            tries = backoffs.tries(connection, vm.id, backoffs.STOP)
+            delay = base * float(2 ** min(tries, 5))
+            backoffs.record(connection, vm.id, backoffs.STOP, vm.host_id or -1, tries=tries + 1,
+                            until=time.time() + delay)
+            vm_pool.update_vm(connection, current, error=error)
+            return delay
+
+        try:
+            delay = await self.db.write(write)
+        except (IllegalActionError, NotFoundError):
+            return
+        if delay is None:
+            return
         self.files.log(vm.id, "W", f"{work.label} failed ({message}); the instance is not "
                                    f"confirmed gone, trying again in {delay:g} s")
-        await self.set_error(vm.id, f"{_ERRORS[work]}, retrying: {message}")
-
-        async def later() -> None:
-            await asyncio.sleep(delay)
-            current = await self.current(vm.id)
-            if current is not None and current.position == vm.position:
-                await self._work(current, work, token, args, False)
-
-        self.spawn(later(), f"{work.label}-retry-{vm.id}")
+        self.start_work(vm, work, token, args, delay=delay)
 
     async def _write_in_place(self, vm_id: int, outcome: Outcome) -> None:
         def write(connection: Connection) -> None:
@@ -545,6 +566,53 @@ class Working(ManagerBase):
             await self.dispatcher.run("VM_MAD", host.vm_mad, "cancel", lambda: driver.cancel(ref))
         except DriverError as exc:
             self.files.log(vm_id, "E", f"Could not cancel stray instance {deploy_id}: {exc}")
+
+
+#: Which backoff (:mod:`cloudburst.store.backoffs`) a work's success clears.
+_BACKOFF_KINDS: dict[Work, str] = {Work.DEPLOY: backoffs.DEPLOY, Work.SHUTDOWN: backoffs.STOP,
+                                   Work.CANCEL: backoffs.STOP, Work.CLEANUP: backoffs.STOP}
+
+
+def _backoff_cleared(then: Callable[[Connection, VmRecord, Move], dict[str, Any]] | None,
+                     kind: str) -> Callable[[Connection, VmRecord, Move], dict[str, Any]]:
+    """``then`` (if any), after forgetting the VM's ``kind`` backoff: the work succeeded."""
+    def prepare(connection: Connection, vm: VmRecord, moved: Move) -> dict[str, Any]:
+        backoffs.clear(connection, vm.id, kind)
+        return then(connection, vm, moved) if then is not None else {}
+
+    return prepare
+
+
+class _HostSkip:
+    """Keeps a VM whose deploy failed off the host for a while, recorded in the store.
+
+    No room: ``CAPACITY_COOLOFF`` seconds. Nothing created: ``DRIVER_RETRY_DELAY``
+    doubled for each such failure in a row (at most 32 times).
+    """
+
+    def __init__(self, host_id: int, no_room: bool, settings: Settings) -> None:
+        self.host_id = host_id
+        self.no_room = no_room
+        self.settings = settings
+        #: Seconds the host is skipped (known once the write ran).
+        self.delay = 0.0
+
+    def wrap(self, then: Callable[[Connection, VmRecord, Move], dict[str, Any]]
+             ) -> Callable[[Connection, VmRecord, Move], dict[str, Any]]:
+        def prepare(connection: Connection, vm: VmRecord, moved: Move) -> dict[str, Any]:
+            tries = backoffs.tries(connection, vm.id, backoffs.DEPLOY)
+            if self.no_room:
+                self.delay = self.settings.capacity_cooloff
+            else:
+                self.delay = self.settings.driver_retry_delay * 2 ** min(tries, 5)
+                tries += 1
+            now = time.time()
+            backoffs.record(connection, vm.id, backoffs.DEPLOY, self.host_id, tries=tries,
+                            until=now + self.delay)
+            backoffs.purge(connection, now)
+            return then(connection, vm, moved)
+
+        return prepare
 
 
 def _cooling_off(then: Callable[[Connection, VmRecord, Move], dict[str, Any]], host_id: int,
