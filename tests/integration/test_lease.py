@@ -25,7 +25,8 @@ postgres = pg_server.session_fixture()
 
 pytestmark = pytest.mark.postgres
 
-FAST = LeaseSettings(duration=1.5, renew=0.3, retry=0.2)
+#: Short enough for quick tests, long enough that a loaded 2-core machine keeps it.
+FAST = LeaseSettings(duration=3.0, renew=0.5, retry=0.2)
 
 
 @pytest.fixture
