@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 _RELAXED = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow],
@@ -20,3 +21,14 @@ _RELAXED = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow],
 settings.register_profile("ci", derandomize=True, database=None, **_RELAXED)
 settings.register_profile("dev", **_RELAXED)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+#: pytest-timeout's bound for end-to-end tests without their own: they start real
+#: servers (daemons, moto, the OpenNebula peer, libvirtd) and on 2 busy cores take
+#: several times their quiet duration. The bound catches hangs, it is not a speed goal.
+E2E_TIMEOUT = 600
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("e2e") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT))

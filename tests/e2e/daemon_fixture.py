@@ -90,16 +90,22 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+#: Every wait's bound is multiplied by this (``CLOUDBURST_TEST_PATIENCE``, default 2):
+#: the bounds catch hangs, they are not speed goals, and test files run two at a
+#: time on 2 cores that may be busy with more.
+PATIENCE = float(os.environ.get("CLOUDBURST_TEST_PATIENCE", "2"))
+
+
 def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.1) -> T:
     """Poll ``predicate`` until it returns something truthy; return that.
 
     Exceptions raised by the predicate count as "not yet".
 
     Raises:
-        TimeoutError: still falsy after ``timeout`` seconds (the last
-            exception, if any, is chained).
+        TimeoutError: still falsy after ``timeout`` x :data:`PATIENCE` seconds (the
+            last exception, if any, is chained).
     """
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout * PATIENCE
     last_error: Exception | None = None
     while True:
         try:

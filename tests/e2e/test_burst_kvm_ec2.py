@@ -95,9 +95,9 @@ def test_local_first_then_burst_then_local_again(tmp_path: Path) -> None:
             assert "ID: 1" in cli(daemon, "onehost", "create", "ec2", "im_ec2", "vmm_ec2",
                                   "tm_dummy").stdout
             local = wait_for(lambda: (host := server.host.info(0)).STATE == 2
-                             and host.HOST_SHARE.MAX_CPU == 100 and host, timeout=30)
+                             and host.HOST_SHARE.MAX_CPU == 100 and host, timeout=120)
             assert local.TEMPLATE["HYPERVISOR"] == "kvm"
-            wait_for(lambda: server.host.info(1).STATE == 2, timeout=30)
+            wait_for(lambda: server.host.info(1).STATE == 2, timeout=120)
 
             template = tmp_path / "burst.tpl"
             template.write_text(TEMPLATE, encoding="utf-8")

@@ -37,7 +37,7 @@ one_peer = peer_fixture()
 #: Seconds a VM or host may take to reach a state (generous: a loaded 2-core machine).
 STATE_TIMEOUT = 120.0
 HOST_MONITORED = 2
-HOLD, ACTIVE, STOPPED, SUSPENDED, POWEROFF, UNDEPLOYED = 2, 3, 4, 5, 8, 9
+HOLD, ACTIVE, STOPPED, SUSPENDED, DONE, POWEROFF, UNDEPLOYED = 2, 3, 4, 5, 6, 8, 9
 LCM_RUNNING = 3
 #: oned's ACL rule ``@GID VM+TEMPLATE/* CREATE`` in the hex form one.acl.addrule takes.
 ACL_GROUP, ACL_VM_AND_TEMPLATE_ALL, ACL_CREATE = 0x200000000, "21400000000", "8"
@@ -121,9 +121,10 @@ def both(one_peer: OnePeer, daemon: RunningDaemon) -> tuple[Server, Server]:
 
 
 def assert_same(peer: Server, ours: Server) -> None:
-    differences = [(theirs, mine) for theirs, mine in zip(peer.outcomes, ours.outcomes,
-                                                          strict=True) if theirs != mine]
-    assert differences == [], "(OpenNebula's answer, cloudburst's answer)"
+    differences = [(step, theirs, mine) for step, (theirs, mine)
+                   in enumerate(zip(peer.outcomes, ours.outcomes, strict=True))
+                   if theirs != mine]
+    assert differences == [], "(step, OpenNebula's answer, cloudburst's answer)"
 
 
 def run_on_both(one_peer: OnePeer, daemon: RunningDaemon,
@@ -261,6 +262,8 @@ def quota_scenario(server: Server) -> None:
         used()
     for vm in (first, second):
         act("terminate-hard", vm, admin)
+    for vm in (first, second):  # gone from the pools before the next scenario lists them
+        server.wait_vm(int(vm), DONE)
 
 
 def test_resume_and_release_check_running_quotas_as_opennebula(
