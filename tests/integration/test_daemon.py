@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import pytest
 
 from cloudburst.config.settings import Settings
+from cloudburst.daemon import monitor
 from cloudburst.daemon.app import Daemon
 from cloudburst.daemon.main import load_settings
 from cloudburst.errors import (
@@ -704,6 +705,32 @@ def test_failing_probe_puts_the_host_in_error_and_it_recovers(tmp_path: Path) ->
                                    what="the host to recover")
             assert host.error == "" and host.template.get("ERROR") is None
             await wait_vm(daemon, cloud_vm, lifecycle.RUNNING)
+
+    run(scenario)
+
+
+def test_a_hung_probe_puts_the_new_host_in_error_then_it_recovers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A monitoring without -w is bounded by MONITOR_TIMEOUT: the host does not stay in INIT."""
+    monkeypatch.setattr(monitor, "MONITOR_TIMEOUT", 4.0)  # 60 s in production
+    settings = make_home(tmp_path, monitoring=0.5)
+    hang = control(settings) / "probe_sleep"
+    hang.write_text("120")
+
+    async def scenario() -> None:
+        async with running(settings) as daemon:
+            host_id = await daemon.hosts.allocate("remote_provider", "im_provider",
+                                                  "vmm_provider")
+            host = await wait_host(daemon, host_id, lambda h: h.state is HostState.ERROR,
+                                   what="the hung monitoring to time out")
+            assert host.error == "Timeout executing monitor after 4 s"
+            assert host.template.get("ERROR") == (
+                f"Error monitoring host {host_id} : Timeout executing monitor after 4 s")
+
+            hang.unlink()
+            host = await wait_host(daemon, host_id, lambda h: h.state is HostState.MONITORED,
+                                   what="the host to recover")
+            assert host.error == "" and host.max_cpu == 500
 
     run(scenario)
 

@@ -140,6 +140,7 @@ class Dispatcher:
         *,
         retry: bool = True,
         timeout: float | None = None,
+        longest_default: float | None = None,
     ) -> T:
         """Run ``call`` under driver ``name``'s concurrency, retry and time limits.
 
@@ -151,12 +152,17 @@ class Dispatcher:
             retry: whether ``-r`` applies (never for non-idempotent calls
                 without a token).
             timeout: overrides ``-w`` for this call.
+            longest_default: caps ``DEFAULT_ACTION_TIMEOUT`` when the driver has no
+                ``-w`` (an explicit ``-w`` or ``timeout`` is never capped).
 
         Raises:
             DriverError: the last attempt failed; the message is one line.
         """
         slot = self._slot(kind, name)
-        limit = timeout or slot.options.timeout or self.settings.default_action_timeout
+        default = self.settings.default_action_timeout
+        if longest_default is not None:
+            default = min(default, longest_default)
+        limit = timeout or slot.options.timeout or default
         retryable = slot.driver.retryable if isinstance(slot.driver, VmDriver) else (
             DriverError,)
         attempts = 1 + (slot.options.retries if retry else 0)

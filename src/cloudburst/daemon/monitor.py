@@ -4,8 +4,9 @@ Every host that is not disabled or offline is monitored through its
 information driver every ``MONITORING_INTERVAL`` seconds, and at once when it
 is created or re-enabled. The report (``KEY=VALUE``) replaces same-named host
 attributes; ``TOTALCPU``/``TOTALMEMORY``/``FREE*``/``USED*`` become the host
-share. A failed probe puts the host in ``ERROR`` with the message; the daemon
-goes on.
+share. A failed probe puts the host in ``ERROR`` with the message, and so does
+one that takes longer than the driver's ``-w`` (without it, at most
+:data:`MONITOR_TIMEOUT`); the daemon goes on.
 
 VMs are polled per host, all VMs of a host in **one** driver call, every
 ``VM_POLLING_INTERVAL`` seconds, and right after one of them enters RUNNING
@@ -50,6 +51,13 @@ log = logging.getLogger(__name__)
 
 #: Seconds a VM driver gets to complete a host's monitoring report.
 SITE_REPORT_TIMEOUT = 60.0
+
+#: Longest a host's monitoring may take when its IM driver has no ``-w``
+#: (``DEFAULT_ACTION_TIMEOUT`` when lower). Past it the host is in ERROR with
+#: "Timeout executing monitor after N s": a new host must not sit in INIT, nor a
+#: monitored one keep stale figures, for minutes without a word (a libvirtd
+#: probing QEMU slowly, a provider API that never answers).
+MONITOR_TIMEOUT = 60.0
 
 #: Reported keys that feed the host share instead of the template.
 SHARE_KEYS: Mapping[str, str] = {
@@ -196,7 +204,8 @@ class Monitor:
             driver = self.dispatcher.information_driver(host.im_mad)
             ref = LifecycleManager.host_ref(host)
             info = await self.dispatcher.run("IM_MAD", host.im_mad, "monitor",
-                                             lambda: driver.monitor(ref))
+                                             lambda: driver.monitor(ref),
+                                             longest_default=MONITOR_TIMEOUT)
         except CloudburstError as exc:
             await self._host_failed(host.id, one_line(exc.message))
             return
