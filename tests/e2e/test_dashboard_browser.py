@@ -20,6 +20,7 @@ import pyone
 import pytest
 from burst_helpers import RunningDaemon, conf_text, running_daemon, wait_for
 from playwright.sync_api import Browser, Page, sync_playwright
+from tenancy_xml import audit_ids, vm_quota
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -313,5 +314,79 @@ def test_vm_page_actions_migrate_and_recover(daemon: RunningDaemon, one: pyone.O
     recover.get_by_role("button", name="Recover").click()
     wait_for(lambda: one.vm.info(failing).LCM_STATE == RUNNING, timeout=30)
     page.locator(".facts").first.get_by_text("RUNNING").wait_for(timeout=20000)
+    assert errors == []
+    page.close()
+
+
+def test_quotas_and_audit_pages_show_what_xmlrpc_says(daemon: RunningDaemon,
+                                                      one: pyone.OneServer,
+                                                      browser: Browser) -> None:
+    _local, cloud = _hosts(one)
+    one.host.update(cloud, "PRICE_PER_HOUR = 0.25", 1)
+    erin = one.user.allocate("erin", "erin-secret-1", "core", [])
+    one.user.quota(erin, "VM = [ VMS = 4, CPU = 3, HOURLY_COST = 1, MONTHLY_COST = 100 ]")
+    one.group.quota(1, "VM = [ VMS = 10 ]")
+    # Three of erin's VMs: two fill the local hosts, the third bursts at 0.25 an hour.
+    as_erin = pyone.OneServer(daemon.url, session="erin:erin-secret-1")
+    erins = [as_erin.vm.allocate(BURSTABLE, False) for _ in range(3)]
+    for vm_id in erins:
+        wait_for(lambda v=vm_id: one.vm.info(v).LCM_STATE == RUNNING, timeout=60)
+    assert cloud in {one.vm.info(v).HISTORY_RECORDS.HISTORY[-1].HID for v in erins}
+    quota = vm_quota(daemon.url, daemon.session, "user", erin)[-1]
+    assert quota["HOURLY_COST"] == (1.0, 0.25) and quota["VMS"] == (4.0, 3.0)
+
+    page = browser.new_page(viewport={"width": 1366, "height": 860})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    _log_in(page, daemon)
+    page.get_by_role("link", name="Quotas").click()
+    users = page.get_by_role("table", name="User quotas")
+    row = users.locator(f'tr[data-owner="{erin}"][data-cluster="-1"]')
+    row.wait_for(timeout=20000)
+    # Every figure of the row is what one.user.info says (limit as set, use); the
+    # month's cost grows by the second, so it lies between a read before and after.
+    after = vm_quota(daemon.url, daemon.session, "user", erin)[-1]
+    for metric, (limit, used) in quota.items():
+        cell = row.locator(f'td[data-metric="{metric}"]')
+        shown = float(cell.get_attribute("data-used") or "nan")
+        if metric == "MONTHLY_COST":
+            assert used <= shown <= after[metric][1]
+        else:
+            assert shown == pytest.approx(used), metric
+        assert float(cell.get_attribute("data-limit") or "nan") == limit, metric
+    assert row.locator('td[data-metric="HOURLY_COST"]').inner_text() == "$0.25 / $1"
+    assert row.locator('td[data-metric="VMS"]').inner_text() == "3 / 4"
+    assert users.locator('tr[data-owner="0"]').get_by_text("no quotas apply").count() == 1
+    groups = page.get_by_role("table", name="Group quotas")
+    assert groups.locator('tr[data-owner="1"] td[data-metric="VMS"]').inner_text() == "3 / 10"
+
+    # The audit trail page lists the records one.audit.info gives, newest first.
+    page.get_by_role("link", name="Audit").click()
+    table = page.get_by_role("table", name="Audit trail")
+    table.locator("tbody tr").first.wait_for(timeout=20000)
+    expected = audit_ids(daemon.url, daemon.session)
+    shown = [int(i) for i in table.locator("tbody tr").evaluate_all(
+        "(rows) => rows.map((row) => row.dataset.id)")]
+    assert shown == list(reversed(expected))
+    page.get_by_label("Caller").select_option(str(erin))
+    page.get_by_role("status").filter(has_text="3 records").wait_for(timeout=20000)
+    assert table.get_by_text("one.vm.allocate").count() == 3
+    assert page.evaluate(UNLABELLED) == []
+
+    # erin sees her own quota and her group's only, and no audit trail.
+    page.get_by_role("button", name="Log out").click()
+    page.get_by_label("User").fill("erin")
+    page.get_by_label("Password").fill("erin-secret-1")
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("button", name="Log out").wait_for()
+    assert page.get_by_role("link", name="Audit").is_hidden()
+    page.get_by_role("link", name="Quotas").click()
+    mine = page.get_by_role("table", name="User quotas")
+    mine.locator(f'tr[data-owner="{erin}"]').first.wait_for(timeout=20000)
+    owners = mine.locator("tbody tr").evaluate_all("(rows) => rows.map((r) => r.dataset.owner)")
+    assert set(owners) == {str(erin)}
+    page.goto(f"http://127.0.0.1:{daemon.port}/#/audit")
+    page.get_by_role("alert").filter(has_text="Not authorized").wait_for()
+    assert page.get_by_role("table", name="Audit trail").count() == 0
     assert errors == []
     page.close()

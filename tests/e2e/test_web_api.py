@@ -21,6 +21,7 @@ from pathlib import Path
 import pyone
 import pytest
 from daemon_fixture import RunningDaemon, start_daemon, wait_for
+from tenancy_xml import audit_ids, vm_quota
 
 from cloudburst.web.api import ROUTES
 
@@ -459,3 +460,64 @@ def test_migrate_to_a_host_of_the_same_driver_and_recover_a_failed_boot(tmp_path
         _, carols, _ = xmlrpc.client.ServerProxy(daemon.url).one.audit.info(
             daemon.session, 0, user_id, 100)
         assert "one.vm.migrate" in carols and "<SUCCESS>0</SUCCESS>" in carols
+
+
+def _json_quota(owner: dict[str, object]) -> dict[int, dict[str, tuple[float, float]]]:
+    """A ``/quotas`` owner as ``{cluster: {metric: (limit as set, used)}}``."""
+    return {int(quota["cluster_id"]): {  # type: ignore[index]
+                str(m["metric"]): (float(m["limit"]), float(m["used"]))  # type: ignore[index]
+                for m in quota["metrics"]}  # type: ignore[index]
+            for quota in owner["quotas"]}  # type: ignore[attr-defined]
+
+
+def test_quotas_and_the_audit_trail_match_the_xmlrpc_side(tmp_path: Path) -> None:
+    with start_daemon(tmp_path) as daemon:
+        one = pyone.OneServer(daemon.url, session=daemon.session)
+        dave = one.user.allocate("dave", "dave-secret-1", "core", [])
+        one.user.quota(dave, "VM = [ VMS = 2, CPU = 1.5, HOURLY_COST = 0.5, "
+                             "MONTHLY_COST = 20 ]\nVM = [ CLUSTER_ID = 0, VMS = 1 ]")
+        one.group.quota(1, "VM = [ VMS = 10 ]")
+        one.userquota.update("VM = [ MEMORY = 4096 ]")
+        user = Client(daemon.port)
+        assert user.log_in("dave:dave-secret-1").status == 200
+        assert user.change("POST", "/api/v1/vms", {"template": "CPU=0.5\nMEMORY=64",
+                                                   "hold": True}).status == 201
+        over = user.change("POST", "/api/v1/vms", {"template": "CPU=2\nMEMORY=64"})
+        assert over.status == 403 and "CPU quota" in str(over.json()["error"])  # as oned: 512
+        admin = Client(daemon.port)
+        admin.log_in(daemon.session)
+
+        listed = admin.request("GET", "/api/v1/quotas").json()
+        users = {u["name"]: u for u in listed["users"]}  # type: ignore[union-attr,index]
+        assert users["oneadmin"]["exempt"] and not users["dave"]["exempt"]
+        shown = _json_quota(users["dave"])
+        assert shown == vm_quota(daemon.url, daemon.session, "user", dave)
+        assert shown[-1]["VMS"] == (2.0, 1.0) and shown[-1]["HOURLY_COST"] == (0.5, 0.0)
+        assert shown[0]["VMS"] == (1.0, 0.0)
+        # MEMORY is not set for dave: the default applies.
+        memory = next(m for m in users["dave"]["quotas"][0]["metrics"]  # type: ignore[index]
+                      if m["metric"] == "MEMORY")
+        assert memory["limit"] == -1 and memory["effective"] == 4096 and memory["used"] == 64
+        groups = {g["name"]: g for g in listed["groups"]}  # type: ignore[union-attr,index]
+        assert _json_quota(groups["users"]) == vm_quota(daemon.url, daemon.session, "group", 1)
+        assert listed["defaults"]["user"] == [  # type: ignore[index]
+            {"cluster_id": -1, "limits": {"MEMORY": 4096}}]
+
+        # A user sees its own quota and its group's, nobody else's, and no audit trail.
+        own = user.request("GET", "/api/v1/quotas").json()
+        assert [u["name"] for u in own["users"]] == ["dave"]  # type: ignore[union-attr,index]
+        assert [g["name"] for g in own["groups"]] == ["users"]  # type: ignore[union-attr,index]
+        refused = user.request("GET", "/api/v1/audit")
+        assert refused.status == 403 and "Not authorized" in str(refused.json()["error"])
+
+        trail = admin.request("GET", f"/api/v1/audit?uid={dave}").json()["entries"]
+        assert [e["id"] for e in trail] == audit_ids(  # type: ignore[union-attr,index]
+            daemon.url, daemon.session, dave)
+        assert [(e["method"], e["success"]) for e in trail] == [  # type: ignore[union-attr,index]
+            ("one.vm.allocate", True), ("one.vm.allocate", False)]
+        assert "CPU quota" in str(trail[-1]["message"])  # type: ignore[index]
+        everyone = admin.request("GET", "/api/v1/audit?limit=3").json()["entries"]
+        assert [e["id"] for e in everyone] == audit_ids(  # type: ignore[union-attr,index]
+            daemon.url, daemon.session, -1, 3)
+        bad = admin.request("GET", "/api/v1/audit?uid=dave")
+        assert bad.status == 400 and "'uid' must be an integer" in str(bad.json()["error"])

@@ -12,7 +12,7 @@ from typing import Final
 
 from cloudburst.api.documents import PASSWORD_PLACEHOLDER, _str
 from cloudburst.auth import acl
-from cloudburst.auth.quotas import ALL_CLUSTERS, BUDGET_METRICS
+from cloudburst.auth.quotas import ALL_CLUSTERS, BUDGET_METRICS, shown_clusters
 from cloudburst.model.cost import money
 from cloudburst.model.records import ClusterRecord, GroupRecord, LoginToken, UserRecord
 from cloudburst.store.audit_log import AuditEntry
@@ -33,7 +33,7 @@ def _number(value: float) -> str:
 def vm_quota(limits: Limits, usage: Usage, *, with_usage: bool = True) -> str:
     """``<VM_QUOTA>``: one ``<VM>`` per cluster that has a limit (all clusters first)
     or, for all clusters, usage. Limits not set read -1 (the default)."""
-    clusters = sorted(set(limits) | ({ALL_CLUSTERS} if usage.get(ALL_CLUSTERS) else set()))
+    clusters = shown_clusters(limits, usage)
     if not clusters:
         return "<VM_QUOTA/>"
     parts = ["<VM_QUOTA>"]

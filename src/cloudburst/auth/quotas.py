@@ -31,6 +31,9 @@ VM_METRICS: Final = ("VMS", "MEMORY", "CPU", "RUNNING_VMS", "RUNNING_MEMORY", "R
 #: Cluster id of limits that count every cluster.
 ALL_CLUSTERS: Final = -1
 
+#: The owner id quotas never apply to, as a user and as a group (oned: oneadmin).
+EXEMPT: Final = 0
+
 
 @dataclass(frozen=True, slots=True)
 class Limit:
@@ -63,6 +66,13 @@ def first_exceeded(limits: Mapping[str, float], usage: Mapping[str, float],
         if usage.get(metric, 0.0) + amount > limit + 1e-9:
             return metric, limit
     return None
+
+
+def shown_clusters(limits: Mapping[int, Mapping[str, float]],
+                   usage: Mapping[int, Mapping[str, float]]) -> list[int]:
+    """The clusters an owner's quota lists (``oneuser show``, ``one.user.info``, the
+    dashboard): those with a limit, and all clusters once anything is used."""
+    return sorted(set(limits) | ({ALL_CLUSTERS} if usage.get(ALL_CLUSTERS) else set()))
 
 
 def exceeded_error(owner_kind: str, owner_id: int, uid: int, metric: str, limit: float,

@@ -131,8 +131,7 @@ def count_vms(connection: Connection, owner_kind: str, owner_id: int) -> int:
 #: ``{cluster_id: {metric: limit}}``.
 LimitMap = dict[int, dict[str, float]]
 
-#: Owners quotas never apply to (oned: the oneadmin user and group).
-_EXEMPT = 0
+_EXEMPT = auth_quotas.EXEMPT
 
 
 def limit_map(limits: list[Limit], owner_id: int) -> LimitMap:

@@ -21,7 +21,7 @@ from cloudburst.auth import permissions
 from cloudburst.errors import ApiArgumentError, AuthenticationError, NotFoundError
 from cloudburst.events import Change
 from cloudburst.model.cost import vm_figures
-from cloudburst.model.records import HostRecord, UserRecord
+from cloudburst.model.records import GroupRecord, HostRecord, UserRecord
 from cloudburst.model.states import VmState, vm_short_state
 from cloudburst.service.facade import Services
 from cloudburst.store.vm_search import SORT_KEYS, VmSearch
@@ -217,21 +217,56 @@ class Api:
                               "templates": [shapes.template_shape(r, names)
                                             for r in records[offset:offset + limit]]})
 
+    async def _visible_users(self, user: UserRecord) -> list[UserRecord]:
+        """The users ``one.userpool.info`` lists to ``user`` (itself at least)."""
+        sees = await self.guard.visible(user, "USER")
+        return [other for other in await self.services.users.pool()
+                if sees(other.id, other.id, other.gid, permissions.USER_SELF)]
+
+    async def _visible_groups(self, user: UserRecord) -> list[GroupRecord]:
+        """The groups ``one.grouppool.info`` lists to ``user``."""
+        sees = await self.guard.visible(user, "GROUP")
+        return [group for group in await self.services.groups.pool()
+                if sees(group.id, -1, group.id, permissions.GROUP_MEMBERS)]
+
     async def users(self, request: web.Request) -> web.Response:
         user = (await self.caller(request)).user
-        sees = await self.guard.visible(user, "USER")
-        return json_response({"users": [
-            shapes.user_shape(other) for other in await self.services.users.pool()
-            if sees(other.id, other.id, other.gid, permissions.USER_SELF)]})
+        return json_response({"users": [shapes.user_shape(other)
+                                         for other in await self._visible_users(user)]})
 
     async def groups(self, request: web.Request) -> web.Response:
         user = (await self.caller(request)).user
-        sees = await self.guard.visible(user, "GROUP")
         return json_response({"groups": [
             {"id": group.id, "name": group.name, "users": list(group.users),
              "admins": list(group.admins)}
-            for group in await self.services.groups.pool()
-            if sees(group.id, -1, group.id, permissions.GROUP_MEMBERS)]})
+            for group in await self._visible_groups(user)]})
+
+    async def quotas(self, request: web.Request) -> web.Response:
+        """The quotas ``one.userpool.info`` and ``one.grouppool.info`` show the caller."""
+        user = (await self.caller(request)).user
+        quotas = self.services.quotas
+        owners = {"user": [(u.id, u.name) for u in await self._visible_users(user)],
+                  "group": [(g.id, g.name) for g in await self._visible_groups(user)]}
+        answer: dict[str, object] = {}
+        defaults: dict[str, object] = {}
+        for kind, listed in owners.items():
+            limits, default = await quotas.all_limits(kind), await quotas.limits(kind, -1)
+            answer[f"{kind}s"] = [
+                shapes.quota_owner(owner_id, name, limits.get(owner_id, {}),
+                                   await quotas.usage(kind, owner_id), default)
+                for owner_id, name in listed]
+            defaults[kind] = shapes.quota_defaults(default)
+        return json_response({**answer, "defaults": defaults})
+
+    async def audit(self, request: web.Request) -> web.Response:
+        user = (await self.caller(request)).user
+        await self.guard.check(user, "one.audit.info", ())
+        since = query_int(request, "since", 0, low=0, high=2**53)
+        uid = query_int(request, "uid", -1, low=-1, high=2**31 - 1)
+        limit = query_int(request, "limit", 200, low=1, high=10_000)
+        entries = await self.services.audit.entries(
+            since=float(since), uid=None if uid < 0 else uid, limit=limit)
+        return json_response({"entries": [shapes.audit_entry(entry) for entry in entries]})
 
     async def acl(self, request: web.Request) -> web.Response:
         user = (await self.caller(request)).user
@@ -404,6 +439,8 @@ ROUTES: Final = (
     ("GET", "/users", "users"),
     ("GET", "/groups", "groups"),
     ("GET", "/acl", "acl"),
+    ("GET", "/quotas", "quotas"),
+    ("GET", "/audit", "audit"),
     ("GET", "/events", "events"),
     ("GET", "/openapi.json", "openapi"),
 )

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from cloudburst.auth import quotas
 from cloudburst.model.lifecycle import RECOVER_EVENTS, Event, allowed_actions, is_legal
 from cloudburst.model.reasons import PlacementReason
 from cloudburst.model.records import HistoryRecord, HostRecord, TemplateRecord, UserRecord, VmRecord
 from cloudburst.model.states import HOST_STATE_SHORT, vm_short_state, vm_state_label
+from cloudburst.store.audit_log import AuditEntry
 from cloudburst.store.vm_search import VmRow
 
-__all__ = ["RECOVER_OPERATIONS", "host_shape", "migration_target", "recover_choices",
-           "template_shape", "user_shape", "vm_detail", "vm_row"]
+__all__ = ["RECOVER_OPERATIONS", "audit_entry", "host_shape", "migration_target",
+           "quota_defaults", "quota_owner", "recover_choices", "template_shape", "user_shape",
+           "vm_detail", "vm_row"]
 
 #: ``uid -> user name`` (the number when unknown).
 Names = Callable[[int], str]
+#: ``{cluster id: {metric: limit or use}}`` (cluster -1: all clusters).
+PerCluster = Mapping[int, Mapping[str, float]]
 
 #: ``one.vm.recover`` operations by the name ``onevm recover`` gives them
 #: (``retry`` is 2, ``delete-db`` 5...).
@@ -204,3 +209,38 @@ def user_shape(user: UserRecord) -> dict[str, object]:
         "auth_driver": user.auth_driver,
         "enabled": user.enabled,
     }
+
+
+def quota_owner(owner_id: int, name: str, limits: PerCluster, usage: PerCluster,
+                defaults: PerCluster) -> dict[str, object]:
+    """A user's or group's VM quota as ``one.user.info`` lists it (the same clusters and
+    metrics): per metric the limit set (-1 default, -2 unlimited), the limit that
+    applies once the default is taken into account, and the use."""
+    return {
+        "id": owner_id,
+        "name": name,
+        "exempt": owner_id == quotas.EXEMPT,
+        "quotas": [{
+            "cluster_id": cluster,
+            "metrics": [{
+                "metric": metric,
+                "limit": limits.get(cluster, {}).get(metric, quotas.DEFAULT),
+                "effective": quotas.effective(limits.get(cluster, {}).get(metric, quotas.DEFAULT),
+                                              defaults.get(cluster, {}).get(metric)),
+                "used": usage.get(cluster, {}).get(metric, 0.0),
+            } for metric in quotas.VM_METRICS],
+        } for cluster in quotas.shown_clusters(limits, usage)],
+    }
+
+
+def quota_defaults(defaults: PerCluster) -> list[dict[str, object]]:
+    """The default limits of a kind of owner, per cluster."""
+    return [{"cluster_id": cluster, "limits": dict(sorted(metrics.items()))}
+            for cluster, metrics in sorted(defaults.items())]
+
+
+def audit_entry(entry: AuditEntry) -> dict[str, object]:
+    """One audit record (who called which ``one.*`` method on what, and how it ended)."""
+    return {"id": entry.id, "time": entry.time, "uid": entry.uid, "user": entry.uname,
+            "method": entry.method, "object": entry.object, "success": entry.success,
+            "message": entry.message}

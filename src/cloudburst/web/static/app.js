@@ -8,6 +8,8 @@ import * as vms from "./views/vms.js";
 import * as vm from "./views/vm.js";
 import * as templates from "./views/templates.js";
 import * as admin from "./views/admin.js";
+import * as quotas from "./views/quotas.js";
+import * as audit from "./views/audit.js";
 
 const routes = [
   [/^#\/overview$/, overview, "overview"],
@@ -16,6 +18,8 @@ const routes = [
   [/^#\/vms\/(\d+)$/, vm, "vms"],
   [/^#\/templates$/, templates, "templates"],
   [/^#\/admin$/, admin, "admin"],
+  [/^#\/quotas$/, quotas, "quotas"],
+  [/^#\/audit$/, audit, "audit"],
 ];
 
 const context = { user: null, isAdmin: false };
@@ -71,6 +75,7 @@ function loggedIn(session) {
   $("login").hidden = true;
   $("nav").hidden = false;
   $("nav-admin").hidden = !context.isAdmin;
+  $("nav-audit").hidden = !context.isAdmin;
   $("logout").hidden = false;
   $("who").textContent = session.user.name;
   startLive(setLive);
