@@ -12,6 +12,7 @@ exception into ``[false, message, code]`` with one table lookup and no
     │       └── QuotaActionError        (ACTION 0x0800) an action on a VM beyond one
     ├── NotFoundError                   (NO_EXISTS 0x0400)
     ├── IllegalActionError              (ACTION 0x0800)  wrong state for the action
+    │   ├── StateRefusedError           the transition table has no such move
     │   └── ConflictError               a compare-and-swap lost a race
     ├── LockedError                     (LOCKED 0x8000) the object is locked
     ├── ApiArgumentError                (XML_RPC_API 0x1000) bad parameters
@@ -107,6 +108,20 @@ class IllegalActionError(CloudburstError):
     """The action is not available in the object's current state."""
 
     code = ErrorCode.ACTION
+
+
+class StateRefusedError(IllegalActionError):
+    """The VM's state has no move for the action (the transition table says so).
+
+    ``action`` is the action's name, ``state`` the state as oned names it in its
+    refusal: the LCM state of an ACTIVE VM (``RUNNING``), else the VM state
+    (``HOLD``). The message names both for logs and the dashboard.
+    """
+
+    def __init__(self, message: str, *, action: str, state: str) -> None:
+        super().__init__(message)
+        self.action = action
+        self.state = state
 
 
 class ConflictError(IllegalActionError):

@@ -86,7 +86,8 @@ def test_vm_life_cycle(one: pyone.OneServer) -> None:
 
     with pytest.raises(pyone.OneActionException, match='Error performing action "release"'):
         one.vm.action("release", vm_id)
-    with pytest.raises(pyone.OneActionException, match="not available for state ACTIVE"):
+    with pytest.raises(pyone.OneActionException, match=r"\[one.vm.deploy\] Error performing "
+                       r"action \"deploy\": This action is not available for state RUNNING$"):
         one.vm.deploy(vm_id, host_id, False, -1, "")
 
     assert one.vm.action("terminate", vm_id) == vm_id
@@ -100,8 +101,12 @@ def test_errors_map_to_pyone_exceptions(one: pyone.OneServer) -> None:
     with pytest.raises(pyone.OneNoExistsException,
                        match=r"^\[one.vm.info\] Error getting virtual machine \[999\]\.$"):
         one.vm.info(999)
-    with pytest.raises(pyone.OneApiException, match=r"\[one.vm.info\] Wrong type"):
+    # A wrongly typed parameter is an XML-RPC fault -501, as oned answers it; pyone raises
+    # its base exception with the message, which names the parameter.
+    with pytest.raises(pyone.OneException, match=r"-501: 'Wrong type of parameter 1 \(id\): "
+                                                 r"expected an integer, got a string'") as raised:
         one.vm.info("five")
+    assert type(raised.value) is pyone.OneException
     with pytest.raises(pyone.OneApiException, match="Incorrect filter_flag"):
         one.vmpool.info(-9, -1, -1, -1)
     with pytest.raises(pyone.OneApiException, match="Incorrect state filter"):
@@ -156,11 +161,16 @@ def test_bad_requests_are_answered_and_survived(daemon: RunningDaemon,
               b"<methodCall><methodName>one.system.version</methodName></methodCall>")
     assert post(url, entity)[:2] == ("fault", -32600)
     wrong_types = post(url, call_body("one.vm.action", daemon.session, 3, "terminate"))
-    assert wrong_types[0] is False and wrong_types[2] == 0x1000
+    assert wrong_types == ("fault", -501, "Wrong type of parameter 1 (action): expected a "
+                                          "string, got an integer")
+    missing = post(url, call_body("one.vm.action", daemon.session, "terminate"))
+    assert missing == ("fault", -501, "Missing parameter 2 (id): expected an integer")
     too_many = post(url, call_body("one.vm.info", daemon.session, 1, True, "x"))
     assert too_many[2] == 0x1000
-    no_session = post(url, call_body("one.vm.info"))
-    assert no_session[0] is False
+    assert post(url, call_body("one.vm.info")) == (
+        "fault", -501, "Missing parameter 0 (session): expected a string")
+    assert post(url, call_body("one.vm.info", 7, 1)) == (
+        "fault", -501, "Wrong type of parameter 0 (session): expected a string, got an integer")
 
     huge = call_body("one.vm.allocate", daemon.session, "A" * (20 * 1024 * 1024))
     answer = post(url, huge)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from cloudburst.errors import IllegalActionError
+from cloudburst.errors import IllegalActionError, StateRefusedError
 from cloudburst.model import lifecycle
 from cloudburst.model.lifecycle import (
     ACTION_EVENTS,
@@ -95,6 +95,16 @@ def test_refusal_message_names_active_sub_state() -> None:
         apply(lifecycle.PENDING, Event.REBOOT)
     with pytest.raises(IllegalActionError, match=r"ACTIVE/BOOT_FAILURE"):
         apply(lifecycle.BOOT_FAILURE, Event.HOLD)
+
+
+def test_refusal_carries_the_action_and_the_state_as_oned_names_it() -> None:
+    """The API words a refusal as oned: the LCM state of an ACTIVE VM, else the VM state."""
+    with pytest.raises(StateRefusedError) as refused:
+        apply(lifecycle.RUNNING, Event.RELEASE)
+    assert (refused.value.action, refused.value.state) == ("release", "RUNNING")
+    with pytest.raises(StateRefusedError) as refused:
+        apply(lifecycle.HOLD, Event.POWEROFF)
+    assert (refused.value.action, refused.value.state) == ("poweroff", "HOLD")
 
 
 def test_every_transition_starts_and_ends_in_a_valid_position() -> None:

@@ -6,7 +6,10 @@ against the method's signature), calls :meth:`Params.end` to refuse surplus
 ones, and returns the reply value. To fail it raises a
 :class:`~cloudburst.errors.CloudburstError` (the message and code go into
 oned's reply) or a :class:`CallFailure` when it words the message itself.
-:func:`cloudburst.api.xmlrpc.dispatch` turns either into the reply array.
+:func:`cloudburst.api.xmlrpc.dispatch` turns either into the reply array. A
+parameter that is missing or of the wrong XML-RPC type is a :class:`ParameterFault`:
+oned's XML-RPC layer answers that with fault -501 instead of a reply array, and so
+does cloudburst (with a message naming the parameter).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from cloudburst.errors import ApiArgumentError
 from cloudburst.model.records import UserRecord
 from cloudburst.service.facade import Services
 
-__all__ = ["Call", "CallFailure", "Handler", "Params", "render", "update_type"]
+__all__ = ["PARAMETER_FAULT", "Call", "CallFailure", "Handler", "ParameterFault", "Params",
+           "render", "session_of", "update_type"]
 
 T = TypeVar("T")
 
@@ -29,6 +33,8 @@ _MISSING: Final = object()
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _TYPE_NAMES: Final = {int: "an integer", str: "a string", bool: "a boolean",
                       list: "an array"}
+#: The XML-RPC fault code oned (xmlrpc-c) answers a missing or wrongly typed parameter with.
+PARAMETER_FAULT: Final = -501
 
 
 class CallFailure(Exception):
@@ -45,6 +51,15 @@ class CallFailure(Exception):
         self.code = code
 
 
+class ParameterFault(ApiArgumentError):
+    """A parameter is missing or of the wrong XML-RPC type (the message names it).
+
+    The call is answered with XML-RPC fault :data:`PARAMETER_FAULT`, not a
+    reply array, as oned answers it: pyone raises ``OneException`` with the
+    message, OpenNebula's Ruby OCA returns it as an ``OpenNebula::Error``.
+    """
+
+
 # -- parameters ---------------------------------------------------------------------------
 
 
@@ -53,7 +68,8 @@ class Params:
 
     Each reader takes the next parameter; with a default it is optional (and
     only trailing parameters may be). :meth:`end` refuses surplus parameters.
-    Errors are :class:`~cloudburst.errors.ApiArgumentError` (0x1000).
+    A missing or wrongly typed parameter is a :class:`ParameterFault`; other
+    errors are :class:`~cloudburst.errors.ApiArgumentError` (0x1000).
     """
 
     def __init__(self, values: Sequence[object]) -> None:
@@ -64,15 +80,15 @@ class Params:
         position = self._next + 1
         if self._next >= len(self._values):
             if default is _MISSING:
-                raise ApiArgumentError(f"Missing parameter {position} ({name}): expected "
-                                       f"{_TYPE_NAMES[kind]}")
+                raise ParameterFault(f"Missing parameter {position} ({name}): expected "
+                                     f"{_TYPE_NAMES[kind]}")
             self._next += 1
             return default  # type: ignore[return-value]
         value = self._values[self._next]
         self._next += 1
         # bool is an int in Python but not in XML-RPC: keep them apart.
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ApiArgumentError(
+            raise ParameterFault(
                 f"Wrong type of parameter {position} ({name}): expected {_TYPE_NAMES[kind]}, "
                 f"got {_describe(value)}")
         if isinstance(value, int) and not _INT_MIN <= value <= _INT_MAX:
@@ -105,6 +121,20 @@ class Params:
         if len(self._values) > self._next:
             raise ApiArgumentError(
                 f"Too many parameters: expected at most {self._next}, got {len(self._values)}")
+
+
+def session_of(params: Sequence[object]) -> str:
+    """The session string, parameter 0 of every call.
+
+    Raises:
+        ParameterFault: missing, or not a string.
+    """
+    if not params:
+        raise ParameterFault("Missing parameter 0 (session): expected a string")
+    if not isinstance(params[0], str):
+        raise ParameterFault("Wrong type of parameter 0 (session): expected a string, got "
+                             f"{_describe(params[0])}")
+    return params[0]
 
 
 def _describe(value: object) -> str:

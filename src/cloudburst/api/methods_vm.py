@@ -16,9 +16,12 @@ from cloudburst.auth import permissions
 from cloudburst.errors import (
     ApiArgumentError,
     CloudburstError,
+    ErrorCode,
     LockedError,
     NotFoundError,
     QuotaError,
+    StateRefusedError,
+    ValidationError,
 )
 from cloudburst.service.access import caller_of
 from cloudburst.store.vm_pool import VmStamp
@@ -52,11 +55,20 @@ __all__ = [
 
 
 async def vm_allocate(call: Call) -> object:
-    """``one.vm.allocate(template [, hold])``: the new VM's id, owned by the caller."""
+    """``one.vm.allocate(template [, hold])``: the new VM's id, owned by the caller.
+
+    A template that fails its checks (CPU, MEMORY, VCPU, NAME, the
+    expressions) is answered with code 0x2000, as oned answers it here
+    (``one.template.instantiate`` answers the same checks with 0x4000).
+    """
     text = call.params.string("template")
     hold = call.params.boolean("hold", False)
     call.params.end()
-    return await call.daemon.vms.allocate(text, hold=hold, uid=call.user.id, gid=call.user.gid)
+    try:
+        return await call.daemon.vms.allocate(text, hold=hold, uid=call.user.id,
+                                              gid=call.user.gid)
+    except ValidationError as exc:
+        raise CallFailure(exc.message, ErrorCode.INTERNAL) from exc
 
 
 async def vm_info(call: Call) -> object:
@@ -81,7 +93,8 @@ async def vm_deploy(call: Call) -> object:
     params.integer("ds_id", -1)
     params.string("extra_template", "")
     params.end()
-    return await call.daemon.vms.deploy(vm_id, host_id, enforce=enforce)
+    return await _refused_as_action("deploy",
+                                    call.daemon.vms.deploy(vm_id, host_id, enforce=enforce))
 
 
 async def vm_action(call: Call) -> object:
@@ -194,11 +207,16 @@ async def vm_snapshotdelete(call: Call) -> object:
 
 async def _refused_as_action(action: str, work: Awaitable[int]) -> int:
     """Await ``work``; a refusal reads ``Error performing action "..."`` as oned words it
-    (a quota refusal is worded as it is, as oned does)."""
+    (a quota refusal is worded as it is, as oned does). A state with no such move
+    reads ``This action is not available for state RUNNING``, as in oned's
+    ``one.vm.action`` refusals (every lifecycle method here words it that way)."""
     try:
         return await work
     except (NotFoundError, ApiArgumentError, LockedError, QuotaError):
         raise
+    except StateRefusedError as exc:
+        raise CallFailure(f'Error performing action "{action}": This action is not '
+                          f"available for state {exc.state}", exc.code) from exc
     except CloudburstError as exc:
         raise CallFailure(f'Error performing action "{action}": {exc.message}',
                           exc.code) from exc

@@ -10,8 +10,9 @@ XML-RPC fault instead, never a dropped connection:
 * a DOCTYPE or ENTITY declaration, or a body that is not UTF-8: fault -32600
   (entity expansion is refused before any parsing);
 * anything ``xmlrpc.client.loads`` cannot read: fault -32700 "parse error";
-* an unknown method: fault -506 "Method 'one.x.y' not defined", as oned
-  (xmlrpc-c) answers it;
+* an unknown method: fault -506 "Method 'one.x.y' not defined", and a
+  missing or wrongly typed parameter: fault -501 naming it, as oned (xmlrpc-c)
+  answers them (:class:`~cloudburst.api.xmlrpc.CallFault`);
 * a body not received within ``REQUEST_BODY_TIMEOUT``: fault -32600, and the
   connection is closed.
 
@@ -41,7 +42,7 @@ from cloudburst.api.connections import (
     file_limit,
     listening_socket,
 )
-from cloudburst.api.xmlrpc import UnknownMethodError, dispatch
+from cloudburst.api.xmlrpc import CallFault, dispatch
 from cloudburst.errors import ErrorCode, one_line
 from cloudburst.web import install as install_dashboard
 
@@ -55,7 +56,6 @@ __all__ = ["ApiServer"]
 #: XML-RPC fault codes (the "specification for fault code interoperability").
 PARSE_ERROR: Final = -32700
 INVALID_REQUEST: Final = -32600
-METHOD_NOT_FOUND: Final = -506
 
 #: Bodies and replies above this size are parsed or serialised on a worker thread.
 _OFFLOAD_BYTES: Final = 256 * 1024
@@ -161,9 +161,8 @@ class ApiServer:
             try:
                 reply = await dispatch(self.daemon, method, params,
                                        client=request.remote or "")
-            except UnknownMethodError:
-                raise _Rejected(METHOD_NOT_FOUND,
-                                f"Method {one_line(method, 200)!r} not defined") from None
+            except CallFault as fault:
+                raise _Rejected(fault.code, fault.message) from None
             payload = await self._serialise(method, reply, loop)
         except _Rejected as rejected:
             # A parse error may quote the body (and so a session): keep it out of the log.

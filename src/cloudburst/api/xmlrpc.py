@@ -8,7 +8,11 @@ array: ``[True, value, 0]`` or, as oned 6.10 sends it, five items
 ``[False, "[method] message", code, object id, -1]`` (the id of the object
 that was not found, else -1; the last item is oned's replication index).
 Messages follow oned's wording (``src/rm/Request.cc``), e.g.
-``[one.vm.info] Error getting virtual machine [5].``
+``[one.vm.info] Error getting virtual machine [5].`` Two kinds of calls get an
+XML-RPC fault instead (:class:`CallFault`), as oned's XML-RPC layer answers them:
+an unknown method (-506) and a missing or wrongly typed parameter (-501, the
+message naming the parameter: ``Wrong type of parameter 1 (id): expected an
+integer, got a string``; like oned's faults it carries no ``[method]`` prefix).
 
 The handlers live in one module per pool (``methods_system`` for
 ``one.system`` and ``one.user``, ``methods_host``, ``methods_vm``,
@@ -32,9 +36,16 @@ from cloudburst.api import (
     methods_user,
     methods_vm,
 )
-from cloudburst.api.calls import Call, CallFailure, Handler, Params
+from cloudburst.api.calls import (
+    PARAMETER_FAULT,
+    Call,
+    CallFailure,
+    Handler,
+    ParameterFault,
+    Params,
+    session_of,
+)
 from cloudburst.errors import (
-    ApiArgumentError,
     CloudburstError,
     ErrorCode,
     NotFoundError,
@@ -47,13 +58,29 @@ from cloudburst.service.facade import Services
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "UnknownMethodError", "dispatch"]
+__all__ = ["METHODS", "METHOD_NOT_FOUND", "CallFault", "UnknownMethodError", "dispatch"]
 
 Reply = list[object]
 
 
-class UnknownMethodError(Exception):
-    """No such ``one.*`` method; the server answers with an XML-RPC fault."""
+#: The XML-RPC fault code oned (xmlrpc-c) answers an unknown method with.
+METHOD_NOT_FOUND: Final = -506
+
+
+class CallFault(Exception):
+    """The call is answered with XML-RPC fault ``code`` and ``message``, not a reply array."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class UnknownMethodError(CallFault):
+    """No such ``one.*`` method: fault -506 ``Method 'one.x.y' not defined``, as oned."""
+
+    def __init__(self, method: str) -> None:
+        super().__init__(METHOD_NOT_FOUND, f"Method {one_line(method, 200)!r} not defined")
 
 
 #: Every ``one.*`` method, by its XML-RPC name.
@@ -115,19 +142,22 @@ async def dispatch(daemon: Services, method: str, params: Sequence[object], *,
     ``client`` is the caller's address (failed logins are throttled per address).
 
     Raises:
-        UnknownMethodError: no such method (the caller answers with a fault).
+        CallFault: no such method, or a parameter missing or of the wrong type (the
+            caller answers with the fault).
     """
     handler = METHODS.get(method)
     if handler is None:
         raise UnknownMethodError(method)
     log.debug("call %s (%s)", method, _id_hint(params[1:]))
     user: UserRecord | None = None
+    fault: ParameterFault | None = None
     try:
-        if not params:
-            raise ApiArgumentError("Missing parameter 0 (session)")
-        user = await daemon.users.authenticate(params[0], client=client)
+        user = await daemon.users.authenticate(session_of(params), client=client)
         await daemon.access.require(user, method, params[1:])
         value = await handler(Call(daemon, user, Params(params[1:])))
+    except ParameterFault as exc:
+        fault = exc
+        reply = _failed(method, exc.message, exc.code)
     except CallFailure as exc:
         reply = _failed(method, exc.message, exc.code)
     except NotFoundError as exc:
@@ -143,6 +173,8 @@ async def dispatch(daemon: Services, method: str, params: Sequence[object], *,
         reply = [True, value, 0]
     if user is not None and method not in access_table.READ_ONLY:
         await _audit(daemon, user, method, access_table.target_of(method, params[1:]), reply)
+    if fault is not None:
+        raise CallFault(PARAMETER_FAULT, one_line(fault.message, limit=2048)) from None
     return reply
 
 

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from cloudburst.errors import IllegalActionError
+from cloudburst.errors import StateRefusedError
 from cloudburst.model.states import LcmState, VmState, vm_state_label
 
 StateKey = tuple[VmState, LcmState]
@@ -423,16 +423,15 @@ def move(position: StateKey, event: Event) -> Move:
     """The move ``event`` makes from ``position``.
 
     Raises:
-        IllegalActionError: not in :data:`TRANSITIONS`; the message names the
-            event and the current state, as oned does.
+        StateRefusedError: not in :data:`TRANSITIONS`; the message names the
+            event and the current state.
     """
     try:
         return TRANSITIONS[(position, event)]
     except KeyError:
-        label = vm_state_label(*position)
-        raise IllegalActionError(
-            f'Action "{event.value}" is not available for state {label}'
-        ) from None
+        raise StateRefusedError(
+            f'Action "{event.value}" is not available for state {vm_state_label(*position)}',
+            action=event.value, state=_node(position)) from None
 
 
 def apply(position: StateKey, event: Event) -> StateKey:
@@ -476,4 +475,5 @@ def mermaid() -> str:
 
 
 def _node(position: StateKey) -> str:
+    """The state's short name: the LCM state of an ACTIVE VM, else the VM state."""
     return position[1].name if position[0] is VmState.ACTIVE else position[0].name

@@ -47,6 +47,13 @@ def _host_name(name: str) -> str:
     return name
 
 
+def _new_host_template(im_mad: str, vm_mad: str) -> Template:
+    """A new host's TEMPLATE as oned starts it: its drivers and empty reservations
+    (``RESERVED_CPU``/``RESERVED_MEM``, which an operator fills with ``onehost update``)."""
+    return Template([("IM_MAD", im_mad), ("RESERVED_CPU", ""), ("RESERVED_MEM", ""),
+                     ("VM_MAD", vm_mad)])
+
+
 def _monitored_identity(template: Template) -> Template:
     kept = Template()
     for name in MONITORED_IDENTITY:
@@ -93,7 +100,8 @@ class HostService:
             record = HostRecord(
                 id=host_id, name=name, state=HostState.INIT, prev_state=HostState.INIT,
                 im_mad=im_mad, vm_mad=vm_mad, tm_mad=tm_mad or "dummy",
-                vn_mad=vn_mad or "dummy", cluster_id=max(cluster_id, 0), template=Template(),
+                vn_mad=vn_mad or "dummy", cluster_id=max(cluster_id, 0),
+                template=_new_host_template(im_mad, vm_mad),
                 last_mon_time=0, version=0,
             )
             host_pool.insert_host(connection, record)
@@ -189,13 +197,19 @@ class HostService:
         return host_id
 
     async def update(self, host_id: int, text: str, *, merge: bool) -> int:
-        """Replace (or merge into) the host's template; re-monitor it."""
+        """Replace (or merge into) the host's template; re-monitor it.
+
+        ``IM_MAD`` and ``VM_MAD`` stay, naming the drivers the host uses
+        (whatever the new text says: ``onehost update`` does not change drivers).
+        """
         new = parse_submitted(text)
 
         def write(connection: Connection) -> HostRecord:
             host = host_pool.get_host(connection, host_id, with_usage=False)
             template = host.template.copy() if merge else _monitored_identity(host.template)
             template.merge(new, replace=True)
+            template.set("IM_MAD", host.im_mad)
+            template.set("VM_MAD", host.vm_mad)
             check_template(template)
             return host_pool.update_host(connection, host, template=template)
 

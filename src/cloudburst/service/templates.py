@@ -7,7 +7,8 @@ owner (registration: "NAME is already taken by TEMPLATE 3.", 0x2000; clone:
 the same wrapped as an allocation error, 0x4000; rename: "... collides with
 virtual machine template 3", 0x0800). A VM instantiated without a name is
 named ``<template name>-<VM id>``; ``persistent`` first clones the template
-(named as the VM, else ``<template name>-copy``) and instantiates the copy.
+(named as the VM, else ``<template name>-copy``) and instantiates the copy: the
+VM's ``TEMPLATE_ID`` is the copy, ``CLONING_TEMPLATE_ID`` the template it was cloned from.
 """
 
 from __future__ import annotations
@@ -144,7 +145,9 @@ class TemplateService:
         """
         record = await self.info(template_id)
         name = name.strip()
+        cloned_from: int | None = None
         if persistent:
+            cloned_from = template_id
             template_id = await self.clone(template_id, name or f"{record.name}-copy", uid=uid,
                                            gid=gid)
             record = await self.info(template_id)
@@ -153,6 +156,8 @@ class TemplateService:
         if extra.strip():
             template.merge(parse_submitted(extra), replace=True)
         template.set("TEMPLATE_ID", str(template_id))
+        if cloned_from is not None:
+            template.set("CLONING_TEMPLATE_ID", str(cloned_from))
         return await self.vms.allocate_template(template, hold=hold, uid=uid, gid=gid,
                                                 name=name or None, name_prefix=record.name)
 
