@@ -314,6 +314,16 @@ def test_vm_page_actions_migrate_and_recover(daemon: RunningDaemon, one: pyone.O
     recover.get_by_role("button", name="Recover").click()
     wait_for(lambda: one.vm.info(failing).LCM_STATE == RUNNING, timeout=30)
     page.locator(".facts").first.get_by_text("RUNNING").wait_for(timeout=20000)
+
+    # A host that answers "no capacity" cools off; its card on the hosts page says so.
+    one.host.update(local[0], "DUMMY_DEPLOY = capacity", 1)
+    refused = one.vm.allocate('NAME = "no-room"\nCPU = 0.5\nMEMORY = 64', True)
+    one.vm.deploy(refused, local[0])
+    wait_for(lambda: one.host.info(local[0]).TEMPLATE.get("COOLOFF"), timeout=30)
+    page.get_by_role("link", name="Hosts").click()
+    card = page.get_by_role("article", name=re.compile(r"^local-1"))
+    card.get_by_role("heading", name="Instance types cooling off").wait_for(timeout=20000)
+    assert "no capacity" in card.get_by_role("listitem").filter(has_text="s left").inner_text()
     assert errors == []
     page.close()
 

@@ -144,6 +144,12 @@ class HostService:
                 "UNTIL": str(int(cooloff.until)), "REASON": cooloff.reason})
         return replace(host, template=template)
 
+    async def cooling(self) -> set[int]:
+        """The hosts with a capacity cool-off now (what :meth:`info` lists as ``COOLOFF``)."""
+        now = time.time()
+        return {cooloff.host_id
+                for cooloff in await self.db.read(lambda c: cooloffs.active(c, now))}
+
     async def pool(self) -> list[HostRecord]:
         return await self.db.read(lambda connection: host_pool.list_hosts(connection))
 

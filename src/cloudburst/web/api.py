@@ -145,10 +145,11 @@ class Api:
         user = (await self.caller(request)).user
         cooloffs = await self.services.vms.cooloffs()
         hosts = await self._visible_hosts(user)
-        # Cloud sites (few) and hosts that just refused a VM are read with their stored
-        # per-instance-type cool-offs (HostService.info adds them).
+        # Cloud sites (few) and hosts that refused VMs are read with their spending and
+        # stored per-instance-type cool-offs (HostService.info adds them).
+        detailed = set(cooloffs) | await self.services.hosts.cooling()
         hosts = [await self.services.hosts.info(host.id)
-                 if host.is_public_cloud or host.id in cooloffs else host for host in hosts]
+                 if host.is_public_cloud or host.id in detailed else host for host in hosts]
         return json_response({"hosts": [shapes.host_shape(host, cooloffs.get(host.id))
                                         for host in hosts]})
 
