@@ -14,8 +14,9 @@ what libvirt holds, read over our own connections to the two libvirtds
 exercised for real: ``virDomainSnapshotCreateXML``/``revertToSnapshot``/
 ``delete`` on QEMU, ``virDomainAttachDeviceFlags``/``DetachDeviceFlags`` with
 the guest releasing the device, ``virDomainManagedSave``, ``virDomainSave``/
-``Restore`` between the two daemons (stop, cold migration) and
-``virDomainMigrate`` between them (live: QEMU moves the running guest).
+``Restore`` between the two daemons (stop, cold migration),
+``virDomainMigrate`` between them (live: QEMU moves the running guest) and a
+powered-off resize.
 """
 
 from __future__ import annotations
@@ -258,9 +259,18 @@ def test_every_kvm_action_through_pyone(one: pyone.OneServer, guest: Guest,
         vm = reach(one, vm_id, POWEROFF)
         assert int(history(vm)[-1].ACTION) == 20
         assert domain.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF and domain.isPersistent()
+        # resize while powered off rewrites the definition
+        one.vm.resize(vm_id, "CPU = 1\nVCPU = 1\nMEMORY = 144", False)
+        vm = wait_for(lambda: int(history(v := one.vm.info(vm_id))[-1].ACTION) == 35 and v,
+                      timeout=STEP_TIMEOUT)
+        vm = reach(one, vm_id, POWEROFF)
+        error_free(vm)
+        inactive = ElementTree.fromstring(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        assert inactive.findtext("memory") == str(144 * 1024)
         one.vm.action("resume", vm_id)
         reach(one, vm_id, RUNNING)
         assert domain.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+        assert domain.info()[1] == 144 * 1024
 
         # -- live migration: QEMU moves the running guest, snapshots follow -------------
         host_ids = {host.NAME: host.ID for host in one.hostpool.info().HOST}
@@ -292,6 +302,9 @@ def test_every_kvm_action_through_pyone(one: pyone.OneServer, guest: Guest,
         assert domain.snapshotListNames(0) == []
 
         # -- stop: memory to a file in CHECKPOINT_DIR; the host holds nothing -----------
+        kept = one.vm.snapshotcreate(vm_id, "over the stop")
+        wait_for(lambda: len(vectors(one.vm.info(vm_id), "SNAPSHOT")) == 1, STEP_TIMEOUT)
+        reach(one, vm_id, RUNNING)
         one.vm.action("stop", vm_id)
         vm = reach(one, vm_id, STOPPED)
         assert int(history(vm)[-1].ACTION) == 9
@@ -303,6 +316,15 @@ def test_every_kvm_action_through_pyone(one: pyone.OneServer, guest: Guest,
         landed = history(vm)[-1].HOSTNAME
         assert hypervisors.where(name) == {landed: libvirt.VIR_DOMAIN_RUNNING}
         assert list((workdir / "shared").iterdir()) == []
+        domain = hypervisors.domain(landed, name)
+        # carried inside the saved image
+        assert domain.snapshotListNames(0) == [f"snap-{kept}"]
+        one.vm.snapshotrevert(vm_id, kept)
+        vm = wait_for(lambda: int(history(v := one.vm.info(vm_id))[-1].ACTION) == 39 and v,
+                      timeout=STEP_TIMEOUT)
+        vm = reach(one, vm_id, RUNNING)
+        error_free(vm)
+        assert domain.state()[0] == libvirt.VIR_DOMAIN_RUNNING
 
         one.vm.action("terminate-hard", vm_id)
         reach(one, vm_id, DONE)

@@ -29,10 +29,12 @@ from cloudburst.drivers.base import (
     DriverOptions,
     HostRef,
     PollState,
+    ResizeSpec,
     VmRef,
     implemented_actions,
 )
 from cloudburst.drivers.kvm.domain_xml import METADATA_NS, parse_identity
+from cloudburst.drivers.kvm.snapshots import STASH_NS
 from cloudburst.drivers.kvm.vm import KvmVmDriver
 from cloudburst.errors import DriverError, InstanceNotFoundError, UnsupportedActionError
 from cloudburst.template import parse
@@ -112,8 +114,7 @@ def test_capabilities_are_every_implemented_action() -> None:
     assert KvmVmDriver.capabilities == implemented_actions(KvmVmDriver)
     assert KvmVmDriver.capabilities >= {"poweroff", "save", "restore", "migrate",
                                         "migrate_live", "snapshot_create", "attach_disk",
-                                        "attach_nic"}
-    assert "resize" not in KvmVmDriver.capabilities
+                                        "attach_nic", "resize"}
 
 
 def test_poweroff_keeps_the_definition_and_poweron_boots_it(
@@ -130,6 +131,25 @@ def test_poweroff_keeps_the_definition_and_poweron_boots_it(
     # Resumed on a host that does not hold it (undeploy): defined from the deployment.
     assert asyncio.run(driver.poweron(ref(1, other), spec(1, other, "t3"))) == "one-1"
     assert state(driver, other, "one-1") == (RUNNING, True, False)
+
+
+def test_resize_rewrites_the_powered_off_definition(
+        driver: KvmVmDriver, hosts: tuple[HostRef, HostRef]) -> None:
+    host, other = hosts
+    asyncio.run(driver.deploy(spec(11, host)))
+    asyncio.run(driver.poweroff(ref(11, host), hard=True))
+    asyncio.run(driver.resize(ref(11, host), ResizeSpec(cpu=1.5, vcpu=2, memory_mb=96)))
+    xml = look(driver, host, lambda c: c.lookupByName("one-11").XMLDesc(
+        libvirt.VIR_DOMAIN_XML_INACTIVE))
+    domain = ElementTree.fromstring(xml)
+    assert (domain.findtext("memory"), domain.findtext("vcpu"),
+            domain.findtext("cputune/shares")) == ("98304", "2", "1536")
+    asyncio.run(driver.poweron(ref(11, host), spec(11, host)))
+    assert look(driver, host, lambda c: c.lookupByName("one-11").info()[1]) == 98304
+    asyncio.run(driver.resize(ref(11, other), ResizeSpec(1, 1, 64)))  # not held there: no-op
+    asyncio.run(driver.poweroff(ref(11, host), hard=True))
+    with pytest.raises(DriverError, match="VCPU must be a whole number >= 1"):
+        asyncio.run(driver.resize(ref(11, host), ResizeSpec(1, 0, 64)))
 
 
 def test_suspend_is_a_managed_save_kept_on_the_host(
@@ -155,6 +175,8 @@ def test_stop_saves_to_a_file_leaves_the_host_and_resumes_elsewhere(
     checkpoint = tmp_path / "vm3" / "checkpoint"
     checkpoint.parent.mkdir()
     asyncio.run(driver.deploy(spec(3, host)))
+    asyncio.run(driver.snapshot_create(ref(3, host), 0, "kept"))
+    asyncio.run(driver.snapshot_create(ref(3, host), 1, "current"))
     asyncio.run(driver.save(ref(3, host), checkpoint, leaving=True))
     assert state(driver, host, "one-3") is None  # the host holds nothing
     assert checkpoint.is_file()
@@ -162,6 +184,11 @@ def test_stop_saves_to_a_file_leaves_the_host_and_resumes_elsewhere(
     assert asyncio.run(driver.restore(ref(3, other), checkpoint)) == "one-3"
     assert state(driver, other, "one-3") == (RUNNING, True, False)
     assert not checkpoint.exists()
+    assert snapshot_names(driver, other, "one-3") == ["snap-0", "snap-1"]  # carried in the image
+    assert look(driver, other, lambda c: c.lookupByName("one-3").snapshotCurrent(0).getName()) \
+        == "snap-1"
+    stash = look(driver, other, lambda c: c.lookupByName("one-3").XMLDesc(0))
+    assert STASH_NS not in stash  # taken out again
     metadata = look(driver, other, lambda c: c.lookupByName("one-3").metadata(
         libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0))
     identity = parse_identity(metadata)

@@ -609,7 +609,7 @@ def test_save_and_restore(driver: KvmVmDriver, conn: Any, tmp_path: Path) -> Non
     assert asyncio.run(driver.poll([ref(45)]))[45].state is PollState.GONE
     assert asyncio.run(driver.restore(ref(45), checkpoint)) == "one-45"
     assert asyncio.run(driver.poll([ref(45)]))[45].state is PollState.ACTIVE
-    with pytest.raises(UnsupportedActionError, match='"resize" is not supported by driver'):
+    with pytest.raises(DriverError, match="one-45 is running; power it off to resize it"):
         asyncio.run(driver.resize(ref(45), ResizeSpec(1, 1, 64)))
 
 

@@ -489,6 +489,33 @@ def build_domain_xml(template: Template, request: DomainRequest) -> str:
     return ElementTree.tostring(element, encoding="unicode")
 
 
+def resized_xml(xml: str, *, memory_mb: int, vcpu: int, cpu: float) -> str:
+    """A domain definition ``xml`` with new capacity, by the deploy's rules.
+
+    ``<memory>``/``<currentMemory>`` from ``memory_mb``, ``<vcpu>`` from ``vcpu``
+    and, when the definition has CPU tuning, ``<shares>`` from ``cpu``.
+
+    Raises:
+        DomainXmlError: a value is out of range (named as the template attribute).
+    """
+    capacity = Template([("MEMORY", str(memory_mb)), ("VCPU", str(vcpu)), ("CPU", f"{cpu:g}")])
+    kib, vcpus, shares = _memory_kib(capacity), _vcpus(capacity), _cpu_shares(capacity)
+    domain = ElementTree.fromstring(xml)
+    for tag in ("memory", "currentMemory"):
+        element = domain.find(tag)
+        if element is not None:
+            element.text, element.attrib = str(kib), {"unit": "KiB"}
+    vcpu_element = domain.find("vcpu")
+    if vcpu_element is None:
+        vcpu_element = _sub(domain, "vcpu")
+    vcpu_element.text = str(vcpus)
+    vcpu_element.attrib.pop("current", None)
+    shares_element = domain.find("cputune/shares")
+    if shares_element is not None and shares is not None:
+        shares_element.text = str(shares)
+    return ElementTree.tostring(domain, encoding="unicode")
+
+
 def check_local_part(template: Template) -> None:
     """Validate, at VM creation, what is wrong wherever the VM would run.
 

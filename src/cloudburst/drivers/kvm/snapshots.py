@@ -11,7 +11,10 @@ libvirt keeps snapshot *metadata* per host, so a migration carries it:
 :func:`export` reads every snapshot's XML (parents first), :func:`forget`
 drops the metadata on the source before a live migration (QEMU refuses to
 migrate a domain that has snapshots) and :func:`redefine` records it again
-where the guest now runs.
+where the guest now runs. A stop (save to a file, then undefine) carries
+them inside the saved image: :func:`stash` writes them into the running
+domain's metadata before the save, :func:`unstash` takes them out after the
+restore.
 """
 
 from __future__ import annotations
@@ -20,9 +23,14 @@ from typing import Any, Final
 from xml.etree import ElementTree
 
 from cloudburst.drivers.kvm.connection import error_details, is_libvirt_error, libvirt_module
+from cloudburst.drivers.kvm.domain_xml import METADATA_NS
 from cloudburst.errors import DriverError
 
 _NO_DOMAIN_SNAPSHOT: Final = 72
+_NO_DOMAIN_METADATA: Final = 80
+#: Namespace of the metadata element that carries snapshots through a saved image.
+STASH_NS: Final = f"{METADATA_NS}/snapshots"
+_STASH_PREFIX: Final = "cloudburst-snapshots"
 
 
 def snapshot_name(snapshot_id: int) -> str:
@@ -124,3 +132,34 @@ def redefine(domain: Any, xmls: list[str]) -> list[str]:
                 raise
             problems.append(f"snapshot {name}: {error_details(exc)[2]}")
     return problems
+
+
+def stash(domain: Any, xmls: list[str]) -> None:
+    """Keep ``xmls`` (from :func:`export`) in the running domain's metadata."""
+    if not xmls:
+        return
+    element = ElementTree.Element("snapshots")
+    for xml in xmls:
+        ElementTree.SubElement(element, "snapshot").text = xml
+    libvirt = libvirt_module()
+    domain.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                       ElementTree.tostring(element, encoding="unicode"), _STASH_PREFIX,
+                       STASH_NS, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+
+def unstash(domain: Any) -> list[str]:
+    """Take the snapshots :func:`stash` kept out of ``domain``'s metadata (none: ``[]``)."""
+    libvirt = libvirt_module()
+    try:
+        text = domain.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, STASH_NS,
+                               libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    except Exception as exc:
+        if error_details(exc)[0] == _NO_DOMAIN_METADATA:
+            return []
+        raise
+    flags = libvirt.VIR_DOMAIN_AFFECT_LIVE
+    if domain.isPersistent():
+        flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    domain.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, None, None, STASH_NS, flags)
+    return [child.text or "" for child in ElementTree.fromstring(str(text))
+            if child.tag.rpartition("}")[2] == "snapshot"]

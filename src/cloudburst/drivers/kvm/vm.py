@@ -25,8 +25,9 @@
   on), else the core's checkpoint path; the definition is removed, so the host
   holds nothing; ``restore`` restores the file on the host the scheduler
   chose, makes the domain persistent again and deletes the file.
-  Snapshot metadata does not survive a stop (it does survive suspend and
-  migration).
+  Snapshot metadata travels inside the saved image (:func:`.snapshots.stash`).
+* ``resize`` (powered off) rewrites the definition's memory, vCPUs and CPU
+  shares by the deploy's rules.
 * snapshots (:mod:`.snapshots`), disk and NIC hot-plug (:mod:`.devices`) and
   migration, cold and live (:mod:`.migration`).
 * ``poll`` lists each host's domains once (bulk), whatever the VM count.
@@ -60,6 +61,7 @@ from cloudburst.drivers.base import (
     HostRef,
     PollResult,
     PollState,
+    ResizeSpec,
     SweepReport,
     VmDriver,
     VmRef,
@@ -76,6 +78,7 @@ from cloudburst.drivers.kvm.domain_xml import (
     build_domain_xml,
     check_local_part,
     domain_name,
+    resized_xml,
 )
 from cloudburst.drivers.kvm.domains import (
     CpuMeter,
@@ -180,7 +183,7 @@ class KvmVmDriver(VmDriver):
     """Runs VMs as libvirt domains (see the module docs)."""
 
     capabilities = frozenset({
-        "poweroff", "save", "restore", "migrate", "migrate_live", "snapshot_create",
+        "poweroff", "save", "restore", "migrate", "migrate_live", "resize", "snapshot_create",
         "snapshot_revert", "snapshot_delete", "attach_disk", "detach_disk", "attach_nic",
         "detach_nic"})
     retryable: tuple[type[Exception], ...] = (TransientDriverError,)
@@ -418,6 +421,7 @@ class KvmVmDriver(VmDriver):
                 return  # saved by an earlier attempt
             domain = _require(connection, vm.deploy_id)
             if domain.isActive():
+                snapshots.stash(domain, snapshots.export(domain))
                 domain.save(path)
             if domain.isPersistent():
                 _undefine(domain)
@@ -447,6 +451,8 @@ class KvmVmDriver(VmDriver):
             identity = read_identity(restored)
             if identity is not None:
                 write_identity(restored, dataclasses.replace(identity, host_id=vm.host.id))
+            for problem in snapshots.redefine(restored, snapshots.unstash(restored)):
+                self.context.logger.warning("%s: %s lost by the stop", vm.deploy_id, problem)
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
@@ -484,6 +490,31 @@ class KvmVmDriver(VmDriver):
             await self.pool.call_pair(uris, what, lambda first, second: migration.cold(
                 first, second, name, path, destination.id, install_id, log))
         return name
+
+    async def resize(self, vm: VmRef, spec: ResizeSpec) -> None:
+        """Rewrite the powered-off domain's definition with the new capacity.
+
+        A host that does not hold the domain (undeployed) has nothing to change:
+        the next deploy builds it from the resized template.
+        """
+        settings = self.settings(vm.host)
+        libvirt = libvirt_module()
+
+        def redefine(connection: Any) -> None:
+            domain = lookup(connection, vm.deploy_id)
+            if domain is None:
+                return
+            if domain.isActive():
+                raise DriverError(f"{vm.deploy_id} is running; power it off to resize it")
+            try:
+                xml = resized_xml(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE
+                                                 | libvirt.VIR_DOMAIN_XML_SECURE),
+                                  memory_mb=spec.memory_mb, vcpu=spec.vcpu, cpu=spec.cpu)
+            except DomainXmlError as exc:
+                raise DriverError(f"resize {vm.deploy_id}: {exc}") from None
+            connection.defineXML(xml)
+
+        await self.pool.call(settings.uri, f"resize {vm.deploy_id} on {vm.host.name}", redefine)
 
     async def snapshot_create(self, vm: VmRef, snapshot_id: int, name: str) -> str:
         return await self._on_domain(vm, "snapshot_create", lambda domain: snapshots.create(
