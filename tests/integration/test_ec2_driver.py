@@ -14,8 +14,9 @@ import email
 import logging
 import re
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +24,7 @@ import boto3
 import pytest
 import yaml
 
+from cloudburst.daemon.backlog import WorkBacklog
 from cloudburst.daemon.deploy_notes import JournalNotes
 from cloudburst.drivers.base import (
     DeploySpec,
@@ -587,6 +589,70 @@ def test_concurrent_deploys_share_one_call_and_are_bound_by_launch_index(
     assert first["ClientToken"] == tags["cloudburst:batch"]
     assert all(describe(site, deploy_id)["State"]["Name"] == "terminated"
                for deploy_id in deployed.values())
+
+
+def test_work_on_its_way_keeps_launch_and_terminate_batches_open(
+        tmp_path: Path, site: MotoServer, proxy: FaultProxy) -> None:
+    """The daemon's backlog says 24 deploys for the host are on their way; they reach
+    the driver one by one, further apart than EC2_BATCH_WINDOW: one RunInstances of
+    24. Their terminations trickle in the same way: one TerminateInstances."""
+    backlog = WorkBacklog()
+    driver = Ec2VmDriver(replace(context(make_home(tmp_path), proxy.url), backlog=backlog))
+    for coalescer in (driver.launcher.batches, driver.terminations):
+        coalescer.hold = 30.0  # only the backlog emptying may close these batches
+    vm_ids = range(200, 224)
+
+    async def reach_driver(label: str, vm_id: int, delay: float,
+                           action: Callable[[], Awaitable[T]]) -> T:
+        # What the life-cycle manager does: note the work, later hand it over.
+        backlog.add(HOST.id, label, vm_id)
+        await asyncio.sleep(delay)
+        backlog.discard(HOST.id, vm_id)
+        return await action()
+
+    async def scenario() -> dict[int, str]:
+        ids = await asyncio.wait_for(asyncio.gather(*(
+            reach_driver("deploy", vm_id, 0.04 * index,
+                         partial(driver.deploy, spec(vm_id, SEED_EC2)))
+            for index, vm_id in enumerate(vm_ids))), timeout=25)
+        deployed = dict(zip(vm_ids, ids, strict=True))
+        assert proxy.counts["RunInstances"] == 1
+        assert driver.launcher.batches.sizes == [24]
+        await asyncio.wait_for(asyncio.gather(*(
+            reach_driver("cancel", vm_id, 0.04 * index,
+                         partial(driver.cancel, VmRef(vm_id, deploy_id, HOST)))
+            for index, (vm_id, deploy_id) in enumerate(deployed.items()))), timeout=25)
+        assert proxy.counts["TerminateInstances"] == 1
+        await driver.close()
+        return deployed
+
+    deployed = run(scenario())
+    assert instances_by_vm(site.client(), INSTALL) == {}
+    assert all(describe(site, deploy_id)["State"]["Name"] == "terminated"
+               for deploy_id in deployed.values())
+
+
+def test_a_poll_waits_for_the_launches_in_flight(tmp_path: Path, site: MotoServer,
+                                                 proxy: FaultProxy) -> None:
+    """A listing amid a launch would be stale and cost the site as much: the poll
+    waits until the launch has answered, and then sees its instance."""
+    driver = driver_for(tmp_path, proxy.url)
+
+    async def scenario() -> None:
+        first = await driver.deploy(spec(1, SEED_EC2))
+        proxy.set_delay("RunInstances", 1.0)
+        launch = asyncio.ensure_future(driver.deploy(spec(2, SEED_EC2)))
+        while proxy.counts["RunInstances"] < 2:  # the second launch is at the site
+            await asyncio.sleep(0.02)
+        polled = await driver.poll([VmRef(1, first, HOST)])
+        assert launch.done()
+        assert proxy.counts["DescribeInstances"] == 1
+        second = launch.result()
+        assert driver.listings.known(second) is not None  # listed after its launch
+        assert polled[1].state is PollState.ACTIVE
+        await driver.close()
+
+    run(scenario())
 
 
 def test_lost_batch_answer_is_recovered_by_the_batch_tag(tmp_path: Path, site: MotoServer,

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from cloudburst import metrics
 from cloudburst.config.settings import DriverSection, Settings
+from cloudburst.daemon.backlog import WorkBacklog
 from cloudburst.drivers.base import (
     DriverContext,
     DriverOptions,
@@ -66,6 +67,8 @@ class Dispatcher:
         self.settings = settings
         self.install_id = install_id
         self._slots: dict[tuple[str, str], _Slot] = {}
+        #: Work the life-cycle manager started and the drivers have not received yet.
+        self.backlog = WorkBacklog()
 
     def context_for(self, section: DriverSection) -> DriverContext:
         """The context a driver of ``section`` is built with."""
@@ -80,7 +83,7 @@ class Dispatcher:
             name=section.name, executable=section.executable, arguments=words, options=options,
             etc_dir=self.settings.etc_dir, remotes_dir=self.settings.remotes_dir,
             var_dir=self.settings.var_dir, default=default, type=section.type,
-            install_id=self.install_id,
+            install_id=self.install_id, backlog=self.backlog,
         )
 
     def build_all(self) -> None:

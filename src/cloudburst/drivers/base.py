@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -94,6 +94,20 @@ class DriverOptions:
     timeout: float | None = None
 
 
+class Backlog(Protocol):
+    """The driver work the core has started but not yet handed to the driver.
+
+    A driver that batches (EC2: many deploys in one ``RunInstances``) asks it
+    whether more of an action is on its way for a host, and keeps its batch
+    open for them instead of guessing with a timer.
+    """
+
+    def waiting(self, host_id: int, actions: Collection[str]) -> int:
+        """How many VMs of ``host_id`` have work labelled one of ``actions``
+        (:class:`~cloudburst.model.lifecycle.Work` labels: ``deploy``,
+        ``shutdown``, ``cancel``, ``cleanup``...) started and not yet at the driver."""
+
+
 @dataclass(frozen=True, slots=True)
 class DriverContext:
     """What a driver is built from: its ``oned.conf`` section and the layout.
@@ -109,6 +123,8 @@ class DriverContext:
         default: the section's ``DEFAULT`` file, resolved under ``etc_dir``.
         type: the section's ``TYPE`` (``xml``, ``kvm``, ...).
         install_id: this installation's id; drivers tag cloud resources with it.
+        backlog: the work on its way to this driver (``None``: a driver built
+            without a daemon, e.g. in a test or a benchmark).
     """
 
     name: str
@@ -121,6 +137,7 @@ class DriverContext:
     default: Path | None = None
     type: str = "xml"
     install_id: str = ""
+    backlog: Backlog | None = field(default=None, compare=False, repr=False)
 
     def resolve(self, path: str) -> Path:
         """Resolve a path from the arguments: absolute, or relative to ``etc_dir``."""

@@ -326,7 +326,7 @@ class ManagerBase:
         def check(connection: Connection, vm: VmRecord, work: Work) -> None:
             if work.capability is None or vm.host_id is None:
                 return
-            host = host_pool.get_host(connection, vm.host_id)
+            host = host_pool.get_host(connection, vm.host_id, with_usage=False)
             driver = self.dispatcher.vm_driver(host.vm_mad)
             if not driver.supports(work.capability):
                 raise UnsupportedActionError(
@@ -352,7 +352,7 @@ class ManagerBase:
             if vm.host_id is None:
                 return None
             try:
-                return host_pool.get_host(connection, vm.host_id)
+                return host_pool.get_host(connection, vm.host_id, with_usage=False)
             except NotFoundError:
                 return None
 
@@ -361,7 +361,7 @@ class ManagerBase:
     async def host(self, host_id: int) -> HostRecord | None:
         def read(connection: Connection) -> HostRecord | None:
             try:
-                return host_pool.get_host(connection, host_id)
+                return host_pool.get_host(connection, host_id, with_usage=False)
             except NotFoundError:
                 return None
 

@@ -82,6 +82,7 @@ class Job:
         return self.manager.vm_ref(self.vm, self.host)
 
     async def run(self, action: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        self.manager.dispatcher.backlog.discard(self.host.id, self.vm.id)  # it has arrived
         return await self.manager.dispatcher.run("VM_MAD", self.host.vm_mad, action, call)
 
 
@@ -396,6 +397,18 @@ class Working(ManagerBase):
 
     async def _work(self, vm: VmRecord, work: Work, token: str, args: WorkArgs,
                     replay: bool) -> None:
+        # Batching drivers hold their batch open while work is on its way to them.
+        backlog, host_id = self.dispatcher.backlog, vm.host_id
+        if host_id is not None:
+            backlog.add(host_id, work.label, vm.id)
+        try:
+            await self._run_work(vm, work, token, args, replay)
+        finally:
+            if host_id is not None:
+                backlog.discard(host_id, vm.id)
+
+    async def _run_work(self, vm: VmRecord, work: Work, token: str, args: WorkArgs,
+                        replay: bool) -> None:
         host = await self.host_of(vm.id)
         if host is None:
             if work in _STOPS:  # nothing can be left on a deleted host

@@ -6,11 +6,15 @@ many instances per call. A :class:`Coalescer` turns the daemon's one-VM-at-a-
 time actions into such calls:
 
 * a request joins the queue of its key; the first one starts the key's drain;
-* the drain waits ``window`` seconds for company, then until the rate limiter
-  would let a call go (``ready_in``), then takes every request queued by then,
-  up to ``max_size`` and while ``fits`` agrees, and runs them as one batch;
-  requests arriving meanwhile (a call in flight, a limiter wait) form the next
-  batch;
+* the drain waits ``window`` seconds for company; then, while the daemon says
+  more requests of that key are on their way (``more``: the work the core
+  started and has not handed to the driver yet) and the batch is not full, it
+  keeps the batch open, woken by each arrival; a pause of ``hold`` seconds
+  without an arrival closes it anyway (a request that never comes must not
+  hold the others). Then it waits until the rate limiter would let a call go
+  (``ready_in``), takes every request queued by then, up to ``max_size`` and
+  while ``fits`` agrees, and runs them as one batch; requests arriving
+  meanwhile (a call in flight, a limiter wait) form the next batch;
 * a batch runs as a task of its own: a caller that gives up (the dispatcher's
   ``-w``) leaves the queue if its batch has not gone yet, and never cancels a
   batch that has.
@@ -22,7 +26,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
@@ -32,6 +36,13 @@ log = logging.getLogger(__name__)
 
 #: Runs one batch: a result or an exception per item, in the items' order.
 RunBatch = Callable[[K, list[T]], Awaitable[Sequence[R | BaseException]]]
+
+
+#: Seconds without an arrival after which a batch waiting for more goes anyway.
+HOLD: Final = 0.5
+#: Seconds between looks at ``more`` while nothing arrives (work may be dropped
+#: on its way without arriving).
+_RECHECK: Final = 0.05
 
 
 @dataclass(eq=False, slots=True)
@@ -52,13 +63,18 @@ class Coalescer(Generic[K, T, R]):
 
     def __init__(self, run: RunBatch[K, T, R], *, window: float, max_size: int,
                  ready_in: Callable[[], float],
-                 fits: Callable[[list[T], T], bool] | None = None) -> None:
+                 fits: Callable[[list[T], T], bool] | None = None,
+                 more: Callable[[K], int] | None = None, hold: float = HOLD) -> None:
         self._run = run
         self.window = window
         self.max_size = max(1, max_size)
         self._ready_in = ready_in
         self._fits = fits
+        self._more = more
+        self.hold = hold
         self._queues: dict[K, list[_Waiting[T, R]]] = {}
+        #: Set when a request joins a key's queue (wakes a drain holding its batch).
+        self._arrived: dict[K, asyncio.Event] = {}
         self._drains: dict[K, asyncio.Task[None]] = {}
         self._batches: set[asyncio.Task[None]] = set()
         #: Sizes of the batches sent so far (tests and benchmarks read it).
@@ -74,6 +90,9 @@ class Coalescer(Generic[K, T, R]):
         waiting: _Waiting[T, R] = _Waiting(item, loop.create_future())
         waiting.future.add_done_callback(_retrieve)
         self._queues.setdefault(key, []).append(waiting)
+        arrived = self._arrived.get(key)
+        if arrived is not None:
+            arrived.set()
         if key not in self._drains:
             self._drains[key] = loop.create_task(self._drain(key), name=f"coalesce-{key!r}")
         try:
@@ -88,6 +107,7 @@ class Coalescer(Generic[K, T, R]):
         try:
             while self._queues.get(key):
                 await asyncio.sleep(self.window)
+                await self._hold(key)
                 while (delay := self._ready_in()) > 0:
                     await asyncio.sleep(delay)
                 batch = self._take(self._queues.get(key) or [])
@@ -97,8 +117,32 @@ class Coalescer(Generic[K, T, R]):
                     task.add_done_callback(self._batches.discard)
         finally:
             self._drains.pop(key, None)
+            self._arrived.pop(key, None)
             if not self._queues.get(key):
                 self._queues.pop(key, None)
+
+    async def _hold(self, key: K) -> None:
+        """Keep the key's next batch open while more of it is on its way (module doc)."""
+        if self._more is None:
+            return
+        loop = asyncio.get_running_loop()
+        arrived = self._arrived.setdefault(key, asyncio.Event())
+        last = loop.time()
+        while len(self._queues.get(key) or ()) < self.max_size:
+            if self._more(key) == 0:
+                # The last one may have left the backlog and be a step short of
+                # the queue (its call scheduled, not yet run): let it land.
+                await asyncio.sleep(0)
+                return
+            arrived.clear()
+            left = last + self.hold - loop.time()
+            if left <= 0:
+                return
+            try:
+                await asyncio.wait_for(arrived.wait(), timeout=min(left, _RECHECK))
+            except TimeoutError:
+                continue
+            last = loop.time()
 
     def _take(self, queue: list[_Waiting[T, R]]) -> list[_Waiting[T, R]]:
         """The next batch from the head of ``queue`` (removed from it)."""
@@ -139,6 +183,17 @@ class Coalescer(Generic[K, T, R]):
         for waiting in batch[len(results):]:
             if not waiting.future.done():
                 waiting.future.set_exception(RuntimeError("the batch returned no result"))
+
+    async def settled(self, timeout: float) -> bool:
+        """Wait until nothing is queued or in flight (at most ``timeout`` seconds);
+        whether that happened."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while busy := {*self._drains.values(), *self._batches}:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return False
+            await asyncio.wait(busy, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        return True
 
     async def close(self) -> None:
         """Stop draining; requests still queued fail, batches in flight are cancelled."""

@@ -2,8 +2,9 @@
 
 **Batches.** Deploys that arrive together for the same host with the same
 launch request (AMI, type, key, groups, subnet, user data, tags, ...) are
-gathered by a :class:`.Coalescer` (while a call is in flight, while the rate
-limiter holds the next one, or for ``EC2_BATCH_WINDOW`` seconds) and go out
+gathered by a :class:`.Coalescer` (for ``EC2_BATCH_WINDOW`` seconds, then
+while the daemon's backlog says more deploys for the host are on their way,
+while a call is in flight or the rate limiter holds the next one) and go out
 as one ``RunInstances`` with ``MinCount = MaxCount = n`` (all or nothing;
 at most ``EC2_BATCH_MAX``). VMs with an ``ELASTICIP`` or ``PRIVATEIP`` go
 alone. Instance *i* of the answer (``AmiLaunchIndex`` *i*) is the *i*-th VM
@@ -43,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from cloudburst.drivers.base import DeployNotes, DeploySpec
+from cloudburst.drivers.base import Backlog, DeployNotes, DeploySpec
 from cloudburst.drivers.ec2.client import Response, Site
 from cloudburst.drivers.ec2.coalesce import Coalescer
 from cloudburst.drivers.ec2.errors import SPOT_REFUSAL_CODES, AwsCodeError
@@ -135,14 +136,19 @@ class Launcher:
     """Launches and finds the instances of one site and installation (see the module doc)."""
 
     def __init__(self, site: Site, install_id: str, groups: SecurityGroups,
-                 log: logging.Logger, *, batch_max: int, window: float) -> None:
+                 log: logging.Logger, *, batch_max: int, window: float,
+                 backlog: Backlog | None = None) -> None:
         self.site = site
         self.install_id = install_id
         self.groups = groups
         self.log = log
+
+        def more(key: tuple[Any, ...]) -> int:  # deploys for the key's host on their way
+            return 0 if backlog is None else backlog.waiting(key[0], ("deploy",))
+
         self.batches: Coalescer[tuple[Any, ...], Member, str] = Coalescer(
             self._launch_batch, window=window, max_size=batch_max,
-            ready_in=lambda: site.limiter.ready_in("RunInstances"), fits=_fits)
+            ready_in=lambda: site.limiter.ready_in("RunInstances"), fits=_fits, more=more)
 
     async def launch(self, spec: DeploySpec, request: LaunchRequest) -> str:
         """Launch ``spec``'s instance, in a batch when others come along; its id.

@@ -13,13 +13,18 @@ Actions and what they cost in API calls:
   (``cloudburst-<installation>-tcp-<ports>``, :mod:`.security_groups`).
 * ``poll``: one paginated ``DescribeInstances`` per site and call, whatever
   the number of VMs; concurrent polls of several hosts of a site share it
-  (:mod:`.listing`). ``ELASTICIP`` is associated by the first poll that sees
+  (:mod:`.listing`). While launches are queued or in flight at the site the
+  poll waits for them (at most 30 s): a VM is RUNNING from its launch's
+  answer, and a listing amid a burst would cost the site as much as the
+  launches and be stale at once. ``ELASTICIP`` is associated by the first poll that sees
   the instance running (:mod:`.elastic_ips`); a failure shows as the VM's
   monitoring error. The poll reports ``IP`` (public DNS name, else public
   address), ``PRIVATE_IP`` and ``AWS_*`` details (:mod:`.instances`).
 * ``shutdown`` and ``cancel``: ``TerminateInstances``, with the ids of every
-  termination under way at the site in one call (an instance that is already
-  gone is success); a known Elastic IP association is released first.
+  termination under way at the host in one call (up to 1,000; the call stays
+  open while the daemon has more terminations of the host on their way; an
+  instance that is already gone is success); a known Elastic IP association
+  is released first.
 * ``poweroff`` (poweroff, undeploy): one ``StopInstances`` (``Force`` for the
   hard forms); ``poweron`` (resume): one ``StartInstances``, same instance id.
 * ``reboot``: ``RebootInstances``. ``reset`` is also ``RebootInstances``: EC2
@@ -75,6 +80,12 @@ _drivers: weakref.WeakSet[Ec2VmDriver] = weakref.WeakSet()
 
 #: Deploy tokens remembered per driver (a repeated token is looked up first).
 _TRIED_MAX: Final = 200_000
+#: Most instance ids in one ``TerminateInstances`` (EC2 takes 1,000).
+_TERMINATE_MAX: Final = 1000
+#: Most seconds a poll waits for the site's launches in flight to answer.
+_POLL_WAITS_FOR_LAUNCHES: Final = 30.0
+#: The core's work labels that end in a termination here.
+_STOP_WORK: Final = ("shutdown", "cancel", "cleanup")
 
 
 class Ec2VmDriver(VmDriver):
@@ -99,13 +110,19 @@ class Ec2VmDriver(VmDriver):
         self.catalogue = Catalogue(self.site)
         self.groups = SecurityGroups(self.site, self.install_id, self.config.ingress_cidr,
                                      self.log)
+        backlog = context.backlog
         self.launcher = Launcher(self.site, self.install_id, self.groups, self.log,
                                  batch_max=self.config.batch_max,
-                                 window=self.config.batch_window)
-        self.terminations: Coalescer[str, str, None] = Coalescer(
+                                 window=self.config.batch_window, backlog=backlog)
+
+        def stops_coming(host_id: int) -> int:  # terminations of the host on their way
+            return 0 if backlog is None else backlog.waiting(host_id, _STOP_WORK)
+
+        self.terminations: Coalescer[int, str, None] = Coalescer(
             self._terminate_batch, window=self.config.batch_window,
-            max_size=self.config.batch_max,
-            ready_in=lambda: self.site.limiter.ready_in("TerminateInstances"))
+            max_size=_TERMINATE_MAX,
+            ready_in=lambda: self.site.limiter.ready_in("TerminateInstances"),
+            more=stops_coming)
         #: Deploy tokens this process has sent (insertion-ordered, bounded).
         self._tried: dict[str, None] = {}
         self.elastic_ips = ElasticIps(self.site, self.log)
@@ -260,6 +277,9 @@ class Ec2VmDriver(VmDriver):
     async def poll(self, vms: Sequence[VmRef]) -> dict[int, PollResult]:
         if not vms:
             return {}
+        # A listing taken amid a burst of launches is stale at once and costs the
+        # site (and our parser) as much as the launches: it waits for them.
+        await self.launcher.batches.settled(_POLL_WAITS_FOR_LAUNCHES)
         listing = await self.listings.current()
         now = time.monotonic()
         results: dict[int, PollResult] = {}
@@ -293,11 +313,11 @@ class Ec2VmDriver(VmDriver):
         if not vm.deploy_id:
             return
         await self.elastic_ips.release(vm.deploy_id, self.listings.known(vm.deploy_id))
-        await self.terminations.submit("terminate", vm.deploy_id)
+        await self.terminations.submit(vm.host.id, vm.deploy_id)
         self.listings.forget_launch(vm.deploy_id)
         self.elastic_ips.forget(vm.deploy_id)
 
-    async def _terminate_batch(self, _: str, instance_ids: list[str]) -> list[None]:
+    async def _terminate_batch(self, _: int, instance_ids: list[str]) -> list[None]:
         """One ``TerminateInstances`` for ``instance_ids``; gone instances are a success.
 
         One unknown id fails the whole call, so such a batch is split up.
