@@ -21,8 +21,10 @@ then ``vmm_ec2rc``. Keys:
   (``0.0.0.0/0``: who may reach ``AUTHORIZED_PORTS``),
   ``EC2_EXTRA_INSTANCE_TYPES`` (comma list of type names an EC2-compatible
   cloud offers beyond AWS's), ``EC2_BATCH_MAX`` (250: most instances launched
-  or terminated per call), ``EC2_BATCH_WINDOW`` (0.02 s: how long a deploy or
-  termination waits for others to share its call; see :mod:`.run_instances`).
+  per call; a ``TerminateInstances`` takes up to 1,000), ``EC2_BATCH_WINDOW``
+  (0.02 s: how long a deploy or termination waits for others to share its
+  call, beyond the time the daemon still has more of them on their way; see
+  :mod:`.run_instances`).
 
 What is odd but harmless (X.509 flags, unknown keys, an rc file others may
 read, a missing defaults file) becomes an operator note, not an error.
