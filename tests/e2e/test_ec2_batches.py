@@ -46,11 +46,12 @@ def write_etc(root: Path) -> None:
     (etc / "vmm_ec2" / "vmm_ec2.conf").write_text(
         "<TEMPLATE><EC2><INSTANCETYPE>m1.small</INSTANCETYPE></EC2></TEMPLATE>\n",
         encoding="utf-8")
-    # Two launches at once, then one per second, at most 16 instances each:
-    # 40 VMs take several calls, some of them after others have landed.
+    # Two launches at once, then one per second, at most 8 instances each:
+    # 40 VMs take five calls (the daemon fills each batch), the last ones sent
+    # after the first have landed, so a kill finds calls landed and in flight.
     write_rc(etc / "vmm_ec2" / "vmm_ec2rc",
              extra="EC2_RETRY_BASE_DELAY=0.1\nEC2_RETRY_MAX_DELAY=1\n"
-                   "EC2_RATE_RUNINSTANCES=2/1\nEC2_BATCH_MAX=16\n")
+                   "EC2_RATE_RUNINSTANCES=2/1\nEC2_BATCH_MAX=8\n")
 
 
 def running_in_store(root: Path) -> int:
