@@ -96,7 +96,7 @@ def test_placement_counts_the_cheapest_fit_against_the_site_limits() -> None:
     assert sorted(on[i] for i in range(3) if i in on) == [0, 1]
     assert 2 in result.waiting
     assert on[10] == 0
-    assert west.slot_usage == {"t3.medium": 1, "m5.large": 1}
+    assert west.slot_usage == {"T3_MEDIUM": 1, "M5_LARGE": 1}
 
 
 def test_no_fitting_type_means_no_room_and_cooloffs_follow_the_chosen_type() -> None:

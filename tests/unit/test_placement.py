@@ -280,7 +280,7 @@ def test_max_host_lets_local_hosts_fill_before_bursting() -> None:
 def test_slot_limits_cap_instances_of_a_type_on_a_cloud_site() -> None:
     """im_ec2.conf's SMALL_INSTANCES=4: a fifth m1.small waits."""
     site = host(0, "ec2", cloud="ec2", cpu=100_000, mem=100 * GB)
-    site.slot_limits = {"m1.small": 4}
+    site.slot_limits = {"M1_SMALL": 4}
     small = 'CPU=1 MEMORY=128 EC2=[AMI="ami-1", INSTANCETYPE="m1.small"]'
     result = run([vm(i, small) for i in range(5)], [site])
     assert len(result.assignments) == 4
@@ -294,7 +294,7 @@ def test_a_capacity_cool_off_skips_the_site_for_that_instance_type_only() -> Non
         first = host(0, "ec2_west", cloud="ec2", cpu=100_000, mem=100 * GB)
         second = host(1, "ec2_east", cloud="ec2", cpu=100_000, mem=100 * GB)
         for site in (first, second):
-            site.slot_limits = {"m1.small": 10, "m1.large": 10}
+            site.slot_limits = {"M1_SMALL": 10, "M1_LARGE": 10}
         first.cooled_types = cooled
         return [first, second]
 
@@ -310,8 +310,8 @@ def test_a_capacity_cool_off_skips_the_site_for_that_instance_type_only() -> Non
 
 def test_slot_limits_count_instances_already_on_the_site() -> None:
     site = host(0, "ec2", cloud="ec2", cpu=100_000, mem=100 * GB)
-    site.slot_limits = {"m1.small": 4, "m1.large": 1}
-    site.slot_usage = {"m1.small": 3}
+    site.slot_limits = {"M1_SMALL": 4, "M1_LARGE": 1}
+    site.slot_usage = {"M1_SMALL": 3}
     small = 'CPU=1 MEMORY=128 EC2=[AMI="ami-1", INSTANCETYPE="m1.small"]'
     large = 'CPU=1 MEMORY=128 EC2=[AMI="ami-1", INSTANCETYPE="m1.large"]'
     result = run([vm(0, small), vm(1, small), vm(2, large), vm(3, large)], [site])
@@ -372,7 +372,7 @@ def scenarios(draw: st.DrawFn) -> tuple[list[HostCandidate], list[VmDemand], int
                          cpu_usage=min(used, cpu), running_vms=used // 50,
                          attributes=attributes)
         if kind == "ec2" and draw(st.booleans()):
-            candidate.slot_limits = {"m1.small": draw(st.integers(0, 3))}
+            candidate.slot_limits = {"M1_SMALL": draw(st.integers(0, 3))}
         hosts.append(candidate)
     vms = []
     for vm_id in range(draw(st.integers(0, 25))):

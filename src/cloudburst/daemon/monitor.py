@@ -38,7 +38,7 @@ from cloudburst.errors import (
     one_line,
 )
 from cloudburst.model import lifecycle
-from cloudburst.model.capacity import capacity_key
+from cloudburst.model.capacity import set_limits
 from cloudburst.model.records import HostRecord, VmRecord
 from cloudburst.model.snapshots import host_snapshot
 from cloudburst.model.states import HostState
@@ -238,11 +238,7 @@ class Monitor:
                                  if name not in SHARE_KEYS])
             template.merge(reported, replace=True)
             template.remove("ERROR")
-            if info.capacity:
-                template.set("CAPACITY", {capacity_key(kind): str(count)
-                                          for kind, count in sorted(info.capacity.items())})
-            else:
-                template.remove("CAPACITY")
+            set_limits(template, info.capacity)
             wilds = [vm.deploy_id for vm in info.vms if vm.vm_id < 0]
             template.set("TOTAL_WILDS", str(len(wilds)))
             if wilds:

@@ -27,7 +27,7 @@ from cloudburst.daemon.lifecycle.deploying import parked_driver
 from cloudburst.daemon.recall import Recaller
 from cloudburst.daemon.store_backoff import StoreBackoff
 from cloudburst.errors import CloudburstError, QuotaError, StoreUnavailableError
-from cloudburst.model import lifecycle, reasons
+from cloudburst.model import capacity, lifecycle, reasons
 from cloudburst.model.cloud_sections import sites_by_type
 from cloudburst.model.reasons import PlacementReason
 from cloudburst.model.records import HostRecord, VmRecord
@@ -189,7 +189,7 @@ class SchedulerLoop:
             candidates = []
             for host in hosts:
                 slots = None
-                if host.is_public_cloud and host.template.get_vector("CAPACITY") is not None:
+                if host.is_public_cloud and capacity.ATTRIBUTE in host.template:
                     placed = vm_pool.list_vms(connection, host_id=host.id, with_history=False,
                                               states=CAPACITY_HOLDING_STATES)
                     slots = count_slots(host, placed, sites)

@@ -286,8 +286,9 @@ class HostInfo:
         attributes: single ``KEY=VALUE`` values, names upper-case
             (``TOTALCPU``, ``TOTALMEMORY``, ``HYPERVISOR``, ``PUBLIC_CLOUD``, ...).
         vms: VMs the host reported, when its driver reports them (``VM_POLL``).
-        capacity: per-instance-type limits of a cloud site (``{"m1.small": 4}``),
-            reported as ``CAPACITY = [ M1_SMALL = 4 ]``; the scheduler never
+        capacity: per-instance-type limits of a cloud site, keyed by the type's
+            exact name (``{"u-6tb1.metal": 4}``; see :mod:`cloudburst.model.capacity`
+            for the ``CAPACITY`` forms probes print); the scheduler never
             places more VMs of a type on the site than its limit. A site that
             reports limits should also report ``DEFAULT_INSTANCE_TYPE``: the
             type of VMs whose section names none.

@@ -19,10 +19,11 @@ from typing import Final
 from cloudburst.drivers.base import HostInfo, PollResult, PollState, ReportedVm
 from cloudburst.drivers.process import ScriptResult
 from cloudburst.errors import DriverError, TemplateSyntaxError, one_line
-from cloudburst.model.capacity import instance_type_name
+from cloudburst.model.capacity import ATTRIBUTE as CAPACITY
+from cloudburst.model.capacity import limits_from_vectors
 from cloudburst.template import parse
 
-__all__ = ["failure_text", "parse_capacity", "parse_host_info", "parse_poll"]
+__all__ = ["failure_text", "parse_host_info", "parse_poll"]
 
 _ERROR_BEGIN: Final = "ERROR MESSAGE --8<------"
 _ERROR_END: Final = "ERROR MESSAGE ------>8--"
@@ -110,8 +111,9 @@ def parse_host_info(text: str, logger: logging.Logger = _log) -> HostInfo:
 
     Single values become attributes (the last one of a name wins);
     ``VM=[ID, DEPLOY_ID, POLL]`` vectors become reported VMs (a malformed one is
-    logged and skipped); ``CAPACITY=[...]`` vectors become capacity limits (see
-    :func:`parse_capacity`); other vectors (``DS=[...]``) are ignored.
+    logged and skipped); ``CAPACITY=[...]`` vectors become capacity limits (either
+    form of :mod:`cloudburst.model.capacity`; a bad count is logged and skipped);
+    other vectors (``DS=[...]``) are ignored.
 
     Raises:
         DriverError: the text is not template syntax.
@@ -122,29 +124,19 @@ def parse_host_info(text: str, logger: logging.Logger = _log) -> HostInfo:
         raise DriverError(f"probe output is not KEY=VALUE: {one_line(str(exc))}") from exc
     attributes: dict[str, str] = {}
     vms: list[ReportedVm] = []
-    capacity: dict[str, int] = {}
     for name, value in template:
         if isinstance(value, str):
             attributes[name] = value
-        elif name == "CAPACITY":
-            capacity.update(parse_capacity(value, logger))
         elif name == "VM":
             try:
                 vms.append(_reported_vm(value))
             except DriverError as exc:
                 logger.warning("probe output: skipped a VM vector: %s", exc)
+    bad: list[str] = []
+    capacity = limits_from_vectors(template.vectors(CAPACITY), bad)
+    for message in bad:
+        logger.warning("probe output: %s", message)
     return HostInfo(attributes, tuple(vms), capacity)
-
-
-def parse_capacity(fields: Mapping[str, str], logger: logging.Logger = _log) -> dict[str, int]:
-    """``CAPACITY = [ M1_SMALL = 4 ]`` to ``{"m1.small": 4}`` (bad counts are skipped)."""
-    limits: dict[str, int] = {}
-    for key, count in fields.items():
-        try:
-            limits[instance_type_name(key)] = max(0, int(count))
-        except ValueError:
-            logger.warning("probe output: CAPACITY %s=%r is not a whole number", key, count)
-    return limits
 
 
 def _reported_vm(fields: Mapping[str, str]) -> ReportedVm:

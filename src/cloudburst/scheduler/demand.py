@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from cloudburst.errors import ExpressionError
-from cloudburst.model.capacity import instance_type_name
+from cloudburst.model.capacity import capacity_key, limits_of
 from cloudburst.model.cloud_sections import cloud_sections
 from cloudburst.model.cost import site_price
 from cloudburst.model.offers import needed_vcpus, offers_of
@@ -124,7 +124,8 @@ def host_candidate(host: HostRecord, slot_usage: dict[str, int] | None = None,
                    cooled_types: frozenset[str] = frozenset()) -> HostCandidate:
     """A host as the placement pass sees it.
 
-    ``slot_usage`` counts the VMs already on the host by instance type, for
+    ``slot_usage`` counts the VMs already on the host by slot (the
+    :func:`~cloudburst.model.capacity.capacity_key` of their instance type), for
     sites that report ``CAPACITY`` limits; ``usage`` overrides the record's
     allocation counters (see :func:`host_lookup`); ``cooled_types`` are the
     instance types of its current capacity cool-offs.
@@ -136,11 +137,9 @@ def host_candidate(host: HostRecord, slot_usage: dict[str, int] | None = None,
     price_of: Callable[[str | None], float | None] = _unknown_price
     if host.is_public_cloud:
         price_of = _price_table(host.template)
-        for key, count in (host.template.get_vector("CAPACITY") or {}).items():
-            try:
-                slot_limits[instance_type_name(key)] = int(count)
-            except ValueError:
-                continue
+        for kind, count in limits_of(host.template).items():
+            slot = capacity_key(kind)
+            slot_limits[slot] = slot_limits.get(slot, 0) + count
         default_slot = (host.template.get("DEFAULT_INSTANCE_TYPE") or "").strip().lower() or None
     offered = offers_of(host.template) if host.is_public_cloud else ()
     return HostCandidate(

@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cloudburst.model import reasons
+from cloudburst.model.capacity import capacity_key
 from cloudburst.model.cloud_sections import CloudSection, section_for
 from cloudburst.model.offers import Offer, instance_type_for
 from cloudburst.model.reasons import PlacementReason
@@ -198,10 +199,12 @@ def instance_type_of(vm: VmDemand, host: HostCandidate,
 
 
 def slot_of(vm: VmDemand, host: HostCandidate, sites_of_type: Mapping[str, int]) -> str | None:
-    """The limited slot ``vm`` would take on ``host`` (``None`` on hosts without limits)."""
+    """The limited slot ``vm`` would take on ``host``: the :func:`~cloudburst.model.capacity.
+    capacity_key` of the instance type it would run as (``None`` on hosts without limits)."""
     if not host.slot_limits:
         return None
-    return instance_type_of(vm, host, sites_of_type)
+    kind = instance_type_of(vm, host, sites_of_type)
+    return None if kind is None else capacity_key(kind)
 
 
 def hourly_price(vm: VmDemand, host: HostCandidate,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from cloudburst.auth import quotas
+from cloudburst.model.capacity import limits_of
 from cloudburst.model.lifecycle import RECOVER_EVENTS, Event, allowed_actions, is_legal
 from cloudburst.model.reasons import PlacementReason
 from cloudburst.model.records import HistoryRecord, HostRecord, TemplateRecord, UserRecord, VmRecord
@@ -44,7 +45,6 @@ def host_shape(host: HostRecord, cooloff: tuple[int, float] | None = None
 
     ``cooloff`` is ``(VMs kept off it, seconds left)`` after "no capacity" answers.
     """
-    capacity = host.template.get_vector("CAPACITY")
     return {
         "id": host.id,
         "name": host.name,
@@ -65,7 +65,7 @@ def host_shape(host: HostRecord, cooloff: tuple[int, float] | None = None
         "mem_usage": host.mem_usage,
         "running_vms": host.running_vms,
         "last_mon_time": host.last_mon_time,
-        "capacity": dict(capacity.items()) if capacity is not None else {},
+        "capacity": limits_of(host.template),
         "cooloff": ({"vms": cooloff[0], "seconds_left": round(cooloff[1], 1)}
                     if cooloff is not None else None),
         "site_cooloffs": [dict(vector) for vector in host.template.vectors("COOLOFF")],
