@@ -28,8 +28,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-#: Where the overview screenshot is kept for the team's notes (when that folder exists).
-NOTES_SCREENSHOT = Path("/work/notes/dashboard-overview.png")
+#: Where screenshots are kept for the team's notes (when that folder exists).
+NOTES = Path("/work/notes")
 
 PROVIDER = """
 IM_MAD = [ name = "im_example_py", executable = "one_im_sh", arguments = "-t 1 -r 0 example_py" ]
@@ -85,6 +85,14 @@ def _log_in(page: Page, daemon: RunningDaemon) -> None:
     page.get_by_role("heading", name="Overview").wait_for()
 
 
+def _screenshot(page: Page, tmp_path: Path, name: str) -> None:
+    """A full-page screenshot in the test's directory, copied to the team's notes."""
+    shot = tmp_path / name
+    page.screenshot(path=str(shot), full_page=True)
+    if NOTES.is_dir():
+        shutil.copyfile(shot, NOTES / name)
+
+
 def test_login_burst_live_terminate_and_csrf(daemon: RunningDaemon, one: pyone.OneServer,
                                             browser: Browser, tmp_path: Path) -> None:
     local, cloud = _hosts(one)
@@ -113,10 +121,7 @@ def test_login_burst_live_terminate_and_csrf(daemon: RunningDaemon, one: pyone.O
     page.get_by_test_id("cloud-vms").filter(has_text="3").wait_for(timeout=15000)
     # 3 cloud VMs x (CPU 1 x 0.05 + 128 MB x 0.0001) per hour
     page.get_by_text("$0.1884").wait_for(timeout=15000)
-    shot = tmp_path / "dashboard-overview.png"
-    page.screenshot(path=str(shot), full_page=True)
-    if NOTES_SCREENSHOT.parent.is_dir():
-        shutil.copyfile(shot, NOTES_SCREENSHOT)
+    _screenshot(page, tmp_path, "dashboard-overview.png")
     for vm_id in first:
         assert one.vm.info(vm_id).HISTORY_RECORDS.HISTORY[-1].HID in local
     for vm_id in burst:
@@ -250,7 +255,7 @@ def test_instantiate_search_deploy_and_keyboard(daemon: RunningDaemon, one: pyon
 
 
 def test_vm_page_actions_migrate_and_recover(daemon: RunningDaemon, one: pyone.OneServer,
-                                            browser: Browser) -> None:
+                                            browser: Browser, tmp_path: Path) -> None:
     local, _cloud = _hosts(one)
     vm_id = one.vm.allocate('NAME = "mover"\nCPU = 0.5\nMEMORY = 64', True)
     one.vm.deploy(vm_id, local[0])
@@ -303,6 +308,7 @@ def test_vm_page_actions_migrate_and_recover(daemon: RunningDaemon, one: pyone.O
     recover = page.get_by_role("form", name="Recover")
     recover.wait_for(timeout=20000)
     assert recover.is_visible()  # opened by itself for a failed VM
+    _screenshot(page, tmp_path, "dashboard-vm-recover.png")
     recover.get_by_role("radio", name=re.compile(r"^delete ")).check()
     recover.get_by_role("button", name="Recover").click()
     dialog = page.get_by_role("dialog")
@@ -330,7 +336,7 @@ def test_vm_page_actions_migrate_and_recover(daemon: RunningDaemon, one: pyone.O
 
 def test_quotas_and_audit_pages_show_what_xmlrpc_says(daemon: RunningDaemon,
                                                       one: pyone.OneServer,
-                                                      browser: Browser) -> None:
+                                                      browser: Browser, tmp_path: Path) -> None:
     _local, cloud = _hosts(one)
     one.host.update(cloud, "PRICE_PER_HOUR = 0.25", 1)
     erin = one.user.allocate("erin", "erin-secret-1", "core", [])
@@ -369,6 +375,7 @@ def test_quotas_and_audit_pages_show_what_xmlrpc_says(daemon: RunningDaemon,
     assert users.locator('tr[data-owner="0"]').get_by_text("no quotas apply").count() == 1
     groups = page.get_by_role("table", name="Group quotas")
     assert groups.locator('tr[data-owner="1"] td[data-metric="VMS"]').inner_text() == "3 / 10"
+    _screenshot(page, tmp_path, "dashboard-quotas.png")
 
     # The audit trail page lists the records one.audit.info gives, newest first.
     page.get_by_role("link", name="Audit").click()

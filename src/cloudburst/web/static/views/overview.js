@@ -62,7 +62,7 @@ export async function render(container, _params, _context) {
           : h("p", { class: "big" }, `$${data.cost.per_hour.toFixed(4)}`, h("span", { class: "unit" }, " / hour")),
         h("p", { class: "muted" },
           `${fmt(data.cost.priced_vms)} of ${fmt(data.cost.cloud_vms)} cloud VMs have a known price ` +
-          "(CPU_COST / MEMORY_COST)")));
+          "(the site's price, else CPU_COST / MEMORY_COST)")));
     if (!timeline.dataset.loaded) {
       timeline.dataset.loaded = "yes";
       clear(timeline);

@@ -147,19 +147,24 @@ export async function render(container, [id]) {
   const body = h("div", {});
   const kept = {}; // choices in the forms, kept while the page re-renders live
   container.append(body);
+  let loads = 0;
   async function load() {
+    const mine = ++loads;
     const vm = await api(`/vms/${id}`);
     const buttons = h("div", { class: "actions", role: "group", "aria-label": "Actions" },
       vm.actions.map((action) => h("button", {
         type: "button", class: DESTRUCTIVE.test(action) ? "danger" : "",
         "data-action": action, onclick: () => act(vm, action, load) }, action)));
+    // Everything is read before the page is replaced, at once (never an empty page),
+    // and only by the newest of overlapping loads.
+    const deploy = vm.state_name === "PENDING" || vm.state_name === "HOLD"
+      ? await deployForm(vm, load) : "";
+    const migrate = vm.migrate.cold || vm.migrate.live ? await migrateForm(vm, kept, load) : "";
+    if (mine !== loads) return;
     clear(body).append(
       h("p", {}, h("a", { href: "#/vms" }, "← all VMs")),
       h("h1", {}, `VM ${vm.id}: ${vm.name}`),
-      facts(vm), buttons,
-      vm.state_name === "PENDING" || vm.state_name === "HOLD" ? await deployForm(vm, load) : "",
-      vm.migrate.cold || vm.migrate.live ? await migrateForm(vm, kept, load) : "",
-      recoverForm(vm, kept, load),
+      facts(vm), buttons, deploy, migrate, recoverForm(vm, kept, load),
       h("section", { "aria-labelledby": "hist" }, h("h2", { id: "hist" }, "History"), historyTable(vm)),
       h("section", { "aria-labelledby": "mon" }, h("h2", { id: "mon" }, "Monitoring"),
         Object.keys(vm.monitoring).length
