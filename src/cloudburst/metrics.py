@@ -47,6 +47,19 @@ DRIVER_RETRIES = Counter(
     "cloudburst_driver_retries", "Driver actions retried after a retryable failure",
     ["driver", "action"], registry=REGISTRY)
 
+CLOUD_API_CALLS = Counter(
+    "cloudburst_cloud_api_calls", "Calls sent to a cloud provider's API (each attempt counts)",
+    ["site", "action"], registry=REGISTRY)
+CLOUD_API_THROTTLES = Counter(
+    "cloudburst_cloud_api_throttles", "Cloud API calls the provider throttled",
+    ["site", "action"], registry=REGISTRY)
+CLOUD_API_RETRIES = Counter(
+    "cloudburst_cloud_api_retries", "Cloud API calls tried again after a retryable failure",
+    ["site", "action"], registry=REGISTRY)
+CLOUD_API_ERRORS = Counter(
+    "cloudburst_cloud_api_errors", "Cloud API calls that failed for good",
+    ["site", "action"], registry=REGISTRY)
+
 SCHEDULER_PASS_SECONDS = Histogram(
     "cloudburst_scheduler_pass_seconds", "Time of one placement pass",
     buckets=_LATENCY, registry=REGISTRY)
@@ -84,6 +97,21 @@ def driver_attempt(driver: str, action: str) -> Iterator[None]:
         raise
     finally:
         DRIVER_SECONDS.labels(driver, action).observe(time.perf_counter() - started)
+
+
+class _CloudApiCounters:
+    """The :class:`~cloudburst.drivers.base.CloudApiObserver` every driver is given."""
+
+    _COUNTERS: Mapping[str, Counter] = {
+        "call": CLOUD_API_CALLS, "throttle": CLOUD_API_THROTTLES,
+        "retry": CLOUD_API_RETRIES, "error": CLOUD_API_ERRORS}
+
+    def cloud_api(self, site: str, action: str, event: str) -> None:
+        self._COUNTERS[event].labels(site, action).inc()
+
+
+#: Counts cloud API calls, throttles, retries and errors by site (driver section) and action.
+CLOUD_API = _CloudApiCounters()
 
 
 def leadership_changed(epoch: int | None, last_epoch: int) -> None:

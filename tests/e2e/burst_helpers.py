@@ -33,6 +33,8 @@ from daemon_fixture import (
 from cloudburst.drivers.base import DeploySpec, DriverContext, DriverOptions, HostRef
 from cloudburst.drivers.one.vm import OneVmDriver
 from cloudburst.template import Template
+from ec2_sites import write_rc
+from seed_templates import SEED_VMM_EC2_CONF
 
 __all__ = ["PARTNER_HOST", "RunningDaemon", "cli", "conf_text", "kill", "partner_driver",
            "partner_spec", "running_daemon", "start", "wait_for", "write_script"]
@@ -56,6 +58,16 @@ def conf_text(extra: str = "", **values: str) -> str:
         else:
             text += f"\n{name} = {value}\n"
     return f"{text}\n{textwrap.dedent(extra)}\n"
+
+
+def ec2_etc(etc: Path, *, small_instances: int, rc_extra: str) -> None:
+    """The seed's EC2 driver files in ``etc``: ``im_ec2.conf`` allowing
+    ``small_instances``, ``vmm_ec2.conf`` and a ``vmm_ec2rc`` with ``rc_extra``."""
+    for name, text in (("im_ec2/im_ec2.conf", f"SMALL_INSTANCES={small_instances}\n"),
+                       ("vmm_ec2/vmm_ec2.conf", SEED_VMM_EC2_CONF)):
+        (etc / name).parent.mkdir(parents=True, exist_ok=True)
+        (etc / name).write_text(text, encoding="utf-8")
+    write_rc(etc / "vmm_ec2" / "vmm_ec2rc", extra=rc_extra)
 
 
 def _answers(port: int) -> bool:

@@ -19,12 +19,12 @@ from pathlib import Path
 import psycopg
 import pyone
 import pytest
-from burst_helpers import conf_text, kill, start
+from burst_helpers import conf_text, ec2_etc, kill, start
 from daemon_fixture import RunningDaemon, stop, wait_for
 
 import pg_server
-from ec2_sites import FaultProxy, MotoServer, instances_by_vm, moto_servers, write_rc
-from seed_templates import EC2_IM_MAD, SEED_VMM_EC2_CONF, ec2_vm_mad
+from ec2_sites import FaultProxy, MotoServer, instances_by_vm, moto_servers
+from seed_templates import EC2_IM_MAD, ec2_vm_mad
 
 postgres = pg_server.session_fixture()
 
@@ -128,12 +128,8 @@ def test_sigkill_of_the_leader_during_a_burst_of_200_ec2_vms(
         tmp_path: Path, postgres: pg_server.PostgresServer, site: MotoServer) -> None:
     url = postgres.create_database("failover")
     etc = tmp_path / "etc"
-    for name, text in (("im_ec2/im_ec2.conf", "SMALL_INSTANCES=400\n"),
-                       ("vmm_ec2/vmm_ec2.conf", SEED_VMM_EC2_CONF)):
-        (etc / name).parent.mkdir(parents=True, exist_ok=True)
-        (etc / name).write_text(text, encoding="utf-8")
-    write_rc(etc / "vmm_ec2" / "vmm_ec2rc",
-             extra="EC2_RETRY_BASE_DELAY=0.1\nEC2_RETRY_MAX_DELAY=1\nEC2_RATE_SCALE=10\n")
+    ec2_etc(etc, small_instances=400,
+            rc_extra="EC2_RETRY_BASE_DELAY=0.1\nEC2_RETRY_MAX_DELAY=1\nEC2_RATE_SCALE=10\n")
     with FaultProxy(site.url) as proxy:
         proxy.set_delay("RunInstances", 0.3)  # launches still on the wire at the kill
         conf = conf_text(EC2_IM_MAD + ec2_vm_mad("vmm_ec2", proxy.url, flags="-t 10 "),

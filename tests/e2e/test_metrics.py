@@ -12,8 +12,12 @@ from pathlib import Path
 
 import pyone
 import pytest
-from daemon_fixture import REPO, RunningDaemon, start_daemon, wait_for
+from burst_helpers import conf_text, ec2_etc, start
+from daemon_fixture import REPO, RunningDaemon, start_daemon, stop, wait_for
 from prometheus_client.parser import text_string_to_metric_families
+
+from ec2_sites import FaultProxy, moto_servers
+from seed_templates import EC2_IM_MAD, ec2_vm_mad
 
 pytestmark = pytest.mark.e2e
 
@@ -105,3 +109,42 @@ def test_metrics_move_with_a_burst(tmp_path: Path) -> None:
         wanted = {name for panel in panels for target in panel["targets"]
                   for name in re.findall(r"\b(?:cloudburst|opennebula)_[a-z_]+", target["expr"])}
         assert wanted and wanted <= exposed, wanted - exposed
+
+
+EC2_VM = 'CPU=0.5\nMEMORY=128\nEC2 = [ AMI="ami-00bafcb5", KEYPAIR="gsg-keypair" ]\n'
+
+
+def test_cloud_api_calls_throttles_and_retries_by_site_and_action(
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The counters say what the provider saw: a real moto_server behind a proxy that
+    counts every request and throttles the first two RunInstances."""
+    ec2_etc(tmp_path / "d" / "home" / "etc", small_instances=50,
+            rc_extra="EC2_RETRY_BASE_DELAY=0.1\nEC2_RETRY_MAX_DELAY=0.5\n")
+    with moto_servers(1, tmp_path_factory.mktemp("moto")) as sites, \
+            FaultProxy(sites[0].url) as proxy:
+        proxy.add_fault("RunInstances", "throttle", times=2)
+        daemon = start(tmp_path / "d", conf_text(EC2_IM_MAD + ec2_vm_mad("vmm_ec2", proxy.url)))
+        try:
+            one = pyone.OneServer(daemon.url, session=daemon.session)
+            host = one.host.allocate("ec2", "im_ec2", "vmm_ec2", -1)
+            wait_for(lambda: one.host.info(host).STATE == 2, timeout=60)
+            vm_ids = [one.vm.allocate(EC2_VM, False) for _ in range(6)]
+            wait_for(lambda: all(one.vm.info(vm_id).LCM_STATE == 3 for vm_id in vm_ids),
+                     timeout=120, interval=0.5)
+            samples = scrape(daemon)
+            seen = proxy.counts
+        finally:
+            stop(daemon.process)
+    runs = seen["RunInstances"]
+    assert runs >= 3  # two throttled, then at least one that launched
+    assert total(samples, "cloudburst_cloud_api_calls_total", site="vmm_ec2",
+                 action="RunInstances") == runs
+    assert total(samples, "cloudburst_cloud_api_throttles_total", site="vmm_ec2",
+                 action="RunInstances") == 2
+    assert total(samples, "cloudburst_cloud_api_retries_total", site="vmm_ec2",
+                 action="RunInstances") == 2
+    assert total(samples, "cloudburst_cloud_api_errors_total") == 0
+    # Every request the provider saw was counted, under its action, and nothing else.
+    for action, count in seen.items():
+        assert total(samples, "cloudburst_cloud_api_calls_total", action=action) == count, action
+    assert total(samples, "cloudburst_cloud_api_calls_total") == sum(seen.values())

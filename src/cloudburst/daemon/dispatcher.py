@@ -83,7 +83,7 @@ class Dispatcher:
             name=section.name, executable=section.executable, arguments=words, options=options,
             etc_dir=self.settings.etc_dir, remotes_dir=self.settings.remotes_dir,
             var_dir=self.settings.var_dir, default=default, type=section.type,
-            install_id=self.install_id, backlog=self.backlog,
+            install_id=self.install_id, backlog=self.backlog, cloud_api=metrics.CLOUD_API,
         )
 
     def build_all(self) -> None:

@@ -42,7 +42,7 @@ import abc
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Protocol
 
@@ -108,6 +108,35 @@ class Backlog(Protocol):
         ``shutdown``, ``cancel``, ``cleanup``...) started and not yet at the driver."""
 
 
+class CloudApiEvent(StrEnum):
+    """What a cloud driver reports about one call to its provider's API."""
+
+    #: An attempt was sent (retries count again).
+    CALL = "call"
+    #: The provider throttled it (rate limit).
+    THROTTLE = "throttle"
+    #: It is tried again after a retryable failure.
+    RETRY = "retry"
+    #: It failed for good (the error reaches the driver's caller).
+    ERROR = "error"
+
+
+class CloudApiObserver(Protocol):
+    """Told about every call a driver makes to a cloud provider's API, by site and
+    action (the daemon counts them for ``/metrics``). Must be quick and never raise."""
+
+    def cloud_api(self, site: str, action: str, event: CloudApiEvent) -> None: ...
+
+
+class _Unobserved:
+    def cloud_api(self, site: str, action: str, event: CloudApiEvent) -> None:
+        pass
+
+
+#: The observer of a context built without one (tests, tools): counts nothing.
+UNOBSERVED: CloudApiObserver = _Unobserved()
+
+
 @dataclass(frozen=True, slots=True)
 class DriverContext:
     """What a driver is built from: its ``oned.conf`` section and the layout.
@@ -125,6 +154,7 @@ class DriverContext:
         install_id: this installation's id; drivers tag cloud resources with it.
         backlog: the work on its way to this driver (``None``: a driver built
             without a daemon, e.g. in a test or a benchmark).
+        cloud_api: where a cloud driver reports its API calls, throttles and retries.
     """
 
     name: str
@@ -138,6 +168,7 @@ class DriverContext:
     type: str = "xml"
     install_id: str = ""
     backlog: Backlog | None = field(default=None, compare=False, repr=False)
+    cloud_api: CloudApiObserver = field(default=UNOBSERVED, compare=False, repr=False)
 
     def resolve(self, path: str) -> Path:
         """Resolve a path from the arguments: absolute, or relative to ``etc_dir``."""

@@ -18,7 +18,8 @@ non-idempotent call must check first:
 4. the last failure is raised as the translated cloudburst error.
 
 :attr:`Site.calls` counts API calls by action (attempts included), for tests
-and benchmarks.
+and benchmarks; the context's :class:`~cloudburst.drivers.base.CloudApiObserver`
+hears of every attempt, throttle, retry and final failure (``/metrics``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Any, Final
 import boto3
 from botocore.config import Config
 
+from cloudburst.drivers.base import UNOBSERVED, CloudApiEvent, CloudApiObserver
 from cloudburst.drivers.ec2.config import SiteConfig
 from cloudburst.drivers.ec2.errors import classify
 from cloudburst.drivers.ec2.limits import RateLimiter, shared_limiter
@@ -66,9 +68,10 @@ def snake(action: str) -> str:
 class Site:
     """The client side of one EC2 endpoint, region and account."""
 
-    def __init__(self, config: SiteConfig) -> None:
+    def __init__(self, config: SiteConfig, observer: CloudApiObserver = UNOBSERVED) -> None:
         _quiet_sdk_loggers()
         self.config = config
+        self._observed = functools.partial(observer.cloud_api, config.name)
         self.label = f"site {config.name} ({config.endpoint_label})"
         self._secrets = tuple(config.credentials.secrets())
         self._executor = ThreadPoolExecutor(max_workers=config.threads,
@@ -151,6 +154,7 @@ class Site:
             attempt += 1
             await self.limiter.acquire(action, resources)
             self.calls[action] += 1
+            self._observed(action, CloudApiEvent.CALL)
             try:
                 return await loop.run_in_executor(
                     self._executor, functools.partial(self._invoke, action, arguments))
@@ -158,12 +162,15 @@ class Site:
                 failure = classify(exc, action, self.label, self._secrets, expect)
             if failure.throttled:
                 self.limiter.penalize(action)
+                self._observed(action, CloudApiEvent.THROTTLE)
             if not failure.retryable or attempt >= limit:
                 if failure.ambiguous and recover is not None:
                     recovered = await recover()
                     if recovered is not None:
                         return recovered
+                self._observed(action, CloudApiEvent.ERROR)
                 raise failure.error from None
+            self._observed(action, CloudApiEvent.RETRY)
             delay = min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1))
             delay = delay / 2 + random.uniform(0, delay / 2)
             log.info("%s failed (%s); try %d of %d in %.2f s", action, failure.code,

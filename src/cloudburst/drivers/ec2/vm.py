@@ -105,7 +105,7 @@ class Ec2VmDriver(VmDriver):
                              context.name)
         self.install_id = context.install_id or "cloudburst"
         types.warm_up()  # load the type names now, not during a VM's creation
-        self.site = Site(self.config)
+        self.site = Site(self.config, context.cloud_api)
         self.listings = InstanceListings(self.site, self.install_id)
         self.catalogue = Catalogue(self.site)
         self.groups = SecurityGroups(self.site, self.install_id, self.config.ingress_cidr,
