@@ -33,6 +33,7 @@ from cloudburst.drivers.base import (
     HostInfo,
     HostRef,
     PollState,
+    ResizeSpec,
     VmRef,
 )
 from cloudburst.drivers.ec2.config import X509_NOTICE, normalize_endpoint, region_from_endpoint
@@ -1155,6 +1156,82 @@ def test_poweroff_stops_and_poweron_starts_the_same_instance(tmp_path: Path, sit
     run(scenario())
     counts = proxy.counts
     assert (counts["StopInstances"], counts["StartInstances"]) == (2, 1)
+
+
+def test_save_stops_and_restore_starts_the_same_instance(tmp_path: Path, site: MotoServer,
+                                                         proxy: FaultProxy) -> None:
+    """suspend and stop save (StopInstances, then the instance is seen stopped);
+    resume restores (StartInstances): same instance, nothing launched."""
+    driver = driver_for(tmp_path, proxy.url)
+    assert {"save", "restore"} <= driver.capabilities
+
+    async def scenario() -> None:
+        deploy_id = await driver.deploy(spec(1, 'EC2 = [ AMI="ami-00bafcb5", KEYPAIR="k" ]'))
+        ref = VmRef(1, deploy_id, HOST)
+        proxy.reset_counts()
+        await driver.save(ref, tmp_path / "checkpoint")
+        assert describe(site, deploy_id)["State"]["Name"] == "stopped"
+        assert (proxy.counts["StopInstances"], proxy.counts["DescribeInstances"]) == (1, 1)
+        assert (await driver.poll([ref]))[1].state is PollState.GONE
+        await driver.save(ref, tmp_path / "checkpoint")  # a replay: already stopped is fine
+        assert await driver.restore(ref, tmp_path / "checkpoint") == deploy_id
+        assert describe(site, deploy_id)["State"]["Name"] == "running"
+        await driver.close()
+
+    run(scenario())
+    assert (proxy.counts["StartInstances"], proxy.counts["RunInstances"]) == (1, 0)
+    assert not (tmp_path / "checkpoint").exists()
+
+
+OFFERS = HostRef(id=3, name="ec2", attributes={"INSTANCE_TYPES": (
+    "t3.micro:2:1024:0.0104 t3.medium:2:4096:0.0416 c5.xlarge:4:8192:0.17")})
+
+
+def resize_spec(cpu: float, memory: int, section: str, vcpu: int | None = None) -> ResizeSpec:
+    template = parse(f"CPU = {cpu}\nMEMORY = {memory}\n"
+                     + (f"VCPU = {vcpu}\n" if vcpu else "") + section)
+    return ResizeSpec(cpu=cpu, vcpu=vcpu or 1, memory_mb=memory, template=template)
+
+
+def test_resize_changes_the_stopped_instance_type_by_the_schedulers_rule(
+        tmp_path: Path, site: MotoServer, proxy: FaultProxy) -> None:
+    driver = driver_for(tmp_path, proxy.url)
+    section = 'EC2 = [ AMI="ami-1", KEYPAIR="k" ]'
+    named = 'EC2 = [ AMI="ami-1", KEYPAIR="k", INSTANCETYPE="t3.medium" ]'
+
+    async def scenario() -> None:
+        small = await driver.deploy(spec(1, section, host=OFFERS, cpu=1, memory=512))
+        assert describe(site, small)["InstanceType"] == "t3.micro"
+        ref = VmRef(1, small, OFFERS)
+        with pytest.raises(DriverError, match=rf"^instance {small} is running, not stopped$"):
+            await driver.resize(ref, resize_spec(1.5, 3000, section))
+        await driver.poweroff(ref, hard=False)
+        proxy.reset_counts()
+        await driver.resize(ref, resize_spec(1.5, 3000, section))  # 2 VCPU, 3000 MB
+        assert describe(site, small)["InstanceType"] == "t3.medium"
+        assert (proxy.counts["DescribeInstances"],
+                proxy.counts["ModifyInstanceAttribute"]) == (1, 1)
+        await driver.resize(ref, resize_spec(0.5, 4096, section))  # the same type: no change
+        assert proxy.counts["ModifyInstanceAttribute"] == 1
+        await driver.resize(ref, resize_spec(0.5, 2048, section, vcpu=4))
+        assert describe(site, small)["InstanceType"] == "c5.xlarge"
+        with pytest.raises(DriverError, match=r"^VM 1: no instance type offered at ec2 fits "
+                                              r"4 VCPU and 65536 MB of MEMORY \(offered: "):
+            await driver.resize(ref, resize_spec(4, 65536, section))
+        with pytest.raises(DriverError, match=r"^VM 1: its EC2 section names INSTANCETYPE "
+                                              r"t3.medium \(2 VCPU, 4096 MB\), too small for "
+                                              r"2 VCPU and 8192 MB of MEMORY"):
+            await driver.resize(ref, resize_spec(2, 8192, named))
+        with pytest.raises(DriverError, match=r"^VM 1: ec2 lists no instance types "):
+            await driver.resize(VmRef(1, small, HOST), resize_spec(2, 8192, section))
+        assert describe(site, small)["InstanceType"] == "c5.xlarge"
+        await driver.resize(ref, resize_spec(1, 1024, named))  # the named type again
+        assert describe(site, small)["InstanceType"] == "t3.medium"
+        await driver.poweron(ref, spec(1, section, host=OFFERS))
+        assert (await driver.poll([ref]))[1].info["AWS_INSTANCE_TYPE"] == "t3.medium"
+        await driver.close()
+
+    run(scenario())
 
 
 # -- the cheapest type that fits ----------------------------------------------------------

@@ -269,11 +269,17 @@ class DeviceSpec:
 
 @dataclass(frozen=True, slots=True)
 class ResizeSpec:
-    """New capacity for ``resize``: ``CPU`` (share), ``VCPU`` and ``MEMORY`` (MB)."""
+    """New capacity for ``resize``: ``CPU`` (share), ``VCPU`` and ``MEMORY`` (MB).
+
+    ``template`` is the VM's whole template with the new values, for drivers
+    that derive a size from it (EC2 picks the instance type by the cloud
+    section and the scheduler's rule); ``None`` when the caller has none.
+    """
 
     cpu: float
     vcpu: int
     memory_mb: int
+    template: Template | None = field(default=None, compare=False, repr=False)
 
 
 class PollState(Enum):

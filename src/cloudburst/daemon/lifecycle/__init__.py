@@ -192,7 +192,8 @@ class LifecycleManager(Deploying, Observing, Working, ManagerBase):
     async def resize(self, vm_id: int, *, cpu: float | None, vcpu: int | None,
                      memory: int | None) -> VmRecord:
         """New CPU, VCPU and/or MEMORY (MB); powered-off and parked instances are resized
-        by their driver, PENDING/HOLD VMs only change their template.
+        by their driver, PENDING/HOLD VMs only change their template. A driver that
+        refuses leaves the VM with its former capacity and the error.
 
         Raises:
             ApiArgumentError: nothing to change, or a value out of range.
@@ -219,7 +220,10 @@ class LifecycleManager(Deploying, Observing, Working, ManagerBase):
             changes["template"] = template
             return changes
 
-        return await self.advance(vm_id, Event.RESIZE, prepare=prepare)
+        current = await self._vm(vm_id)
+        before = {name: current.template.get(name) for name in ("CPU", "VCPU", "MEMORY")}
+        return await self.advance(vm_id, Event.RESIZE, prepare=prepare,
+                                  args={"before": before})
 
     async def snapshot_create(self, vm_id: int, name: str) -> int:
         """Take a system snapshot of a RUNNING VM; returns its ``SNAPSHOT_ID``."""

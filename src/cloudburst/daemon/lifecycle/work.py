@@ -254,11 +254,34 @@ def _new_stay(host: HostRecord, code: int) -> Callable[[Connection, VmRecord, Mo
 
 
 async def _resize(job: Job) -> Outcome:
+    """The driver resizes the instance; when it fails, the VM gets back the capacity it
+    had (``args["before"]``: ``CPU``/``VCPU``/``MEMORY`` as they were), since its
+    instance kept it."""
     spec = ResizeSpec(cpu=job.vm.cpu, vcpu=int(job.vm.template.get("VCPU") or 1),
-                      memory_mb=job.vm.memory)
+                      memory_mb=job.vm.memory, template=job.vm.full_template())
     if job.vm.deploy_id:
-        await job.run("resize", lambda: job.driver.resize(job.ref, spec))
+        try:
+            await job.run("resize", lambda: job.driver.resize(job.ref, spec))
+        except DriverError:
+            before: dict[str, str | None] = dict(job.args.get("before") or {})
+            if before:
+                await job.manager.db.write(lambda connection: _capacity_back(
+                    connection, job.vm.id, before))
+            raise
     return Outcome()
+
+
+def _capacity_back(connection: Connection, vm_id: int, before: dict[str, str | None]) -> None:
+    vm = vm_pool.get_vm(connection, vm_id, with_history=False)
+    template = vm.template.copy()
+    for name, value in before.items():
+        if value is None:
+            template.remove(name)
+        else:
+            template.set(name, value)
+    vm_pool.update_vm(connection, vm, template=template,
+                      cpu=float(before.get("CPU") or vm.cpu),
+                      memory=int(before.get("MEMORY") or vm.memory))
 
 
 async def _snapshot_create(job: Job) -> Outcome:

@@ -27,6 +27,22 @@ Actions and what they cost in API calls:
   is released first.
 * ``poweroff`` (poweroff, undeploy): one ``StopInstances`` (``Force`` for the
   hard forms); ``poweron`` (resume): one ``StartInstances``, same instance id.
+* ``save`` (suspend, stop): one ``StopInstances`` (graceful), then
+  ``DescribeInstances`` of the instance until it is ``stopped`` (one call when
+  it already is; more, at growing intervals, while it is ``stopping``): a
+  SUSPENDED or STOPPED VM's instance is really stopped, its EBS volumes
+  consistent, its id kept. EC2 keeps no memory image (hibernation must be
+  chosen at launch), so the guest boots again on ``restore``: one
+  ``StartInstances`` of the same instance (resume; a stopped VM that the
+  scheduler places again goes back to a host of this driver).
+* ``resize`` (POWEROFF, UNDEPLOYED): the instance type the new ``CPU``/``VCPU``/
+  ``MEMORY`` run as by the scheduler's rule (:mod:`.sizing`): one
+  ``DescribeInstances`` (waiting for ``stopped`` as above) and, when the type
+  changes, one ``ModifyInstanceAttribute`` ``InstanceType``. A section that
+  names its ``INSTANCETYPE`` keeps it (refused when too small).
+* ``migrate``: not offered. Hosts of one EC2 driver are one endpoint and
+  account, so there is nowhere to move an instance to; ``onevm migrate`` is
+  refused naming the action and the driver.
 * ``reboot``: ``RebootInstances``. ``reset`` is also ``RebootInstances``: EC2
   has no power-cycle call, and a reboot that the guest ignores becomes a hard
   reboot after four minutes. Stop and start would be closer to a power cycle but
@@ -45,6 +61,7 @@ import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Final
 
 from cloudburst.drivers import context
@@ -55,11 +72,12 @@ from cloudburst.drivers.base import (
     HostRef,
     PollResult,
     PollState,
+    ResizeSpec,
     SweepReport,
     VmDriver,
     VmRef,
 )
-from cloudburst.drivers.ec2 import launch, types
+from cloudburst.drivers.ec2 import launch, power, sizing, types
 from cloudburst.drivers.ec2.client import Site
 from cloudburst.drivers.ec2.coalesce import Coalescer
 from cloudburst.drivers.ec2.config import SiteConfig, load_site_config
@@ -92,7 +110,7 @@ class Ec2VmDriver(VmDriver):
     """The EC2 VM driver (see the module doc)."""
 
     self_paced = frozenset({"deploy", "shutdown", "cancel"})
-    capabilities = frozenset({"poweroff"})
+    capabilities = frozenset({"poweroff", "save", "restore", "resize"})
 
     def __init__(self, context: DriverContext) -> None:
         super().__init__(context)
@@ -172,7 +190,8 @@ class Ec2VmDriver(VmDriver):
         template = launch.deployment_template(spec)
         section = launch.deployment_section(spec)
         merged = launch.merge(section, self.defaults())
-        chosen = self._instance_type(spec, template, section)
+        chosen = sizing.deploy_type(spec.vm_id, spec.host, template, section, cpu=spec.cpu,
+                                    memory_mb=spec.memory_mb)
         if chosen is not None:
             merged["INSTANCETYPE"] = chosen
         launch.add_context(merged, template)
@@ -180,33 +199,6 @@ class Ec2VmDriver(VmDriver):
         if isinstance(request, list):
             raise DriverError(f"VM {spec.vm_id}: EC2 section: {'; '.join(request)}")
         return request
-
-    @staticmethod
-    def _instance_type(spec: DeploySpec, template: Template,
-                       section: dict[str, str]) -> str | None:
-        """The cheapest type the site offers that fits a VM whose section names none
-        (:func:`offers.instance_type_for`, the scheduler's rule); ``None``: the
-        section's or the defaults' type stands (the site lists no offers).
-
-        Raises:
-            DriverError: the site offers types but none fits the VM.
-        """
-        offered = offers.offers_of(spec.host.attributes)
-        named = section.get("INSTANCETYPE", "").strip()
-        if named or not offered:
-            return None
-        try:
-            vcpu = int(template.get("VCPU") or 0)
-        except ValueError:
-            vcpu = 0
-        need = offers.needed_vcpus(spec.cpu, vcpu)
-        chosen = offers.instance_type_for(None, offered, vcpu=need, memory_mb=spec.memory_mb,
-                                          default=None)
-        if chosen is None:
-            raise DriverError(f"VM {spec.vm_id}: no instance type offered at {spec.host.name} "
-                              f"fits {need} VCPU and {spec.memory_mb} MB of MEMORY (offered: "
-                              f"{', '.join(offer.name for offer in offered)})")
-        return chosen
 
     # -- the site's offers -------------------------------------------------------------
 
@@ -342,13 +334,42 @@ class Ec2VmDriver(VmDriver):
 
     async def poweroff(self, vm: VmRef, *, hard: bool) -> None:
         """``StopInstances`` (``Force`` when ``hard``): the instance and its disks stay."""
-        await self.site.call("StopInstances", {"InstanceIds": [vm.deploy_id], "Force": hard},
-                             resources=1)
+        await power.stop(self.site, vm.deploy_id, force=hard)
 
     async def poweron(self, vm: VmRef, spec: DeploySpec) -> str:
         """``StartInstances``; the instance keeps its id (its public address may change)."""
-        await self.site.call("StartInstances", {"InstanceIds": [vm.deploy_id]}, resources=1)
+        await power.start(self.site, vm.deploy_id)
         return vm.deploy_id
+
+    async def save(self, vm: VmRef, checkpoint: Path) -> None:
+        """``StopInstances``, returning once EC2 reports the instance ``stopped``
+        (``checkpoint`` is unused: the instance's volumes are the saved state)."""
+        await power.stop(self.site, vm.deploy_id, force=False)
+        await power.wait_stopped(self.site, vm.deploy_id, just_stopped=True)
+
+    async def restore(self, vm: VmRef, checkpoint: Path) -> str:
+        """``StartInstances`` of the instance ``save`` stopped; same id."""
+        await power.start(self.site, vm.deploy_id)
+        return vm.deploy_id
+
+    async def resize(self, vm: VmRef, spec: ResizeSpec) -> None:
+        """Change the stopped instance's type to the one the new capacity runs as.
+
+        Raises:
+            DriverError: no type fits, the section's named type is too small, the
+                site lists no types, or the instance is not stopped.
+        """
+        template = spec.template if spec.template is not None else Template()
+        chosen = launch.select_section(launch.sections_of(template), vm.host.name)
+        section = chosen if isinstance(chosen, dict) else {}
+        wanted = sizing.resized_type(vm.vm_id, vm.host, template, section, cpu=spec.cpu,
+                                     memory_mb=spec.memory_mb)
+        instance = await power.wait_stopped(self.site, vm.deploy_id, just_stopped=False)
+        if instance.instance_type.lower() == wanted:
+            return
+        await power.change_type(self.site, vm.deploy_id, wanted)
+        self.log.info("VM %d: %s resized from %s to %s", vm.vm_id, vm.deploy_id,
+                      instance.instance_type, wanted)
 
     async def reboot(self, vm: VmRef) -> None:
         await self.site.call("RebootInstances", {"InstanceIds": [vm.deploy_id]})
