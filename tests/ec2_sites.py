@@ -22,7 +22,9 @@ A plain module (import it; there is no conftest)::
   then close the connection without an answer), ``drop_before`` (close without
   forwarding) and ``code`` (any status, code and message); ``skip`` lets the
   first matching calls through. :meth:`FaultProxy.set_delay` holds every call
-  of an action before forwarding it (a slow server). It can also
+  of an action before forwarding it (a slow server); :meth:`FaultProxy.hold`
+  holds them until :meth:`FaultProxy.release` forwards or drops them (a call
+  kept in flight while a test kills the daemon that sent it). It can also
   emulate EC2's ``ClientToken`` de-duplication for ``RunInstances``, which moto
   lacks, and spot interruptions (:meth:`FaultProxy.reclaim_spot`: moto never
   interrupts spot instances).
@@ -243,6 +245,14 @@ class Fault:
 
 
 @dataclass
+class _Gate:
+    """Calls held at the proxy until ``opened``; then forwarded, or dropped unanswered."""
+
+    opened: threading.Event = field(default_factory=threading.Event)
+    forward: bool = True
+
+
+@dataclass
 class _State:
     upstream: tuple[str, int]
     faults: list[Fault] = field(default_factory=list)
@@ -251,6 +261,7 @@ class _State:
     tokens: dict[str, bytes] = field(default_factory=dict)
     delays: dict[str, float] = field(default_factory=dict)
     reclaimed: set[str] = field(default_factory=set)
+    gates: dict[str, _Gate] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -307,8 +318,14 @@ class _Handler(BaseHTTPRequestHandler):
             delay = state.delays.get(action, 0.0)
             token = (fields.get("ClientToken") or [""])[0] if action == "RunInstances" else ""
             cached = state.tokens.get(token) if state.dedupe and token else None
+            gate = state.gates.get(action)
         if delay:
             time.sleep(delay)
+        if gate is not None:
+            gate.opened.wait(timeout=600)
+            if not gate.forward:
+                self._drop()
+                return
         if cached is not None:
             self._send(200, cached)
             return
@@ -417,6 +434,22 @@ class FaultProxy:
         """Hold every ``action`` call ``seconds`` before handling it (0: no delay)."""
         with self._state.lock:
             self._state.delays[action] = seconds
+
+    def hold(self, action: str) -> None:
+        """Hold every ``action`` call at the proxy (counted, not forwarded) until
+        :meth:`release`: a call in flight for as long as a test needs."""
+        with self._state.lock:
+            self._state.gates[action] = _Gate()
+
+    def release(self, action: str, *, forward: bool = True) -> None:
+        """Let the held ``action`` calls go on to the server (``forward``), or drop them
+        unanswered without forwarding (``forward=False``: they never happened at
+        EC2). Later calls pass freely."""
+        with self._state.lock:
+            gate = self._state.gates.pop(action, None)
+        if gate is not None:
+            gate.forward = forward
+            gate.opened.set()
 
     def reclaim_spot(self, instance_ids: list[str]) -> None:
         """Answer ``DescribeInstances`` as if EC2 had reclaimed these spot instances:
