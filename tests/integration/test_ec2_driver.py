@@ -1169,11 +1169,12 @@ def test_save_stops_and_restore_starts_the_same_instance(tmp_path: Path, site: M
         deploy_id = await driver.deploy(spec(1, 'EC2 = [ AMI="ami-00bafcb5", KEYPAIR="k" ]'))
         ref = VmRef(1, deploy_id, HOST)
         proxy.reset_counts()
-        await driver.save(ref, tmp_path / "checkpoint")
+        await driver.save(ref, tmp_path / "checkpoint", leaving=False)
         assert describe(site, deploy_id)["State"]["Name"] == "stopped"
         assert (proxy.counts["StopInstances"], proxy.counts["DescribeInstances"]) == (1, 1)
         assert (await driver.poll([ref]))[1].state is PollState.GONE
-        await driver.save(ref, tmp_path / "checkpoint")  # a replay: already stopped is fine
+        # a replay (already stopped is fine)
+        await driver.save(ref, tmp_path / "checkpoint", leaving=True)
         assert await driver.restore(ref, tmp_path / "checkpoint") == deploy_id
         assert describe(site, deploy_id)["State"]["Name"] == "running"
         await driver.close()
@@ -1190,7 +1191,10 @@ OFFERS = HostRef(id=3, name="ec2", attributes={"INSTANCE_TYPES": (
 def resize_spec(cpu: float, memory: int, section: str, vcpu: int | None = None) -> ResizeSpec:
     template = parse(f"CPU = {cpu}\nMEMORY = {memory}\n"
                      + (f"VCPU = {vcpu}\n" if vcpu else "") + section)
-    return ResizeSpec(cpu=cpu, vcpu=vcpu or 1, memory_mb=memory, template=template)
+    section = next(value for name, value in template if name == "EC2")
+    assert isinstance(section, dict)
+    return ResizeSpec(cpu=cpu, vcpu=vcpu or 1, memory_mb=memory, template=template,
+                      section=section)
 
 
 def test_resize_changes_the_stopped_instance_type_by_the_schedulers_rule(

@@ -271,15 +271,17 @@ class DeviceSpec:
 class ResizeSpec:
     """New capacity for ``resize``: ``CPU`` (share), ``VCPU`` and ``MEMORY`` (MB).
 
-    ``template`` is the VM's whole template with the new values, for drivers
-    that derive a size from it (EC2 picks the instance type by the cloud
-    section and the scheduler's rule); ``None`` when the caller has none.
+    ``template`` is the VM's whole template with the new values and
+    ``section`` its cloud section on the VM's site (as in :class:`DeploySpec`),
+    for drivers that derive a size from them (EC2 picks the instance type by
+    the scheduler's rule); ``None`` when the caller has none.
     """
 
     cpu: float
     vcpu: int
     memory_mb: int
     template: Template | None = field(default=None, compare=False, repr=False)
+    section: Mapping[str, str] | None = None
 
 
 class PollState(Enum):

@@ -393,18 +393,26 @@ class ManagerBase:
         Raises:
             DriverError: ``host`` is a cloud site and none of the VM's sections applies.
         """
-        section = None
-        if host.is_public_cloud:
-            chosen = await self.db.read(lambda connection: cloud_section(connection, vm, host))
-            if chosen is None:
-                raise DriverError(f"VM {vm.id}: " + no_section_reason(
-                    cloud_sections(vm.user_template), host.name, host.hypervisor))
-            section = chosen.attributes
         return DeploySpec(
             vm_id=vm.id, host=self.host_ref(host), deployment_file=path,
             deployment=self.deployment_document(vm), token=token, memory_mb=vm.memory,
-            cpu=vm.cpu, section=section, notes=self.deploy_notes,
+            cpu=vm.cpu, section=await self.section_on(vm, host), notes=self.deploy_notes,
         )
+
+    async def section_on(self, vm: VmRecord, host: HostRecord) -> Mapping[str, str] | None:
+        """The VM's cloud section that applies on ``host`` (:func:`cloud_section`);
+        ``None`` on a local host.
+
+        Raises:
+            DriverError: ``host`` is a cloud site and none of the VM's sections applies.
+        """
+        if not host.is_public_cloud:
+            return None
+        chosen = await self.db.read(lambda connection: cloud_section(connection, vm, host))
+        if chosen is None:
+            raise DriverError(f"VM {vm.id}: " + no_section_reason(
+                cloud_sections(vm.user_template), host.name, host.hypervisor))
+        return chosen.attributes
 
     def deployment_document(self, vm: VmRecord) -> str:
         """The deployment file's contents: the VM's whole template as XML.

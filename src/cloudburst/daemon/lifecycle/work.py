@@ -257,10 +257,11 @@ async def _resize(job: Job) -> Outcome:
     """The driver resizes the instance; when it fails, the VM gets back the capacity it
     had (``args["before"]``: ``CPU``/``VCPU``/``MEMORY`` as they were), since its
     instance kept it."""
-    spec = ResizeSpec(cpu=job.vm.cpu, vcpu=int(job.vm.template.get("VCPU") or 1),
-                      memory_mb=job.vm.memory, template=job.vm.full_template())
     if job.vm.deploy_id:
         try:
+            spec = ResizeSpec(cpu=job.vm.cpu, vcpu=int(job.vm.template.get("VCPU") or 1),
+                              memory_mb=job.vm.memory, template=job.vm.full_template(),
+                              section=await job.manager.section_on(job.vm, job.host))
             await job.run("resize", lambda: job.driver.resize(job.ref, spec))
         except DriverError:
             before: dict[str, str | None] = dict(job.args.get("before") or {})

@@ -341,9 +341,10 @@ class Ec2VmDriver(VmDriver):
         await power.start(self.site, vm.deploy_id)
         return vm.deploy_id
 
-    async def save(self, vm: VmRef, checkpoint: Path) -> None:
+    async def save(self, vm: VmRef, checkpoint: Path, *, leaving: bool) -> None:
         """``StopInstances``, returning once EC2 reports the instance ``stopped``
-        (``checkpoint`` is unused: the instance's volumes are the saved state)."""
+        (``checkpoint`` is unused: the instance's volumes are the saved state,
+        whether the VM stays on its host or ``leaving`` it)."""
         await power.stop(self.site, vm.deploy_id, force=False)
         await power.wait_stopped(self.site, vm.deploy_id, just_stopped=True)
 
@@ -360,8 +361,7 @@ class Ec2VmDriver(VmDriver):
                 site lists no types, or the instance is not stopped.
         """
         template = spec.template if spec.template is not None else Template()
-        chosen = launch.select_section(launch.sections_of(template), vm.host.name)
-        section = chosen if isinstance(chosen, dict) else {}
+        section = launch.normalize(spec.section or {})
         wanted = sizing.resized_type(vm.vm_id, vm.host, template, section, cpu=spec.cpu,
                                      memory_mb=spec.memory_mb)
         instance = await power.wait_stopped(self.site, vm.deploy_id, just_stopped=False)
