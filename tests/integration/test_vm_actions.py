@@ -24,6 +24,7 @@ from test_daemon import (
 from test_lifecycle_faults import running_vm
 
 from cloudburst.daemon.app import Daemon
+from cloudburst.drivers.base import PollResult, PollState
 from cloudburst.errors import IllegalActionError, LockedError, UnsupportedActionError
 from cloudburst.model import lifecycle
 from cloudburst.model.lifecycle import HISTORY_ACTIONS as CODES
@@ -305,5 +306,31 @@ def test_every_action_name_is_known_and_others_are_refused(tmp_path: Path) -> No
                                                          "state HOLD"):
                 await daemon.vms.action("poweroff", vm_id)
             await asyncio.sleep(0)
+
+    run(scenario)
+
+
+def test_a_poll_sampled_before_an_action_does_not_undo_it(tmp_path: Path) -> None:
+    """A sample asked for while the VM was suspended (its instance gone) that lands
+    after the resume must not power the VM off; a sample asked for since does."""
+    settings = make_home(tmp_path)
+
+    async def scenario() -> None:
+        async with running(settings) as daemon:
+            vm_id = await running_vm(daemon)
+            asked = (await daemon.vms.info(vm_id)).version
+            await act(daemon, vm_id, "suspend", lifecycle.SUSPENDED)
+            await act(daemon, vm_id, "resume", lifecycle.RUNNING)
+            gone = {vm_id: PollResult(PollState.GONE)}
+            await daemon.lifecycle.apply_poll(gone, {vm_id: asked})
+            vm = await daemon.vms.info(vm_id)
+            assert vm.position == lifecycle.RUNNING and vm.error == ""
+            for _attempt in range(5):  # a monitoring write in between makes it stale again
+                current = (await daemon.vms.info(vm_id)).version
+                await daemon.lifecycle.apply_poll(gone, {vm_id: current})
+                vm = await daemon.vms.info(vm_id)
+                if vm.position != lifecycle.RUNNING:
+                    break
+            assert vm.position == lifecycle.POWEROFF
 
     run(scenario)

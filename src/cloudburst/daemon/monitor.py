@@ -200,6 +200,7 @@ class Monitor:
 
     async def monitor_host(self, host: HostRecord) -> None:
         """Monitor one host now and store the outcome."""
+        versions = await self._polled_versions(host)
         try:
             driver = self.dispatcher.information_driver(host.im_mad)
             ref = LifecycleManager.host_ref(host)
@@ -212,7 +213,7 @@ class Monitor:
         info = await self._site_report(host, ref, info)
         await self._host_monitored(host.id, info)
         if info.vms:
-            await self._apply_reported_vms(host, info)
+            await self._apply_reported_vms(info, versions)
 
     async def _site_report(self, host: HostRecord, ref: HostRef, info: HostInfo) -> HostInfo:
         """``info`` completed by the host's VM driver (:meth:`VmDriver.site_report`);
@@ -287,18 +288,18 @@ class Monitor:
                 log.warning("monitoring host %d failed: %s", host_id, message)
             self.lifecycle.events.publish("host", host_id, host_snapshot(updated))
 
-    async def _apply_reported_vms(self, host: HostRecord, info: HostInfo) -> None:
-        results = {vm.vm_id: vm.poll for vm in info.vms if vm.vm_id >= 0 and vm.poll is not None}
-        if not results:
-            return
-
-        def read(connection: Connection) -> set[int]:
+    async def _polled_versions(self, host: HostRecord) -> dict[int, int]:
+        """Record versions of the host's VMs in polled states, read before asking."""
+        def read(connection: Connection) -> dict[int, int]:
             on_host = vm_pool.list_vms(connection, host_id=host.id, with_history=False)
-            return {vm.id for vm in on_host if vm.position in POLLED_POSITIONS}
+            return {vm.id: vm.version for vm in on_host if vm.position in POLLED_POSITIONS}
 
-        mine = await self.db.read(read)
-        await self.lifecycle.apply_poll({vm_id: poll for vm_id, poll in results.items()
-                                         if vm_id in mine})
+        return await self.db.read(read)
+
+    async def _apply_reported_vms(self, info: HostInfo, versions: dict[int, int]) -> None:
+        await self.lifecycle.apply_poll(
+            {vm.vm_id: vm.poll for vm in info.vms
+             if vm.vm_id in versions and vm.poll is not None}, versions)
 
     # -- VMs ---------------------------------------------------------------------------
 
@@ -323,7 +324,7 @@ class Monitor:
                 self._failed("polling VMs", host, exc)
             else:
                 self._failures.pop(("polling VMs", host.id), None)
-                await self.lifecycle.apply_poll(results)
+                await self.lifecycle.apply_poll(results, {vm.id: vm.version for vm in vms})
         await self._sweep(host, driver, frozenset(vm.id for vm in vms))
 
     def _failed(self, what: str, host: HostRecord, exc: CloudburstError) -> None:

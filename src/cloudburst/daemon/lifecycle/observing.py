@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection
@@ -44,12 +44,20 @@ _GONE = ("The instance is gone: the driver no longer reports it (stopped or dele
 class Observing(ManagerBase):
     """Applies poll results (bulk polls and host reports) to VMs."""
 
-    async def apply_poll(self, results: dict[int, PollResult]) -> None:
-        """Store poll data and apply the state it implies, VM by VM."""
-        await asyncio.gather(*(self._apply_one(vm_id, result)
-                               for vm_id, result in results.items()))
+    async def apply_poll(self, results: dict[int, PollResult],
+                         versions: Mapping[int, int] | None = None) -> None:
+        """Store poll data and apply the state it implies, VM by VM.
 
-    async def _apply_one(self, vm_id: int, result: PollResult) -> None:
+        ``versions``: each VM's record version read before the driver was asked.
+        A VM written since (an action moved it while the sample was taken) only
+        gets the monitoring data: the sample may predate the move (a domain
+        paused by a snapshot, gone while suspended) and must not undo it.
+        """
+        await asyncio.gather(*(self._apply_one(
+            vm_id, result, None if versions is None else versions.get(vm_id, -1))
+            for vm_id, result in results.items()))
+
+    async def _apply_one(self, vm_id: int, result: PollResult, version: int | None) -> None:
         stamp = now()
         event = _POLL_EVENTS.get(result.state)
         info = {key: value for key, value in result.info.items() if key != "ERROR"}
@@ -66,7 +74,8 @@ class Observing(ManagerBase):
             if poll_error and vm.error != f"Error monitoring VM: {poll_error}":
                 changes["error"] = f"Error monitoring VM: {poll_error}"
             moves = (event is not None and lifecycle.is_legal(vm.position, event)
-                     and lifecycle.move(vm.position, event).to != vm.position)
+                     and lifecycle.move(vm.position, event).to != vm.position
+                     and version in (None, vm.version))
             if not moves and not changes and stamp - vm.last_poll < 300:
                 return None
             changes["last_poll"] = stamp
