@@ -8,7 +8,7 @@ driver's own connections (a second ``open`` of such a URI would be another
 instance).
 
 The test hypervisor has no device hot-plug and no migration: those are
-checked against real libvirtds in ``tests/e2e/test_kvm_actions.py``; here
+checked against real libvirtds in ``tests/e2e/test_kvm_actions_e2e.py``; here
 the refusal of live migration is checked to leave the guest where it was.
 """
 
