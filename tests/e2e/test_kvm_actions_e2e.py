@@ -261,12 +261,13 @@ def test_every_kvm_action_through_pyone(one: pyone.OneServer, guest: Guest,
         assert domain.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF and domain.isPersistent()
         # resize while powered off rewrites the definition
         one.vm.resize(vm_id, "CPU = 1\nVCPU = 1\nMEMORY = 144", False)
-        vm = wait_for(lambda: int(history(v := one.vm.info(vm_id))[-1].ACTION) == 35 and v,
-                      timeout=STEP_TIMEOUT)
+        # (in place: the VM stays POWEROFF, so libvirt's definition says when it is done)
+        wait_for(lambda: ElementTree.fromstring(domain.XMLDesc(
+            libvirt.VIR_DOMAIN_XML_INACTIVE)).findtext("memory") == str(144 * 1024),
+            timeout=STEP_TIMEOUT, interval=0.2)
         vm = reach(one, vm_id, POWEROFF)
         error_free(vm)
-        inactive = ElementTree.fromstring(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-        assert inactive.findtext("memory") == str(144 * 1024)
+        assert int(history(vm)[-1].ACTION) == 35
         one.vm.action("resume", vm_id)
         reach(one, vm_id, RUNNING)
         assert domain.state()[0] == libvirt.VIR_DOMAIN_RUNNING
