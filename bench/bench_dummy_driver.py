@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cloudburst.drivers.base import DeploySpec, DriverContext, DriverOptions, HostRef
 from cloudburst.drivers.dummy import DummyVmDriver
+from cloudburst.template import Template
 
 
 def _driver(root: Path) -> DummyVmDriver:
@@ -33,7 +34,7 @@ async def _deploys(driver: DummyVmDriver, count: int) -> float:
     for vm_id in range(count):
         await driver.deploy(DeploySpec(vm_id=vm_id, host=host,
                                        deployment_file=Path("/nonexistent"),
-                                       deployment="<TEMPLATE/>", token=f"t{vm_id}"))
+                                       template=Template(), token=f"t{vm_id}"))
     return time.perf_counter() - started
 
 

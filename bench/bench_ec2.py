@@ -75,7 +75,7 @@ def deploy_spec(vm_id: int, host: HostRef) -> DeploySpec:
     template = parse(TEMPLATE)
     template.set("VMID", str(vm_id))
     return DeploySpec(vm_id=vm_id, host=host, deployment_file=Path("/nonexistent"),
-                      deployment=template.to_xml(), token=f"{INSTALL}-vm{vm_id}-0")
+                      template=template, token=f"{INSTALL}-vm{vm_id}-0")
 
 
 async def deploy_all(drivers: list[Ec2VmDriver], hosts: list[HostRef],

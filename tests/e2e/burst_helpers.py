@@ -183,5 +183,5 @@ def partner_spec(vm_id: int, token: str, tmp_path: Path) -> DeploySpec:
                          ("CONTEXT", {"GREETING": "hello partner", "NETWORK": "YES"}),
                          ("VMID", str(vm_id))])
     return DeploySpec(vm_id=vm_id, host=PARTNER_HOST, deployment_file=tmp_path / "deployment.0",
-                      deployment=template.to_xml("TEMPLATE"), token=token, memory_mb=64,
+                      template=template, token=token, memory_mb=64,
                       cpu=0.5, section=template.get_vector("PUBLIC_CLOUD"))

@@ -139,7 +139,7 @@ def spec(vm_id: int, template: str, *, host: HostRef = HOST, token: str | None =
     parsed.set("VMID", str(vm_id))
     chosen = section_for(cloud_sections(parsed), host.name, "ec2", sites)
     return DeploySpec(vm_id=vm_id, host=host, deployment_file=Path("/nonexistent"),
-                      deployment=parsed.to_xml(), token=token or f"{INSTALL}-vm{vm_id}-0",
+                      template=parsed, token=token or f"{INSTALL}-vm{vm_id}-0",
                       memory_mb=memory, cpu=cpu,
                       section=None if chosen is None else chosen.attributes)
 

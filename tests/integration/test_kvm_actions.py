@@ -73,7 +73,7 @@ def spec(vm_id: int, host: HostRef, token: str = "") -> DeploySpec:
     template = parse("MEMORY = 64\nCPU = 0.25\n")
     template.set("VMID", str(vm_id))
     return DeploySpec(vm_id=vm_id, host=host, deployment_file=Path(f"/nonexistent/{vm_id}"),
-                      deployment=template.to_xml("TEMPLATE"),
+                      template=template,
                       token=token or f"{INSTALL}-vm{vm_id}-0", memory_mb=64, cpu=0.25)
 
 

@@ -30,6 +30,7 @@ from cloudburst.drivers.process import MAX_OUTPUT, run_script
 from cloudburst.drivers.script import ScriptInformationDriver, ScriptVmDriver
 from cloudburst.drivers.script_output import parse_poll
 from cloudburst.errors import DriverError, UnsupportedActionError
+from cloudburst.template import parse_xml
 
 PYTHON = f"#!{sys.executable}"
 HOST = HostRef(id=4, name="remote_provider")
@@ -119,7 +120,7 @@ def deploy_spec(tmp_path: Path, vm_id: int = 23, token: str = "token-23") -> Dep
         vm_id=vm_id,
         host=HOST,
         deployment_file=deployment_file,
-        deployment=deployment,
+        template=parse_xml(deployment),
         token=token,
         memory_mb=256,
         cpu=1.0,

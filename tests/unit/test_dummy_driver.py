@@ -29,6 +29,7 @@ from cloudburst.errors import (
     DriverError,
     TransientDriverError,
 )
+from cloudburst.template import Template
 
 #: Optional driver methods; each reads its own injected outcome.
 OPTIONAL = sorted({method for methods in OPTIONAL_ACTIONS.values() for method in methods})
@@ -56,7 +57,7 @@ def spec(vm_id: int = 3, token: str = "tok-3", on: HostRef | None = None) -> Dep
         vm_id=vm_id,
         host=on or host(),
         deployment_file=Path("/nonexistent/deployment.3"),
-        deployment="<TEMPLATE/>",
+        template=Template(),
         token=token,
     )
 

@@ -218,8 +218,12 @@ class DeploySpec:
     Attributes:
         vm_id: the VM's id.
         host: the target host.
-        deployment_file: path of the deployment file the daemon wrote.
-        deployment: the deployment document's text (XML, root ``TEMPLATE``).
+        deployment_file: path of the deployment file the daemon wrote (what
+            script drivers get, as in OpenNebula).
+        template: the deployment, parsed: the VM's whole template as the
+            deployment file holds it (``CPU``, ``MEMORY``, ``VMID``, ``NAME``,
+            ``CONTEXT``, its cloud sections, ...). In-process drivers read it
+            and never parse XML again.
         token: idempotency token; the same for every retry and replay.
         memory_mb: the VM's ``MEMORY``.
         cpu: the VM's ``CPU`` (cores, may be fractional).
@@ -234,7 +238,7 @@ class DeploySpec:
     vm_id: int
     host: HostRef
     deployment_file: Path
-    deployment: str
+    template: Template
     token: str
     memory_mb: int = 0
     cpu: float = 0.0

@@ -231,7 +231,7 @@ class ContractTest:
         return DeploySpec(
             vm_id=self.settings.vm_id, host=self.host,
             deployment_file=path or self._workdir / "deployment.0",
-            deployment=template.to_xml("TEMPLATE", plain=True), token=token,
+            template=template, token=token,
             memory_mb=int(float(template.get("MEMORY") or 0)),
             cpu=float(template.get("CPU") or 0),
             section=None if chosen is None else chosen.attributes,
@@ -260,7 +260,8 @@ class ContractTest:
     async def _run(self) -> None:
         await self._probes()
         spec = self._spec(self._token(1))
-        spec.deployment_file.write_text(spec.deployment, encoding="utf-8")
+        spec.deployment_file.write_text(spec.template.to_xml("TEMPLATE", plain=True),
+                                        encoding="utf-8")
         deploy_id = await self._deploy(spec)
         if deploy_id is not None:
             await self._idempotent(spec, deploy_id)

@@ -49,6 +49,7 @@ from cloudburst.model.states import CAPACITY_HOLDING_STATES, VmState, vm_state_l
 from cloudburst.store import host_pool, journal, quota_pool, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.schema import history
+from cloudburst.template import Template
 
 log = logging.getLogger("cloudburst.daemon.lifecycle")
 
@@ -395,7 +396,7 @@ class ManagerBase:
         """
         return DeploySpec(
             vm_id=vm.id, host=self.host_ref(host), deployment_file=path,
-            deployment=self.deployment_document(vm), token=token, memory_mb=vm.memory,
+            template=self.deployment_template(vm), token=token, memory_mb=vm.memory,
             cpu=vm.cpu, section=await self.section_on(vm, host), notes=self.deploy_notes,
         )
 
@@ -414,18 +415,20 @@ class ManagerBase:
                 cloud_sections(vm.user_template), host.name, host.hypervisor))
         return chosen.attributes
 
-    def deployment_document(self, vm: VmRecord) -> str:
-        """The deployment file's contents: the VM's whole template as XML.
-
-        Root ``TEMPLATE`` with ``CPU``, ``MEMORY``, ``PUBLIC_CLOUD``/``EC2``
-        sections and everything else the user wrote, plus ``VMID`` and ``NAME``
-        (the seed's layout).
-        """
+    def deployment_template(self, vm: VmRecord) -> Template:
+        """The deployment: the VM's whole template, ``CPU``, ``MEMORY``,
+        ``PUBLIC_CLOUD``/``EC2`` sections and everything else the user wrote, plus
+        ``VMID`` and ``NAME`` (the seed's layout). In-process drivers get it parsed."""
         template = vm.full_template()
         template.set("VMID", str(vm.id))
         if template.get("NAME") is None:
             template.set("NAME", vm.name)
-        return template.to_xml("TEMPLATE", plain=True)
+        return template
+
+    def deployment_document(self, vm: VmRecord) -> str:
+        """The deployment file's contents: :meth:`deployment_template` as XML, root
+        ``TEMPLATE`` (what script drivers read)."""
+        return self.deployment_template(vm).to_xml("TEMPLATE", plain=True)
 
 
 def cloud_section(connection: Connection, vm: VmRecord, host: HostRecord) -> CloudSection | None:

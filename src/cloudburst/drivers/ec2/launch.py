@@ -44,9 +44,9 @@ from typing import Any, Final
 from cloudburst.drivers.base import DeploySpec
 from cloudburst.drivers.context import check_context, cloud_init_user_data, context_of
 from cloudburst.drivers.ec2 import types
-from cloudburst.errors import DriverError, TemplateError
+from cloudburst.errors import DriverError
 from cloudburst.model.cloud_sections import cloud_sections
-from cloudburst.template import Template, parse_xml
+from cloudburst.template import Template
 
 #: Alias -> canonical key.
 ALIASES: Final[Mapping[str, str]] = {
@@ -115,25 +115,6 @@ def section_label(section: Mapping[str, str], index: int, count: int) -> str:
         key = "HOST" if section.get("HOST", "").strip() else "CLOUD"
         return f"EC2 section for {key}={site}"
     return "EC2 section" if count == 1 else f"EC2 section {index}"
-
-
-def deployment_template(spec: DeploySpec) -> Template:
-    """``spec``'s deployment: ``spec.deployment``, else the file the daemon wrote.
-
-    Raises:
-        DriverError: the deployment cannot be read or parsed.
-    """
-    text = spec.deployment
-    if not text.strip():
-        try:
-            text = spec.deployment_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise DriverError(f"cannot read deployment file {spec.deployment_file}: "
-                              f"{exc.strerror}") from None
-    try:
-        return parse_xml(text)
-    except TemplateError as exc:
-        raise DriverError(f"deployment file of VM {spec.vm_id}: {exc.message}") from None
 
 
 def deployment_section(spec: DeploySpec) -> dict[str, str]:

@@ -187,7 +187,7 @@ class Ec2VmDriver(VmDriver):
                 raise ValidationError(f"{label}: {'; '.join(first or [])}")
 
     def _request(self, spec: DeploySpec) -> launch.LaunchRequest:
-        template = launch.deployment_template(spec)
+        template = spec.template
         section = launch.deployment_section(spec)
         merged = launch.merge(section, self.defaults())
         chosen = sizing.deploy_type(spec.vm_id, spec.host, template, section, cpu=spec.cpu,

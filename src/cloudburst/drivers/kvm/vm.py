@@ -95,12 +95,11 @@ from cloudburst.drivers.kvm.settings import HostSettings, shutdown_timeout_argum
 from cloudburst.errors import (
     DriverError,
     InstanceNotFoundError,
-    TemplateError,
     TransientDriverError,
     ValidationError,
     one_line,
 )
-from cloudburst.template import Template, parse_xml
+from cloudburst.template import Template
 
 T = TypeVar("T")
 
@@ -216,10 +215,7 @@ class KvmVmDriver(VmDriver):
             raise ValidationError(f"{exc} (checked for kvm hosts)") from None
 
     async def deploy(self, spec: DeploySpec) -> str:
-        try:
-            template = parse_xml(spec.deployment)
-        except TemplateError as exc:
-            raise DriverError(f"deploy: unreadable deployment document: {exc}") from None
+        template = spec.template
         settings = self.settings(spec.host)
         name = domain_name(spec.vm_id)
         identity = Identity(self.context.install_id, spec.vm_id, spec.token, spec.host.id)

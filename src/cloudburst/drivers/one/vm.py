@@ -79,7 +79,7 @@ from cloudburst.errors import (
     TransientDriverError,
 )
 from cloudburst.model.states import VmState
-from cloudburst.template import Template, parse_xml
+from cloudburst.template import Template
 
 #: How old a pool listing the sweep may reuse, in seconds.
 _SWEEP_LISTING_AGE: Final = 10.0
@@ -138,7 +138,7 @@ class OneVmDriver(VmDriver):
 
     async def deploy(self, spec: DeploySpec) -> str:
         config = self._config()
-        deployment = parse_xml(spec.deployment)
+        deployment = spec.template
         section = spec.section
         if section is None:
             raise DriverError(f"VM {spec.vm_id}: no PUBLIC_CLOUD section of "
