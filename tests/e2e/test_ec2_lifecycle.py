@@ -55,7 +55,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                                                   encoding="utf-8")
     write_rc(etc / "vmm_ec2" / "vmm_ec2rc")
     with moto_servers(1, root) as (moto,), FaultProxy(moto.url) as proxy:
-        daemon = start(root, conf_text(EC2_IM_MAD + ec2_vm_mad("vmm_ec2", proxy.url)))
+        daemon = start(root, conf_text(EC2_IM_MAD + ec2_vm_mad("vmm_ec2", proxy.url),
+                                       ORPHAN_GRACE_PERIOD="2"))
         try:
             cli(daemon, "onehost", "create", "ec2", "im_ec2", "vmm_ec2", "tm_dummy")
             one = pyone.OneServer(daemon.url, session=daemon.session)
@@ -203,5 +204,45 @@ def test_migrate_is_refused_in_one_line_and_nothing_leaks(site: Site) -> None:
     cli(site.daemon, "onehost", "disable", "ec2b")
 
     # No duplicate, no leak: moto's live instances are exactly the live VMs' deploy ids.
+    pool = {vm.ID: vm.DEPLOY_ID for vm in site.one.vmpool.info(-2, -1, -1, -1).VM}
+    assert instances_by_vm(site.moto.client()) == {vm_id: [pool[vm_id]] for vm_id in pool}
+
+
+def test_a_stopped_vm_held_and_deployed_on_the_other_host_keeps_its_instance(site: Site
+                                                                             ) -> None:
+    """A parked VM that was held after its resume comes back with its own instance
+    (it used to be deployed afresh, its stopped instance left behind), on the other
+    host of the driver; the instance is re-tagged with that host, so the sweep of its
+    first host (orphans terminated after 2 s here) leaves it alone."""
+    vm_id, deploy_id = new_vm(site)  # on ec2: ec2b is disabled
+    hosts = {host.NAME: host.ID for host in site.one.hostpool.info().HOST}
+    cli(site.daemon, "onevm", "stop", str(vm_id))
+    reach(site, vm_id, (4, 0))
+    cli(site.daemon, "onehost", "disable", "ec2")
+    cli(site.daemon, "onevm", "resume", str(vm_id))
+    reach(site, vm_id, (1, 0))  # PENDING: no enabled host
+    cli(site.daemon, "onevm", "hold", str(vm_id))
+    reach(site, vm_id, (2, 0))
+    cli(site.daemon, "onehost", "enable", "ec2b")
+    launched = site.proxy.counts["RunInstances"]
+    cli(site.daemon, "onevm", "deploy", str(vm_id), "ec2b")
+    vm = reach(site, vm_id, RUNNING)
+    assert (deploy_id, "ec2b") == (vm.DEPLOY_ID, history(vm)[-1].HOSTNAME)
+    assert site.proxy.counts["RunInstances"] == launched
+    tags = {tag["Key"]: tag["Value"] for tag in instance(site, deploy_id)["Tags"]}
+    assert (tags["cloudburst:host-id"], tags["cloudburst:host"]) == (str(hosts["ec2b"]), "ec2b")
+
+    # A canary orphan of ec2's: once ec2's sweep has terminated it, the sweep has run
+    # past the grace period, and the moved instance must still run.
+    cli(site.daemon, "onehost", "enable", "ec2")
+    canary = site.moto.client().run_instances(
+        ImageId="ami-00bafcb5", MinCount=1, MaxCount=1, TagSpecifications=[{
+            "ResourceType": "instance", "Tags": [
+                {"Key": "cloudburst:installation", "Value": tags["cloudburst:installation"]},
+                {"Key": "cloudburst:host-id", "Value": str(hosts["ec2"])},
+                {"Key": "cloudburst:vm-id", "Value": "9999"}]}])["Instances"][0]["InstanceId"]
+    wait_for(lambda: instance(site, canary)["State"]["Name"] == "terminated", timeout=WAIT)
+    assert instance(site, deploy_id)["State"]["Name"] == "running"
+    assert position(site, vm_id) == RUNNING
     pool = {vm.ID: vm.DEPLOY_ID for vm in site.one.vmpool.info(-2, -1, -1, -1).VM}
     assert instances_by_vm(site.moto.client()) == {vm_id: [pool[vm_id]] for vm_id in pool}

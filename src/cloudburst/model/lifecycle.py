@@ -186,12 +186,15 @@ W = Work
 
 _TABLE: dict[tuple[StateKey, Event], Move] = {
     # Waiting for a host: the scheduler (or a user) deploys; users hold or drop.
-    # A VM parked by stop/undeploy comes back through its own prolog and boot.
+    # A VM parked by stop/undeploy comes back through its own prolog and boot
+    # (also when it was held after its resume: it keeps its instance).
     (PENDING, E.DEPLOY): Move(PROLOG, W.PROLOG),
     (PENDING, E.DEPLOY_RESTORE): Move(PROLOG_RESUME, W.PROLOG),
     (PENDING, E.DEPLOY_POWERON): Move(PROLOG_UNDEPLOY, W.PROLOG),
     (PENDING, E.HOLD): Move(HOLD),
     (HOLD, E.DEPLOY): Move(PROLOG, W.PROLOG),
+    (HOLD, E.DEPLOY_RESTORE): Move(PROLOG_RESUME, W.PROLOG),
+    (HOLD, E.DEPLOY_POWERON): Move(PROLOG_UNDEPLOY, W.PROLOG),
     (HOLD, E.RELEASE): Move(PENDING),
     # Prolog: no transfers; the boot is the driver's deploy.
     (PROLOG, E.SUCCESS): Move(BOOT, W.DEPLOY),

@@ -111,7 +111,7 @@ def stay_price(vm: VmRecord, host: HostRecord) -> float | None:
 
 def parked_deploy(connection: Connection, vm: VmRecord) -> Event:
     """``DEPLOY``, or the deploy that brings back a VM stop/undeploy parked with its instance."""
-    if not vm.deploy_id or vm.state is not VmState.PENDING:
+    if not vm.deploy_id or vm.state not in (VmState.PENDING, VmState.HOLD):
         return Event.DEPLOY
     last = vm_pool.get_vm(connection, vm.id).last_history
     return _PARKED_BY.get(last.action, Event.DEPLOY) if last is not None else Event.DEPLOY

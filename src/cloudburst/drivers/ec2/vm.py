@@ -34,7 +34,10 @@ Actions and what they cost in API calls:
   consistent, its id kept. EC2 keeps no memory image (hibernation must be
   chosen at launch), so the guest boots again on ``restore``: one
   ``StartInstances`` of the same instance (resume; a stopped VM that the
-  scheduler places again goes back to a host of this driver).
+  scheduler places again goes back to a host of this driver). When a parked VM
+  comes back on another host of this driver, ``restore`` and ``poweron`` first
+  re-tag its instance with that host (one ``CreateTags``), so the former
+  host's orphan sweep leaves it alone.
 * ``resize`` (POWEROFF, UNDEPLOYED): the instance type the new ``CPU``/``VCPU``/
   ``MEMORY`` run as by the scheduler's rule (:mod:`.sizing`): one
   ``DescribeInstances`` (waiting for ``stopped`` as above) and, when the type
@@ -83,7 +86,13 @@ from cloudburst.drivers.ec2.coalesce import Coalescer
 from cloudburst.drivers.ec2.config import SiteConfig, load_site_config
 from cloudburst.drivers.ec2.defaults_file import load_defaults
 from cloudburst.drivers.ec2.elastic_ips import ElasticIps
-from cloudburst.drivers.ec2.instances import InstanceView, poll_result
+from cloudburst.drivers.ec2.instances import (
+    TAG_HOST,
+    TAG_HOST_NAME,
+    TAG_VALUE_MAX,
+    InstanceView,
+    poll_result,
+)
 from cloudburst.drivers.ec2.listing import InstanceListings
 from cloudburst.drivers.ec2.pricing import Catalogue
 from cloudburst.drivers.ec2.run_instances import Launcher, parse_note
@@ -338,8 +347,21 @@ class Ec2VmDriver(VmDriver):
 
     async def poweron(self, vm: VmRef, spec: DeploySpec) -> str:
         """``StartInstances``; the instance keeps its id (its public address may change)."""
+        await self._home(vm)
         await power.start(self.site, vm.deploy_id)
         return vm.deploy_id
+
+    async def _home(self, vm: VmRef) -> None:
+        """Tag the instance with ``vm.host`` when it comes back on another host of this
+        driver than the one it was launched for (an undeployed or stopped VM placed
+        elsewhere): that host's orphan sweep would take it for an orphan. One
+        ``CreateTags``, only then or when no listing of this process has seen it."""
+        known = self.listings.known(vm.deploy_id)
+        if known is not None and known.host_id == vm.host.id:
+            return
+        await self.site.call("CreateTags", {"Resources": [vm.deploy_id], "Tags": [
+            {"Key": TAG_HOST, "Value": str(vm.host.id)},
+            {"Key": TAG_HOST_NAME, "Value": vm.host.name[:TAG_VALUE_MAX]}]})
 
     async def save(self, vm: VmRef, checkpoint: Path, *, leaving: bool) -> None:
         """``StopInstances``, returning once EC2 reports the instance ``stopped``
@@ -350,6 +372,7 @@ class Ec2VmDriver(VmDriver):
 
     async def restore(self, vm: VmRef, checkpoint: Path) -> str:
         """``StartInstances`` of the instance ``save`` stopped; same id."""
+        await self._home(vm)
         await power.start(self.site, vm.deploy_id)
         return vm.deploy_id
 
