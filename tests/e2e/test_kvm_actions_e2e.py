@@ -47,7 +47,7 @@ from cloudburst.model.states import LcmState
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 RUNNING = (3, 3)
-SUSPENDED, STOPPED, POWEROFF, DONE = (5, 0), (4, 0), (8, 0), (6, 0)
+SUSPENDED, STOPPED, POWEROFF, UNDEPLOYED, DONE = (5, 0), (4, 0), (8, 0), (9, 0), (6, 0)
 #: Seconds allowed for each step (a guest under TCG on a loaded 2-core machine).
 STEP_TIMEOUT = 120.0
 
@@ -273,6 +273,26 @@ def test_every_kvm_action_through_pyone(one: pyone.OneServer, guest: Guest,
         assert domain.state()[0] == libvirt.VIR_DOMAIN_RUNNING
         assert domain.info()[1] == 144 * 1024
 
+        # -- undeploy: powered off and off the host; resume boots it where it lands ------
+        one.vm.action("undeploy-hard", vm_id)
+        vm = reach(one, vm_id, UNDEPLOYED)
+        assert int(history(vm)[-1].ACTION) == 6
+        assert domain.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF
+        one.vm.action("resume", vm_id)
+        vm = reach(one, vm_id, RUNNING)
+        error_free(vm)
+        home = history(vm)[-1].HOSTNAME
+        away = "kvm-b" if home == "kvm-a" else "kvm-a"
+        # A definition left on the other host (resumed elsewhere) is a stopped one:
+        # the orphan sweep or the next migration there removes it.
+        assert hypervisors.where(name)[home] == libvirt.VIR_DOMAIN_RUNNING
+        assert set(hypervisors.where(name).values()) <= {libvirt.VIR_DOMAIN_RUNNING,
+                                                         libvirt.VIR_DOMAIN_SHUTOFF}
+        domain = hypervisors.domain(home, name)
+        # kept when it came back to the same definition; a new one elsewhere has none
+        carried = domain.snapshotListNames(0)
+        assert carried in (["snap-0"], [])
+
         # -- live migration: QEMU moves the running guest, snapshots follow -------------
         host_ids = {host.NAME: host.ID for host in one.hostpool.info().HOST}
         one.vm.migrate(vm_id, host_ids[away], True, False, -1, 0)
@@ -282,7 +302,7 @@ def test_every_kvm_action_through_pyone(one: pyone.OneServer, guest: Guest,
         assert int(history(vm)[-2].ACTION) == 2
         assert hypervisors.where(name) == {away: libvirt.VIR_DOMAIN_RUNNING}
         moved = hypervisors.domain(away, name)
-        assert moved.isPersistent() and moved.snapshotListNames(0) == ["snap-0"]
+        assert moved.isPersistent() and moved.snapshotListNames(0) == carried
 
         # -- cold migration back: save, restore on the other libvirtd --------------------
         one.vm.migrate(vm_id, host_ids[home], False, False, -1, 0)
@@ -292,7 +312,7 @@ def test_every_kvm_action_through_pyone(one: pyone.OneServer, guest: Guest,
         assert int(history(vm)[-2].ACTION) == 1
         assert hypervisors.where(name) == {home: libvirt.VIR_DOMAIN_RUNNING}
         domain = hypervisors.domain(home, name)
-        assert domain.isPersistent() and domain.snapshotListNames(0) == ["snap-0"]
+        assert domain.isPersistent() and domain.snapshotListNames(0) == carried
         assert list((workdir / "shared").iterdir()) == []
 
         one.vm.snapshotdelete(vm_id, 0)
