@@ -95,13 +95,20 @@ def start(root: Path, conf: str | None = None, port: int | None = None) -> Runni
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env=daemon_environment(home, port), cwd=root)
     deadline = time.monotonic() + START_TIMEOUT
-    while not _answers(port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop(process)
-            raise RuntimeError(f"the daemon did not start (exit status {process.poll()}):\n"
-                               + (root / "oned.out").read_text(errors="replace")[-4000:])
-        time.sleep(0.05)
-    session = (home / "one_auth").read_text(encoding="utf-8").splitlines()[0].strip()
+    auth = home / "one_auth"
+    try:
+        # Ours once its session is written (before it binds) and the port answers:
+        # another process may hold a port that was free when it was chosen.
+        while not (_answers(port) and auth.is_file() and auth.read_text(encoding="utf-8")):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the daemon did not start (exit status {process.poll()}):\n"
+                    + (root / "oned.out").read_text(errors="replace")[-4000:])
+            time.sleep(0.05)
+        session = auth.read_text(encoding="utf-8").splitlines()[0].strip()
+    except BaseException:
+        stop(process)  # never leave a daemon behind
+        raise
     return RunningDaemon(home=home, port=port, session=session,
                          url=f"http://127.0.0.1:{port}/RPC2", process=process)
 

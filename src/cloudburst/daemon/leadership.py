@@ -14,6 +14,8 @@ the monitor, recovery and driver work. :class:`Leadership` decides which:
   not renew for ``DURATION - RENEW`` seconds (its database connection is gone):
   always before the lease expires in the database, so before a rival can
   take it. Writes it had queued are fenced by the epoch until it has stopped.
+  A deposed daemon competes again only after ``DURATION``: a rival takes over
+  meanwhile, and two loaded daemons do not pass the lease back and forth.
 
 Lease statements use their own connections (never the writer queue, which a
 burst may fill) with short TCP and statement time limits, so a cut network
@@ -123,6 +125,13 @@ class Leadership:
                 await self._pause(self.settings.retry)
             else:
                 await self._hold(self.epoch)
+                if not self._stopped.is_set():
+                    # Just deposed (too slow to renew, or fenced): leave the lease to a
+                    # rival for one lease time rather than race for it again at once, so
+                    # two loaded daemons do not hand it back and forth, each handover
+                    # restarting the work in flight.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopped.wait(), self.settings.duration)
 
     async def stop(self) -> None:
         """Stop competing; a leader steps down and releases the lease for a successor."""
