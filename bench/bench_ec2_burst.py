@@ -11,6 +11,9 @@ Printed:
 
 * the time from the first ``onevm create`` until every VM is RUNNING
   (goal: under 15 s) and until every VM is DONE after a hard terminate;
+  ``first_launch_s`` (the first ``RunInstances`` leaves), ``last_answer_s``
+  (the last one has answered) and ``after_last_answer_s`` (recording the
+  answers until every VM is RUNNING) split it;
 * API calls per VM by action, and the sizes of the ``RunInstances`` batches;
 * moto's own floor (``--floor``): one bare ``RunInstances`` of as many
   instances and one ``DescribeInstances`` of them, straight through boto3 on a
@@ -105,6 +108,7 @@ async def burst(proxy: FaultProxy, vm_count: int) -> dict[str, float]:
         proxy.reset_counts()
 
         first = time.perf_counter()
+        first_monotonic = time.monotonic()
         vm_ids = await asyncio.gather(*(daemon.vms.allocate(TEMPLATE) for _ in range(vm_count)))
         created = time.perf_counter() - first
 
@@ -115,6 +119,7 @@ async def burst(proxy: FaultProxy, vm_count: int) -> dict[str, float]:
         running = time.perf_counter() - first
         deploy_calls = proxy.counts
         batches = list(driver.launcher.batches.sizes)
+        spans = list(driver.launcher.batches.spans)
 
         stop_started = time.perf_counter()
         await asyncio.gather(*(daemon.lifecycle.act(vm_id, Event.TERMINATE_HARD)
@@ -141,6 +146,11 @@ async def burst(proxy: FaultProxy, vm_count: int) -> dict[str, float]:
         "describe_per_vm_during_burst": deploy_calls["DescribeInstances"] / vm_count,
         "terminate_calls": calls["TerminateInstances"] - deploy_calls["TerminateInstances"],
         "calls_per_vm": sum(calls.values()) / vm_count,
+        # Where the time goes: until the first RunInstances left, until the last
+        # one answered (the site's share), and recording the answers after it.
+        "first_launch_s": min(start for start, _ in spans) - first_monotonic,
+        "last_answer_s": max(end for _, end in spans) - first_monotonic,
+        "after_last_answer_s": running - (max(end for _, end in spans) - first_monotonic),
     }
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
@@ -79,6 +80,9 @@ class Coalescer(Generic[K, T, R]):
         self._batches: set[asyncio.Task[None]] = set()
         #: Sizes of the batches sent so far (tests and benchmarks read it).
         self.sizes: list[int] = []
+        #: ``(started, ended)`` of each batch run so far, ``time.monotonic()``
+        #: (benchmarks read it).
+        self.spans: list[tuple[float, float]] = []
 
     async def submit(self, key: K, item: T) -> R:
         """Queue ``item`` under ``key``; its result once its batch has run.
@@ -160,6 +164,7 @@ class Coalescer(Generic[K, T, R]):
 
     async def _run_batch(self, key: K, batch: list[_Waiting[T, R]]) -> None:
         self.sizes.append(len(batch))
+        started = time.monotonic()
         try:
             results = await self._run(key, [waiting.item for waiting in batch])
         except Exception as exc:
@@ -171,6 +176,7 @@ class Coalescer(Generic[K, T, R]):
             for waiting in batch:
                 waiting.future.cancel()
             raise
+        self.spans.append((started, time.monotonic()))
         if len(results) != len(batch):  # pragma: no cover - a bug in the batch function
             log.error("a batch of %d returned %d results", len(batch), len(results))
         for waiting, result in zip(batch, results, strict=False):
