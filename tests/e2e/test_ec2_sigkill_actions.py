@@ -153,3 +153,59 @@ def test_sigkill_during_stop_undeploy_and_terminate(tmp_path: Path, site: MotoSe
             assert proxy.counts["RunInstances"] == launched
         finally:
             stop(daemon.process)
+
+
+def test_sigkill_during_resize_runs_it_again(tmp_path: Path, site: MotoServer) -> None:
+    """A powered-off VM's resize killed with its ModifyInstanceAttribute in flight (and
+    lost): the restarted daemon runs it again, so the instance type matches the
+    capacity the VM has."""
+    site.reset()
+    write_etc(tmp_path)
+    (tmp_path / "home" / "etc" / "im_ec2" / "im_ec2.conf").write_text(
+        "INSTANCES_T3_MICRO=4\nINSTANCES_T3_MEDIUM=4\n", encoding="utf-8")
+    (tmp_path / "home" / "etc" / "vmm_ec2" / "vmm_ec2.conf").write_text(
+        "<TEMPLATE><EC2/></TEMPLATE>\n", encoding="utf-8")
+    with FaultProxy(site.url) as proxy:
+        daemon = start(tmp_path, conf_text(EC2_IM_MAD + ec2_vm_mad("vmm_ec2", proxy.url)))
+        try:
+            cli(daemon, "onehost", "create", "ec2", "im_ec2", "vmm_ec2", "tm_dummy")
+            server = pyone.OneServer(daemon.url, session=daemon.session)
+            wait_for(lambda: "t3.medium:2:4096" in str(
+                server.host.info(0).TEMPLATE.get("INSTANCE_TYPES", "")), timeout=WAIT)
+            (tmp_path / "vm").write_text(TEMPLATE, encoding="utf-8")
+            vm_id = int(cli(daemon, "onevm", "create", str(tmp_path / "vm")).stdout
+                        .split(":")[-1])
+            wait_for(lambda: positions(daemon)[vm_id][:2] == RUNNING, timeout=WAIT,
+                     interval=0.2)
+            deploy_id = positions(daemon)[vm_id][2]
+            cli(daemon, "onevm", "poweroff", str(vm_id))
+            wait_for(lambda: positions(daemon)[vm_id][:2] == (8, 0), timeout=WAIT,
+                     interval=0.2)
+            proxy.hold("ModifyInstanceAttribute")
+            cli(daemon, "onevm", "resize", str(vm_id), "--cpu", "2", "--memory", "3072")
+            wait_for(lambda: proxy.counts["ModifyInstanceAttribute"] >= 1, timeout=WAIT,
+                     interval=0.05)
+            kill(daemon)
+        finally:
+            stop(daemon.process)
+        proxy.release("ModifyInstanceAttribute", forward=False)
+        assert states_at_ec2(site, [deploy_id]) == {deploy_id: "stopped"}
+        assert site.client().describe_instances(InstanceIds=[deploy_id])[
+            "Reservations"][0]["Instances"][0]["InstanceType"] == "t3.micro"
+
+        daemon = start(tmp_path, None, port=daemon.port)
+        try:
+            wait_for(lambda: site.client().describe_instances(InstanceIds=[deploy_id])[
+                "Reservations"][0]["Instances"][0]["InstanceType"] == "t3.medium",
+                timeout=WAIT, interval=0.2)
+            server = pyone.OneServer(daemon.url, session=daemon.session)
+            vm = server.vm.info(vm_id)
+            assert (vm.STATE, vm.TEMPLATE["CPU"], vm.TEMPLATE["MEMORY"]) == (8, "2", "3072")
+            log = (tmp_path / "home" / "vms" / str(vm_id) / "vm.log").read_text()
+            assert "Daemon restarted during resize; running it again" in log
+            cli(daemon, "onevm", "resume", str(vm_id))
+            wait_for(lambda: positions(daemon)[vm_id] == (*RUNNING, deploy_id), timeout=WAIT,
+                     interval=0.2)
+            assert instances_by_vm(site.client()) == {vm_id: [deploy_id]}
+        finally:
+            stop(daemon.process)

@@ -12,8 +12,10 @@ repeated blindly:
   at the provider and run again with the same token (a migration to the
   journalled destination; a graceful shutdown or power-off is finished hard;
   a stop that was backing off from an outage waits out its stored delay);
-* hot-plug, snapshots, reboots and resizes cannot be safely repeated: they
-  are settled as failed with an error asking the operator to check and retry;
+* hot-plug, snapshots and reboots cannot be safely repeated: they are settled
+  as failed with an error asking the operator to check and retry; a resize of
+  a powered-off or undeployed VM (in-place work, the VM stays where it is) is
+  run again: it brings the instance to the capacity the VM has in the store;
 * store-only positions (prolog, epilog) with no entry simply complete.
 """
 
@@ -72,7 +74,38 @@ async def recover(db: Database, manager: LifecycleManager) -> int:
         log.info("recovering VM %d interrupted in %s", vm.id, vm.lcm_state.name)
         manager.files.log(vm.id, "I", f"Daemon restarted during {vm.lcm_state.name}; recovering")
         await resume(manager, vm, plan)
-    return len(interrupted)
+    in_place = await db.write(_interrupted_in_place)
+    for vm, entry in in_place:
+        log.info("recovering VM %d: %s interrupted by a restart", vm.id, entry.action)
+        manager.files.log(vm.id, "I", f"Daemon restarted during {entry.action}; running it again")
+        manager.start_work(vm, _WORK_BY_LABEL[entry.action], entry.token, {}, replay=True)
+    return len(interrupted) + len(in_place)
+
+
+#: In-place work safe to run again after a restart: a resize brings the instance to
+#: the capacity the VM already has in the store, whatever the first try did.
+_REPLAY_IN_PLACE = frozenset({Work.RESIZE})
+
+
+def _interrupted_in_place(connection: Connection) -> list[tuple[VmRecord, JournalEntry]]:
+    """Started in-place work of :data:`_REPLAY_IN_PLACE` whose VM is still where it
+    started; the entries of VMs that moved on are settled as failed."""
+    found = []
+    for entry in journal.unfinished(connection):
+        work = _WORK_BY_LABEL.get(entry.action)
+        if work not in _REPLAY_IN_PLACE:
+            continue
+        try:
+            vm: VmRecord | None = vm_pool.get_vm(connection, entry.vm_id, with_history=False)
+        except NotFoundError:
+            vm = None
+        if vm is None or (vm.position, work) not in IN_PLACE \
+                or current_seq(connection, vm.id) != entry.seq:
+            journal.finish(connection, entry.id, ok=False,
+                           result="interrupted by a restart; the VM moved on")
+        else:
+            found.append((vm, entry))
+    return found
 
 
 async def resume(manager: LifecycleManager, vm: VmRecord, plan: _Plan | None = None) -> None:
