@@ -14,7 +14,7 @@ exception into ``[false, message, code]`` with one table lookup and no
     ├── IllegalActionError              (ACTION 0x0800)  wrong state for the action
     │   ├── StateRefusedError           the transition table has no such move
     │   └── ConflictError               a compare-and-swap lost a race
-    ├── LockedError                     (LOCKED 0x8000) the object is locked
+    ├── LockedError                     (AUTHORIZATION 0x0200, as oned) the object is locked
     ├── ApiArgumentError                (XML_RPC_API 0x1000) bad parameters
     ├── TemplateError                   (INTERNAL 0x2000) template cannot be parsed
     │   └── TemplateSyntaxError         with line, column and what was expected
@@ -129,9 +129,13 @@ class ConflictError(IllegalActionError):
 
 
 class LockedError(CloudburstError):
-    """The object is locked (``one.vm.lock``) against the operation."""
+    """The object is locked (``one.vm.lock``) against the operation.
 
-    code = ErrorCode.LOCKED
+    oned refuses an operation on a locked object as an authorization failure
+    (0x0200, pyone's ``OneAuthorizationException``), and so does cloudburst.
+    """
+
+    code = ErrorCode.AUTHORIZATION
 
 
 class ApiArgumentError(CloudburstError):

@@ -234,7 +234,7 @@ def test_locked_vms_refuse_actions_until_unlocked(tmp_path: Path) -> None:
             await daemon.vms.lock(vm_id, 1, owner=0)
             with pytest.raises(LockedError, match=f"VM {vm_id} is locked"):
                 await daemon.vms.action("poweroff", vm_id)
-            with pytest.raises(LockedError):
+            with pytest.raises(IllegalActionError, match=f"VM {vm_id} is already locked"):
                 await daemon.vms.lock(vm_id, 2, owner=0, test=True)
             await daemon.vms.unlock(vm_id)
             await act(daemon, vm_id, "poweroff", lifecycle.POWEROFF)

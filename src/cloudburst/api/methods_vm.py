@@ -64,11 +64,8 @@ async def vm_allocate(call: Call) -> object:
     text = call.params.string("template")
     hold = call.params.boolean("hold", False)
     call.params.end()
-    try:
-        return await call.daemon.vms.allocate(text, hold=hold, uid=call.user.id,
-                                              gid=call.user.gid)
-    except ValidationError as exc:
-        raise CallFailure(exc.message, ErrorCode.INTERNAL) from exc
+    return await _bad_values_as(ErrorCode.INTERNAL, call.daemon.vms.allocate(
+        text, hold=hold, uid=call.user.id, gid=call.user.gid))
 
 
 async def vm_info(call: Call) -> object:
@@ -123,26 +120,31 @@ async def vm_migrate(call: Call) -> object:
 
 async def vm_recover(call: Call) -> object:
     """``one.vm.recover(id, operation)``: 0 failure, 1 success, 2 retry, 3 delete,
-    4 recreate, 5 delete-db."""
+    4 recreate, 5 delete-db; an unknown operation is 0x0800, as oned answers it."""
     vm_id, operation = call.params.integer("id"), call.params.integer("operation")
     call.params.end()
-    return await _refused_as_action("recover", call.daemon.vms.recover(vm_id, operation))
+    return await _refused_as_action("recover", _bad_values_as(
+        ErrorCode.ACTION, call.daemon.vms.recover(vm_id, operation)))
 
 
 async def vm_resize(call: Call) -> object:
-    """``one.vm.resize(id, template [, enforce])``: new CPU, VCPU and/or MEMORY."""
+    """``one.vm.resize(id, template [, enforce])``: new CPU, VCPU and/or MEMORY; a bad
+    value is 0x2000, as oned answers it."""
     vm_id, text = call.params.integer("id"), call.params.string("template")
     call.params.boolean("enforce", False)
     call.params.end()
-    return await _refused_as_action("resize", call.daemon.vms.resize(vm_id, text))
+    return await _refused_as_action("resize", _bad_values_as(
+        ErrorCode.INTERNAL, call.daemon.vms.resize(vm_id, text)))
 
 
 async def vm_lock(call: Call) -> object:
-    """``one.vm.lock(id, level [, test])``: 1 use, 2 manage, 3 admin, 4 all."""
+    """``one.vm.lock(id, level [, test])``: 1 use, 2 manage, 3 admin, 4 all; an unknown
+    level is 0x0800, as oned answers it."""
     vm_id, level = call.params.integer("id"), call.params.integer("level")
     test = call.params.boolean("test", False)
     call.params.end()
-    return await call.daemon.vms.lock(vm_id, level, owner=call.user.id, test=test)
+    return await _bad_values_as(ErrorCode.ACTION, call.daemon.vms.lock(
+        vm_id, level, owner=call.user.id, test=test))
 
 
 async def vm_unlock(call: Call) -> object:
@@ -203,6 +205,16 @@ async def vm_snapshotdelete(call: Call) -> object:
     call.params.end()
     return await _refused_as_action("snapshot-delete",
                                     call.daemon.vms.snapshot_delete(vm_id, snapshot_id))
+
+
+async def _bad_values_as(code: ErrorCode, work: Awaitable[int]) -> int:
+    """Await ``work``; a value it refuses (:class:`ApiArgumentError`,
+    :class:`ValidationError`: the message names it) is answered with ``code``, the
+    code oned gives that method's bad values."""
+    try:
+        return await work
+    except (ApiArgumentError, ValidationError) as exc:
+        raise CallFailure(exc.message, code) from exc
 
 
 async def _refused_as_action(action: str, work: Awaitable[int]) -> int:

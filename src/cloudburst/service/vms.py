@@ -101,6 +101,8 @@ class VmService:
             vm_id = next_ids(connection, "vm")
             system = prepared.template.copy()
             system.set("VMID", str(vm_id))
+            if hold:
+                system.set("SUBMIT_ON_HOLD", "YES")  # as oned records a VM submitted held
             record = VmRecord(
                 id=vm_id, name=name or prepared.name or f"{name_prefix or 'one'}-{vm_id}",
                 uid=uid, gid=gid,
@@ -318,7 +320,7 @@ class VmService:
 
         Raises:
             ApiArgumentError: an unknown level.
-            LockedError: ``test`` and the VM is locked.
+            IllegalActionError: ``test`` and the VM is locked.
         """
         if level not in _LOCK_LEVELS:
             raise ApiArgumentError(f"Unknown lock level {level} (1 use, 2 manage, 3 admin, "
@@ -328,7 +330,7 @@ class VmService:
         def write(connection: Connection) -> None:
             vm = vm_pool.get_vm(connection, vm_id, with_history=False)
             if test and vm.template.get_vector("LOCK") is not None:
-                raise LockedError(f"VM {vm_id} is already locked")
+                raise IllegalActionError(f"VM {vm_id} is already locked")
             template = vm.template.copy()
             template.set("LOCK", {"LOCKED": str(level), "OWNER": str(owner),
                                   "TIME": str(stamp), "REQ_ID": "-1"})

@@ -274,6 +274,7 @@ def _item(vm: VmRecord, section: str, id_key: str, item: int) -> dict[str, str]:
     for vector in vm.template.vectors(section):
         if vector.get(id_key) == str(item):
             return vector
-    raise NotFoundError(f"VM {vm.id} has no {section} with {id_key} {item}")
+    # oned answers a snapshot, disk or NIC the VM does not have as an action error (0x0800).
+    raise IllegalActionError(f"VM {vm.id} has no {section} with {id_key} {item}")
 
 
