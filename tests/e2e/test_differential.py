@@ -170,10 +170,21 @@ def lifecycle_methods(both: Both) -> None:
     life = both.same_id("vm.allocate held", "one.vm.allocate",
                         'NAME = "life"\nCPU = 0.1\nMEMORY = 32\n', True)
 
-    def reach(what: str, state: tuple[int, int] = (3, 3)) -> None:
+    def reach(what: str, state: tuple[int, int] = (3, 3),
+              on_host: int | None = None) -> None:
+        """Wait until the VM is in ``state`` on both servers (and runs on ``on_host``:
+        oned's migrate returns before the VM leaves RUNNING, with the new host's history
+        record already added; its RSTIME is set once the VM runs there)."""
+        def there(url: str, session: str) -> bool:
+            if _state(url, session, "one.vm.info", life) != state:
+                return False
+            if on_host is None:
+                return True
+            stay = _last_history(url, session, life)
+            return stay.findtext("HID") == str(on_host) and stay.findtext("RSTIME") != "0"
+
         try:
-            both.wait(what, lambda url, session: _state(url, session, "one.vm.info",
-                                                        life) == state, timeout=90)
+            both.wait(what, there, timeout=90)
         except TimeoutError as exc:
             now = [_state(url, session, "one.vm.info", life) for url, session in both.servers]
             raise AssertionError(f"{exc}; (STATE, LCM_STATE) now {now} (oned, cloudburst); "
@@ -212,7 +223,7 @@ def lifecycle_methods(both: Both) -> None:
     both.step("vm.detach missing", "one.vm.detach", life, 5)
     both.step("vm.detachnic missing", "one.vm.detachnic", life, 5)
     both.step("vm.migrate", "one.vm.migrate", life, 1, False, False, -1, 0)
-    reach("migrated")
+    reach("migrated", on_host=1)
     both.step("vm.info migrated", "one.vm.info", life)
     both.step("vm.action poweroff", "one.vm.action", "poweroff", life)
     reach("powered off", (8, 0))
@@ -247,6 +258,12 @@ def wrong_type_by_ruby(peer: OnePeer, daemon: RunningDaemon) -> None:
     assert reference[:2] == mine[:2], (reference, mine)
     assert reference[0] == "OpenNebula::Error"
     assert mine[2:] == ["Wrong type of parameter 1 (id): expected an integer, got a string"]
+
+
+def _last_history(url: str, session: str, vm_id: int) -> ElementTree.Element:
+    reply = call(url, session, "one.vm.info", vm_id)
+    assert isinstance(reply, list) and reply[0], reply
+    return ElementTree.fromstring(str(reply[1])).findall("HISTORY_RECORDS/HISTORY")[-1]
 
 
 def test_the_same_calls_get_the_same_shapes(one_peer: OnePeer, ours: RunningDaemon) -> None:
