@@ -568,7 +568,7 @@ def test_concurrent_deploys_share_one_call_and_are_bound_by_launch_index(
             "]", 'ELASTICIP="eipalloc-00000000000000000" ]')))
         deployed = dict(zip(vm_ids, ids, strict=True))
         assert proxy.counts["RunInstances"] == 2
-        assert driver.launcher.batches.sizes == [40, 1]
+        assert list(driver.launcher.batches.sizes) == [40, 1]
         polled = await driver.poll([VmRef(vm_id, deploy_id, HOST)
                                     for vm_id, deploy_id in deployed.items()])
         assert {result.state for result in polled.values()} == {PollState.ACTIVE}
@@ -618,7 +618,7 @@ def test_work_on_its_way_keeps_launch_and_terminate_batches_open(
             for index, vm_id in enumerate(vm_ids))), timeout=25)
         deployed = dict(zip(vm_ids, ids, strict=True))
         assert proxy.counts["RunInstances"] == 1
-        assert driver.launcher.batches.sizes == [24]
+        assert list(driver.launcher.batches.sizes) == [24]
         await asyncio.wait_for(asyncio.gather(*(
             reach_driver("cancel", vm_id, 0.04 * index,
                          partial(driver.cancel, VmRef(vm_id, deploy_id, HOST)))

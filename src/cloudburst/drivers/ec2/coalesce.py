@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 RunBatch = Callable[[K, list[T]], Awaitable[Sequence[R | BaseException]]]
 
 
+#: Batches whose size and span are kept.
+_KEPT: Final = 10_000
 #: Seconds without an arrival after which a batch waiting for more goes anyway.
 HOLD: Final = 0.5
 #: Seconds between looks at ``more`` while nothing arrives (work may be dropped
@@ -78,11 +81,12 @@ class Coalescer(Generic[K, T, R]):
         self._arrived: dict[K, asyncio.Event] = {}
         self._drains: dict[K, asyncio.Task[None]] = {}
         self._batches: set[asyncio.Task[None]] = set()
-        #: Sizes of the batches sent so far (tests and benchmarks read it).
-        self.sizes: list[int] = []
-        #: ``(started, ended)`` of each batch run so far, ``time.monotonic()``
+        #: Sizes of the latest batches sent (tests and benchmarks read it; bounded:
+        #: a daemon sends batches for months).
+        self.sizes: deque[int] = deque(maxlen=_KEPT)
+        #: ``(started, ended)`` of the latest batches run, ``time.monotonic()``
         #: (benchmarks read it).
-        self.spans: list[tuple[float, float]] = []
+        self.spans: deque[tuple[float, float]] = deque(maxlen=_KEPT)
 
     async def submit(self, key: K, item: T) -> R:
         """Queue ``item`` under ``key``; its result once its batch has run.
