@@ -91,7 +91,8 @@ def populate(server: Server, hosts: int, vms: int, clients: int, wait: float) ->
                     own = server.proxy()
                     time.sleep(0.5)
 
-    threads = [threading.Thread(target=allocate, args=(vms // clients,)) for _ in range(clients)]
+    threads = [threading.Thread(target=allocate, args=(vms // clients,), daemon=True)
+               for _ in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
