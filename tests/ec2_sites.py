@@ -489,3 +489,28 @@ def write_rc(path: Path, *, region: str = "us-east-1", extra: str = "",
                     f"AWS_DEFAULT_REGION={region}\n{extra}", encoding="utf-8")
     path.chmod(0o600)
     return path
+
+
+#: The retry pauses every test daemon's EC2 driver uses (a second at most, not minutes).
+FAST_RETRIES = "EC2_RETRY_BASE_DELAY=0.1\nEC2_RETRY_MAX_DELAY=1\n"
+#: ``vmm_ec2.conf`` defaulting every VM to m1.small.
+SMALL_BY_DEFAULT = "<TEMPLATE><EC2><INSTANCETYPE>m1.small</INSTANCETYPE></EC2></TEMPLATE>\n"
+
+
+def write_ec2_etc(root: Path, *, small_instances: int = 4, im_conf: str | None = None,
+                  vmm_conf: str = SMALL_BY_DEFAULT, rc_extra: str = "",
+                  rc_names: tuple[str, ...] = ("vmm_ec2",)) -> Path:
+    """The EC2 drivers' files under ``root/home/etc`` (returned): ``im_ec2.conf``
+    (``im_conf``, else ``small_instances`` m1.small slots), ``vmm_ec2.conf`` and one
+    rc file with fake keys, :data:`FAST_RETRIES` and ``rc_extra`` per name in
+    ``rc_names`` (``<name>rc``)."""
+    etc = root / "home" / "etc"
+    (etc / "im_ec2").mkdir(parents=True, exist_ok=True)
+    (etc / "vmm_ec2").mkdir(parents=True, exist_ok=True)
+    (etc / "im_ec2" / "im_ec2.conf").write_text(
+        im_conf if im_conf is not None else f"SMALL_INSTANCES={small_instances}\n",
+        encoding="utf-8")
+    (etc / "vmm_ec2" / "vmm_ec2.conf").write_text(vmm_conf, encoding="utf-8")
+    for name in rc_names:
+        write_rc(etc / "vmm_ec2" / f"{name}rc", extra=FAST_RETRIES + rc_extra)
+    return etc

@@ -22,7 +22,7 @@ import pytest
 from burst_helpers import cli, conf_text, running_daemon
 from daemon_fixture import RunningDaemon, wait_for
 
-from ec2_sites import instances_by_vm, moto_servers, write_rc
+from ec2_sites import instances_by_vm, moto_servers, write_ec2_etc
 from seed_templates import EC2_IM_MAD, ec2_vm_mad
 
 pytestmark = pytest.mark.e2e
@@ -39,17 +39,6 @@ EC2 = [ AMI="ami-00bafcb5",
         AUTHORIZED_PORTS="22",
         INSTANCETYPE=m1.small]
 """
-
-def write_ec2_etc(root: Path) -> None:
-    etc = root / "home" / "etc"
-    (etc / "im_ec2").mkdir(parents=True, exist_ok=True)
-    (etc / "vmm_ec2").mkdir(parents=True, exist_ok=True)
-    (etc / "im_ec2" / "im_ec2.conf").write_text("SMALL_INSTANCES=4\n", encoding="utf-8")
-    (etc / "vmm_ec2" / "vmm_ec2.conf").write_text(
-        "<TEMPLATE><EC2><INSTANCETYPE>m1.small</INSTANCETYPE></EC2></TEMPLATE>\n",
-        encoding="utf-8")
-    write_rc(etc / "vmm_ec2" / "vmm_ec2rc",
-             extra="EC2_RETRY_BASE_DELAY=0.1\nEC2_RETRY_MAX_DELAY=1\n")
 
 
 def submit(daemon: RunningDaemon, template: Path, count: int = 1) -> list[int]:

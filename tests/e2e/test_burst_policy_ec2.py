@@ -18,7 +18,7 @@ import pytest
 from burst_helpers import cli, conf_text, running_daemon, wait_for, write_script
 from test_burst_policy import create, running_on, show
 
-from ec2_sites import instances_by_vm, moto_servers, write_rc
+from ec2_sites import instances_by_vm, moto_servers, write_ec2_etc
 from seed_templates import EC2_IM_MAD, ec2_vm_mad
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -33,18 +33,6 @@ VM = """NAME="p" CPU=1 MEMORY=128
 EC2 = [ AMI="ami-00bafcb5", KEYPAIR="gsg-keypair", INSTANCETYPE="m1.small" ]
 PUBLIC_CLOUD = [ TYPE="cheapest" ]
 """
-
-
-def write_etc(root: Path) -> None:
-    etc = root / "home" / "etc"
-    (etc / "im_ec2").mkdir(parents=True, exist_ok=True)
-    (etc / "vmm_ec2").mkdir(parents=True, exist_ok=True)
-    (etc / "im_ec2" / "im_ec2.conf").write_text("SMALL_INSTANCES=2\n", encoding="utf-8")
-    (etc / "vmm_ec2" / "vmm_ec2.conf").write_text(
-        "<TEMPLATE><EC2><INSTANCETYPE>m1.small</INSTANCETYPE></EC2></TEMPLATE>\n",
-        encoding="utf-8")
-    write_rc(etc / "vmm_ec2" / "vmm_ec2rc",
-             extra="EC2_RETRY_BASE_DELAY=0.1\nEC2_RETRY_MAX_DELAY=1\n")
 
 
 def script_provider(remotes: Path) -> None:
@@ -65,7 +53,7 @@ def script_provider(remotes: Path) -> None:
 
 def test_local_then_the_cheapest_site_then_dearer_ones(tmp_path: Path) -> None:
     with moto_servers(2, tmp_path) as [dear_site, cheap_site]:
-        write_etc(tmp_path)
+        write_ec2_etc(tmp_path, small_instances=2)
         conf = conf_text(EC2_IM_MAD + ec2_vm_mad("vmm_ec2_dear", dear_site.url)
                          + ec2_vm_mad("vmm_ec2_cheap", cheap_site.url) + SCRIPT_CONF)
         with running_daemon(tmp_path, conf) as daemon:

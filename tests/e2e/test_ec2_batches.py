@@ -23,7 +23,7 @@ import pytest
 from burst_helpers import cli, conf_text, kill, start
 from daemon_fixture import RunningDaemon, stop, wait_for
 
-from ec2_sites import FaultProxy, MotoServer, instances_by_vm, moto_servers, write_rc
+from ec2_sites import FaultProxy, MotoServer, instances_by_vm, moto_servers, write_ec2_etc
 from seed_templates import EC2_IM_MAD, ec2_vm_mad
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -36,22 +36,6 @@ TEMPLATE = 'CPU=0.5\nMEMORY=128\nEC2 = [ AMI="ami-00bafcb5", KEYPAIR="gsg-keypai
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     with moto_servers(1, tmp_path_factory.mktemp("moto")) as (server,):
         yield server
-
-
-def write_etc(root: Path) -> None:
-    etc = root / "home" / "etc"
-    (etc / "im_ec2").mkdir(parents=True, exist_ok=True)
-    (etc / "vmm_ec2").mkdir(parents=True, exist_ok=True)
-    (etc / "im_ec2" / "im_ec2.conf").write_text(f"SMALL_INSTANCES={VMS}\n", encoding="utf-8")
-    (etc / "vmm_ec2" / "vmm_ec2.conf").write_text(
-        "<TEMPLATE><EC2><INSTANCETYPE>m1.small</INSTANCETYPE></EC2></TEMPLATE>\n",
-        encoding="utf-8")
-    # Two launches at once, then one per second, at most 8 instances each:
-    # 40 VMs take five calls (the daemon fills each batch), the last ones sent
-    # after the first have landed, so a kill finds calls landed and in flight.
-    write_rc(etc / "vmm_ec2" / "vmm_ec2rc",
-             extra="EC2_RETRY_BASE_DELAY=0.1\nEC2_RETRY_MAX_DELAY=1\n"
-                   "EC2_RATE_RUNINSTANCES=2/1\nEC2_BATCH_MAX=8\n")
 
 
 def running_in_store(root: Path) -> int:
@@ -72,7 +56,11 @@ def states(daemon: RunningDaemon) -> dict[int, tuple[int, int, str]]:
 def test_sigkill_during_batched_launch(tmp_path: Path, site: MotoServer, moment: str) -> None:
     site.reset()
     client = site.client()
-    write_etc(tmp_path)
+    # Two launches at once, then one per second, at most 8 instances each:
+    # 40 VMs take five calls (the daemon fills each batch), the last ones sent
+    # after the first have landed, so a kill finds calls landed and in flight.
+    write_ec2_etc(tmp_path, small_instances=VMS,
+                  rc_extra="EC2_RATE_RUNINSTANCES=2/1\nEC2_BATCH_MAX=8\n")
     with FaultProxy(site.url) as proxy:
         # Every launch is held 1.5 s at the proxy, then reaches EC2 even if the
         # daemon that sent it is dead by then.

@@ -26,7 +26,7 @@ import pytest
 from burst_helpers import conf_text, kill, running_daemon, start
 from daemon_fixture import RunningDaemon, daemon_environment, stop, wait_for
 
-from ec2_sites import FaultProxy, MotoServer, instances_by_vm, moto_servers, write_rc
+from ec2_sites import FaultProxy, MotoServer, instances_by_vm, moto_servers, write_ec2_etc
 from seed_templates import EC2_IM_MAD, SEED_EC2_TEMPLATE, SEED_VMM_EC2_CONF, ec2_vm_mad
 
 pytestmark = pytest.mark.e2e
@@ -39,18 +39,6 @@ SMALL_INSTANCES=4
 LARGE_INSTANCES=1
 EXTRALARGE_INSTANCES=
 """
-
-
-def write_etc(root: Path, *, im_conf: str = SEED_IM_EC2_CONF,
-              vmm_conf: str = SEED_VMM_EC2_CONF, rc_extra: str = "") -> Path:
-    etc = root / "home" / "etc"
-    (etc / "im_ec2").mkdir(parents=True, exist_ok=True)
-    (etc / "vmm_ec2").mkdir(parents=True, exist_ok=True)
-    (etc / "im_ec2" / "im_ec2.conf").write_text(im_conf, encoding="utf-8")
-    (etc / "vmm_ec2" / "vmm_ec2.conf").write_text(vmm_conf, encoding="utf-8")
-    write_rc(etc / "vmm_ec2" / "vmm_ec2rc",
-             extra="EC2_RETRY_BASE_DELAY=0.1\nEC2_RETRY_MAX_DELAY=1\n" + rc_extra)
-    return etc
 
 
 def cli(daemon: RunningDaemon, tool: str, *args: str) -> str:
@@ -127,7 +115,7 @@ def test_seed_walkthrough_and_capacity_limit(tmp_path: Path, fresh: list[MotoSer
     client = site.client()
     # The seed's elastic IP must belong to the account.
     client.allocate_address(Domain="vpc", Address="75.101.155.97")
-    write_etc(tmp_path)
+    write_ec2_etc(tmp_path, im_conf=SEED_IM_EC2_CONF, vmm_conf=SEED_VMM_EC2_CONF)
     conf = conf_text(EC2_IM_MAD + ec2_vm_mad("vmm_ec2", site.url))
     with running_daemon(tmp_path, conf) as daemon:
         assert "ID: 0" in cli(daemon, "onehost", "create", "ec2", "im_ec2", "vmm_ec2",
@@ -199,7 +187,7 @@ def tag(instance: dict[str, Any], key: str) -> str:
 
 def test_multi_site_cloud_sections(tmp_path: Path, fresh: list[MotoServer]) -> None:
     west, east = fresh
-    write_etc(tmp_path, vmm_conf=(
+    write_ec2_etc(tmp_path, im_conf=SEED_IM_EC2_CONF, vmm_conf=(
         "<TEMPLATE>\n  <EC2>\n    <KEYPAIR>gsg-keypair</KEYPAIR>\n"
         "    <INSTANCETYPE>m1.small</INSTANCETYPE>\n  </EC2>\n</TEMPLATE>\n"))
     conf = conf_text(EC2_IM_MAD + ec2_vm_mad("vmm_amazon_eu_west", west.url)
@@ -247,7 +235,8 @@ def test_multi_site_cloud_sections(tmp_path: Path, fresh: list[MotoServer]) -> N
 def test_sigkill_while_deploying_50_vms(tmp_path: Path, fresh: list[MotoServer]) -> None:
     site = fresh[0]
     client = site.client()
-    write_etc(tmp_path, im_conf="SMALL_INSTANCES=60\n", rc_extra="EC2_RATE_SCALE=10\n")
+    write_ec2_etc(tmp_path, im_conf="SMALL_INSTANCES=60\n", vmm_conf=SEED_VMM_EC2_CONF,
+                  rc_extra="EC2_RATE_SCALE=10\n")
     with FaultProxy(site.url) as proxy:
         proxy.set_delay("RunInstances", 0.3)
         conf = conf_text(EC2_IM_MAD + ec2_vm_mad("vmm_ec2", proxy.url, flags="-t 5 "))

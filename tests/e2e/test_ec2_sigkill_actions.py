@@ -31,7 +31,7 @@ from burst_helpers import cli, conf_text, kill, start
 from daemon_fixture import RunningDaemon, stop, wait_for
 
 from cloudburst.model import lifecycle
-from ec2_sites import FaultProxy, MotoServer, instances_by_vm, moto_servers, write_rc
+from ec2_sites import FaultProxy, MotoServer, instances_by_vm, moto_servers, write_ec2_etc
 from seed_templates import EC2_IM_MAD, ec2_vm_mad
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -45,18 +45,6 @@ RUNNING = (3, 3)
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     with moto_servers(1, tmp_path_factory.mktemp("moto")) as (server,):
         yield server
-
-
-def write_etc(root: Path) -> None:
-    etc = root / "home" / "etc"
-    (etc / "im_ec2").mkdir(parents=True, exist_ok=True)
-    (etc / "vmm_ec2").mkdir(parents=True, exist_ok=True)
-    (etc / "im_ec2" / "im_ec2.conf").write_text("SMALL_INSTANCES=4\n", encoding="utf-8")
-    (etc / "vmm_ec2" / "vmm_ec2.conf").write_text(
-        "<TEMPLATE><EC2><INSTANCETYPE>m1.small</INSTANCETYPE></EC2></TEMPLATE>\n",
-        encoding="utf-8")
-    write_rc(etc / "vmm_ec2" / "vmm_ec2rc",
-             extra="EC2_RETRY_BASE_DELAY=0.1\nEC2_RETRY_MAX_DELAY=1\nEC2_READ_TIMEOUT=30\n")
 
 
 def stored_positions(root: Path) -> dict[int, tuple[int, int]]:
@@ -86,7 +74,7 @@ def numbers(position: lifecycle.StateKey) -> tuple[int, int]:
 def test_sigkill_during_stop_undeploy_and_terminate(tmp_path: Path, site: MotoServer,
                                                     call: str) -> None:
     site.reset()
-    write_etc(tmp_path)
+    write_ec2_etc(tmp_path, rc_extra="EC2_READ_TIMEOUT=30\n")
     with FaultProxy(site.url) as proxy:
         daemon = start(tmp_path, conf_text(EC2_IM_MAD + ec2_vm_mad("vmm_ec2", proxy.url)))
         try:
@@ -160,7 +148,7 @@ def test_sigkill_during_resize_runs_it_again(tmp_path: Path, site: MotoServer) -
     lost): the restarted daemon runs it again, so the instance type matches the
     capacity the VM has."""
     site.reset()
-    write_etc(tmp_path)
+    write_ec2_etc(tmp_path, rc_extra="EC2_READ_TIMEOUT=30\n")
     (tmp_path / "home" / "etc" / "im_ec2" / "im_ec2.conf").write_text(
         "INSTANCES_T3_MICRO=4\nINSTANCES_T3_MEDIUM=4\n", encoding="utf-8")
     (tmp_path / "home" / "etc" / "vmm_ec2" / "vmm_ec2.conf").write_text(

@@ -21,7 +21,7 @@ import pytest
 from burst_helpers import cli, conf_text, start
 from daemon_fixture import RunningDaemon, stop, wait_for
 
-from ec2_sites import FaultProxy, MotoServer, instances_by_vm, moto_servers, write_rc
+from ec2_sites import FaultProxy, MotoServer, instances_by_vm, moto_servers, write_ec2_etc
 from seed_templates import EC2_IM_MAD, ec2_vm_mad
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -34,19 +34,6 @@ SPOT_VM = ('CPU=0.5\nMEMORY=128\nSCHED_RANK = "- ID"\n'
 def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[MotoServer]]:
     with moto_servers(2, tmp_path_factory.mktemp("moto")) as servers:
         yield servers
-
-
-def write_etc(root: Path, names: list[str]) -> None:
-    etc = root / "home" / "etc"
-    (etc / "im_ec2").mkdir(parents=True, exist_ok=True)
-    (etc / "vmm_ec2").mkdir(parents=True, exist_ok=True)
-    (etc / "im_ec2" / "im_ec2.conf").write_text("SMALL_INSTANCES=10\n", encoding="utf-8")
-    (etc / "vmm_ec2" / "vmm_ec2.conf").write_text(
-        "<TEMPLATE><EC2><INSTANCETYPE>m1.small</INSTANCETYPE></EC2></TEMPLATE>\n",
-        encoding="utf-8")
-    for name in names:
-        write_rc(etc / "vmm_ec2" / f"{name}rc",
-                 extra="EC2_RETRY_BASE_DELAY=0.1\nEC2_RETRY_MAX_DELAY=1\n")
 
 
 def vm(daemon: RunningDaemon, vm_id: int) -> Any:
@@ -64,7 +51,7 @@ def history_reasons(root: Path, vm_id: int) -> list[tuple[str, str]]:
 @contextlib.contextmanager
 def two_site_daemon(root: Path, proxies: list[FaultProxy]) -> Iterator[RunningDaemon]:
     names = ["vmm_west", "vmm_east"]
-    write_etc(root, names)
+    write_ec2_etc(root, small_instances=10, rc_names=tuple(names))
     conf = EC2_IM_MAD + "".join(ec2_vm_mad(name, proxy.url)
                                 for name, proxy in zip(names, proxies, strict=True))
     daemon = start(root, conf_text(conf))
