@@ -169,6 +169,10 @@ def test_bursts_with_an_ordinary_account(peer: OnePeer, account: PeerUser,
         usage = host_attributes(one, 1)
         assert usage["CPU_USAGE"] == "300", usage
         vm_id = hosts["partner"][0]
+        # The partner's state arrives with the VM's first poll, which may follow RUNNING.
+        wait_until(lambda: "PARTNER_STATE=runn" in cli(first, "onevm", "show",
+                                                       str(vm_id)).stdout, 60,
+                   "the partner's state in onevm show")
         show = cli(first, "onevm", "show", str(vm_id)).stdout
         assert "DEPLOY ID           : one-" in show and "PARTNER_STATE=runn" in show, show
 
