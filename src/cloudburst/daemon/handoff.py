@@ -58,7 +58,13 @@ class Notifier:
 
         ``monitor`` names a host the leader should monitor now (created,
         enabled or updated through this daemon).
+
+        On SQLite nothing is sent: the store serves one daemon, which only
+        stops leading when it stops, so there is no leader to tell; the work
+        waits in the store (state and journal) for the next start's recovery.
         """
+        if self.db.is_sqlite:
+            return
         if monitor is not None:
             self._hosts.add(monitor)
         if self._sending:
