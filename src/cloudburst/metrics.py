@@ -59,6 +59,9 @@ CLOUD_API_RETRIES = Counter(
 CLOUD_API_ERRORS = Counter(
     "cloudburst_cloud_api_errors", "Cloud API calls that failed for good",
     ["site", "action"], registry=REGISTRY)
+CLOUD_API_SECONDS = Histogram(
+    "cloudburst_cloud_api_seconds", "Time of one cloud API call attempt (answered or failed)",
+    ["site", "action"], buckets=_LATENCY, registry=REGISTRY)
 
 SCHEDULER_PASS_SECONDS = Histogram(
     "cloudburst_scheduler_pass_seconds", "Time of one placement pass",
@@ -109,8 +112,12 @@ class _CloudApiCounters:
     def cloud_api(self, site: str, action: str, event: str) -> None:
         self._COUNTERS[event].labels(site, action).inc()
 
+    def cloud_api_seconds(self, site: str, action: str, seconds: float) -> None:
+        CLOUD_API_SECONDS.labels(site, action).observe(seconds)
 
-#: Counts cloud API calls, throttles, retries and errors by site (driver section) and action.
+
+#: Counts cloud API calls, throttles, retries, errors and latency by site (driver section)
+#: and action.
 CLOUD_API = _CloudApiCounters()
 
 

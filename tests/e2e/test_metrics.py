@@ -147,4 +147,5 @@ def test_cloud_api_calls_throttles_and_retries_by_site_and_action(
     # Every request the provider saw was counted, under its action, and nothing else.
     for action, count in seen.items():
         assert total(samples, "cloudburst_cloud_api_calls_total", action=action) == count, action
+        assert total(samples, "cloudburst_cloud_api_seconds_count", action=action) == count
     assert total(samples, "cloudburst_cloud_api_calls_total") == sum(seen.values())

@@ -29,6 +29,7 @@ from burst_helpers import (
     start,
 )
 from daemon_fixture import stop
+from test_metrics import scrape, scrape_text, total
 
 from cloudburst.drivers.base import PollState, ResizeSpec, VmRef
 from cloudburst.errors import DriverError
@@ -382,5 +383,52 @@ def test_onevm_poweroff_and_resume_reach_the_partner(peer: OnePeer, account: Pee
         live = [vm for origin, vm, state in partner_vms(peer)
                 if origin.endswith(f":{vm_id}") and state != DONE]
         assert len(live) == 1 and live[0] != remote, live
+    finally:
+        stop(first.process)
+
+
+def test_metrics_count_the_partner_api_calls_of_a_burst(peer: OnePeer, account: PeerUser,
+                                                        tmp_path: Path) -> None:
+    """``/metrics`` counts the partner's XML-RPC calls by site (driver section) and
+    method as a burst goes there, times each, and counts the calls it refuses."""
+    first = start_first(tmp_path / "a", peer, account, local_cpu=0)
+    calls = "cloudburst_cloud_api_calls_total"
+    try:
+        before = scrape(first)
+        assert total(before, calls, site="im_one", action="one.user.info") >= 1
+        assert total(before, calls, site="vmm_one") == 0
+        template = tmp_path / "burst.one"
+        template.write_text(VM_TEMPLATE)
+        cli(first, "onevm", "create", str(template), "-m", "3")
+        one = pyone.OneServer(first.url, session=first.session)
+        seen: list[float] = []
+
+        def all_running() -> bool:
+            seen.append(total(scrape(first), calls, site="vmm_one"))
+            return sum(map(len, placed(one).values())) == 3
+
+        wait_until(all_running, 60, "3 VMs running at the partner")
+        after = scrape(first)
+        assert seen == sorted(seen) and seen[-1] > 0, seen  # they move with the burst
+        # One allocate per VM (sent once, never repeated), each timed; nothing refused.
+        assert total(after, calls, site="vmm_one", action="one.vm.allocate") == 3
+        for site, action in {(dict(key)["site"], dict(key)["action"])
+                             for name, key in after if name == calls}:
+            assert total(after, "cloudburst_cloud_api_seconds_count", site=site,
+                         action=action) == total(after, calls, site=site, action=action)
+        assert total(after, "cloudburst_cloud_api_errors_total") == 0
+
+        # Credentials the partner refuses: its answers count as errors, by site and method.
+        rc = tmp_path / "a" / "home" / "etc" / "one" / "partnerrc"
+        rc.write_text(rc_text(peer, account).replace(account.session,
+                                                     f"{account.name}:wrong"))
+        def refused(site: str) -> bool:
+            return total(scrape(first), "cloudburst_cloud_api_errors_total", site=site,
+                         action="one.vmpool.infoextended") >= 1
+
+        # The host's monitoring (im_one) and the VMs' poll (vmm_one) list the pool first.
+        wait_until(lambda: refused("im_one") and refused("vmm_one"), 40,
+                   "refused pool listings counted")
+        assert account.password not in scrape_text(first)
     finally:
         stop(first.process)

@@ -127,9 +127,15 @@ class CloudApiObserver(Protocol):
 
     def cloud_api(self, site: str, action: str, event: CloudApiEvent) -> None: ...
 
+    def cloud_api_seconds(self, site: str, action: str, seconds: float) -> None:
+        """One attempt of ``action`` took ``seconds`` (answered or failed)."""
+
 
 class _Unobserved:
     def cloud_api(self, site: str, action: str, event: CloudApiEvent) -> None:
+        pass
+
+    def cloud_api_seconds(self, site: str, action: str, seconds: float) -> None:
         pass
 
 

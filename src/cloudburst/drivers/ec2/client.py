@@ -30,6 +30,7 @@ import logging
 import random
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -72,6 +73,7 @@ class Site:
         _quiet_sdk_loggers()
         self.config = config
         self._observed = functools.partial(observer.cloud_api, config.name)
+        self._timed = functools.partial(observer.cloud_api_seconds, config.name)
         self.label = f"site {config.name} ({config.endpoint_label})"
         self._secrets = tuple(config.credentials.secrets())
         self._executor = ThreadPoolExecutor(max_workers=config.threads,
@@ -120,7 +122,11 @@ class Site:
 
     def _invoke(self, action: str, params: Mapping[str, Any]) -> Response:
         method = getattr(self._client_now(), snake(action))
-        result: Response = method(**params)
+        started = time.perf_counter()
+        try:
+            result: Response = method(**params)
+        finally:
+            self._timed(action, time.perf_counter() - started)
         result.pop("ResponseMetadata", None)
         return result
 

@@ -26,14 +26,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import http.client
 import threading
+import time
 import xmlrpc.client
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypeVar
 from xml.etree import ElementTree
 
+from cloudburst.drivers.base import UNOBSERVED, CloudApiEvent, CloudApiObserver
 from cloudburst.drivers.one.config import PartnerConfig
 from cloudburst.drivers.one.documents import (
     AccountRoom,
@@ -135,13 +138,27 @@ READ_ONLY_METHODS: Final = frozenset({
 })
 
 
-class PartnerClient:
-    """Runs XML-RPC calls against the partner on a bounded pool of threads."""
+class _Throttled(TransientDriverError):
+    """The partner answered HTTP 429 (too many requests)."""
 
-    def __init__(self, workers: int, name: str) -> None:
+
+class PartnerClient:
+    """Runs XML-RPC calls against the partner on a bounded pool of threads.
+
+    Every request is reported to ``observer`` under site ``name`` (the driver's
+    section) and action = the XML-RPC method: each attempt (``call``, and its
+    time), an HTTP 429 (``throttle``), a read-only call sent again on a fresh
+    connection (``retry``), a call that fails for good, refusals by the partner
+    included (``error``).
+    """
+
+    def __init__(self, workers: int, name: str,
+                 observer: CloudApiObserver = UNOBSERVED) -> None:
         self._executor = ThreadPoolExecutor(max_workers=max(1, workers),
                                             thread_name_prefix=f"one-{name}")
         self._local = threading.local()
+        self._observed = functools.partial(observer.cloud_api, name)
+        self._timed = functools.partial(observer.cloud_api_seconds, name)
 
     def _kept_alive(self, config: PartnerConfig) -> xmlrpc.client.ServerProxy:
         """This thread's reusable connection to the partner (read-only calls)."""
@@ -217,18 +234,28 @@ class PartnerClient:
 
     def _call_sync(self, config: PartnerConfig, method: str, params: tuple[object, ...],
                    parse: Callable[[object], T]) -> T:
+        try:
+            reply = self._reply(config, method, params)
+        except DriverError:
+            self._observed(method, CloudApiEvent.ERROR)
+            raise
+        return parse(reply)
+
+    def _reply(self, config: PartnerConfig, method: str, params: tuple[object, ...]) -> object:
+        """The success value of one call (see :meth:`call_parsed`)."""
         if method not in READ_ONLY_METHODS:
             proxy = _proxy(config)
             try:
-                reply = _send(proxy, config, method, params)
+                reply = self._send(proxy, config, method, params)
             finally:
                 _close(proxy)
         else:
             try:
-                reply = _send(self._kept_alive(config), config, method, params)
+                reply = self._send(self._kept_alive(config), config, method, params)
             except _Dropped:
                 self._forget(config)  # a kept-alive connection went cold: once more
-                reply = _send(self._kept_alive(config), config, method, params)
+                self._observed(method, CloudApiEvent.RETRY)
+                reply = self._send(self._kept_alive(config), config, method, params)
             except DriverError:
                 self._forget(config)
                 raise
@@ -238,7 +265,20 @@ class PartnerClient:
         if not reply[0]:
             code = reply[2] if len(reply) > 2 and isinstance(reply[2], int) else 0
             raise reply_error(config, method, str(reply[1]), code)
-        return parse(reply[1])
+        return reply[1]
+
+    def _send(self, proxy: xmlrpc.client.ServerProxy, config: PartnerConfig, method: str,
+              params: tuple[object, ...]) -> object:
+        """:func:`_send`, reported to the observer."""
+        self._observed(method, CloudApiEvent.CALL)
+        started = time.perf_counter()
+        try:
+            return _send(proxy, config, method, params)
+        except _Throttled:
+            self._observed(method, CloudApiEvent.THROTTLE)
+            raise
+        finally:
+            self._timed(method, time.perf_counter() - started)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -261,8 +301,8 @@ def _send(proxy: xmlrpc.client.ServerProxy, config: PartnerConfig, method: str,
     except xmlrpc.client.ProtocolError as exc:
         if exc.errcode in (401, 403):
             raise DriverAuthError(f"{where} refused the request (HTTP {exc.errcode})") from None
-        error = TransientDriverError if exc.errcode >= 500 or exc.errcode == 429 else \
-            DriverError
+        error = _Throttled if exc.errcode == 429 else \
+            TransientDriverError if exc.errcode >= 500 else DriverError
         raise error(f"{where}: {method}: HTTP {exc.errcode} "
                     f"{one_line(config.scrub(str(exc.errmsg)), 100)}") from None
     except TimeoutError:

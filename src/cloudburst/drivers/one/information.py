@@ -58,7 +58,7 @@ class OneInformationDriver(InformationDriver):
     def __init__(self, context: DriverContext) -> None:
         super().__init__(context)
         self._configs = ConfigCache(rc_path(context))
-        self._client = PartnerClient(3, context.name)
+        self._client = PartnerClient(3, context.name, context.cloud_api)
 
     async def monitor(self, host: HostRef) -> HostInfo:
         config = self._configs.get()

@@ -101,7 +101,8 @@ class OneVmDriver(VmDriver):
     def __init__(self, context: DriverContext) -> None:
         super().__init__(context)
         self._configs = ConfigCache(rc_path(context))
-        self._client = PartnerClient(min(32, context.options.threads + 1), context.name)
+        self._client = PartnerClient(min(32, context.options.threads + 1), context.name,
+                                     context.cloud_api)
         self._actions = PartnerActions(self._client)
         self._snapshots: dict[tuple[str, str, float], PoolSnapshots] = {}
         self._attempts = DeployAttempts()
