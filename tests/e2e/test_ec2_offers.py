@@ -4,11 +4,13 @@ The site's price table (``im_ec2.conf``) and its catalogue (moto's
 ``DescribeInstanceTypes``) reach the host's monitoring as ``INSTANCE_TYPES``;
 a VM whose EC2 section names no type is scheduled and launched as the cheapest
 type that fits it, and its monitoring carries the hourly price. Bad launch
-options are refused at ``onevm create`` in one line.
+options are refused at ``onevm create`` in one line. A ``CONTEXT`` with
+``$VARIABLE`` references reaches the instance's user data expanded.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,7 +58,8 @@ def test_cheapest_type_price_and_launch_checks(tmp_path: Path,
 
             created = []
             for name, text in (("mid", "CPU=1.5\nMEMORY=3000"), ("huge", "CPU=16\nMEMORY=512"),
-                               ("tiny", "CPU=0.5\nMEMORY=256")):
+                               ("tiny", "CPU=0.5\nMEMORY=256\n"
+                                        'CONTEXT = [ SET_HOSTNAME = "$NAME", ID = "vm-$VMID" ]')):
                 (tmp_path / name).write_text(f"{text}\n{SECTION}\n", encoding="utf-8")
                 output = cli(daemon, "onevm", "create", str(tmp_path / name)).stdout
                 created.append(int(output.split(":")[-1]))
@@ -79,6 +82,11 @@ def test_cheapest_type_price_and_launch_checks(tmp_path: Path,
             kinds = {vm_id: site.client().describe_instances(InstanceIds=ids)[
                 "Reservations"][0]["Instances"][0]["InstanceType"] for vm_id, ids in live.items()}
             assert kinds == {mid: "t3.medium", tiny: "t3.small"}
+            # CONTEXT's $VARIABLEs were expanded at creation: the user data has the values
+            user_data = base64.b64decode(site.client().describe_instance_attribute(
+                InstanceId=live[tiny][0], Attribute="userData")["UserData"]["Value"]).decode()
+            assert f'"hostname": "one-{tiny}"' in user_data
+            assert f"ID='vm-{tiny}'" in user_data and "$" not in user_data
             # launch options are checked at creation: one line naming each problem
             (tmp_path / "bad").write_text(
                 'CPU=1\nMEMORY=128\nEC2 = [ AMI="ami-1", KEYPAIR="k", METADATA_TOKENS="v1", '

@@ -179,17 +179,18 @@ def test_guests_boot_run_and_power_off(daemon: RunningDaemon, guest: Guest,
 
 def test_context_reaches_the_guest_on_a_cd(daemon: RunningDaemon, guest: Guest,
                                            libvirtd: Libvirtd, tmp_path: Path) -> None:
-    """``CONTEXT`` becomes a CD-ROM the tiny guest mounts; it prints the values it read."""
+    """``CONTEXT`` becomes a CD-ROM the tiny guest mounts; it prints the values it read
+    (``$NAME`` and ``$VMID`` expanded at creation)."""
     cli = Cli(daemon, tmp_path)
     local_host(cli, libvirtd)
     template = (f'NAME = "contextualized"\nCPU = 0.5\nMEMORY = 128\n'
                 f'OS = [ KERNEL = "{guest.kernel}", INITRD = "{guest.initrd}", ROOT = "ram0" ]\n'
                 'KERNEL_CMD = "console=ttyS0 quiet"\n'
-                'CONTEXT = [ GREETING = "hello from the context CD", NETWORK = "YES" ]\n')
+                'CONTEXT = [ GREETING = "hello from $NAME $VMID", NETWORK = "YES" ]\n')
     vm_id = int(cli.ok("onevm", "create", "-", stdin=template).split()[-1])
     wait_running(cli, [vm_id])
     # The guest prints one line per value, in no set order: wait for both.
-    expected = (f"{GUEST_CONTEXT} GREETING='hello from the context CD'",
+    expected = (f"{GUEST_CONTEXT} GREETING='hello from contextualized {vm_id}'",
                 f"{GUEST_CONTEXT} NETWORK='YES'")
     wait_for(lambda: all(line in console(libvirtd, vm_id) for line in expected),
              timeout=BOOT_TIMEOUT, interval=0.2)

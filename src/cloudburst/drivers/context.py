@@ -13,8 +13,9 @@ Part of the driver kit: every driver delivers the same context its own way.
 * a partner OpenNebula: the ``CONTEXT`` vector itself, in the partner VM's
   template (its own contextualization does the rest).
 
-Values are used as written: OpenNebula's ``$VARIABLE`` references are not
-expanded. ``NETWORK = "YES"`` asks for the network to be configured; EC2 and
+Values are used as they are stored: OpenNebula's ``$VARIABLE`` references
+were expanded when the VM was created (:mod:`cloudburst.template.variables`).
+``NETWORK = "YES"`` asks for the network to be configured; EC2 and
 the partner configure it themselves, so it only reaches ``context.sh``.
 """
 

@@ -5,19 +5,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
 from cloudburst.daemon.lifecycle import LifecycleManager, MigrationTargets
-from cloudburst.errors import ApiArgumentError, IllegalActionError, LockedError, ValidationError
+from cloudburst.errors import (
+    ApiArgumentError,
+    IllegalActionError,
+    LockedError,
+    NotFoundError,
+    ValidationError,
+)
 from cloudburst.model.cost import vm_price
 from cloudburst.model.lifecycle import ACTION_EVENTS
 from cloudburst.model.records import VmRecord
 from cloudburst.model.snapshots import vm_snapshot
 from cloudburst.model.states import LcmState, VmState
-from cloudburst.service.vm_template import prepare
-from cloudburst.store import backoffs, quota_pool, vm_pool
+from cloudburst.service.vm_template import expand_context, prepare
+from cloudburst.store import backoffs, group_pool, quota_pool, user_pool, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.sequences import next_ids
 from cloudburst.store.spending import open_stay_prices
@@ -33,6 +39,8 @@ from cloudburst.store.vm_search import (
 )
 from cloudburst.template import Template
 from cloudburst.template.limits import check_name, check_template, parse_submitted
+
+_T = TypeVar("_T")
 
 #: Validators for driver-specific template rules (e.g. EC2's AMI), run at allocation.
 TemplateCheck = Callable[[Template], None]
@@ -103,8 +111,12 @@ class VmService:
             system.set("VMID", str(vm_id))
             if hold:
                 system.set("SUBMIT_ON_HOLD", "YES")  # as oned records a VM submitted held
+            vm_name = name or prepared.name or f"{name_prefix or 'one'}-{vm_id}"
+            system = expand_context(system, prepared.user_template, vm_id=vm_id, name=vm_name,
+                                    owner=_found(user_pool.get_user, connection, uid),
+                                    group=_found(group_pool.get_group, connection, gid))
             record = VmRecord(
-                id=vm_id, name=name or prepared.name or f"{name_prefix or 'one'}-{vm_id}",
+                id=vm_id, name=vm_name,
                 uid=uid, gid=gid,
                 state=state, lcm_state=LcmState.LCM_INIT, prev_state=state,
                 prev_lcm_state=LcmState.LCM_INIT, stime=now, etime=0, deploy_id="",
@@ -393,6 +405,15 @@ class VmService:
         await self.db.write(write)
         return vm_id
 
+
+
+def _found(read: Callable[[Connection, int], _T], connection: Connection,
+           object_id: int) -> _T | None:
+    """``read(connection, object_id)``, ``None`` when there is no such object."""
+    try:
+        return read(connection, object_id)
+    except NotFoundError:
+        return None
 
 
 def _optional_number(template: Template, name: str, kind: type[float] | type[int]
