@@ -75,5 +75,5 @@ def test_references_are_listed_with_their_parts() -> None:
 def test_a_vector_is_expanded_key_by_key_and_errors_name_the_key() -> None:
     assert expand_vector({"HOSTNAME": "$NAME", "PLAIN": "x"}, SCOPE, "CONTEXT") == {
         "HOSTNAME": "web", "PLAIN": "x"}
-    with pytest.raises(ValidationError, match="^CONTEXT/BAD: "):
+    with pytest.raises(ValidationError, match=r"^CONTEXT/BAD: "):
         expand_vector({"OK": "$NAME", "BAD": "$"}, SCOPE, "CONTEXT")
