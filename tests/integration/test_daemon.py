@@ -709,6 +709,48 @@ def test_failing_probe_puts_the_host_in_error_and_it_recovers(tmp_path: Path) ->
     run(scenario)
 
 
+def test_host_states_follow_the_host_table_through_monitoring_and_operators(
+        tmp_path: Path) -> None:
+    """As an OpenNebula 6.10 peer does: a host in ERROR may be disabled; a disabled
+    host is still monitored and keeps its state either way; offline stops the
+    monitoring; enable starts over from INIT whatever the state."""
+    settings = make_home(tmp_path, monitoring=0.3)
+    broken = control(settings) / "probe_broken"
+
+    async def scenario() -> None:
+        async with running(settings) as daemon:
+            host = await add_provider_host(daemon)
+            broken.touch()
+            host = await wait_host(daemon, host.id, lambda h: h.state is HostState.ERROR,
+                                   what="the host to fail")
+            await daemon.hosts.status(host.id, 1)
+            stamp = (await daemon.hosts.info(host.id)).last_mon_time
+            host = await wait_host(daemon, host.id, lambda h: h.last_mon_time > stamp + 1,
+                                   what="the disabled host to be monitored again")
+            assert host.state is HostState.DISABLED and host.prev_state is HostState.DISABLED
+            assert "cannot reach the provider API" in host.error
+            broken.unlink()
+            host = await wait_host(daemon, host.id, lambda h: h.error == "",
+                                   what="a good monitoring of the disabled host")
+            assert host.state is HostState.DISABLED and host.max_cpu == 500
+
+            await daemon.hosts.status(host.id, 2)
+            assert (await daemon.hosts.info(host.id)).state is HostState.OFFLINE
+            await daemon.hosts.status(host.id, 0)
+            host = await daemon.hosts.info(host.id)
+            assert host.state in (HostState.INIT, HostState.MONITORED)
+            host = await wait_host(daemon, host.id, lambda h: h.state is HostState.MONITORED,
+                                   what="the enabled host to be monitored")
+            assert host.prev_state is not HostState.OFFLINE  # it went through INIT
+
+            vm_id = await daemon.vms.allocate(PROVIDER_VM)
+            await wait_vm(daemon, vm_id, lifecycle.RUNNING)
+            with pytest.raises(IllegalActionError, match="still holds"):
+                await daemon.hosts.delete(host.id)
+
+    run(scenario)
+
+
 def test_a_hung_probe_puts_the_new_host_in_error_then_it_recovers(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A monitoring without -w is bounded by MONITOR_TIMEOUT: the host does not stay in INIT."""

@@ -176,10 +176,7 @@ def test_migrate_cold_and_live_and_resched_off_a_flushed_host(tmp_path: Path) ->
                 await daemon.vms.migrate(vm_id, origin.id)
 
             # onehost flush: disable the host, reschedule its VMs.
-            await daemon.hosts.status(origin.id, 1)
-            await daemon.vms.action("resched", vm_id)
-            assert (await daemon.vms.info(vm_id)).resched == 1
-            daemon.scheduler.wake()
+            await daemon.hosts.flush(origin.id)
             vm = await wait_until(lambda: _on(daemon, vm_id, other.id), 20)
             assert vm.resched == 0 and vm.history[-2].action == 2
             assert (await daemon.hosts.info(origin.id)).state is HostState.DISABLED

@@ -90,7 +90,8 @@ class Daemon:
         self.vms = VmService(self.db, self.lifecycle, self._new_vms,
                              checks=self._template_checks)
         self.hosts = HostService(self.db, self.dispatcher, self._monitor_now,
-                                 self._wake_scheduler, self.events)
+                                 self._wake_scheduler, self.events,
+                                 reschedule=self.vms.reschedule_host)
         self.templates = TemplateService(self.db, self.vms)
         self.users = UserService(self.db, settings.logins)
         self.leadership = Leadership(self.db, settings.lease, elected=self._lead,

@@ -1,12 +1,14 @@
 """Host monitoring and bulk VM polling.
 
-Every host that is not disabled or offline is monitored through its
-information driver every ``MONITORING_INTERVAL`` seconds, and at once when it
-is created or re-enabled. The report (``KEY=VALUE``) replaces same-named host
-attributes; ``TOTALCPU``/``TOTALMEMORY``/``FREE*``/``USED*`` become the host
-share. A failed probe puts the host in ``ERROR`` with the message, and so does
-one that takes longer than the driver's ``-w`` (without it, at most
-:data:`MONITOR_TIMEOUT`); the daemon goes on.
+Every host that is not offline (:data:`~cloudburst.model.host_lifecycle.MONITORED`;
+a disabled host too, as in OpenNebula) is monitored through its information
+driver every ``MONITORING_INTERVAL`` seconds, and at once when it is created or
+re-enabled. The report (``KEY=VALUE``) replaces same-named host attributes;
+``TOTALCPU``/``TOTALMEMORY``/``FREE*``/``USED*`` become the host share. A failed
+probe records the message and puts the host in ``ERROR``, and so does one that
+takes longer than the driver's ``-w`` (without it, at most :data:`MONITOR_TIMEOUT`);
+the host table (:mod:`cloudburst.model.host_lifecycle`) says which state each
+outcome leads to (a disabled host stays disabled). The daemon goes on.
 
 VMs are polled per host, all VMs of a host in **one** driver call, every
 ``VM_POLLING_INTERVAL`` seconds, and right after one of them enters RUNNING
@@ -28,20 +30,27 @@ from sqlalchemy import Connection
 from cloudburst.daemon.dispatcher import Dispatcher
 from cloudburst.daemon.fresh_polls import FreshPolls
 from cloudburst.daemon.lifecycle import LifecycleManager, poll_refs
+from cloudburst.daemon.lifecycle.hosts import (
+    HostStepped,
+    HostWorkers,
+    host_step,
+    start_host_work,
+)
 from cloudburst.daemon.store_backoff import StoreBackoff
 from cloudburst.drivers.base import HostInfo, HostRef, PollResult, VmDriver
 from cloudburst.errors import (
     CloudburstError,
     ConflictError,
+    DriverTimeoutError,
     NotFoundError,
     StoreUnavailableError,
     one_line,
 )
 from cloudburst.model import lifecycle
 from cloudburst.model.capacity import set_limits
+from cloudburst.model.host_lifecycle import MONITORED, HostEvent, is_legal
 from cloudburst.model.records import HostRecord, VmRecord
 from cloudburst.model.snapshots import host_snapshot
-from cloudburst.model.states import HostState
 from cloudburst.store import host_pool, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.host_cache import HostCache
@@ -74,8 +83,6 @@ POLLED_POSITIONS = frozenset({
     lifecycle.RUNNING, lifecycle.UNKNOWN, lifecycle.POWEROFF, lifecycle.SUSPENDED,
 })
 
-_NOT_MONITORED = frozenset({HostState.DISABLED, HostState.OFFLINE})
-
 
 def _number(value: str | None) -> int:
     try:
@@ -96,6 +103,7 @@ class Monitor:
         self.monitoring_interval = monitoring_interval
         self.polling_interval = polling_interval
         self._on_host_changed = on_host_changed
+        self._workers = HostWorkers(monitor=self.monitor_now, schedule=on_host_changed)
         self.orphan_grace_period = orphan_grace_period
         self._next_monitor: dict[int, float] = {}
         #: Hosts to monitor at the next tick whatever their timer says. Taken
@@ -162,7 +170,7 @@ class Monitor:
                 del table[host_id]
                 self._fresh_polls.forget_host(host_id)
         for host in hosts:
-            if host.state in _NOT_MONITORED:
+            if host.state not in MONITORED:
                 continue
             due = host.id in requested or now >= self._next_monitor.get(host.id, 0.0)
             if due and ("monitor", host.id) in self._busy:
@@ -208,7 +216,9 @@ class Monitor:
                                              lambda: driver.monitor(ref),
                                              longest_default=MONITOR_TIMEOUT)
         except CloudburstError as exc:
-            await self._host_failed(host.id, one_line(exc.message))
+            event = (HostEvent.MONITOR_TIMEOUT if isinstance(exc, DriverTimeoutError)
+                     else HostEvent.MONITOR_FAILURE)
+            await self._host_failed(host.id, one_line(exc.message), event)
             return
         info = await self._site_report(host, ref, info)
         await self._host_monitored(host.id, info)
@@ -232,8 +242,10 @@ class Monitor:
     async def _host_monitored(self, host_id: int, info: HostInfo) -> None:
         now = int(time.time())
 
-        def write(connection: Connection) -> HostRecord:
+        def write(connection: Connection) -> HostStepped | None:
             host = host_pool.get_host(connection, host_id, with_usage=False)
+            if not is_legal(host.state, HostEvent.MONITOR_SUCCESS):
+                return None  # taken offline while it was being monitored
             template = host.template.copy()
             reported = Template([(name, value) for name, value in info.attributes.items()
                                  if name not in SHARE_KEYS])
@@ -252,41 +264,46 @@ class Monitor:
                 share["free_cpu"] = share["max_cpu"] - share["used_cpu"]
             if "FREEMEMORY" not in info.attributes:
                 share["free_mem"] = share["max_mem"] - share["used_mem"]
-            state = host.state if host.state in _NOT_MONITORED else HostState.MONITORED
-            return host_pool.update_host(connection, host, state=state, template=template,
-                                         last_mon_time=now, error="", **share)
+            return host_step(connection, host, HostEvent.MONITOR_SUCCESS, template=template,
+                             last_mon_time=now, error="", **share)
 
         try:
-            updated = await self.db.write(write)
+            stepped = await self.db.write(write)
         except (ConflictError, NotFoundError):
             return
-        self.lifecycle.events.publish("host", host_id, host_snapshot(updated))
-        if updated.prev_state is not HostState.MONITORED or updated.max_cpu:
+        if stepped is None:
+            return
+        self.lifecycle.events.publish("host", host_id, host_snapshot(stepped.host))
+        await start_host_work(self._workers, stepped)
+        if stepped.host.max_cpu:  # fresh capacity figures
             self._on_host_changed()
 
-    async def _host_failed(self, host_id: int, message: str) -> None:
-        """Put the host in ERROR with ``message``; logged once per new message."""
+    async def _host_failed(self, host_id: int, message: str, event: HostEvent) -> None:
+        """Record the failed monitoring (``event``) with ``message``: a host that
+        takes VMs goes to ERROR, a disabled one keeps its state; logged once per
+        new message."""
         now = int(time.time())
 
-        def write(connection: Connection) -> tuple[HostRecord, bool] | None:
+        def write(connection: Connection) -> tuple[HostStepped, bool] | None:
             host = host_pool.get_host(connection, host_id, with_usage=False)
-            if host.state in _NOT_MONITORED:
-                return None
+            if not is_legal(host.state, event):
+                return None  # taken offline while it was being monitored
             template = host.template.copy()
             template.set("ERROR", f"Error monitoring host {host_id} : {message}")
-            updated = host_pool.update_host(connection, host, state=HostState.ERROR,
-                                            template=template, error=message, last_mon_time=now)
-            return updated, host.error != message
+            stepped = host_step(connection, host, event, template=template, error=message,
+                                last_mon_time=now)
+            return stepped, host.error != message
 
         try:
             failed = await self.db.write(write)
         except (ConflictError, NotFoundError):
             return
         if failed is not None:
-            updated, new_error = failed
+            stepped, new_error = failed
             if new_error:
                 log.warning("monitoring host %d failed: %s", host_id, message)
-            self.lifecycle.events.publish("host", host_id, host_snapshot(updated))
+            self.lifecycle.events.publish("host", host_id, host_snapshot(stepped.host))
+            await start_host_work(self._workers, stepped)
 
     async def _polled_versions(self, host: HostRecord) -> dict[int, int]:
         """Record versions of the host's VMs in polled states, read before asking."""

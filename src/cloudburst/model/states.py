@@ -163,8 +163,3 @@ SCHEDULABLE_HOST_STATES: frozenset[HostState] = frozenset(
     {HostState.MONITORED, HostState.MONITORING_MONITORED}
 )
 
-# Hosts the monitor probes.
-MONITORED_HOST_STATES: frozenset[HostState] = frozenset(
-    {HostState.INIT, HostState.MONITORED, HostState.ERROR, HostState.MONITORING_MONITORED,
-     HostState.MONITORING_ERROR, HostState.MONITORING_INIT}
-)

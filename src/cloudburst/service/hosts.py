@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from sqlalchemy import Connection
 
 from cloudburst.daemon.dispatcher import Dispatcher
+from cloudburst.daemon.lifecycle.hosts import (
+    HostStepped,
+    HostWorkers,
+    host_step,
+    start_host_work,
+)
 from cloudburst.errors import (
     ApiArgumentError,
     IllegalActionError,
@@ -18,6 +24,7 @@ from cloudburst.errors import (
 )
 from cloudburst.events import EventBus
 from cloudburst.model.cost import money, month_start
+from cloudburst.model.host_lifecycle import STATUS_EVENTS, HostEvent
 from cloudburst.model.records import HostRecord
 from cloudburst.model.snapshots import host_snapshot
 from cloudburst.model.states import HostState
@@ -27,10 +34,6 @@ from cloudburst.store.sequences import next_ids
 from cloudburst.store.spending import Spending, spending
 from cloudburst.template import Template
 from cloudburst.template.limits import check_name, check_template, parse_submitted
-
-#: ``one.host.status`` values.
-HOST_STATUS = {0: HostState.INIT, 1: HostState.DISABLED, 2: HostState.OFFLINE}
-
 
 #: Attributes that say what a host is, reported by its probes. Replacing the
 #: template keeps them until the next monitoring, so a cloud site is never
@@ -67,12 +70,15 @@ class HostService:
 
     def __init__(self, db: Database, dispatcher: Dispatcher,
                  monitor_now: Callable[[int], None], wake_scheduler: Callable[[], None],
-                 events: EventBus | None = None) -> None:
+                 events: EventBus | None = None,
+                 reschedule: Callable[[int], Awaitable[None]] | None = None) -> None:
+        """``reschedule(host_id)`` flags every VM on the host for rescheduling
+        (what ``flush`` starts)."""
         self.db = db
         self.events = events if events is not None else EventBus()
         self.dispatcher = dispatcher
-        self._monitor_now = monitor_now
-        self._wake_scheduler = wake_scheduler
+        self._workers = HostWorkers(monitor=monitor_now, schedule=wake_scheduler,
+                                    reschedule=reschedule)
 
     async def allocate(self, name: str, im_mad: str, vm_mad: str, *, tm_mad: str = "dummy",
                        vn_mad: str = "dummy", cluster_id: int = -1) -> int:
@@ -91,7 +97,7 @@ class HostService:
                     f"{kind} {driver!r} is not defined in oned.conf "
                     f"(defined: {', '.join(configured) or 'none'})")
 
-        def write(connection: Connection) -> HostRecord:
+        def write(connection: Connection) -> HostStepped:
             if host_pool.find_host_id(connection, name) is not None:
                 taken = host_pool.find_host_id(connection, name)
                 raise PoolNameError(f"NAME is already taken by HOST {taken}.")
@@ -104,15 +110,22 @@ class HostService:
                 template=_new_host_template(im_mad, vm_mad),
                 last_mon_time=0, version=0,
             )
-            host_pool.insert_host(connection, record)
-            return record
+            return host_step(connection, record, HostEvent.CREATE)
 
-        host = self._published(await self.db.write(write))
-        self._monitor_now(host.id)
-        return host.id
+        return (await self._published(await self.db.write(write))).id
 
-    def _published(self, host: HostRecord) -> HostRecord:
-        """Publish a committed change of ``host``; returns it."""
+    async def _published(self, stepped: HostStepped) -> HostRecord:
+        """Publish a committed change of a host and start the work it asks for."""
+        host = stepped.host
+        snapshot = host_snapshot(host)
+        if stepped.move.to is None:
+            snapshot["removed"] = True
+        self.events.publish("host", host.id, snapshot)
+        await start_host_work(self._workers, stepped)
+        return host
+
+    def _changed(self, host: HostRecord) -> HostRecord:
+        """Publish a committed change of ``host`` that leaves its state; returns it."""
         self.events.publish("host", host.id, host_snapshot(host))
         return host
 
@@ -169,38 +182,38 @@ class HostService:
 
     async def delete(self, host_id: int) -> int:
         """Remove a host that holds no VM."""
-        def write(connection: Connection) -> HostRecord:
+        def write(connection: Connection) -> HostStepped:
             host = host_pool.get_host(connection, host_id)
             if host.running_vms:
                 raise IllegalActionError(
                     f"Cannot delete host {host_id} ({host.name}): it still holds "
                     f"{host.running_vms} VM(s) ({', '.join(map(str, host.vm_ids))})")
-            host_pool.delete_host(connection, host_id)
-            return host
+            return host_step(connection, host, HostEvent.DELETE)
 
-        deleted = await self.db.write(write)
-        self.events.publish("host", host_id, {**host_snapshot(deleted), "removed": True})
+        await self._published(await self.db.write(write))
         return host_id
 
     async def status(self, host_id: int, status: int) -> int:
-        """``one.host.status``: 0 enable, 1 disable, 2 offline."""
-        if status not in HOST_STATUS:
+        """``one.host.status``: 0 enable, 1 disable, 2 offline.
+
+        As in OpenNebula 6.10, each is legal in every state: enable starts over
+        from INIT (monitored at once), also on a monitored host.
+        """
+        if status not in STATUS_EVENTS:
             raise ApiArgumentError(f"Wrong status {status}: use 0 (enable), 1 (disable) or "
                                    "2 (offline)")
-        target = HOST_STATUS[status]
+        return (await self._act(host_id, STATUS_EVENTS[status])).id
 
-        def write(connection: Connection) -> HostRecord:
-            host = host_pool.get_host(connection, host_id)
-            if target is HostState.INIT and host.state not in (
-                    HostState.DISABLED, HostState.OFFLINE):
-                return host
-            return host_pool.update_host(connection, host, state=target)
+    async def flush(self, host_id: int) -> int:
+        """``onehost flush``: disable the host and reschedule every VM on it
+        (the scheduler moves each to another host when one can take it)."""
+        return (await self._act(host_id, HostEvent.FLUSH)).id
 
-        host = self._published(await self.db.write(write))
-        if host.state is HostState.INIT:
-            self._monitor_now(host_id)
-        self._wake_scheduler()
-        return host_id
+    async def _act(self, host_id: int, event: HostEvent) -> HostRecord:
+        def write(connection: Connection) -> HostStepped:
+            return host_step(connection, host_pool.get_host(connection, host_id), event)
+
+        return await self._published(await self.db.write(write))
 
     async def update(self, host_id: int, text: str, *, merge: bool) -> int:
         """Replace (or merge into) the host's template; re-monitor it.
@@ -219,8 +232,8 @@ class HostService:
             check_template(template)
             return host_pool.update_host(connection, host, template=template)
 
-        self._published(await self.db.write(write))
-        self._monitor_now(host_id)
+        self._changed(await self.db.write(write))
+        self._workers.monitor(host_id)
         return host_id
 
     async def rename(self, host_id: int, name: str) -> int:
@@ -234,5 +247,5 @@ class HostService:
                                          f"collides with host {taken}")
             return host_pool.update_host(connection, host, name=name)
 
-        self._published(await self.db.write(write))
+        self._changed(await self.db.write(write))
         return host_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -12,6 +13,7 @@ from sqlalchemy import Connection
 from cloudburst.daemon.lifecycle import LifecycleManager, MigrationTargets
 from cloudburst.errors import (
     ApiArgumentError,
+    CloudburstError,
     IllegalActionError,
     LockedError,
     NotFoundError,
@@ -40,6 +42,7 @@ from cloudburst.store.vm_search import (
 from cloudburst.template import Template
 from cloudburst.template.limits import check_name, check_template, parse_submitted
 
+log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 #: Validators for driver-specific template rules (e.g. EC2's AMI), run at allocation.
@@ -265,6 +268,20 @@ class VmService:
         await self._unlocked(vm_id, _MANAGE)
         await self.lifecycle.act(vm_id, event)
         return vm_id
+
+    async def reschedule_host(self, host_id: int) -> None:
+        """Flag every VM on ``host_id`` for rescheduling (``onehost flush``): the
+        scheduler moves each to another host that can take it. A VM that cannot
+        be rescheduled now (not RUNNING, locked) stays, with a log line."""
+        def read(connection: Connection) -> list[int]:
+            return [vm.id for vm in vm_pool.list_vms(connection, host_id=host_id,
+                                                     with_history=False, exclude_done=True)]
+
+        for vm_id in await self.db.read(read):
+            try:
+                await self.action("resched", vm_id)
+            except CloudburstError as exc:
+                log.info("flush of host %d: VM %d stays: %s", host_id, vm_id, exc.message)
 
     async def migrate(self, vm_id: int, host_id: int, *, live: bool = False,
                       enforce: bool = False) -> int:
