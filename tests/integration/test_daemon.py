@@ -677,17 +677,23 @@ def test_poll_garbage_marks_only_that_vm(tmp_path: Path) -> None:
     run(scenario)
 
 
+async def _failed_provider_host(daemon: Daemon, broken: Path) -> HostRecord:
+    """A provider host, monitored, then in ERROR once its probe is ``broken``."""
+    host = await add_provider_host(daemon)
+    broken.touch()
+    host = await wait_host(daemon, host.id, lambda h: h.state is HostState.ERROR,
+                           what="the host to fail")
+    assert "cannot reach the provider API" in host.error
+    return host
+
+
 def test_failing_probe_puts_the_host_in_error_and_it_recovers(tmp_path: Path) -> None:
     settings = make_home(tmp_path, monitoring=0.3)
     broken = control(settings) / "probe_broken"
 
     async def scenario() -> None:
         async with running(settings) as daemon:
-            host = await add_provider_host(daemon)
-            broken.touch()
-            host = await wait_host(daemon, host.id, lambda h: h.state is HostState.ERROR,
-                                   what="the host to fail")
-            assert "cannot reach the provider API" in host.error
+            host = await _failed_provider_host(daemon, broken)
             assert "10-capacity" in host.error and "\n" not in host.error
             assert host.template.get("ERROR") == (
                 f"Error monitoring host {host.id} : {host.error}")
@@ -719,10 +725,7 @@ def test_host_states_follow_the_host_table_through_monitoring_and_operators(
 
     async def scenario() -> None:
         async with running(settings) as daemon:
-            host = await add_provider_host(daemon)
-            broken.touch()
-            host = await wait_host(daemon, host.id, lambda h: h.state is HostState.ERROR,
-                                   what="the host to fail")
+            host = await _failed_provider_host(daemon, broken)
             await daemon.hosts.status(host.id, 1)
             stamp = (await daemon.hosts.info(host.id)).last_mon_time
             host = await wait_host(daemon, host.id, lambda h: h.last_mon_time > stamp + 1,
