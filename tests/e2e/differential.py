@@ -151,6 +151,27 @@ def compare(step: str, reference: Shape, ours: Shape) -> list[str]:
     return lines
 
 
+def element_values(text: str, paths: Iterable[str]) -> dict[str, str]:
+    """The text of each child of the elements at ``paths`` (relative to the document's
+    root), keyed ``<path>[<n>]/<child>`` (n counts the elements found at the path)."""
+    root = ElementTree.fromstring(text)
+    values: dict[str, str] = {}
+    for path in paths:
+        for number, element in enumerate(root.findall(path)):
+            for child in element:
+                values[f"{path}[{number}]/{child.tag}"] = (child.text or "").strip()
+    return values
+
+
+def compare_values(step: str, reference: str, ours: str, paths: Iterable[str]) -> list[str]:
+    """Values that differ between two documents, for the children of the elements at
+    ``paths`` both have (a child only one has is a shape difference, see :func:`compare`)."""
+    paths = list(paths)
+    theirs, mine = element_values(reference, paths), element_values(ours, paths)
+    return [f"{step}: value of {key} {mine[key]!r} != oned's {theirs[key]!r}"
+            for key in sorted(set(theirs) & set(mine)) if theirs[key] != mine[key]]
+
+
 _LABEL = re.compile(r"^([A-Z][A-Z0-9 _/()-]*?)\s+:", re.M)
 _HEADING = re.compile(r"^([A-Z][A-Z0-9 &_-]+[A-Z0-9])\s*$", re.M)
 

@@ -31,7 +31,9 @@ def test_the_parsed_deployment_and_the_chosen_section_reach_the_driver(tmp_path:
             spec = await daemon.lifecycle.deploy_spec(vm, host, tmp_path / "deployment.0", "t")
             assert spec.template == parse_xml(daemon.lifecycle.deployment_document(vm))
             assert spec.template.get("VMID") == str(vm_id)
-            assert spec.template.get_vector("CONTEXT") == {"GREETING": "hi"}
+            # with the context CD-ROM's DISK_ID and TARGET, as oned numbers it
+            assert spec.template.get_vector("CONTEXT") == {"GREETING": "hi", "DISK_ID": "0",
+                                                           "TARGET": "hda"}
             assert spec.section == {"TYPE": "provider_name", "HOST": "remote_provider",
                                     "IMAGE": "b"}
             # Two sites of the type, no section for the second one: refused, VM untouched.

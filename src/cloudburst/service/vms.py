@@ -19,6 +19,7 @@ from cloudburst.errors import (
     NotFoundError,
     ValidationError,
 )
+from cloudburst.model import devices
 from cloudburst.model.cost import vm_price
 from cloudburst.model.lifecycle import ACTION_EVENTS
 from cloudburst.model.records import VmRecord
@@ -110,7 +111,7 @@ class VmService:
             quota_pool.check_vm(connection, uid=uid, gid=gid, cpu=prepared.cpu,
                                 memory=prepared.memory)
             vm_id = next_ids(connection, "vm")
-            system = prepared.template.copy()
+            system = devices.numbered(prepared.template)
             system.set("VMID", str(vm_id))
             if hold:
                 system.set("SUBMIT_ON_HOLD", "YES")  # as oned records a VM submitted held

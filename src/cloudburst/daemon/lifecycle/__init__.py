@@ -34,7 +34,7 @@ from cloudburst.errors import (
     NotFoundError,
     UnsupportedActionError,
 )
-from cloudburst.model import lifecycle
+from cloudburst.model import devices, lifecycle
 from cloudburst.model.lifecycle import Event, Move
 from cloudburst.model.records import HostRecord, VmRecord
 from cloudburst.model.states import HostState, VmState
@@ -246,11 +246,11 @@ class LifecycleManager(Deploying, Observing, Working, ManagerBase):
     async def attach(self, vm_id: int, section: str, attributes: dict[str, str]) -> VmRecord:
         """Hot-plug a ``DISK`` or ``NIC`` into a RUNNING VM."""
         vm = await self._vm(vm_id)
-        id_key = f"{section}_ID"
-        device_id = _next_id(vm.template, section, id_key)
+        device_id = devices.next_id(vm.template, section)
         event = Event.DISK_ATTACH if section == "DISK" else Event.NIC_ATTACH
-        return await self.advance(vm_id, event, args={"device_id": device_id,
-                                                      "attributes": attributes})
+        return await self.advance(vm_id, event, args={
+            "device_id": device_id,
+            "attributes": devices.attached(vm.template, section, attributes, device_id)})
 
     async def detach(self, vm_id: int, section: str, device_id: int) -> VmRecord:
         """Unplug the ``DISK`` or ``NIC`` with that id from a RUNNING VM."""

@@ -292,8 +292,11 @@ async def _snapshot_create(job: Job) -> Outcome:
 
     def prepare(connection: Connection, vm: VmRecord, moved: Move) -> dict[str, Any]:
         template = vm.template.copy()
+        # SYSTEM_DISK_SIZE (MB) is what the snapshot holds on the system datastore: the
+        # VM's memory, as oned records it for a system snapshot.
         template.append("SNAPSHOT", {"SNAPSHOT_ID": str(snapshot_id), "NAME": name,
-                                     "HYPERVISOR_ID": provider_name, "TIME": str(now())})
+                                     "HYPERVISOR_ID": provider_name, "TIME": str(now()),
+                                     "SYSTEM_DISK_SIZE": str(vm.memory)})
         return {"template": template}
 
     return Outcome(prepare=prepare)
