@@ -5,12 +5,14 @@ The site's price table (``im_ec2.conf``) and its catalogue (moto's
 a VM whose EC2 section names no type is scheduled and launched as the cheapest
 type that fits it, and its monitoring carries the hourly price. Bad launch
 options are refused at ``onevm create`` in one line. A ``CONTEXT`` with
-``$VARIABLE`` references reaches the instance's user data expanded.
+``$VARIABLE`` references reaches the instance's user data expanded; a spot
+VM is priced at its zone's spot price.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,11 +61,15 @@ def test_cheapest_type_price_and_launch_checks(tmp_path: Path,
             created = []
             for name, text in (("mid", "CPU=1.5\nMEMORY=3000"), ("huge", "CPU=16\nMEMORY=512"),
                                ("tiny", "CPU=0.5\nMEMORY=256\n"
-                                        'CONTEXT = [ SET_HOSTNAME = "$NAME", ID = "vm-$VMID" ]')):
-                (tmp_path / name).write_text(f"{text}\n{SECTION}\n", encoding="utf-8")
+                                        'CONTEXT = [ SET_HOSTNAME = "$NAME", ID = "vm-$VMID" ]'),
+                               ("spot", "CPU=0.5\nMEMORY=256\n"
+                                        'EC2 = [ AMI="ami-00bafcb5", KEYPAIR="k", MARKET="spot" ]'
+                                )):
+                section = "" if "EC2" in text else SECTION
+                (tmp_path / name).write_text(f"{text}\n{section}\n", encoding="utf-8")
                 output = cli(daemon, "onevm", "create", str(tmp_path / name)).stdout
                 created.append(int(output.split(":")[-1]))
-            mid, huge, tiny = created
+            mid, huge, tiny, spot = created
 
             def priced(vm_id: int) -> str | None:
                 info = server.vm.info(vm_id)
@@ -81,7 +87,14 @@ def test_cheapest_type_price_and_launch_checks(tmp_path: Path,
             live = instances_by_vm(site.client())
             kinds = {vm_id: site.client().describe_instances(InstanceIds=ids)[
                 "Reservations"][0]["Instances"][0]["InstanceType"] for vm_id, ids in live.items()}
-            assert kinds == {mid: "t3.medium", tiny: "t3.small"}
+            assert kinds == {mid: "t3.medium", tiny: "t3.small", spot: "t3.small"}
+            # a spot VM costs its zone's spot price (moto's: 0.00001), in its monitoring
+            # and in its stay's recorded price (onevm show's cost, what budgets count)
+            shown_spot = wait_for(lambda: (lambda shown: shown if shown and re.search(
+                r"PRICE PER HOUR\s*: 0\.00001\n", shown) else None)(priced(spot)),
+                timeout=90, interval=0.5)
+            assert "PRICE_PER_HOUR=0.00001\n" in shown_spot and "AWS_MARKET=spot\n" in shown_spot
+            assert re.search(r"PRICE PER HOUR\s*: 0\.0208\n", shown_tiny)  # on-demand
             # CONTEXT's $VARIABLEs were expanded at creation: the user data has the values
             user_data = base64.b64decode(site.client().describe_instance_attribute(
                 InstanceId=live[tiny][0], Attribute="userData")["UserData"]["Value"]).decode()

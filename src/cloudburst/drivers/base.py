@@ -309,10 +309,17 @@ class PollState(Enum):
 
 @dataclass(frozen=True, slots=True)
 class PollResult:
-    """One VM's poll: its state and extra monitoring values (``IP``, ...)."""
+    """One VM's poll: its state and extra monitoring values (``IP``, ...).
+
+    ``price``: what the provider bills for the VM's instance per hour now, when
+    the driver knows it better than the site's price table did when the stay
+    opened (an EC2 spot instance: the zone's spot price); the open stay's
+    recorded price follows it (``history.price``, which budgets count).
+    """
 
     state: PollState
     info: Mapping[str, str] = field(default_factory=dict)
+    price: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

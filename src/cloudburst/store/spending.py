@@ -1,7 +1,8 @@
 """Money spent: the recorded prices of stays (``history.price``) over time.
 
 Like quota usage, spending is **derived** from the pool (each stay's price is
-fixed when it opens), never kept as a counter. Stays without a price (local
+fixed when it opens, or set by the provider's bill once the driver knows it:
+:func:`reprice_open_stay`), never kept as a counter. Stays without a price (local
 hosts, unknown prices) cost nothing here: budgets count cloud spending.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection, or_, select, update
 
 from cloudburst.model.cost import stay_cost
 from cloudburst.store.schema import history, hosts, vms
@@ -56,3 +57,17 @@ def open_stay_prices(connection: Connection, host_ids: Sequence[int]) -> dict[in
              .where(history.c.host_id.in_(list(host_ids)), history.c.etime == 0,
                     history.c.price.is_not(None)))
     return {int(vm_id): float(price) for vm_id, price in connection.execute(query)}
+
+
+def reprice_open_stay(connection: Connection, vm_id: int, price: float) -> bool:
+    """Record ``price`` as the price of VM ``vm_id``'s open stay; whether it changed.
+
+    For a driver that knows the provider's bill better than the price the stay
+    opened with (an EC2 spot instance's zone price, ``PollResult.price``).
+    """
+    result = connection.execute(
+        update(history)
+        .where(history.c.vm_id == vm_id, history.c.etime == 0,
+               or_(history.c.price.is_(None), history.c.price != price))
+        .values(price=price))
+    return bool(result.rowcount)

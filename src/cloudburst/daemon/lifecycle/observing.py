@@ -5,7 +5,9 @@ Poll results are applied VM by VM in one write each: the monitoring values
 (``MONITOR_RUNNING``, ``MONITOR_GONE``...) goes through the one helper when
 the table allows it there; otherwise it is ignored (a VM being shut down
 that the provider already reports gone, for instance, is handled by the
-table's own entries). An instance the provider reclaimed (a spot
+table's own entries). A poll that carries the provider's price for the
+instance (``PollResult.price``, an EC2 spot price) becomes the open stay's
+recorded price. An instance the provider reclaimed (a spot
 interruption) closes the VM's stay with the provider's reason and sends the
 VM back to the scheduler.
 """
@@ -25,7 +27,7 @@ from cloudburst.errors import ConflictError, NotFoundError
 from cloudburst.model import lifecycle
 from cloudburst.model.lifecycle import Event
 from cloudburst.model.records import HostRecord, VmRecord
-from cloudburst.store import vm_pool
+from cloudburst.store import spending, vm_pool
 
 log = logging.getLogger("cloudburst.daemon.lifecycle")
 
@@ -73,10 +75,12 @@ class Observing(ManagerBase):
                 changes["monitoring"] = monitoring
             if poll_error and vm.error != f"Error monitoring VM: {poll_error}":
                 changes["error"] = f"Error monitoring VM: {poll_error}"
+            repriced = (result.price is not None and vm.host_id is not None
+                        and spending.reprice_open_stay(connection, vm_id, result.price))
             moves = (event is not None and lifecycle.is_legal(vm.position, event)
                      and lifecycle.move(vm.position, event).to != vm.position
                      and version in (None, vm.version))
-            if not moves and not changes and stamp - vm.last_poll < 300:
+            if not moves and not changes and not repriced and stamp - vm.last_poll < 300:
                 return None
             changes["last_poll"] = stamp
             if not moves:

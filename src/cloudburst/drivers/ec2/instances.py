@@ -45,6 +45,7 @@ from typing import Any, Final
 
 from cloudburst.drivers.base import PollResult, PollState
 from cloudburst.errors import one_line
+from cloudburst.model import cost
 
 TAG_INSTALL: Final = "cloudburst:installation"
 TAG_BATCH: Final = "cloudburst:batch"
@@ -202,14 +203,16 @@ def views(reservations: Iterable[Mapping[str, Any]]) -> list[InstanceView]:
 
 
 def poll_result(instance: InstanceView | None, *, elastic_ip: str | None = None,
-                error: str | None = None, price: float | None = None) -> PollResult:
+                error: str | None = None, price: float | None = None,
+                spot_price: bool = False) -> PollResult:
     """The poll of one VM whose instance is ``instance`` (``None``: not listed).
 
     ``IP`` is the public DNS name, else the public address (the seed shows
     ``IP=ec2-...compute-1.amazonaws.com``); ``elastic_ip`` replaces it when an
     address was associated in this poll (the listing predates it).
-    ``PRICE_PER_HOUR`` is ``price`` (US$, the on-demand price of the instance's
-    type at its site; for spot, the most it costs), when known.
+    ``PRICE_PER_HOUR`` is ``price`` (US$ per hour, when known: the zone's spot
+    price for a spot instance, else the on-demand price of its type at its
+    site); ``spot_price`` marks it as the provider's bill (:class:`PollResult`).
     """
     if instance is None:
         return PollResult(PollState.GONE, {"AWS_STATE": "missing"})
@@ -231,7 +234,7 @@ def poll_result(instance: InstanceView | None, *, elastic_ip: str | None = None,
     if instance.private_ip:
         info["PRIVATE_IP"] = instance.private_ip
     if price is not None:
-        info["PRICE_PER_HOUR"] = f"{price:g}"
+        info["PRICE_PER_HOUR"] = cost.money(price)
     for key, value in (
         ("AWS_DNS_NAME", instance.public_dns),
         ("AWS_IP_ADDRESS", elastic_ip or instance.public_ip),
@@ -249,4 +252,4 @@ def poll_result(instance: InstanceView | None, *, elastic_ip: str | None = None,
             info[key] = value
     if error:
         info["ERROR"] = one_line(error, 300)
-    return PollResult(state, info)
+    return PollResult(state, info, price=price if spot_price else None)

@@ -19,7 +19,11 @@ Actions and what they cost in API calls:
   launches and be stale at once. ``ELASTICIP`` is associated by the first poll that sees
   the instance running (:mod:`.elastic_ips`); a failure shows as the VM's
   monitoring error. The poll reports ``IP`` (public DNS name, else public
-  address), ``PRIVATE_IP`` and ``AWS_*`` details (:mod:`.instances`).
+  address), ``PRIVATE_IP``, ``AWS_*`` details (:mod:`.instances`) and
+  ``PRICE_PER_HOUR``: a spot instance's zone spot price (one
+  ``DescribeSpotPriceHistory`` per site for the pairs not read in the last
+  15 minutes, :mod:`.spot_prices`), which its stay's recorded price follows;
+  else the on-demand price of its type in the host's offers.
 * ``shutdown`` and ``cancel``: ``TerminateInstances``, with the ids of every
   termination under way at the host in one call (up to 1,000; the call stays
   open while the daemon has more terminations of the host on their way; an
@@ -62,7 +66,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Final
@@ -97,6 +101,7 @@ from cloudburst.drivers.ec2.listing import InstanceListings
 from cloudburst.drivers.ec2.pricing import Catalogue
 from cloudburst.drivers.ec2.run_instances import Launcher, parse_note
 from cloudburst.drivers.ec2.security_groups import SecurityGroups
+from cloudburst.drivers.ec2.spot_prices import SpotPrices
 from cloudburst.drivers.ec2.sweep import OrphanSweep
 from cloudburst.errors import DriverError, InstanceNotFoundError, ValidationError
 from cloudburst.model import offers
@@ -135,6 +140,7 @@ class Ec2VmDriver(VmDriver):
         self.site = Site(self.config, context.cloud_api)
         self.listings = InstanceListings(self.site, self.install_id)
         self.catalogue = Catalogue(self.site)
+        self.spot_prices = SpotPrices(self.site, self.log)
         self.groups = SecurityGroups(self.site, self.install_id, self.config.ingress_cidr,
                                      self.log)
         backlog = context.backlog
@@ -283,6 +289,10 @@ class Ec2VmDriver(VmDriver):
         await self.launcher.batches.settled(_POLL_WAITS_FOR_LAUNCHES)
         listing = await self.listings.current()
         now = time.monotonic()
+        spot = await self.spot_prices.prices(
+            (instance.instance_type, instance.zone) for vm in vms
+            if (instance := listing.instances.get(vm.deploy_id)) is not None
+            and instance.market == "spot" and instance.live)
         results: dict[int, PollResult] = {}
         associations: list[tuple[VmRef, InstanceView]] = []
         for vm in vms:
@@ -293,13 +303,12 @@ class Ec2VmDriver(VmDriver):
             elif instance is not None and self.elastic_ips.pending(instance):
                 associations.append((vm, instance))
             else:
-                results[vm.vm_id] = poll_result(instance, price=_price(vm, instance))
+                results[vm.vm_id] = _polled(vm, instance, spot)
         if associations:
             done = await asyncio.gather(*(self.elastic_ips.associate(instance)
                                           for _, instance in associations))
             for (vm, instance), (address, error) in zip(associations, done, strict=True):
-                results[vm.vm_id] = poll_result(instance, elastic_ip=address, error=error,
-                                                price=_price(vm, instance))
+                results[vm.vm_id] = _polled(vm, instance, spot, elastic_ip=address, error=error)
         return results
 
     # -- stop, reboot ------------------------------------------------------------------
@@ -413,8 +422,15 @@ class Ec2VmDriver(VmDriver):
         await self.site.close()
 
 
-def _price(vm: VmRef, instance: InstanceView | None) -> float | None:
-    """The hourly price of ``instance``'s type at ``vm``'s site, from the host's offers."""
+def _polled(vm: VmRef, instance: InstanceView | None, spot: Mapping[tuple[str, str], float],
+            *, elastic_ip: str | None = None, error: str | None = None) -> PollResult:
+    """``instance``'s poll, priced: a spot instance at its zone's spot price (``spot``),
+    else (on-demand, or no spot price known) its type's price in the host's offers."""
     if instance is None:
-        return None
-    return offers.price_of(offers.offers_of(vm.host.attributes), instance.instance_type)
+        return poll_result(None)
+    spot_price = spot.get((instance.instance_type, instance.zone))
+    if instance.market == "spot" and spot_price is not None:
+        return poll_result(instance, elastic_ip=elastic_ip, error=error, price=spot_price,
+                           spot_price=True)
+    price = offers.price_of(offers.offers_of(vm.host.attributes), instance.instance_type)
+    return poll_result(instance, elastic_ip=elastic_ip, error=error, price=price)
