@@ -13,6 +13,10 @@ provider and cancels them at the end.
 daemon runs; ``cloudburst restore FILE`` puts one back (daemon stopped). See
 :mod:`cloudburst.store.backup` and docs/recovery.md.
 
+``cloudburst ec2-prices`` rewrites the EC2 information driver's price table
+from the AWS Price List API (:mod:`cloudburst.drivers.ec2.price_list`); when
+the API cannot be asked the table in place stays, and one line says why.
+
 ``cloudburst guest build [DIR]`` builds the tiny kernel + busybox guest a
 local kvm host can boot (:mod:`cloudburst.guest`) in ``DIR`` (default
 ``$CLOUDBURST_HOME/guest``) and prints the two paths.
@@ -87,6 +91,30 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("file", type=Path, metavar="FILE")
     restore.set_defaults(handler=_restore)
 
+    prices = commands.add_parser(
+        "ec2-prices", help="refresh the EC2 price table from the AWS Price List API",
+        description="Fetch the on-demand Linux prices of the site's region from the AWS Price "
+                    "List API (pricing GetProducts; IAM permission pricing:GetProducts) and "
+                    "write them, dated and sourced, to the price table the EC2 information "
+                    "driver reads (PRICES_FILE of im_ec2.conf, default im_ec2/ec2_prices.conf; "
+                    "mode 0600). When the API cannot be asked nothing is written: the table in "
+                    "place (or the shipped one) stays. Exit status 0 when written, 1 if not.")
+    prices.set_defaults(handler=_ec2_prices)
+    prices.add_argument("--rc", default="vmm_ec2/vmm_ec2rc", metavar="FILE",
+                        help="the rc file with the site's credentials and region, relative to "
+                             "$CLOUDBURST_HOME/etc (default vmm_ec2/vmm_ec2rc; without it the "
+                             "AWS credential chain)")
+    prices.add_argument("--region", help="the region to price (default: the rc file's "
+                                         "AWS_DEFAULT_REGION, else us-east-1)")
+    prices.add_argument("--im-conf", default="im_ec2/im_ec2.conf", metavar="FILE",
+                        help="the information driver's file naming PRICES_FILE "
+                             "(default im_ec2/im_ec2.conf)")
+    prices.add_argument("--output", type=Path, metavar="FILE",
+                        help="write here instead of the file PRICES_FILE names")
+    prices.add_argument("--endpoint-url", metavar="URL",
+                        help="the Price List API endpoint (default "
+                             "https://api.pricing.us-east-1.amazonaws.com)")
+
     guest = commands.add_parser("guest", help="the tiny guest a local kvm host can boot",
                                 description="The tiny guest a local kvm host can boot.")
     guest_commands = guest.add_subparsers(title="commands", metavar="COMMAND")
@@ -129,6 +157,24 @@ def _restore(args: argparse.Namespace) -> int:
         return 1
     print(f"Restored store {ids.store_id} (installation {ids.installation_id}) from "
           f"{args.file}; start oned again")
+    return 0
+
+
+def _ec2_prices(args: argparse.Namespace) -> int:
+    from cloudburst.drivers.ec2 import price_list  # boto3 only for this command
+
+    etc = home_from_environment() / "etc"
+    output = args.output.expanduser().resolve() if args.output else None
+    try:
+        fetched, target = price_list.refresh_site(
+            etc, rc=args.rc, im_conf=args.im_conf, region=args.region,
+            endpoint_url=args.endpoint_url, output=output)
+    except (CloudburstError, OSError) as exc:
+        print(f"cloudburst ec2-prices: {exc}; the price table in place is unchanged (the "
+              "shipped one when there is none)", file=sys.stderr)
+        return 1
+    print(f"Wrote {len(fetched.prices)} on-demand prices of {fetched.region} to {target} "
+          f"(AWS Price List API at {fetched.endpoint})")
     return 0
 
 

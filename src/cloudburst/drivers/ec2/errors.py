@@ -65,6 +65,7 @@ AUTH_CODES: Final = frozenset({
     "ExpiredTokenException", "UnauthorizedOperation", "AccessDenied",
     "AccessDeniedException", "OptInRequired", "Blocked", "PendingVerification",
     "InvalidToken", "IncompleteSignature", "AuthFailure.ServiceLinkedRoleCreationNotPermitted",
+    "InvalidSignatureException", "MissingAuthenticationTokenException",
 })
 NOT_FOUND_CODES: Final = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"})
 SERVER_CODES: Final = frozenset({
@@ -124,12 +125,13 @@ def _client_error_parts(exc: boto_errors.ClientError) -> tuple[str, str, int]:
 
 
 def classify(exc: BaseException, action: str, site: str, secrets: Sequence[str],
-             expect: frozenset[str] = frozenset()) -> Failure:
+             expect: frozenset[str] = frozenset(), service: str = "EC2") -> Failure:
     """Classify ``exc`` raised by ``action`` at ``site`` (see the module table).
 
-    ``expect``: AWS codes to hand back as :class:`AwsCodeError` instead.
+    ``expect``: AWS codes to hand back as :class:`AwsCodeError` instead;
+    ``service``: the API's name in messages.
     """
-    prefix = f"EC2 {action} at {site}"
+    prefix = f"{service} {action} at {site}"
     if isinstance(exc, boto_errors.ClientError):
         code, message, status = _client_error_parts(exc)
         text = scrub(f"{prefix}: {code}: {message}" if message else f"{prefix}: {code}",
