@@ -42,6 +42,7 @@ from cloudburst.drivers.ec2.information import Ec2InformationDriver
 from cloudburst.drivers.ec2.limits import BucketSpec, RateLimiter
 from cloudburst.drivers.ec2.pricing import default_price_file, load_price_file
 from cloudburst.drivers.ec2.vm import Ec2VmDriver
+from cloudburst.drivers.orphans import OrphanSightings
 from cloudburst.errors import (
     CapacityError,
     ConfigError,
@@ -309,9 +310,11 @@ def test_authorized_ports_group_created_then_removed(tmp_path: Path, site: MotoS
             Filters=[{"Name": "group-name", "Values": [name]}])["SecurityGroups"]
         return found
 
+    sightings = OrphanSightings()
+
     async def cycle(refs: list[VmRef], live: frozenset[int]) -> None:
         await driver.poll(refs)
-        await driver.sweep(HOST, live, 600)
+        await driver.sweep(HOST, live, 600, sightings)
 
     async def scenario() -> None:
         first = await driver.deploy(spec(1, template))
@@ -742,7 +745,7 @@ def test_polling_300_instances_costs_one_call(tmp_path: Path, site: MotoServer,
         assert all(result.state is PollState.ACTIVE for result in results.values())
         assert proxy.counts["DescribeInstances"] == 1
         # The sweep that follows the poll reuses its listing.
-        report = await driver.sweep(HOST, frozenset(range(300)), 600)
+        report = await driver.sweep(HOST, frozenset(range(300)), 600, OrphanSightings())
         assert report is not None and report.orphans == {}
         assert proxy.counts["DescribeInstances"] == 1
         await driver.close()
@@ -765,16 +768,17 @@ def test_sweep_terminates_orphans_after_the_grace_period(tmp_path: Path, site: M
         # A second instance of VM 1 (say, launched by hand with our tags): a duplicate.
         duplicate = await driver.deploy(spec(1, SEED_EC2, token="older-token"))
         await driver.poll([VmRef(1, kept, HOST)])
-        first = await driver.sweep(HOST, frozenset({1}), 0.5)
+        sightings = OrphanSightings()
+        first = await driver.sweep(HOST, frozenset({1}), 0.5, sightings)
         assert first is not None
         assert set(first.orphans) == {orphan, duplicate}
         assert first.terminated == []
         await asyncio.sleep(0.6)
-        second = await driver.sweep(HOST, frozenset({1}), 0.5)
+        second = await driver.sweep(HOST, frozenset({1}), 0.5, sightings)
         assert second is not None
         assert set(second.terminated) == {orphan, duplicate}
         assert second.orphans[orphan] >= 0.5
-        third = await driver.sweep(HOST, frozenset({1}), 0.5)
+        third = await driver.sweep(HOST, frozenset({1}), 0.5, sightings)
         assert third is not None and third.orphans == {}
         await driver.close()
         states = {instance_id: describe(site, instance_id)["State"]["Name"]

@@ -42,11 +42,12 @@ def daemon_on(home: Path, url: str, **changes: Any) -> Daemon:
 
 
 @contextlib.asynccontextmanager
-async def leader_and_follower(tmp_path: Path, url: str, **changes: Any
-                              ) -> AsyncIterator[tuple[Daemon, Daemon]]:
-    """Two daemons on ``url``, started in turn (the first leads); both stopped after."""
-    first = daemon_on(tmp_path / "a", url, **changes)
-    second = daemon_on(tmp_path / "b", url, **changes)
+async def leader_and_follower(tmp_path: Path, url: str, *, homes: tuple[str, str] = ("a", "b"),
+                              **changes: Any) -> AsyncIterator[tuple[Daemon, Daemon]]:
+    """Two daemons on ``url`` with homes ``tmp_path/<homes>``, started in turn (the first
+    leads); both stopped after."""
+    first = daemon_on(tmp_path / homes[0], url, **changes)
+    second = daemon_on(tmp_path / homes[1], url, **changes)
     try:
         await first.start(serve_api=False)
         await second.start(serve_api=False)

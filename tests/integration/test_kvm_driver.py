@@ -51,6 +51,7 @@ from cloudburst.drivers.kvm.information import KvmInformationDriver, version_tex
 from cloudburst.drivers.kvm.settings import shutdown_timeout_argument
 from cloudburst.drivers.kvm.states import poll_state
 from cloudburst.drivers.kvm.vm import KvmVmDriver, domain_uuid
+from cloudburst.drivers.orphans import OrphanSightings
 from cloudburst.errors import (
     CapacityError,
     DriverError,
@@ -618,9 +619,10 @@ def test_sweep_removes_orphans_after_the_grace_period(driver: KvmVmDriver, conn:
         asyncio.run(driver.deploy(spec(vm_id)))
     other_host = HostRef(4, "kvm2", {"LIBVIRT_URI": URI})  # same hypervisor, other host
     asyncio.run(driver.deploy(spec(52, host=other_host)))
-    report = asyncio.run(driver.sweep(HOST, frozenset({50}), grace_period=3600))
+    sightings = OrphanSightings()
+    report = asyncio.run(driver.sweep(HOST, frozenset({50}), 3600, sightings))
     assert report is not None and list(report.orphans) == ["one-51"] and not report.terminated
-    report = asyncio.run(driver.sweep(HOST, frozenset({50}), grace_period=0))
+    report = asyncio.run(driver.sweep(HOST, frozenset({50}), 0, sightings))
     assert report is not None and list(report.terminated) == ["one-51"]
     assert domain_state(conn, "one-51") is None
     assert domain_state(conn, "one-50") == domain_state(conn, "one-52") == 1

@@ -73,7 +73,7 @@ class Daemon:
         self.admin_created = bootstrap_admin(self.db, settings.auth_file)
         self.dispatcher = Dispatcher(settings, self.install_id)
         self.dispatcher.build_all()
-        self.files = VmFiles(settings.vms_dir)
+        self.files = VmFiles(settings.vms_dir, self.db)
         self.scheduler: SchedulerLoop
         #: Committed VM and host changes, for the dashboard and other consumers.
         self.events = EventBus()
@@ -207,7 +207,7 @@ class Daemon:
         await self.leadership.stop()
         await self._follow()
         await self.dispatcher.close()
-        self.files.close()
+        await self.files.close()
         self.users.close()
         await asyncio.to_thread(self.db.close)
         if self._sole_lock is not None:

@@ -1,8 +1,20 @@
-"""Per-VM files under ``CLOUDBURST_HOME/vms/<id>/``: deployment files and logs.
+"""Per-VM files under ``CLOUDBURST_HOME/vms/<id>/`` and each VM's log.
+
+A VM's **log** lives in the store (:mod:`cloudburst.store.vm_logs`): every
+daemon that leads while the VM lives adds to the same log, and any daemon
+shows all of it. The daemon that writes a line also appends it to its own
+``vms/<id>/vm.log`` (OpenNebula's per-VM log file, for people who tail files).
+Lines are buffered and written in batches, never making the caller wait.
+
+**Deployment files** are the driver's input, written by the daemon that
+deploys, from the VM's record in the store: a new leader that resumes a
+deploy writes the file again itself, so nothing of it is needed from the
+daemon that led before.
 
 File writes happen on one background thread so the event loop never waits on
 the disk; :meth:`VmFiles.write_deployment` still returns only once the file
-is complete, because the driver reads it next.
+is complete, because the driver reads it next. Files are private to the
+daemon's user (mode 0600).
 """
 
 from __future__ import annotations
@@ -17,18 +29,26 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from cloudburst.store import vm_logs
+from cloudburst.store.database import Database
+from cloudburst.store.vm_logs import LogLine
+
 log = logging.getLogger(__name__)
 
 
 class VmFiles:
-    """Writes deployment files and appends to VM logs."""
+    """Writes deployment files and appends to VM logs (see the module docstring)."""
 
-    def __init__(self, vms_dir: Path) -> None:
+    def __init__(self, vms_dir: Path, db: Database) -> None:
         self.vms_dir = vms_dir
+        self.db = db
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vm-files")
         self._lock = threading.Lock()
         self._pending: dict[int, list[str]] = {}
         self._flush_scheduled = False
+        #: Lines not yet in the store, and the task storing them.
+        self._unstored: list[LogLine] = []
+        self._storing: asyncio.Task[None] | None = None
 
     def directory(self, vm_id: int) -> Path:
         return self.vms_dir / str(vm_id)
@@ -43,6 +63,7 @@ class VmFiles:
         return directory / "checkpoint"
 
     def log_path(self, vm_id: int) -> Path:
+        """This daemon's copy of the lines it logged for the VM (the store has them all)."""
         return self.directory(vm_id) / "vm.log"
 
     async def write_deployment(self, vm_id: int, seq: int, document: str) -> Path:
@@ -53,18 +74,35 @@ class VmFiles:
         return path
 
     def log(self, vm_id: int, level: str, message: str) -> None:
-        """Append ``[level] message`` to the VM's log (fire and forget).
+        """Add ``[level] message`` to the VM's log (fire and forget; on the event loop).
 
-        Lines are buffered and flushed by the file thread in batches, one
-        open per file per batch, in the order they were logged.
+        Lines are stored in batches, one write at a time, in the order they
+        were logged; the file copy is flushed by the file thread, one open per
+        file per batch.
         """
-        line = f"{time.strftime('%a %b %d %H:%M:%S %Y')} [{level}]: {message}\n"
+        line = LogLine(vm_id, time.time(), level, message)
+        self._unstored.append(line)
+        if self._storing is None:
+            self._storing = asyncio.get_running_loop().create_task(self._store(),
+                                                                   name="store-vm-logs")
         with self._lock:
-            self._pending.setdefault(vm_id, []).append(line)
+            self._pending.setdefault(vm_id, []).append(line.text() + "\n")
             if self._flush_scheduled:
                 return
             self._flush_scheduled = True
         self._executor.submit(self._flush)
+
+    async def _store(self) -> None:
+        try:
+            while self._unstored:
+                lines, self._unstored = self._unstored, []
+                try:
+                    await self.db.write(functools.partial(vm_logs.append, lines=lines))
+                except Exception as exc:  # e.g. fenced: this daemon no longer leads
+                    log.warning("%d VM log lines could not be stored: %s", len(lines),
+                                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        finally:
+            self._storing = None
 
     def _flush(self) -> None:
         with self._lock:
@@ -76,7 +114,10 @@ class VmFiles:
             except OSError:
                 log.exception("cannot write the log of VM %d", vm_id)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Store the lines logged so far, flush the files, stop the file thread."""
+        if self._storing is not None:
+            await asyncio.gather(self._storing, return_exceptions=True)
         self._executor.submit(self._flush)
         self._executor.shutdown(wait=True)
 
@@ -98,7 +139,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def _append(path: Path, text: str) -> None:
     _ensure_directory(path.parent)
-    with open(path, "a", encoding="utf-8") as handle:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
         handle.write(text)
 
 

@@ -38,6 +38,7 @@ from cloudburst.daemon.lifecycle.hosts import (
 )
 from cloudburst.daemon.store_backoff import StoreBackoff
 from cloudburst.drivers.base import HostInfo, HostRef, PollResult, VmDriver
+from cloudburst.drivers.orphans import OrphanSightings
 from cloudburst.errors import (
     CloudburstError,
     ConflictError,
@@ -51,7 +52,7 @@ from cloudburst.model.capacity import set_limits
 from cloudburst.model.host_lifecycle import MONITORED, HostEvent, is_legal
 from cloudburst.model.records import HostRecord, VmRecord
 from cloudburst.model.snapshots import host_snapshot
-from cloudburst.store import host_pool, vm_pool
+from cloudburst.store import host_pool, orphans, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.host_cache import HostCache
 from cloudburst.template import Template
@@ -322,11 +323,12 @@ class Monitor:
 
     async def poll_host(self, host: HostRecord) -> None:
         """Poll every VM on ``host`` in one driver call, then sweep for orphans."""
-        def read(connection: Connection) -> list[VmRecord]:
-            return vm_pool.list_vms(connection, host_id=host.id, with_history=False,
-                                    exclude_done=True)
+        def read(connection: Connection) -> tuple[list[VmRecord], orphans.Sightings]:
+            return (vm_pool.list_vms(connection, host_id=host.id, with_history=False,
+                                     exclude_done=True),
+                    orphans.sightings(connection, host.id))
 
-        vms = await self.db.read(read)
+        vms, seen = await self.db.read(read)
         refs = poll_refs([vm for vm in vms if vm.position in POLLED_POSITIONS], host)
         try:
             driver = self.dispatcher.vm_driver(host.vm_mad)
@@ -342,7 +344,7 @@ class Monitor:
             else:
                 self._failures.pop(("polling VMs", host.id), None)
                 await self.lifecycle.apply_poll(results, {vm.id: vm.version for vm in vms})
-        await self._sweep(host, driver, frozenset(vm.id for vm in vms))
+        await self._sweep(host, driver, frozenset(vm.id for vm in vms), seen)
 
     def _failed(self, what: str, host: HostRecord, exc: CloudburstError) -> None:
         """Log a failed poll or sweep once per new message, not every interval."""
@@ -350,14 +352,19 @@ class Monitor:
             self._failures[(what, host.id)] = exc.message
             log.warning("%s of host %s failed: %s", what, host.name, exc)
 
-    async def _sweep(self, host: HostRecord, driver: VmDriver,
-                     live_vm_ids: frozenset[int]) -> None:
-        """Let the driver find orphaned instances and record them on the host."""
+    async def _sweep(self, host: HostRecord, driver: VmDriver, live_vm_ids: frozenset[int],
+                     seen: orphans.Sightings) -> None:
+        """Let the driver find orphaned instances and record them on the host.
+
+        ``seen`` are the host's sightings from the store; the sweep's are
+        written back with the host, so a new leader continues the grace periods.
+        """
         ref = LifecycleManager.host_ref(host)
+        sightings = OrphanSightings(seen)
         try:
             report = await self.dispatcher.run(
                 "VM_MAD", host.vm_mad, "sweep",
-                lambda: driver.sweep(ref, live_vm_ids, self.orphan_grace_period))
+                lambda: driver.sweep(ref, live_vm_ids, self.orphan_grace_period, sightings))
         except CloudburstError as exc:
             self._failed("orphan sweep", host, exc)
             return
@@ -372,8 +379,11 @@ class Monitor:
                 log.warning("host %s: instance %s carries our tags but no VM owns it "
                             "(seen for %.0f s)", host.name, deploy_id, age)
         remaining = sorted(set(report.orphans) - set(report.terminated))
+        kept = sightings.seen
 
         def write(connection: Connection) -> None:
+            if kept != seen:
+                orphans.keep(connection, host.id, kept)
             current = host_pool.get_host(connection, host.id, with_usage=False)
             template = current.template.copy()
             template.set("TOTAL_ORPHANS", str(len(remaining)))

@@ -46,6 +46,7 @@ from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from cloudburst.drivers.orphans import OrphanSightings
 from cloudburst.errors import TransientDriverError, UnsupportedActionError
 from cloudburst.template import Template
 
@@ -469,12 +470,15 @@ class VmDriver(abc.ABC):
         return info
 
     async def sweep(self, host: HostRef, live_vm_ids: frozenset[int],
-                    grace_period: float) -> SweepReport | None:
+                    grace_period: float, sightings: OrphanSightings) -> SweepReport | None:
         """Find (and after ``grace_period`` seconds remove) orphaned instances.
 
         ``live_vm_ids`` are the VMs that may own an instance on ``host``
-        (every VM of the host that is not DONE). Drivers that cannot tell
-        which instances are theirs return ``None``.
+        (every VM of the host that is not DONE). ``sightings`` are the host's
+        orphans as earlier sweeps saw them (the caller keeps them, in the
+        store): the driver observes what it finds in them, terminates the due
+        ones and forgets those (:mod:`cloudburst.drivers.orphans`). Drivers
+        that cannot tell which instances are theirs return ``None``.
         """
         return None
 

@@ -1,54 +1,65 @@
 """Which orphans of a cloud site are old enough to be terminated, across sweeps.
 
-An orphan is an instance (or partner VM) carrying this installation's tags
-that no live VM owns. One listing may predate a launch that is just being
-recorded, so a single sighting is never enough: an orphan is *due* once two
-sweeps of its host in a row have seen it **and** it was first seen at least
-the grace period ago. An orphan that a sweep of its host no longer finds is
-forgotten, and starts afresh if it shows up again.
+An orphan is an instance (or partner VM, or domain) carrying this
+installation's tags that no live VM owns. One listing may predate a launch
+that is just being recorded, so a single sighting is never enough: an orphan
+is *due* once two sweeps of its host in a row have seen it **and** it was
+first seen at least the grace period ago. An orphan that a sweep of its host
+no longer finds is forgotten, and starts afresh if it shows up again.
+
+The sightings of a host are not the driver's to keep: the caller (the
+leader's monitor) loads them from the store before a sweep and stores them
+after, so a new leader continues every grace period where the old one left
+it. Times are UNIX times for that reason (every daemon of a shared store
+reads them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
-from typing import Generic, TypeVar
-
-K = TypeVar("K", bound=Hashable)
+from collections.abc import Iterable, Mapping
 
 #: Sweeps in a row that must have seen an orphan before it is terminated.
 SIGHTINGS_BEFORE_TERMINATION = 2
 
+#: (UNIX time first seen, sweeps in a row that saw it) of one orphan.
+Sighting = tuple[float, int]
 
-class OrphanTracker(Generic[K]):
-    """When each orphan of each host was first seen, and by how many sweeps.
 
-    ``K`` is the driver's name for an orphan (an instance id, a partner VM id).
+class OrphanSightings:
+    """One host's orphans, by deploy id: when each was first seen and by how many sweeps.
+
+    A driver's ``sweep`` calls :meth:`observe` with what it found, terminates
+    :meth:`due` ones and :meth:`forget`-s those it terminated; :attr:`seen`
+    is then what the caller keeps for the next sweep.
     """
 
-    def __init__(self) -> None:
-        #: (host id, orphan) -> (monotonic time first seen, sweeps that saw it)
-        self._seen: dict[tuple[int, K], tuple[float, int]] = {}
+    def __init__(self, seen: Mapping[str, Sighting] | None = None) -> None:
+        self._seen: dict[str, Sighting] = dict(seen or {})
 
-    def observe(self, host_id: int, orphans: Iterable[K], now: float) -> dict[K, float]:
-        """Record a sweep of host ``host_id`` that found ``orphans``; their ages in seconds.
+    @property
+    def seen(self) -> dict[str, Sighting]:
+        """The sightings to keep for the next sweep (sweeps counted up to the rule's 2)."""
+        return dict(self._seen)
 
-        The host's orphans that this sweep did not find are forgotten.
+    def observe(self, orphans: Iterable[str], now: float) -> dict[str, float]:
+        """Record a sweep that found ``orphans`` at UNIX time ``now``; their ages in seconds.
+
+        The orphans this sweep did not find are forgotten.
         """
-        ages: dict[K, float] = {}
-        for orphan in orphans:
-            first, sweeps = self._seen.get((host_id, orphan), (now, 0))
-            self._seen[host_id, orphan] = (first, sweeps + 1)
-            ages[orphan] = now - first
-        for key in [key for key in self._seen if key[0] == host_id and key[1] not in ages]:
-            del self._seen[key]
-        return ages
+        found = list(dict.fromkeys(orphans))
+        seen: dict[str, Sighting] = {}
+        for orphan in found:
+            first, sweeps = self._seen.get(orphan, (now, 0))
+            seen[orphan] = (first, min(sweeps + 1, SIGHTINGS_BEFORE_TERMINATION))
+        self._seen = seen
+        return {orphan: max(0.0, now - seen[orphan][0]) for orphan in found}
 
-    def due(self, host_id: int, ages: dict[K, float], grace_period: float) -> list[K]:
+    def due(self, ages: Mapping[str, float], grace_period: float) -> list[str]:
         """The orphans of ``ages`` (from :meth:`observe`) to terminate now, in its order."""
         return [orphan for orphan, age in ages.items()
                 if age >= grace_period
-                and self._seen[host_id, orphan][1] >= SIGHTINGS_BEFORE_TERMINATION]
+                and self._seen[orphan][1] >= SIGHTINGS_BEFORE_TERMINATION]
 
-    def forget(self, host_id: int, orphan: K) -> None:
+    def forget(self, orphan: str) -> None:
         """Drop ``orphan`` (terminated): a later sighting counts from scratch."""
-        self._seen.pop((host_id, orphan), None)
+        self._seen.pop(orphan, None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +25,7 @@ from cloudburst.model.records import VmRecord
 from cloudburst.model.snapshots import vm_snapshot
 from cloudburst.model.states import LcmState, VmState
 from cloudburst.service.vm_template import expand_context, prepare
-from cloudburst.store import backoffs, group_pool, quota_pool, user_pool, vm_pool
+from cloudburst.store import backoffs, group_pool, quota_pool, user_pool, vm_logs, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.sequences import next_ids
 from cloudburst.store.spending import open_stay_prices
@@ -235,17 +234,10 @@ class VmService:
         return found
 
     async def log_tail(self, vm_id: int, lines: int = 200) -> list[str]:
-        """The last ``lines`` lines of the VM's log (empty when it has none yet)."""
-        path = self.lifecycle.files.log_path(vm_id)
-
-        def read() -> list[str]:
-            try:
-                with open(path, encoding="utf-8", errors="replace") as handle:
-                    return [line.rstrip("\n") for line in handle.readlines()[-lines:]]
-            except FileNotFoundError:
-                return []
-
-        return await asyncio.to_thread(read)
+        """The last ``lines`` lines of the VM's log, whichever daemons wrote them
+        (empty when it has none yet)."""
+        found = await self.db.read(lambda connection: vm_logs.tail(connection, vm_id, lines))
+        return [line.text() for line in found]
 
     async def deploy(self, vm_id: int, host_id: int, *, enforce: bool = False) -> int:
         """Deploy a PENDING or HOLD VM on a chosen host."""

@@ -312,3 +312,32 @@ vm_backoffs = Table(
     Column("tries", Integer, nullable=False, server_default="0"),
     Column("until", Float, nullable=False),
 )
+
+
+# -- orphan sightings and VM logs (revision 0009) ---------------------------------------
+
+#: Orphans (instances or partner VMs of ours that no live VM owns) the leader's
+#: sweeps of host ``host_id`` have seen: ``orphan`` is the deploy id, ``first_seen``
+#: the UNIX time of the first sighting, ``sweeps`` the sweeps in a row that saw it
+#: (counted up to the number that matters). A new leader continues the grace period.
+orphan_sightings = Table(
+    "orphan_sightings",
+    metadata,
+    Column("host_id", Integer, primary_key=True, autoincrement=False),
+    Column("orphan", String(128), primary_key=True),
+    Column("first_seen", Float, nullable=False),
+    Column("sweeps", Integer, nullable=False),
+)
+
+#: Each VM's log (what ``vms/<id>/vm.log`` holds), whichever daemon wrote the line:
+#: ``time`` is UNIX time, ``level`` ``I``/``W``/``E``/``D``.
+vm_logs = Table(
+    "vm_logs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("vm_id", Integer, nullable=False),
+    Column("time", Float, nullable=False),
+    Column("level", String(1), nullable=False),
+    Column("message", Text, nullable=False),
+    Index("ix_vm_logs_vm_id", "vm_id", "id"),
+)

@@ -24,7 +24,7 @@ from cloudburst.drivers.ec2.client import Site
 from cloudburst.drivers.ec2.instances import InstanceView
 from cloudburst.drivers.ec2.listing import InstanceListings, Listing
 from cloudburst.drivers.ec2.security_groups import SecurityGroups
-from cloudburst.drivers.orphans import OrphanTracker
+from cloudburst.drivers.orphans import OrphanSightings
 from cloudburst.errors import DriverError
 
 #: Most instance ids in one ``TerminateInstances`` call.
@@ -47,7 +47,6 @@ class OrphanSweep:
         self.terminating = terminating
         self.listing_reuse_seconds = listing_reuse_seconds
         self.log = log
-        self._orphans: OrphanTracker[str] = OrphanTracker()
         #: vm id -> (host id, deploy id) of the latest poll
         self._polled: dict[int, tuple[int, str]] = {}
 
@@ -56,7 +55,7 @@ class OrphanSweep:
         self._polled[vm.vm_id] = (vm.host.id, vm.deploy_id)
 
     async def sweep(self, host: HostRef, live_vm_ids: frozenset[int],
-                    grace_period: float) -> SweepReport:
+                    grace_period: float, sightings: OrphanSightings) -> SweepReport:
         """Report the host's orphans and terminate those due; clean our groups up."""
         listing = self.listings.recent(self.listing_reuse_seconds)
         if listing is None or (self.groups.cleanup_due
@@ -65,16 +64,18 @@ class OrphanSweep:
         found = [instance.id for instance in listing.instances.values()
                  if instance.live and instance.host_id == host.id
                  and self._is_orphan(instance, listing, live_vm_ids)]
-        ages = self._orphans.observe(host.id, found, time.monotonic())
+        ages = sightings.observe(found, time.time())
         for vm_id in [key for key, (owner, _) in self._polled.items()
                       if owner == host.id and key not in live_vm_ids]:
             del self._polled[vm_id]
-        terminated = await self._terminate(host, self._orphans.due(host.id, ages, grace_period))
+        terminated = await self._terminate(sightings.due(ages, grace_period))
         if self.groups.cleanup_due and not self.listings.predates_termination(listing):
             try:
                 await self.groups.collect(listing)
             except DriverError as exc:
                 self.log.warning("cleaning security groups up failed: %s", exc.message)
+        for instance_id in terminated:
+            sightings.forget(instance_id)
         return SweepReport(orphans=ages, terminated=terminated)
 
     def _is_orphan(self, instance: InstanceView, listing: Listing,
@@ -87,7 +88,7 @@ class OrphanSweep:
         current = listing.instances.get(polled)
         return current is not None and current.live
 
-    async def _terminate(self, host: HostRef, instance_ids: list[str]) -> list[str]:
+    async def _terminate(self, instance_ids: list[str]) -> list[str]:
         """Terminate in batches; the ids whose batch EC2 accepted."""
         terminated: list[str] = []
         for start in range(0, len(instance_ids), TERMINATE_BATCH):
@@ -101,6 +102,4 @@ class OrphanSweep:
                                  exc.message)
                 continue
             terminated += batch
-            for instance_id in batch:
-                self._orphans.forget(host.id, instance_id)
         return terminated

@@ -103,6 +103,7 @@ from cloudburst.drivers.ec2.run_instances import Launcher, parse_note
 from cloudburst.drivers.ec2.security_groups import SecurityGroups
 from cloudburst.drivers.ec2.spot_prices import SpotPrices
 from cloudburst.drivers.ec2.sweep import OrphanSweep
+from cloudburst.drivers.orphans import OrphanSightings
 from cloudburst.errors import DriverError, InstanceNotFoundError, ValidationError
 from cloudburst.model import offers
 from cloudburst.template import Template
@@ -412,8 +413,8 @@ class Ec2VmDriver(VmDriver):
     # -- orphans ---------------------------------------------------------------------------
 
     async def sweep(self, host: HostRef, live_vm_ids: frozenset[int],
-                    grace_period: float) -> SweepReport | None:
-        return await self.orphan_sweep.sweep(host, live_vm_ids, grace_period)
+                    grace_period: float, sightings: OrphanSightings) -> SweepReport | None:
+        return await self.orphan_sweep.sweep(host, live_vm_ids, grace_period, sightings)
 
     async def close(self) -> None:
         _drivers.discard(self)

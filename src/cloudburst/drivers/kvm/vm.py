@@ -92,6 +92,7 @@ from cloudburst.drivers.kvm.domains import (
 from cloudburst.drivers.kvm.host_caps import CapabilitiesError, choose_platform
 from cloudburst.drivers.kvm.migration import make_room, migration_file, persist
 from cloudburst.drivers.kvm.settings import HostSettings, shutdown_timeout_argument
+from cloudburst.drivers.orphans import OrphanSightings
 from cloudburst.errors import (
     DriverError,
     InstanceNotFoundError,
@@ -198,7 +199,6 @@ class KvmVmDriver(VmDriver):
         self.pool = LibvirtPool(context.name, context.options.threads)
         self._cpu = CpuMeter()
         #: (uri, domain name) -> when it was first seen orphaned (monotonic seconds).
-        self._orphans_since: dict[tuple[str, str], float] = {}
 
     def settings(self, host: HostRef) -> HostSettings:
         return HostSettings.of(host, self.default_shutdown_timeout)
@@ -581,7 +581,7 @@ class KvmVmDriver(VmDriver):
         return results
 
     async def sweep(self, host: HostRef, live_vm_ids: frozenset[int],
-                    grace_period: float) -> SweepReport | None:
+                    grace_period: float, sightings: OrphanSightings) -> SweepReport | None:
         settings = self.settings(host)
         install_id = self.context.install_id
 
@@ -595,19 +595,13 @@ class KvmVmDriver(VmDriver):
             return names
 
         orphans = await self.pool.call(settings.uri, f"sweep {host.name}", ours)
-        now = time.monotonic()
-        for key in [key for key in self._orphans_since
-                    if key[0] == settings.uri and key[1] not in orphans]:
-            del self._orphans_since[key]
-        ages = {name: now - self._orphans_since.setdefault((settings.uri, name), now)
-                for name in orphans}
+        ages = sightings.observe(orphans, time.time())
         terminated: list[str] = []
-        for name, age in ages.items():
-            if age >= grace_period:
-                await self.pool.call(settings.uri, f"remove orphan {name}",
-                                     functools.partial(_remove, deploy_id=name))
-                self._orphans_since.pop((settings.uri, name), None)
-                terminated.append(name)
+        for name in sightings.due(ages, grace_period):
+            await self.pool.call(settings.uri, f"remove orphan {name}",
+                                 functools.partial(_remove, deploy_id=name))
+            sightings.forget(name)
+            terminated.append(name)
         return SweepReport(orphans=ages, terminated=terminated)
 
     async def close(self) -> None:

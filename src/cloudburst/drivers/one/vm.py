@@ -72,7 +72,7 @@ from cloudburst.drivers.one.sections import (
     partner_sections,
 )
 from cloudburst.drivers.one.waits import until_gone, until_running
-from cloudburst.drivers.orphans import OrphanTracker
+from cloudburst.drivers.orphans import OrphanSightings
 from cloudburst.errors import (
     DriverError,
     InstanceNotFoundError,
@@ -107,7 +107,6 @@ class OneVmDriver(VmDriver):
         self._snapshots: dict[tuple[str, str, float], PoolSnapshots] = {}
         self._attempts = DeployAttempts()
         #: Partner VM ids of orphans, per our host.
-        self._orphans: OrphanTracker[int] = OrphanTracker()
         self._warned: set[str] = set()
 
     # -- plumbing --------------------------------------------------------------------
@@ -279,13 +278,15 @@ class OneVmDriver(VmDriver):
         return results
 
     async def sweep(self, host: HostRef, live_vm_ids: frozenset[int],
-                    grace_period: float) -> SweepReport:
+                    grace_period: float, sightings: OrphanSightings) -> SweepReport:
         config = self._config()
         snapshot = await self._pool(config).get(time.monotonic() - _SWEEP_LISTING_AGE)
-        found = [vm.id for vm in snapshot.vms if self._is_orphan(vm, host, live_vm_ids)]
-        ages = self._orphans.observe(host.id, found, time.monotonic())
+        found = {deploy_id_of(vm.id): vm.id for vm in snapshot.vms
+                 if self._is_orphan(vm, host, live_vm_ids)}
+        ages = sightings.observe(found, time.time())
         terminated: list[str] = []
-        for remote in self._orphans.due(host.id, ages, grace_period):
+        for deploy_id in sightings.due(ages, grace_period):
+            remote = found[deploy_id]
             try:
                 await self._client.vm_action(config, "terminate-hard", remote)
             except (InstanceNotFoundError, WrongStateError):
@@ -294,9 +295,9 @@ class OneVmDriver(VmDriver):
                 self.context.logger.warning("could not terminate orphaned partner VM %d: %s",
                                             remote, exc)
                 continue
-            terminated.append(deploy_id_of(remote))
-        return SweepReport(orphans={deploy_id_of(remote): age for remote, age in ages.items()},
-                           terminated=tuple(terminated))
+            terminated.append(deploy_id)
+            sightings.forget(deploy_id)
+        return SweepReport(orphans=ages, terminated=tuple(terminated))
 
     def _is_orphan(self, vm: RemoteVm, host: HostRef, live_vm_ids: frozenset[int]) -> bool:
         """Whether ``vm`` is tagged as one of our VMs that is no longer live, is not

@@ -1,0 +1,160 @@
+"""What a leader knows is in the store: a new leader on a real PostgreSQL server uses it.
+
+Two in-process daemons share one database (the first leads; stopping it hands
+the lease to the second at once): orphan sightings and VM logs written under
+one leader are what the next one continues and shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from pathlib import Path
+
+import pytest
+from test_handover import leader_and_follower
+from test_lease import until
+
+import pg_server
+from cloudburst.daemon.app import Daemon
+from cloudburst.daemon.main import load_settings
+from cloudburst.model.states import HostState, LcmState
+from cloudburst.store import orphans
+from ec2_sites import MotoServer, moto_servers, write_ec2_etc
+from seed_templates import EC2_IM_MAD, ec2_vm_mad
+
+postgres = pg_server.session_fixture()
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+#: The two daemons' homes under ``tmp_path`` (see :func:`ec2_home`).
+HOMES = ("a/home", "b/home")
+
+#: Seconds the first leader watches an orphan before handing over.
+WATCHED = 4.0
+
+
+@pytest.fixture
+def pg_url(postgres: pg_server.PostgresServer) -> str:
+    return postgres.create_database()
+
+
+@pytest.fixture
+def moto(tmp_path_factory: pytest.TempPathFactory) -> MotoServer:
+    with moto_servers(1, tmp_path_factory.mktemp("moto")) as (server,):
+        yield server
+
+
+def ec2_home(root: Path, moto_url: str, **values: str) -> Path:
+    """``root/home`` with the seed's EC2 drivers sent to ``moto_url``, 1 s timers and
+    the ``oned.conf`` ``values`` given."""
+    write_ec2_etc(root)
+    home = root / "home"
+    load_settings(home)  # the default oned.conf
+    conf = home / "etc" / "oned.conf"
+    text = conf.read_text()
+    for name, value in {"MONITORING_INTERVAL": "1", "VM_POLLING_INTERVAL": "1",
+                        **values}.items():
+        text, count = re.subn(rf"(?m)^{name}\s*=.*$", f"{name} = {value}", text)
+        if not count:
+            text += f"\n{name} = {value}\n"
+    conf.write_text(text + EC2_IM_MAD + ec2_vm_mad("vmm_ec2", moto_url))
+    return home
+
+
+async def sighting(daemon: Daemon, host_id: int, orphan: str) -> tuple[float, int] | None:
+    return (await daemon.db.read(lambda c: orphans.sightings(c, host_id))).get(orphan)
+
+
+def test_a_new_leader_continues_an_orphans_grace_period(
+        pg_url: str, tmp_path: Path, moto: MotoServer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="cloudburst.daemon.monitor")
+    for name in ("a", "b"):
+        ec2_home(tmp_path / name, moto.url, ORPHAN_GRACE_PERIOD="600")
+
+    async def main() -> None:
+        async with leader_and_follower(tmp_path, pg_url, homes=HOMES) as (first, second):
+            host_id = await first.hosts.allocate("ec2", "im_ec2", "vmm_ec2")
+            await until(lambda: _monitored(first, host_id), 60, "the EC2 host monitored")
+            orphan = await asyncio.to_thread(_stray_instance, moto, first.install_id, host_id)
+            seen = await until(lambda: sighting(first, host_id, orphan), 60,
+                               "the leader's sweep to see the orphan")
+            await asyncio.sleep(WATCHED)
+            await first.stop()  # hands the lease over at once
+            handed_over = len(caplog.records)
+            await until(lambda: second.leadership.is_leader, 10, "the follower to lead")
+
+            def reported_age() -> float | None:
+                for record in caplog.records[handed_over:]:
+                    found = re.search(rf"instance {orphan} carries our tags .*\(seen for "
+                                      r"(\d+) s", record.getMessage())
+                    if found:
+                        return float(found.group(1))
+                return None
+
+            age = await until(reported_age, 60, "the new leader's sweep to report the orphan")
+            # The grace period runs on from the first leader's sighting, not from zero.
+            assert age >= WATCHED - 1
+            assert (await sighting(second, host_id, orphan))[0] == seen[0]
+
+    asyncio.run(main())
+
+
+async def _monitored(daemon: Daemon, host_id: int) -> bool:
+    return (await daemon.hosts.info(host_id)).state is HostState.MONITORED
+
+
+def _stray_instance(moto: MotoServer, install_id: str, host_id: int) -> str:
+    """An instance carrying this installation's tags for a VM it does not have."""
+    instance = moto.client().run_instances(
+        ImageId="ami-00bafcb5", MinCount=1, MaxCount=1, TagSpecifications=[{
+            "ResourceType": "instance", "Tags": [
+                {"Key": "cloudburst:installation", "Value": install_id},
+                {"Key": "cloudburst:host-id", "Value": str(host_id)},
+                {"Key": "cloudburst:vm-id", "Value": "9999"}]}])["Instances"][0]
+    return str(instance["InstanceId"])
+
+
+def test_every_daemon_shows_a_vms_whole_log(pg_url: str, tmp_path: Path) -> None:
+    """A VM created through the follower, deployed by the first leader and terminated by
+    the second: each daemon's log of it has every line, whichever daemon wrote it."""
+    async def main() -> None:
+        async with leader_and_follower(tmp_path, pg_url) as (first, second):
+            await first.hosts.allocate("node", "dummy", "dummy")
+            vm_id = await second.vms.allocate(VM)
+            await until(lambda: _running(first, vm_id), 30, "the VM to run")
+            shown = await until(lambda: _log_with(first, vm_id, "Deployed"), 30,
+                                "the deploy in the log")
+            created, deployed = _index(shown, "New state is PENDING"), _index(shown, "Deployed")
+            assert created < deployed  # the follower's line, then the leader's
+            assert await second.vms.log_tail(vm_id) == shown
+
+            await first.stop()
+            await until(lambda: second.leadership.is_leader, 10, "the follower to lead")
+            await second.vms.action("terminate-hard", vm_id)
+            final = await until(lambda: _log_with(second, vm_id, "New state is DONE"), 30,
+                                "the terminate in the log")
+            assert final[:len(shown)] == shown  # the first leader's lines, then the new ones
+            # This daemon's own file has only what it wrote itself.
+            own = second.files.log_path(vm_id).read_text()
+            assert "New state is PENDING" in own and "Deployed" not in own
+
+    asyncio.run(main())
+
+
+VM = "CPU=0.1 MEMORY=16"
+
+
+async def _running(daemon: Daemon, vm_id: int) -> bool:
+    return (await daemon.vms.info(vm_id)).lcm_state is LcmState.RUNNING
+
+
+async def _log_with(daemon: Daemon, vm_id: int, text: str) -> list[str] | None:
+    lines = await daemon.vms.log_tail(vm_id)
+    return lines if any(text in line for line in lines) else None
+
+
+def _index(lines: list[str], text: str) -> int:
+    return next(number for number, line in enumerate(lines) if text in line)
