@@ -86,15 +86,13 @@ def test_a_new_leader_continues_an_orphans_grace_period(
             handed_over = len(caplog.records)
             await until(lambda: second.leadership.is_leader, 10, "the follower to lead")
 
-            def reported_age() -> float | None:
-                for record in caplog.records[handed_over:]:
-                    found = re.search(rf"instance {orphan} carries our tags .*\(seen for "
-                                      r"(\d+) s", record.getMessage())
-                    if found:
-                        return float(found.group(1))
-                return None
+            def reported_ages() -> list[float]:
+                return [float(found.group(1)) for record in caplog.records[handed_over:]
+                        if (found := re.search(rf"instance {orphan} carries our tags .*"
+                                               r"\(seen for (\d+) s", record.getMessage()))]
 
-            age = await until(reported_age, 60, "the new leader's sweep to report the orphan")
+            age = (await until(reported_ages, 60, "the new leader's sweep to report the "
+                               "orphan"))[0]
             # The grace period runs on from the first leader's sighting, not from zero.
             assert age >= WATCHED - 1
             assert (await sighting(second, host_id, orphan))[0] == seen[0]
