@@ -47,7 +47,7 @@ ALLOWED = AllowList([
             "cloudburst's template messages name the attribute and the rule "
             "('MEMORY attribute is missing; it must be a whole number of MB'); the codes are "
             "oned's (0x2000 for one.vm.allocate, 0x4000 for one.template.instantiate)"),
-    Allowed(r"^(wrong parameter type|missing parameter): message ",
+    Allowed(r"^(wrong parameter type[\w. ]*|missing parameter): message ",
             "the fault (-501, as oned's) names the parameter, its position and both types "
             "('Wrong type of parameter 1 (id): expected an integer, got a string'); oned's "
             "says 'Parameter that is supposed to be integer is not'"),
@@ -141,11 +141,12 @@ class Both:
         self.servers = ((peer.url, peer.session), (daemon.url, daemon.session))
         self.differences: list[str] = []
 
-    def step(self, name: str, method: str, *params: object,
-             values: tuple[str, ...] = ()) -> tuple[object, object]:
+    def step(self, name: str, method: str, *params: object, values: tuple[str, ...] = (),
+             session: str | None = None) -> tuple[object, object]:
         """One call to both; ``values``: element paths whose children's values must match
-        too (a document's devices, say), not only their shapes."""
-        replies = tuple(call(url, session, method, *params) for url, session in self.servers)
+        too (a document's devices, say), not only their shapes; ``session``: another
+        account's (the same on both) instead of oneadmin's."""
+        replies = tuple(call(url, session or own, method, *params) for url, own in self.servers)
         reference, mine = replies
         self.differences += compare(name, shape(reference), shape(mine))
         if values and isinstance(reference, list) and isinstance(mine, list) and \
@@ -275,6 +276,19 @@ def devices_at_allocation(both: Both) -> None:
     both.step("vm.action terminate devices", "one.vm.action", "terminate-hard", vm_id)
 
 
+def typed_before_access(both: Both) -> None:
+    """Every parameter is typed before the call is authorized: an ordinary user refused
+    VM 0 gets the -501 fault for a wrongly typed parameter, the refusal otherwise."""
+    both.step("user.allocate bob", "one.user.allocate", "bob", "pw", "core", [])
+    for name, method, params in (
+            ("refused", "one.vm.rename", (0, "x")),
+            ("refused", "one.vm.info", (0,)),
+            ("wrong parameter type refused", "one.vm.rename", (0, 5)),
+            ("wrong parameter type refused", "one.vm.action", ("terminate", "0")),
+            ("wrong parameter type refused", "one.vm.update", (0, "A = 1", "z"))):
+        both.step(f"{name} {method}", method, *params, session="bob:pw")
+
+
 #: OpenNebula's Ruby OCA (the CLI's client library) calling one.vm.info with a string id:
 #: prints the error class, number and message it makes of the answer.
 _RUBY_WRONG_TYPE = (
@@ -363,6 +377,7 @@ def test_the_same_calls_get_the_same_shapes(one_peer: OnePeer, ours: RunningDaem
     both.step("vm.action on done", "one.vm.action", "terminate-hard", 2)
     lifecycle_methods(both)
     devices_at_allocation(both)
+    typed_before_access(both)
 
     # Users and clusters (issue 11 extends them).
     both.step("user.info", "one.user.info", -1)

@@ -1,9 +1,10 @@
 """What a ``one.*`` method handler gets and may raise.
 
-A :data:`Handler` receives one authenticated :class:`Call`. It reads its
-parameters in order from ``call.params`` (:class:`Params` checks their types
-against the method's signature), calls :meth:`Params.end` to refuse surplus
-ones, and returns the reply value. To fail it raises a
+A :data:`Handler` receives one authenticated :class:`Call` and the call's
+parameters as its own typed Python parameters: its :class:`Signature` is read
+from the handler itself, and :meth:`Signature.parse` checks a call's arguments
+against it (types, missing and surplus ones) before the call is authorized. It
+returns the reply value. To fail it raises a
 :class:`~cloudburst.errors.CloudburstError` (the message and code go into
 oned's reply) or a :class:`CallFailure` when it words the message itself.
 :func:`cloudburst.api.xmlrpc.dispatch` turns either into the reply array. A
@@ -15,18 +16,19 @@ does cloudburst (with a message naming the parameter).
 from __future__ import annotations
 
 import asyncio
+import inspect
+import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Final
 
 from cloudburst.errors import ApiArgumentError
 from cloudburst.model.records import UserRecord
 from cloudburst.service.facade import Services
 
-__all__ = ["PARAMETER_FAULT", "Call", "CallFailure", "Handler", "ParameterFault", "Params",
-           "render", "session_of", "update_type"]
+__all__ = ["PARAMETER_FAULT", "Call", "CallFailure", "Handler", "Parameter", "ParameterFault",
+           "Signature", "render", "session_of", "update_type"]
 
-T = TypeVar("T")
 
 _MISSING: Final = object()
 #: XML-RPC ``<int>`` is 32-bit; ``<i8>`` values beyond it are refused, as by oned.
@@ -63,64 +65,85 @@ class ParameterFault(ApiArgumentError):
 # -- parameters ---------------------------------------------------------------------------
 
 
-class Params:
-    """The parameters after the session, read in order with their types checked.
+@dataclass(frozen=True, slots=True)
+class Parameter:
+    """One parameter of a method's signature: its name, XML-RPC type and default."""
 
-    Each reader takes the next parameter; with a default it is optional (and
-    only trailing parameters may be). :meth:`end` refuses surplus parameters.
-    A missing or wrongly typed parameter is a :class:`ParameterFault`; other
-    errors are :class:`~cloudburst.errors.ApiArgumentError` (0x1000).
+    name: str
+    kind: type
+    default: object = _MISSING
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """A method's parameters after the session, read from its handler's own signature.
+
+    A handler is ``async def handler(call, id: int, name: str, hold: bool = False)``:
+    each parameter after ``call`` is an XML-RPC parameter of that type (``int``,
+    ``str``, ``bool``, ``list[object]``), with a default it is optional, and a
+    ``*rest: object`` takes any further ones as they come. :meth:`parse` is the one
+    place where a call's arguments are checked, all of them before the call is
+    authorized, as oned does.
     """
 
-    def __init__(self, values: Sequence[object]) -> None:
-        self._values = values
-        self._next = 0
+    parameters: tuple[Parameter, ...]
+    rest: bool = False
 
-    def _take(self, kind: type[T], name: str, default: object) -> T:
-        position = self._next + 1
-        if self._next >= len(self._values):
-            if default is _MISSING:
-                raise ParameterFault(f"Missing parameter {position} ({name}): expected "
-                                     f"{_TYPE_NAMES[kind]}")
-            self._next += 1
-            return default  # type: ignore[return-value]
-        value = self._values[self._next]
-        self._next += 1
-        # bool is an int in Python but not in XML-RPC: keep them apart.
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ParameterFault(
-                f"Wrong type of parameter {position} ({name}): expected {_TYPE_NAMES[kind]}, "
-                f"got {_describe(value)}")
-        if isinstance(value, int) and not _INT_MIN <= value <= _INT_MAX:
-            raise ApiArgumentError(f"Parameter {position} ({name}) is out of range: {value} "
-                                   "does not fit in 32 bits")
-        return value
+    @classmethod
+    def of(cls, handler: Callable[..., Awaitable[object]]) -> Signature:
+        """The signature ``handler`` declares (see the class docs)."""
+        declared = list(inspect.signature(handler, eval_str=True).parameters.values())[1:]
+        parameters = tuple(
+            Parameter(item.name, _xmlrpc_type(item.annotation, item.name),
+                      _MISSING if item.default is inspect.Parameter.empty else item.default)
+            for item in declared if item.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        return cls(parameters, rest=any(item.kind is inspect.Parameter.VAR_POSITIONAL
+                                        for item in declared))
 
-    def integer(self, name: str, default: int | object = _MISSING) -> int:
-        """The next parameter, a 32-bit integer (not a boolean)."""
-        return self._take(int, name, default)
+    def parse(self, values: Sequence[object]) -> list[object]:
+        """The handler's arguments for ``values`` (the parameters after the session).
 
-    def string(self, name: str, default: str | object = _MISSING) -> str:
-        """The next parameter, a string."""
-        return self._take(str, name, default)
+        Raises:
+            ParameterFault: a parameter is missing or of the wrong XML-RPC type.
+            ApiArgumentError: more parameters than the signature takes, or an
+                integer beyond 32 bits.
+        """
+        arguments: list[object] = []
+        for position, parameter in enumerate(self.parameters, start=1):
+            if position > len(values):
+                if parameter.default is _MISSING:
+                    raise ParameterFault(f"Missing parameter {position} ({parameter.name}): "
+                                         f"expected {_TYPE_NAMES[parameter.kind]}")
+                arguments.append(parameter.default)
+                continue
+            arguments.append(_checked(values[position - 1], parameter, position))
+        if len(values) > len(self.parameters):
+            if not self.rest:
+                raise ApiArgumentError(f"Too many parameters: expected at most "
+                                       f"{len(self.parameters)}, got {len(values)}")
+            arguments.extend(values[len(self.parameters):])
+        return arguments
 
-    def boolean(self, name: str, default: bool | object = _MISSING) -> bool:
-        """The next parameter, a boolean."""
-        return self._take(bool, name, default)
 
-    def array(self, name: str, default: list[object] | object = _MISSING) -> list[object]:
-        """The next parameter, an array."""
-        return self._take(list, name, default)
+def _xmlrpc_type(annotation: object, name: str) -> type:
+    """The XML-RPC type a handler's parameter annotation stands for."""
+    kind = typing.get_origin(annotation) or annotation
+    if kind not in _TYPE_NAMES:
+        raise TypeError(f"parameter {name}: {annotation!r} is not an XML-RPC type")
+    return kind
 
-    def rest(self) -> Sequence[object]:
-        """The parameters not read yet."""
-        return self._values[self._next:]
 
-    def end(self) -> None:
-        """Refuse parameters beyond those read."""
-        if len(self._values) > self._next:
-            raise ApiArgumentError(
-                f"Too many parameters: expected at most {self._next}, got {len(self._values)}")
+def _checked(value: object, parameter: Parameter, position: int) -> object:
+    """``value`` if it has ``parameter``'s type (a bool is not an int in XML-RPC)."""
+    kind = parameter.kind
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ParameterFault(
+            f"Wrong type of parameter {position} ({parameter.name}): expected "
+            f"{_TYPE_NAMES[kind]}, got {_describe(value)}")
+    if isinstance(value, int) and not _INT_MIN <= value <= _INT_MAX:
+        raise ApiArgumentError(f"Parameter {position} ({parameter.name}) is out of range: "
+                               f"{value} does not fit in 32 bits")
+    return value
 
 
 def session_of(params: Sequence[object]) -> str:
@@ -174,7 +197,6 @@ class Call:
 
     daemon: Services
     user: UserRecord
-    params: Params
 
     async def user_names(self) -> Callable[[int], str]:
         """A lookup from uid to user name (the number when the user is gone)."""
@@ -197,8 +219,9 @@ class Call:
         return (await self.user_names())(uid)
 
 
-Handler = Callable[[Call], Awaitable[object]]
-"""A ``one.*`` method: takes the call, returns the reply value (see module docs)."""
+Handler = Callable[..., Awaitable[object]]
+"""A ``one.*`` method: takes the call and its typed parameters (its :class:`Signature`),
+returns the reply value (see module docs)."""
 
 
 async def render(function: Callable[[], str]) -> str:

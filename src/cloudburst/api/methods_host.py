@@ -24,50 +24,44 @@ __all__ = [
 ]
 
 
-async def host_allocate(call: Call) -> object:
+async def host_allocate(call: Call, hostname: str, im_mad: str, vmm_mad: str,
+                        *rest: object) -> object:
     """6.x ``name, im, vmm, cluster`` and the older forms the seeds use.
 
     3.0 ``name, im, vmm, tm``; 3.2 ``name, im, vmm, tm, vnm``; 3.4-4.x
     ``name, im, vmm, vnm, cluster``. The cluster -1 is the default one (0).
     """
-    params = call.params
-    name, im_mad = params.string("hostname"), params.string("im_mad")
-    vm_mad = params.string("vmm_mad")
-    rest = params.rest()
-    kinds = tuple(type(value) for value in rest)
     tm_mad = vn_mad = "dummy"
     cluster_id = -1
-    if kinds == (int,):
-        cluster_id = params.integer("cluster_id")
-    elif kinds == (str,):
-        tm_mad = params.string("tm_mad")
-    elif kinds == (str, str):
-        tm_mad, vn_mad = params.string("tm_mad"), params.string("vnm_mad")
-    elif kinds == (str, int):
-        vn_mad, cluster_id = params.string("vnm_mad"), params.integer("cluster_id")
-    elif rest:
-        raise ApiArgumentError(
-            "Wrong parameters: use hostname, im_mad, vmm_mad, cluster_id (int); or the 3.x/4.x "
-            "forms hostname, im_mad, vmm_mad, tm_mad [, vnm_mad] and hostname, im_mad, vmm_mad, "
-            "vnm_mad, cluster_id")
-    params.end()
-    return await call.daemon.hosts.allocate(name, im_mad, vm_mad, tm_mad=tm_mad, vn_mad=vn_mad,
-                                            cluster_id=cluster_id)
+    match rest:
+        case ():
+            pass
+        case (int() as cluster_id,) if not isinstance(cluster_id, bool):
+            pass
+        case (str() as tm_mad,):
+            pass
+        case (str() as tm_mad, str() as vn_mad):
+            pass
+        case (str() as vn_mad, int() as cluster_id) if not isinstance(cluster_id, bool):
+            pass
+        case _:
+            raise ApiArgumentError(
+                "Wrong parameters: use hostname, im_mad, vmm_mad, cluster_id (int); or the "
+                "3.x/4.x forms hostname, im_mad, vmm_mad, tm_mad [, vnm_mad] and hostname, "
+                "im_mad, vmm_mad, vnm_mad, cluster_id")
+    return await call.daemon.hosts.allocate(hostname, im_mad, vmm_mad, tm_mad=tm_mad,
+                                            vn_mad=vn_mad, cluster_id=cluster_id)
 
 
-async def host_info(call: Call) -> object:
+async def host_info(call: Call, id: int, decrypt: bool = False) -> object:
     """``one.host.info(id [, decrypt])``: the host document."""
-    host_id = call.params.integer("id")
-    call.params.boolean("decrypt", False)
-    call.params.end()
-    host = await call.daemon.hosts.info(host_id)
+    host = await call.daemon.hosts.info(id)
     return documents.host_document(host, cluster=(await _cluster_names(call))(host.cluster_id))
 
 
 async def hostpool_info(call: Call) -> object:
     """``one.hostpool.info()``: the hosts the caller may use, highest id first as oned
     lists them (rendered on a worker thread)."""
-    call.params.end()
     visible = await call.daemon.access.visible(caller_of(call.user), "HOST")
     hosts = sorted((host for host in await call.daemon.hosts.pool()
                     if visible(host.id, 0, 0, None)), key=lambda host: host.id, reverse=True)
@@ -81,30 +75,21 @@ async def _cluster_names(call: Call) -> Callable[[int], str]:
     return lambda cluster_id: names.get(cluster_id, str(cluster_id))
 
 
-async def host_delete(call: Call) -> object:
+async def host_delete(call: Call, id: int) -> object:
     """``one.host.delete(id)``."""
-    host_id = call.params.integer("id")
-    call.params.end()
-    return await call.daemon.hosts.delete(host_id)
+    return await call.daemon.hosts.delete(id)
 
 
-async def host_status(call: Call) -> object:
+async def host_status(call: Call, id: int, status: int) -> object:
     """``one.host.status(id, status)``: 0 enable, 1 disable, 2 offline."""
-    host_id, status = call.params.integer("id"), call.params.integer("status")
-    call.params.end()
-    return await call.daemon.hosts.status(host_id, status)
+    return await call.daemon.hosts.status(id, status)
 
 
-async def host_update(call: Call) -> object:
+async def host_update(call: Call, id: int, template: str, type: int = 0) -> object:
     """``one.host.update(id, template [, type])``: type 0 replaces, 1 merges."""
-    host_id, text = call.params.integer("id"), call.params.string("template")
-    merge = update_type(call.params.integer("type", 0))
-    call.params.end()
-    return await call.daemon.hosts.update(host_id, text, merge=merge)
+    return await call.daemon.hosts.update(id, template, merge=update_type(type))
 
 
-async def host_rename(call: Call) -> object:
+async def host_rename(call: Call, id: int, name: str) -> object:
     """``one.host.rename(id, name)``."""
-    host_id, name = call.params.integer("id"), call.params.string("name")
-    call.params.end()
-    return await call.daemon.hosts.rename(host_id, name)
+    return await call.daemon.hosts.rename(id, name)

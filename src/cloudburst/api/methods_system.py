@@ -18,11 +18,9 @@ __all__ = ["system_config", "system_version"]
 
 async def system_version(call: Call) -> object:
     """``one.system.version()``: the version string."""
-    call.params.end()
     return API_VERSION
 
 
 async def system_config(call: Call) -> object:
     """``one.system.config()``: the configuration document."""
-    call.params.end()
     return documents.config_document(call.daemon.settings)

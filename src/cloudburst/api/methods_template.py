@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from cloudburst.api import documents
 from cloudburst.api.calls import Call, render, update_type
-from cloudburst.api.methods_vm import chmod, chown
 from cloudburst.api.pool_query import Owned, pool_query
 from cloudburst.model.records import TemplateRecord
 from cloudburst.service.access import caller_of
@@ -27,90 +26,71 @@ __all__ = [
 ]
 
 
-async def template_allocate(call: Call) -> object:
+async def template_allocate(call: Call, template: str) -> object:
     """``one.template.allocate(template)``: the new template's id, owned by the caller."""
-    text = call.params.string("template")
-    call.params.end()
-    return await call.daemon.templates.allocate(text, uid=call.user.id, gid=call.user.gid)
+    return await call.daemon.templates.allocate(template, uid=call.user.id, gid=call.user.gid)
 
 
-async def template_info(call: Call) -> object:
+async def template_info(call: Call, id: int, extended: bool = False,
+                        decrypt: bool = False) -> object:
     """``one.template.info(id [, extended [, decrypt]])``: the template document."""
-    template_id = call.params.integer("id")
-    call.params.boolean("extended", False)
-    call.params.boolean("decrypt", False)
-    call.params.end()
-    record = await call.daemon.templates.info(template_id)
+    record = await call.daemon.templates.info(id)
     return documents.template_document(record, uname=await call.user_name(record.uid),
                                        gname=await call.group_name(record.gid))
 
 
-async def template_instantiate(call: Call) -> object:
+async def template_instantiate(call: Call, id: int, name: str, hold: bool = False,
+                               extra_template: str = "", persistent: bool = False) -> object:
     """``one.template.instantiate(id, name [, hold [, extra [, persistent]]])``: the VM id."""
-    params = call.params
-    template_id, name = params.integer("id"), params.string("name")
-    hold = params.boolean("hold", False)
-    extra = params.string("extra_template", "")
-    persistent = params.boolean("persistent", False)
-    params.end()
-    return await call.daemon.templates.instantiate(template_id, name, hold=hold, extra=extra,
+    return await call.daemon.templates.instantiate(id, name, hold=hold, extra=extra_template,
                                                    persistent=persistent, uid=call.user.id,
                                                    gid=call.user.gid)
 
 
-async def template_clone(call: Call) -> object:
+async def template_clone(call: Call, id: int, name: str, recursive: bool = False) -> object:
     """``one.template.clone(id, name [, recursive])``: the copy's id, owned by the caller.
 
     ``recursive`` (clone the images too) is accepted; cloudburst templates
     reference no images of their own.
     """
-    template_id, name = call.params.integer("id"), call.params.string("name")
-    call.params.boolean("recursive", False)
-    call.params.end()
-    return await call.daemon.templates.clone(template_id, name, uid=call.user.id,
-                                             gid=call.user.gid)
+    return await call.daemon.templates.clone(id, name, uid=call.user.id, gid=call.user.gid)
 
 
-async def template_delete(call: Call) -> object:
+async def template_delete(call: Call, id: int, recursive: bool = False) -> object:
     """``one.template.delete(id [, recursive])``; recursive is accepted, unused."""
-    template_id = call.params.integer("id")
-    call.params.boolean("recursive", False)
-    call.params.end()
-    return await call.daemon.templates.delete(template_id)
+    return await call.daemon.templates.delete(id)
 
 
-async def template_update(call: Call) -> object:
+async def template_update(call: Call, id: int, template: str, type: int = 0) -> object:
     """``one.template.update(id, template [, type])``: type 0 replaces, 1 merges."""
-    template_id, text = call.params.integer("id"), call.params.string("template")
-    merge = update_type(call.params.integer("type", 0))
-    call.params.end()
-    return await call.daemon.templates.update(template_id, text, merge=merge)
+    return await call.daemon.templates.update(id, template, merge=update_type(type))
 
 
-async def template_rename(call: Call) -> object:
+async def template_rename(call: Call, id: int, name: str) -> object:
     """``one.template.rename(id, name)``."""
-    template_id, name = call.params.integer("id"), call.params.string("name")
-    call.params.end()
-    return await call.daemon.templates.rename(template_id, name)
+    return await call.daemon.templates.rename(id, name)
 
 
-async def template_chmod(call: Call) -> object:
+async def template_chmod(call: Call, id: int, owner_u: int, owner_m: int, owner_a: int,
+                         group_u: int, group_m: int, group_a: int, other_u: int, other_m: int,
+                         other_a: int) -> object:
     """``one.template.chmod(id, owner_u, ..., other_a)``; -1 keeps a bit."""
-    return await chmod(call, "TEMPLATE")
+    await call.daemon.access.chmod("TEMPLATE", id, [owner_u, owner_m, owner_a, group_u,
+                                                    group_m, group_a, other_u, other_m,
+                                                    other_a])
+    return id
 
 
-async def template_chown(call: Call) -> object:
+async def template_chown(call: Call, id: int, uid: int, gid: int) -> object:
     """``one.template.chown(id, uid, gid)``; -1 keeps the owner or the group."""
-    return await chown(call, "TEMPLATE")
+    await call.daemon.access.chown("TEMPLATE", id, uid, gid)
+    return id
 
 
-async def templatepool_info(call: Call) -> object:
+async def templatepool_info(call: Call, filter: int, start: int, end: int) -> object:
     """``one.templatepool.info(filter, start, end)``."""
-    params = call.params
-    flag, start, end = params.integer("filter"), params.integer("start"), params.integer("end")
     visible = await call.daemon.access.visible(caller_of(call.user), "TEMPLATE")
-    query = pool_query(call.user, flag, start, end, visible=visible)
-    params.end()
+    query = pool_query(call.user, filter, start, end, visible=visible)
     records = await call.daemon.templates.pool(
         uid=query.uid, first_id=query.first_id, last_id=query.last_id,
         offset=query.store_offset, limit=query.store_limit, descending=True)

@@ -15,6 +15,9 @@ from cloudburst.errors import ApiArgumentError
 from cloudburst.model.records import UserRecord
 from cloudburst.service.access import caller_of
 
+#: ``one.user.allocate``'s default groups (none besides the primary one; never changed).
+_NO_GROUPS: Final[list[object]] = []
+
 
 async def _document(call: Call, user: UserRecord) -> str:
     daemon = call.daemon
@@ -26,19 +29,15 @@ async def _document(call: Call, user: UserRecord) -> str:
         defaults=await daemon.quotas.limits("user", -1))
 
 
-async def user_info(call: Call) -> object:
+async def user_info(call: Call, id: int, decrypt: bool = False) -> object:
     """``one.user.info(id [, decrypt])``; id -1 is the caller (with all its groups,
     also on a group-scoped token)."""
-    user_id = call.params.integer("id")
-    call.params.boolean("decrypt", False)
-    call.params.end()
-    user = await call.daemon.users.info(call.user.id if user_id == -1 else user_id)
+    user = await call.daemon.users.info(call.user.id if id == -1 else id)
     return await _document(call, user)
 
 
 async def userpool_info(call: Call) -> object:
     """``one.userpool.info()``: the users the caller may use (itself at least)."""
-    call.params.end()
     daemon = call.daemon
     visible = await daemon.access.visible(caller_of(call.user), "USER")
     users = [user for user in await daemon.users.pool()
@@ -51,13 +50,9 @@ async def userpool_info(call: Call) -> object:
         defaults=await daemon.quotas.limits("user", -1))
 
 
-async def user_allocate(call: Call) -> object:
+async def user_allocate(call: Call, name: str, password: str, driver: str = "core",
+                        groups: list[object] = _NO_GROUPS) -> object:
     """``one.user.allocate(name, password, driver [, groups])``: the new user's id."""
-    params = call.params
-    name, password = params.string("name"), params.string("password")
-    driver = params.string("driver", "core")
-    groups = params.array("groups", [])
-    params.end()
     group_ids = [g for g in groups if isinstance(g, int) and not isinstance(g, bool)]
     if len(group_ids) != len(groups):
         raise ApiArgumentError("Wrong type of parameter 4 (groups): expected an array of "
@@ -65,87 +60,63 @@ async def user_allocate(call: Call) -> object:
     return await call.daemon.users.allocate(name, password, driver, group_ids)
 
 
-async def user_delete(call: Call) -> object:
-    user_id = call.params.integer("id")
-    call.params.end()
-    await call.daemon.users.delete(user_id)
-    return user_id
+async def user_delete(call: Call, id: int) -> object:
+    await call.daemon.users.delete(id)
+    return id
 
 
-async def user_passwd(call: Call) -> object:
-    user_id, password = call.params.integer("id"), call.params.string("password")
-    call.params.end()
-    await call.daemon.users.passwd(user_id, password)
-    return user_id
+async def user_passwd(call: Call, id: int, password: str) -> object:
+    await call.daemon.users.passwd(id, password)
+    return id
 
 
-async def user_login(call: Call) -> object:
+async def user_login(call: Call, name: str, token: str, expire: int,
+                     egid: int = -1) -> object:
     """``one.user.login(name, token, expire [, egid])``: the token."""
-    params = call.params
-    name, token, expire = params.string("name"), params.string("token"), params.integer(
-        "expire")
-    egid = params.integer("egid", -1)
-    params.end()
     return await call.daemon.users.login(name, token, expire, egid, caller=call.user)
 
 
-async def user_update(call: Call) -> object:
-    user_id, text = call.params.integer("id"), call.params.string("template")
-    merge = update_type(call.params.integer("type", 0))
-    call.params.end()
-    await call.daemon.users.update(user_id, text, merge=merge)
-    return user_id
+async def user_update(call: Call, id: int, template: str, type: int = 0) -> object:
+    await call.daemon.users.update(id, template, merge=update_type(type))
+    return id
 
 
-async def user_enable(call: Call) -> object:
-    user_id, enable = call.params.integer("id"), call.params.boolean("enable")
-    call.params.end()
-    await call.daemon.users.enable(user_id, enable)
-    return user_id
+async def user_enable(call: Call, id: int, enable: bool) -> object:
+    await call.daemon.users.enable(id, enable)
+    return id
 
 
-async def user_chgrp(call: Call) -> object:
-    user_id, group_id = call.params.integer("id"), call.params.integer("group_id")
-    call.params.end()
-    await call.daemon.users.chgrp(user_id, group_id)
-    return user_id
+async def user_chgrp(call: Call, id: int, group_id: int) -> object:
+    await call.daemon.users.chgrp(id, group_id)
+    return id
 
 
-async def user_addgroup(call: Call) -> object:
-    user_id, group_id = call.params.integer("id"), call.params.integer("group_id")
-    call.params.end()
-    await call.daemon.users.addgroup(user_id, group_id)
-    return user_id
+async def user_addgroup(call: Call, id: int, group_id: int) -> object:
+    await call.daemon.users.addgroup(id, group_id)
+    return id
 
 
-async def user_delgroup(call: Call) -> object:
-    user_id, group_id = call.params.integer("id"), call.params.integer("group_id")
-    call.params.end()
-    await call.daemon.users.delgroup(user_id, group_id)
-    return user_id
+async def user_delgroup(call: Call, id: int, group_id: int) -> object:
+    await call.daemon.users.delgroup(id, group_id)
+    return id
 
 
-async def user_quota(call: Call) -> object:
+async def user_quota(call: Call, id: int, template: str) -> object:
     """``one.user.quota(id, template)``: set the user's limits."""
-    user_id, text = call.params.integer("id"), call.params.string("template")
-    call.params.end()
-    await call.daemon.users.info(user_id)
-    await call.daemon.quotas.set("user", user_id, text)
-    return user_id
+    await call.daemon.users.info(id)
+    await call.daemon.quotas.set("user", id, template)
+    return id
 
 
 async def userquota_info(call: Call) -> object:
     """``one.userquota.info()``: the default user quotas."""
-    call.params.end()
     return docs.quota_defaults_document("DEFAULT_USER_QUOTAS",
                                         await call.daemon.quotas.limits("user", -1))
 
 
-async def userquota_update(call: Call) -> object:
+async def userquota_update(call: Call, template: str) -> object:
     """``one.userquota.update(template)``: set the default user quotas."""
-    text = call.params.string("template")
-    call.params.end()
-    await call.daemon.quotas.set("user", -1, text)
+    await call.daemon.quotas.set("user", -1, template)
     return docs.quota_defaults_document("DEFAULT_USER_QUOTAS",
                                         await call.daemon.quotas.limits("user", -1))
 

@@ -1,9 +1,10 @@
 """The ``one.*`` methods: the dispatch table, authentication and oned's replies.
 
 :func:`dispatch` authenticates the session (every method, ``one.system.version``
-included), runs the method's handler, which checks the parameters against the
-6.x/7.x signatures of spec/pyone.md section 5 (optional trailing parameters
-accepted; see :class:`~cloudburst.api.calls.Params`), and returns oned's reply
+included), checks every parameter against the method's 6.x/7.x signature of
+spec/pyone.md section 5 as its handler declares it (optional trailing parameters
+accepted; see :class:`~cloudburst.api.calls.Signature`) before it authorizes the
+call, runs the handler and returns oned's reply
 array: ``[True, value, 0]`` or, as oned 6.10 sends it, five items
 ``[False, "[method] message", code, object id, -1]`` (the id of the object
 that was not found, else -1; the last item is oned's replication index).
@@ -42,7 +43,7 @@ from cloudburst.api.calls import (
     CallFailure,
     Handler,
     ParameterFault,
-    Params,
+    Signature,
     session_of,
 )
 from cloudburst.errors import (
@@ -58,7 +59,8 @@ from cloudburst.service.facade import Services
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "METHOD_NOT_FOUND", "CallFault", "UnknownMethodError", "dispatch"]
+__all__ = ["METHODS", "METHOD_NOT_FOUND", "SIGNATURES", "CallFault", "UnknownMethodError",
+           "dispatch"]
 
 Reply = list[object]
 
@@ -135,6 +137,11 @@ METHODS: Final[dict[str, Handler]] = {
 }
 
 
+#: Each method's parameters, as its handler declares them (checked before authorization).
+SIGNATURES: Final[dict[str, Signature]] = {
+    method: Signature.of(handler) for method, handler in METHODS.items()}
+
+
 async def dispatch(daemon: Services, method: str, params: Sequence[object], *,
                    client: str = "") -> Reply:
     """Run ``method`` with ``params`` (the session first) and return oned's reply.
@@ -153,8 +160,11 @@ async def dispatch(daemon: Services, method: str, params: Sequence[object], *,
     fault: ParameterFault | None = None
     try:
         user = await daemon.users.authenticate(session_of(params), client=client)
+        # Every parameter is typed before the call is authorized, as oned does: a wrongly
+        # typed one is the fault even for a caller who may not touch the object.
+        arguments = SIGNATURES[method].parse(params[1:])
         await daemon.access.require(user, method, params[1:])
-        value = await handler(Call(daemon, user, Params(params[1:])))
+        value = await handler(Call(daemon, user), *arguments)
     except ParameterFault as exc:
         fault = exc
         reply = _failed(method, exc.message, exc.code)
