@@ -10,6 +10,7 @@ file, and power off when ``onevm terminate`` presses their ACPI button.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -29,6 +30,7 @@ from kvm_guest import (
     Guest,
     Libvirtd,
     build_guest,
+    give_to_libvirtd,
     private_libvirtd,
 )
 
@@ -199,3 +201,63 @@ def test_context_reaches_the_guest_on_a_cd(daemon: RunningDaemon, guest: Guest,
     cli.ok("onevm", "terminate", "--hard", str(vm_id))
     wait_for(lambda: vm_id not in cli.vms(), timeout=60)
     assert not iso.exists()  # removed with the domain
+
+
+def test_context_cd_reaches_a_guest_on_another_libvirtd_through_a_storage_pool(
+        daemon: RunningDaemon, guest: Guest, libvirtd: Libvirtd, workdir: Path,
+        tmp_path: Path) -> None:
+    """A host whose hypervisor cannot read the daemon's files gets the context CD-ROM as
+    a volume uploaded into its storage pool (``CONTEXT_POOL``; a libvirt stream, no
+    shared file), and loses it with the domain. The second libvirtd is reached only
+    through its own socket, as a remote one is through ``qemu+ssh``."""
+    cli = Cli(daemon, tmp_path)
+    local_host(cli, libvirtd)
+    pool_dir = workdir / "remote-pool"
+    pool_dir.mkdir(mode=0o755)
+    with private_libvirtd(workdir / "remote") as remote:
+        give_to_libvirtd(pool_dir)
+        hypervisor = libvirt.open(remote.uri)
+        pool = hypervisor.storagePoolDefineXML(
+            f"<pool type='dir'><name>ctx</name><target><path>{pool_dir}</path></target></pool>")
+        pool.create(0)
+        try:
+            cli.ok("onehost", "create", "node2", "kvm", "kvm")
+            cli.ok("onehost", "update", "node2", "-", "--append", stdin=(
+                f'LIBVIRT_URI = "{remote.uri}"\nCONSOLE_LOG_DIR = "{remote.console_dir}"\n'
+                'SHUTDOWN_TIMEOUT = "30"\nCONTEXT_POOL = "ctx"\n'))
+
+            def node2_on() -> bool:
+                listed = cli.json("onehost", "list")
+                assert isinstance(listed, list)
+                return any(host["NAME"] == "node2" and host["STAT"] == "on" for host in listed)
+
+            wait_for(node2_on, timeout=60, interval=0.5)
+            template = (f'NAME = "far"\nCPU = 0.5\nMEMORY = 128\n'
+                        f'OS = [ KERNEL = "{guest.kernel}", INITRD = "{guest.initrd}", '
+                        'ROOT = "ram0" ]\nKERNEL_CMD = "console=ttyS0 quiet"\n'
+                        'SCHED_REQUIREMENTS = "NAME = \\"node2\\""\n'
+                        'CONTEXT = [ GREETING = "hello $NAME from the pool" ]\n')
+            vm_id = int(cli.ok("onevm", "create", "-", stdin=template).split()[-1])
+            try:
+                wait_running(cli, [vm_id], timeout=120)
+            except AssertionError:
+                raise AssertionError(cli.ok("onevm", "show", str(vm_id))) from None
+            wait_for(lambda: f"{GUEST_CONTEXT} GREETING='hello far from the pool'"
+                     in console(remote, vm_id), timeout=BOOT_TIMEOUT, interval=0.2)
+            volume = f"one-{vm_id}.context.iso"
+            pool.refresh(0)
+            assert pool.listVolumes() == [volume]
+            disks = hypervisor.lookupByName(f"one-{vm_id}").XMLDesc(0)
+            assert str(pool_dir / volume) in disks
+            assert not (libvirtd.directory.parent / "context" / volume).exists()
+            cli.ok("onevm", "terminate", "--hard", str(vm_id))
+            wait_for(lambda: vm_id not in cli.vms(), timeout=60)
+            pool.refresh(0)
+            assert pool.listVolumes() == []  # deleted with the domain
+        finally:
+            cli.ok("onehost", "delete", "node2")
+            with contextlib.suppress(libvirt.libvirtError):
+                pool.destroy()
+            with contextlib.suppress(libvirt.libvirtError):
+                pool.undefine()
+            hypervisor.close()

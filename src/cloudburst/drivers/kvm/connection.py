@@ -22,6 +22,7 @@ import importlib
 import os
 import sys
 import threading
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
@@ -80,6 +81,13 @@ def resolve_uri(host: HostRef) -> str:
         default = os.environ.get("LIBVIRT_DEFAULT_URI", "").strip()
         return default or (LOCAL_URI if os.geteuid() == 0 else LOCAL_SESSION_URI)
     return f"qemu+ssh://{host.name}/system"
+
+
+def is_remote(uri: str) -> bool:
+    """Whether ``uri`` reaches a hypervisor on another machine (it names a host other
+    than this one): files of the daemon's machine are not there."""
+    host = (urllib.parse.urlsplit(uri).hostname or "").lower()
+    return host not in ("", "localhost", "127.0.0.1", "::1")
 
 
 def libvirt_module() -> ModuleType:

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from typing import Final
 
 from cloudburst.drivers.base import HostRef
-from cloudburst.drivers.kvm.connection import resolve_uri
+from cloudburst.drivers.kvm.connection import is_remote, resolve_uri
 from cloudburst.errors import DriverError
 
 #: Where cold migration writes a guest's memory when the source host has no
 #: ``CHECKPOINT_DIR`` (sticky and writable by every hypervisor user).
 MIGRATE_DIR: Final = "/var/tmp"
+#: The storage pool a remote hypervisor's context CD-ROMs go to without ``CONTEXT_POOL``.
+DEFAULT_CONTEXT_POOL: Final = "default"
 
 #: Seconds between the ACPI power-off request and the hard stop, by default.
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 90.0
@@ -39,6 +41,8 @@ class HostSettings:
         reserved_cpu: percent of a core kept from the scheduler.
         reserved_memory: KB kept from the scheduler.
         context_dir: where context CD-ROMs are written (``None``: each VM's directory).
+        context_pool: the storage pool context CD-ROMs are uploaded into (``CONTEXT_POOL``;
+            ``default`` for a hypervisor on another machine; ``None``: written as files).
         checkpoint_dir: where stop and cold migration write guests' memory
             (``None``: the core's checkpoint path for stop, :data:`MIGRATE_DIR` for
             cold migration).
@@ -52,6 +56,7 @@ class HostSettings:
     reserved_memory: int = 0
     context_dir: str | None = None
     checkpoint_dir: str | None = None
+    context_pool: str | None = None
 
     @classmethod
     def of(cls, host: HostRef, default_shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
@@ -72,8 +77,12 @@ class HostSettings:
         if (attributes.get("SHUTDOWN_TIMEOUT") or "").strip():
             timeout = _seconds(attributes["SHUTDOWN_TIMEOUT"], f"host {host.name}: "
                                                                "SHUTDOWN_TIMEOUT")
+        uri = resolve_uri(host)
+        pool = (attributes.get("CONTEXT_POOL") or "").strip() or None
+        if pool is None and is_remote(uri):
+            pool = DEFAULT_CONTEXT_POOL
         return cls(
-            uri=resolve_uri(host), domain_type=domain_type, console_log_dir=console,
+            uri=uri, domain_type=domain_type, console_log_dir=console, context_pool=pool,
             shutdown_timeout=timeout,
             reserved_cpu=_whole(host, "RESERVED_CPU"), reserved_memory=_whole(host, "RESERVED_MEM"),
             context_dir=context_dir, checkpoint_dir=_directory(host, "CHECKPOINT_DIR"),

@@ -69,7 +69,13 @@ from cloudburst.drivers.base import (
 from cloudburst.drivers.context import check_context, context_files, context_of
 from cloudburst.drivers.kvm import devices, migration, snapshots
 from cloudburst.drivers.kvm.connection import LibvirtPool, error_details, libvirt_module
-from cloudburst.drivers.kvm.context_iso import iso_path, remove_context_iso, write_context_iso
+from cloudburst.drivers.kvm.context_iso import (
+    iso_path,
+    remove_context_iso,
+    remove_context_volume,
+    upload_context_iso,
+    write_context_iso,
+)
 from cloudburst.drivers.kvm.domain_xml import (
     METADATA_NS,
     DomainRequest,
@@ -165,10 +171,19 @@ def _remove(connection: Any, deploy_id: str) -> bool:
     return True
 
 
+def _remove_vm(connection: Any, settings: HostSettings, vm: VmRef) -> bool:
+    """:func:`_remove` the VM's domain, then its context CD-ROM's volume when the host
+    keeps them in a storage pool; whether the domain existed."""
+    existed = _remove(connection, vm.deploy_id)
+    if settings.context_pool is not None:
+        remove_context_volume(connection, settings.context_pool, vm.vm_id)
+    return existed
+
+
 def _forget_context(settings: HostSettings, vm: VmRef) -> None:
     """Remove the VM's context CD-ROM from the host's ``CONTEXT_DIR`` (the copy in the
-    VM's directory goes with that directory)."""
-    if settings.context_dir is not None:
+    VM's directory goes with that directory; a pool's volume with the domain)."""
+    if settings.context_dir is not None and settings.context_pool is None:
         remove_context_iso(Path(settings.context_dir), vm.vm_id)
 
 
@@ -230,7 +245,10 @@ class KvmVmDriver(VmDriver):
             if existing is not None and self._adopt(existing, identity, settings.uri):
                 return name
             iso = None
-            if context is not None:
+            if context is not None and settings.context_pool is not None:
+                iso = upload_context_iso(connection, settings.context_pool,
+                                         context_files(context), spec.vm_id)
+            elif context is not None:
                 iso = str(write_context_iso(context_files(context),
                                             iso_path(context_dir, spec.vm_id),
                                             shared=settings.context_dir is not None))
@@ -299,7 +317,7 @@ class KvmVmDriver(VmDriver):
         settings = self.settings(vm.host)
         await self._stop_guest(vm, settings)
         await self.pool.call(settings.uri, f"shutdown {vm.deploy_id} on {vm.host.name}",
-                             lambda connection: _remove(connection, vm.deploy_id))
+                             lambda connection: _remove_vm(connection, settings, vm))
         _forget_context(settings, vm)
 
     async def _stop_guest(self, vm: VmRef, settings: HostSettings) -> None:
@@ -342,7 +360,7 @@ class KvmVmDriver(VmDriver):
     async def cancel(self, vm: VmRef) -> None:
         settings = self.settings(vm.host)
         await self.pool.call(settings.uri, f"cancel {vm.deploy_id} on {vm.host.name}",
-                             lambda connection: _remove(connection, vm.deploy_id))
+                             lambda connection: _remove_vm(connection, settings, vm))
         _forget_context(settings, vm)
 
     async def reboot(self, vm: VmRef) -> None:
