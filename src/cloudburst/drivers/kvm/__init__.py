@@ -16,6 +16,11 @@ setting, read from the host's template (set with ``onehost update``):
 * ``CONTEXT_DIR``: a directory on the host where each VM's context CD-ROM
   (``CONTEXT = [ ... ]``, :mod:`.context_iso`) is written, readable by the
   hypervisor's user; by default the VM's own directory next to its deployment.
+* ``CONTEXT_POOL``: a libvirt storage pool of the host into which each VM's
+  context CD-ROM is uploaded as a volume instead (``virStorageVolUpload``),
+  deleted with the domain; ``default`` when ``LIBVIRT_URI`` names another
+  machine (the hypervisor cannot read the daemon's files). A VM migrated to
+  another hypervisor needs its volume there at the same path (not copied).
 * ``CHECKPOINT_DIR``: a directory on the host, writable by the hypervisor's
   user, where ``onevm stop`` (``one-<vmid>.checkpoint``) and cold migration
   (``one-<vmid>.migrate``) write a guest's memory; a VM resumes or migrates
