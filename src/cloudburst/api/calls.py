@@ -27,7 +27,8 @@ from cloudburst.model.records import UserRecord
 from cloudburst.service.facade import Services
 
 __all__ = ["PARAMETER_FAULT", "Call", "CallFailure", "Handler", "Parameter", "ParameterFault",
-           "Signature", "render", "session_of", "update_type"]
+           "Signature", "render", "session_of", "shown_name",
+           "update_type"]
 
 
 _MISSING: Final = object()
@@ -191,6 +192,12 @@ def update_type(value: int) -> bool:
 # -- call context -------------------------------------------------------------------------
 
 
+def shown_name(name: str | None, number: int) -> str:
+    """A user's or group's name as documents show it: the number when it is gone."""
+    return str(number) if name is None else name
+
+
+
 @dataclass(frozen=True, slots=True)
 class Call:
     """One authenticated call: who makes it and with what."""
@@ -200,23 +207,23 @@ class Call:
 
     async def user_names(self) -> Callable[[int], str]:
         """A lookup from uid to user name (the number when the user is gone)."""
-        names = {user.id: user.name for user in await self.daemon.users.pool()}
-        return lambda uid: names.get(uid, str(uid))
+        names = await self.daemon.users.names()
+        return lambda uid: shown_name(names.get(uid), uid)
 
     async def group_names(self) -> Callable[[int], str]:
         """A lookup from gid to group name (the number when the group is gone)."""
         names = await self.daemon.groups.names()
-        return lambda gid: names.get(gid, str(gid))
+        return lambda gid: shown_name(names.get(gid), gid)
 
     async def group_name(self, gid: int) -> str:
         """The name of group ``gid`` (the number when the group is gone)."""
-        return (await self.group_names())(gid)
+        return shown_name(await self.daemon.groups.name(gid), gid)
 
     async def user_name(self, uid: int) -> str:
         """The name of user ``uid`` (the number when the user is gone)."""
         if uid == self.user.id:
             return self.user.name
-        return (await self.user_names())(uid)
+        return shown_name(await self.daemon.users.name(uid), uid)
 
 
 Handler = Callable[..., Awaitable[object]]

@@ -89,7 +89,7 @@ async def template_chown(call: Call, id: int, uid: int, gid: int) -> object:
 
 async def templatepool_info(call: Call, filter: int, start: int, end: int) -> object:
     """``one.templatepool.info(filter, start, end)``."""
-    visible = await call.daemon.access.visible(caller_of(call.user), "TEMPLATE")
+    visible = await call.daemon.access.pool_filter(caller_of(call.user), "TEMPLATE")
     query = pool_query(call.user, filter, start, end, visible=visible)
     records = await call.daemon.templates.pool(
         uid=query.uid, first_id=query.first_id, last_id=query.last_id,

@@ -228,15 +228,13 @@ async def _vm_pool(call: Call, arguments: tuple[int, int, int, int, str], *,
                    extended: bool) -> str:
     """The vmpool document for ``filter, start, end, state, query``."""
     flag, start, end, state, text = arguments
-    visible = await call.daemon.access.visible(caller_of(call.user), "VM")
+    visible = await call.daemon.access.pool_filter(caller_of(call.user), "VM")
     query = pool_query(call.user, flag, start, end, name_filter(text), visible=visible)
     stamps = await call.daemon.vms.pool_stamps(
         state=state, uid=query.uid, first_id=query.first_id, last_id=query.last_id,
         offset=query.store_offset, limit=query.store_limit, descending=True)
     selected = query.select(stamps, _stamp_owner)
-    return await cache_of(call.daemon).document(
-        call.daemon, selected, extended=extended, uname=await call.user_names(),
-        gname=await call.group_names())
+    return await cache_of(call.daemon).document(call.daemon, selected, extended=extended)
 
 
 def _stamp_owner(stamp: VmStamp) -> Owned:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from cloudburst.api import documents
+from cloudburst.api.calls import shown_name
 from cloudburst.store.vm_pool import VmStamp
 
 if TYPE_CHECKING:
@@ -35,29 +36,29 @@ class VmPoolCache:
     def __init__(self) -> None:
         self._entries: dict[tuple[int, bool], tuple[_Key, str]] = {}
 
-    async def document(self, daemon: Services, stamps: Sequence[VmStamp], *, extended: bool,
-                       uname: Callable[[int], str], gname: Callable[[int], str]) -> str:
-        """The ``VM_POOL`` document listing ``stamps``' VMs, in that order (``uname``
-        and ``gname`` name a uid and a gid)."""
+    async def document(self, daemon: Services, stamps: Sequence[VmStamp], *,
+                       extended: bool) -> str:
+        """The ``VM_POOL`` document listing ``stamps``' VMs, in that order."""
         fragments: dict[int, str] = {}
-        stale: list[int] = []
+        stale: dict[int, _Key] = {}
         for stamp in stamps:
+            key = (stamp.version, stamp.sched_message, shown_name(stamp.uname, stamp.uid),
+                   shown_name(stamp.gname, stamp.gid))
             entry = self._entries.get((stamp.id, extended))
-            if entry is not None and entry[0] == (stamp.version, stamp.sched_message,
-                                                  uname(stamp.uid), gname(stamp.gid)):
+            if entry is not None and entry[0] == key:
                 fragments[stamp.id] = entry[1]
             else:
-                stale.append(stamp.id)
+                stale[stamp.id] = key
         if stale:
-            records = await daemon.vms.records(stale)
+            records = await daemon.vms.records(list(stale))
             # Rendering thousands of VMs is CPU work: keep it off the loop.
             rendered = await asyncio.get_running_loop().run_in_executor(None, lambda: [
-                documents.vm_pool_entry(vm, extended=extended, uname=uname(vm.uid),
-                                        gname=gname(vm.gid))
+                documents.vm_pool_entry(vm, extended=extended, uname=stale[vm.id][2],
+                                        gname=stale[vm.id][3])
                 for vm in records])
             for vm, text in zip(records, rendered, strict=True):
-                self._entries[(vm.id, extended)] = (
-                    (vm.version, vm.sched_message, uname(vm.uid), gname(vm.gid)), text)
+                # The stamp's version: a VM changed since is re-rendered next time.
+                self._entries[(vm.id, extended)] = (stale[vm.id], text)
                 fragments[vm.id] = text
         self._trim(len(stamps), {stamp.id for stamp in stamps}, extended)
         return "".join(["<VM_POOL>", *(fragments[stamp.id] for stamp in stamps

@@ -31,6 +31,49 @@ def caller_of(user: UserRecord) -> Caller:
                   name=user.name)
 
 
+def _target(connection: Connection, kind: str, oid: int) -> Target:
+    """The object ``kind`` ``oid`` as the engine sees it. Raises: NotFoundError."""
+    owner = ownership.ownership(connection, kind, oid)
+    return Target(kind, oid, owner.uid, owner.gid, owner.perms, owner.clusters)
+
+
+def _target_of(connection: Connection, caller: Caller, check: Check,
+               params: Sequence[object]) -> Target | None:
+    """The object ``check`` names in ``params``; None when there is none to check.
+
+    Raises:
+        NotFoundError: the object does not exist.
+    """
+    if check.param is None:
+        return Target(check.kind, -1, caller.uid, caller.gid)
+    value = params[check.param] if len(params) > check.param else None
+    if check.kind == USER_BY_NAME:
+        if not isinstance(value, str) or value == caller.name:
+            return None
+        user = user_pool.find_user(connection, value)
+        if user is None:
+            raise NotFoundError(f"USER named {value} does not exist")
+        return _target(connection, "USER", user.id)
+    if not isinstance(value, int) or isinstance(value, bool) or value == check.skip:
+        return None  # the handler refuses a wrong type before acting
+    return _target(connection, check.kind, value)
+
+
+def _decide(caller: Caller, wanted: Sequence[tuple[Operation, Target]],
+            rules: Sequence[acl.AclRule]) -> None:
+    """Return if ``caller`` may do every ``(operation, target)`` under ``rules``.
+
+    Raises:
+        AuthorizationError: naming every one that is not, as oned does.
+    """
+    if caller.is_admin:
+        return
+    refused = [(operation, target) for operation, target in wanted
+               if not allowed(caller, operation, target, rules)]
+    if refused:
+        raise denied(caller, *refused)
+
+
 class AccessService:
     """Authorization decisions and the ACL rule pool."""
 
@@ -43,8 +86,7 @@ class AccessService:
         Raises:
             NotFoundError: no such object.
         """
-        owner = await self.db.read(lambda c: ownership.ownership(c, kind, oid))
-        return Target(kind, oid, owner.uid, owner.gid, owner.perms, owner.clusters)
+        return await self.db.lookup(lambda c: _target(c, kind, oid))
 
     async def authorize(self, caller: Caller, operation: Operation, target: Target) -> None:
         """Return if ``caller`` may perform ``operation`` on ``target``.
@@ -63,11 +105,7 @@ class AccessService:
         """
         if caller.is_admin or not wanted:
             return
-        rules = await self.db.read(acl_pool.list_rules)
-        refused = [(operation, target) for operation, target in wanted
-                   if not allowed(caller, operation, target, rules)]
-        if refused:
-            raise denied(caller, *refused)
+        _decide(caller, wanted, await self.db.lookup(acl_pool.list_rules))
 
     async def visible(self, caller: Caller, kind: str
                       ) -> Callable[[int, int, int, int | None], bool]:
@@ -75,9 +113,16 @@ class AccessService:
 
         Pool listings keep only what it accepts (one rule read per listing).
         """
+        test = await self.pool_filter(caller, kind)
+        return (lambda _oid, _uid, _gid, _perms: True) if test is None else test
+
+    async def pool_filter(self, caller: Caller, kind: str
+                          ) -> Callable[[int, int, int, int | None], bool] | None:
+        """As :meth:`visible`, but None when the caller may USE every object of ``kind``
+        (then a listing needs no filter, and the store can page it)."""
         if caller.is_admin:
-            return lambda _oid, _uid, _gid, _perms: True
-        rules = await self.db.read(acl_pool.list_rules)
+            return None
+        rules = await self.db.lookup(acl_pool.list_rules)
         return lambda oid, uid, gid, perms: allowed(
             caller, Operation.USE, Target(kind, oid, uid, gid, perms), rules)
 
@@ -98,45 +143,32 @@ class AccessService:
                          params: Sequence[object]) -> None:
         """Authorize one API call by its method's checks (``service/access_table.py``).
 
+        The objects the call names and the ACL rules are read in one lookup.
+
         Raises:
             NotFoundError: an object named by the call does not exist.
             AuthorizationError: a check failed.
         """
-        # Every object is looked up before any is authorized, as oned does: an unknown
-        # object is "Error getting ..." even for a caller who may not touch the other one.
-        stages: dict[int, list[tuple[Operation, Target]]] = {}
-        for check in checks:
-            if check.when is not None and not check.when(params):
-                continue
-            target = await self._target_of(caller, check, params)
-            if target is not None:
-                stages.setdefault(check.stage, []).append((check.operation_for(params), target))
+        wanted = [check for check in checks if check.when is None or check.when(params)]
+        if not wanted:
+            return
+
+        def read(connection: Connection
+                 ) -> tuple[dict[int, list[tuple[Operation, Target]]], list[acl.AclRule]]:
+            # Every object is looked up before any is authorized, as oned does: an unknown
+            # object is "Error getting ..." even for a caller who may not touch the other.
+            stages: dict[int, list[tuple[Operation, Target]]] = {}
+            for check in wanted:
+                target = _target_of(connection, caller, check, params)
+                if target is not None:
+                    stages.setdefault(check.stage, []).append(
+                        (check.operation_for(params), target))
+            rules = acl_pool.list_rules(connection) if stages and not caller.is_admin else []
+            return stages, rules
+
+        stages, rules = await self.db.lookup(read)
         for stage in sorted(stages):
-            await self.authorize_all(caller, stages[stage])
-
-    async def _target_of(self, caller: Caller, check: Check, params: Sequence[object]
-                         ) -> Target | None:
-        """The object ``check`` names in ``params``; None when there is none to check."""
-        if check.param is None:
-            return Target(check.kind, -1, caller.uid, caller.gid)
-        value = params[check.param] if len(params) > check.param else None
-        if check.kind == USER_BY_NAME:
-            if not isinstance(value, str) or value == caller.name:
-                return None
-            user = await self._user_named(value)
-            return await self.target("USER", user.id)
-        if not isinstance(value, int) or isinstance(value, bool) or value == check.skip:
-            return None  # the handler refuses a wrong type before acting
-        return await self.target(check.kind, value)
-
-    async def _user_named(self, name: str) -> UserRecord:
-        def read(connection: Connection) -> UserRecord | None:
-            return user_pool.find_user(connection, name)
-
-        user = await self.db.read(read)
-        if user is None:
-            raise NotFoundError(f"USER named {name} does not exist")
-        return user
+            _decide(caller, stages[stage], rules)
 
     # -- ownership and permissions of VMs and templates ---------------------------------
 

@@ -50,7 +50,12 @@ class GroupService:
         return await self.db.read(lambda c: group_pool.get_group(c, group_id))
 
     async def names(self) -> dict[int, str]:
-        return {group.id: group.name for group in await self.pool()}
+        """Every group's name by id."""
+        return await self.db.read(group_pool.group_names)
+
+    async def name(self, group_id: int) -> str | None:
+        """The name of group ``group_id``; None when there is no such group."""
+        return await self.db.lookup(lambda c: group_pool.group_name(c, group_id))
 
     async def allocate(self, name: str) -> int:
         def write(connection: Connection) -> int:

@@ -183,7 +183,7 @@ class UserService:
         try:
             if cached is None:
                 self._throttle.check(client, name)
-            user, verified = await self.db.read(check)
+            user, verified = await self.db.lookup(check)
             if verified is None:
                 if cached is not None:
                     self._throttle.check(client, name)
@@ -215,6 +215,14 @@ class UserService:
 
     async def pool(self) -> list[UserRecord]:
         return await self.db.read(user_pool.list_users)
+
+    async def names(self) -> dict[int, str]:
+        """Every user's name by id."""
+        return await self.db.read(user_pool.user_names)
+
+    async def name(self, user_id: int) -> str | None:
+        """The name of user ``user_id``; None when there is no such user."""
+        return await self.db.lookup(lambda c: user_pool.user_name(c, user_id))
 
     async def find(self, name: str) -> UserRecord:
         """Raises: NotFoundError: no user called ``name``."""

@@ -143,7 +143,7 @@ class VmService:
         Raises:
             NotFoundError: no such VM.
         """
-        return await self.db.read(lambda connection: vm_pool.get_vm(connection, vm_id))
+        return await self.db.lookup(lambda connection: vm_pool.get_vm(connection, vm_id))
 
     async def pool(self, *, state: int = -1, uid: int | None = None, first_id: int | None = None,
                    last_id: int | None = None, offset: int = 0, limit: int | None = None,

@@ -8,10 +8,12 @@ from cloudburst.auth.acl import AclError, AclRule, to_string
 from cloudburst.store.schema import acl_rules
 from cloudburst.store.sequences import next_ids
 
+_RULES = select(acl_rules).order_by(acl_rules.c.user, acl_rules.c.id)
+
 
 def list_rules(connection: Connection) -> list[AclRule]:
     """Every rule, ordered as ``oneacl list`` shows them (by user part, then id)."""
-    rows = connection.execute(select(acl_rules).order_by(acl_rules.c.user, acl_rules.c.id))
+    rows = connection.execute(_RULES)
     return [AclRule(row.id, row.user, row.resource, row.rights, row.zone) for row in rows]
 
 

@@ -6,7 +6,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from cloudburst.errors import IllegalActionError, NotFoundError, PoolNameError
 from cloudburst.model.records import ClusterRecord, GroupRecord
@@ -28,6 +28,21 @@ def list_groups(connection: Connection) -> list[GroupRecord]:
     return [GroupRecord(row.id, row.name, Template.from_stored_json(json.loads(row.template)),
                         members.get(row.id, ()), admins.get(row.id, ()))
             for row in connection.execute(select(groups).order_by(groups.c.id))]
+
+
+_NAMES = select(groups.c.id, groups.c.name)
+_NAME_OF = select(groups.c.name).where(groups.c.id == bindparam("group_id"))
+
+
+def group_names(connection: Connection) -> dict[int, str]:
+    """Every group's name by id."""
+    return {row.id: row.name for row in connection.execute(_NAMES)}
+
+
+def group_name(connection: Connection, group_id: int) -> str | None:
+    """The name of group ``group_id``; None when there is no such group."""
+    name: str | None = connection.execute(_NAME_OF, {"group_id": group_id}).scalar()
+    return name
 
 
 def get_group(connection: Connection, group_id: int) -> GroupRecord:

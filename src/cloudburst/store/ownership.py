@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import BindParameter, Connection, bindparam, select, update
 
 from cloudburst.auth import permissions
 from cloudburst.errors import NotFoundError
@@ -26,6 +26,18 @@ class Ownership:
     clusters: frozenset[int]
 
 
+# Built once: every API call runs one of these (building costs more than running).
+_OID: BindParameter[int] = bindparam("oid")
+_VM = (select(vms.c.uid, vms.c.gid, vms.c.perms, hosts.c.cluster_id)
+       .select_from(vms.outerjoin(hosts, hosts.c.id == vms.c.host_id)).where(vms.c.id == _OID))
+_TEMPLATE = select(vm_templates.c.uid, vm_templates.c.gid, vm_templates.c.perms).where(
+    vm_templates.c.id == _OID)
+_HOST = select(hosts.c.cluster_id).where(hosts.c.id == _OID)
+_USER = select(users.c.gid).where(users.c.id == _OID)
+_EXISTS = {"GROUP": select(groups.c.id).where(groups.c.id == _OID),
+           "CLUSTER": select(clusters.c.id).where(clusters.c.id == _OID)}
+
+
 def ownership(connection: Connection, kind: str, oid: int) -> Ownership:
     """The owner, group, permissions and clusters of object ``kind`` ``oid``.
 
@@ -33,34 +45,27 @@ def ownership(connection: Connection, kind: str, oid: int) -> Ownership:
         NotFoundError: no such object ("<KIND> <id> does not exist").
     """
     if kind == "VM":
-        found = connection.execute(
-            select(vms.c.uid, vms.c.gid, vms.c.perms, hosts.c.cluster_id)
-            .select_from(vms.outerjoin(hosts, hosts.c.id == vms.c.host_id))
-            .where(vms.c.id == oid)).first()
+        found = connection.execute(_VM, {"oid": oid}).first()
         if found is not None:
             clusters_of = frozenset() if found.cluster_id is None else frozenset({
                 found.cluster_id})
             return Ownership(found.uid, found.gid, found.perms, clusters_of)
     elif kind == "TEMPLATE":
-        row = connection.execute(select(vm_templates.c.uid, vm_templates.c.gid,
-                                        vm_templates.c.perms).where(vm_templates.c.id == oid)
-                                 ).first()
+        row = connection.execute(_TEMPLATE, {"oid": oid}).first()
         if row is not None:
             return Ownership(row.uid, row.gid, row.perms, frozenset())
     elif kind == "HOST":
-        row = connection.execute(select(hosts.c.cluster_id).where(hosts.c.id == oid)).first()
+        row = connection.execute(_HOST, {"oid": oid}).first()
         if row is not None:
             return Ownership(0, 0, None, frozenset({row.cluster_id}))
     elif kind == "USER":
-        row = connection.execute(select(users.c.gid).where(users.c.id == oid)).first()
+        row = connection.execute(_USER, {"oid": oid}).first()
         if row is not None:
             return Ownership(oid, row.gid, permissions.USER_SELF, frozenset())
-    elif kind in ("GROUP", "CLUSTER"):
-        table = groups if kind == "GROUP" else clusters
-        if connection.execute(select(table.c.id).where(table.c.id == oid)).first() is not None:
-            if kind == "GROUP":
-                return Ownership(-1, oid, permissions.GROUP_MEMBERS, frozenset())
-            return Ownership(0, 0, None, frozenset({oid}))
+    elif kind in _EXISTS and connection.execute(_EXISTS[kind], {"oid": oid}).first():
+        if kind == "GROUP":
+            return Ownership(-1, oid, permissions.GROUP_MEMBERS, frozenset())
+        return Ownership(0, 0, None, frozenset({oid}))
     raise NotFoundError(f"{kind} {oid} does not exist")
 
 

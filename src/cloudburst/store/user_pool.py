@@ -14,7 +14,7 @@ import secrets
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
 
 from cloudburst.errors import NotFoundError
 from cloudburst.model.records import LoginToken, UserRecord
@@ -59,6 +59,25 @@ def _record(row: Row[Any], groups: tuple[int, ...]) -> UserRecord:
     )
 
 
+# Statements of the per-call reads (authentication), built once: building a
+# statement costs several times more than running it.
+_USER_BY_ID = select(users).where(users.c.id == bindparam("user_id"))
+_USER_BY_NAME = select(users).where(users.c.name == bindparam("name"))
+_GROUPS_OF_USER = select(user_groups.c.group_id).where(
+    user_groups.c.user_id == bindparam("user_id")).order_by(user_groups.c.group_id)
+_TOKEN = select(login_tokens).where(login_tokens.c.user_id == bindparam("user_id"),
+                                    login_tokens.c.digest == bindparam("digest"))
+_NAMES = select(users.c.id, users.c.name)
+_NAME_OF = select(users.c.name).where(users.c.id == bindparam("user_id"))
+
+
+def _with_groups(connection: Connection, row: Row[Any] | None) -> UserRecord | None:
+    if row is None:
+        return None
+    groups = tuple(connection.execute(_GROUPS_OF_USER, {"user_id": row.id}).scalars())
+    return _record(row, groups)
+
+
 def _groups_of(connection: Connection, user_ids: list[int] | None) -> dict[int, tuple[int, ...]]:
     query = select(user_groups.c.user_id, user_groups.c.group_id)
     if user_ids is not None:
@@ -85,16 +104,26 @@ def get_user(connection: Connection, user_id: int) -> UserRecord:
     Raises:
         NotFoundError: no such user.
     """
-    row = connection.execute(select(users).where(users.c.id == user_id)).first()
-    if row is None:
+    user = _with_groups(connection, connection.execute(_USER_BY_ID, {"user_id": user_id}).first())
+    if user is None:
         raise NotFoundError(f"USER {user_id} does not exist")
-    return _record(row, _groups_of(connection, [user_id]).get(user_id, ()))
+    return user
 
 
 def find_user(connection: Connection, name: str) -> UserRecord | None:
     """The user called ``name``, if any."""
-    row = connection.execute(select(users).where(users.c.name == name)).first()
-    return None if row is None else _record(row, _groups_of(connection, [row.id]).get(row.id, ()))
+    return _with_groups(connection, connection.execute(_USER_BY_NAME, {"name": name}).first())
+
+
+def user_names(connection: Connection) -> dict[int, str]:
+    """Every user's name by id."""
+    return {row.id: row.name for row in connection.execute(_NAMES)}
+
+
+def user_name(connection: Connection, user_id: int) -> str | None:
+    """The name of user ``user_id``; None when there is no such user."""
+    name: str | None = connection.execute(_NAME_OF, {"user_id": user_id}).scalar()
+    return name
 
 
 def list_users(connection: Connection) -> list[UserRecord]:
@@ -156,8 +185,7 @@ def add_token(connection: Connection, token: LoginToken) -> None:
 
 
 def find_token(connection: Connection, user_id: int, digest: str) -> LoginToken | None:
-    row = connection.execute(select(login_tokens).where(
-        login_tokens.c.user_id == user_id, login_tokens.c.digest == digest)).first()
+    row = connection.execute(_TOKEN, {"user_id": user_id, "digest": digest}).first()
     return None if row is None else LoginToken(row.digest, row.user_id, row.prefix,
                                                row.expires, row.egid)
 

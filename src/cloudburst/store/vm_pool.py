@@ -29,7 +29,7 @@ from sqlalchemy import (
 from cloudburst.errors import ConflictError, NotFoundError
 from cloudburst.model.records import HistoryRecord, VmRecord, cpu_share
 from cloudburst.model.states import CAPACITY_HOLDING_STATES, LcmState, VmState
-from cloudburst.store.schema import history, vms
+from cloudburst.store.schema import groups, history, users, vms
 from cloudburst.template import Template
 
 # Dict lookups: listing 10,000 VMs would otherwise spend a visible share of
@@ -135,7 +135,8 @@ def get_vm(connection: Connection, vm_id: int, *, with_history: bool = True) -> 
     row = connection.execute(_SELECT_VM, {"vm_id": vm_id}).first()
     if row is None:
         raise NotFoundError(f"VM {vm_id} does not exist")
-    records = history_of(connection, [vm_id]).get(vm_id, []) if with_history else []
+    records = [_history_from_row(record) for record in connection.execute(
+        _HISTORY_OF_VM, {"vm_id": vm_id})] if with_history else []
     return _vm_from_row(row, records)
 
 
@@ -151,6 +152,9 @@ class VmStamp:
     name: str
     sched_message: str
     perms: int
+    #: The owner's and the group's names (None: the user or group is gone).
+    uname: str | None
+    gname: str | None
 
 
 def _filtered(query: Select[Any], *, states: Iterable[VmState] | None, exclude_done: bool,
@@ -227,11 +231,14 @@ def list_vm_stamps(
 ) -> list[VmStamp]:
     """The stamps of the VMs :func:`list_vms` would return for the same filters.
 
-    Reads a handful of small columns, so listing a large pool whose documents
-    are cached costs a fraction of decoding every VM.
+    Reads a handful of small columns (and the owner's and group's names), so
+    listing a large pool whose documents are cached costs a fraction of decoding
+    every VM.
     """
-    columns = select(vms.c.id, vms.c.version, vms.c.uid, vms.c.gid, vms.c.name,
-                     vms.c.sched_message, vms.c.perms)
+    columns = (select(vms.c.id, vms.c.version, vms.c.uid, vms.c.gid, vms.c.name,
+                      vms.c.sched_message, vms.c.perms, users.c.name, groups.c.name)
+               .select_from(vms.outerjoin(users, users.c.id == vms.c.uid)
+                            .outerjoin(groups, groups.c.id == vms.c.gid)))
     query = _filtered(columns, states=states, exclude_done=exclude_done, uid=uid,
                       first_id=first_id, last_id=last_id, host_id=None, ids=None,
                       offset=offset, limit=limit, descending=descending)
@@ -286,6 +293,8 @@ def update_vm(connection: Connection, record: VmRecord, **changes: Any) -> VmRec
 # Hot-path statements are built once: SQLAlchemy then reuses their compiled
 # form instead of rebuilding and re-keying an expression tree on every write.
 _SELECT_VM = select(vms).where(vms.c.id == bindparam("vm_id"))
+_HISTORY_OF_VM = select(history).where(history.c.vm_id == bindparam("vm_id")).order_by(
+    history.c.seq)
 
 
 @lru_cache(maxsize=256)

@@ -90,7 +90,7 @@ class Api:
     # -- reads --------------------------------------------------------------------------------
 
     async def _names(self) -> Callable[[int], str]:
-        names = {user.id: user.name for user in await self.services.users.pool()}
+        names = await self.services.users.names()
         return lambda uid: names.get(uid, str(uid))
 
     async def _visible_vm_ids(self, user: UserRecord, search: VmSearch) -> list[int] | None:
