@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,14 +59,16 @@ def test_the_fence_refuses_a_deposed_leaders_writes(pg_url: str) -> None:
     db.start()
 
     async def main() -> None:
-        first = db.write_sync(lambda c: lease.acquire(c, "a", 30.0))
-        assert first == 1
+        taken = db.write_sync(lambda c: lease.acquire(c, "a", 30.0))
+        assert taken is not None and taken.epoch == 1 and taken.quiet == math.inf
+        first = taken.epoch
         assert db.write_sync(lambda c: lease.acquire(c, "b", 30.0)) is None  # still held
         db.fence = lambda c: lease.fence(c, "a", first)
         await db.write(lambda c: c.execute(text("UPDATE meta SET value = value")))
         # "a" stalls past its expiry; "b" takes over under a new epoch.
         db.write_sync(lambda c: c.execute(text("UPDATE leases SET expires = 0")))
-        assert db.write_sync(lambda c: lease.acquire(c, "b", 30.0)) == 2
+        taken = db.write_sync(lambda c: lease.acquire(c, "b", 30.0))
+        assert taken is not None and taken.epoch == 2 and taken.quiet > 0
         with pytest.raises(LeaseLostError, match="no longer leads"):
             await db.write(lambda c: c.execute(text("INSERT INTO meta VALUES ('x', 'y')")))
         assert db.write_sync(lambda c: lease.renew(c, "a", first, 30.0)) is False

@@ -156,3 +156,33 @@ async def _log_with(daemon: Daemon, vm_id: int, text: str) -> list[str] | None:
 
 def _index(lines: list[str], text: str) -> int:
     return next(number for number, line in enumerate(lines) if text in line)
+
+
+def test_a_new_leader_does_not_burst_past_the_providers_rate_limits(
+        pg_url: str, tmp_path: Path, moto: MotoServer) -> None:
+    """AWS's buckets are per account: a new leader's start as drained as the previous
+    leader may have left them (here: a graceful handover, so empty a moment ago)."""
+    for name in ("a", "b"):
+        ec2_home(tmp_path / name, moto.url)
+
+    async def main() -> None:
+        async with leader_and_follower(tmp_path, pg_url, homes=HOMES) as (first, second):
+            host_id = await first.hosts.allocate("ec2", "im_ec2", "vmm_ec2")
+            await until(lambda: _monitored(first, host_id), 60, "the EC2 host monitored")
+            resources = _launch_bucket(first)
+            assert resources == 1000  # AWS's default, full: nobody led before
+            await first.stop()
+            await until(lambda: second.leadership.is_leader, 10, "the follower to lead")
+            assert second.leadership.quiet < 60
+            # It refills at 2 instances a second from empty (500 s to full).
+            assert _launch_bucket(second) < 500
+
+    asyncio.run(main())
+
+
+def _launch_bucket(daemon: Daemon) -> float:
+    """Instances the daemon's EC2 driver may launch now without waiting."""
+    driver = daemon.dispatcher.vm_driver("vmm_ec2")
+    bucket = driver.site.limiter.bucket("RUNINSTANCES_RESOURCE")  # type: ignore[attr-defined]
+    assert bucket is not None
+    return float(bucket.tokens)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any
 
 from cloudburst.config.settings import Settings
@@ -169,6 +170,8 @@ class Daemon:
 
     async def _lead(self) -> None:
         """Elected: resume interrupted work, then run the scheduler and monitor."""
+        if math.isfinite(self.leadership.quiet):
+            self.dispatcher.took_over(self.leadership.quiet)
         await recover(self.db, self.lifecycle)
         loop = asyncio.get_running_loop()
         self._tasks = [

@@ -113,6 +113,12 @@ class Dispatcher:
         """Every configured VM driver (built on demand)."""
         return [self.vm_driver(s.name) for s in self.settings.drivers if s.kind == "VM_MAD"]
 
+    def took_over(self, quiet: float) -> None:
+        """Tell every VM driver this daemon leads after another one (see
+        :meth:`VmDriver.took_over`)."""
+        for driver in self.vm_drivers():
+            driver.took_over(quiet)
+
     def _slot(self, kind: str, name: str) -> _Slot:
         slot = self._slots.get((kind, name))
         if slot is not None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import threading
@@ -79,6 +80,10 @@ class Leadership:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         #: The epoch this daemon leads under; None while it follows.
         self.epoch: int | None = None
+        #: When it last became leader: seconds since the previous leader's lease had
+        #: ended (it may have called providers until then); infinite when nobody led
+        #: before it, or on SQLite.
+        self.quiet = math.inf
         #: How many times this daemon became leader or stopped being it.
         self.changes = 0
         self._elected = elected
@@ -108,9 +113,9 @@ class Leadership:
             await self._become(0, time.monotonic())
             return
         asked_at = time.monotonic()
-        epoch = await self._attempt(lease.acquire, self.holder, self.settings.duration)
-        if epoch is not None:
-            await self._become(epoch, asked_at)
+        taken = await self._attempt(lease.acquire, self.holder, self.settings.duration)
+        if taken is not None:
+            await self._become(taken.epoch, asked_at, taken.quiet)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="leadership")
 
     async def _run(self) -> None:
@@ -118,9 +123,9 @@ class Leadership:
         while not self._stopped.is_set():
             if self.epoch is None:
                 asked_at = time.monotonic()
-                epoch = await self._attempt(lease.acquire, self.holder, self.settings.duration)
-                if epoch is not None and not self._stopped.is_set():
-                    await self._become(epoch, asked_at)
+                taken = await self._attempt(lease.acquire, self.holder, self.settings.duration)
+                if taken is not None and not self._stopped.is_set():
+                    await self._become(taken.epoch, asked_at, taken.quiet)
                     continue
                 await self._pause(self.settings.retry)
             else:
@@ -173,9 +178,11 @@ class Leadership:
         finally:
             renewer.stop()
 
-    async def _become(self, epoch: int, asked_at: float) -> None:
-        """Lead under ``epoch``, taken by a request sent at ``asked_at`` (monotonic)."""
+    async def _become(self, epoch: int, asked_at: float, quiet: float = math.inf) -> None:
+        """Lead under ``epoch``, taken by a request sent at ``asked_at`` (monotonic), the
+        previous leader's lease having ended ``quiet`` seconds before."""
         self.epoch = epoch
+        self.quiet = quiet
         self.changes += 1
         metrics.leadership_changed(epoch, epoch)
         self._lost.clear()

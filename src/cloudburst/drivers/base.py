@@ -563,6 +563,15 @@ class VmDriver(abc.ABC):
         """Unplug ``nic``; succeeds when it is not attached."""
         raise self.unsupported("detach_nic")
 
+    def took_over(self, quiet: float) -> None:  # noqa: B027 - optional hook, default no-op
+        """This daemon starts leading after another one that may have called the
+        provider until ``quiet`` seconds ago (a failover or a handover).
+
+        A driver with client-side rate limits assumes the provider's buckets were
+        empty then and refilled since: it must not burst past the provider's
+        limits right after a failover.
+        """
+
     async def close(self) -> None:  # noqa: B027 - optional hook, default no-op
         """Release resources (connections, thread pools)."""
 

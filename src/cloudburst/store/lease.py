@@ -24,8 +24,10 @@ drops when the process dies, however it dies.
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from sqlalchemy import Connection, make_url, text
 
@@ -42,7 +44,10 @@ _CREATE = text("""
     ON CONFLICT (name) DO NOTHING
 """)
 
-_LOCK = text(f"SELECT expires < {_NOW} FROM leases WHERE name = :name FOR UPDATE")
+_LOCK = text(f"""
+    SELECT expires < {_NOW}, CASE WHEN holder = '' THEN NULL ELSE {_NOW} - expires END
+      FROM leases WHERE name = :name FOR UPDATE
+""")
 
 _TAKE = text(f"""
     UPDATE leases SET holder = :holder, epoch = epoch + 1, expires = {_NOW} + :duration
@@ -56,8 +61,9 @@ _RENEW = text(f"""
     RETURNING epoch
 """)
 
-_RELEASE = text("""
-    UPDATE leases SET expires = 0 WHERE name = :name AND holder = :holder AND epoch = :epoch
+_RELEASE = text(f"""
+    UPDATE leases SET expires = {_NOW}
+     WHERE name = :name AND holder = :holder AND epoch = :epoch
 """)
 
 _FENCE = text("""
@@ -68,8 +74,18 @@ _FENCE = text("""
 _CURRENT = text(f"SELECT holder, epoch, expires - {_NOW} FROM leases WHERE name = :name")
 
 
-def acquire(connection: Connection, holder: str, duration: float) -> int | None:
-    """Take the lease if it is free or expired; return the new epoch, else None.
+class Taken(NamedTuple):
+    """A lease just taken."""
+
+    #: The new epoch.
+    epoch: int
+    #: Seconds since the previous holder's lease ended (expired, or released):
+    #: it may have acted until then. Infinite when nobody held it before.
+    quiet: float
+
+
+def acquire(connection: Connection, holder: str, duration: float) -> Taken | None:
+    """Take the lease if it is free or expired (else None).
 
     Looks first without a lock, so a follower's attempts never queue behind the
     leader's write transactions; only an expired lease is locked and taken.
@@ -80,9 +96,11 @@ def acquire(connection: Connection, holder: str, duration: float) -> int | None:
         connection.execute(_CREATE, parameters)
     elif not expired:
         return None
-    if not connection.execute(_LOCK, parameters).scalar():
+    locked = connection.execute(_LOCK, parameters).first()
+    if locked is None or not locked[0]:
         return None
-    return int(connection.execute(_TAKE, parameters).scalar_one())
+    quiet = math.inf if locked[1] is None else max(0.0, float(locked[1]))
+    return Taken(int(connection.execute(_TAKE, parameters).scalar_one()), quiet)
 
 
 def renew(connection: Connection, holder: str, epoch: int, duration: float) -> bool:

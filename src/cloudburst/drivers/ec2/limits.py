@@ -19,6 +19,16 @@ and sleeps until the balance it left would have refilled, so callers are
 served in arrival order without a lock held across the wait. When AWS throttles
 anyway (another client on the account), :meth:`RateLimiter.penalize` empties
 the bucket so that every caller backs off together.
+
+**After a failover** the buckets are not taken over from the previous leader
+(their levels change with every call; storing them would cost a write per
+call): a new leader starts them as AWS's could be at worst, empty when the
+previous leader's lease ended and refilled since (:meth:`RateLimiter.drained`).
+That is exact when the previous leader had spent everything, and otherwise too
+careful for at most a bucket's refill time (``burst / refill``: 2.5 s for
+``RunInstances`` calls, 500 s for a full 1,000-instance resource bucket); a
+daemon that leads first (no previous leader, or a lease long expired) starts
+full.
 """
 
 from __future__ import annotations
@@ -121,6 +131,12 @@ class TokenBucket:
                 return 0.0
             return missing / self.spec.refill
 
+    def drained(self, seconds: float) -> None:
+        """Hold at most what the bucket would have refilled in ``seconds`` from empty."""
+        with self._lock:
+            self._refill(time.monotonic())
+            self._tokens = min(self._tokens, max(0.0, seconds) * self.spec.refill)
+
     def penalize(self) -> None:
         """Empty the bucket (the provider throttled us: back off together)."""
         with self._lock:
@@ -171,6 +187,12 @@ class RateLimiter:
         delay = self.reserve(action, resources)
         if delay > 0:
             await asyncio.sleep(delay)
+
+    def drained(self, seconds: float) -> None:
+        """Every bucket as if it had been emptied ``seconds`` ago (another daemon led
+        until then and may have spent it: AWS's buckets are per account, not per client)."""
+        for bucket in (self._buckets or {}).values():
+            bucket.drained(seconds)
 
     def penalize(self, action: str) -> None:
         if self._buckets is None:

@@ -416,6 +416,9 @@ class Ec2VmDriver(VmDriver):
                     grace_period: float, sightings: OrphanSightings) -> SweepReport | None:
         return await self.orphan_sweep.sweep(host, live_vm_ids, grace_period, sightings)
 
+    def took_over(self, quiet: float) -> None:
+        self.site.limiter.drained(quiet)
+
     async def close(self) -> None:
         _drivers.discard(self)
         await self.launcher.close()
