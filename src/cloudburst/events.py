@@ -22,6 +22,10 @@ reuse it) call :meth:`EventBus.subscribe` and read with
   instead of trusting an incomplete stream.
 * Everything runs on the daemon's event loop: ``publish``, ``subscribe``
   and ``get`` must be called from it (no locks are needed).
+* Several daemons on one PostgreSQL store see each other's changes: a relay
+  (:mod:`cloudburst.daemon.change_feed`) sends what this daemon publishes to
+  the others and :meth:`EventBus.deliver`-s theirs here; when it may have
+  missed some, :meth:`EventBus.resync` tells every subscriber to reload.
 * ``data`` is a small, JSON-serialisable snapshot of the object as written
   (never secrets: no templates, no passwords); consumers must not mutate it.
 """
@@ -32,7 +36,7 @@ import asyncio
 import itertools
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -143,6 +147,8 @@ class EventBus:
     def __init__(self) -> None:
         self._subscriptions: list[Subscription] = []
         self._seq = itertools.count(1)
+        #: Also called with each change this daemon publishes (for other daemons).
+        self.relay: Callable[[str, int, Mapping[str, object]], None] | None = None
 
     def subscribe(self, topics: Iterable[str] = ("vm", "host"), *,
                   maxsize: int = DEFAULT_QUEUE_SIZE) -> Subscription:
@@ -154,13 +160,27 @@ class EventBus:
         return subscription
 
     def publish(self, topic: str, object_id: int, data: Mapping[str, object]) -> None:
-        """Hand a committed change to every subscriber of ``topic``; never blocks."""
+        """Hand a committed change to every subscriber of ``topic`` and to the
+        :attr:`relay`; never blocks."""
+        if self.relay is not None:
+            self.relay(topic, object_id, data)
+        self.deliver(topic, object_id, data)
+
+    def deliver(self, topic: str, object_id: int, data: Mapping[str, object]) -> None:
+        """Hand a committed change to this daemon's subscribers only (a change another
+        daemon published); never blocks."""
         if not self._subscriptions:
             return
         change = Change(next(self._seq), topic, object_id, data, time.time())
         for subscription in self._subscriptions:
             if topic in subscription.topics:
                 subscription._offer(change)
+
+    def resync(self) -> None:
+        """Changes may have been missed: every subscriber gets :data:`RESYNC` next."""
+        for subscription in self._subscriptions:
+            subscription.overflowed = True
+            subscription._wake()
 
     def close_all(self) -> None:
         """Close every subscription (the daemon is stopping)."""

@@ -19,6 +19,7 @@ from test_lease import until
 import pg_server
 from cloudburst.daemon.app import Daemon
 from cloudburst.daemon.main import load_settings
+from cloudburst.events import Subscription
 from cloudburst.model.states import HostState, LcmState
 from cloudburst.store import orphans
 from ec2_sites import MotoServer, moto_servers, write_ec2_etc
@@ -186,3 +187,29 @@ def _launch_bucket(daemon: Daemon) -> float:
     bucket = driver.site.limiter.bucket("RUNINSTANCES_RESOURCE")  # type: ignore[attr-defined]
     assert bucket is not None
     return float(bucket.tokens)
+
+
+def test_every_daemons_dashboard_sees_every_daemons_changes(pg_url: str,
+                                                             tmp_path: Path) -> None:
+    """The event bus the dashboard streams from: the follower sees the VM the leader
+    deploys, the leader sees the VM created through the follower, each change once."""
+    async def main() -> None:
+        async with leader_and_follower(tmp_path, pg_url) as (first, second):
+            leader_sees = first.events.subscribe(("vm",))
+            follower_sees = second.events.subscribe(("vm",))
+            await first.hosts.allocate("node", "dummy", "dummy")
+            vm_id = await second.vms.allocate(VM)
+            await until(lambda: _running(first, vm_id), 30, "the VM to run")
+            for subscription in (leader_sees, follower_sees):
+                seen: list[str] = []
+
+                def running(subscription: Subscription = subscription,
+                            seen: list[str] = seen) -> bool:
+                    seen.extend(str(change.data["short_state"])
+                                for change in subscription.drain() if change.object_id == vm_id)
+                    return bool(seen) and seen[-1] == "runn"
+
+                await until(running, 30, "the VM's changes on both buses")
+                assert seen[0] == "pend" and seen.count("pend") == 1, seen  # no echo
+
+    asyncio.run(main())

@@ -80,3 +80,19 @@ def test_a_waiting_consumer_is_woken_and_closing_ends_it() -> None:
 def test_subscribe_refuses_an_empty_queue() -> None:
     with pytest.raises(ValueError):
         EventBus().subscribe(maxsize=0)
+
+
+def test_published_changes_go_to_the_relay_delivered_ones_do_not() -> None:
+    async def scenario() -> None:
+        bus = EventBus()
+        relayed: list[tuple[str, int]] = []
+        bus.relay = lambda topic, object_id, data: relayed.append((topic, object_id))
+        watching = bus.subscribe()
+        bus.publish("vm", 1, {})
+        bus.deliver("host", 2, {})  # another daemon's change: shown, not sent back
+        assert relayed == [("vm", 1)]
+        assert [(c.topic, c.object_id) for c in watching.drain()] == [("vm", 1), ("host", 2)]
+        bus.resync()  # the relay may have missed changes: reload
+        assert await watching.get() is RESYNC
+
+    run(scenario())

@@ -18,10 +18,11 @@ import math
 from typing import Any
 
 from cloudburst.config.settings import Settings
+from cloudburst.daemon.change_feed import ChangeFeed
 from cloudburst.daemon.dispatcher import Dispatcher
 from cloudburst.daemon.files import VmFiles
 from cloudburst.daemon.handoff import Adopter, Listener, Notifier, hosts_in
-from cloudburst.daemon.leadership import Leadership
+from cloudburst.daemon.leadership import Leadership, lease_engine
 from cloudburst.daemon.lifecycle import LifecycleManager
 from cloudburst.daemon.monitor import Monitor
 from cloudburst.daemon.recovery import recover
@@ -108,6 +109,8 @@ class Daemon:
         self._tasks: list[asyncio.Task[Any]] = []
         self._watching: asyncio.Task[None] | None = None
         self._listener: Listener | None = None
+        #: Other daemons' changes for this one's dashboard (shared stores only).
+        self.change_feed: ChangeFeed | None = None
         self._closed = False
         self.api: Any = None
 
@@ -152,6 +155,10 @@ class Daemon:
         self.db.start()
         self._watching = asyncio.get_running_loop().create_task(self._watch_store(),
                                                                 name="store-watch")
+        if self.leadership.shared:
+            self.change_feed = ChangeFeed(lease_engine(self.settings.database_url),
+                                          self.events, self.leadership.holder)
+            self.change_feed.start()
         await self.leadership.start()
         if serve_api:
             from cloudburst.api.server import ApiServer
@@ -211,6 +218,8 @@ class Daemon:
         await self._follow()
         await self.dispatcher.close()
         await self.files.close()
+        if self.change_feed is not None:
+            await self.change_feed.close()
         self.users.close()
         await asyncio.to_thread(self.db.close)
         if self._sole_lock is not None:

@@ -108,14 +108,18 @@ def _notify(connection: Connection, payload: str) -> None:
 
 
 class Listener:
-    """Calls ``on_work(payload)`` on the loop whenever a follower notifies (leader side).
+    """Calls ``on_work(payload)`` on the loop for each notification on ``channel``
+    (by default: a follower's, for the leader).
 
-    Listens on its own connection in a thread, reconnecting after errors.
+    Listens on its own connection in a thread, reconnecting after errors; calls
+    ``on_work("")`` once listening (what was sent before may have been missed).
     """
 
-    def __init__(self, engine: Engine, on_work: Callable[[str], None]) -> None:
+    def __init__(self, engine: Engine, on_work: Callable[[str], None], *,
+                 channel: str = CHANNEL) -> None:
         self._engine = engine
         self._on_work = on_work
+        self._channel = channel
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -141,7 +145,7 @@ class Listener:
                 connection = pooled.driver_connection
                 assert connection is not None
                 connection.autocommit = True
-                connection.execute(f"LISTEN {CHANNEL}")
+                connection.execute(f"LISTEN {self._channel}")
                 # Anything sent before LISTEN took effect is caught by a scan.
                 loop.call_soon_threadsafe(self._on_work, "")
                 while not self._stop.is_set():
@@ -153,7 +157,7 @@ class Listener:
                 self._stop.wait(1.0)
             else:
                 with contextlib.suppress(Exception):
-                    connection.execute(f"UNLISTEN {CHANNEL}")
+                    connection.execute(f"UNLISTEN {self._channel}")
                 pooled.close()
 
 
