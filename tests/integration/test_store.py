@@ -325,6 +325,41 @@ def test_two_updates_from_the_same_read_in_one_batch_exactly_one_wins(db: Databa
     assert read(db, lambda c: vm_pool.get_vm(c, 0)).state is winners[0].state
 
 
+def test_an_urgent_write_goes_before_queued_writes_and_cuts_a_running_batch_short(
+        db: Database) -> None:
+    """The urgent lane: a journal note must not wait behind a scheduler pass's writes."""
+    order: list[str] = []
+    gates = {name: (threading.Event(), threading.Event()) for name in ("hold", "n1")}
+
+    def job(name: str) -> Callable[[Connection], str]:
+        def function(connection: Connection) -> str:
+            connection.execute(select(func.count()).select_from(vms_table))
+            if name in gates and name not in order:  # blocks once, not in a re-run
+                started, release = gates[name]
+                started.set()
+                assert release.wait(30)
+            order.append(name)
+            return name
+        return function
+
+    async def main() -> list[str]:
+        hold = asyncio.ensure_future(db.write(job("hold")))
+        assert await asyncio.to_thread(gates["hold"][0].wait, 30)
+        # Queued while the writer is busy: one group commit takes them all.
+        normal = [asyncio.ensure_future(db.write(job(f"n{index}"))) for index in range(1, 6)]
+        await asyncio.sleep(0.05)
+        gates["hold"][1].set()
+        assert await asyncio.to_thread(gates["n1"][0].wait, 30)
+        urgent = asyncio.ensure_future(db.write(job("urgent"), urgent=True))
+        await asyncio.sleep(0.05)
+        gates["n1"][1].set()
+        return list(await asyncio.gather(hold, *normal, urgent))
+
+    assert asyncio.run(main()) == ["hold", "n1", "n2", "n3", "n4", "n5", "urgent"]
+    # n1 was running when the urgent write came: its batch committed n1 only.
+    assert order == ["hold", "n1", "urgent", "n2", "n3", "n4", "n5"]
+
+
 def test_sched_messages_do_not_bump_the_version(db: Database) -> None:
     store_vms(db, new_vm(0), new_vm(1))
     write(db, lambda c: vm_pool.set_sched_messages(c, {0: "No host with enough capacity"}))

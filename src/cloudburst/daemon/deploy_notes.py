@@ -28,7 +28,8 @@ class JournalNotes:
         def write(connection: Connection) -> None:
             journal.write_notes(connection, items)
 
-        await self.db.write(write)
+        # Urgent: a provider call waits on it; it must not queue behind other writes.
+        await self.db.write(write, urgent=True)
 
     async def read(self, tokens: Sequence[str]) -> dict[str, str]:
         wanted = list(tokens)

@@ -16,6 +16,7 @@ on one host cost one poll per delay, not one per VM.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 from collections.abc import Callable, Mapping
 from typing import Final
@@ -23,10 +24,12 @@ from typing import Final
 from cloudburst.events import EventBus, Resync, SubscriptionClosed
 from cloudburst.model.states import LcmState
 
-__all__ = ["FRESH_POLL_DELAYS", "FreshPolls"]
+__all__ = ["FRESH_POLL_DELAYS", "MERGE_WITHIN", "FreshPolls"]
 
 #: Seconds after a VM enters RUNNING at which its host is polled.
 FRESH_POLL_DELAYS: Final = (0.0, 2.0, 5.0, 10.0)
+#: Seconds a due poll may come after the time asked for, serving it (see vm_changed).
+MERGE_WITHIN: Final = 0.25
 
 
 class FreshPolls:
@@ -49,14 +52,20 @@ class FreshPolls:
         if vm_id in self._running or not isinstance(host_id, int):
             return False
         self._running.add(vm_id)
-        self._due[host_id] = sorted({*self._due.get(host_id, ()),
-                                     *(now + delay for delay in self.delays)})
+        times = self._due.setdefault(host_id, [])
+        for delay in self.delays:
+            at = now + delay
+            index = bisect.bisect_left(times, at)
+            # A poll due at most MERGE_WITHIN later serves this one too: a burst of
+            # starts keeps a short list (re-sorting it per VM was quadratic).
+            if index == len(times) or times[index] > at + MERGE_WITHIN:
+                times.insert(index, at)
         return True
 
     def due(self, host_id: int, now: float) -> bool:
         """Whether a fresh poll of ``host_id`` is due at ``now``."""
         times = self._due.get(host_id)
-        return times is not None and times[0] <= now
+        return times is not None and bool(times) and times[0] <= now
 
     def taken(self, host_id: int, now: float) -> None:
         """A poll of ``host_id`` starts at ``now``: it serves every due time up to now."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, bindparam, delete, func, insert, select
 
 from cloudburst.store.schema import vm_backoffs
 
@@ -66,8 +66,12 @@ def due(connection: Connection, vm_id: int, work: str) -> float | None:
 
 def clear(connection: Connection, vm_id: int, work: str) -> None:
     """``vm_id``'s ``work`` succeeded: forget its backoff."""
-    connection.execute(delete(vm_backoffs).where(vm_backoffs.c.vm_id == vm_id,
-                                                 vm_backoffs.c.work == work))
+    connection.execute(_CLEAR, {"_vm_id": vm_id, "_work": work})
+
+
+# Built once (a hot path: every successful deploy and stop).
+_CLEAR = delete(vm_backoffs).where(vm_backoffs.c.vm_id == bindparam("_vm_id"),
+                                   vm_backoffs.c.work == bindparam("_work"))
 
 
 def active(connection: Connection, work: str, now: float) -> list[Backoff]:

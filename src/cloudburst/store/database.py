@@ -9,6 +9,11 @@ bridges them:
   a savepoint around each function so that one failing write does not undo the
   others. This is what lets thousands of small state changes per second land
   without one fsync each.
+* ``write(..., urgent=True)`` takes a lane of its own: urgent writes are
+  committed before the queued ones, and a running group commit stops taking
+  more of its jobs (it commits those it ran) as soon as one is waiting. A write
+  that something outside waits on (an EC2 batch's journal note, written before
+  its ``RunInstances``) then does not queue behind a scheduler pass's deploys.
 
 SQLite runs in WAL mode with ``synchronous=NORMAL`` (durable across process
 crashes; the last transactions may be lost only on power loss) and
@@ -22,6 +27,7 @@ lease has changed hands (:func:`cloudburst.store.lease.fence`).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import queue
@@ -100,6 +106,8 @@ class _Job:
 
 
 _STOP = object()
+#: Wakes the writer for an urgent job (the urgent lane is a queue of its own).
+_WAKE = object()
 
 
 class Database:
@@ -120,6 +128,10 @@ class Database:
         self._kept_all: list[Connection] = []
         self._kept_lock = threading.Lock()
         self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        #: The urgent lane (see write); the writer looks at it before each job.
+        self._urgent: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        #: Jobs taken from the queue that a group commit gave back for an urgent one.
+        self._carry: collections.deque[_Job] = collections.deque()
         self._writer = threading.Thread(target=self._write_loop, name="db-write", daemon=True)
         self._started = False
         self._closed = False
@@ -230,12 +242,13 @@ class Database:
             return None
         return None
 
-    async def write(self, function: Callable[[Connection], T]) -> T:
+    async def write(self, function: Callable[[Connection], T], *, urgent: bool = False) -> T:
         """Run ``function(connection)`` in the next group commit.
 
         The function runs inside a savepoint: if it raises, its own changes are
         rolled back, the exception is re-raised here and the rest of the batch
         commits. The returned value is delivered after the commit succeeded.
+        ``urgent``: commit it ahead of the queued writes (keep such writes small).
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
@@ -244,7 +257,11 @@ class Database:
                 raise RuntimeError("the database is closed")
             if not self._started:
                 raise RuntimeError("Database.start() was not called")
-            self._queue.put(_Job(function, future, loop))
+            if urgent:
+                self._urgent.put(_Job(function, future, loop))
+                self._queue.put(_WAKE)
+            else:
+                self._queue.put(_Job(function, future, loop))
         return await future
 
     def write_sync(self, function: Callable[[Connection], T]) -> T:
@@ -273,27 +290,40 @@ class Database:
     # -- writer thread ----------------------------------------------------------
 
     def _write_loop(self) -> None:
+        stop = False
         while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < MAX_BATCH:
+            urgent = _drained(self._urgent)
+            if urgent:
+                self._commit_batch(urgent, yielding=False)
+                continue
+            if not self._carry:
+                if stop:
+                    return
+                first = self._queue.get()
+                if first is _STOP:
+                    stop = True
+                    continue  # the urgent lane is emptied first
+                if isinstance(first, _Job):
+                    self._carry.append(first)
+                continue
+            batch: list[_Job] = []
+            while self._carry and len(batch) < MAX_BATCH:
+                batch.append(self._carry.popleft())
+            while len(batch) < MAX_BATCH and not stop:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is _STOP:
                     stop = True
-                    break
-                batch.append(item)
-            self._commit_batch([job for job in batch if isinstance(job, _Job)])
-            if stop:
-                return
+                elif isinstance(item, _Job):
+                    batch.append(item)
+            left = self._commit_batch(batch, yielding=True)
+            self._carry.extendleft(reversed(left))
 
-    def _commit_batch(self, batch: list[_Job]) -> None:
-        """Commit ``batch`` in one transaction.
+    def _commit_batch(self, batch: list[_Job], *, yielding: bool) -> list[_Job]:
+        """Commit ``batch`` in one transaction; returns the jobs given back, not run
+        (``yielding``: the batch stops taking jobs once an urgent one waits).
 
         Fast path: run every job without savepoints. If any job raises, roll
         the whole transaction back and run the batch again with a savepoint
@@ -301,8 +331,11 @@ class Database:
         functions of the database, so running them twice is safe.
         """
         started = time.perf_counter()
+        left: list[_Job] = []
         try:
-            outcomes = self._run_batch(batch, isolate=False)
+            outcomes = self._run_batch(batch, isolate=False, yielding=yielding)
+            if len(outcomes) < len(batch):  # cut short for the urgent lane
+                batch, left = batch[:len(outcomes)], batch[len(outcomes):]
         except _JobFailed:
             outcomes = None
         except (LeaseLostError, StoreUnavailableError) as exc:
@@ -311,7 +344,7 @@ class Database:
             outcomes = self._failed_batch(batch, exc)
         if outcomes is None:
             try:
-                outcomes = self._run_batch(batch, isolate=True)
+                outcomes = self._run_batch(batch, isolate=True, yielding=False)
             except (LeaseLostError, StoreUnavailableError) as exc:
                 outcomes = [(job, False, exc) for job in batch]
             except Exception as exc:
@@ -326,6 +359,7 @@ class Database:
         metrics.STORE_COMMIT_WRITES.observe(len(batch))
         for job, ok, value in outcomes:
             job.loop.call_soon_threadsafe(_resolve, job.future, ok, value)
+        return left
 
     def _failed_batch(self, batch: list[_Job], exc: Exception
                       ) -> list[tuple[_Job, bool, Any]]:
@@ -339,7 +373,8 @@ class Database:
         log.warning("%s: %d writes refused", cause.message, len(batch))
         return [(job, False, cause) for job in batch]
 
-    def _run_batch(self, batch: list[_Job], *, isolate: bool) -> list[tuple[_Job, bool, Any]]:
+    def _run_batch(self, batch: list[_Job], *, isolate: bool, yielding: bool
+                   ) -> list[tuple[_Job, bool, Any]]:
         fence = self.fence
         if self.store_check is not None:
             self.store_check()
@@ -352,13 +387,14 @@ class Database:
                 assert raw is not None
                 raw.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
             with connection.begin():
-                outcomes = self._run_jobs(connection, batch, fence, isolate=isolate)
+                outcomes = self._run_jobs(connection, batch, fence, isolate=isolate,
+                                          yielding=yielding)
         self._store_busy = False
         return outcomes
 
     def _run_jobs(self, connection: Connection, batch: list[_Job],
                   fence: Callable[[Connection], None] | None, *,
-                  isolate: bool) -> list[tuple[_Job, bool, Any]]:
+                  isolate: bool, yielding: bool) -> list[tuple[_Job, bool, Any]]:
         outcomes: list[tuple[_Job, bool, Any]] = []
         if fence is not None:
             fence(connection)
@@ -370,6 +406,8 @@ class Database:
                 outcomes.append((job, True, job.function(connection)))
             except Exception as exc:
                 raise _JobFailed from exc
+            if yielding and not self._urgent.empty():
+                break  # commit what ran; the rest goes after the urgent jobs
         return outcomes
 
     @staticmethod
@@ -382,6 +420,17 @@ class Database:
             return job, False, exc
         savepoint.commit()
         return job, True, value
+
+
+def _drained(lane: queue.SimpleQueue[_Job]) -> list[_Job]:
+    """Every job waiting in ``lane`` (at most :data:`MAX_BATCH`)."""
+    jobs: list[_Job] = []
+    while len(jobs) < MAX_BATCH:
+        try:
+            jobs.append(lane.get_nowait())
+        except queue.Empty:
+            break
+    return jobs
 
 
 class _JobFailed(Exception):

@@ -96,12 +96,20 @@ _COUNT_TRIES = select(func.count()).select_from(journal).where(
 def finish_started(connection: Connection, vm_id: int, actions: tuple[str, ...], *, ok: bool,
                    result: str = "") -> None:
     """Mark every started entry of ``vm_id`` for one of ``actions`` done or failed."""
-    connection.execute(
-        update(journal)
-        .where(journal.c.vm_id == vm_id, journal.c.action.in_(actions),
-               journal.c.status == STARTED)
-        .values(status=DONE if ok else FAILED, finished=time.time(), result=result[:2000])
-    )
+    connection.execute(_FINISH_STARTED, {
+        "_vm_id": vm_id, "_actions": list(actions), "_started": STARTED,
+        "status": DONE if ok else FAILED, "finished": time.time(), "result": result[:2000]})
+
+
+# Built once (a hot path: every driver result): SQLAlchemy reuses the compiled form.
+_FINISH_STARTED = (
+    update(journal)
+    .where(journal.c.vm_id == bindparam("_vm_id"),
+           journal.c.action.in_(bindparam("_actions", expanding=True)),
+           journal.c.status == bindparam("_started"))
+    .values(status=bindparam("status"), finished=bindparam("finished"),
+            result=bindparam("result"))
+)
 
 
 def latest_started(connection: Connection, vm_id: int, action: str) -> JournalEntry | None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
-from sqlalchemy import Connection, delete, func, insert, or_, select
+from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select
 
 from cloudburst.auth import quotas as auth_quotas
 from cloudburst.auth.quotas import ALL_CLUSTERS, Limit
@@ -34,12 +34,29 @@ _GONE = int(VmState.DONE)
 def limits_of(connection: Connection, owner_kind: str, owner_ids: list[int] | None
               ) -> list[Limit]:
     """The limits of these owners (id -1 is the kind's default; None: every owner)."""
-    query = select(quotas).where(quotas.c.owner_kind == owner_kind)
-    if owner_ids is not None:
-        query = query.where(quotas.c.owner_id.in_(owner_ids))
-    rows = connection.execute(query)
+    if owner_ids is None:
+        rows = connection.execute(_LIMITS_OF_KIND, {"kind": owner_kind})
+    else:
+        rows = connection.execute(_LIMITS_OF, {"kind": owner_kind, "owners": owner_ids})
     return [Limit(row.owner_kind, row.owner_id, row.cluster_id, row.metric, row.limit)
             for row in rows]
+
+
+# Built once: every placement reads limits (a hot path in a burst).
+_LIMITS_OF_KIND = select(quotas).where(quotas.c.owner_kind == bindparam("kind"))
+_LIMITS_OF = _LIMITS_OF_KIND.where(quotas.c.owner_id.in_(bindparam("owners", expanding=True)))
+
+
+def _limits(connection: Connection, owner_kind: str, owner_ids: list[int],
+            memo: dict[Any, Any] | None) -> list[Limit]:
+    """:func:`limits_of`, kept in ``memo`` when there is one."""
+    if memo is None:
+        return limits_of(connection, owner_kind, owner_ids)
+    key = ("limits", owner_kind, tuple(owner_ids))
+    if key not in memo:
+        memo[key] = limits_of(connection, owner_kind, owner_ids)
+    found: list[Limit] = memo[key]
+    return found
 
 
 def set_limits(connection: Connection, owner_kind: str, owner_id: int,
@@ -144,12 +161,15 @@ def limit_map(limits: list[Limit], owner_id: int) -> LimitMap:
 
 
 def check_vm(connection: Connection, *, uid: int, gid: int, cpu: float, memory: float,
-             cluster_id: int = ALL_CLUSTERS, price: float | None = None) -> None:
+             cluster_id: int = ALL_CLUSTERS, price: float | None = None,
+             memo: dict[Any, Any] | None = None) -> None:
     """Refuse a new VM (``cluster_id`` -1: its totals) or a VM's placement in cluster
     ``cluster_id`` (that cluster's limits, and every budget) that would break a quota.
 
     A placement at ``price`` per hour must fit the hourly budgets, and an hour
     of it what is left of the monthly ones, both of the cluster and in total.
+    ``memo`` keeps the limits read, for the other placements of one transaction
+    (limits do not change there; usage is read each time, as it does).
 
     Raises:
         QuotaError: oned's "limit of N reached for METRIC quota" message (a
@@ -157,15 +177,15 @@ def check_vm(connection: Connection, *, uid: int, gid: int, cpu: float, memory: 
     """
     request = {"VMS": 1.0, "CPU": cpu, "MEMORY": float(memory), **_running(cpu, memory)}
     money = {metric: price for metric in auth_quotas.BUDGET_METRICS} if price else {}
-    _check(connection, uid, gid, request, cluster_id, money=money, action=False)
+    _check(connection, uid, gid, request, cluster_id, money=money, action=False, memo=memo)
     if money and cluster_id != ALL_CLUSTERS:
-        _check_site_budget(connection, cluster_id, money)
+        _check_site_budget(connection, cluster_id, money, memo)
 
 
 def _check_site_budget(connection: Connection, cluster_id: int,
-                       money: dict[str, float]) -> None:
+                       money: dict[str, float], memo: dict[Any, Any] | None) -> None:
     """A site's own budgets (``one.cluster.quota``) bind every owner, oneadmin too."""
-    limits = limit_map(limits_of(connection, "cluster", [cluster_id]), cluster_id)
+    limits = limit_map(_limits(connection, "cluster", [cluster_id], memo), cluster_id)
     own = limits.get(ALL_CLUSTERS, {})
     if not any(limit >= 0 for limit in own.values()):
         return
@@ -200,13 +220,14 @@ def _running(cpu: float, memory: float) -> dict[str, float]:
 
 
 def _check(connection: Connection, uid: int, gid: int, request: Mapping[str, float],
-           cluster_id: int, *, money: Mapping[str, float], action: bool) -> None:
+           cluster_id: int, *, money: Mapping[str, float], action: bool,
+           memo: dict[Any, Any] | None = None) -> None:
     """Raise the first limit ``request`` (in ``cluster_id``) and ``money`` (also in
     total) would break, for the user and the group."""
     for kind, owner in (("user", uid), ("group", gid)):
         if owner == _EXEMPT:
             continue
-        limits = limits_of(connection, kind, [owner, -1])
+        limits = _limits(connection, kind, [owner, -1], memo)
         own, defaults = limit_map(limits, owner), limit_map(limits, -1)
         checks = [(cluster_id, {**request, **money})]
         if money and cluster_id != ALL_CLUSTERS:

@@ -140,6 +140,20 @@ def get_vm(connection: Connection, vm_id: int, *, with_history: bool = True) -> 
     return _vm_from_row(row, records)
 
 
+def get_vms(connection: Connection, vm_ids: Iterable[int]) -> dict[int, VmRecord]:
+    """The VMs of ``vm_ids`` that exist, without history, read in chunks of 500:
+    a batch of state changes reads its VMs at once instead of one by one."""
+    wanted = sorted(set(vm_ids))
+    found: dict[int, VmRecord] = {}
+    for start in range(0, len(wanted), 500):
+        rows = connection.execute(_SELECT_VMS, {"vm_ids": wanted[start:start + 500]})
+        found.update((row.id, _vm_from_row(row)) for row in rows)
+    return found
+
+
+_SELECT_VMS = select(vms).where(vms.c.id.in_(bindparam("vm_ids", expanding=True)))
+
+
 @dataclass(frozen=True, slots=True)
 class VmStamp:
     """What identifies a VM's current rendering: enough to tell whether a
@@ -262,6 +276,21 @@ def history_of(connection: Connection, vm_ids: Sequence[int]) -> dict[int, list[
         if wanted is None or row.vm_id in wanted:
             found.setdefault(row.vm_id, []).append(_history_from_row(row))
     return found
+
+
+def current_seqs(connection: Connection, vm_ids: Sequence[int]) -> dict[int, int]:
+    """The current stay (history ``SEQ``) of each of ``vm_ids`` that has one."""
+    found: dict[int, int] = {}
+    wanted = sorted(set(vm_ids))
+    for start in range(0, len(wanted), 500):
+        rows = connection.execute(_CURRENT_SEQS, {"vm_ids": wanted[start:start + 500]})
+        found.update((int(row[0]), int(row[1])) for row in rows)
+    return found
+
+
+_CURRENT_SEQS = (select(history.c.vm_id, func.max(history.c.seq))
+                 .where(history.c.vm_id.in_(bindparam("vm_ids", expanding=True)))
+                 .group_by(history.c.vm_id))
 
 
 def update_vm(connection: Connection, record: VmRecord, **changes: Any) -> VmRecord:

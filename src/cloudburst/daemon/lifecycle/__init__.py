@@ -37,7 +37,7 @@ from cloudburst.errors import (
 from cloudburst.model import devices, lifecycle
 from cloudburst.model.lifecycle import Event, Move
 from cloudburst.model.records import HostRecord, VmRecord
-from cloudburst.model.states import HostState, VmState
+from cloudburst.model.states import HostState
 from cloudburst.store import host_pool, vm_pool
 from cloudburst.template import Template
 
@@ -93,11 +93,8 @@ class LifecycleManager(Deploying, Observing, Working, ManagerBase):
             changes["resched"] = 1
         elif event is Event.UNRESCHED:
             changes["resched"] = 0
-        elif event in (Event.TERMINATE, Event.TERMINATE_HARD):
-            current = await self._vm(vm_id)
-            if current.state is VmState.DONE:
-                return current
-        return await self.advance(vm_id, event, changes=changes, why=why)
+        return await self.advance(vm_id, event, changes=changes, why=why,
+                                  done_stays=event in (Event.TERMINATE, Event.TERMINATE_HARD))
 
     async def migrate(self, vm_id: int, host_id: int, *, live: bool,
                       enforce: bool = False) -> VmRecord:

@@ -8,6 +8,11 @@ the VM's current stay, journals the driver work with its idempotency token,
 and runs store-only work (prolog, epilog) at once, following its ``SUCCESS``.
 :meth:`ManagerBase.advance` wraps it in a write and then starts the driver
 work (:mod:`cloudburst.daemon.lifecycle.work`) as a background task.
+
+:func:`step_batch` is its batch form: the state changes asked in one turn of the
+event loop (a launch batch's answers, a thousand terminations, a scheduler
+pass's placements) are written by one store write that reads their VMs at
+once and runs :func:`step` for each, every VM still by its own compare-and-swap.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +61,10 @@ log = logging.getLogger("cloudburst.daemon.lifecycle")
 #: Seconds a host that reported "no capacity" is skipped for that VM.
 CAPACITY_BACKOFF = 60.0
 
+#: Most changes written by one store write (:meth:`ManagerBase.batched`): the writes of
+#: a pass of 1,000 placements leave room between them for an urgent write (a journal note).
+BATCH_CHANGES = 100
+
 #: Extra inputs of the work an event starts (destination host, disk, snapshot...).
 WorkArgs = Mapping[str, Any]
 #: An in-transaction hook: more changes to write with the move (history, template...).
@@ -85,6 +94,77 @@ _ON_A_HOST = frozenset({VmState.ACTIVE, VmState.POWEROFF, VmState.SUSPENDED})
 
 
 @dataclass(slots=True)
+class BatchReads:
+    """What the changes of one :func:`step_batch` share: their VMs, read at once, as
+    each change leaves them, and reads several changes make (hosts, stays...)."""
+
+    #: The VMs of the batch as last written in it (missing: no such VM).
+    vms: dict[int, VmRecord]
+    #: Anything a change of the batch may keep for the others (by its own keys).
+    memo: dict[Any, Any] = field(default_factory=dict)
+
+
+#: One VM's change in a batch: applies it to the VM (as read in the transaction) with
+#: :func:`step`; returns the VM as it was and what :func:`step` did.
+Change = Callable[[Connection, VmRecord, BatchReads], "tuple[VmRecord, Stepped]"]
+
+
+def step_batch(connection: Connection, changes: Sequence[tuple[int, Change]]
+               ) -> list[tuple[VmRecord, Stepped] | Exception]:
+    """Apply each ``(vm_id, change)`` in order in this transaction; each gets its
+    outcome or the exception it raised (its writes undone, the others kept).
+
+    The VMs are read in one statement. The changes run under one savepoint; when
+    one raises, that savepoint is rolled back and they run again one savepoint
+    each, so a failing change costs the others nothing but the re-run.
+    """
+    first = vm_pool.get_vms(connection, {vm_id for vm_id, _ in changes})
+    savepoint = connection.begin_nested()
+    try:
+        reads = BatchReads(dict(first))
+        outcomes: list[tuple[VmRecord, Stepped] | Exception] = [
+            _one_change(connection, vm_id, change, reads) for vm_id, change in changes]
+    except Exception:
+        savepoint.rollback()
+    else:
+        savepoint.commit()
+        return outcomes
+    reads = BatchReads(dict(first))
+    outcomes = []
+    for vm_id, change in changes:
+        savepoint = connection.begin_nested()
+        try:
+            outcomes.append(_one_change(connection, vm_id, change, reads))
+        except Exception as exc:
+            savepoint.rollback()
+            outcomes.append(exc)
+        else:
+            savepoint.commit()
+    return outcomes
+
+
+def _one_change(connection: Connection, vm_id: int, change: Change, reads: BatchReads
+                ) -> tuple[VmRecord, Stepped]:
+    vm = reads.vms.get(vm_id)
+    if vm is None:
+        raise NotFoundError(f"VM {vm_id} does not exist")
+    before, stepped = change(connection, vm, reads)
+    reads.vms[vm_id] = stepped.vm
+    return before, stepped
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the write that started a work knew of it, so the work need not read it
+    again: the VM's host, its stay (history ``SEQ``) and its cloud section there
+    (``None``: a local host, or not known)."""
+
+    host: HostRecord
+    seq: int
+    section: Mapping[str, str] | None = None
+
+
+@dataclass(slots=True)
 class Stepped:
     """What :func:`step` did: the VM as written, the positions it passed, the work to run."""
 
@@ -94,13 +174,15 @@ class Stepped:
     token: str = ""
     #: The work was journalled for the leader to run (see ``handed`` of :func:`step`).
     handed: bool = False
+    #: Handed to the work it starts (see :class:`Known`), when the change knew it.
+    known: Known | None = None
 
 
 def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
          check: Callable[[Connection, VmRecord, Work], None] | None = None,
          changes: Mapping[str, Any] | None = None, prepare: Prepare | None = None,
          journal_host: int | None = None, finish: tuple[str, bool, str] | None = None,
-         why: str = "", handed: bool = False) -> Stepped:
+         why: str = "", handed: bool = False, seq: int | None = None) -> Stepped:
     """Apply ``event`` to ``vm`` (as read in this transaction) and write it.
 
     Args:
@@ -115,6 +197,8 @@ def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
         handed: this daemon does not lead. Work that leaves the VM where it is
             (reboot, reset...) is then journalled ``handed`` for the leader to
             take; in-flight work needs no such mark (the leader adopts the VM).
+        seq: the VM's current stay once ``prepare`` ran, when the caller knows it
+            (else it is read).
 
     A user's action that brings the VM back into the RUNNING_* quota metrics
     (``resume`` of a powered-off, suspended, stopped or undeployed VM) is
@@ -137,7 +221,8 @@ def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
         values.update(prepare(connection, vm, moved))
     if moved.to != vm.position:
         values.update(state=moved.to[0], lcm_state=moved.to[1])
-    seq = current_seq(connection, vm.id)
+    if seq is None:
+        seq = current_seq(connection, vm.id)
     code = lifecycle.HISTORY_ACTIONS.get(event)
     if code is not None and seq >= 0 and event in lifecycle.USER_EVENTS \
             and vm.state in _ON_A_HOST:
@@ -221,6 +306,9 @@ class ManagerBase:
         self.hand_off: Callable[[], None] = lambda: None
         #: Drivers' notes on deploys in flight (EC2 batches), in the journal.
         self.deploy_notes = JournalNotes(db)
+        #: Changes asked in this turn of the loop, written together (see batched).
+        self._changes: list[tuple[int, Change, asyncio.Future[Any]]] = []
+        self._writes: set[asyncio.Task[None]] = set()
 
     # -- background work --------------------------------------------------------------
 
@@ -270,12 +358,13 @@ class ManagerBase:
     async def advance(self, vm_id: int, event: Event, *, expect: StateKey | None = None,
                       changes: Mapping[str, Any] | None = None, prepare: Prepare | None = None,
                       args: WorkArgs | None = None, journal_host: int | None = None,
-                      finish: tuple[str, bool, str] | None = None, why: str = "") -> VmRecord:
+                      finish: tuple[str, bool, str] | None = None, why: str = "",
+                      done_stays: bool = False) -> VmRecord:
         """Apply ``event`` to VM ``vm_id`` with :func:`step`, then start the work it entered.
 
         ``expect`` refuses the event unless the VM is still where the caller
         saw it (a work result for a VM that moved on must not apply to its new
-        position).
+        position). ``done_stays``: a VM already DONE is returned as it is (terminate).
 
         Raises:
             NotFoundError: no such VM.
@@ -284,19 +373,59 @@ class ManagerBase:
         """
         handed = not self.drives()
 
-        def write(connection: Connection) -> tuple[VmRecord, Stepped]:
-            vm = vm_pool.get_vm(connection, vm_id, with_history=False)
+        def change(connection: Connection, vm: VmRecord, _: BatchReads
+                   ) -> tuple[VmRecord, Stepped]:
             if expect is not None and vm.position != expect:
                 raise IllegalActionError(
                     f"VM {vm_id} moved on to {vm_state_label(*vm.position)}")
+            if done_stays and vm.state is VmState.DONE:
+                return vm, Stepped(vm)
             return vm, step(connection, vm, event, install_id=self.install_id,
                             check=self._check_driver(args), changes=changes,
                             prepare=prepare, journal_host=journal_host, finish=finish,
                             why=why, handed=handed)
 
-        before, stepped = await self.db.write(write)
+        before, stepped = await self.batched(vm_id, change)
         self.after_step(before, stepped, args or {})
         return stepped.vm
+
+    async def batched(self, vm_id: int, change: Change) -> tuple[VmRecord, Stepped]:
+        """Write ``change`` of VM ``vm_id`` with the others asked in this turn of the
+        loop, in one :func:`step_batch`; returns its outcome or raises its exception."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[VmRecord, Stepped]] = loop.create_future()
+        if not self._changes:
+            loop.call_soon(self._write_changes)
+        self._changes.append((vm_id, change, future))
+        return await future
+
+    def _write_changes(self) -> None:
+        queued, self._changes = self._changes, []
+        loop = asyncio.get_running_loop()
+        for start in range(0, len(queued), BATCH_CHANGES):
+            task = loop.create_task(self._write_batch(queued[start:start + BATCH_CHANGES]))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    async def _write_batch(self, queued: list[tuple[int, Change, asyncio.Future[Any]]]
+                           ) -> None:
+        changes = [(vm_id, change) for vm_id, change, _ in queued]
+        try:
+            outcomes: list[Any] = await self.db.write(
+                lambda connection: step_batch(connection, changes))
+        except asyncio.CancelledError:
+            for _, _, future in queued:
+                future.cancel()
+            raise
+        except Exception as exc:  # the write as a whole (store, fence): every change
+            outcomes = [exc] * len(queued)
+        for (_, _, future), outcome in zip(queued, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
     def after_step(self, before: VmRecord, stepped: Stepped, args: WorkArgs) -> None:
         """Log and publish the positions passed, start the work, wake the scheduler
@@ -310,16 +439,18 @@ class ManagerBase:
         if stepped.handed:
             self.hand_off()  # the leader takes it from the journal, even if we lead now
         elif stepped.work is not None:
-            self.start_work(stepped.vm, stepped.work, stepped.token, args)
+            self.start_work(stepped.vm, stepped.work, stepped.token, args, known=stepped.known)
         held = before.state in CAPACITY_HOLDING_STATES
         if (held and stepped.vm.state not in CAPACITY_HOLDING_STATES) or (
                 stepped.vm.state is VmState.PENDING and before.state is not VmState.PENDING):
             self._on_capacity_freed()
 
     def start_work(self, vm: VmRecord, work: Work, token: str, args: WorkArgs, *,
-                   replay: bool = False, delay: float = 0.0) -> None:
+                   replay: bool = False, delay: float = 0.0, known: Known | None = None
+                   ) -> None:
         """Run ``work`` for ``vm`` in the background (see :mod:`.work`), after
-        ``delay`` seconds if the VM is still where it was then."""
+        ``delay`` seconds if the VM is still where it was then; ``known``: what
+        the write that started it knew (it is not read again)."""
         raise NotImplementedError  # provided by the work mixin
 
     def _check_driver(self, args: WorkArgs | None) -> Callable[[Connection, VmRecord, Work],
@@ -386,18 +517,23 @@ class ManagerBase:
         with contextlib.suppress(IllegalActionError, NotFoundError):
             await self.db.write(write)
 
-    async def deploy_spec(self, vm: VmRecord, host: HostRecord, path: Path,
-                          token: str) -> DeploySpec:
+    async def deploy_spec(self, vm: VmRecord, host: HostRecord, path: Path, token: str, *,
+                          template: Template | None = None,
+                          section: Mapping[str, str] | None = None) -> DeploySpec:
         """What the driver's ``deploy`` (or ``poweron``/``find``) gets, with the VM's
         cloud section for ``host`` chosen here (:func:`cloud_section`), never by the driver.
+        ``template`` (the deployment) and ``section``, when the caller has them, are
+        not made or read again.
 
         Raises:
             DriverError: ``host`` is a cloud site and none of the VM's sections applies.
         """
         return DeploySpec(
             vm_id=vm.id, host=self.host_ref(host), deployment_file=path,
-            template=self.deployment_template(vm), token=token, memory_mb=vm.memory,
-            cpu=vm.cpu, section=await self.section_on(vm, host), notes=self.deploy_notes,
+            template=template if template is not None else self.deployment_template(vm),
+            token=token, memory_mb=vm.memory, cpu=vm.cpu,
+            section=section if section is not None else await self.section_on(vm, host),
+            notes=self.deploy_notes,
         )
 
     async def section_on(self, vm: VmRecord, host: HostRecord) -> Mapping[str, str] | None:
@@ -431,9 +567,19 @@ class ManagerBase:
         return self.deployment_template(vm).to_xml("TEMPLATE", plain=True)
 
 
-def cloud_section(connection: Connection, vm: VmRecord, host: HostRecord) -> CloudSection | None:
+def cloud_section(connection: Connection, vm: VmRecord, host: HostRecord,
+                  memo: dict[Any, Any] | None = None) -> CloudSection | None:
     """The VM's cloud section that applies on cloud site ``host``
     (:func:`cloudburst.model.cloud_sections.section_for`, the scheduler's rule too);
-    ``None`` when none does."""
+    ``None`` when none does. ``memo`` keeps the count of sites of a type it read."""
+    def sites_of_type() -> int:
+        key = ("sites of type", host.hypervisor)
+        if memo is None or key not in memo:
+            count = host_pool.cloud_sites_of_type(connection, host.hypervisor)
+            if memo is None:
+                return count
+            memo[key] = count
+        return int(memo[key])
+
     return section_for(cloud_sections(vm.user_template), host.name, host.hypervisor,
-                       lambda: host_pool.cloud_sites_of_type(connection, host.hypervisor))
+                       sites_of_type)

@@ -11,21 +11,23 @@ that ``stop`` or ``undeploy`` parked is deployed with ``DEPLOY_RESTORE`` or
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
 from cloudburst.daemon.lifecycle.base import (
+    BatchReads,
+    Known,
     ManagerBase,
     Stepped,
     cloud_section,
-    current_seq,
     now,
     step,
 )
 from cloudburst.errors import ConflictError, IllegalActionError, ValidationError
 from cloudburst.model import reasons
-from cloudburst.model.cloud_sections import cloud_sections, no_section_reason
+from cloudburst.model.cloud_sections import CloudSection, cloud_sections, no_section_reason
 from cloudburst.model.lifecycle import Event, Move
 from cloudburst.model.reasons import PlacementReason
 from cloudburst.model.records import HistoryRecord, HostRecord, VmRecord, cpu_share
@@ -63,27 +65,32 @@ class Deploying(ManagerBase):
                 host cannot take it.
             QuotaError: the owner's quota for the host's cluster is used up.
         """
-        def write(connection: Connection) -> tuple[VmRecord, HostRecord, Stepped]:
-            vm = vm_pool.get_vm(connection, vm_id, with_history=False)
+        def change(connection: Connection, vm: VmRecord, reads: BatchReads
+                   ) -> tuple[VmRecord, Stepped]:
             if scheduled and vm.state is not VmState.PENDING:
                 raise ConflictError(f"VM {vm_id} is no longer pending")
-            host = host_pool.get_host(connection, host_id, with_usage=enforce)
+            # The deploys of a scheduler pass are written together: what they
+            # share (the host, limits, stays) is read once for all of them.
+            host = (host_pool.get_host(connection, host_id) if enforce
+                    else _memo(reads, ("host", host_id), lambda: host_pool.get_host(
+                        connection, host_id, with_usage=False)))
             event = parked_deploy(connection, vm)
-            _check_host_takes(connection, vm, host, enforce, event)
-            price = stay_price(vm, host)
+            section = _check_host_takes(connection, vm, host, enforce, event, reads)
+            price = stay_price(vm, host, reads)
             # Per-cluster (per-site) quotas: the VM counts in its totals already;
             # budgets: the stay's price must fit the owner's, per site and in total.
             quota_pool.check_vm(connection, uid=vm.uid, gid=vm.gid, cpu=vm.cpu,
                                 memory=vm.memory, cluster_id=host.cluster_id,
-                                price=price)
+                                price=price, memo=reads.memo)
             why = reason or reasons.manual(
                 host.id, host.name,
                 reasons.CLOUD_TIER if host.is_public_cloud else reasons.LOCAL_TIER, price)
+            seq = _current_seqs(connection, reads).get(vm.id, -1) + 1
 
             def open_stay(connection: Connection, vm: VmRecord, moved: Move) -> dict[str, Any]:
                 stamp = now()
                 vm_pool.insert_history(connection, HistoryRecord(
-                    vm_id=vm.id, seq=current_seq(connection, vm.id) + 1, host_id=host.id,
+                    vm_id=vm.id, seq=seq, host_id=host.id,
                     hostname=host.name, vm_mad=host.vm_mad, tm_mad=host.tm_mad, stime=stamp,
                     pstime=stamp, price=price, cluster_id=host.cluster_id))
                 changes: dict[str, Any] = {"host_id": host.id, "sched_message": "",
@@ -92,21 +99,47 @@ class Deploying(ManagerBase):
                     changes["deploy_id"] = ""
                 return changes
 
-            return vm, host, step(connection, vm, event, install_id=self.install_id,
-                                  prepare=open_stay)
+            stepped = step(connection, vm, event, install_id=self.install_id,
+                           prepare=open_stay, seq=seq)
+            _current_seqs(connection, reads)[vm.id] = seq
+            stepped.known = Known(host, seq, None if section is None else section.attributes)
+            return vm, stepped
 
-        before, host, stepped = await self.db.write(write)
+        before, stepped = await self.batched(vm_id, change)
+        assert stepped.known is not None
+        host = stepped.known.host
         self.files.log(vm_id, "I", f"Deploying on host {host.name} "
                                    f"(id {host_id}, driver {host.vm_mad})")
         self.after_step(before, stepped, {})
         return stepped.vm
 
 
-def stay_price(vm: VmRecord, host: HostRecord) -> float | None:
+def stay_price(vm: VmRecord, host: HostRecord, reads: BatchReads | None = None
+               ) -> float | None:
     """The hourly price of ``vm`` on cloud site ``host`` (``None``: local or unknown)."""
     if not host.is_public_cloud:
         return None
-    return hourly_price(vm_demand(vm), host_candidate(host), {})
+    candidate = (host_candidate(host) if reads is None
+                 else _memo(reads, ("candidate", host.id, host.version),
+                            lambda: host_candidate(host)))
+    return hourly_price(vm_demand(vm), candidate, {})
+
+
+T = TypeVar("T")
+
+
+def _memo(reads: BatchReads, key: tuple[object, ...], make: Callable[[], T]) -> T:
+    """``make()``, once per batch of changes for ``key``."""
+    if key not in reads.memo:
+        reads.memo[key] = make()
+    found: T = reads.memo[key]
+    return found
+
+
+def _current_seqs(connection: Connection, reads: BatchReads) -> dict[int, int]:
+    """The current stay of each VM of the batch (read at once, kept up to date by the
+    deploys of the batch; a VM without stays is missing)."""
+    return _memo(reads, ("seqs",), lambda: vm_pool.current_seqs(connection, list(reads.vms)))
 
 
 def parked_deploy(connection: Connection, vm: VmRecord) -> Event:
@@ -126,8 +159,9 @@ def parked_driver(connection: Connection, vm: VmRecord) -> str | None:
 
 
 def _check_host_takes(connection: Connection, vm: VmRecord, host: HostRecord, enforce: bool,
-                      event: Event) -> None:
-    """Refuse a deploy the host cannot take (disabled, wrong cloud, wrong driver, or full)."""
+                      event: Event, reads: BatchReads) -> CloudSection | None:
+    """Refuse a deploy the host cannot take (disabled, wrong cloud, wrong driver, or full);
+    returns the VM's cloud section there (``None`` on a local host)."""
     if host.state in (HostState.DISABLED, HostState.OFFLINE):
         raise IllegalActionError(f"Host {host.id} ({host.name}) is {host.state.name}")
     if event is not Event.DEPLOY:
@@ -136,7 +170,8 @@ def _check_host_takes(connection: Connection, vm: VmRecord, host: HostRecord, en
             raise IllegalActionError(
                 f"VM {vm.id} was parked by driver {driver}, which keeps its instance; "
                 f"host {host.name} uses {host.vm_mad}")
-    if host.is_public_cloud and cloud_section(connection, vm, host) is None:
+    section = cloud_section(connection, vm, host, reads.memo) if host.is_public_cloud else None
+    if host.is_public_cloud and section is None:
         raise ValidationError(f"VM {vm.id} cannot be deployed on {host.name}: " +
                               no_section_reason(cloud_sections(vm.user_template), host.name,
                                                 host.hypervisor))
@@ -148,3 +183,4 @@ def _check_host_takes(connection: Connection, vm: VmRecord, host: HostRecord, en
                 f"Host {host.id} ({host.name}) lacks capacity: needs CPU {cpu} and "
                 f"MEMORY {memory} KB, has {host.max_cpu - host.cpu_usage} and "
                 f"{host.max_mem - host.mem_usage} KB free")
+    return section

@@ -30,6 +30,7 @@ from sqlalchemy import Connection
 
 from cloudburst.config.settings import Settings
 from cloudburst.daemon.lifecycle.base import (
+    Known,
     ManagerBase,
     WorkArgs,
     current_seq,
@@ -76,6 +77,8 @@ class Job:
     token: str
     args: WorkArgs
     replay: bool
+    #: What the write that started the work knew of it (see :class:`Known`).
+    known: Known | None = None
 
     @property
     def ref(self) -> VmRef:
@@ -94,19 +97,28 @@ Runner = Callable[[Job], Awaitable[Outcome]]
 
 async def _deploy(job: Job) -> Outcome:
     manager, vm = job.manager, job.vm
-    seq = await manager.db.read(lambda connection: current_seq(connection, vm.id))
+    seq = await _seq_of(job)
     if job.replay:
         found = await _find(job, seq)
         if found:
             manager.files.log(vm.id, "I", f"Recovered deploy after restart: found {found}")
             return _deployed(found)
         manager.files.log(vm.id, "I", "Replaying deploy after restart with the same token")
-    path = await _deployment_file(job, seq)
-    spec = await manager.deploy_spec(vm, job.host, path, job.token)
+    template = manager.deployment_template(vm)
+    path = await _deployment_file(job, seq, template)
+    spec = await manager.deploy_spec(vm, job.host, path, job.token, template=template,
+                                     section=job.known.section if job.known else None)
     deploy_id = await job.run("deploy", lambda: job.driver.deploy(spec))
     if not deploy_id.strip():
         raise DriverError("deploy: the driver returned an empty deploy id")
     return _deployed(deploy_id.strip())
+
+
+async def _seq_of(job: Job) -> int:
+    """The VM's current stay: known from the write that started the work, else read."""
+    if job.known is not None:
+        return job.known.seq
+    return await job.manager.db.read(lambda connection: current_seq(connection, job.vm.id))
 
 
 def _deployed(deploy_id: str) -> Outcome:
@@ -188,8 +200,9 @@ async def _poweroff_hard(job: Job) -> Outcome:
     return Outcome()
 
 
-async def _deployment_file(job: Job, seq: int) -> Path:
-    """Write the VM's deployment file; a failure names the file and launched nothing.
+async def _deployment_file(job: Job, seq: int, template: Template | None = None) -> Path:
+    """Write the VM's deployment file (``template``, else the VM's deployment); a
+    failure names the file and launched nothing.
 
     Raises:
         TransientDriverError: the file cannot be written (``nothing_created``: the VM
@@ -197,7 +210,9 @@ async def _deployment_file(job: Job, seq: int) -> Path:
     """
     manager, vm = job.manager, job.vm
     try:
-        return await manager.files.write_deployment(vm.id, seq, manager.deployment_document(vm))
+        document = (manager.deployment_document(vm) if template is None
+                    else template.to_xml("TEMPLATE", plain=True))
+        return await manager.files.write_deployment(vm.id, seq, document)
     except OSError as exc:
         raise TransientDriverError(
             f"Cannot write the deployment file {exc.filename2 or exc.filename}: "
@@ -409,9 +424,11 @@ class Working(ManagerBase):
     """Runs the work of entered states and applies its result."""
 
     def start_work(self, vm: VmRecord, work: Work, token: str, args: WorkArgs, *,
-                   replay: bool = False, delay: float = 0.0) -> None:
+                   replay: bool = False, delay: float = 0.0, known: Known | None = None
+                   ) -> None:
         if delay <= 0:
-            self.spawn(self._work(vm, work, token, args, replay), f"{work.label}-{vm.id}")
+            self.spawn(self._work(vm, work, token, args, replay, known),
+                       f"{work.label}-{vm.id}")
             return
 
         async def later() -> None:
@@ -423,20 +440,20 @@ class Working(ManagerBase):
         self.spawn(later(), f"{work.label}-retry-{vm.id}")
 
     async def _work(self, vm: VmRecord, work: Work, token: str, args: WorkArgs,
-                    replay: bool) -> None:
+                    replay: bool, known: Known | None = None) -> None:
         # Batching drivers hold their batch open while work is on its way to them.
         backlog, host_id = self.dispatcher.backlog, vm.host_id
         if host_id is not None:
             backlog.add(host_id, work.label, vm.id)
         try:
-            await self._run_work(vm, work, token, args, replay)
+            await self._run_work(vm, work, token, args, replay, known)
         finally:
             if host_id is not None:
                 backlog.discard(host_id, vm.id)
 
     async def _run_work(self, vm: VmRecord, work: Work, token: str, args: WorkArgs,
-                        replay: bool) -> None:
-        host = await self.host_of(vm.id)
+                        replay: bool, known: Known | None) -> None:
+        host = known.host if known is not None else await self.host_of(vm.id)
         if host is None:
             if work in _STOPS:  # nothing can be left on a deleted host
                 await self._recorded(vm.id, work, lambda: self._result(vm, work, Outcome(),
@@ -446,7 +463,8 @@ class Working(ManagerBase):
                 await self._recorded(vm.id, work, lambda: self._failed(
                     vm, work, error, token, args, None, replay))
             return
-        job = Job(self, vm, host, self.dispatcher.vm_driver(host.vm_mad), token, args, replay)
+        job = Job(self, vm, host, self.dispatcher.vm_driver(host.vm_mad), token, args, replay,
+                  known)
         try:
             outcome = await RUNNERS[work](job)
         except DriverError as exc:

@@ -1,0 +1,85 @@
+"""The batch form of the one helper (:func:`step_batch`) on a real store (SQLite and
+PostgreSQL): many VMs' changes in one write, each still its own compare-and-swap, a
+failing change undone alone."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection
+from test_store import db, db_url, new_vm, postgres, read, store_vms, write
+
+from cloudburst.daemon.lifecycle.base import BatchReads, Change, Stepped, step, step_batch
+from cloudburst.errors import ConflictError, IllegalActionError, NotFoundError
+from cloudburst.model.lifecycle import Event
+from cloudburst.model.records import VmRecord
+from cloudburst.model.states import VmState
+from cloudburst.store import vm_pool
+from cloudburst.store.database import Database
+
+__all__ = ["db", "db_url", "postgres"]  # fixtures, imported for pytest
+
+
+def hold() -> Change:
+    def change(connection: Connection, vm: VmRecord, _: BatchReads
+               ) -> tuple[VmRecord, Stepped]:
+        return vm, step(connection, vm, Event.HOLD, install_id="test")
+    return change
+
+
+def renamed_then(error: Exception | None) -> Change:
+    """Writes a new name, then raises ``error`` (if any)."""
+    def change(connection: Connection, vm: VmRecord, _: BatchReads
+               ) -> tuple[VmRecord, Stepped]:
+        written = vm_pool.update_vm(connection, vm, name=f"renamed-{vm.id}")
+        if error is not None:
+            raise error
+        return vm, Stepped(written)
+    return change
+
+
+def run(db: Database, changes: list[tuple[int, Change]]
+        ) -> list[tuple[VmRecord, Stepped] | Exception]:
+    return write(db, lambda connection: step_batch(connection, changes))
+
+
+def test_every_change_of_a_batch_is_applied_in_one_write(db: Database) -> None:
+    store_vms(db, *(new_vm(vm_id) for vm_id in range(5)))
+    outcomes = run(db, [(vm_id, hold()) for vm_id in range(5)])
+    assert [outcome[1].vm.state for outcome in outcomes if not isinstance(
+        outcome, Exception)] == [VmState.HOLD] * 5
+    stored = read(db, lambda c: vm_pool.get_vms(c, range(5)))
+    assert {vm.state for vm in stored.values()} == {VmState.HOLD}
+    assert {vm.version for vm in stored.values()} == {1}
+
+
+def test_a_failing_change_is_undone_alone_and_gets_its_exception(db: Database) -> None:
+    store_vms(db, *(new_vm(vm_id) for vm_id in range(4)))
+    outcomes = run(db, [
+        (0, renamed_then(None)),
+        (1, renamed_then(ConflictError("raised after its write"))),
+        (2, renamed_then(None)),
+        (3, hold()),
+        (9, hold()),  # no such VM
+    ])
+    assert isinstance(outcomes[1], ConflictError)
+    assert isinstance(outcomes[4], NotFoundError) and "VM 9" in str(outcomes[4])
+    stored = read(db, lambda c: vm_pool.get_vms(c, range(4)))
+    assert [stored[vm_id].name for vm_id in range(3)] == ["renamed-0", "one-1", "renamed-2"]
+    assert stored[3].state is VmState.HOLD
+
+
+def test_changes_of_one_vm_in_one_batch_see_each_other(db: Database) -> None:
+    """The second change gets the VM as the first wrote it (no false conflict); an
+    illegal second change fails alone."""
+    store_vms(db, new_vm(0))
+    outcomes = run(db, [(0, hold()), (0, _event(Event.RELEASE)), (0, _event(Event.RELEASE))])
+    assert not isinstance(outcomes[0], Exception) and not isinstance(outcomes[1], Exception)
+    assert isinstance(outcomes[2], IllegalActionError)
+    stored = read(db, lambda c: vm_pool.get_vm(c, 0, with_history=False))
+    assert stored.state is VmState.PENDING and stored.version == 2
+
+
+def _event(event: Event) -> Change:
+    def change(connection: Connection, vm: VmRecord, _: BatchReads
+               ) -> tuple[VmRecord, Stepped]:
+        return vm, step(connection, vm, event, install_id="test")
+    return change
