@@ -309,8 +309,8 @@ class Monitor:
     async def _polled_versions(self, host: HostRecord) -> dict[int, int]:
         """Record versions of the host's VMs in polled states, read before asking."""
         def read(connection: Connection) -> dict[int, int]:
-            on_host = vm_pool.list_vms(connection, host_id=host.id, with_history=False)
-            return {vm.id: vm.version for vm in on_host if vm.position in POLLED_POSITIONS}
+            return dict(vm_pool.in_flight_versions(connection, POLLED_POSITIONS,
+                                                   host_id=host.id))
 
         return await self.db.read(read)
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, bindparam, func, select
 
@@ -57,6 +57,8 @@ from cloudburst.store.schema import history
 from cloudburst.template import Template
 
 log = logging.getLogger("cloudburst.daemon.lifecycle")
+
+T = TypeVar("T")
 
 #: Seconds a host that reported "no capacity" is skipped for that VM.
 CAPACITY_BACKOFF = 60.0
@@ -143,6 +145,21 @@ def step_batch(connection: Connection, changes: Sequence[tuple[int, Change]]
     return outcomes
 
 
+def memo(reads: BatchReads, key: tuple[object, ...], make: Callable[[], T]) -> T:
+    """``make()``, once per batch of changes for ``key``."""
+    if key not in reads.memo:
+        reads.memo[key] = make()
+    found: T = reads.memo[key]
+    return found
+
+
+def _host_or_none(connection: Connection, host_id: int) -> HostRecord | None:
+    try:
+        return host_pool.get_host(connection, host_id, with_usage=False)
+    except NotFoundError:
+        return None
+
+
 def _one_change(connection: Connection, vm_id: int, change: Change, reads: BatchReads
                 ) -> tuple[VmRecord, Stepped]:
     vm = reads.vms.get(vm_id)
@@ -176,6 +193,8 @@ class Stepped:
     handed: bool = False
     #: Handed to the work it starts (see :class:`Known`), when the change knew it.
     known: Known | None = None
+    #: The VM's current stay as the move left it (history ``SEQ``, -1: none).
+    seq: int = -1
 
 
 def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
@@ -234,7 +253,7 @@ def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
     if moved.to == lifecycle.DONE:
         values.setdefault("etime", now())
     written = vm_pool.update_vm(connection, vm, **values) if values else vm
-    done = Stepped(written, [moved.to] if moved.to != vm.position else [])
+    done = Stepped(written, [moved.to] if moved.to != vm.position else [], seq=seq)
     work = moved.work
     while work is not None and work.instant:
         _instant(connection, written, work, seq)
@@ -373,17 +392,23 @@ class ManagerBase:
         """
         handed = not self.drives()
 
-        def change(connection: Connection, vm: VmRecord, _: BatchReads
+        def change(connection: Connection, vm: VmRecord, reads: BatchReads
                    ) -> tuple[VmRecord, Stepped]:
             if expect is not None and vm.position != expect:
                 raise IllegalActionError(
                     f"VM {vm_id} moved on to {vm_state_label(*vm.position)}")
             if done_stays and vm.state is VmState.DONE:
                 return vm, Stepped(vm)
-            return vm, step(connection, vm, event, install_id=self.install_id,
-                            check=self._check_driver(args), changes=changes,
-                            prepare=prepare, journal_host=journal_host, finish=finish,
-                            why=why, handed=handed)
+            stepped = step(connection, vm, event, install_id=self.install_id,
+                           check=self._check_driver(args), changes=changes,
+                           prepare=prepare, journal_host=journal_host, finish=finish,
+                           why=why, handed=handed)
+            host_id = stepped.vm.host_id
+            if stepped.work is not None and host_id is not None:
+                host = memo(reads, ("host", host_id), lambda: _host_or_none(connection, host_id))
+                if host is not None:
+                    stepped.known = Known(host, stepped.seq)
+            return vm, stepped
 
         before, stepped = await self.batched(vm_id, change)
         self.after_step(before, stepped, args or {})

@@ -11,8 +11,7 @@ that ``stop`` or ``undeploy`` parked is deployed with ``DEPLOY_RESTORE`` or
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -22,6 +21,7 @@ from cloudburst.daemon.lifecycle.base import (
     ManagerBase,
     Stepped,
     cloud_section,
+    memo,
     now,
     step,
 )
@@ -72,7 +72,7 @@ class Deploying(ManagerBase):
             # The deploys of a scheduler pass are written together: what they
             # share (the host, limits, stays) is read once for all of them.
             host = (host_pool.get_host(connection, host_id) if enforce
-                    else _memo(reads, ("host", host_id), lambda: host_pool.get_host(
+                    else memo(reads, ("host", host_id), lambda: host_pool.get_host(
                         connection, host_id, with_usage=False)))
             event = parked_deploy(connection, vm)
             section = _check_host_takes(connection, vm, host, enforce, event, reads)
@@ -120,26 +120,15 @@ def stay_price(vm: VmRecord, host: HostRecord, reads: BatchReads | None = None
     if not host.is_public_cloud:
         return None
     candidate = (host_candidate(host) if reads is None
-                 else _memo(reads, ("candidate", host.id, host.version),
+                 else memo(reads, ("candidate", host.id, host.version),
                             lambda: host_candidate(host)))
     return hourly_price(vm_demand(vm), candidate, {})
-
-
-T = TypeVar("T")
-
-
-def _memo(reads: BatchReads, key: tuple[object, ...], make: Callable[[], T]) -> T:
-    """``make()``, once per batch of changes for ``key``."""
-    if key not in reads.memo:
-        reads.memo[key] = make()
-    found: T = reads.memo[key]
-    return found
 
 
 def _current_seqs(connection: Connection, reads: BatchReads) -> dict[int, int]:
     """The current stay of each VM of the batch (read at once, kept up to date by the
     deploys of the batch; a VM without stays is missing)."""
-    return _memo(reads, ("seqs",), lambda: vm_pool.current_seqs(connection, list(reads.vms)))
+    return memo(reads, ("seqs",), lambda: vm_pool.current_seqs(connection, list(reads.vms)))
 
 
 def parked_deploy(connection: Connection, vm: VmRecord) -> Event:
