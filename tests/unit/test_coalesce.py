@@ -37,9 +37,10 @@ class Recorder:
 
 
 def coalescer(recorder: Recorder, backlog: WorkBacklog, *, hold: float,
-              max_size: int = 250) -> Coalescer[int, int, int]:
+              max_size: int = 250, quiet: float = 0.0) -> Coalescer[int, int, int]:
     return Coalescer(recorder, window=0.001, max_size=max_size, ready_in=lambda: 0.0,
-                     more=lambda host: backlog.waiting(host, ("deploy",)), hold=hold)
+                     more=lambda host: backlog.waiting(host, ("deploy",)), hold=hold,
+                     quiet=quiet)
 
 
 async def arrive(batches: Coalescer[int, int, int], backlog: WorkBacklog, vm_id: int,
@@ -159,3 +160,18 @@ def test_settled_waits_for_batches_in_flight() -> None:
         await batches.close()
 
     run(scenario())
+
+
+def test_a_batch_with_nothing_on_its_way_waits_quietly_for_one_more() -> None:
+    """Requests whose state changes commit a moment apart (nothing in the backlog
+    between them) still share a call: the batch waits ``quiet`` for one more."""
+    async def scenario() -> list[list[int]]:
+        recorder, backlog = Recorder(), WorkBacklog()
+        batches = coalescer(recorder, backlog, hold=30.0, quiet=2.0)
+        first = asyncio.ensure_future(batches.submit(HOST, 1))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(batches.submit(HOST, 2))
+        assert await asyncio.gather(first, second) == [2, 4]
+        return recorder.batches
+
+    assert run(scenario()) == [[1, 2]]

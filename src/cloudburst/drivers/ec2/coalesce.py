@@ -11,10 +11,14 @@ time actions into such calls:
   started and has not handed to the driver yet) and the batch is not full, it
   keeps the batch open, woken by each arrival; a pause of ``hold`` seconds
   without an arrival closes it anyway (a request that never comes must not
-  hold the others). Then it waits until the rate limiter would let a call go
-  (``ready_in``), takes every request queued by then, up to ``max_size`` and
-  while ``fits`` agrees, and runs them as one batch; requests arriving
-  meanwhile (a call in flight, a limiter wait) form the next batch;
+  hold the others). Once nothing is on its way, it still waits ``quiet``
+  seconds for one more arrival (requests whose state change commits a moment
+  later, e.g. a thousand terminations written in several group commits) and
+  holds again if one comes: a lone request pays ``window + quiet``. Then it
+  waits until the rate limiter would let a call go (``ready_in``), takes every
+  request queued by then, up to ``max_size`` and while ``fits`` agrees, and runs
+  them as one batch; requests arriving meanwhile (a call in flight, a limiter
+  wait) form the next batch;
 * a batch runs as a task of its own: a caller that gives up (the dispatcher's
   ``-w``) leaves the queue if its batch has not gone yet, and never cancels a
   batch that has.
@@ -44,6 +48,8 @@ RunBatch = Callable[[K, list[T]], Awaitable[Sequence[R | BaseException]]]
 _KEPT: Final = 10_000
 #: Seconds without an arrival after which a batch waiting for more goes anyway.
 HOLD: Final = 0.5
+#: Seconds a batch with nothing more on its way still waits for one more arrival.
+QUIET: Final = 0.05
 #: Seconds between looks at ``more`` while nothing arrives (work may be dropped
 #: on its way without arriving).
 _RECHECK: Final = 0.05
@@ -68,7 +74,8 @@ class Coalescer(Generic[K, T, R]):
     def __init__(self, run: RunBatch[K, T, R], *, window: float, max_size: int,
                  ready_in: Callable[[], float],
                  fits: Callable[[list[T], T], bool] | None = None,
-                 more: Callable[[K], int] | None = None, hold: float = HOLD) -> None:
+                 more: Callable[[K], int] | None = None, hold: float = HOLD,
+                 quiet: float = QUIET) -> None:
         self._run = run
         self.window = window
         self.max_size = max(1, max_size)
@@ -76,6 +83,7 @@ class Coalescer(Generic[K, T, R]):
         self._fits = fits
         self._more = more
         self.hold = hold
+        self.quiet = quiet
         self._queues: dict[K, list[_Waiting[T, R]]] = {}
         #: Set when a request joins a key's queue (wakes a drain holding its batch).
         self._arrived: dict[K, asyncio.Event] = {}
@@ -139,9 +147,15 @@ class Coalescer(Generic[K, T, R]):
         while len(self._queues.get(key) or ()) < self.max_size:
             if self._more(key) == 0:
                 # The last one may have left the backlog and be a step short of
-                # the queue (its call scheduled, not yet run): let it land.
-                await asyncio.sleep(0)
-                return
+                # the queue (its call scheduled, not yet run), or others may be a
+                # commit behind: wait a moment for one more.
+                arrived.clear()
+                try:
+                    await asyncio.wait_for(arrived.wait(), timeout=self.quiet)
+                except TimeoutError:
+                    return
+                last = loop.time()
+                continue
             arrived.clear()
             left = last + self.hold - loop.time()
             if left <= 0:
