@@ -1,4 +1,4 @@
-"""Comparing what two XML-RPC servers answer: reply shapes, not values.
+"""Comparing what two XML-RPC servers answer: reply shapes, chosen values, CLI output.
 
 A reply is reduced to its *shape*: for ``[ok, value, code, ...]`` arrays the
 length, the success flag, the error code, the value's type and, for an XML
@@ -7,13 +7,16 @@ document, the set of its element paths with the kind of their text
 children) plus the order of the ids of a pool's entries. Error messages are
 compared as they are. :func:`compare` lists every difference as one line;
 differences an :class:`AllowList` names (by pattern, each with its reason)
-are left out.
+are left out. :func:`compare_values` compares the values of chosen elements (a
+VM's devices); :func:`compare_cli` compares the Ruby CLI's output line by line
+after the rules of :data:`CLI_RULES` (times, durations, generated ids).
 """
 
 from __future__ import annotations
 
 import re
 import xmlrpc.client
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from xml.etree import ElementTree
@@ -172,27 +175,53 @@ def compare_values(step: str, reference: str, ours: str, paths: Iterable[str]) -
             for key in sorted(set(theirs) & set(mine)) if theirs[key] != mine[key]]
 
 
-_LABEL = re.compile(r"^([A-Z][A-Z0-9 _/()-]*?)\s+:", re.M)
-_HEADING = re.compile(r"^([A-Z][A-Z0-9 &_-]+[A-Z0-9])\s*$", re.M)
+_HEADING = re.compile(r"[A-Z][A-Z0-9 &_-]+[A-Z0-9]")
 
 
-def cli_shape(output: str) -> tuple[list[str], list[str]]:
-    """What a client (or a script parsing it) relies on in the Ruby CLI's output: the
-    ``LABEL :`` fields and section headings of ``show``, the column headers of ``list``."""
-    labels = [label.strip() for label in _LABEL.findall(output)]
-    headings = [heading.strip() for heading in _HEADING.findall(output)]
-    first = output.splitlines()[0] if output.strip() else ""
-    columns = first.split() if first.lstrip().startswith("ID") else []
-    return labels, headings + columns
+#: How the Ruby CLI's output is normalised before values are compared: each rule names
+#: what differs by nature between two servers (when, and the ids they make), never a field.
+CLI_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\b\d\d/\d\d \d\d:\d\d:\d\d\b"), "<time>"),   # a date and time
+    (re.compile(r"\b\d+d \d\dh\d\dm?\b"), "<duration>"),          # how long, so far
+    (re.compile(r"\b\d+h\d\dm\d\ds\b"), "<duration>"),
+    (re.compile(r"^(TIMESTAMP\s+:) \d+", re.M), r"\1 <time>"),    # monitoring's UNIX time
+    (re.compile(r"^(DEPLOY ID\s+:) \S+", re.M), r"\1 <deploy id>"),  # the driver's own id
+    (re.compile(r'UUID="[0-9a-f-]+"'), 'UUID="<uuid>"'),            # a VM's generated UUID
+)
+
+
+def cli_sections(output: str) -> dict[str, list[str]]:
+    """The Ruby CLI's output as sections (its headings, "" before the first), each a list
+    of normalised lines (:data:`CLI_RULES`, spaces collapsed)."""
+    for pattern, replacement in CLI_RULES:
+        output = pattern.sub(replacement, output)
+    sections: dict[str, list[str]] = {}
+    heading = ""
+    for raw in output.splitlines():
+        line = " ".join(raw.split())
+        if not line:
+            continue
+        if _HEADING.fullmatch(line) and not line.startswith("ID "):
+            heading = line
+            sections.setdefault(heading, [])
+            continue
+        sections.setdefault(heading, []).append(line)
+    return sections
 
 
 def compare_cli(command: str, reference: str, ours: str) -> list[str]:
-    """Differences between the Ruby CLI's output against oned and against cloudburst."""
-    (ref_labels, ref_heads), (our_labels, our_heads) = cli_shape(reference), cli_shape(ours)
-    lines = [f"{command}: missing field {label}" for label in ref_labels
-             if label not in our_labels]
-    lines += [f"{command}: extra field {label}" for label in our_labels
-              if label not in ref_labels]
-    lines += [f"{command}: missing heading {head}" for head in ref_heads if head not in our_heads]
-    lines += [f"{command}: extra heading {head}" for head in our_heads if head not in ref_heads]
+    """Differences between the Ruby CLI's output against oned and against cloudburst, value
+    by value: each line (normalised, see :func:`cli_sections`) one server printed in a
+    section and the other did not, and each section only one printed. Lines are compared
+    as a multiset: a template's attributes have no order clients rely on, and a pool's
+    order is compared on its document (:func:`compare`)."""
+    theirs, mine = cli_sections(reference), cli_sections(ours)
+    lines = [f"{command}: missing heading {head}" for head in theirs if head not in mine]
+    lines += [f"{command}: extra heading {head}" for head in mine if head not in theirs]
+    for head in [head for head in theirs if head in mine]:
+        where = f"[{head}] " if head else ""
+        only_theirs = Counter(theirs[head]) - Counter(mine[head])
+        only_mine = Counter(mine[head]) - Counter(theirs[head])
+        lines += [f"{command}: {where}only from oned: {line}" for line in only_theirs]
+        lines += [f"{command}: {where}only from cloudburst: {line}" for line in only_mine]
     return lines

@@ -379,7 +379,12 @@ def _reason_code(record: HistoryRecord) -> int:
 
 
 def _history_parts(parts: list[str], record: HistoryRecord, vm: VmRecord) -> None:
-    """A full HISTORY, plus 4.x's REASON (0 none, 1 error, 2 user) for the CLI."""
+    """A full HISTORY, plus 4.x's REASON (0 none, 1 error, 2 user) for the CLI.
+
+    UID/GID name who ended the stay with its ACTION: -1 while no action did (a stay
+    the scheduler started and nobody ended), as oned; else the VM's owner.
+    """
+    uid, gid = (-1, -1) if record.action == 0 else (vm.uid, vm.gid)
     parts.append(
         f"<HISTORY><OID>{record.vm_id}</OID><SEQ>{record.seq}</SEQ>"
         f"{_str('HOSTNAME', record.hostname)}<HID>{record.host_id}</HID>"
@@ -390,7 +395,7 @@ def _history_parts(parts: list[str], record: HistoryRecord, vm: VmRecord) -> Non
         f"<RSTIME>{record.rstime}</RSTIME><RETIME>{record.retime}</RETIME>"
         f"<ESTIME>{record.estime}</ESTIME><EETIME>{record.eetime}</EETIME>"
         f"<ACTION>{record.action}</ACTION><REASON>{_reason_code(record)}</REASON>"
-        f"<UID>{vm.uid}</UID><GID>{vm.gid}</GID><REQUEST_ID>-1</REQUEST_ID></HISTORY>"
+        f"<UID>{uid}</UID><GID>{gid}</GID><REQUEST_ID>-1</REQUEST_ID></HISTORY>"
     )
 
 
