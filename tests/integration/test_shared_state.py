@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
-from test_handover import leader_and_follower
+from test_handover import daemon_on, leader_and_follower
 from test_lease import until
 
 import pg_server
@@ -211,5 +211,25 @@ def test_every_daemons_dashboard_sees_every_daemons_changes(pg_url: str,
 
                 await until(running, 30, "the VM's changes on both buses")
                 assert seen[0] == "pend" and seen.count("pend") == 1, seen  # no echo
+
+    asyncio.run(main())
+
+
+def test_a_deleted_hosts_orphan_sightings_go_with_it(pg_url: str, tmp_path: Path) -> None:
+    async def main() -> None:
+        daemon = daemon_on(tmp_path / "a", pg_url)
+        try:
+            await daemon.start(serve_api=False)
+            kept, deleted = [await daemon.hosts.allocate(name, "dummy", "dummy")
+                             for name in ("kept", "deleted")]
+            for host_id in (kept, deleted):
+                await daemon.db.write(lambda c, h=host_id: orphans.keep(
+                    c, h, {"i-1": (1.0, 2)}))
+            await daemon.hosts.delete(deleted)
+            assert await daemon.db.read(lambda c: orphans.sightings(c, deleted)) == {}
+            assert await daemon.db.read(lambda c: orphans.sightings(c, kept)) == {
+                "i-1": (1.0, 2)}
+        finally:
+            await daemon.stop()
 
     asyncio.run(main())

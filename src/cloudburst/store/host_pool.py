@@ -19,7 +19,7 @@ from cloudburst.model.cloud_sections import sites_by_type
 from cloudburst.model.records import HostRecord
 from cloudburst.model.states import HostState
 from cloudburst.store import vm_pool
-from cloudburst.store.schema import hosts
+from cloudburst.store.schema import hosts, orphan_sightings
 from cloudburst.template import Template
 
 _SHARE_FIELDS = ("max_cpu", "max_mem", "free_cpu", "free_mem", "used_cpu", "used_mem")
@@ -137,7 +137,8 @@ def update_host(connection: Connection, record: HostRecord, **changes: Any) -> H
 
 
 def delete_host(connection: Connection, host_id: int) -> None:
-    """Remove a host row (the caller checks that no VM holds it)."""
+    """Remove a host row and its orphan sightings (the caller checks that no VM holds it)."""
+    connection.execute(delete(orphan_sightings).where(orphan_sightings.c.host_id == host_id))
     connection.execute(delete(hosts).where(hosts.c.id == host_id))
 
 
