@@ -1,4 +1,5 @@
-"""Every optional kvm action through the real daemon (pyone) on two real libvirtds.
+"""Every optional kvm action through the real daemon (pyone, then our ``onevm`` CLI)
+on two real libvirtds.
 
 Two private session-mode libvirtds (:mod:`kvm_guest`) are two hypervisors
 for two kvm hosts, ``kvm-a`` and ``kvm-b``; the guest is the tiny kernel +
@@ -31,6 +32,7 @@ from xml.etree import ElementTree
 import libvirt
 import pyone
 import pytest
+from burst_helpers import cli
 from daemon_fixture import RunningDaemon, start_daemon, wait_for
 from kvm_guest import (
     GUEST_UP,
@@ -153,9 +155,9 @@ def devices(domain: Any, flags: int = 0) -> ElementTree.Element:
     return ElementTree.fromstring(domain.XMLDesc(flags)).find("devices")
 
 
-def test_every_kvm_action_through_pyone(one: pyone.OneServer, guest: Guest,
-                                        libvirtds: tuple[Libvirtd, Libvirtd],
-                                        workdir: Path) -> None:
+def test_every_kvm_action_through_pyone_and_the_cli(
+        one: pyone.OneServer, guest: Guest, libvirtds: tuple[Libvirtd, Libvirtd],
+        workdir: Path, daemon: RunningDaemon) -> None:
     disk = make_qcow2(workdir / "root.qcow2", 64 << 20)
     extra = make_qcow2(workdir / "extra.qcow2", 16 << 20)
     give_to_libvirtd(disk, extra)
@@ -273,25 +275,32 @@ def test_every_kvm_action_through_pyone(one: pyone.OneServer, guest: Guest,
         assert domain.state()[0] == libvirt.VIR_DOMAIN_RUNNING
         assert domain.info()[1] == 144 * 1024
 
-        # -- undeploy: powered off and off the host; resume boots it where it lands ------
+        # -- undeploy: off the host, which keeps nothing; the snapshots are dropped ------
+        # (as OpenNebula 6.10 does), so core and libvirt agree wherever it resumes.
+        assert domain.snapshotListNames(0) == ["snap-0"]
         one.vm.action("undeploy-hard", vm_id)
         vm = reach(one, vm_id, UNDEPLOYED)
         assert int(history(vm)[-1].ACTION) == 6
-        assert domain.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF
+        assert hypervisors.where(name) == {} and vectors(vm, "SNAPSHOT") == []
         one.vm.action("resume", vm_id)
         vm = reach(one, vm_id, RUNNING)
         error_free(vm)
         home = history(vm)[-1].HOSTNAME
         away = "kvm-b" if home == "kvm-a" else "kvm-a"
-        # A definition left on the other host (resumed elsewhere) is a stopped one:
-        # the orphan sweep or the next migration there removes it.
-        assert hypervisors.where(name)[home] == libvirt.VIR_DOMAIN_RUNNING
-        assert set(hypervisors.where(name).values()) <= {libvirt.VIR_DOMAIN_RUNNING,
-                                                         libvirt.VIR_DOMAIN_SHUTOFF}
+        assert hypervisors.where(name) == {home: libvirt.VIR_DOMAIN_RUNNING}
         domain = hypervisors.domain(home, name)
-        # kept when it came back to the same definition; a new one elsewhere has none
+        assert domain.snapshotListNames(0) == []
+        # A snapshot taken now reverts: the core lists only what libvirt holds.
+        assert one.vm.snapshotcreate(vm_id, "after undeploy") == 0
+        wait_for(lambda: len(vectors(one.vm.info(vm_id), "SNAPSHOT")) == 1, STEP_TIMEOUT)
+        reach(one, vm_id, RUNNING)
+        one.vm.snapshotrevert(vm_id, 0)
+        vm = wait_for(lambda: int(history(v := one.vm.info(vm_id))[-1].ACTION) == 39 and v,
+                      timeout=STEP_TIMEOUT)
+        vm = reach(one, vm_id, RUNNING)
+        error_free(vm)
         carried = domain.snapshotListNames(0)
-        assert carried in (["snap-0"], [])
+        assert carried == ["snap-0"]
 
         # -- live migration: QEMU moves the running guest, snapshots follow -------------
         host_ids = {host.NAME: host.ID for host in one.hostpool.info().HOST}
@@ -347,8 +356,91 @@ def test_every_kvm_action_through_pyone(one: pyone.OneServer, guest: Guest,
         error_free(vm)
         assert domain.state()[0] == libvirt.VIR_DOMAIN_RUNNING
 
+        # -- our onevm CLI against the same kvm hosts ------------------------------------
+        cli_steps(daemon, one, hypervisors, vm_id, workdir, extra)
+
         one.vm.action("terminate-hard", vm_id)
         reach(one, vm_id, DONE)
         assert hypervisors.where(name) == {}
     finally:
         hypervisors.close()
+
+
+def onevm(daemon: RunningDaemon, *args: str) -> None:
+    cli(daemon, "onevm", *args)
+
+
+def cli_steps(daemon: RunningDaemon, one: pyone.OneServer, hypervisors: Hypervisors,
+              vm_id: int, workdir: Path, extra: Path) -> None:
+    """snapshot-create, disk-attach, migrate --live, poweroff, undeploy, resume and
+    snapshot-create/revert through ``onevm``: state, history and libvirt after each."""
+    name, ids = f"one-{vm_id}", str(vm_id)
+    vm = reach(one, vm_id, RUNNING)
+    home = history(vm)[-1].HOSTNAME
+    away = "kvm-b" if home == "kvm-a" else "kvm-a"
+    domain = hypervisors.domain(home, name)
+    before = len(vectors(vm, "SNAPSHOT"))
+
+    onevm(daemon, "snapshot-create", ids, "by the cli")
+    vm = wait_for(lambda: len(vectors(v := one.vm.info(vm_id), "SNAPSHOT")) == before + 1
+                  and (v.STATE, v.LCM_STATE) == RUNNING and v, timeout=STEP_TIMEOUT)
+    error_free(vm)
+    assert int(history(vm)[-1].ACTION) == 37
+    taken = vectors(vm, "SNAPSHOT")[-1]
+    assert taken["NAME"] == "by the cli"
+    snaps = sorted(domain.snapshotListNames(0))
+    assert taken["HYPERVISOR_ID"] in snaps and len(snaps) == before + 1
+
+    template = workdir / "extra-disk.tpl"
+    template.write_text(f'DISK = [ SOURCE = "{extra}", DRIVER = "qcow2" ]\n')
+    onevm(daemon, "disk-attach", ids, "--file", str(template))
+    vm = wait_for(lambda: len(vectors(v := one.vm.info(vm_id), "DISK")) == 2
+                  and (v.STATE, v.LCM_STATE) == RUNNING and v, timeout=STEP_TIMEOUT)
+    error_free(vm)
+    assert int(history(vm)[-1].ACTION) == 21
+    for flags in (0, libvirt.VIR_DOMAIN_XML_INACTIVE):
+        sources = [d.find("source").get("file") for d in devices(domain, flags).findall("disk")]
+        assert str(extra) in sources, flags
+
+    onevm(daemon, "migrate", ids, away, "--live")
+    vm = wait_for(lambda: away == history(v := one.vm.info(vm_id))[-1].HOSTNAME
+                  and (v.STATE, v.LCM_STATE) == RUNNING and v, timeout=STEP_TIMEOUT)
+    error_free(vm)
+    assert int(history(vm)[-2].ACTION) == 2
+    assert hypervisors.where(name) == {away: libvirt.VIR_DOMAIN_RUNNING}
+    domain = hypervisors.domain(away, name)
+    assert sorted(domain.snapshotListNames(0)) == snaps
+    assert str(extra) in [d.find("source").get("file") for d in devices(domain).findall("disk")]
+
+    onevm(daemon, "poweroff", ids)  # ACPI, then destroyed after SHUTDOWN_TIMEOUT
+    vm = reach(one, vm_id, POWEROFF)
+    assert int(history(vm)[-1].ACTION) == 19
+    assert domain.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF and domain.isPersistent()
+    assert sorted(domain.snapshotListNames(0)) == snaps  # a power cycle keeps them
+
+    onevm(daemon, "undeploy", ids)  # of a powered-off VM: the host is released too
+    vm = reach(one, vm_id, UNDEPLOYED)
+    assert int(history(vm)[-1].ACTION) == 5 and int(history(vm)[-1].ETIME) > 0
+    assert hypervisors.where(name) == {} and vectors(vm, "SNAPSHOT") == []
+
+    onevm(daemon, "resume", ids)
+    vm = reach(one, vm_id, RUNNING)
+    error_free(vm)
+    landed = history(vm)[-1].HOSTNAME
+    assert hypervisors.where(name) == {landed: libvirt.VIR_DOMAIN_RUNNING}
+    domain = hypervisors.domain(landed, name)
+    assert domain.snapshotListNames(0) == []
+    assert len(vectors(vm, "DISK")) == 2  # the hot-plugged disk is in the deployment
+
+    # A snapshot after the undeploy reverts (the core lists only what libvirt has).
+    onevm(daemon, "snapshot-create", ids, "after undeploy")
+    vm = wait_for(lambda: len(vectors(v := one.vm.info(vm_id), "SNAPSHOT")) == 1
+                  and (v.STATE, v.LCM_STATE) == RUNNING and v, timeout=STEP_TIMEOUT)
+    [snapshot] = vectors(vm, "SNAPSHOT")
+    assert domain.snapshotListNames(0) == [snapshot["HYPERVISOR_ID"]]
+    onevm(daemon, "snapshot-revert", ids, snapshot["SNAPSHOT_ID"])
+    vm = wait_for(lambda: int(history(v := one.vm.info(vm_id))[-1].ACTION) == 39 and v,
+                  timeout=STEP_TIMEOUT)
+    vm = reach(one, vm_id, RUNNING)
+    error_free(vm)
+    assert domain.state()[0] == libvirt.VIR_DOMAIN_RUNNING

@@ -311,9 +311,9 @@ def test_lifecycle_actions_map_to_the_partner(peer: OnePeer, account: PeerUser,
         ref = VmRef(60, await driver.deploy(spec), PARTNER_HOST)
         remote = int(ref.deploy_id.removeprefix("one-"))
         try:
-            await driver.poweroff(ref, hard=False)
+            await driver.poweroff(ref, hard=False, leaving=False)
             assert state(remote)[0] == POWEROFF
-            await driver.poweroff(ref, hard=True)  # already off: done
+            await driver.poweroff(ref, hard=True, leaving=False)  # already off: done
             await driver.resize(ref, ResizeSpec(cpu=1, vcpu=2, memory_mb=96))
             resized = admin.vm.info(remote).TEMPLATE
             assert (resized["CPU"], resized["VCPU"], resized["MEMORY"]) == ("1", "2", "96")
@@ -332,7 +332,7 @@ def test_lifecycle_actions_map_to_the_partner(peer: OnePeer, account: PeerUser,
             await driver.reboot(ref)
 
             # A refusal names the partner VM's state, in one line.
-            await driver.poweroff(ref, hard=True)
+            await driver.poweroff(ref, hard=True, leaving=False)
             with pytest.raises(DriverError, match=r"refused to suspend partner VM \d+ in state"):
                 await driver.save(ref, tmp_path / "checkpoint", leaving=False)
 

@@ -25,6 +25,7 @@ import sys
 import textwrap
 import time
 import xml.etree.ElementTree as ElementTree
+import xmlrpc.client
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -996,20 +997,25 @@ def read_store(settings: Settings, function: Callable[[Any], T]) -> T:
         engine.dispose()
 
 
+def daemon_process(settings: Settings, output: Path, port: int) -> subprocess.Popen[bytes]:
+    """The daemon in its own process (so it can be SIGKILLed), writing to ``output``."""
+    environment = {**os.environ, "CLOUDBURST_HOME": str(settings.home),
+                   "CLOUDBURST_PORT": str(port),
+                   "PYTHONPATH": os.pathsep.join(filter(None, [
+                       str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
+    with open(output, "wb") as sink:
+        return subprocess.Popen([sys.executable, "-m", "cloudburst.daemon.main", "-f"],
+                                env=environment, stdin=subprocess.DEVNULL, stdout=sink,
+                                stderr=sink)
+
+
 def test_restart_after_a_crash_replays_the_deploy_with_the_same_token(tmp_path: Path) -> None:
     settings = make_home(tmp_path)
     (control(settings) / "deploy_sleep").write_text("5")
     vm_id = asyncio.run(prepare_pending_vm(settings))
     output = tmp_path / "oned.out"
-    environment = {**os.environ, "CLOUDBURST_HOME": str(settings.home),
-                   "CLOUDBURST_PORT": str(free_port()),
-                   "PYTHONPATH": os.pathsep.join(filter(None, [
-                       str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
     orphans: list[int] = []
-    with open(output, "wb") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "cloudburst.daemon.main", "-f"],
-                                   env=environment, stdin=subprocess.DEVNULL, stdout=sink,
-                                   stderr=sink)
+    process = daemon_process(settings, output, free_port())
     try:
         deadline = time.monotonic() + 20
         while not (deploy_calls(settings) and read_store(
@@ -1046,6 +1052,71 @@ def test_restart_after_a_crash_replays_the_deploy_with_the_same_token(tmp_path: 
     entries = read_store(settings, lambda c: journal.entries_for(c, vm_id))
     assert [(e.action, e.status, e.result) for e in entries] == [
         ("deploy", "done", vm.deploy_id)]
+
+
+HANGING_REBOOT = """\
+#!/bin/bash
+control="$CLOUDBURST_HOME/control"
+echo "$$" > "$control/reboot.pid"
+echo "$(basename "$0") $*" >> "$control/actions.log"
+[ -e "$control/reboot_sleep" ] && sleep "$(cat "$control/reboot_sleep")"
+exit 0
+"""
+
+
+def test_a_reboot_killed_with_the_daemon_is_done_again_and_its_entry_closed(
+        tmp_path: Path) -> None:
+    """In-place work leaves no in-flight state behind: only its journal entry says a
+    reboot was under way. A restart reboots the VM again (it is still RUNNING on the
+    same stay) and closes the entry, instead of leaving it ``started`` for ever."""
+    settings = make_home(tmp_path)
+    install(settings.remotes_dir / "vmm" / "provider_name" / "reboot", HANGING_REBOOT)
+    vm_id = asyncio.run(prepare_pending_vm(settings))
+    output, port = tmp_path / "oned.out", free_port()
+    pid_file = control(settings) / "reboot.pid"
+    process = daemon_process(settings, output, port)
+    try:
+        deadline = time.monotonic() + 60
+        while read_store(settings, lambda c: vm_pool.get_vm(c, vm_id).position) \
+                != lifecycle.RUNNING:
+            assert process.poll() is None, output.read_text()
+            assert time.monotonic() < deadline, "the VM never ran\n" + output.read_text()
+            time.sleep(0.1)
+        (control(settings) / "reboot_sleep").write_text("60")
+        session = settings.auth_file.read_text().strip()
+        api = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{port}/RPC2")
+        assert api.one.vm.action(session, "reboot", vm_id)[0] is True
+        while not pid_file.exists():
+            assert time.monotonic() < deadline + 60, "no reboot\n" + output.read_text()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        unfinished = read_store(settings, journal.unfinished)
+        assert [(e.vm_id, e.action) for e in unfinished] == [(vm_id, "reboot")]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        if pid_file.exists():  # the reboot script outlived its daemon: its whole session
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+    (control(settings) / "reboot_sleep").unlink()
+
+    async def restart() -> VmRecord:
+        async with running(settings) as daemon:
+            await wait_until(lambda: _no_unfinished(settings), 30, "the reboot entry to close")
+            return await daemon.vms.info(vm_id)
+
+    vm = asyncio.run(restart())
+    assert vm.position == lifecycle.RUNNING and vm.error == ""
+    assert [a.split()[0] for a in actions(settings) if not a.startswith("poll")] == [
+        "reboot", "reboot"]
+    entries = read_store(settings, lambda c: journal.entries_for(c, vm_id))
+    assert [(e.action, e.status) for e in entries] == [("deploy", "done"), ("reboot", "done")]
+
+
+async def _no_unfinished(settings: Settings) -> bool:
+    return read_store(settings, journal.unfinished) == []
 
 
 def test_stopping_the_daemon_during_a_deploy_kills_it_and_a_restart_finishes_it(

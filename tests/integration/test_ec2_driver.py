@@ -1147,12 +1147,12 @@ def test_poweroff_stops_and_poweron_starts_the_same_instance(tmp_path: Path, sit
         deploy = spec(1, 'EC2 = [ AMI="ami-00bafcb5", KEYPAIR="k" ]')
         deploy_id = await driver.deploy(deploy)
         ref = VmRef(1, deploy_id, HOST)
-        await driver.poweroff(ref, hard=False)
+        await driver.poweroff(ref, hard=False, leaving=False)
         assert describe(site, deploy_id)["State"]["Name"] == "stopped"
         polled = (await driver.poll([ref]))[1]
         assert polled.state is PollState.GONE
         assert polled.info["AWS_STATE"] == "stopped"
-        await driver.poweroff(ref, hard=True)  # already off: still a success
+        await driver.poweroff(ref, hard=True, leaving=False)  # already off: still a success
         assert await driver.poweron(ref, deploy) == deploy_id
         assert describe(site, deploy_id)["State"]["Name"] == "running"
         await driver.close()
@@ -1213,7 +1213,7 @@ def test_resize_changes_the_stopped_instance_type_by_the_schedulers_rule(
         ref = VmRef(1, small, OFFERS)
         with pytest.raises(DriverError, match=rf"^instance {small} is running, not stopped$"):
             await driver.resize(ref, resize_spec(1.5, 3000, section))
-        await driver.poweroff(ref, hard=False)
+        await driver.poweroff(ref, hard=False, leaving=False)
         proxy.reset_counts()
         await driver.resize(ref, resize_spec(1.5, 3000, section))  # 2 VCPU, 3000 MB
         assert describe(site, small)["InstanceType"] == "t3.medium"

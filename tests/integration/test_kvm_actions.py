@@ -103,6 +103,10 @@ def state(driver: KvmVmDriver, host: HostRef, name: str) -> tuple[int, bool, boo
     return result
 
 
+def domain_names(driver: KvmVmDriver, host: HostRef) -> list[str]:
+    return sorted(look(driver, host, lambda c: [d.name() for d in c.listAllDomains(0)]))
+
+
 def snapshot_names(driver: KvmVmDriver, host: HostRef, name: str) -> list[str]:
     return sorted(look(driver, host, lambda c: c.lookupByName(name).snapshotListNames(0)))
 
@@ -121,23 +125,46 @@ def test_poweroff_keeps_the_definition_and_poweron_boots_it(
         driver: KvmVmDriver, hosts: tuple[HostRef, HostRef]) -> None:
     host, other = hosts
     asyncio.run(driver.deploy(spec(1, host)))
-    asyncio.run(driver.poweroff(ref(1, host), hard=False))
+    asyncio.run(driver.poweroff(ref(1, host), hard=False, leaving=False))
     assert state(driver, host, "one-1") == (SHUTOFF, True, False)
-    asyncio.run(driver.poweroff(ref(1, host), hard=True))  # already off: fine
+    asyncio.run(driver.poweroff(ref(1, host), hard=True, leaving=False))  # already off: fine
     assert asyncio.run(driver.poweron(ref(1, host), spec(1, host, "t2"))) == "one-1"
     assert state(driver, host, "one-1") == (RUNNING, True, False)
-    asyncio.run(driver.poweroff(ref(1, host), hard=True))
+    asyncio.run(driver.poweroff(ref(1, host), hard=True, leaving=False))
     assert state(driver, host, "one-1") == (SHUTOFF, True, False)
     # Resumed on a host that does not hold it (undeploy): defined from the deployment.
     assert asyncio.run(driver.poweron(ref(1, other), spec(1, other, "t3"))) == "one-1"
     assert state(driver, other, "one-1") == (RUNNING, True, False)
 
 
+def test_undeploy_leaves_nothing_on_the_host_and_drops_the_snapshots(
+        driver: KvmVmDriver, hosts: tuple[HostRef, HostRef]) -> None:
+    host, other = hosts
+    for vm_id, hard in ((21, False), (22, True)):  # running: ACPI or destroy, then leave
+        asyncio.run(driver.deploy(spec(vm_id, host)))
+        asyncio.run(driver.snapshot_create(ref(vm_id, host), 0, "dropped"))
+        asyncio.run(driver.poweroff(ref(vm_id, host), hard=hard, leaving=True))
+        assert f"one-{vm_id}" not in domain_names(driver, host)
+    # Powered off first (the definition and its snapshot stay), then undeployed.
+    asyncio.run(driver.deploy(spec(23, host)))
+    asyncio.run(driver.snapshot_create(ref(23, host), 0, "dropped"))
+    asyncio.run(driver.poweroff(ref(23, host), hard=True, leaving=False))
+    assert snapshot_names(driver, host, "one-23") == ["snap-0"]
+    asyncio.run(driver.poweroff(ref(23, host), hard=True, leaving=True))
+    assert domain_names(driver, host) == []
+    asyncio.run(driver.poweroff(ref(23, host), hard=True, leaving=True))  # again: nothing left
+    # Resumed on the other host: defined from the deployment, with no snapshot.
+    assert asyncio.run(driver.poweron(ref(23, other), spec(23, other, "t2"))) == "one-23"
+    assert state(driver, other, "one-23") == (RUNNING, True, False)
+    assert snapshot_names(driver, other, "one-23") == []
+    assert asyncio.run(driver.snapshot_create(ref(23, other), 0, "new")) == "snap-0"
+
+
 def test_resize_rewrites_the_powered_off_definition(
         driver: KvmVmDriver, hosts: tuple[HostRef, HostRef]) -> None:
     host, other = hosts
     asyncio.run(driver.deploy(spec(11, host)))
-    asyncio.run(driver.poweroff(ref(11, host), hard=True))
+    asyncio.run(driver.poweroff(ref(11, host), hard=True, leaving=False))
     asyncio.run(driver.resize(ref(11, host), ResizeSpec(cpu=1.5, vcpu=2, memory_mb=96)))
     xml = look(driver, host, lambda c: c.lookupByName("one-11").XMLDesc(
         libvirt.VIR_DOMAIN_XML_INACTIVE))
@@ -147,7 +174,7 @@ def test_resize_rewrites_the_powered_off_definition(
     asyncio.run(driver.poweron(ref(11, host), spec(11, host)))
     assert look(driver, host, lambda c: c.lookupByName("one-11").info()[1]) == 98304
     asyncio.run(driver.resize(ref(11, other), ResizeSpec(1, 1, 64)))  # not held there: no-op
-    asyncio.run(driver.poweroff(ref(11, host), hard=True))
+    asyncio.run(driver.poweroff(ref(11, host), hard=True, leaving=False))
     with pytest.raises(DriverError, match="VCPU must be a whole number >= 1"):
         asyncio.run(driver.resize(ref(11, host), ResizeSpec(1, 0, 64)))
 

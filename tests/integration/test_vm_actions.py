@@ -79,9 +79,11 @@ def test_power_suspend_stop_undeploy_and_resume_on_a_dummy_host(tmp_path: Path) 
                           "PROLOG_UNDEPLOY", "BOOT_UNDEPLOY", "SAVE_STOP", "EPILOG_STOP",
                           "PROLOG_RESUME", "BOOT_STOPPED"):
                 assert f"New state is ACTIVE/{state}" in log, state
+            # poweroff-hard, then undeploy of the powered-off VM: a second poweroff
+            # that tells the driver the VM leaves its host.
             assert [name for name, vm in calls(daemon) if vm == vm_id] == [
-                "deploy", "poweroff", "poweron", "save", "restore", "poweroff", "poweron",
-                "save", "restore"]
+                "deploy", "poweroff", "poweron", "save", "restore", "poweroff", "poweroff",
+                "poweron", "save", "restore"]
             entries = await daemon.db.read(lambda c: journal.entries_for(c, vm_id))
             assert all(entry.status == "done" for entry in entries)
 
@@ -333,3 +335,130 @@ def test_a_poll_sampled_before_an_action_does_not_undo_it(tmp_path: Path) -> Non
             assert vm.position == lifecycle.POWEROFF
 
     run(scenario)
+
+
+def _snapshots(vm: Any) -> list[str]:
+    return [section["SNAPSHOT_ID"] for section in vm.template.vectors("SNAPSHOT")]
+
+
+def test_undeploy_tells_the_driver_the_vm_leaves_and_drops_its_snapshots(
+        tmp_path: Path) -> None:
+    """From RUNNING and from POWEROFF (OpenNebula 6.10 drops a VM's snapshots on undeploy)."""
+    settings = make_home(tmp_path)
+    failing = settings.var_dir / "dummy" / "poweroff"
+
+    async def scenario() -> None:
+        async with running(settings) as daemon:
+            driver: Any = daemon.dispatcher.vm_driver("dummy")
+            host = await add_dummy_host(daemon, "kvm-1")
+            vm_id = await daemon.vms.allocate(LOCAL_VM)
+            vm = await wait_vm(daemon, vm_id, lifecycle.RUNNING)
+            deploy_id = vm.deploy_id
+            await daemon.vms.snapshot_create(vm_id, "before")
+            await wait_until(lambda: _with_section(daemon, vm_id, "SNAPSHOT"))
+
+            vm = await act(daemon, vm_id, "undeploy", lifecycle.UNDEPLOYED)
+            assert deploy_id in driver.left and _snapshots(vm) == []
+            vm = await act(daemon, vm_id, "resume", lifecycle.RUNNING)
+            assert deploy_id not in driver.left
+            await daemon.vms.snapshot_create(vm_id, "again")
+            vm = await wait_until(lambda: _with_section(daemon, vm_id, "SNAPSHOT"))
+            assert _snapshots(vm) == ["0"]
+
+            # A powered-off VM keeps its snapshots; undeploying it releases the host.
+            vm = await act(daemon, vm_id, "poweroff", lifecycle.POWEROFF)
+            assert _snapshots(vm) == ["0"] and deploy_id not in driver.left
+            failing.parent.mkdir(parents=True, exist_ok=True)
+            failing.write_text("failure")
+            calls_before = calls(daemon).count(("poweroff", vm_id))
+            await daemon.vms.action("undeploy", vm_id)
+            vm = await wait_until(lambda: _errored(daemon, vm_id))
+            assert vm.position == lifecycle.POWEROFF and _snapshots(vm) == ["0"]
+            assert "Error powering off VM" in vm.error
+            assert (await daemon.hosts.info(host.id)).running_vms == 1
+            failing.unlink()
+            vm = await act(daemon, vm_id, "undeploy-hard", lifecycle.UNDEPLOYED)
+            assert calls(daemon).count(("poweroff", vm_id)) == calls_before + 1
+            assert deploy_id in driver.left and _snapshots(vm) == []
+            assert vm.history[-1].action == CODES[Event.UNDEPLOY_HARD] == 6
+            assert vm.history[-1].etime > 0 and vm.history[-1].eetime > 0
+            assert (await daemon.hosts.info(host.id)).running_vms == 0
+            vm = await act(daemon, vm_id, "resume", lifecycle.RUNNING)
+            assert vm.deploy_id == deploy_id and deploy_id not in driver.left
+
+    run(scenario)
+
+
+async def _errored(daemon: Daemon, vm_id: int) -> Any:
+    vm = await daemon.vms.info(vm_id)
+    return vm if vm.error and vm.position not in lifecycle.IN_FLIGHT else None
+
+
+LEAVING_LOG = """\
+#!/bin/bash
+echo "$(basename "$0") $* leaving=$CLOUDBURST_LEAVING" >> "$CLOUDBURST_HOME/control/actions.log"
+"""
+
+
+def test_script_poweroff_and_undeploy_get_opennebulas_argv_and_say_whether_it_leaves(
+        tmp_path: Path) -> None:
+    settings = make_home(tmp_path)
+    vmm = settings.remotes_dir / "vmm" / "provider_name"
+    for script in ("shutdown", "cancel"):
+        install(vmm / script, LEAVING_LOG)
+
+    async def scenario() -> str:
+        async with running(settings) as daemon:
+            await add_provider_host(daemon)
+            vm_id = await daemon.vms.allocate(PROVIDER_VM)
+            deploy_id = (await wait_vm(daemon, vm_id, lifecycle.RUNNING)).deploy_id
+            await act(daemon, vm_id, "poweroff", lifecycle.POWEROFF)
+            await act(daemon, vm_id, "resume", lifecycle.RUNNING)
+            booted = (await daemon.vms.info(vm_id)).deploy_id
+            await act(daemon, vm_id, "undeploy-hard", lifecycle.UNDEPLOYED)
+            return f"{deploy_id} {booted}"
+
+    deploy_id, booted = run(scenario).split()
+    seen = [line for line in actions(settings) if not line.startswith("poll")]
+    host = "remote_provider"
+    assert seen == [f"shutdown {deploy_id} {host} 0 {host} leaving=no",
+                    f"cancel {booted} {host} 0 {host} leaving=yes"]
+
+
+def test_snapshot_ids_follow_opennebulas_numbering(tmp_path: Path) -> None:
+    """The sequence an OpenNebula 6.10 peer gives (onevm snapshot-create/-delete):
+    one more than the highest id left, so a deleted highest id comes back."""
+    settings = make_home(tmp_path)
+
+    async def scenario() -> list[str]:
+        async with running(settings) as daemon:
+            vm_id = await running_vm(daemon)
+
+            async def create() -> int:
+                count = len((await daemon.vms.info(vm_id)).template.vectors("SNAPSHOT"))
+                snapshot_id = await daemon.vms.snapshot_create(vm_id, "")
+                await wait_until(lambda: _snapshot_count(daemon, vm_id, count + 1))
+                return snapshot_id
+
+            async def delete(snapshot_id: int) -> None:
+                count = len((await daemon.vms.info(vm_id)).template.vectors("SNAPSHOT"))
+                await daemon.vms.snapshot_delete(vm_id, snapshot_id)
+                await wait_until(lambda: _snapshot_count(daemon, vm_id, count - 1))
+
+            assert [await create() for _ in range(3)] == [0, 1, 2]
+            await delete(2)
+            assert await create() == 2
+            await delete(1)
+            assert await create() == 3
+            await delete(2)
+            await delete(3)
+            assert await create() == 1
+            return _snapshots(await daemon.vms.info(vm_id))
+
+    assert run(scenario) == ["0", "1"]
+
+
+async def _snapshot_count(daemon: Daemon, vm_id: int, count: int) -> Any:
+    vm = await daemon.vms.info(vm_id)
+    return vm if len(vm.template.vectors("SNAPSHOT")) == count \
+        and vm.position == lifecycle.RUNNING else None

@@ -79,4 +79,4 @@ def test_an_undeclared_action_is_refused_with_one_line_naming_it_and_the_driver(
         asyncio.run(driver.migrate(vm, vm.host, live=True))
     assert str(caught.value) == 'Action "migrate_live" is not supported by driver vmm_min'
     with pytest.raises(UnsupportedActionError, match='"poweroff" is not supported'):
-        asyncio.run(driver.poweroff(vm, hard=True))
+        asyncio.run(driver.poweroff(vm, hard=True, leaving=False))

@@ -80,7 +80,7 @@ def optional_call(driver: DummyVmDriver, method: str, vm: VmRef
     """A zero-argument coroutine function calling optional ``method`` with sample arguments."""
     device = DeviceSpec(1, "vdb", {"SOURCE": "/img"})
     calls: dict[str, Callable[[], Awaitable[object]]] = {
-        "poweroff": lambda: driver.poweroff(vm, hard=False),
+        "poweroff": lambda: driver.poweroff(vm, hard=False, leaving=False),
         "poweron": lambda: driver.poweron(vm, spec(on=vm.host)),
         "save": lambda: driver.save(vm, Path("/ckpt"), leaving=False),
         "restore": lambda: driver.restore(vm, Path("/ckpt")),

@@ -12,10 +12,15 @@ repeated blindly:
   at the provider and run again with the same token (a migration to the
   journalled destination; a graceful shutdown or power-off is finished hard;
   a stop that was backing off from an outage waits out its stored delay);
-* hot-plug, snapshots and reboots cannot be safely repeated: they are settled
-  as failed with an error asking the operator to check and retry; a resize of
-  a powered-off or undeployed VM (in-place work, the VM stays where it is) is
-  run again: it brings the instance to the capacity the VM has in the store;
+* hot-plug and snapshots cannot be safely repeated: they are settled as failed
+  with an error asking the operator to check and retry;
+* in-place work (the VM stays where it is, so no position says it was under
+  way; only its ``started`` journal entry does) is run again when the VM is
+  still where it was (same position, same stay), else its entry is closed as
+  failed with the reason: a resize of a powered-off or undeployed VM brings the
+  instance to the capacity the VM has in the store; a reboot or reset of a
+  running VM is done again (the guest may reboot twice, but a reboot the
+  operator asked for is never silently lost);
 * store-only positions (prolog, epilog) with no entry simply complete.
 """
 
@@ -82,9 +87,10 @@ async def recover(db: Database, manager: LifecycleManager) -> int:
     return len(interrupted) + len(in_place)
 
 
-#: In-place work safe to run again after a restart: a resize brings the instance to
-#: the capacity the VM already has in the store, whatever the first try did.
-_REPLAY_IN_PLACE = frozenset({Work.RESIZE})
+#: In-place work run again after a restart: a resize brings the instance to the
+#: capacity the VM already has in the store, whatever the first try did; a reboot
+#: or reset ends with the guest freshly booted, once or twice.
+_REPLAY_IN_PLACE = frozenset({Work.RESIZE, Work.REBOOT, Work.RESET})
 
 
 def _interrupted_in_place(connection: Connection) -> list[tuple[VmRecord, JournalEntry]]:

@@ -493,11 +493,18 @@ class VmDriver(abc.ABC):
         return UnsupportedActionError(
             f'Action "{action}" is not supported by driver {self.name}')
 
-    async def poweroff(self, vm: VmRef, *, hard: bool) -> None:
+    async def poweroff(self, vm: VmRef, *, hard: bool, leaving: bool) -> None:
         """Stop the guest but keep the instance (disks, deploy id) for ``poweron``.
 
         ``hard`` pulls the plug instead of asking the guest. Succeeds when the
         guest is already off.
+
+        ``leaving``: the VM leaves its host (``undeploy``) and ``poweron`` may
+        run on another host of the driver; the driver then releases whatever the
+        host keeps for the VM, and its system snapshots are dropped (the core
+        drops their ``SNAPSHOT`` entries, as OpenNebula does on undeploy). The
+        core also calls it, ``hard`` and ``leaving``, when a powered-off VM is
+        undeployed. Otherwise (``poweroff``) the VM resumes where it is.
         """
         raise self.unsupported("poweroff")
 

@@ -240,6 +240,8 @@ class DummyVmDriver(VmDriver):
         self._token_of: dict[str, str] = {}
         #: Instances powered off or saved: polls report them gone (OpenNebula's ``d``).
         self._off: set[str] = set()
+        #: Instances powered off as they left their host (undeploy), until powered on.
+        self.left: set[str] = set()
         #: Every action that reached the driver, in order: ``(method, vm id)``.
         self.calls: deque[tuple[str, int]] = deque(maxlen=10_000)
 
@@ -293,15 +295,18 @@ class DummyVmDriver(VmDriver):
         return {vm.vm_id: PollResult(PollState.GONE if vm.deploy_id in self._off
                                      else states[vm.host.id], {"NETTX": "12345"}) for vm in vms}
 
-    async def poweroff(self, vm: VmRef, *, hard: bool) -> None:
+    async def poweroff(self, vm: VmRef, *, hard: bool, leaving: bool) -> None:
         await self._injector.outcome("poweroff", vm.host).apply()
         self.calls.append(("poweroff", vm.vm_id))
         self._off.add(vm.deploy_id)
+        if leaving:
+            self.left.add(vm.deploy_id)
 
     async def poweron(self, vm: VmRef, spec: DeploySpec) -> str:
         await self._injector.outcome("poweron", vm.host).apply()
         self.calls.append(("poweron", vm.vm_id))
         self._off.discard(vm.deploy_id)
+        self.left.discard(vm.deploy_id)
         return vm.deploy_id
 
     async def save(self, vm: VmRef, checkpoint: Path, *, leaving: bool) -> None:

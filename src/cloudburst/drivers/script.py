@@ -18,7 +18,8 @@ name (upper-cased) contains ``SECRET``, ``PASSWORD``, ``TOKEN``, ``AWS_``,
 ``CLOUDBURST_HOME``, ``CLOUDBURST_DRIVER`` (the driver's ``NAME``),
 ``CLOUDBURST_ACTION``, and for VM actions ``CLOUDBURST_VM_ID``; ``deploy`` also
 gets ``CLOUDBURST_ACTION_TOKEN``, the idempotency token, so a script can tell a
-retry from a new deploy.
+retry from a new deploy, and the ``shutdown``/``cancel`` of a power-off or
+undeploy get ``CLOUDBURST_LEAVING`` (``yes``: undeploy, the VM leaves its host).
 
 A script fails when it exits non-zero. The error text is what it wrote between
 ``ERROR MESSAGE --8<------`` and ``ERROR MESSAGE ------>8--`` lines on stderr
@@ -234,11 +235,14 @@ class ScriptVmDriver(VmDriver):
 
         return dict(await asyncio.gather(*(poll_one(vm) for vm in vms)))
 
-    async def poweroff(self, vm: VmRef, *, hard: bool) -> None:
-        if hard:
-            await self.cancel(vm)
-        else:
-            await self.shutdown(vm)
+    async def poweroff(self, vm: VmRef, *, hard: bool, leaving: bool) -> None:
+        """``cancel`` (hard) or ``shutdown`` with OpenNebula's argv, whether powering off
+        or undeploying (OpenNebula's scripts get the same arguments for both and
+        tell them apart by the VM's LCM state in their action data); here
+        ``CLOUDBURST_LEAVING`` is ``yes`` when the VM leaves its host, else ``no``."""
+        environment = {"CLOUDBURST_LEAVING": "yes" if leaving else "no"}
+        await self._call("cancel" if hard else "shutdown", vm.vm_id, _vm_arguments(vm),
+                         environment=environment)
 
     async def poweron(self, vm: VmRef, spec: DeploySpec) -> str:
         return await self.deploy(spec)
@@ -301,10 +305,13 @@ class ScriptVmDriver(VmDriver):
         return output.strip()
 
     async def _call(
-        self, action: str, vm_id: int, arguments: Sequence[str], token: str | None = None
+        self, action: str, vm_id: int, arguments: Sequence[str], token: str | None = None,
+        environment: Mapping[str, str] | None = None,
     ) -> str:
-        """Run ``action``'s script; return its stdout or raise ``DriverError``."""
-        environment = {"CLOUDBURST_ACTION": action, "CLOUDBURST_VM_ID": str(vm_id)}
+        """Run ``action``'s script (``environment``: more variables for it); return its
+        stdout or raise ``DriverError``."""
+        environment = {**(environment or {}), "CLOUDBURST_ACTION": action,
+                       "CLOUDBURST_VM_ID": str(vm_id)}
         if token is not None:
             environment["CLOUDBURST_ACTION_TOKEN"] = token
         result = await _run(self.context, self.script(action), arguments, environment)

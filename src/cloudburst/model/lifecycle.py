@@ -260,8 +260,11 @@ _TABLE: dict[tuple[StateKey, Event], Move] = {
     (POWEROFF, E.RESUME): Move(BOOT_POWEROFF, W.POWERON),
     (POWEROFF, E.TERMINATE): Move(SHUTDOWN, W.CANCEL),
     (POWEROFF, E.TERMINATE_HARD): Move(SHUTDOWN, W.CANCEL),
-    (POWEROFF, E.UNDEPLOY): Move(EPILOG_UNDEPLOY, W.EPILOG),
-    (POWEROFF, E.UNDEPLOY_HARD): Move(EPILOG_UNDEPLOY, W.EPILOG),
+    # Undeploying a powered-off VM: the driver releases what the host keeps
+    # (kvm's definition); a failure leaves it powered off there.
+    (POWEROFF, E.UNDEPLOY): Move(EPILOG_UNDEPLOY, W.POWEROFF_HARD),
+    (POWEROFF, E.UNDEPLOY_HARD): Move(EPILOG_UNDEPLOY, W.POWEROFF_HARD),
+    (EPILOG_UNDEPLOY, E.FAILURE): Move(POWEROFF),
     (POWEROFF, E.RESIZE): Move(POWEROFF, W.RESIZE),
     (POWEROFF, E.MONITOR_RUNNING): Move(RUNNING),
     (BOOT_POWEROFF, E.SUCCESS): Move(RUNNING),

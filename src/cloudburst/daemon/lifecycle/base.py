@@ -293,7 +293,14 @@ def _instant(connection: Connection, vm: VmRecord, work: Work, seq: int) -> None
     if work is Work.PROLOG:
         vm_pool.update_history(connection, vm.id, seq, petime=stamp, rstime=stamp)
     elif work is Work.EPILOG:
-        vm_pool.update_history(connection, vm.id, seq, retime=stamp, estime=stamp,
+        close_stay(connection, vm.id, seq)
+
+
+def close_stay(connection: Connection, vm_id: int, seq: int) -> None:
+    """The epilog's store step: the stay ``seq`` ends now (running, epilog, stay)."""
+    if seq >= 0:
+        stamp = now()
+        vm_pool.update_history(connection, vm_id, seq, retime=stamp, estime=stamp,
                                eetime=stamp, etime=stamp)
 
 

@@ -33,6 +33,7 @@ from cloudburst.daemon.lifecycle.base import (
     Known,
     ManagerBase,
     WorkArgs,
+    close_stay,
     current_seq,
     now,
 )
@@ -191,13 +192,34 @@ async def _reset(job: Job) -> Outcome:
 
 
 async def _poweroff(job: Job) -> Outcome:
-    await job.run("poweroff", lambda: job.driver.poweroff(job.ref, hard=False))
-    return Outcome()
+    return await _power_off(job, hard=False)
 
 
 async def _poweroff_hard(job: Job) -> Outcome:
-    await job.run("poweroff", lambda: job.driver.poweroff(job.ref, hard=True))
-    return Outcome()
+    return await _power_off(job, hard=True)
+
+
+#: Positions whose power-off is an undeploy: the VM leaves its host.
+_LEAVING = frozenset({lifecycle.SHUTDOWN_UNDEPLOY, lifecycle.EPILOG_UNDEPLOY})
+
+
+async def _power_off(job: Job, *, hard: bool) -> Outcome:
+    """Power off; an undeploy also drops the VM's snapshots (as OpenNebula does),
+    and one of a powered-off VM (in its epilog already) closes the stay."""
+    leaving = job.vm.position in _LEAVING
+    await job.run("poweroff", lambda: job.driver.poweroff(job.ref, hard=hard, leaving=leaving))
+    if not leaving:
+        return Outcome()
+    closes = job.vm.position == lifecycle.EPILOG_UNDEPLOY
+
+    def prepare(connection: Connection, vm: VmRecord, moved: Move) -> dict[str, Any]:
+        if closes:
+            close_stay(connection, vm.id, current_seq(connection, vm.id))
+        template = vm.template.copy()
+        template.remove("SNAPSHOT")
+        return {"template": template} if template != vm.template else {}
+
+    return Outcome(prepare=prepare)
 
 
 async def _deployment_file(job: Job, seq: int, template: Template | None = None) -> Path:

@@ -351,8 +351,11 @@ class Ec2VmDriver(VmDriver):
     async def cancel(self, vm: VmRef) -> None:
         await self._terminate(vm)
 
-    async def poweroff(self, vm: VmRef, *, hard: bool) -> None:
-        """``StopInstances`` (``Force`` when ``hard``): the instance and its disks stay."""
+    async def poweroff(self, vm: VmRef, *, hard: bool, leaving: bool) -> None:
+        """``StopInstances`` (``Force`` when ``hard``): the instance and its disks stay.
+
+        The same when ``leaving`` (undeploy): a stopped instance holds no host
+        capacity, and ``poweron`` starts it from any host of this driver."""
         await power.stop(self.site, vm.deploy_id, force=hard)
 
     async def poweron(self, vm: VmRef, spec: DeploySpec) -> str:

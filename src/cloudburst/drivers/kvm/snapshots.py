@@ -100,6 +100,27 @@ def forget(domain: Any) -> None:
         snapshot.delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
 
 
+def drop(domain: Any | None) -> None:
+    """Delete every snapshot of ``domain`` (``None``: nothing to do), children first.
+
+    A running domain's snapshots go for good (QEMU removes them from the
+    disks). Where libvirt cannot delete one (an inactive domain's internal
+    snapshot needs ``qemu-img``), only its metadata goes; its data stays in
+    the disk and a later snapshot of the same name replaces it.
+    """
+    if domain is None:
+        return
+    libvirt = libvirt_module()
+    snapshots = domain.listAllSnapshots(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_TOPOLOGICAL)
+    for snapshot in reversed(snapshots):
+        try:
+            snapshot.delete(0)
+        except Exception as exc:
+            if not is_libvirt_error(exc) or domain.isActive():
+                raise
+            snapshot.delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
+
+
 def _mark_current(xml: str, current: str) -> str:
     """Remember in the XML whether the snapshot was the current one (redefine reads it)."""
     root = ElementTree.fromstring(xml)

@@ -14,8 +14,10 @@
 * ``poweroff`` stops the guest as ``shutdown`` does (ACPI, then destroy; at
   once when hard) but keeps the definition, with its hot-plugged devices and
   snapshots; ``poweron`` starts it again, or defines it from the deployment
-  when this host does not hold it (an undeployed VM resumed elsewhere; the
-  definition left on its old host is removed by the orphan sweep).
+  when this host does not hold it. **undeploy** (``poweroff`` ``leaving``)
+  leaves nothing on the host: the snapshots are deleted (OpenNebula drops a
+  VM's snapshots on undeploy; the core drops their entries), then the
+  definition; resumed on any host, the VM is defined from its deployment.
 * ``save`` for **suspend** (the VM stays on its host) is libvirt's *managed
   save* (``virDomainManagedSave``): libvirt keeps the memory image with the
   definition, and ``restore`` is a plain start, which resumes from it. For
@@ -382,15 +384,29 @@ class KvmVmDriver(VmDriver):
             settings.uri, f"{action} {vm.deploy_id} on {vm.host.name}",
             lambda connection: work(_require(connection, vm.deploy_id)))
 
-    async def poweroff(self, vm: VmRef, *, hard: bool) -> None:
-        """Stop the guest (ACPI unless ``hard``); the definition stays for ``poweron``."""
+    async def poweroff(self, vm: VmRef, *, hard: bool, leaving: bool) -> None:
+        """Stop the guest (ACPI unless ``hard``); the definition stays for ``poweron``.
+
+        ``leaving`` (undeploy): the host keeps nothing. The domain's snapshots
+        are deleted first, while QEMU still runs when it does (an inactive
+        domain's internal snapshots would need ``qemu-img``; without it only
+        their metadata goes), then the definition and the context CD-ROM.
+        ``poweron`` defines it again from the deployment, on any host.
+        """
         settings = self.settings(vm.host)
+        what = f"{'undeploy' if leaving else 'poweroff'} {vm.deploy_id} on {vm.host.name}"
+        if leaving:
+            await self.pool.call(settings.uri, what, lambda connection: snapshots.drop(
+                lookup(connection, vm.deploy_id)))
         if hard:
-            await self.pool.call(settings.uri, f"poweroff {vm.deploy_id} on {vm.host.name}",
-                                 lambda connection: _destroy_if_active(
-                                     lookup(connection, vm.deploy_id)))
+            await self.pool.call(settings.uri, what, lambda connection: _destroy_if_active(
+                lookup(connection, vm.deploy_id)))
         else:
             await self._stop_guest(vm, settings)
+        if leaving:
+            await self.pool.call(settings.uri, what, lambda connection: _remove(
+                connection, vm.deploy_id))
+            _forget_context(settings, vm)
 
     async def poweron(self, vm: VmRef, spec: DeploySpec) -> str:
         """Start the defined domain again (fresh boot); define it from ``spec`` when

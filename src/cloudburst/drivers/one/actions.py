@@ -44,6 +44,7 @@ RESUMABLE: Final = frozenset({VmState.POWEROFF, VmState.SUSPENDED, VmState.STOPP
                               VmState.UNDEPLOYED})
 #: Partner states in which the guest is off (a poweroff has nothing left to do).
 _OFF: Final = frozenset({VmState.POWEROFF, VmState.STOPPED, VmState.UNDEPLOYED})
+_UNDEPLOYED: Final = frozenset({VmState.UNDEPLOYED})
 
 
 class PartnerActions:
@@ -63,13 +64,17 @@ class PartnerActions:
         return True
 
     async def poweroff(self, config: PartnerConfig, pool: PoolSnapshots, remote: int,
-                       hard: bool) -> None:
-        if not await self._send(config, remote, "poweroff-hard" if hard else "poweroff"):
+                       hard: bool, leaving: bool = False) -> None:
+        """``poweroff`` the partner VM, or ``undeploy`` it when ``leaving`` (the partner
+        frees its host too; ``resume`` brings it back), and wait until it is off."""
+        action = "undeploy" if leaving else "poweroff"
+        done = _UNDEPLOYED if leaving else _OFF
+        if not await self._send(config, remote, f"{action}-hard" if hard else action):
             current = (await pool.get(time.monotonic())).find(remote)
-            if current is not None and current.state in _OFF:
+            if current is not None and current.state in done:
                 return
-        await until_state(pool, config, remote, lambda vm: vm.state in _OFF, "powered off",
-                          config.boot_timeout)
+        await until_state(pool, config, remote, lambda vm: vm.state in done,
+                          "undeployed" if leaving else "powered off", config.boot_timeout)
 
     async def resume(self, config: PartnerConfig, pool: PoolSnapshots, remote: int) -> RemoteVm:
         """``resume`` the partner VM (nothing to do when it runs) and wait until it runs.

@@ -214,9 +214,11 @@ class OneVmDriver(VmDriver):
 
     # -- optional actions (see .actions) ---------------------------------------------------
 
-    async def poweroff(self, vm: VmRef, *, hard: bool) -> None:
+    async def poweroff(self, vm: VmRef, *, hard: bool, leaving: bool) -> None:
+        """The partner VM's ``poweroff``, or its ``undeploy`` when ``leaving``."""
         config = self._config()
-        await self._actions.poweroff(config, self._pool(config), remote_id(vm.deploy_id), hard)
+        await self._actions.poweroff(config, self._pool(config), remote_id(vm.deploy_id), hard,
+                                     leaving)
 
     async def poweron(self, vm: VmRef, spec: DeploySpec) -> str:
         config = self._config()
