@@ -52,7 +52,7 @@ MEMORY = 128
 PUBLIC_CLOUD = [ TYPE = "one" ]
 """
 
-ACTIVE, RUNNING, BOOT, DONE, POWEROFF, SUSPENDED = 3, 3, 2, 6, 8, 5
+ACTIVE, RUNNING, BOOT, DONE, POWEROFF, SUSPENDED, UNDEPLOYED = 3, 3, 2, 6, 8, 5, 9
 #: The account's quotas at the peer: 4 cores, 2 GiB, 8 VMs.
 QUOTA = "VM = [ CPU = 4, MEMORY = 2048, VMS = 8 ]"
 
@@ -330,6 +330,18 @@ def test_lifecycle_actions_map_to_the_partner(peer: OnePeer, account: PeerUser,
             await driver.snapshot_revert(ref, snapshot)
             await driver.snapshot_delete(ref, snapshot)
             await driver.reboot(ref)
+
+            # Undeploy (leaving): the partner undeploys its VM too, from running or
+            # powered off, and resume brings it back.
+            await driver.poweroff(ref, hard=False, leaving=True)
+            assert state(remote)[0] == UNDEPLOYED
+            assert await driver.poweron(ref, spec) == ref.deploy_id
+            assert state(remote) == (ACTIVE, RUNNING)
+            await driver.poweroff(ref, hard=True, leaving=False)
+            await driver.poweroff(ref, hard=True, leaving=True)
+            assert state(remote)[0] == UNDEPLOYED
+            assert await driver.poweron(ref, spec) == ref.deploy_id
+            assert state(remote) == (ACTIVE, RUNNING)
 
             # A refusal names the partner VM's state, in one line.
             await driver.poweroff(ref, hard=True, leaving=False)
