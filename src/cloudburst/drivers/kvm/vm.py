@@ -404,8 +404,8 @@ class KvmVmDriver(VmDriver):
         else:
             await self._stop_guest(vm, settings)
         if leaving:
-            await self.pool.call(settings.uri, what, lambda connection: _remove(
-                connection, vm.deploy_id))
+            await self.pool.call(settings.uri, what, lambda connection: _remove_vm(
+                connection, settings, vm))
             _forget_context(settings, vm)
 
     async def poweron(self, vm: VmRef, spec: DeploySpec) -> str:
