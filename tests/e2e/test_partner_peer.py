@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyone
 import pytest
@@ -385,6 +386,7 @@ def test_onevm_poweroff_and_resume_reach_the_partner(peer: OnePeer, account: Pee
         wait_until(lambda: (one.vm.info(vm_id).STATE, one.vm.info(vm_id).LCM_STATE)
                    == (ACTIVE, RUNNING), 40, "RUNNING here")
         assert admin.vm.info(remote).STATE == ACTIVE
+        partner_actions_through_clients(first, one, admin, vm_id, remote)
 
         cli(first, "onevm", "poweroff", str(vm_id))
         wait_until(lambda: one.vm.info(vm_id).STATE == POWEROFF, 40, "POWEROFF again")
@@ -397,6 +399,57 @@ def test_onevm_poweroff_and_resume_reach_the_partner(peer: OnePeer, account: Pee
         assert len(live) == 1 and live[0] != remote, live
     finally:
         stop(first.process)
+
+
+def partner_actions_through_clients(first: RunningDaemon, one: pyone.OneServer, admin: Any,
+                                    vm_id: int, remote: int) -> None:
+    """undeploy, suspend, snapshots and resize of a partner-cloud VM through our CLI and
+    pyone: the state here, the history ACTION code and the partner VM's state or template."""
+    def here() -> tuple[int, int]:
+        vm = one.vm.info(vm_id)
+        return vm.STATE, vm.LCM_STATE
+
+    def last_action() -> int:
+        return int(list(one.vm.info(vm_id).HISTORY_RECORDS.HISTORY)[-1].ACTION)
+
+    def running_again(what: str) -> None:
+        wait_until(lambda: here() == (ACTIVE, RUNNING), 60, what)
+        assert admin.vm.info(remote).STATE == ACTIVE
+
+    cli(first, "onevm", "undeploy", str(vm_id))
+    wait_until(lambda: here()[0] == UNDEPLOYED, 40, "UNDEPLOYED here")
+    assert admin.vm.info(remote).STATE == UNDEPLOYED
+    one.vm.action("resume", vm_id)
+    running_again("RUNNING after the undeploy")
+    deploy_id = one.vm.info(vm_id).DEPLOY_ID
+    assert deploy_id == f"one-{remote}"  # the same partner VM
+    one.vm.action("suspend", vm_id)
+    wait_until(lambda: here()[0] == SUSPENDED, 40, "SUSPENDED here")
+    assert admin.vm.info(remote).STATE == SUSPENDED and last_action() == 10
+    cli(first, "onevm", "resume", str(vm_id))
+    running_again("RUNNING after the suspend")
+
+    cli(first, "onevm", "snapshot-create", str(vm_id), "here")
+    wait_until(lambda: "SNAPSHOT" in one.vm.info(vm_id).TEMPLATE
+               and here() == (ACTIVE, RUNNING), 40, "the snapshot")
+    assert last_action() == 37 and "SNAPSHOT" in admin.vm.info(remote).TEMPLATE
+    one.vm.snapshotrevert(vm_id, 0)
+    wait_until(lambda: last_action() == 39 and here() == (ACTIVE, RUNNING), 40, "the revert")
+    cli(first, "onevm", "snapshot-delete", str(vm_id), "0")
+    wait_until(lambda: "SNAPSHOT" not in one.vm.info(vm_id).TEMPLATE
+               and here() == (ACTIVE, RUNNING), 40, "the snapshot deleted")
+    assert last_action() == 38
+    wait_until(lambda: "SNAPSHOT" not in admin.vm.info(remote).TEMPLATE, 40,
+               "the partner's snapshot deleted")
+
+    one.vm.action("poweroff-hard", vm_id)
+    wait_until(lambda: here()[0] == POWEROFF, 40, "POWEROFF for the resize")
+    cli(first, "onevm", "resize", str(vm_id), "--cpu", "1", "--memory", "96")
+    wait_until(lambda: admin.vm.info(remote).TEMPLATE["MEMORY"] == "96", 40,
+               "the partner VM resized")
+    assert last_action() == 35 and one.vm.info(vm_id).TEMPLATE["MEMORY"] == "96"
+    one.vm.action("resume", vm_id)
+    running_again("RUNNING after the resize")
 
 
 def test_metrics_count_the_partner_api_calls_of_a_burst(peer: OnePeer, account: PeerUser,
