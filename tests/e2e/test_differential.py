@@ -57,7 +57,8 @@ ALLOWED = AllowList([
     Allowed(r"^too many parameters: (reply|message) ",
             "cloudburst refuses parameters beyond a method's signature (0x1000, naming the "
             "count) where oned ignores them, so a client's mistake is not silently dropped"),
-    Allowed(r"^(vm\.info[\w ]*|vmpool\.infoextended): extra (VM_POOL/)?VM/HISTORY_RECORDS/HISTORY/"
+    Allowed(r"^(vm\.info[\w ]*|vmpool\.infoextended|vmpool\.infoset extended): extra "
+            r"(VM_POOL/)?VM/HISTORY_RECORDS/HISTORY/"
             r"(ACTION_ID|PLAN_ID|REASON)$",
             "history fields pyone's schema still declares (REASON from oned 4/5, the plan "
             "fields of 6.x scheduling); extra elements clients ignore"),
@@ -422,6 +423,9 @@ def test_the_same_calls_get_the_same_shapes(one_peer: OnePeer, ours: RunningDaem
     both.step("vmpool.info", "one.vmpool.info", -2, -1, -1, -1)
     both.step("vmpool.infoextended", "one.vmpool.infoextended", -2, -1, -1, -1)
     both.step("vmpool.info page", "one.vmpool.info", -2, 0, -2, -1)
+    both.step("vmpool.infoset", "one.vmpool.infoset", "2,0,99, 1", False)
+    both.step("vmpool.infoset extended", "one.vmpool.infoset", "0,2x", True)
+    both.step("vmpool.infoset none", "one.vmpool.infoset", "a,b", False)
     both.step("vm.action wrong state", "one.vm.action", "resume", 2)
     both.step("vm.action missing", "one.vm.action", "terminate-hard", 99)
     both.step("vm.action terminate", "one.vm.action", "terminate-hard", 2)

@@ -6,7 +6,9 @@ them is in :mod:`cloudburst.api.xmlrpc`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable
+from typing import Final
 
 from cloudburst.api import documents
 from cloudburst.api.calls import Call, CallFailure, update_type
@@ -24,6 +26,9 @@ from cloudburst.errors import (
 )
 from cloudburst.service.access import caller_of
 from cloudburst.store.vm_pool import VmStamp
+
+#: An id at the start of an item of ``one.vmpool.infoset``'s list.
+_LEADING_NUMBER: Final = re.compile(r"-?\d+")
 
 __all__ = [
     "vm_action",
@@ -48,6 +53,7 @@ __all__ = [
     "vm_update",
     "vmpool_info",
     "vmpool_infoextended",
+    "vmpool_infoset",
 ]
 
 
@@ -222,6 +228,23 @@ async def vmpool_infoextended(call: Call, filter: int, start: int, end: int, sta
                               query: str = "") -> object:
     """``one.vmpool.infoextended``: as :func:`vmpool_info`, with full VM documents."""
     return await _vm_pool(call, (filter, start, end, state, query), extended=True)
+
+
+async def vmpool_infoset(call: Call, ids: str, extended: bool = False) -> object:
+    """``one.vmpool.infoset(ids [, extended])``: the VMs a comma-separated id list names
+    that the caller may use, highest id first (short or, with ``extended``, full
+    documents). As oned reads the list, each item counts by its leading number ("3",
+    " 3", "3x"); an item without one, or a VM that does not exist, is left out."""
+    wanted = {int(match.group()) for item in ids.split(",")
+              if (match := _LEADING_NUMBER.match(item.lstrip()))}
+    if not wanted:
+        return "<VM_POOL></VM_POOL>"
+    visible = await call.daemon.access.visible(caller_of(call.user), "VM")
+    stamps = await call.daemon.vms.pool_stamps(state=-2, first_id=min(wanted),
+                                               last_id=max(wanted), descending=True)
+    selected = pool_query(call.user, -2, -1, -1, visible=visible).select(
+        [stamp for stamp in stamps if stamp.id in wanted], _stamp_owner)
+    return await cache_of(call.daemon).document(call.daemon, selected, extended=extended)
 
 
 async def _vm_pool(call: Call, arguments: tuple[int, int, int, int, str], *,

@@ -124,6 +124,7 @@ METHODS: Final[dict[str, Handler]] = {
     "one.vm.chown": methods_vm.vm_chown,
     "one.vmpool.info": methods_vm.vmpool_info,
     "one.vmpool.infoextended": methods_vm.vmpool_infoextended,
+    "one.vmpool.infoset": methods_vm.vmpool_infoset,
     "one.template.allocate": methods_template.template_allocate,
     "one.template.info": methods_template.template_info,
     "one.template.instantiate": methods_template.template_instantiate,

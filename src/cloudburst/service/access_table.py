@@ -117,6 +117,7 @@ CHECKS: Final[dict[str, tuple[Check, ...]]] = {
         "snapshotrevert", "snapshotdelete")},
     "one.vmpool.info": _NONE,
     "one.vmpool.infoextended": _NONE,
+    "one.vmpool.infoset": _NONE,
     **_object("VM"),
     # templates
     "one.template.allocate": (Check(CREATE, "TEMPLATE"),),
@@ -133,7 +134,7 @@ CHECKS: Final[dict[str, tuple[Check, ...]]] = {
 #: Methods that change nothing (not recorded in the audit trail).
 READ_ONLY: Final = frozenset(
     name for name in CHECKS
-    if name.endswith((".info", ".infoextended", ".version", ".config")))
+    if name.endswith((".info", ".infoextended", ".infoset", ".version", ".config")))
 
 
 def target_of(method: str, params: Sequence[object]) -> str:
