@@ -175,3 +175,19 @@ def test_a_batch_with_nothing_on_its_way_waits_quietly_for_one_more() -> None:
         return recorder.batches
 
     assert run(scenario()) == [[1, 2]]
+
+
+def test_work_announced_during_the_quiet_wait_keeps_the_batch_open() -> None:
+    """A deploy still being written (announced in the backlog) when the quiet wait
+    ends keeps the batch open until it arrives."""
+    async def scenario() -> list[list[int]]:
+        recorder, backlog = Recorder(), WorkBacklog()
+        batches = coalescer(recorder, backlog, hold=30.0, quiet=1.0)
+        first = asyncio.ensure_future(batches.submit(HOST, 1))
+        await asyncio.sleep(0.01)
+        backlog.add(HOST, "deploy", 2)  # its state change is being written
+        second = asyncio.ensure_future(arrive(batches, backlog, 2, delay=1.5))
+        assert await asyncio.gather(first, second) == [2, 4]
+        return recorder.batches
+
+    assert run(scenario()) == [[1, 2]]

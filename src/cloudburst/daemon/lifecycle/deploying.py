@@ -28,7 +28,7 @@ from cloudburst.daemon.lifecycle.base import (
 from cloudburst.errors import ConflictError, IllegalActionError, ValidationError
 from cloudburst.model import reasons
 from cloudburst.model.cloud_sections import CloudSection, cloud_sections, no_section_reason
-from cloudburst.model.lifecycle import Event, Move
+from cloudburst.model.lifecycle import Event, Move, Work
 from cloudburst.model.reasons import PlacementReason
 from cloudburst.model.records import HistoryRecord, HostRecord, VmRecord, cpu_share
 from cloudburst.model.states import HostState, VmState
@@ -105,12 +105,18 @@ class Deploying(ManagerBase):
             stepped.known = Known(host, seq, None if section is None else section.attributes)
             return vm, stepped
 
-        before, stepped = await self.batched(vm_id, change)
-        assert stepped.known is not None
-        host = stepped.known.host
-        self.files.log(vm_id, "I", f"Deploying on host {host.name} "
-                                   f"(id {host_id}, driver {host.vm_mad})")
-        self.after_step(before, stepped, {})
+        # Announced while it is written: a batching driver keeps its batch open for it.
+        backlog = self.dispatcher.backlog
+        backlog.add(host_id, Work.DEPLOY.label, vm_id)
+        try:
+            before, stepped = await self.batched(vm_id, change)
+            assert stepped.known is not None
+            host = stepped.known.host
+            self.files.log(vm_id, "I", f"Deploying on host {host.name} "
+                                       f"(id {host_id}, driver {host.vm_mad})")
+            self.after_step(before, stepped, {})
+        finally:
+            backlog.discard(host_id, vm_id)  # its work, if it started, notes itself
         return stepped.vm
 
 

@@ -153,7 +153,8 @@ class Coalescer(Generic[K, T, R]):
                 try:
                     await asyncio.wait_for(arrived.wait(), timeout=self.quiet)
                 except TimeoutError:
-                    return
+                    if self._more(key) == 0:
+                        return
                 last = loop.time()
                 continue
             arrived.clear()
