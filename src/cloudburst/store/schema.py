@@ -111,6 +111,8 @@ vms = Table(
     Column("placement", Text, nullable=False, server_default=""),
     Index("ix_vms_state", "state", "id"),
     Index("ix_vms_host", "host_id", "state"),
+    #: The capacity held per host, summed from the index alone (``host_usage``).
+    Index("ix_vms_usage", "state", "host_id", "cpu_share", "memory"),
 )
 
 history = Table(
