@@ -19,7 +19,7 @@ from pathlib import Path
 import pyone
 import pytest
 from burst_helpers import RunningDaemon, conf_text, running_daemon, wait_for
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 from tenancy_xml import audit_ids, vm_quota
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -227,7 +227,8 @@ def test_instantiate_search_deploy_and_keyboard(daemon: RunningDaemon, one: pyon
         "descending"
     first_row = page.locator("tbody tr").first
     newest = max(vm.ID for vm in created)
-    assert first_row.get_attribute("data-vm") == str(newest)
+    # The header turns at the click; the rows follow when the server's sorted page arrives.
+    expect(first_row).to_have_attribute("data-vm", str(newest), timeout=20000)
 
     # Deploy a held VM to the chosen host from its page; the page follows it to RUNNING.
     first_row.get_by_role("link").click()

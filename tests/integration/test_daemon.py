@@ -1032,7 +1032,7 @@ def test_restart_after_a_crash_replays_the_deploy_with_the_same_token(tmp_path: 
 
         async def restart() -> VmRecord:
             async with running(settings) as daemon:
-                return await wait_vm(daemon, vm_id, lifecycle.RUNNING, timeout=8)
+                return await wait_vm(daemon, vm_id, lifecycle.RUNNING, timeout=60)
 
         vm = asyncio.run(restart())
     finally:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 from test_lease import FAST, until
 from test_lifecycle_faults import inject
 
@@ -201,3 +202,34 @@ async def _is(daemon: Daemon, vm_id: int, state: LcmState) -> bool:
 
 async def _in(daemon: Daemon, vm_id: int, state: VmState) -> bool:
     return (await daemon.vms.info(vm_id)).state is state
+
+
+def test_an_action_that_loses_its_compare_and_swap_to_another_daemon_is_judged_again(
+        pg_url: str, tmp_path: Path) -> None:
+    # Between the follower's read of the VM and its compare-and-swap, another
+    # connection commits a write of the VM (as the leader's poll does): the user's
+    # action must not fail with "changed by another action" but apply to what it wrote.
+    async def main() -> None:
+        async with leader_and_follower(tmp_path, pg_url) as (first, second):
+            await first.hosts.allocate("node", "dummy", "dummy")
+            vm_id = await first.vms.allocate(VM)
+            await until(lambda: _is(first, vm_id, LcmState.RUNNING), 30, "the VM to run")
+            raced: list[int] = []
+
+            @sqlalchemy.event.listens_for(second.db.write_engine, "before_cursor_execute")
+            def race(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+                if raced or not statement.lstrip().upper().startswith("UPDATE VMS"):
+                    return
+                with first.db.write_engine.begin() as other:
+                    other.exec_driver_sql(
+                        "UPDATE vms SET version = version + 1 WHERE id = %(id)s", {"id": vm_id})
+                raced.append(vm_id)
+
+            try:
+                await second.vms.action("poweroff-hard", vm_id)
+            finally:
+                sqlalchemy.event.remove(second.db.write_engine, "before_cursor_execute", race)
+            assert raced == [vm_id]  # the race really happened
+            await until(lambda: _in(first, vm_id, VmState.POWEROFF), 30, "the power-off")
+
+    asyncio.run(main())

@@ -34,6 +34,7 @@ from cloudburst.daemon.dispatcher import Dispatcher
 from cloudburst.daemon.files import VmFiles
 from cloudburst.drivers.base import DeploySpec, HostRef, VmRef
 from cloudburst.errors import (
+    ConflictError,
     DriverError,
     IllegalActionError,
     NotFoundError,
@@ -66,6 +67,9 @@ CAPACITY_BACKOFF = 60.0
 #: Most changes written by one store write (:meth:`ManagerBase.batched`): the writes of
 #: a pass of 1,000 placements leave room between them for an urgent write (a journal note).
 BATCH_CHANGES = 100
+
+#: Tries of one event that loses its compare-and-swap to another daemon's write.
+CONFLICT_ATTEMPTS = 4
 
 #: Extra inputs of the work an event starts (destination host, disk, snapshot...).
 WorkArgs = Mapping[str, Any]
@@ -396,6 +400,8 @@ class ManagerBase:
             NotFoundError: no such VM.
             IllegalActionError: illegal in the VM's state, or it moved on.
             UnsupportedActionError: the host's driver cannot do the work.
+            ConflictError: other daemons' writes won the compare-and-swap
+                ``CONFLICT_ATTEMPTS`` times in a row.
         """
         handed = not self.drives()
 
@@ -417,7 +423,15 @@ class ManagerBase:
                     stepped.known = Known(host, stepped.seq)
             return vm, stepped
 
-        before, stepped = await self.batched(vm_id, change)
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                before, stepped = await self.batched(vm_id, change)
+                break
+            except ConflictError:
+                # Another daemon (PostgreSQL) wrote the VM between this one's read and
+                # its compare-and-swap; the event is judged again on what it wrote.
+                if attempt == CONFLICT_ATTEMPTS:
+                    raise
         self.after_step(before, stepped, args or {})
         return stepped.vm
 
