@@ -249,12 +249,13 @@ def test_sigkill_while_deploying_50_vms(tmp_path: Path, fresh: list[MotoServer])
                 encoding="utf-8")
             vm_ids = submitted(cli(daemon, "onevm", "submit", "-m", "50", "vm"))
             assert len(vm_ids) == 50
-            wait_for(lambda: proxy.counts["RunInstances"] >= 15, timeout=60, interval=0.02)
+            # The 50 go out in a few batched calls. Killed as the first one reaches the
+            # proxy, which holds it 0.3 s and then forwards it: EC2 launches a batch
+            # whose answer nobody receives, the case exactly-once is about.
+            wait_for(lambda: proxy.counts["RunInstances"] >= 1, timeout=60, interval=0.01)
             kill(daemon)
         finally:
             stop(daemon.process)
-        launched_before = proxy.counts["RunInstances"]
-        assert launched_before < 50, "the kill came too late to test anything"
 
         daemon = start(tmp_path, None, port=daemon.port)
         try:
