@@ -41,6 +41,7 @@ from botocore.config import Config
 
 from cloudburst.drivers.base import UNOBSERVED, CloudApiEvent, CloudApiObserver
 from cloudburst.drivers.ec2.config import SiteConfig
+from cloudburst.drivers.ec2.credentials import Credentials
 from cloudburst.drivers.ec2.errors import classify
 from cloudburst.drivers.ec2.limits import RateLimiter, shared_limiter
 from cloudburst.errors import DriverError
@@ -64,6 +65,21 @@ def _quiet_sdk_loggers() -> None:
 def snake(action: str) -> str:
     """``RunInstances`` -> ``run_instances``."""
     return _SNAKE_RE.sub("_", action).lower()
+
+
+def boto_session(credentials: Credentials, region: str) -> Any:
+    """A boto3 session holding ``credentials`` (the one place they are revealed) for
+    ``region``; without keys, the profile or AWS's default credential chain."""
+    return boto3.session.Session(
+        aws_access_key_id=(credentials.access_key_id.reveal()
+                           if credentials.access_key_id else None),
+        aws_secret_access_key=(credentials.secret_access_key.reveal()
+                               if credentials.secret_access_key else None),
+        aws_session_token=(credentials.session_token.reveal()
+                           if credentials.session_token else None),
+        profile_name=None if credentials.explicit else credentials.profile,
+        region_name=region,
+    )
 
 
 class Site:
@@ -93,18 +109,7 @@ class Site:
 
     def _build_client(self) -> Any:
         config = self.config
-        credentials = config.credentials
-        session = boto3.session.Session(
-            aws_access_key_id=(credentials.access_key_id.reveal()
-                               if credentials.access_key_id else None),
-            aws_secret_access_key=(credentials.secret_access_key.reveal()
-                                   if credentials.secret_access_key else None),
-            aws_session_token=(credentials.session_token.reveal()
-                               if credentials.session_token else None),
-            profile_name=None if credentials.explicit else credentials.profile,
-            region_name=config.region,
-        )
-        return session.client(
+        return boto_session(config.credentials, config.region).client(
             "ec2", endpoint_url=config.endpoint_url, region_name=config.region,
             config=Config(
                 retries={"total_max_attempts": 1, "mode": "standard"},

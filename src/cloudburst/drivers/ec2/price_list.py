@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import boto3
 from botocore.config import Config
 
 from cloudburst.drivers.ec2 import types
+from cloudburst.drivers.ec2.client import boto_session
 from cloudburst.drivers.ec2.credentials import Credentials, credentials_from
 from cloudburst.drivers.ec2.env_file import empty_env_file, read_env_file
 from cloudburst.drivers.ec2.errors import classify
@@ -69,19 +69,11 @@ class PriceList:
 
 
 def _client(credentials: Credentials, endpoint_url: str | None, timeout: float) -> Any:
-    session = boto3.session.Session(
-        aws_access_key_id=(credentials.access_key_id.reveal()
-                           if credentials.access_key_id else None),
-        aws_secret_access_key=(credentials.secret_access_key.reveal()
-                               if credentials.secret_access_key else None),
-        aws_session_token=(credentials.session_token.reveal()
-                           if credentials.session_token else None),
-        profile_name=None if credentials.explicit else credentials.profile,
-        region_name=PRICING_REGION)
-    return session.client("pricing", endpoint_url=endpoint_url, region_name=PRICING_REGION,
-                          config=Config(retries={"total_max_attempts": 3, "mode": "standard"},
-                                        connect_timeout=timeout, read_timeout=timeout,
-                                        user_agent_extra="cloudburst"))
+    return boto_session(credentials, PRICING_REGION).client(
+        "pricing", endpoint_url=endpoint_url, region_name=PRICING_REGION,
+        config=Config(retries={"total_max_attempts": 3, "mode": "standard"},
+                      connect_timeout=timeout, read_timeout=timeout,
+                      user_agent_extra="cloudburst"))
 
 
 def _hourly_usd(product: Mapping[str, Any]) -> float | None:
