@@ -13,16 +13,22 @@ output, even when they fail.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import http.client
 import json
+import shutil
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
 import pyone
 import pytest
-from daemon_fixture import daemon_environment, free_port, start_daemon, wait_for
+from daemon_fixture import RunningDaemon, daemon_environment, free_port, start_daemon, wait_for
 
 import pg_server
 
@@ -148,19 +154,71 @@ def test_pg_restore_of_a_broken_backup_fails_in_one_line_without_the_password(
         assert one.vm.info(vm_id).STATE == 1  # PENDING, as it was left (no host)
 
 
+class EventStream(threading.Thread):
+    """A daemon's ``/api/v1/events`` read over HTTP (Basic credentials) until closed:
+    the VMs' last short states by name, and how many ``resync`` events came."""
+
+    def __init__(self, daemon: RunningDaemon) -> None:
+        super().__init__(daemon=True)
+        self.connection = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=300)
+        token = base64.b64encode(daemon.session.encode()).decode()
+        self.connection.request("GET", "/api/v1/events",
+                                headers={"Authorization": f"Basic {token}"})
+        response = self.connection.getresponse()
+        assert response.status == 200
+        self.response = response
+        self.states: dict[str, str] = {}
+        self.resyncs = 0
+        self.start()
+
+    def run(self) -> None:
+        event = ""
+        with contextlib.suppress(OSError, ValueError, http.client.HTTPException):
+            for line in self.response:
+                if line.startswith(b"event: "):
+                    event = line[7:].strip().decode()
+                    self.resyncs += event == "resync"
+                elif line.startswith(b"data: ") and event == "changes":
+                    for vm in json.loads(line[6:])["vms"]:
+                        self.states[vm["name"]] = vm["short_state"]
+
+    def close(self) -> None:
+        sock = self.connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the reading thread
+        self.join(timeout=10)
+        self.connection.close()
+
+
 def test_a_postgresql_server_that_stops_answering_is_named_and_recovered_from(
         tmp_path: Path) -> None:
-    """The server goes down under the daemon (its own server, not the shared one):
+    """The server goes down under two daemons (its own server, not the shared one):
     calls are refused naming the cause, never ``Internal error``; once it is back,
-    the daemon takes writes and runs VMs again by itself."""
+    the daemons take writes and run VMs again by themselves. Each daemon's event
+    stream (``/api/v1/events``, over HTTP) shows the VMs made through the other
+    one, before the outage and after it (their change feeds reconnect)."""
     with pg_server.postgres_server() as server:
         url, _ = _store(server, "down")
-        with start_daemon(tmp_path, oned_conf_extra=_conf(url)) as daemon:
+        with contextlib.ExitStack() as stack:
+            daemon = stack.enter_context(start_daemon(tmp_path / "a", oned_conf_extra=_conf(url)))
+            (tmp_path / "b" / "home").mkdir(parents=True)
+            shutil.copy(daemon.auth_file, tmp_path / "b" / "home" / "one_auth")
+            follower = stack.enter_context(start_daemon(tmp_path / "b",
+                                                        oned_conf_extra=_conf(url)))
+            streams = [EventStream(daemon), EventStream(follower)]
+            for stream in streams:
+                stack.callback(stream.close)
             one = pyone.OneServer(daemon.url, session=daemon.session, timeout=60)
+            other = pyone.OneServer(follower.url, session=follower.session, timeout=60)
             host_id = one.host.allocate("h0", "dummy", "dummy")
             # Monitored first (state 2), so the VM made after the outage need not wait
             # for the host's next MONITORING_INTERVAL.
             wait_for(lambda: one.host.info(host_id).STATE == 2, timeout=NOTICE_TIMEOUT)
+            # The first daemon leads; what is made through it shows on the follower's page.
+            one.vm.allocate('NAME = "before"\n' + VM)
+            wait_for(lambda: streams[1].states.get("before") == "runn", timeout=NOTICE_TIMEOUT)
+            resyncs = [stream.resyncs for stream in streams]
             server.stop()
             answers: list[str] = []
             try:
@@ -181,7 +239,21 @@ def test_a_postgresql_server_that_stops_answering_is_named_and_recovered_from(
             assert not [answer for answer in answers if "Internal error" in answer], answers
             assert "Store unavailable" in answers[-1]
             assert not [answer for answer in answers if PASSWORD in answer]
-            vm_id = wait_for(lambda: one.vm.allocate(VM), timeout=NOTICE_TIMEOUT, interval=0.5)
-            wait_for(lambda: one.vm.info(vm_id).LCM_STATE == 3, timeout=2 * NOTICE_TIMEOUT)
-            assert PASSWORD not in daemon.output()
-            assert "Traceback" not in daemon.output()  # one line per fault, never a traceback
+            # Both feeds reconnect (each tells its pages to reload what they show) ...
+            wait_for(lambda: all(stream.resyncs > count
+                                 for stream, count in zip(streams, resyncs, strict=True)),
+                     timeout=NOTICE_TIMEOUT)
+            # ... and carry the changes made through the other daemon after the outage,
+            # whichever of the two leads now.
+            wait_for(lambda: one.vm.allocate('NAME = "after-a"\n' + VM), timeout=NOTICE_TIMEOUT,
+                     interval=0.5)
+            wait_for(lambda: other.vm.allocate('NAME = "after-b"\n' + VM),
+                     timeout=NOTICE_TIMEOUT, interval=0.5)
+            for stream in streams:
+                wait_for(lambda stream=stream: stream.states.get("after-a") == "runn"
+                         and stream.states.get("after-b") == "runn",
+                         timeout=2 * NOTICE_TIMEOUT)
+            for running in (daemon, follower):
+                assert running.process.poll() is None
+                assert PASSWORD not in running.output()
+                assert "Traceback" not in running.output()  # one line per fault, never a traceback
