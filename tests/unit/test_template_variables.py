@@ -1,12 +1,16 @@
-"""``$VARIABLE`` expansion in CONTEXT (cloudburst.template.variables): the rules the
-OpenNebula 6.10 peer follows (tests/e2e/test_context_variables.py compares both)."""
+"""``$VARIABLE`` expansion in CONTEXT (cloudburst.template.variables, and
+cloudburst.service.vm_template for ``$TEMPLATE`` and ``one.vm.updateconf``): the rules
+the OpenNebula 6.10 peer follows (tests/e2e/test_context_variables.py compares both)."""
 
 from __future__ import annotations
+
+import base64
 
 import pytest
 
 from cloudburst.errors import ValidationError
-from cloudburst.template import parse
+from cloudburst.service.vm_template import expand_context, reconfigured
+from cloudburst.template import Template, parse
 from cloudburst.template.variables import Reference, Scope, expand, expand_vector, references
 
 VM = parse('''
@@ -77,3 +81,38 @@ def test_a_vector_is_expanded_key_by_key_and_errors_name_the_key() -> None:
         "HOSTNAME": "web", "PLAIN": "x"}
     with pytest.raises(ValidationError, match=r"^CONTEXT/BAD: "):
         expand_vector({"OK": "$NAME", "BAD": "$"}, SCOPE, "CONTEXT")
+
+
+def test_template_is_the_rendered_document_in_base64_and_rendered_only_when_named() -> None:
+    rendered: list[str] = []
+
+    def document() -> str:
+        rendered.append("x")
+        return "<VM><ID>7</ID></VM>"
+
+    def expanded(context: str) -> dict[str, str]:
+        template = parse(f"CPU = 1\nCONTEXT = [ {context} ]")
+        result = expand_context(template, Template(), vm_id=7, name="web", owner=None,
+                                group=None, document=document)
+        return result.get_vector("CONTEXT") or {}
+
+    assert expanded('T = "$TEMPLATE", N = "$NAME"') == {
+        "T": base64.b64encode(b"<VM><ID>7</ID></VM>").decode(), "N": "web"}
+    assert expanded('T = "$template[X]", N = "\\$TEMPLATE"') == {"T": "", "N": "\\$TEMPLATE"}
+    assert rendered == ["x"]
+
+
+def test_updateconf_changes_only_its_sections_and_keeps_the_context_cd() -> None:
+    vm = parse('CPU = 1\nOS = [ ARCH = "x86_64" ]\nGRAPHICS = [ TYPE = "vnc" ]\n'
+               'CONTEXT = [ A = "1", DISK_ID = "0", TARGET = "hda" ]')
+    replaced = reconfigured(vm, parse('CONTEXT = [ B = "$NAME" ]\nCPU = 8\nFOO = 1'),
+                            merge=False)
+    assert replaced.to_text() == parse(
+        'CPU = 1\nCONTEXT = [ DISK_ID = "0", TARGET = "hda", B = "$NAME" ]').to_text()
+    kept = reconfigured(vm, parse('GRAPHICS = [ TYPE = "spice" ]'), merge=False)
+    assert kept.get_vector("CONTEXT") == vm.get_vector("CONTEXT") and "OS" not in kept
+    merged = reconfigured(vm, parse('GRAPHICS = [ LISTEN = "0.0.0.0" ]'), merge=True)
+    assert merged.get_vector("GRAPHICS") == {"TYPE": "vnc", "LISTEN": "0.0.0.0"}
+    assert merged.get_vector("OS") == {"ARCH": "x86_64"}
+    with pytest.raises(ValidationError, match="GRAPHICS must be given once, as a vector"):
+        reconfigured(vm, parse('GRAPHICS = "vnc"'), merge=False)

@@ -51,6 +51,7 @@ __all__ = [
     "vm_snapshotrevert",
     "vm_unlock",
     "vm_update",
+    "vm_updateconf",
     "vmpool_info",
     "vmpool_infoextended",
     "vmpool_infoset",
@@ -196,6 +197,11 @@ async def _refused_as_action(action: str, work: Awaitable[int]) -> int:
 async def vm_update(call: Call, id: int, template: str, type: int = 0) -> object:
     """``one.vm.update(id, template [, type])``: type 0 replaces, 1 merges."""
     return await call.daemon.vms.update(id, template, merge=update_type(type))
+
+
+async def vm_updateconf(call: Call, id: int, template: str, type: int = 0) -> object:
+    """``one.vm.updateconf(id, template [, type])``: type 0 replaces, 1 merges."""
+    return await call.daemon.vms.update_conf(id, template, merge=update_type(type))
 
 
 async def vm_rename(call: Call, id: int, name: str) -> object:

@@ -103,6 +103,7 @@ METHODS: Final[dict[str, Handler]] = {
     "one.vm.deploy": methods_vm.vm_deploy,
     "one.vm.action": methods_vm.vm_action,
     "one.vm.update": methods_vm.vm_update,
+    "one.vm.updateconf": methods_vm.vm_updateconf,
     "one.vm.migrate": methods_vm.vm_migrate,
     "one.vm.recover": methods_vm.vm_recover,
     "one.vm.resize": methods_vm.vm_resize,

@@ -17,6 +17,7 @@ import logging
 import math
 from typing import Any
 
+from cloudburst.api.documents import vm_pool_entry
 from cloudburst.config.settings import Settings
 from cloudburst.daemon.change_feed import ChangeFeed
 from cloudburst.daemon.dispatcher import Dispatcher
@@ -28,6 +29,7 @@ from cloudburst.daemon.monitor import Monitor
 from cloudburst.daemon.recovery import recover
 from cloudburst.daemon.scheduler import SchedulerLoop
 from cloudburst.events import EventBus
+from cloudburst.model.records import VmRecord
 from cloudburst.service.access import AccessService
 from cloudburst.service.audit import AuditService
 from cloudburst.service.facade import API_VERSION
@@ -53,6 +55,12 @@ STORE_WATCH_INTERVAL = 2.0
 
 VERSION = API_VERSION
 """The OpenNebula API version cloudburst speaks (``one.system.version``)."""
+
+
+def _vm_document(vm: VmRecord, uname: str, gname: str) -> str:
+    """The VM's ``one.vm.info`` document without cloudburst's additions (placement,
+    cost): what ``$TEMPLATE`` in a CONTEXT encodes, as oned's has only its own."""
+    return vm_pool_entry(vm, extended=True, uname=uname, gname=gname)
 
 
 class Daemon:
@@ -90,7 +98,7 @@ class Daemon:
             on_host_changed=self.scheduler.wake,
             orphan_grace_period=settings.orphan_grace_period)
         self.vms = VmService(self.db, self.lifecycle, self._new_vms,
-                             checks=self._template_checks)
+                             checks=self._template_checks, document=_vm_document)
         self.hosts = HostService(self.db, self.dispatcher, self._monitor_now,
                                  self._wake_scheduler, self.events,
                                  reschedule=self.vms.reschedule_host)

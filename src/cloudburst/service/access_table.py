@@ -108,6 +108,7 @@ CHECKS: Final[dict[str, tuple[Check, ...]]] = {
     "one.vm.deploy": (Check(ADMIN, "VM", 0), Check(MANAGE, "HOST", 1)),
     "one.vm.action": (Check(_action_operation, "VM", 1),),
     "one.vm.update": (Check(MANAGE, "VM", 0),),
+    "one.vm.updateconf": (Check(MANAGE, "VM", 0),),
     "one.vm.rename": (Check(MANAGE, "VM", 0),),
     "one.vm.migrate": (Check(ADMIN, "VM", 0), Check(MANAGE, "HOST", 1)),
     "one.vm.recover": (Check(ADMIN, "VM", 0),),

@@ -11,6 +11,8 @@ the VM has its id (:mod:`cloudburst.template.variables`).
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -21,6 +23,11 @@ from cloudburst.template import Template
 from cloudburst.template.limits import check_name
 from cloudburst.template.variables import Scope, expand_vector, references
 
+#: The sections ``one.vm.updateconf`` changes (oned's list less what needs its disks
+#: and networks).
+CONF_SECTIONS: Final = ("OS", "FEATURES", "INPUT", "GRAPHICS", "RAW", "CPU_MODEL", "CONTEXT")
+#: The context CD-ROM's keys, kept when ``one.vm.updateconf`` replaces CONTEXT.
+_CD_KEYS: Final = ("DISK_ID", "TARGET")
 #: Largest CPU a VM may ask for (physical CPUs).
 MAX_CPU: Final = 1_000_000.0
 #: Largest MEMORY a VM may ask for, in MB (what a 32-bit counter holds: 2 PB).
@@ -65,26 +72,70 @@ def prepare(template: Template) -> PreparedVm:
 
 
 def expand_context(template: Template, user_template: Template, *, vm_id: int, name: str,
-                   owner: UserRecord | None, group: GroupRecord | None) -> Template:
+                   owner: UserRecord | None, group: GroupRecord | None,
+                   document: Callable[[], str] | None = None) -> Template:
     """``template`` with the ``$VARIABLE`` references of its ``CONTEXT`` expanded.
 
-    ``template`` and ``user_template`` are the new VM's (as :func:`prepare`
+    ``template`` and ``user_template`` are the VM's (as :func:`prepare`
     split them, ``VMID`` set); ``owner`` and ``group`` its owner's user and
-    group (``None``: unknown, their ids and names expand to nothing).
+    group (``None``: unknown, their ids and names expand to nothing);
+    ``document`` renders the VM's XML document as it stands with ``template``
+    (called only for a ``$TEMPLATE`` reference, which is that document in
+    base64, as oned gives it; without it ``$TEMPLATE`` expands to nothing).
     """
-    if not any("$" in value for context in template.vectors("CONTEXT")
-               for value in context.values()):
+    contexts = template.vectors("CONTEXT")
+    if not any("$" in value for context in contexts for value in context.values()):
         return template
+    names = {"NAME": name, "VMID": str(vm_id),
+             "UID": str(owner.id) if owner else "",
+             "UNAME": owner.name if owner else "",
+             "GID": str(group.id) if group else "",
+             "GNAME": group.name if group else ""}
+    if document is not None and any(
+            reference.name == "TEMPLATE" and reference.key is None
+            for context in contexts for key, value in context.items() if "$" in value
+            for reference in references(value, f"CONTEXT/{key}")):
+        names["TEMPLATE"] = base64.b64encode(document().encode()).decode()
     scope = Scope(template=template, user_template=user_template,
-                  owner_template=owner.template if owner else Template(),
-                  names={"NAME": name, "VMID": str(vm_id),
-                         "UID": str(owner.id) if owner else "",
-                         "UNAME": owner.name if owner else "",
-                         "GID": str(group.id) if group else "",
-                         "GNAME": group.name if group else ""})
+                  owner_template=owner.template if owner else Template(), names=names)
     return Template((attribute, expand_vector(value, scope, "CONTEXT")
                      if attribute == "CONTEXT" and isinstance(value, dict) else value)
                     for attribute, value in template)
+
+
+def reconfigured(template: Template, new: Template, *, merge: bool) -> Template:
+    """``template`` (a VM's system template) with ``one.vm.updateconf``'s ``new`` applied,
+    as the OpenNebula 6.10 peer does.
+
+    Only :data:`CONF_SECTIONS` change; anything else in ``new`` is ignored.
+    Replacing (not ``merge``): each section ``new`` has replaces the VM's, each
+    it lacks is removed, except ``CONTEXT``, which stays unless ``new`` gives
+    one; the new ``CONTEXT`` keeps the CD-ROM's ``DISK_ID`` and ``TARGET``.
+    Merging: the keys of each section ``new`` has replace or join the VM's.
+    ``CONTEXT``'s new values are returned as written: expand them with
+    :func:`expand_context` (and keep only those from its result).
+
+    Raises:
+        ValidationError: ``new`` gives a section as a single value (or twice).
+    """
+    result = template.copy()
+    for section in CONF_SECTIONS:
+        given = new.get_all(section)
+        first = given[0] if given else None
+        if len(given) > 1 or isinstance(first, str):
+            raise ValidationError(f"{section} must be given once, as a vector "
+                                  f"({section} = [ ... ])")
+        old = template.get_vector(section)
+        if first is not None:
+            vector = dict(first)
+            if merge and old is not None:
+                vector = {**old, **vector}
+            elif section == "CONTEXT" and old is not None:
+                vector = {**{key: old[key] for key in _CD_KEYS if key in old}, **vector}
+            result.set(section, vector)
+        elif not merge and section != "CONTEXT":
+            result.remove(section)
+    return result
 
 
 def _positive_number(template: Template, name: str, limit: float, *,

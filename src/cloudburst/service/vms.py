@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
@@ -16,6 +17,7 @@ from cloudburst.errors import (
     IllegalActionError,
     LockedError,
     NotFoundError,
+    StateRefusedError,
     ValidationError,
 )
 from cloudburst.model import devices
@@ -24,7 +26,7 @@ from cloudburst.model.lifecycle import ACTION_EVENTS
 from cloudburst.model.records import VmRecord
 from cloudburst.model.snapshots import vm_snapshot
 from cloudburst.model.states import LcmState, VmState
-from cloudburst.service.vm_template import expand_context, prepare
+from cloudburst.service.vm_template import expand_context, prepare, reconfigured
 from cloudburst.store import backoffs, group_pool, quota_pool, user_pool, vm_logs, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.sequences import next_ids
@@ -41,17 +43,24 @@ from cloudburst.store.vm_search import (
 )
 from cloudburst.template import Template
 from cloudburst.template.limits import check_name, check_template, parse_submitted
+from cloudburst.template.variables import references
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 #: Validators for driver-specific template rules (e.g. EC2's AMI), run at allocation.
 TemplateCheck = Callable[[Template], None]
+#: Renders a VM's XML document as ``one.vm.info`` gives it (the VM, its owner's
+#: name, its group's name): what ``$TEMPLATE`` in CONTEXT stands for.
+VmDocument = Callable[[VmRecord, str, str], str]
 
 
 #: Operation levels a lock refuses (OpenNebula's USE, MANAGE, ADMIN; 4 is everything).
 _LOCK_LEVELS = {1: "use", 2: "manage", 3: "admin", 4: "all"}
 _MANAGE, _ADMIN = 2, 3
+#: States ``one.vm.updateconf`` works in: the VM is on no hypervisor, so its next
+#: deploy builds it (and its context CD-ROM) from the changed template.
+_CONF_STATES = frozenset({VmState.PENDING, VmState.HOLD, VmState.UNDEPLOYED})
 
 #: Ids per query when reading VMs by id (well under every backend's parameter limit).
 _ID_CHUNK = 900
@@ -73,11 +82,26 @@ class VmService:
 
     def __init__(self, db: Database, lifecycle: LifecycleManager,
                  on_new_vm: Callable[[], None],
-                 checks: Callable[[], list[TemplateCheck]] = list) -> None:
+                 checks: Callable[[], list[TemplateCheck]] = list,
+                 document: VmDocument | None = None) -> None:
         self.db = db
         self.lifecycle = lifecycle
         self._on_new_vm = on_new_vm
         self._checks = checks
+        self._document = document
+
+    def _expanded(self, connection: Connection, vm: VmRecord, template: Template,
+                  user_template: Template) -> Template:
+        """``template`` (the system template of ``vm``, or its new one) with its
+        CONTEXT's references expanded, in ``connection``'s transaction."""
+        owner = _found(user_pool.get_user, connection, vm.uid)
+        group = _found(group_pool.get_group, connection, vm.gid)
+        render = self._document
+        document = None if render is None else (
+            lambda: render(replace(vm, template=template, user_template=user_template),
+                           owner.name if owner else "", group.name if group else ""))
+        return expand_context(template, user_template, vm_id=vm.id, name=vm.name,
+                              owner=owner, group=group, document=document)
 
     async def allocate(self, text: str, *, hold: bool = False, uid: int = 0, gid: int = 0,
                        name: str | None = None) -> int:
@@ -115,9 +139,6 @@ class VmService:
             if hold:
                 system.set("SUBMIT_ON_HOLD", "YES")  # as oned records a VM submitted held
             vm_name = name or prepared.name or f"{name_prefix or 'one'}-{vm_id}"
-            system = expand_context(system, prepared.user_template, vm_id=vm_id, name=vm_name,
-                                    owner=_found(user_pool.get_user, connection, uid),
-                                    group=_found(group_pool.get_group, connection, gid))
             record = VmRecord(
                 id=vm_id, name=vm_name,
                 uid=uid, gid=gid,
@@ -126,6 +147,8 @@ class VmService:
                 host_id=None, template=system, user_template=prepared.user_template,
                 cpu=prepared.cpu, memory=prepared.memory, version=0,
             )
+            record = replace(record, template=self._expanded(
+                connection, record, system, prepared.user_template))
             vm_pool.insert_vms(connection, [record])
             return record
 
@@ -399,6 +422,44 @@ class VmService:
             user_template.merge(new, replace=True)
             check_template(user_template)
             vm_pool.update_vm(connection, vm, user_template=user_template)
+
+        await self.db.write(write)
+        return vm_id
+
+    async def update_conf(self, vm_id: int, text: str, *, merge: bool) -> int:
+        """Change the VM's configuration sections (:func:`.vm_template.reconfigured`);
+        a new CONTEXT is expanded as at allocation, with the VM as it is now.
+
+        Allowed while the VM is on no hypervisor (PENDING, HOLD, UNDEPLOYED): the
+        change applies at its next deploy.
+
+        Raises:
+            StateRefusedError: any other state.
+            ValidationError: a section is not a vector, or a reference is malformed.
+        """
+        new = parse_submitted(text)
+        for context in new.vectors("CONTEXT"):
+            for key, value in context.items():
+                references(value, f"CONTEXT/{key}")
+        await self._unlocked(vm_id, _MANAGE)
+
+        def write(connection: Connection) -> None:
+            vm = vm_pool.get_vm(connection, vm_id, with_history=False)
+            if vm.state not in _CONF_STATES:
+                label = vm.lcm_state.name if vm.state is VmState.ACTIVE else vm.state.name
+                raise StateRefusedError(f"configuration cannot be updated in state {label}",
+                                        action="updateconf", state=label)
+            template = reconfigured(vm.template, new, merge=merge)
+            given = new.get_vector("CONTEXT")
+            if given:
+                context = self._expanded(connection, vm, template,
+                                         vm.user_template).get_vector("CONTEXT") or {}
+                if merge:
+                    context = {**(vm.template.get_vector("CONTEXT") or {}),
+                               **{key: context[key] for key in given}}
+                template.set("CONTEXT", context)
+            check_template(template)
+            vm_pool.update_vm(connection, vm, template=template)
 
         await self.db.write(write)
         return vm_id

@@ -21,11 +21,13 @@ this module with it:
   an unclosed ``[``, a ``]``, ``,`` or ``=`` right after a reference, and a
   letter, digit, ``_`` or ``[`` right after a ``$NAME[KEY]`` are errors (the
   peer's grammar reads them as its own tokens): the VM is not created;
+* ``$TEMPLATE`` is the whole VM document (``one.vm.info``'s ``VM``, its
+  ``CONTEXT`` not yet expanded) in base64; the caller renders it
+  (:attr:`Scope.names`);
 * ``\$`` is kept as written and not expanded.
 
-Differences from the peer: ``$TEMPLATE`` (the peer's VM document in base64)
-is looked up as an ordinary name, and ``$NETWORK[...]``/``$IMAGE[...]`` find
-nothing (there are no virtual network or image pools here). What the caller
+Difference from the peer: ``$NETWORK[...]``/``$IMAGE[...]`` find nothing
+(there are no virtual network or image pools here). What the caller
 resolves is given as a :class:`Scope`.
 """
 
