@@ -93,7 +93,8 @@ async def wait_until(predicate: object, timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
-async def burst(proxy: FaultProxy, vm_count: int) -> dict[str, float]:
+async def burst(proxy: FaultProxy, vm_count: int, *, show: bool = False
+                ) -> dict[str, float]:
     home = Path(tempfile.mkdtemp(prefix="cloudburst-bench-ec2-")) / "home"
     write_home(home, proxy.url, vm_count)
     settings, _ = load_settings(home)
@@ -118,9 +119,14 @@ async def burst(proxy: FaultProxy, vm_count: int) -> dict[str, float]:
         await wait_until(all_running, 900)
         running = time.perf_counter() - first
         deploy_calls = proxy.counts
+        timeline = proxy.timeline
         batches = list(driver.launcher.batches.sizes)
         spans = list(driver.launcher.batches.spans)
 
+        if show:
+            for action, start, end in timeline:
+                print(f"{action:<24} {start - first_monotonic:7.3f} -> "
+                      f"{end - first_monotonic:7.3f}", file=sys.stderr)
         stop_started = time.perf_counter()
         await asyncio.gather(*(daemon.lifecycle.act(vm_id, Event.TERMINATE_HARD)
                                for vm_id in vm_ids))
@@ -151,6 +157,9 @@ async def burst(proxy: FaultProxy, vm_count: int) -> dict[str, float]:
         "first_launch_s": min(start for start, _ in spans) - first_monotonic,
         "last_answer_s": max(end for _, end in spans) - first_monotonic,
         "after_last_answer_s": running - (max(end for _, end in spans) - first_monotonic),
+        # Other calls moto answered during the burst compete with the launches for it.
+        "describe_busy_during_burst_s": sum(
+            end - start for action, start, end in timeline if action == "DescribeInstances"),
     }
 
 
@@ -181,7 +190,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
             sizes = sorted({*sizes, args.vms})
         if sizes:
             figures.update(floor(server, sizes))
-        figures.update(await burst(proxy, args.vms))
+        figures.update(await burst(proxy, args.vms, show=args.timeline))
         if args.floor:
             figures["moto_floor_s"] = (figures[f"moto_run_{args.vms}_s"]
                                        + figures[f"moto_describe_{args.vms}_s"])
@@ -196,6 +205,8 @@ def main() -> int:
                         help="also time one bare RunInstances of --vms instances on moto")
     parser.add_argument("--sizes", default="",
                         help="comma list of batch sizes to time as bare RunInstances calls")
+    parser.add_argument("--timeline", action="store_true",
+                        help="print each call moto answered during the burst (stderr)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     figures = asyncio.run(main_async(args))

@@ -262,6 +262,8 @@ class _State:
     delays: dict[str, float] = field(default_factory=dict)
     reclaimed: set[str] = field(default_factory=set)
     gates: dict[str, _Gate] = field(default_factory=dict)
+    #: ``(action, started, answered)`` of each forwarded call, ``time.monotonic()``.
+    timeline: list[tuple[str, float, float]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -340,7 +342,10 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.kind == "drop_before":
                 self._drop()
                 return
+        started = time.monotonic()
         status, answer, content_type = self._forward(body)
+        with state.lock:
+            state.timeline.append((action, started, time.monotonic()))
         if status == 200 and token and state.dedupe:
             with state.lock:
                 state.tokens.setdefault(token, answer)
@@ -416,6 +421,14 @@ class FaultProxy:
     def reset_counts(self) -> None:
         with self._state.lock:
             self._state.counts.clear()
+            self._state.timeline.clear()
+
+    @property
+    def timeline(self) -> list[tuple[str, float, float]]:
+        """``(action, started, answered)`` of each call forwarded upstream since the
+        last :meth:`reset_counts`, ``time.monotonic()`` (a copy)."""
+        with self._state.lock:
+            return list(self._state.timeline)
 
     def add_fault(self, action: str, kind: str, *, times: int | None = 1, delay: float = 0.0,
                   status: int = 400, code: str = "", message: str = "", skip: int = 0) -> Fault:

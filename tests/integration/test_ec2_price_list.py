@@ -24,6 +24,7 @@ import pytest
 
 from cloudburst.drivers.base import DriverContext, DriverOptions, HostRef
 from cloudburst.drivers.ec2.information import Ec2InformationDriver
+from cloudburst.errors import DriverError
 from cloudburst.model.offers import offers_of
 from ec2_sites import write_rc
 from pricing_server import ACCESS_KEY, SECRET_KEY, PricingServer
@@ -136,3 +137,88 @@ def test_an_unreachable_api_keeps_the_shipped_table(tmp_path: Path) -> None:
     assert SECRET_KEY not in done.stderr and ACCESS_KEY not in done.stderr
     assert not (etc / "im_ec2" / "ec2_prices.conf").exists()
     assert offered(etc)["m5.large"] == 0.096  # the shipped table
+
+
+def driver_of(etc: Path) -> Ec2InformationDriver:
+    return Ec2InformationDriver(DriverContext(
+        name="im_ec2", executable="one_im_ec2", arguments=("im_ec2/im_ec2.conf",),
+        options=DriverOptions(), etc_dir=etc, remotes_dir=etc.parent, var_dir=etc.parent))
+
+
+async def monitored(driver: Ec2InformationDriver) -> dict[str, float]:
+    info = await driver.monitor(HOST)
+    return {offer.name: offer.price for offer in offers_of(info.attributes)}
+
+
+def test_the_daemon_refreshes_a_table_older_than_prices_refresh(
+        tmp_path: Path, pricing: PricingServer) -> None:
+    etc = home_with(tmp_path, region="eu-west-1")
+    conf = etc / "im_ec2" / "im_ec2.conf"
+    conf.write_text(IM_CONF + f"PRICES_REFRESH=3600\nPRICES_ENDPOINT={pricing.url}\n",
+                    encoding="utf-8")
+    table = etc / "im_ec2" / "ec2_prices.conf"
+
+    async def scenario() -> None:
+        driver = driver_of(etc)
+        try:
+            before = len(pricing.requests)
+            # no table in the home yet: this monitoring reports the shipped one and
+            # starts the refresh in the background; the next one reads what it wrote
+            assert (await monitored(driver))["m5.large"] == 0.096
+            await driver.prices.settled()
+            assert len(pricing.requests) == before + 2  # two pages of eu-west-1
+            assert await monitored(driver) == {"m5.large": 0.107, "t3.small": 0.0228}
+            await driver.prices.settled()
+            assert len(pricing.requests) == before + 2  # fresh: not fetched again
+            # an hour later (the table's age is its file's) it is fetched again
+            table.write_text("PRICE_M5_LARGE=0.5\n", encoding="utf-8")
+            old = table.stat().st_mtime - 3601
+            os.utime(table, (old, old))
+            assert (await monitored(driver))["m5.large"] == 0.5
+            await driver.prices.settled()
+            assert len(pricing.requests) == before + 4
+            assert (await monitored(driver))["m5.large"] == 0.107
+        finally:
+            await driver.close()
+
+    asyncio.run(scenario())
+    assert stat.S_IMODE(table.stat().st_mode) == 0o600
+
+
+def test_a_refused_timed_refresh_keeps_the_table_says_so_once_and_waits(
+        tmp_path: Path, pricing: PricingServer, caplog: pytest.LogCaptureFixture) -> None:
+    secret = "not-the-secret-but-a-long-one-0123456789"
+    etc = home_with(tmp_path, region="us-east-1", secret_key=secret)
+    (etc / "im_ec2" / "im_ec2.conf").write_text(
+        IM_CONF + f"PRICES_REFRESH=60\nPRICES_ENDPOINT={pricing.url}\n", encoding="utf-8")
+    table = etc / "im_ec2" / "ec2_prices.conf"
+    table.write_text("PRICE_M5_LARGE=0.5\n", encoding="utf-8")
+    old = table.stat().st_mtime - 61
+    os.utime(table, (old, old))
+
+    async def scenario() -> None:
+        driver = driver_of(etc)
+        try:
+            before = len(pricing.requests)
+            for _ in range(3):  # refused once; not asked again at every monitoring
+                assert (await monitored(driver))["m5.large"] == 0.5
+                await driver.prices.settled()
+            assert len(pricing.requests) == before + 1
+        finally:
+            await driver.close()
+
+    with caplog.at_level("WARNING", logger="cloudburst.drivers.ec2.price_refresh"):
+        asyncio.run(scenario())
+    lines = [record.getMessage() for record in caplog.records
+             if record.name == "cloudburst.drivers.ec2.price_refresh"]
+    assert len(lines) == 1 and "InvalidSignatureException" in lines[0], lines
+    assert "\n" not in lines[0] and secret not in lines[0] and ACCESS_KEY not in lines[0]
+    assert table.read_text(encoding="utf-8") == "PRICE_M5_LARGE=0.5\n"
+
+
+def test_prices_refresh_must_be_seconds(tmp_path: Path) -> None:
+    etc = home_with(tmp_path, region="us-east-1")
+    (etc / "im_ec2" / "im_ec2.conf").write_text(IM_CONF + "PRICES_REFRESH=daily\n",
+                                                 encoding="utf-8")
+    with pytest.raises(DriverError, match="PRICES_REFRESH: must be a whole number"):
+        asyncio.run(driver_of(etc).monitor(HOST))

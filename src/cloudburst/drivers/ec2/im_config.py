@@ -7,7 +7,10 @@
 Optional ``DEFAULT_INSTANCE_TYPE`` (else the ``INSTANCETYPE`` of
 ``VMM_DEFAULTS``, default ``vmm_ec2/vmm_ec2.conf``, else ``m1.small``).
 Prices (:mod:`.pricing`): ``PRICE_<TYPE>=N`` (US$ per hour) over the table of
-``PRICES_FILE`` (default: the shipped ``ec2_prices.conf``).
+``PRICES_FILE`` (default: the shipped ``ec2_prices.conf``). ``PRICES_REFRESH=N``
+(seconds, default 0 = never) has the daemon rewrite that table from the AWS
+Price List API once it is older than that (:mod:`.price_refresh`; e.g. 86400 for
+daily), at ``PRICES_ENDPOINT`` when set (else AWS's own).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ log = logging.getLogger(__name__)
 ErrorFor = Callable[[str, str], ConfigError]
 
 _IM_KEYS: Final = frozenset({*types.LEGACY_CLASSES, "DEFAULT_INSTANCE_TYPE", "VMM_DEFAULTS",
-                             "PRICES_FILE", FLAT_PRICE})
+                             "PRICES_FILE", "PRICES_REFRESH", "PRICES_ENDPOINT", FLAT_PRICE})
 _PER_TYPE: Final = "INSTANCES_"
 
 
@@ -45,6 +48,10 @@ class ImConfig:
     prices: Mapping[str, float] = field(default_factory=dict)
     #: ``PRICES_FILE`` as written (``None``: the shipped table).
     price_file: str | None = None
+    #: ``PRICES_REFRESH``: seconds after which the table is fetched again (0: never).
+    prices_refresh: int = 0
+    #: ``PRICES_ENDPOINT``: the Price List API's URL (``None``: AWS's).
+    prices_endpoint: str | None = None
 
 
 def is_limit_key(key: str) -> bool:
@@ -112,6 +119,12 @@ def load_im_config(path: Path) -> ImConfig:
                     and not key.startswith((_PER_TYPE, PRICE_PREFIX)))
     if others:
         log.warning("%s: unknown keys ignored: %s", path, ", ".join(others))
+    endpoint = env.values.get("PRICES_ENDPOINT", "").strip() or None
+    if endpoint is not None and not endpoint.startswith(("https://", "http://")):
+        raise env.error("PRICES_ENDPOINT", f"must be an http(s) URL, got {endpoint!r}")
     return ImConfig(path=path, limits=limits, default_instance_type=default_type,
                     vmm_defaults=env.values.get("VMM_DEFAULTS", "").strip() or None,
-                    prices=prices, price_file=env.values.get("PRICES_FILE", "").strip() or None)
+                    prices=prices, price_file=env.values.get("PRICES_FILE", "").strip() or None,
+                    prices_refresh=_count("PRICES_REFRESH",
+                                          env.values.get("PRICES_REFRESH", ""), env.error),
+                    prices_endpoint=endpoint)

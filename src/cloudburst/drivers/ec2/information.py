@@ -22,6 +22,10 @@ there is known from the VM pool. The report:
   static table; the site's VM driver corrects them from the site's catalogue
   (``DescribeInstanceTypes``) before the report is stored.
 
+With ``PRICES_REFRESH`` in ``im_ec2.conf`` the table is fetched again from the
+AWS Price List API when it is older than that (:mod:`.price_refresh`, in the
+background; only the leading daemon monitors).
+
 The file is the driver's argument (``im_ec2/im_ec2.conf``, relative to
 ``etc/``), re-read when it changes. A host's own template attributes override
 it for that site: ``SMALL_INSTANCES``, ``LARGE_INSTANCES``,
@@ -32,6 +36,7 @@ it for that site: ``SMALL_INSTANCES``, ``LARGE_INSTANCES``,
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TypeVar
 
 from cloudburst.drivers.base import DriverContext, HostInfo, HostRef, InformationDriver
@@ -46,6 +51,7 @@ from cloudburst.drivers.ec2.im_config import (
     load_im_config,
 )
 from cloudburst.drivers.ec2.launch import normalize
+from cloudburst.drivers.ec2.price_refresh import PriceRefresher
 from cloudburst.drivers.ec2.pricing import (
     default_price_file,
     load_price_file,
@@ -72,6 +78,7 @@ class Ec2InformationDriver(InformationDriver):
         else:
             self.path = context.etc_dir / "im_ec2" / "im_ec2.conf"
         self._configs = ParsedFiles(load_im_config)
+        self.prices = PriceRefresher(context.etc_dir)
 
     def _config(self) -> ImConfig:
         """``im_ec2.conf``, read again only when it changed."""
@@ -100,9 +107,13 @@ class Ec2InformationDriver(InformationDriver):
         kind = defaults.get("INSTANCETYPE", "").strip().lower()
         return kind if kind and types.is_known(kind) else types.DEFAULT_INSTANCE_TYPE
 
+    def _price_table(self, config: ImConfig) -> Path:
+        """The file the site's prices are read from and refreshed into."""
+        return self.context.resolve(config.price_file or "im_ec2/ec2_prices.conf")
+
     def _prices(self, config: ImConfig, host: HostRef) -> dict[str, float]:
         """The site's price table: the price file, then ``im_ec2.conf``, then the host."""
-        path = self.context.resolve(config.price_file or "im_ec2/ec2_prices.conf")
+        path = self._price_table(config)
         if not config.price_file and not path.is_file():
             path = default_price_file()  # the home predates the file: the packaged copy
         try:
@@ -115,6 +126,8 @@ class Ec2InformationDriver(InformationDriver):
 
     async def monitor(self, host: HostRef) -> HostInfo:
         config = self._config()
+        self.prices.consider(self._price_table(config), config.prices_refresh,
+                             config.prices_endpoint)
         limits = dict(config.limits)
         limits.update(_host_values(
             host, lambda values, error: limits_from(
@@ -144,6 +157,9 @@ class Ec2InformationDriver(InformationDriver):
                 self._prices(config, host))),
         }
         return HostInfo(attributes=attributes, capacity=limits)
+
+    async def close(self) -> None:
+        await self.prices.close()
 
 
 def _host_values(host: HostRef, read: Callable[[Mapping[str, str], ErrorFor],
