@@ -6,26 +6,35 @@ OpenNebula peer of ``shared/opennebula-peer`` (``tests/one_peer.py``: oned,
 its scheduler with ``SCHED_INTERVAL=1``, dummy drivers). Each gets the same
 workload through plain XML-RPC: ``--hosts`` dummy hosts, then ``--vms`` VMs
 allocated by ``--clients`` concurrent clients, waited for until RUNNING (or
-``--wait`` seconds). Then, one server at a time and with the other idle, one
-client measures:
+``--wait`` seconds). Then one client per server, each on a kept HTTP/1.1
+connection, times the same calls **alternating between the servers call by
+call** (and which one goes first, round by round), so a burst of other load on
+the machine lands on both alike:
 
-* ``one.vm.info`` on random VMs: median and p95 of ``--calls`` calls;
-* ``one.vmpool.info(-2, -1, -1, -1)`` (the whole pool, full documents):
-  median and p95 of ``--pool-calls`` calls;
-* the same client's ``one.vmpool.info(-2, 0, -2000, -1)`` page.
+* ``one.vm.info`` on random VMs (``--calls`` calls per server);
+* ``one.vmpool.info(-2, -1, -1, -1)``, the whole pool of short documents;
+* the page ``one.vmpool.info(-2, 0, -2000, -1)``;
+* ``one.vmpool.infoextended(-2, -1, -1, -1)``, the whole pool of full documents;
+* ``one.hostpool.info`` (``--pool-calls`` calls per server for the pools).
 
-Both answer over HTTP/1.1 keep-alive connections of the same Python client,
-so the client's cost is the same on both sides. Ratios are OpenNebula's time
-over cloudburst's (above 1: cloudburst is faster).
+Each call is timed until its reply is received (the server's work and the
+transfer) and until the client has parsed it with ``xmlrpc.client`` (what a
+pyone user waits for; the parsing costs the same for documents of the same
+size). It prints the medians and the ratio OpenNebula / cloudburst of both
+(above 1: cloudburst is faster). ``--probe-period`` slows the peer's
+monitoring probes (stock: VM states every 5 s per host), which at 100 dummy
+hosts otherwise keep the machine's two cores busy.
 
 Usage: ``python bench/bench_reads_vs_opennebula.py [--vms 1000] [--hosts 100]``.
 Run it under ``flock /work/suite.lock`` on a shared machine. The last line is
-``RESULT key=value ...`` with the machine's 1-minute load average.
+``RESULT key=value ...`` (medians until received, ms) with the machine's
+1-minute load average.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import random
 import re
@@ -35,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import xmlrpc.client
 from collections.abc import Callable
 from pathlib import Path
@@ -113,34 +123,101 @@ def populate(server: Server, hosts: int, vms: int, clients: int, wait: float) ->
             "all_running_s": time.monotonic() - started}
 
 
-def latencies(calls: int, one: Callable[[], object]) -> tuple[float, float]:
-    """Median and p95, in milliseconds, of ``calls`` runs of ``one`` (after 20 warm-ups)."""
-    for _ in range(20):
-        one()
-    times = []
-    for _ in range(calls):
+class Client:
+    """One kept HTTP/1.1 connection to a server: a call is timed until its reply is
+    received, then until the same Python client has parsed it (as pyone does)."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        parts = urllib.parse.urlsplit(server.url)
+        self._path = parts.path or "/"
+        self._connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1",
+                                                      parts.port or 80, timeout=120)
+
+    def timed(self, method: str, *args: object) -> tuple[float, float]:
+        """Milliseconds until ``method``'s reply is received, and until it is parsed.
+
+        Raises:
+            RuntimeError: the call failed.
+        """
+        body = xmlrpc.client.dumps((self.server.session, *args), method).encode()
         started = time.perf_counter()
-        one()
-        times.append((time.perf_counter() - started) * 1000)
-    times.sort()
-    return statistics.median(times), times[int(len(times) * 0.95) - 1]
+        self._connection.request("POST", self._path, body, {"Content-Type": "text/xml"})
+        data = self._connection.getresponse().read()
+        received = time.perf_counter()
+        reply = xmlrpc.client.loads(data)[0][0]
+        parsed = time.perf_counter()
+        if not reply[0]:
+            raise RuntimeError(f"{self.server.name} {method}: {reply[1]}")
+        return (received - started) * 1000, (parsed - started) * 1000
+
+    def close(self) -> None:
+        self._connection.close()
 
 
-def measure(server: Server, vms: int, calls: int, pool_calls: int) -> dict[str, float]:
-    proxy = server.proxy()
-    ids = [int(found) for found in re.findall(
-        r"<VM>\s*<ID>(\d+)</ID>", str(call(proxy, "one.vmpool.info", server.session,
-                                            -2, -1, -1, -1)))]
-    if len(ids) < vms:
-        print(f"{server.name}: only {len(ids)} of {vms} VMs in the pool", flush=True)
-    info = latencies(calls, lambda: call(proxy, "one.vm.info", server.session,
-                                         random.choice(ids)))
-    pool = latencies(pool_calls, lambda: call(proxy, "one.vmpool.info", server.session,
-                                              -2, -1, -1, -1))
-    page = latencies(pool_calls, lambda: call(proxy, "one.vmpool.info", server.session,
-                                              -2, 0, -2000, -1))
-    return {"vm_info_ms": info[0], "vm_info_p95_ms": info[1], "pool_ms": pool[0],
-            "pool_p95_ms": pool[1], "page_ms": page[0]}
+#: A measured call: its label and, for a client, the arguments of the next call.
+Workload = tuple[str, str, Callable[[Client], tuple[object, ...]]]
+
+
+def interleaved(clients: list[Client], workload: Workload, calls: int
+                ) -> dict[str, dict[str, float]]:
+    """Median and p95 (ms, received and parsed) of ``calls`` calls on each server,
+    the servers alternating call by call (and which goes first, round by round), so
+    a burst of other load on the machine lands on both alike. 10 warm-up rounds."""
+    _, method, arguments = workload
+    times: dict[str, list[tuple[float, float]]] = {client.server.name: [] for client in clients}
+    for round_number in range(calls + 10):
+        order = clients if round_number % 2 == 0 else clients[::-1]
+        for client in order:
+            figures = client.timed(method, *arguments(client))
+            if round_number >= 10:
+                times[client.server.name].append(figures)
+    summary: dict[str, dict[str, float]] = {}
+    for name, measured in times.items():
+        received = sorted(figure[0] for figure in measured)
+        parsed = sorted(figure[1] for figure in measured)
+        summary[name] = {"received": statistics.median(received),
+                         "parsed": statistics.median(parsed),
+                         "received_p95": received[max(0, int(len(received) * 0.95) - 1)]}
+    return summary
+
+
+def vm_ids(server: Server) -> list[int]:
+    pool = str(call(server.proxy(), "one.vmpool.info", server.session, -2, -1, -1, -1))
+    return [int(found) for found in re.findall(r"<VM>\s*<ID>(\d+)</ID>", pool)]
+
+
+def slow_probes(directory: Path, seconds: int) -> None:
+    """Make the peer in ``directory`` (unpacked by an earlier start) run its host and VM
+    monitoring probes every ``seconds`` at most, from its next start on.
+
+    Every dummy host's probes are Ruby processes: at 100 hosts the stock periods
+    (VM states every 5 s) keep both cores busy and slow everything else.
+    """
+    conf = directory / ".etc-dist" / "monitord.conf"
+    text = conf.read_text(encoding="utf-8")
+    for probe in ("BEACON_HOST", "SYSTEM_HOST", "MONITOR_HOST", "STATE_VM", "MONITOR_VM",
+                  "SYNC_STATE_VM"):
+        text, found = re.subn(rf"(\b{probe}\s*=\s*)\d+", rf"\g<1>{seconds}", text, count=1)
+        if not found:
+            raise RuntimeError(f"{conf}: no {probe} period to change")
+    conf.write_text(text, encoding="utf-8")
+
+
+def workloads(ids: dict[str, list[int]], vms: int) -> list[Workload]:
+    """The calls compared: one VM, the whole pool (short and extended), a page."""
+    return [
+        ("one.vm.info", "one.vm.info", lambda client: (random.choice(ids[client.server.name]),)),
+        (f"vmpool.info ({vms})", "one.vmpool.info", lambda client: (-2, -1, -1, -1)),
+        ("vmpool page -2000", "one.vmpool.info", lambda client: (-2, 0, -2000, -1)),
+        (f"vmpool.infoextended ({vms})", "one.vmpool.infoextended",
+         lambda client: (-2, -1, -1, -1)),
+        ("hostpool.info", "one.hostpool.info", lambda client: ()),
+    ]
+
+
+#: Short keys of the workloads, for the RESULT line.
+KEYS = ("vm_info", "pool", "page", "pool_ext", "hostpool")
 
 
 def main() -> int:
@@ -152,15 +229,24 @@ def main() -> int:
     parser.add_argument("--pool-calls", type=int, default=30)
     parser.add_argument("--wait", type=float, default=300.0,
                         help="seconds to wait for every VM to run on each server")
+    parser.add_argument("--probe-period", type=int, default=0,
+                        help="the peer's monitoring probe periods, seconds (0: stock)")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="cloudburst-bench-reads-"))
+    peer_home = home / "peer"
     port = free_port()
     url = f"http://127.0.0.1:{port}/RPC2"
-    daemon = start_daemon(home, port)
+    daemon = start_daemon(home / "cloudburst", port)
     figures: dict[str, dict[str, float]] = {}
+    results: list[tuple[str, dict[str, dict[str, float]]]] = []
+    load_start = os.getloadavg()[0]
     try:
-        ours = Server("cloudburst", url, wait_session(home, url))
-        with start_peer() as peer:
+        ours = Server("cloudburst", url, wait_session(home / "cloudburst", url))
+        if args.probe_period:
+            with start_peer(peer_home):  # unpacks the tree, whose config is then changed
+                pass
+            slow_probes(peer_home, args.probe_period)
+        with start_peer(peer_home) as peer:
             theirs = Server("opennebula", peer.url, peer.session)
             for server in (ours, theirs):
                 figures[server.name] = populate(server, args.hosts, args.vms, args.clients,
@@ -168,30 +254,43 @@ def main() -> int:
                 print(f"{server.name}: {figures[server.name]['running']:.0f}/{args.vms} "
                       f"RUNNING {figures[server.name]['all_running_s']:.1f} s after the "
                       "first allocate", flush=True)
-            for server in (ours, theirs):
-                figures[server.name].update(measure(server, args.vms, args.calls,
-                                                    args.pool_calls))
+            ids = {server.name: vm_ids(server) for server in (ours, theirs)}
+            for name, found in ids.items():
+                if len(found) < args.vms:
+                    print(f"{name}: only {len(found)} of {args.vms} VMs in the pool", flush=True)
+            load_start = os.getloadavg()[0]
+            clients = [Client(ours), Client(theirs)]
+            try:
+                for workload in workloads(ids, args.vms):
+                    calls = args.calls if workload[1] == "one.vm.info" else args.pool_calls
+                    results.append((workload[0], interleaved(clients, workload, calls)))
+            finally:
+                for client in clients:
+                    client.close()
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)
         shutil.rmtree(home, ignore_errors=True)
-    cb, one = figures["cloudburst"], figures["opennebula"]
-    print(f"{'':24}{'cloudburst':>12}{'OpenNebula':>12}{'ratio':>8}")
-    for key, label in (("vm_info_ms", "one.vm.info median ms"),
-                       ("vm_info_p95_ms", "one.vm.info p95 ms"),
-                       ("pool_ms", f"vmpool.info({args.vms}) ms"),
-                       ("pool_p95_ms", "vmpool.info p95 ms"),
-                       ("page_ms", "vmpool page 2000 ms"),
-                       ("all_running_s", "all RUNNING s")):
-        print(f"{label:24}{cb[key]:12.2f}{one[key]:12.2f}{one[key] / cb[key]:8.2f}")
     load = os.getloadavg()[0]
-    print(f"RESULT vms={args.vms} hosts={args.hosts} "
-          f"cb_vm_info_ms={cb['vm_info_ms']:.2f} one_vm_info_ms={one['vm_info_ms']:.2f} "
-          f"vm_info_ratio={one['vm_info_ms'] / cb['vm_info_ms']:.2f} "
-          f"cb_pool_ms={cb['pool_ms']:.1f} one_pool_ms={one['pool_ms']:.1f} "
-          f"pool_ratio={one['pool_ms'] / cb['pool_ms']:.2f} "
-          f"cb_running={cb['running']:.0f} one_running={one['running']:.0f} "
-          f"one_failed_calls={one['failed_calls']:.0f} load={load:.1f}")
+    cb, one = figures["cloudburst"], figures["opennebula"]
+    print(f"load {load_start:.1f} -> {load:.1f}; ratio = OpenNebula / cloudburst "
+          "(above 1: cloudburst is faster)")
+    print(f"{'median ms':28}{'received: cb':>13}{'ONE':>9}{'ratio':>7}"
+          f"{'parsed: cb':>12}{'ONE':>9}{'ratio':>7}")
+    fields = [f"vms={args.vms}", f"hosts={args.hosts}"]
+    for key, (label, summary) in zip(KEYS, results, strict=True):
+        ours_, theirs_ = summary["cloudburst"], summary["opennebula"]
+        ratio = theirs_["received"] / ours_["received"]
+        print(f"{label:28}{ours_['received']:13.2f}{theirs_['received']:9.2f}{ratio:7.2f}"
+              f"{ours_['parsed']:12.2f}{theirs_['parsed']:9.2f}"
+              f"{theirs_['parsed'] / ours_['parsed']:7.2f}")
+        fields += [f"cb_{key}_ms={ours_['received']:.2f}",
+                   f"one_{key}_ms={theirs_['received']:.2f}", f"{key}_ratio={ratio:.2f}"]
+    print(f"{'all RUNNING s':28}{cb['all_running_s']:13.1f}{one['all_running_s']:9.1f}"
+          f"{one['all_running_s'] / cb['all_running_s']:7.2f}")
+    fields += [f"cb_running={cb['running']:.0f}", f"one_running={one['running']:.0f}",
+               f"one_failed_calls={one['failed_calls']:.0f}", f"load={load:.1f}"]
+    print("RESULT " + " ".join(fields))
     return 0
 
 
