@@ -9,6 +9,7 @@ message, owner's and group's names): these tests pin what that must never change
 from __future__ import annotations
 
 import re
+import time
 import xmlrpc.client
 from collections.abc import Iterator
 
@@ -97,6 +98,25 @@ def test_a_read_after_a_write_sees_the_write(daemon: RunningDaemon) -> None:
     oneadmin.ok("one.vm.action", "terminate-hard", vm_id)
     assert vm_id not in ids_in(oneadmin.ok("one.vmpool.info", -2, -1, -1, -1))
     assert field(oneadmin.ok("one.vm.info", vm_id), "STATE")[0] == "6"
+
+
+def test_pool_entries_rendered_ahead_carry_markup_intact(daemon: RunningDaemon) -> None:
+    # Pool entries are kept escaped for the reply and rendered ahead of the listings
+    # once a VM is quiet (vm_pool_cache.QUIET, 2 s): both must give the client the
+    # document vm.info gives, markup characters included.
+    oneadmin = admin(daemon)
+    vm_id = int(str(oneadmin.ok("one.vm.allocate", HELD, True)))
+    oneadmin.ok("one.vm.rename", vm_id, "a<b>&\"c'&amp;")
+    shown = field(oneadmin.ok("one.vm.info", vm_id), "NAME")
+    assert shown and "&lt;b&gt;&amp;" in shown[0]
+    for listed_after in (0.0, 3.0):  # rendered by the listing, then by the warmer
+        time.sleep(listed_after)
+        for method in ("one.vmpool.info", "one.vmpool.infoextended"):
+            pool = oneadmin.ok(method, -2, vm_id, vm_id, -1)
+            assert field(pool, "NAME") == shown, (method, listed_after)
+    oneadmin.ok("one.vm.action", "terminate-hard", vm_id)
+    time.sleep(3.0)  # the warmer forgets a DONE VM; a listing of DONE VMs renders it
+    assert ids_in(oneadmin.ok("one.vmpool.info", -2, vm_id, vm_id, 6)) == [vm_id]
 
 
 def test_pages_come_in_descending_ids_and_cover_the_pool_once(daemon: RunningDaemon) -> None:

@@ -12,6 +12,7 @@ from typing import Final
 
 from cloudburst.api import documents
 from cloudburst.api.calls import Call, CallFailure, update_type
+from cloudburst.api.encoded import EncodedText
 from cloudburst.api.pool_query import Owned, name_filter, pool_query
 from cloudburst.api.vm_pool_cache import cache_of
 from cloudburst.errors import (
@@ -254,7 +255,7 @@ async def vmpool_infoset(call: Call, ids: str, extended: bool = False) -> object
 
 
 async def _vm_pool(call: Call, arguments: tuple[int, int, int, int, str], *,
-                   extended: bool) -> str:
+                   extended: bool) -> EncodedText:
     """The vmpool document for ``filter, start, end, state, query``."""
     flag, start, end, state, text = arguments
     visible = await call.daemon.access.pool_filter(caller_of(call.user), "VM")

@@ -42,6 +42,8 @@ from cloudburst.api.connections import (
     file_limit,
     listening_socket,
 )
+from cloudburst.api.encoded import EncodedText
+from cloudburst.api.vm_pool_cache import cache_of
 from cloudburst.api.xmlrpc import CallFault, dispatch
 from cloudburst.errors import ErrorCode, one_line
 from cloudburst.web import install as install_dashboard
@@ -83,6 +85,8 @@ class ApiServer:
         self.settings = daemon.settings
         self._runner: web.AppRunner | None = None
         self._server: asyncio.base_events.Server | None = None
+        #: Renders pool entries ahead of the listings (:mod:`cloudburst.api.vm_pool_cache`).
+        self._warmer: asyncio.Task[None] | None = None
         #: The port actually bound (differs from the setting when that is 0).
         self.port = self.settings.port
         limits = self.settings.api
@@ -121,6 +125,8 @@ class ApiServer:
             raise
         self._runner = runner
         self.port = int(sock.getsockname()[1])
+        self._warmer = asyncio.create_task(cache_of(self.daemon).keep_warm(self.daemon),
+                                           name="vm-pool-warmer")
         log.info("XML-RPC API and dashboard on http://%s:%d/ (at most %d connections, %d per "
                  "client)",
                  self.settings.listen_address, self.port, self.guard.max_total,
@@ -128,6 +134,15 @@ class ApiServer:
 
     async def stop(self) -> None:
         """Stop listening and close open connections."""
+        if self._warmer is not None:
+            warmer, self._warmer = self._warmer, None
+            warmer.cancel()
+            try:
+                await warmer
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("the pool entry warmer had failed")
         if self._server is not None:
             server, self._server = self._server, None
             server.close()
@@ -168,9 +183,9 @@ class ApiServer:
             # A parse error may quote the body (and so a session): keep it out of the log.
             reason = "malformed XML-RPC" if rejected.code == PARSE_ERROR else rejected.message
             log.info("rejected a request from %s: %s", request.remote, reason)
-            payload = xmlrpc.client.dumps(xmlrpc.client.Fault(rejected.code, rejected.message),
-                                          methodresponse=True)
-            response = web.Response(body=payload.encode("utf-8"), content_type=_CONTENT_TYPE,
+            answer = xmlrpc.client.dumps(xmlrpc.client.Fault(rejected.code, rejected.message),
+                                         methodresponse=True)
+            response = web.Response(body=answer.encode("utf-8"), content_type=_CONTENT_TYPE,
                                     charset="utf-8")
             if rejected.close:
                 # Answer, then close at once: aiohttp would otherwise linger reading the
@@ -181,8 +196,7 @@ class ApiServer:
                 if request.transport is not None:
                     request.transport.close()
             return response
-        return web.Response(body=payload.encode("utf-8"), content_type=_CONTENT_TYPE,
-                            charset="utf-8")
+        return web.Response(body=payload, content_type=_CONTENT_TYPE, charset="utf-8")
 
     async def _read_body(self, request: web.Request) -> bytes:
         """The request body, refused beyond ``max_request_bytes`` or ``body_timeout``."""
@@ -238,9 +252,11 @@ class ApiServer:
 
     @staticmethod
     async def _serialise(method: str, reply: list[object],
-                         loop: asyncio.AbstractEventLoop) -> str:
+                         loop: asyncio.AbstractEventLoop) -> bytes:
         """The ``methodResponse``; a value XML-RPC cannot carry becomes an internal error."""
         value = reply[1]
+        if isinstance(value, EncodedText):
+            return b"".join([_ENCODED_HEAD, *value.parts, _ENCODED_TAIL])
         try:
             if isinstance(value, str) and len(value) > _OFFLOAD_BYTES:
                 return await loop.run_in_executor(None, _dumps, reply)
@@ -250,5 +266,10 @@ class ApiServer:
             return _dumps([False, f"[{method}] Internal error", int(ErrorCode.INTERNAL)])
 
 
-def _dumps(reply: list[object]) -> str:
-    return xmlrpc.client.dumps((reply,), methodresponse=True, allow_none=False)
+def _dumps(reply: list[object]) -> bytes:
+    return xmlrpc.client.dumps((reply,), methodresponse=True, allow_none=False).encode("utf-8")
+
+
+#: A successful reply carrying an :class:`EncodedText` is these bytes around its data:
+#: ``xmlrpc.client``'s own envelope, cut where the string goes.
+_ENCODED_HEAD, _ENCODED_TAIL = _dumps([True, "\0", 0]).split(b"\0")

@@ -3,71 +3,179 @@
 Clients poll ``one.vmpool.info``/``infoextended`` in loops (pyone users call
 ``infoextended(-2, -1, -1, -1)`` every second). Decoding and rendering 10,000
 VMs each time costs most of a second; most of them have not changed since the
-last call. Each rendered ``VM`` element is kept with the stamp it was made
+last call. Each rendered ``VM`` element is kept, escaped and encoded for the
+XML-RPC reply (:mod:`cloudburst.api.encoded`), with the stamp it was made
 from (the row's version, its scheduler message, the owner's and the group's
-names), and a
-pool listing reads only the stamps, then decodes and renders just the VMs
-whose stamp moved.
+names), and a pool listing reads only the stamps, then decodes and renders
+just the VMs whose stamp moved: the reply is the cached bytes joined.
+
+So that a listing seldom renders anything, :meth:`VmPoolCache.keep_warm`
+renders the short entry (``one.vmpool.info``'s) of every VM that is not DONE
+when the API starts, then of each VM a change is published for once it has
+been quiet for :data:`QUIET` seconds (a VM deploying changes state several
+times in a few seconds). It renders in chunks on a worker thread and rests
+as long as each chunk took, so it never takes more than half of a core from
+the daemon's work. The stamp check stays what makes a listing right: an
+entry the warmer has not caught up with is rendered by the listing itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from cloudburst.api import documents
 from cloudburst.api.calls import shown_name
+from cloudburst.api.encoded import EncodedText, escaped
+from cloudburst.errors import CloudburstError
+from cloudburst.events import Resync, SubscriptionClosed
 from cloudburst.store.vm_pool import VmStamp
 
 if TYPE_CHECKING:
     from cloudburst.service.facade import Services
 
-#: Entries kept beyond what the last listing showed before the cache is trimmed.
-SPARE_ENTRIES = 10_000
+log = logging.getLogger(__name__)
 
-_Key = tuple[int, str, str, str]
+#: Entries kept beyond the VMs that are not DONE before the cache is trimmed.
+SPARE_ENTRIES: Final = 10_000
+#: Seconds a changed VM stays unchanged before the warmer renders it.
+QUIET: Final = 2.0
+#: VMs rendered by the warmer at a time.
+WARM_CHUNK: Final = 500
+#: Changes the warmer may have waiting (beyond, it looks at every VM again).
+WARM_QUEUE: Final = 65_536
+
+_HEAD: Final = escaped("<VM_POOL>")
+_TAIL: Final = escaped("</VM_POOL>")
 
 
 class VmPoolCache:
     """Rendered ``VM`` elements of one daemon, for both pool forms."""
 
     def __init__(self) -> None:
-        self._entries: dict[tuple[int, bool], tuple[_Key, str]] = {}
+        #: Per form (extended or not), by VM id: the stamp an entry was made from, and
+        #: the entry. A stamp is a tuple: the whole of it is compared, in one go.
+        self._entries: dict[bool, dict[int, tuple[VmStamp, bytes]]] = {False: {}, True: {}}
+        #: VMs not DONE at the warmer's last full pass (0: no pass yet).
+        self._live = 0
 
     async def document(self, daemon: Services, stamps: Sequence[VmStamp], *,
-                       extended: bool) -> str:
+                       extended: bool) -> EncodedText:
         """The ``VM_POOL`` document listing ``stamps``' VMs, in that order."""
-        fragments: dict[int, str] = {}
-        stale: dict[int, _Key] = {}
+        entries = self._entries[extended]
+        parts: list[bytes] = [_HEAD]
+        append = parts.append
+        stale: list[VmStamp] = []
         for stamp in stamps:
-            key = (stamp.version, stamp.sched_message, shown_name(stamp.uname, stamp.uid),
-                   shown_name(stamp.gname, stamp.gid))
-            entry = self._entries.get((stamp.id, extended))
-            if entry is not None and entry[0] == key:
-                fragments[stamp.id] = entry[1]
+            entry = entries.get(stamp[0])
+            if entry is not None and entry[0] == stamp:
+                append(entry[1])
             else:
-                stale[stamp.id] = key
+                stale.append(stamp)
         if stale:
-            records = await daemon.vms.records(list(stale))
-            # Rendering thousands of VMs is CPU work: keep it off the loop.
-            rendered = await asyncio.get_running_loop().run_in_executor(None, lambda: [
-                documents.vm_pool_entry(vm, extended=extended, uname=stale[vm.id][2],
-                                        gname=stale[vm.id][3])
-                for vm in records])
-            for vm, text in zip(records, rendered, strict=True):
-                # The stamp's version: a VM changed since is re-rendered next time.
-                self._entries[(vm.id, extended)] = (stale[vm.id], text)
-                fragments[vm.id] = text
-        self._trim(len(stamps), {stamp.id for stamp in stamps}, extended)
-        return "".join(["<VM_POOL>", *(fragments[stamp.id] for stamp in stamps
-                                       if stamp.id in fragments), "</VM_POOL>"])
+            await self._render(daemon, stale, extended=extended)
+            entries = self._entries[extended]
+            # Rendered now (a VM deleted meanwhile is left out): rebuild in order.
+            parts = [_HEAD, *(entry[1] for stamp in stamps
+                              if (entry := entries.get(stamp[0])) is not None)]
+        parts.append(_TAIL)
+        self._trim(stamps, extended)
+        return EncodedText(parts)
 
-    def _trim(self, listed: int, keep: set[int], extended: bool) -> None:
-        if len(self._entries) > 2 * listed + SPARE_ENTRIES:
-            self._entries = {key: value for key, value in self._entries.items()
-                             if key[0] in keep and key[1] == extended}
+    async def _render(self, daemon: Services, stamps: Sequence[VmStamp], *,
+                      extended: bool) -> None:
+        """Render ``stamps``' VMs into the cache (those that no longer exist are skipped)."""
+        by_id = {stamp.id: stamp for stamp in stamps}
+        records = await daemon.vms.records(list(by_id))
+        # Rendering thousands of VMs is CPU work: keep it off the loop.
+        rendered = await asyncio.get_running_loop().run_in_executor(None, lambda: [
+            escaped(documents.vm_pool_entry(
+                vm, extended=extended, uname=shown_name(by_id[vm.id].uname, vm.uid),
+                gname=shown_name(by_id[vm.id].gname, vm.gid)))
+            for vm in records])
+        entries = self._entries[extended]
+        for vm, data in zip(records, rendered, strict=True):
+            # The stamp it was listed with: a VM changed since is rendered again next time.
+            entries[vm.id] = (by_id[vm.id], data)
+
+    def _trim(self, listed: Sequence[VmStamp], extended: bool) -> None:
+        entries = self._entries[extended]
+        if len(entries) > max(len(listed), self._live) + SPARE_ENTRIES:
+            keep = {stamp.id for stamp in listed}
+            self._entries[extended] = {vm_id: entry for vm_id, entry in entries.items()
+                                       if vm_id in keep}
+
+    async def keep_warm(self, daemon: Services) -> None:
+        """Keep the short entries of the VMs that are not DONE rendered (see the module
+        docs); runs until cancelled or the daemon's event bus closes the subscription."""
+        subscription = daemon.events.subscribe(("vm",), maxsize=WARM_QUEUE)
+        try:
+            await self._warm(daemon, None)
+            changed: dict[int, float] = {}
+            #: When changes were lost (the queue overflowed): then every VM is looked at.
+            lost: float | None = None
+            while True:
+                since = [*([min(changed.values())] if changed else []),
+                         *([lost] if lost is not None else [])]
+                timeout = max(0.0, min(since) + QUIET - time.monotonic()) if since else None
+                try:
+                    async with asyncio.timeout(timeout):
+                        change = await subscription.get()
+                except TimeoutError:
+                    pass
+                else:
+                    if isinstance(change, Resync):
+                        lost, changed = time.monotonic(), {}
+                    elif lost is None:
+                        changed[change.object_id] = time.monotonic()
+                    continue
+                settled = time.monotonic() - QUIET
+                if lost is not None:
+                    if lost <= settled:
+                        lost = None
+                        await self._warm(daemon, None)
+                    continue
+                quiet = sorted(vm_id for vm_id, at in changed.items() if at <= settled)
+                for vm_id in quiet:
+                    del changed[vm_id]
+                await self._warm(daemon, quiet)
+        except SubscriptionClosed:
+            return
+        finally:
+            subscription.close()
+
+    async def _warm(self, daemon: Services, vm_ids: list[int] | None) -> None:
+        """Render the short entries of ``vm_ids`` (None: every VM not DONE) whose stamp
+        moved; forget the entries of those that are DONE or gone."""
+        try:
+            stamps = await daemon.vms.pool_stamps(state=-1, ids=vm_ids)
+        except CloudburstError as exc:  # the store is busy or lost: the listings render
+            log.warning("pool entries not rendered ahead: %s", exc.message)
+            return
+        if vm_ids is None:
+            self._live = len(stamps)
+        else:
+            found = {stamp.id for stamp in stamps}
+            for vm_id in vm_ids:
+                if vm_id not in found:
+                    self._entries[False].pop(vm_id, None)
+                    self._entries[True].pop(vm_id, None)
+        short = self._entries[False]
+        stale = [stamp for stamp in stamps
+                 if (entry := short.get(stamp.id)) is None or entry[0] != stamp]
+        for start in range(0, len(stale), WARM_CHUNK):
+            started = time.monotonic()
+            try:
+                await self._render(daemon, stale[start:start + WARM_CHUNK], extended=False)
+            except CloudburstError as exc:
+                log.warning("pool entries not rendered ahead: %s", exc.message)
+                return
+            # Rest as long as the chunk took: at most half of a core goes to warming.
+            await asyncio.sleep(time.monotonic() - started)
 
 
 _caches: weakref.WeakKeyDictionary[Services, VmPoolCache] = weakref.WeakKeyDictionary()

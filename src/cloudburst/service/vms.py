@@ -185,16 +185,23 @@ class VmService:
     async def pool_stamps(self, *, state: int = -1, uid: int | None = None,
                           first_id: int | None = None, last_id: int | None = None,
                           offset: int = 0, limit: int | None = None,
-                          descending: bool = False) -> list[VmStamp]:
+                          descending: bool = False,
+                          ids: Sequence[int] | None = None) -> list[VmStamp]:
         """What :meth:`pool` would list, as stamps (for callers that cache documents);
-        ``descending`` lists (and pages) from the highest id, as oned's pools do."""
+        ``descending`` lists (and pages) from the highest id, as oned's pools do;
+        ``ids``: only those VMs."""
         states = _state_filter(state)
 
         def read(connection: Connection) -> list[VmStamp]:
-            return vm_pool.list_vm_stamps(
-                connection, states=states, exclude_done=state == -1, uid=uid,
-                first_id=first_id, last_id=last_id, offset=offset, limit=limit,
-                descending=descending)
+            found: list[VmStamp] = []
+            chunks = [None] if ids is None else [
+                ids[start:start + _ID_CHUNK] for start in range(0, len(ids), _ID_CHUNK)]
+            for chunk in chunks:
+                found.extend(vm_pool.list_vm_stamps(
+                    connection, states=states, exclude_done=state == -1, uid=uid,
+                    first_id=first_id, last_id=last_id, offset=offset, limit=limit,
+                    descending=descending, ids=chunk))
+            return found
 
         return await self.db.read(read)
 
