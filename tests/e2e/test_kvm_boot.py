@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from xml.etree import ElementTree
 
 import libvirt
 import pytest
@@ -203,6 +204,34 @@ def test_context_reaches_the_guest_on_a_cd(daemon: RunningDaemon, guest: Guest,
     assert not iso.exists()  # removed with the domain
 
 
+def migrate(cli: Cli, vm_id: int, host: str, *flags: str) -> None:
+    """``onevm migrate``, waited for until the VM runs on ``host`` again."""
+    cli.ok("onevm", "migrate", str(vm_id), host, *flags)
+
+    def arrived() -> bool:
+        shown = cli.json("onevm", "show", str(vm_id))
+        assert isinstance(shown, dict)
+        return bool(shown.get("HOST") == host and shown.get("LCM_STATE") == "RUNNING")
+
+    try:
+        wait_for(arrived, timeout=BOOT_TIMEOUT, interval=0.5)
+    except TimeoutError:
+        raise AssertionError(cli.ok("onevm", "show", str(vm_id))) from None
+
+
+def context_cd(libvirtd: Libvirtd, vm_id: int) -> list[str]:
+    """The CD-ROM files of the domain on ``libvirtd``: running, then as defined."""
+    connection = libvirt.open(libvirtd.uri)
+    try:
+        domain = connection.lookupByName(f"one-{vm_id}")
+        return [source.get("file", "")
+                for flags in (0, libvirt.VIR_DOMAIN_XML_INACTIVE)
+                for source in ElementTree.fromstring(domain.XMLDesc(flags)).findall(
+                    "devices/disk[@device='cdrom']/source")]
+    finally:
+        connection.close()
+
+
 def test_context_cd_reaches_a_guest_on_another_libvirtd_through_a_storage_pool(
         daemon: RunningDaemon, guest: Guest, libvirtd: Libvirtd, workdir: Path,
         tmp_path: Path) -> None:
@@ -249,7 +278,25 @@ def test_context_cd_reaches_a_guest_on_another_libvirtd_through_a_storage_pool(
             assert pool.listVolumes() == [volume]
             disks = hypervisor.lookupByName(f"one-{vm_id}").XMLDesc(0)
             assert str(pool_dir / volume) in disks
-            assert not (libvirtd.directory.parent / "context" / volume).exists()
+            local_copy = libvirtd.directory.parent / "context" / volume
+            assert not local_copy.exists()
+            # The CD-ROM follows the VM: live to localhost (its CONTEXT_DIR), cold back
+            # into node2's pool; each time the source's copy goes.
+            shared = workdir / "migrations"
+            shared.mkdir(mode=0o755)
+            give_to_libvirtd(shared)
+            for name in ("localhost", "node2"):
+                cli.ok("onehost", "update", name, "-", "--append",
+                       stdin=f'CHECKPOINT_DIR = "{shared}"\n')
+            migrate(cli, vm_id, "localhost", "--live")
+            pool.refresh(0)
+            assert pool.listVolumes() == [] and local_copy.is_file()
+            assert context_cd(libvirtd, vm_id) == [str(local_copy)] * 2
+            migrate(cli, vm_id, "node2")
+            pool.refresh(0)
+            assert pool.listVolumes() == [volume] and not local_copy.exists()
+            assert context_cd(remote, vm_id) == [str(pool_dir / volume)] * 2
+            assert list(shared.iterdir()) == []
             cli.ok("onevm", "terminate", "--hard", str(vm_id))
             wait_for(lambda: vm_id not in cli.vms(), timeout=60)
             pool.refresh(0)

@@ -18,18 +18,28 @@ libvirt storage pool of that hypervisor (``CONTEXT_POOL``, default the pool
 named ``default``) as volume ``one-<vmid>.context.iso`` through a libvirt
 stream (``virStorageVolUpload``); the domain's CD-ROM is the volume's path
 there, and the volume is deleted when the domain is.
+
+A migration to another hypervisor takes the CD-ROM along
+(:func:`carry_context_cd`): the image is read from the source (its pool's
+volume through a libvirt stream, or the file here), placed where the
+destination keeps them (its pool, or its ``CONTEXT_DIR``), the domain
+arrives reading that copy, and the source's copy is removed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+from xml.etree import ElementTree
+from xml.sax.saxutils import escape as xml_escape
 
 from cloudburst.drivers.context import CONTEXT_LABEL
 from cloudburst.errors import DriverError, one_line
@@ -125,7 +135,11 @@ def upload_context_iso(connection: Any, pool_name: str, files: Mapping[str, byte
     Raises:
         DriverError: the tool failed, or the pool is missing or refused the volume.
     """
-    data = make_context_iso(files)
+    return _upload(connection, pool_name, make_context_iso(files), vm_id)
+
+
+def _upload(connection: Any, pool_name: str, data: bytes, vm_id: int) -> str:
+    """Upload ``data`` as VM ``vm_id``'s context volume (see :func:`upload_context_iso`)."""
     pool = _pool(connection, pool_name)
     name = volume_name(vm_id)
     with contextlib.suppress(Exception):
@@ -160,3 +174,122 @@ def remove_context_volume(connection: Any, pool_name: str, vm_id: int) -> None:
     with contextlib.suppress(Exception):
         pool = connection.storagePoolLookupByName(pool_name)
         pool.storageVolLookupByName(volume_name(vm_id)).delete(0)
+
+
+def _download(connection: Any, pool_name: str, vm_id: int) -> bytes:
+    """The bytes of VM ``vm_id``'s context volume in pool ``pool_name``."""
+    name = volume_name(vm_id)
+    try:
+        volume = _pool(connection, pool_name).storageVolLookupByName(name)
+        size = int(volume.info()[1])
+        stream = connection.newStream(0)
+        volume.download(stream, 0, size, 0)
+        chunks: list[bytes] = []
+        while True:
+            chunk = stream.recv(262144)
+            if not chunk or not isinstance(chunk, bytes):
+                break
+            chunks.append(chunk)
+        stream.finish()
+    except DriverError:
+        raise
+    except Exception as exc:
+        raise DriverError(f"cannot read the context volume {name} of pool {pool_name!r} at "
+                          f"{connection.getURI()}: " + one_line(str(exc), 300)) from None
+    return b"".join(chunks)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextHome:
+    """Where a host keeps context CD-ROMs: a storage pool of its hypervisor (``pool``),
+    else a directory of this machine (``directory``; ``None``: each VM's own)."""
+
+    pool: str | None
+    directory: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CdMove:
+    """A VM's context CD-ROM copied for a migration: the path the domain used on the
+    source, the copy's path on the destination, and both homes (to finish or undo)."""
+
+    vm_id: int
+    old: str
+    new: str
+    source: ContextHome
+    destination: ContextHome
+
+    def domain_xml(self, xml: str) -> str:
+        """``xml`` (the domain's) with the CD-ROM reading the destination's copy."""
+        quoted = f"file='{xml_escape(self.old, {chr(39): '&apos;'})}'"
+        if quoted not in xml:
+            raise DriverError(f"the context CD-ROM {self.old} is not in the domain's definition")
+        return xml.replace(quoted, f"file='{xml_escape(self.new, {chr(39): '&apos;'})}'")
+
+    def leave(self, source: Any) -> None:
+        """The migration is done: remove the source's copy (a VM's own directory keeps
+        its copy: it goes with that directory)."""
+        if self.source.pool is not None:
+            remove_context_volume(source, self.source.pool, self.vm_id)
+        elif self.source.directory is not None:
+            remove_context_iso(Path(self.source.directory), self.vm_id)
+
+    def undo(self, destination: Any) -> None:
+        """The migration failed: remove the destination's copy."""
+        if self.destination.pool is not None:
+            remove_context_volume(destination, self.destination.pool, self.vm_id)
+        elif self.destination.directory is not None:
+            remove_context_iso(Path(self.destination.directory), self.vm_id)
+
+
+def carry_context_cd(source: Any, destination: Any, xml: str, vm_id: int,
+                     homes: tuple[ContextHome, ContextHome]) -> CdMove | None:
+    """Copy VM ``vm_id``'s context CD-ROM (found in the domain's ``xml``) to where the
+    destination hypervisor keeps them; ``None`` when there is none, or when the
+    destination reads the same file (two hypervisors of this machine, one directory).
+
+    Blocking (libvirt streams, files); call it on a libvirt pool thread.
+
+    Raises:
+        DriverError: the copy cannot be read or placed, or the destination has neither
+            a CONTEXT_POOL nor a CONTEXT_DIR for a CD-ROM that came from a pool.
+    """
+    old = _cd_source(xml, vm_id)
+    if old is None:
+        return None
+    home, away = homes
+    if away.pool is None and home.pool is None and away.directory in (None, home.directory):
+        return None
+    if home.pool is not None:
+        data = _download(source, home.pool, vm_id)
+    else:
+        try:
+            data = Path(old).read_bytes()
+        except OSError as exc:
+            raise DriverError(f"cannot read the context CD-ROM {old}: {exc.strerror}") from None
+    if away.pool is not None:
+        new = _upload(destination, away.pool, data, vm_id)
+    elif away.directory is not None:
+        target = iso_path(Path(away.directory), vm_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".part")
+        partial.write_bytes(data)
+        partial.chmod(0o644)
+        os.replace(partial, target)
+        new = str(target)
+    else:
+        raise DriverError("the destination host has neither CONTEXT_POOL nor CONTEXT_DIR: "
+                          "set one so the context CD-ROM can follow the VM")
+    return CdMove(vm_id, old, new, home, away)
+
+
+def _cd_source(xml: str, vm_id: int) -> str | None:
+    """The file of the domain's context CD-ROM (``one-<vmid>.context.iso``), if it has one."""
+    devices = ElementTree.fromstring(xml).find("devices")
+    for disk in [] if devices is None else devices.findall("disk"):
+        source = disk.find("source")
+        path = None if source is None else source.get("file")
+        if disk.get("device") == "cdrom" and path and \
+                posixpath.basename(path) == volume_name(vm_id):
+            return path
+    return None

@@ -14,8 +14,11 @@
   cannot migrate (libvirt's ``test:///`` driver, for one) fails with
   libvirt's "not supported" message and the guest stays on the source.
 
-Both ways carry the domain's snapshot metadata (:mod:`.snapshots`) and
-record the destination host in the domain's metadata. When both hosts use
+Both ways carry the domain's snapshot metadata (:mod:`.snapshots`) and the
+context CD-ROM (:func:`.context_iso.carry_context_cd`: copied where the
+destination keeps them before the guest moves, the source's copy removed
+after, the copy removed again when the move fails), and record the
+destination host in the domain's metadata. When both hosts use
 the same libvirt URI there is nothing to move: only the metadata changes.
 """
 
@@ -30,6 +33,7 @@ from typing import Any
 
 from cloudburst.drivers.kvm import snapshots
 from cloudburst.drivers.kvm.connection import libvirt_module
+from cloudburst.drivers.kvm.context_iso import ContextHome, carry_context_cd
 from cloudburst.drivers.kvm.domains import lookup, read_identity, write_identity
 from cloudburst.drivers.kvm.settings import MIGRATE_DIR, HostSettings
 from cloudburst.errors import DriverError, InstanceNotFoundError
@@ -90,15 +94,29 @@ def _arrived(domain: Any, host_id: int, carried: list[str], log: logging.Logger)
 
 
 def cold(source: Any, destination: Any, name: str, path: str, host_id: int,
-         install_id: str, log: logging.Logger) -> None:
-    """Save on ``source``, restore on ``destination`` (see the module docs)."""
+         install_id: str, log: logging.Logger, homes: tuple[ContextHome, ContextHome]
+         ) -> None:
+    """Save on ``source``, restore on ``destination`` (see the module docs); ``homes``:
+    where each side keeps context CD-ROMs."""
+    libvirt = libvirt_module()
     domain = _require(source, name)
     identity = read_identity(domain)
-    make_room(destination, name, -1 if identity is None else identity.vm_id, install_id)
+    vm_id = -1 if identity is None else identity.vm_id
+    make_room(destination, name, vm_id, install_id)
+    cd = carry_context_cd(source, destination, _xml(domain), vm_id, homes)
     carried = snapshots.export(domain)
-    domain.save(path)
     try:
-        destination.restore(path)
+        domain.save(path)
+    except Exception:
+        if cd is not None:
+            cd.undo(destination)
+        raise
+    try:
+        if cd is None:
+            destination.restore(path)
+        else:
+            destination.restoreFlags(path, cd.domain_xml(source.saveImageGetXMLDesc(
+                path, libvirt.VIR_DOMAIN_XML_SECURE)), 0)
         moved = persist(destination, _require(destination, name))
     except Exception:
         with contextlib.suppress(Exception):
@@ -108,20 +126,27 @@ def cold(source: Any, destination: Any, name: str, path: str, host_id: int,
         source.restore(path)
         with contextlib.suppress(OSError):
             os.unlink(path)
+        if cd is not None:
+            cd.undo(destination)
         raise
     _arrived(moved, host_id, carried, log)
     undefine_all(domain)
     with contextlib.suppress(OSError):
         os.unlink(path)
+    if cd is not None:
+        cd.leave(source)
 
 
 def live(source: Any, destination: Any, name: str, host_id: int, install_id: str,
-         log: logging.Logger) -> None:
-    """``virDomainMigrate`` from ``source`` to ``destination`` (see the module docs)."""
+         log: logging.Logger, homes: tuple[ContextHome, ContextHome]) -> None:
+    """``virDomainMigrate`` from ``source`` to ``destination`` (see the module docs);
+    ``homes``: where each side keeps context CD-ROMs."""
     libvirt = libvirt_module()
     domain = _require(source, name)
     identity = read_identity(domain)
-    make_room(destination, name, -1 if identity is None else identity.vm_id, install_id)
+    vm_id = -1 if identity is None else identity.vm_id
+    make_room(destination, name, vm_id, install_id)
+    cd = carry_context_cd(source, destination, _xml(domain), vm_id, homes)
     carried = snapshots.export(domain)
     snapshots.forget(domain)
     # UNSAFE: the disks are shared by contract (see the module docs); libvirt's own
@@ -129,8 +154,25 @@ def live(source: Any, destination: Any, name: str, host_id: int, install_id: str
     flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST
              | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE | libvirt.VIR_MIGRATE_UNSAFE)
     try:
-        moved = domain.migrate(destination, flags, None, None, 0)
+        if cd is None:
+            moved = domain.migrate(destination, flags, None, None, 0)
+        else:  # the running guest and its persistent definition read the new copy
+            moved = domain.migrate3(destination, {
+                libvirt.VIR_MIGRATE_PARAM_DEST_XML: cd.domain_xml(_xml(domain)),
+                libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: cd.domain_xml(
+                    _xml(domain, libvirt.VIR_DOMAIN_XML_INACTIVE))}, flags)
     except Exception:
         snapshots.redefine(domain, carried)
+        if cd is not None:
+            cd.undo(destination)
         raise
     _arrived(moved, host_id, carried, log)
+    if cd is not None:
+        cd.leave(source)
+
+
+def _xml(domain: Any, flags: int = 0) -> str:
+    """The domain's definition as a migration sends it (secrets included)."""
+    libvirt = libvirt_module()
+    return str(domain.XMLDesc(flags | libvirt.VIR_DOMAIN_XML_SECURE
+                              | libvirt.VIR_DOMAIN_XML_MIGRATABLE))

@@ -72,6 +72,7 @@ from cloudburst.drivers.context import check_context, context_files, context_of
 from cloudburst.drivers.kvm import devices, migration, snapshots
 from cloudburst.drivers.kvm.connection import LibvirtPool, error_details, libvirt_module
 from cloudburst.drivers.kvm.context_iso import (
+    ContextHome,
     iso_path,
     remove_context_iso,
     remove_context_volume,
@@ -512,13 +513,15 @@ class KvmVmDriver(VmDriver):
             await self.pool.call(source.uri, what, relabel)
             return name
         uris = (source.uri, target.uri)
+        homes = (ContextHome(source.context_pool, source.context_dir),
+                 ContextHome(target.context_pool, target.context_dir))
         if live:
             await self.pool.call_pair(uris, what, lambda first, second: migration.live(
-                first, second, name, destination.id, install_id, log))
+                first, second, name, destination.id, install_id, log, homes))
         else:
             path = migration_file(source, vm.vm_id)
             await self.pool.call_pair(uris, what, lambda first, second: migration.cold(
-                first, second, name, path, destination.id, install_id, log))
+                first, second, name, path, destination.id, install_id, log, homes))
         return name
 
     async def resize(self, vm: VmRef, spec: ResizeSpec) -> None:
