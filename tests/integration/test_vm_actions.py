@@ -75,6 +75,12 @@ def test_power_suspend_stop_undeploy_and_resume_on_a_dummy_host(tmp_path: Path) 
             vm = await act(daemon, vm_id, "resume", lifecycle.RUNNING)
             assert len(vm.history) == 2 and vm.deploy_id == deploy_id
             assert (vm.template.get_vector("CONTEXT") or {})["A"] == str(vm_id)
+            # A new CONTEXT with NETWORK = YES gets the NICs' ETH* variables, as at allocate.
+            held = await daemon.vms.allocate(
+                'CPU=1 MEMORY=8 NIC = [ MAC = "02:00:00:00:00:07" ]', hold=True)
+            await daemon.vms.update_conf(held, 'CONTEXT = [ NETWORK = "YES" ]', merge=False)
+            context = (await daemon.vms.info(held)).template.get_vector("CONTEXT") or {}
+            assert context["ETH0_MAC"] == "02:00:00:00:00:07" and context["ETH0_IP"] == ""
             vm = await act(daemon, vm_id, "stop", lifecycle.STOPPED)
             assert vm.history[-1].action == 9
             assert (await daemon.hosts.info(host.id)).running_vms == 0

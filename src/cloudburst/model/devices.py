@@ -36,7 +36,8 @@ from typing import Final
 
 from cloudburst.template import Template, Vector
 
-__all__ = ["CDROM_PREFIX", "DEFAULT_DEVICE_PREFIX", "attached", "next_id", "numbered"]
+__all__ = ["CDROM_PREFIX", "DEFAULT_DEVICE_PREFIX", "attached", "network_context", "next_id",
+           "numbered"]
 
 #: oned.conf's DEFAULT_DEVICE_PREFIX: a disk's bus when the template names none.
 DEFAULT_DEVICE_PREFIX: Final = "sd"
@@ -85,6 +86,13 @@ def numbered(template: Template) -> Template:
         else:
             result.append(name, value)
     return result
+
+
+def network_context(template: Template) -> dict[str, str]:
+    """The ``ETH*`` context variables of the VM's numbered NICs and aliases (what a
+    ``CONTEXT`` with ``NETWORK = YES`` gets; :func:`numbered` adds them at allocation)."""
+    return _network_variables([nic for nic in template.vectors("NIC") if "NIC_ID" in nic],
+                              template.vectors("NIC_ALIAS"))
 
 
 def next_id(template: Template, section: str) -> int:

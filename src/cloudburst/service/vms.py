@@ -464,6 +464,8 @@ class VmService:
                 if merge:
                     context = {**(vm.template.get_vector("CONTEXT") or {}),
                                **{key: context[key] for key in given}}
+                if context.get("NETWORK", "").upper() == "YES":
+                    context.update(devices.network_context(template))
                 template.set("CONTEXT", context)
             check_template(template)
             vm_pool.update_vm(connection, vm, template=template)
