@@ -4,6 +4,7 @@ resulting state, history record and the driver calls that were made."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from test_daemon import (
 from test_lifecycle_faults import running_vm
 
 from cloudburst.daemon.app import Daemon
+from cloudburst.daemon.lifecycle.observing import LAST_POLL_REFRESH
 from cloudburst.drivers.base import PollResult, PollState
 from cloudburst.errors import IllegalActionError, LockedError, UnsupportedActionError
 from cloudburst.model import lifecycle
@@ -346,6 +348,42 @@ def test_a_poll_sampled_before_an_action_does_not_undo_it(tmp_path: Path) -> Non
                 if vm.position != lifecycle.RUNNING:
                     break
             assert vm.position == lifecycle.POWEROFF
+
+    run(scenario)
+
+
+def test_a_poll_that_changes_nothing_is_not_written(tmp_path: Path) -> None:
+    """A sample equal to what the VM shows writes nothing (steady polling of 100,000
+    VMs must not cost a write each); an old LAST_POLL is refreshed, unless the VM
+    changed since its read; a different sample is stored."""
+    settings = make_home(tmp_path)
+
+    async def scenario() -> None:
+        async with running(settings) as daemon:
+            vm_id = await running_vm(daemon)
+            same = {vm_id: PollResult(PollState.ACTIVE, {"NETTX": "12345"})}
+            vm = await daemon.vms.info(vm_id)
+            await daemon.lifecycle.apply_poll(same, {vm_id: vm.version}, {vm_id: vm})
+            vm = await daemon.vms.info(vm_id)
+            assert vm.monitoring["NETTX"] == "12345" and vm.last_poll > 0
+            await daemon.lifecycle.apply_poll(same, {vm_id: vm.version}, {vm_id: vm})
+            assert (await daemon.vms.info(vm_id)).version == vm.version
+
+            old = dataclasses.replace(vm, last_poll=vm.last_poll - LAST_POLL_REFRESH)
+            await daemon.lifecycle.apply_poll(same, {vm_id: vm.version}, {vm_id: old})
+            refreshed = await daemon.vms.info(vm_id)
+            assert refreshed.version == vm.version + 1
+            assert refreshed.last_poll >= vm.last_poll
+            assert refreshed.monitoring == vm.monitoring
+
+            stale = dataclasses.replace(old, last_poll=0)  # read before the refresh
+            await daemon.lifecycle.apply_poll(same, {vm_id: vm.version}, {vm_id: stale})
+            assert (await daemon.vms.info(vm_id)).version == refreshed.version
+
+            other = {vm_id: PollResult(PollState.ACTIVE, {"NETTX": "99999"})}
+            await daemon.lifecycle.apply_poll(other, {vm_id: refreshed.version},
+                                              {vm_id: refreshed})
+            assert (await daemon.vms.info(vm_id)).monitoring["NETTX"] == "99999"
 
     run(scenario)
 

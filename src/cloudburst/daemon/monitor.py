@@ -161,7 +161,13 @@ class Monitor:
             watcher.cancel()
 
     async def tick(self) -> None:
-        """Start the monitorings and polls that are due."""
+        """Start the monitorings and polls that are due.
+
+        What they need from the store (the VMs of the hosts to poll, their orphan
+        sightings, the polled VMs' versions of the hosts to monitor) is read for
+        all of them in one read, not one per host: at 10,000 hosts a tick starts
+        hundreds of them.
+        """
         requested, self._requested = self._requested, set()
         hosts = await self.db.read(self._hosts.refresh)
         now = time.monotonic()
@@ -170,6 +176,8 @@ class Monitor:
             for host_id in [h for h in table if h not in known]:
                 del table[host_id]
                 self._fresh_polls.forget_host(host_id)
+        to_monitor: list[HostRecord] = []
+        to_poll: list[HostRecord] = []
         for host in hosts:
             if host.state not in MONITORED:
                 continue
@@ -179,13 +187,31 @@ class Monitor:
                     self._requested.add(host.id)  # after the running one ends
             elif due:
                 self._next_monitor[host.id] = now + self.monitoring_interval
-                self._start(("monitor", host.id), self.monitor_host(host))
+                to_monitor.append(host)
             poll_due = (now >= self._next_poll.setdefault(host.id, now + self.polling_interval)
                         or self._fresh_polls.due(host.id, now))
             if poll_due and ("poll", host.id) not in self._busy:
                 self._next_poll[host.id] = now + self.polling_interval
                 self._fresh_polls.taken(host.id, now)
-                self._start(("poll", host.id), self.poll_host(host))
+                to_poll.append(host)
+        if not to_monitor and not to_poll:
+            return
+        polled = [host.id for host in to_poll]
+        monitored = [host.id for host in to_monitor]
+
+        def read(connection: Connection) -> tuple[dict[int, list[VmRecord]],
+                                                  dict[int, dict[str, tuple[float, int]]],
+                                                  dict[int, dict[int, int]]]:
+            return (vm_pool.on_hosts(connection, polled),
+                    orphans.sightings_of(connection, polled),
+                    vm_pool.in_flight_on_hosts(connection, POLLED_POSITIONS, monitored))
+
+        on_hosts, seen, versions = await self.db.read(read)
+        for host in to_monitor:
+            self._start(("monitor", host.id), self.monitor_host(host, versions.get(host.id, {})))
+        for host in to_poll:
+            self._start(("poll", host.id), self.poll_host(host, on_hosts.get(host.id, []),
+                                                          seen.get(host.id, {})))
 
     def _start(self, key: tuple[str, int], coroutine: Any) -> None:
         self._busy.add(key)
@@ -207,9 +233,9 @@ class Monitor:
 
     # -- hosts -------------------------------------------------------------------------
 
-    async def monitor_host(self, host: HostRecord) -> None:
-        """Monitor one host now and store the outcome."""
-        versions = await self._polled_versions(host)
+    async def monitor_host(self, host: HostRecord, versions: dict[int, int]) -> None:
+        """Monitor one host now and store the outcome; ``versions``: the record
+        versions of its VMs in polled states, read before asking."""
         try:
             driver = self.dispatcher.information_driver(host.im_mad)
             ref = LifecycleManager.host_ref(host)
@@ -243,7 +269,7 @@ class Monitor:
     async def _host_monitored(self, host_id: int, info: HostInfo) -> None:
         now = int(time.time())
 
-        def write(connection: Connection) -> HostStepped | None:
+        def write(connection: Connection) -> tuple[HostStepped, bool] | None:
             host = host_pool.get_host(connection, host_id, with_usage=False)
             if not is_legal(host.state, HostEvent.MONITOR_SUCCESS):
                 return None  # taken offline while it was being monitored
@@ -265,18 +291,24 @@ class Monitor:
                 share["free_cpu"] = share["max_cpu"] - share["used_cpu"]
             if "FREEMEMORY" not in info.attributes:
                 share["free_mem"] = share["max_mem"] - share["used_mem"]
+            offers_changed = template != host.template or any(
+                getattr(host, column) != value for column, value in share.items())
             return host_step(connection, host, HostEvent.MONITOR_SUCCESS, template=template,
-                             last_mon_time=now, error="", **share)
+                             last_mon_time=now, error="", **share), offers_changed
 
         try:
-            stepped = await self.db.write(write)
+            written = await self.db.write(write)
         except (ConflictError, NotFoundError):
             return
-        if stepped is None:
+        if written is None:
             return
+        stepped, offers_changed = written
         self.lifecycle.events.publish("host", host_id, host_snapshot(stepped.host))
         await start_host_work(self._workers, stepped)
-        if stepped.host.max_cpu:  # fresh capacity figures
+        # New figures or attributes may place a waiting VM; the same report again
+        # cannot (10,000 hosts reporting every minute would keep the scheduler in
+        # full passes for nothing).
+        if stepped.host.max_cpu and offers_changed:
             self._on_host_changed()
 
     async def _host_failed(self, host_id: int, message: str, event: HostEvent) -> None:
@@ -306,14 +338,6 @@ class Monitor:
             self.lifecycle.events.publish("host", host_id, host_snapshot(stepped.host))
             await start_host_work(self._workers, stepped)
 
-    async def _polled_versions(self, host: HostRecord) -> dict[int, int]:
-        """Record versions of the host's VMs in polled states, read before asking."""
-        def read(connection: Connection) -> dict[int, int]:
-            return dict(vm_pool.in_flight_versions(connection, POLLED_POSITIONS,
-                                                   host_id=host.id))
-
-        return await self.db.read(read)
-
     async def _apply_reported_vms(self, info: HostInfo, versions: dict[int, int]) -> None:
         await self.lifecycle.apply_poll(
             {vm.vm_id: vm.poll for vm in info.vms
@@ -321,14 +345,13 @@ class Monitor:
 
     # -- VMs ---------------------------------------------------------------------------
 
-    async def poll_host(self, host: HostRecord) -> None:
-        """Poll every VM on ``host`` in one driver call, then sweep for orphans."""
-        def read(connection: Connection) -> tuple[list[VmRecord], orphans.Sightings]:
-            return (vm_pool.list_vms(connection, host_id=host.id, with_history=False,
-                                     exclude_done=True),
-                    orphans.sightings(connection, host.id))
+    async def poll_host(self, host: HostRecord, vms: list[VmRecord],
+                        seen: orphans.Sightings) -> None:
+        """Poll every VM on ``host`` in one driver call, then sweep for orphans.
 
-        vms, seen = await self.db.read(read)
+        ``vms``: the host's VMs (not DONE) and ``seen`` its orphan sightings,
+        read before asking.
+        """
         refs = poll_refs([vm for vm in vms if vm.position in POLLED_POSITIONS], host)
         try:
             driver = self.dispatcher.vm_driver(host.vm_mad)
@@ -343,7 +366,8 @@ class Monitor:
                 self._failed("polling VMs", host, exc)
             else:
                 self._failures.pop(("polling VMs", host.id), None)
-                await self.lifecycle.apply_poll(results, {vm.id: vm.version for vm in vms})
+                await self.lifecycle.apply_poll(results, {vm.id: vm.version for vm in vms},
+                                                {vm.id: vm for vm in vms})
         await self._sweep(host, driver, frozenset(vm.id for vm in vms), seen)
 
     def _failed(self, what: str, host: HostRecord, exc: CloudburstError) -> None:

@@ -8,14 +8,17 @@ again. Times are UNIX times.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, bindparam, delete, insert, select
 
 from cloudburst.store.schema import orphan_sightings
 
 #: (UNIX time first seen, sweeps in a row that saw it), by orphan (deploy id).
 Sightings = Mapping[str, tuple[float, int]]
+
+#: Host ids per statement in reads of many hosts.
+CHUNK = 500
 
 
 def sightings(connection: Connection, host_id: int) -> dict[str, tuple[float, int]]:
@@ -24,6 +27,22 @@ def sightings(connection: Connection, host_id: int) -> dict[str, tuple[float, in
         select(orphan_sightings.c.orphan, orphan_sightings.c.first_seen,
                orphan_sightings.c.sweeps).where(orphan_sightings.c.host_id == host_id))
     return {orphan: (first_seen, sweeps) for orphan, first_seen, sweeps in rows}
+
+
+_OF_HOSTS = select(orphan_sightings.c.host_id, orphan_sightings.c.orphan,
+                   orphan_sightings.c.first_seen, orphan_sightings.c.sweeps).where(
+    orphan_sightings.c.host_id.in_(bindparam("host_ids", expanding=True)))
+
+
+def sightings_of(connection: Connection, host_ids: Sequence[int]
+                 ) -> dict[int, dict[str, tuple[float, int]]]:
+    """:func:`sightings` of each of ``host_ids`` (those with none left out), in one read."""
+    found: dict[int, dict[str, tuple[float, int]]] = {}
+    for start in range(0, len(host_ids), CHUNK):
+        for host_id, orphan, first_seen, sweeps in connection.execute(
+                _OF_HOSTS, {"host_ids": list(host_ids[start:start + CHUNK])}):
+            found.setdefault(host_id, {})[orphan] = (first_seen, sweeps)
+    return found
 
 
 def keep(connection: Connection, host_id: int, seen: Sightings) -> None:

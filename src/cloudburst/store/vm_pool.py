@@ -8,7 +8,7 @@ through :func:`update_vm`, a compare-and-swap on ``version``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -324,6 +324,14 @@ def update_vm(connection: Connection, record: VmRecord, **changes: Any) -> VmRec
     return updated
 
 
+def mark_polled(connection: Connection, versions: Mapping[int, int], stamp: int) -> None:
+    """Set ``LAST_POLL`` to ``stamp`` on the VMs of ``versions`` (id: version read),
+    in one statement; a VM changed since its read is left as it is."""
+    connection.execute(_update_statement(frozenset({"last_poll"})), [
+        {"_id": vm_id, "_version": version, "last_poll": stamp, "version": version + 1}
+        for vm_id, version in versions.items()])
+
+
 # Hot-path statements are built once: SQLAlchemy then reuses their compiled
 # form instead of rebuilding and re-keying an expression tree on every write.
 _SELECT_VM = select(vms).where(vms.c.id == bindparam("vm_id"))
@@ -410,18 +418,54 @@ def vm_ids_on_hosts(
     return found
 
 
-def in_flight_versions(connection: Connection, positions: Iterable[tuple[int, int]], *,
-                       host_id: int | None = None) -> list[tuple[int, int]]:
-    """(id, version) of every VM at one of ``positions`` ((STATE, LCM_STATE) pairs),
-    on host ``host_id`` if given (no template is read: cheap for thousands of VMs)."""
+def _in_flight(positions: Iterable[tuple[int, int]]) -> Select[Any]:
     wanted = set(positions)
-    query = select(vms.c.id, vms.c.version, vms.c.state, vms.c.lcm_state).where(
+    return select(vms.c.id, vms.c.version, vms.c.state, vms.c.lcm_state, vms.c.host_id).where(
         vms.c.state.in_(sorted({int(state) for state, _ in wanted})),
         vms.c.lcm_state.in_(sorted({int(lcm) for _, lcm in wanted})))
-    if host_id is not None:
-        query = query.where(vms.c.host_id == host_id)
-    return [(int(row.id), int(row.version)) for row in connection.execute(query)
+
+
+def in_flight_versions(connection: Connection, positions: Iterable[tuple[int, int]]
+                       ) -> list[tuple[int, int]]:
+    """(id, version) of every VM at one of ``positions`` ((STATE, LCM_STATE) pairs)
+    (no template is read: cheap for thousands of VMs)."""
+    wanted = set(positions)
+    return [(int(row.id), int(row.version)) for row in connection.execute(_in_flight(wanted))
             if (row.state, row.lcm_state) in wanted]
+
+
+#: Host ids per statement in reads of many hosts.
+HOST_CHUNK = 500
+
+
+def in_flight_on_hosts(connection: Connection, positions: Iterable[tuple[int, int]],
+                       host_ids: Sequence[int]) -> dict[int, dict[int, int]]:
+    """Each of ``host_ids``' VMs at one of ``positions``, as {VM id: version}, by host
+    (hosts with none left out), read in one go for a monitoring tick."""
+    wanted = set(positions)
+    query = _in_flight(wanted).where(vms.c.host_id.in_(bindparam("host_ids", expanding=True)))
+    found: dict[int, dict[int, int]] = {}
+    for start in range(0, len(host_ids), HOST_CHUNK):
+        chunk = list(host_ids[start:start + HOST_CHUNK])
+        for row in connection.execute(query, {"host_ids": chunk}):
+            if (row.state, row.lcm_state) in wanted:
+                found.setdefault(int(row.host_id), {})[int(row.id)] = int(row.version)
+    return found
+
+
+_ON_HOSTS = select(vms).where(vms.c.host_id.in_(bindparam("host_ids", expanding=True)),
+                              vms.c.state != int(VmState.DONE)).order_by(vms.c.id)
+
+
+def on_hosts(connection: Connection, host_ids: Sequence[int]) -> dict[int, list[VmRecord]]:
+    """The VMs (not DONE, without history) on each of ``host_ids``, ordered by id, by host
+    (hosts with none left out): what a monitoring tick polls, in one read."""
+    found: dict[int, list[VmRecord]] = {}
+    for start in range(0, len(host_ids), HOST_CHUNK):
+        for row in connection.execute(_ON_HOSTS,
+                                      {"host_ids": list(host_ids[start:start + HOST_CHUNK])}):
+            found.setdefault(int(row.host_id), []).append(_vm_from_row(row))
+    return found
 
 
 def set_sched_messages(connection: Connection, messages: dict[int, str],
