@@ -101,7 +101,7 @@ class HostService:
             if host_pool.find_host_id(connection, name) is not None:
                 taken = host_pool.find_host_id(connection, name)
                 raise PoolNameError(f"NAME is already taken by HOST {taken}.")
-            group_pool.get_cluster(connection, max(cluster_id, 0))
+            group_pool.get_cluster(connection, max(cluster_id, 0), with_hosts=False)
             host_id = next_ids(connection, "host")
             record = HostRecord(
                 id=host_id, name=name, state=HostState.INIT, prev_state=HostState.INIT,

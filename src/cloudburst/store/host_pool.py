@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Row, Update, bindparam, delete, insert, select, update
 
 from cloudburst.errors import ConflictError, NotFoundError, PoolNameError
 from cloudburst.model.cloud_sections import sites_by_type
@@ -46,10 +47,10 @@ def insert_host(connection: Connection, record: HostRecord) -> None:
     Raises:
         ValidationError: the name is taken (message as oned's).
     """
-    taken = connection.execute(select(hosts.c.id).where(hosts.c.name == record.name)).scalar()
+    taken = find_host_id(connection, record.name)
     if taken is not None:
         raise PoolNameError(f"NAME is already taken by HOST {taken}.")
-    connection.execute(insert(hosts).values(
+    connection.execute(_INSERT_HOST, dict(
         id=record.id, name=record.name, state=int(record.state),
         prev_state=int(record.prev_state), im_mad=record.im_mad, vm_mad=record.vm_mad,
         tm_mad=record.tm_mad, vn_mad=record.vn_mad, cluster_id=record.cluster_id,
@@ -57,6 +58,12 @@ def insert_host(connection: Connection, record: HostRecord) -> None:
         error=record.error, version=record.version,
         **{name: getattr(record, name) for name in _SHARE_FIELDS},
     ))
+
+
+# Statements built once: at 10,000 hosts building them per call (and SQLAlchemy's
+# cache key of literal values) cost more than running them.
+_INSERT_HOST = insert(hosts)
+_HOST_ID_BY_NAME = select(hosts.c.id).where(hosts.c.name == bindparam("name"))
 
 
 def host_versions(connection: Connection) -> dict[int, int]:
@@ -106,7 +113,7 @@ _SELECT_HOST = select(hosts).where(hosts.c.id == bindparam("host_id"))
 
 def find_host_id(connection: Connection, name: str) -> int | None:
     """The id of the host called ``name``, if any."""
-    value = connection.execute(select(hosts.c.id).where(hosts.c.name == name)).scalar()
+    value = connection.execute(_HOST_ID_BY_NAME, {"name": name}).scalar()
     return None if value is None else int(value)
 
 
@@ -127,13 +134,19 @@ def update_host(connection: Connection, record: HostRecord, **changes: Any) -> H
             values[name] = int(value)
         else:
             values[name] = value
-    result = connection.execute(
-        update(hosts).where(hosts.c.id == record.id, hosts.c.version == record.version)
-        .values(**values)
-    )
+    statement = _update_statement(frozenset(values))
+    result = connection.execute(statement, {**values, "_id": record.id,
+                                            "_version": record.version})
     if result.rowcount != 1:
         raise ConflictError(f"HOST {record.id} was changed by another action; try again")
     return updated
+
+
+@lru_cache(maxsize=64)
+def _update_statement(columns: frozenset[str]) -> Update:
+    return (update(hosts).where(hosts.c.id == bindparam("_id"),
+                                hosts.c.version == bindparam("_version"))
+            .values({name: bindparam(name) for name in sorted(columns)}))
 
 
 def delete_host(connection: Connection, host_id: int) -> None:
