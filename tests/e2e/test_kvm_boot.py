@@ -297,6 +297,18 @@ def test_context_cd_reaches_a_guest_on_another_libvirtd_through_a_storage_pool(
             assert pool.listVolumes() == [volume] and not local_copy.exists()
             assert context_cd(remote, vm_id) == [str(pool_dir / volume)] * 2
             assert list(shared.iterdir()) == []
+            # Stopped, the VM leaves node2, which keeps nothing (the CD waits with the
+            # daemon); resumed (on node2 again, its requirement), the CD is uploaded anew.
+            cli.ok("onevm", "stop", str(vm_id))
+            wait_for(lambda: cli.vms().get(vm_id) == "stop", timeout=BOOT_TIMEOUT, interval=0.5)
+            pool.refresh(0)
+            assert pool.listVolumes() == [] and not local_copy.exists()
+            cli.ok("onevm", "resume", str(vm_id))
+            wait_running(cli, [vm_id], timeout=120)
+            pool.refresh(0)
+            assert pool.listVolumes() == [volume]
+            assert context_cd(remote, vm_id) == [str(pool_dir / volume)] * 2
+            assert not list(daemon.home.rglob("*.iso"))
             cli.ok("onevm", "terminate", "--hard", str(vm_id))
             wait_for(lambda: vm_id not in cli.vms(), timeout=60)
             pool.refresh(0)

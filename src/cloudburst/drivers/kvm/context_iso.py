@@ -221,25 +221,64 @@ class CdMove:
 
     def domain_xml(self, xml: str) -> str:
         """``xml`` (the domain's) with the CD-ROM reading the destination's copy."""
-        quoted = f"file='{xml_escape(self.old, {chr(39): '&apos;'})}'"
-        if quoted not in xml:
-            raise DriverError(f"the context CD-ROM {self.old} is not in the domain's definition")
-        return xml.replace(quoted, f"file='{xml_escape(self.new, {chr(39): '&apos;'})}'")
+        return _repointed(xml, self.old, self.new)
 
     def leave(self, source: Any) -> None:
-        """The migration is done: remove the source's copy (a VM's own directory keeps
-        its copy: it goes with that directory)."""
-        if self.source.pool is not None:
-            remove_context_volume(source, self.source.pool, self.vm_id)
-        elif self.source.directory is not None:
-            remove_context_iso(Path(self.source.directory), self.vm_id)
+        """The migration is done: remove the source's copy."""
+        drop_context_cd(source, self.source, self.vm_id)
 
     def undo(self, destination: Any) -> None:
         """The migration failed: remove the destination's copy."""
-        if self.destination.pool is not None:
-            remove_context_volume(destination, self.destination.pool, self.vm_id)
-        elif self.destination.directory is not None:
-            remove_context_iso(Path(self.destination.directory), self.vm_id)
+        drop_context_cd(destination, self.destination, self.vm_id)
+
+
+def drop_context_cd(connection: Any, home: ContextHome, vm_id: int) -> None:
+    """Remove VM ``vm_id``'s CD-ROM from ``home`` (a VM's own directory keeps its
+    copy: it goes with that directory)."""
+    if home.pool is not None:
+        remove_context_volume(connection, home.pool, vm_id)
+    elif home.directory is not None:
+        remove_context_iso(Path(home.directory), vm_id)
+
+
+def _repointed(xml: str, old: str, new: str) -> str:
+    quoted = f"file='{xml_escape(old, {chr(39): '&apos;'})}'"
+    if quoted not in xml:
+        raise DriverError(f"the context CD-ROM {old} is not in the domain's definition")
+    return xml.replace(quoted, f"file='{xml_escape(new, {chr(39): '&apos;'})}'")
+
+
+def _read_cd(connection: Any, home: ContextHome, path: str, vm_id: int) -> bytes:
+    """The CD-ROM's image: downloaded from ``home``'s pool, else read at ``path`` here."""
+    if home.pool is not None:
+        return _download(connection, home.pool, vm_id)
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise DriverError(f"cannot read the context CD-ROM {path}: {exc.strerror}") from None
+
+
+def _place_cd(connection: Any, home: ContextHome, data: bytes, vm_id: int,
+              own_directory: Path | None) -> str:
+    """Put ``data`` where ``home`` keeps CD-ROMs (``own_directory``: the VM's directory,
+    for a home that has neither pool nor directory); the copy's path there."""
+    if home.pool is not None:
+        return _upload(connection, home.pool, data, vm_id)
+    directory = home.directory or own_directory
+    if directory is None:
+        raise DriverError("the destination host has neither CONTEXT_POOL nor CONTEXT_DIR: "
+                          "set one so the context CD-ROM can follow the VM")
+    target = iso_path(Path(directory), vm_id)
+    _write(target, data, 0o644 if home.directory else 0o600)
+    return str(target)
+
+
+def _write(target: Path, data: bytes, mode: int) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    partial.write_bytes(data)
+    partial.chmod(mode)
+    os.replace(partial, target)
 
 
 def carry_context_cd(source: Any, destination: Any, xml: str, vm_id: int,
@@ -260,27 +299,31 @@ def carry_context_cd(source: Any, destination: Any, xml: str, vm_id: int,
     home, away = homes
     if away.pool is None and home.pool is None and away.directory in (None, home.directory):
         return None
-    if home.pool is not None:
-        data = _download(source, home.pool, vm_id)
-    else:
-        try:
-            data = Path(old).read_bytes()
-        except OSError as exc:
-            raise DriverError(f"cannot read the context CD-ROM {old}: {exc.strerror}") from None
-    if away.pool is not None:
-        new = _upload(destination, away.pool, data, vm_id)
-    elif away.directory is not None:
-        target = iso_path(Path(away.directory), vm_id)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".part")
-        partial.write_bytes(data)
-        partial.chmod(0o644)
-        os.replace(partial, target)
-        new = str(target)
-    else:
-        raise DriverError("the destination host has neither CONTEXT_POOL nor CONTEXT_DIR: "
-                          "set one so the context CD-ROM can follow the VM")
-    return CdMove(vm_id, old, new, home, away)
+    data = _read_cd(source, home, old, vm_id)
+    return CdMove(vm_id, old, _place_cd(destination, away, data, vm_id, None), home, away)
+
+
+def stash_context_cd(connection: Any, xml: str, vm_id: int, home: ContextHome,
+                     stash: Path) -> None:
+    """Before a stop (the VM leaves its host, to resume on any): keep a copy of the
+    CD-ROM at ``stash`` on this machine (0600) when ``home`` is a pool or a
+    CONTEXT_DIR; :func:`unstash_context_cd` places it for the host it resumes on."""
+    old = _cd_source(xml, vm_id)
+    if old is None or (home.pool is None and home.directory is None):
+        return
+    _write(stash, _read_cd(connection, home, old, vm_id), 0o600)
+
+
+def unstash_context_cd(connection: Any, xml: str, vm_id: int, home: ContextHome,
+                       stash: Path) -> str | None:
+    """The saved domain's ``xml`` with its CD-ROM placed for this host from ``stash``
+    (its pool, its CONTEXT_DIR or the VM's directory, next to ``stash``); ``None``
+    when nothing was stashed. The stash stays until :meth:`Path.unlink` by the caller."""
+    old = _cd_source(xml, vm_id)
+    if old is None or not stash.exists():
+        return None
+    new = _place_cd(connection, home, stash.read_bytes(), vm_id, stash.parent)
+    return _repointed(xml, old, new)
 
 
 def _cd_source(xml: str, vm_id: int) -> str | None:

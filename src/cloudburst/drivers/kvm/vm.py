@@ -26,7 +26,10 @@
   when the host sets ``CHECKPOINT_DIR`` (shared by the hosts it may resume
   on), else the core's checkpoint path; the definition is removed, so the host
   holds nothing; ``restore`` restores the file on the host the scheduler
-  chose, makes the domain persistent again and deletes the file.
+  chose, makes the domain persistent again and deletes the file. The
+  context CD-ROM leaves the host too: a copy waits next to the core's
+  checkpoint path and is placed for the host it resumes on
+  (:func:`.context_iso.unstash_context_cd`).
   Snapshot metadata travels inside the saved image (:func:`.snapshots.stash`).
 * ``resize`` (powered off) rewrites the definition's memory, vCPUs and CPU
   shares by the deploy's rules.
@@ -73,9 +76,12 @@ from cloudburst.drivers.kvm import devices, migration, snapshots
 from cloudburst.drivers.kvm.connection import LibvirtPool, error_details, libvirt_module
 from cloudburst.drivers.kvm.context_iso import (
     ContextHome,
+    drop_context_cd,
     iso_path,
     remove_context_iso,
     remove_context_volume,
+    stash_context_cd,
+    unstash_context_cd,
     upload_context_iso,
     write_context_iso,
 )
@@ -188,6 +194,12 @@ def _forget_context(settings: HostSettings, vm: VmRef) -> None:
     VM's directory goes with that directory; a pool's volume with the domain)."""
     if settings.context_dir is not None and settings.context_pool is None:
         remove_context_iso(Path(settings.context_dir), vm.vm_id)
+
+
+def _cd_stash(checkpoint: Path) -> Path:
+    """Where a stop keeps the VM's context CD-ROM on this machine (next to the core's
+    checkpoint path) until it resumes."""
+    return checkpoint.with_name(checkpoint.name + ".context.iso")
 
 
 def _require(connection: Any, deploy_id: str) -> Any:
@@ -445,6 +457,7 @@ class KvmVmDriver(VmDriver):
             await self._on_domain(vm, "save", managed_save)
             return
         path = self._checkpoint(settings, vm, checkpoint)
+        home = ContextHome(settings.context_pool, settings.context_dir)
 
         def save_and_leave(connection: Any) -> None:
             domain = lookup(connection, vm.deploy_id)
@@ -453,9 +466,12 @@ class KvmVmDriver(VmDriver):
             domain = _require(connection, vm.deploy_id)
             if domain.isActive():
                 snapshots.stash(domain, snapshots.export(domain))
+                stash_context_cd(connection, domain.XMLDesc(0), vm.vm_id, home,
+                                 _cd_stash(checkpoint))
                 domain.save(path)
             if domain.isPersistent():
                 _undefine(domain)
+            drop_context_cd(connection, home, vm.vm_id)  # the host keeps nothing
 
         await self.pool.call(settings.uri, f"save {vm.deploy_id} on {vm.host.name}",
                              save_and_leave)
@@ -477,7 +493,15 @@ class KvmVmDriver(VmDriver):
                                   f"on {vm.host.name} nor {path}")
             if domain is not None:
                 make_room(connection, vm.deploy_id, vm.vm_id, self.context.install_id)
-            connection.restore(path)
+            stash = _cd_stash(checkpoint)
+            saved = connection.saveImageGetXMLDesc(path, libvirt_module().VIR_DOMAIN_XML_SECURE)
+            placed = unstash_context_cd(connection, saved, vm.vm_id, ContextHome(
+                settings.context_pool, settings.context_dir), stash)
+            if placed is None:
+                connection.restore(path)
+            else:  # the stopped VM's context CD-ROM, placed for this host
+                connection.restoreFlags(path, placed, 0)
+                stash.unlink()
             restored = persist(connection, _require(connection, vm.deploy_id))
             identity = read_identity(restored)
             if identity is not None:
