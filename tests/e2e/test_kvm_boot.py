@@ -17,11 +17,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from xml.etree import ElementTree
 
 import libvirt
+import pyone
 import pytest
 from daemon_fixture import RunningDaemon, daemon_environment, start_daemon, wait_for
 from kvm_guest import (
@@ -204,19 +205,18 @@ def test_context_reaches_the_guest_on_a_cd(daemon: RunningDaemon, guest: Guest,
     assert not iso.exists()  # removed with the domain
 
 
-def migrate(cli: Cli, vm_id: int, host: str, *flags: str) -> None:
-    """``onevm migrate``, waited for until the VM runs on ``host`` again."""
-    cli.ok("onevm", "migrate", str(vm_id), host, *flags)
+def arrive(one: pyone.OneServer, vm_id: int, host: str, move: Callable[[], object]) -> None:
+    """``move()`` (a migration or a resume), waited for until the VM runs on ``host``."""
+    move()
 
     def arrived() -> bool:
-        shown = cli.json("onevm", "show", str(vm_id))
-        assert isinstance(shown, dict)
-        return bool(shown.get("HOST") == host and shown.get("LCM_STATE") == "RUNNING")
+        vm = one.vm.info(vm_id)
+        assert "ERROR" not in vm.USER_TEMPLATE, vm.USER_TEMPLATE["ERROR"]
+        records = vm.HISTORY_RECORDS.HISTORY
+        last = records[-1] if isinstance(records, list) else records
+        return bool(host == last.HOSTNAME and (vm.STATE, vm.LCM_STATE) == (3, 3))
 
-    try:
-        wait_for(arrived, timeout=BOOT_TIMEOUT, interval=0.5)
-    except TimeoutError:
-        raise AssertionError(cli.ok("onevm", "show", str(vm_id))) from None
+    wait_for(arrived, timeout=BOOT_TIMEOUT, interval=0.2)
 
 
 def context_cd(libvirtd: Libvirtd, vm_id: int) -> list[str]:
@@ -288,23 +288,26 @@ def test_context_cd_reaches_a_guest_on_another_libvirtd_through_a_storage_pool(
             for name in ("localhost", "node2"):
                 cli.ok("onehost", "update", name, "-", "--append",
                        stdin=f'CHECKPOINT_DIR = "{shared}"\n')
-            migrate(cli, vm_id, "localhost", "--live")
+            one = pyone.OneServer(daemon.url, session=daemon.session)
+            hosts = {host.NAME: host.ID for host in one.hostpool.info().HOST}
+            arrive(one, vm_id, "localhost",
+                   lambda: one.vm.migrate(vm_id, hosts["localhost"], True, False, -1, 0))
             pool.refresh(0)
             assert pool.listVolumes() == [] and local_copy.is_file()
             assert context_cd(libvirtd, vm_id) == [str(local_copy)] * 2
-            migrate(cli, vm_id, "node2")
+            arrive(one, vm_id, "node2",
+                   lambda: one.vm.migrate(vm_id, hosts["node2"], False, False, -1, 0))
             pool.refresh(0)
             assert pool.listVolumes() == [volume] and not local_copy.exists()
             assert context_cd(remote, vm_id) == [str(pool_dir / volume)] * 2
             assert list(shared.iterdir()) == []
             # Stopped, the VM leaves node2, which keeps nothing (the CD waits with the
             # daemon); resumed (on node2 again, its requirement), the CD is uploaded anew.
-            cli.ok("onevm", "stop", str(vm_id))
-            wait_for(lambda: cli.vms().get(vm_id) == "stop", timeout=BOOT_TIMEOUT, interval=0.5)
+            one.vm.action("stop", vm_id)
+            wait_for(lambda: one.vm.info(vm_id).STATE == 4, timeout=BOOT_TIMEOUT, interval=0.2)
             pool.refresh(0)
             assert pool.listVolumes() == [] and not local_copy.exists()
-            cli.ok("onevm", "resume", str(vm_id))
-            wait_running(cli, [vm_id], timeout=120)
+            arrive(one, vm_id, "node2", lambda: one.vm.action("resume", vm_id))
             pool.refresh(0)
             assert pool.listVolumes() == [volume]
             assert context_cd(remote, vm_id) == [str(pool_dir / volume)] * 2
