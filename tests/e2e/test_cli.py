@@ -148,7 +148,7 @@ def test_usage_and_help(cli: Cli) -> None:
             ("onehost", ("create", "list", "show", "update", "delete", "enable", "disable",
                          "offline", "rename")),
             ("onevm", ("create", "submit", "list", "show", "deploy", "terminate", "shutdown",
-                       "reboot", "hold", "release", "update", "rename")),
+                       "reboot", "hold", "release", "update", "updateconf", "rename")),
             ("onetemplate", ("create", "list", "show", "instantiate", "delete", "update",
                              "rename"))):
         assert "usage:" in cli.ok(command, "--help")
@@ -165,6 +165,9 @@ def test_templates(cli: Cli) -> None:
     vm_line = cli.ok("onetemplate", "instantiate", "0", "--name", "from-small", "--hold")
     vm_id = vm_line.split()[-1]
     assert cli.json("onevm", "show", vm_id)["NAME"] == "from-small"
+    cli.ok("onevm", "updateconf", vm_id, "-", stdin='CONTEXT = [ WHO = "$NAME-$VMID" ]\n')
+    context = cli.json("onevm", "show", vm_id)["TEMPLATE"]["CONTEXT"]
+    assert context["WHO"] == f"from-small-{vm_id}"
     cli.ok("onevm", "terminate", vm_id)
     cli.ok("onetemplate", "delete", "0")
     assert cli.json("onetemplate", "list") == []

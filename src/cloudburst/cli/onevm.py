@@ -471,6 +471,11 @@ def _update(args: argparse.Namespace) -> int:
                            update_method="one.vm.update", section="USER_TEMPLATE")
 
 
+def _updateconf(args: argparse.Namespace) -> int:
+    return update_template(connect(), args.id, args, info_method="one.vm.info",
+                           update_method="one.vm.updateconf", section="TEMPLATE")
+
+
 def _rename(args: argparse.Namespace) -> int:
     connect().call("one.vm.rename", args.id, args.name)
     return 0
@@ -587,6 +592,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("update", _update, "replace (or --append to) a VM's USER_TEMPLATE; "
                                      "without FILE, edit it in $EDITOR")
+    sub.add_argument("id", type=int, help="VM id")
+    add_update_arguments(sub)
+
+    sub = command("updateconf", _updateconf, "replace (or --append to) a VM's OS, FEATURES, "
+                  "INPUT, GRAPHICS, RAW, CPU_MODEL and CONTEXT (CONTEXT expanded anew); "
+                  "without FILE, edit its TEMPLATE in $EDITOR")
     sub.add_argument("id", type=int, help="VM id")
     add_update_arguments(sub)
 
