@@ -771,3 +771,30 @@ def test_reads_run_while_a_write_is_in_progress(db: Database) -> None:
         return elapsed
 
     assert asyncio.run(main()) < 2
+
+
+def test_a_read_lane_call_makes_its_lookups_off_the_loop_and_answers_once(db: Database) -> None:
+    """``in_read_lane``: on PostgreSQL the whole call runs on an API lane thread (its
+    lookups there, none on the caller's loop); on SQLite it runs here. Its result and
+    its errors come back to the caller; a failing lookup leaves the lane serving."""
+    store_vms(db, new_vm(0))
+
+    async def call(vm_id: int) -> tuple[str, str]:
+        vm = await db.lookup(lambda c: vm_pool.get_vm(c, vm_id))
+        thread = await db.lookup(lambda c: threading.current_thread().name)
+        return vm.name, thread
+
+    async def main() -> None:
+        loop_thread = threading.current_thread().name
+        name, thread = await db.in_read_lane(lambda: call(0))
+        assert name == new_vm(0).name
+        if db.is_sqlite:
+            assert thread == loop_thread
+        else:
+            assert thread.startswith("db-api-") and thread != loop_thread
+        with pytest.raises(NotFoundError):
+            await db.in_read_lane(lambda: call(99))
+        answers = await asyncio.gather(*(db.in_read_lane(lambda: call(0)) for _ in range(8)))
+        assert {answer[0] for answer in answers} == {new_vm(0).name}
+
+    asyncio.run(main())

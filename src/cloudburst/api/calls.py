@@ -231,9 +231,16 @@ Handler = Callable[..., Awaitable[object]]
 returns the reply value (see module docs)."""
 
 
-async def render(function: Callable[[], str]) -> str:
-    """Build a (possibly large) document on a worker thread.
+#: Documents of at most this many objects are rendered on the loop: a hop to a worker
+#: thread and back costs more than rendering them (milliseconds on a loaded machine).
+INLINE_RENDER: Final = 32
+
+
+async def render(function: Callable[[], str], objects: int) -> str:
+    """Build a document of ``objects`` objects; a large one on a worker thread.
 
     The event loop keeps serving other clients meanwhile.
     """
+    if objects <= INLINE_RENDER:
+        return function()
     return await asyncio.get_running_loop().run_in_executor(None, function)

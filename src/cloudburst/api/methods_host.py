@@ -6,6 +6,7 @@ them is in :mod:`cloudburst.api.xmlrpc`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from cloudburst.api import documents
@@ -62,11 +63,13 @@ async def host_info(call: Call, id: int, decrypt: bool = False) -> object:
 async def hostpool_info(call: Call) -> object:
     """``one.hostpool.info()``: the hosts the caller may use, highest id first as oned
     lists them (rendered on a worker thread)."""
-    visible = await call.daemon.access.visible(caller_of(call.user), "HOST")
-    hosts = sorted((host for host in await call.daemon.hosts.pool()
-                    if visible(host.id, 0, 0, None)), key=lambda host: host.id, reverse=True)
-    cluster = await _cluster_names(call)
-    return await render(lambda: documents.host_pool_document(hosts, cluster=cluster))
+    visible, pool, cluster = await asyncio.gather(
+        call.daemon.access.visible(caller_of(call.user), "HOST"), call.daemon.hosts.pool(),
+        _cluster_names(call))
+    hosts = sorted((host for host in pool if visible(host.id, 0, 0, None)),
+                   key=lambda host: host.id, reverse=True)
+    return await render(lambda: documents.host_pool_document(hosts, cluster=cluster),
+                        len(hosts))
 
 
 async def _cluster_names(call: Call) -> Callable[[int], str]:

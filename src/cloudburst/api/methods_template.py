@@ -6,6 +6,8 @@ them is in :mod:`cloudburst.api.xmlrpc`.
 
 from __future__ import annotations
 
+import asyncio
+
 from cloudburst.api import documents
 from cloudburst.api.calls import Call, render, update_type
 from cloudburst.api.pool_query import Owned, pool_query
@@ -95,9 +97,9 @@ async def templatepool_info(call: Call, filter: int, start: int, end: int) -> ob
         uid=query.uid, first_id=query.first_id, last_id=query.last_id,
         offset=query.store_offset, limit=query.store_limit, descending=True)
     selected = query.select(records, _template_owner)
-    uname, gname = await call.user_names(), await call.group_names()
+    uname, gname = await asyncio.gather(call.user_names(), call.group_names())
     return await render(lambda: documents.template_pool_document(selected, uname=uname,
-                                                                 gname=gname))
+                                                                 gname=gname), len(selected))
 
 
 def _template_owner(record: TemplateRecord) -> Owned:

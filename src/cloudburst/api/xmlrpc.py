@@ -158,6 +158,17 @@ async def dispatch(daemon: Services, method: str, params: Sequence[object], *,
     if handler is None:
         raise UnknownMethodError(method)
     log.debug("call %s (%s)", method, _id_hint(params[1:]))
+    if method in access_table.READ_ONLY:
+        # One hop for the whole call on a networked store: authentication, the access
+        # check and the handler's reads all run in an API read lane.
+        return await daemon.db.in_read_lane(
+            lambda: _answer(daemon, handler, method, params, client))
+    return await _answer(daemon, handler, method, params, client)
+
+
+async def _answer(daemon: Services, handler: Handler, method: str, params: Sequence[object],
+                  client: str) -> Reply:
+    """:func:`dispatch` once ``method`` is known to be ``handler``."""
     user: UserRecord | None = None
     fault: ParameterFault | None = None
     try:

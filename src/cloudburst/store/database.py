@@ -29,11 +29,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -52,6 +53,8 @@ T = TypeVar("T")
 
 #: Most writes committed in one transaction.
 MAX_BATCH = 1000
+#: API read lanes on a networked store (threads, each with a loop and a connection).
+API_LANES: Final = 2
 #: Seconds a write batch waits for a lock while the previous batch already found it taken.
 _BUSY_RETRY_WAIT: Final = 0.1
 
@@ -127,6 +130,9 @@ class Database:
         self._kept = threading.local()
         self._kept_all: list[Connection] = []
         self._kept_lock = threading.Lock()
+        #: API read lanes (networked stores; see in_read_lane), taken in turn.
+        self._lanes = [_ReadLane(self, f"db-api-{index}") for index in range(API_LANES)]
+        self._lane_turn = itertools.count()
         self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         #: The urgent lane (see write); the writer looks at it before each job.
         self._urgent: queue.SimpleQueue[_Job] = queue.SimpleQueue()
@@ -172,21 +178,47 @@ class Database:
     async def lookup(self, function: Callable[[Connection], T]) -> T:
         """:meth:`read` for a few rows found by key (a user, a VM, its owner).
 
-        On SQLite it runs at once on the calling thread: such a read costs tens of
-        microseconds there, less than handing it to a reader thread and back, and a
-        WAL reader does not wait for the writer. On a networked store it goes to a
-        reader thread like :meth:`read` (round trips must not stall the loop).
+        It runs at once on the calling thread, on a connection kept per thread, when
+        that costs less than a hop to a reader thread and back: always on SQLite (such
+        a read costs tens of microseconds there and a WAL reader does not wait for the
+        writer), and on a networked store in an API read lane (:meth:`in_read_lane`),
+        whose thread does nothing else. Elsewhere it goes to a reader thread like
+        :meth:`read` (round trips must not stall the daemon's loop).
         Never pass a read whose size grows with the pools.
         """
-        if not self._sqlite:
+        if not self._sqlite and not getattr(self._kept, "lane", False):
             return await self.read(function)
-        connection = self._kept_connection()
-        try:
-            with self.failures(), connection.begin():
-                return function(connection)
-        except (DBAPIError, StoreUnavailableError):
-            self._drop_kept_connection(connection)
-            raise
+        for attempt in (1, 2):
+            connection = self._kept_connection()
+            try:
+                with connection.begin():
+                    return function(connection)
+            except DBAPIError as exc:
+                self._drop_kept_connection(connection)
+                if attempt == 1 and exc.connection_invalidated and not self._sqlite:
+                    continue  # the server restarted since: once more on a new connection
+                with self.failures():
+                    raise
+            except StoreUnavailableError:
+                self._drop_kept_connection(connection)
+                raise
+        raise AssertionError("unreachable")
+
+    async def in_read_lane(self, call: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run ``call()``, a coroutine that only reads, in an API read lane.
+
+        On a networked store every :meth:`lookup` is otherwise a hop to a reader
+        thread and back (shared with the daemon's background reads); an API call
+        makes several (authentication, the access check, the read itself). A read
+        lane is a thread with its own event loop and connection: the call makes one
+        hop to it and back, and its lookups run there at once. On SQLite the call
+        runs here (its lookups are already at once).
+        """
+        if self._sqlite:
+            return await call()
+        lane = self._lanes[next(self._lane_turn) % len(self._lanes)]
+        return await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(call(), lane.started()))
 
     def _kept_connection(self) -> Connection:
         """This thread's read connection for :meth:`lookup` (kept open: checking one out
@@ -194,6 +226,10 @@ class Database:
         connection: Connection | None = getattr(self._kept, "connection", None)
         if connection is None or connection.closed:
             connection = self.read_engine.connect()
+            if not self._sqlite:
+                # A lookup is a statement or two by key: without BEGIN and COMMIT (two
+                # round trips to the server) each statement reads committed data alone.
+                connection = connection.execution_options(isolation_level="AUTOCOMMIT")
             with self._kept_lock:
                 if self._closed:
                     connection.close()
@@ -279,6 +315,8 @@ class Database:
         if started:
             self._writer.join(timeout=30)
         self._readers.shutdown(wait=True)
+        for lane in self._lanes:
+            lane.stop()
         with self._kept_lock:
             kept, self._kept_all = self._kept_all, []
         for connection in kept:
@@ -420,6 +458,47 @@ class Database:
             return job, False, exc
         savepoint.commit()
         return job, True, value
+
+
+class _ReadLane:
+    """A thread running an event loop for API calls that only read (started on first
+    use); its :meth:`Database.lookup`-s run on its own kept connection."""
+
+    def __init__(self, database: Database, name: str) -> None:
+        self._database = database
+        self._name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def started(self) -> asyncio.AbstractEventLoop:
+        """The lane's loop, running."""
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=self._run, args=(self._loop,),
+                                                name=self._name, daemon=True)
+                self._thread.start()
+            return self._loop
+
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._database._kept.lane = True
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
+            loop.run_until_complete(asyncio.sleep(0))
+            loop.close()
+
+    def stop(self) -> None:
+        """Cancel the calls in the lane and end its thread."""
+        with self._lock:
+            loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=30)
 
 
 def _drained(lane: queue.SimpleQueue[_Job]) -> list[_Job]:
