@@ -189,7 +189,8 @@ class Database:
         if not self._sqlite and not getattr(self._kept, "lane", False):
             return await self.read(function)
         for attempt in (1, 2):
-            connection = self._kept_connection()
+            with self.failures():
+                connection = self._kept_connection()
             try:
                 with connection.begin():
                     return function(connection)
