@@ -461,16 +461,15 @@ class KvmVmDriver(VmDriver):
 
         def save_and_leave(connection: Any) -> None:
             domain = lookup(connection, vm.deploy_id)
-            if domain is None and os.path.exists(path):
-                return  # saved by an earlier attempt
-            domain = _require(connection, vm.deploy_id)
-            if domain.isActive():
-                snapshots.stash(domain, snapshots.export(domain))
-                stash_context_cd(connection, domain.XMLDesc(0), vm.vm_id, home,
-                                 _cd_stash(checkpoint))
-                domain.save(path)
-            if domain.isPersistent():
-                _undefine(domain)
+            if domain is not None or not os.path.exists(path):  # else saved by an earlier try
+                domain = _require(connection, vm.deploy_id)
+                if domain.isActive():
+                    snapshots.stash(domain, snapshots.export(domain))
+                    stash_context_cd(connection, domain.XMLDesc(0), vm.vm_id, home,
+                                     _cd_stash(checkpoint))
+                    domain.save(path)
+                if domain.isPersistent():
+                    _undefine(domain)
             drop_context_cd(connection, home, vm.vm_id)  # the host keeps nothing
 
         await self.pool.call(settings.uri, f"save {vm.deploy_id} on {vm.host.name}",
