@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO / "tests"), str(REPO / "tests" / "e2e")]
@@ -93,6 +94,49 @@ async def wait_until(predicate: object, timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
+class Stages:
+    """When the burst's VMs pass each stage (``--timeline``): created, placed by a
+    scheduler pass, handed to the EC2 driver, launched (bench-side wrappers only)."""
+
+    def __init__(self, daemon: Daemon, driver: Ec2VmDriver) -> None:
+        self.created: list[float] = []
+        self.passes: list[tuple[float, float, int]] = []
+        self.arrived: list[float] = []
+        self.sizes = driver.launcher.batches.sizes
+        self.spans = driver.launcher.batches.spans
+        scheduler, batches = daemon.scheduler, driver.launcher.batches
+        pass_once, submit = scheduler.pass_once, batches.submit
+
+        async def timed_pass(*, full: bool = True) -> int:
+            started = time.monotonic()
+            placed = await pass_once(full=full)
+            self.passes.append((started, time.monotonic(), placed))
+            return placed
+
+        async def timed_submit(key: Any, item: Any) -> Any:
+            self.arrived.append(time.monotonic())
+            return await submit(key, item)
+
+        scheduler.pass_once = timed_pass  # type: ignore[method-assign]
+        batches.submit = timed_submit  # type: ignore[method-assign]
+
+    def show(self, zero: float, calls: list[tuple[str, float, float]]) -> None:
+        def at(moments: list[float], share: float) -> str:
+            ordered = sorted(moments)
+            return f"{ordered[min(len(ordered) - 1, int(share * len(ordered)))] - zero:7.3f}" \
+                if ordered else "      -"
+
+        for label, moments in (("created", self.created), ("reached the driver", self.arrived)):
+            print(f"{label:<20} first {at(moments, 0)}  25% {at(moments, 0.25)}  "
+                  f"half {at(moments, 0.5)}  last {at(moments, 1)}", file=sys.stderr)
+        for started, ended, placed in self.passes:
+            print(f"scheduler pass       {started - zero:7.3f} -> {ended - zero:7.3f}  "
+                  f"placed {placed}", file=sys.stderr)
+        for action, started, ended in calls:
+            print(f"{action:<20} {started - zero:7.3f} -> {ended - zero:7.3f}", file=sys.stderr)
+        print(f"batch sizes          {list(self.sizes)}", file=sys.stderr)
+
+
 async def burst(proxy: FaultProxy, vm_count: int, *, show: bool = False
                 ) -> dict[str, float]:
     home = Path(tempfile.mkdtemp(prefix="cloudburst-bench-ec2-")) / "home"
@@ -107,10 +151,18 @@ async def burst(proxy: FaultProxy, vm_count: int, *, show: bool = False
         assert isinstance(driver, Ec2VmDriver)
         await driver.site.call("DescribeRegions")  # the boto3 client, built before timing
         proxy.reset_counts()
+        stages = Stages(daemon, driver) if show else None
 
         first = time.perf_counter()
         first_monotonic = time.monotonic()
-        vm_ids = await asyncio.gather(*(daemon.vms.allocate(TEMPLATE) for _ in range(vm_count)))
+
+        async def create() -> int:
+            vm_id = await daemon.vms.allocate(TEMPLATE)
+            if stages is not None:
+                stages.created.append(time.monotonic())
+            return vm_id
+
+        vm_ids = await asyncio.gather(*(create() for _ in range(vm_count)))
         created = time.perf_counter() - first
 
         async def all_running() -> bool:
@@ -123,10 +175,8 @@ async def burst(proxy: FaultProxy, vm_count: int, *, show: bool = False
         batches = list(driver.launcher.batches.sizes)
         spans = list(driver.launcher.batches.spans)
 
-        if show:
-            for action, start, end in timeline:
-                print(f"{action:<24} {start - first_monotonic:7.3f} -> "
-                      f"{end - first_monotonic:7.3f}", file=sys.stderr)
+        if stages is not None:
+            stages.show(first_monotonic, timeline)
         stop_started = time.perf_counter()
         await asyncio.gather(*(daemon.lifecycle.act(vm_id, Event.TERMINATE_HARD)
                                for vm_id in vm_ids))

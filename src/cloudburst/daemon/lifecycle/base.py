@@ -254,20 +254,21 @@ def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
     if finish is not None:
         label, ok, result = finish
         journal.finish_started(connection, vm.id, _journal_actions(label), ok=ok, result=result)
-    if moved.to == lifecycle.DONE:
+    done = Stepped(vm, [moved.to] if moved.to != vm.position else [], seq=seq)
+    # Store-only work (an instant prolog or epilog) is done here and its SUCCESS
+    # followed: the VM's row is written once, at the position the VM ends up in.
+    previous, position, work = vm.position, moved.to, moved.work
+    while work is not None and work.instant:
+        _instant(connection, vm, work, seq)
+        after = lifecycle.move(position, Event.SUCCESS)
+        previous, position, work = position, after.to, after.work
+        done.passed.append(position)
+    if position != moved.to:
+        values.update(state=position[0], lcm_state=position[1], prev_state=previous[0],
+                      prev_lcm_state=previous[1])
+    if position == lifecycle.DONE:
         values.setdefault("etime", now())
     written = vm_pool.update_vm(connection, vm, **values) if values else vm
-    done = Stepped(written, [moved.to] if moved.to != vm.position else [], seq=seq)
-    work = moved.work
-    while work is not None and work.instant:
-        _instant(connection, written, work, seq)
-        moved = lifecycle.move(written.position, Event.SUCCESS)
-        extra: dict[str, Any] = {"state": moved.to[0], "lcm_state": moved.to[1]}
-        if moved.to == lifecycle.DONE:
-            extra["etime"] = now()
-        written = vm_pool.update_vm(connection, written, **extra)
-        done.passed.append(moved.to)
-        work = moved.work
     done.vm = written
     if work is not None:
         done.work = work
@@ -389,7 +390,7 @@ class ManagerBase:
                       changes: Mapping[str, Any] | None = None, prepare: Prepare | None = None,
                       args: WorkArgs | None = None, journal_host: int | None = None,
                       finish: tuple[str, bool, str] | None = None, why: str = "",
-                      done_stays: bool = False) -> VmRecord:
+                      done_stays: bool = False, seq: int | None = None) -> VmRecord:
         """Apply ``event`` to VM ``vm_id`` with :func:`step`, then start the work it entered.
 
         ``expect`` refuses the event unless the VM is still where the caller
@@ -415,7 +416,7 @@ class ManagerBase:
             stepped = step(connection, vm, event, install_id=self.install_id,
                            check=self._check_driver(args), changes=changes,
                            prepare=prepare, journal_host=journal_host, finish=finish,
-                           why=why, handed=handed)
+                           why=why, handed=handed, seq=seq)
             host_id = stepped.vm.host_id
             if stepped.work is not None and host_id is not None:
                 host = memo(reads, ("host", host_id), lambda: _host_or_none(connection, host_id))

@@ -65,6 +65,8 @@ class Outcome:
 
     changes: dict[str, Any] = field(default_factory=dict)
     prepare: Callable[[Connection, VmRecord, Move], dict[str, Any]] | None = None
+    #: ``prepare`` opens a new stay (the result's stay is then read, not the work's).
+    opens_stay: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,7 +274,7 @@ async def _migrate(job: Job) -> Outcome:
     deploy_id = await job.run("migrate", lambda: job.driver.migrate(job.ref, target, live=live))
     code = lifecycle.HISTORY_ACTIONS[Event.MIGRATE_LIVE if live else Event.MIGRATE]
     return Outcome({"deploy_id": deploy_id or job.vm.deploy_id, "host_id": destination.id},
-                   _new_stay(destination, code))
+                   _new_stay(destination, code), opens_stay=True)
 
 
 def _new_stay(host: HostRecord, code: int) -> Callable[[Connection, VmRecord, Move],
@@ -494,7 +496,8 @@ class Working(ManagerBase):
         except (OSError, KeyError, ValueError) as exc:
             failure = DriverError(f"{work.label}: {exc}")
         else:
-            await self._recorded(vm.id, work, lambda: self._result(vm, work, outcome, token))
+            await self._recorded(vm.id, work, lambda: self._result(
+                vm, work, outcome, token, None if known is None else known.seq))
             return
         await self._recorded(vm.id, work, lambda: self._failed(vm, work, failure, token, args,
                                                                host, replay))
@@ -514,7 +517,10 @@ class Working(ManagerBase):
             except StoreUnavailableError as exc:
                 await backoff.wait(exc)
 
-    async def _result(self, vm: VmRecord, work: Work, outcome: Outcome, token: str) -> None:
+    async def _result(self, vm: VmRecord, work: Work, outcome: Outcome, token: str,
+                      seq: int | None = None) -> None:
+        """Write a work's success; ``seq``: the VM's stay when the work started, if known
+        (it is the result's too unless the outcome opens a stay)."""
         if not lifecycle.is_legal(vm.position, Event.SUCCESS):  # in-place work (reboot...)
             self.files.log(vm.id, "I", f"VM {work.label} done")
             if outcome.changes or outcome.prepare:
@@ -526,7 +532,8 @@ class Working(ManagerBase):
         try:
             await self.advance(vm.id, Event.SUCCESS, expect=vm.position,
                                changes=outcome.changes, prepare=prepare,
-                               finish=(work.label, True, outcome.changes.get("deploy_id", "")))
+                               finish=(work.label, True, outcome.changes.get("deploy_id", "")),
+                               seq=None if outcome.opens_stay else seq)
         except (IllegalActionError, NotFoundError) as exc:
             log.info("VM %d: %s result ignored (%s)", vm.id, work.label, exc)
             await self._finish_journal(vm.id, work, True, "result arrived late")
