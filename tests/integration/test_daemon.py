@@ -716,6 +716,29 @@ def test_failing_probe_puts_the_host_in_error_and_it_recovers(tmp_path: Path) ->
     run(scenario)
 
 
+def test_an_unchanged_host_report_moves_only_its_monitoring_time(tmp_path: Path) -> None:
+    """At 10,000 hosts a report per host per minute must not write a new host record
+    each: a report equal to the last one moves LAST_MON_TIME and keeps the version;
+    a report that changes the host is written as before."""
+    settings = make_home(tmp_path, monitoring=0.3)
+
+    async def scenario() -> None:
+        async with running(settings) as daemon:
+            host = await add_dummy_host(daemon, "quiet-1")
+            later = await wait_host(daemon, host.id,
+                                    lambda h: h.last_mon_time > host.last_mon_time,
+                                    timeout=60, what="a later monitoring")
+            assert later.version == host.version
+            assert (later.template, later.max_cpu) == (host.template, host.max_cpu)
+
+            await daemon.hosts.update(host.id, "DUMMY_TOTALCPU=400", merge=True)
+            changed = await wait_host(daemon, host.id, lambda h: h.max_cpu == 400,
+                                      timeout=60, what="the new figures")
+            assert changed.version > later.version
+
+    run(scenario)
+
+
 def test_host_states_follow_the_host_table_through_monitoring_and_operators(
         tmp_path: Path) -> None:
     """As an OpenNebula 6.10 peer does: a host in ERROR may be disabled; a disabled

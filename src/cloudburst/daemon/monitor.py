@@ -49,7 +49,7 @@ from cloudburst.errors import (
 )
 from cloudburst.model import lifecycle
 from cloudburst.model.capacity import set_limits
-from cloudburst.model.host_lifecycle import MONITORED, HostEvent, is_legal
+from cloudburst.model.host_lifecycle import MONITORED, HostEvent, host_move, is_legal
 from cloudburst.model.records import HostRecord, VmRecord
 from cloudburst.model.snapshots import host_snapshot
 from cloudburst.store import host_pool, orphans, vm_pool
@@ -92,6 +92,41 @@ def _number(value: str | None) -> int:
         return 0
 
 
+def _reported(host: HostRecord, info: HostInfo) -> tuple[Template, dict[str, int]]:
+    """The template and share figures ``host`` gets from report ``info``."""
+    template = host.template.copy()
+    wilds = [vm.deploy_id for vm in info.vms if vm.vm_id < 0]
+    # Everything reported is merged at once, so the same report again leaves the
+    # attributes in the same order (a template equal to the stored one).
+    reported = Template([(name, value) for name, value in info.attributes.items()
+                         if name not in SHARE_KEYS]
+                        + [("TOTAL_WILDS", str(len(wilds)))]
+                        + ([("WILDS", ",".join(wilds))] if wilds else []))
+    if not wilds:
+        template.remove("WILDS")
+    template.merge(reported, replace=True)
+    template.remove("ERROR")
+    set_limits(template, info.capacity)
+    share = {column: _number(info.attributes.get(key)) for key, column in SHARE_KEYS.items()}
+    if "FREECPU" not in info.attributes:
+        share["free_cpu"] = share["max_cpu"] - share["used_cpu"]
+    if "FREEMEMORY" not in info.attributes:
+        share["free_mem"] = share["max_mem"] - share["used_mem"]
+    return template, share
+
+
+def _stays(host: HostRecord) -> bool:
+    """Whether a successful monitoring leaves ``host`` in its state with no work to start."""
+    if not is_legal(host.state, HostEvent.MONITOR_SUCCESS):
+        return False
+    move = host_move(host.state, HostEvent.MONITOR_SUCCESS)
+    return move.to == host.state and not move.work
+
+
+def _same_share(host: HostRecord, share: Mapping[str, int]) -> bool:
+    return all(getattr(host, column) == value for column, value in share.items())
+
+
 class Monitor:
     """Keeps hosts monitored and VMs polled."""
 
@@ -112,6 +147,8 @@ class Monitor:
         #: reading is served by the next one, with the host as it is now.
         self._requested: set[int] = set()
         self._next_poll: dict[int, float] = {}
+        #: LAST_MON_TIME of hosts whose report changed nothing, written by the next tick.
+        self._monitored_at: dict[int, int] = {}
         self._fresh_polls = FreshPolls()
         #: The last failure logged per (what, host): the same one is not logged again.
         self._failures: dict[tuple[str, int], str] = {}
@@ -169,6 +206,9 @@ class Monitor:
         hundreds of them.
         """
         requested, self._requested = self._requested, set()
+        if self._monitored_at:
+            stamps, self._monitored_at = self._monitored_at, {}
+            await self.db.write(lambda connection: host_pool.mark_monitored(connection, stamps))
         hosts = await self.db.read(self._hosts.refresh)
         now = time.monotonic()
         known = {host.id for host in hosts}
@@ -248,7 +288,7 @@ class Monitor:
             await self._host_failed(host.id, one_line(exc.message), event)
             return
         info = await self._site_report(host, ref, info)
-        await self._host_monitored(host.id, info)
+        await self._host_monitored(host, info)
         if info.vms:
             await self._apply_reported_vms(info, versions)
 
@@ -266,33 +306,29 @@ class Monitor:
                      one_line(problem))
             return info
 
-    async def _host_monitored(self, host_id: int, info: HostInfo) -> None:
+    async def _host_monitored(self, known: HostRecord, info: HostInfo) -> None:
+        """Store a successful report of host ``known`` (as this tick read it).
+
+        A report that leaves the host as it was (same attributes and figures, a
+        monitored host staying so, no error to clear) only moves its
+        ``LAST_MON_TIME``, which the next tick writes for all such hosts in one
+        statement, without a new record version: caches of the host stay valid
+        and nobody is told of a change that did not happen.
+        """
         now = int(time.time())
+        host_id = known.id
+        template, share = _reported(known, info)
+        if (_stays(known) and not known.error and template == known.template
+                and _same_share(known, share)):
+            self._monitored_at[host_id] = now
+            return
 
         def write(connection: Connection) -> tuple[HostStepped, bool] | None:
             host = host_pool.get_host(connection, host_id, with_usage=False)
             if not is_legal(host.state, HostEvent.MONITOR_SUCCESS):
                 return None  # taken offline while it was being monitored
-            template = host.template.copy()
-            reported = Template([(name, value) for name, value in info.attributes.items()
-                                 if name not in SHARE_KEYS])
-            template.merge(reported, replace=True)
-            template.remove("ERROR")
-            set_limits(template, info.capacity)
-            wilds = [vm.deploy_id for vm in info.vms if vm.vm_id < 0]
-            template.set("TOTAL_WILDS", str(len(wilds)))
-            if wilds:
-                template.set("WILDS", ",".join(wilds))
-            else:
-                template.remove("WILDS")
-            share = {column: _number(info.attributes.get(key)) for key, column in
-                     SHARE_KEYS.items()}
-            if "FREECPU" not in info.attributes:
-                share["free_cpu"] = share["max_cpu"] - share["used_cpu"]
-            if "FREEMEMORY" not in info.attributes:
-                share["free_mem"] = share["max_mem"] - share["used_mem"]
-            offers_changed = template != host.template or any(
-                getattr(host, column) != value for column, value in share.items())
+            template, share = _reported(host, info)
+            offers_changed = template != host.template or not _same_share(host, share)
             return host_step(connection, host, HostEvent.MONITOR_SUCCESS, template=template,
                              last_mon_time=now, error="", **share), offers_changed
 
