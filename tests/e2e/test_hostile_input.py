@@ -40,7 +40,10 @@ def _named() -> str:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
-    with start_daemon(tmp_path_factory.mktemp("input")) as running:
+    # Refused logins are answered at once: the fuzz sends ~100 wrong passwords, and the
+    # delay that slows a guesser (tested in test_password_guessing.py) would cost 1 s each.
+    with start_daemon(tmp_path_factory.mktemp("input"),
+                      oned_conf_extra="FAILED_LOGIN_DELAY = 0\n") as running:
         yield running
 
 
