@@ -59,15 +59,19 @@ _INSERT = insert(journal)
 
 
 def begin(connection: Connection, *, vm_id: int, host_id: int, seq: int, action: str,
-          base: str, status: str = STARTED) -> str:
+          base: str, status: str = STARTED, new_stay: bool = False) -> str:
     """Journal the next attempt of ``action`` in stay ``seq`` of ``vm_id``; return its token.
 
     The first attempt's token is ``base`` (deterministic, so a replay after a
     crash reuses it); attempt *n* > 1 gets ``base.n``, so a retried action never
-    collides with its own earlier try.
+    collides with its own earlier try. ``new_stay``: the caller opened stay
+    ``seq`` in this transaction, so nothing is journalled on it yet (stays and
+    journal entries are never deleted): the earlier attempts are not counted.
     """
-    tries = connection.execute(_COUNT_TRIES, {"vm_id": vm_id, "seq": seq, "action": action})
-    count = int(tries.scalar() or 0)
+    count = 0
+    if not new_stay:
+        tries = connection.execute(_COUNT_TRIES, {"vm_id": vm_id, "seq": seq, "action": action})
+        count = int(tries.scalar() or 0)
     token = base if count == 0 else f"{base}.{count + 1}"
     start(connection, vm_id=vm_id, host_id=host_id, seq=seq, action=action, token=token,
           status=status)

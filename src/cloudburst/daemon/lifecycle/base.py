@@ -205,7 +205,8 @@ def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
          check: Callable[[Connection, VmRecord, Work], None] | None = None,
          changes: Mapping[str, Any] | None = None, prepare: Prepare | None = None,
          journal_host: int | None = None, finish: tuple[str, bool, str] | None = None,
-         why: str = "", handed: bool = False, seq: int | None = None) -> Stepped:
+         why: str = "", handed: bool = False, seq: int | None = None,
+         new_stay: bool = False) -> Stepped:
     """Apply ``event`` to ``vm`` (as read in this transaction) and write it.
 
     Args:
@@ -222,6 +223,8 @@ def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
             take; in-flight work needs no such mark (the leader adopts the VM).
         seq: the VM's current stay once ``prepare`` ran, when the caller knows it
             (else it is read).
+        new_stay: ``prepare`` opened stay ``seq`` (a deploy): no work is journalled on
+            it yet, so the journal's count of earlier attempts is skipped.
 
     A user's action that brings the VM back into the RUNNING_* quota metrics
     (``resume`` of a powered-off, suspended, stopped or undeployed VM) is
@@ -278,7 +281,7 @@ def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
         host_id = journal_host if journal_host is not None else (written.host_id or -1)
         done.handed = handed and written.position not in lifecycle.IN_FLIGHT
         done.token = journal.begin(connection, vm_id=vm.id, host_id=host_id, seq=seq,
-                                   action=work.label, base=base,
+                                   action=work.label, base=base, new_stay=new_stay,
                                    status=journal.HANDED if done.handed else journal.STARTED)
     return done
 

@@ -100,7 +100,7 @@ class Deploying(ManagerBase):
                 return changes
 
             stepped = step(connection, vm, event, install_id=self.install_id,
-                           prepare=open_stay, seq=seq)
+                           prepare=open_stay, seq=seq, new_stay=True)
             _current_seqs(connection, reads)[vm.id] = seq
             stepped.known = Known(host, seq, None if section is None else section.attributes)
             return vm, stepped
