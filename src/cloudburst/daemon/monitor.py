@@ -404,7 +404,8 @@ class Monitor:
                 self._failures.pop(("polling VMs", host.id), None)
                 await self.lifecycle.apply_poll(results, {vm.id: vm.version for vm in vms},
                                                 {vm.id: vm for vm in vms})
-        await self._sweep(host, driver, frozenset(vm.id for vm in vms), seen)
+        if type(driver).sweep is not VmDriver.sweep:  # the base finds nothing: no call
+            await self._sweep(host, driver, frozenset(vm.id for vm in vms), seen)
 
     def _failed(self, what: str, host: HostRecord, exc: CloudburstError) -> None:
         """Log a failed poll or sweep once per new message, not every interval."""

@@ -182,14 +182,16 @@ class SchedulerLoop:
             every_host = self._current_hosts(connection, with_vms)
             hosts = [host for host in every_host if host.state in SCHEDULABLE_HOST_STATES]
             usage = vm_pool.host_usage(connection)
-            sites = sites_by_type(every_host)
+            cloud_hosts = [host for host in every_host if host.is_public_cloud]
+            cloud_ids = {host.id for host in cloud_hosts}
+            sites = sites_by_type(cloud_hosts)
             cooled: dict[int, set[str]] = {}
             for cooloff in cooloffs.active(connection, time.time()):
                 cooled.setdefault(cooloff.host_id, set()).add(cooloff.instance_type)
             candidates = []
             for host in hosts:
                 slots = None
-                if host.is_public_cloud and capacity.ATTRIBUTE in host.template:
+                if host.id in cloud_ids and capacity.ATTRIBUTE in host.template:
                     placed = vm_pool.list_vms(connection, host_id=host.id, with_history=False,
                                               states=CAPACITY_HOLDING_STATES)
                     slots = count_slots(host, placed, sites)
@@ -202,7 +204,7 @@ class SchedulerLoop:
                 elif vm.host_id is not None:  # its host is disabled: not in the candidates
                     parked[vm.id] = host_pool.get_host(connection, vm.host_id).vm_mad
             return _Snapshot(candidates, pending, moving, parked, host_drivers,
-                             [host.id for host in every_host if host.is_public_cloud], skipped)
+                             [host.id for host in cloud_hosts], skipped)
 
         snapshot = await self.db.read(read)
         if snapshot.pending:

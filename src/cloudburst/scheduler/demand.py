@@ -135,15 +135,16 @@ def host_candidate(host: HostRecord, slot_usage: dict[str, int] | None = None,
     slot_limits: dict[str, int] = {}
     default_slot = None
     price_of: Callable[[str | None], float | None] = _unknown_price
-    if host.is_public_cloud:
+    cloud = host.is_public_cloud  # a template lookup: once per host and pass
+    if cloud:
         price_of = _price_table(host.template)
         for kind, count in limits_of(host.template).items():
             slot = capacity_key(kind)
             slot_limits[slot] = slot_limits.get(slot, 0) + count
         default_slot = (host.template.get("DEFAULT_INSTANCE_TYPE") or "").strip().lower() or None
-    offered = offers_of(host.template) if host.is_public_cloud else ()
+    offered = offers_of(host.template) if cloud else ()
     return HostCandidate(
-        id=host.id, name=host.name, is_cloud=host.is_public_cloud, hypervisor=host.hypervisor,
+        id=host.id, name=host.name, is_cloud=cloud, hypervisor=host.hypervisor,
         max_cpu=host.max_cpu, max_mem=host.max_mem, cpu_usage=cpu_usage,
         mem_usage=mem_usage, running_vms=running_vms, base_lookup=host_lookup(host, usage),
         slot_limits=slot_limits, slot_usage=dict(slot_usage or {}), default_slot=default_slot,
