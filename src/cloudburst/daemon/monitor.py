@@ -50,11 +50,12 @@ from cloudburst.errors import (
 from cloudburst.model import lifecycle
 from cloudburst.model.capacity import set_limits
 from cloudburst.model.host_lifecycle import MONITORED, HostEvent, host_move, is_legal
-from cloudburst.model.records import HostRecord, VmRecord
+from cloudburst.model.records import HostRecord
 from cloudburst.model.snapshots import host_snapshot
 from cloudburst.store import host_pool, orphans, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.host_cache import HostCache
+from cloudburst.store.vm_pool import PolledVm
 from cloudburst.template import Template
 
 log = logging.getLogger(__name__)
@@ -239,7 +240,7 @@ class Monitor:
         polled = [host.id for host in to_poll]
         monitored = [host.id for host in to_monitor]
 
-        def read(connection: Connection) -> tuple[dict[int, list[VmRecord]],
+        def read(connection: Connection) -> tuple[dict[int, list[PolledVm]],
                                                   dict[int, dict[str, tuple[float, int]]],
                                                   dict[int, dict[int, int]]]:
             return (vm_pool.on_hosts(connection, polled),
@@ -381,7 +382,7 @@ class Monitor:
 
     # -- VMs ---------------------------------------------------------------------------
 
-    async def poll_host(self, host: HostRecord, vms: list[VmRecord],
+    async def poll_host(self, host: HostRecord, vms: list[PolledVm],
                         seen: orphans.Sightings) -> None:
         """Poll every VM on ``host`` in one driver call, then sweep for orphans.
 

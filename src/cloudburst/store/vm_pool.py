@@ -27,6 +27,7 @@ from sqlalchemy import (
 )
 
 from cloudburst.errors import ConflictError, NotFoundError
+from cloudburst.model.lifecycle import StateKey
 from cloudburst.model.records import HistoryRecord, VmRecord, cpu_share
 from cloudburst.model.states import CAPACITY_HOLDING_STATES, LcmState, VmState
 from cloudburst.store.schema import groups, history, users, vms
@@ -453,18 +454,40 @@ def in_flight_on_hosts(connection: Connection, positions: Iterable[tuple[int, in
     return found
 
 
-_ON_HOSTS = select(vms).where(vms.c.host_id.in_(bindparam("host_ids", expanding=True)),
-                              vms.c.state != int(VmState.DONE)).order_by(vms.c.id)
+class PolledVm(NamedTuple):
+    """What polling a VM needs of its record: no template (a monitoring tick reads
+    the VMs of hundreds of hosts, and decoding templates was most of that read)."""
+
+    id: int
+    state: VmState
+    lcm_state: LcmState
+    deploy_id: str
+    version: int
+    monitoring: dict[str, str]
+    error: str
+    last_poll: int
+
+    @property
+    def position(self) -> StateKey:
+        return (self.state, self.lcm_state)
 
 
-def on_hosts(connection: Connection, host_ids: Sequence[int]) -> dict[int, list[VmRecord]]:
-    """The VMs (not DONE, without history) on each of ``host_ids``, ordered by id, by host
-    (hosts with none left out): what a monitoring tick polls, in one read."""
-    found: dict[int, list[VmRecord]] = {}
+_ON_HOSTS = select(vms.c.id, vms.c.host_id, vms.c.state, vms.c.lcm_state, vms.c.deploy_id,
+                   vms.c.version, vms.c.monitoring, vms.c.error, vms.c.last_poll).where(
+    vms.c.host_id.in_(bindparam("host_ids", expanding=True)),
+    vms.c.state != int(VmState.DONE)).order_by(vms.c.id)
+
+
+def on_hosts(connection: Connection, host_ids: Sequence[int]) -> dict[int, list[PolledVm]]:
+    """The VMs (not DONE) on each of ``host_ids``, ordered by id, by host (hosts with
+    none left out): what a monitoring tick polls, in one read."""
+    found: dict[int, list[PolledVm]] = {}
     for start in range(0, len(host_ids), HOST_CHUNK):
         for row in connection.execute(_ON_HOSTS,
                                       {"host_ids": list(host_ids[start:start + HOST_CHUNK])}):
-            found.setdefault(int(row.host_id), []).append(_vm_from_row(row))
+            found.setdefault(int(row.host_id), []).append(PolledVm(
+                int(row.id), VmState(row.state), LcmState(row.lcm_state), row.deploy_id,
+                int(row.version), json.loads(row.monitoring), row.error, int(row.last_poll)))
     return found
 
 

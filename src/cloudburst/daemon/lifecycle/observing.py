@@ -28,6 +28,7 @@ from cloudburst.model import lifecycle
 from cloudburst.model.lifecycle import Event
 from cloudburst.model.records import HostRecord, VmRecord
 from cloudburst.store import spending, vm_pool
+from cloudburst.store.vm_pool import PolledVm
 
 log = logging.getLogger("cloudburst.daemon.lifecycle")
 
@@ -51,7 +52,7 @@ class Observing(ManagerBase):
 
     async def apply_poll(self, results: dict[int, PollResult],
                          versions: Mapping[int, int] | None = None,
-                         read: Mapping[int, VmRecord] | None = None) -> None:
+                         read: Mapping[int, VmRecord | PolledVm] | None = None) -> None:
         """Store poll data and apply the state it implies, VM by VM.
 
         ``versions``: each VM's record version read before the driver was asked.
@@ -121,7 +122,7 @@ class Observing(ManagerBase):
             self.after_step(before, stepped, {})
 
 
-def _sample_changes(vm: VmRecord, result: PollResult) -> dict[str, Any]:
+def _sample_changes(vm: VmRecord | PolledVm, result: PollResult) -> dict[str, Any]:
     """The monitoring values and error ``result`` changes on ``vm``."""
     changes: dict[str, Any] = {}
     monitoring = dict(vm.monitoring)
@@ -134,19 +135,19 @@ def _sample_changes(vm: VmRecord, result: PollResult) -> dict[str, Any]:
     return changes
 
 
-def _moves(vm: VmRecord, event: Event | None) -> bool:
+def _moves(vm: VmRecord | PolledVm, event: Event | None) -> bool:
     """Whether ``event`` moves ``vm`` somewhere else by the table."""
     return (event is not None and lifecycle.is_legal(vm.position, event)
             and lifecycle.move(vm.position, event).to != vm.position)
 
 
-def _quiet(vm: VmRecord, result: PollResult) -> bool:
+def _quiet(vm: VmRecord | PolledVm, result: PollResult) -> bool:
     """Whether ``result`` leaves ``vm`` as it is (apart from ``LAST_POLL``)."""
     return (result.price is None and not _moves(vm, _POLL_EVENTS.get(result.state))
             and not _sample_changes(vm, result))
 
 
-def poll_refs(vms: Sequence[VmRecord], host: HostRecord) -> list[VmRef]:
+def poll_refs(vms: Sequence[VmRecord | PolledVm], host: HostRecord) -> list[VmRef]:
     """References for polling ``vms`` on ``host``."""
     ref = ManagerBase.host_ref(host)
     return [VmRef(vm_id=vm.id, deploy_id=vm.deploy_id, host=ref) for vm in vms if vm.deploy_id]
