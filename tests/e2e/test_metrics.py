@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
 import urllib.error
 import urllib.request
 from base64 import b64encode
+from collections import Counter
 from pathlib import Path
 
 import pyone
@@ -25,7 +27,11 @@ BURST = 300
 DASHBOARD = REPO / "share" / "grafana" / "cloudburst-dashboard.json"
 
 
-def scrape(daemon: RunningDaemon, session: str | None = None) -> dict[tuple[str, tuple], float]:
+#: Metric samples by (name, sorted labels).
+Samples = dict[tuple[str, tuple], float]
+
+
+def scrape(daemon: RunningDaemon, session: str | None = None) -> Samples:
     """Every sample of ``/metrics``, keyed by (name, sorted labels)."""
     text = scrape_text(daemon, session)
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -41,7 +47,7 @@ def scrape_text(daemon: RunningDaemon, session: str | None = None) -> str:
         return response.read().decode()
 
 
-def total(samples: dict[tuple[str, tuple], float], name: str, **labels: str) -> float:
+def total(samples: Samples, name: str, **labels: str) -> float:
     wanted = set(labels.items())
     return sum(value for (sample, key), value in samples.items()
                if sample == name and wanted <= set(key))
@@ -131,8 +137,24 @@ def test_cloud_api_calls_throttles_and_retries_by_site_and_action(
             vm_ids = [one.vm.allocate(EC2_VM, False) for _ in range(6)]
             wait_for(lambda: all(one.vm.info(vm_id).LCM_STATE == 3 for vm_id in vm_ids),
                      timeout=120, interval=0.5)
-            samples = scrape(daemon)
-            seen = proxy.counts
+            # The proxy counts a request when it arrives, the daemon when its answer does,
+            # and polls go on: compare a scrape with the proxy's counts taken on both sides
+            # of it, once no call is in flight (a miscount never settles; the checks below
+            # then name it).
+            snapshot: list[tuple[Samples, Counter[str]]] = []
+
+            def settled() -> bool:
+                before = proxy.counts
+                snapshot[:] = [(scrape(daemon), proxy.counts)]
+                samples, seen = snapshot[0]
+                return before == seen and all(
+                    total(samples, "cloudburst_cloud_api_calls_total", action=action) == count
+                    for action, count in seen.items())
+
+            with contextlib.suppress(TimeoutError):
+                wait_for(settled, timeout=15, interval=0.2)
+            assert snapshot, "/metrics never answered"
+            samples, seen = snapshot[0]
         finally:
             stop(daemon.process)
     runs = seen["RunInstances"]
