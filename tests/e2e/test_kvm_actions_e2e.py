@@ -88,12 +88,15 @@ def one(daemon: RunningDaemon, libvirtds: tuple[Libvirtd, Libvirtd],
     shared = workdir / "shared"
     shared.mkdir(mode=0o755)
     give_to_libvirtd(shared)
+    host_ids = []
     for name, libvirtd in zip(("kvm-a", "kvm-b"), libvirtds, strict=True):
         host_id = server.host.allocate(name, "kvm", "kvm", -1)
         server.host.update(host_id, f'LIBVIRT_URI = "{libvirtd.uri}"\n'
                                     f'CONSOLE_LOG_DIR = "{libvirtd.console_dir}"\n'
                                     f'CHECKPOINT_DIR = "{shared}"\nSHUTDOWN_TIMEOUT = "20"\n', 1)
-        wait_for(lambda host_id=host_id: server.host.info(host_id).STATE == 2, timeout=60)
+        host_ids.append(host_id)
+    # Both first probes (~5 s each) run at once.
+    wait_for(lambda: all(server.host.info(h).STATE == 2 for h in host_ids), timeout=60)
     return server
 
 
