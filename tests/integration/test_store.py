@@ -622,7 +622,6 @@ class Boom(Exception):
 
 def test_one_failing_write_does_not_undo_the_others(db: Database) -> None:
     commits = count_commits(db)
-    db.commit_after = 600.0  # the commits are counted: no cut for time on a loaded machine
 
     def add(vm_id: int) -> Callable[[Connection], int]:
         def function(connection: Connection) -> int:
@@ -651,40 +650,6 @@ def test_one_failing_write_does_not_undo_the_others(db: Database) -> None:
     stored = [vm.id for vm in read(db, lambda c: vm_pool.list_vms(c))]
     assert stored == [i for i in range(50) if i != 17]
     assert batch_commits <= 2, f"50 queued writes took {batch_commits} commits"
-
-
-def test_a_group_commit_cut_for_time_answers_its_writers_before_the_rest_runs(
-        db: Database) -> None:
-    """Jobs that ran for ``commit_after`` seconds are committed and answered; the
-    queued rest follows in the next commits (here 0 s: every job its own commit)."""
-    commits = count_commits(db)
-    db.commit_after = 0.0
-    first_answered = threading.Event()
-
-    def add(vm_id: int) -> Callable[[Connection], int]:
-        def function(connection: Connection) -> int:
-            if vm_id == 4:  # runs only once the first write's caller has its answer
-                assert first_answered.wait(30), "the first write was not answered first"
-            vm_pool.insert_vms(connection, [new_vm(vm_id)])
-            return vm_id
-        return function
-
-    async def main() -> tuple[list[int], int]:
-        blocker = Blocker()
-        held = asyncio.ensure_future(db.write(blocker))
-        await asyncio.to_thread(blocker.running.wait, 10)
-        before = commits[0]
-        writes = [asyncio.ensure_future(db.write(add(i))) for i in range(5)]
-        writes[0].add_done_callback(lambda _: first_answered.set())
-        await asyncio.sleep(0.05)  # every write is queued behind the blocker
-        blocker.release.set()
-        await held
-        return list(await asyncio.gather(*writes)), commits[0] - before
-
-    done, count = asyncio.run(main())
-    assert done == [0, 1, 2, 3, 4]
-    assert count >= 5, f"5 writes in {count} commits"
-    assert [vm.id for vm in read(db, lambda c: vm_pool.list_vms(c))] == [0, 1, 2, 3, 4]
 
 
 def test_a_database_error_in_a_batch_only_fails_its_own_caller(db: Database) -> None:

@@ -14,10 +14,6 @@ bridges them:
   more of its jobs (it commits those it ran) as soon as one is waiting. A write
   that something outside waits on (an EC2 batch's journal note, written before
   its ``RunInstances``) then does not queue behind a scheduler pass's deploys.
-* A group commit also stops taking jobs once those it ran took
-  :attr:`Database.commit_after` seconds: their writers hear back while the rest is
-  written (a burst's first placements reach their driver while the pass's other
-  placements are still being written, instead of all at the end).
 
 SQLite runs in WAL mode with ``synchronous=NORMAL`` (durable across process
 crashes; the last transactions may be lost only on power loss) and
@@ -59,8 +55,6 @@ T = TypeVar("T")
 MAX_BATCH = 1000
 #: API read lanes on a networked store (threads, each with a loop and a connection).
 API_LANES: Final = 2
-#: Seconds of jobs after which a group commit commits what it ran (see the module doc).
-COMMIT_AFTER: Final = 0.1
 #: Seconds a write batch waits for a lock while the previous batch already found it taken.
 _BUSY_RETRY_WAIT: Final = 0.1
 
@@ -140,8 +134,6 @@ class Database:
         self._lanes = [_ReadLane(self, f"db-api-{index}") for index in range(API_LANES)]
         self._lane_turn = itertools.count()
         self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
-        #: Seconds of jobs after which a group commit commits what it ran.
-        self.commit_after = COMMIT_AFTER
         #: The urgent lane (see write); the writer looks at it before each job.
         self._urgent: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         #: Jobs taken from the queue that a group commit gave back for an urgent one.
@@ -370,8 +362,7 @@ class Database:
 
     def _commit_batch(self, batch: list[_Job], *, yielding: bool) -> list[_Job]:
         """Commit ``batch`` in one transaction; returns the jobs given back, not run
-        (``yielding``: the batch stops taking jobs once an urgent one waits, or
-        after :attr:`commit_after` seconds of them).
+        (``yielding``: the batch stops taking jobs once an urgent one waits).
 
         Fast path: run every job without savepoints. If any job raises, roll
         the whole transaction back and run the batch again with a savepoint
@@ -382,7 +373,7 @@ class Database:
         left: list[_Job] = []
         try:
             outcomes = self._run_batch(batch, isolate=False, yielding=yielding)
-            if len(outcomes) < len(batch):  # cut short (urgent lane, COMMIT_AFTER)
+            if len(outcomes) < len(batch):  # cut short for the urgent lane
                 batch, left = batch[:len(outcomes)], batch[len(outcomes):]
         except _JobFailed:
             outcomes = None
@@ -446,7 +437,6 @@ class Database:
         outcomes: list[tuple[_Job, bool, Any]] = []
         if fence is not None:
             fence(connection)
-        cut = time.perf_counter() + self.commit_after
         for job in batch:
             if isolate:
                 outcomes.append(self._run_isolated(connection, job))
@@ -455,8 +445,8 @@ class Database:
                 outcomes.append((job, True, job.function(connection)))
             except Exception as exc:
                 raise _JobFailed from exc
-            if yielding and (not self._urgent.empty() or time.perf_counter() > cut):
-                break  # commit what ran; the rest goes after the urgent jobs, or next
+            if yielding and not self._urgent.empty():
+                break  # commit what ran; the rest goes after the urgent jobs
         return outcomes
 
     @staticmethod
