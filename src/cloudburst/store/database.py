@@ -93,7 +93,8 @@ def make_engine(url: str, *, writer: bool, busy_timeout: float = 30.0) -> Engine
 
         @event.listens_for(engine, "begin")
         def _on_begin(connection: Connection) -> None:
-            connection.exec_driver_sql(begin)
+            if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+                connection.exec_driver_sql(begin)
 
         return engine
     if url.startswith("postgres"):
@@ -226,11 +227,11 @@ class Database:
         of the pool for every lookup costs more than the lookup)."""
         connection: Connection | None = getattr(self._kept, "connection", None)
         if connection is None or connection.closed:
-            connection = self.read_engine.connect()
-            if not self._sqlite:
-                # A lookup is a statement or two by key: without BEGIN and COMMIT (two
-                # round trips to the server) each statement reads committed data alone.
-                connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            # A lookup is a statement or two by key: without BEGIN and COMMIT (two round
+            # trips to a networked server; two more statements on SQLite) each statement
+            # reads committed data alone.
+            connection = self.read_engine.connect().execution_options(
+                isolation_level="AUTOCOMMIT")
             with self._kept_lock:
                 if self._closed:
                     connection.close()
