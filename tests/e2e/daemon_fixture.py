@@ -92,7 +92,7 @@ def free_port() -> int:
 
 
 #: Every wait's bound is multiplied by this (``CLOUDBURST_TEST_PATIENCE``, default 2):
-#: the bounds catch hangs, they are not speed goals, and test files run two at a
+#: the bounds catch hangs, they are not speed goals, and test files run three at a
 #: time on 2 cores that may be busy with more.
 PATIENCE = float(os.environ.get("CLOUDBURST_TEST_PATIENCE", "2"))
 
