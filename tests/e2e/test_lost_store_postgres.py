@@ -70,7 +70,15 @@ def _tool(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def _drop_every_table(admin_url: str, owner: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as connection:
         connection.execute("SET lock_timeout = '60s'")
-        connection.execute("DROP SCHEMA public CASCADE")
+        # The drop locks table after table while the daemon's reads lock several at once:
+        # PostgreSQL may break that deadlock by aborting the drop, which the "operator" retries.
+        for attempt in range(5):
+            try:
+                connection.execute("DROP SCHEMA public CASCADE")
+                break
+            except psycopg.errors.DeadlockDetected:
+                if attempt == 4:
+                    raise
         connection.execute(f"CREATE SCHEMA public AUTHORIZATION {owner}")
 
 
