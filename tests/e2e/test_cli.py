@@ -115,8 +115,26 @@ def test_hold_deploy_by_name_and_ranges(cli: Cli) -> None:
     wait_for(lambda: cli.json("onehost", "show", "h2")["STATE"] == "MONITORED", timeout=20)
     cli.ok("onevm", "deploy", f"{first},{second}", "h2")
     wait_for(lambda: all(vm["STAT"] == "runn" for vm in cli.json("onevm", "list")), timeout=20)
+    # A running VM takes a new CONTEXT: HOTPLUG while the driver reconfigures it.
+    cli.ok("onevm", "updateconf", str(first), "-", stdin='CONTEXT = [ KEY = "k2" ]\n')
+    wait_for(lambda: _shown(cli, first, "LCM_STATE", "TEMPLATE/CONTEXT/KEY")
+             == ["RUNNING", "k2"], timeout=20)
+    log = (cli.daemon.home / "vms" / str(first) / "vm.log").read_text()
+    assert "New state is ACTIVE/HOTPLUG" in log
     assert cli.ok("onevm", "terminate", "--hard", f"{first}..{second}") == ""
     wait_for(lambda: cli.json("onevm", "list") == [], timeout=20)
+
+
+def _shown(cli: Cli, vm_id: int, *paths: str) -> list[object]:
+    """Values of ``onevm show --json`` at ``A/B`` paths (``None``: missing)."""
+    shown = cli.json("onevm", "show", str(vm_id))
+    values = []
+    for path in paths:
+        value: object = shown
+        for part in path.split("/"):
+            value = value.get(part) if isinstance(value, dict) else None
+        values.append(value)
+    return values
 
 
 def test_errors_are_one_line_with_status_1(cli: Cli) -> None:

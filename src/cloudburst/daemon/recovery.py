@@ -13,7 +13,8 @@ repeated blindly:
   journalled destination; a graceful shutdown or power-off is finished hard;
   a stop that was backing off from an outage waits out its stored delay);
 * hot-plug and snapshots cannot be safely repeated: they are settled as failed
-  with an error asking the operator to check and retry;
+  with an error asking the operator to check and retry; a context reconfigure
+  (``updateconf`` of a running VM) can, and runs again from the stored template;
 * in-place work (the VM stays where it is, so no position says it was under
   way; only its ``started`` journal entry does) is run again when the VM is
   still where it was (same position, same stay), else its entry is closed as

@@ -482,6 +482,17 @@ class VmDriver(abc.ABC):
         """
         return None
 
+    async def reconfigure(self, vm: VmRef, spec: DeploySpec) -> bool:
+        """Give the running guest its changed configuration (``one.vm.updateconf``
+        with a new ``CONTEXT``); ``spec`` is its deployment as the VM stands now.
+
+        Returns ``True`` when the guest has it now (kvm swaps the context CD-ROM's
+        media), ``False`` when this driver cannot reach a running guest's
+        configuration and it applies at the next deploy (the default: the core
+        has stored it and says so in the VM's log). Safe to repeat.
+        """
+        return False
+
     # -- optional actions ------------------------------------------------------------
     # Each raises UnsupportedActionError unless overridden; a driver lists the
     # ones it overrides in ``capabilities`` (tests/unit/test_driver_capabilities

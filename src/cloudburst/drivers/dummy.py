@@ -295,6 +295,12 @@ class DummyVmDriver(VmDriver):
         return {vm.vm_id: PollResult(PollState.GONE if vm.deploy_id in self._off
                                      else states[vm.host.id], {"NETTX": "12345"}) for vm in vms}
 
+    async def reconfigure(self, vm: VmRef, spec: DeploySpec) -> bool:
+        """Succeeds at once (as OpenNebula's dummy ``update_conf``) unless injected."""
+        await self._injector.outcome("reconfigure", vm.host).apply()
+        self.calls.append(("reconfigure", vm.vm_id))
+        return True
+
     async def poweroff(self, vm: VmRef, *, hard: bool, leaving: bool) -> None:
         await self._injector.outcome("poweroff", vm.host).apply()
         self.calls.append(("poweroff", vm.vm_id))

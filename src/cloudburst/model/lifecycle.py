@@ -74,6 +74,10 @@ class Event(Enum):
     DISK_DETACH = "disk-detach"
     NIC_ATTACH = "nic-attach"
     NIC_DETACH = "nic-detach"
+    #: ``one.vm.updateconf`` without a new CONTEXT: the template changes, the VM stays.
+    UPDATECONF = "updateconf"
+    #: ``one.vm.updateconf`` giving a CONTEXT: a running guest gets it now (reconfigure).
+    UPDATECONF_CONTEXT = "updateconf-context"
     RECOVER_SUCCESS = "recover-success"
     RECOVER_FAILURE = "recover-failure"
     RECOVER_RETRY = "recover-retry"
@@ -125,6 +129,10 @@ class Work(Enum):
     DETACH_DISK = ("detach-disk", "detach_disk", False)
     ATTACH_NIC = ("attach-nic", "attach_nic", False)
     DETACH_NIC = ("detach-nic", "detach_nic", False)
+    #: Give the running guest its changed configuration (kvm: a new context CD-ROM).
+    #: Every driver answers it (one that cannot reach a running guest says it
+    #: applies at the next deploy), so it needs no capability.
+    RECONFIGURE = ("reconfigure", None, False)
 
     def __init__(self, label: str, capability: str | None, instant: bool) -> None:
         self.label = label
@@ -312,6 +320,11 @@ _TABLE: dict[tuple[StateKey, Event], Move] = {
     (HOTPLUG_NIC, E.FAILURE): Move(RUNNING),
     (HOTPLUG_SNAPSHOT, E.SUCCESS): Move(RUNNING),
     (HOTPLUG_SNAPSHOT, E.FAILURE): Move(RUNNING),
+    # updateconf on a running VM: a new CONTEXT is hot-plugged (the driver's
+    # reconfigure), the other sections wait for the next boot; as in OpenNebula 6.10,
+    # a failure leaves the new template stored and the VM running.
+    (RUNNING, E.UPDATECONF): Move(RUNNING),
+    (RUNNING, E.UPDATECONF_CONTEXT): Move(HOTPLUG, W.RECONFIGURE),
     # Cleanups: remove what the provider may hold, then end (or start over).
     (CLEANUP_DELETE, E.SUCCESS): Move(DONE),
     (CLEANUP_RESUBMIT, E.SUCCESS): Move(PENDING),
@@ -369,6 +382,11 @@ for _position in _ALIVE - {DONE}:
 # PENDING/HOLD: resize changes the template only.
 for _position in (PENDING, HOLD):
     _TABLE[(_position, E.RESIZE)] = Move(_position)
+# updateconf where no guest runs: the template changes; the next boot (deploy, or
+# poweron from a new deployment) uses it. Other states refuse it, as oned does.
+for _position in (PENDING, HOLD, POWEROFF, UNDEPLOYED):
+    _TABLE[(_position, E.UPDATECONF)] = Move(_position)
+    _TABLE[(_position, E.UPDATECONF_CONTEXT)] = Move(_position)
 
 TRANSITIONS: Mapping[tuple[StateKey, Event], Move] = _TABLE
 

@@ -22,7 +22,7 @@ from cloudburst.errors import (
 )
 from cloudburst.model import devices
 from cloudburst.model.cost import vm_price
-from cloudburst.model.lifecycle import ACTION_EVENTS
+from cloudburst.model.lifecycle import ACTION_EVENTS, Move
 from cloudburst.model.records import VmRecord
 from cloudburst.model.snapshots import vm_snapshot
 from cloudburst.model.states import LcmState, VmState
@@ -58,9 +58,6 @@ VmDocument = Callable[[VmRecord, str, str], str]
 #: Operation levels a lock refuses (OpenNebula's USE, MANAGE, ADMIN; 4 is everything).
 _LOCK_LEVELS = {1: "use", 2: "manage", 3: "admin", 4: "all"}
 _MANAGE, _ADMIN = 2, 3
-#: States ``one.vm.updateconf`` works in: the VM is on no hypervisor, so its next
-#: deploy builds it (and its context CD-ROM) from the changed template.
-_CONF_STATES = frozenset({VmState.PENDING, VmState.HOLD, VmState.UNDEPLOYED})
 
 #: Ids per query when reading VMs by id (well under every backend's parameter limit).
 _ID_CHUNK = 900
@@ -437,8 +434,10 @@ class VmService:
         """Change the VM's configuration sections (:func:`.vm_template.reconfigured`);
         a new CONTEXT is expanded as at allocation, with the VM as it is now.
 
-        Allowed while the VM is on no hypervisor (PENDING, HOLD, UNDEPLOYED): the
-        change applies at its next deploy.
+        Allowed, as in OpenNebula 6.10, while the VM is on no hypervisor (PENDING,
+        HOLD, UNDEPLOYED) or powered off, where the change applies at its next boot,
+        and while it is RUNNING, where a new CONTEXT reaches the guest at once (the
+        life cycle's reconfigure) and the other sections at its next boot.
 
         Raises:
             StateRefusedError: any other state.
@@ -450,12 +449,7 @@ class VmService:
                 references(value, f"CONTEXT/{key}")
         await self._unlocked(vm_id, _MANAGE)
 
-        def write(connection: Connection) -> None:
-            vm = vm_pool.get_vm(connection, vm_id, with_history=False)
-            if vm.state not in _CONF_STATES:
-                label = vm.lcm_state.name if vm.state is VmState.ACTIVE else vm.state.name
-                raise StateRefusedError(f"configuration cannot be updated in state {label}",
-                                        action="updateconf", state=label)
+        def prepare(connection: Connection, vm: VmRecord, moved: Move) -> dict[str, Any]:
             template = reconfigured(vm.template, new, merge=merge)
             given = new.get_vector("CONTEXT")
             if given:
@@ -468,9 +462,14 @@ class VmService:
                     context.update(devices.network_context(template))
                 template.set("CONTEXT", context)
             check_template(template)
-            vm_pool.update_vm(connection, vm, template=template)
+            return {"template": template}
 
-        await self.db.write(write)
+        try:
+            await self.lifecycle.update_conf(
+                vm_id, context=new.get_vector("CONTEXT") is not None, prepare=prepare)
+        except StateRefusedError as exc:
+            raise StateRefusedError(f"configuration cannot be updated in state {exc.state}",
+                                    action="updateconf", state=exc.state) from None
         return vm_id
 
     async def rename(self, vm_id: int, name: str) -> int:

@@ -22,6 +22,7 @@ from sqlalchemy import Connection
 from cloudburst.daemon.lifecycle.base import (
     CAPACITY_BACKOFF,
     ManagerBase,
+    Prepare,
     token_for,
 )
 from cloudburst.daemon.lifecycle.deploying import Deploying
@@ -255,6 +256,17 @@ class LifecycleManager(Deploying, Observing, Working, ManagerBase):
         event = Event.DISK_DETACH if section == "DISK" else Event.NIC_DETACH
         return await self.advance(vm_id, event, args={"device_id": device_id,
                                                       "attributes": attributes})
+
+    async def update_conf(self, vm_id: int, *, context: bool, prepare: Prepare) -> VmRecord:
+        """``one.vm.updateconf``: write the template ``prepare`` makes (in the move's
+        transaction); with a new CONTEXT (``context``) a RUNNING VM passes HOTPLUG
+        while its driver reconfigures the guest (the table says where it is legal).
+
+        Raises:
+            StateRefusedError: the VM's state takes no configuration change.
+        """
+        event = Event.UPDATECONF_CONTEXT if context else Event.UPDATECONF
+        return await self.advance(vm_id, event, prepare=prepare)
 
     async def _vm(self, vm_id: int) -> VmRecord:
         return await self.db.read(

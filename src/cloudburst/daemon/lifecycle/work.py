@@ -353,6 +353,23 @@ async def _snapshot_delete(job: Job) -> Outcome:
     return Outcome(prepare=_without("SNAPSHOT", "SNAPSHOT_ID", int(job.args["snapshot_id"])))
 
 
+async def _reconfigure(job: Job) -> Outcome:
+    """The running guest gets the VM's configuration as stored (the deployment file of
+    the stay is written again from it, as the next boot will use); a driver that
+    cannot reach a running guest leaves it for the next deploy, and the log says so."""
+    manager, vm = job.manager, job.vm
+    template = manager.deployment_template(vm)
+    path = await _deployment_file(job, await _seq_of(job), template)
+    spec = await manager.deploy_spec(vm, job.host, path, job.token, template=template)
+    if await job.run("reconfigure", lambda: job.driver.reconfigure(job.ref, spec)):
+        manager.files.log(vm.id, "I", "VM configuration updated in the running guest")
+    else:
+        manager.files.log(vm.id, "I", f"VM configuration stored: driver {job.host.vm_mad} "
+                                      "cannot change a running guest's, it applies at the "
+                                      "next deploy")
+    return Outcome()
+
+
 def _device(job: Job, section: str) -> DeviceSpec:
     attributes: dict[str, str] = dict(job.args["attributes"])
     return DeviceSpec(id=int(job.args["device_id"]), target=attributes.get("TARGET", ""),
@@ -417,12 +434,13 @@ RUNNERS: dict[Work, Runner] = {
     Work.SNAPSHOT_CREATE: _snapshot_create, Work.SNAPSHOT_REVERT: _snapshot_revert,
     Work.SNAPSHOT_DELETE: _snapshot_delete, Work.ATTACH_DISK: _attach_disk,
     Work.DETACH_DISK: _detach_disk, Work.ATTACH_NIC: _attach_nic, Work.DETACH_NIC: _detach_nic,
+    Work.RECONFIGURE: _reconfigure,
 }
 
 #: Work that is safe to run again after a restart (idempotent at the provider).
 REPLAYABLE: frozenset[Work] = frozenset({
     Work.DEPLOY, Work.SHUTDOWN, Work.CANCEL, Work.CLEANUP, Work.POWEROFF, Work.POWEROFF_HARD,
-    Work.POWERON, Work.SAVE, Work.RESTORE, Work.MIGRATE, Work.MIGRATE_LIVE,
+    Work.POWERON, Work.SAVE, Work.RESTORE, Work.MIGRATE, Work.MIGRATE_LIVE, Work.RECONFIGURE,
 })
 
 _STOPS = frozenset({Work.SHUTDOWN, Work.CANCEL, Work.CLEANUP})
@@ -441,6 +459,7 @@ _ERRORS: dict[Work, str] = {
     Work.SNAPSHOT_DELETE: "Error deleting snapshot", Work.ATTACH_DISK: "Error attaching disk",
     Work.DETACH_DISK: "Error detaching disk", Work.ATTACH_NIC: "Error attaching NIC",
     Work.DETACH_NIC: "Error detaching NIC",
+    Work.RECONFIGURE: "Error updating the configuration of the running VM",
 }
 
 
