@@ -30,6 +30,7 @@ import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -146,6 +147,36 @@ def _destroy_all(uri: str) -> None:
         connection.close()
 
 
+#: QEMU capabilities a private libvirtd probed, shared by the next ones: probing
+#: runs the QEMU binaries and takes ~5 s (at a high load, more) per new libvirtd.
+#: libvirtd checks each cached file against the binaries and itself and probes
+#: again when it is stale, so a copy can only save time.
+CAPABILITIES_SEED = Path(tempfile.gettempdir()) / f"cloudburst-test-qemu-caps-{os.getuid()}"
+_CAPABILITIES = Path("libvirt") / "qemu" / "cache" / "capabilities"
+
+
+def _seed_capabilities(cache: Path) -> None:
+    """Give a new libvirtd's ``cache`` the capabilities a previous one probed."""
+    if CAPABILITIES_SEED.is_dir():
+        shutil.copytree(CAPABILITIES_SEED, cache / _CAPABILITIES, dirs_exist_ok=True)
+
+
+def _keep_capabilities(cache: Path) -> None:
+    """Keep what a stopping libvirtd probed as the seed (once; renamed into place
+    whole, so a libvirtd starting meanwhile in another test worker sees all or none)."""
+    probed = cache / _CAPABILITIES
+    if CAPABILITIES_SEED.exists() or not any(probed.glob("*.xml")):
+        return
+    staging = Path(tempfile.mkdtemp(prefix=CAPABILITIES_SEED.name + ".",
+                                    dir=CAPABILITIES_SEED.parent))
+    for found in probed.glob("*.xml"):
+        shutil.copy(found, staging / found.name)
+    try:
+        staging.rename(CAPABILITIES_SEED)
+    except OSError:  # another worker's seed got there first
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def private_libvirtd(directory: Path) -> Iterator[Libvirtd]:
     """Run a session-mode ``libvirtd -d`` rooted at ``directory`` for the block."""
@@ -159,6 +190,7 @@ def private_libvirtd(directory: Path) -> Iterator[Libvirtd]:
     console = directory / "console"
     for sub in ("run", "config", "cache", "data", console.name):
         (directory / sub).mkdir(exist_ok=True)
+    _seed_capabilities(directory / "cache")
     _chown_tree(directory, owner)
     env = {"PATH": SBIN_PATH, "HOME": str(directory), "LC_ALL": "C",
            "XDG_RUNTIME_DIR": str(directory / "run"),
@@ -195,3 +227,4 @@ def private_libvirtd(directory: Path) -> Iterator[Libvirtd]:
         for leftover in [*run.glob("qemu/run/*.pid"), run / "virtlogd.pid"]:
             if (leftover_pid := _pid(leftover)) is not None:
                 _stop_pid(leftover_pid)
+        _keep_capabilities(directory / "cache")

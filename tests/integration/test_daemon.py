@@ -1171,7 +1171,8 @@ def test_stopping_the_daemon_during_a_deploy_kills_it_and_a_restart_finishes_it(
 
 def test_a_shutdown_interrupted_by_a_restart_is_finished_with_cancel(tmp_path: Path) -> None:
     settings = make_home(tmp_path)
-    (control(settings) / "shutdown_sleep").write_text("5")
+    # Long enough to still run when the daemon stops, however loaded the machine.
+    (control(settings) / "shutdown_sleep").write_text("12")
 
     async def scenario() -> VmRecord:
         async with running(settings) as daemon:
@@ -1180,7 +1181,7 @@ def test_a_shutdown_interrupted_by_a_restart_is_finished_with_cancel(tmp_path: P
             await wait_vm(daemon, vm_id, lifecycle.RUNNING)
             await daemon.vms.action("terminate", vm_id)
             await wait_until(lambda: any(a.startswith("shutdown") for a in actions(settings)),
-                             5, "the shutdown script to start")
+                             10, "the shutdown script to start")
             assert (await daemon.vms.info(vm_id)).position == lifecycle.SHUTDOWN
         async with running(settings) as daemon:
             return await wait_vm(daemon, vm_id, lifecycle.DONE)

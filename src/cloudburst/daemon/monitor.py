@@ -262,6 +262,8 @@ class Monitor:
         def done(finished: asyncio.Task[Any]) -> None:
             self._busy.discard(key)
             self._tasks.discard(finished)
+            if key[0] == "monitor" and key[1] in self._requested:
+                self._wake.set()  # asked for while this one ran: now, not at the next tick
             if finished.cancelled() or finished.exception() is None:
                 return
             error = finished.exception()
