@@ -9,7 +9,9 @@ A plain module (import it; there is no conftest)::
         ... LIBVIRT_URI = libvirtd.uri, CONSOLE_LOG_DIR = libvirtd.console_dir ...
 
 The guest is the product's own (:mod:`cloudburst.guest`, ``cloudburst guest
-build``), re-exported here.
+build``); :func:`build_guest` here builds it once per machine and version of
+that module and copies it afterwards (a build downloads and unpacks a Debian
+kernel: 11-23 s on the shared 2-core machine).
 
 :func:`private_libvirtd` runs ``libvirtd -d`` in *session* mode with its
 config, runtime and cache directories in a private directory, as the
@@ -23,6 +25,7 @@ has no ``/dev/kvm``). On exit every domain is destroyed, then libvirtd and the
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pwd
 import shutil
@@ -36,7 +39,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloudburst.guest import GUEST_CONTEXT, GUEST_POWEROFF, GUEST_UP, Guest, build_guest
+import cloudburst.guest
+from cloudburst.guest import GUEST_CONTEXT, GUEST_POWEROFF, GUEST_UP, Guest
 
 __all__ = ["GUEST_CONTEXT", "GUEST_POWEROFF", "GUEST_UP", "Guest", "Libvirtd", "build_guest",
            "give_to_libvirtd", "make_qcow2", "private_libvirtd"]
@@ -56,6 +60,29 @@ class Libvirtd:
     def log(self) -> str:
         path = self.directory / "cache" / "libvirt" / "libvirtd.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+def build_guest(directory: Path) -> Guest:
+    """:func:`cloudburst.guest.build_guest` into ``directory``, from a copy when this
+    machine already built the same version of it (kept under the temporary directory,
+    keyed on the guest module's text; renamed into place whole, so a build running in
+    another test worker never sees half of one)."""
+    module = Path(cloudburst.guest.__file__).read_bytes()
+    key = hashlib.sha256(module).hexdigest()[:16]
+    kept = Path(tempfile.gettempdir()) / f"cloudburst-test-guest-{os.getuid()}-{key}"
+    if not (kept / "source").is_file():
+        staging = Path(tempfile.mkdtemp(prefix=kept.name + ".", dir=kept.parent))
+        built = cloudburst.guest.build_guest(staging / "guest")
+        (staging / "guest" / "source").write_text(built.source, encoding="utf-8")
+        with contextlib.suppress(OSError):  # another worker's build got there first
+            (staging / "guest").rename(kept)
+        shutil.rmtree(staging, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o755)
+    copies = [Path(shutil.copy(kept / name, directory / name)) for name in ("vmlinuz", "initrd.gz")]
+    for copy in copies:
+        copy.chmod(0o644)
+    return Guest(copies[0], copies[1], (kept / "source").read_text(encoding="utf-8"))
 
 
 def _owner() -> tuple[int, int] | None:
