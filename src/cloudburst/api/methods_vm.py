@@ -11,7 +11,7 @@ from collections.abc import Awaitable
 from typing import Final
 
 from cloudburst.api import documents
-from cloudburst.api.calls import Call, CallFailure, update_type
+from cloudburst.api.calls import Call, CallFailure, shown_name, update_type
 from cloudburst.api.encoded import EncodedText
 from cloudburst.api.pool_query import Owned, name_filter, pool_query
 from cloudburst.api.vm_pool_cache import cache_of
@@ -72,9 +72,9 @@ async def vm_allocate(call: Call, template: str, hold: bool = False) -> object:
 
 async def vm_info(call: Call, id: int, decrypt: bool = False) -> object:
     """``one.vm.info(id [, decrypt])``: the full VM document."""
-    vm = await call.daemon.vms.info(id)
-    return documents.vm_document(vm, uname=await call.user_name(vm.uid),
-                                 gname=await call.group_name(vm.gid))
+    vm, uname, gname = await call.daemon.vms.info_named(id)
+    return documents.vm_document(vm, uname=shown_name(uname, vm.uid),
+                                 gname=shown_name(gname, vm.gid))
 
 
 async def vm_deploy(call: Call, id: int, host_id: int, enforce: bool = False, ds_id: int = -1,

@@ -7,7 +7,9 @@ last call. Each rendered ``VM`` element is kept, escaped and encoded for the
 XML-RPC reply (:mod:`cloudburst.api.encoded`), with the stamp it was made
 from (the row's version, its scheduler message, the owner's and the group's
 names), and a pool listing reads only the stamps, then decodes and renders
-just the VMs whose stamp moved: the reply is the cached bytes joined.
+just the VMs whose stamp moved: the reply is the cached bytes joined. A
+listing whose stamps are all those of one of the last few documents made is
+answered with that document (clients poll the same listing).
 
 So that a listing seldom renders anything, :meth:`VmPoolCache.keep_warm`
 renders the short entry (``one.vmpool.info``'s) of every VM that is not DONE
@@ -48,6 +50,10 @@ QUIET: Final = 2.0
 WARM_CHUNK: Final = 500
 #: Changes the warmer may have waiting (beyond, it looks at every VM again).
 WARM_QUEUE: Final = 65_536
+#: Documents kept whole for a listing made again (see VmPoolCache.document), and the
+#: most VMs such a document lists (a copy of the entries: bounded memory).
+RECENT_LISTINGS: Final = 4
+RECENT_MAX_VMS: Final = 5_000
 
 _HEAD: Final = escaped("<VM_POOL>")
 _TAIL: Final = escaped("</VM_POOL>")
@@ -62,10 +68,19 @@ class VmPoolCache:
         self._entries: dict[bool, dict[int, tuple[VmStamp, bytes]]] = {False: {}, True: {}}
         #: VMs not DONE at the warmer's last full pass (0: no pass yet).
         self._live = 0
+        #: The last few documents made, with the stamps they list, by (form, how many
+        #: VMs, the first one's id), oldest first: clients poll the same listing, and
+        #: when its stamps are all equal the document is the same.
+        self._recent: dict[tuple[bool, int, int], tuple[list[VmStamp], EncodedText]] = {}
 
     async def document(self, daemon: Services, stamps: Sequence[VmStamp], *,
                        extended: bool) -> EncodedText:
         """The ``VM_POOL`` document listing ``stamps``' VMs, in that order."""
+        listed = list(stamps)
+        key = (extended, len(listed), listed[0][0] if listed else -1)
+        recent = self._recent.get(key)
+        if recent is not None and recent[0] == listed:
+            return recent[1]  # the same VMs, all unchanged: the same document
         entries = self._entries[extended]
         parts: list[bytes] = [_HEAD]
         append = parts.append
@@ -84,7 +99,14 @@ class VmPoolCache:
                               if (entry := entries.get(stamp[0])) is not None)]
         parts.append(_TAIL)
         self._trim(stamps, extended)
-        return EncodedText(parts)
+        if len(listed) > RECENT_MAX_VMS:
+            return EncodedText(parts)
+        text = EncodedText([b"".join(parts)])
+        self._recent.pop(key, None)
+        self._recent[key] = (listed, text)
+        while len(self._recent) > RECENT_LISTINGS:
+            del self._recent[next(iter(self._recent))]
+        return text
 
     async def _render(self, daemon: Services, stamps: Sequence[VmStamp], *,
                       extended: bool) -> None:

@@ -165,6 +165,14 @@ class VmService:
         """
         return await self.db.lookup(lambda connection: vm_pool.get_vm(connection, vm_id))
 
+    async def info_named(self, vm_id: int) -> vm_pool.NamedVm:
+        """The VM with its history and its owner's and group's names (one lookup).
+
+        Raises:
+            NotFoundError: no such VM.
+        """
+        return await self.db.lookup(lambda connection: vm_pool.get_named_vm(connection, vm_id))
+
     async def pool(self, *, state: int = -1, uid: int | None = None, first_id: int | None = None,
                    last_id: int | None = None, offset: int = 0, limit: int | None = None,
                    with_history: bool = True) -> list[VmRecord]:

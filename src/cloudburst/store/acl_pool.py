@@ -5,16 +5,18 @@ from __future__ import annotations
 from sqlalchemy import Connection, delete, insert, select
 
 from cloudburst.auth.acl import AclError, AclRule, to_string
+from cloudburst.store.prepared import Prepared
 from cloudburst.store.schema import acl_rules
 from cloudburst.store.sequences import next_ids
 
-_RULES = select(acl_rules).order_by(acl_rules.c.user, acl_rules.c.id)
+#: Read by every call of a user outside oneadmin's group (prepared: see store.prepared).
+_RULES = Prepared(select(acl_rules).order_by(acl_rules.c.user, acl_rules.c.id))
 
 
 def list_rules(connection: Connection) -> list[AclRule]:
     """Every rule, ordered as ``oneacl list`` shows them (by user part, then id)."""
-    rows = connection.execute(_RULES)
-    return [AclRule(row.id, row.user, row.resource, row.rights, row.zone) for row in rows]
+    return [AclRule(row.id, row.user, row.resource, row.rights, row.zone)
+            for row in _RULES.rows(connection)]
 
 
 def add_rule(connection: Connection, user: int, resource: int, rights: int, zone: int) -> int:

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, bindparam, delete, func, insert, select, upda
 
 from cloudburst.errors import IllegalActionError, NotFoundError, PoolNameError
 from cloudburst.model.records import ClusterRecord, GroupRecord
+from cloudburst.store.prepared import Prepared
 from cloudburst.store.schema import clusters, group_admins, groups, hosts, user_groups, users
 from cloudburst.template import Template
 
@@ -31,7 +32,7 @@ def list_groups(connection: Connection) -> list[GroupRecord]:
 
 
 _NAMES = select(groups.c.id, groups.c.name)
-_NAME_OF = select(groups.c.name).where(groups.c.id == bindparam("group_id"))
+_NAME_OF = Prepared(select(groups.c.name).where(groups.c.id == bindparam("group_id")))
 
 
 def group_names(connection: Connection) -> dict[int, str]:
@@ -41,8 +42,8 @@ def group_names(connection: Connection) -> dict[int, str]:
 
 def group_name(connection: Connection, group_id: int) -> str | None:
     """The name of group ``group_id``; None when there is no such group."""
-    name: str | None = connection.execute(_NAME_OF, {"group_id": group_id}).scalar()
-    return name
+    row = _NAME_OF.first(connection, group_id=group_id)
+    return None if row is None else str(row.name)
 
 
 _GROUP_BY_ID = select(groups).where(groups.c.id == bindparam("group_id"))

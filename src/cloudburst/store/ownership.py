@@ -15,6 +15,7 @@ from sqlalchemy import BindParameter, Connection, bindparam, select, update
 
 from cloudburst.auth import permissions
 from cloudburst.errors import NotFoundError
+from cloudburst.store.prepared import Prepared
 from cloudburst.store.schema import clusters, groups, hosts, users, vm_templates, vms
 
 
@@ -26,16 +27,17 @@ class Ownership:
     clusters: frozenset[int]
 
 
-# Built once: every API call runs one of these (building costs more than running).
+# Prepared: every API call runs one of these (SQLAlchemy's execution costs more than them).
 _OID: BindParameter[int] = bindparam("oid")
-_VM = (select(vms.c.uid, vms.c.gid, vms.c.perms, hosts.c.cluster_id)
-       .select_from(vms.outerjoin(hosts, hosts.c.id == vms.c.host_id)).where(vms.c.id == _OID))
-_TEMPLATE = select(vm_templates.c.uid, vm_templates.c.gid, vm_templates.c.perms).where(
-    vm_templates.c.id == _OID)
-_HOST = select(hosts.c.cluster_id).where(hosts.c.id == _OID)
-_USER = select(users.c.gid).where(users.c.id == _OID)
-_EXISTS = {"GROUP": select(groups.c.id).where(groups.c.id == _OID),
-           "CLUSTER": select(clusters.c.id).where(clusters.c.id == _OID)}
+_VM = Prepared(select(vms.c.uid, vms.c.gid, vms.c.perms, hosts.c.cluster_id)
+               .select_from(vms.outerjoin(hosts, hosts.c.id == vms.c.host_id))
+               .where(vms.c.id == _OID))
+_TEMPLATE = Prepared(select(vm_templates.c.uid, vm_templates.c.gid, vm_templates.c.perms)
+                     .where(vm_templates.c.id == _OID))
+_HOST = Prepared(select(hosts.c.cluster_id).where(hosts.c.id == _OID))
+_USER = Prepared(select(users.c.gid).where(users.c.id == _OID))
+_EXISTS = {"GROUP": Prepared(select(groups.c.id).where(groups.c.id == _OID)),
+           "CLUSTER": Prepared(select(clusters.c.id).where(clusters.c.id == _OID))}
 
 
 def ownership(connection: Connection, kind: str, oid: int) -> Ownership:
@@ -45,24 +47,24 @@ def ownership(connection: Connection, kind: str, oid: int) -> Ownership:
         NotFoundError: no such object ("<KIND> <id> does not exist").
     """
     if kind == "VM":
-        found = connection.execute(_VM, {"oid": oid}).first()
+        found = _VM.first(connection, oid=oid)
         if found is not None:
             clusters_of = frozenset() if found.cluster_id is None else frozenset({
                 found.cluster_id})
             return Ownership(found.uid, found.gid, found.perms, clusters_of)
     elif kind == "TEMPLATE":
-        row = connection.execute(_TEMPLATE, {"oid": oid}).first()
+        row = _TEMPLATE.first(connection, oid=oid)
         if row is not None:
             return Ownership(row.uid, row.gid, row.perms, frozenset())
     elif kind == "HOST":
-        row = connection.execute(_HOST, {"oid": oid}).first()
+        row = _HOST.first(connection, oid=oid)
         if row is not None:
             return Ownership(0, 0, None, frozenset({row.cluster_id}))
     elif kind == "USER":
-        row = connection.execute(_USER, {"oid": oid}).first()
+        row = _USER.first(connection, oid=oid)
         if row is not None:
             return Ownership(oid, row.gid, permissions.USER_SELF, frozenset())
-    elif kind in _EXISTS and connection.execute(_EXISTS[kind], {"oid": oid}).first():
+    elif kind in _EXISTS and _EXISTS[kind].first(connection, oid=oid) is not None:
         if kind == "GROUP":
             return Ownership(-1, oid, permissions.GROUP_MEMBERS, frozenset())
         return Ownership(0, 0, None, frozenset({oid}))

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Row, bindparam, delete, insert, select, updat
 
 from cloudburst.errors import NotFoundError
 from cloudburst.model.records import LoginToken, UserRecord
+from cloudburst.store.prepared import Prepared
 from cloudburst.store.schema import group_admins, login_tokens, user_groups, users
 from cloudburst.template import Template
 
@@ -51,7 +52,7 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
 
 
-def _record(row: Row[Any], groups: tuple[int, ...]) -> UserRecord:
+def _record(row: Row[Any] | Any, groups: tuple[int, ...]) -> UserRecord:
     return UserRecord(
         id=row.id, name=row.name, gid=row.gid, password_hash=row.password_hash,
         auth_driver=row.auth_driver, enabled=bool(row.enabled),
@@ -60,22 +61,22 @@ def _record(row: Row[Any], groups: tuple[int, ...]) -> UserRecord:
     )
 
 
-# Statements of the per-call reads (authentication), built once: building a
-# statement costs several times more than running it. A user is read with its groups
+# The per-call reads (authentication) are prepared: SQLAlchemy's building and running of
+# a statement costs several times more than the statement. A user is read with its groups
 # in one statement (a row per group): on a networked store each is a round trip.
 _USER_WITH_GROUPS = (select(users, user_groups.c.group_id)
                      .select_from(users.outerjoin(user_groups,
                                                   user_groups.c.user_id == users.c.id))
                      .order_by(user_groups.c.group_id))
-_USER_BY_ID = _USER_WITH_GROUPS.where(users.c.id == bindparam("user_id"))
-_USER_BY_NAME = _USER_WITH_GROUPS.where(users.c.name == bindparam("name"))
-_TOKEN = select(login_tokens).where(login_tokens.c.user_id == bindparam("user_id"),
-                                    login_tokens.c.digest == bindparam("digest"))
+_USER_BY_ID = Prepared(_USER_WITH_GROUPS.where(users.c.id == bindparam("user_id")))
+_USER_BY_NAME = Prepared(_USER_WITH_GROUPS.where(users.c.name == bindparam("name")))
+_TOKEN = Prepared(select(login_tokens).where(login_tokens.c.user_id == bindparam("user_id"),
+                                             login_tokens.c.digest == bindparam("digest")))
 _NAMES = select(users.c.id, users.c.name)
-_NAME_OF = select(users.c.name).where(users.c.id == bindparam("user_id"))
+_NAME_OF = Prepared(select(users.c.name).where(users.c.id == bindparam("user_id")))
 
 
-def _with_groups(rows: Sequence[Row[Any]]) -> UserRecord | None:
+def _with_groups(rows: Sequence[Any]) -> UserRecord | None:
     """The user of :data:`_USER_WITH_GROUPS`'s rows (None: no row, no such user)."""
     if not rows:
         return None
@@ -108,7 +109,7 @@ def get_user(connection: Connection, user_id: int) -> UserRecord:
     Raises:
         NotFoundError: no such user.
     """
-    user = _with_groups(connection.execute(_USER_BY_ID, {"user_id": user_id}).all())
+    user = _with_groups(_USER_BY_ID.rows(connection, user_id=user_id))
     if user is None:
         raise NotFoundError(f"USER {user_id} does not exist")
     return user
@@ -116,7 +117,7 @@ def get_user(connection: Connection, user_id: int) -> UserRecord:
 
 def find_user(connection: Connection, name: str) -> UserRecord | None:
     """The user called ``name``, if any."""
-    return _with_groups(connection.execute(_USER_BY_NAME, {"name": name}).all())
+    return _with_groups(_USER_BY_NAME.rows(connection, name=name))
 
 
 def user_names(connection: Connection) -> dict[int, str]:
@@ -126,8 +127,8 @@ def user_names(connection: Connection) -> dict[int, str]:
 
 def user_name(connection: Connection, user_id: int) -> str | None:
     """The name of user ``user_id``; None when there is no such user."""
-    name: str | None = connection.execute(_NAME_OF, {"user_id": user_id}).scalar()
-    return name
+    row = _NAME_OF.first(connection, user_id=user_id)
+    return None if row is None else str(row.name)
 
 
 def list_users(connection: Connection) -> list[UserRecord]:
@@ -189,7 +190,7 @@ def add_token(connection: Connection, token: LoginToken) -> None:
 
 
 def find_token(connection: Connection, user_id: int, digest: str) -> LoginToken | None:
-    row = connection.execute(_TOKEN, {"user_id": user_id, "digest": digest}).first()
+    row = _TOKEN.first(connection, user_id=user_id, digest=digest)
     return None if row is None else LoginToken(row.digest, row.user_id, row.prefix,
                                                row.expires, row.egid)
 

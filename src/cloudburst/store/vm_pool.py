@@ -30,6 +30,7 @@ from cloudburst.errors import ConflictError, NotFoundError
 from cloudburst.model.lifecycle import StateKey
 from cloudburst.model.records import HistoryRecord, VmRecord, cpu_share
 from cloudburst.model.states import CAPACITY_HOLDING_STATES, LcmState, VmState
+from cloudburst.store.prepared import Prepared
 from cloudburst.store.schema import groups, history, users, vms
 from cloudburst.template import Template
 
@@ -39,7 +40,7 @@ _VM_STATES = {int(state): state for state in VmState}
 _LCM_STATES = {int(state): state for state in LcmState}
 
 
-def _vm_from_row(row: Row[Any], records: Sequence[HistoryRecord] = ()) -> VmRecord:
+def _vm_from_row(row: Row[Any] | Any, records: Sequence[HistoryRecord] = ()) -> VmRecord:
     return VmRecord(
         id=row.id,
         name=row.name,
@@ -69,7 +70,7 @@ def _vm_from_row(row: Row[Any], records: Sequence[HistoryRecord] = ()) -> VmReco
     )
 
 
-def _history_from_row(row: Row[Any]) -> HistoryRecord:
+def _history_from_row(row: Row[Any] | Any) -> HistoryRecord:
     return HistoryRecord(
         vm_id=row.vm_id, seq=row.seq, host_id=row.host_id, hostname=row.hostname,
         vm_mad=row.vm_mad, tm_mad=row.tm_mad, stime=row.stime, etime=row.etime,
@@ -133,12 +134,30 @@ def get_vm(connection: Connection, vm_id: int, *, with_history: bool = True) -> 
     Raises:
         NotFoundError: no such VM.
     """
-    row = connection.execute(_SELECT_VM, {"vm_id": vm_id}).first()
+    return get_named_vm(connection, vm_id, with_history=with_history).vm
+
+
+class NamedVm(NamedTuple):
+    """A VM and its owner's and group's names (None: the user or group is gone)."""
+
+    vm: VmRecord
+    uname: str | None
+    gname: str | None
+
+
+def get_named_vm(connection: Connection, vm_id: int, *, with_history: bool = True) -> NamedVm:
+    """The VM ``vm_id`` with its owner's and group's names: one statement, and one
+    more for its history.
+
+    Raises:
+        NotFoundError: no such VM.
+    """
+    row = _SELECT_VM.first(connection, vm_id=vm_id)
     if row is None:
         raise NotFoundError(f"VM {vm_id} does not exist")
-    records = [_history_from_row(record) for record in connection.execute(
-        _HISTORY_OF_VM, {"vm_id": vm_id})] if with_history else []
-    return _vm_from_row(row, records)
+    records = list(map(_history_from_row, _HISTORY_OF_VM.rows(connection, vm_id=vm_id))
+                   ) if with_history else []
+    return NamedVm(_vm_from_row(row, records), row.uname, row.gname)
 
 
 def get_vms(connection: Connection, vm_ids: Iterable[int]) -> dict[int, VmRecord]:
@@ -255,14 +274,66 @@ def list_vm_stamps(
     listing a large pool whose documents are cached costs a fraction of decoding
     every VM.
     """
-    columns = (select(vms.c.id, vms.c.version, vms.c.uid, vms.c.gid, vms.c.name,
-                      vms.c.sched_message, vms.c.perms, users.c.name, groups.c.name)
-               .select_from(vms.outerjoin(users, users.c.id == vms.c.uid)
-                            .outerjoin(groups, groups.c.id == vms.c.gid)))
-    query = _filtered(columns, states=states, exclude_done=exclude_done, uid=uid,
-                      first_id=first_id, last_id=last_id, host_id=None, ids=ids,
-                      offset=offset, limit=limit, descending=descending)
-    return list(map(VmStamp._make, connection.execute(query)))
+    rows: Sequence[Any]
+    if ids is not None:
+        rows = connection.execute(_filtered(
+            _STAMPS, states=states, exclude_done=exclude_done, uid=uid, first_id=first_id,
+            last_id=last_id, host_id=None, ids=ids, offset=offset, limit=limit,
+            descending=descending)).all()
+    else:
+        prepared = _stamps_statement(
+            None if states is None else tuple(sorted({int(state) for state in states})),
+            exclude_done, uid is not None, first_id is not None, last_id is not None,
+            bool(offset), limit is not None, descending)
+        params = {name: value for name, value in (
+            ("uid", uid), ("first_id", first_id), ("last_id", last_id), ("offset", offset),
+            ("limit", limit)) if value is not None and (name != "offset" or value)}
+        rows = prepared.tuples(connection, **params)
+    # The owners' and groups' names are read apart, once each: joining them costs more
+    # than the rest of a stamp's read on SQLite (two key searches per row).
+    unames = _names_of(connection, users, {row[2] for row in rows})
+    gnames = _names_of(connection, groups, {row[3] for row in rows})
+    make = VmStamp._make
+    return [make((*row, unames.get(row[2]), gnames.get(row[3]))) for row in rows]
+
+
+def _names_of(connection: Connection, table: Any, wanted: set[int]) -> dict[int, str]:
+    """The names of the users or groups ``wanted`` that exist."""
+    found: dict[int, str] = {}
+    listed = sorted(wanted)
+    for start in range(0, len(listed), 500):
+        found.update((row[0], row[1]) for row in connection.execute(
+            select(table.c.id, table.c.name).where(table.c.id.in_(listed[start:start + 500]))))
+    return found
+
+
+_STAMPS = select(vms.c.id, vms.c.version, vms.c.uid, vms.c.gid, vms.c.name,
+                 vms.c.sched_message, vms.c.perms)
+
+
+@lru_cache(maxsize=128)
+def _stamps_statement(states: tuple[int, ...] | None, exclude_done: bool, by_uid: bool,
+                      from_id: bool, to_id: bool, paged: bool, limited: bool,
+                      descending: bool) -> Prepared:
+    """:func:`list_vm_stamps`' statement for one combination of filters, prepared (a
+    listing's stamps are thousands of rows: SQLAlchemy's rows cost ~2x the read)."""
+    query = _STAMPS
+    if states is not None:
+        query = query.where(vms.c.state.in_(states))
+    if exclude_done:
+        query = query.where(vms.c.state != int(VmState.DONE))
+    if by_uid:
+        query = query.where(vms.c.uid == bindparam("uid"))
+    if from_id:
+        query = query.where(vms.c.id >= bindparam("first_id"))
+    if to_id:
+        query = query.where(vms.c.id <= bindparam("last_id"))
+    query = query.order_by(vms.c.id.desc() if descending else vms.c.id)
+    if limited:
+        query = query.limit(bindparam("limit"))
+    if paged:
+        query = query.offset(bindparam("offset"))
+    return Prepared(query)
 
 
 def history_of(connection: Connection, vm_ids: Sequence[int]) -> dict[int, list[HistoryRecord]]:
@@ -335,9 +406,13 @@ def mark_polled(connection: Connection, versions: Mapping[int, int], stamp: int)
 
 # Hot-path statements are built once: SQLAlchemy then reuses their compiled
 # form instead of rebuilding and re-keying an expression tree on every write.
-_SELECT_VM = select(vms).where(vms.c.id == bindparam("vm_id"))
-_HISTORY_OF_VM = select(history).where(history.c.vm_id == bindparam("vm_id")).order_by(
-    history.c.seq)
+# Prepared (see store.prepared): one.vm.info runs them, and every action reads its VM.
+_SELECT_VM = Prepared(select(vms, users.c.name.label("uname"), groups.c.name.label("gname"))
+                      .select_from(vms.outerjoin(users, users.c.id == vms.c.uid)
+                                   .outerjoin(groups, groups.c.id == vms.c.gid))
+                      .where(vms.c.id == bindparam("vm_id")))
+_HISTORY_OF_VM = Prepared(select(history).where(history.c.vm_id == bindparam("vm_id"))
+                          .order_by(history.c.seq))
 
 
 @lru_cache(maxsize=256)

@@ -1,0 +1,94 @@
+"""Read statements run on the database driver's own cursor.
+
+SQLAlchemy's execution of a statement (events, parameter processing, its
+result and row objects) costs several times the statement itself when the
+statement reads a row or two by key, and a few microseconds more per row of a
+listing. The reads every API call makes (its caller, the object's owner, the
+object) and the pool listings' stamps are :class:`Prepared`: built with
+SQLAlchemy as usual, compiled once per dialect, then run on the DBAPI
+connection underneath the SQLAlchemy :class:`~sqlalchemy.Connection` (in its
+transaction, if it has one).
+
+For reads whose columns need no SQLAlchemy type processing (integers, text,
+floats). A driver error is raised as SQLAlchemy's :class:`DBAPIError` (with
+``connection_invalidated`` set when the connection is gone), so
+:meth:`~cloudburst.store.database.Database.failures` and the lookup retry
+treat it as any other.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Select
+from sqlalchemy.engine.interfaces import Dialect
+from sqlalchemy.exc import DBAPIError
+
+__all__ = ["Prepared"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Form:
+    """A statement compiled for one dialect."""
+
+    sql: str
+    #: Parameter names in order for a positional paramstyle (None: named).
+    names: tuple[str, ...] | None
+    #: Values of the statement's own literals (``IN`` lists, default offsets).
+    literals: Mapping[str, Any]
+
+
+class Prepared:
+    """A read statement compiled once per dialect, run on the DBAPI cursor.
+
+    Parameters are the statement's ``bindparam`` names; every call passes the
+    same names (an expanding ``IN`` of a call's values is not supported; ``IN``
+    lists of constants are).
+    """
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self._statement = statement
+        self._forms: dict[str, _Form] = {}
+        #: Rows as named tuples of the selected columns' keys (duplicates renamed).
+        self.row: Any = namedtuple(  # type: ignore[misc]
+            "Row", [str(column.key) for column in statement.selected_columns], rename=True)
+
+    def tuples(self, connection: Connection, **params: Any) -> list[tuple[Any, ...]]:
+        """Every row, as plain tuples of the selected columns."""
+        dialect = connection.dialect
+        form = self._forms.get(dialect.name)
+        if form is None:
+            form = self._forms[dialect.name] = self._compile(dialect, params)
+        values = {**form.literals, **params} if form.literals else params
+        arguments: Any = values if form.names is None else [values[name]
+                                                             for name in form.names]
+        driver: Any = connection.connection.driver_connection
+        try:
+            return list(driver.execute(form.sql, arguments).fetchall())
+        except dialect.loaded_dbapi.Error as exc:
+            gone = dialect.is_disconnect(exc, driver, None)
+            if gone:
+                connection.invalidate(exc)
+            raise DBAPIError.instance(form.sql, arguments, exc, dialect.loaded_dbapi.Error,
+                                      connection_invalidated=gone,
+                                      dialect=dialect) from exc
+
+    def rows(self, connection: Connection, **params: Any) -> list[Any]:
+        """Every row, as named tuples (``row.name``)."""
+        return list(map(self.row._make, self.tuples(connection, **params)))
+
+    def first(self, connection: Connection, **params: Any) -> Any | None:
+        """The first row as a named tuple, or None."""
+        found = self.tuples(connection, **params)
+        return self.row._make(found[0]) if found else None
+
+    def _compile(self, dialect: Dialect, params: Mapping[str, Any]) -> _Form:
+        state = self._statement.compile(dialect=dialect).construct_expanded_state(
+            dict(params))
+        literals = {name: value for name, value in state.parameters.items()
+                    if name not in params}
+        names = None if state.positiontup is None else tuple(state.positiontup)
+        return _Form(state.statement, names, literals)
