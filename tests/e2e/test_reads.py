@@ -14,7 +14,7 @@ import xmlrpc.client
 from collections.abc import Iterator
 
 import pytest
-from daemon_fixture import RunningDaemon, start_daemon
+from daemon_fixture import RunningDaemon, start_daemon, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -168,3 +168,49 @@ def test_every_read_is_authorized(daemon: RunningDaemon) -> None:
     oneadmin.ok("one.vm.chmod", vm_id, -1, -1, -1, -1, -1, -1, 0, -1, -1)
     assert "Not authorized" in other.fail("one.vm.info", vm_id)
     assert vm_id not in ids_in(other.ok("one.vmpool.info", -2, -1, -1, -1))
+
+
+def host_entry(pool: object, host_id: int) -> str:
+    """The ``HOST`` element of host ``host_id`` in a host pool document."""
+    found = re.search(rf"<HOST><ID>{host_id}</ID>.*?</HOST>", str(pool))
+    assert found is not None, pool
+    return found.group(0)
+
+
+def test_the_host_pool_shows_each_change_at_once(daemon: RunningDaemon) -> None:
+    # Host entries are kept rendered, keyed by a stamp (the row's version, the last
+    # monitoring time, the cluster's name, the VMs placed there): each change of any
+    # of them shows in the next listing.
+    oneadmin = admin(daemon)
+    host_id = int(str(oneadmin.ok("one.host.allocate", "reads-host", "dummy", "dummy", -1)))
+    wait_for(lambda: field(oneadmin.ok("one.host.info", host_id), "STATE") == ["2"], 60)
+    listed = host_entry(oneadmin.ok("one.hostpool.info"), host_id)
+    assert "<VMS></VMS>" in listed and field(listed, "RUNNING_VMS") == ["0"]
+
+    vm_id = int(str(oneadmin.ok("one.vm.allocate", HELD, True)))
+    oneadmin.ok("one.vm.deploy", vm_id, host_id)
+    wait_for(lambda: field(oneadmin.ok("one.vm.info", vm_id), "LCM_STATE") == ["3"], 60)
+    listed = host_entry(oneadmin.ok("one.hostpool.info"), host_id)
+    assert f"<VMS><ID>{vm_id}</ID></VMS>" in listed
+    assert field(listed, "RUNNING_VMS") == ["1"] and field(listed, "CPU_USAGE") == ["10"]
+
+    oneadmin.ok("one.host.rename", host_id, "reads-renamed")
+    cluster_id = int(str(oneadmin.ok("one.cluster.allocate", "reads-cluster")))
+    oneadmin.ok("one.cluster.addhost", cluster_id, host_id)
+    listed = host_entry(oneadmin.ok("one.hostpool.info"), host_id)
+    assert field(listed, "NAME")[0] == "reads-renamed"
+    assert (field(listed, "CLUSTER_ID"), field(listed, "CLUSTER")) == (
+        [str(cluster_id)], ["reads-cluster"])
+    oneadmin.ok("one.cluster.rename", cluster_id, "reads-cluster-2")
+    assert field(host_entry(oneadmin.ok("one.hostpool.info"), host_id), "CLUSTER") == [
+        "reads-cluster-2"]
+
+    oneadmin.ok("one.vm.action", "terminate-hard", vm_id)
+    wait_for(lambda: field(oneadmin.ok("one.vm.info", vm_id), "STATE") == ["6"], 60)
+    listed = host_entry(oneadmin.ok("one.hostpool.info"), host_id)
+    assert "<VMS></VMS>" in listed and field(listed, "RUNNING_VMS") == ["0"]
+    oneadmin.ok("one.host.status", host_id, 1)
+    assert field(host_entry(oneadmin.ok("one.hostpool.info"), host_id), "STATE") == ["4"]
+    oneadmin.ok("one.cluster.delhost", cluster_id, host_id)
+    oneadmin.ok("one.host.delete", host_id)
+    assert f"<HOST><ID>{host_id}</ID>" not in str(oneadmin.ok("one.hostpool.info"))

@@ -10,7 +10,8 @@ import asyncio
 from collections.abc import Callable
 
 from cloudburst.api import documents
-from cloudburst.api.calls import Call, render, update_type
+from cloudburst.api.calls import Call, update_type
+from cloudburst.api.host_pool_cache import host_cache_of
 from cloudburst.errors import ApiArgumentError
 from cloudburst.service.access import caller_of
 
@@ -62,14 +63,13 @@ async def host_info(call: Call, id: int, decrypt: bool = False) -> object:
 
 async def hostpool_info(call: Call) -> object:
     """``one.hostpool.info()``: the hosts the caller may use, highest id first as oned
-    lists them (rendered on a worker thread)."""
-    visible, pool, cluster = await asyncio.gather(
-        call.daemon.access.visible(caller_of(call.user), "HOST"), call.daemon.hosts.pool(),
-        _cluster_names(call))
-    hosts = sorted((host for host in pool if visible(host.id, 0, 0, None)),
-                   key=lambda host: host.id, reverse=True)
-    return await render(lambda: documents.host_pool_document(hosts, cluster=cluster),
-                        len(hosts))
+    lists them (entries rendered once per change: :mod:`cloudburst.api.host_pool_cache`)."""
+    visible, every = await asyncio.gather(
+        call.daemon.access.pool_filter(caller_of(call.user), "HOST"),
+        call.daemon.hosts.pool_stamps())
+    listed = [stamp for stamp in reversed(every)
+              if visible is None or visible(stamp.id, 0, 0, None)]
+    return await host_cache_of(call.daemon).document(call.daemon, every, listed)
 
 
 async def _cluster_names(call: Call) -> Callable[[int], str]:

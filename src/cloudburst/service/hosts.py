@@ -166,6 +166,16 @@ class HostService:
     async def pool(self) -> list[HostRecord]:
         return await self.db.read(lambda connection: host_pool.list_hosts(connection))
 
+    async def pool_stamps(self) -> list[host_pool.HostStamp]:
+        """Every host's stamp, by id (for callers that cache documents)."""
+        return await self.db.read(host_pool.host_stamps)
+
+    async def records(self, host_ids: list[int]) -> list[HostRecord]:
+        """The given hosts' rows, by id, without what :class:`~cloudburst.store.host_pool.
+        HostStamp` carries (allocation counters at 0, no VM ids); missing ones left out."""
+        return await self.db.read(lambda connection: host_pool.list_hosts(
+            connection, host_ids=host_ids, with_vms=False, with_usage=False))
+
     async def find(self, name: str) -> HostRecord:
         """The host called ``name``.
 

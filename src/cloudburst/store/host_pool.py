@@ -11,16 +11,17 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Row, Update, bindparam, delete, insert, select, update
 
 from cloudburst.errors import ConflictError, NotFoundError, PoolNameError
 from cloudburst.model.cloud_sections import sites_by_type
 from cloudburst.model.records import HostRecord
-from cloudburst.model.states import HostState
+from cloudburst.model.states import CAPACITY_HOLDING_STATES, HostState
 from cloudburst.store import vm_pool
-from cloudburst.store.schema import hosts, orphan_sightings
+from cloudburst.store.prepared import Prepared
+from cloudburst.store.schema import clusters, hosts, orphan_sightings, vms
 from cloudburst.template import Template
 
 _SHARE_FIELDS = ("max_cpu", "max_mem", "free_cpu", "free_mem", "used_cpu", "used_mem")
@@ -89,6 +90,58 @@ def list_hosts(
         _host_from_row(row, usage.get(row.id, (0, 0, 0)), placed.get(row.id, ()))
         for row in rows
     ]
+
+
+class HostStamp(NamedTuple):
+    """Everything a host's pool entry shows that can change without its row's version:
+    enough to tell whether a rendered entry is still right (see ``api/host_pool_cache``)."""
+
+    id: int
+    version: int
+    last_mon_time: int
+    cluster_id: int
+    #: The cluster's name (None: the cluster is gone).
+    cluster: str | None
+    #: Capacity held by the VMs placed there (as :func:`list_hosts` derives it).
+    cpu_usage: int
+    mem_usage: int
+    running_vms: int
+    vm_ids: tuple[int, ...]
+
+
+def host_stamps(connection: Connection) -> list[HostStamp]:
+    """Every host's stamp, ordered by id: two statements (hosts with their cluster's
+    name, the VMs holding capacity), whatever the number of hosts."""
+    placed: dict[int, list[int]] = {}
+    usage: dict[int, list[int]] = {}
+    for host_id, vm_id, cpu, memory in _PLACED.tuples(connection):
+        placed.setdefault(host_id, []).append(vm_id)
+        held = usage.get(host_id)
+        if held is None:
+            usage[host_id] = [cpu, memory]
+        else:
+            held[0] += cpu
+            held[1] += memory
+    stamps = []
+    for host_id, version, last_mon_time, cluster_id, cluster in _HOST_STAMPS.tuples(connection):
+        cpu, memory = usage.get(host_id, (0, 0))
+        vm_ids = placed.get(host_id, ())
+        stamps.append(HostStamp(host_id, version, last_mon_time, cluster_id, cluster,
+                                int(cpu), int(memory) * 1024, len(vm_ids), tuple(vm_ids)))
+    return stamps
+
+
+_HOST_STAMPS = Prepared(
+    select(hosts.c.id, hosts.c.version, hosts.c.last_mon_time, hosts.c.cluster_id,
+           clusters.c.name)
+    .select_from(hosts.outerjoin(clusters, clusters.c.id == hosts.c.cluster_id))
+    .order_by(hosts.c.id))
+#: The VMs holding capacity on a host, as vm_pool.host_usage and vm_ids_on_hosts count them.
+_PLACED = Prepared(
+    select(vms.c.host_id, vms.c.id, vms.c.cpu_share, vms.c.memory)
+    .where(vms.c.state.in_(sorted(int(state) for state in CAPACITY_HOLDING_STATES)))
+    .where(vms.c.host_id.is_not(None))
+    .order_by(vms.c.id))
 
 
 def get_host(connection: Connection, host_id: int, *, with_usage: bool = True) -> HostRecord:
