@@ -12,7 +12,7 @@ from cloudburst.errors import ConflictError, IllegalActionError, NotFoundError
 from cloudburst.model.lifecycle import Event
 from cloudburst.model.records import VmRecord
 from cloudburst.model.states import VmState
-from cloudburst.store import vm_pool
+from cloudburst.store import journal, vm_pool
 from cloudburst.store.database import Database
 
 __all__ = ["db", "db_url", "postgres"]  # fixtures, imported for pytest
@@ -83,3 +83,42 @@ def _event(event: Event) -> Change:
                ) -> tuple[VmRecord, Stepped]:
         return vm, step(connection, vm, event, install_id="test")
     return change
+
+
+def _journalled(*steps: tuple[str, str | None], error: Exception | None = None) -> Change:
+    """Begins (``(action, base)``) or finishes (``(action, None)``) journal entries of
+    the VM as deferred writes of the batch, in that order; then raises ``error``."""
+    def change(connection: Connection, vm: VmRecord, reads: BatchReads
+               ) -> tuple[VmRecord, Stepped]:
+        for action, base in steps:
+            if base is None:
+                journal.finish_started(connection, vm.id, (action,), ok=True,
+                                       result=f"done-{vm.id}", later=reads.later)
+            else:
+                journal.begin(connection, vm_id=vm.id, host_id=-1, seq=0, action=action,
+                              base=base, later=reads.later)
+        if error is not None:
+            raise error
+        return vm, Stepped(vm)
+    return change
+
+
+def test_deferred_journal_writes_keep_each_vms_order_and_fail_alone(db: Database) -> None:
+    """A batch's journal writes go out together, yet each VM's in its own order (an
+    entry closed before the next one begins stays the only one closed), a later
+    change of the same VM sees the earlier one's (a retry's token counts the deferred
+    try), and a failing change leaves none."""
+    store_vms(db, *(new_vm(vm_id) for vm_id in range(3)))
+    outcomes = run(db, [
+        (0, _journalled(("cancel", "t0"), ("cancel", None), ("cancel", "t0-again"))),
+        (1, _journalled(("deploy", "t1"))),
+        (1, _journalled(("deploy", None))),
+        (2, _journalled(("deploy", "t2"), error=ConflictError("after its journal"))),
+    ])
+    assert isinstance(outcomes[3], ConflictError)
+    assert not any(isinstance(outcome, Exception) for outcome in outcomes[:3])
+    entries = read(db, lambda c: {vm_id: [(entry.token, entry.status, entry.result)
+                                           for entry in journal.entries_for(c, vm_id)]
+                                  for vm_id in range(3)})
+    assert entries == {0: [("t0", "done", "done-0"), ("t0-again.2", "started", "")],
+                       1: [("t1", "done", "done-1")], 2: []}

@@ -71,6 +71,13 @@ def prepare(template: Template) -> PreparedVm:
     return PreparedVm(name=given_name, cpu=cpu, memory=memory, template=system, user_template=user)
 
 
+def refers_in_context(template: Template) -> bool:
+    """Whether ``template``'s ``CONTEXT`` has a ``$VARIABLE`` reference (else
+    :func:`expand_context` returns it as it is, and needs neither owner nor group)."""
+    return any("$" in value for context in template.vectors("CONTEXT")
+               for value in context.values())
+
+
 def expand_context(template: Template, user_template: Template, *, vm_id: int, name: str,
                    owner: UserRecord | None, group: GroupRecord | None,
                    document: Callable[[], str] | None = None) -> Template:
@@ -83,9 +90,9 @@ def expand_context(template: Template, user_template: Template, *, vm_id: int, n
     (called only for a ``$TEMPLATE`` reference, which is that document in
     base64, as oned gives it; without it ``$TEMPLATE`` expands to nothing).
     """
-    contexts = template.vectors("CONTEXT")
-    if not any("$" in value for context in contexts for value in context.values()):
+    if not refers_in_context(template):
         return template
+    contexts = template.vectors("CONTEXT")
     names = {"NAME": name, "VMID": str(vm_id),
              "UID": str(owner.id) if owner else "",
              "UNAME": owner.name if owner else "",

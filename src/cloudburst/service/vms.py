@@ -26,7 +26,12 @@ from cloudburst.model.lifecycle import ACTION_EVENTS, Move
 from cloudburst.model.records import VmRecord
 from cloudburst.model.snapshots import vm_snapshot
 from cloudburst.model.states import LcmState, VmState
-from cloudburst.service.vm_template import expand_context, prepare, reconfigured
+from cloudburst.service.vm_template import (
+    expand_context,
+    prepare,
+    reconfigured,
+    refers_in_context,
+)
 from cloudburst.store import backoffs, group_pool, quota_pool, user_pool, vm_logs, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.sequences import next_ids
@@ -90,7 +95,10 @@ class VmService:
     def _expanded(self, connection: Connection, vm: VmRecord, template: Template,
                   user_template: Template) -> Template:
         """``template`` (the system template of ``vm``, or its new one) with its
-        CONTEXT's references expanded, in ``connection``'s transaction."""
+        CONTEXT's references expanded, in ``connection``'s transaction (the owner
+        and group are read only when there is a reference to expand)."""
+        if not refers_in_context(template):
+            return template
         owner = _found(user_pool.get_user, connection, vm.uid)
         group = _found(group_pool.get_group, connection, vm.gid)
         render = self._document

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select
 
+from cloudburst.store.deferred import Deferred
 from cloudburst.store.schema import vm_backoffs
 
 DEPLOY = "deploy"
@@ -64,9 +65,19 @@ def due(connection: Connection, vm_id: int, work: str) -> float | None:
     return None if value is None else float(value)
 
 
-def clear(connection: Connection, vm_id: int, work: str) -> None:
-    """``vm_id``'s ``work`` succeeded: forget its backoff."""
-    connection.execute(_CLEAR, {"_vm_id": vm_id, "_work": work})
+#: The backoff a work's success ends, by the work's journal label.
+CLEARED_BY: dict[str, str] = {"deploy": DEPLOY, "shutdown": STOP, "cancel": STOP,
+                              "cleanup": STOP}
+
+
+def clear(connection: Connection, vm_id: int, work: str, *, later: Deferred | None = None
+          ) -> None:
+    """``vm_id``'s ``work`` succeeded: forget its backoff (at ``later``'s flush, if given)."""
+    params = {"_vm_id": vm_id, "_work": work}
+    if later is not None:
+        later.add(vm_id, _CLEAR, params)
+    else:
+        connection.execute(_CLEAR, params)
 
 
 # Built once (a hot path: every successful deploy and stop).

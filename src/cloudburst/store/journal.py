@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 
 from cloudburst.model.records import JournalEntry
+from cloudburst.store.deferred import Deferred
 from cloudburst.store.schema import journal
 
 STARTED = "started"
@@ -46,10 +47,7 @@ def start(
     A (token, action) pair is recorded once; the unique constraint refuses a
     second entry, which would mean the same work was started twice.
     """
-    result = connection.execute(_INSERT, {
-        "vm_id": vm_id, "host_id": host_id, "seq": seq, "action": action, "token": token,
-        "status": status, "created": time.time(), "finished": 0.0, "result": "",
-    })
+    result = connection.execute(_INSERT, _new_entry(vm_id, host_id, seq, action, token, status))
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
@@ -58,8 +56,15 @@ def start(
 _INSERT = insert(journal)
 
 
+def _new_entry(vm_id: int, host_id: int, seq: int, action: str, token: str, status: str
+               ) -> dict[str, Any]:
+    return {"vm_id": vm_id, "host_id": host_id, "seq": seq, "action": action, "token": token,
+            "status": status, "created": time.time(), "finished": 0.0, "result": ""}
+
+
 def begin(connection: Connection, *, vm_id: int, host_id: int, seq: int, action: str,
-          base: str, status: str = STARTED, new_stay: bool = False) -> str:
+          base: str, status: str = STARTED, new_stay: bool = False,
+          later: Deferred | None = None) -> str:
     """Journal the next attempt of ``action`` in stay ``seq`` of ``vm_id``; return its token.
 
     The first attempt's token is ``base`` (deterministic, so a replay after a
@@ -67,14 +72,20 @@ def begin(connection: Connection, *, vm_id: int, host_id: int, seq: int, action:
     collides with its own earlier try. ``new_stay``: the caller opened stay
     ``seq`` in this transaction, so nothing is journalled on it yet (stays and
     journal entries are never deleted): the earlier attempts are not counted.
+    ``later``: the entry is written at its flush.
     """
     count = 0
     if not new_stay:
+        if later is not None and later.touches(vm_id):
+            later.flush(connection)  # the count must see this VM's deferred entries
         tries = connection.execute(_COUNT_TRIES, {"vm_id": vm_id, "seq": seq, "action": action})
         count = int(tries.scalar() or 0)
     token = base if count == 0 else f"{base}.{count + 1}"
-    start(connection, vm_id=vm_id, host_id=host_id, seq=seq, action=action, token=token,
-          status=status)
+    if later is None:
+        start(connection, vm_id=vm_id, host_id=host_id, seq=seq, action=action, token=token,
+              status=status)
+    else:
+        later.add(vm_id, _INSERT, _new_entry(vm_id, host_id, seq, action, token, status))
     return token
 
 
@@ -98,18 +109,28 @@ _COUNT_TRIES = select(func.count()).select_from(journal).where(
 
 
 def finish_started(connection: Connection, vm_id: int, actions: tuple[str, ...], *, ok: bool,
-                   result: str = "") -> None:
-    """Mark every started entry of ``vm_id`` for one of ``actions`` done or failed."""
-    connection.execute(_FINISH_STARTED, {
-        "_vm_id": vm_id, "_actions": list(actions), "_started": STARTED,
-        "status": DONE if ok else FAILED, "finished": time.time(), "result": result[:2000]})
+                   result: str = "", later: Deferred | None = None) -> None:
+    """Mark every started entry of ``vm_id`` for one of ``actions`` (one or two) done or
+    failed (at ``later``'s flush, if given)."""
+    if not 1 <= len(actions) <= 2:
+        raise ValueError(f"finish_started takes one or two actions, not {actions!r}")
+    first, *other = actions
+    params = {"_vm_id": vm_id, "_action": first, "_other": other[0] if other else first,
+              "_started": STARTED,
+              "status": DONE if ok else FAILED, "finished": time.time(),
+              "result": result[:2000]}
+    if later is not None:
+        later.add(vm_id, _FINISH_STARTED, params)
+    else:
+        connection.execute(_FINISH_STARTED, params)
 
 
 # Built once (a hot path: every driver result): SQLAlchemy reuses the compiled form.
+# Two action parameters, not an expanding list: ``executemany`` cannot expand.
 _FINISH_STARTED = (
     update(journal)
     .where(journal.c.vm_id == bindparam("_vm_id"),
-           journal.c.action.in_(bindparam("_actions", expanding=True)),
+           journal.c.action.in_([bindparam("_action"), bindparam("_other")]),
            journal.c.status == bindparam("_started"))
     .values(status=bindparam("status"), finished=bindparam("finished"),
             result=bindparam("result"))

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,11 +49,12 @@ from cloudburst.model.cloud_sections import (
     section_for,
 )
 from cloudburst.model.lifecycle import Event, Move, StateKey, Work
-from cloudburst.model.records import HostRecord, VmRecord
+from cloudburst.model.records import HistoryRecord, HostRecord, VmRecord
 from cloudburst.model.snapshots import vm_snapshot
 from cloudburst.model.states import CAPACITY_HOLDING_STATES, VmState, vm_state_label
-from cloudburst.store import host_pool, journal, quota_pool, vm_pool
+from cloudburst.store import backoffs, host_pool, journal, quota_pool, vm_pool
 from cloudburst.store.database import Database
+from cloudburst.store.deferred import Deferred
 from cloudburst.store.schema import history
 from cloudburst.template import Template
 
@@ -108,6 +109,8 @@ class BatchReads:
     vms: dict[int, VmRecord]
     #: Anything a change of the batch may keep for the others (by its own keys).
     memo: dict[Any, Any] = field(default_factory=dict)
+    #: The changes' blind writes (journal, backoffs), one statement each for the batch.
+    later: Deferred = field(default_factory=Deferred)
 
 
 #: One VM's change in a batch: applies it to the VM (as read in the transaction) with
@@ -120,9 +123,11 @@ def step_batch(connection: Connection, changes: Sequence[tuple[int, Change]]
     """Apply each ``(vm_id, change)`` in order in this transaction; each gets its
     outcome or the exception it raised (its writes undone, the others kept).
 
-    The VMs are read in one statement. The changes run under one savepoint; when
-    one raises, that savepoint is rolled back and they run again one savepoint
-    each, so a failing change costs the others nothing but the re-run.
+    The VMs are read in one statement. The changes run under one savepoint, their
+    blind writes (:attr:`BatchReads.later`) sent once for all at the end; when one
+    raises, that savepoint is rolled back and they run again one savepoint each
+    (each with its own writes), so a failing change costs the others nothing but
+    the re-run.
     """
     first = vm_pool.get_vms(connection, {vm_id for vm_id, _ in changes})
     savepoint = connection.begin_nested()
@@ -130,6 +135,7 @@ def step_batch(connection: Connection, changes: Sequence[tuple[int, Change]]
         reads = BatchReads(dict(first))
         outcomes: list[tuple[VmRecord, Stepped] | Exception] = [
             _one_change(connection, vm_id, change, reads) for vm_id, change in changes]
+        reads.later.flush(connection)
     except Exception:
         savepoint.rollback()
     else:
@@ -140,12 +146,14 @@ def step_batch(connection: Connection, changes: Sequence[tuple[int, Change]]
     for vm_id, change in changes:
         savepoint = connection.begin_nested()
         try:
-            outcomes.append(_one_change(connection, vm_id, change, reads))
+            outcome = _one_change(connection, vm_id, change, reads, alone=True)
         except Exception as exc:
             savepoint.rollback()
+            reads.later.discard()
             outcomes.append(exc)
         else:
             savepoint.commit()
+            outcomes.append(outcome)
     return outcomes
 
 
@@ -164,12 +172,17 @@ def _host_or_none(connection: Connection, host_id: int) -> HostRecord | None:
         return None
 
 
-def _one_change(connection: Connection, vm_id: int, change: Change, reads: BatchReads
-                ) -> tuple[VmRecord, Stepped]:
+def _one_change(connection: Connection, vm_id: int, change: Change, reads: BatchReads,
+                *, alone: bool = False) -> tuple[VmRecord, Stepped]:
+    """Run ``change``; ``alone``: with its deferred writes (in its own savepoint)."""
     vm = reads.vms.get(vm_id)
     if vm is None:
         raise NotFoundError(f"VM {vm_id} does not exist")
+    if reads.later.touches(vm_id):  # the change may read what an earlier one wrote
+        reads.later.flush(connection)
     before, stepped = change(connection, vm, reads)
+    if alone:
+        reads.later.flush(connection)
     reads.vms[vm_id] = stepped.vm
     return before, stepped
 
@@ -206,7 +219,7 @@ def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
          changes: Mapping[str, Any] | None = None, prepare: Prepare | None = None,
          journal_host: int | None = None, finish: tuple[str, bool, str] | None = None,
          why: str = "", handed: bool = False, seq: int | None = None,
-         new_stay: bool = False) -> Stepped:
+         stay: HistoryRecord | None = None, later: Deferred | None = None) -> Stepped:
     """Apply ``event`` to ``vm`` (as read in this transaction) and write it.
 
     Args:
@@ -215,7 +228,8 @@ def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
         prepare: more changes computed from the VM and the move, in the transaction.
         journal_host: the host the journalled work acts on (default the VM's host).
         finish: ``(work label, ok, result)`` of the work whose result this is:
-            its journal entries are closed in the same transaction.
+            its journal entries are closed in the same transaction, and a success
+            ends the VM's backoff of that work (:data:`backoffs.CLEARED_BY`).
         why: the history REASON of a user action (default ``"<action> requested"``),
             e.g. the policy rule that asked for it.
         handed: this daemon does not lead. Work that leaves the VM where it is
@@ -223,8 +237,12 @@ def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
             take; in-flight work needs no such mark (the leader adopts the VM).
         seq: the VM's current stay once ``prepare`` ran, when the caller knows it
             (else it is read).
-        new_stay: ``prepare`` opened stay ``seq`` (a deploy): no work is journalled on
-            it yet, so the journal's count of earlier attempts is skipped.
+        stay: the stay the move opens (a deploy), written here (with its prolog's
+            times when the prolog is instant: one write); it is the current stay, and
+            no work is journalled on it yet, so the journal's count of earlier
+            attempts is skipped.
+        later: the batch's deferred writes (:mod:`cloudburst.store.deferred`): the
+            journal's writes and the backoff's end go there.
 
     A user's action that brings the VM back into the RUNNING_* quota metrics
     (``resume`` of a powered-off, suspended, stopped or undeployed VM) is
@@ -247,7 +265,13 @@ def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
         values.update(prepare(connection, vm, moved))
     if moved.to != vm.position:
         values.update(state=moved.to[0], lcm_state=moved.to[1])
-    if seq is None:
+    if stay is not None:
+        seq = stay.seq
+        if moved.work is Work.PROLOG:  # instant: it starts and ends now (see below)
+            stamp = now()
+            stay = replace(stay, petime=stamp, rstime=stamp)
+        vm_pool.insert_history(connection, stay)
+    elif seq is None:
         seq = current_seq(connection, vm.id)
     code = lifecycle.HISTORY_ACTIONS.get(event)
     if code is not None and seq >= 0 and event in lifecycle.USER_EVENTS \
@@ -256,13 +280,18 @@ def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
                                reason=why or f"{event.value} requested")
     if finish is not None:
         label, ok, result = finish
-        journal.finish_started(connection, vm.id, _journal_actions(label), ok=ok, result=result)
+        journal.finish_started(connection, vm.id, _journal_actions(label), ok=ok,
+                               result=result, later=later)
+        cleared = backoffs.CLEARED_BY.get(label) if ok else None
+        if cleared is not None:
+            backoffs.clear(connection, vm.id, cleared, later=later)
     done = Stepped(vm, [moved.to] if moved.to != vm.position else [], seq=seq)
     # Store-only work (an instant prolog or epilog) is done here and its SUCCESS
     # followed: the VM's row is written once, at the position the VM ends up in.
     previous, position, work = vm.position, moved.to, moved.work
     while work is not None and work.instant:
-        _instant(connection, vm, work, seq)
+        if not (work is Work.PROLOG and stay is not None):  # else written with the stay
+            _instant(connection, vm, work, seq)
         after = lifecycle.move(position, Event.SUCCESS)
         previous, position, work = position, after.to, after.work
         done.passed.append(position)
@@ -281,8 +310,9 @@ def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
         host_id = journal_host if journal_host is not None else (written.host_id or -1)
         done.handed = handed and written.position not in lifecycle.IN_FLIGHT
         done.token = journal.begin(connection, vm_id=vm.id, host_id=host_id, seq=seq,
-                                   action=work.label, base=base, new_stay=new_stay,
-                                   status=journal.HANDED if done.handed else journal.STARTED)
+                                   action=work.label, base=base, new_stay=stay is not None,
+                                   status=journal.HANDED if done.handed else journal.STARTED,
+                                   later=later)
     return done
 
 
@@ -419,7 +449,7 @@ class ManagerBase:
             stepped = step(connection, vm, event, install_id=self.install_id,
                            check=self._check_driver(args), changes=changes,
                            prepare=prepare, journal_host=journal_host, finish=finish,
-                           why=why, handed=handed, seq=seq)
+                           why=why, handed=handed, seq=seq, later=reads.later)
             host_id = stepped.vm.host_id
             if stepped.work is not None and host_id is not None:
                 host = memo(reads, ("host", host_id), lambda: _host_or_none(connection, host_id))

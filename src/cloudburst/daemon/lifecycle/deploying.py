@@ -28,7 +28,7 @@ from cloudburst.daemon.lifecycle.base import (
 from cloudburst.errors import ConflictError, IllegalActionError, ValidationError
 from cloudburst.model import reasons
 from cloudburst.model.cloud_sections import CloudSection, cloud_sections, no_section_reason
-from cloudburst.model.lifecycle import Event, Move, Work
+from cloudburst.model.lifecycle import Event, Work
 from cloudburst.model.reasons import PlacementReason
 from cloudburst.model.records import HistoryRecord, HostRecord, VmRecord, cpu_share
 from cloudburst.model.states import HostState, VmState
@@ -86,21 +86,16 @@ class Deploying(ManagerBase):
                 host.id, host.name,
                 reasons.CLOUD_TIER if host.is_public_cloud else reasons.LOCAL_TIER, price)
             seq = _current_seqs(connection, reads).get(vm.id, -1) + 1
-
-            def open_stay(connection: Connection, vm: VmRecord, moved: Move) -> dict[str, Any]:
-                stamp = now()
-                vm_pool.insert_history(connection, HistoryRecord(
-                    vm_id=vm.id, seq=seq, host_id=host.id,
-                    hostname=host.name, vm_mad=host.vm_mad, tm_mad=host.tm_mad, stime=stamp,
-                    pstime=stamp, price=price, cluster_id=host.cluster_id))
-                changes: dict[str, Any] = {"host_id": host.id, "sched_message": "",
-                                           "error": "", "placement": why.to_json()}
-                if event is Event.DEPLOY:
-                    changes["deploy_id"] = ""
-                return changes
-
+            stamp = now()
+            stay = HistoryRecord(vm_id=vm.id, seq=seq, host_id=host.id, hostname=host.name,
+                                 vm_mad=host.vm_mad, tm_mad=host.tm_mad, stime=stamp,
+                                 pstime=stamp, price=price, cluster_id=host.cluster_id)
+            changes: dict[str, Any] = {"host_id": host.id, "sched_message": "", "error": "",
+                                       "placement": why.to_json()}
+            if event is Event.DEPLOY:
+                changes["deploy_id"] = ""
             stepped = step(connection, vm, event, install_id=self.install_id,
-                           prepare=open_stay, seq=seq, new_stay=True)
+                           changes=changes, stay=stay, later=reads.later)
             _current_seqs(connection, reads)[vm.id] = seq
             stepped.known = Known(host, seq, None if section is None else section.attributes)
             return vm, stepped

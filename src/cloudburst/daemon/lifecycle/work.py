@@ -546,11 +546,9 @@ class Working(ManagerBase):
                 await self._write_in_place(vm.id, outcome)
             await self._finish_journal(vm.id, work, True, "")
             return
-        kind = _BACKOFF_KINDS.get(work)
-        prepare = outcome.prepare if kind is None else _backoff_cleared(outcome.prepare, kind)
         try:
             await self.advance(vm.id, Event.SUCCESS, expect=vm.position,
-                               changes=outcome.changes, prepare=prepare,
+                               changes=outcome.changes, prepare=outcome.prepare,
                                finish=(work.label, True, outcome.changes.get("deploy_id", "")),
                                seq=None if outcome.opens_stay else seq)
         except (IllegalActionError, NotFoundError) as exc:
@@ -672,21 +670,6 @@ class Working(ManagerBase):
             await self.dispatcher.run("VM_MAD", host.vm_mad, "cancel", lambda: driver.cancel(ref))
         except DriverError as exc:
             self.files.log(vm_id, "E", f"Could not cancel stray instance {deploy_id}: {exc}")
-
-
-#: Which backoff (:mod:`cloudburst.store.backoffs`) a work's success clears.
-_BACKOFF_KINDS: dict[Work, str] = {Work.DEPLOY: backoffs.DEPLOY, Work.SHUTDOWN: backoffs.STOP,
-                                   Work.CANCEL: backoffs.STOP, Work.CLEANUP: backoffs.STOP}
-
-
-def _backoff_cleared(then: Callable[[Connection, VmRecord, Move], dict[str, Any]] | None,
-                     kind: str) -> Callable[[Connection, VmRecord, Move], dict[str, Any]]:
-    """``then`` (if any), after forgetting the VM's ``kind`` backoff: the work succeeded."""
-    def prepare(connection: Connection, vm: VmRecord, moved: Move) -> dict[str, Any]:
-        backoffs.clear(connection, vm.id, kind)
-        return then(connection, vm, moved) if then is not None else {}
-
-    return prepare
 
 
 class _HostSkip:
