@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -118,21 +118,24 @@ class BatchReads:
 Change = Callable[[Connection, VmRecord, BatchReads], "tuple[VmRecord, Stepped]"]
 
 
-def step_batch(connection: Connection, changes: Sequence[tuple[int, Change]]
-               ) -> list[tuple[VmRecord, Stepped] | Exception]:
+def step_batch(connection: Connection, changes: Sequence[tuple[int, Change]],
+               hosts: Collection[int] = ()) -> list[tuple[VmRecord, Stepped] | Exception]:
     """Apply each ``(vm_id, change)`` in order in this transaction; each gets its
     outcome or the exception it raised (its writes undone, the others kept).
 
-    The VMs are read in one statement. The changes run under one savepoint, their
+    The VMs are read in one statement, and so are ``hosts`` (the changes read them
+    through :func:`batch_host`). The changes run under one savepoint, their
     blind writes (:attr:`BatchReads.later`) sent once for all at the end; when one
     raises, that savepoint is rolled back and they run again one savepoint each
     (each with its own writes), so a failing change costs the others nothing but
     the re-run.
     """
     first = vm_pool.get_vms(connection, {vm_id for vm_id, _ in changes})
+    known_hosts = {("host", host.id): host for host in host_pool.list_hosts(
+        connection, host_ids=sorted(hosts), with_vms=False, with_usage=False)} if hosts else {}
     savepoint = connection.begin_nested()
     try:
-        reads = BatchReads(dict(first))
+        reads = BatchReads(dict(first), dict(known_hosts))
         outcomes: list[tuple[VmRecord, Stepped] | Exception] = [
             _one_change(connection, vm_id, change, reads) for vm_id, change in changes]
         reads.later.flush(connection)
@@ -141,7 +144,7 @@ def step_batch(connection: Connection, changes: Sequence[tuple[int, Change]]
     else:
         savepoint.commit()
         return outcomes
-    reads = BatchReads(dict(first))
+    reads = BatchReads(dict(first), dict(known_hosts))
     outcomes = []
     for vm_id, change in changes:
         savepoint = connection.begin_nested()
@@ -165,9 +168,20 @@ def memo(reads: BatchReads, key: tuple[object, ...], make: Callable[[], T]) -> T
     return found
 
 
-def _host_or_none(connection: Connection, host_id: int) -> HostRecord | None:
+def batch_host(connection: Connection, reads: BatchReads, host_id: int) -> HostRecord:
+    """Host ``host_id`` without usage, read once per batch (or with the batch's hosts).
+
+    Raises:
+        NotFoundError: no such host.
+    """
+    return memo(reads, ("host", host_id),
+                lambda: host_pool.get_host(connection, host_id, with_usage=False))
+
+
+def _host_or_none(connection: Connection, reads: BatchReads, host_id: int
+                  ) -> HostRecord | None:
     try:
-        return host_pool.get_host(connection, host_id, with_usage=False)
+        return batch_host(connection, reads, host_id)
     except NotFoundError:
         return None
 
@@ -371,7 +385,7 @@ class ManagerBase:
         #: Drivers' notes on deploys in flight (EC2 batches), in the journal.
         self.deploy_notes = JournalNotes(db)
         #: Changes asked in this turn of the loop, written together (see batched).
-        self._changes: list[tuple[int, Change, asyncio.Future[Any]]] = []
+        self._changes: list[tuple[int, Change, asyncio.Future[Any], int | None]] = []
         self._writes: set[asyncio.Task[None]] = set()
 
     # -- background work --------------------------------------------------------------
@@ -452,7 +466,7 @@ class ManagerBase:
                            why=why, handed=handed, seq=seq, later=reads.later)
             host_id = stepped.vm.host_id
             if stepped.work is not None and host_id is not None:
-                host = memo(reads, ("host", host_id), lambda: _host_or_none(connection, host_id))
+                host = _host_or_none(connection, reads, host_id)
                 if host is not None:
                     stepped.known = Known(host, stepped.seq)
             return vm, stepped
@@ -469,14 +483,17 @@ class ManagerBase:
         self.after_step(before, stepped, args or {})
         return stepped.vm
 
-    async def batched(self, vm_id: int, change: Change) -> tuple[VmRecord, Stepped]:
+    async def batched(self, vm_id: int, change: Change, *, host_id: int | None = None
+                      ) -> tuple[VmRecord, Stepped]:
         """Write ``change`` of VM ``vm_id`` with the others asked in this turn of the
-        loop, in one :func:`step_batch`; returns its outcome or raises its exception."""
+        loop, in one :func:`step_batch`; returns its outcome or raises its exception.
+        ``host_id``: a host the change reads (:func:`batch_host`), read with the
+        batch's others in one statement."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[VmRecord, Stepped]] = loop.create_future()
         if not self._changes:
             loop.call_soon(self._write_changes)
-        self._changes.append((vm_id, change, future))
+        self._changes.append((vm_id, change, future, host_id))
         return await future
 
     def _write_changes(self) -> None:
@@ -487,19 +504,20 @@ class ManagerBase:
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)
 
-    async def _write_batch(self, queued: list[tuple[int, Change, asyncio.Future[Any]]]
-                           ) -> None:
-        changes = [(vm_id, change) for vm_id, change, _ in queued]
+    async def _write_batch(self, queued: list[tuple[int, Change, asyncio.Future[Any],
+                                                    int | None]]) -> None:
+        changes = [(vm_id, change) for vm_id, change, _, _ in queued]
+        hosts = {host_id for _, _, _, host_id in queued if host_id is not None}
         try:
             outcomes: list[Any] = await self.db.write(
-                lambda connection: step_batch(connection, changes))
+                lambda connection: step_batch(connection, changes, hosts))
         except asyncio.CancelledError:
-            for _, _, future in queued:
+            for _, _, future, _ in queued:
                 future.cancel()
             raise
         except Exception as exc:  # the write as a whole (store, fence): every change
             outcomes = [exc] * len(queued)
-        for (_, _, future), outcome in zip(queued, outcomes, strict=True):
+        for (_, _, future, _), outcome in zip(queued, outcomes, strict=True):
             if future.done():
                 continue
             if isinstance(outcome, Exception):

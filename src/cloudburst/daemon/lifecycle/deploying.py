@@ -20,6 +20,7 @@ from cloudburst.daemon.lifecycle.base import (
     Known,
     ManagerBase,
     Stepped,
+    batch_host,
     cloud_section,
     memo,
     now,
@@ -72,8 +73,7 @@ class Deploying(ManagerBase):
             # The deploys of a scheduler pass are written together: what they
             # share (the host, limits, stays) is read once for all of them.
             host = (host_pool.get_host(connection, host_id) if enforce
-                    else memo(reads, ("host", host_id), lambda: host_pool.get_host(
-                        connection, host_id, with_usage=False)))
+                    else batch_host(connection, reads, host_id))
             event = parked_deploy(connection, vm)
             section = _check_host_takes(connection, vm, host, enforce, event, reads)
             price = stay_price(vm, host, reads)
@@ -104,7 +104,7 @@ class Deploying(ManagerBase):
         backlog = self.dispatcher.backlog
         backlog.add(host_id, Work.DEPLOY.label, vm_id)
         try:
-            before, stepped = await self.batched(vm_id, change)
+            before, stepped = await self.batched(vm_id, change, host_id=host_id)
             assert stepped.known is not None
             host = stepped.known.host
             self.files.log(vm_id, "I", f"Deploying on host {host.name} "
