@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -200,9 +201,35 @@ def test_context_reaches_the_guest_on_a_cd(daemon: RunningDaemon, guest: Guest,
              timeout=BOOT_TIMEOUT, interval=0.2)
     iso = libvirtd.directory.parent / "context" / f"one-{vm_id}.context.iso"
     assert iso.is_file()
+
+    # updateconf of the running VM: a new CD-ROM image, and the running domain's media
+    # changed to it: QEMU holds the new file, not the replaced one (a reset guest would
+    # read it, but a second boot under TCG costs a minute at load 12).
+    cli.ok("onevm", "updateconf", str(vm_id), "-",
+           stdin='CONTEXT = [ GREETING = "updated for $NAME" ]\n')
+    wait_for(lambda: "VM configuration updated in the running guest" in (
+        Path(daemon.home) / "vms" / str(vm_id) / "vm.log").read_text(), timeout=BOOT_TIMEOUT)
+    wait_running(cli, [vm_id])
+    shown = cli.json("onevm", "show", str(vm_id))
+    assert isinstance(shown, dict) and shown["ERROR"] is None, shown["ERROR"]
+    assert b"GREETING='updated for contextualized'" in iso.read_bytes()
+    assert context_cd(libvirtd, vm_id) == [str(iso)] * 2
+    assert open_by_qemu(iso) == [str(iso)]
     cli.ok("onevm", "terminate", "--hard", str(vm_id))
     wait_for(lambda: vm_id not in cli.vms(), timeout=60)
     assert not iso.exists()  # removed with the domain
+
+
+def open_by_qemu(path: Path) -> list[str]:
+    """What the processes of this user that have ``path`` open see it as: the path
+    itself for the current file, ``<path> (deleted)`` for one replaced since."""
+    seen = []
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith(str(path)):
+                seen.append(target)
+    return seen
 
 
 def arrive(one: pyone.OneServer, vm_id: int, host: str, move: Callable[[], object]) -> None:

@@ -69,12 +69,16 @@ def driver(tmp_path: Path) -> Iterator[KvmVmDriver]:
     asyncio.run(vm_driver.close())
 
 
-def spec(vm_id: int, host: HostRef, token: str = "") -> DeploySpec:
-    template = parse("MEMORY = 64\nCPU = 0.25\n")
+def spec(vm_id: int, host: HostRef, token: str = "", text: str = "MEMORY = 64\nCPU = 0.25\n",
+         deployment: Path | None = None) -> DeploySpec:
+    """A deployment of ``text`` (the deployment file ``deployment``: its directory gets
+    the context CD-ROM)."""
+    template = parse(text)
     template.set("VMID", str(vm_id))
-    return DeploySpec(vm_id=vm_id, host=host, deployment_file=Path(f"/nonexistent/{vm_id}"),
-                      template=template,
-                      token=token or f"{INSTALL}-vm{vm_id}-0", memory_mb=64, cpu=0.25)
+    return DeploySpec(vm_id=vm_id, host=host,
+                      deployment_file=deployment or Path(f"/nonexistent/{vm_id}"),
+                      template=template, token=token or f"{INSTALL}-vm{vm_id}-0",
+                      memory_mb=int(template.get("MEMORY") or 64), cpu=0.25)
 
 
 def ref(vm_id: int, host: HostRef) -> VmRef:
@@ -171,12 +175,44 @@ def test_resize_rewrites_the_powered_off_definition(
     domain = ElementTree.fromstring(xml)
     assert (domain.findtext("memory"), domain.findtext("vcpu"),
             domain.findtext("cputune/shares")) == ("98304", "2", "1536")
-    asyncio.run(driver.poweron(ref(11, host), spec(11, host)))
+    # poweron defines the domain from the deployment, which the core resized too
+    asyncio.run(driver.poweron(ref(11, host), spec(11, host, text="MEMORY=96 VCPU=2 CPU=1.5")))
     assert look(driver, host, lambda c: c.lookupByName("one-11").info()[1]) == 98304
     asyncio.run(driver.resize(ref(11, other), ResizeSpec(1, 1, 64)))  # not held there: no-op
     asyncio.run(driver.poweroff(ref(11, host), hard=True, leaving=False))
     with pytest.raises(DriverError, match="VCPU must be a whole number >= 1"):
         asyncio.run(driver.resize(ref(11, host), ResizeSpec(1, 0, 64)))
+
+
+def test_poweron_boots_from_the_changed_deployment_with_a_new_context_cd(
+        driver: KvmVmDriver, hosts: tuple[HostRef, HostRef], tmp_path: Path) -> None:
+    """After ``updateconf`` of a powered-off VM, ``poweron`` defines the domain from the
+    new deployment (as OpenNebula boots from a new deployment file): the same domain
+    (UUID, identity, snapshots) with the new memory and a context CD-ROM made anew."""
+    host, _ = hosts
+    deployment = tmp_path / "vms" / "12" / "deployment.0"
+    deployment.parent.mkdir(parents=True)
+    asyncio.run(driver.deploy(spec(12, host, text='MEMORY=64 CONTEXT=[ KEY="old" ]',
+                                   deployment=deployment)))
+    asyncio.run(driver.snapshot_create(ref(12, host), 0, "kept"))
+    uuid = look(driver, host, lambda c: c.lookupByName("one-12").UUIDString())
+    iso = deployment.parent / "one-12.context.iso"
+    assert b"KEY='old'" in iso.read_bytes()
+    asyncio.run(driver.poweroff(ref(12, host), hard=True, leaving=False))
+    changed = spec(12, host, "t2", 'MEMORY=80 CONTEXT=[ KEY="new" ]', deployment)
+    assert asyncio.run(driver.poweron(ref(12, host), changed)) == "one-12"
+    assert state(driver, host, "one-12") == (RUNNING, True, False)
+    xml = look(driver, host, lambda c: c.lookupByName("one-12").XMLDesc(
+        libvirt.VIR_DOMAIN_XML_INACTIVE))
+    domain = ElementTree.fromstring(xml)
+    assert (domain.findtext("uuid"), domain.findtext("memory")) == (uuid, str(80 * 1024))
+    assert [source.get("file") for source in domain.findall(
+        "devices/disk[@device='cdrom']/source")] == [str(iso)]
+    assert b"KEY='new'" in iso.read_bytes() and b"KEY='old'" not in iso.read_bytes()
+    identity = parse_identity(look(driver, host, lambda c: c.lookupByName("one-12").metadata(
+        libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0)))
+    assert identity is not None and identity.token == f"{INSTALL}-vm12-0"  # find() knows it
+    assert snapshot_names(driver, host, "one-12") == ["snap-0"]
 
 
 def test_suspend_is_a_managed_save_kept_on_the_host(

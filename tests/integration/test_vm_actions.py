@@ -255,7 +255,8 @@ def test_locked_vms_refuse_actions_until_unlocked(tmp_path: Path) -> None:
 
 
 SCRIPTED = ("save", "restore", "migrate", "snapshot_create", "snapshot_revert",
-            "snapshot_delete", "attach_disk", "detach_disk", "attach_nic", "detach_nic")
+            "snapshot_delete", "attach_disk", "detach_disk", "attach_nic", "detach_nic",
+            "reconfigure")
 
 
 def test_script_hosts_run_opennebulas_action_scripts(tmp_path: Path) -> None:
@@ -275,6 +276,11 @@ def test_script_hosts_run_opennebulas_action_scripts(tmp_path: Path) -> None:
             assert str(refused.value) == ('Action "save" is not supported by driver '
                                           f"vmm_provider of host {host.name}")
             assert (await daemon.vms.info(vm_id)).position == lifecycle.RUNNING
+            # No reconfigure script: a new CONTEXT is stored for the next deploy.
+            await daemon.vms.update_conf(vm_id, 'CONTEXT = [ KEY = "k1" ]', merge=False)
+            await wait_until(lambda: "applies at the next deploy" in daemon.files.log_path(
+                vm_id).read_text(), what="the reconfigure's answer")
+            await wait_vm(daemon, vm_id, lifecycle.RUNNING)
             for script in SCRIPTED:
                 install(vmm / script, RECORD_ACTION)
             other = await add_provider_host(daemon, "remote_provider_2")
@@ -288,6 +294,10 @@ def test_script_hosts_run_opennebulas_action_scripts(tmp_path: Path) -> None:
             await wait_until(lambda: _with_section(daemon, vm_id, "SNAPSHOT"))
             await daemon.vms.attach(vm_id, "DISK", 'DISK = [ SOURCE="/img/d", TARGET=vdc ]')
             await wait_until(lambda: _with_section(daemon, vm_id, "DISK"))
+            await daemon.vms.update_conf(vm_id, 'CONTEXT = [ KEY = "k2" ]', merge=False)
+            await wait_until(lambda: any(line.startswith("reconfigure") for line in actions(
+                settings)), what="the reconfigure script")
+            await wait_vm(daemon, vm_id, lifecycle.RUNNING)
 
     run(scenario)
     checkpoint = str(settings.vms_dir / "0" / "checkpoint")
@@ -304,6 +314,10 @@ def test_script_hosts_run_opennebulas_action_scripts(tmp_path: Path) -> None:
                        "remote_provider_2"]
     assert seen[5] == ["attach_disk", booted, "/img/d", "vdc", "0", "remote_provider_2",
                        "0", "remote_provider_2"]
+    deployment = settings.vms_dir / "0" / "deployment.1"  # the stay after the migration
+    assert seen[6] == ["reconfigure", booted, str(deployment), "remote_provider_2", "0",
+                       "remote_provider_2"]
+    assert "<CONTEXT><KEY>k2</KEY></CONTEXT>" in deployment.read_text()
 
 
 def test_every_action_name_is_known_and_others_are_refused(tmp_path: Path) -> None:

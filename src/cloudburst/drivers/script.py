@@ -274,6 +274,15 @@ class ScriptVmDriver(VmDriver):
     async def resize(self, vm: VmRef, spec: ResizeSpec) -> None:
         await self._optional("resize", vm, f"{spec.cpu:g}", str(spec.vcpu), str(spec.memory_mb))
 
+    async def reconfigure(self, vm: VmRef, spec: DeploySpec) -> bool:
+        """Run ``reconfigure <deploy id> <deployment file> <host> <vmid> <host>`` (the
+        deployment as the VM stands now, new CONTEXT included) when the provider has
+        that script; without one the change waits for the next deploy (``False``)."""
+        if not (self.directory / "reconfigure").is_file():
+            return False
+        await self._optional("reconfigure", vm, str(spec.deployment_file))
+        return True
+
     async def snapshot_create(self, vm: VmRef, snapshot_id: int, name: str) -> str:
         output = await self._optional("snapshot_create", vm, str(snapshot_id))
         words = output.split()

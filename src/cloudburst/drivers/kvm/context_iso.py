@@ -42,6 +42,7 @@ from xml.etree import ElementTree
 from xml.sax.saxutils import escape as xml_escape
 
 from cloudburst.drivers.context import CONTEXT_LABEL
+from cloudburst.drivers.kvm.connection import libvirt_module
 from cloudburst.errors import DriverError, one_line
 
 #: Debian packages providing the ISO builder (scripts/lib/setup.sh installs the first).
@@ -328,11 +329,66 @@ def unstash_context_cd(connection: Any, xml: str, vm_id: int, home: ContextHome,
 
 def _cd_source(xml: str, vm_id: int) -> str | None:
     """The file of the domain's context CD-ROM (``one-<vmid>.context.iso``), if it has one."""
+    found = _cd_disk(xml, vm_id)
+    return None if found is None else found[1]
+
+
+def _cd_disk(xml: str, vm_id: int) -> tuple[ElementTree.Element, str] | None:
+    """The domain's context CD-ROM ``<disk>`` element and its file, if it has one."""
     devices = ElementTree.fromstring(xml).find("devices")
     for disk in [] if devices is None else devices.findall("disk"):
         source = disk.find("source")
         path = None if source is None else source.get("file")
         if disk.get("device") == "cdrom" and path and \
                 posixpath.basename(path) == volume_name(vm_id):
-            return path
+            return disk, path
     return None
+
+
+def swap_context_cd(connection: Any, domain: Any, home: ContextHome,
+                    files: Mapping[str, bytes], vm_id: int) -> str:
+    """Give running ``domain`` (VM ``vm_id``) a context CD-ROM holding ``files``; the
+    image's path.
+
+    The image is made again where the domain reads it (the volume of ``home``'s pool
+    is replaced, or the file rewritten atomically). QEMU keeps the image it opened,
+    so the CD-ROM is then ejected (forced: a guest may have locked the tray) and the
+    new image inserted, each live and, for a persistent domain, in its definition.
+    The guest sees a media change; it reads the new files when it mounts it again.
+
+    Blocking (the ISO tool, libvirt); call it on a libvirt pool thread.
+
+    Raises:
+        DriverError: the domain has no context CD-ROM (a CD-ROM cannot be hot-plugged:
+            the new CONTEXT then waits for the next boot), the image cannot be made,
+            or libvirt refused the media change.
+    """
+    found = _cd_disk(domain.XMLDesc(0), vm_id)
+    if found is None:
+        raise DriverError(f"{domain.name()} has no context CD-ROM to change (it was deployed "
+                          "without CONTEXT); the new CONTEXT applies at its next boot")
+    disk, path = found
+    if home.pool is not None:
+        path = upload_context_iso(connection, home.pool, files, vm_id)
+    else:
+        write_context_iso(files, Path(path), shared=home.directory is not None)
+    libvirt = libvirt_module()
+    flags = libvirt.VIR_DOMAIN_AFFECT_LIVE
+    if domain.isPersistent():
+        flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    for tag in ("alias", "address", "backingStore"):
+        for child in disk.findall(tag):
+            disk.remove(child)
+    source = disk.find("source")
+    try:
+        if source is not None:
+            disk.remove(source)
+        domain.updateDeviceFlags(ElementTree.tostring(disk, encoding="unicode"),
+                                 flags | libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE)
+        inserted = ElementTree.SubElement(disk, "source")
+        inserted.set("file", path)
+        domain.updateDeviceFlags(ElementTree.tostring(disk, encoding="unicode"), flags)
+    except libvirt.libvirtError as exc:
+        raise DriverError(f"cannot change the context CD-ROM of {domain.name()}: "
+                          + one_line(str(exc), 300)) from None
+    return path

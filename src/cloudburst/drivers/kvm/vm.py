@@ -12,12 +12,13 @@
 * ``cancel`` destroys and undefines; a domain already gone is success.
 * ``reboot`` (ACPI) and ``reset`` (hard) keep the domain.
 * ``poweroff`` stops the guest as ``shutdown`` does (ACPI, then destroy; at
-  once when hard) but keeps the definition, with its hot-plugged devices and
-  snapshots; ``poweron`` starts it again, or defines it from the deployment
-  when this host does not hold it. **undeploy** (``poweroff`` ``leaving``)
-  leaves nothing on the host: the snapshots are deleted (OpenNebula drops a
-  VM's snapshots on undeploy; the core drops their entries), then the
-  definition; resumed on any host, the VM is defined from its deployment.
+  once when hard) but keeps the definition, with its snapshots; ``poweron``
+  defines it again from the deployment (the template as it is now, hot-plugged
+  devices included: ``updateconf`` and ``resize`` apply there) and starts it.
+  **undeploy** (``poweroff`` ``leaving``) leaves nothing on the host: the
+  snapshots are deleted (OpenNebula drops a VM's snapshots on undeploy; the
+  core drops their entries), then the definition; resumed on any host, the
+  VM is defined from its deployment.
 * ``save`` for **suspend** (the VM stays on its host) is libvirt's *managed
   save* (``virDomainManagedSave``): libvirt keeps the memory image with the
   definition, and ``restore`` is a plain start, which resumes from it. For
@@ -33,6 +34,8 @@
   Snapshot metadata travels inside the saved image (:func:`.snapshots.stash`).
 * ``resize`` (powered off) rewrites the definition's memory, vCPUs and CPU
   shares by the deploy's rules.
+* ``reconfigure`` (``updateconf`` of a running VM with a new CONTEXT) makes the
+  context CD-ROM again and changes the running domain's media to it.
 * snapshots (:mod:`.snapshots`), disk and NIC hot-plug (:mod:`.devices`) and
   migration, cold and live (:mod:`.migration`).
 * ``poll`` lists each host's domains once (bulk), whatever the VM count.
@@ -81,6 +84,7 @@ from cloudburst.drivers.kvm.context_iso import (
     remove_context_iso,
     remove_context_volume,
     stash_context_cd,
+    swap_context_cd,
     unstash_context_cd,
     upload_context_iso,
     write_context_iso,
@@ -245,39 +249,16 @@ class KvmVmDriver(VmDriver):
             raise ValidationError(f"{exc} (checked for kvm hosts)") from None
 
     async def deploy(self, spec: DeploySpec) -> str:
-        template = spec.template
         settings = self.settings(spec.host)
         name = domain_name(spec.vm_id)
         identity = Identity(self.context.install_id, spec.vm_id, spec.token, spec.host.id)
-        os_vector = template.get_vector("OS") or {}
-        arch = (os_vector.get("ARCH") or "").strip() or None
-
-        context = context_of(template)
-        context_dir = Path(settings.context_dir or spec.deployment_file.parent)
 
         def work(connection: Any) -> str:
             existing = lookup(connection, name)
             if existing is not None and self._adopt(existing, identity, settings.uri):
                 return name
-            iso = None
-            if context is not None and settings.context_pool is not None:
-                iso = upload_context_iso(connection, settings.context_pool,
-                                         context_files(context), spec.vm_id)
-            elif context is not None:
-                iso = str(write_context_iso(context_files(context),
-                                            iso_path(context_dir, spec.vm_id),
-                                            shared=settings.context_dir is not None))
-            try:
-                platform = choose_platform(self.pool.capabilities(settings.uri, connection),
-                                           arch=arch, domain_type=settings.domain_type)
-                xml = build_domain_xml(template, DomainRequest(
-                    vm_id=spec.vm_id, identity=identity, platform=platform,
-                    uuid=domain_uuid(identity.install_id, spec.token),
-                    console_log=settings.console_log(name),
-                    cpu_shares=not is_session(str(connection.getURI())), context_iso=iso))
-            except (DomainXmlError, CapabilitiesError) as exc:
-                raise DriverError(f"deploy {name} on {spec.host.name}: {exc}") from None
-            domain = connection.defineXML(xml)
+            domain = self._define(connection, spec, settings, identity,
+                                  domain_uuid(identity.install_id, spec.token))
             try:
                 domain.create()
             except Exception:
@@ -287,6 +268,41 @@ class KvmVmDriver(VmDriver):
             return name
 
         return await self.pool.call(settings.uri, f"deploy {name} on {spec.host.name}", work)
+
+    def _define(self, connection: Any, spec: DeploySpec, settings: HostSettings,
+                identity: Identity, domain_id: str) -> Any:
+        """Make the VM's context CD-ROM (if it has a CONTEXT) and define its domain from
+        ``spec``'s template, with UUID ``domain_id``; returns the (inactive) domain.
+
+        Blocking (the ISO tool, libvirt); runs on a libvirt pool thread.
+
+        Raises:
+            DriverError: the template or the host's platform cannot make a domain.
+        """
+        template = spec.template
+        os_vector = template.get_vector("OS") or {}
+        arch = (os_vector.get("ARCH") or "").strip() or None
+        context = context_of(template)
+        iso = None
+        if context is not None and settings.context_pool is not None:
+            iso = upload_context_iso(connection, settings.context_pool,
+                                     context_files(context), spec.vm_id)
+        elif context is not None:
+            context_dir = Path(settings.context_dir or spec.deployment_file.parent)
+            iso = str(write_context_iso(context_files(context),
+                                        iso_path(context_dir, spec.vm_id),
+                                        shared=settings.context_dir is not None))
+        name = domain_name(spec.vm_id)
+        try:
+            platform = choose_platform(self.pool.capabilities(settings.uri, connection),
+                                       arch=arch, domain_type=settings.domain_type)
+            xml = build_domain_xml(template, DomainRequest(
+                vm_id=spec.vm_id, identity=identity, platform=platform, uuid=domain_id,
+                console_log=settings.console_log(name),
+                cpu_shares=not is_session(str(connection.getURI())), context_iso=iso))
+        except (DomainXmlError, CapabilitiesError) as exc:
+            raise DriverError(f"deploy {name} on {spec.host.name}: {exc}") from None
+        return connection.defineXML(xml)
 
     @staticmethod
     def _adopt(domain: Any, identity: Identity, uri: str) -> bool:
@@ -422,8 +438,11 @@ class KvmVmDriver(VmDriver):
             _forget_context(settings, vm)
 
     async def poweron(self, vm: VmRef, spec: DeploySpec) -> str:
-        """Start the defined domain again (fresh boot); define it from ``spec`` when
-        this host does not hold it."""
+        """Boot the powered-off domain from ``spec``, the deployment as the VM stands now
+        (as OpenNebula boots from a new deployment file): its definition, and its context
+        CD-ROM, are made again from the template, which ``updateconf`` or ``resize`` may
+        have changed, keeping the domain's UUID, identity and snapshots. A host that does
+        not hold the domain (undeploy) defines it anew."""
         settings = self.settings(vm.host)
         install_id = self.context.install_id
 
@@ -438,6 +457,9 @@ class KvmVmDriver(VmDriver):
             if not domain.isActive():
                 if domain.hasManagedSaveImage(0):
                     domain.managedSaveRemove(0)
+                domain = self._define(connection, spec, settings,
+                                      dataclasses.replace(found, host_id=vm.host.id),
+                                      domain.UUIDString())
                 domain.create()
             return True
 
@@ -445,6 +467,28 @@ class KvmVmDriver(VmDriver):
                                 start):
             return vm.deploy_id
         return await self.deploy(spec)
+
+    async def reconfigure(self, vm: VmRef, spec: DeploySpec) -> bool:
+        """Give the running guest a context CD-ROM made from ``spec``'s CONTEXT: the image
+        is made again where the domain reads it, and the CD-ROM's media is ejected and
+        inserted (live and in the definition) so QEMU opens the new image
+        (:func:`.context_iso.swap_context_cd`); the other sections wait for the next boot
+        (``poweron`` defines the domain from the deployment).
+
+        Raises:
+            DriverError: no CONTEXT, or a domain deployed without a context CD-ROM
+                (a CD-ROM cannot be hot-plugged), or libvirt refused the media change.
+            InstanceNotFoundError: the domain is gone.
+        """
+        context = context_of(spec.template)
+        if context is None:
+            raise DriverError(f"reconfigure {vm.deploy_id}: the VM has no CONTEXT")
+        settings = self.settings(vm.host)
+        home = ContextHome(settings.context_pool, settings.context_dir)
+        files = context_files(context)
+        await self._on_domain(vm, "reconfigure", lambda domain: swap_context_cd(
+            domain.connect(), domain, home, files, vm.vm_id))
+        return True
 
     async def save(self, vm: VmRef, checkpoint: Path, *, leaving: bool) -> None:
         """Suspend (managed save) or, when ``leaving``, save to a file and undefine."""
