@@ -108,7 +108,8 @@ def test_seed_walkthrough(cli: Cli, tmp_path: Path) -> None:
 
 def test_hold_deploy_by_name_and_ranges(cli: Cli) -> None:
     cli.ok("onehost", "create", "h2", "-i", "dummy", "-v", "dummy", "-c", "default")
-    created = cli.ok("onevm", "create", "-", "--hold", "-m", "2", stdin="CPU=1\nMEMORY=64\n")
+    created = cli.ok("onevm", "create", "-", "--hold", "-m", "2",
+                     stdin='CPU=1\nMEMORY=64\nCONTEXT = [ KEY = "k1" ]\n')
     first, second = (int(line.split()[1]) for line in created.splitlines())
     assert {vm["STAT"] for vm in cli.json("onevm", "list") if vm["ID"] in (first, second)} \
         == {"hold"}
@@ -175,8 +176,8 @@ def test_usage_and_help(cli: Cli) -> None:
 
 
 def test_templates(cli: Cli) -> None:
-    assert cli.ok("onetemplate", "create", "-", stdin='NAME="small"\nCPU=1\nMEMORY=64\n') \
-        == "ID: 0\n"
+    assert cli.ok("onetemplate", "create", "-",
+                  stdin='NAME="small"\nCPU=1\nMEMORY=64\nCONTEXT = [ WHO = "" ]\n') == "ID: 0\n"
     assert [row["NAME"] for row in cli.json("onetemplate", "list")] == ["small"]
     cli.ok("onetemplate", "update", "0", "-", "--append", stdin='DESCRIPTION="tiny"\n')
     assert cli.json("onetemplate", "show", "0")["TEMPLATE"]["DESCRIPTION"] == "tiny"

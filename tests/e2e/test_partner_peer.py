@@ -11,6 +11,7 @@ body, an empty host pool for ordinary users, quotas, its own scheduler.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -331,6 +332,14 @@ def test_lifecycle_actions_map_to_the_partner(peer: OnePeer, account: PeerUser,
             await driver.snapshot_revert(ref, snapshot)
             await driver.snapshot_delete(ref, snapshot)
             await driver.reboot(ref)
+
+            # updateconf of our running VM: the partner VM gets the new CONTEXT value
+            # (its updateconf, merged), and runs again after its HOTPLUG.
+            changed = spec.template.copy()
+            changed.set("CONTEXT", {"GREETING": "hello again", "NETWORK": "YES"})
+            assert await driver.reconfigure(ref, dataclasses.replace(spec, template=changed))
+            assert admin.vm.info(remote).TEMPLATE["CONTEXT"]["GREETING"] == "hello again"
+            assert state(remote) == (ACTIVE, RUNNING)
 
             # Undeploy (leaving): the partner undeploys its VM too, from running or
             # powered off, and resume brings it back.

@@ -32,20 +32,20 @@ def test_updateconf_of_running_and_powered_off_vms(tmp_path: Path) -> None:
         async with running(settings) as daemon:
             host = await add_dummy_host(daemon, "kvm-1")
             vm_id = await daemon.vms.allocate(LOCAL_VM + ' CONTEXT = [ KEY = "k1" ]')
-            await wait_vm(daemon, vm_id, lifecycle.RUNNING)
+            await wait_vm(daemon, vm_id, lifecycle.RUNNING, timeout=60)
 
             # A new CONTEXT: HOTPLUG while the driver reconfigures, then RUNNING.
             await daemon.vms.update_conf(vm_id, 'CONTEXT = [ KEY = "k2", ID = "$VMID" ]',
                                          merge=False)
             await wait_until(lambda: "reconfigure" in _calls(daemon, vm_id),
                              what="the driver's reconfigure")
-            vm = await wait_vm(daemon, vm_id, lifecycle.RUNNING)
+            vm = await wait_vm(daemon, vm_id, lifecycle.RUNNING, timeout=60)
             assert {k: v for k, v in (await context_of(daemon, vm_id)).items()
                     if k in ("KEY", "ID")} == {"KEY": "k2", "ID": str(vm_id)}
-            log = daemon.files.log_path(vm_id).read_text()
-            hotplug = log.index("New state is ACTIVE/HOTPLUG")
-            done = log.index("VM configuration updated in the running guest", hotplug)
-            assert log.index("New state is ACTIVE/RUNNING", done) > done
+            # (the log line of a move is written once its transaction committed)
+            await wait_until(lambda: _logged_in_order(daemon, vm_id, (
+                "New state is ACTIVE/HOTPLUG", "VM configuration updated in the running guest",
+                "New state is ACTIVE/RUNNING")), what="the log lines")
             entries = await daemon.db.read(lambda c: journal.entries_for(c, vm_id))
             assert [e.status for e in entries if e.action == "reconfigure"] == ["done"]
 
@@ -62,7 +62,7 @@ def test_updateconf_of_running_and_powered_off_vms(tmp_path: Path) -> None:
                                match=r"^configuration cannot be updated in state HOTPLUG$"):
                 await daemon.vms.update_conf(vm_id, 'CONTEXT = [ KEY = "k4" ]', merge=True)
             await daemon.vms.recover(vm_id, 0)  # the operator gives up on it
-            await wait_vm(daemon, vm_id, lifecycle.RUNNING)
+            await wait_vm(daemon, vm_id, lifecycle.RUNNING, timeout=60)
 
             # A failed reconfigure: back to RUNNING with the error, the template kept.
             await daemon.hosts.update(host.id, 'DUMMY_RECONFIGURE = "failure: no agent"',
@@ -75,22 +75,31 @@ def test_updateconf_of_running_and_powered_off_vms(tmp_path: Path) -> None:
 
             # POWEROFF: stored; resume boots from a deployment of the new template.
             await daemon.vms.action("poweroff", vm_id)
-            vm = await wait_vm(daemon, vm_id, lifecycle.POWEROFF)
+            vm = await wait_vm(daemon, vm_id, lifecycle.POWEROFF, timeout=60)
             await daemon.vms.update_conf(vm_id, 'CONTEXT = [ KEY = "k6" ]', merge=True)
             assert (await daemon.vms.info(vm_id)).position == lifecycle.POWEROFF
             await daemon.vms.action("resume", vm_id)
-            await wait_vm(daemon, vm_id, lifecycle.RUNNING)
+            await wait_vm(daemon, vm_id, lifecycle.RUNNING, timeout=60)
             deployment = daemon.files.deployment_path(vm_id, vm.history[-1].seq).read_text()
             assert "k6" in deployment and "k5" not in deployment
             assert _calls(daemon, vm_id)[-2:] == ["poweroff", "poweron"]
 
             # SUSPENDED (like STOPPED) takes no configuration change.
             await daemon.vms.action("suspend", vm_id)
-            await wait_vm(daemon, vm_id, lifecycle.SUSPENDED)
+            await wait_vm(daemon, vm_id, lifecycle.SUSPENDED, timeout=60)
             with pytest.raises(StateRefusedError, match=r"in state SUSPENDED$"):
                 await daemon.vms.update_conf(vm_id, 'CONTEXT = [ KEY = "k7" ]', merge=True)
 
     run(scenario)
+
+
+def _logged_in_order(daemon: Daemon, vm_id: int, lines: tuple[str, ...]) -> bool:
+    log, start = daemon.files.log_path(vm_id).read_text(), 0
+    for line in lines:
+        start = log.find(line, start)
+        if start < 0:
+            return False
+    return True
 
 
 async def _failed(daemon: Daemon, vm_id: int) -> object:

@@ -116,3 +116,8 @@ def test_updateconf_changes_only_its_sections_and_keeps_the_context_cd() -> None
     assert merged.get_vector("OS") == {"ARCH": "x86_64"}
     with pytest.raises(ValidationError, match="GRAPHICS must be given once, as a vector"):
         reconfigured(vm, parse('GRAPHICS = "vnc"'), merge=False)
+    # As oned: a VM created without CONTEXT gets none later (no context CD-ROM to change).
+    for merge in (False, True):
+        with pytest.raises(ValidationError, match=r"^Virtual machine does not have context, "
+                                                  r"cannot add a new one$"):
+            reconfigured(parse("CPU = 1"), parse('CONTEXT = [ A = "1" ]'), merge=merge)

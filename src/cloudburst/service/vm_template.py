@@ -123,8 +123,12 @@ def reconfigured(template: Template, new: Template, *, merge: bool) -> Template:
     :func:`expand_context` (and keep only those from its result).
 
     Raises:
-        ValidationError: ``new`` gives a section as a single value (or twice).
+        ValidationError: ``new`` gives a section as a single value (or twice), or a
+            CONTEXT to a VM that has none (as oned, whatever the state: a running
+            guest could not get a context CD-ROM hot-plugged).
     """
+    if new.get_all("CONTEXT") and template.get_vector("CONTEXT") is None:
+        raise ValidationError("Virtual machine does not have context, cannot add a new one")
     result = template.copy()
     for section in CONF_SECTIONS:
         given = new.get_all(section)

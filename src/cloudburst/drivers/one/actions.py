@@ -13,6 +13,9 @@ that action leaves, within ``BOOT_TIMEOUT``:
   memory; the checkpoint path is not used); ``restore`` -> ``resume``;
 * ``resize`` -> ``one.vm.resize`` (``CPU``, ``VCPU``, ``MEMORY``; a partner
   whose hypervisor cannot hot-plug refuses it while the VM runs);
+* ``reconfigure`` -> ``one.vm.updateconf`` merging the new ``CONTEXT`` into the
+  partner VM's (its other sections are the partner's), until it runs again (the
+  partner passes it through HOTPLUG);
 * ``snapshot_create``/``snapshot_revert``/``snapshot_delete`` ->
   ``one.vm.snapshot*``, the partner's snapshot id being the provider name;
   each waits until the partner VM runs again (the partner does them in the
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Mapping
 from typing import Final
 
 from cloudburst.drivers.base import ResizeSpec
@@ -38,6 +42,7 @@ from cloudburst.drivers.one.pool import PoolSnapshots
 from cloudburst.drivers.one.waits import until_state
 from cloudburst.errors import DriverError, InstanceNotFoundError
 from cloudburst.model.states import VmState
+from cloudburst.template import Template
 
 #: Partner states a ``resume`` brings back to RUNNING.
 RESUMABLE: Final = frozenset({VmState.POWEROFF, VmState.SUSPENDED, VmState.STOPPED,
@@ -108,6 +113,14 @@ class PartnerActions:
     async def resize(self, config: PartnerConfig, remote: int, spec: ResizeSpec) -> None:
         template = f"CPU = {spec.cpu:g}\nVCPU = {spec.vcpu}\nMEMORY = {spec.memory_mb}\n"
         await self._client.call(config, "one.vm.resize", remote, template, False)
+
+    async def update_context(self, config: PartnerConfig, pool: PoolSnapshots, remote: int,
+                             context: Mapping[str, str]) -> None:
+        """Merge ``context`` into the partner VM's CONTEXT (``one.vm.updateconf`` type 1,
+        which leaves its other sections alone) and wait until it runs again."""
+        text = Template([("CONTEXT", dict(context))]).to_text()
+        await self._client.call(config, "one.vm.updateconf", remote, text, 1)
+        await self._settled(config, pool, remote)
 
     async def snapshot_create(self, config: PartnerConfig, pool: PoolSnapshots, remote: int,
                               name: str) -> str:

@@ -243,6 +243,16 @@ class OneVmDriver(VmDriver):
     async def resize(self, vm: VmRef, spec: ResizeSpec) -> None:
         await self._actions.resize(self._config(), remote_id(vm.deploy_id), spec)
 
+    async def reconfigure(self, vm: VmRef, spec: DeploySpec) -> bool:
+        """Forward the new CONTEXT to the partner VM (``one.vm.updateconf``)."""
+        context = spec.template.get_vector("CONTEXT")
+        if context is None:
+            return False
+        config = self._config()
+        await self._actions.update_context(config, self._pool(config), remote_id(vm.deploy_id),
+                                           context)
+        return True
+
     async def snapshot_create(self, vm: VmRef, snapshot_id: int, name: str) -> str:
         config = self._config()
         return await self._actions.snapshot_create(config, self._pool(config),
