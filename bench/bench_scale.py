@@ -10,6 +10,9 @@ for 0.5 CPU and 512 MiB, so ten VMs per host fit. It prints:
   concurrent creations), and the time from the first creation until every VM
   is ``RUNNING`` (goal: under 120 s), with VMs/s;
 * the daemon's resident memory (peak and at the end; goal: under 2 GiB);
+* phases while VMs are created and deployed, every ``--every`` seconds:
+  VMs created and RUNNING (and the rate since the last line), scheduler
+  passes and their seconds, the SQLite WAL's size, the daemon's RSS;
 * from a separate client process over HTTP: a page of 2,000 VMs of
   ``one.vmpool.info(-2, offset, -2000, -1)`` (median of 10 random pages; goal:
   under 100 ms), both until the reply is received and with the client's XML-RPC
@@ -40,6 +43,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from cloudburst import metrics
 from cloudburst.daemon.app import Daemon
 from cloudburst.daemon.main import load_settings
 from cloudburst.model.states import HostState, LcmState, VmState
@@ -117,7 +121,33 @@ async def count(daemon: Daemon, query: object) -> int:
     return int(await daemon.db.read(lambda connection: connection.execute(query).scalar_one()))
 
 
-async def run(host_count: int, vm_count: int, url: str) -> dict[str, float | int | str]:
+def _pass_seconds() -> float:
+    """Seconds spent in scheduler passes so far (the pass-time histogram's sum)."""
+    return float(metrics.REGISTRY.get_sample_value("cloudburst_scheduler_pass_seconds_sum") or 0)
+
+
+async def report_phases(daemon: Daemon, home: Path, every: float, created: list[int],
+                        running_query: object) -> None:
+    """Print one line of progress every ``every`` seconds until cancelled (see the doc)."""
+    wal = home / "one.db-wal"
+    started = time.perf_counter()
+    last = (started, 0, 0)
+    while True:
+        await asyncio.sleep(every)
+        now = time.perf_counter()
+        running = await count(daemon, running_query)
+        rate = (running - last[2]) / (now - last[0])
+        made = (created[0] - last[1]) / (now - last[0])
+        wal_mib = wal.stat().st_size / 2**20 if wal.exists() else 0.0
+        print(f"  {now - started:6.1f} s  created {created[0]:6d} ({made:5.0f}/s)  running "
+              f"{running:6d} ({rate:5.0f}/s)  passes {daemon.scheduler.passes:4d} "
+              f"({_pass_seconds():6.1f} s)  WAL {wal_mib:6.1f} MiB  RSS {rss_mib()[1]:5.0f} MiB"
+              f"  load {os.getloadavg()[0]:.1f}", flush=True)
+        last = (now, created[0], running)
+
+
+async def run(host_count: int, vm_count: int, url: str,
+              every: float) -> dict[str, float | int | str]:
     home = Path(tempfile.mkdtemp(prefix="cloudburst-scale-"))
     settings, _ = load_settings(home)
     settings = dataclasses.replace(settings, port=0, db_url=url)
@@ -136,13 +166,19 @@ async def run(host_count: int, vm_count: int, url: str) -> dict[str, float | int
             await asyncio.sleep(0.2)
         hosts_ready = time.perf_counter() - started
         first_created = time.perf_counter()
-        for first in range(0, vm_count, BATCH):
-            await asyncio.gather(*(daemon.vms.allocate(TEMPLATE)
-                                   for _ in range(min(BATCH, vm_count - first))))
-        created = time.perf_counter() - first_created
-        while await count(daemon, running_query) < vm_count:
-            await asyncio.sleep(0.25)
-        all_running = time.perf_counter() - first_created
+        made = [0]
+        phases = asyncio.create_task(report_phases(daemon, home, every, made, running_query))
+        try:
+            for first in range(0, vm_count, BATCH):
+                await asyncio.gather(*(daemon.vms.allocate(TEMPLATE)
+                                       for _ in range(min(BATCH, vm_count - first))))
+                made[0] = min(vm_count, first + BATCH)
+            created = time.perf_counter() - first_created
+            while await count(daemon, running_query) < vm_count:
+                await asyncio.sleep(0.25)
+            all_running = time.perf_counter() - first_created
+        finally:
+            phases.cancel()
         session = settings.auth_file.read_text(encoding="utf-8").split()[0]
         client = await asyncio.create_subprocess_exec(
             sys.executable, "-c", CLIENT, f"http://127.0.0.1:{daemon.api.port}/RPC2", session,
@@ -178,12 +214,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=10_000)
     parser.add_argument("--vms", type=int, default=100_000)
+    parser.add_argument("--every", type=float, default=10.0,
+                        help="seconds between progress lines while VMs are deployed")
     parser.add_argument("--postgresql", action="store_true",
                         help="run on a throw-away PostgreSQL server instead of SQLite")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with store_url(args.postgresql) as url:
-        result = asyncio.run(run(args.hosts, args.vms, url))
+        result = asyncio.run(run(args.hosts, args.vms, url, args.every))
     print(f"store                  {result['store']} (load {result['load_1min']:.1f})")
     print(f"{args.hosts} hosts monitored after {result['hosts_ready_s']:.1f} s")
     print(f"{args.vms} VMs created in {result['create_s']:.1f} s")

@@ -922,6 +922,39 @@ def test_disabled_hosts_get_no_vms_until_enabled(tmp_path: Path) -> None:
     run(scenario)
 
 
+def test_the_kept_placer_counts_capacity_taken_outside_the_scheduler(tmp_path: Path) -> None:
+    """Passes over new VMs reuse the scheduler's placer (no store read of hosts and
+    usage), yet a VM deployed by hand on the host is counted before the next
+    placement there, and the capacity a terminate frees is used at once."""
+    settings = make_home(tmp_path)
+
+    async def scenario() -> None:
+        async with running(settings) as daemon:
+            host = await add_dummy_host(daemon, "kvm-1", total_cpu=300)  # three CPU=1 VMs
+            first = await daemon.vms.allocate(LOCAL_VM)
+            await wait_vm(daemon, first, VmState.ACTIVE)
+            rebuilds = daemon.scheduler.rebuilds
+            second = await daemon.vms.allocate(LOCAL_VM)
+            await wait_vm(daemon, second, VmState.ACTIVE)
+            assert daemon.scheduler.rebuilds == rebuilds  # the placer of the pass before
+
+            by_hand = await daemon.vms.allocate(LOCAL_VM, hold=True)
+            await daemon.vms.deploy(by_hand, host.id)  # the host is now full
+            await wait_vm(daemon, by_hand, lifecycle.RUNNING)
+            late = await daemon.vms.allocate(LOCAL_VM)
+            message = await wait_until(lambda: _sched_message(daemon, late), 15,
+                                       "a waiting reason")
+            assert message == "No host with enough capacity to deploy the VM"
+            assert (await daemon.vms.info(late)).position == lifecycle.PENDING
+            assert (await daemon.hosts.info(host.id)).cpu_usage == 300
+
+            await daemon.vms.action("terminate-hard", first)
+            await wait_vm(daemon, late, lifecycle.RUNNING)
+            assert (await daemon.hosts.info(host.id)).cpu_usage == 300
+
+    run(scenario)
+
+
 def test_unmet_requirements_are_shown_on_the_waiting_vm(tmp_path: Path) -> None:
     settings = make_home(tmp_path)
 

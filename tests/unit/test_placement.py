@@ -17,6 +17,7 @@ from cloudburst.scheduler.demand import host_candidate, rank_of, requirements_of
 from cloudburst.scheduler.placement import (
     HostCandidate,
     PassResult,
+    Placer,
     VmDemand,
     cloud_accepts,
     place,
@@ -474,3 +475,42 @@ def test_templates_with_several_ec2_sections_keep_every_section() -> None:
     assert [(s.type, s.cloud) for s in sections] == [("ec2", "ec2_eu_west"),
                                                      ("ec2", "ec2_eu_east")]
     assert cloud_sections(Template()) == ()
+
+
+# -- a placer kept between passes ----------------------------------------------------
+
+
+@pytest.mark.parametrize("cuts", [(1,), (5, 6), (3, 9, 10), (11,)])
+def test_a_kept_placer_places_pass_by_pass_as_one_pass_over_all(cuts: tuple[int, ...]) -> None:
+    """Passes over new VMs on a kept placer place exactly as one pass over them all:
+    capacity taken by earlier passes counts, hosts dropped as full stay dropped,
+    and the groups of other demands are built when first met."""
+    def hosts() -> list[HostCandidate]:
+        return [host(1, cpu=300), host(2, cpu=400, mem=GB), host(3, cloud="ec2", cpu=200)]
+
+    vms = [vm(i, EC2_VM if i % 4 == 0 else "CPU=1 MEMORY=262144" if i % 5 == 0
+              else "CPU=1 MEMORY=128") for i in range(12)]
+    together = hosts()
+    whole = run(vms, together)
+    placer = Placer(hosts(), default_rank=STRIPING)
+    assignments: list[tuple[int, int]] = []
+    waiting: dict[int, str] = {}
+    for start, end in zip((0, *cuts), (*cuts, len(vms)), strict=True):
+        result = placer.place(vms[start:end])
+        assignments += result.assignments
+        waiting |= result.waiting
+    assert assignments == whole.assignments
+    assert waiting == whole.waiting
+    assert waiting  # the hosts filled up: some VMs wait
+    assert [(h.cpu_usage, h.mem_usage) for h in placer.hosts] == [
+        (h.cpu_usage, h.mem_usage) for h in together]
+    assert [h.cpu_usage for h in placer.hosts][:2] == [300, 400]  # the local hosts are full
+
+
+def test_max_host_counts_per_pass_on_a_kept_placer() -> None:
+    placer = Placer([host(1), host(2)], default_rank=STRIPING)
+    first = placer.place([vm(i) for i in range(3)], max_host=1)
+    second = placer.place([vm(i) for i in range(3, 5)], max_host=1)
+    assert len(first.assignments) == 2 and len(second.assignments) == 2
+    assert first.waiting == {2: "Waiting: hosts with room already received MAX_HOST VMs "
+                                "in this pass"}

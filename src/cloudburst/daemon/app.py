@@ -90,7 +90,8 @@ class Daemon:
         self.lifecycle = LifecycleManager(
             self.db, self.dispatcher, self.files, settings, self.install_id,
             on_capacity_freed=lambda: self._wake_scheduler(), events=self.events)
-        self.scheduler = SchedulerLoop(self.db, self.lifecycle, settings.scheduler)
+        self.scheduler = SchedulerLoop(self.db, self.lifecycle, settings.scheduler,
+                                       events=self.events)
         self.monitor = Monitor(
             self.db, self.dispatcher, self.lifecycle,
             monitoring_interval=settings.monitoring_interval,

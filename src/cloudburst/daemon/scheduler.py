@@ -4,8 +4,22 @@ A pass runs as soon as something may have changed the answer -- a VM was
 created or released, capacity was freed, a host was (re)monitored -- and
 otherwise every ``SCHED_INTERVAL`` seconds. Wake-ups that arrive during a pass
 coalesce into one follow-up pass. A pass reads a snapshot, places VMs with the
-pure :func:`~cloudburst.scheduler.placement.place`, then writes each placement
+pure :class:`~cloudburst.scheduler.placement.Placer`, then writes each placement
 as a compare-and-swap (a VM a user held or deleted meanwhile is skipped).
+
+Passes over newly created VMs only keep the placer of the pass before: the
+hosts' usage as this scheduler left it and each kind of demand's ranked hosts,
+so such a pass costs O(new VMs x log hosts), not a read of every host and of
+every VM holding capacity. The placer is built again from the store when that
+could be wrong:
+
+* on a full pass (a wake-up: capacity freed, a host changed, a VM pending
+  again; the periodic pass; the first pass after start or election);
+* when any host's record version changed, or the active cool-offs did;
+* when the event bus shows a VM holding capacity that this scheduler did not
+  place there (a user's deploy, a migration, a resize, another daemon's
+  change), or lost changes (``RESYNC``); or a deploy it asked for failed;
+* and at least every :data:`RECONCILE_SECONDS` (a change nobody published).
 """
 
 from __future__ import annotations
@@ -27,18 +41,24 @@ from cloudburst.daemon.lifecycle.deploying import parked_driver
 from cloudburst.daemon.recall import Recaller
 from cloudburst.daemon.store_backoff import StoreBackoff
 from cloudburst.errors import CloudburstError, QuotaError, StoreUnavailableError
+from cloudburst.events import RESYNC, Change, EventBus, Subscription, SubscriptionClosed
 from cloudburst.model import capacity, lifecycle, reasons
 from cloudburst.model.cloud_sections import sites_by_type
 from cloudburst.model.reasons import PlacementReason
 from cloudburst.model.records import HostRecord, VmRecord
-from cloudburst.model.states import CAPACITY_HOLDING_STATES, SCHEDULABLE_HOST_STATES, VmState
+from cloudburst.model.states import (
+    CAPACITY_HOLDING_STATES,
+    SCHEDULABLE_HOST_STATES,
+    LcmState,
+    VmState,
+)
 from cloudburst.scheduler.demand import (
     count_slots,
     host_candidate,
     requirements_of,
     vm_demand,
 )
-from cloudburst.scheduler.placement import HostCandidate, VmDemand, place
+from cloudburst.scheduler.placement import HostCandidate, Placer, VmDemand, place
 from cloudburst.store import backoffs, cooloffs, host_pool, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.host_cache import HostCache
@@ -49,6 +69,16 @@ log = logging.getLogger(__name__)
 
 #: Seconds a host whose cluster quota refused a VM is left out of its placement.
 QUOTA_RETRY_SECONDS = 60.0
+
+#: VM states holding capacity, as the bus carries them.
+_HOLDING = frozenset(int(state) for state in CAPACITY_HOLDING_STATES)
+
+#: Longest a placer is kept between passes before it is built from the store again.
+RECONCILE_SECONDS = 30.0
+
+#: VMs placed and not yet seen RUNNING that the scheduler follows on the bus; past
+#: it they are forgotten and the next pass builds its placer from the store.
+FOLLOWED_PLACEMENTS = 100_000
 
 
 @dataclass(slots=True)
@@ -68,6 +98,10 @@ class _Snapshot:
     cloud_hosts: list[int] = field(default_factory=list)
     #: Hosts each VM is kept off after a failed deploy (:mod:`cloudburst.store.backoffs`).
     skipped: dict[int, dict[int, float]] = field(default_factory=dict)
+    #: The kept placer when it still holds (``hosts`` are then its candidates).
+    placer: Placer | None = None
+    #: What the candidates were built from (see SchedulerLoop._basis).
+    basis: tuple[object, ...] = ()
 
 
 def _shape(vm: VmRecord, demand: VmDemand) -> tuple[object, ...]:
@@ -79,8 +113,10 @@ class SchedulerLoop:
     """Runs placement passes on events and on a timer."""
 
     def __init__(self, db: Database, lifecycle: LifecycleManager,
-                 settings: SchedulerSettings) -> None:
+                 settings: SchedulerSettings, events: EventBus | None = None) -> None:
         self.db = db
+        #: Committed VM changes, to see capacity taken by others (None: no placer is kept).
+        self.events = events
         self.lifecycle = lifecycle
         self.settings = settings
         self._wake = asyncio.Event()
@@ -101,6 +137,16 @@ class SchedulerLoop:
         self.recaller = Recaller(db, lifecycle, settings.recall)
         #: Ends cloud VMs whose LEASE or idle time is up, after full passes.
         self.reaper = Reaper(db, lifecycle)
+        #: The placer kept between passes (see the module doc), what it was built
+        #: from, and when.
+        self._placer: Placer | None = None
+        self._basis: tuple[object, ...] = ()
+        self._built = 0.0
+        #: Whether the kept placer may be wrong (see the module doc).
+        self._stale = True
+        #: VMs this scheduler placed, by host, until seen RUNNING on it.
+        self._placed: dict[int, int] = {}
+        self.rebuilds = 0
 
     def wake(self) -> None:
         """Ask for a full pass as soon as possible: capacity or hosts changed,
@@ -125,6 +171,53 @@ class SchedulerLoop:
         """Run passes until :meth:`stop` (may be run again after it)."""
         self._stopped = False
         self._full = True
+        self._forget_placer()
+        watcher: asyncio.Task[None] | None = None
+        if self.events is not None:
+            watcher = asyncio.get_running_loop().create_task(
+                self._watch(self.events.subscribe(("vm",))), name="scheduler-events")
+        try:
+            await self._run_passes()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            self._forget_placer()
+
+    def _forget_placer(self) -> None:
+        self._placer = None
+        self._stale = True
+        self._placed.clear()
+
+    async def _watch(self, subscription: Subscription) -> None:
+        """Follow committed VM changes: one holding capacity that this scheduler did
+        not place there makes the kept placer stale (see the module doc)."""
+        try:
+            while True:
+                change = await subscription.get()
+                if change is RESYNC:
+                    self._stale = True
+                else:
+                    assert isinstance(change, Change)
+                    self._observe(change)
+        except SubscriptionClosed:
+            self._stale = True
+        finally:
+            subscription.close()
+
+    def _observe(self, change: Change) -> None:
+        state = change.data.get("state")
+        if state not in _HOLDING:
+            # Capacity freed: the life-cycle manager wakes a full pass for it.
+            self._placed.pop(change.object_id, None)
+            return
+        host_id = self._placed.get(change.object_id)
+        if host_id is not None and state == VmState.ACTIVE and host_id == change.data["host_id"]:
+            if change.data["lcm_state"] == int(LcmState.RUNNING):
+                del self._placed[change.object_id]  # deployed: its later moves are news
+            return
+        self._stale = True
+
+    async def _run_passes(self) -> None:
         backoff = StoreBackoff("scheduling", log)
         while not self._stopped:
             try:
@@ -181,12 +274,20 @@ class SchedulerLoop:
                 and "CURRENT_VMS" in requirements.variables for vm in [*pending, *moving])
             every_host = self._current_hosts(connection, with_vms)
             hosts = [host for host in every_host if host.state in SCHEDULABLE_HOST_STATES]
-            usage = vm_pool.host_usage(connection)
             cloud_hosts = [host for host in every_host if host.is_public_cloud]
+            active = cooloffs.active(connection, time.time())
+            basis = (self._hosts.generation,
+                     tuple((cooloff.host_id, cooloff.instance_type) for cooloff in active))
+            kept = self._placer
+            if not full and not with_vms and not stale and kept is not None and (
+                    basis == self._basis):
+                return self._snapshot(connection, kept.hosts, hosts, pending, moving,
+                                      parked, cloud_hosts, skipped, kept, basis)
+            usage = vm_pool.host_usage(connection)
             cloud_ids = {host.id for host in cloud_hosts}
             sites = sites_by_type(cloud_hosts)
             cooled: dict[int, set[str]] = {}
-            for cooloff in cooloffs.active(connection, time.time()):
+            for cooloff in active:
                 cooled.setdefault(cooloff.host_id, set()).add(cooloff.instance_type)
             candidates = []
             for host in hosts:
@@ -197,15 +298,12 @@ class SchedulerLoop:
                     slots = count_slots(host, placed, sites)
                 candidates.append(host_candidate(host, slots, usage.get(host.id, (0, 0, 0)),
                                                  frozenset(cooled.get(host.id, ()))))
-            host_drivers = {host.id: host.vm_mad for host in hosts}
-            for vm in moving:
-                if vm.host_id is not None and vm.host_id in host_drivers:
-                    parked[vm.id] = host_drivers[vm.host_id]
-                elif vm.host_id is not None:  # its host is disabled: not in the candidates
-                    parked[vm.id] = host_pool.get_host(connection, vm.host_id).vm_mad
-            return _Snapshot(candidates, pending, moving, parked, host_drivers,
-                             [host.id for host in cloud_hosts], skipped)
+            return self._snapshot(connection, candidates, hosts, pending, moving, parked,
+                                  cloud_hosts, skipped, None, () if with_vms else basis)
 
+        # Changes seen from now on are after what the read below may build from.
+        stale = full or self._stale or time.monotonic() - self._built > RECONCILE_SECONDS
+        self._stale = False
         snapshot = await self.db.read(read)
         if snapshot.pending:
             self._seen_up_to = max(self._seen_up_to, snapshot.pending[-1].id)
@@ -222,31 +320,57 @@ class SchedulerLoop:
                 skip.add(vm.host_id)
             return frozenset(skip)
 
-        placed = await self._place(snapshot.hosts, snapshot.pending, excluded, full=full)
+        placer = snapshot.placer
+        if placer is None and snapshot.pending:
+            placer = Placer(snapshot.hosts, default_rank=parse_rank(self.settings.default_rank),
+                            cost_order=self.settings.cost_order)
+            # Kept when built from every capacity-holding VM and someone tells us of others'.
+            keep = bool(snapshot.basis) and self.events is not None
+            self._placer, self._basis = (placer, snapshot.basis) if keep else (None, ())
+            self._built = time.monotonic()
+            self.rebuilds += 1
+        elif placer is None:
+            self._stale = self._stale or stale  # nothing was built: what was stale still is
+        placed = await self._place(placer, snapshot.pending, excluded, full=full)
         if snapshot.moving:
+            self._stale = True  # moves take capacity outside the placer's passes
             await self._move(snapshot.hosts, snapshot.moving, excluded)
         if full:
             await self.reaper.run(snapshot.cloud_hosts)
             await self.recaller.settle()
             if recall and snapshot.hosts:
+                self._stale = True
                 await self.recaller.recall(snapshot.hosts, parse_rank(self.settings.default_rank))
         return placed
 
-    async def _place(self, hosts: list[HostCandidate], pending: list[VmRecord],
+    def _snapshot(self, connection: Connection, candidates: list[HostCandidate],
+                  hosts: list[HostRecord], pending: list[VmRecord], moving: list[VmRecord],
+                  parked: dict[int, str], cloud_hosts: list[HostRecord],
+                  skipped: dict[int, dict[int, float]], placer: Placer | None,
+                  basis: tuple[object, ...]) -> _Snapshot:
+        host_drivers = {host.id: host.vm_mad for host in hosts}
+        for vm in moving:
+            if vm.host_id is not None and vm.host_id in host_drivers:
+                parked[vm.id] = host_drivers[vm.host_id]
+            elif vm.host_id is not None:  # its host is disabled: not in the candidates
+                parked[vm.id] = host_pool.get_host(connection, vm.host_id).vm_mad
+        return _Snapshot(candidates, pending, moving, parked, host_drivers,
+                         [host.id for host in cloud_hosts], skipped, placer, basis)
+
+    async def _place(self, placer: Placer | None, pending: list[VmRecord],
                      excluded: Callable[[VmRecord], frozenset[int]], *, full: bool) -> int:
-        if not pending:
+        if not pending or placer is None:
             return 0
         now = time.monotonic()
         demands = [self._demand(vm, excluded(vm), now) for vm in pending]
         shapes = {demand.id: _shape(vm, demand) for vm, demand in zip(pending, demands,
                                                                        strict=True)}
-        result = place(
-            demands, hosts,
-            default_rank=parse_rank(self.settings.default_rank),
-            max_dispatch=self.settings.max_dispatch, max_host=self.settings.max_host,
-            cost_order=self.settings.cost_order,
-        )
+        result = placer.place(demands, max_dispatch=self.settings.max_dispatch,
+                              max_host=self.settings.max_host)
         metrics.scheduler_pass(result.assignments, result.waiting, full=full)
+        if len(self._placed) + len(result.assignments) > FOLLOWED_PLACEMENTS:
+            self._forget_placer()
+        self._placed.update(result.assignments)
         outcomes = await asyncio.gather(
             *(self.lifecycle.deploy(vm_id, host_id, scheduled=True,
                                     reason=result.reasons.get(vm_id))
@@ -255,6 +379,10 @@ class SchedulerLoop:
         )
         refused: list[tuple[int, int]] = []
         for (vm_id, host_id), outcome in zip(result.assignments, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                # The placer counted capacity the VM does not hold: build it again.
+                self._placed.pop(vm_id, None)
+                self._stale = True
             if isinstance(outcome, QuotaError):
                 # The owner's quota (or budget) for that host is used up: try other sites.
                 refused.append((vm_id, host_id))

@@ -299,50 +299,79 @@ def place(
     instance the VM would get there before ``RANK``; a VM with its own ``RANK``,
     or ``cost_order=False``, orders by ``RANK`` first and price among equals.
     """
-    by_id = {host.id: host for host in hosts}
-    sites_of_type: dict[str, int] = {}
-    for host in hosts:
-        if host.is_cloud:
-            sites_of_type[host.hypervisor.lower()] = sites_of_type.get(host.hypervisor.lower(),
-                                                                       0) + 1
-    groups: dict[tuple[object, ...], _Group | PlacementReason] = {}
-    assignments: list[tuple[int, int]] = []
-    waiting: dict[int, str] = {}
-    why: dict[int, PlacementReason] = {}
-    held: dict[int, PlacementReason] = {}
-    for vm in vms:
-        if max_dispatch and len(assignments) >= max_dispatch:
-            reason = held.get(len(hosts))
-            if reason is None:
-                reason = held[len(hosts)] = PlacementReason(
-                    "Waiting: dispatch limit of this pass (MAX_DISPATCH) reached",
-                    considered=len(hosts))
-            waiting[vm.id] = reason.message
-            why[vm.id] = reason
-            continue
-        key = vm.group_key()
-        group = groups.get(key)
-        if group is None:
-            group = _build_group(vm, hosts, sites_of_type, default_rank, cost_order)
-            groups[key] = group
-        if isinstance(group, PlacementReason):
-            waiting[vm.id] = group.message
-            why[vm.id] = group
-            continue
-        picked, held_back = _pick(vm, group, by_id, max_host)
-        if picked is None:
-            message = ("Waiting: hosts with room already received MAX_HOST VMs in this pass"
-                       if held_back else "No host with enough capacity to deploy the VM")
-            waiting[vm.id] = message
-            why[vm.id] = group.waiting_reason(message)
-            continue
-        host, price, score = picked
-        assignments.append((vm.id, host.id))
-        why[vm.id] = PlacementReason(
-            "", group.considered, group.tally.frozen(), host_id=host.id, host=host.name,
-            tier=reasons.CLOUD_TIER if host.is_cloud else reasons.LOCAL_TIER,
-            price=price, rank=score, order=group.order)
-    return PassResult(assignments, waiting, why)
+    return Placer(hosts, default_rank=default_rank, cost_order=cost_order).place(
+        vms, max_dispatch=max_dispatch, max_host=max_host)
+
+
+class Placer:
+    """Placement passes over one set of host candidates, keeping what a pass
+    learnt (the hosts' usage, each group's filtered and ranked heap, refusals)
+    for the next one.
+
+    A pass then costs O(VMs x log hosts) plus O(hosts) per new kind of demand,
+    instead of O(hosts) to build every candidate and heap again. It stays exact
+    only while capacity can only shrink: usage grows through :meth:`place` (and
+    :meth:`HostCandidate.take`), a host dropped from a heap because the VM did
+    not fit is never offered to that group again. Whoever frees capacity, or
+    changes a host, must make a new one (:mod:`cloudburst.daemon.scheduler`
+    does, from the store).
+    """
+
+    def __init__(self, hosts: Sequence[HostCandidate], *, default_rank: Rank,
+                 cost_order: bool = True) -> None:
+        self.hosts = list(hosts)
+        self.by_id = {host.id: host for host in self.hosts}
+        self.default_rank = default_rank
+        self.cost_order = cost_order
+        self.sites_of_type: dict[str, int] = {}
+        for host in self.hosts:
+            if host.is_cloud:
+                kind = host.hypervisor.lower()
+                self.sites_of_type[kind] = self.sites_of_type.get(kind, 0) + 1
+        self._groups: dict[tuple[object, ...], _Group | PlacementReason] = {}
+
+    def place(self, vms: Sequence[VmDemand], *, max_dispatch: int = 0,
+              max_host: int = 0) -> PassResult:
+        """One pass: assign ``vms`` (in this order) to the hosts; see :func:`place`."""
+        for host in self.hosts:
+            host.assigned_this_pass = 0
+        assignments: list[tuple[int, int]] = []
+        waiting: dict[int, str] = {}
+        why: dict[int, PlacementReason] = {}
+        held: PlacementReason | None = None
+        for vm in vms:
+            if max_dispatch and len(assignments) >= max_dispatch:
+                if held is None:
+                    held = PlacementReason(
+                        "Waiting: dispatch limit of this pass (MAX_DISPATCH) reached",
+                        considered=len(self.hosts))
+                waiting[vm.id] = held.message
+                why[vm.id] = held
+                continue
+            key = vm.group_key()
+            group = self._groups.get(key)
+            if group is None:
+                group = self._groups[key] = _build_group(
+                    vm, self.hosts, self.sites_of_type, self.default_rank, self.cost_order)
+            if isinstance(group, PlacementReason):
+                waiting[vm.id] = group.message
+                why[vm.id] = group
+                continue
+            picked, held_back = _pick(vm, group, self.by_id, max_host)
+            if picked is None:
+                message = ("Waiting: hosts with room already received MAX_HOST VMs in this "
+                           "pass" if held_back else "No host with enough capacity to deploy "
+                           "the VM")
+                waiting[vm.id] = message
+                why[vm.id] = group.waiting_reason(message)
+                continue
+            host, price, score = picked
+            assignments.append((vm.id, host.id))
+            why[vm.id] = PlacementReason(
+                "", group.considered, group.tally.frozen(), host_id=host.id, host=host.name,
+                tier=reasons.CLOUD_TIER if host.is_cloud else reasons.LOCAL_TIER,
+                price=price, rank=score, order=group.order)
+        return PassResult(assignments, waiting, why)
 
 
 def _refusal(vm: VmDemand, host: HostCandidate, sites_of_type: Mapping[str, int]) -> str | None:
@@ -419,7 +448,7 @@ def _pick(vm: VmDemand, group: _Group, by_id: Mapping[int, HostCandidate], max_h
         host = by_id[entry[3]]
         slot = slot_of(vm, host, group.sites_of_type)
         if not host.fits(vm.cpu, vm.memory, slot):
-            # Capacity only shrinks during a pass: drop it for this group.
+            # Capacity only shrinks while a Placer lives: drop it for this group.
             group.tally.add(reasons.INSTANCE_TYPE if host.slot_limits else reasons.CAPACITY,
                             host)
             continue
