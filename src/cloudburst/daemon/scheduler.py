@@ -16,9 +16,10 @@ could be wrong:
 * on a full pass (a wake-up: capacity freed, a host changed, a VM pending
   again; the periodic pass; the first pass after start or election);
 * when any host's record version changed, or the active cool-offs did;
-* when the event bus shows a VM holding capacity that this scheduler did not
-  place there (a user's deploy, a migration, a resize, another daemon's
-  change), or lost changes (``RESYNC``); or a deploy it asked for failed;
+* when the event bus shows a VM holding capacity other than the placer counts
+  it (a user's deploy, a migration, a resize, another daemon's change: the
+  scheduler keeps what each VM holds, read with the usage and updated by its
+  own placements), or lost changes (``RESYNC``); or a deploy it asked for failed;
 * and at least every :data:`RECONCILE_SECONDS` (a change nobody published).
 """
 
@@ -45,11 +46,10 @@ from cloudburst.events import RESYNC, Change, EventBus, Subscription, Subscripti
 from cloudburst.model import capacity, lifecycle, reasons
 from cloudburst.model.cloud_sections import sites_by_type
 from cloudburst.model.reasons import PlacementReason
-from cloudburst.model.records import HostRecord, VmRecord
+from cloudburst.model.records import HostRecord, VmRecord, cpu_share
 from cloudburst.model.states import (
     CAPACITY_HOLDING_STATES,
     SCHEDULABLE_HOST_STATES,
-    LcmState,
     VmState,
 )
 from cloudburst.scheduler.demand import (
@@ -76,9 +76,6 @@ _HOLDING = frozenset(int(state) for state in CAPACITY_HOLDING_STATES)
 #: Longest a placer is kept between passes before it is built from the store again.
 RECONCILE_SECONDS = 30.0
 
-#: VMs placed and not yet seen RUNNING that the scheduler follows on the bus; past
-#: it they are forgotten and the next pass builds its placer from the store.
-FOLLOWED_PLACEMENTS = 100_000
 
 
 @dataclass(slots=True)
@@ -102,6 +99,8 @@ class _Snapshot:
     placer: Placer | None = None
     #: What the candidates were built from (see SchedulerLoop._basis).
     basis: tuple[object, ...] = ()
+    #: What each VM holding capacity holds, when the candidates were built from it.
+    held: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
 
 def _shape(vm: VmRecord, demand: VmDemand) -> tuple[object, ...]:
@@ -144,8 +143,9 @@ class SchedulerLoop:
         self._built = 0.0
         #: Whether the kept placer may be wrong (see the module doc).
         self._stale = True
-        #: VMs this scheduler placed, by host, until seen RUNNING on it.
-        self._placed: dict[int, int] = {}
+        #: What each VM holding capacity holds, ``{vm: (host, cpu, memory KB)}``, as
+        #: the kept placer counts it.
+        self._held: dict[int, tuple[int, int, int]] = {}
         self.rebuilds = 0
 
     def wake(self) -> None:
@@ -186,11 +186,11 @@ class SchedulerLoop:
     def _forget_placer(self) -> None:
         self._placer = None
         self._stale = True
-        self._placed.clear()
+        self._held = {}
 
     async def _watch(self, subscription: Subscription) -> None:
-        """Follow committed VM changes: one holding capacity that this scheduler did
-        not place there makes the kept placer stale (see the module doc)."""
+        """Follow committed VM changes: one holding other capacity than the kept
+        placer counts makes it stale (see the module doc)."""
         try:
             while True:
                 change = await subscription.get()
@@ -205,17 +205,18 @@ class SchedulerLoop:
             subscription.close()
 
     def _observe(self, change: Change) -> None:
-        state = change.data.get("state")
-        if state not in _HOLDING:
+        data = change.data
+        if data.get("state") not in _HOLDING:
             # Capacity freed: the life-cycle manager wakes a full pass for it.
-            self._placed.pop(change.object_id, None)
+            self._held.pop(change.object_id, None)
             return
-        host_id = self._placed.get(change.object_id)
-        if host_id is not None and state == VmState.ACTIVE and host_id == change.data["host_id"]:
-            if change.data["lcm_state"] == int(LcmState.RUNNING):
-                del self._placed[change.object_id]  # deployed: its later moves are news
-            return
-        self._stale = True
+        cpu, memory, host_id = data.get("cpu"), data.get("memory"), data.get("host_id")
+        holds = (host_id if isinstance(host_id, int) else -1,
+                 cpu_share(cpu) if isinstance(cpu, (int, float)) else -1,
+                 memory * 1024 if isinstance(memory, int) else -1)
+        if self._held.get(change.object_id) != holds:
+            self._held[change.object_id] = holds
+            self._stale = True
 
     async def _run_passes(self) -> None:
         backoff = StoreBackoff("scheduling", log)
@@ -283,7 +284,8 @@ class SchedulerLoop:
                     basis == self._basis):
                 return self._snapshot(connection, kept.hosts, hosts, pending, moving,
                                       parked, cloud_hosts, skipped, kept, basis)
-            usage = vm_pool.host_usage(connection)
+            held = vm_pool.held_capacity(connection)
+            usage = vm_pool.usage_of(held)
             cloud_ids = {host.id for host in cloud_hosts}
             sites = sites_by_type(cloud_hosts)
             cooled: dict[int, set[str]] = {}
@@ -298,8 +300,10 @@ class SchedulerLoop:
                     slots = count_slots(host, placed, sites)
                 candidates.append(host_candidate(host, slots, usage.get(host.id, (0, 0, 0)),
                                                  frozenset(cooled.get(host.id, ()))))
-            return self._snapshot(connection, candidates, hosts, pending, moving, parked,
-                                  cloud_hosts, skipped, None, () if with_vms else basis)
+            snapshot = self._snapshot(connection, candidates, hosts, pending, moving, parked,
+                                      cloud_hosts, skipped, None, () if with_vms else basis)
+            snapshot.held = held
+            return snapshot
 
         # Changes seen from now on are after what the read below may build from.
         stale = full or self._stale or time.monotonic() - self._built > RECONCILE_SECONDS
@@ -327,6 +331,7 @@ class SchedulerLoop:
             # Kept when built from every capacity-holding VM and someone tells us of others'.
             keep = bool(snapshot.basis) and self.events is not None
             self._placer, self._basis = (placer, snapshot.basis) if keep else (None, ())
+            self._held = snapshot.held if keep else {}
             self._built = time.monotonic()
             self.rebuilds += 1
         elif placer is None:
@@ -368,9 +373,9 @@ class SchedulerLoop:
         result = placer.place(demands, max_dispatch=self.settings.max_dispatch,
                               max_host=self.settings.max_host)
         metrics.scheduler_pass(result.assignments, result.waiting, full=full)
-        if len(self._placed) + len(result.assignments) > FOLLOWED_PLACEMENTS:
-            self._forget_placer()
-        self._placed.update(result.assignments)
+        sizes = {demand.id: (demand.cpu, demand.memory) for demand in demands}
+        for vm_id, host_id in result.assignments:  # before their changes are published
+            self._held[vm_id] = (host_id, *sizes[vm_id])
         outcomes = await asyncio.gather(
             *(self.lifecycle.deploy(vm_id, host_id, scheduled=True,
                                     reason=result.reasons.get(vm_id))
@@ -381,7 +386,7 @@ class SchedulerLoop:
         for (vm_id, host_id), outcome in zip(result.assignments, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 # The placer counted capacity the VM does not hold: build it again.
-                self._placed.pop(vm_id, None)
+                self._held.pop(vm_id, None)
                 self._stale = True
             if isinstance(outcome, QuotaError):
                 # The owner's quota (or budget) for that host is used up: try other sites.

@@ -14,7 +14,7 @@ __all__ = ["host_snapshot", "vm_snapshot"]
 
 
 def vm_snapshot(vm: VmRecord) -> dict[str, object]:
-    """The VM's identity, owner, state, placement and error after a change."""
+    """The VM's identity, owner, state, placement, size and error after a change."""
     return {
         "id": vm.id,
         "name": vm.name,
@@ -27,6 +27,8 @@ def vm_snapshot(vm: VmRecord) -> dict[str, object]:
         "prev_lcm_state": int(vm.prev_lcm_state),
         "short_state": vm_short_state(vm.state, vm.lcm_state),
         "host_id": vm.host_id,
+        "cpu": vm.cpu,
+        "memory": vm.memory,
         "deploy_id": vm.deploy_id,
         "error": vm.error,
     }

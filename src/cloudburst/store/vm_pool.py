@@ -476,6 +476,32 @@ def host_usage(
     }
 
 
+_HELD = select(vms.c.id, vms.c.host_id, vms.c.cpu_share, vms.c.memory).where(
+    vms.c.state.in_([int(state) for state in CAPACITY_HOLDING_STATES]),
+    vms.c.host_id.is_not(None))
+
+
+def held_capacity(connection: Connection) -> dict[int, tuple[int, int, int]]:
+    """What each VM holding capacity holds: ``{vm_id: (host_id, cpu, memory_kb)}``
+    (units as :func:`host_usage`; served by the ``ix_vms_usage`` index)."""
+    return {int(vm_id): (int(host_id), int(cpu or 0), int(memory or 0) * 1024)
+            for vm_id, host_id, cpu, memory in connection.execute(_HELD)}
+
+
+def usage_of(held: Mapping[int, tuple[int, int, int]]) -> dict[int, tuple[int, int, int]]:
+    """:func:`host_usage` computed from :func:`held_capacity`."""
+    usage: dict[int, list[int]] = {}
+    for host_id, cpu, memory in held.values():
+        counters = usage.get(host_id)
+        if counters is None:
+            usage[host_id] = [cpu, memory, 1]
+        else:
+            counters[0] += cpu
+            counters[1] += memory
+            counters[2] += 1
+    return {host_id: (cpu, memory, count) for host_id, (cpu, memory, count) in usage.items()}
+
+
 def vm_ids_on_hosts(
     connection: Connection, host_ids: Sequence[int] | None = None
 ) -> dict[int, list[int]]:
