@@ -139,6 +139,10 @@ ALLOWED = AllowList([
             r"NUMA HUGEPAGES|VM ADDR TYPE NAME|NODE_ID [A-Z_ ]+)$",
             "not yet: no NUMA nodes or PCI devices, so the CLI prints neither section nor "
             "its table (see HOST_SHARE above)", optional=True),
+    Allowed(r"^vm\.info (reconfigured|resumed): extra VM/TEMPLATE/OS(/UUID)?$",
+            "cloudburst keeps a VM's OS/UUID (derived, stable for its life) when a replacing "
+            "updateconf leaves OS out; oned drops it with the section until the VM is "
+            "created again", optional=True),
     # -- not yet ------------------------------------------------------------------------------
     Allowed(r"^(host\.info|hostpool\.info): (missing|kind of) (HOST_POOL/)?HOST/HOST_SHARE/"
             r"(NUMA_NODES|PCI_DEVICES)\b",
@@ -451,3 +455,59 @@ def test_the_same_calls_get_the_same_shapes(one_peer: OnePeer, ours: RunningDaem
     assert not unexpected, "differences from OpenNebula 6.10.5 not on the allow-list:\n" + \
         "\n".join(unexpected)
     assert not ALLOWED.unused(), f"allow-list entries no longer needed: {ALLOWED.unused()}"
+
+
+def test_updateconf_of_running_and_powered_off_vms_as_on_the_peer(
+        one_peer: OnePeer, ours: RunningDaemon) -> None:
+    """``one.vm.updateconf`` on a dummy host: taken while RUNNING (a CONTEXT passes the VM
+    through HOTPLUG, each server's log says so, and the other sections are only stored)
+    and POWEROFF (resume boots from the changed template), refused while SUSPENDED and,
+    for a CONTEXT, on a VM created without one; same answers, same CONTEXT values."""
+    both = Both(one_peer, ours)
+    host = both.same_id("host.allocate conf", "one.host.allocate", "conf-host", "dummy",
+                        "dummy", -1)
+    both.wait("conf-host monitored",
+              lambda url, session: _state(url, session, "one.host.info", host)[0] == 2)
+    vm = both.same_id("vm.allocate conf", "one.vm.allocate",
+                      'NAME = "conf"\nCPU = 0.1\nMEMORY = 32\nCONTEXT = [ KEY = "k1" ]\n', True)
+    bare = both.same_id("vm.allocate bare", "one.vm.allocate",
+                        'NAME = "bare"\nCPU = 0.1\nMEMORY = 32\n', True)
+    logs = (one_peer.dir / "var" / "vms" / str(vm) / "vm.log",
+            ours.home / "vms" / str(vm) / "vm.log")
+
+    def hotplugs(url: str, session: str) -> int:
+        """How many HOTPLUG stays the server's VM log shows ended back in RUNNING."""
+        text = logs[0 if url == one_peer.url else 1].read_text()
+        return len(re.findall(r"state is (ACTIVE/)?HOTPLUG\n(?:.*\n)*?.*state is "
+                              r"(ACTIVE/)?RUNNING", text))
+
+    def running(url: str, session: str) -> bool:
+        return _state(url, session, "one.vm.info", vm) == (3, 3)
+
+    both.step("vm.updateconf no context", "one.vm.updateconf", bare,
+              'CONTEXT = [ KEY = "k" ]', 0)
+    both.step("vm.deploy conf", "one.vm.deploy", vm, host, False, -1, "")
+    both.wait("conf running", running)
+    both.step("vm.updateconf running", "one.vm.updateconf", vm,
+              'CONTEXT = [ KEY = "k2", ID = "$VMID" ]', 0)
+    both.wait("the context hot-plugged", lambda url, session: hotplugs(url, session) == 1
+              and running(url, session))
+    both.step("vm.info reconfigured", "one.vm.info", vm, values=("TEMPLATE/CONTEXT",))
+    both.step("vm.updateconf running other", "one.vm.updateconf", vm,
+              'INPUT = [ TYPE = "tablet", BUS = "usb" ]', 1)
+    assert [hotplugs(url, session) for url, session in both.servers] == [1, 1]
+    both.step("vm.action poweroff conf", "one.vm.action", "poweroff-hard", vm)
+    both.wait("conf powered off", lambda url, session: _state(
+        url, session, "one.vm.info", vm) == (8, 0))
+    both.step("vm.updateconf poweroff", "one.vm.updateconf", vm, 'CONTEXT = [ KEY = "k3" ]', 1)
+    both.step("vm.action resume conf", "one.vm.action", "resume", vm)
+    both.wait("conf resumed", running)
+    both.step("vm.info resumed", "one.vm.info", vm, values=("TEMPLATE/CONTEXT",))
+    both.step("vm.action suspend conf", "one.vm.action", "suspend", vm)
+    both.wait("conf suspended", lambda url, session: _state(
+        url, session, "one.vm.info", vm) == (5, 0))
+    both.step("vm.updateconf suspended", "one.vm.updateconf", vm, 'CONTEXT = [ KEY = "k4" ]', 0)
+    for doomed in (vm, bare):
+        both.step("vm.action terminate conf", "one.vm.action", "terminate-hard", doomed)
+    unexpected = [line for line in both.differences if not ALLOWED.allows(line)]
+    assert not unexpected, "differences from OpenNebula 6.10.5:\n" + "\n".join(unexpected)

@@ -119,5 +119,5 @@ def test_updateconf_changes_only_its_sections_and_keeps_the_context_cd() -> None
     # As oned: a VM created without CONTEXT gets none later (no context CD-ROM to change).
     for merge in (False, True):
         with pytest.raises(ValidationError, match=r"^Virtual machine does not have context, "
-                                                  r"cannot add a new one$"):
+                                                  r"cannot add a new one\.$"):
             reconfigured(parse("CPU = 1"), parse('CONTEXT = [ A = "1" ]'), merge=merge)

@@ -201,8 +201,13 @@ async def vm_update(call: Call, id: int, template: str, type: int = 0) -> object
 
 
 async def vm_updateconf(call: Call, id: int, template: str, type: int = 0) -> object:
-    """``one.vm.updateconf(id, template [, type])``: type 0 replaces, 1 merges."""
-    return await call.daemon.vms.update_conf(id, template, merge=update_type(type))
+    """``one.vm.updateconf(id, template [, type])``: type 0 replaces, 1 merges. Its
+    refusals (a state, a value) are answered 0x2000, as oned answers them."""
+    try:
+        return await _bad_values_as(ErrorCode.INTERNAL, call.daemon.vms.update_conf(
+            id, template, merge=update_type(type)))
+    except StateRefusedError as exc:
+        raise CallFailure(exc.message, ErrorCode.INTERNAL) from exc
 
 
 async def vm_rename(call: Call, id: int, name: str) -> object:

@@ -128,7 +128,7 @@ def reconfigured(template: Template, new: Template, *, merge: bool) -> Template:
             guest could not get a context CD-ROM hot-plugged).
     """
     if new.get_all("CONTEXT") and template.get_vector("CONTEXT") is None:
-        raise ValidationError("Virtual machine does not have context, cannot add a new one")
+        raise ValidationError("Virtual machine does not have context, cannot add a new one.")
     result = template.copy()
     for section in CONF_SECTIONS:
         given = new.get_all(section)
