@@ -105,3 +105,33 @@ def _logged_in_order(daemon: Daemon, vm_id: int, lines: tuple[str, ...]) -> bool
 async def _failed(daemon: Daemon, vm_id: int) -> object:
     vm = await daemon.vms.info(vm_id)
     return vm if vm.error and vm.position == lifecycle.RUNNING else None
+
+
+def test_a_reconfigure_interrupted_by_a_restart_runs_again(tmp_path: Path) -> None:
+    """A crash (here a stop) in HOTPLUG: the restarted daemon reads the journal and runs
+    the reconfigure again from the stored template (it only rebuilds the context)."""
+    settings = make_home(tmp_path)
+    injected = settings.var_dir / "dummy" / "reconfigure"
+
+    async def scenario() -> None:
+        async with running(settings) as daemon:
+            await add_dummy_host(daemon, "kvm-1")
+            vm_id = await daemon.vms.allocate(LOCAL_VM + ' CONTEXT = [ KEY = "k1" ]')
+            await wait_vm(daemon, vm_id, lifecycle.RUNNING, timeout=60)
+            injected.parent.mkdir(parents=True, exist_ok=True)
+            injected.write_text("hang\n")
+            await daemon.vms.update_conf(vm_id, 'CONTEXT = [ KEY = "k2" ]', merge=False)
+            assert (await daemon.vms.info(vm_id)).position == lifecycle.HOTPLUG
+        injected.unlink()
+        async with running(settings) as daemon:
+            await wait_until(lambda: "reconfigure" in _calls(daemon, vm_id),
+                             what="the reconfigure run again")
+            vm = await wait_vm(daemon, vm_id, lifecycle.RUNNING, timeout=60)
+            assert not vm.error and (vm.template.get_vector("CONTEXT") or {})["KEY"] == "k2"
+            await wait_until(lambda: _logged_in_order(daemon, vm_id, (
+                "Daemon restarted during HOTPLUG", "VM configuration updated in the running "
+                "guest", "New state is ACTIVE/RUNNING")), what="the log lines")
+            entries = await daemon.db.read(lambda c: journal.entries_for(c, vm_id))
+            assert [e.status for e in entries if e.action == "reconfigure"] == ["done"]
+
+    run(scenario)
