@@ -111,6 +111,8 @@ def test_updateconf_changes_only_its_sections_and_keeps_the_context_cd() -> None
         'CPU = 1\nCONTEXT = [ DISK_ID = "0", TARGET = "hda", B = "$NAME" ]').to_text()
     kept = reconfigured(vm, parse('GRAPHICS = [ TYPE = "spice" ]'), merge=False)
     assert kept.get_vector("CONTEXT") == vm.get_vector("CONTEXT") and "OS" not in kept
+    video = reconfigured(vm, parse('VIDEO = [ TYPE = "virtio" ]\nEMULATOR = "x"'), merge=True)
+    assert video.get_vector("VIDEO") == {"TYPE": "virtio"} and "EMULATOR" not in video
     merged = reconfigured(vm, parse('GRAPHICS = [ LISTEN = "0.0.0.0" ]'), merge=True)
     assert merged.get_vector("GRAPHICS") == {"TYPE": "vnc", "LISTEN": "0.0.0.0"}
     assert merged.get_vector("OS") == {"ARCH": "x86_64"}

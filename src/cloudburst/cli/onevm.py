@@ -596,10 +596,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_update_arguments(sub)
 
     sub = command("updateconf", _updateconf, "replace (or --append to) a VM's OS, FEATURES, "
-                  "INPUT, GRAPHICS, RAW, CPU_MODEL and CONTEXT (CONTEXT expanded anew) while "
-                  "PENDING, HOLD, POWEROFF, UNDEPLOYED or RUNNING (a running guest gets a new "
-                  "CONTEXT at once, the rest at its next boot); without FILE, edit its "
-                  "TEMPLATE in $EDITOR")
+                  "INPUT, GRAPHICS, VIDEO, RAW, CPU_MODEL and CONTEXT (CONTEXT expanded "
+                  "anew) while PENDING, HOLD, POWEROFF, UNDEPLOYED or RUNNING (a running "
+                  "guest gets a new CONTEXT at once, the rest at its next boot); without "
+                  "FILE, edit its TEMPLATE in $EDITOR")
     sub.add_argument("id", type=int, help="VM id")
     add_update_arguments(sub)
 

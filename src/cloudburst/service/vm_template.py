@@ -24,8 +24,9 @@ from cloudburst.template.limits import check_name
 from cloudburst.template.variables import Scope, expand_vector, references
 
 #: The sections ``one.vm.updateconf`` changes (oned's list less what needs its disks
-#: and networks).
-CONF_SECTIONS: Final = ("OS", "FEATURES", "INPUT", "GRAPHICS", "RAW", "CPU_MODEL", "CONTEXT")
+#: and networks; its BACKUP_CONFIG goes to backups, which cloudburst does not keep).
+CONF_SECTIONS: Final = ("OS", "FEATURES", "INPUT", "GRAPHICS", "VIDEO", "RAW", "CPU_MODEL",
+                        "CONTEXT")
 #: The context CD-ROM's keys, kept when ``one.vm.updateconf`` replaces CONTEXT.
 _CD_KEYS: Final = ("DISK_ID", "TARGET")
 #: Largest CPU a VM may ask for (physical CPUs).
