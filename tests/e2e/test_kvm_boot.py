@@ -339,6 +339,16 @@ def test_context_cd_reaches_a_guest_on_another_libvirtd_through_a_storage_pool(
             assert pool.listVolumes() == [volume]
             assert context_cd(remote, vm_id) == [str(pool_dir / volume)] * 2
             assert not list(daemon.home.rglob("*.iso"))
+            # updateconf: the volume is uploaded anew and the running domain's media
+            # changed to it.
+            one.vm.updateconf(vm_id, 'CONTEXT = [ GREETING = "pool again" ]', 0)
+            wait_for(lambda: "VM configuration updated in the running guest" in (
+                daemon.home / "vms" / str(vm_id) / "vm.log").read_text(),
+                timeout=BOOT_TIMEOUT, interval=0.2)
+            arrive(one, vm_id, "node2", lambda: None)
+            assert b"GREETING='pool again'" in (pool_dir / volume).read_bytes()
+            assert context_cd(remote, vm_id) == [str(pool_dir / volume)] * 2
+            assert open_by_qemu(pool_dir / volume) == [str(pool_dir / volume)]
             cli.ok("onevm", "terminate", "--hard", str(vm_id))
             wait_for(lambda: vm_id not in cli.vms(), timeout=60)
             pool.refresh(0)
