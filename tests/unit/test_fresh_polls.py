@@ -55,6 +55,21 @@ def test_many_vms_on_one_host_share_the_polls() -> None:
     assert not polls.due(4, 20.0)
 
 
+def test_a_fresh_poll_is_for_the_vms_that_started_until_their_last_one() -> None:
+    polls = FreshPolls(delays=(0.0, 2.0))
+    polls.vm_changed(vm(1, RUNNING), now=10.0)
+    assert polls.taken(4, 10.0) == {1}
+    polls.vm_changed(vm(2, RUNNING), now=11.0)
+    assert polls.taken(4, 11.0) == {1, 2}
+    assert polls.taken(4, 12.1) == {1, 2}  # VM 1's last poll (due at 12): then forgotten
+    assert polls.taken(4, 13.0) == {2}
+    assert polls.taken(4, 13.0) == frozenset() and not polls.due(4, 1000.0)
+    assert polls.taken(5, 13.0) == frozenset()
+    polls.vm_changed(vm(3, RUNNING), now=20.0)
+    polls.forget_host(4)
+    assert polls.taken(4, 20.0) == frozenset()
+
+
 def test_watch_reads_committed_changes_from_the_bus() -> None:
     async def scenario() -> list[bool]:
         bus = EventBus()

@@ -218,7 +218,8 @@ class Monitor:
                 del table[host_id]
                 self._fresh_polls.forget_host(host_id)
         to_monitor: list[HostRecord] = []
-        to_poll: list[HostRecord] = []
+        #: Hosts to poll, with the VMs to ask about (None: all, and sweep for orphans).
+        to_poll: list[tuple[HostRecord, frozenset[int] | None]] = []
         for host in hosts:
             if host.state not in MONITORED:
                 continue
@@ -229,15 +230,16 @@ class Monitor:
             elif due:
                 self._next_monitor[host.id] = now + self.monitoring_interval
                 to_monitor.append(host)
-            poll_due = (now >= self._next_poll.setdefault(host.id, now + self.polling_interval)
-                        or self._fresh_polls.due(host.id, now))
-            if poll_due and ("poll", host.id) not in self._busy:
-                self._next_poll[host.id] = now + self.polling_interval
-                self._fresh_polls.taken(host.id, now)
-                to_poll.append(host)
+            regular = now >= self._next_poll.setdefault(host.id, now + self.polling_interval)
+            if (regular or self._fresh_polls.due(host.id, now)) and (
+                    ("poll", host.id) not in self._busy):
+                if regular:
+                    self._next_poll[host.id] = now + self.polling_interval
+                started = self._fresh_polls.taken(host.id, now)
+                to_poll.append((host, None if regular else started))
         if not to_monitor and not to_poll:
             return
-        polled = [host.id for host in to_poll]
+        polled = [host.id for host, _ in to_poll]
         monitored = [host.id for host in to_monitor]
 
         def read(connection: Connection) -> tuple[dict[int, list[PolledVm]],
@@ -250,9 +252,23 @@ class Monitor:
         on_hosts, seen, versions = await self.db.read(read)
         for host in to_monitor:
             self._start(("monitor", host.id), self.monitor_host(host, versions.get(host.id, {})))
-        for host in to_poll:
-            self._start(("poll", host.id), self.poll_host(host, on_hosts.get(host.id, []),
-                                                          seen.get(host.id, {})))
+        for host, only in to_poll:
+            vms = on_hosts.get(host.id, [])
+            if only is not None:
+                vms = [vm for vm in vms if vm.id in only]
+            if (only is None and self._sweeps(host)) or any(
+                    vm.position in POLLED_POSITIONS for vm in vms):
+                self._start(("poll", host.id), self.poll_host(
+                    host, vms, seen.get(host.id, {}), sweep=only is None))
+
+    def _sweeps(self, host: HostRecord) -> bool:
+        """Whether ``host``'s VM driver looks for orphans (the base finds none); an
+        unknown driver counts as one, so that its poll says what is wrong."""
+        try:
+            driver = self.dispatcher.vm_driver(host.vm_mad)
+        except CloudburstError:
+            return True
+        return type(driver).sweep is not VmDriver.sweep
 
     def _start(self, key: tuple[str, int], coroutine: Any) -> None:
         self._busy.add(key)
@@ -385,11 +401,11 @@ class Monitor:
     # -- VMs ---------------------------------------------------------------------------
 
     async def poll_host(self, host: HostRecord, vms: list[PolledVm],
-                        seen: orphans.Sightings) -> None:
-        """Poll every VM on ``host`` in one driver call, then sweep for orphans.
+                        seen: orphans.Sightings, *, sweep: bool = True) -> None:
+        """Poll ``vms`` on ``host`` in one driver call, then (``sweep``) sweep for orphans.
 
-        ``vms``: the host's VMs (not DONE) and ``seen`` its orphan sightings,
-        read before asking.
+        ``vms``: the host's VMs (not DONE; with ``sweep``, all of them) and ``seen``
+        its orphan sightings, read before asking.
         """
         refs = poll_refs([vm for vm in vms if vm.position in POLLED_POSITIONS], host)
         try:
@@ -407,7 +423,7 @@ class Monitor:
                 self._failures.pop(("polling VMs", host.id), None)
                 await self.lifecycle.apply_poll(results, {vm.id: vm.version for vm in vms},
                                                 {vm.id: vm for vm in vms})
-        if type(driver).sweep is not VmDriver.sweep:  # the base finds nothing: no call
+        if sweep and type(driver).sweep is not VmDriver.sweep:  # the base finds nothing
             await self._sweep(host, driver, frozenset(vm.id for vm in vms), seen)
 
     def _failed(self, what: str, host: HostRecord, exc: CloudburstError) -> None:
