@@ -494,7 +494,11 @@ def test_updateconf_of_running_and_powered_off_vms_as_on_the_peer(
               and running(url, session))
     both.step("vm.info reconfigured", "one.vm.info", vm, values=("TEMPLATE/CONTEXT",))
     both.step("vm.updateconf running other", "one.vm.updateconf", vm,
-              'INPUT = [ TYPE = "tablet", BUS = "usb" ]', 1)
+              'INPUT = [ TYPE = "tablet", BUS = "usb" ]\nRAW = [ TYPE = "DUMMY", DATA = "x" ]', 1)
+    both.step("vm.updateconf raw unknown", "one.vm.updateconf", vm,
+              'RAW = [ TYPE = "nosuch", DATA = "x" ]', 1)
+    both.step("vm.allocate raw unknown", "one.vm.allocate",
+              'CPU = 0.1\nMEMORY = 32\nRAW = [ TYPE = "nosuch", DATA = "x" ]', True)
     assert [hotplugs(url, session) for url, session in both.servers] == [1, 1]
     both.step("vm.action poweroff conf", "one.vm.action", "poweroff-hard", vm)
     both.wait("conf powered off", lambda url, session: _state(

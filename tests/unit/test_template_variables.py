@@ -9,7 +9,7 @@ import base64
 import pytest
 
 from cloudburst.errors import ValidationError
-from cloudburst.service.vm_template import expand_context, reconfigured
+from cloudburst.service.vm_template import check_raw, expand_context, reconfigured
 from cloudburst.template import Template, parse
 from cloudburst.template.variables import Reference, Scope, expand, expand_vector, references
 
@@ -118,6 +118,11 @@ def test_updateconf_changes_only_its_sections_and_keeps_the_context_cd() -> None
     assert merged.get_vector("OS") == {"ARCH": "x86_64"}
     with pytest.raises(ValidationError, match="GRAPHICS must be given once, as a vector"):
         reconfigured(vm, parse('GRAPHICS = "vnc"'), merge=False)
+    # RAW names a configured VM driver (oned's rule at allocate and updateconf).
+    check_raw(parse('RAW = [ TYPE = "KVM", DATA = "<x/>" ]'), ("dummy", "kvm"))
+    for raw in ('RAW = [ TYPE = "lxc", DATA = "x" ]', 'RAW = [ DATA = "x" ]'):
+        with pytest.raises(ValidationError, match=r"^Invalid RAW section: unsupported TYPE$"):
+            check_raw(parse(raw), ("dummy", "kvm"))
     # As oned: a VM created without CONTEXT gets none later (no context CD-ROM to change).
     for merge in (False, True):
         with pytest.raises(ValidationError, match=r"^Virtual machine does not have context, "

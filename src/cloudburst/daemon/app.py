@@ -99,7 +99,9 @@ class Daemon:
             on_host_changed=self.scheduler.wake,
             orphan_grace_period=settings.orphan_grace_period)
         self.vms = VmService(self.db, self.lifecycle, self._new_vms,
-                             checks=self._template_checks, document=_vm_document)
+                             checks=self._template_checks, document=_vm_document,
+                             vm_mads=lambda: [driver.name for driver in settings.drivers
+                                              if driver.kind == "VM_MAD"])
         self.hosts = HostService(self.db, self.dispatcher, self._monitor_now,
                                  self._wake_scheduler, self.events,
                                  reschedule=self.vms.reschedule_host)

@@ -12,7 +12,7 @@ the VM has its id (:mod:`cloudburst.template.variables`).
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Final
 
@@ -148,6 +148,19 @@ def reconfigured(template: Template, new: Template, *, merge: bool) -> Template:
         elif not merge and section != "CONTEXT":
             result.remove(section)
     return result
+
+
+def check_raw(template: Template, vm_mads: Collection[str]) -> None:
+    """Each ``RAW`` section's ``TYPE`` names a configured VM driver (case aside), as
+    oned checks it at allocation and ``one.vm.updateconf``.
+
+    Raises:
+        ValidationError: a RAW section without TYPE, or with another one.
+    """
+    known = {name.lower() for name in vm_mads}
+    for raw in template.vectors("RAW"):
+        if raw.get("TYPE", "").strip().lower() not in known:
+            raise ValidationError("Invalid RAW section: unsupported TYPE")
 
 
 def _positive_number(template: Template, name: str, limit: float, *,

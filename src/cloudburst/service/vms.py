@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -27,6 +27,7 @@ from cloudburst.model.records import VmRecord
 from cloudburst.model.snapshots import vm_snapshot
 from cloudburst.model.states import LcmState, VmState
 from cloudburst.service.vm_template import (
+    check_raw,
     expand_context,
     prepare,
     reconfigured,
@@ -85,12 +86,15 @@ class VmService:
     def __init__(self, db: Database, lifecycle: LifecycleManager,
                  on_new_vm: Callable[[], None],
                  checks: Callable[[], list[TemplateCheck]] = list,
-                 document: VmDocument | None = None) -> None:
+                 document: VmDocument | None = None,
+                 vm_mads: Callable[[], Collection[str]] = tuple) -> None:
         self.db = db
         self.lifecycle = lifecycle
         self._on_new_vm = on_new_vm
         self._checks = checks
         self._document = document
+        #: The configured VM drivers' names (what a RAW section's TYPE may name).
+        self._vm_mads = vm_mads
 
     def _expanded(self, connection: Connection, vm: VmRecord, template: Template,
                   user_template: Template) -> Template:
@@ -130,6 +134,7 @@ class VmService:
         check_template(template)
         name = check_name("VM", name) if name and name.strip() else None
         prepared = prepare(template)
+        check_raw(template, self._vm_mads())
         for check in self._checks():
             check(template)
         now = int(time.time())
@@ -463,6 +468,7 @@ class VmService:
         for context in new.vectors("CONTEXT"):
             for key, value in context.items():
                 references(value, f"CONTEXT/{key}")
+        check_raw(new, self._vm_mads())
         await self._unlocked(vm_id, _MANAGE)
 
         def prepare(connection: Connection, vm: VmRecord, moved: Move) -> dict[str, Any]:
