@@ -137,11 +137,14 @@ class VmPoolCache:
         subscription = daemon.events.subscribe(("vm",), maxsize=WARM_QUEUE)
         try:
             await self._warm(daemon, None)
+            #: When each VM last changed, oldest first (a VM that changes again moves to
+            #: the end): the oldest is the first, and the quiet ones are a prefix. (A
+            #: min() over it per change was quadratic: 15% of the daemon at 50,000 VMs.)
             changed: dict[int, float] = {}
             #: When changes were lost (the queue overflowed): then every VM is looked at.
             lost: float | None = None
             while True:
-                since = [*([min(changed.values())] if changed else []),
+                since = [*([next(iter(changed.values()))] if changed else []),
                          *([lost] if lost is not None else [])]
                 timeout = max(0.0, min(since) + QUIET - time.monotonic()) if since else None
                 try:
@@ -153,6 +156,7 @@ class VmPoolCache:
                     if isinstance(change, Resync):
                         lost, changed = time.monotonic(), {}
                     elif lost is None:
+                        changed.pop(change.object_id, None)
                         changed[change.object_id] = time.monotonic()
                     continue
                 settled = time.monotonic() - QUIET
@@ -161,10 +165,14 @@ class VmPoolCache:
                         lost = None
                         await self._warm(daemon, None)
                     continue
-                quiet = sorted(vm_id for vm_id, at in changed.items() if at <= settled)
+                quiet = []
+                for vm_id, at in changed.items():
+                    if at > settled:
+                        break
+                    quiet.append(vm_id)
                 for vm_id in quiet:
                     del changed[vm_id]
-                await self._warm(daemon, quiet)
+                await self._warm(daemon, sorted(quiet))
         except SubscriptionClosed:
             return
         finally:
