@@ -32,7 +32,7 @@ from cloudburst.model.lifecycle import Event
 from cloudburst.model.records import HistoryRecord, HostRecord, VmRecord
 from cloudburst.model.states import HostState, LcmState, VmState
 from cloudburst.scheduler.demand import vm_demand
-from cloudburst.store import host_pool, journal, vm_pool
+from cloudburst.store import host_pool, journal, schema, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.schema import vms as vms_table
 from cloudburst.store.sequences import next_ids
@@ -796,5 +796,42 @@ def test_a_read_lane_call_makes_its_lookups_off_the_loop_and_answers_once(db: Da
             await db.in_read_lane(lambda: call(99))
         answers = await asyncio.gather(*(db.in_read_lane(lambda: call(0)) for _ in range(8)))
         assert {answer[0] for answer in answers} == {new_vm(0).name}
+
+    asyncio.run(main())
+
+
+def test_an_unchanged_read_is_read_again_after_any_commit(db: Database) -> None:
+    """``read_unchanged``: the result of a read is given again only while nothing was
+    committed to the store since (SQLite's data version); a commit of any table, by
+    the writer or by another connection (another process, say), makes it read again."""
+    store_vms(db, new_vm(0))
+    runs: list[int] = []
+
+    def names(connection: Connection) -> list[str]:
+        runs.append(1)
+        return [vm.name for vm in vm_pool.list_vms(connection)]
+
+    async def read_all() -> list[list[str]]:
+        # Each reader connection keeps its own results: read on all of them.
+        return list(await asyncio.gather(*(db.read_unchanged("names", names)
+                                           for _ in range(8))))
+
+    async def main() -> None:
+        assert await db.read_unchanged("names", names) == [new_vm(0).name]
+        before = len(runs)
+        for _ in range(4):  # one after the other: on the connection that read it
+            assert await db.read_unchanged("names", names) == [new_vm(0).name]
+        assert len(runs) == before + (0 if db.is_sqlite else 4)
+        await db.write(lambda c: vm_pool.insert_vms(c, [new_vm(1)]))
+        assert await read_all() == [[new_vm(0).name, new_vm(1).name]] * 8
+        with db.write_engine.begin() as connection:
+            vm_pool.update_vm(connection, vm_pool.get_vm(connection, 1), name="renamed")
+        assert await read_all() == [[new_vm(0).name, "renamed"]] * 8
+        before = len(runs)
+        with db.write_engine.begin() as connection:  # another table: read again too
+            connection.execute(insert(schema.acl_rules).values(
+                id=99, user=1, resource=2, rights=3, zone=4))
+        await read_all()
+        assert len(runs) > before
 
     asyncio.run(main())

@@ -167,8 +167,9 @@ class HostService:
         return await self.db.read(lambda connection: host_pool.list_hosts(connection))
 
     async def pool_stamps(self) -> list[host_pool.HostStamp]:
-        """Every host's stamp, by id (for callers that cache documents)."""
-        return await self.db.read(host_pool.host_stamps)
+        """Every host's stamp, by id (for callers that cache documents). The list may be
+        one returned before: do not change it."""
+        return await self.db.read_unchanged("host stamps", host_pool.host_stamps)
 
     async def records(self, host_ids: list[int]) -> list[HostRecord]:
         """The given hosts' rows, by id, without what :class:`~cloudburst.store.host_pool.

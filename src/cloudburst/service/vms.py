@@ -207,7 +207,7 @@ class VmService:
                           ids: Sequence[int] | None = None) -> list[VmStamp]:
         """What :meth:`pool` would list, as stamps (for callers that cache documents);
         ``descending`` lists (and pages) from the highest id, as oned's pools do;
-        ``ids``: only those VMs."""
+        ``ids``: only those VMs. The list may be one returned before: do not change it."""
         states = _state_filter(state)
 
         def read(connection: Connection) -> list[VmStamp]:
@@ -221,7 +221,10 @@ class VmService:
                     descending=descending, ids=chunk))
             return found
 
-        return await self.db.read(read)
+        if ids is not None:
+            return await self.db.read(read)
+        return await self.db.read_unchanged(
+            ("vm stamps", state, uid, first_id, last_id, offset, limit, descending), read)
 
     async def records(self, vm_ids: Sequence[int]) -> list[VmRecord]:
         """The given VMs with their history, ordered by id (missing ones left out)."""

@@ -34,7 +34,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+import typing
+from collections.abc import Callable, Coroutine, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -55,6 +56,8 @@ T = TypeVar("T")
 MAX_BATCH = 1000
 #: API read lanes on a networked store (threads, each with a loop and a connection).
 API_LANES: Final = 2
+#: Results kept per reader connection by :meth:`Database.read_unchanged`.
+_UNCHANGED_KEPT: Final = 8
 #: Seconds a write batch waits for a lock while the previous batch already found it taken.
 _BUSY_RETRY_WAIT: Final = 0.1
 
@@ -175,6 +178,37 @@ class Database:
         """Run ``function(connection)`` in a read transaction on a thread."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self.read_sync, function)
+
+    async def read_unchanged(self, key: Hashable, function: Callable[[Connection], T]) -> T:
+        """:meth:`read` of ``function``, a read whose result depends only on the store's
+        data and on ``key``; the result may be one returned before (treat it as read-only).
+
+        On SQLite, when nothing was committed to the store since the connection last ran
+        the read of ``key`` (``PRAGMA data_version`` is unchanged), that result is
+        returned again: a pool listing polled in a loop re-reads thousands of rows that
+        cannot have changed. Any commit, of any table, makes it read again.
+        """
+        if not self._sqlite:
+            return await self.read(function)
+
+        def run(connection: Connection) -> T:
+            raw: Any = connection.connection.driver_connection
+            version = raw.execute("PRAGMA data_version").fetchone()[0]
+            memo: dict[Hashable, tuple[int, Any]] = connection.info.setdefault(
+                "unchanged", {})
+            kept = memo.get(key)
+            if kept is not None and kept[0] == version:
+                return typing.cast(T, kept[1])
+            # Read after the version: a commit landing in between is read too, and
+            # changes the version seen next time (the result is then read again).
+            result = function(connection)
+            memo.pop(key, None)
+            memo[key] = (version, result)
+            while len(memo) > _UNCHANGED_KEPT:
+                del memo[next(iter(memo))]
+            return result
+
+        return await self.read(run)
 
     async def lookup(self, function: Callable[[Connection], T]) -> T:
         """:meth:`read` for a few rows found by key (a user, a VM, its owner).

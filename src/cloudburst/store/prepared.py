@@ -19,15 +19,21 @@ treat it as any other.
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Select
+from sqlalchemy import ColumnElement, Connection, Select
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.exc import DBAPIError
 
-__all__ = ["Prepared"]
+__all__ = ["Prepared", "row_type"]
+
+
+def row_type(columns: Iterable[ColumnElement[Any]]) -> Any:
+    """A named tuple type for rows of ``columns`` (by their keys; duplicates renamed)."""
+    return namedtuple(
+        "Row", [str(getattr(column, "key", "")) for column in columns], rename=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +59,7 @@ class Prepared:
         self._statement = statement
         self._forms: dict[str, _Form] = {}
         #: Rows as named tuples of the selected columns' keys (duplicates renamed).
-        self.row: Any = namedtuple(  # type: ignore[misc]
-            "Row", [str(column.key) for column in statement.selected_columns], rename=True)
+        self.row: Any = row_type(statement.selected_columns)
 
     def tuples(self, connection: Connection, **params: Any) -> list[tuple[Any, ...]]:
         """Every row, as plain tuples of the selected columns."""

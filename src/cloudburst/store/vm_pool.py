@@ -30,7 +30,7 @@ from cloudburst.errors import ConflictError, NotFoundError
 from cloudburst.model.lifecycle import StateKey
 from cloudburst.model.records import HistoryRecord, VmRecord, cpu_share
 from cloudburst.model.states import CAPACITY_HOLDING_STATES, LcmState, VmState
-from cloudburst.store.prepared import Prepared
+from cloudburst.store.prepared import Prepared, row_type
 from cloudburst.store.schema import groups, history, users, vms
 from cloudburst.template import Template
 
@@ -146,18 +146,24 @@ class NamedVm(NamedTuple):
 
 
 def get_named_vm(connection: Connection, vm_id: int, *, with_history: bool = True) -> NamedVm:
-    """The VM ``vm_id`` with its owner's and group's names: one statement, and one
-    more for its history.
+    """The VM ``vm_id`` with its owner's and group's names, in one statement (with its
+    history: a row per history record, the VM's columns repeated).
 
     Raises:
         NotFoundError: no such VM.
     """
-    row = _SELECT_VM.first(connection, vm_id=vm_id)
-    if row is None:
+    if not with_history:
+        row = _SELECT_VM.first(connection, vm_id=vm_id)
+        if row is None:
+            raise NotFoundError(f"VM {vm_id} does not exist")
+        return NamedVm(_vm_from_row(row), row.uname, row.gname)
+    rows = _SELECT_VM_WITH_HISTORY.tuples(connection, vm_id=vm_id)
+    if not rows:
         raise NotFoundError(f"VM {vm_id} does not exist")
-    records = list(map(_history_from_row, _HISTORY_OF_VM.rows(connection, vm_id=vm_id))
-                   ) if with_history else []
-    return NamedVm(_vm_from_row(row, records), row.uname, row.gname)
+    vm_row = _SELECT_VM.row._make(rows[0][:_VM_WIDTH])
+    records = [_history_from_row(_HISTORY_ROW._make(row[_VM_WIDTH:])) for row in rows
+               if row[_VM_WIDTH] is not None]
+    return NamedVm(_vm_from_row(vm_row, records), vm_row.uname, vm_row.gname)
 
 
 def get_vms(connection: Connection, vm_ids: Iterable[int]) -> dict[int, VmRecord]:
@@ -411,8 +417,14 @@ _SELECT_VM = Prepared(select(vms, users.c.name.label("uname"), groups.c.name.lab
                       .select_from(vms.outerjoin(users, users.c.id == vms.c.uid)
                                    .outerjoin(groups, groups.c.id == vms.c.gid))
                       .where(vms.c.id == bindparam("vm_id")))
-_HISTORY_OF_VM = Prepared(select(history).where(history.c.vm_id == bindparam("vm_id"))
-                          .order_by(history.c.seq))
+_VM_WIDTH = len(_SELECT_VM.row._fields)
+_SELECT_VM_WITH_HISTORY = Prepared(
+    select(vms, users.c.name.label("uname"), groups.c.name.label("gname"), *history.c)
+    .select_from(vms.outerjoin(users, users.c.id == vms.c.uid)
+                 .outerjoin(groups, groups.c.id == vms.c.gid)
+                 .outerjoin(history, history.c.vm_id == vms.c.id))
+    .where(vms.c.id == bindparam("vm_id")).order_by(history.c.seq))
+_HISTORY_ROW = row_type(history.c)
 
 
 @lru_cache(maxsize=256)
