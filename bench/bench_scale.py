@@ -12,7 +12,8 @@ for 0.5 CPU and 512 MiB, so ten VMs per host fit. It prints:
 * the daemon's resident memory (peak and at the end; goal: under 2 GiB);
 * phases while VMs are created and deployed, every ``--every`` seconds:
   VMs created and RUNNING (and the rate since the last line), scheduler
-  passes and their seconds, the SQLite WAL's size, the daemon's RSS;
+  passes, their seconds and how many built their placer from the store, the
+  SQLite WAL's size, the daemon's RSS;
 * from a separate client process over HTTP: a page of 2,000 VMs of
   ``one.vmpool.info(-2, offset, -2000, -1)`` (median of 10 random pages; goal:
   under 100 ms), both until the reply is received and with the client's XML-RPC
@@ -145,8 +146,9 @@ async def report_phases(daemon: Daemon, home: Path, every: float, created: list[
         wal_mib = wal.stat().st_size / 2**20 if wal.exists() else 0.0
         print(f"  {now - started:6.1f} s  created {created[0]:6d} ({made:5.0f}/s)  running "
               f"{running:6d} ({rate:5.0f}/s)  passes {daemon.scheduler.passes:4d} "
-              f"({_pass_seconds():6.1f} s)  WAL {wal_mib:6.1f} MiB  RSS {rss_mib()[1]:5.0f} MiB"
-              f"  load {os.getloadavg()[0]:.1f}", flush=True)
+              f"({_pass_seconds():6.1f} s, {daemon.scheduler.rebuilds} placer builds)  "
+              f"WAL {wal_mib:6.1f} MiB  RSS {rss_mib()[1]:5.0f} MiB  "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
         last = (now, created[0], running)
 
 
