@@ -122,3 +122,26 @@ def test_deferred_journal_writes_keep_each_vms_order_and_fail_alone(db: Database
                                   for vm_id in range(3)})
     assert entries == {0: [("t0", "done", "done-0"), ("t0-again.2", "started", "")],
                        1: [("t1", "done", "done-1")], 2: []}
+
+
+def _held(*, changed_behind: bool = False) -> Change:
+    """HOLD with the batch's deferred writes; ``changed_behind``: the VM's row is first
+    written as another action would (so the deferred compare-and-swap must lose)."""
+    def change(connection: Connection, vm: VmRecord, reads: BatchReads
+               ) -> tuple[VmRecord, Stepped]:
+        if changed_behind:
+            vm_pool.update_vm(connection, vm, name=f"elsewhere-{vm.id}")
+        return vm, step(connection, vm, Event.HOLD, install_id="test", later=reads.later)
+    return change
+
+
+def test_a_deferred_compare_and_swap_that_loses_fails_its_change_alone(db: Database) -> None:
+    """The batch's row writes go out as one statement; when one finds its row changed
+    the batch runs again change by change, and only that change fails."""
+    store_vms(db, *(new_vm(vm_id) for vm_id in range(3)))
+    outcomes = run(db, [(0, _held()), (1, _held(changed_behind=True)), (2, _held())])
+    assert isinstance(outcomes[1], ConflictError)
+    stored = read(db, lambda c: vm_pool.get_vms(c, range(3)))
+    assert [stored[vm_id].state for vm_id in range(3)] == [VmState.HOLD, VmState.PENDING,
+                                                            VmState.HOLD]
+    assert stored[1].name == "one-1" and stored[1].version == 0

@@ -23,6 +23,7 @@ from cloudburst.errors import QuotaError
 from cloudburst.model import cost
 from cloudburst.model.records import VmRecord
 from cloudburst.model.states import VmState
+from cloudburst.store.deferred import Deferred
 from cloudburst.store.schema import history, hosts, quotas, vms
 
 #: VM states that count in the RUNNING_* metrics.
@@ -162,14 +163,15 @@ def limit_map(limits: list[Limit], owner_id: int) -> LimitMap:
 
 def check_vm(connection: Connection, *, uid: int, gid: int, cpu: float, memory: float,
              cluster_id: int = ALL_CLUSTERS, price: float | None = None,
-             memo: dict[Any, Any] | None = None) -> None:
+             memo: dict[Any, Any] | None = None, later: Deferred | None = None) -> None:
     """Refuse a new VM (``cluster_id`` -1: its totals) or a VM's placement in cluster
     ``cluster_id`` (that cluster's limits, and every budget) that would break a quota.
 
     A placement at ``price`` per hour must fit the hourly budgets, and an hour
     of it what is left of the monthly ones, both of the cluster and in total.
     ``memo`` keeps the limits read, for the other placements of one transaction
-    (limits do not change there; usage is read each time, as it does).
+    (limits do not change there; usage is read each time, as it does), after
+    ``later``'s writes are flushed (the usage counts them).
 
     Raises:
         QuotaError: oned's "limit of N reached for METRIC quota" message (a
@@ -177,18 +179,22 @@ def check_vm(connection: Connection, *, uid: int, gid: int, cpu: float, memory: 
     """
     request = {"VMS": 1.0, "CPU": cpu, "MEMORY": float(memory), **_running(cpu, memory)}
     money = {metric: price for metric in auth_quotas.BUDGET_METRICS} if price else {}
-    _check(connection, uid, gid, request, cluster_id, money=money, action=False, memo=memo)
+    _check(connection, uid, gid, request, cluster_id, money=money, action=False, memo=memo,
+           later=later)
     if money and cluster_id != ALL_CLUSTERS:
-        _check_site_budget(connection, cluster_id, money, memo)
+        _check_site_budget(connection, cluster_id, money, memo, later)
 
 
 def _check_site_budget(connection: Connection, cluster_id: int,
-                       money: dict[str, float], memo: dict[Any, Any] | None) -> None:
+                       money: dict[str, float], memo: dict[Any, Any] | None,
+                       later: Deferred | None) -> None:
     """A site's own budgets (``one.cluster.quota``) bind every owner, oneadmin too."""
     limits = limit_map(_limits(connection, "cluster", [cluster_id], memo), cluster_id)
     own = limits.get(ALL_CLUSTERS, {})
     if not any(limit >= 0 for limit in own.values()):
         return
+    if later is not None:
+        later.flush(connection)
     used = usage(connection, "cluster", cluster_id)[ALL_CLUSTERS]
     broken = auth_quotas.first_exceeded(own, used, money)
     if broken is not None:
@@ -196,7 +202,8 @@ def _check_site_budget(connection: Connection, cluster_id: int,
                          f"{broken[0]} quota in VM.", budget=True)
 
 
-def check_running(connection: Connection, vm: VmRecord, *, stays_on_host: bool) -> None:
+def check_running(connection: Connection, vm: VmRecord, *, stays_on_host: bool,
+                  later: Deferred | None = None) -> None:
     """Refuse an action that brings ``vm`` (not in :data:`RUNNING_STATES`) back into
     the RUNNING_* metrics beyond its owner's or group's limits: the totals, and the
     cluster of its host when it ``stays_on_host`` (a VM that goes back to PENDING
@@ -207,12 +214,14 @@ def check_running(connection: Connection, vm: VmRecord, *, stays_on_host: bool) 
             RUNNING_VMS quota in VM", an action error).
     """
     request = _running(vm.cpu, vm.memory)
-    _check(connection, vm.uid, vm.gid, request, ALL_CLUSTERS, money={}, action=True)
+    _check(connection, vm.uid, vm.gid, request, ALL_CLUSTERS, money={}, action=True,
+           later=later)
     if stays_on_host and vm.host_id is not None:
         cluster = connection.execute(select(hosts.c.cluster_id).where(
             hosts.c.id == vm.host_id)).scalar()
         if cluster is not None:
-            _check(connection, vm.uid, vm.gid, request, int(cluster), money={}, action=True)
+            _check(connection, vm.uid, vm.gid, request, int(cluster), money={}, action=True,
+                   later=later)
 
 
 def _running(cpu: float, memory: float) -> dict[str, float]:
@@ -221,9 +230,10 @@ def _running(cpu: float, memory: float) -> dict[str, float]:
 
 def _check(connection: Connection, uid: int, gid: int, request: Mapping[str, float],
            cluster_id: int, *, money: Mapping[str, float], action: bool,
-           memo: dict[Any, Any] | None = None) -> None:
+           memo: dict[Any, Any] | None = None, later: Deferred | None = None) -> None:
     """Raise the first limit ``request`` (in ``cluster_id``) and ``money`` (also in
-    total) would break, for the user and the group."""
+    total) would break, for the user and the group (usage read after ``later``'s
+    writes are flushed)."""
     for kind, owner in (("user", uid), ("group", gid)):
         if owner == _EXEMPT:
             continue
@@ -236,6 +246,8 @@ def _check(connection: Connection, uid: int, gid: int, request: Mapping[str, flo
             effective = _effective(own.get(scope, {}), defaults.get(scope, {}))
             if not any(effective.get(metric, -1.0) >= 0 for metric in wanted):
                 continue  # nothing limited: skip reading the usage
+            if later is not None:
+                later.flush(connection)
             used = usage(connection, kind, owner).get(scope, {})
             broken = auth_quotas.first_exceeded(effective, used, wanted)
             if broken is not None:

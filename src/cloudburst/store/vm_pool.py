@@ -30,6 +30,7 @@ from cloudburst.errors import ConflictError, NotFoundError
 from cloudburst.model.lifecycle import StateKey
 from cloudburst.model.records import HistoryRecord, VmRecord, cpu_share
 from cloudburst.model.states import CAPACITY_HOLDING_STATES, LcmState, VmState
+from cloudburst.store.deferred import Deferred
 from cloudburst.store.prepared import Prepared, row_type
 from cloudburst.store.schema import groups, history, users, vms
 from cloudburst.template import Template
@@ -376,11 +377,14 @@ _CURRENT_SEQS = (select(history.c.vm_id, func.max(history.c.seq))
                  .group_by(history.c.vm_id))
 
 
-def update_vm(connection: Connection, record: VmRecord, **changes: Any) -> VmRecord:
+def update_vm(connection: Connection, record: VmRecord, *, later: Deferred | None = None,
+              **changes: Any) -> VmRecord:
     """Write ``changes`` to ``record`` if nobody changed it since it was read.
 
     Returns the new record (``version`` bumped). A state change also records
-    the previous state in ``prev_state``/``prev_lcm_state``.
+    the previous state in ``prev_state``/``prev_lcm_state``. ``later``: written
+    (and checked) at its flush, when the store counts the rows of each of many
+    parameter sets.
 
     Raises:
         ConflictError: the stored version differs (another action won the race).
@@ -396,6 +400,9 @@ def update_vm(connection: Connection, record: VmRecord, **changes: Any) -> VmRec
     params["_id"] = record.id
     params["_version"] = record.version
     columns = frozenset(name for name in params if not name.startswith("_") and name != "version")
+    if later is not None and connection.dialect.supports_sane_multi_rowcount:
+        later.add(record.id, _update_statement(columns), params, checked=True)
+        return updated
     result = connection.execute(_update_statement(columns), params)
     if result.rowcount != 1:
         raise ConflictError(f"VM {record.id} was changed by another action; try again")
@@ -445,25 +452,36 @@ def _update_history_statement(columns: frozenset[str]) -> Update:
     )
 
 
-def insert_history(connection: Connection, record: HistoryRecord) -> None:
-    """Append a history record."""
-    connection.execute(_INSERT_HISTORY, {
+def insert_history(connection: Connection, record: HistoryRecord, *,
+                   later: Deferred | None = None) -> None:
+    """Append a history record (at ``later``'s flush, if given)."""
+    params = {
         "vm_id": record.vm_id, "seq": record.seq, "host_id": record.host_id,
         "hostname": record.hostname, "vm_mad": record.vm_mad, "tm_mad": record.tm_mad,
         "stime": record.stime, "etime": record.etime, "pstime": record.pstime,
         "petime": record.petime, "rstime": record.rstime, "retime": record.retime,
         "estime": record.estime, "eetime": record.eetime, "action": record.action,
         "reason": record.reason, "price": record.price, "cluster_id": record.cluster_id,
-    })
+    }
+    if later is not None:
+        later.add(record.vm_id, _INSERT_HISTORY, params)
+    else:
+        connection.execute(_INSERT_HISTORY, params)
 
 
 _INSERT_HISTORY = insert(history)
 
 
-def update_history(connection: Connection, vm_id: int, seq: int, **changes: Any) -> None:
-    """Update fields (times, action, reason) of one history record."""
-    connection.execute(_update_history_statement(frozenset(changes)),
-                       {**changes, "_vm_id": vm_id, "_seq": seq})
+def update_history(connection: Connection, vm_id: int, seq: int, *,
+                   later: Deferred | None = None, **changes: Any) -> None:
+    """Update fields (times, action, reason) of one history record (at ``later``'s
+    flush, if given)."""
+    statement = _update_history_statement(frozenset(changes))
+    params = {**changes, "_vm_id": vm_id, "_seq": seq}
+    if later is not None:
+        later.add(vm_id, statement, params)
+    else:
+        connection.execute(statement, params)
 
 
 def host_usage(

@@ -256,7 +256,8 @@ def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
             no work is journalled on it yet, so the journal's count of earlier
             attempts is skipped.
         later: the batch's deferred writes (:mod:`cloudburst.store.deferred`): the
-            journal's writes and the backoff's end go there.
+            VM's row, its stay's, the journal's writes and the backoff's end go there
+            (so a ``ConflictError`` may come from its flush instead).
 
     A user's action that brings the VM back into the RUNNING_* quota metrics
     (``resume`` of a powered-off, suspended, stopped or undeployed VM) is
@@ -271,7 +272,8 @@ def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
     moved = lifecycle.move(vm.position, event)
     if event in lifecycle.USER_EVENTS and vm.state not in quota_pool.RUNNING_STATES \
             and moved.to[0] in quota_pool.RUNNING_STATES:
-        quota_pool.check_running(connection, vm, stays_on_host=moved.to[0] is VmState.ACTIVE)
+        quota_pool.check_running(connection, vm, stays_on_host=moved.to[0] is VmState.ACTIVE,
+                                 later=later)
     if moved.work is not None and check is not None and not moved.work.instant:
         check(connection, vm, moved.work)
     values: dict[str, Any] = dict(changes or {})
@@ -284,14 +286,14 @@ def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
         if moved.work is Work.PROLOG:  # instant: it starts and ends now (see below)
             stamp = now()
             stay = replace(stay, petime=stamp, rstime=stamp)
-        vm_pool.insert_history(connection, stay)
+        vm_pool.insert_history(connection, stay, later=later)
     elif seq is None:
         seq = current_seq(connection, vm.id)
     code = lifecycle.HISTORY_ACTIONS.get(event)
     if code is not None and seq >= 0 and event in lifecycle.USER_EVENTS \
             and vm.state in _ON_A_HOST:
         vm_pool.update_history(connection, vm.id, seq, action=code,
-                               reason=why or f"{event.value} requested")
+                               reason=why or f"{event.value} requested", later=later)
     if finish is not None:
         label, ok, result = finish
         journal.finish_started(connection, vm.id, _journal_actions(label), ok=ok,
@@ -305,7 +307,7 @@ def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
     previous, position, work = vm.position, moved.to, moved.work
     while work is not None and work.instant:
         if not (work is Work.PROLOG and stay is not None):  # else written with the stay
-            _instant(connection, vm, work, seq)
+            _instant(connection, vm, work, seq, later)
         after = lifecycle.move(position, Event.SUCCESS)
         previous, position, work = position, after.to, after.work
         done.passed.append(position)
@@ -314,7 +316,7 @@ def step(connection: Connection, vm: VmRecord, event: Event, *, install_id: str,
                       prev_lcm_state=previous[1])
     if position == lifecycle.DONE:
         values.setdefault("etime", now())
-    written = vm_pool.update_vm(connection, vm, **values) if values else vm
+    written = vm_pool.update_vm(connection, vm, later=later, **values) if values else vm
     done.vm = written
     if work is not None:
         done.work = work
@@ -337,23 +339,25 @@ def _journal_actions(label: str) -> tuple[str, ...]:
     return (label,)
 
 
-def _instant(connection: Connection, vm: VmRecord, work: Work, seq: int) -> None:
+def _instant(connection: Connection, vm: VmRecord, work: Work, seq: int,
+             later: Deferred | None) -> None:
     """Store-only work: the prolog ends at once; the epilog closes the stay."""
     stamp = now()
     if seq < 0:
         return
     if work is Work.PROLOG:
-        vm_pool.update_history(connection, vm.id, seq, petime=stamp, rstime=stamp)
+        vm_pool.update_history(connection, vm.id, seq, petime=stamp, rstime=stamp, later=later)
     elif work is Work.EPILOG:
-        close_stay(connection, vm.id, seq)
+        close_stay(connection, vm.id, seq, later=later)
 
 
-def close_stay(connection: Connection, vm_id: int, seq: int) -> None:
+def close_stay(connection: Connection, vm_id: int, seq: int, *,
+               later: Deferred | None = None) -> None:
     """The epilog's store step: the stay ``seq`` ends now (running, epilog, stay)."""
     if seq >= 0:
         stamp = now()
         vm_pool.update_history(connection, vm_id, seq, retime=stamp, estime=stamp,
-                               eetime=stamp, etime=stamp)
+                               eetime=stamp, etime=stamp, later=later)
 
 
 class ManagerBase:

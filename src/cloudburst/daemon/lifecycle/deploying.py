@@ -72,6 +72,8 @@ class Deploying(ManagerBase):
                 raise ConflictError(f"VM {vm_id} is no longer pending")
             # The deploys of a scheduler pass are written together: what they
             # share (the host, limits, stays) is read once for all of them.
+            if enforce:  # the host's usage: what the batch placed there so far too
+                reads.later.flush(connection)
             host = (host_pool.get_host(connection, host_id) if enforce
                     else batch_host(connection, reads, host_id))
             event = parked_deploy(connection, vm)
@@ -81,7 +83,7 @@ class Deploying(ManagerBase):
             # budgets: the stay's price must fit the owner's, per site and in total.
             quota_pool.check_vm(connection, uid=vm.uid, gid=vm.gid, cpu=vm.cpu,
                                 memory=vm.memory, cluster_id=host.cluster_id,
-                                price=price, memo=reads.memo)
+                                price=price, memo=reads.memo, later=reads.later)
             why = reason or reasons.manual(
                 host.id, host.name,
                 reasons.CLOUD_TIER if host.is_public_cloud else reasons.LOCAL_TIER, price)

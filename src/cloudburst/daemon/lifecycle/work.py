@@ -720,7 +720,7 @@ def _end_stay(reason: str) -> Callable[[Connection, VmRecord, Move], dict[str, A
         stamp = now()
         seq = current_seq(connection, vm.id)
         if seq >= 0:
-            extra = {"reason": reason} if reason else {}
+            extra: dict[str, Any] = {"reason": reason} if reason else {}
             vm_pool.update_history(connection, vm.id, seq, etime=stamp, retime=stamp, **extra)
         return {}
 
