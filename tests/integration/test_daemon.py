@@ -39,6 +39,7 @@ from cloudburst.daemon.main import load_settings
 from cloudburst.errors import (
     IllegalActionError,
     NotFoundError,
+    QuotaError,
     TemplateError,
     ValidationError,
 )
@@ -1232,3 +1233,27 @@ def test_settings_of_the_test_home_are_what_the_tests_rely_on(tmp_path: Path) ->
     assert (settings.monitoring_interval, settings.vm_polling_interval) == (0.3, 0.2)
     assert settings.driver("VM_MAD", "vmm_provider") is not None
     assert settings.home == tmp_path / "home"
+
+
+def test_a_burst_of_creations_keeps_quotas_and_consecutive_ids(tmp_path: Path) -> None:
+    """Creations asked in one turn are written together: a user's VMS quota still
+    counts the burst's earlier VMs, and the ids of the VMs it refused are given back
+    (ids stay consecutive, as when each creation was its own write)."""
+    settings = make_home(tmp_path)
+
+    async def scenario() -> None:
+        async with running(settings) as daemon:
+            await daemon.quotas.set("user", 5, "VM = [ VMS = 2 ]")
+            outcomes = await asyncio.gather(*(
+                daemon.vms.allocate(LOCAL_VM, uid=uid, gid=1, hold=True)
+                for uid in (5, 0, 5, 5, 0, 5)), return_exceptions=True)
+            refused = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+            assert len(refused) == 2 and all(isinstance(error, QuotaError) for error in refused)
+            assert "limit of 2 reached for VMS quota" in str(refused[0])
+            created = sorted(outcome for outcome in outcomes if isinstance(outcome, int))
+            assert created == [0, 1, 2, 3]
+            assert await daemon.vms.allocate(LOCAL_VM, hold=True) == 4
+            owners = {vm.id: vm.uid for vm in await daemon.vms.pool(state=-2)}
+            assert sorted(owners.values()) == [0, 0, 0, 5, 5]
+
+    run(scenario)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
@@ -35,8 +35,10 @@ from cloudburst.service.vm_template import (
 )
 from cloudburst.store import backoffs, group_pool, quota_pool, user_pool, vm_logs, vm_pool
 from cloudburst.store.database import Database
-from cloudburst.store.sequences import next_ids
+from cloudburst.store.deferred import Deferred
+from cloudburst.store.sequences import give_back_ids, next_ids
 from cloudburst.store.spending import open_stay_prices
+from cloudburst.store.turn_writes import TurnWrites
 from cloudburst.store.vm_pool import VmStamp
 from cloudburst.store.vm_search import (
     VmCount,
@@ -95,6 +97,8 @@ class VmService:
         self._document = document
         #: The configured VM drivers' names (what a RAW section's TYPE may name).
         self._vm_mads = vm_mads
+        #: The creations asked in one turn of the loop, written together.
+        self._creations: TurnWrites[_Creation, VmRecord] = TurnWrites(db, _create_all)
 
     def _expanded(self, connection: Connection, vm: VmRecord, template: Template,
                   user_template: Template) -> Template:
@@ -140,10 +144,11 @@ class VmService:
         now = int(time.time())
         state = VmState.HOLD if hold else VmState.PENDING
 
-        def write(connection: Connection) -> VmRecord:
+        def check_quota(connection: Connection, later: Deferred) -> None:
             quota_pool.check_vm(connection, uid=uid, gid=gid, cpu=prepared.cpu,
-                                memory=prepared.memory)
-            vm_id = next_ids(connection, "vm")
+                                memory=prepared.memory, later=later)
+
+        def build(connection: Connection, vm_id: int) -> VmRecord:
             system = devices.numbered(prepared.template)
             system.set("VMID", str(vm_id))
             if hold:
@@ -157,12 +162,10 @@ class VmService:
                 host_id=None, template=system, user_template=prepared.user_template,
                 cpu=prepared.cpu, memory=prepared.memory, version=0,
             )
-            record = replace(record, template=self._expanded(
+            return replace(record, template=self._expanded(
                 connection, record, system, prepared.user_template))
-            vm_pool.insert_vms(connection, [record])
-            return record
 
-        created = await self.db.write(write)
+        created = await self._creations.ask(_Creation(check_quota, build))
         vm_id = created.id
         self.lifecycle.files.log(vm_id, "I", f"New state is {state.name}")
         self.lifecycle.events.publish("vm", vm_id, vm_snapshot(created))
@@ -509,6 +512,40 @@ class VmService:
         await self.db.write(write)
         return vm_id
 
+
+
+@dataclass(frozen=True, slots=True)
+class _Creation:
+    """One VM to create: its quota check (with the batch's pending writes), then its
+    record once it has an id."""
+
+    check: Callable[[Connection, Deferred], None]
+    build: Callable[[Connection, int], VmRecord]
+
+
+def _create_all(connection: Connection, asked: Sequence[_Creation]
+                ) -> list[VmRecord | Exception]:
+    """Create the VMs ``asked``, in order, in one write: their ids are reserved at once
+    (those of refused VMs given back: ids stay consecutive) and their rows inserted in
+    one statement, flushed before a quota check that reads usage (it counts them)."""
+    later = Deferred()
+    first = next_ids(connection, "vm", len(asked))
+    vm_id = first
+    outcomes: list[VmRecord | Exception] = []
+    for creation in asked:
+        try:
+            creation.check(connection, later)
+            record = creation.build(connection, vm_id)
+        except CloudburstError as exc:  # this VM refused (quota, template): not the others
+            outcomes.append(exc)
+            continue
+        vm_pool.insert_vms(connection, [record], later=later)
+        vm_id += 1
+        outcomes.append(record)
+    later.flush(connection)
+    if vm_id < first + len(asked):
+        give_back_ids(connection, "vm", first + len(asked) - vm_id)
+    return outcomes
 
 
 def _found(read: Callable[[Connection, int], _T], connection: Connection,

@@ -23,6 +23,15 @@ def next_ids(connection: Connection, pool: str, count: int = 1) -> int:
     return int(bumped) - count
 
 
+def give_back_ids(connection: Connection, pool: str, count: int) -> None:
+    """Return the last ``count`` ids :func:`next_ids` reserved in this transaction
+    (unused): the transaction holds the sequence's row since, so they are the last."""
+    connection.execute(_GIVE_BACK, {"pool": pool, "count": count})
+
+
+_GIVE_BACK = (update(sequences).where(sequences.c.name == bindparam("pool"))
+              .values(next_id=sequences.c.next_id - bindparam("count")))
+
 _BUMP = (
     update(sequences)
     .where(sequences.c.name == bindparam("pool"))

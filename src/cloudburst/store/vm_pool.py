@@ -122,11 +122,19 @@ def _column_values(record: VmRecord) -> dict[str, Any]:
     }
 
 
-def insert_vms(connection: Connection, records: Iterable[VmRecord]) -> None:
-    """Insert new VMs (ids already reserved with ``next_ids``)."""
+def insert_vms(connection: Connection, records: Iterable[VmRecord], *,
+               later: Deferred | None = None) -> None:
+    """Insert new VMs (ids already reserved with ``next_ids``), at ``later``'s flush
+    if given."""
     rows = [_column_values(record) for record in records]
-    if rows:
-        connection.execute(insert(vms), rows)
+    if later is not None:
+        for row in rows:
+            later.add(row["id"], _INSERT_VMS, row)
+    elif rows:
+        connection.execute(_INSERT_VMS, rows)
+
+
+_INSERT_VMS = insert(vms)
 
 
 def get_vm(connection: Connection, vm_id: int, *, with_history: bool = True) -> VmRecord:
