@@ -10,7 +10,9 @@ CLOUDBURST_HOME, scheduler, dispatcher, dummy drivers; no API) and prints:
 * the ratio to OpenNebula's default scheduler, which dispatches about 2 VMs/s
   (MAX_DISPATCH=30 every SCHED_INTERVAL=15 s).
 
-Usage: ``python bench/bench_core.py [--hosts N] [--vms N] [--rate VMS_PER_S]``.
+Usage: ``python bench/bench_core.py [--hosts N] [--vms N] [--rate VMS_PER_S] [--postgresql]``.
+``--postgresql`` runs the store on a throw-away PostgreSQL server
+(``tests/pg_server.py``, as ``bench_scale.py`` does).
 The last line is ``RESULT key=value ...``. With ``--rate`` VMs are created at
 that pace (open loop), which measures the creation-to-deploy delay under a
 steady arrival rate instead of one burst.
@@ -20,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -34,6 +38,9 @@ from cloudburst.daemon.main import load_settings
 from cloudburst.drivers.base import DeploySpec
 from cloudburst.model.states import HostState, LcmState, VmState
 from cloudburst.store.schema import hosts, vms
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_scale import store_url
 
 OPENNEBULA_VMS_PER_SECOND = 2.0
 TEMPLATE = 'NAME = "bench"\nCPU = 1\nMEMORY = 512\n'
@@ -51,9 +58,12 @@ async def count_monitored(daemon: Daemon) -> int:
     return int(await daemon.db.read(lambda connection: connection.execute(query).scalar_one()))
 
 
-async def run(host_count: int, vm_count: int, rate: float) -> dict[str, float]:
+async def run(host_count: int, vm_count: int, rate: float, url: str = ""
+              ) -> dict[str, float | str]:
     home = Path(tempfile.mkdtemp(prefix="cloudburst-bench-"))
     settings, _ = load_settings(home)
+    if url:
+        settings = dataclasses.replace(settings, db_url=url)
     daemon = Daemon(settings)
     deploy_called: dict[int, float] = {}
     driver = daemon.dispatcher.vm_driver("dummy")
@@ -98,6 +108,7 @@ async def run(host_count: int, vm_count: int, rate: float) -> dict[str, float]:
         await daemon.stop()
     delays = sorted((deploy_called[vm_id] - created[vm_id]) * 1000 for vm_id in created)
     return {
+        "store": "postgresql" if url else "sqlite",
         "hosts": host_count,
         "vms": vm_count,
         "hosts_ready_s": hosts_ready,
@@ -107,6 +118,7 @@ async def run(host_count: int, vm_count: int, rate: float) -> dict[str, float]:
         "median_create_to_deploy_ms": statistics.median(delays),
         "p95_create_to_deploy_ms": delays[int(len(delays) * 0.95) - 1],
         "ratio_vs_opennebula": vm_count / all_running / OPENNEBULA_VMS_PER_SECOND,
+        "load": os.getloadavg()[0],
     }
 
 
@@ -116,9 +128,12 @@ def main() -> int:
     parser.add_argument("--vms", type=int, default=10000)
     parser.add_argument("--rate", type=float, default=0.0,
                         help="create VMs at this many per second (0: all at once)")
+    parser.add_argument("--postgresql", action="store_true",
+                        help="store on a throw-away PostgreSQL server (default SQLite)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    result = asyncio.run(run(args.hosts, args.vms, args.rate))
+    with store_url(args.postgresql) as url:
+        result = asyncio.run(run(args.hosts, args.vms, args.rate, url))
     print(f"hosts monitored after  {result['hosts_ready_s']:.2f} s")
     print(f"{args.vms} VMs created in  {result['create_s']:.2f} s")
     print(f"all RUNNING after      {result['all_running_s']:.2f} s  (goal < 30 s)")
