@@ -5,14 +5,14 @@ failing change undone alone."""
 from __future__ import annotations
 
 from sqlalchemy import Connection
-from test_store import db, db_url, new_vm, postgres, read, store_vms, write
+from test_store import db, db_url, new_host, new_vm, postgres, read, store_vms, write
 
 from cloudburst.daemon.lifecycle.base import BatchReads, Change, Stepped, step, step_batch
 from cloudburst.errors import ConflictError, IllegalActionError, NotFoundError
 from cloudburst.model.lifecycle import Event
-from cloudburst.model.records import VmRecord
-from cloudburst.model.states import VmState
-from cloudburst.store import journal, vm_pool
+from cloudburst.model.records import HostRecord, VmRecord
+from cloudburst.model.states import HostState, VmState
+from cloudburst.store import host_pool, journal, vm_pool
 from cloudburst.store.database import Database
 
 __all__ = ["db", "db_url", "postgres"]  # fixtures, imported for pytest
@@ -145,3 +145,16 @@ def test_a_deferred_compare_and_swap_that_loses_fails_its_change_alone(db: Datab
     assert [stored[vm_id].state for vm_id in range(3)] == [VmState.HOLD, VmState.PENDING,
                                                             VmState.HOLD]
     assert stored[1].name == "one-1" and stored[1].version == 0
+
+
+def test_kept_hosts_are_decoded_again_only_when_their_version_moved(db: Database) -> None:
+    """What a batch of deploys reads of its hosts: the kept record while the host is
+    unchanged (the very object), the new one once it changed; missing hosts left out."""
+    write(db, lambda c: [host_pool.insert_host(c, new_host(host_id)) for host_id in (0, 1)])
+    kept: dict[int, HostRecord] = {}
+    first = read(db, lambda c: host_pool.hosts_kept(c, [0, 1, 7], kept))
+    assert sorted(first) == [0, 1] and kept == first
+    write(db, lambda c: host_pool.update_host(c, first[1], state=HostState.DISABLED))
+    second = read(db, lambda c: host_pool.hosts_kept(c, [0, 1], kept))
+    assert second[0] is first[0]
+    assert second[1].state is HostState.DISABLED and kept[1] is second[1]

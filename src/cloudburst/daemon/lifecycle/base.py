@@ -119,20 +119,22 @@ Change = Callable[[Connection, VmRecord, BatchReads], "tuple[VmRecord, Stepped]"
 
 
 def step_batch(connection: Connection, changes: Sequence[tuple[int, Change]],
-               hosts: Collection[int] = ()) -> list[tuple[VmRecord, Stepped] | Exception]:
+               hosts: Collection[int] = (), kept_hosts: dict[int, HostRecord] | None = None
+               ) -> list[tuple[VmRecord, Stepped] | Exception]:
     """Apply each ``(vm_id, change)`` in order in this transaction; each gets its
     outcome or the exception it raised (its writes undone, the others kept).
 
     The VMs are read in one statement, and so are ``hosts`` (the changes read them
-    through :func:`batch_host`). The changes run under one savepoint, their
+    through :func:`batch_host`), decoded only when changed since ``kept_hosts``
+    (:func:`host_pool.hosts_kept`). The changes run under one savepoint, their
     blind writes (:attr:`BatchReads.later`) sent once for all at the end; when one
     raises, that savepoint is rolled back and they run again one savepoint each
     (each with its own writes), so a failing change costs the others nothing but
     the re-run.
     """
     first = vm_pool.get_vms(connection, {vm_id for vm_id, _ in changes})
-    known_hosts = {("host", host.id): host for host in host_pool.list_hosts(
-        connection, host_ids=sorted(hosts), with_vms=False, with_usage=False)} if hosts else {}
+    known_hosts = {("host", host_id): host for host_id, host in host_pool.hosts_kept(
+        connection, hosts, {} if kept_hosts is None else kept_hosts).items()} if hosts else {}
     savepoint = connection.begin_nested()
     try:
         reads = BatchReads(dict(first), dict(known_hosts))
@@ -391,6 +393,8 @@ class ManagerBase:
         #: Changes asked in this turn of the loop, written together (see batched).
         self._changes: list[tuple[int, Change, asyncio.Future[Any], int | None]] = []
         self._writes: set[asyncio.Task[None]] = set()
+        #: Host records as the last batch that named them read them (by version).
+        self._kept_hosts: dict[int, HostRecord] = {}
 
     # -- background work --------------------------------------------------------------
 
@@ -514,7 +518,7 @@ class ManagerBase:
         hosts = {host_id for _, _, _, host_id in queued if host_id is not None}
         try:
             outcomes: list[Any] = await self.db.write(
-                lambda connection: step_batch(connection, changes, hosts))
+                lambda connection: step_batch(connection, changes, hosts, self._kept_hosts))
         except asyncio.CancelledError:
             for _, _, future, _ in queued:
                 future.cancel()
