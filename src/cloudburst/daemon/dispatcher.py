@@ -181,8 +181,10 @@ class Dispatcher:
         for attempt in range(1, attempts + 1):
             try:
                 async with gate:
+                    # In the caller's task (wait_for would make a task per call).
                     with metrics.driver_attempt(name, action):
-                        return await asyncio.wait_for(call(), timeout=limit)
+                        async with asyncio.timeout(limit):
+                            return await call()
             except TimeoutError:
                 error: DriverError = DriverTimeoutError(
                     f"Timeout executing {action} after {limit:g} s")
