@@ -21,7 +21,14 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from cloudburst.daemon.lifecycle.base import ManagerBase, Stepped, current_seq, now, step
+from cloudburst.daemon.lifecycle.base import (
+    BatchReads,
+    ManagerBase,
+    Stepped,
+    current_seq,
+    now,
+    step,
+)
 from cloudburst.drivers.base import PollResult, PollState, VmRef
 from cloudburst.errors import ConflictError, NotFoundError
 from cloudburst.model import lifecycle
@@ -88,18 +95,21 @@ class Observing(ManagerBase):
         event = _POLL_EVENTS.get(result.state)
         reclaimed = result.info.get("REASON", "instance taken back")
 
-        def write(connection: Connection) -> tuple[VmRecord, Stepped] | None:
-            vm = vm_pool.get_vm(connection, vm_id, with_history=False)
+        # Written with the other changes of this turn (a monitoring tick's results, the
+        # deploys and answers of the moment): one read of their VMs, one write each kind.
+        def change(connection: Connection, vm: VmRecord, reads: BatchReads
+                   ) -> tuple[VmRecord, Stepped]:
             changes = _sample_changes(vm, result)
             repriced = (result.price is not None and vm.host_id is not None
                         and spending.reprice_open_stay(connection, vm_id, result.price))
             moves = _moves(vm, event) and version in (None, vm.version)
             if (not moves and not changes and not repriced
                     and stamp - vm.last_poll < LAST_POLL_REFRESH):
-                return None
+                return vm, Stepped(vm)  # nothing to write
             changes["last_poll"] = stamp
             if not moves:
-                return vm, Stepped(vm_pool.update_vm(connection, vm, **changes))
+                return vm, Stepped(vm_pool.update_vm(connection, vm, later=reads.later,
+                                                     **changes))
             assert event is not None
             if event is Event.MONITOR_GONE and vm.position == lifecycle.RUNNING:
                 changes["error"] = _GONE
@@ -109,14 +119,14 @@ class Observing(ManagerBase):
                                        etime=stamp, reason=why)
                 changes.update(host_id=None, deploy_id="", error="",
                                sched_message=f"Instance {why}; deploying again")
-            return vm, step(connection, vm, event, install_id=self.install_id, changes=changes)
+            return vm, step(connection, vm, event, install_id=self.install_id, changes=changes,
+                            later=reads.later)
 
         try:
-            written = await self.db.write(write)
+            before, stepped = await self.batched(vm_id, change)
         except (ConflictError, NotFoundError):
             return
-        if written is not None:
-            before, stepped = written
+        if stepped.vm is not before:
             if stepped.vm.position == lifecycle.PENDING and before.position != lifecycle.PENDING:
                 self.files.log(vm_id, "I", stepped.vm.sched_message)
             self.after_step(before, stepped, {})
