@@ -35,7 +35,7 @@ import queue
 import threading
 import time
 import typing
-from collections.abc import Callable, Coroutine, Hashable, Iterator
+from collections.abc import Callable, Coroutine, Hashable, Iterator, Sized
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -56,8 +56,10 @@ T = TypeVar("T")
 MAX_BATCH = 1000
 #: API read lanes on a networked store (threads, each with a loop and a connection).
 API_LANES: Final = 2
-#: Results kept per reader connection by :meth:`Database.read_unchanged`.
+#: Results kept per reader connection by :meth:`Database.read_unchanged`, and the most
+#: items (rows) a kept result may have.
 _UNCHANGED_KEPT: Final = 8
+_UNCHANGED_MOST: Final = 20_000
 #: Seconds a write batch waits for a lock while the previous batch already found it taken.
 _BUSY_RETRY_WAIT: Final = 0.1
 
@@ -186,7 +188,8 @@ class Database:
         On SQLite, when nothing was committed to the store since the connection last ran
         the read of ``key`` (``PRAGMA data_version`` is unchanged), that result is
         returned again: a pool listing polled in a loop re-reads thousands of rows that
-        cannot have changed. Any commit, of any table, makes it read again.
+        cannot have changed. Any commit, of any table, makes it read again. A result of
+        more than 20,000 items is not kept.
         """
         if not self._sqlite:
             return await self.read(function)
@@ -203,6 +206,8 @@ class Database:
             # changes the version seen next time (the result is then read again).
             result = function(connection)
             memo.pop(key, None)
+            if isinstance(result, Sized) and len(result) > _UNCHANGED_MOST:
+                return result  # not kept: memory stays bounded at any pool size
             memo[key] = (version, result)
             while len(memo) > _UNCHANGED_KEPT:
                 del memo[next(iter(memo))]
