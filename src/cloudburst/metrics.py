@@ -18,6 +18,7 @@ would dwarf everything else; ``cloudburst_vms`` counts VMs by state instead.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -88,10 +89,18 @@ LEASE_CHANGES = Counter("cloudburst_lease_changes", "Times this daemon took or l
                         registry=REGISTRY)
 
 
+@functools.lru_cache(maxsize=1024)
+def _driver_series(driver: str, action: str) -> tuple[Counter, Histogram]:
+    # A driver action's series, found once (``labels()`` locks and looks up on each
+    # call: every deploy, poll and monitoring makes one). They are never removed.
+    return DRIVER_CALLS.labels(driver, action), DRIVER_SECONDS.labels(driver, action)
+
+
 @contextlib.contextmanager
 def driver_attempt(driver: str, action: str) -> Iterator[None]:
     """Count and time one attempt of a driver action; failures count by exception class."""
-    DRIVER_CALLS.labels(driver, action).inc()
+    calls, seconds = _driver_series(driver, action)
+    calls.inc()
     started = time.perf_counter()
     try:
         yield
@@ -99,7 +108,7 @@ def driver_attempt(driver: str, action: str) -> Iterator[None]:
         DRIVER_ERRORS.labels(driver, action, type(exc).__name__).inc()
         raise
     finally:
-        DRIVER_SECONDS.labels(driver, action).observe(time.perf_counter() - started)
+        seconds.observe(time.perf_counter() - started)
 
 
 class _CloudApiCounters:
