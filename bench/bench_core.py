@@ -25,6 +25,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -106,6 +107,7 @@ async def run(host_count: int, vm_count: int, rate: float, url: str = ""
         all_running = time.perf_counter() - first
     finally:
         await daemon.stop()
+        shutil.rmtree(home, ignore_errors=True)  # ~10,000 VM directories and the store
     delays = sorted((deploy_called[vm_id] - created[vm_id]) * 1000 for vm_id in created)
     return {
         "store": "postgresql" if url else "sqlite",
