@@ -14,7 +14,6 @@ stamp moved.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Final
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Final
 from cloudburst.api import documents
 from cloudburst.api.calls import INLINE_RENDER, shown_name
 from cloudburst.api.encoded import EncodedText, escaped
+from cloudburst.api.per_daemon import PerDaemon
 from cloudburst.model.records import HostRecord
 from cloudburst.store.host_pool import HostStamp
 
@@ -82,12 +82,5 @@ def _shown(host: HostRecord, stamp: HostStamp) -> HostRecord:
                    running_vms=stamp.running_vms, vm_ids=stamp.vm_ids)
 
 
-_caches: weakref.WeakKeyDictionary[Services, HostPoolCache] = weakref.WeakKeyDictionary()
-
-
-def host_cache_of(daemon: Services) -> HostPoolCache:
-    """The cache serving ``daemon``'s API (created on first use)."""
-    cache = _caches.get(daemon)
-    if cache is None:
-        cache = _caches[daemon] = HostPoolCache()
-    return cache
+#: The cache serving a daemon's API (created on first use).
+host_cache_of: PerDaemon[HostPoolCache] = PerDaemon(HostPoolCache)

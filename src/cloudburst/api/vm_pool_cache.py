@@ -26,13 +26,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 from cloudburst.api import documents
 from cloudburst.api.calls import shown_name
 from cloudburst.api.encoded import EncodedText, escaped
+from cloudburst.api.per_daemon import PerDaemon
 from cloudburst.errors import CloudburstError
 from cloudburst.events import Resync, SubscriptionClosed
 from cloudburst.store.vm_pool import VmStamp
@@ -208,12 +208,5 @@ class VmPoolCache:
             await asyncio.sleep(time.monotonic() - started)
 
 
-_caches: weakref.WeakKeyDictionary[Services, VmPoolCache] = weakref.WeakKeyDictionary()
-
-
-def cache_of(daemon: Services) -> VmPoolCache:
-    """The cache serving ``daemon``'s API (created on first use)."""
-    cache = _caches.get(daemon)
-    if cache is None:
-        cache = _caches[daemon] = VmPoolCache()
-    return cache
+#: The cache serving a daemon's API (created on first use).
+cache_of: PerDaemon[VmPoolCache] = PerDaemon(VmPoolCache)

@@ -69,10 +69,16 @@ class TurnWrites(Generic[R, T]):
             raise
         except Exception as exc:  # the write as a whole: every request
             outcomes = [exc] * len(asked)
-        for (_, future), outcome in zip(asked, outcomes, strict=True):
-            if future.done():
-                continue
-            if isinstance(outcome, Exception):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
+        settle([future for _, future in asked], outcomes)
+
+
+def settle(futures: Sequence[asyncio.Future[Any]], outcomes: Sequence[Any]) -> None:
+    """Give each future its outcome (an exception raises from it), in order; futures
+    already done (cancelled by their caller) are left alone."""
+    for future, outcome in zip(futures, outcomes, strict=True):
+        if future.done():
+            continue
+        if isinstance(outcome, Exception):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

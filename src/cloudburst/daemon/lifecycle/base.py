@@ -56,6 +56,7 @@ from cloudburst.store import backoffs, host_pool, journal, quota_pool, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.deferred import Deferred
 from cloudburst.store.schema import history
+from cloudburst.store.turn_writes import settle
 from cloudburst.template import Template
 
 log = logging.getLogger("cloudburst.daemon.lifecycle")
@@ -525,13 +526,7 @@ class ManagerBase:
             raise
         except Exception as exc:  # the write as a whole (store, fence): every change
             outcomes = [exc] * len(queued)
-        for (_, _, future, _), outcome in zip(queued, outcomes, strict=True):
-            if future.done():
-                continue
-            if isinstance(outcome, Exception):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
+        settle([future for _, _, future, _ in queued], outcomes)
 
     def after_step(self, before: VmRecord, stepped: Stepped, args: WorkArgs) -> None:
         """Log and publish the positions passed, start the work, wake the scheduler
