@@ -163,6 +163,9 @@ def test_scripts_use_basic_credentials_without_csrf(daemon: RunningDaemon) -> No
 
 
 def test_bad_input_gets_one_clear_line_and_the_daemon_keeps_serving(client: Client) -> None:
+    held = client.change("POST", "/api/v1/vms", {"template": "CPU = 1\nMEMORY = 16", "hold": True})
+    assert held.status == 201, held.json()
+    vm_id = held.json()["id"]
     cases = [
         (client.change("POST", "/api/v1/vms", {"template": "CPU = 1"}), 400, "MEMORY"),
         (client.change("POST", "/api/v1/vms", {"template": 'CPU = "1\nMEMORY = 2'}), 400,
@@ -179,7 +182,7 @@ def test_bad_input_gets_one_clear_line_and_the_daemon_keeps_serving(client: Clie
         (client.request("GET", "/api/v1/vms?state=sleepy"), 400, "Unknown VM state"),
         (client.change("POST", "/api/v1/vms/999999/action", {"action": "terminate"}), 404,
          "VM 999999"),
-        (client.change("POST", "/api/v1/vms/0/action", {"action": "fly"}), 409,
+        (client.change("POST", f"/api/v1/vms/{vm_id}/action", {"action": "fly"}), 409,
          'Action "fly" is not supported'),
     ]
     for answer, status, words in cases:
