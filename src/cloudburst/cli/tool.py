@@ -13,6 +13,9 @@ provider and cancels them at the end.
 daemon runs; ``cloudburst restore FILE`` puts one back (daemon stopped). See
 :mod:`cloudburst.store.backup` and docs/recovery.md.
 
+``cloudburst purge-done`` deletes VMs terminated long ago from the store, as
+``onedb purge-done`` does (:mod:`cloudburst.cli.purge_done`).
+
 ``cloudburst ec2-prices`` rewrites the EC2 information driver's price table
 from the AWS Price List API (:mod:`cloudburst.drivers.ec2.price_list`); when
 the API cannot be asked the table in place stays, and one line says why.
@@ -29,6 +32,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from cloudburst.cli import purge_done
 from cloudburst.config import oned
 from cloudburst.config.settings import Settings, home_from_environment
 from cloudburst.drivers.contract import Check, ContractSettings, ContractTest, summary
@@ -90,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "this home's store. Stop oned first. See docs/recovery.md.")
     restore.add_argument("file", type=Path, metavar="FILE")
     restore.set_defaults(handler=_restore)
+    purge_done.add_parser(commands, _settings)
 
     prices = commands.add_parser(
         "ec2-prices", help="refresh the EC2 price table from the AWS Price List API",
@@ -130,11 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _store_url() -> tuple[Path, str]:
+def _settings() -> Settings:
+    """The settings of ``$CLOUDBURST_HOME`` (its ``etc/oned.conf``, else the defaults)."""
     home = home_from_environment()
     conf = home / "etc" / "oned.conf"
-    settings = oned.load(conf, home)[0] if conf.exists() else Settings(home=home)
-    return home, settings.database_url
+    return oned.load(conf, home)[0] if conf.exists() else Settings(home=home)
+
+
+def _store_url() -> tuple[Path, str]:
+    settings = _settings()
+    return settings.home, settings.database_url
 
 
 def _backup(args: argparse.Namespace) -> int:
