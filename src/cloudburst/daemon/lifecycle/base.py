@@ -498,12 +498,18 @@ class ManagerBase:
         loop, in one :func:`step_batch`; returns its outcome or raises its exception.
         ``host_id``: a host the change reads (:func:`batch_host`), read with the
         batch's others in one statement."""
+        return await self.queue_change(vm_id, change, host_id=host_id)
+
+    def queue_change(self, vm_id: int, change: Change, *, host_id: int | None = None
+                     ) -> asyncio.Future[tuple[VmRecord, Stepped]]:
+        """:meth:`batched` without a coroutine: the future of ``change``'s outcome (many
+        changes asked at once need no task each)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[VmRecord, Stepped]] = loop.create_future()
         if not self._changes:
             loop.call_soon(self._write_changes)
         self._changes.append((vm_id, change, future, host_id))
-        return await future
+        return future
 
     def _write_changes(self) -> None:
         queued, self._changes = self._changes, []

@@ -23,6 +23,7 @@ from sqlalchemy import Connection
 
 from cloudburst.daemon.lifecycle.base import (
     BatchReads,
+    Change,
     ManagerBase,
     Stepped,
     current_seq,
@@ -86,17 +87,41 @@ class Observing(ManagerBase):
                                                                            stamp))
             results = {vm_id: result for vm_id, result in results.items()
                        if vm_id not in quiet}
-        await asyncio.gather(*(self._apply_one(
-            vm_id, result, None if versions is None else versions.get(vm_id, -1))
-            for vm_id, result in results.items()))
+        # Written with the other changes of this turn (a monitoring tick's results, the
+        # deploys and answers of the moment): one read of their VMs, one write each kind;
+        # a future each, not a task each.
+        queued = [(vm_id, self.queue_change(vm_id, self._poll_change(
+            vm_id, result, None if versions is None else versions.get(vm_id, -1))))
+            for vm_id, result in results.items()]
+        failure: Exception | None = None
+        try:
+            for vm_id, future in queued:
+                try:
+                    before, stepped = await future
+                except (ConflictError, NotFoundError):
+                    continue
+                except Exception as exc:  # the others are still applied
+                    failure = failure or exc
+                    continue
+                if stepped.vm is not before:
+                    if (stepped.vm.position == lifecycle.PENDING
+                            and before.position != lifecycle.PENDING):
+                        self.files.log(vm_id, "I", stepped.vm.sched_message)
+                    self.after_step(before, stepped, {})
+        except asyncio.CancelledError:
+            for _, future in queued:
+                future.cancel()
+            raise
+        if failure is not None:
+            raise failure
 
-    async def _apply_one(self, vm_id: int, result: PollResult, version: int | None) -> None:
+    def _poll_change(self, vm_id: int, result: PollResult, version: int | None) -> Change:
+        """The change that stores ``result`` on VM ``vm_id`` and applies the event it
+        implies (``version``: the VM's version read before the poll, if known)."""
         stamp = now()
         event = _POLL_EVENTS.get(result.state)
         reclaimed = result.info.get("REASON", "instance taken back")
 
-        # Written with the other changes of this turn (a monitoring tick's results, the
-        # deploys and answers of the moment): one read of their VMs, one write each kind.
         def change(connection: Connection, vm: VmRecord, reads: BatchReads
                    ) -> tuple[VmRecord, Stepped]:
             changes = _sample_changes(vm, result)
@@ -122,14 +147,7 @@ class Observing(ManagerBase):
             return vm, step(connection, vm, event, install_id=self.install_id, changes=changes,
                             later=reads.later)
 
-        try:
-            before, stepped = await self.batched(vm_id, change)
-        except (ConflictError, NotFoundError):
-            return
-        if stepped.vm is not before:
-            if stepped.vm.position == lifecycle.PENDING and before.position != lifecycle.PENDING:
-                self.files.log(vm_id, "I", stepped.vm.sched_message)
-            self.after_step(before, stepped, {})
+        return change
 
 
 def _sample_changes(vm: VmRecord | PolledVm, result: PollResult) -> dict[str, Any]:
