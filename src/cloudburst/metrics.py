@@ -17,11 +17,11 @@ would dwarf everything else; ``cloudburst_vms`` counts VMs by state instead.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import TracebackType
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -96,19 +96,28 @@ def _driver_series(driver: str, action: str) -> tuple[Counter, Histogram]:
     return DRIVER_CALLS.labels(driver, action), DRIVER_SECONDS.labels(driver, action)
 
 
-@contextlib.contextmanager
-def driver_attempt(driver: str, action: str) -> Iterator[None]:
-    """Count and time one attempt of a driver action; failures count by exception class."""
-    calls, seconds = _driver_series(driver, action)
-    calls.inc()
-    started = time.perf_counter()
-    try:
-        yield
-    except Exception as exc:
-        DRIVER_ERRORS.labels(driver, action, type(exc).__name__).inc()
-        raise
-    finally:
-        seconds.observe(time.perf_counter() - started)
+class driver_attempt:
+    """Count and time one attempt of a driver action; failures count by exception class.
+
+    A class, not a generator: every deploy, poll and monitoring call makes one.
+    """
+
+    __slots__ = ("_action", "_calls", "_driver", "_seconds", "_started")
+
+    def __init__(self, driver: str, action: str) -> None:
+        self._driver, self._action = driver, action
+        self._calls, self._seconds = _driver_series(driver, action)
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._calls.inc()
+        self._started = time.perf_counter()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self._seconds.observe(time.perf_counter() - self._started)
+        if isinstance(error, Exception):
+            DRIVER_ERRORS.labels(self._driver, self._action, type(error).__name__).inc()
 
 
 class _CloudApiCounters:
