@@ -413,6 +413,14 @@ def test_pending_prolog_boot_running_with_history(tmp_path: Path) -> None:
             entries = await daemon.db.read(lambda c: journal.entries_for(c, vm_id))
             assert [(e.action, e.status, e.result) for e in entries] == [
                 ("deploy", "done", vm.deploy_id)]
+            # What the next batch of the VM starts from without decoding it again is
+            # the VM as stored (deploy, the driver's answer, the first poll's sample).
+            async def kept_as_stored() -> bool:
+                stored = await daemon.lifecycle.current(vm_id)
+                return (stored is not None and stored.monitoring.get("NETTX") == "12345"
+                        and daemon.lifecycle.kept_vm(vm_id) == stored)
+
+            await wait_until(kept_as_stored, 30, "the first poll's sample, kept as stored")
 
             await daemon.vms.action("terminate", vm_id)
             vm = await wait_vm(daemon, vm_id, lifecycle.DONE)
@@ -421,6 +429,7 @@ def test_pending_prolog_boot_running_with_history(tmp_path: Path) -> None:
             assert stay.action == lifecycle.HISTORY_ACTIONS[lifecycle.Event.TERMINATE] == 27
             assert stay.reason == "terminate requested"
             assert vm.etime >= vm.stime
+            assert daemon.lifecycle.kept_vm(vm_id) is None
 
     run(scenario)
 

@@ -5,7 +5,18 @@ failing change undone alone."""
 from __future__ import annotations
 
 from sqlalchemy import Connection
-from test_store import db, db_url, new_host, new_vm, postgres, read, store_vms, write
+from test_store import (
+    EC2_TEMPLATE,
+    EC2_USER_TEMPLATE,
+    db,
+    db_url,
+    new_host,
+    new_vm,
+    postgres,
+    read,
+    store_vms,
+    write,
+)
 
 from cloudburst.daemon.lifecycle.base import BatchReads, Change, Stepped, step, step_batch
 from cloudburst.errors import ConflictError, IllegalActionError, NotFoundError
@@ -158,3 +169,23 @@ def test_kept_hosts_are_decoded_again_only_when_their_version_moved(db: Database
     second = read(db, lambda c: host_pool.hosts_kept(c, [0, 1], kept))
     assert second[0] is first[0]
     assert second[1].state is HostState.DISABLED and kept[1] is second[1]
+
+
+def test_kept_vms_are_the_records_a_batch_wrote_until_the_store_moves_on(db: Database) -> None:
+    """What a batch reads of VMs a batch before it wrote: the record that batch left
+    (the very object, equal to the stored row decoded again) while the VM's version is
+    unchanged; the stored row once another write moved it; the scheduler's note (written
+    without a version bump) as stored; missing VMs left out."""
+    store_vms(db, *(new_vm(vm_id, template=EC2_TEMPLATE, user_template=EC2_USER_TEMPLATE)
+                    for vm_id in range(3)))
+    outcomes = run(db, [(vm_id, _held()) for vm_id in range(3)])
+    kept = {outcome[1].vm.id: outcome[1].vm for outcome in outcomes
+            if not isinstance(outcome, Exception)}
+    assert kept == read(db, lambda c: vm_pool.get_vms(c, range(3)))
+    write(db, lambda c: vm_pool.update_vm(c, kept[1], name="renamed"))
+    write(db, lambda c: vm_pool.set_sched_messages(c, {2: "waiting"}, {2: '{"a": 1}'}))
+    found = read(db, lambda c: vm_pool.vms_kept(c, [0, 1, 2, 7], kept))
+    assert found == read(db, lambda c: vm_pool.get_vms(c, range(3)))
+    assert found[0] is kept[0]
+    assert found[1].name == "renamed" and found[1].version == kept[1].version + 1
+    assert (found[2].sched_message, found[2].placement) == ("waiting", '{"a": 1}')

@@ -70,6 +70,10 @@ CAPACITY_BACKOFF = 60.0
 #: a pass of 1,000 placements leave room between them for an urgent write (a journal note).
 BATCH_CHANGES = 100
 
+#: Most VM records a manager keeps between batches (see ManagerBase._keep): a burst's VMs
+#: between their deploy and their first poll.
+KEPT_VMS = 20_000
+
 #: Tries of one event that loses its compare-and-swap to another daemon's write.
 CONFLICT_ATTEMPTS = 4
 
@@ -120,20 +124,24 @@ Change = Callable[[Connection, VmRecord, BatchReads], "tuple[VmRecord, Stepped]"
 
 
 def step_batch(connection: Connection, changes: Sequence[tuple[int, Change]],
-               hosts: Collection[int] = (), kept_hosts: dict[int, HostRecord] | None = None
+               hosts: Collection[int] = (), kept_hosts: dict[int, HostRecord] | None = None,
+               kept_vms: Mapping[int, VmRecord] | None = None
                ) -> list[tuple[VmRecord, Stepped] | Exception]:
     """Apply each ``(vm_id, change)`` in order in this transaction; each gets its
     outcome or the exception it raised (its writes undone, the others kept).
 
     The VMs are read in one statement, and so are ``hosts`` (the changes read them
     through :func:`batch_host`), decoded only when changed since ``kept_hosts``
-    (:func:`host_pool.hosts_kept`). The changes run under one savepoint, their
+    (:func:`host_pool.hosts_kept`); so are the VMs, when ``kept_vms`` has records of
+    them (:func:`vm_pool.vms_kept`). The changes run under one savepoint, their
     blind writes (:attr:`BatchReads.later`) sent once for all at the end; when one
     raises, that savepoint is rolled back and they run again one savepoint each
     (each with its own writes), so a failing change costs the others nothing but
     the re-run.
     """
-    first = vm_pool.get_vms(connection, {vm_id for vm_id, _ in changes})
+    wanted = {vm_id for vm_id, _ in changes}
+    first = (vm_pool.vms_kept(connection, wanted, kept_vms) if kept_vms
+             else vm_pool.get_vms(connection, wanted))
     known_hosts = {("host", host_id): host for host_id, host in host_pool.hosts_kept(
         connection, hosts, {} if kept_hosts is None else kept_hosts).items()} if hosts else {}
     savepoint = connection.begin_nested()
@@ -396,6 +404,9 @@ class ManagerBase:
         self._writes: set[asyncio.Task[None]] = set()
         #: Host records as the last batch that named them read them (by version).
         self._kept_hosts: dict[int, HostRecord] = {}
+        #: VM records as the last batch that wrote them left them (by version), oldest
+        #: first (see _keep).
+        self._kept_vms: dict[int, VmRecord] = {}
 
     # -- background work --------------------------------------------------------------
 
@@ -525,7 +536,8 @@ class ManagerBase:
         hosts = {host_id for _, _, _, host_id in queued if host_id is not None}
         try:
             outcomes: list[Any] = await self.db.write(
-                lambda connection: step_batch(connection, changes, hosts, self._kept_hosts))
+                lambda connection: step_batch(connection, changes, hosts, self._kept_hosts,
+                                              self._kept_vms))
         except asyncio.CancelledError:
             for _, _, future, _ in queued:
                 future.cancel()
@@ -533,6 +545,27 @@ class ManagerBase:
         except Exception as exc:  # the write as a whole (store, fence): every change
             outcomes = [exc] * len(queued)
         settle([future for _, _, future, _ in queued], outcomes)
+        self._keep(outcomes)
+
+    def kept_vm(self, vm_id: int) -> VmRecord | None:
+        """The record of VM ``vm_id`` kept for its next batch (``None``: none kept)."""
+        return self._kept_vms.get(vm_id)
+
+    def _keep(self, outcomes: Sequence[tuple[VmRecord, Stepped] | Exception]) -> None:
+        """Keep the VM records a committed batch left (at most :data:`KEPT_VMS`, the
+        newest), so the next batch of the same VM (its driver's answer, its first poll)
+        need not decode it again. Records are never changed in place (a change copies
+        a template before editing it), so sharing them is safe."""
+        kept = self._kept_vms
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                continue
+            vm = outcome[1].vm
+            kept.pop(vm.id, None)
+            if vm.state is not VmState.DONE and not vm.history:
+                kept[vm.id] = vm
+        while len(kept) > KEPT_VMS:
+            del kept[next(iter(kept))]
 
     def after_step(self, before: VmRecord, stepped: Stepped, args: WorkArgs) -> None:
         """Log and publish the positions passed, start the work, wake the scheduler
