@@ -34,6 +34,7 @@ from cloudburst.model.states import HostState, LcmState, VmState
 from cloudburst.scheduler.demand import vm_demand
 from cloudburst.store import host_pool, journal, schema, vm_pool
 from cloudburst.store.database import Database
+from cloudburst.store.host_cache import HostCache
 from cloudburst.store.schema import vms as vms_table
 from cloudburst.store.sequences import next_ids
 from cloudburst.template import Template, parse
@@ -543,6 +544,30 @@ def test_host_names_are_unique_and_updates_are_compare_and_swap(db: Database) ->
     assert read(db, lambda c: host_pool.find_host_id(c, "ec2")) == 0
     with pytest.raises(NotFoundError, match="HOST 9 does not exist"):
         read(db, lambda c: host_pool.get_host(c, 9))
+
+
+def test_the_host_cache_sees_every_host_added_written_or_removed(db: Database) -> None:
+    """It reads nothing per host while the pool's stamp is unchanged; any change shows."""
+    cache = HostCache()
+    for host_id in (0, 1):
+        write(db, lambda c, host_id=host_id: host_pool.insert_host(c, new_host(host_id)))
+    assert [h.id for h in read(db, cache.refresh)] == [0, 1]
+    generation = cache.generation
+    assert [h.id for h in read(db, cache.refresh)] == [0, 1]
+    assert cache.generation == generation  # nothing changed
+    seen = read(db, lambda c: host_pool.get_host(c, 1))
+    template = seen.template.copy()
+    template.set("LABEL", "new")
+    write(db, lambda c: host_pool.update_host(c, seen, template=template))
+    assert read(db, cache.refresh)[1].template.get("LABEL") == "new"
+    write(db, lambda c: host_pool.insert_host(c, new_host(2)))
+    assert [h.id for h in read(db, cache.refresh)] == [0, 1, 2]
+    # One removed and one added: the same number of hosts, other ones.
+    write(db, lambda c: host_pool.delete_host(c, 0))
+    write(db, lambda c: host_pool.insert_host(c, new_host(3)))
+    assert [h.id for h in read(db, cache.refresh)] == [1, 2, 3]
+    assert cache.generation == generation + 3
+    assert cache.get(3) is not None and cache.get(0) is None
 
 
 # -- journal ------------------------------------------------------------------------------------

@@ -70,6 +70,17 @@ def test_a_fresh_poll_is_for_the_vms_that_started_until_their_last_one() -> None
     assert polls.taken(4, 20.0) == frozenset()
 
 
+def test_each_host_gets_the_delays_its_driver_asks_for() -> None:
+    delays = {4: (0.0,), 5: (0.0, 2.0)}
+    polls = FreshPolls(delays_of=delays.__getitem__)
+    polls.vm_changed(vm(1, RUNNING, host_id=4), now=10.0)
+    polls.vm_changed(vm(2, RUNNING, host_id=5), now=10.0)
+    assert polls.taken(4, 10.0) == {1} and polls.taken(5, 10.0) == {2}
+    assert not polls.due(4, 1000.0)  # a driver whose first poll knows all: polled once
+    assert polls.due(5, 12.0) and polls.taken(5, 12.0) == {2}
+    assert not polls.due(5, 1000.0)
+
+
 def test_watch_reads_committed_changes_from_the_bus() -> None:
     async def scenario() -> list[bool]:
         bus = EventBus()

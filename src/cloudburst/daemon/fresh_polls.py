@@ -7,8 +7,11 @@ provider's ``poll`` script prints). Waiting for the host's next regular poll
 it for that long. So when a VM enters RUNNING its host is polled at once, and
 again :data:`FRESH_POLL_DELAYS` seconds later for what the provider learns a
 moment after (an instance still ``pending``, an association made by the
-previous poll). Polls are per host and in bulk, so many VMs starting together
-on one host cost one poll per delay, not one per VM; and such a poll asks only
+previous poll): the delays are the host driver's
+(:attr:`~cloudburst.drivers.base.VmDriver.fresh_poll_delays`; a driver whose
+first poll knows everything, like the dummy one, is polled once). Polls are
+per host and in bulk, so many VMs starting together on one host cost one poll
+per delay, not one per VM; and such a poll asks only
 about the VMs that started (:meth:`FreshPolls.taken`), not every VM of the host:
 the others get their regular poll. (Polling all of them made each start cost
 O(VMs on its host): at 10 VMs per host, 40 VM samples per started VM.)
@@ -24,13 +27,14 @@ import contextlib
 from collections.abc import Callable, Mapping
 from typing import Final
 
+from cloudburst.drivers.base import VmDriver
 from cloudburst.events import EventBus, Resync, SubscriptionClosed
 from cloudburst.model.states import LcmState
 
 __all__ = ["FRESH_POLL_DELAYS", "MERGE_WITHIN", "FreshPolls"]
 
-#: Seconds after a VM enters RUNNING at which its host is polled.
-FRESH_POLL_DELAYS: Final = (0.0, 2.0, 5.0, 10.0)
+#: Seconds after a VM enters RUNNING at which its host is polled, unless its driver says.
+FRESH_POLL_DELAYS: Final = VmDriver.fresh_poll_delays
 #: Seconds a due poll may come after the time asked for, serving it (see vm_changed).
 MERGE_WITHIN: Final = 0.25
 
@@ -38,8 +42,12 @@ MERGE_WITHIN: Final = 0.25
 class FreshPolls:
     """Due times of the polls that follow VMs entering RUNNING, per host."""
 
-    def __init__(self, delays: tuple[float, ...] = FRESH_POLL_DELAYS) -> None:
+    def __init__(self, delays: tuple[float, ...] = FRESH_POLL_DELAYS,
+                 delays_of: Callable[[int], tuple[float, ...]] | None = None) -> None:
+        """``delays_of(host id)``: the delays for VMs starting on that host
+        (its driver's); without it, ``delays`` for every host."""
         self.delays = delays
+        self._delays_of = delays_of
         self._due: dict[int, list[float]] = {}
         #: The VMs each host's fresh polls are for, with the time of their last one.
         self._vms: dict[int, dict[int, float]] = {}
@@ -57,9 +65,10 @@ class FreshPolls:
         if vm_id in self._running or not isinstance(host_id, int):
             return False
         self._running.add(vm_id)
-        self._vms.setdefault(host_id, {})[vm_id] = now + max(self.delays)
+        delays = self.delays if self._delays_of is None else self._delays_of(host_id)
+        self._vms.setdefault(host_id, {})[vm_id] = now + max(delays)
         times = self._due.setdefault(host_id, [])
-        for delay in self.delays:
+        for delay in delays:
             at = now + delay
             index = bisect.bisect_left(times, at)
             # A poll due at most MERGE_WITHIN later serves this one too: a burst of

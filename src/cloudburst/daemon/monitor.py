@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from cloudburst.daemon.dispatcher import Dispatcher
-from cloudburst.daemon.fresh_polls import FreshPolls
+from cloudburst.daemon.fresh_polls import FRESH_POLL_DELAYS, MERGE_WITHIN, FreshPolls
 from cloudburst.daemon.lifecycle import LifecycleManager, poll_refs
 from cloudburst.daemon.lifecycle.hosts import (
     HostStepped,
@@ -150,7 +150,7 @@ class Monitor:
         self._next_poll: dict[int, float] = {}
         #: LAST_MON_TIME of hosts whose report changed nothing, written by the next tick.
         self._monitored_at: dict[int, int] = {}
-        self._fresh_polls = FreshPolls()
+        self._fresh_polls = FreshPolls(delays_of=self._fresh_poll_delays)
         #: The last failure logged per (what, host): the same one is not logged again.
         self._failures: dict[tuple[str, int], str] = {}
         self._busy: set[tuple[str, int]] = set()
@@ -167,6 +167,15 @@ class Monitor:
     def stop(self) -> None:
         self._stopped = True
         self._wake.set()
+
+    def _fresh_poll_delays(self, host_id: int) -> tuple[float, ...]:
+        """When to poll ``host_id`` after one of its VMs starts: as its VM driver says."""
+        host = self._hosts.get(host_id)
+        try:
+            driver = self.dispatcher.vm_driver(host.vm_mad) if host is not None else None
+        except CloudburstError:
+            driver = None
+        return FRESH_POLL_DELAYS if driver is None else driver.fresh_poll_delays
 
     async def close(self) -> None:
         self.stop()
@@ -185,6 +194,7 @@ class Monitor:
         backoff = StoreBackoff("monitoring", log)
         try:
             while not self._stopped:
+                began = time.monotonic()
                 try:
                     await self.tick()
                     backoff.succeeded()
@@ -194,6 +204,11 @@ class Monitor:
                     log.exception("monitor tick failed")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=tick)
+                # At most one tick per MERGE_WITHIN: a burst of VMs starting wakes the
+                # monitor once per VM, and each tick goes over every host; a fresh poll
+                # served up to MERGE_WITHIN late is served as asked (see FreshPolls).
+                if not self._stopped and (rest := began + MERGE_WITHIN - time.monotonic()) > 0:
+                    await asyncio.sleep(rest)
                 self._wake.clear()
         finally:
             watcher.cancel()

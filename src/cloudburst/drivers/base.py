@@ -403,6 +403,12 @@ class VmDriver(abc.ABC):
     self_paced: frozenset[str] = frozenset()
     #: Failures the dispatcher retries (up to ``-r`` times).
     retryable: tuple[type[Exception], ...] = (TransientDriverError,)
+    #: Seconds after one of its VMs enters RUNNING at which a host of this driver
+    #: is polled again (the daemon's fresh polls): what the provider learns a moment
+    #: after the start (an instance's public IP, an address the first poll
+    #: associated) shows within seconds, not at the next regular poll. A driver
+    #: whose first poll already reports all it ever will needs only ``(0.0,)``.
+    fresh_poll_delays: tuple[float, ...] = (0.0, 2.0, 5.0, 10.0)
 
     def __init__(self, context: DriverContext) -> None:
         self.context = context

@@ -13,7 +13,17 @@ from dataclasses import replace
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Row, Update, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    Update,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 
 from cloudburst.errors import ConflictError, NotFoundError, PoolNameError
 from cloudburst.model.cloud_sections import sites_by_type
@@ -65,6 +75,17 @@ def insert_host(connection: Connection, record: HostRecord) -> None:
 # cache key of literal values) cost more than running them.
 _INSERT_HOST = insert(hosts)
 _HOST_ID_BY_NAME = select(hosts.c.id).where(hosts.c.name == bindparam("name"))
+
+
+def hosts_stamp(connection: Connection) -> tuple[int, int, int]:
+    """``(count, highest id, sum of versions)`` of the host pool: changes whenever a
+    host is added (ids are never reused), removed or written with a new version, and
+    costs one aggregate instead of a row per host."""
+    count, highest, versions = connection.execute(_HOSTS_STAMP).one()
+    return int(count), int(highest if highest is not None else -1), int(versions or 0)
+
+
+_HOSTS_STAMP = select(func.count(), func.max(hosts.c.id), func.sum(hosts.c.version))
 
 
 def host_versions(connection: Connection) -> dict[int, int]:
