@@ -21,11 +21,19 @@ for 0.5 CPU and 512 MiB, so ten VMs per host fit. It prints:
   whatever the server), first listed and listed again; ``one.vm.info`` on random
   VMs (median of 500; goal: under 2 ms).
 
+With ``--steady S`` (after the reads, when every VM runs) it also measures the
+steady state for S seconds, nothing changing: the daemon's CPU seconds per
+minute (user + sys; 60 is one core busy), host monitorings and VM polls per
+minute, store commits per minute and the monitoring samples written
+(regular polls of every host every ``VM_POLLING_INTERVAL``, each host monitored
+every ``MONITORING_INTERVAL``): what competes with every burst and read.
+
 With ``--give-up S`` a run that has not got every VM RUNNING S seconds after
 the first creation stops there (creations too) and reports how many ran and
 the rate reached (``all_running_s=nan``), the reads on the VMs made so far.
 
-Usage: ``python bench/bench_scale.py [--hosts N] [--vms N] [--postgresql] [--give-up S]``.
+Usage: ``python bench/bench_scale.py [--hosts N] [--vms N] [--postgresql] [--give-up S]
+[--steady S]``.
 Run it under ``flock /work/suite.lock`` on a shared machine. The last line is
 ``RESULT key=value ...``.
 """
@@ -127,6 +135,38 @@ async def count(daemon: Daemon, query: object) -> int:
     return int(await daemon.db.read(lambda connection: connection.execute(query).scalar_one()))
 
 
+def _metric_sum(name: str, **labels: str) -> float:
+    """Sum of a metric's samples over the series matching ``labels``."""
+    total = 0.0
+    for family in metrics.REGISTRY.collect():
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(key) == value
+                                           for key, value in labels.items()):
+                total += sample.value
+    return total
+
+
+async def steady_state(daemon: Daemon, seconds: float) -> dict[str, float]:
+    """What the daemon spends per minute while nothing changes (see the doc)."""
+    def counters() -> tuple[float, ...]:
+        cpu = os.times()
+        return (time.perf_counter(), cpu.user + cpu.system,
+                _metric_sum("cloudburst_driver_calls_total", action="monitor"),
+                _metric_sum("cloudburst_driver_calls_total", action="poll"),
+                _metric_sum("cloudburst_store_commit_seconds_count"))
+
+    samples = select(func.sum(vms.c.version))
+    first, versions = counters(), await count(daemon, samples)
+    await asyncio.sleep(seconds)
+    last, written = counters(), await count(daemon, samples)
+    per_minute = 60.0 / (last[0] - first[0])
+    return {"steady_cpu_s_per_min": (last[1] - first[1]) * per_minute,
+            "steady_monitors_per_min": (last[2] - first[2]) * per_minute,
+            "steady_polls_per_min": (last[3] - first[3]) * per_minute,
+            "steady_commits_per_min": (last[4] - first[4]) * per_minute,
+            "steady_vm_writes_per_min": (written - versions) * per_minute}
+
+
 def _pass_seconds() -> float:
     """Seconds spent in scheduler passes so far (the pass-time histogram's sum)."""
     return float(metrics.REGISTRY.get_sample_value("cloudburst_scheduler_pass_seconds_sum") or 0)
@@ -154,7 +194,7 @@ async def report_phases(daemon: Daemon, home: Path, every: float, created: list[
 
 
 async def run(host_count: int, vm_count: int, url: str, every: float,
-              give_up: float) -> dict[str, float | int | str]:
+              give_up: float, steady: float) -> dict[str, float | int | str]:
     home = Path(tempfile.mkdtemp(prefix="cloudburst-scale-"))
     settings, _ = load_settings(home)
     settings = dataclasses.replace(settings, port=0, db_url=url)
@@ -200,6 +240,7 @@ async def run(host_count: int, vm_count: int, url: str, every: float,
         if client.returncode != 0:
             raise RuntimeError("the read client failed")
         reads = json.loads(output)
+        quiet = await steady_state(daemon, steady) if steady and running >= vm_count else {}
         peak, current = rss_mib()
     finally:
         await daemon.stop()
@@ -222,6 +263,7 @@ async def run(host_count: int, vm_count: int, url: str, every: float,
         "page_2000_warm_received_ms": reads["page_warm_received_ms"],
         "vm_info_median_ms": reads["vm_info_ms"],
         "vm_info_p95_ms": reads["vm_info_p95_ms"],
+        **quiet,
         "load_1min": os.getloadavg()[0],
     }
 
@@ -234,12 +276,15 @@ def main() -> int:
                         help="seconds between progress lines while VMs are deployed")
     parser.add_argument("--give-up", type=float, default=0.0,
                         help="stop after this many seconds of creating and deploying VMs")
+    parser.add_argument("--steady", type=float, default=0.0,
+                        help="then measure the steady state for this many seconds")
     parser.add_argument("--postgresql", action="store_true",
                         help="run on a throw-away PostgreSQL server instead of SQLite")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with store_url(args.postgresql) as url:
-        result = asyncio.run(run(args.hosts, args.vms, url, args.every, args.give_up))
+        result = asyncio.run(run(args.hosts, args.vms, url, args.every, args.give_up,
+                                   args.steady))
     print(f"store                  {result['store']} (load {result['load_1min']:.1f})")
     print(f"{args.hosts} hosts monitored after {result['hosts_ready_s']:.1f} s")
     print(f"{result['created']} VMs created in {result['create_s']:.1f} s")
@@ -258,6 +303,12 @@ def main() -> int:
           f"{result['page_2000_warm_received_ms']:.1f} ms (entries already rendered)")
     print(f"vm.info                {result['vm_info_median_ms']:.2f} ms median, "
           f"p95 {result['vm_info_p95_ms']:.2f} ms  (goal median < 2 ms)")
+    if "steady_cpu_s_per_min" in result:
+        print(f"steady state           {result['steady_cpu_s_per_min']:.1f} CPU s/min, "
+              f"{result['steady_monitors_per_min']:.0f} host monitorings/min, "
+              f"{result['steady_polls_per_min']:.0f} host polls/min, "
+              f"{result['steady_commits_per_min']:.0f} commits/min, "
+              f"{result['steady_vm_writes_per_min']:.0f} VM writes/min")
     print("RESULT " + " ".join(f"{key}={value:.3f}" if isinstance(value, float) else
                                f"{key}={value}" for key, value in result.items()))
     return 0

@@ -103,6 +103,22 @@ class _Snapshot:
     held: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class _HostViews:
+    """The hosts as a pass looks at them (treat as read-only): those that take VMs,
+    the cloud sites, and the driver of each that takes VMs."""
+
+    schedulable: list[HostRecord]
+    cloud: list[HostRecord]
+    drivers: dict[int, str]
+
+    @classmethod
+    def of(cls, every_host: list[HostRecord]) -> _HostViews:
+        schedulable = [host for host in every_host if host.state in SCHEDULABLE_HOST_STATES]
+        return cls(schedulable, [host for host in every_host if host.is_public_cloud],
+                   {host.id: host.vm_mad for host in schedulable})
+
+
 def _shape(vm: VmRecord, demand: VmDemand) -> tuple[object, ...]:
     """What a site's price and an owner's budgets depend on: owner, size, cloud sections."""
     return (vm.uid, vm.gid, demand.cpu, demand.memory, demand.vcpu, demand.clouds)
@@ -124,6 +140,8 @@ class SchedulerLoop:
         #: Highest VM id any pass has seen pending.
         self._seen_up_to = -1
         self._hosts = HostCache()
+        #: The host cache's views, and the cache generation they were made at.
+        self._views: tuple[int, _HostViews] | None = None
         self._stopped = False
         self.passes = 0
         #: Why a quota refused each VM's last placement: its waiting reason while it waits.
@@ -262,8 +280,7 @@ class SchedulerLoop:
             if not pending and not moving and not recall:
                 if not full:
                     return _Snapshot()
-                cloud = [host.id for host in self._current_hosts(connection, False)
-                         if host.is_public_cloud]
+                cloud = [host.id for host in self._host_views(connection, False).cloud]
                 return _Snapshot(cloud_hosts=cloud)
             skipped = backoffs.skipped_hosts(connection, time.time())
             parked = {vm.id: driver for vm in pending
@@ -273,17 +290,16 @@ class SchedulerLoop:
             with_vms = any(
                 (requirements := requirements_of(vm.user_template)) is not None
                 and "CURRENT_VMS" in requirements.variables for vm in [*pending, *moving])
-            every_host = self._current_hosts(connection, with_vms)
-            hosts = [host for host in every_host if host.state in SCHEDULABLE_HOST_STATES]
-            cloud_hosts = [host for host in every_host if host.is_public_cloud]
+            views = self._host_views(connection, with_vms)
+            hosts, cloud_hosts = views.schedulable, views.cloud
             active = cooloffs.active(connection, time.time())
             basis = (self._hosts.generation,
                      tuple((cooloff.host_id, cooloff.instance_type) for cooloff in active))
             kept = self._placer
             if not full and not with_vms and not stale and kept is not None and (
                     basis == self._basis):
-                return self._snapshot(connection, kept.hosts, hosts, pending, moving,
-                                      parked, cloud_hosts, skipped, kept, basis)
+                return self._snapshot(connection, kept.hosts, views, pending, moving,
+                                      parked, skipped, kept, basis)
             held = vm_pool.held_capacity(connection)
             usage = vm_pool.usage_of(held)
             cloud_ids = {host.id for host in cloud_hosts}
@@ -300,8 +316,8 @@ class SchedulerLoop:
                     slots = count_slots(host, placed, sites)
                 candidates.append(host_candidate(host, slots, usage.get(host.id, (0, 0, 0)),
                                                  frozenset(cooled.get(host.id, ()))))
-            snapshot = self._snapshot(connection, candidates, hosts, pending, moving, parked,
-                                      cloud_hosts, skipped, None, () if with_vms else basis)
+            snapshot = self._snapshot(connection, candidates, views, pending, moving, parked,
+                                      skipped, None, () if with_vms else basis)
             snapshot.held = held
             return snapshot
 
@@ -349,18 +365,17 @@ class SchedulerLoop:
         return placed
 
     def _snapshot(self, connection: Connection, candidates: list[HostCandidate],
-                  hosts: list[HostRecord], pending: list[VmRecord], moving: list[VmRecord],
-                  parked: dict[int, str], cloud_hosts: list[HostRecord],
-                  skipped: dict[int, dict[int, float]], placer: Placer | None,
-                  basis: tuple[object, ...]) -> _Snapshot:
-        host_drivers = {host.id: host.vm_mad for host in hosts}
+                  views: _HostViews, pending: list[VmRecord], moving: list[VmRecord],
+                  parked: dict[int, str], skipped: dict[int, dict[int, float]],
+                  placer: Placer | None, basis: tuple[object, ...]) -> _Snapshot:
+        host_drivers = views.drivers
         for vm in moving:
             if vm.host_id is not None and vm.host_id in host_drivers:
                 parked[vm.id] = host_drivers[vm.host_id]
             elif vm.host_id is not None:  # its host is disabled: not in the candidates
                 parked[vm.id] = host_pool.get_host(connection, vm.host_id).vm_mad
         return _Snapshot(candidates, pending, moving, parked, host_drivers,
-                         [host.id for host in cloud_hosts], skipped, placer, basis)
+                         [host.id for host in views.cloud], skipped, placer, basis)
 
     async def _place(self, placer: Placer | None, pending: list[VmRecord],
                      excluded: Callable[[VmRecord], frozenset[int]], *, full: bool) -> int:
@@ -494,11 +509,16 @@ class SchedulerLoop:
             await self.db.write(lambda connection: vm_pool.set_sched_messages(connection,
                                                                                 messages))
 
-    def _current_hosts(self, connection: Connection, with_vms: bool) -> list[HostRecord]:
-        """Every host; with ``with_vms`` also the ids of the VMs each holds."""
+    def _host_views(self, connection: Connection, with_vms: bool) -> _HostViews:
+        """The hosts as this pass looks at them; with ``with_vms`` each with the ids of
+        the VMs it holds. Otherwise kept while no host changed: made from every host,
+        they cost O(hosts) per pass, more than a pass over a kept placer."""
         if with_vms:
-            return host_pool.list_hosts(connection, with_vms=True)
-        return self._hosts.refresh(connection)
+            return _HostViews.of(host_pool.list_hosts(connection, with_vms=True))
+        every_host = self._hosts.refresh(connection)
+        if self._views is None or self._views[0] != self._hosts.generation:
+            self._views = (self._hosts.generation, _HostViews.of(every_host))
+        return self._views[1]
 
 
 def _skip_refused(connection: Connection, refused: list[tuple[int, int]]) -> None:
