@@ -155,6 +155,7 @@ async def steady_state(daemon: Daemon, seconds: float) -> dict[str, float]:
                 _metric_sum("cloudburst_driver_calls_total", action="poll"),
                 _metric_sum("cloudburst_store_commit_seconds_count"))
 
+    print(f"  steady state: measuring for {seconds:.0f} s", flush=True)
     samples = select(func.sum(vms.c.version))
     first, versions = counters(), await count(daemon, samples)
     await asyncio.sleep(seconds)
