@@ -101,22 +101,28 @@ class _Snapshot:
     basis: tuple[object, ...] = ()
     #: What each VM holding capacity holds, when the candidates were built from it.
     held: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    #: Whether to look for cloud VMs to recall after placing.
+    recall: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class _HostViews:
     """The hosts as a pass looks at them (treat as read-only): those that take VMs,
-    the cloud sites, and the driver of each that takes VMs."""
+    the cloud sites, the driver of each that takes VMs, and whether both cloud sites
+    and local hosts take VMs (else no cloud VM can be recalled home)."""
 
     schedulable: list[HostRecord]
     cloud: list[HostRecord]
     drivers: dict[int, str]
+    mixed: bool
 
     @classmethod
     def of(cls, every_host: list[HostRecord]) -> _HostViews:
         schedulable = [host for host in every_host if host.state in SCHEDULABLE_HOST_STATES]
+        clouds = sum(1 for host in schedulable if host.is_public_cloud)
         return cls(schedulable, [host for host in every_host if host.is_public_cloud],
-                   {host.id: host.vm_mad for host in schedulable})
+                   {host.id: host.vm_mad for host in schedulable},
+                   0 < clouds < len(schedulable))
 
 
 def _shape(vm: VmRecord, demand: VmDemand) -> tuple[object, ...]:
@@ -277,7 +283,11 @@ class SchedulerLoop:
                                        with_history=False, first_id=first_id)
             moving = ([vm for vm in vm_pool.list_rescheduled(connection)
                        if vm.position == lifecycle.RUNNING] if full else [])
-            if not pending and not moving and not recall:
+            # A recall needs every host's room (a placer built from the store): only
+            # worth it when a cloud VM could come home (at 10,000 local hosts the
+            # recall's look every few seconds was most of an idle daemon's work).
+            recalling = recall and self._host_views(connection, False).mixed
+            if not pending and not moving and not recalling:
                 if not full:
                     return _Snapshot()
                 cloud = [host.id for host in self._host_views(connection, False).cloud]
@@ -298,8 +308,10 @@ class SchedulerLoop:
             kept = self._placer
             if not full and not with_vms and not stale and kept is not None and (
                     basis == self._basis):
-                return self._snapshot(connection, kept.hosts, views, pending, moving,
-                                      parked, skipped, kept, basis)
+                snapshot = self._snapshot(connection, kept.hosts, views, pending, moving,
+                                          parked, skipped, kept, basis)
+                snapshot.recall = recalling
+                return snapshot
             held = vm_pool.held_capacity(connection)
             usage = vm_pool.usage_of(held)
             cloud_ids = {host.id for host in cloud_hosts}
@@ -318,7 +330,7 @@ class SchedulerLoop:
                                                  frozenset(cooled.get(host.id, ()))))
             snapshot = self._snapshot(connection, candidates, views, pending, moving, parked,
                                       skipped, None, () if with_vms else basis)
-            snapshot.held = held
+            snapshot.held, snapshot.recall = held, recalling
             return snapshot
 
         # Changes seen from now on are after what the read below may build from.
@@ -359,7 +371,7 @@ class SchedulerLoop:
         if full:
             await self.reaper.run(snapshot.cloud_hosts)
             await self.recaller.settle()
-            if recall and snapshot.hosts:
+            if snapshot.recall and snapshot.hosts:
                 self._stale = True
                 await self.recaller.recall(snapshot.hosts, parse_rank(self.settings.default_rank))
         return placed
