@@ -293,6 +293,37 @@ def test_history_of_many_vms_returns_only_those_asked_for(db: Database) -> None:
     assert all(records[0].host_id == vm_id % 7 for vm_id, records in found.items())
 
 
+def test_reads_by_id_lists_find_what_they_name_in_one_statement_text(db: Database) -> None:
+    # Batch reads by key take the ids as one parameter: the same rows as IN (...) on
+    # both stores, and on PostgreSQL one statement text whatever the list's length
+    # (an array), which the driver converts once and the server prepares.
+    write(db, lambda c: [host_pool.insert_host(c, new_host(h)) for h in range(3)])
+    store_vms(db, *(new_vm(i, host_id=i % 3, state=VmState.ACTIVE,
+                           lcm_state=LcmState.RUNNING) for i in range(30)))
+    texts: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "vms" in statement:
+            texts.append(statement)
+
+    event.listen(db.read_engine, "before_cursor_execute", seen)
+    try:
+        for wanted in ([4], [1, 2, 29], list(range(0, 30, 3)), [99], []):
+            got = read(db, lambda c, w=wanted: vm_pool.get_vms(c, w))  # type: ignore[misc]
+            assert sorted(got) == [i for i in wanted if i < 30]
+    finally:
+        event.remove(db.read_engine, "before_cursor_execute", seen)
+    if not db.is_sqlite:
+        assert len(set(texts)) == 1, texts
+    polled = read(db, lambda c: vm_pool.on_hosts(c, [0, 2, 7]))
+    assert {host: [vm.id for vm in found] for host, found in polled.items()} == {
+        0: list(range(0, 30, 3)), 2: list(range(2, 30, 3))}
+    listed = read(db, lambda c: vm_pool.list_vms(c, ids=[5, 6, 40], with_history=False))
+    assert [vm.id for vm in listed] == [5, 6]
+    assert read(db, lambda c: vm_pool.host_usage(c, [1]))[1][2] == 10
+    assert set(read(db, lambda c: host_pool.hosts_kept(c, [0, 1, 5], {}))) == {0, 1}
+
+
 def test_update_vm_is_a_compare_and_swap(db: Database) -> None:
     store_vms(db, new_vm(0))
     seen = read(db, lambda c: vm_pool.get_vm(c, 0))

@@ -30,6 +30,7 @@ from cloudburst.model.cloud_sections import sites_by_type
 from cloudburst.model.records import HostRecord
 from cloudburst.model.states import CAPACITY_HOLDING_STATES, HostState
 from cloudburst.store import vm_pool
+from cloudburst.store.id_lists import one_of
 from cloudburst.store.prepared import Prepared
 from cloudburst.store.schema import clusters, hosts, orphan_sightings, vms
 from cloudburst.template import Template
@@ -111,8 +112,7 @@ def hosts_kept(connection: Connection, host_ids: Collection[int],
     return {host_id: kept[host_id] for host_id in versions if host_id in kept}
 
 
-_HOST_VERSIONS = select(hosts.c.id, hosts.c.version).where(
-    hosts.c.id.in_(bindparam("host_ids", expanding=True)))
+_HOST_VERSIONS = select(hosts.c.id, hosts.c.version).where(one_of(hosts.c.id, "host_ids"))
 
 
 def list_hosts(
@@ -122,10 +122,10 @@ def list_hosts(
     """Hosts ordered by id, with allocation counters derived from the VM pool
     (left at 0 without ``with_usage``)."""
     query = select(hosts).order_by(hosts.c.id)
-    if host_ids is not None:
-        query = query.where(hosts.c.id.in_(list(host_ids)))
-    rows = connection.execute(query).all()
     ids = None if host_ids is None else list(host_ids)
+    if ids is not None:
+        query = query.where(one_of(hosts.c.id, "host_ids"))
+    rows = connection.execute(query, {} if ids is None else {"host_ids": ids}).all()
     usage = vm_pool.host_usage(connection, ids) if with_usage else {}
     placed = vm_pool.vm_ids_on_hosts(connection, ids) if with_vms else {}
     return [

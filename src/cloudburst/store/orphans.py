@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import Connection, bindparam, delete, insert, select
+from sqlalchemy import Connection, delete, insert, select
 
+from cloudburst.store.id_lists import one_of
 from cloudburst.store.schema import orphan_sightings
 
 #: (UNIX time first seen, sweeps in a row that saw it), by orphan (deploy id).
@@ -31,7 +32,7 @@ def sightings(connection: Connection, host_id: int) -> dict[str, tuple[float, in
 
 _OF_HOSTS = select(orphan_sightings.c.host_id, orphan_sightings.c.orphan,
                    orphan_sightings.c.first_seen, orphan_sightings.c.sweeps).where(
-    orphan_sightings.c.host_id.in_(bindparam("host_ids", expanding=True)))
+    one_of(orphan_sightings.c.host_id, "host_ids"))
 
 
 def sightings_of(connection: Connection, host_ids: Sequence[int]

@@ -31,6 +31,7 @@ from cloudburst.model.lifecycle import StateKey
 from cloudburst.model.records import HistoryRecord, VmRecord, cpu_share
 from cloudburst.model.states import CAPACITY_HOLDING_STATES, LcmState, VmState
 from cloudburst.store.deferred import Deferred
+from cloudburst.store.id_lists import one_of
 from cloudburst.store.prepared import Prepared, row_type
 from cloudburst.store.schema import groups, history, users, vms
 from cloudburst.template import Template
@@ -186,7 +187,7 @@ def get_vms(connection: Connection, vm_ids: Iterable[int]) -> dict[int, VmRecord
     return found
 
 
-_SELECT_VMS = select(vms).where(vms.c.id.in_(bindparam("vm_ids", expanding=True)))
+_SELECT_VMS = select(vms).where(one_of(vms.c.id, "vm_ids"))
 
 
 def vms_kept(connection: Connection, vm_ids: Iterable[int], kept: Mapping[int, VmRecord]
@@ -259,8 +260,8 @@ def _filtered(query: Select[Any], *, states: Iterable[VmState] | None, exclude_d
         query = query.where(vms.c.id <= last_id)
     if host_id is not None:
         query = query.where(vms.c.host_id == host_id)
-    if ids is not None:
-        query = query.where(vms.c.id.in_(list(ids)))
+    if ids is not None:  # the list is the execution's parameter "ids"
+        query = query.where(one_of(vms.c.id, "ids"))
     query = query.order_by(vms.c.id.desc() if descending else vms.c.id)
     if offset:
         query = query.offset(offset)
@@ -288,11 +289,16 @@ def list_vms(
     query = _filtered(select(vms), states=states, exclude_done=exclude_done, uid=uid,
                       first_id=first_id, last_id=last_id, host_id=host_id, ids=ids,
                       offset=offset, limit=limit, descending=descending)
-    rows = connection.execute(query).all()
+    rows = connection.execute(query, _ids_parameter(ids)).all()
     if not with_history:
         return [_vm_from_row(row) for row in rows]
     records = history_of(connection, [row.id for row in rows])
     return [_vm_from_row(row, records.get(row.id, ())) for row in rows]
+
+
+def _ids_parameter(ids: Sequence[int] | None) -> dict[str, list[int]]:
+    """The parameters of a statement :func:`_filtered` made with ``ids``."""
+    return {} if ids is None else {"ids": list(ids)}
 
 
 def list_rescheduled(connection: Connection) -> list[VmRecord]:
@@ -328,7 +334,7 @@ def list_vm_stamps(
         rows = connection.execute(_filtered(
             _STAMPS, states=states, exclude_done=exclude_done, uid=uid, first_id=first_id,
             last_id=last_id, host_id=None, ids=ids, offset=offset, limit=limit,
-            descending=descending)).all()
+            descending=descending), _ids_parameter(ids)).all()
     else:
         prepared = _stamps_statement(
             None if states is None else tuple(sorted({int(state) for state in states})),
@@ -352,7 +358,8 @@ def _names_of(connection: Connection, table: Any, wanted: set[int]) -> dict[int,
     listed = sorted(wanted)
     for start in range(0, len(listed), 500):
         found.update((row[0], row[1]) for row in connection.execute(
-            select(table.c.id, table.c.name).where(table.c.id.in_(listed[start:start + 500]))))
+            select(table.c.id, table.c.name).where(one_of(table.c.id, "ids")),
+            {"ids": listed[start:start + 500]}))
     return found
 
 
@@ -396,9 +403,9 @@ def history_of(connection: Connection, vm_ids: Sequence[int]) -> dict[int, list[
         query = query.where(and_(history.c.vm_id >= min(vm_ids), history.c.vm_id <= max(vm_ids)))
         wanted: set[int] | None = set(vm_ids)
     else:
-        query = query.where(history.c.vm_id.in_(list(vm_ids)))
+        query = query.where(one_of(history.c.vm_id, "vm_ids"))
         wanted = None
-    for row in connection.execute(query):
+    for row in connection.execute(query, {"vm_ids": list(vm_ids)} if wanted is None else {}):
         if wanted is None or row.vm_id in wanted:
             found.setdefault(row.vm_id, []).append(_history_from_row(row))
     return found
@@ -415,7 +422,7 @@ def current_seqs(connection: Connection, vm_ids: Sequence[int]) -> dict[int, int
 
 
 _CURRENT_SEQS = (select(history.c.vm_id, func.max(history.c.seq))
-                 .where(history.c.vm_id.in_(bindparam("vm_ids", expanding=True)))
+                 .where(one_of(history.c.vm_id, "vm_ids"))
                  .group_by(history.c.vm_id))
 
 
@@ -541,10 +548,10 @@ def host_usage(
         .group_by(vms.c.host_id)
     )
     if host_ids is not None:
-        query = query.where(vms.c.host_id.in_(list(host_ids)))
+        query = query.where(one_of(vms.c.host_id, "host_ids"))
     return {
         int(host_id): (int(cpu or 0), int(memory or 0) * 1024, int(count))
-        for host_id, cpu, memory, count in connection.execute(query)
+        for host_id, cpu, memory, count in connection.execute(query, _hosts_parameter(host_ids))
     }
 
 
@@ -574,6 +581,11 @@ def usage_of(held: Mapping[int, tuple[int, int, int]]) -> dict[int, tuple[int, i
     return {host_id: (cpu, memory, count) for host_id, (cpu, memory, count) in usage.items()}
 
 
+def _hosts_parameter(host_ids: Sequence[int] | None) -> dict[str, list[int]]:
+    """The parameters of a read of the hosts ``host_ids`` (None: of every host)."""
+    return {} if host_ids is None else {"host_ids": list(host_ids)}
+
+
 def vm_ids_on_hosts(
     connection: Connection, host_ids: Sequence[int] | None = None
 ) -> dict[int, list[int]]:
@@ -585,9 +597,9 @@ def vm_ids_on_hosts(
         .order_by(vms.c.id)
     )
     if host_ids is not None:
-        query = query.where(vms.c.host_id.in_(list(host_ids)))
+        query = query.where(one_of(vms.c.host_id, "host_ids"))
     found: dict[int, list[int]] = {}
-    for host_id, vm_id in connection.execute(query):
+    for host_id, vm_id in connection.execute(query, _hosts_parameter(host_ids)):
         found.setdefault(int(host_id), []).append(int(vm_id))
     return found
 
@@ -617,7 +629,7 @@ def in_flight_on_hosts(connection: Connection, positions: Iterable[tuple[int, in
     """Each of ``host_ids``' VMs at one of ``positions``, as {VM id: version}, by host
     (hosts with none left out), read in one go for a monitoring tick."""
     wanted = set(positions)
-    query = _in_flight(wanted).where(vms.c.host_id.in_(bindparam("host_ids", expanding=True)))
+    query = _in_flight(wanted).where(one_of(vms.c.host_id, "host_ids"))
     found: dict[int, dict[int, int]] = {}
     for start in range(0, len(host_ids), HOST_CHUNK):
         chunk = list(host_ids[start:start + HOST_CHUNK])
@@ -647,7 +659,7 @@ class PolledVm(NamedTuple):
 
 _ON_HOSTS = select(vms.c.id, vms.c.host_id, vms.c.state, vms.c.lcm_state, vms.c.deploy_id,
                    vms.c.version, vms.c.monitoring, vms.c.error, vms.c.last_poll).where(
-    vms.c.host_id.in_(bindparam("host_ids", expanding=True)),
+    one_of(vms.c.host_id, "host_ids"),
     vms.c.state != int(VmState.DONE)).order_by(vms.c.id)
 
 
