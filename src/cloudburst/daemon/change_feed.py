@@ -42,8 +42,10 @@ class ChangeFeed:
     def __init__(self, engine: Engine, bus: EventBus, origin: str) -> None:
         self._engine = engine
         self._bus = bus
-        self._origin = origin
         self._listener = Listener(engine, self._received, channel=CHANNEL)
+        #: How this daemon's own notifications begin (see _payload): they come back to
+        #: it too, and are dropped before being decoded.
+        self._own = f'{{"o":{json.dumps(origin)},'
         self._outbox: list[tuple[str, int, Mapping[str, object]]] = []
         self._sending: asyncio.Task[None] | None = None
         self.sent = 0
@@ -106,7 +108,7 @@ class ChangeFeed:
         return payloads
 
     def _payload(self, items: list[str]) -> str:
-        return f'{{"o":{json.dumps(self._origin)},"c":[{",".join(items)}]}}'
+        return f'{self._own}"c":[{",".join(items)}]}}'
 
     def _notify(self, payloads: list[str]) -> None:
         with self._engine.connect() as connection:
@@ -121,10 +123,10 @@ class ChangeFeed:
         if not payload:
             self._bus.resync()
             return
+        if payload.startswith(self._own):
+            return
         try:
             message = json.loads(payload)
-            if message["o"] == self._origin:
-                return
             for topic, object_id, data in message["c"]:
                 if topic == "resync":
                     self._bus.resync()
