@@ -31,6 +31,7 @@ from pathlib import Path
 
 from cloudburst.store import vm_logs
 from cloudburst.store.database import Database
+from cloudburst.store.turn_writes import settle
 from cloudburst.store.vm_logs import LogLine
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class VmFiles:
         #: Lines not yet in the store, and the task storing them.
         self._unstored: list[LogLine] = []
         self._storing: asyncio.Task[None] | None = None
+        #: Deployment files asked in this turn of the loop (see write_deployment).
+        self._deployments: list[_Deployment] = []
 
     def directory(self, vm_id: int) -> Path:
         return self.vms_dir / str(vm_id)
@@ -69,11 +72,27 @@ class VmFiles:
         return self.directory(vm_id) / "vm.log"
 
     async def write_deployment(self, vm_id: int, seq: int, document: str) -> Path:
-        """Write the deployment document atomically; returns its path."""
+        """Write the deployment document atomically; returns its path.
+
+        The files asked in one turn of the loop (the deploys of a batch) are written
+        by one job of the file thread, which answers them all at once: one hop
+        there and back for the batch, not one per VM.
+
+        Raises:
+            OSError: the file cannot be written.
+        """
         path = self.deployment_path(vm_id, seq)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, _write_atomic, path, document)
+        future: asyncio.Future[None] = loop.create_future()
+        if not self._deployments:
+            loop.call_soon(self._write_deployments, loop)
+        self._deployments.append((path, document, future))
+        await future
         return path
+
+    def _write_deployments(self, loop: asyncio.AbstractEventLoop) -> None:
+        asked, self._deployments = self._deployments, []
+        self._executor.submit(_write_deployments, loop, asked)
 
     def log(self, vm_id: int, level: str, message: str) -> None:
         """Add ``[level] message`` to the VM's log (fire and forget; on the event loop).
@@ -122,6 +141,24 @@ class VmFiles:
             await asyncio.gather(self._storing, return_exceptions=True)
         self._executor.submit(self._flush)
         self._executor.shutdown(wait=True)
+
+
+#: A deployment file to write: its path, its contents, and who waits for it.
+_Deployment = tuple[Path, str, "asyncio.Future[None]"]
+
+
+def _write_deployments(loop: asyncio.AbstractEventLoop, asked: list[_Deployment]) -> None:
+    """Write ``asked`` (on the file thread), then answer their futures in one callback."""
+    outcomes: list[OSError | None] = []
+    for path, document, _ in asked:
+        try:
+            _write_atomic(path, document)
+        except OSError as exc:
+            outcomes.append(exc)
+        else:
+            outcomes.append(None)
+    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+        loop.call_soon_threadsafe(settle, [future for _, _, future in asked], outcomes)
 
 
 def _write_atomic(path: Path, text: str) -> None:
