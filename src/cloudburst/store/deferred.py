@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, Executable
 
 from cloudburst.errors import ConflictError
+from cloudburst.store.prepared import execute_many
 
 
 class Deferred:
@@ -65,9 +66,9 @@ class Deferred:
                     statement, params = asked[turn]
                     grouped.setdefault(statement, []).append(params)
             for statement, rows in grouped.items():
-                result = connection.execute(statement, rows)
-                if statement in self._checked and result.rowcount != len(rows):
-                    raise ConflictError(f"{len(rows) - result.rowcount} of {len(rows)} VMs "
+                changed = execute_many(connection, statement, rows)
+                if statement in self._checked and changed != len(rows):
+                    raise ConflictError(f"{len(rows) - changed} of {len(rows)} VMs "
                                         "were changed by another action; try again")
 
     def discard(self) -> None:

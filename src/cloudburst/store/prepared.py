@@ -18,16 +18,18 @@ treat it as any other.
 
 from __future__ import annotations
 
+import functools
 from collections import namedtuple
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select
+from sqlalchemy import ClauseElement, ColumnElement, Connection, Executable, Select
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.compiler import SQLCompiler
 
-__all__ = ["Prepared", "row_type"]
+__all__ = ["Prepared", "execute_many", "row_type"]
 
 
 def row_type(columns: Iterable[ColumnElement[Any]]) -> Any:
@@ -97,3 +99,53 @@ class Prepared:
                     if name not in params}
         names = None if state.positiontup is None else tuple(state.positiontup)
         return _Form(state.statement, names, literals)
+
+
+def execute_many(connection: Connection, statement: Executable,
+                 rows: Sequence[Mapping[str, Any]]) -> int:
+    """Run the write ``statement`` once for each of ``rows`` (an ``executemany``);
+    returns how many rows it changed in all.
+
+    On a positional driver (SQLite) the statement is compiled once for the rows' keys
+    and run as plain SQL with a tuple per row (``exec_driver_sql``: SQLAlchemy's
+    events, error wrapping and transaction as usual, without its per-row building of
+    parameters, which cost more than the write itself). A statement whose rows need
+    values computed by SQLAlchemy (Python-side defaults) is run as usual; so is any
+    statement on other drivers.
+    """
+    if not rows:
+        return 0
+    dialect = connection.dialect
+    form = _many_form(statement, dialect, tuple(rows[0])) if dialect.positional else None
+    if form is None:
+        return int(connection.execute(statement, list(rows)).rowcount)
+    sql, fields = form
+    arguments = [tuple([row[name] if process is None else process(row[name])
+                        for name, process in fields]) for row in rows]
+    return int(connection.exec_driver_sql(sql, arguments).rowcount)
+
+
+_Processor = Callable[[Any], Any] | None
+
+
+@functools.lru_cache(maxsize=512)
+def _many_form(statement: Executable, dialect: Dialect, keys: tuple[str, ...]
+               ) -> tuple[str, tuple[tuple[str, _Processor], ...]] | None:
+    """``statement`` compiled for ``keys``: its SQL and, in order, its parameters'
+    names with their type processors; ``None`` when SQLAlchemy must build the rows."""
+    if not isinstance(statement, ClauseElement):
+        return None
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+    if not isinstance(compiled, SQLCompiler) or compiled.positiontup is None:
+        return None
+    if (compiled.insert_prefetch or compiled.update_prefetch or compiled.post_compile_params
+            or compiled.literal_execute_params or compiled.escaped_bind_names
+            or not set(compiled.positiontup) <= set(keys)):
+        return None
+    fields: list[tuple[str, _Processor]] = []
+    for name in compiled.positiontup:
+        process = compiled._bind_processors.get(name)
+        if process is not None and not callable(process):  # a tuple's processors
+            return None
+        fields.append((name, process))
+    return compiled.string, tuple(fields)

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection, insert, select
 
+from cloudburst.store.prepared import execute_many
 from cloudburst.store.schema import vm_logs
 
 
@@ -35,8 +36,10 @@ class LogLine(NamedTuple):
 
 def append(connection: Connection, lines: Sequence[LogLine]) -> None:
     """Add ``lines`` (in their order) to their VMs' logs."""
-    if lines:
-        connection.execute(insert(vm_logs), [line._asdict() for line in lines])
+    execute_many(connection, _INSERT, [line._asdict() for line in lines])
+
+
+_INSERT = insert(vm_logs)
 
 
 def tail(connection: Connection, vm_id: int, count: int) -> list[LogLine]:
