@@ -1,4 +1,5 @@
-"""Read statements run on the database driver's own cursor.
+"""Statements run below SQLAlchemy's per-statement work: reads on the database
+driver's own cursor, batch writes as plain SQL, savepoints.
 
 SQLAlchemy's execution of a statement (events, parameter processing, its
 result and row objects) costs several times the statement itself when the
@@ -29,7 +30,7 @@ from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import SQLCompiler
 
-__all__ = ["Prepared", "execute_many", "row_type"]
+__all__ = ["Prepared", "Savepoint", "execute_many", "row_type"]
 
 
 def row_type(columns: Iterable[ColumnElement[Any]]) -> Any:
@@ -149,3 +150,28 @@ def _many_form(statement: Executable, dialect: Dialect, keys: tuple[str, ...]
             return None
         fields.append((name, process))
     return compiled.string, tuple(fields)
+
+
+class Savepoint:
+    """A savepoint in ``connection``'s transaction, set with plain SQL; end it with
+    :meth:`commit` (release) or :meth:`rollback` (undo what followed it).
+
+    SQLAlchemy's ``begin_nested`` compiles its SAVEPOINT statement afresh each time (a
+    new name each): a batch of state changes paid more for its savepoint than for
+    most of its writes.
+    """
+
+    __slots__ = ("_connection", "_name")
+
+    def __init__(self, connection: Connection) -> None:
+        number = int(connection.info.get("savepoints", 0)) + 1
+        connection.info["savepoints"] = number
+        self._connection = connection
+        self._name = f"cb_savepoint_{number}"
+        connection.exec_driver_sql(f"SAVEPOINT {self._name}")
+
+    def commit(self) -> None:
+        self._connection.exec_driver_sql(f"RELEASE SAVEPOINT {self._name}")
+
+    def rollback(self) -> None:
+        self._connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {self._name}")

@@ -55,6 +55,7 @@ from cloudburst.model.states import CAPACITY_HOLDING_STATES, VmState, vm_state_l
 from cloudburst.store import backoffs, host_pool, journal, quota_pool, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.deferred import Deferred
+from cloudburst.store.prepared import Savepoint
 from cloudburst.store.schema import history
 from cloudburst.store.turn_writes import settle
 from cloudburst.template import Template
@@ -144,7 +145,7 @@ def step_batch(connection: Connection, changes: Sequence[tuple[int, Change]],
              else vm_pool.get_vms(connection, wanted))
     known_hosts = {("host", host_id): host for host_id, host in host_pool.hosts_kept(
         connection, hosts, {} if kept_hosts is None else kept_hosts).items()} if hosts else {}
-    savepoint = connection.begin_nested()
+    savepoint = Savepoint(connection)
     try:
         reads = BatchReads(dict(first), dict(known_hosts))
         outcomes: list[tuple[VmRecord, Stepped] | Exception] = [
@@ -158,7 +159,7 @@ def step_batch(connection: Connection, changes: Sequence[tuple[int, Change]],
     reads = BatchReads(dict(first), dict(known_hosts))
     outcomes = []
     for vm_id, change in changes:
-        savepoint = connection.begin_nested()
+        savepoint = Savepoint(connection)
         try:
             outcome = _one_change(connection, vm_id, change, reads, alone=True)
         except Exception as exc:
