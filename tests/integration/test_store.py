@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import Connection, event, func, insert, inspect, select
+from sqlalchemy.exc import IntegrityError
 
 import pg_server
 from cloudburst.daemon.app import Daemon
@@ -32,7 +33,7 @@ from cloudburst.model.lifecycle import Event
 from cloudburst.model.records import HistoryRecord, HostRecord, VmRecord
 from cloudburst.model.states import HostState, LcmState, VmState
 from cloudburst.scheduler.demand import vm_demand
-from cloudburst.store import host_pool, journal, schema, vm_pool
+from cloudburst.store import copy_inserts, host_pool, journal, schema, vm_logs, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.host_cache import HostCache
 from cloudburst.store.schema import vms as vms_table
@@ -322,6 +323,26 @@ def test_reads_by_id_lists_find_what_they_name_in_one_statement_text(db: Databas
     assert [vm.id for vm in listed] == [5, 6]
     assert read(db, lambda c: vm_pool.host_usage(c, [1]))[1][2] == 10
     assert set(read(db, lambda c: host_pool.hosts_kept(c, [0, 1, 5], {}))) == {0, 1}
+
+
+def test_rows_inserted_many_at_once_land_as_given(db: Database) -> None:
+    # On PostgreSQL a multi-row INSERT of parameters goes out as COPY: text that COPY's
+    # format escapes, NULL-looking text, server defaults and key clashes must come out
+    # as an INSERT would leave them.
+    odd = ["tab\there", "new\nline", "back\\slash", "\\N", "", "ünïcødé 雲 ]]> <x>&"]
+    lines = [vm_logs.LogLine(3, 1_700_000_000.25 + i, "I", text) for i, text in enumerate(odd)]
+    write(db, lambda c: vm_logs.append(c, lines))
+    assert read(db, lambda c: vm_logs.tail(c, 3, 10)) == lines
+    store_vms(db, new_vm(1), new_vm(2))
+    assert read(db, lambda c: vm_pool.get_vm(c, 2)).placement == ""  # a server default
+    with pytest.raises(IntegrityError):
+        store_vms(db, new_vm(5), new_vm(2))
+    assert read(db, lambda c: vm_pool.get_vms(c, [1, 2, 5])).keys() == {1, 2}  # nothing of it
+    if not db.is_sqlite:
+        compiled = str(insert(vms_table).compile(dialect=db.write_engine.dialect))
+        assert copy_inserts.copy_statement(compiled) is not None  # the path taken above
+        assert copy_inserts.copy_statement(compiled + " RETURNING vms.id") is None
+        assert copy_inserts.copy_statement(compiled + " ON CONFLICT DO NOTHING") is None
 
 
 def test_update_vm_is_a_compare_and_swap(db: Database) -> None:

@@ -17,7 +17,8 @@ bridges them:
 
 SQLite runs in WAL mode with ``synchronous=NORMAL`` (durable across process
 crashes; the last transactions may be lost only on power loss) and
-``BEGIN IMMEDIATE`` for writes. PostgreSQL is used as is.
+``BEGIN IMMEDIATE`` for writes. On PostgreSQL, inserts of many rows are sent as
+``COPY`` (:mod:`cloudburst.store.copy_inserts`).
 
 A daemon that leads a shared PostgreSQL store sets :attr:`Database.fence`: it
 runs first in every write transaction and refuses the whole batch once the
@@ -46,7 +47,7 @@ from sqlalchemy.pool import NullPool
 
 from cloudburst import metrics
 from cloudburst.errors import LeaseLostError, StoreLostError, StoreUnavailableError
-from cloudburst.store import migrate
+from cloudburst.store import copy_inserts, migrate
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,11 @@ def make_engine(url: str, *, writer: bool, busy_timeout: float = 30.0) -> Engine
 
         return engine
     if url.startswith("postgres"):
-        return create_engine(postgres_url(url), pool_size=8, max_overflow=8, pool_pre_ping=True)
+        engine = create_engine(postgres_url(url), pool_size=8, max_overflow=8,
+                               pool_pre_ping=True)
+        if writer:
+            copy_inserts.install(engine)
+        return engine
     return create_engine(url)
 
 
