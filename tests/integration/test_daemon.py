@@ -1123,8 +1123,8 @@ def test_restart_after_a_crash_replays_the_deploy_with_the_same_token(tmp_path: 
 HANGING_REBOOT = """\
 #!/bin/bash
 control="$CLOUDBURST_HOME/control"
-echo "$$" > "$control/reboot.pid"
 echo "$(basename "$0") $*" >> "$control/actions.log"
+echo "$$" > "$control/reboot.pid"
 [ -e "$control/reboot_sleep" ] && sleep "$(cat "$control/reboot_sleep")"
 exit 0
 """
