@@ -740,6 +740,11 @@ def test_an_unchanged_host_report_moves_only_its_monitoring_time(tmp_path: Path)
                                     timeout=60, what="a later monitoring")
             assert later.version == host.version
             assert (later.template, later.max_cpu) == (host.template, host.max_cpu)
+            # The same report again (known quiet: not compared again) moves the time too.
+            again = await wait_host(daemon, host.id,
+                                    lambda h: h.last_mon_time > later.last_mon_time,
+                                    timeout=60, what="another monitoring")
+            assert again.version == host.version
 
             await daemon.hosts.update(host.id, "DUMMY_TOTALCPU=400", merge=True)
             changed = await wait_host(daemon, host.id, lambda h: h.max_cpu == 400,
