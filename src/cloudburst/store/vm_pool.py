@@ -221,7 +221,7 @@ def vms_kept(connection: Connection, vm_ids: Iterable[int], kept: Mapping[int, V
 
 
 _VM_VERSIONS = select(vms.c.id, vms.c.version, vms.c.sched_message, vms.c.placement).where(
-    vms.c.id.in_(bindparam("vm_ids", expanding=True)))
+    one_of(vms.c.id, "vm_ids"))
 
 
 class VmStamp(NamedTuple):
