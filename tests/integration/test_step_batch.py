@@ -4,12 +4,14 @@ failing change undone alone."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import Connection
 from test_store import (
     EC2_TEMPLATE,
     EC2_USER_TEMPLATE,
     db,
     db_url,
+    history,
     new_host,
     new_vm,
     postgres,
@@ -23,8 +25,9 @@ from cloudburst.errors import ConflictError, IllegalActionError, NotFoundError
 from cloudburst.model.lifecycle import Event
 from cloudburst.model.records import HostRecord, VmRecord
 from cloudburst.model.states import HostState, VmState
-from cloudburst.store import host_pool, journal, vm_pool
+from cloudburst.store import backoffs, host_pool, journal, vm_pool
 from cloudburst.store.database import Database
+from cloudburst.store.deferred import Deferred
 
 __all__ = ["db", "db_url", "postgres"]  # fixtures, imported for pytest
 
@@ -189,3 +192,38 @@ def test_kept_vms_are_the_records_a_batch_wrote_until_the_store_moves_on(db: Dat
     assert found[0] is kept[0]
     assert found[1].name == "renamed" and found[1].version == kept[1].version + 1
     assert (found[2].sched_message, found[2].placement) == ("waiting", '{"a": 1}')
+
+
+def test_a_flush_of_many_vms_writes_each_ones_rows_and_counts_those_it_changed(
+        db: Database) -> None:
+    """The deferred writes of 1,200 VMs (more than one multi-row statement takes on
+    SQLite): each VM's own values land on its row, inserts and deletes take exactly the
+    rows named, and one VM changed behind the batch fails the flush by the row count."""
+    count = 1200
+    store_vms(db, *(new_vm(vm_id) for vm_id in range(count)))
+    write(db, lambda c: [backoffs.record(c, vm_id, backoffs.DEPLOY, 0, tries=1, until=1e12)
+                         for vm_id in range(0, count, 2)])
+
+    def flush_all(connection: Connection, behind: int | None = None) -> None:
+        later = Deferred()
+        records = vm_pool.get_vms(connection, range(count))
+        if behind is not None:
+            vm_pool.update_vm(connection, records[behind], name="behind")
+        for vm_id, vm in records.items():
+            vm_pool.update_vm(connection, vm, later=later, name=f"n{vm_id}",
+                              deploy_id=f"d{vm_id}")
+            vm_pool.insert_history(connection, history(vm_id, 0), later=later)
+            if vm_id % 4 == 0:
+                backoffs.clear(connection, vm_id, backoffs.DEPLOY, later=later)
+        later.flush(connection)
+
+    with pytest.raises(ConflictError, match="1 of 1200 VMs"):
+        write(db, lambda c: flush_all(c, behind=7))
+    write(db, flush_all)
+    stored = read(db, lambda c: vm_pool.get_vms(c, range(count)))
+    assert [(vm.name, vm.deploy_id, vm.version) for _, vm in sorted(stored.items())] == [
+        (f"n{vm_id}", f"d{vm_id}", 1) for vm_id in range(count)]
+    assert read(db, lambda c: vm_pool.current_seqs(c, list(range(count)))) == dict.fromkeys(
+        range(count), 0)
+    assert {backoff.vm_id for backoff in read(db, lambda c: backoffs.active(
+        c, backoffs.DEPLOY, 0))} == set(range(2, count, 4))

@@ -66,7 +66,8 @@ class Deferred:
                     statement, params = asked[turn]
                     grouped.setdefault(statement, []).append(params)
             for statement, rows in grouped.items():
-                changed = execute_many(connection, statement, rows)
+                # One row per VM in a round, each about its own VM: disjoint.
+                changed = execute_many(connection, statement, rows, disjoint=True)
                 if statement in self._checked and changed != len(rows):
                     raise ConflictError(f"{len(rows) - changed} of {len(rows)} VMs "
                                         "were changed by another action; try again")

@@ -20,6 +20,8 @@ treat it as any other.
 from __future__ import annotations
 
 import functools
+import re
+import sqlite3
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -103,37 +105,80 @@ class Prepared:
 
 
 def execute_many(connection: Connection, statement: Executable,
-                 rows: Sequence[Mapping[str, Any]]) -> int:
-    """Run the write ``statement`` once for each of ``rows`` (an ``executemany``);
-    returns how many rows it changed in all.
+                 rows: Sequence[Mapping[str, Any]], *, disjoint: bool = False) -> int:
+    """Run the write ``statement`` once for each of ``rows``; returns how many rows it
+    changed in all.
 
-    On a positional driver (SQLite) the statement is compiled once for the rows' keys
-    and run as plain SQL with a tuple per row (``exec_driver_sql``: SQLAlchemy's
-    events, error wrapping and transaction as usual, without its per-row building of
-    parameters, which cost more than the write itself). A statement whose rows need
-    values computed by SQLAlchemy (Python-side defaults) is run as usual; so is any
-    statement on other drivers.
+    On SQLite the statement is compiled once for the rows' keys and sent as plain SQL
+    (``exec_driver_sql``: SQLAlchemy's events, error wrapping and transaction as
+    usual, without its per-row building of parameters, which cost more than the
+    write), and as **one statement for many rows**: an INSERT with a row of VALUES
+    each, and, when ``disjoint`` (no two rows change the same stored row, e.g. one
+    row per VM, each about its VM), an UPDATE joined with the rows' VALUES or a
+    DELETE of the rows they name. SQLite's driver gives up Python's GIL at every
+    step of a statement, once per row of an ``executemany``, and while the event
+    loop is busy each such step waits for the GIL again: 100 rows took 100 times
+    longer than their one-statement form.
+
+    A statement whose rows need values computed by SQLAlchemy (Python-side defaults),
+    and any statement on other databases, runs as an ordinary ``executemany``.
     """
     if not rows:
         return 0
     dialect = connection.dialect
-    form = _many_form(statement, dialect, tuple(rows[0])) if dialect.positional else None
+    form = _many_form(statement, dialect, tuple(rows[0])) if dialect.name == "sqlite" else None
     if form is None:
         return int(connection.execute(statement, list(rows)).rowcount)
-    sql, fields = form
-    arguments = [tuple([row[name] if process is None else process(row[name])
-                        for name, process in fields]) for row in rows]
-    return int(connection.exec_driver_sql(sql, arguments).rowcount)
+    fields = form.fields
+    if form.head is None or (form.joined and not disjoint) or len(rows) == 1:
+        return int(connection.exec_driver_sql(form.sql, [
+            tuple([row[name] if process is None else process(row[name])
+                   for name, process in fields]) for row in rows]).rowcount)
+    raw: Any = connection.connection.driver_connection
+    most = max(1, min(_MOST_ROWS, raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+                      // len(fields)))
+    changed = 0
+    for start in range(0, len(rows), most):
+        chunk = rows[start:start + most]
+        sql = f"{form.head}{', '.join([form.group] * len(chunk))}{form.tail}"
+        values = [row[name] if process is None else process(row[name])
+                  for row in chunk for name, process in fields]
+        changed += int(connection.exec_driver_sql(sql, tuple(values)).rowcount)
+    return changed
 
+
+#: Most rows in one multi-row statement of :func:`execute_many`.
+_MOST_ROWS = 500
 
 _Processor = Callable[[Any], Any] | None
 
 
+@dataclass(frozen=True, slots=True)
+class _ManyForm:
+    """A write compiled for :func:`execute_many`: its SQL for one row, its parameters
+    in order (name, type processor), and its form for many rows, ``head`` + ``group``
+    once per row (comma-separated) + ``tail`` (``head`` None: none)."""
+
+    sql: str
+    fields: tuple[tuple[str, _Processor], ...]
+    head: str | None = None
+    group: str = ""
+    tail: str = ""
+    #: The many-row form joins the rows with the table (UPDATE, DELETE): only for rows
+    #: that change different stored rows.
+    joined: bool = False
+
+
+_INSERT = re.compile(r"INSERT INTO (\S+) \(([^()]*)\) VALUES \(([?, ]*)\)")
+_UPDATE = re.compile(r"UPDATE (\S+) SET (.*) WHERE (.*)", re.DOTALL)
+_DELETE = re.compile(r"DELETE FROM (\S+) WHERE (.*)", re.DOTALL)
+
+
 @functools.lru_cache(maxsize=512)
 def _many_form(statement: Executable, dialect: Dialect, keys: tuple[str, ...]
-               ) -> tuple[str, tuple[tuple[str, _Processor], ...]] | None:
-    """``statement`` compiled for ``keys``: its SQL and, in order, its parameters'
-    names with their type processors; ``None`` when SQLAlchemy must build the rows."""
+               ) -> _ManyForm | None:
+    """``statement`` compiled for ``keys`` (see :class:`_ManyForm`); ``None`` when
+    SQLAlchemy must build the rows."""
     if not isinstance(statement, ClauseElement):
         return None
     compiled = statement.compile(dialect=dialect, column_keys=list(keys))
@@ -149,7 +194,26 @@ def _many_form(statement: Executable, dialect: Dialect, keys: tuple[str, ...]
         if process is not None and not callable(process):  # a tuple's processors
             return None
         fields.append((name, process))
-    return compiled.string, tuple(fields)
+    sql = compiled.string
+    count = len(fields)
+    if sql.count("?") != count or "'" in sql or '"' in sql:  # placeholders only
+        return _ManyForm(sql, tuple(fields))
+    group = f"({', '.join(['?'] * count)})"
+    if (found := _INSERT.fullmatch(sql)) is not None:
+        return _ManyForm(sql, tuple(fields), f"INSERT INTO {found[1]} ({found[2]}) VALUES ",
+                         group)
+    # The rows' values as a table v (columns column1, column2...) joined by the clause.
+    columns = iter(range(1, count + 1))
+    joined = re.sub(r"\?", lambda _: f"v.column{next(columns)}", sql)
+    if (found := _UPDATE.fullmatch(joined)) is not None and " FROM " not in sql:
+        return _ManyForm(sql, tuple(fields), f"UPDATE {found[1]} SET {found[2]} FROM (VALUES ",
+                         group, f") AS v WHERE {found[3]}", joined=True)
+    if (found := _DELETE.fullmatch(joined)) is not None:
+        table = found[1]
+        return _ManyForm(sql, tuple(fields),
+                         f"DELETE FROM {table} WHERE rowid IN (SELECT {table}.rowid FROM "
+                         "(VALUES ", group, f") AS v, {table} WHERE {found[2]})", joined=True)
+    return _ManyForm(sql, tuple(fields))
 
 
 class Savepoint:
