@@ -62,7 +62,9 @@ _TAIL: Final = escaped("</VM_POOL>")
 class VmPoolCache:
     """Rendered ``VM`` elements of one daemon, for both pool forms."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, spare: int = SPARE_ENTRIES) -> None:
+        #: Entries kept per form beyond the VMs not DONE (see _trim).
+        self._spare = spare
         #: Per form (extended or not), by VM id: the stamp an entry was made from, and
         #: the entry. A stamp is a tuple: the whole of it is compared, in one go.
         self._entries: dict[bool, dict[int, tuple[VmStamp, bytes]]] = {False: {}, True: {}}
@@ -98,7 +100,7 @@ class VmPoolCache:
             parts = [_HEAD, *(entry[1] for stamp in stamps
                               if (entry := entries.get(stamp[0])) is not None)]
         parts.append(_TAIL)
-        self._trim(stamps, extended)
+        await self._trim(daemon, stamps, extended)
         if len(listed) > RECENT_MAX_VMS:
             return EncodedText(parts)
         text = EncodedText([b"".join(parts)])
@@ -107,6 +109,13 @@ class VmPoolCache:
         while len(self._recent) > RECENT_LISTINGS:
             del self._recent[next(iter(self._recent))]
         return text
+
+    def rendered(self, stamps: Sequence[VmStamp], *, extended: bool = False) -> int:
+        """How many of ``stamps``' VMs have an entry rendered from that very stamp (a
+        listing of them renders only the others)."""
+        entries = self._entries[extended]
+        return sum(1 for stamp in stamps
+                   if (entry := entries.get(stamp.id)) is not None and entry[0] == stamp)
 
     async def _render(self, daemon: Services, stamps: Sequence[VmStamp], *,
                       extended: bool) -> None:
@@ -124,10 +133,20 @@ class VmPoolCache:
             # The stamp it was listed with: a VM changed since is rendered again next time.
             entries[vm.id] = (by_id[vm.id], data)
 
-    def _trim(self, listed: Sequence[VmStamp], extended: bool) -> None:
+    async def _trim(self, daemon: Services, listed: Sequence[VmStamp], extended: bool) -> None:
+        """Keep at most the entries of the VMs not DONE, and those ``listed``, plus
+        :data:`SPARE_ENTRIES`: beyond, drop the others (DONE VMs listed before)."""
         entries = self._entries[extended]
-        if len(entries) > max(len(listed), self._live) + SPARE_ENTRIES:
-            keep = {stamp.id for stamp in listed}
+        if len(entries) <= max(len(listed), self._live) + self._spare:
+            return
+        # The pool may have grown since the VMs not DONE were counted: count them again
+        # (rare: once the entries outgrow the count by SPARE_ENTRIES), so that the ones
+        # rendered ahead are not dropped.
+        live = {stamp.id for stamp in await daemon.vms.pool_stamps(state=-1)}
+        self._live = len(live)
+        entries = self._entries[extended]
+        if len(entries) > max(len(listed), self._live) + self._spare:
+            keep = live.union(stamp.id for stamp in listed)
             self._entries[extended] = {vm_id: entry for vm_id, entry in entries.items()
                                        if vm_id in keep}
 

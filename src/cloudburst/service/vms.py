@@ -231,13 +231,7 @@ class VmService:
 
     async def records(self, vm_ids: Sequence[int]) -> list[VmRecord]:
         """The given VMs with their history, ordered by id (missing ones left out)."""
-        def read(connection: Connection) -> list[VmRecord]:
-            found: list[VmRecord] = []
-            for start in range(0, len(vm_ids), _ID_CHUNK):
-                found.extend(vm_pool.list_vms(connection, ids=vm_ids[start:start + _ID_CHUNK]))
-            return sorted(found, key=lambda vm: vm.id)
-
-        return await self.db.read(read)
+        return await self.db.read(lambda connection: vm_pool.read_vms(connection, vm_ids))
 
     async def search(self, search: VmSearch) -> tuple[int, list[VmRow]]:
         """How many VMs match ``search``, and the page it asks for.

@@ -7,10 +7,12 @@ through :func:`update_vm`, a compare-and-swap on ``version``.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -174,6 +176,28 @@ def get_named_vm(connection: Connection, vm_id: int, *, with_history: bool = Tru
     records = [_history_from_row(_HISTORY_ROW._make(row[_VM_WIDTH:])) for row in rows
                if row[_VM_WIDTH] is not None]
     return NamedVm(_vm_from_row(vm_row, records), vm_row.uname, vm_row.gname)
+
+
+def read_vms(connection: Connection, vm_ids: Iterable[int]) -> list[VmRecord]:
+    """The VMs of ``vm_ids`` that exist, with their history, ordered by id.
+
+    For rendering many VMs (pool entries): each :data:`BY_IDS` of them are one prepared
+    statement, a row per history record; SQLAlchemy's rows and a second statement for
+    the history cost ~4x the read and decoding.
+    """
+    wanted = sorted(set(vm_ids))
+    found: list[VmRecord] = []
+    for start in range(0, len(wanted), BY_IDS):
+        chunk = wanted[start:start + BY_IDS]
+        chunk += [-1] * (BY_IDS - len(chunk))  # no VM has id -1
+        rows = _SELECT_VMS_WITH_HISTORY.tuples(
+            connection, **{f"id{index}": vm_id for index, vm_id in enumerate(chunk)})
+        for _, group in itertools.groupby(rows, key=itemgetter(0)):
+            held = list(group)
+            records = [_history_from_row(_HISTORY_ROW._make(row[_VMS_WIDTH:]))
+                       for row in held if row[_VMS_WIDTH] is not None]
+            found.append(_vm_from_row(_VMS_ROW._make(held[0][:_VMS_WIDTH]), records))
+    return found
 
 
 def get_vms(connection: Connection, vm_ids: Iterable[int]) -> dict[int, VmRecord]:
@@ -481,6 +505,15 @@ _SELECT_VM_WITH_HISTORY = Prepared(
                  .outerjoin(history, history.c.vm_id == vms.c.id))
     .where(vms.c.id == bindparam("vm_id")).order_by(history.c.seq))
 _HISTORY_ROW = row_type(history.c)
+#: VMs :func:`read_vms` reads per statement.
+BY_IDS = 100
+_VMS_ROW = row_type(vms.c)
+_VMS_WIDTH = len(vms.c)
+_SELECT_VMS_WITH_HISTORY = Prepared(
+    select(vms, *history.c)
+    .select_from(vms.outerjoin(history, history.c.vm_id == vms.c.id))
+    .where(vms.c.id.in_([bindparam(f"id{index}") for index in range(BY_IDS)]))
+    .order_by(vms.c.id, history.c.seq))
 
 
 @lru_cache(maxsize=256)
