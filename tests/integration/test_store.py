@@ -852,13 +852,16 @@ def test_reads_run_while_a_write_is_in_progress(db: Database) -> None:
 
 def test_a_read_lane_call_makes_its_lookups_off_the_loop_and_answers_once(db: Database) -> None:
     """``in_read_lane``: on PostgreSQL the whole call runs on an API lane thread (its
-    lookups there, none on the caller's loop); on SQLite it runs here. Its result and
+    lookups and reads there, none on the caller's loop); on SQLite it runs here. Its result and
     its errors come back to the caller; a failing lookup leaves the lane serving."""
     store_vms(db, new_vm(0))
 
     async def call(vm_id: int) -> tuple[str, str]:
         vm = await db.lookup(lambda c: vm_pool.get_vm(c, vm_id))
         thread = await db.lookup(lambda c: threading.current_thread().name)
+        # In a lane a read (a listing's) runs there too, not on a reader thread.
+        reader = await db.read(lambda c: threading.current_thread().name)
+        assert (reader == thread) != db.is_sqlite, (reader, thread)
         return vm.name, thread
 
     async def main() -> None:

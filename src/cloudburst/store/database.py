@@ -182,7 +182,14 @@ class Database:
             self._writer.start()
 
     async def read(self, function: Callable[[Connection], T]) -> T:
-        """Run ``function(connection)`` in a read transaction on a thread."""
+        """Run ``function(connection)`` in a read transaction on a thread.
+
+        In an API read lane (:meth:`in_read_lane`) it runs there at once, as a
+        :meth:`lookup` does (the lane's thread serves only such calls): a pool listing
+        hops to the lane and back, not on to a reader thread too.
+        """
+        if getattr(self._kept, "lane", False):
+            return await self.lookup(function)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self.read_sync, function)
 
@@ -257,7 +264,7 @@ class Database:
         thread and back (shared with the daemon's background reads); an API call
         makes several (authentication, the access check, the read itself). A read
         lane is a thread with its own event loop and connection: the call makes one
-        hop to it and back, and its lookups run there at once. On SQLite the call
+        hop to it and back, and its lookups and reads run there at once. On SQLite the call
         runs here (its lookups are already at once).
         """
         if self._sqlite:
