@@ -227,3 +227,17 @@ def test_a_flush_of_many_vms_writes_each_ones_rows_and_counts_those_it_changed(
         range(count), 0)
     assert {backoff.vm_id for backoff in read(db, lambda c: backoffs.active(
         c, backoffs.DEPLOY, 0))} == set(range(2, count, 4))
+
+
+def test_a_batch_reads_its_vms_exactly_as_one_by_one(db: Database) -> None:
+    """The batch read of VMs (on SQLite one row of JSON for all of them) gives the very
+    records the read of one VM gives: floats to the last digit, text with quotes,
+    newlines and non-ASCII, missing values."""
+    store_vms(db, new_vm(0, cpu=0.1 + 0.2, name='it\'s "odd"\n雲', host_id=None),
+              new_vm(1, cpu=1 / 3, template=EC2_TEMPLATE, user_template=EC2_USER_TEMPLATE,
+                     host_id=3, deploy_id="i-0abc"),
+              new_vm(2, cpu=2.0, monitoring={"IP": "10.0.0.1", "NOTE": "ü\\"}))
+    batch = read(db, lambda c: vm_pool.get_vms(c, [0, 1, 2, 9]))
+    assert batch == {vm_id: read(db, lambda c, vm_id=vm_id: vm_pool.get_vm(
+        c, vm_id, with_history=False)) for vm_id in range(3)}
+    assert batch[0].cpu == 0.1 + 0.2 and batch[1].cpu == 1 / 3

@@ -31,7 +31,7 @@ from cloudburst.model.records import HostRecord
 from cloudburst.model.states import CAPACITY_HOLDING_STATES, HostState
 from cloudburst.store import vm_pool
 from cloudburst.store.id_lists import one_of
-from cloudburst.store.prepared import Prepared
+from cloudburst.store.prepared import Prepared, rows_at_once
 from cloudburst.store.schema import clusters, hosts, orphan_sightings, vms
 from cloudburst.template import Template
 
@@ -102,8 +102,8 @@ def hosts_kept(connection: Connection, host_ids: Collection[int],
     burst of deploys names the same hosts again and again, and decoding a host's
     template costs far more than reading its version."""
     ids = sorted(host_ids)
-    versions = {int(row.id): int(row.version)
-                for row in connection.execute(_HOST_VERSIONS, {"host_ids": ids})}
+    versions = {int(host_id): int(version) for host_id, version in rows_at_once(
+        connection, _HOST_VERSIONS, {"host_ids": ids})}
     stale = [host_id for host_id, version in versions.items()
              if (record := kept.get(host_id)) is None or record.version != version]
     if stale:

@@ -34,7 +34,7 @@ from cloudburst.model.records import HistoryRecord, VmRecord, cpu_share
 from cloudburst.model.states import CAPACITY_HOLDING_STATES, LcmState, VmState
 from cloudburst.store.deferred import Deferred
 from cloudburst.store.id_lists import one_of
-from cloudburst.store.prepared import Prepared, row_type
+from cloudburst.store.prepared import Prepared, row_type, rows_at_once
 from cloudburst.store.schema import groups, history, users, vms
 from cloudburst.template import Template
 
@@ -205,13 +205,15 @@ def get_vms(connection: Connection, vm_ids: Iterable[int]) -> dict[int, VmRecord
     a batch of state changes reads its VMs at once instead of one by one."""
     wanted = sorted(set(vm_ids))
     found: dict[int, VmRecord] = {}
+    make = _VM_ROW._make
     for start in range(0, len(wanted), 500):
-        rows = connection.execute(_SELECT_VMS, {"vm_ids": wanted[start:start + 500]})
-        found.update((row.id, _vm_from_row(row)) for row in rows)
+        rows = rows_at_once(connection, _SELECT_VMS, {"vm_ids": wanted[start:start + 500]})
+        found.update((row[0], _vm_from_row(make(row))) for row in rows)
     return found
 
 
 _SELECT_VMS = select(vms).where(one_of(vms.c.id, "vm_ids"))
+_VM_ROW = row_type(_SELECT_VMS.selected_columns)
 
 
 def vms_kept(connection: Connection, vm_ids: Iterable[int], kept: Mapping[int, VmRecord]
@@ -230,8 +232,8 @@ def vms_kept(connection: Connection, vm_ids: Iterable[int], kept: Mapping[int, V
     found: dict[int, VmRecord] = {}
     stale: list[int] = []
     for start in range(0, len(wanted), 500):
-        for vm_id, version, sched_message, placement in connection.execute(
-                _VM_VERSIONS, {"vm_ids": wanted[start:start + 500]}):
+        for vm_id, version, sched_message, placement in rows_at_once(
+                connection, _VM_VERSIONS, {"vm_ids": wanted[start:start + 500]}):
             record = kept.get(vm_id)
             if record is None or record.version != version:
                 stale.append(vm_id)
@@ -440,12 +442,12 @@ def current_seqs(connection: Connection, vm_ids: Sequence[int]) -> dict[int, int
     found: dict[int, int] = {}
     wanted = sorted(set(vm_ids))
     for start in range(0, len(wanted), 500):
-        rows = connection.execute(_CURRENT_SEQS, {"vm_ids": wanted[start:start + 500]})
+        rows = rows_at_once(connection, _CURRENT_SEQS, {"vm_ids": wanted[start:start + 500]})
         found.update((int(row[0]), int(row[1])) for row in rows)
     return found
 
 
-_CURRENT_SEQS = (select(history.c.vm_id, func.max(history.c.seq))
+_CURRENT_SEQS = (select(history.c.vm_id, func.max(history.c.seq).label("seq"))
                  .where(one_of(history.c.vm_id, "vm_ids"))
                  .group_by(history.c.vm_id))
 
