@@ -162,8 +162,9 @@ def _write_deployments(loop: asyncio.AbstractEventLoop, asked: list[_Deployment]
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    temporary = f"{path}.tmp"
-    _ensure_directory(os.fspath(path.parent))
+    target = os.fspath(path)
+    temporary = f"{target}.tmp"
+    _ensure_directory(target.rpartition("/")[0])
     try:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -171,7 +172,7 @@ def _write_atomic(path: Path, text: str) -> None:
             _write_all(descriptor, text.encode())
         finally:
             os.close(descriptor)
-        os.replace(temporary, path)
+        os.replace(temporary, target)
     except OSError:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
@@ -198,5 +199,11 @@ def _write_all(descriptor: int, data: bytes) -> None:
 
 @functools.lru_cache(maxsize=4096)
 def _ensure_directory(directory: str) -> None:
-    # Cached: thousands of appends per second must not each pay a mkdir.
-    os.makedirs(directory, exist_ok=True)
+    # Cached: thousands of appends per second must not each pay a mkdir. One mkdir
+    # when the parent exists (a VM's directory in vms/), else every missing level.
+    try:
+        os.mkdir(directory)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(directory, exist_ok=True)
