@@ -469,12 +469,13 @@ def update_vm(connection: Connection, record: VmRecord, *, later: Deferred | Non
         changes.setdefault("prev_lcm_state", record.lcm_state)
     updated = replace(record, **changes, version=record.version + 1)
     params = {name: _stored(name, getattr(updated, name)) for name in changes}
+    columns = frozenset(params)
     if "cpu" in changes:
         params["cpu_share"] = cpu_share(updated.cpu)
+        columns |= {"cpu_share"}
     params["version"] = updated.version
     params["_id"] = record.id
     params["_version"] = record.version
-    columns = frozenset(name for name in params if not name.startswith("_") and name != "version")
     if later is not None and connection.dialect.supports_sane_multi_rowcount:
         later.add(record.id, _update_statement(columns), params, checked=True)
         return updated
