@@ -325,6 +325,19 @@ def test_reads_by_id_lists_find_what_they_name_in_one_statement_text(db: Databas
     assert set(read(db, lambda c: host_pool.hosts_kept(c, [0, 1, 5], {}))) == {0, 1}
 
 
+def test_held_capacity_is_what_each_vm_holds_and_sums_to_the_hosts_usage(db: Database) -> None:
+    store_vms(db, new_vm(1, host_id=0, state=VmState.ACTIVE, lcm_state=LcmState.RUNNING),
+              new_vm(2, host_id=0, state=VmState.POWEROFF, lcm_state=LcmState.LCM_INIT,
+                     memory=1024),
+              new_vm(3, host_id=1, state=VmState.ACTIVE, lcm_state=LcmState.RUNNING),
+              new_vm(4, host_id=1, state=VmState.DONE, lcm_state=LcmState.LCM_INIT),
+              new_vm(5))  # pending: no host
+    held = read(db, vm_pool.held_capacity)
+    assert held == {1: (0, 100, 256 * 1024), 2: (0, 100, 1024 * 1024),
+                    3: (1, 100, 256 * 1024)}
+    assert vm_pool.usage_of(held) == read(db, vm_pool.host_usage)
+
+
 def test_rows_inserted_many_at_once_land_as_given(db: Database) -> None:
     # On PostgreSQL a multi-row INSERT of parameters goes out as COPY: text that COPY's
     # format escapes, NULL-looking text, server defaults and key clashes must come out
