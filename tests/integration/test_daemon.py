@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import logging
 import os
 import re
 import signal
@@ -32,6 +33,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from cloudburst import metrics
 from cloudburst.config.settings import Settings
 from cloudburst.daemon import monitor
 from cloudburst.daemon.app import Daemon
@@ -914,6 +916,49 @@ def test_an_instance_gone_at_the_provider_is_poweroff_and_can_be_terminated(
             assert (await daemon.hosts.info(host.id)).running_vms == 0
 
     run(scenario)
+
+
+def test_a_driver_polling_across_hosts_gets_one_call_and_each_host_again_on_failure(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The dummy driver takes the VMs of several hosts in one poll call; when that call
+    fails (one host's polls do), each host is asked alone: the failing one is named,
+    the others are polled all the same."""
+    settings = make_home(tmp_path, polling=3600)  # no regular poll meanwhile
+
+    def poll_calls() -> float:
+        return metrics.REGISTRY.get_sample_value(
+            "cloudburst_driver_calls_total", {"driver": "dummy", "action": "poll"}) or 0.0
+
+    async def scenario() -> None:
+        async with running(settings) as daemon:
+            hosts = [await add_dummy_host(daemon, f"kvm-{i}", total_cpu=100) for i in range(3)]
+            vm_ids = [await daemon.vms.allocate(LOCAL_VM) for _ in range(3)]
+            for vm_id in vm_ids:  # RUNNING and its (only) fresh poll done
+                await wait_until(lambda vm_id=vm_id: _first_sample(daemon, vm_id), 30,
+                                 "the first poll's sample")
+            on_hosts = await daemon.db.read(
+                lambda c: vm_pool.on_hosts(c, [host.id for host in hosts]))
+            assert sorted(on_hosts) == [host.id for host in hosts]  # one VM on each
+            group = [(host, on_hosts[host.id]) for host in hosts]
+            before = poll_calls()
+            await daemon.monitor.poll_hosts(group)
+            assert poll_calls() == before + 1
+
+            await daemon.hosts.update(hosts[0].id, "DUMMY_POLL=failure", merge=True)
+            group[0] = (await daemon.hosts.info(hosts[0].id), group[0][1])
+            before = poll_calls()
+            with caplog.at_level(logging.WARNING, logger="cloudburst.daemon.monitor"):
+                await daemon.monitor.poll_hosts(group)
+            assert poll_calls() == before + 1 + 3
+            assert "polling VMs of host kvm-0 failed" in caplog.text
+            assert "kvm-1" not in caplog.text and "kvm-2" not in caplog.text
+
+    run(scenario)
+
+
+async def _first_sample(daemon: Daemon, vm_id: int) -> bool:
+    vm = await daemon.vms.info(vm_id)
+    return vm.position == lifecycle.RUNNING and vm.monitoring.get("NETTX") == "12345"
 
 
 def test_disabled_hosts_get_no_vms_until_enabled(tmp_path: Path) -> None:

@@ -10,9 +10,11 @@ takes longer than the driver's ``-w`` (without it, at most :data:`MONITOR_TIMEOU
 the host table (:mod:`cloudburst.model.host_lifecycle`) says which state each
 outcome leads to (a disabled host stays disabled). The daemon goes on.
 
-VMs are polled per host, all VMs of a host in **one** driver call, every
-``VM_POLLING_INTERVAL`` seconds, and right after one of them enters RUNNING
-(:mod:`.fresh_polls`: its IP shows within seconds). VMs a host's monitoring
+VMs are polled per host, all VMs of a host in **one** driver call (a driver that
+polls across hosts and sweeps for no orphans, like the dummy one, gets one call
+for all its due hosts of a tick), every ``VM_POLLING_INTERVAL`` seconds, and
+right after one of them enters RUNNING (:mod:`.fresh_polls`: its IP shows within
+seconds). VMs a host's monitoring
 reported (``VM=[...]`` vectors) are updated from that report instead.
 """
 
@@ -270,15 +272,22 @@ class Monitor:
 
         on_hosts, seen, versions = await self.db.read(read)
         for host in to_monitor:
-            self._start(("monitor", host.id), self.monitor_host(host, versions.get(host.id, {})))
+            self._start([("monitor", host.id)],
+                        self.monitor_host(host, versions.get(host.id, {})))
+        together: dict[str, list[tuple[HostRecord, list[PolledVm]]]] = {}
         for host, only in to_poll:
             vms = on_hosts.get(host.id, [])
             if only is not None:
                 vms = [vm for vm in vms if vm.id in only]
-            if (only is None and self._sweeps(host)) or any(
-                    vm.position in POLLED_POSITIONS for vm in vms):
-                self._start(("poll", host.id), self.poll_host(
+            asked = any(vm.position in POLLED_POSITIONS for vm in vms)
+            if self._polls_together(host):
+                if asked:
+                    together.setdefault(host.vm_mad, []).append((host, vms))
+            elif (only is None and self._sweeps(host)) or asked:
+                self._start([("poll", host.id)], self.poll_host(
                     host, vms, seen.get(host.id, {}), sweep=only is None))
+        for group in together.values():
+            self._start([("poll", host.id) for host, _ in group], self.poll_hosts(group))
 
     def _sweeps(self, host: HostRecord) -> bool:
         """Whether ``host``'s VM driver looks for orphans (the base finds none); an
@@ -289,23 +298,34 @@ class Monitor:
             return True
         return type(driver).sweep is not VmDriver.sweep
 
-    def _start(self, key: tuple[str, int], coroutine: Any) -> None:
-        self._busy.add(key)
+    def _polls_together(self, host: HostRecord) -> bool:
+        """Whether ``host``'s VMs are polled in one call with other hosts' of its driver
+        (:attr:`VmDriver.polls_across_hosts`, and no orphan sweep after the poll)."""
+        try:
+            driver = self.dispatcher.vm_driver(host.vm_mad)
+        except CloudburstError:
+            return False
+        return driver.polls_across_hosts and type(driver).sweep is VmDriver.sweep
+
+    def _start(self, keys: list[tuple[str, int]], coroutine: Any) -> None:
+        """Run ``coroutine`` in a task; ``keys`` (what, host) are busy until it ends."""
+        self._busy.update(keys)
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
 
         def done(finished: asyncio.Task[Any]) -> None:
-            self._busy.discard(key)
+            self._busy.difference_update(keys)
             self._tasks.discard(finished)
-            if key[0] == "monitor" and key[1] in self._requested:
+            if any(what == "monitor" and host_id in self._requested for what, host_id in keys):
                 self._wake.set()  # asked for while this one ran: now, not at the next tick
             if finished.cancelled() or finished.exception() is None:
                 return
             error = finished.exception()
+            hosts = ", ".join(str(host_id) for _, host_id in keys)
             if isinstance(error, StoreUnavailableError):  # retried at the next interval
-                log.warning("%s of host %d not recorded: %s", key[0], key[1], error.message)
+                log.warning("%s of host %s not recorded: %s", keys[0][0], hosts, error.message)
             else:
-                log.error("%s of host %d failed", key[0], key[1], exc_info=error)
+                log.error("%s of host %s failed", keys[0][0], hosts, exc_info=error)
 
         task.add_done_callback(done)
 
@@ -456,6 +476,38 @@ class Monitor:
                                                 {vm.id: vm for vm in vms})
         if sweep and type(driver).sweep is not VmDriver.sweep:  # the base finds nothing
             await self._sweep(host, driver, frozenset(vm.id for vm in vms), seen)
+
+    async def poll_hosts(self, group: list[tuple[HostRecord, list[PolledVm]]]) -> None:
+        """Poll the VMs of several hosts of one driver in one call (no sweep).
+
+        ``group``: each host with its VMs to poll, read before asking. When that call
+        fails, each host is polled on its own: a failure is then the failing host's,
+        logged as such, and the other hosts' VMs are polled all the same.
+        """
+        if len(group) == 1:
+            await self.poll_host(*group[0], {}, sweep=False)
+            return
+        vm_mad = group[0][0].vm_mad
+        try:
+            driver = self.dispatcher.vm_driver(vm_mad)
+        except CloudburstError as exc:
+            log.warning("hosts %s: %s", ", ".join(host.name for host, _ in group), exc)
+            return
+        refs = [ref for host, vms in group
+                for ref in poll_refs([vm for vm in vms if vm.position in POLLED_POSITIONS],
+                                     host)]
+        try:
+            results: dict[int, PollResult] = await self.dispatcher.run(
+                "VM_MAD", vm_mad, "poll", lambda: driver.poll(refs))
+        except CloudburstError:
+            await asyncio.gather(*(self.poll_host(host, vms, {}, sweep=False)
+                                   for host, vms in group))
+            return
+        for host, _ in group:
+            self._failures.pop(("polling VMs", host.id), None)
+        every = [vm for _, vms in group for vm in vms]
+        await self.lifecycle.apply_poll(results, {vm.id: vm.version for vm in every},
+                                        {vm.id: vm for vm in every})
 
     def _failed(self, what: str, host: HostRecord, exc: CloudburstError) -> None:
         """Log a failed poll or sweep once per new message, not every interval."""

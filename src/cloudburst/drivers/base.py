@@ -409,6 +409,11 @@ class VmDriver(abc.ABC):
     #: associated) shows within seconds, not at the next regular poll. A driver
     #: whose first poll already reports all it ever will needs only ``(0.0,)``.
     fresh_poll_delays: tuple[float, ...] = (0.0, 2.0, 5.0, 10.0)
+    #: Whether the monitor may ask about the VMs of many hosts in one ``poll`` call
+    #: (the contract allows it) instead of one call per host: for a driver whose
+    #: calls cost little per host and that sweeps for no orphans. A failed call is
+    #: made again host by host, so each host's failure is told apart.
+    polls_across_hosts: bool = False
 
     def __init__(self, context: DriverContext) -> None:
         self.context = context

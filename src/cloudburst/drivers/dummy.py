@@ -234,6 +234,7 @@ class DummyVmDriver(VmDriver):
     capabilities = frozenset(OPTIONAL_ACTIONS)
     #: Its first poll reports all its later ones will (nothing is learnt after the start).
     fresh_poll_delays = (0.0,)
+    polls_across_hosts = True
 
     def __init__(self, context: DriverContext) -> None:
         super().__init__(context)
