@@ -203,6 +203,8 @@ def _many_form(statement: Executable, dialect: Dialect, keys: tuple[str, ...]
     if (found := _INSERT.fullmatch(sql)) is not None:
         return _ManyForm(sql, tuple(fields), f"INSERT INTO {found[1]} ({found[2]}) VALUES ",
                          group)
+    if sqlite3.sqlite_version_info < (3, 33):  # UPDATE ... FROM came with 3.33
+        return _ManyForm(sql, tuple(fields))
     # The rows' values as a table v (columns column1, column2...) joined by the clause.
     columns = iter(range(1, count + 1))
     joined = re.sub(r"\?", lambda _: f"v.column{next(columns)}", sql)
