@@ -35,6 +35,7 @@ from cloudburst.api.encoded import EncodedText, escaped
 from cloudburst.api.per_daemon import PerDaemon
 from cloudburst.errors import CloudburstError
 from cloudburst.events import Resync, SubscriptionClosed
+from cloudburst.model.records import VmRecord
 from cloudburst.store.vm_pool import VmStamp
 
 if TYPE_CHECKING:
@@ -122,16 +123,21 @@ class VmPoolCache:
         """Render ``stamps``' VMs into the cache (those that no longer exist are skipped)."""
         by_id = {stamp.id: stamp for stamp in stamps}
         records = await daemon.vms.records(list(by_id))
+        await self._keep([(by_id[vm.id], vm) for vm in records], extended=extended)
+
+    async def _keep(self, stamped: Sequence[tuple[VmStamp, VmRecord]], *,
+                    extended: bool) -> None:
+        """Render each VM into the cache with the stamp it was read with (a VM changed
+        since is rendered again next time)."""
         # Rendering thousands of VMs is CPU work: keep it off the loop.
         rendered = await asyncio.get_running_loop().run_in_executor(None, lambda: [
             escaped(documents.vm_pool_entry(
-                vm, extended=extended, uname=shown_name(by_id[vm.id].uname, vm.uid),
-                gname=shown_name(by_id[vm.id].gname, vm.gid)))
-            for vm in records])
+                vm, extended=extended, uname=shown_name(stamp.uname, vm.uid),
+                gname=shown_name(stamp.gname, vm.gid)))
+            for stamp, vm in stamped])
         entries = self._entries[extended]
-        for vm, data in zip(records, rendered, strict=True):
-            # The stamp it was listed with: a VM changed since is rendered again next time.
-            entries[vm.id] = (by_id[vm.id], data)
+        for (stamp, _), data in zip(stamped, rendered, strict=True):
+            entries[stamp.id] = (stamp, data)
 
     async def _trim(self, daemon: Services, listed: Sequence[VmStamp], extended: bool) -> None:
         """Keep at most the entries of the VMs not DONE, and those ``listed``, plus
@@ -200,31 +206,39 @@ class VmPoolCache:
     async def _warm(self, daemon: Services, vm_ids: list[int] | None) -> None:
         """Render the short entries of ``vm_ids`` (None: every VM not DONE) whose stamp
         moved; forget the entries of those that are DONE or gone."""
-        try:
-            stamps = await daemon.vms.pool_stamps(state=-1, ids=vm_ids)
-        except CloudburstError as exc:  # the store is busy or lost: the listings render
-            log.warning("pool entries not rendered ahead: %s", exc.message)
-            return
         if vm_ids is None:
+            try:
+                stamps = await daemon.vms.pool_stamps(state=-1)
+            except CloudburstError as exc:  # the store is busy or lost: the listings render
+                log.warning("pool entries not rendered ahead: %s", exc.message)
+                return
             self._live = len(stamps)
-        else:
-            found = {stamp.id for stamp in stamps}
-            for vm_id in vm_ids:
-                if vm_id not in found:
-                    self._entries[False].pop(vm_id, None)
-                    self._entries[True].pop(vm_id, None)
-        short = self._entries[False]
-        stale = [stamp for stamp in stamps
-                 if (entry := short.get(stamp.id)) is None or entry[0] != stamp]
-        for start in range(0, len(stale), WARM_CHUNK):
+            vm_ids = self._stale(stamps)
+        for start in range(0, len(vm_ids), WARM_CHUNK):
+            chunk = vm_ids[start:start + WARM_CHUNK]
             started = time.monotonic()
             try:
-                await self._render(daemon, stale[start:start + WARM_CHUNK], extended=False)
+                # Each VM read once, with its stamp: one hop, no stamps read before.
+                found = await daemon.vms.stamped(chunk)
+                live = {stamp.id for stamp, _ in found}
+                for vm_id in chunk:
+                    if vm_id not in live:
+                        self._entries[False].pop(vm_id, None)
+                        self._entries[True].pop(vm_id, None)
+                stale = set(self._stale([stamp for stamp, _ in found]))
+                await self._keep([(stamp, vm) for stamp, vm in found if stamp.id in stale],
+                                 extended=False)
             except CloudburstError as exc:
                 log.warning("pool entries not rendered ahead: %s", exc.message)
                 return
             # Rest as long as the chunk took: at most half of a core goes to warming.
             await asyncio.sleep(time.monotonic() - started)
+
+    def _stale(self, stamps: Sequence[VmStamp]) -> list[int]:
+        """The VMs of ``stamps`` whose short entry is missing or was made from another."""
+        short = self._entries[False]
+        return [stamp.id for stamp in stamps
+                if (entry := short.get(stamp.id)) is None or entry[0] != stamp]
 
 
 #: The cache serving a daemon's API (created on first use).

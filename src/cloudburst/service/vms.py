@@ -229,6 +229,10 @@ class VmService:
         return await self.db.read_unchanged(
             ("vm stamps", state, uid, first_id, last_id, offset, limit, descending), read)
 
+    async def stamped(self, vm_ids: Sequence[int]) -> list[tuple[VmStamp, VmRecord]]:
+        """The given VMs that are not DONE, with their history and stamps, by id."""
+        return await self.db.read(lambda connection: vm_pool.stamped_vms(connection, vm_ids))
+
     async def records(self, vm_ids: Sequence[int]) -> list[VmRecord]:
         """The given VMs with their history, ordered by id (missing ones left out)."""
         return await self.db.read(lambda connection: vm_pool.read_vms(connection, vm_ids))

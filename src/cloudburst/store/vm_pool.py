@@ -200,6 +200,17 @@ def read_vms(connection: Connection, vm_ids: Iterable[int]) -> list[VmRecord]:
     return found
 
 
+def stamped_vms(connection: Connection, vm_ids: Iterable[int]
+                ) -> list[tuple[VmStamp, VmRecord]]:
+    """The VMs of ``vm_ids`` that exist and are not DONE, as :func:`read_vms` reads
+    them, each with its stamp (what :func:`list_vm_stamps` gives for it)."""
+    records = [vm for vm in read_vms(connection, vm_ids) if vm.state is not VmState.DONE]
+    unames = _names_of(connection, users, {vm.uid for vm in records})
+    gnames = _names_of(connection, groups, {vm.gid for vm in records})
+    return [(VmStamp(vm.id, vm.version, vm.uid, vm.gid, vm.name, vm.sched_message, vm.perms,
+                     unames.get(vm.uid), gnames.get(vm.gid)), vm) for vm in records]
+
+
 def get_vms(connection: Connection, vm_ids: Iterable[int]) -> dict[int, VmRecord]:
     """The VMs of ``vm_ids`` that exist, without history, read in chunks of 500:
     a batch of state changes reads its VMs at once instead of one by one."""
