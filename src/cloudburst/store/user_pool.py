@@ -76,11 +76,29 @@ _NAMES = select(users.c.id, users.c.name)
 _NAME_OF = Prepared(select(users.c.name).where(users.c.id == bindparam("user_id")))
 
 
+#: Users decoded from their rows, keyed by the rows themselves (see _with_groups).
+_DECODED: dict[tuple[Any, ...], UserRecord] = {}
+_DECODED_MOST = 256
+
+
 def _with_groups(rows: Sequence[Any]) -> UserRecord | None:
-    """The user of :data:`_USER_WITH_GROUPS`'s rows (None: no row, no such user)."""
+    """The user of :data:`_USER_WITH_GROUPS`'s rows (None: no row, no such user).
+
+    Every API call authenticates, reading its user: a user is decoded (its template's
+    JSON) once per content of its rows, which are the key: a changed password, name,
+    template or group, or a disabled user, give other rows, hence a fresh record. Equal
+    rows share one record (read-only: the template is copied before any change).
+    """
     if not rows:
         return None
-    return _record(rows[0], tuple(row.group_id for row in rows if row.group_id is not None))
+    key = tuple(rows)
+    user = _DECODED.get(key)
+    if user is None:
+        user = _record(rows[0], tuple(row.group_id for row in rows if row.group_id is not None))
+        if len(_DECODED) >= _DECODED_MOST:
+            _DECODED.clear()
+        _DECODED[key] = user
+    return user
 
 
 def _groups_of(connection: Connection, user_ids: list[int] | None) -> dict[int, tuple[int, ...]]:
