@@ -34,7 +34,7 @@ from cloudburst.model.records import HistoryRecord, VmRecord, cpu_share
 from cloudburst.model.states import CAPACITY_HOLDING_STATES, LcmState, VmState
 from cloudburst.store.deferred import Deferred
 from cloudburst.store.id_lists import one_of
-from cloudburst.store.prepared import Prepared, row_type, rows_at_once
+from cloudburst.store.prepared import Prepared, execute_many, row_type, rows_at_once
 from cloudburst.store.schema import groups, history, users, vms
 from cloudburst.template import Template
 
@@ -499,9 +499,9 @@ def update_vm(connection: Connection, record: VmRecord, *, later: Deferred | Non
 def mark_polled(connection: Connection, versions: Mapping[int, int], stamp: int) -> None:
     """Set ``LAST_POLL`` to ``stamp`` on the VMs of ``versions`` (id: version read),
     in one statement; a VM changed since its read is left as it is."""
-    connection.execute(_update_statement(frozenset({"last_poll"})), [
+    execute_many(connection, _update_statement(frozenset({"last_poll"})), [
         {"_id": vm_id, "_version": version, "last_poll": stamp, "version": version + 1}
-        for vm_id, version in versions.items()])
+        for vm_id, version in versions.items()], disjoint=True)  # a row per VM
 
 
 # Hot-path statements are built once: SQLAlchemy then reuses their compiled
