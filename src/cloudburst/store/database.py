@@ -197,19 +197,21 @@ class Database:
         """:meth:`read` of ``function``, a read whose result depends only on the store's
         data and on ``key``; the result may be one returned before (treat it as read-only).
 
-        On SQLite, when nothing was committed to the store since the connection last ran
-        the read of ``key`` (``PRAGMA data_version`` is unchanged), that result is
-        returned again: a pool listing polled in a loop re-reads thousands of rows that
-        cannot have changed. Any commit, of any table, makes it read again. A result of
-        more than 20,000 items is not kept.
+        When nothing was committed to the store since the connection last ran the read
+        of ``key``, that result is returned again: a pool listing polled in a loop
+        re-reads thousands of rows that cannot have changed. Any commit, of any table,
+        makes it read again: on SQLite ``PRAGMA data_version`` moves; on PostgreSQL the
+        server's current snapshot (``pg_current_snapshot()``: the transactions running
+        and the next id) does, whichever database or daemon committed. A result of more
+        than 20,000 items is not kept.
         """
-        if not self._sqlite:
-            return await self.read(function)
+        version_sql = ("PRAGMA data_version" if self._sqlite
+                       else "SELECT pg_current_snapshot()::text")
 
         def run(connection: Connection) -> T:
             raw: Any = connection.connection.driver_connection
-            version = raw.execute("PRAGMA data_version").fetchone()[0]
-            memo: dict[Hashable, tuple[int, Any]] = connection.info.setdefault(
+            version = raw.execute(version_sql).fetchone()[0]
+            memo: dict[Hashable, tuple[Any, Any]] = connection.info.setdefault(
                 "unchanged", {})
             kept = memo.get(key)
             if kept is not None and kept[0] == version:
