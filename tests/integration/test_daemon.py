@@ -436,6 +436,26 @@ def test_pending_prolog_boot_running_with_history(tmp_path: Path) -> None:
     run(scenario)
 
 
+def test_host_rows_are_the_pool_without_what_its_vms_add(tmp_path: Path) -> None:
+    """What the dashboard's timeline reloads after a resync (names, kinds): the hosts'
+    rows alone, without reading the VMs placed on them."""
+    settings = make_home(tmp_path)
+
+    async def scenario() -> None:
+        async with running(settings) as daemon:
+            await add_provider_host(daemon)
+            vm_id = await daemon.vms.allocate(PROVIDER_VM)
+            await wait_vm(daemon, vm_id, lifecycle.RUNNING)
+            full, rows = await daemon.hosts.pool(), await daemon.hosts.pool_rows()
+            assert [(host.id, host.name, host.is_public_cloud, host.template)
+                    for host in rows] == [(host.id, host.name, host.is_public_cloud,
+                                           host.template) for host in full]
+            assert full[0].vm_ids == (vm_id,) and full[0].running_vms == 1
+            assert rows[0].vm_ids == () and rows[0].running_vms == 0
+
+    asyncio.run(scenario())
+
+
 def test_terminate_frees_capacity_and_the_waiting_vm_is_placed_at_once(tmp_path: Path) -> None:
     """Graceful terminate calls shutdown, terminate-hard calls cancel; both free the host,
     and the VM waiting for room is placed by the event, not the 30 s periodic pass."""

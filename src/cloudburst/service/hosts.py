@@ -166,6 +166,13 @@ class HostService:
     async def pool(self) -> list[HostRecord]:
         return await self.db.read(lambda connection: host_pool.list_hosts(connection))
 
+    async def pool_rows(self) -> list[HostRecord]:
+        """Every host's row, by id, without what the VM pool adds (allocation counters at
+        0, no VM ids): names, drivers and templates cost a read of the hosts alone, where
+        :meth:`pool` also reads every VM placed on them."""
+        return await self.db.read(lambda connection: host_pool.list_hosts(
+            connection, with_vms=False, with_usage=False))
+
     async def pool_stamps(self) -> list[host_pool.HostStamp]:
         """Every host's stamp, by id (for callers that cache documents). The list may be
         one returned before: do not change it."""

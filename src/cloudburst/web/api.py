@@ -49,7 +49,9 @@ class Api:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.sessions = SessionStore()
-        self.timeline = Timeline(services.events, services.hosts.pool)
+        # Names and cloud flags only: a burst's resyncs reload them (with every VM placed,
+        # each reload read the whole VM pool).
+        self.timeline = Timeline(services.events, services.hosts.pool_rows)
         self.guard = Guard(services.access, services.audit)
 
     async def caller(self, request: web.Request) -> Caller:
