@@ -1,6 +1,6 @@
 """The pool-entry cache of ``one.vmpool.info`` (api/vm_pool_cache.py) in a daemon run in
 this process: what the warmer renders ahead stays rendered when a page is listed, and
-the entries of VMs that are DONE are forgotten."""
+the entries of VMs that are DONE are forgotten, or trimmed past a bound."""
 
 from __future__ import annotations
 
@@ -40,6 +40,17 @@ def test_entries_rendered_ahead_outlive_a_page_and_done_ones_are_forgotten(tmp_p
                 assert cache.rendered(live) == 10
                 await cache.document(daemon, live[:3], extended=False)
                 assert cache.rendered(live) == 10
+                # Listings of DONE VMs (full entries: not rendered ahead) are kept while the
+                # entries stay within the VMs not DONE and the spare; beyond, a listing
+                # counts the VMs not DONE again and drops the DONE ones it does not list.
+                for vm_id in [await daemon.vms.allocate(HELD, hold=True) for _ in range(10)]:
+                    await daemon.vms.action("terminate-hard", vm_id)
+                done = await daemon.vms.pool_stamps(state=6, descending=True)
+                await cache.document(daemon, done, extended=True)
+                assert cache.rendered(done, extended=True) == 30
+                await cache.document(daemon, live, extended=True)
+                assert cache.rendered(done, extended=True) == 0
+                assert cache.rendered(live, extended=True) == 10
             finally:
                 warmer.cancel()
                 await asyncio.gather(warmer, return_exceptions=True)

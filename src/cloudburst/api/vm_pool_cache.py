@@ -148,10 +148,11 @@ class VmPoolCache:
         # The pool may have grown since the VMs not DONE were counted: count them again
         # (rare: once the entries outgrow the count by SPARE_ENTRIES), so that the ones
         # rendered ahead are not dropped.
-        live = {stamp.id for stamp in await daemon.vms.pool_stamps(state=-1)}
-        self._live = len(live)
+        self._live = await daemon.vms.live_count()
         entries = self._entries[extended]
         if len(entries) > max(len(listed), self._live) + self._spare:
+            live = {stamp.id for stamp in await daemon.vms.pool_stamps(state=-1)}
+            entries = self._entries[extended]
             keep = live.union(stamp.id for stamp in listed)
             self._entries[extended] = {vm_id: entry for vm_id, entry in entries.items()
                                        if vm_id in keep}

@@ -249,6 +249,10 @@ class VmService:
         """``(id, uid, gid, perms)`` of every VM ``search`` matches, in order, unpaged."""
         return await self.db.read(lambda connection: search_owners(connection, search))
 
+    async def live_count(self) -> int:
+        """How many VMs are not DONE."""
+        return await self.db.read(vm_pool.count_live)
+
     async def counts(self, ids: Sequence[int] | None = None) -> list[VmCount]:
         """Live VMs grouped by state and host (only ``ids`` when given)."""
         return await self.db.read(lambda connection: vm_counts(connection, ids))
