@@ -45,7 +45,8 @@ def test_store_path_modes_and_unwritable_deployment_file(tmp_path: Path) -> None
         one.vm.action("release", blocked)
         vm_log = home / "vms" / str(blocked) / "vm.log"
         wait_for(lambda: "Cannot write the deployment file" in vm_log.read_text(), timeout=60)
-        assert one.vm.info(blocked).STATE == PENDING
+        # Back to PENDING, to be tried again (the log line may land before the state does).
+        wait_for(lambda: one.vm.info(blocked).STATE == PENDING, timeout=30)
         for path in in_the_way:
             path.rmdir()
         wait_for(lambda: one.vm.info(blocked).LCM_STATE == RUNNING, timeout=60)
