@@ -63,7 +63,9 @@ def bootstrap_admin(db: Database, auth_file: Path) -> bool:
     def write(connection: Connection) -> str | None:
         if user_pool.find_user(connection, ADMIN_NAME) is not None:
             return None
-        password = secrets.token_urlsafe(24)
+        # Hex: a URL-safe token starts with "-" one time in 64, which `--password VALUE`
+        # on a command line then takes for an option.
+        password = secrets.token_hex(24)
         user_pool.insert_user(connection, UserRecord(
             id=ADMIN_ID, name=ADMIN_NAME, gid=ADMIN_ID,
             password_hash=user_pool.hash_password(password)))
