@@ -147,9 +147,13 @@ def test_cloud_api_calls_throttles_and_retries_by_site_and_action(
                 before = proxy.counts
                 snapshot[:] = [(scrape(daemon), proxy.counts)]
                 samples, seen = snapshot[0]
+                # A call's counter and its latency are two samples: a scrape may fall
+                # between them.
                 return before == seen and all(
-                    total(samples, "cloudburst_cloud_api_calls_total", action=action) == count
-                    for action, count in seen.items())
+                    total(samples, name, action=action) == count
+                    for action, count in seen.items()
+                    for name in ("cloudburst_cloud_api_calls_total",
+                                 "cloudburst_cloud_api_seconds_count"))
 
             with contextlib.suppress(TimeoutError):
                 wait_for(settled, timeout=15, interval=0.2)

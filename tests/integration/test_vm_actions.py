@@ -459,6 +459,13 @@ async def _errored(daemon: Daemon, vm_id: int) -> Any:
 LEAVING_LOG = """\
 #!/bin/bash
 echo "$(basename "$0") $* leaving=$CLOUDBURST_LEAVING" >> "$CLOUDBURST_HOME/control/actions.log"
+touch "$CLOUDBURST_HOME/control/off_$1"
+"""
+#: A poll that says a VM the scripts above stopped is off (else a poll landing between
+#: POWEROFF and the resume would bring it back to RUNNING, as oned does too).
+POLL_OFF = """\
+#!/bin/bash
+[ -e "$CLOUDBURST_HOME/control/off_$1" ] && echo "STATE=d" || echo "STATE=a IP=10.1.2.3"
 """
 
 
@@ -468,6 +475,7 @@ def test_script_poweroff_and_undeploy_get_opennebulas_argv_and_say_whether_it_le
     vmm = settings.remotes_dir / "vmm" / "provider_name"
     for script in ("shutdown", "cancel"):
         install(vmm / script, LEAVING_LOG)
+    install(vmm / "poll", POLL_OFF)
 
     async def scenario() -> str:
         async with running(settings) as daemon:
