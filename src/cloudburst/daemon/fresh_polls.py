@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import heapq
 from collections.abc import Callable, Mapping
 from typing import Final
 
@@ -53,6 +54,10 @@ class FreshPolls:
         self._vms: dict[int, dict[int, float]] = {}
         #: VMs last seen RUNNING: a later change of a running VM is no new start.
         self._running: set[int] = set()
+        #: Every due time with its host, for :meth:`due_hosts` (served ones are skipped).
+        self._queue: list[tuple[float, int]] = []
+        #: Hosts whose first due time has come and that no poll has taken yet.
+        self._ready: set[int] = set()
 
     def vm_changed(self, vm: Mapping[str, object], now: float) -> bool:
         """Note a VM's committed change; True when it just entered RUNNING (polls due)."""
@@ -75,12 +80,23 @@ class FreshPolls:
             # starts keeps a short list (re-sorting it per VM was quadratic).
             if index == len(times) or times[index] > at + MERGE_WITHIN:
                 times.insert(index, at)
+                heapq.heappush(self._queue, (at, host_id))
         return True
 
     def due(self, host_id: int, now: float) -> bool:
         """Whether a fresh poll of ``host_id`` is due at ``now``."""
         times = self._due.get(host_id)
         return times is not None and bool(times) and times[0] <= now
+
+    def due_hosts(self, now: float) -> set[int]:
+        """The hosts a fresh poll is due for at ``now`` (as :meth:`due` says): a
+        cost of the due times come since the last call, not of every host."""
+        queue = self._queue
+        while queue and queue[0][0] <= now:
+            self._ready.add(heapq.heappop(queue)[1])
+        # A host stays ready until a poll takes it (the monitor may have to wait).
+        self._ready = {host_id for host_id in self._ready if self.due(host_id, now)}
+        return set(self._ready)
 
     def taken(self, host_id: int, now: float) -> frozenset[int]:
         """A poll of ``host_id`` starts at ``now``: it serves every due time up to now.
@@ -90,6 +106,7 @@ class FreshPolls:
         then forgotten).
         """
         later = [due for due in self._due.get(host_id, ()) if due > now]
+        self._ready.discard(host_id)
         if later:
             self._due[host_id] = later
         else:
@@ -107,6 +124,7 @@ class FreshPolls:
     def forget_host(self, host_id: int) -> None:
         self._due.pop(host_id, None)
         self._vms.pop(host_id, None)
+        self._ready.discard(host_id)
 
     async def watch(self, bus: EventBus, clock: Callable[[], float],
                     wake: Callable[[], None]) -> None:

@@ -11,11 +11,14 @@ the host table (:mod:`cloudburst.model.host_lifecycle`) says which state each
 outcome leads to (a disabled host stays disabled). The daemon goes on.
 
 VMs are polled per host, all VMs of a host in **one** driver call (a driver that
-polls across hosts and sweeps for no orphans, like the dummy one, gets one call
-for all its due hosts of a tick), every ``VM_POLLING_INTERVAL`` seconds, and
-right after one of them enters RUNNING (:mod:`.fresh_polls`: its IP shows within
-seconds). VMs a host's monitoring
+polls across hosts and sweeps for no orphans, like the dummy one, gets the due
+hosts of a tick in calls of at most :data:`MAX_POLLED_TOGETHER` VMs), every
+``VM_POLLING_INTERVAL`` seconds, and right after one of them enters RUNNING
+(:mod:`.fresh_polls`: its IP shows within seconds). VMs a host's monitoring
 reported (``VM=[...]`` vectors) are updated from that report instead.
+
+Each host's monitorings and polls keep their own place in their interval
+(:mod:`.timers`): hosts created together are not all polled in the same tick.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from cloudburst.daemon.lifecycle.hosts import (
     start_host_work,
 )
 from cloudburst.daemon.store_backoff import StoreBackoff
+from cloudburst.daemon.timers import Deadlines, next_on_grid
 from cloudburst.drivers.base import HostInfo, HostRef, PollResult, VmDriver
 from cloudburst.drivers.orphans import OrphanSightings
 from cloudburst.errors import (
@@ -81,6 +85,11 @@ SHARE_KEYS: Mapping[str, str] = {
     "USEDCPU": "used_cpu",
     "USEDMEMORY": "used_mem",
 }
+
+#: Most VMs asked about in one call of a driver that polls across hosts: the due
+#: hosts of a tick are split into calls of at most this many (a host's VMs are
+#: never split), so no one call's results hold the loop for long.
+MAX_POLLED_TOGETHER = 1_000
 
 #: VM positions whose instance exists at the provider and is worth polling.
 POLLED_POSITIONS = frozenset({
@@ -130,6 +139,22 @@ def _same_share(host: HostRecord, share: Mapping[str, int]) -> bool:
     return all(getattr(host, column) == value for column, value in share.items())
 
 
+def _parts(group: list[tuple[HostRecord, list[PolledVm]]], most: int
+           ) -> list[list[tuple[HostRecord, list[PolledVm]]]]:
+    """``group`` (hosts with their VMs) cut into runs of hosts with at most ``most``
+    VMs to poll each, but at least one host."""
+    parts: list[list[tuple[HostRecord, list[PolledVm]]]] = [[]]
+    size = 0
+    for host, vms in group:
+        polled = sum(1 for vm in vms if vm.position in POLLED_POSITIONS)
+        if parts[-1] and size + polled > most:
+            parts.append([])
+            size = 0
+        parts[-1].append((host, vms))
+        size += polled
+    return parts
+
+
 class Monitor:
     """Keeps hosts monitored and VMs polled."""
 
@@ -144,12 +169,17 @@ class Monitor:
         self._on_host_changed = on_host_changed
         self._workers = HostWorkers(monitor=self.monitor_now, schedule=on_host_changed)
         self.orphan_grace_period = orphan_grace_period
-        self._next_monitor: dict[int, float] = {}
+        #: When each monitored host is next monitored, and its VMs polled.
+        self._monitor_timers = Deadlines()
+        self._poll_timers = Deadlines()
+        #: Hosts whose regular poll came while their last poll still ran.
+        self._waiting_polls: set[int] = set()
+        #: Most VMs in one call of a driver that polls across hosts (see the constant).
+        self.max_polled_together = MAX_POLLED_TOGETHER
         #: Hosts to monitor at the next tick whatever their timer says. Taken
         #: before that tick reads the hosts, so a request made while a tick is
         #: reading is served by the next one, with the host as it is now.
         self._requested: set[int] = set()
-        self._next_poll: dict[int, float] = {}
         #: LAST_MON_TIME of hosts whose report changed nothing, written by the next tick.
         self._monitored_at: dict[int, int] = {}
         #: Per host, the last report that changed nothing, with the record version it
@@ -168,6 +198,11 @@ class Monitor:
         """Monitor ``host_id`` at the next tick (new, re-enabled or updated host)."""
         self._requested.add(host_id)
         self._wake.set()
+
+    def next_poll(self, host_id: int) -> float | None:
+        """When (``time.monotonic()``) the next regular poll of ``host_id`` is due;
+        None while it has none (not monitored, or its poll waits for the last one)."""
+        return self._poll_timers.get(host_id)
 
     def stop(self) -> None:
         self._stopped = True
@@ -210,7 +245,7 @@ class Monitor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=tick)
                 # At most one tick per MERGE_WITHIN: a burst of VMs starting wakes the
-                # monitor once per VM, and each tick goes over every host; a fresh poll
+                # monitor once per VM, and each tick reads the host pool's stamp; a fresh poll
                 # served up to MERGE_WITHIN late is served as asked (see FreshPolls).
                 if not self._stopped and (rest := began + MERGE_WITHIN - time.monotonic()) > 0:
                     await asyncio.sleep(rest)
@@ -221,43 +256,23 @@ class Monitor:
     async def tick(self) -> None:
         """Start the monitorings and polls that are due.
 
-        What they need from the store (the VMs of the hosts to poll, their orphan
-        sightings, the polled VMs' versions of the hosts to monitor) is read for
-        all of them in one read, not one per host: at 10,000 hosts a tick starts
-        hundreds of them.
+        A tick costs what is due, not a look at every host: the hosts' timers are
+        a deadline queue (:mod:`.timers`), and only the hosts added, written or
+        removed since the last tick are looked at to start or end their timers.
+        What the due work needs from the store (the VMs of the hosts to poll,
+        their orphan sightings, the polled VMs' versions of the hosts to monitor)
+        is read for all of it in one read, not one per host.
         """
         requested, self._requested = self._requested, set()
         if self._monitored_at:
             stamps, self._monitored_at = self._monitored_at, {}
             await self.db.write(lambda connection: host_pool.mark_monitored(connection, stamps))
-        hosts = await self.db.read(self._hosts.refresh)
+        changed = await self.db.read(self._hosts.update)
         now = time.monotonic()
-        known = {host.id for host in hosts}
-        for table in (self._next_monitor, self._next_poll):
-            for host_id in [h for h in table if h not in known]:
-                del table[host_id]
-                self._fresh_polls.forget_host(host_id)
-                self._quiet_reports.pop(host_id, None)
-        to_monitor: list[HostRecord] = []
-        #: Hosts to poll, with the VMs to ask about (None: all, and sweep for orphans).
-        to_poll: list[tuple[HostRecord, frozenset[int] | None]] = []
-        for host in hosts:
-            if host.state not in MONITORED:
-                continue
-            due = host.id in requested or now >= self._next_monitor.get(host.id, 0.0)
-            if due and ("monitor", host.id) in self._busy:
-                if host.id in requested:
-                    self._requested.add(host.id)  # after the running one ends
-            elif due:
-                self._next_monitor[host.id] = now + self.monitoring_interval
-                to_monitor.append(host)
-            regular = now >= self._next_poll.setdefault(host.id, now + self.polling_interval)
-            if (regular or self._fresh_polls.due(host.id, now)) and (
-                    ("poll", host.id) not in self._busy):
-                if regular:
-                    self._next_poll[host.id] = now + self.polling_interval
-                started = self._fresh_polls.taken(host.id, now)
-                to_poll.append((host, None if regular else started))
+        for host_id in changed:
+            self._track(host_id, now)
+        to_monitor = self._due_monitorings(requested, now)
+        to_poll = self._due_polls(now)
         if not to_monitor and not to_poll:
             return
         polled = [host.id for host, _ in to_poll]
@@ -287,7 +302,74 @@ class Monitor:
                 self._start([("poll", host.id)], self.poll_host(
                     host, vms, seen.get(host.id, {}), sweep=only is None))
         for group in together.values():
-            self._start([("poll", host.id) for host, _ in group], self.poll_hosts(group))
+            for part in _parts(group, self.max_polled_together):
+                self._start([("poll", host.id) for host, _ in part], self.poll_hosts(part))
+
+    def _track(self, host_id: int, now: float) -> None:
+        """Start or end the timers of a host added, written or removed.
+
+        A host monitored for the first time is monitored at once (it may be new);
+        its first regular poll comes at its place in the interval (see
+        :mod:`.timers`). A host that is no longer monitored keeps its timers until
+        they are due, then loses them; being written again starts them again.
+        """
+        host = self._hosts.get(host_id)
+        if host is None:
+            self._monitor_timers.drop(host_id)
+            self._poll_timers.drop(host_id)
+            self._waiting_polls.discard(host_id)
+            self._fresh_polls.forget_host(host_id)
+            self._quiet_reports.pop(host_id, None)
+            return
+        if host.state not in MONITORED:
+            return
+        if host_id not in self._monitor_timers:
+            self._monitor_timers.set(host_id, now)
+        if host_id not in self._poll_timers:
+            self._poll_timers.set(host_id, next_on_grid(host_id, now, self.polling_interval))
+
+    def _monitored(self, host_id: int) -> HostRecord | None:
+        host = self._hosts.get(host_id)
+        return host if host is not None and host.state in MONITORED else None
+
+    def _due_monitorings(self, requested: set[int], now: float) -> list[HostRecord]:
+        """The hosts to monitor now: asked for or due, and not being monitored (those
+        are monitored again as soon as the running monitoring ends)."""
+        due = requested.union(self._monitor_timers.pop_due(now))
+        hosts: list[HostRecord] = []
+        for host_id in sorted(due):
+            host = self._monitored(host_id)
+            if host is None:
+                continue  # its timer is gone; written again, the host gets one (_track)
+            if ("monitor", host_id) in self._busy:
+                self._requested.add(host_id)  # after the running one ends
+                continue
+            self._monitor_timers.set(host_id, next_on_grid(host_id, now,
+                                                           self.monitoring_interval))
+            hosts.append(host)
+        return hosts
+
+    def _due_polls(self, now: float) -> list[tuple[HostRecord, frozenset[int] | None]]:
+        """The hosts to poll now, with the VMs to ask about (None: all, and sweep for
+        orphans): a regular poll due (also one that had to wait for the host's poll
+        running), or a fresh poll (:mod:`.fresh_polls`), on a host not being polled."""
+        regular = self._waiting_polls.union(self._poll_timers.pop_due(now))
+        self._waiting_polls = set()
+        to_poll: list[tuple[HostRecord, frozenset[int] | None]] = []
+        for host_id in sorted(regular | self._fresh_polls.due_hosts(now)):
+            host = self._monitored(host_id)
+            if host is None:
+                continue
+            if ("poll", host_id) in self._busy:
+                if host_id in regular:
+                    self._waiting_polls.add(host_id)
+                continue
+            if host_id in regular:
+                self._poll_timers.set(host_id, next_on_grid(host_id, now,
+                                                            self.polling_interval))
+            started = self._fresh_polls.taken(host_id, now)
+            to_poll.append((host, None if host_id in regular else started))
+        return to_poll
 
     def _sweeps(self, host: HostRecord) -> bool:
         """Whether ``host``'s VM driver looks for orphans (the base finds none); an

@@ -228,7 +228,8 @@ class DummyVmDriver(VmDriver):
     cancelled. ``poll`` reports every VM ``ACTIVE`` (with ``NETTX=12345``),
     including VMs this process never deployed, so a daemon restart keeps them,
     except instances it powered off or saved, which it reports gone (``d``).
-    :attr:`calls` keeps the latest actions that reached it, for tests.
+    :attr:`calls` keeps the latest actions that reached it, and :attr:`polled`
+    the VMs of its latest polls, for tests.
     """
 
     capabilities = frozenset(OPTIONAL_ACTIONS)
@@ -247,6 +248,8 @@ class DummyVmDriver(VmDriver):
         self.left: set[str] = set()
         #: Every action that reached the driver, in order: ``(method, vm id)``.
         self.calls: deque[tuple[str, int]] = deque(maxlen=10_000)
+        #: The VMs asked about in each of the latest ``poll`` calls, in order.
+        self.polled: deque[tuple[int, ...]] = deque(maxlen=256)
 
     async def deploy(self, spec: DeploySpec) -> str:
         try:
@@ -289,6 +292,7 @@ class DummyVmDriver(VmDriver):
 
         Injected delays and errors of different hosts apply one after another.
         """
+        self.polled.append(tuple(vm.vm_id for vm in vms))
         states: dict[int, PollState] = {}
         for vm in vms:
             if vm.host.id not in states:

@@ -32,11 +32,17 @@ class HostCache:
 
     def refresh(self, connection: Connection) -> list[HostRecord]:
         """Bring the cache up to date and return every host (without usage)."""
+        self.update(connection)
+        return list(self._ordered)
+
+    def update(self, connection: Connection) -> frozenset[int]:
+        """Bring the cache up to date; return the ids of the hosts added, written or
+        removed since the last update (every host at the first one)."""
         # The stamp is read before the versions: a change committed in between makes
         # the next stamp differ (one more read of the versions), never go unseen.
         stamp = host_pool.hosts_stamp(connection)
         if stamp == self._stamp:
-            return list(self._ordered)
+            return frozenset()
         versions = host_pool.host_versions(connection)
         stale = [host_id for host_id, version in versions.items()
                  if (cached := self._hosts.get(host_id)) is None or cached.version != version]
@@ -51,7 +57,7 @@ class HostCache:
             del self._hosts[host_id]
         self._stamp = stamp
         self._ordered = [self._hosts[host_id] for host_id in sorted(versions)]
-        return list(self._ordered)
+        return frozenset(stale) | frozenset(gone)
 
     def get(self, host_id: int) -> HostRecord | None:
         """Host ``host_id`` as of the last refresh (None: not known then)."""
