@@ -7,20 +7,23 @@ coalesce into one follow-up pass. A pass reads a snapshot, places VMs with the
 pure :class:`~cloudburst.scheduler.placement.Placer`, then writes each placement
 as a compare-and-swap (a VM a user held or deleted meanwhile is skipped).
 
-Passes over newly created VMs only keep the placer of the pass before: the
-hosts' usage as this scheduler left it and each kind of demand's ranked hosts,
-so such a pass costs O(new VMs x log hosts), not a read of every host and of
-every VM holding capacity. The placer is built again from the store when that
-could be wrong:
+Passes keep the placer of the pass before: the hosts' usage as this scheduler
+left it and each kind of demand's ranked hosts, so a pass over newly created VMs
+costs O(new VMs x log hosts), not a read of every host and of every VM holding
+capacity. The placer is built again from the store when it could be wrong:
 
-* on a full pass (a wake-up: capacity freed, a host changed, a VM pending
-  again; the periodic pass; the first pass after start or election);
+* on a pass woken by an event (capacity freed, a host changed, a VM pending
+  again) and the first pass after start or election;
 * when any host's record version changed, or the active cool-offs did;
 * when the event bus shows a VM holding capacity other than the placer counts
   it (a user's deploy, a migration, a resize, another daemon's change: the
   scheduler keeps what each VM holds, read with the usage and updated by its
   own placements), or lost changes (``RESYNC``); or a deploy it asked for failed;
-* and at least every :data:`RECONCILE_SECONDS` (a change nobody published).
+* when the store's usage of some host differs from the placer's count of it
+  (a change nobody published), which the periodic pass, and any pass at least
+  every :data:`RECONCILE_SECONDS`, checks: one aggregate per host
+  (:func:`~cloudburst.store.vm_pool.host_usage`), not a read of every VM
+  holding capacity (100,000 of them each time).
 """
 
 from __future__ import annotations
@@ -73,7 +76,8 @@ QUOTA_RETRY_SECONDS = 60.0
 #: VM states holding capacity, as the bus carries them.
 _HOLDING = frozenset(int(state) for state in CAPACITY_HOLDING_STATES)
 
-#: Longest a placer is kept between passes before it is built from the store again.
+#: Longest a placer is kept between passes before its counts are checked against
+#: the store's (and it is built again if they differ).
 RECONCILE_SECONDS = 30.0
 
 
@@ -103,6 +107,8 @@ class _Snapshot:
     held: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     #: Whether to look for cloud VMs to recall after placing.
     recall: bool = False
+    #: Whether the kept placer was checked against the store's usage (and held).
+    checked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,16 +167,18 @@ class SchedulerLoop:
         #: Ends cloud VMs whose LEASE or idle time is up, after full passes.
         self.reaper = Reaper(db, lifecycle)
         #: The placer kept between passes (see the module doc), what it was built
-        #: from, and when.
+        #: from, and when it was last built or found to count as the store does.
         self._placer: Placer | None = None
         self._basis: tuple[object, ...] = ()
-        self._built = 0.0
+        self._checked = 0.0
         #: Whether the kept placer may be wrong (see the module doc).
         self._stale = True
         #: What each VM holding capacity holds, ``{vm: (host, cpu, memory KB)}``, as
         #: the kept placer counts it.
         self._held: dict[int, tuple[int, int, int]] = {}
         self.rebuilds = 0
+        #: Checks of a kept placer's counts against the store's usage.
+        self.checks = 0
 
     def wake(self) -> None:
         """Ask for a full pass as soon as possible: capacity or hosts changed,
@@ -274,6 +282,7 @@ class SchedulerLoop:
         self.passes += 1
         limit = self.settings.max_vm or None
         first_id = None if full else self._seen_up_to + 1
+        woken = self._full
         if full:
             self._full = False
         recall = full and self.recaller.due(time.time())
@@ -306,11 +315,11 @@ class SchedulerLoop:
             basis = (self._hosts.generation,
                      tuple((cooloff.host_id, cooloff.instance_type) for cooloff in active))
             kept = self._placer
-            if not full and not with_vms and not stale and kept is not None and (
-                    basis == self._basis):
+            if not with_vms and not stale and kept is not None and basis == self._basis and (
+                    not check or not _drifted(kept, vm_pool.host_usage(connection))):
                 snapshot = self._snapshot(connection, kept.hosts, views, pending, moving,
                                           parked, skipped, kept, basis)
-                snapshot.recall = recalling
+                snapshot.recall, snapshot.checked = recalling, check
                 return snapshot
             held = vm_pool.held_capacity(connection)
             usage = vm_pool.usage_of(held)
@@ -334,9 +343,14 @@ class SchedulerLoop:
             return snapshot
 
         # Changes seen from now on are after what the read below may build from.
-        stale = full or self._stale or time.monotonic() - self._built > RECONCILE_SECONDS
+        began = time.monotonic()
+        stale = woken or self._stale
+        check = full or began - self._checked > RECONCILE_SECONDS
         self._stale = False
         snapshot = await self.db.read(read)
+        if snapshot.checked:
+            self.checks += 1
+            self._checked = began
         if snapshot.pending:
             self._seen_up_to = max(self._seen_up_to, snapshot.pending[-1].id)
 
@@ -360,7 +374,7 @@ class SchedulerLoop:
             keep = bool(snapshot.basis) and self.events is not None
             self._placer, self._basis = (placer, snapshot.basis) if keep else (None, ())
             self._held = snapshot.held if keep else {}
-            self._built = time.monotonic()
+            self._checked = began
             self.rebuilds += 1
         elif placer is None:
             self._stale = self._stale or stale  # nothing was built: what was stale still is
@@ -531,6 +545,19 @@ class SchedulerLoop:
         if self._views is None or self._views[0] != self._hosts.generation:
             self._views = (self._hosts.generation, _HostViews.of(every_host))
         return self._views[1]
+
+
+def _drifted(placer: Placer, usage: dict[int, tuple[int, int, int]]) -> bool:
+    """Whether the store's ``usage`` (:func:`~cloudburst.store.vm_pool.host_usage`) of
+    any of ``placer``'s hosts differs from what the placer counts there.
+
+    Counts equal to the store's are all a placement needs: the placer can then
+    overcommit no host, and finds the room the store shows.
+    """
+    for host in placer.hosts:
+        if usage.get(host.id, (0, 0, 0)) != (host.cpu_usage, host.mem_usage, host.running_vms):
+            return True
+    return False
 
 
 def _skip_refused(connection: Connection, refused: list[tuple[int, int]]) -> None:
