@@ -5,6 +5,8 @@ CLOUDBURST_HOME, scheduler, dispatcher, dummy drivers; no API) and prints:
 
 * the time from the first VM creation until every VM is ``RUNNING``;
 * VMs per second over that span;
+* the daemon's CPU seconds (user + system) over that span, steadier than the
+  time on a busy machine, and each thread's (``cpu_mainthread_s`` is the loop's);
 * the median (and p95) delay from a VM's creation returning to the driver's
   ``deploy`` being called for it (goal: median under 50 ms);
 * the ratio to OpenNebula's default scheduler, which dispatches about 2 VMs/s
@@ -29,6 +31,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -45,6 +48,22 @@ from bench_scale import store_url
 
 OPENNEBULA_VMS_PER_SECOND = 2.0
 TEMPLATE = 'NAME = "bench"\nCPU = 1\nMEMORY = 512\n'
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each live thread, by name
+    (the loop is ``MainThread``; a pool's threads add up under their prefix)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for thread in threading.enumerate():
+        try:
+            with open(f"/proc/self/task/{thread.native_id}/stat", encoding="ascii") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:  # ended meanwhile
+            continue
+        name = thread.name.rpartition("_")[0] or thread.name
+        used[name] = used.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return used
 
 
 async def count_running(daemon: Daemon) -> int:
@@ -91,6 +110,7 @@ async def run(host_count: int, vm_count: int, rate: float, url: str = ""
             created[vm_id] = time.perf_counter()
 
         first = time.perf_counter()
+        cpu_first, threads_first = os.times(), thread_cpu()
         if rate > 0:
             tasks = []
             for index in range(vm_count):
@@ -105,6 +125,7 @@ async def run(host_count: int, vm_count: int, rate: float, url: str = ""
         while await count_running(daemon) < vm_count:
             await asyncio.sleep(0.05)
         all_running = time.perf_counter() - first
+        cpu_last, threads_last = os.times(), thread_cpu()
     finally:
         await daemon.stop()
         shutil.rmtree(home, ignore_errors=True)  # ~10,000 VM directories and the store
@@ -117,6 +138,9 @@ async def run(host_count: int, vm_count: int, rate: float, url: str = ""
         "create_s": created_all,
         "all_running_s": all_running,
         "vms_per_s": vm_count / all_running,
+        "cpu_s": (cpu_last.user + cpu_last.system) - (cpu_first.user + cpu_first.system),
+        **{f"cpu_{name.replace('-', '_').lower()}_s": seconds - threads_first.get(name, 0.0)
+           for name, seconds in sorted(threads_last.items())},
         "median_create_to_deploy_ms": statistics.median(delays),
         "p95_create_to_deploy_ms": delays[int(len(delays) * 0.95) - 1],
         "ratio_vs_opennebula": vm_count / all_running / OPENNEBULA_VMS_PER_SECOND,
