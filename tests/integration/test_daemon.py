@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import json
 import logging
@@ -1031,6 +1032,26 @@ def test_the_kept_placer_counts_capacity_taken_outside_the_scheduler(tmp_path: P
             await daemon.vms.action("terminate-hard", first)
             await wait_vm(daemon, late, lifecycle.RUNNING)
             assert (await daemon.hosts.info(host.id)).cpu_usage == 300
+
+    run(scenario)
+
+
+def test_a_pass_stopped_by_max_vm_is_followed_by_one_over_the_rest(tmp_path: Path) -> None:
+    """MAX_VM bounds the pending VMs a pass reads; the VMs after them are placed by
+    the next pass at once, not by the periodic one (SCHED_INTERVAL is 30 s here)."""
+    settings = make_home(tmp_path)
+    settings = dataclasses.replace(
+        settings, scheduler=dataclasses.replace(settings.scheduler, max_vm=2))
+
+    async def scenario() -> None:
+        async with running(settings) as daemon:
+            vm_ids = [await daemon.vms.allocate(LOCAL_VM) for _ in range(5)]  # no host yet
+            for vm_id in vm_ids:
+                await wait_until(lambda vm_id=vm_id: _sched_message(daemon, vm_id), 15,
+                                 f"VM {vm_id} to be seen waiting")
+            await add_dummy_host(daemon, "kvm-1")  # one full pass, then the rest
+            for vm_id in vm_ids:
+                await wait_vm(daemon, vm_id, lifecycle.RUNNING, timeout=10)
 
     run(scenario)
 

@@ -151,6 +151,9 @@ class SchedulerLoop:
         self._full = True
         #: Highest VM id any pass has seen pending.
         self._seen_up_to = -1
+        #: The last VM a pass read when ``MAX_VM`` stopped it (the next pass goes on
+        #: from there), else None.
+        self._read_up_to: int | None = None
         self._hosts = HostCache()
         #: The host cache's views, and the cache generation they were made at.
         self._views: tuple[int, _HostViews] | None = None
@@ -277,12 +280,15 @@ class SchedulerLoop:
         """Place what can be placed now; returns how many VMs were dispatched.
 
         A full pass considers every pending VM; otherwise only those created
-        since the last pass.
+        since the last pass. Either reads at most ``MAX_VM`` of them; a pass that
+        read that many is followed at once by one that goes on after the last it read.
         """
         self.passes += 1
         limit = self.settings.max_vm or None
         first_id = None if full else self._seen_up_to + 1
         woken = self._full
+        if not full and self._read_up_to is not None:
+            first_id = min(self._seen_up_to, self._read_up_to) + 1
         if full:
             self._full = False
         recall = full and self.recaller.due(time.time())
@@ -353,6 +359,13 @@ class SchedulerLoop:
             self._checked = began
         if snapshot.pending:
             self._seen_up_to = max(self._seen_up_to, snapshot.pending[-1].id)
+        if limit is not None and len(snapshot.pending) >= limit:
+            # MAX_VM left pending VMs unread: the next pass reads those after these at
+            # once (their creations' wake-ups may all have come before this pass).
+            self._read_up_to = snapshot.pending[-1].id
+            self._wake.set()
+        else:
+            self._read_up_to = None
 
         def excluded(vm: VmRecord) -> frozenset[int]:
             """Backed-off hosts; for parked and moving VMs also hosts of another driver,
