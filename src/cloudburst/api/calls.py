@@ -200,10 +200,15 @@ def shown_name(name: str | None, number: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One authenticated call: who makes it and with what."""
+    """One authenticated call: who makes it and with what.
+
+    ``subject``: the object the call's access check read whole for the handler (see
+    :data:`cloudburst.api.xmlrpc.SUBJECT_READS`); None for other methods.
+    """
 
     daemon: Services
     user: UserRecord
+    subject: object = None
 
     async def user_names(self) -> Callable[[int], str]:
         """A lookup from uid to user name (the number when the user is gone)."""

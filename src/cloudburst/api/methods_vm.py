@@ -26,7 +26,7 @@ from cloudburst.errors import (
     ValidationError,
 )
 from cloudburst.service.access import caller_of
-from cloudburst.store.vm_pool import VmStamp
+from cloudburst.store.vm_pool import NamedVm, VmStamp
 
 #: An id at the start of an item of ``one.vmpool.infoset``'s list.
 _LEADING_NUMBER: Final = re.compile(r"-?\d+")
@@ -71,8 +71,10 @@ async def vm_allocate(call: Call, template: str, hold: bool = False) -> object:
 
 
 async def vm_info(call: Call, id: int, decrypt: bool = False) -> object:
-    """``one.vm.info(id [, decrypt])``: the full VM document."""
-    vm, uname, gname = await call.daemon.vms.info_named(id)
+    """``one.vm.info(id [, decrypt])``: the full VM document (of the VM its access check
+    read: :data:`~cloudburst.api.xmlrpc.SUBJECT_READS`)."""
+    assert isinstance(call.subject, NamedVm)
+    vm, uname, gname, _ = call.subject
     return documents.vm_document(vm, uname=shown_name(uname, vm.uid),
                                  gname=shown_name(gname, vm.gid))
 

@@ -12,6 +12,7 @@ and clusters, and the ACL rules. It also owns the ACL rule pool.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from sqlalchemy import Connection
 
@@ -23,6 +24,9 @@ from cloudburst.model.records import UserRecord
 from cloudburst.service import access_table
 from cloudburst.store import acl_pool, group_pool, ownership, user_pool
 from cloudburst.store.database import Database
+from cloudburst.store.ownership import OwnedRead, Ownership
+
+T = TypeVar("T")
 
 
 def caller_of(user: UserRecord) -> Caller:
@@ -33,7 +37,10 @@ def caller_of(user: UserRecord) -> Caller:
 
 def _target(connection: Connection, kind: str, oid: int) -> Target:
     """The object ``kind`` ``oid`` as the engine sees it. Raises: NotFoundError."""
-    owner = ownership.ownership(connection, kind, oid)
+    return _owned(kind, oid, ownership.ownership(connection, kind, oid))
+
+
+def _owned(kind: str, oid: int, owner: Ownership) -> Target:
     return Target(kind, oid, owner.uid, owner.gid, owner.perms, owner.clusters)
 
 
@@ -126,49 +133,68 @@ class AccessService:
         return lambda oid, uid, gid, perms: allowed(
             caller, Operation.USE, Target(kind, oid, uid, gid, perms), rules)
 
-    async def require(self, user: UserRecord, method: str, params: Sequence[object]) -> None:
+    async def require(self, user: UserRecord, method: str, params: Sequence[object], *,
+                      read: OwnedRead[T] | None = None) -> T | None:
         """Authorize ``user`` to call OpenNebula method ``method`` with ``params``
         (those after the session), e.g. ``require(user, "one.vm.action", ["terminate", 5])``.
 
         A method missing from the table is refused to all but oneadmin's group.
+
+        ``read``: how to read the object the method's first check names, whole (a
+        call that shows it): the check takes its ownership from that read instead
+        of reading it alone, and returns what ``read`` read (None without ``read``).
 
         Raises:
             NotFoundError: an object named by the call does not exist.
             AuthorizationError: the caller may not.
         """
         checks = access_table.CHECKS.get(method, (Check(Operation.ADMIN, "SYSTEM"),))
-        await self.check_call(caller_of(user), checks, params)
+        return await self.check_call(caller_of(user), checks, params, read=read)
 
     async def check_call(self, caller: Caller, checks: Sequence[Check],
-                         params: Sequence[object]) -> None:
+                         params: Sequence[object], *, read: OwnedRead[T] | None = None
+                         ) -> T | None:
         """Authorize one API call by its method's checks (``service/access_table.py``).
 
-        The objects the call names and the ACL rules are read in one lookup.
+        The objects the call names and the ACL rules are read in one lookup; the
+        object of ``checks[0]`` by ``read`` when given (see :meth:`require`).
 
         Raises:
             NotFoundError: an object named by the call does not exist.
             AuthorizationError: a check failed.
         """
         wanted = [check for check in checks if check.when is None or check.when(params)]
+        if read is not None and (not wanted or wanted[0] is not checks[0]
+                                 or checks[0].param is None):
+            raise ValueError("read= needs a first check that names an object")
         if not wanted:
-            return
+            return None
 
-        def read(connection: Connection
-                 ) -> tuple[dict[int, list[tuple[Operation, Target]]], list[acl.AclRule]]:
+        def lookup(connection: Connection
+                   ) -> tuple[dict[int, list[tuple[Operation, Target]]], list[acl.AclRule],
+                              T | None]:
             # Every object is looked up before any is authorized, as oned does: an unknown
             # object is "Error getting ..." even for a caller who may not touch the other.
             stages: dict[int, list[tuple[Operation, Target]]] = {}
+            subject: T | None = None
             for check in wanted:
-                target = _target_of(connection, caller, check, params)
+                if read is not None and check is checks[0]:
+                    subject, owner = read(connection)
+                    oid = params[check.param] if check.param is not None else None
+                    target: Target | None = _owned(
+                        check.kind, oid if isinstance(oid, int) else -1, owner)
+                else:
+                    target = _target_of(connection, caller, check, params)
                 if target is not None:
                     stages.setdefault(check.stage, []).append(
                         (check.operation_for(params), target))
             rules = acl_pool.list_rules(connection) if stages and not caller.is_admin else []
-            return stages, rules
+            return stages, rules, subject
 
-        stages, rules = await self.db.lookup(read)
+        stages, rules, subject = await self.db.lookup(lookup)
         for stage in sorted(stages):
             _decide(caller, stages[stage], rules)
+        return subject
 
     # -- ownership and permissions of VMs and templates ---------------------------------
 

@@ -9,7 +9,9 @@ it (``GROUP_MEMBERS``); clusters have only ids.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import BindParameter, Connection, bindparam, select, update
 
@@ -25,6 +27,21 @@ class Ownership:
     gid: int
     perms: int | None
     clusters: frozenset[int]
+
+
+T = TypeVar("T")
+
+#: A read of one whole object (a VM with its history, say) that also gives the object's
+#: :class:`Ownership` from the same row(s): an access check that reads through it needs
+#: no read of its own (``AccessService.require``'s ``read``).
+OwnedRead = Callable[[Connection], tuple[T, Ownership]]
+
+
+def of_vm(uid: int, gid: int, perms: int | None, host_cluster: int | None) -> Ownership:
+    """A VM's ownership: its owner, group and permissions, and the cluster of its host
+    (``host_cluster``; None when it is on no host)."""
+    return Ownership(uid, gid, perms,
+                     frozenset() if host_cluster is None else frozenset({host_cluster}))
 
 
 # Prepared: every API call runs one of these (SQLAlchemy's execution costs more than them).
@@ -49,9 +66,7 @@ def ownership(connection: Connection, kind: str, oid: int) -> Ownership:
     if kind == "VM":
         found = _VM.first(connection, oid=oid)
         if found is not None:
-            clusters_of = frozenset() if found.cluster_id is None else frozenset({
-                found.cluster_id})
-            return Ownership(found.uid, found.gid, found.perms, clusters_of)
+            return of_vm(found.uid, found.gid, found.perms, found.cluster_id)
     elif kind == "TEMPLATE":
         row = _TEMPLATE.first(connection, oid=oid)
         if row is not None:

@@ -35,7 +35,7 @@ from cloudburst.model.states import CAPACITY_HOLDING_STATES, LcmState, VmState
 from cloudburst.store.deferred import Deferred
 from cloudburst.store.id_lists import one_of
 from cloudburst.store.prepared import Prepared, execute_many, row_type, rows_at_once
-from cloudburst.store.schema import groups, history, users, vms
+from cloudburst.store.schema import groups, history, hosts, users, vms
 from cloudburst.template import Template
 
 # Dict lookups: listing 10,000 VMs would otherwise spend a visible share of
@@ -150,16 +150,19 @@ def get_vm(connection: Connection, vm_id: int, *, with_history: bool = True) -> 
 
 
 class NamedVm(NamedTuple):
-    """A VM and its owner's and group's names (None: the user or group is gone)."""
+    """A VM and its owner's and group's names (None: the user or group is gone), and
+    the cluster of the host it is on (None: on no host), which its ACLs may name."""
 
     vm: VmRecord
     uname: str | None
     gname: str | None
+    host_cluster: int | None
 
 
 def get_named_vm(connection: Connection, vm_id: int, *, with_history: bool = True) -> NamedVm:
-    """The VM ``vm_id`` with its owner's and group's names, in one statement (with its
-    history: a row per history record, the VM's columns repeated).
+    """The VM ``vm_id`` with its owner's and group's names and its host's cluster, in
+    one statement (with its history: a row per history record, the VM's columns
+    repeated).
 
     Raises:
         NotFoundError: no such VM.
@@ -168,14 +171,15 @@ def get_named_vm(connection: Connection, vm_id: int, *, with_history: bool = Tru
         row = _SELECT_VM.first(connection, vm_id=vm_id)
         if row is None:
             raise NotFoundError(f"VM {vm_id} does not exist")
-        return NamedVm(_vm_from_row(row), row.uname, row.gname)
+        return NamedVm(_vm_from_row(row), row.uname, row.gname, row.host_cluster)
     rows = _SELECT_VM_WITH_HISTORY.tuples(connection, vm_id=vm_id)
     if not rows:
         raise NotFoundError(f"VM {vm_id} does not exist")
     vm_row = _SELECT_VM.row._make(rows[0][:_VM_WIDTH])
     records = [_history_from_row(_HISTORY_ROW._make(row[_VM_WIDTH:])) for row in rows
                if row[_VM_WIDTH] is not None]
-    return NamedVm(_vm_from_row(vm_row, records), vm_row.uname, vm_row.gname)
+    return NamedVm(_vm_from_row(vm_row, records), vm_row.uname, vm_row.gname,
+                   vm_row.host_cluster)
 
 
 def read_vms(connection: Connection, vm_ids: Iterable[int]) -> list[VmRecord]:
@@ -515,16 +519,17 @@ def mark_polled(connection: Connection, versions: Mapping[int, int], stamp: int)
 # Hot-path statements are built once: SQLAlchemy then reuses their compiled
 # form instead of rebuilding and re-keying an expression tree on every write.
 # Prepared (see store.prepared): one.vm.info runs them, and every action reads its VM.
-_SELECT_VM = Prepared(select(vms, users.c.name.label("uname"), groups.c.name.label("gname"))
-                      .select_from(vms.outerjoin(users, users.c.id == vms.c.uid)
-                                   .outerjoin(groups, groups.c.id == vms.c.gid))
+_NAMED_VM = (vms, users.c.name.label("uname"), groups.c.name.label("gname"),
+             hosts.c.cluster_id.label("host_cluster"))
+_NAMED_VM_FROM = (vms.outerjoin(users, users.c.id == vms.c.uid)
+                  .outerjoin(groups, groups.c.id == vms.c.gid)
+                  .outerjoin(hosts, hosts.c.id == vms.c.host_id))
+_SELECT_VM = Prepared(select(*_NAMED_VM).select_from(_NAMED_VM_FROM)
                       .where(vms.c.id == bindparam("vm_id")))
 _VM_WIDTH = len(_SELECT_VM.row._fields)
 _SELECT_VM_WITH_HISTORY = Prepared(
-    select(vms, users.c.name.label("uname"), groups.c.name.label("gname"), *history.c)
-    .select_from(vms.outerjoin(users, users.c.id == vms.c.uid)
-                 .outerjoin(groups, groups.c.id == vms.c.gid)
-                 .outerjoin(history, history.c.vm_id == vms.c.id))
+    select(*_NAMED_VM, *history.c)
+    .select_from(_NAMED_VM_FROM.outerjoin(history, history.c.vm_id == vms.c.id))
     .where(vms.c.id == bindparam("vm_id")).order_by(history.c.seq))
 _HISTORY_ROW = row_type(history.c)
 #: VMs :func:`read_vms` reads per statement.
