@@ -434,6 +434,20 @@ def test_sched_messages_do_not_bump_the_version(db: Database) -> None:
     assert read(db, lambda c: vm_pool.get_vm(c, 1)).sched_message == ""
 
 
+def test_sched_messages_of_many_vms_land_each_on_its_own_row(db: Database) -> None:
+    """A pass over a full pool notes every pending VM at once: a message and a
+    placement, a message alone, a placement alone; each VM gets its own, versions kept,
+    the VMs not named untouched."""
+    store_vms(db, *(new_vm(vm_id) for vm_id in range(700)))
+    messages = {vm_id: f"wait {vm_id}" for vm_id in range(600)}
+    placements = {vm_id: f'{{"p": {vm_id}}}' for vm_id in range(300, 690)}
+    write(db, lambda c: vm_pool.set_sched_messages(c, messages, placements))
+    stored = read(db, lambda c: vm_pool.get_vms(c, range(700)))
+    assert {vm.id: (vm.sched_message, vm.placement, vm.version) for vm in stored.values()} == {
+        vm_id: (messages.get(vm_id, ""), placements.get(vm_id, new_vm(vm_id).placement), 0)
+        for vm_id in range(700)}
+
+
 # -- two daemons racing on one store ----------------------------------------------------------
 # Only PostgreSQL stores are shared; the lease normally lets one daemon drive.
 # These tests make two daemons drive at once on purpose (the split brain the

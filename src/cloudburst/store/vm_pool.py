@@ -746,15 +746,24 @@ def set_sched_messages(connection: Connection, messages: dict[int, str],
     reason's JSON for those in ``placements``).
 
     Not a state change, so no version bump: a user action racing with the
-    scheduler's note must not fail because of it.
+    scheduler's note must not fail because of it. One statement for all the VMs that
+    get the same columns (a pass over a full pool notes every pending VM).
     """
     placements = placements or {}
-    for vm_id, message in messages.items():
-        values = {"sched_message": message}
-        if vm_id in placements:
-            values["placement"] = placements[vm_id]
-        connection.execute(update(vms).where(vms.c.id == vm_id).values(values))
-    for vm_id, placement in placements.items():
-        if vm_id not in messages:
-            connection.execute(update(vms).where(vms.c.id == vm_id)
-                               .values(placement=placement))
+    both = [{"_id": vm_id, "sched_message": message, "placement": placements[vm_id]}
+            for vm_id, message in messages.items() if vm_id in placements]
+    message_only = [{"_id": vm_id, "sched_message": message}
+                    for vm_id, message in messages.items() if vm_id not in placements]
+    placement_only = [{"_id": vm_id, "placement": placement}
+                      for vm_id, placement in placements.items() if vm_id not in messages]
+    for rows in (both, message_only, placement_only):
+        if rows:
+            execute_many(connection, _note_statement(frozenset(rows[0]) - {"_id"}), rows,
+                         disjoint=True)
+
+
+@lru_cache(maxsize=4)
+def _note_statement(columns: frozenset[str]) -> Update:
+    """The unversioned update of ``columns`` of the VM ``_id`` (:func:`set_sched_messages`)."""
+    return (update(vms).where(vms.c.id == bindparam("_id"))
+            .values({name: bindparam(name) for name in sorted(columns)}))
