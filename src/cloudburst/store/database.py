@@ -450,8 +450,13 @@ class Database:
                             for job, ok, value in outcomes]
         metrics.STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
         metrics.STORE_COMMIT_WRITES.observe(len(batch))
+        # One callback per loop for the whole batch: each call_soon_threadsafe writes to
+        # the loop's wake-up socket, giving up the GIL and waiting to get it back.
+        answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for job, ok, value in outcomes:
-            job.loop.call_soon_threadsafe(_resolve, job.future, ok, value)
+            answers.setdefault(job.loop, []).append((job.future, ok, value))
+        for loop, answered in answers.items():
+            loop.call_soon_threadsafe(_resolve_all, answered)
         return left
 
     def _failed_batch(self, batch: list[_Job], exc: Exception
@@ -569,6 +574,11 @@ def _drained(lane: queue.SimpleQueue[_Job]) -> list[_Job]:
 
 class _JobFailed(Exception):
     """A job of an optimistic batch raised: the batch is retried job by job."""
+
+
+def _resolve_all(answered: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in answered:
+        _resolve(future, ok, value)
 
 
 def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
