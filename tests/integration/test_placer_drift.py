@@ -1,6 +1,7 @@
 """The scheduler's kept placer against the store: a periodic pass with nothing
-changed keeps it (no read of every VM holding capacity), and capacity changed
-behind the scheduler's back (no event told it) is found and used."""
+changed keeps it (no read of every VM holding capacity), and so does a pass after
+the event bus lost changes; capacity changed behind the scheduler's back (no
+event told it) is found and used."""
 
 from __future__ import annotations
 
@@ -58,5 +59,40 @@ def test_a_periodic_pass_keeps_the_placer_until_the_store_counts_otherwise(
             assert scheduler.rebuilds == rebuilds + 1
             await wait_vm(daemon, late, lifecycle.RUNNING)
             assert (await daemon.hosts.info(host.id)).cpu_usage == 200
+
+    run(scenario)
+
+
+def test_lost_changes_make_the_next_pass_check_the_placer_not_build_it(
+        tmp_path: Path) -> None:
+    settings = make_home(tmp_path)
+
+    async def scenario() -> None:
+        async with running(settings) as daemon:
+            host = await add_dummy_host(daemon, "kvm-1", total_cpu=300)
+            first = await daemon.vms.allocate(LOCAL_VM)
+            await wait_vm(daemon, first, lifecycle.RUNNING)
+            scheduler = daemon.scheduler
+            rebuilds, checks = scheduler.rebuilds, scheduler.checks
+            daemon.events.resync()  # as when a burst overflows the scheduler's queue
+            second = await daemon.vms.allocate(LOCAL_VM)
+            await wait_vm(daemon, second, lifecycle.RUNNING)
+            assert (scheduler.rebuilds, scheduler.checks) == (rebuilds, checks + 1)
+
+            # Lost changes that did move capacity: the check finds them.
+            engine = make_engine(settings.database_url, writer=True)
+            try:
+                with engine.begin() as connection:
+                    connection.execute(update(vms).where(vms.c.id == second).values(
+                        cpu=2.0, cpu_share=200, version=vms.c.version + 1))
+            finally:
+                engine.dispose()
+            daemon.events.resync()
+            late = await daemon.vms.allocate(LOCAL_VM)
+            message = await wait_until(lambda: _sched_message(daemon, late), 15,
+                                       "a waiting reason")
+            assert message == "No host with enough capacity to deploy the VM"
+            assert scheduler.rebuilds == rebuilds + 1
+            assert (await daemon.hosts.info(host.id)).cpu_usage == 300
 
     run(scenario)

@@ -18,12 +18,14 @@ capacity. The placer is built again from the store when it could be wrong:
 * when the event bus shows a VM holding capacity other than the placer counts
   it (a user's deploy, a migration, a resize, another daemon's change: the
   scheduler keeps what each VM holds, read with the usage and updated by its
-  own placements), or lost changes (``RESYNC``); or a deploy it asked for failed;
-* when the store's usage of some host differs from the placer's count of it
-  (a change nobody published), which the periodic pass, and any pass at least
-  every :data:`RECONCILE_SECONDS`, checks: one aggregate per host
-  (:func:`~cloudburst.store.vm_pool.host_usage`), not a read of every VM
-  holding capacity (100,000 of them each time).
+  own placements); or a deploy it asked for failed;
+* when the store's usage of some host differs from the placer's count of it,
+  which the periodic pass, the first pass after the bus lost changes
+  (``RESYNC``: a batch of 5,000 placements publishes more changes than a
+  subscriber's queue holds), and any pass at least every
+  :data:`RECONCILE_SECONDS` (a change nobody published) check: one aggregate
+  per host (:func:`~cloudburst.store.vm_pool.host_usage`), not a read of every
+  VM holding capacity (100,000 of them each time).
 """
 
 from __future__ import annotations
@@ -176,6 +178,8 @@ class SchedulerLoop:
         self._checked = 0.0
         #: Whether the kept placer may be wrong (see the module doc).
         self._stale = True
+        #: Whether changes were lost since the last check (the next pass checks).
+        self._unsure = False
         #: What each VM holding capacity holds, ``{vm: (host, cpu, memory KB)}``, as
         #: the kept placer counts it.
         self._held: dict[int, tuple[int, int, int]] = {}
@@ -230,7 +234,7 @@ class SchedulerLoop:
             while True:
                 change = await subscription.get()
                 if change is RESYNC:
-                    self._stale = True
+                    self._unsure = True
                 else:
                     assert isinstance(change, Change)
                     self._observe(change)
@@ -351,8 +355,9 @@ class SchedulerLoop:
         # Changes seen from now on are after what the read below may build from.
         began = time.monotonic()
         stale = woken or self._stale
-        check = full or began - self._checked > RECONCILE_SECONDS
-        self._stale = False
+        check = full or self._unsure or began - self._checked > RECONCILE_SECONDS
+        unsure = self._unsure
+        self._stale = self._unsure = False
         snapshot = await self.db.read(read)
         if snapshot.checked:
             self.checks += 1
@@ -390,7 +395,9 @@ class SchedulerLoop:
             self._checked = began
             self.rebuilds += 1
         elif placer is None:
-            self._stale = self._stale or stale  # nothing was built: what was stale still is
+            # Nothing was built or checked: what was stale or unsure still is.
+            self._stale = self._stale or stale
+            self._unsure = self._unsure or unsure
         placed = await self._place(placer, snapshot.pending, excluded, full=full)
         if snapshot.moving:
             self._stale = True  # moves take capacity outside the placer's passes
