@@ -139,6 +139,10 @@ def _same_share(host: HostRecord, share: Mapping[str, int]) -> bool:
     return all(getattr(host, column) == value for column, value in share.items())
 
 
+#: The busy key of the write of monitoring times (see Monitor._stamp).
+_STAMPS = ("stamps", -1)
+
+
 def _parts(group: list[tuple[HostRecord, list[PolledVm]]], most: int
            ) -> list[list[tuple[HostRecord, list[PolledVm]]]]:
     """``group`` (hosts with their VMs) cut into runs of hosts with at most ``most``
@@ -264,9 +268,9 @@ class Monitor:
         is read for all of it in one read, not one per host.
         """
         requested, self._requested = self._requested, set()
-        if self._monitored_at:
+        if self._monitored_at and _STAMPS not in self._busy:
             stamps, self._monitored_at = self._monitored_at, {}
-            await self.db.write(lambda connection: host_pool.mark_monitored(connection, stamps))
+            self._start([_STAMPS], self._stamp(stamps))
         changed = await self.db.read(self._hosts.update)
         now = time.monotonic()
         for host_id in changed:
@@ -304,6 +308,19 @@ class Monitor:
         for group in together.values():
             for part in _parts(group, self.max_polled_together):
                 self._start([("poll", host.id) for host, _ in part], self.poll_hosts(part))
+
+    async def _stamp(self, stamps: dict[int, int]) -> None:
+        """Write the ``LAST_MON_TIME`` of hosts whose reports changed nothing.
+
+        Not awaited by the tick: while a burst keeps the store's writer busy,
+        this write waits its turn, and the monitorings and polls due meanwhile
+        must not wait with it (the next stamps gather until it is done).
+        """
+        try:
+            await self.db.write(lambda connection: host_pool.mark_monitored(connection, stamps))
+        except StoreUnavailableError as exc:  # the next monitorings stamp them again
+            log.warning("monitoring times of %d hosts not recorded: %s", len(stamps),
+                        exc.message)
 
     def _track(self, host_id: int, now: float) -> None:
         """Start or end the timers of a host added, written or removed.
