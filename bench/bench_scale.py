@@ -28,12 +28,16 @@ minute, store commits per minute and the monitoring samples written
 (regular polls of every host every ``VM_POLLING_INTERVAL``, each host monitored
 every ``MONITORING_INTERVAL``): what competes with every burst and read.
 
+With ``--step-down-at N`` the daemon loses its lease when N VMs run and is
+elected again one lease time later (PostgreSQL only); what that costs is
+printed (``bench/takeover.py``) and added to the RESULT line.
+
 With ``--give-up S`` a run that has not got every VM RUNNING S seconds after
 the first creation stops there (creations too) and reports how many ran and
 the rate reached (``all_running_s=nan``), the reads on the VMs made so far.
 
 Usage: ``python bench/bench_scale.py [--hosts N] [--vms N] [--postgresql] [--give-up S]
-[--steady S]``.
+[--steady S] [--step-down-at N]``.
 Run it under ``flock /work/suite.lock`` on a shared machine. The last line is
 ``RESULT key=value ...``.
 """
@@ -62,6 +66,9 @@ from cloudburst.daemon.app import Daemon
 from cloudburst.daemon.main import load_settings
 from cloudburst.model.states import HostState, LcmState, VmState
 from cloudburst.store.schema import hosts, vms
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from takeover import step_down_at as step_down
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = 'NAME = "scale"\nCPU = 0.5\nMEMORY = 512\n'
@@ -195,7 +202,8 @@ async def report_phases(daemon: Daemon, home: Path, every: float, created: list[
 
 
 async def run(host_count: int, vm_count: int, url: str, every: float,
-              give_up: float, steady: float) -> dict[str, float | int | str]:
+              give_up: float, steady: float, step_down_at: int = 0
+              ) -> dict[str, float | int | str]:
     home = Path(tempfile.mkdtemp(prefix="cloudburst-scale-"))
     settings, _ = load_settings(home)
     settings = dataclasses.replace(settings, port=0, db_url=url)
@@ -216,6 +224,8 @@ async def run(host_count: int, vm_count: int, url: str, every: float,
         first_created = time.perf_counter()
         made = [0]
         phases = asyncio.create_task(report_phases(daemon, home, every, made, running_query))
+        takeover = asyncio.create_task(step_down(daemon, running_query, step_down_at,
+                                                 vm_count)) if step_down_at else None
         deadline = first_created + give_up if give_up else float("inf")
         try:
             for first in range(0, vm_count, BATCH):
@@ -231,6 +241,7 @@ async def run(host_count: int, vm_count: int, url: str, every: float,
                 await asyncio.sleep(0.25)
             stopped = time.perf_counter() - first_created
             all_running = stopped if running >= vm_count else float("nan")
+            takeover_figures = await takeover if takeover is not None else {}
         finally:
             phases.cancel()
         session = settings.auth_file.read_text(encoding="utf-8").split()[0]
@@ -265,6 +276,7 @@ async def run(host_count: int, vm_count: int, url: str, every: float,
         "vm_info_median_ms": reads["vm_info_ms"],
         "vm_info_p95_ms": reads["vm_info_p95_ms"],
         **quiet,
+        **takeover_figures,
         "load_1min": os.getloadavg()[0],
     }
 
@@ -279,13 +291,15 @@ def main() -> int:
                         help="stop after this many seconds of creating and deploying VMs")
     parser.add_argument("--steady", type=float, default=0.0,
                         help="then measure the steady state for this many seconds")
+    parser.add_argument("--step-down-at", type=int, default=0,
+                        help="end the lease when this many VMs run (with --postgresql)")
     parser.add_argument("--postgresql", action="store_true",
                         help="run on a throw-away PostgreSQL server instead of SQLite")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with store_url(args.postgresql) as url:
         result = asyncio.run(run(args.hosts, args.vms, url, args.every, args.give_up,
-                                   args.steady))
+                                   args.steady, args.step_down_at))
     print(f"store                  {result['store']} (load {result['load_1min']:.1f})")
     print(f"{args.hosts} hosts monitored after {result['hosts_ready_s']:.1f} s")
     print(f"{result['created']} VMs created in {result['create_s']:.1f} s")
@@ -310,6 +324,10 @@ def main() -> int:
               f"{result['steady_polls_per_min']:.0f} host polls/min, "
               f"{result['steady_commits_per_min']:.0f} commits/min, "
               f"{result['steady_vm_writes_per_min']:.0f} VM writes/min")
+    if "takeover_elected_s" in result:
+        print("takeover (s after the lease ended)  " + "  ".join(
+            f"{key.removeprefix('takeover_').removesuffix('_s')} {result[key]:.1f}"
+            for key in result if key.startswith("takeover_") and key.endswith("_s")))
     print("RESULT " + " ".join(f"{key}={value:.3f}" if isinstance(value, float) else
                                f"{key}={value}" for key, value in result.items()))
     return 0
