@@ -192,10 +192,7 @@ class Daemon:
             self.dispatcher.took_over(self.leadership.quiet)
         await recover(self.db, self.lifecycle)
         loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self.scheduler.run(), name="scheduler"),
-            loop.create_task(self.monitor.run(), name="monitor"),
-        ]
+        self._tasks = [self.scheduler.start(), self.monitor.start()]
         if self.leadership.shared:
             self._tasks.append(loop.create_task(self.adopter.run(), name="adopter"))
             self._listener = Listener(self.leadership.engine, self._work_notified)

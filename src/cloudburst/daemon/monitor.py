@@ -228,9 +228,13 @@ class Monitor:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=10)
 
-    async def run(self) -> None:
-        """Monitor and poll until :meth:`stop` (may be run again after it)."""
+    def start(self) -> asyncio.Task[None]:
+        """Monitor and poll in a new task until :meth:`stop` (may start again after it);
+        a :meth:`stop` before the task first runs ends it (the flag is cleared here)."""
         self._stopped = False
+        return asyncio.get_running_loop().create_task(self._run(), name="monitor")
+
+    async def _run(self) -> None:
         tick = min(1.0, self.monitoring_interval, self.polling_interval)
         watcher = asyncio.get_running_loop().create_task(
             self._fresh_polls.watch(self.lifecycle.events, time.monotonic, self._wake.set),

@@ -206,9 +206,16 @@ class SchedulerLoop:
         self._stopped = True
         self._wake.set()
 
-    async def run(self) -> None:
-        """Run passes until :meth:`stop` (may be run again after it)."""
+    def start(self) -> asyncio.Task[None]:
+        """Run passes in a new task until :meth:`stop` (may start again after it).
+
+        The stop flag is cleared here, not when the task first runs: a :meth:`stop`
+        that comes before then (a leader deposed right after its election) ends it.
+        """
         self._stopped = False
+        return asyncio.get_running_loop().create_task(self._run(), name="scheduler")
+
+    async def _run(self) -> None:
         self._full = True
         self._forget_placer()
         watcher: asyncio.Task[None] | None = None
