@@ -152,3 +152,47 @@ def test_a_leader_whose_lease_is_taken_stops_driving(pg_url: str, tmp_path: Path
             await second.stop()
 
     asyncio.run(main())
+
+
+def test_a_lone_leader_that_loses_its_lease_mid_burst_leads_again_and_resumes_every_vm(
+        pg_url: str, tmp_path: Path) -> None:
+    daemon = daemon_on(tmp_path / "a", pg_url)
+
+    async def main() -> None:
+        try:
+            await daemon.start(serve_api=False)
+            for index in range(3):
+                host_id = await daemon.hosts.allocate(f"node{index}", "dummy", "dummy")
+                # Deploys stay on the wire for a while: the lease ends with all in flight.
+                await daemon.hosts.update(host_id, 'DUMMY_DEPLOY="sleep 1"', merge=True)
+            vm_ids = await asyncio.gather(*(daemon.vms.allocate("CPU=0.1 MEMORY=64")
+                                            for _ in range(40)))
+
+            async def booting() -> bool:
+                vms = [await daemon.vms.info(vm_id) for vm_id in vm_ids]
+                return all(vm.lcm_state is LcmState.BOOT for vm in vms)
+
+            await until(booting, 20, "every VM to be deploying")
+            daemon.db.write_sync(lambda c: c.execute(text("UPDATE leases SET expires = 0")))
+            await until(lambda: daemon.leadership.epoch == 2, 15, "the daemon to lead again")
+
+            async def all_running() -> bool:
+                vms = [await daemon.vms.info(vm_id) for vm_id in vm_ids]
+                return all(vm.lcm_state is LcmState.RUNNING for vm in vms)
+
+            await until(all_running, 20, "every VM to run")
+            assert daemon.leadership.changes == 3  # led, stepped down, led again
+            for vm_id in vm_ids:
+                vm = await daemon.vms.info(vm_id)
+                assert len(vm.history) == 1 and vm.deploy_id, vm  # one stay, deployed once
+                lines = daemon.db.write_sync(lambda c, vm_id=vm_id: c.execute(text(
+                    "SELECT count(*) FROM vm_logs WHERE vm_id = :vm AND message LIKE "
+                    "'%restarted during BOOT%'"), {"vm": vm_id}).scalar())
+                assert lines == 1
+            unfinished = daemon.db.write_sync(lambda c: c.execute(text(
+                "SELECT count(*) FROM journal WHERE status = 'started'")).scalar())
+            assert unfinished == 0
+        finally:
+            await daemon.stop()
+
+    asyncio.run(main())

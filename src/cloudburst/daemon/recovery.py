@@ -27,19 +27,20 @@ repeated blindly:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 from sqlalchemy import Connection
 
 from cloudburst.daemon.lifecycle import LifecycleManager
-from cloudburst.daemon.lifecycle.base import current_seq
+from cloudburst.daemon.lifecycle.base import Known, cloud_section, current_seq
 from cloudburst.daemon.lifecycle.work import REPLAYABLE
 from cloudburst.errors import CloudburstError, NotFoundError
 from cloudburst.model import lifecycle
 from cloudburst.model.lifecycle import Event, StateKey, Work
 from cloudburst.model.records import JournalEntry, VmRecord
-from cloudburst.store import backoffs, journal, vm_pool
+from cloudburst.store import backoffs, host_pool, journal, vm_pool
 from cloudburst.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ _REPLAY_AS = {Work.SHUTDOWN: Work.CANCEL, Work.POWEROFF: Work.POWEROFF_HARD}
 #: when its stop may be tried again (if it is backing off from an outage).
 _Plan = tuple[JournalEntry | None, float | None]
 
+#: VMs read per statement when recovery reads every interrupted VM.
+_CHUNK = 500
+
 
 def _plan(connection: Connection, vm_id: int) -> _Plan:
     started = [entry for entry in journal.entries_for(connection, vm_id)
@@ -61,30 +65,64 @@ def _plan(connection: Connection, vm_id: int) -> _Plan:
     return started[-1] if started else None, backoffs.due(connection, vm_id, backoffs.STOP)
 
 
+def _interrupted(connection: Connection) -> list[tuple[VmRecord, _Plan, Known | None]]:
+    """Every in-flight VM with its plan and what its work needs (host, stay, cloud
+    section), read in a few statements whatever their number: after a takeover in
+    a burst there are thousands, and a read per VM kept a new leader from driving
+    for minutes."""
+    ids = sorted(vm_id for vm_id, _ in vm_pool.in_flight_versions(connection,
+                                                                   lifecycle.IN_FLIGHT))
+    if not ids:
+        return []
+    records: list[VmRecord] = []
+    for start in range(0, len(ids), _CHUNK):
+        records += vm_pool.list_vms(connection, ids=ids[start:start + _CHUNK],
+                                    with_history=False)
+    started = {entry.vm_id: entry for entry in journal.unfinished(connection)}  # newest wins
+    stops: dict[int, float] = {}
+    for backoff in backoffs.active(connection, backoffs.STOP, 0.0):
+        stops[backoff.vm_id] = max(backoff.until, stops.get(backoff.vm_id, backoff.until))
+    seqs = vm_pool.current_seqs(connection, ids)
+    placed = {vm.host_id for vm in records if vm.host_id is not None}
+    hosts = {host.id: host for host in host_pool.list_hosts(
+        connection, host_ids=sorted(placed), with_vms=False, with_usage=False)} if placed else {}
+    memo: dict[object, object] = {}
+    found = []
+    for vm in records:
+        host = hosts.get(vm.host_id) if vm.host_id is not None else None
+        known = None
+        if host is not None:
+            section = cloud_section(connection, vm, host, memo) if host.is_public_cloud \
+                else None
+            known = Known(host, seqs.get(vm.id, -1),
+                          None if section is None else section.attributes)
+        found.append((vm, (started.get(vm.id), stops.get(vm.id)), known))
+    return found
+
+
 async def recover(db: Database, manager: LifecycleManager) -> int:
     """Resume or settle interrupted work; returns how many VMs needed it.
 
-    Everything is read in one transaction (a new leader runs this right after
-    its election, on a machine that may be busy): then each VM's work starts
-    in the background.
+    Everything is read in one transaction of a few statements (a new leader runs
+    this right after its election, on a machine that may be busy); then each VM's
+    work starts in the background, knowing its host and stay.
     """
-    def read(connection: Connection) -> list[tuple[VmRecord, _Plan]]:
-        found = []
-        for vm_id, _ in vm_pool.in_flight_versions(connection, lifecycle.IN_FLIGHT):
-            vm = vm_pool.get_vm(connection, vm_id, with_history=False)
-            found.append((vm, _plan(connection, vm_id)))
-        return found
-
-    interrupted = await db.read(read)
-    for vm, plan in interrupted:
-        log.info("recovering VM %d interrupted in %s", vm.id, vm.lcm_state.name)
+    started = time.monotonic()
+    interrupted = await db.read(_interrupted)
+    for vm, _, _ in interrupted:
+        log.debug("recovering VM %d interrupted in %s", vm.id, vm.lcm_state.name)
         manager.files.log(vm.id, "I", f"Daemon restarted during {vm.lcm_state.name}; recovering")
-        await resume(manager, vm, plan)
+    # Settling a VM writes it: together, the writes share batches.
+    await asyncio.gather(*(resume(manager, vm, plan, known)
+                           for vm, plan, known in interrupted))
     in_place = await db.write(_interrupted_in_place)
     for vm, entry in in_place:
         log.info("recovering VM %d: %s interrupted by a restart", vm.id, entry.action)
         manager.files.log(vm.id, "I", f"Daemon restarted during {entry.action}; running it again")
         manager.start_work(vm, _WORK_BY_LABEL[entry.action], entry.token, {}, replay=True)
+    if interrupted or in_place:
+        log.info("recovery resumed %d interrupted VMs and %d in-place actions in %.1f s",
+                 len(interrupted), len(in_place), time.monotonic() - started)
     return len(interrupted) + len(in_place)
 
 
@@ -115,12 +153,13 @@ def _interrupted_in_place(connection: Connection) -> list[tuple[VmRecord, Journa
     return found
 
 
-async def resume(manager: LifecycleManager, vm: VmRecord, plan: _Plan | None = None) -> None:
+async def resume(manager: LifecycleManager, vm: VmRecord, plan: _Plan | None = None,
+                 known: Known | None = None) -> None:
     """Start (or settle) the work in-flight ``vm`` waits for, as its journal entry says.
 
     Also used by a leader taking over work a follower or a dead leader left
     (:mod:`cloudburst.daemon.handoff`). ``plan`` is what :func:`_plan` read, if
-    the caller read it already.
+    the caller read it already; ``known``, what the work needs (not read again).
     """
     if plan is None:
         plan = await manager.db.read(lambda connection: _plan(connection, vm.id))
@@ -136,7 +175,7 @@ async def resume(manager: LifecycleManager, vm: VmRecord, plan: _Plan | None = N
             delay = max(0.0, stop_due - time.time()) if stop_due is not None \
                 and work in _STOPS else 0.0
             manager.start_work(vm, _REPLAY_AS.get(work, work), entry.token, args, replay=True,
-                               delay=delay)
+                               delay=delay, known=known)
         else:
             await manager.advance(
                 vm.id, Event.FAILURE, expect=vm.position,
