@@ -87,6 +87,13 @@ LEASE_EPOCH = Gauge("cloudburst_lease_epoch", "Epoch of the lease this daemon la
                     registry=REGISTRY)
 LEASE_CHANGES = Counter("cloudburst_lease_changes", "Times this daemon took or lost the lease",
                         registry=REGISTRY)
+LEASE_RENEW_SECONDS = Histogram(
+    "cloudburst_lease_renew_seconds", "Seconds a lease renewal took, sent to answered",
+    buckets=_LATENCY, registry=REGISTRY)
+LEASE_RENEW_LATE_SECONDS = Histogram(
+    "cloudburst_lease_renew_late_seconds",
+    "Seconds the renewing thread started a renewal after it was due (the process starved)",
+    buckets=_LATENCY, registry=REGISTRY)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -202,7 +202,10 @@ class Leadership:
 
             self.db.fence = fence
             log.info("this daemon leads (epoch %d, holder %s)", epoch, self.holder)
+        started = time.monotonic()
         await self._elected()
+        log.info("driving %.1f s after the election (epoch %d)", time.monotonic() - started,
+                 epoch)
 
     async def _step_down(self, reason: str) -> None:
         """Stop driving now; writes queued meanwhile stay fenced by the old epoch."""
@@ -216,6 +219,7 @@ class Leadership:
         metrics.leadership_changed(None, self.epoch)
         self.epoch = None
         self.changes += 1
+        started = time.monotonic()
         try:
             await self._deposed()
         finally:
@@ -223,6 +227,7 @@ class Leadership:
             with contextlib.suppress(Exception):
                 await self.db.write(lambda connection: None)
             self.db.fence = None
+            log.info("stopped driving in %.1f s", time.monotonic() - started)
 
     async def _pause(self, seconds: float) -> None:
         waiters = [asyncio.ensure_future(self._stopped.wait()),
@@ -283,9 +288,15 @@ class _Renewer(threading.Thread):
 
     def run(self) -> None:
         connection: Connection | None = None
+        renew = self.settings.renew
+        # Renewals are due every ``renew`` seconds from the last one's start, not from its
+        # end: a slow statement does not push the next one back by its own length.
+        due = self.renewed_at + renew
         try:
-            while not self._stop.wait(self.settings.renew) and not self.taken:
+            while not self._stop.wait(max(0.0, due - time.monotonic())) and not self.taken:
                 started = time.monotonic()
+                late = started - due
+                due = started + renew
                 try:
                     if connection is None:
                         connection = self._connect()
@@ -299,6 +310,12 @@ class _Renewer(threading.Thread):
                             connection.close()
                     connection = None
                     continue
+                took = time.monotonic() - started
+                metrics.LEASE_RENEW_SECONDS.observe(took)
+                metrics.LEASE_RENEW_LATE_SECONDS.observe(max(0.0, late))
+                if late + took > renew:
+                    log.warning("lease renewal slow: started %.2f s late, answered after "
+                                "%.2f s", late, took)
                 if held:
                     self.renewed_at = started
                 else:
