@@ -15,6 +15,9 @@ CLOUDBURST_HOME, scheduler, dispatcher, dummy drivers; no API) and prints:
 Usage: ``python bench/bench_core.py [--hosts N] [--vms N] [--rate VMS_PER_S] [--postgresql]``.
 ``--postgresql`` runs the store on a throw-away PostgreSQL server
 (``tests/pg_server.py``, as ``bench_scale.py`` does).
+The temporary home is made in ``TMPDIR`` (``/tmp`` by default; ``home_in`` in the
+RESULT line): each VM makes a directory and two files there, so the disk under it
+matters (see ``bench_scale.py``).
 The last line is ``RESULT key=value ...``. With ``--rate`` VMs are created at
 that pace (open loop), which measures the creation-to-deploy delay under a
 steady arrival rate instead of one burst.
@@ -132,6 +135,7 @@ async def run(host_count: int, vm_count: int, rate: float, url: str = ""
     delays = sorted((deploy_called[vm_id] - created[vm_id]) * 1000 for vm_id in created)
     return {
         "store": "postgresql" if url else "sqlite",
+        "home_in": str(home.parent),
         "hosts": host_count,
         "vms": vm_count,
         "hosts_ready_s": hosts_ready,

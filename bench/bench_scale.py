@@ -32,6 +32,12 @@ With ``--step-down-at N`` the daemon loses its lease when N VMs run and is
 elected again one lease time later (PostgreSQL only); what that costs is
 printed (``bench/takeover.py``) and added to the RESULT line.
 
+The temporary home is made in the system's temporary directory (``TMPDIR``,
+``/tmp`` by default; ``home_in`` in the RESULT line): the disk under it matters,
+as each VM makes a directory and two files there (on a shared machine whose
+``/tmp`` makes new files 20 times slower than another directory of the same disk,
+they set the pace).
+
 With ``--give-up S`` a run that has not got every VM RUNNING S seconds after
 the first creation stops there (creations too) and reports how many ran and
 the rate reached (``all_running_s=nan``), the reads on the VMs made so far.
@@ -259,6 +265,7 @@ async def run(host_count: int, vm_count: int, url: str, every: float,
         shutil.rmtree(home, ignore_errors=True)  # hundreds of MB at 100,000 VMs
     return {
         "store": "postgresql" if url else "sqlite",
+        "home_in": str(home.parent),
         "hosts": host_count,
         "vms": vm_count,
         "hosts_ready_s": hosts_ready,
