@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -949,3 +950,46 @@ def test_an_unchanged_read_is_read_again_after_any_commit(db: Database) -> None:
         assert len(runs) > before
 
     asyncio.run(main())
+
+
+# -- the journal's indexes -----------------------------------------------------------------
+
+
+def _journal_of(db: Database, statuses: Sequence[str]) -> None:
+    """One journal entry per status, VM ``i`` for the ``i``-th (ids in that order)."""
+    def fill(connection: Connection) -> None:
+        for vm_id, status in enumerate(statuses):
+            journal.start(connection, vm_id=vm_id, host_id=0, seq=0, action="deploy",
+                          token=f"t{vm_id}", status=status)
+
+    write(db, fill)
+
+
+def test_handed_entries_are_listed_oldest_first_and_nothing_else(db: Database) -> None:
+    _journal_of(db, [journal.STARTED, journal.HANDED, journal.DONE, journal.HANDED,
+                     journal.FAILED])
+    assert [entry.vm_id for entry in read(db, journal.handed)] == [1, 3]
+    assert [entry.vm_id for entry in read(db, journal.unfinished)] == [0]
+
+
+def test_finishing_an_entry_reads_the_vms_index_alone_even_without_statistics(
+        db: Database) -> None:
+    """A young store (no ANALYZE yet) with thousands of actions in flight: finishing one
+    VM's entry walks that VM's entries, not every started one (0.4 ms per update in a
+    burst when PostgreSQL intersected the VM index with a status index)."""
+    if db.is_sqlite:
+        pytest.skip("the planner without statistics is PostgreSQL's")
+    _journal_of(db, [journal.STARTED if vm_id % 4 else journal.DONE for vm_id in range(4000)])
+    statement = journal._FINISH_STARTED  # what finish_started runs for each VM
+    params = {"_vm_id": 1234, "_action": "deploy", "_other": "deploy",
+              "_started": journal.STARTED, "status": journal.DONE, "finished": 1.0,
+              "result": ""}
+
+    def plan(connection: Connection) -> str:
+        compiled = statement.compile(dialect=connection.dialect)
+        rows = connection.exec_driver_sql(f"EXPLAIN {compiled}", compiled.construct_params(
+            params)).all()
+        return "\n".join(str(row[0]) for row in rows)
+
+    found = read(db, plan)
+    assert set(re.findall(r"\bix_\w+|\w+_pkey", found)) == {"ix_journal_vm"}, found

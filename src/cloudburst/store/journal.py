@@ -18,11 +18,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, func, insert, select, text, update
 
 from cloudburst.model.records import JournalEntry
 from cloudburst.store.deferred import Deferred
-from cloudburst.store.schema import journal
+from cloudburst.store.schema import JOURNAL_HANDED, journal
 
 STARTED = "started"
 HANDED = "handed"
@@ -92,7 +92,7 @@ def begin(connection: Connection, *, vm_id: int, host_id: int, seq: int, action:
 def handed(connection: Connection) -> list[JournalEntry]:
     """Work handed to the leader and not taken yet, oldest first."""
     rows = connection.execute(
-        select(journal).where(journal.c.status == HANDED).order_by(journal.c.id)).all()
+        select(journal).where(text(JOURNAL_HANDED)).order_by(journal.c.id)).all()
     return [_entry(row) for row in rows]
 
 

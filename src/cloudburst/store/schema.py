@@ -11,6 +11,8 @@ together (docs/architecture.md, "Changing the schema"); a test compares them.
 
 from __future__ import annotations
 
+from typing import Final
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -23,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -139,6 +142,10 @@ history = Table(
     Column("cluster_id", Integer, nullable=False, server_default="0"),
 )
 
+#: The entries ``ix_journal_handed`` holds; a query names them with this very text, so
+#: SQLite (which cannot see through a bound parameter) uses the index too.
+JOURNAL_HANDED: Final = "status = 'handed'"
+
 journal = Table(
     "journal",
     metadata,
@@ -153,7 +160,12 @@ journal = Table(
     Column("finished", Float, nullable=False, default=0.0),
     Column("result", Text, nullable=False, default=""),
     UniqueConstraint("token", "action", name="uq_journal_token_action"),
-    Index("ix_journal_status", "status"),
+    # Entries handed to the leader, found by the adopter's scans (every 1-10 s). Not an
+    # index of every status: finishing an entry (one update per VM action) changes its
+    # status, and one on status was the plan PostgreSQL chose without statistics (early
+    # in a burst), walking every started entry (0.4 ms per update; migration 0011).
+    Index("ix_journal_handed", "id", sqlite_where=text(JOURNAL_HANDED),
+          postgresql_where=text(JOURNAL_HANDED)),
     Index("ix_journal_vm", "vm_id"),
 )
 
