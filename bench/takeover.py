@@ -29,7 +29,7 @@ from sqlalchemy import text
 
 from cloudburst import metrics
 from cloudburst.daemon.app import Daemon
-from cloudburst.daemon.leadership import lease_engine
+from cloudburst.daemon.lease_keeper import lease_engine
 
 _END_LEASE = text("UPDATE leases SET expires = extract(epoch from clock_timestamp()) - 1 "
                   "WHERE name = 'leader'")

@@ -196,3 +196,43 @@ def test_a_lone_leader_that_loses_its_lease_mid_burst_leads_again_and_resumes_ev
             await daemon.stop()
 
     asyncio.run(main())
+
+
+def _hold_the_interpreter(seconds: float) -> None:
+    """Keep this process's interpreter lock for at least ``seconds``: one C call that
+    never gives it up, as a long garbage collection does, sized in this thread's CPU
+    time (a loaded machine only makes it last longer)."""
+    started = time.thread_time()
+    sum(range(2_000_000))
+    rate = 2_000_000 / max(1e-6, time.thread_time() - started)
+    sum(range(int(rate * seconds)))
+
+
+def test_a_leader_keeps_its_lease_while_its_interpreter_is_held(pg_url: str,
+                                                                tmp_path: Path) -> None:
+    daemon = daemon_on(tmp_path / "a", pg_url)
+
+    def remaining() -> float:
+        with daemon.leadership.engine.connect() as connection:
+            current = lease.current(connection)
+        assert current is not None and current[0] == daemon.leadership.holder
+        return current[2]
+
+    async def main() -> None:
+        try:
+            await daemon.start(serve_api=False)
+            assert daemon.leadership.epoch == 1
+            await asyncio.sleep(FAST.renew * 2)
+            started = time.monotonic()
+            _hold_the_interpreter(FAST.duration * 1.5)
+            held = time.monotonic() - started
+            assert held > FAST.duration  # the lease would have expired meanwhile
+            # The keeper process renewed it all along: it is still this daemon's, and
+            # the daemon goes on leading under the same epoch.
+            assert remaining() > 0
+            await asyncio.sleep(FAST.renew * 3)
+            assert daemon.leadership.epoch == 1 and daemon.leadership.changes == 1
+        finally:
+            await daemon.stop()
+
+    asyncio.run(main())

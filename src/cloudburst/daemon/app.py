@@ -23,7 +23,8 @@ from cloudburst.daemon.change_feed import ChangeFeed
 from cloudburst.daemon.dispatcher import Dispatcher
 from cloudburst.daemon.files import VmFiles
 from cloudburst.daemon.handoff import Adopter, Listener, Notifier, hosts_in
-from cloudburst.daemon.leadership import Leadership, lease_engine
+from cloudburst.daemon.leadership import Leadership
+from cloudburst.daemon.lease_keeper import lease_engine
 from cloudburst.daemon.lifecycle import LifecycleManager
 from cloudburst.daemon.monitor import Monitor
 from cloudburst.daemon.recovery import recover

@@ -19,9 +19,10 @@ the monitor, recovery and driver work. :class:`Leadership` decides which:
 
 Lease statements use their own connections (never the writer queue, which a
 burst may fill) with short TCP and statement time limits, so a cut network
-is noticed in seconds rather than at the kernel's TCP time-out. Renewals run
-on a thread of their own from the moment of election, so a loop kept busy by
-recovery or a burst never costs the lease.
+is noticed in seconds rather than at the kernel's TCP time-out. Renewals are
+made from the moment of election by a small process of their own
+(:mod:`cloudburst.daemon.lease_keeper`), so neither a loop kept busy by
+recovery or a burst nor the daemon's garbage collections cost the lease.
 """
 
 from __future__ import annotations
@@ -32,41 +33,23 @@ import logging
 import math
 import os
 import socket
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine
 
 from cloudburst import metrics
 from cloudburst.config.settings import LeaseSettings
+from cloudburst.daemon.lease_keeper import STATEMENT_TIMEOUT, LeaseKeeper, lease_engine
 from cloudburst.errors import LeaseLostError
 from cloudburst.store import lease
-from cloudburst.store.database import Database, postgres_url
+from cloudburst.store.database import Database
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-#: Seconds one lease statement may take before the attempt counts as failed.
-STATEMENT_TIMEOUT = 2.0
-
-
-def lease_engine(url: str) -> Engine:
-    """A small engine for lease statements, quick to notice a dead connection."""
-    return create_engine(
-        postgres_url(url), pool_size=2, max_overflow=2, pool_pre_ping=True,
-        pool_timeout=STATEMENT_TIMEOUT,
-        connect_args={
-            "connect_timeout": max(1, int(STATEMENT_TIMEOUT)),
-            "tcp_user_timeout": int(STATEMENT_TIMEOUT * 1000),
-            "keepalives": 1, "keepalives_idle": 1, "keepalives_interval": 1,
-            "keepalives_count": 2,
-            "options": f"-c statement_timeout={int(STATEMENT_TIMEOUT * 1000)}",
-        })
-
 
 class Leadership:
     """Holds, renews and gives up the leader lease; see the module docstring."""
@@ -89,13 +72,13 @@ class Leadership:
         self._elected = elected
         self._deposed = deposed
         self._engine = lease_engine(db.url) if self.shared else None
+        self._keeper = LeaseKeeper(db.url, self.holder, settings) if self.shared else None
         # Lease statements may hang on a cut connection: keep them off the
         # loop's default executor, and give a hung one company.
         self._executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="lease")
         self._lost = asyncio.Event()
         self._stopped = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._renewer: _Renewer | None = None
 
     @property
     def is_leader(self) -> bool:
@@ -112,6 +95,8 @@ class Leadership:
         if not self.shared:
             await self._become(0, time.monotonic())
             return
+        assert self._keeper is not None
+        await asyncio.to_thread(self._keeper.start)
         asked_at = time.monotonic()
         taken = await self._attempt(lease.acquire, self.holder, self.settings.duration)
         if taken is not None:
@@ -122,6 +107,12 @@ class Leadership:
         """Compete for the lease until :meth:`stop`; lead while holding it."""
         while not self._stopped.is_set():
             if self.epoch is None:
+                try:
+                    await asyncio.to_thread(self.keeper.start)  # if it died
+                except RuntimeError as exc:
+                    log.warning("cannot compete for the lease: %s", exc)
+                    await self._pause(self.settings.duration)
+                    continue
                 asked_at = time.monotonic()
                 taken = await self._attempt(lease.acquire, self.holder, self.settings.duration)
                 if taken is not None and not self._stopped.is_set():
@@ -152,31 +143,34 @@ class Leadership:
                 log.info("lease released (epoch %d)", epoch)
         if self._engine is not None:
             self._engine.dispose()
+        if self._keeper is not None:
+            await asyncio.to_thread(self._keeper.close)
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def keeper(self) -> LeaseKeeper:
+        """The renewing process's handle (shared stores only)."""
+        assert self._keeper is not None
+        return self._keeper
 
     async def _hold(self, epoch: int) -> None:
         """Lead until the lease is lost, cannot be renewed in time, or the daemon stops.
 
-        Renewals run on their own thread (:class:`_Renewer`), so a loop busy
-        with a burst or a recovery never delays them: the lease stays while the
-        process lives and reaches the database.
+        Renewals are made by the keeper process, so a loop busy with a burst or
+        a recovery never delays them: the lease stays while the daemon lives and
+        reaches the database.
         """
-        renewer = self._renewer
-        assert renewer is not None
-        try:
-            while self.epoch == epoch and not self._stopped.is_set():
-                await self._pause(self.settings.renew)
-                if self._stopped.is_set():
-                    return
-                if self._lost.is_set():
-                    await self._step_down("a write was fenced: another daemon took the lease")
-                    return
-                reason = renewer.failure()
-                if reason is not None:
-                    await self._step_down(reason)
-                    return
-        finally:
-            renewer.stop()
+        while self.epoch == epoch and not self._stopped.is_set():
+            await self._pause(self.settings.renew)
+            if self._stopped.is_set():
+                return
+            if self._lost.is_set():
+                await self._step_down("a write was fenced: another daemon took the lease")
+                return
+            reason = self.keeper.failure()
+            if reason is not None:
+                await self._step_down(reason)
+                return
 
     async def _become(self, epoch: int, asked_at: float, quiet: float = math.inf) -> None:
         """Lead under ``epoch``, taken by a request sent at ``asked_at`` (monotonic), the
@@ -188,8 +182,7 @@ class Leadership:
         self._lost.clear()
         if self.shared:
             # Renewals start now, not after recovery: that may take longer than the lease.
-            self._renewer = _Renewer(self.engine, self.holder, epoch, self.settings, asked_at)
-            self._renewer.start()
+            self.keeper.lead(epoch, asked_at)
             loop = asyncio.get_running_loop()
             holder, lost = self.holder, self._lost
 
@@ -211,9 +204,8 @@ class Leadership:
         """Stop driving now; writes queued meanwhile stay fenced by the old epoch."""
         if self.epoch is None:
             return
-        if self._renewer is not None:
-            self._renewer.stop()
-            self._renewer = None
+        if self._keeper is not None:
+            self._keeper.follow()
         log.log(logging.INFO if self._stopped.is_set() else logging.WARNING,
                 "this daemon stops leading (epoch %d): %s", self.epoch, reason)
         metrics.leadership_changed(None, self.epoch)
@@ -256,77 +248,3 @@ class Leadership:
         except Exception as exc:
             log.warning("lease %s failed: %s", statement.__name__, str(exc).splitlines()[0])
         return None
-
-
-class _Renewer(threading.Thread):
-    """Renews one epoch's lease every ``renew`` seconds on a thread of its own."""
-
-    def __init__(self, engine: Engine, holder: str, epoch: int, settings: LeaseSettings,
-                 asked_at: float) -> None:
-        super().__init__(name=f"lease-renew-{epoch}", daemon=True)
-        self.engine = engine
-        self.holder = holder
-        self.epoch = epoch
-        self.settings = settings
-        # Stop driving before the database can expire the lease: a renewal
-        # sent at t keeps it until at least t + duration on the server.
-        self.margin = settings.duration - settings.renew
-        self.renewed_at = asked_at
-        self.taken = False
-        self._stop = threading.Event()
-
-    def failure(self) -> str | None:
-        """Why this daemon must stop leading, or None while the lease holds."""
-        if self.taken:
-            return "the lease was taken by another daemon"
-        if time.monotonic() - self.renewed_at >= self.margin:
-            return f"the lease could not be renewed for {self.margin:g} s"
-        return None
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def run(self) -> None:
-        connection: Connection | None = None
-        renew = self.settings.renew
-        # Renewals are due every ``renew`` seconds from the last one's start, not from its
-        # end: a slow statement does not push the next one back by its own length.
-        due = self.renewed_at + renew
-        try:
-            while not self._stop.wait(max(0.0, due - time.monotonic())) and not self.taken:
-                started = time.monotonic()
-                late = started - due
-                due = started + renew
-                try:
-                    if connection is None:
-                        connection = self._connect()
-                    held = lease.renew(connection, self.holder, self.epoch,
-                                       self.settings.duration)
-                except Exception as exc:
-                    log.warning("lease renew failed: %s", str(exc).splitlines()[0])
-                    if connection is not None:
-                        with contextlib.suppress(Exception):
-                            connection.invalidate()
-                            connection.close()
-                    connection = None
-                    continue
-                took = time.monotonic() - started
-                metrics.LEASE_RENEW_SECONDS.observe(took)
-                metrics.LEASE_RENEW_LATE_SECONDS.observe(max(0.0, late))
-                if late + took > renew:
-                    log.warning("lease renewal slow: started %.2f s late, answered after "
-                                "%.2f s", late, took)
-                if held:
-                    self.renewed_at = started
-                else:
-                    self.taken = True
-        finally:
-            if connection is not None:
-                with contextlib.suppress(Exception):
-                    connection.close()
-
-    def _connect(self) -> Connection:
-        """A connection kept for this epoch's renewals: each one is then a single
-        autocommit ``UPDATE`` (one round trip; no pool check-out, ping or
-        ``BEGIN``/``COMMIT``), which keeps renewals quick on a loaded machine."""
-        return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
