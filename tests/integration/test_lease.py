@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -232,6 +234,35 @@ def test_a_leader_keeps_its_lease_while_its_interpreter_is_held(pg_url: str,
             assert remaining() > 0
             await asyncio.sleep(FAST.renew * 3)
             assert daemon.leadership.epoch == 1 and daemon.leadership.changes == 1
+        finally:
+            await daemon.stop()
+
+    asyncio.run(main())
+
+
+def test_a_leader_whose_lease_keeper_dies_steps_down_and_leads_again_with_a_new_one(
+        pg_url: str, tmp_path: Path) -> None:
+    daemon = daemon_on(tmp_path / "a", pg_url)
+
+    async def main() -> None:
+        try:
+            await daemon.start(serve_api=False)
+            first = daemon.leadership.keeper.pid
+            assert daemon.leadership.epoch == 1 and first is not None
+            os.kill(first, signal.SIGKILL)
+            await until(lambda: daemon.leadership.epoch is None, 5, "the leader to step down")
+            await until(lambda: daemon.leadership.epoch == 2, 15, "it to lead again")
+            assert daemon.leadership.keeper.pid not in (None, first)
+            vm_id = await daemon.vms.allocate("CPU=0.1 MEMORY=64")
+            await daemon.hosts.allocate("node", "dummy", "dummy")
+
+            async def running() -> bool:
+                return (await daemon.vms.info(vm_id)).lcm_state is LcmState.RUNNING
+
+            await until(running, 15, "a VM to run under the new epoch")
+            # Held by the new keeper's renewals, well past one lease time.
+            await asyncio.sleep(FAST.duration * 1.5)
+            assert daemon.leadership.epoch == 2
         finally:
             await daemon.stop()
 

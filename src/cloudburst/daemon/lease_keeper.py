@@ -123,6 +123,12 @@ class LeaseKeeper:
         self._seen = 0
         self._beating = threading.Event()
 
+    @property
+    def pid(self) -> int | None:
+        """The child's process id, None when it is not running."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
     def start(self) -> None:
         """Start the child (if it is not running) and wait until it is ready.
 
