@@ -10,6 +10,7 @@ from pathlib import Path
 
 from test_daemon import LOCAL_VM, add_dummy_host, make_home, run, running, wait_until, wait_vm
 
+from cloudburst.daemon.app import Daemon
 from cloudburst.drivers.dummy import DummyVmDriver
 from cloudburst.model import lifecycle
 from cloudburst.model.states import HostState
@@ -86,3 +87,48 @@ def test_a_host_taken_offline_loses_its_timers_and_gets_them_back_online(
                              POLLING + 5, "a poll of the powered-off VM")
 
     run(scenario)
+
+
+def test_a_restarted_daemon_spreads_the_first_monitorings_of_monitored_hosts(
+        tmp_path: Path) -> None:
+    """Hosts monitored lately are not all monitored again in the first tick of a
+    daemon (or a new leader) but each at its place in the interval (no later than
+    one interval after its last report: test_timers); a host in error is monitored
+    at once."""
+    settings = make_home(tmp_path, monitoring=60)
+
+    async def stamps(daemon: Daemon, host_ids: list[int]) -> dict[int, int]:
+        return {host_id: (await daemon.hosts.info(host_id)).last_mon_time
+                for host_id in host_ids}
+
+    async def scenario() -> None:
+        async with running(settings) as daemon:
+            hosts = [host.id for host in await asyncio.gather(
+                *(add_dummy_host(daemon, f"kvm-{i}") for i in range(8)))]
+            broken = await daemon.hosts.allocate("broken", "dummy", "dummy")
+            await daemon.hosts.update(broken, "DUMMY_MONITOR=failure", merge=True)
+            await wait_until(lambda: _state(daemon, broken, HostState.ERROR), 15,
+                             "the host in error")
+            before = await stamps(daemon, [*hosts, broken])
+        await asyncio.sleep(1.1)  # a monitoring after the restart gets a later stamp
+        async with running(settings) as daemon:
+            await wait_until(lambda: _monitored_after(daemon, broken, before[broken]), 15,
+                             "the host in error monitored at once")
+            await asyncio.sleep(1.5)  # a tick or two more
+            after = await stamps(daemon, hosts)
+            again = [host_id for host_id in hosts if after[host_id] != before[host_id]]
+            assert len(again) < len(hosts) // 2  # a few, whose place came first
+            due = {host_id: at for host_id in hosts
+                   if (at := daemon.monitor.next_monitoring(host_id)) is not None}
+            assert len(due) == len(hosts)
+            assert max(due.values()) - min(due.values()) > 10
+
+    run(scenario)
+
+
+async def _state(daemon: Daemon, host_id: int, state: HostState) -> bool:
+    return (await daemon.hosts.info(host_id)).state is state
+
+
+async def _monitored_after(daemon: Daemon, host_id: int, stamp: int) -> bool:
+    return (await daemon.hosts.info(host_id)).last_mon_time > stamp

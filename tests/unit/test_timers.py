@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloudburst.daemon.timers import Deadlines, next_on_grid, phase
+from cloudburst.daemon.timers import Deadlines, first_on_grid, next_on_grid, phase
 
 
 def test_due_keys_come_in_time_order_once() -> None:
@@ -56,3 +56,12 @@ def test_consecutive_ids_spread_evenly_over_the_interval() -> None:
     for key in range(5000, 6000):
         tenths[int(phase(key, 60.0) // 6.0)] += 1
     assert min(tenths) >= 95 and max(tenths) <= 105
+
+
+def test_a_first_time_is_on_the_grid_but_within_one_interval_of_the_last_run() -> None:
+    for key in range(100):
+        on_grid = next_on_grid(key, 500.0, 60.0)
+        assert first_on_grid(key, 500.0, 60.0, since_last=0.0) == on_grid  # just ran
+        late = first_on_grid(key, 500.0, 60.0, since_last=45.0)
+        assert late == min(on_grid, 515.0)  # 60 s after the last run at the latest
+        assert first_on_grid(key, 500.0, 60.0, since_last=600.0) == 500.0  # overdue: now

@@ -42,7 +42,7 @@ from cloudburst.daemon.lifecycle.hosts import (
     start_host_work,
 )
 from cloudburst.daemon.store_backoff import StoreBackoff
-from cloudburst.daemon.timers import Deadlines, next_on_grid
+from cloudburst.daemon.timers import Deadlines, first_on_grid, next_on_grid
 from cloudburst.drivers.base import HostInfo, HostRef, PollResult, VmDriver
 from cloudburst.drivers.orphans import OrphanSightings
 from cloudburst.errors import (
@@ -58,6 +58,7 @@ from cloudburst.model.capacity import set_limits
 from cloudburst.model.host_lifecycle import MONITORED, HostEvent, host_move, is_legal
 from cloudburst.model.records import HostRecord
 from cloudburst.model.snapshots import host_snapshot
+from cloudburst.model.states import HostState
 from cloudburst.store import host_pool, orphans, vm_pool
 from cloudburst.store.database import Database
 from cloudburst.store.host_cache import HostCache
@@ -203,6 +204,11 @@ class Monitor:
         self._requested.add(host_id)
         self._wake.set()
 
+    def next_monitoring(self, host_id: int) -> float | None:
+        """When (``time.monotonic()``) ``host_id`` is next monitored; None while it
+        has no timer (not monitored, or its monitoring waits for the last one)."""
+        return self._monitor_timers.get(host_id)
+
     def next_poll(self, host_id: int) -> float | None:
         """When (``time.monotonic()``) the next regular poll of ``host_id`` is due;
         None while it has none (not monitored, or its poll waits for the last one)."""
@@ -329,10 +335,11 @@ class Monitor:
     def _track(self, host_id: int, now: float) -> None:
         """Start or end the timers of a host added, written or removed.
 
-        A host monitored for the first time is monitored at once (it may be new);
-        its first regular poll comes at its place in the interval (see
-        :mod:`.timers`). A host that is no longer monitored keeps its timers until
-        they are due, then loses them; being written again starts them again.
+        A host this monitor sees for the first time is monitored at once (it may be
+        new), unless it was monitored lately (see :meth:`_first_monitoring`); its
+        first regular poll comes at its place in the interval (see :mod:`.timers`).
+        A host that is no longer monitored keeps its timers until they are due, then
+        loses them; being written again starts them again.
         """
         host = self._hosts.get(host_id)
         if host is None:
@@ -345,9 +352,18 @@ class Monitor:
         if host.state not in MONITORED:
             return
         if host_id not in self._monitor_timers:
-            self._monitor_timers.set(host_id, now)
+            self._monitor_timers.set(host_id, self._first_monitoring(host, now))
         if host_id not in self._poll_timers:
             self._poll_timers.set(host_id, next_on_grid(host_id, now, self.polling_interval))
+
+    def _first_monitoring(self, host: HostRecord, now: float) -> float:
+        """When to monitor ``host`` first: at once, unless it is MONITORED with a
+        report (a daemon starting, a new leader taking over 10,000 hosts): then at its
+        place in the interval, and at most one interval after that report."""
+        if host.state is not HostState.MONITORED or not host.last_mon_time:
+            return now
+        return first_on_grid(host.id, now, self.monitoring_interval,
+                             time.time() - host.last_mon_time)
 
     def _monitored(self, host_id: int) -> HostRecord | None:
         host = self._hosts.get(host_id)

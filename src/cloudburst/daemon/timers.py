@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 
-__all__ = ["Deadlines", "next_on_grid", "phase"]
+__all__ = ["Deadlines", "first_on_grid", "next_on_grid", "phase"]
 
 #: The fractional part of the golden ratio: k x this, modulo 1, spreads evenly for any k range.
 _GOLDEN = 0.6180339887498949
@@ -35,6 +35,13 @@ def phase(key: int, interval: float) -> float:
 def next_on_grid(key: int, now: float, interval: float) -> float:
     """The first time after ``now`` on the grid of ``key``: in ``(now, now + interval]``."""
     return now + interval - (now - phase(key, interval)) % interval
+
+
+def first_on_grid(key: int, now: float, interval: float, since_last: float) -> float:
+    """When to run a timer first whose work was last done ``since_last`` seconds ago
+    (by this process or another): at the next point of its grid, but no more than
+    one interval after that last time (at ``now`` if that is past)."""
+    return min(next_on_grid(key, now, interval), now + max(0.0, interval - since_last))
 
 
 class Deadlines:
