@@ -267,7 +267,8 @@ def _serve() -> None:
                     if words and words[0] == "lead":
                         epoch, sent = int(words[1]), float(words[2])
                         due = sent + renew
-                        shared.write(epoch=epoch, renewed=sent)
+                        # The time first: the daemon reads it once it sees the epoch.
+                        shared.write(renewed=sent, epoch=epoch)
                     elif words == ["follow"]:
                         epoch = 0
                         shared.write(epoch=0)
