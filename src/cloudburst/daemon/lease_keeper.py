@@ -227,7 +227,14 @@ class LeaseKeeper:
 
 
 def _die_with(parent: int) -> None:
-    """Be killed when the daemon dies, however it dies (Linux); exit if it already did."""
+    """Be killed when the daemon dies, however it dies (Linux); exit if it already did.
+
+    A Ctrl-C or a service manager's SIGTERM to the whole group is the daemon's to
+    handle: it keeps leading until it has stopped driving, so the child ignores them
+    and ends when the daemon closes its pipe.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
