@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import gc
 import logging
 import os
 import resource
@@ -121,6 +122,24 @@ def make_private(home: Path) -> None:
             path.chmod(0o700 if path.is_dir() else 0o600)
 
 
+#: The collector's generation thresholds for a daemon process (Python's are 700, 10, 10).
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_garbage_collector() -> None:
+    """Collect young objects every 50,000 allocations rather than every 700.
+
+    The daemon keeps every VM's rows, records and rendered documents alive, and a
+    burst allocates millions of short-lived objects: with Python's thresholds the
+    collector ran tens of thousands of times in a 100,000-VM burst, each older
+    generation's pass walking the large live heap (a third of the burst's CPU, full
+    passes of over a second that held the loop). Measured with bench_core (5,000
+    hosts, 20,000 VMs): 15.7-16.2 CPU s with the defaults, 9.3-10.2 with these.
+    Cycles still get collected; they just wait a little longer.
+    """
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def raise_file_limit() -> None:
     """Lift the soft open-file limit to the hard one (connections and the store share it)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -216,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     for warning in warnings:
         log.warning("%s", warning)
     raise_file_limit()
+    tune_garbage_collector()
     try:
         asyncio.run(serve(settings))
     except CloudburstError as exc:
