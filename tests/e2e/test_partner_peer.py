@@ -35,7 +35,7 @@ from test_metrics import scrape, scrape_text, total
 
 from cloudburst.drivers.base import PollState, ResizeSpec, VmRef
 from cloudburst.errors import DriverError
-from one_peer import OnePeer, PeerUser, peer_fixture, wait_until
+from one_peer import OnePeer, PeerUser, peer_fixture, start_peer, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -113,8 +113,25 @@ def wait_placed(one: pyone.OneServer, count: int, timeout: float) -> dict[str, l
         found.update(placed(one))
         return sum(map(len, found.values())) == count
 
-    wait_until(all_running, timeout, f"{count} VMs running")
+    try:
+        wait_until(all_running, timeout, f"{count} VMs running")
+    except TimeoutError as exc:
+        exc.add_note(pool_report(one))
+        raise
     return found
+
+
+def pool_report(one: pyone.OneServer) -> str:
+    """Each VM's state and scheduler message, each host's state and capacity: what a
+    placement that never came needs to be understood."""
+    lines = [f"VM {vm.ID}: {vm.STATE}/{vm.LCM_STATE} "
+             f"{getattr(vm.USER_TEMPLATE, 'SCHED_MESSAGE', '')!r}"
+             for vm in one.vmpool.infoextended(-2, -1, -1, -1).VM]
+    lines += [f"host {host.NAME}: state {host.STATE} cpu {host.HOST_SHARE.CPU_USAGE}/"
+              f"{host.HOST_SHARE.MAX_CPU} mem {host.HOST_SHARE.MEM_USAGE}/"
+              f"{host.HOST_SHARE.MAX_MEM} vms {host.HOST_SHARE.RUNNING_VMS}"
+              for host in one.hostpool.info().HOST]
+    return "\n".join(lines)
 
 
 def partner_vms(peer: OnePeer, *, with_done: bool = False,
@@ -266,8 +283,22 @@ def test_restart_during_deploy_makes_one_partner_vm_each(peer: OnePeer, account:
         stop(first.process)
 
 
-def test_partner_killed_and_restarted(peer: OnePeer, account: PeerUser,
-                                      tmp_path: Path) -> None:
+#: The killed peer's account quota: twice the shared one's. A peer killed while it
+#: answers an allocate can keep the quota that allocate took without the VM (oned
+#: writes the user's usage and the VM apart); the site's capacity then stays smaller
+#: than the VMs need, which is the partner's to fix, not what this test is about.
+KILLED_PEER_QUOTA = "VM = [ CPU = 8, MEMORY = 4096, VMS = 16 ]"
+
+
+def test_partner_killed_and_restarted(tmp_path: Path) -> None:
+    # Its own peer and account: what the kill may leak must not reach other tests.
+    with start_peer(tmp_path / "peer") as peer:
+        peer.add_host("node1")
+        account = peer.add_user("burst", "burst-secret", quota=KILLED_PEER_QUOTA)
+        killed_and_restarted(peer, account, tmp_path)
+
+
+def killed_and_restarted(peer: OnePeer, account: PeerUser, tmp_path: Path) -> None:
     before = last_vm_id(peer)
     first = start_first(tmp_path / "a", peer, account, local_cpu=0)
     try:
@@ -481,7 +512,11 @@ def test_metrics_count_the_partner_api_calls_of_a_burst(peer: OnePeer, account: 
             seen.append(total(scrape(first), calls, site="vmm_one"))
             return sum(map(len, placed(one).values())) == 3
 
-        wait_until(all_running, 60, "3 VMs running at the partner")
+        try:
+            wait_until(all_running, 60, "3 VMs running at the partner")
+        except TimeoutError as exc:
+            exc.add_note(pool_report(one))
+            raise
         after = scrape(first)
         assert seen == sorted(seen) and seen[-1] > 0, seen  # they move with the burst
         # One allocate per VM (sent once, never repeated), each timed; nothing refused.

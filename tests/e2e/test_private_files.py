@@ -39,6 +39,9 @@ def test_store_path_modes_and_unwritable_deployment_file(tmp_path: Path) -> None
 
         # Directories where the VM's deployment files go: they cannot be written.
         blocked = one.vm.allocate(VM, True)
+        # The daemon makes the VM's directory (with its first log line, written in the
+        # background): made here first, it would have this test's modes.
+        wait_for(lambda: (home / "vms" / str(blocked) / "vm.log").exists(), timeout=30)
         in_the_way = [home / "vms" / str(blocked) / f"deployment.{seq}" for seq in range(10)]
         for path in in_the_way:
             path.mkdir(parents=True)
