@@ -2,7 +2,7 @@
 
 Sixteen threads guess passwords from loopback addresses (8 guesses each) while a pyone
 client measures ``one.vm.info``: its p99 must stay within 5x of the quiet
-value. Refused logins cost the same for known and unknown users, and
+value, or under :data:`FLOOR`. Refused logins cost the same for known and unknown users, and
 lockouts are logged.
 """
 
@@ -23,6 +23,10 @@ from daemon_fixture import RunningDaemon, start_daemon
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 GUESSERS = 16
+#: A flood p99 always allowed: a quiet p99 of a few milliseconds makes 5x of it
+#: sensitive to noise (a collection of the young generation, the machine's other
+#: work), while a loop held by one refused login's 0.2 s delay would show 200 ms.
+FLOOR = 0.03
 SAMPLES = 300
 
 
@@ -95,7 +99,7 @@ def test_a_password_flood_leaves_other_clients_fast(daemon: RunningDaemon) -> No
         f"flood p50 {statistics.median(loud) * 1000:.1f} ms p99 {_p99(loud) * 1000:.1f} ms, "
         f"{len(refused)} guesses refused")
     print(figures)
-    assert _p99(loud) <= 5 * _p99(quiet), figures
+    assert _p99(loud) <= max(5 * _p99(quiet), FLOOR), figures
     output = daemon.output()
     assert "login lockout: user oneadmin locked" in output
     # The established session is cached: it keeps working while oneadmin is locked.
