@@ -14,7 +14,9 @@ def test_due_keys_come_in_time_order_once() -> None:
     assert timers.pop_due(1.9) == []
     assert timers.pop_due(5.0) == [1, 3]
     assert timers.pop_due(5.0) == []  # taken: the caller sets the next time
-    assert 1 not in timers and 2 in timers and len(timers) == 1
+    assert 1 not in timers  # popped
+    assert 2 in timers  # still waiting
+    assert len(timers) == 1
     assert timers.pop_due(100.0) == [2]
 
 
