@@ -36,6 +36,7 @@ Contracts:
   first, ``ONE_LOCATION``, ``ONE_XMLRPC``, ``ONE_AUTH``); ``peer.cli_env(session)``
   is the same for another account, or for another endpoint with ``xmlrpc=``
   (e.g. the Ruby CLI against cloudburst).
+- ``with peer.scheduler_paused():`` holds the peer's scheduler (VMs stay PENDING).
 - ``peer.kill()`` takes the peer down (SIGKILL); ``peer.restart()`` brings it
   back on the same port with its database (objects, ids, password) kept.
 """
@@ -45,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import signal
 import socket
 import subprocess
 import tempfile
@@ -204,6 +206,17 @@ class OnePeer:
             with contextlib.suppress(pyone.OneException):
                 one.vm.action("terminate-hard", vm.ID)
         wait_until(lambda: not self.vms(), timeout, "every peer VM gone")
+
+    @contextlib.contextmanager
+    def scheduler_paused(self) -> Iterator[None]:
+        """Hold the peer's scheduler (SIGSTOP of mm_sched) for the block: new VMs stay
+        PENDING there, as with a slow or busy scheduler; it runs again afterwards."""
+        pid = int((self.dir / "var" / "sched.pid").read_text(encoding="ascii"))
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     def kill(self) -> None:
         """SIGKILL the peer (oned, scheduler, monitor, drivers): it is down."""

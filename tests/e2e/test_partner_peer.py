@@ -278,13 +278,85 @@ def test_restart_during_deploy_makes_one_partner_vm_each(peer: OnePeer, account:
         every = partner_vms(peer, with_done=True, after=before)
         origins = Counter(origin for origin, _, _ in every)
         assert sorted(origins.values()) == [1, 1, 1], every
-        # A deploy found at the partner after the restart counts as done, as one that
-        # returned does (oned's RUNNING after a deploy's success): the partner's own
-        # scheduler may still be placing the VM then.
-        wait_until(lambda: all(state == ACTIVE for _, _, state in partner_vms(
-            peer, with_done=True, after=before)), 60, "the partner VMs ACTIVE")
+        # Ours RUNNING means the partner's ACTIVE, for a deploy found after the restart
+        # as for one that returned.
+        assert all(state == ACTIVE for _, _, state in every), every
     finally:
         stop(first.process)
+
+
+def vm_log(daemon: RunningDaemon, vm_id: int) -> str:
+    path = daemon.home / "vms" / str(vm_id) / "vm.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def restarted_with_a_pending_partner_vm(peer: OnePeer, account: PeerUser, root: Path, *,
+                                        boot_timeout: int = 60) -> tuple[RunningDaemon, int]:
+    """Deploy one VM to the partner while the caller holds the peer's scheduler, kill
+    our daemon once the partner VM exists (PENDING there: the deploy waits for it to
+    run), start it again with ``BOOT_TIMEOUT=boot_timeout`` and wait until recovery
+    found that VM; returns the new daemon and our VM's id."""
+    before = last_vm_id(peer)
+    first = start_first(root, peer, account, local_cpu=0)
+    try:
+        template = root / "burst.one"
+        template.write_text(VM_TEMPLATE)
+        vm_id = int(cli(first, "onevm", "create", str(template)).stdout.split()[-1])
+        wait_until(lambda: len(partner_vms(peer, after=before)) == 1, 30,
+                   "the partner VM made")
+    finally:
+        kill(first)
+    rc = first.home / "etc" / "one" / "partnerrc"
+    rc.write_text(rc.read_text().replace("BOOT_TIMEOUT=60", f"BOOT_TIMEOUT={boot_timeout}"))
+    daemon = start(root, port=first.port)
+    try:
+        wait_until(lambda: "Recovered deploy after restart: found one-" in vm_log(daemon, vm_id),
+                   30, "the partner VM found after the restart")
+    except BaseException:
+        stop(daemon.process)
+        raise
+    return daemon, vm_id
+
+
+def test_a_deploy_found_after_a_restart_runs_only_once_the_partner_runs_it(
+        peer: OnePeer, account: PeerUser, tmp_path: Path) -> None:
+    before = last_vm_id(peer)
+    daemon: RunningDaemon | None = None
+    try:
+        with peer.scheduler_paused():
+            daemon, vm_id = restarted_with_a_pending_partner_vm(peer, account, tmp_path / "a")
+            one = pyone.OneServer(daemon.url, session=daemon.session)
+            # Three partner listings (POLL_INTERVAL 0.5 s) and our own polls pass meanwhile.
+            time.sleep(3)
+            shown = one.vm.info(vm_id)
+            assert (shown.STATE, shown.LCM_STATE) == (ACTIVE, BOOT), vm_log(daemon, vm_id)
+            assert [state for _, _, state in partner_vms(peer, after=before)] == [1]  # PENDING
+        wait_placed(one, 1, 60)
+        every = partner_vms(peer, with_done=True, after=before)
+        assert [state for _, _, state in every] == [ACTIVE], every
+        assert "Deployed: DEPLOY_ID=one-" in vm_log(daemon, vm_id)
+    finally:
+        if daemon is not None:
+            stop(daemon.process)
+
+
+def test_a_deploy_found_after_a_restart_and_left_pending_is_placed_again(
+        peer: OnePeer, account: PeerUser, tmp_path: Path) -> None:
+    before = last_vm_id(peer)
+    with peer.scheduler_paused():
+        # The partner gets 3 s after the restart, as a fresh deploy would.
+        daemon, vm_id = restarted_with_a_pending_partner_vm(peer, account, tmp_path / "a",
+                                                            boot_timeout=3)
+        try:
+            one = pyone.OneServer(daemon.url, session=daemon.session)
+            wait_until(lambda: one.vm.info(vm_id).STATE == 1, 30, "our VM PENDING again")
+            wait_until(lambda: "did not start VM" in vm_log(daemon, vm_id), 10,
+                       "the capacity failure logged")
+            wait_until(lambda: [state for _, _, state in partner_vms(
+                peer, with_done=True, after=before)] == [DONE], 30, "the partner VM removed")
+            assert "RUNNING" not in vm_log(daemon, vm_id)
+        finally:
+            stop(daemon.process)
 
 
 #: The killed peer's account quota: twice the shared one's. A peer killed while it

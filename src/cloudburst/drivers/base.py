@@ -21,6 +21,8 @@ Contract, for every :class:`VmDriver`:
 * ``find`` looks an earlier deploy up by its token; the daemon calls it on
   restart for deploys that never reported back. ``None`` means "not found or
   cannot tell", and the daemon then replays ``deploy`` with the same token.
+  ``find`` only looks (cleanup uses it too); a deploy it found is finished by
+  ``resume_deploy``, which applies whatever readiness rule ``deploy`` has.
 * ``cancel`` (hard stop) succeeds when the instance is already gone;
   ``shutdown`` is the graceful form.
 * ``poll`` observes many VMs in one call (bulk) and maps the provider's states
@@ -454,8 +456,24 @@ class VmDriver(abc.ABC):
         """Find the instance an earlier ``deploy`` with ``spec.token`` created.
 
         Returns the deploy id, or ``None`` when none exists or the driver cannot tell.
+        Never waits for the instance: the cleanup of a VM uses it too.
         """
         return None
+
+    async def resume_deploy(self, spec: DeploySpec, deploy_id: str) -> str:
+        """Finish the deploy ``find`` found after a restart, as ``deploy`` would have
+        finished it, and return its deploy id.
+
+        A ``deploy`` that returns only once its instance is ready (a partner VM
+        running) makes a found instance meet the same rule here, with the same
+        failure handling, so a found deploy is not counted done any sooner than
+        a fresh one. By default the instance is done as found.
+
+        Raises:
+            DriverError: as ``deploy`` would (``CapacityError`` sends the VM back
+                to the scheduler).
+        """
+        return deploy_id
 
     def check_template(self, template: Template) -> None:  # noqa: B027 - optional hook
         """Refuse, at creation, a VM this driver could never deploy.

@@ -38,7 +38,7 @@ from cloudburst.daemon.lifecycle.base import (
     now,
 )
 from cloudburst.daemon.store_backoff import StoreBackoff
-from cloudburst.drivers.base import DeviceSpec, ResizeSpec, VmDriver, VmRef
+from cloudburst.drivers.base import DeploySpec, DeviceSpec, ResizeSpec, VmDriver, VmRef
 from cloudburst.errors import (
     CapacityError,
     DriverError,
@@ -103,9 +103,13 @@ async def _deploy(job: Job) -> Outcome:
     seq = await _seq_of(job)
     if job.replay:
         found = await _find(job, seq)
-        if found:
-            manager.files.log(vm.id, "I", f"Recovered deploy after restart: found {found}")
-            return _deployed(found)
+        if found is not None:
+            spec, deploy_id = found
+            manager.files.log(vm.id, "I", f"Recovered deploy after restart: found {deploy_id}")
+            # Done once it meets the rule a fresh deploy's return meets (a partner VM
+            # running), not as soon as it is found.
+            resumed = await job.run("deploy", lambda: job.driver.resume_deploy(spec, deploy_id))
+            return _deployed(resumed.strip() or deploy_id)
         manager.files.log(vm.id, "I", "Replaying deploy after restart with the same token")
     template = manager.deployment_template(vm)
     path = await _deployment_file(job, seq, template)
@@ -128,14 +132,17 @@ def _deployed(deploy_id: str) -> Outcome:
     return Outcome({"deploy_id": deploy_id, "last_poll": now(), "error": ""})
 
 
-async def _find(job: Job, seq: int) -> str | None:
+async def _find(job: Job, seq: int) -> tuple[DeploySpec, str] | None:
+    """The instance an earlier deploy with the job's token made (its spec and deploy
+    id); ``None`` when there is none or the driver cannot tell."""
     try:
         spec = await job.manager.deploy_spec(
-            job.vm, job.host, job.manager.files.deployment_path(job.vm.id, seq), job.token)
+            job.vm, job.host, job.manager.files.deployment_path(job.vm.id, seq), job.token,
+            section=job.known.section if job.known else None)
         found: str | None = await job.run("find", lambda: job.driver.find(spec))
     except DriverError:
         return None
-    return found
+    return (spec, found) if found else None
 
 
 async def _shutdown(job: Job) -> Outcome:
@@ -167,7 +174,8 @@ async def _cleanup(job: Job) -> Outcome:
         entry = await job.manager.db.read(lambda connection: _deploy_entry(connection, job, seq))
         if entry is not None:
             finder = Job(job.manager, job.vm, job.host, job.driver, entry, job.args, True)
-            deploy_id = await _find(finder, seq) or ""
+            found = await _find(finder, seq)
+            deploy_id = found[1] if found is not None else ""
     if deploy_id:
         ref = job.manager.vm_ref(job.vm, job.host, deploy_id)
         await job.run("cancel", lambda: job.driver.cancel(ref))

@@ -10,6 +10,8 @@ partner's template or carries an inline one (:mod:`.sections`).
 for a VM with its token (or a live one with its VM's origin) in a pool
 listing taken *after* the earlier attempt ended, and ``find`` does the same
 after a restart; only when none exists is another created (:mod:`.attempts`).
+A deploy found after a restart is done only once its partner VM runs, under
+the same ``BOOT_TIMEOUT`` rule as a deploy (``resume_deploy``).
 
 **Deploy** returns once the partner VM is RUNNING (deploy id ``one-<remote
 id>``); if the partner leaves it pending for ``BOOT_TIMEOUT`` seconds it is
@@ -183,6 +185,15 @@ class OneVmDriver(VmDriver):
         found = await self._attempts.find(self._pool(config), spec.token,
                                           self._origin(spec.vm_id))
         return None if found is None else deploy_id_of(found)
+
+    async def resume_deploy(self, spec: DeploySpec, deploy_id: str) -> str:
+        """Wait for the found partner VM to run, within ``BOOT_TIMEOUT``, as ``deploy``
+        does (the partner's scheduler may still hold it pending); the same failures."""
+        config = self._config()
+        await until_running(self._client, config, self._pool(config), remote_id(deploy_id),
+                            self._boot_limit(config), self.context.logger)
+        self._attempts.forget(self._origin(spec.vm_id))
+        return deploy_id
 
     # -- stop and other actions -----------------------------------------------------------
 
