@@ -80,7 +80,14 @@ def test_entering_a_state_that_changes_placement_wakes_the_scheduler() -> None:
         if moved.to is S.INIT:
             assert HostWork.MONITOR in moved.work
         if moved.to is S.ERROR and source is S.ERROR:
-            assert not moved.work  # a repeated failure starts nothing
+            # A repeated failure only sets UNKNOWN the VMs that started there since.
+            assert moved.work == {HostWork.UNOBSERVED}
+
+
+def test_a_failed_monitoring_leaves_the_hosts_vms_unobserved_whatever_its_state() -> None:
+    for (_source, event), moved in HOST_TRANSITIONS.items():
+        failed = event in (E.MONITOR_FAILURE, E.MONITOR_TIMEOUT)
+        assert (HostWork.UNOBSERVED in moved.work) == failed
 
 
 def test_monitored_hosts_are_all_but_offline_ones() -> None:

@@ -17,6 +17,15 @@ hosts of a tick in calls of at most :data:`MAX_POLLED_TOGETHER` VMs), every
 (:mod:`.fresh_polls`: its IP shows within seconds). VMs a host's monitoring
 reported (``VM=[...]`` vectors) are updated from that report instead.
 
+Only a host whose last monitoring succeeded is polled and swept for orphans.
+One whose monitoring failed (``ERROR``, or a disabled host showing the error)
+is monitored again every interval, but a site that cannot be monitored cannot
+be trusted to say what is missing or extra either, and asking it every
+interval is wasted calls and log lines: its RUNNING VMs become UNKNOWN (the
+host table's ``UNOBSERVED`` work), and the first monitoring that succeeds has
+them polled at once. A host in ``INIT`` waits for its first monitoring (made
+at once) in the same way.
+
 Each host's monitorings and polls keep their own place in their interval
 (:mod:`.timers`): hosts created together are not all polled in the same tick.
 """
@@ -43,7 +52,7 @@ from cloudburst.daemon.lifecycle.hosts import (
 )
 from cloudburst.daemon.store_backoff import StoreBackoff
 from cloudburst.daemon.timers import Deadlines, first_on_grid, next_on_grid
-from cloudburst.drivers.base import HostInfo, HostRef, PollResult, VmDriver
+from cloudburst.drivers.base import HostInfo, HostRef, PollResult, PollState, VmDriver
 from cloudburst.drivers.orphans import OrphanSightings
 from cloudburst.errors import (
     CloudburstError,
@@ -172,7 +181,8 @@ class Monitor:
         self.monitoring_interval = monitoring_interval
         self.polling_interval = polling_interval
         self._on_host_changed = on_host_changed
-        self._workers = HostWorkers(monitor=self.monitor_now, schedule=on_host_changed)
+        self._workers = HostWorkers(monitor=self.monitor_now, schedule=on_host_changed,
+                                    unobserved=self._unobserved)
         self.orphan_grace_period = orphan_grace_period
         #: When each monitored host is next monitored, and its VMs polled.
         self._monitor_timers = Deadlines()
@@ -405,8 +415,15 @@ class Monitor:
                 self._poll_timers.set(host_id, next_on_grid(host_id, now,
                                                             self.polling_interval))
             started = self._fresh_polls.taken(host_id, now)
+            if host.error or host.state is HostState.INIT:
+                continue  # not known to answer: not asked (see the module docstring)
             to_poll.append((host, None if host_id in regular else started))
         return to_poll
+
+    def _poll_soon(self, host_id: int) -> None:
+        """Poll ``host_id`` at the next tick (its VMs were not observed for a while)."""
+        self._poll_timers.set(host_id, time.monotonic())
+        self._wake.set()
 
     def _sweeps(self, host: HostRecord) -> bool:
         """Whether ``host``'s VM driver looks for orphans (the base finds none); an
@@ -529,6 +546,8 @@ class Monitor:
             return
         stepped, offers_changed = written
         self.lifecycle.events.publish("host", host_id, host_snapshot(stepped.host))
+        if known.error:
+            self._poll_soon(host_id)  # its VMs were not polled while it failed
         await start_host_work(self._workers, stepped)
         # New figures or attributes may place a waiting VM; the same report again
         # cannot (10,000 hosts reporting every minute would keep the scheduler in
@@ -562,6 +581,21 @@ class Monitor:
                 log.warning("monitoring host %d failed: %s", host_id, message)
             self.lifecycle.events.publish("host", host_id, host_snapshot(stepped.host))
             await start_host_work(self._workers, stepped)
+
+    async def _unobserved(self, host: HostRecord) -> None:
+        """``host``'s monitoring failed (its error written): its RUNNING VMs become
+        UNKNOWN, through the same table entry as a poll that reports an error."""
+        vms = (await self.db.read(
+            lambda connection: vm_pool.on_hosts(connection, [host.id]))).get(host.id, [])
+        running = {vm.id: vm for vm in vms if vm.position == lifecycle.RUNNING}
+        if not running:
+            return
+        result = PollResult(PollState.ERROR, {
+            "ERROR": f"host {host.name} cannot be monitored ({host.error}); "
+                     "the VM is not polled until it can"})
+        await self.lifecycle.apply_poll({vm_id: result for vm_id in running},
+                                        {vm_id: vm.version for vm_id, vm in running.items()},
+                                        running)
 
     async def _apply_reported_vms(self, info: HostInfo, versions: dict[int, int]) -> None:
         await self.lifecycle.apply_poll(

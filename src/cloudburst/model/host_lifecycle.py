@@ -15,7 +15,9 @@ state): an operator may disable, offline or enable a host whatever its state
 (also an ``ERROR`` one, which keeps its error message until a monitoring
 succeeds); enable always starts over from ``INIT``, also on a ``MONITORED``
 host, and the next monitoring decides between ``MONITORED`` and ``ERROR``;
-offline is refused nothing (its VMs stay where they are). Numbers are 6.10's;
+offline is refused nothing (its VMs stay where they are); a host entering ERROR
+has its RUNNING VMs set UNKNOWN (monitoring is retried, VMs are observed again
+once it succeeds). Numbers are 6.10's;
 the ``MONITORING_*`` states are not entered by 6.x (monitoring runs in its own
 daemon) and not by cloudburst either: a host read in one of them moves as the
 state it names.
@@ -56,6 +58,10 @@ class HostWork(Enum):
     SCHEDULE = "schedule"
     #: Reschedule every VM on the host (flush).
     RESCHEDULE = "reschedule"
+    #: Its monitoring failed: its RUNNING VMs become UNKNOWN, since a host that
+    #: cannot be monitored is not polled either (OpenNebula 6.10 does the same to
+    #: the VMs of a host entering ERROR).
+    UNOBSERVED = "unobserved"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +96,13 @@ _TABLE: dict[tuple[HostState | None, HostEvent], HostMove] = {
     (S.MONITORED, E.MONITOR_SUCCESS): HostMove(S.MONITORED),
     (S.DISABLED, E.MONITOR_SUCCESS): HostMove(S.DISABLED),
 }
+# A failed monitoring leaves every VM there unobserved (again: a VM may have
+# started there since), whatever state the host keeps.
 for _event in (E.MONITOR_FAILURE, E.MONITOR_TIMEOUT):
-    _TABLE[(S.INIT, _event)] = HostMove(S.ERROR, frozenset({W.SCHEDULE}))
-    _TABLE[(S.MONITORED, _event)] = HostMove(S.ERROR, frozenset({W.SCHEDULE}))
-    _TABLE[(S.ERROR, _event)] = HostMove(S.ERROR)
-    _TABLE[(S.DISABLED, _event)] = HostMove(S.DISABLED)
+    _TABLE[(S.INIT, _event)] = HostMove(S.ERROR, frozenset({W.SCHEDULE, W.UNOBSERVED}))
+    _TABLE[(S.MONITORED, _event)] = HostMove(S.ERROR, frozenset({W.SCHEDULE, W.UNOBSERVED}))
+    _TABLE[(S.ERROR, _event)] = HostMove(S.ERROR, frozenset({W.UNOBSERVED}))
+    _TABLE[(S.DISABLED, _event)] = HostMove(S.DISABLED, frozenset({W.UNOBSERVED}))
 # Operators: every state may be enabled (start over), disabled, taken offline,
 # flushed or deleted (the service refuses deleting a host that holds VMs).
 for _state in _STATES:

@@ -4,7 +4,7 @@
 and writes it (compare-and-swap on the row's version) with the caller's other
 changes, inside the caller's transaction. :func:`start_host_work` then starts
 what entering the state asks for (monitor now, wake the scheduler, reschedule
-the host's VMs) once the transaction has committed. The operators' use cases
+the host's VMs, mark them UNKNOWN) once the transaction has committed. The operators' use cases
 (``service.hosts``) and the monitor (``daemon.monitor``) both go through them;
 nothing else writes a host's ``STATE``.
 """
@@ -66,6 +66,9 @@ class HostWorkers:
     schedule: Callable[[], None]
     #: Reschedule every VM on the host; absent where no flush can happen.
     reschedule: Callable[[int], Awaitable[None]] | None = None
+    #: Set the host's RUNNING VMs UNKNOWN (its monitoring failed: the host as
+    #: written, with its error); absent where no monitoring outcome is written.
+    unobserved: Callable[[HostRecord], Awaitable[None]] | None = None
 
 
 async def start_host_work(workers: HostWorkers, stepped: HostStepped) -> None:
@@ -75,6 +78,10 @@ async def start_host_work(workers: HostWorkers, stepped: HostStepped) -> None:
         if workers.reschedule is None:
             raise RuntimeError("a flush needs a reschedule worker")
         await workers.reschedule(stepped.host.id)
+    if HostWork.UNOBSERVED in work:
+        if workers.unobserved is None:
+            raise RuntimeError("a failed monitoring needs an unobserved worker")
+        await workers.unobserved(stepped.host)
     if HostWork.MONITOR in work:
         workers.monitor(stepped.host.id)
     if HostWork.SCHEDULE in work:
