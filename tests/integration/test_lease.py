@@ -267,3 +267,20 @@ def test_a_leader_whose_lease_keeper_dies_steps_down_and_leads_again_with_a_new_
             await daemon.stop()
 
     asyncio.run(main())
+
+
+def test_a_leader_whose_loop_was_held_stops_at_once(pg_url: str, tmp_path: Path) -> None:
+    """After the loop was held (a long collection, a stopped process), the adopter's
+    wake-up and the stop's cancellation come due together; the stop still ends it."""
+    daemon = daemon_on(tmp_path / "a", pg_url)
+
+    async def main() -> None:
+        await daemon.start(serve_api=False)
+        time.sleep(FAST.duration)  # the whole loop held
+        try:
+            async with asyncio.timeout(15):
+                await daemon.stop()
+        except TimeoutError:
+            raise AssertionError("the daemon did not stop within 15 s") from None
+
+    asyncio.run(main())

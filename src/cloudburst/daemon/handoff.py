@@ -182,8 +182,11 @@ class Adopter:
         self._idle = {}
         while True:
             timeout = self.settle if self._idle else self.interval
+            # Not wait_for: on Python 3.11 it swallows a cancellation that comes with the
+            # wake-up (both due after the loop was held), and this loop ends only by one.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.scan()
