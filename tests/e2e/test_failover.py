@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 import psycopg
 import pyone
 import pytest
-from burst_helpers import conf_text, ec2_etc, kill, start
+from burst_helpers import conf_text, ec2_etc, kill, start, write_script
 from daemon_fixture import RunningDaemon, stop, wait_for
 
 import pg_server
@@ -61,6 +62,7 @@ def start_group(root: Path, count: int, conf: str, etc: Path | None = None
             if etc is not None:
                 shutil.copytree(etc, home / "etc", dirs_exist_ok=True)
             if daemons:  # the store's oneadmin, whose session the first daemon wrote
+                home.mkdir(parents=True, exist_ok=True)
                 shutil.copy(daemons[0].auth_file, home / "one_auth")
             daemons.append(start(root / f"d{index}", conf))
     except BaseException:
@@ -311,3 +313,99 @@ def test_a_leader_cut_from_the_database_gives_up_the_lease_and_recovers(
         for daemon in daemons:
             stop(daemon.process)
         proxy.close()
+
+
+#: Script drivers whose every call logs "<action> <parent pid> <wall clock> <vm id>"; one
+#: VM action at a time (``-t 1``), so that a deploy can wait for the one before it.
+LOGGED_DRIVERS = """
+IM_MAD = [ name = "im_logged", executable = "one_im_sh", arguments = "logged" ]
+VM_MAD = [ name = "vmm_logged", executable = "one_vmm_sh", arguments = "-t 1 logged",
+           type = "xml" ]
+"""
+
+
+def logged_provider(remotes: Path, calls: Path) -> None:
+    """The ``logged`` probe and actions, appending to ``calls`` (shared by the daemons);
+    a deploy takes a second."""
+    def line(action: str, vm_id: str) -> str:
+        return f'echo "{action} $PPID $(date +%s.%N) {vm_id}" >> "{calls}"'
+
+    write_script(remotes / "im/logged.d/probe", f"""
+        #!/usr/bin/env bash
+        {line("monitor", "-")}
+        echo TOTALCPU=800 TOTALMEMORY=8388608
+        """)
+    write_script(remotes / "vmm/logged/deploy", f"""
+        #!/usr/bin/env bash
+        {line("deploy", "$3")}
+        sleep 1
+        echo "lg-$3"
+        """)
+    write_script(remotes / "vmm/logged/poll", f"""
+        #!/usr/bin/env bash
+        {line("poll", "$3")}
+        echo "STATE=a"
+        """)
+    for action in ("shutdown", "cancel"):
+        write_script(remotes / f"vmm/logged/{action}", f"""
+            #!/usr/bin/env bash
+            {line(action, "$3")}
+            """)
+
+
+def logged_calls(calls: Path) -> list[tuple[str, int, float, str]]:
+    """The driver calls so far: (action, the calling daemon's pid, when, VM id)."""
+    found = []
+    for text in calls.read_text().splitlines() if calls.exists() else []:
+        action, pid, at, vm_id = text.split()
+        found.append((action, int(pid), float(at), vm_id))
+    return found
+
+
+@pytest.mark.timeout(300)
+def test_a_frozen_leader_is_replaced_and_once_resumed_steps_down_without_acting(
+        tmp_path: Path, postgres: pg_server.PostgresServer) -> None:
+    # STALL = 3: the keeper stops renewing 3 s after the daemon's last heartbeat.
+    url = postgres.create_database("frozen")
+    conf = conf_text(LOGGED_DRIVERS, DB=f'[ BACKEND = "postgresql", URL = "{url}" ]',
+                     LEADER_LEASE="[ DURATION = 3, RENEW = 0.75, RETRY = 0.5, STALL = 3 ]")
+    calls = tmp_path / "calls"
+    first, second = daemons = start_group(tmp_path, 2, conf)
+    try:
+        for daemon in daemons:
+            logged_provider(daemon.home / "remotes", calls)
+        assert wait_for(lambda: leader_pid(url), timeout=10) == (first.process.pid, 1)
+        server = pyone.OneServer(second.url, session=second.session)
+        server.host.allocate("node", "im_logged", "vmm_logged", -1)
+        vms = [server.vm.allocate("CPU=0.1 MEMORY=16", False) for _ in range(4)]
+        # Frozen while it runs one deploy and the next waits for the driver's slot.
+        wait_for(lambda: any(action == "deploy" and pid == first.process.pid
+                             for action, pid, _, _ in logged_calls(calls)), timeout=30,
+                 interval=0.02)
+        first.process.send_signal(signal.SIGSTOP)  # its keeper process runs on
+        frozen_at = time.monotonic()
+        try:
+            taken = wait_for(lambda: (found := leader_pid(url)) and found[0] != first.process.pid
+                             and found, timeout=30, interval=0.05)
+            # STALL (seen at a renewal), then DURATION until the lease ends, then a RETRY.
+            assert taken == (second.process.pid, 2)
+            assert time.monotonic() - frozen_at < 3 + 0.75 + 3 + 0.5 + 3  # 3 s of slack
+            wait_for(lambda: all(server.vm.info(vm).LCM_STATE == 3 for vm in vms), timeout=60)
+        finally:
+            resumed_at = time.time()
+            first.process.send_signal(signal.SIGCONT)
+        wait_for(lambda: "this daemon stops leading (epoch 1)" in first.output(), timeout=10)
+        time.sleep(3)  # three of its monitoring and polling intervals
+        late = [call for call in logged_calls(calls)
+                if call[1] == first.process.pid and call[2] >= resumed_at]
+        assert late == [], late
+        assert leader_pid(url) == (second.process.pid, 2)
+        # It serves on, as a follower: its VM is deployed by the new leader.
+        old = pyone.OneServer(first.url, session=first.session)
+        vm_id = wait_for(lambda: old.vm.allocate("CPU=0.1 MEMORY=16", False), timeout=20)
+        wait_for(lambda: old.vm.info(vm_id).LCM_STATE == 3, timeout=30)
+        assert [pid for action, pid, _, vm in logged_calls(calls)
+                if action == "deploy" and vm == str(vm_id)] == [second.process.pid]
+    finally:
+        for daemon in daemons:
+            stop(daemon.process)

@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, create_engine, text
 
 import pg_server
 from cloudburst.config.settings import LeaseSettings
 from cloudburst.daemon.app import Daemon
 from cloudburst.daemon.main import load_settings
-from cloudburst.errors import LeaseLostError
+from cloudburst.errors import CloudburstError, LeaseLostError
 from cloudburst.model.states import LcmState, VmState
 from cloudburst.store import lease
-from cloudburst.store.database import Database
+from cloudburst.store.database import Database, postgres_url
 
 postgres = pg_server.session_fixture()
 
@@ -55,6 +55,11 @@ async def until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
         await asyncio.sleep(0.05)
 
 
+async def meta_rows(db: Database, key: str) -> int:
+    return int(await db.read(lambda c: c.execute(
+        text("SELECT count(*) FROM meta WHERE key = :key"), {"key": key}).scalar()))
+
+
 def test_the_fence_refuses_a_deposed_leaders_writes(pg_url: str) -> None:
     db = Database(pg_url)
     db.create_schema()
@@ -76,13 +81,54 @@ def test_the_fence_refuses_a_deposed_leaders_writes(pg_url: str) -> None:
         assert db.write_sync(lambda c: lease.renew(c, "a", first, 30.0)) is False
         assert db.write_sync(lambda c: lease.renew(c, "b", 2, 30.0)) is True
         db.fence = None
-        assert await db.read(lambda c: c.execute(
-            text("SELECT count(*) FROM meta WHERE key = 'x'")).scalar()) == 0
+        assert await meta_rows(db, "x") == 0
 
     try:
         asyncio.run(main())
     finally:
         db.close()
+
+
+def test_a_write_transaction_frozen_past_the_idle_limit_ends_and_frees_the_lease(
+        pg_url: str) -> None:
+    """A leader frozen inside a write transaction holds its fence's lock on the lease
+    row, so no rival could take the lease before it woke: the server ends such a
+    transaction after the store's idle limit (the lease's STALL), the rival takes the
+    expired lease then, and the frozen write never lands."""
+    db = Database(pg_url, idle_limit=1.0)
+    db.create_schema()
+    db.start()
+    rival = create_engine(postgres_url(pg_url))
+
+    def frozen(connection: Connection) -> None:
+        connection.execute(text("UPDATE meta SET value = value"))
+        time.sleep(4)  # its process stopped here: nothing reaches the server meanwhile
+        connection.execute(text("INSERT INTO meta VALUES ('frozen', 'landed')"))
+
+    def take() -> lease.Taken | None:
+        with rival.begin() as connection:
+            return lease.acquire(connection, "b", 30.0)
+
+    async def main() -> None:
+        taken = db.write_sync(lambda c: lease.acquire(c, "a", 0.5))
+        assert taken is not None
+        db.fence = lambda c: lease.fence(c, "a", taken.epoch)
+        write = asyncio.ensure_future(db.write(frozen))
+        await asyncio.sleep(0.7)  # the lease has expired; the frozen transaction holds on
+        started = time.monotonic()
+        again = await asyncio.to_thread(take)
+        assert again is not None and again.epoch == taken.epoch + 1
+        assert time.monotonic() - started < 2.0  # not after the 4 s freeze
+        with pytest.raises(CloudburstError):
+            await write
+        db.fence = None
+        assert await meta_rows(db, "frozen") == 0
+
+    try:
+        asyncio.run(main())
+    finally:
+        db.close()
+        rival.dispose()
 
 
 def test_one_daemon_leads_and_a_follower_takes_over(pg_url: str, tmp_path: Path) -> None:
@@ -263,6 +309,42 @@ def test_a_leader_whose_lease_keeper_dies_steps_down_and_leads_again_with_a_new_
             # Held by the new keeper's renewals, well past one lease time.
             await asyncio.sleep(FAST.duration * 1.5)
             assert daemon.leadership.epoch == 2
+        finally:
+            await daemon.stop()
+
+    asyncio.run(main())
+
+
+def test_a_leader_resumed_after_its_lease_lapsed_calls_no_driver_first(
+        pg_url: str, tmp_path: Path) -> None:
+    """Stopped longer than its lease, a leader whose loop runs a driver call before its
+    lease check (whichever is first due after a stop) is refused that call."""
+    daemon = daemon_on(tmp_path / "a", pg_url)
+    called: list[str] = []
+
+    async def poll() -> None:
+        called.append("poll")
+
+    async def main() -> None:
+        try:
+            await daemon.start(serve_api=False)
+            await daemon.dispatcher.run("VM_MAD", "dummy", "poll", poll)
+            assert called == ["poll"]
+            keeper = daemon.leadership.keeper.pid
+            assert keeper is not None
+            os.kill(keeper, signal.SIGSTOP)  # no renewal while the daemon is "stopped"
+            try:
+                time.sleep(FAST.duration)  # the whole loop held, as a stopped daemon's
+                with pytest.raises(LeaseLostError, match="no longer leads: the lease could "
+                                                         "not be renewed"):
+                    await daemon.dispatcher.run("VM_MAD", "dummy", "poll", poll)
+                assert called == ["poll"]
+            finally:
+                os.kill(keeper, signal.SIGCONT)
+            await until(lambda: daemon.leadership.epoch is None, 5, "the leader to step down")
+            await until(lambda: daemon.leadership.epoch == 2, 15, "it to lead again")
+            await daemon.dispatcher.run("VM_MAD", "dummy", "poll", poll)
+            assert called == ["poll", "poll"]
         finally:
             await daemon.stop()
 

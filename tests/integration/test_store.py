@@ -466,6 +466,7 @@ def idle_daemon(home: Path, url: str) -> Daemon:
     daemon = Daemon(dataclasses.replace(settings, db_url=url))
     daemon.db.start()
     daemon.lifecycle.drives = lambda: True
+    daemon.dispatcher.refusal = lambda: None
     return daemon
 
 

@@ -132,6 +132,8 @@ def test_port_must_be_a_number(tmp_path: Path) -> None:
     ("MAX_DISPATCH = -3", "MAX_DISPATCH must be at least 0"),
     ("LOG = [ LEVEL = LOUD ]", "LOG LEVEL must be DEBUG, INFO, WARNING or ERROR"),
     ("LISTEN_ADDRESS = [ A = 1 ]", "LISTEN_ADDRESS must be a single value"),
+    ("LEADER_LEASE = [ STALL = 0.5 ]", "LEADER_LEASE STALL must be at least 1"),
+    ("LEADER_LEASE = [ STALL = never ]", "LEADER_LEASE STALL must be a number"),
 ])
 def test_bad_values_are_refused_with_the_attribute_named(tmp_path: Path, line: str,
                                                          problem: str) -> None:
@@ -139,6 +141,13 @@ def test_bad_values_are_refused_with_the_attribute_named(tmp_path: Path, line: s
     message = str(refused(path))
     assert message.startswith(f"{path}:"), message
     assert problem in message
+
+
+def test_the_shipped_lease_keeps_a_stalled_leader_15_s(tmp_path: Path) -> None:
+    settings, _ = load(SHIPPED)
+    assert settings.lease.stall == 15.0
+    settings, _ = load(write(tmp_path, "LEADER_LEASE = [ STALL = 4 ]\n"))
+    assert (settings.lease.stall, settings.lease.duration) == (4.0, 3.0)
 
 
 def test_im_mad_without_name(tmp_path: Path) -> None:

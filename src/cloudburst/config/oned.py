@@ -19,8 +19,8 @@ silently ignored is worse than a noisy log):
 * ``REQUEST_HEADER_TIMEOUT``, ``REQUEST_BODY_TIMEOUT``, ``MAX_CONNECTIONS``,
   ``MAX_CONNECTIONS_PER_CLIENT``, ``FILE_RESERVE`` -- what clients may hold of
   the API server (:class:`~cloudburst.config.settings.ApiLimits`).
-* ``LEADER_LEASE = [ DURATION = 3, RENEW = 0.75, RETRY = 0.5 ]`` -- seconds; the
-  lease of daemons sharing a PostgreSQL store.
+* ``LEADER_LEASE = [ DURATION = 3, RENEW = 0.75, RETRY = 0.5, STALL = 15 ]`` --
+  seconds; the lease of daemons sharing a PostgreSQL store.
 * ``STORE_TIMEOUT`` -- seconds a write waits for a lock another process holds on the store.
 * ``LOGIN_MAX_FAILURES``, ``LOGIN_LOCKOUT``, ``FAILED_LOGIN_DELAY``, ``LOGIN_QUEUE`` --
   password guessing (:class:`~cloudburst.config.settings.LoginLimits`).
@@ -204,7 +204,7 @@ def _lease(reader: _Reader) -> LeaseSettings:
     section = reader.vector("LEADER_LEASE") or {}
     values = {}
     for key, default in (("DURATION", defaults.duration), ("RENEW", defaults.renew),
-                         ("RETRY", defaults.retry)):
+                         ("RETRY", defaults.retry), ("STALL", defaults.stall)):
         raw = section.get(key)
         try:
             values[key] = default if raw is None else float(raw)
@@ -216,8 +216,11 @@ def _lease(reader: _Reader) -> LeaseSettings:
     if values["RENEW"] * 2 > values["DURATION"]:
         raise reader.fail("LEADER_LEASE", "LEADER_LEASE RENEW must be at most half of "
                                           f"DURATION ({values['DURATION']:g})")
+    if values["STALL"] < 1:
+        raise reader.fail("LEADER_LEASE", "LEADER_LEASE STALL must be at least 1 (a running "
+                                          "daemon shows it is alive every 0.5 s)")
     return LeaseSettings(duration=values["DURATION"], renew=values["RENEW"],
-                         retry=values["RETRY"])
+                         retry=values["RETRY"], stall=values["STALL"])
 
 
 def _log_level(reader: _Reader, default: str) -> str:

@@ -122,6 +122,13 @@ class LeaseSettings:
     renew: float = 0.75
     #: Seconds between a follower's attempts to take an expired lease.
     retry: float = 0.5
+    #: Seconds a leader's process may run no thread at all (stopped, wedged) before
+    #: its renewals stop, so that a follower takes over ``duration`` later; PostgreSQL
+    #: also ends a write transaction left idle this long, whose fence would hold the
+    #: lease row's lock. Far above a garbage collection's pause (about 1 s at 20,000
+    #: VMs on a loaded machine, growing with the heap), low enough that a frozen
+    #: leader is replaced.
+    stall: float = 15.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,7 +73,10 @@ class Daemon:
                           settings.log_dir, settings.remotes_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self._sole_lock = sole_store_lock(settings.database_url)
-        self.db = Database(settings.database_url, store_timeout=settings.store_timeout)
+        # Frozen inside a write transaction, a leader is replaced as one frozen outside
+        # it is (the lease keeper's STALL): the server ends that transaction.
+        self.db = Database(settings.database_url, store_timeout=settings.store_timeout,
+                           idle_limit=settings.lease.stall)
         with self.db.failures():
             identity = open_store_identity(self.db.write_engine, settings.home / MARKER_NAME,
                                            self.db.create_schema, new_store=settings.new_store)
@@ -113,6 +116,7 @@ class Daemon:
         self.notifier = Notifier(self.db)
         self.adopter = Adopter(self.db, self.lifecycle)
         self.lifecycle.drives = lambda: self.leadership.is_leader
+        self.dispatcher.refusal = self.leadership.refusal
         self.lifecycle.hand_off = self._hand_off
         self.access = AccessService(self.db)
         self.groups = GroupService(self.db)

@@ -6,7 +6,10 @@ queues and batches itself), ``-r`` how many times a retryable failure is retried
 (with exponential backoff and jitter), ``-w`` how long one attempt may run
 before it is cancelled (the default comes from ``DEFAULT_ACTION_TIMEOUT``).
 Whatever happens inside a driver, callers get either a result or a
-:class:`~cloudburst.errors.DriverError` with a one-line message.
+:class:`~cloudburst.errors.DriverError` with a one-line message; or, before
+any attempt starts, :class:`~cloudburst.errors.LeaseLostError` when this
+daemon may not drive (:attr:`Dispatcher.refusal`: a leader whose lease may
+have lapsed calls no driver, whatever its loop runs first after a stop).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from cloudburst.errors import (
     ConfigError,
     DriverError,
     DriverTimeoutError,
+    LeaseLostError,
     NotFoundError,
     UnsupportedActionError,
     one_line,
@@ -69,6 +73,8 @@ class Dispatcher:
         self._slots: dict[tuple[str, str], _Slot] = {}
         #: Work the life-cycle manager started and the drivers have not received yet.
         self.backlog = WorkBacklog()
+        #: Why no driver call may start now (None: they may): the leader's lease check.
+        self.refusal: Callable[[], str | None] = lambda: None
 
     def context_for(self, section: DriverSection) -> DriverContext:
         """The context a driver of ``section`` is built with."""
@@ -181,6 +187,8 @@ class Dispatcher:
         for attempt in range(1, attempts + 1):
             try:
                 async with gate:
+                    if (refused := self.refusal()) is not None:
+                        raise LeaseLostError(f"{action} not started: {refused}")
                     # In the caller's task (wait_for would make a task per call).
                     with metrics.driver_attempt(name, action):
                         async with asyncio.timeout(limit):
@@ -188,7 +196,7 @@ class Dispatcher:
             except TimeoutError:
                 error: DriverError = DriverTimeoutError(
                     f"Timeout executing {action} after {limit:g} s")
-            except UnsupportedActionError:
+            except (UnsupportedActionError, LeaseLostError):
                 raise
             except DriverError as exc:
                 error = exc

@@ -84,6 +84,15 @@ class Leadership:
     def is_leader(self) -> bool:
         return self.epoch is not None
 
+    def refusal(self) -> str | None:
+        """Why no driver call may start now, or None: this daemon leads and its lease
+        is known to hold. Checked before each call, so a leader resumed after a stop
+        longer than its lease acts on nothing before its loop has seen it stepped down."""
+        if self.epoch is None:
+            return "this daemon does not lead"
+        reason = self._keeper.lapsed() if self._keeper is not None else None
+        return None if reason is None else f"this daemon no longer leads: {reason}"
+
     @property
     def engine(self) -> Engine:
         """The lease statements' engine (shared stores only)."""

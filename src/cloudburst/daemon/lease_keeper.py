@@ -17,7 +17,7 @@ separate process's identical UPDATE took under 0.2 s. The child has a small
 heap, runs nothing else, and keeps the lease while the daemon lives and
 reaches the database: it dies with the daemon (``PR_SET_PDEATHSIG``, and it
 exits when its command pipe closes), and it stops renewing when no thread of
-the daemon has run for :data:`STALL_LIMIT` seconds (a thread of the daemon
+the daemon has run for ``LEADER_LEASE STALL`` seconds (a thread of the daemon
 beats every half second): a stopped or wedged daemon loses the lease to a
 follower, a collecting one does not.
 
@@ -56,11 +56,6 @@ STATEMENT_TIMEOUT = 2.0
 
 #: Seconds the child may take to start before the daemon gives up on it.
 START_TIMEOUT = 60.0
-
-#: Seconds without a heartbeat of the daemon after which the child stops renewing:
-#: far above a garbage collection's pause (about 1 s at 20,000 VMs on a loaded
-#: machine, growing with the heap), low enough that a frozen leader is replaced.
-STALL_LIMIT = 15.0
 
 #: Seconds between the daemon's heartbeats.
 BEAT = 0.5
@@ -154,7 +149,8 @@ class LeaseKeeper:
                          name="lease-beat", daemon=True).start()
         self._send(json.dumps({
             "url": self.url, "holder": self.holder, "duration": self.settings.duration,
-            "renew": self.settings.renew, "parent": os.getpid(), "memory": descriptor}))
+            "renew": self.settings.renew, "stall": self.settings.stall,
+            "parent": os.getpid(), "memory": descriptor}))
         deadline = time.monotonic() + START_TIMEOUT
         while not self._shared.read()["ready"]:
             if process.poll() is not None or time.monotonic() > deadline:
@@ -187,6 +183,16 @@ class LeaseKeeper:
             self._seen = int(values["count"])
             metrics.LEASE_RENEW_SECONDS.observe(values["took"])
             metrics.LEASE_RENEW_LATE_SECONDS.observe(values["late"])
+        return self._lapse(values)
+
+    def lapsed(self) -> str | None:
+        """:meth:`failure`'s answer from the shared memory alone (a few microseconds):
+        whether the lease may have lapsed, e.g. while the daemon was stopped."""
+        shared = self._shared
+        return "the lease keeper process is gone" if shared is None else \
+            self._lapse(shared.read())
+
+    def _lapse(self, values: dict[str, float]) -> str | None:
         if self._epoch and values["taken"] == self._epoch:
             return "the lease was taken by another daemon"
         # Until the child has read the command, the lease counts from the request.
@@ -257,6 +263,7 @@ def _serve() -> None:
     engine = lease_engine(str(config["url"]))
     holder, duration, renew = str(config["holder"]), float(config["duration"]), \
         float(config["renew"])
+    stall = float(config["stall"])
     epoch, due = 0, 0.0
     connection: Connection | None = None
     shared.write(ready=1)
@@ -283,9 +290,8 @@ def _serve() -> None:
             if not epoch:
                 continue
             started = time.monotonic()
-            if started - shared.read()["beat"] > STALL_LIMIT:
-                log.warning("no thread of the daemon ran for %g s: lease renewals stop",
-                            STALL_LIMIT)
+            if started - shared.read()["beat"] > stall:
+                log.warning("no thread of the daemon ran for %g s: lease renewals stop", stall)
                 epoch = 0
                 shared.write(epoch=0)
                 continue

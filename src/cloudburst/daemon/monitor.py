@@ -58,6 +58,7 @@ from cloudburst.errors import (
     CloudburstError,
     ConflictError,
     DriverTimeoutError,
+    LeaseLostError,
     NotFoundError,
     StoreUnavailableError,
     one_line,
@@ -476,6 +477,8 @@ class Monitor:
             info = await self.dispatcher.run("IM_MAD", host.im_mad, "monitor",
                                              lambda: driver.monitor(ref),
                                              longest_default=MONITOR_TIMEOUT)
+        except LeaseLostError:
+            return  # not asked at all: nothing to say about the host
         except CloudburstError as exc:
             event = (HostEvent.MONITOR_TIMEOUT if isinstance(exc, DriverTimeoutError)
                      else HostEvent.MONITOR_FAILURE)

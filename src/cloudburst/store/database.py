@@ -73,10 +73,13 @@ def postgres_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, writer: bool, busy_timeout: float = 30.0) -> Engine:
+def make_engine(url: str, *, writer: bool, busy_timeout: float = 30.0,
+                idle_limit: float | None = None) -> Engine:
     """Create an engine for ``url``; ``writer`` selects SQLite's write locking.
 
     ``busy_timeout``: seconds SQLite waits for a lock another process holds.
+    ``idle_limit``: seconds a PostgreSQL session may sit idle inside a transaction
+    before the server ends it and releases its locks (``None``: no limit).
     """
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -104,8 +107,10 @@ def make_engine(url: str, *, writer: bool, busy_timeout: float = 30.0) -> Engine
 
         return engine
     if url.startswith("postgres"):
+        options = ({} if idle_limit is None else {"options": (
+            f"-c idle_in_transaction_session_timeout={max(1, int(idle_limit * 1000))}")})
         engine = create_engine(postgres_url(url), pool_size=8, max_overflow=8,
-                               pool_pre_ping=True)
+                               pool_pre_ping=True, connect_args=options)
         if writer:
             copy_inserts.install(engine)
         return engine
@@ -127,13 +132,18 @@ _WAKE = object()
 class Database:
     """Asynchronous access to the store: pooled reads, group-committed writes."""
 
-    def __init__(self, url: str, *, readers: int = 4, store_timeout: float = 30.0) -> None:
+    def __init__(self, url: str, *, readers: int = 4, store_timeout: float = 30.0,
+                 idle_limit: float | None = None) -> None:
+        """``idle_limit`` (PostgreSQL): seconds a write transaction may sit idle, its
+        process stopped, before the server ends it. A leader frozen inside one would
+        otherwise keep its fence's lock on the lease row, and so the lease, for ever."""
         self.url = url
         #: Seconds a write (or read) waits for a lock another process holds on the store.
         self.store_timeout = store_timeout
         #: The last write batch found the store locked (writer thread only).
         self._store_busy = False
-        self.write_engine = make_engine(url, writer=True, busy_timeout=store_timeout)
+        self.write_engine = make_engine(url, writer=True, busy_timeout=store_timeout,
+                                        idle_limit=idle_limit)
         self.read_engine = make_engine(url, writer=False, busy_timeout=store_timeout)
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="db-read")
         self._sqlite = self.write_engine.dialect.name == "sqlite"

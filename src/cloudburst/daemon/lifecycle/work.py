@@ -43,6 +43,7 @@ from cloudburst.errors import (
     CapacityError,
     DriverError,
     IllegalActionError,
+    LeaseLostError,
     NotFoundError,
     StoreLostError,
     StoreUnavailableError,
@@ -518,6 +519,10 @@ class Working(ManagerBase):
                   known)
         try:
             outcome = await RUNNERS[work](job)
+        except LeaseLostError as exc:
+            # The driver was not called; the leader that takes over resumes the work.
+            log.info("VM %d: %s left to the next leader (%s)", vm.id, work.label, exc.message)
+            return
         except DriverError as exc:
             failure = exc
         except (OSError, KeyError, ValueError) as exc:
