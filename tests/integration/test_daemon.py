@@ -116,7 +116,11 @@ if existing.exists():
     print(existing.read_text().strip())
     sys.exit(0)
 instance = "prov-%s-%s" % (sys.argv[3], token.rsplit("-", 1)[-1])
-existing.write_text(instance)
+# Whole or absent: a replay reading it while this script is stalled (it outlives a
+# killed daemon) must never see it empty.
+partial = instances / (".%s.%d" % (token, os.getpid()))
+partial.write_text(instance)
+os.replace(partial, existing)
 delay = control / "deploy_sleep"
 if delay.exists():
     time.sleep(float(delay.read_text()))
