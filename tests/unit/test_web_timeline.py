@@ -58,3 +58,35 @@ def test_changes_become_local_burst_recalled_and_failed_entries() -> None:
         assert 5 not in timeline.hosts
 
     asyncio.run(scenario())
+
+
+def test_resyncs_in_a_burst_reload_the_hosts_at_most_once_per_pause() -> None:
+    """A queue overflowing again and again (a burst) reloads the host pool once per pause,
+    not once per overflow; host changes delivered meanwhile still count."""
+    async def scenario() -> None:
+        loaded: list[float] = []
+
+        async def hosts() -> list[HostRecord]:
+            loaded.append(asyncio.get_running_loop().time())
+            return [_host(1, "kvm-1", False)]
+
+        bus = EventBus()
+        timeline = Timeline(bus, hosts, reload_pause=0.5)
+        await timeline.start()
+        try:
+            for _ in range(3):  # three overflows, each a Resync, within the pause
+                bus.resync()
+                await asyncio.sleep(0.05)
+            bus.deliver("host", 7, {"name": "aws", "public_cloud": True})
+            await asyncio.sleep(0.05)
+            assert timeline.hosts.get(7) == ("aws", True)
+            assert len(loaded) == 1  # at start only: the reload waits for the pause
+            await asyncio.sleep(0.7)
+            assert len(loaded) == 2  # one reload for the three overflows
+            assert loaded[1] - loaded[0] >= 0.5
+            await asyncio.sleep(0.6)
+            assert len(loaded) == 2  # nothing lost since: no other reload
+        finally:
+            await timeline.stop()
+
+    asyncio.run(scenario())

@@ -12,6 +12,12 @@ A VM change becomes a timeline entry when it is one of:
 the last :data:`KEEP` entries (for a page that opens later) and knows which
 hosts are cloud sites (from host changes, and from the host pool at start and
 after a resync).
+
+A resync (the subscription's queue overflowed) reloads the host pool at most
+once every :data:`RELOAD_PAUSE` seconds: in a burst of thousands of VM changes a
+second the queue overflows again and again, and reloading 10,000 hosts each
+time took half of a core from the burst. Host changes delivered meanwhile keep
+the map current; only host changes lost in an overflow wait for the reload.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final
@@ -33,6 +40,8 @@ __all__ = ["KEEP", "Timeline"]
 
 #: Entries kept for pages that open later.
 KEEP: Final = 500
+#: Least seconds between two reloads of the host pool after resyncs.
+RELOAD_PAUSE: Final = 30.0
 
 Entry = dict[str, object]
 
@@ -40,10 +49,13 @@ Entry = dict[str, object]
 class Timeline:
     """Placement entries from VM changes (see the module docstring)."""
 
-    def __init__(self, events: EventBus, load_hosts: Callable[[], Awaitable[list[HostRecord]]]
-                 ) -> None:
+    def __init__(self, events: EventBus, load_hosts: Callable[[], Awaitable[list[HostRecord]]],
+                 *, reload_pause: float = RELOAD_PAUSE) -> None:
         self._events = events
         self._load_hosts = load_hosts
+        self._reload_pause = reload_pause
+        #: When the host pool was last loaded (time.monotonic()).
+        self._loaded_at = -float("inf")
         #: host id -> (name, is a cloud site)
         self.hosts: dict[int, tuple[str, bool]] = {}
         self.entries: deque[Entry] = deque(maxlen=KEEP)
@@ -66,19 +78,31 @@ class Timeline:
 
     async def reload_hosts(self) -> None:
         """Learn every host's name and kind from the host pool."""
+        self._loaded_at = time.monotonic()
         self.hosts = {host.id: (host.name, host.is_public_cloud)
                       for host in await self._load_hosts()}
 
     async def _run(self) -> None:
         assert self._subscription is not None
+        #: When a reload is due after a resync (None: none is).
+        reload_at: float | None = None
         while True:
             try:
-                change = await self._subscription.get()
+                timeout = None if reload_at is None else max(0.0, reload_at - time.monotonic())
+                async with asyncio.timeout(timeout):
+                    change = await self._subscription.get()
             except SubscriptionClosed:
                 return
+            except TimeoutError:
+                change = None
             try:
-                if isinstance(change, Resync):
+                if change is None:
+                    reload_at = None
                     await self.reload_hosts()
+                    continue
+                if isinstance(change, Resync):
+                    if reload_at is None:
+                        reload_at = max(time.monotonic(), self._loaded_at + self._reload_pause)
                     continue
                 entry = self.observe(change)
                 if entry is not None:
