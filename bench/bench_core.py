@@ -41,7 +41,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from cloudburst.daemon.app import Daemon
-from cloudburst.daemon.main import load_settings, tune_garbage_collector
+from cloudburst.daemon.main import load_settings, tune_interpreter
 from cloudburst.drivers.base import DeploySpec
 from cloudburst.model.states import HostState, LcmState, VmState
 from cloudburst.store.schema import hosts, vms
@@ -163,7 +163,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with store_url(args.postgresql) as url:
-        tune_garbage_collector()  # as the daemon does
+        tune_interpreter()  # as the daemon does
         result = asyncio.run(run(args.hosts, args.vms, args.rate, url))
     print(f"hosts monitored after  {result['hosts_ready_s']:.2f} s")
     print(f"{args.vms} VMs created in  {result['create_s']:.2f} s")

@@ -45,7 +45,7 @@ from burst_helpers import conf_text  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from cloudburst.daemon.app import Daemon  # noqa: E402
-from cloudburst.daemon.main import load_settings, tune_garbage_collector  # noqa: E402
+from cloudburst.daemon.main import load_settings, tune_interpreter  # noqa: E402
 from cloudburst.drivers.ec2.vm import Ec2VmDriver  # noqa: E402
 from cloudburst.model.lifecycle import Event  # noqa: E402
 from cloudburst.model.states import HostState, LcmState, VmState  # noqa: E402
@@ -259,7 +259,7 @@ def main() -> int:
                         help="print each call moto answered during the burst (stderr)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    tune_garbage_collector()  # as the daemon does
+    tune_interpreter()  # as the daemon does
     figures = asyncio.run(main_async(args))
     width = max(len(key) for key in figures)
     for key, value in figures.items():

@@ -69,7 +69,7 @@ from sqlalchemy import func, select
 
 from cloudburst import metrics
 from cloudburst.daemon.app import Daemon
-from cloudburst.daemon.main import load_settings, tune_garbage_collector
+from cloudburst.daemon.main import load_settings, tune_interpreter
 from cloudburst.model.states import HostState, LcmState, VmState
 from cloudburst.store.schema import hosts, vms
 
@@ -305,7 +305,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with store_url(args.postgresql) as url:
-        tune_garbage_collector()  # as the daemon does
+        tune_interpreter()  # as the daemon does
         result = asyncio.run(run(args.hosts, args.vms, url, args.every, args.give_up,
                                    args.steady, args.step_down_at))
     print(f"store                  {result['store']} (load {result['load_1min']:.1f})")

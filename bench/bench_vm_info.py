@@ -35,7 +35,7 @@ from pathlib import Path
 
 from cloudburst.api import xmlrpc
 from cloudburst.daemon.app import Daemon
-from cloudburst.daemon.main import load_settings, tune_garbage_collector
+from cloudburst.daemon.main import load_settings, tune_interpreter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_scale import store_url
@@ -109,7 +109,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with store_url(args.postgresql) as url:
-        tune_garbage_collector()  # as the daemon does
+        tune_interpreter()  # as the daemon does
         result = asyncio.run(run(args.vms, args.calls, args.settle, url))
     print(f"store        {result['store']}, {args.vms} held VMs (load {result['load_1min']:.1f})")
     for label, key in (("in-process", "in_process"), ("over HTTP", "http")):
