@@ -34,7 +34,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -48,25 +47,10 @@ from cloudburst.store.schema import hosts, vms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_scale import store_url
+from thread_cpu import thread_cpu
 
 OPENNEBULA_VMS_PER_SECOND = 2.0
 TEMPLATE = 'NAME = "bench"\nCPU = 1\nMEMORY = 512\n'
-
-
-def thread_cpu() -> dict[str, float]:
-    """CPU seconds (user + system) used so far by each live thread, by name
-    (the loop is ``MainThread``; a pool's threads add up under their prefix)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    used: dict[str, float] = {}
-    for thread in threading.enumerate():
-        try:
-            with open(f"/proc/self/task/{thread.native_id}/stat", encoding="ascii") as stat:
-                fields = stat.read().rpartition(")")[2].split()
-        except OSError:  # ended meanwhile
-            continue
-        name = thread.name.rpartition("_")[0] or thread.name
-        used[name] = used.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
-    return used
 
 
 async def count_running(daemon: Daemon) -> int:

@@ -14,6 +14,9 @@ for 0.5 CPU and 512 MiB, so ten VMs per host fit. It prints:
   VMs created and RUNNING (and the rate since the last line), scheduler
   passes, their seconds and how many built their placer from the store, the
   SQLite WAL's size, the daemon's RSS;
+* each thread's CPU seconds from the first creation until every VM runs
+  (``cpu_<thread>_s``: the event loop is ``MainThread``, the store's writer
+  ``db_write``, the VM file threads ``vm_files`` and ``vm_logs``);
 * from a separate client process over HTTP: a page of 2,000 VMs of
   ``one.vmpool.info(-2, offset, -2000, -1)`` (median of 10 random pages; goal:
   under 100 ms), both until the reply is received and with the client's XML-RPC
@@ -34,9 +37,13 @@ printed (``bench/takeover.py``) and added to the RESULT line.
 
 The temporary home is made in the system's temporary directory (``TMPDIR``,
 ``/tmp`` by default; ``home_in`` in the RESULT line): the disk under it matters,
-as each VM makes a directory and two files there (on a shared machine whose
-``/tmp`` makes new files 20 times slower than another directory of the same disk,
-they set the pace).
+as each VM makes a directory and two files there. On the 2-core machine of
+issue 17, creating a file or directory on ext4 cost 15-40 us of CPU in one
+directory and 250-460 us in another, and the same directory changed from one to
+the other within minutes (after a run's 300,000 files were removed, say), which
+moved a run's time by tens of seconds whatever the code. To compare code, put
+the home on tmpfs (``TMPDIR=/dev/shm``); ``cpu_vm_files_s`` and ``cpu_vm_logs_s``
+show what the files cost in a run.
 
 With ``--give-up S`` a run that has not got every VM RUNNING S seconds after
 the first creation stops there (creations too) and reports how many ran and
@@ -75,6 +82,7 @@ from cloudburst.store.schema import hosts, vms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from takeover import step_down_at as step_down
+from thread_cpu import thread_cpu
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = 'NAME = "scale"\nCPU = 0.5\nMEMORY = 512\n'
@@ -228,6 +236,7 @@ async def run(host_count: int, vm_count: int, url: str, every: float,
             await asyncio.sleep(0.2)
         hosts_ready = time.perf_counter() - started
         first_created = time.perf_counter()
+        threads_first = thread_cpu()
         made = [0]
         phases = asyncio.create_task(report_phases(daemon, home, every, made, running_query))
         takeover = asyncio.create_task(step_down(daemon, running_query, step_down_at,
@@ -246,6 +255,7 @@ async def run(host_count: int, vm_count: int, url: str, every: float,
                     break
                 await asyncio.sleep(0.25)
             stopped = time.perf_counter() - first_created
+            threads_last = thread_cpu()
             all_running = stopped if running >= vm_count else float("nan")
             takeover_figures = await takeover if takeover is not None else {}
         finally:
@@ -282,6 +292,8 @@ async def run(host_count: int, vm_count: int, url: str, every: float,
         "page_2000_warm_received_ms": reads["page_warm_received_ms"],
         "vm_info_median_ms": reads["vm_info_ms"],
         "vm_info_p95_ms": reads["vm_info_p95_ms"],
+        **{f"cpu_{name.replace('-', '_')}_s": used - threads_first.get(name, 0.0)
+           for name, used in sorted(threads_last.items())},
         **quiet,
         **takeover_figures,
         "load_1min": os.getloadavg()[0],
