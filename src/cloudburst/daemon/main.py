@@ -143,10 +143,12 @@ def tune_interpreter() -> None:
     **Switch interval:** the store's threads and the VM file threads make a system
     call per row or per file, giving up the interpreter at each, and get it back
     only when the event loop's thread is made to let go: with Python's 5 ms, a
-    thread making a dozen calls per VM behind a busy loop wrote 21 VMs' files a
-    second against 10,000 alone. At 1 ms the wait is five times shorter; the loop
-    pays a little more switching. Measured with bench_scale (100,000 VMs on SQLite,
-    load 1-2.5, one run each): all RUNNING after 80.5 s at 1 ms, 126.3 s at 5 ms.
+    thread making a dozen calls per VM behind a busy thread wrote 21 VMs' files a
+    second, 111 at 1 ms (a micro-benchmark on a slow disk). The loop pays a little
+    more switching. bench_scale, 100,000 VMs on SQLite with the home on tmpfs (load
+    1.5-2): all RUNNING after 57.3 s at 1 ms, 60.5 s at 5 ms. With the home on an ext4
+    whose file creation cost swung tenfold between runs, three runs (80.5 and 130.6 s
+    at 1 ms, 126.3 s at 5 ms) could not tell the two apart.
     """
     gc.set_threshold(*GC_THRESHOLDS)
     sys.setswitchinterval(SWITCH_INTERVAL)
