@@ -14,8 +14,9 @@ def test_due_keys_come_in_time_order_once() -> None:
     assert timers.pop_due(1.9) == []
     assert timers.pop_due(5.0) == [1, 3]
     assert timers.pop_due(5.0) == []  # taken: the caller sets the next time
-    assert 1 not in timers  # popped
-    assert 2 in timers  # still waiting
+    popped, waiting = 1, 2
+    assert popped not in timers and timers.get(popped) is None
+    assert waiting in timers and timers.get(waiting) == 9.0
     assert len(timers) == 1
     assert timers.pop_due(100.0) == [2]
 
